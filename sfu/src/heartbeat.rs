@@ -1,0 +1,83 @@
+//! The heartbeat to the edge: every [`HEARTBEAT_INTERVAL_MS`], a signed POST of this SFU's identity,
+//! location and load to `{edge}/api/sfu/heartbeat`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use edgemeet_shared::control;
+use edgemeet_shared::region::{SfuHeartbeat, SfuLoad, HEARTBEAT_INTERVAL_MS};
+
+use crate::load::CpuSampler;
+use crate::metrics::ResultLabel;
+use crate::AppState;
+
+pub const HEARTBEAT_PATH: &str = "/api/sfu/heartbeat";
+
+/// What this SFU reports about itself now.
+pub fn heartbeat(state: &AppState, cpu: f64) -> SfuHeartbeat {
+    let c = &state.config;
+    SfuHeartbeat {
+        id: c.id.clone(),
+        region: c.region.clone(),
+        url: c.public_url.clone(),
+        location: c.location,
+        capacity: c.capacity,
+        load: SfuLoad { participants: state.metrics.participants.get().max(0) as u32, forwarded_bitrate_bps: 0, cpu },
+        draining: state.is_draining(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Sends one heartbeat; `Err` carries a short reason for the log.
+pub async fn send(client: &reqwest::Client, edge: &str, state: &AppState, cpu: f64) -> Result<(), String> {
+    let body = serde_json::to_vec(&heartbeat(state, cpu)).map_err(|e| e.to_string())?;
+    let sig = control::sign(state.config.control_secret.as_bytes(), "POST", HEARTBEAT_PATH, &body, now_ms())
+        .map_err(|e| e.to_string())?;
+    let res = client
+        .post(format!("{edge}{HEARTBEAT_PATH}"))
+        .header(control::SIGNATURE_HEADER, sig)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("edge unreachable: {e}"))?;
+    if res.status().is_success() {
+        Ok(())
+    } else {
+        let status = res.status();
+        Err(format!("edge answered {status}: {}", res.text().await.unwrap_or_default()))
+    }
+}
+
+/// Heartbeats forever. Logs only when the outcome changes, not on every beat.
+pub async fn run(state: Arc<AppState>) {
+    let Some(edge) = state.config.edge_url.clone() else {
+        tracing::info!("no edge_url configured: running standalone, no heartbeats");
+        return;
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(HEARTBEAT_INTERVAL_MS * 3 / 4))
+        .build()
+        .expect("reqwest client builds with static settings");
+    let mut cpu = CpuSampler::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_ok: Option<bool> = None;
+    loop {
+        tick.tick().await;
+        let result = send(&client, &edge, &state, cpu.sample()).await;
+        let ok = result.is_ok();
+        state.metrics.heartbeats.get_or_create(&ResultLabel { result: if ok { "ok" } else { "error" } }).inc();
+        if last_ok != Some(ok) {
+            match &result {
+                Ok(()) => tracing::info!(%edge, "heartbeats reaching the edge"),
+                Err(e) => tracing::warn!(%edge, error = %e, "heartbeat failed (will keep trying every {HEARTBEAT_INTERVAL_MS} ms)"),
+            }
+            last_ok = Some(ok);
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! edgemeet's regional SFU: the HTTP control API, health, metrics and the heartbeat to the edge.
+//! Media forwarding (webrtc-rs) builds on this shell; its decisions live in a pure core.
+
+pub mod config;
+pub mod heartbeat;
+pub mod load;
+pub mod metrics;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use edgemeet_shared::protocol::{ErrorCode, WireError};
+use serde_json::json;
+
+pub struct AppState {
+    pub config: config::Config,
+    pub metrics: metrics::Metrics,
+    pub draining: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(config: config::Config) -> Arc<AppState> {
+        let metrics = metrics::Metrics::new(&config);
+        Arc::new(AppState { config, metrics, draining: AtomicBool::new(false) })
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.metrics.draining.set(1);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn healthz(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    Json(json!({
+        "status": if s.is_draining() { "draining" } else { "ok" },
+        "id": s.config.id,
+        "region": s.config.region,
+        "version": env!("CARGO_PKG_VERSION"),
+        "participants": s.metrics.participants.get(),
+    }))
+}
+
+async fn metrics_text(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        s.metrics.encode(),
+    )
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        Json(WireError { code: ErrorCode::NotFound, message: "no such route on this SFU".into() }),
+    )
+}

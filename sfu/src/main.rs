@@ -1,0 +1,64 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use edgemeet_sfu::{config, heartbeat, router, AppState};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let filter = EnvFilter::try_from_env("EDGEMEET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if std::env::var("EDGEMEET_LOG_FORMAT").as_deref() == Ok("json") {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+
+    let config = match config::load(config::Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edgemeet-sfu: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("edgemeet-sfu: cannot listen on {}: {e}", config.listen);
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(id = %config.id, region = %config.region, listen = %config.listen, public_url = %config.public_url,
+        edge = config.edge_url.as_deref().unwrap_or("-"), "SFU starting");
+    let state = AppState::new(config);
+    let beats = tokio::spawn(heartbeat::run(state.clone()));
+
+    let shutdown_state = state.clone();
+    let shutdown = async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
+        }
+        shutdown_state.set_draining();
+        // Tell the edge at once, so no new room lands here while we go.
+        if let Some(edge) = &shutdown_state.config.edge_url {
+            let client = reqwest::Client::new();
+            if let Err(e) = heartbeat::send(&client, edge, &shutdown_state, 0.0).await {
+                tracing::warn!(error = %e, "could not tell the edge we are draining");
+            }
+        }
+    };
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    beats.abort();
+    match served {
+        Ok(()) => {
+            tracing::info!("SFU stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server error");
+            ExitCode::from(1)
+        }
+    }
+}

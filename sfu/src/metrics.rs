@@ -1,0 +1,62 @@
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub participants: Gauge,
+    pub rooms: Gauge,
+    pub draining: Gauge,
+    pub heartbeats: Family<ResultLabel, Counter>,
+    pub forwarded_packets: Counter,
+    pub dropped_packets: Counter,
+}
+
+impl Metrics {
+    pub fn new(config: &Config) -> Metrics {
+        let mut registry = Registry::with_prefix("edgemeet_sfu");
+        let m = Metrics {
+            registry: Registry::default(),
+            participants: Gauge::default(),
+            rooms: Gauge::default(),
+            draining: Gauge::default(),
+            heartbeats: Family::default(),
+            forwarded_packets: Counter::default(),
+            dropped_packets: Counter::default(),
+        };
+        registry.register(
+            "build",
+            "This SFU's identity and version",
+            Info::new(vec![
+                ("id", config.id.clone()),
+                ("region", config.region.clone()),
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ]),
+        );
+        registry.register("participants", "Participants connected to this SFU", m.participants.clone());
+        registry.register("rooms", "Rooms with media on this SFU", m.rooms.clone());
+        registry.register("draining", "1 while this SFU is draining (takes no new rooms)", m.draining.clone());
+        registry.register("heartbeats", "Heartbeats sent to the edge, by result", m.heartbeats.clone());
+        registry.register("forwarded_packets", "RTP packets forwarded to subscribers", m.forwarded_packets.clone());
+        registry.register("dropped_packets", "RTP packets dropped (unknown sender or track)", m.dropped_packets.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

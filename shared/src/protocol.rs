@@ -1,0 +1,216 @@
+//! The signaling protocol between browser and edge (over the room WebSocket).
+//!
+//! JSON, internally tagged by `type`, versioned by [`PROTOCOL_VERSION`]: a client says which
+//! version it speaks in `hello`; the edge refuses versions it does not know with
+//! [`ErrorCode::UnsupportedVersion`]. Adding a message or an optional field is not a version bump;
+//! changing the meaning of one is.
+
+use serde::{Deserialize, Serialize};
+
+use crate::token::Role;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest signaling frame accepted (bytes). Larger frames close the socket with 1009.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Messages a browser sends to its room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// First message on a socket: which protocol version the client speaks.
+    Hello { version: u32 },
+    /// Keep-alive; answered with `pong`.
+    Ping { nonce: u64 },
+    /// Microphone / camera state changed.
+    SetMedia { audio_muted: bool, video_muted: bool },
+    /// Leaving on purpose (closing the tab counts too, through the socket closing).
+    Leave {},
+}
+
+/// Messages the edge sends to a browser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Sent once on connect: who you are and what the room looks like now.
+    Snapshot { you: String, room: RoomSnapshot },
+    ParticipantJoined { participant: ParticipantInfo },
+    ParticipantLeft { id: String },
+    MediaChanged { id: String, audio_muted: bool, video_muted: bool },
+    Pong { nonce: u64 },
+    Error { code: ErrorCode, message: String },
+}
+
+/// The room as a newcomer sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomSnapshot {
+    pub name: String,
+    pub participants: Vec<ParticipantInfo>,
+    /// Id of the SFU that carries this room's media, once one is assigned.
+    pub sfu: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub audio_muted: bool,
+    pub video_muted: bool,
+}
+
+/// Machine-readable error codes. Every error on the wire is `{code, message}`; the message is for
+/// people, the code is for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadMessage,
+    UnsupportedVersion,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    BadRequest,
+    NoMediaServer,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with this code when it is an HTTP answer.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadMessage | ErrorCode::BadRequest | ErrorCode::UnsupportedVersion => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::NoMediaServer => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// The body of every HTTP error answer from the edge and the SFU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Answer of `POST /api/rooms/{room}/join`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub token: String,
+    /// Path (same origin) of the room WebSocket, token included.
+    pub ws_url: String,
+    pub participant_id: String,
+    pub expires_at_ms: u64,
+}
+
+/// Body of `POST /api/rooms/{room}/join`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub name: String,
+}
+
+/// Parses a client frame; a malformed or unknown frame becomes a wire error, never a panic.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, WireError> {
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(WireError {
+            code: ErrorCode::BadMessage,
+            message: format!("frame of {} bytes is over the {} byte limit", text.len(), MAX_FRAME_BYTES),
+        });
+    }
+    serde_json::from_str(text).map_err(|e| WireError {
+        code: ErrorCode::BadMessage,
+        message: format!("not a valid signaling message: {e}"),
+    })
+}
+
+/// Room names: 1–64 characters of `a-z`, `0-9`, `-`, `_`; case is folded. Anything else is refused
+/// with a message a person can act on.
+pub fn normalize_room_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim().to_ascii_lowercase();
+    if name.is_empty() {
+        return Err("Room name is empty.".into());
+    }
+    if name.len() > 64 {
+        return Err("Room name is longer than 64 characters.".into());
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        return Err(format!(
+            "Room name has '{c}': use letters, digits, '-' and '_' only."
+        ));
+    }
+    Ok(name)
+}
+
+/// Display names: trimmed, 1–64 characters, no control characters.
+pub fn normalize_display_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err("Display name is empty.".into());
+    }
+    if name.chars().count() > 64 {
+        return Err("Display name is longer than 64 characters.".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("Display name has control characters.".into());
+    }
+    Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_round_trip_with_type_tag() {
+        let m = ClientMessage::SetMedia { audio_muted: true, video_muted: false };
+        let s = serde_json::to_string(&m).unwrap();
+        assert_eq!(s, r#"{"type":"set_media","audio_muted":true,"video_muted":false}"#);
+        assert_eq!(parse_client_message(&s).unwrap(), m);
+    }
+
+    #[test]
+    fn malformed_and_unknown_frames_are_wire_errors() {
+        for bad in ["", "{", "[]", r#"{"type":"nope"}"#, r#"{"type":"ping"}"#, r#"{"type":"leave","x":1}"#] {
+            let e = parse_client_message(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadMessage, "{bad}");
+            assert!(!e.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_refused() {
+        let big = format!(r#"{{"type":"ping","nonce":1,"pad":"{}"}}"#, "x".repeat(MAX_FRAME_BYTES));
+        let e = parse_client_message(&big).unwrap_err();
+        assert!(e.message.contains("limit"));
+    }
+
+    #[test]
+    fn room_names_are_validated_and_folded() {
+        assert_eq!(normalize_room_name("  Team-Sync_1 ").unwrap(), "team-sync_1");
+        assert!(normalize_room_name("").is_err());
+        assert!(normalize_room_name("a b").unwrap_err().contains("' '"));
+        assert!(normalize_room_name(&"a".repeat(65)).is_err());
+        assert!(normalize_room_name("../etc").is_err());
+    }
+
+    #[test]
+    fn display_names_are_validated() {
+        assert_eq!(normalize_display_name(" Ada ").unwrap(), "Ada");
+        assert!(normalize_display_name("  ").is_err());
+        assert!(normalize_display_name("a\u{0007}b").is_err());
+        assert!(normalize_display_name(&"é".repeat(64)).is_ok());
+        assert!(normalize_display_name(&"é".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn error_codes_map_to_http_statuses() {
+        assert_eq!(ErrorCode::Unauthorized.http_status(), 401);
+        assert_eq!(ErrorCode::NoMediaServer.http_status(), 503);
+        let e = WireError { code: ErrorCode::NotFound, message: "x".into() };
+        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"code":"not_found","message":"x"}"#);
+    }
+}

@@ -1,0 +1,270 @@
+//! The room state machine (first cut): who is in the room, their media state, and what to tell whom.
+//!
+//! Sans-IO: the Room Durable Object feeds it [`Input`]s with the current time and performs the
+//! [`Effect`]s it returns (send a frame to one connection, broadcast, close a connection). It never
+//! touches a socket or a clock, so every ordering (duplicate joins, reconnects, leaves) is a unit test.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{
+    parse_client_message, ClientMessage, ErrorCode, ParticipantInfo, RoomSnapshot, ServerMessage, PROTOCOL_VERSION,
+};
+use crate::token::{Claims, Role};
+use crate::Millis;
+
+/// Identifies one WebSocket connection (the DO makes these up and tags sockets with them).
+pub type ConnId = String;
+
+/// Close code for a connection replaced by a newer one of the same participant.
+pub const CLOSE_REPLACED: u16 = 4000;
+/// Close code for a client that sent a frame over the size limit (RFC 6455 "message too big").
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A participant with verified `claims` opened connection `conn`.
+    Connect { conn: ConnId, claims: Claims },
+    /// A text frame arrived on `conn`.
+    Frame { conn: ConnId, text: String },
+    /// `conn` closed or errored.
+    Disconnect { conn: ConnId },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Send { conn: ConnId, msg: ServerMessage },
+    /// To every connected member except `except`.
+    Broadcast { except: Option<ConnId>, msg: ServerMessage },
+    Close { conn: ConnId, code: u16, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Member {
+    info: ParticipantInfo,
+    conn: ConnId,
+    joined_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Room {
+    name: String,
+    members: BTreeMap<String, Member>,
+    sfu: Option<String>,
+}
+
+impl Room {
+    pub fn new(name: impl Into<String>) -> Room {
+        Room { name: name.into(), members: BTreeMap::new(), sfu: None }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn set_sfu(&mut self, sfu: Option<String>) {
+        self.sfu = sfu;
+    }
+
+    pub fn snapshot(&self) -> RoomSnapshot {
+        let mut participants: Vec<ParticipantInfo> = self.members.values().map(|m| m.info.clone()).collect();
+        participants.sort_by(|a, b| a.id.cmp(&b.id));
+        RoomSnapshot { name: self.name.clone(), participants, sfu: self.sfu.clone() }
+    }
+
+    fn member_by_conn(&self, conn: &str) -> Option<&String> {
+        self.members.iter().find(|(_, m)| m.conn == conn).map(|(id, _)| id)
+    }
+
+    pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Effect> {
+        match input {
+            Input::Connect { conn, claims } => self.connect(now, conn, claims),
+            Input::Frame { conn, text } => self.frame(conn, &text),
+            Input::Disconnect { conn } => match self.member_by_conn(&conn).cloned() {
+                Some(id) => self.remove(&id),
+                None => Vec::new(),
+            },
+        }
+    }
+
+    fn connect(&mut self, now: Millis, conn: ConnId, claims: Claims) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if let Some(m) = self.members.get_mut(&claims.sub) {
+            // Same participant again (reconnect or second tab): the new connection takes over.
+            let old = std::mem::replace(&mut m.conn, conn.clone());
+            out.push(Effect::Close { conn: old, code: CLOSE_REPLACED, reason: "replaced by a newer connection".into() });
+        } else {
+            let info = ParticipantInfo {
+                id: claims.sub.clone(),
+                name: claims.name.clone(),
+                role: claims.role,
+                audio_muted: false,
+                video_muted: false,
+            };
+            out.push(Effect::Broadcast { except: None, msg: ServerMessage::ParticipantJoined { participant: info.clone() } });
+            self.members.insert(claims.sub.clone(), Member { info, conn: conn.clone(), joined_at: now });
+        }
+        out.push(Effect::Send { conn, msg: ServerMessage::Snapshot { you: claims.sub, room: self.snapshot() } });
+        // The joined broadcast went out before the newcomer was a member, so it only reached others.
+        out
+    }
+
+    fn frame(&mut self, conn: ConnId, text: &str) -> Vec<Effect> {
+        let Some(id) = self.member_by_conn(&conn).cloned() else {
+            return vec![Effect::Close { conn, code: 4403, reason: "not a member of this room".into() }];
+        };
+        let msg = match parse_client_message(text) {
+            Ok(m) => m,
+            Err(e) => return vec![Effect::Send { conn, msg: ServerMessage::Error { code: e.code, message: e.message } }],
+        };
+        match msg {
+            ClientMessage::Hello { version } if version != PROTOCOL_VERSION => vec![Effect::Send {
+                conn,
+                msg: ServerMessage::Error {
+                    code: ErrorCode::UnsupportedVersion,
+                    message: format!("this server speaks protocol version {PROTOCOL_VERSION}, not {version}"),
+                },
+            }],
+            ClientMessage::Hello { .. } => Vec::new(),
+            ClientMessage::Ping { nonce } => vec![Effect::Send { conn, msg: ServerMessage::Pong { nonce } }],
+            ClientMessage::SetMedia { audio_muted, video_muted } => {
+                let m = self.members.get_mut(&id).expect("member found above");
+                if (m.info.audio_muted, m.info.video_muted) == (audio_muted, video_muted) {
+                    return Vec::new();
+                }
+                m.info.audio_muted = audio_muted;
+                m.info.video_muted = video_muted;
+                vec![Effect::Broadcast { except: None, msg: ServerMessage::MediaChanged { id, audio_muted, video_muted } }]
+            }
+            ClientMessage::Leave {} => {
+                let mut out = self.remove(&id);
+                out.push(Effect::Close { conn, code: 1000, reason: "left".into() });
+                out
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Vec<Effect> {
+        match self.members.remove(id) {
+            Some(_) => vec![Effect::Broadcast { except: None, msg: ServerMessage::ParticipantLeft { id: id.to_string() } }],
+            None => Vec::new(),
+        }
+    }
+
+    /// The role of a member, if present.
+    pub fn role_of(&self, id: &str) -> Option<Role> {
+        self.members.get(id).map(|m| m.info.role)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::Grants;
+
+    fn claims(id: &str) -> Claims {
+        Claims {
+            sub: id.into(),
+            name: format!("name-{id}"),
+            room: "r".into(),
+            role: Role::Participant,
+            grants: Grants::max_for(Role::Participant),
+            sfu: None,
+            exp: 0,
+            nbf: 0,
+            iat: 0,
+            jti: id.into(),
+        }
+    }
+
+    fn connect(room: &mut Room, id: &str, conn: &str) -> Vec<Effect> {
+        room.handle(0, Input::Connect { conn: conn.into(), claims: claims(id) })
+    }
+
+    #[test]
+    fn joining_sends_a_snapshot_and_tells_the_others() {
+        let mut r = Room::new("r");
+        connect(&mut r, "a", "c1");
+        let fx = connect(&mut r, "b", "c2");
+        assert!(matches!(&fx[0], Effect::Broadcast { msg: ServerMessage::ParticipantJoined { participant }, .. } if participant.id == "b"));
+        match &fx[1] {
+            Effect::Send { conn, msg: ServerMessage::Snapshot { you, room } } => {
+                assert_eq!(conn, "c2");
+                assert_eq!(you, "b");
+                let ids: Vec<_> = room.participants.iter().map(|p| p.id.as_str()).collect();
+                assert_eq!(ids, ["a", "b"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_duplicate_join_replaces_the_old_connection_without_a_second_member() {
+        let mut r = Room::new("r");
+        connect(&mut r, "a", "c1");
+        let fx = connect(&mut r, "a", "c2");
+        assert_eq!(fx[0], Effect::Close { conn: "c1".into(), code: CLOSE_REPLACED, reason: "replaced by a newer connection".into() });
+        assert_eq!(r.snapshot().participants.len(), 1);
+        // The old connection closing afterwards must not remove the participant.
+        assert!(r.handle(1, Input::Disconnect { conn: "c1".into() }).is_empty());
+        assert_eq!(r.snapshot().participants.len(), 1);
+    }
+
+    #[test]
+    fn mute_is_broadcast_once_per_change() {
+        let mut r = Room::new("r");
+        connect(&mut r, "a", "c1");
+        let set = |r: &mut Room| r.handle(1, Input::Frame { conn: "c1".into(), text: r#"{"type":"set_media","audio_muted":true,"video_muted":false}"#.into() });
+        let fx = set(&mut r);
+        assert_eq!(fx, vec![Effect::Broadcast { except: None, msg: ServerMessage::MediaChanged { id: "a".into(), audio_muted: true, video_muted: false } }]);
+        assert!(set(&mut r).is_empty());
+        assert!(r.snapshot().participants[0].audio_muted);
+    }
+
+    #[test]
+    fn leave_and_disconnect_remove_and_tell_everyone() {
+        let mut r = Room::new("r");
+        connect(&mut r, "a", "c1");
+        connect(&mut r, "b", "c2");
+        let fx = r.handle(1, Input::Frame { conn: "c1".into(), text: r#"{"type":"leave"}"#.into() });
+        assert_eq!(fx[0], Effect::Broadcast { except: None, msg: ServerMessage::ParticipantLeft { id: "a".into() } });
+        assert!(matches!(&fx[1], Effect::Close { code: 1000, .. }));
+        let fx = r.handle(2, Input::Disconnect { conn: "c2".into() });
+        assert_eq!(fx.len(), 1);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn bad_frames_get_an_error_and_change_nothing() {
+        let mut r = Room::new("r");
+        connect(&mut r, "a", "c1");
+        let before = r.clone();
+        for bad in ["garbage", r#"{"type":"set_media"}"#, r#"{"type":"hello","version":99}"#] {
+            let fx = r.handle(1, Input::Frame { conn: "c1".into(), text: bad.into() });
+            assert!(matches!(&fx[..], [Effect::Send { msg: ServerMessage::Error { .. }, .. }]), "{bad}: {fx:?}");
+        }
+        assert_eq!(r, before);
+    }
+
+    #[test]
+    fn frames_from_unknown_connections_close_them() {
+        let mut r = Room::new("r");
+        let fx = r.handle(1, Input::Frame { conn: "x".into(), text: r#"{"type":"ping","nonce":1}"#.into() });
+        assert!(matches!(&fx[..], [Effect::Close { code: 4403, .. }]));
+    }
+
+    #[test]
+    fn ping_is_answered_and_state_survives_serialization() {
+        let mut r = Room::new("r");
+        connect(&mut r, "a", "c1");
+        let fx = r.handle(1, Input::Frame { conn: "c1".into(), text: r#"{"type":"ping","nonce":7}"#.into() });
+        assert_eq!(fx, vec![Effect::Send { conn: "c1".into(), msg: ServerMessage::Pong { nonce: 7 } }]);
+        let back: Room = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+}
