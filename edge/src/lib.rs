@@ -1,1 +1,128 @@
+//! edgemeet's edge worker: the HTTP API, auth and the entry to each room's Durable Object.
+//!
+//! Routes (everything else is served from the client's static assets by the Workers runtime):
+//! - `GET  /api/health`               — the edge and the SFUs it knows (registry)
+//! - `POST /api/sfu/heartbeat`        — signed SFU heartbeats (control plane)
+//! - `POST /api/rooms/{room}/join`    — a room token and the room WebSocket URL
+//! - `GET  /api/rooms/{room}/ws`      — the room's signaling WebSocket (token in the query)
 
+mod error;
+mod registry;
+mod room;
+
+use edgemeet_shared::control;
+use edgemeet_shared::protocol::{normalize_display_name, normalize_room_name, JoinRequest, JoinResponse};
+use edgemeet_shared::region::SfuStatus;
+use edgemeet_shared::token::{Claims, Grants, Role, TokenKey};
+use serde_json::json;
+use worker::{event, Context, Env, Method, Request, RequestInit, Response};
+
+use error::{EdgeError, EdgeResult};
+pub use registry::SfuRegistry;
+pub use room::RoomObject;
+
+/// How long a room token is valid.
+const TOKEN_TTL_SECS: u64 = 15 * 60;
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    Ok(route(req, env).await.unwrap_or_else(EdgeError::into_response))
+}
+
+async fn route(req: Request, env: Env) -> EdgeResult<Response> {
+    let path = req.path();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (Method::Get, ["api", "health"]) => health(&env).await,
+        (Method::Post, ["api", "sfu", "heartbeat"]) => heartbeat(req, &env).await,
+        (Method::Post, ["api", "rooms", room, "join"]) => {
+            let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
+            join(req, &env, &room).await
+        }
+        (Method::Get, ["api", "rooms", room, "ws"]) => {
+            normalize_room_name(room).map_err(EdgeError::BadRequest)?;
+            if !req.headers().get("Upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+                return Err(EdgeError::BadRequest("this endpoint takes a WebSocket upgrade".into()));
+            }
+            let stub = env.durable_object(room::BINDING)?.get_by_name(&room.to_ascii_lowercase())?;
+            Ok(stub.fetch_with_request(req).await?)
+        }
+        (_, ["api", ..]) => Err(EdgeError::NotFound(format!("no API route {} {path}", req.method()))),
+        _ => Ok(env.assets("ASSETS")?.fetch_request(req).await.map(Response::from)?),
+    }
+}
+
+fn secret(env: &Env, name: &str) -> EdgeResult<String> {
+    env.secret(name)
+        .map(|s| s.to_string())
+        .map_err(|_| EdgeError::Config(format!("secret {name} is not set (wrangler secret put {name}, or .dev.vars)")))
+}
+
+pub(crate) fn token_key(env: &Env) -> EdgeResult<TokenKey> {
+    Ok(TokenKey::hs256(secret(env, "ROOM_TOKEN_SECRET")?.as_bytes())?)
+}
+
+/// 128 random bits, hex.
+pub(crate) fn random_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).expect("crypto.getRandomValues is available in Workers");
+    hex::encode(b)
+}
+
+async fn registry_status(env: &Env) -> EdgeResult<Vec<SfuStatus>> {
+    let stub = env.durable_object(registry::BINDING)?.get_by_name(registry::NAME)?;
+    let mut res = stub.fetch_with_str("https://registry/status").await?;
+    Ok(res.json().await?)
+}
+
+async fn health(env: &Env) -> EdgeResult<Response> {
+    let sfus = registry_status(env).await?;
+    let live = sfus.iter().filter(|s| s.healthy).count();
+    Ok(Response::from_json(&json!({
+        "status": if live > 0 { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "live_sfus": live,
+        "sfus": sfus,
+    }))?)
+}
+
+async fn heartbeat(mut req: Request, env: &Env) -> EdgeResult<Response> {
+    let body = req.bytes().await?;
+    let sig = req.headers().get(control::SIGNATURE_HEADER)?;
+    let now = worker::Date::now().as_millis();
+    control::verify(secret(env, "CONTROL_SECRET")?.as_bytes(), sig.as_deref(), "POST", "/api/sfu/heartbeat", &body, now)?;
+    let stub = env.durable_object(registry::BINDING)?.get_by_name(registry::NAME)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(String::from_utf8_lossy(&body).into_owned().into()));
+    Ok(stub.fetch_with_request(Request::new_with_init("https://registry/heartbeat", &init)?).await?)
+}
+
+async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
+    let body: JoinRequest = req
+        .json()
+        .await
+        .map_err(|e| EdgeError::BadRequest(format!("join body must be {{\"name\": \"…\"}}: {e}")))?;
+    let name = normalize_display_name(&body.name).map_err(EdgeError::BadRequest)?;
+    let now = worker::Date::now().as_millis() / 1000;
+    let participant_id = random_id();
+    let role = Role::Participant;
+    let claims = Claims {
+        sub: participant_id.clone(),
+        name,
+        room: room.to_string(),
+        role,
+        grants: Grants::max_for(role),
+        sfu: None,
+        exp: now + TOKEN_TTL_SECS,
+        nbf: now,
+        iat: now,
+        jti: random_id(),
+    };
+    let token = token_key(env)?.sign(&claims)?;
+    Ok(Response::from_json(&JoinResponse {
+        ws_url: format!("/api/rooms/{room}/ws?token={token}"),
+        token,
+        participant_id,
+        expires_at_ms: claims.exp * 1000,
+    })?)
+}

@@ -1,0 +1,47 @@
+//! The edge's error type: every failure becomes `{code, message}` JSON with the matching status.
+
+use edgemeet_shared::control::ControlAuthError;
+use edgemeet_shared::protocol::{ErrorCode, WireError};
+use edgemeet_shared::token::TokenError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EdgeError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    #[error("control request refused: {0}")]
+    Control(#[from] ControlAuthError),
+    #[error("server misconfigured: {0}")]
+    Config(String),
+    #[error("internal error: {0}")]
+    Worker(#[from] worker::Error),
+}
+
+impl EdgeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EdgeError::BadRequest(_) => ErrorCode::BadRequest,
+            EdgeError::NotFound(_) => ErrorCode::NotFound,
+            EdgeError::Token(e) => e.code(),
+            EdgeError::Control(_) => ErrorCode::Unauthorized,
+            EdgeError::Config(_) | EdgeError::Worker(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn into_response(self) -> worker::Response {
+        let code = self.code();
+        if code == ErrorCode::Internal {
+            worker::console_error!("{self}");
+        }
+        let body = WireError { code, message: self.to_string() };
+        worker::Response::from_json(&body)
+            .map(|r| r.with_status(code.http_status()))
+            .unwrap_or_else(|_| worker::Response::error("internal error", 500).expect("plain response builds"))
+    }
+}
+
+pub type EdgeResult<T> = std::result::Result<T, EdgeError>;

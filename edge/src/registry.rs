@@ -1,0 +1,51 @@
+//! The SFU registry Durable Object (one, named "global"): keeps the latest heartbeat of each SFU.
+//! A thin shell over `edgemeet_shared::region::Registry`.
+//!
+//! State is kept in memory only: SFUs heartbeat every 2 s, so an evicted registry is whole again
+//! within one interval, and a registry that was evicted had heard nothing for a long time anyway.
+
+use std::cell::RefCell;
+
+use edgemeet_shared::region::{Registry, SfuHeartbeat};
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
+
+use crate::error::EdgeError;
+
+pub const BINDING: &str = "SFU_REGISTRY";
+pub const NAME: &str = "global";
+
+#[durable_object(fetch)]
+pub struct SfuRegistry {
+    registry: RefCell<Registry>,
+}
+
+impl DurableObject for SfuRegistry {
+    fn new(_state: State, _env: Env) -> Self {
+        SfuRegistry { registry: RefCell::new(Registry::new()) }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let now = worker::Date::now().as_millis();
+        match (req.method(), req.path().as_str()) {
+            (Method::Post, "/heartbeat") => {
+                let hb: SfuHeartbeat = match req.json().await {
+                    Ok(hb) => hb,
+                    Err(e) => return Ok(EdgeError::BadRequest(format!("heartbeat is not valid JSON: {e}")).into_response()),
+                };
+                let id = hb.id.clone();
+                let was_known = self.registry.borrow().status(now).iter().any(|s| s.heartbeat.id == id && s.healthy);
+                match self.registry.borrow_mut().heartbeat(hb, now) {
+                    Ok(()) => {
+                        if !was_known {
+                            worker::console_log!("SFU {id} is live");
+                        }
+                        Ok(Response::empty()?.with_status(204))
+                    }
+                    Err(e) => Ok(EdgeError::BadRequest(e.to_string()).into_response()),
+                }
+            }
+            (Method::Get, "/status") => Response::from_json(&self.registry.borrow().status(now)),
+            _ => Ok(EdgeError::NotFound("no such registry route".into()).into_response()),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The Room Durable Object (one per room): owns the room's state and WebSockets.
+//!
+//! A thin shell over `edgemeet_shared::room::Room`: it verifies the token, accepts the socket with
+//! the hibernation API (tagged with a connection id, claims in the attachment), feeds the state
+//! machine and performs its effects. The room is persisted after every change, so it survives the
+//! object hibernating between events.
+
+use std::cell::RefCell;
+
+use edgemeet_shared::protocol::{ErrorCode, ServerMessage, MAX_FRAME_BYTES};
+use edgemeet_shared::room::{Effect, Input, Room, CLOSE_TOO_BIG};
+use edgemeet_shared::token::Claims;
+use serde::{Deserialize, Serialize};
+use worker::{
+    durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
+    WebSocketPair,
+};
+
+use crate::{random_id, token_key};
+
+pub const BINDING: &str = "ROOMS";
+const STORAGE_KEY: &str = "room";
+
+/// What each accepted socket carries through hibernation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Attachment {
+    conn: String,
+    claims: Claims,
+}
+
+#[durable_object]
+pub struct RoomObject {
+    state: State,
+    env: Env,
+    room: RefCell<Option<Room>>,
+}
+
+impl RoomObject {
+    async fn load(&self, name: &str) -> Result<()> {
+        if self.room.borrow().is_some() {
+            return Ok(());
+        }
+        let stored: Option<Room> = self.state.storage().get(STORAGE_KEY).await?;
+        let mut slot = self.room.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(stored.unwrap_or_else(|| Room::new(name)));
+        }
+        Ok(())
+    }
+
+    /// Runs one input through the state machine, performs the effects, persists the room.
+    async fn step(&self, room_name: &str, input: Input) -> Result<()> {
+        self.load(room_name).await?;
+        let now = worker::Date::now().as_millis();
+        let (effects, snapshot) = {
+            let mut slot = self.room.borrow_mut();
+            let room = slot.as_mut().expect("loaded above");
+            let effects = room.handle(now, input);
+            (effects, room.clone())
+        };
+        let changed = effects.iter().any(|e| !matches!(e, Effect::Send { .. }));
+        self.perform(effects);
+        if changed {
+            if snapshot.is_empty() {
+                self.state.storage().delete(STORAGE_KEY).await?;
+            } else {
+                self.state.storage().put(STORAGE_KEY, &snapshot).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn perform(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { conn, msg } => {
+                    for ws in self.state.get_websockets_with_tag(&conn) {
+                        let _ = ws.send(&msg);
+                    }
+                }
+                Effect::Broadcast { except, msg } => {
+                    let Ok(text) = serde_json::to_string(&msg) else { continue };
+                    for ws in self.state.get_websockets() {
+                        let skip = except.as_ref().is_some_and(|e| self.state.get_tags(&ws).iter().any(|t| t == e));
+                        if !skip {
+                            // A socket that is already closing may refuse; the close event cleans up.
+                            let _ = ws.send_with_str(&text);
+                        }
+                    }
+                }
+                Effect::Close { conn, code, reason } => {
+                    for ws in self.state.get_websockets_with_tag(&conn) {
+                        let _ = ws.close(Some(code), Some(&reason));
+                    }
+                }
+            }
+        }
+    }
+
+    fn attachment(ws: &WebSocket) -> Option<Attachment> {
+        ws.deserialize_attachment().ok().flatten()
+    }
+}
+
+/// Accepts a socket only to tell the client why it is refused, then closes it.
+fn refuse(code: u16, err: ErrorCode, message: String) -> Result<Response> {
+    let pair = WebSocketPair::new()?;
+    pair.server.accept()?;
+    pair.server.send(&ServerMessage::Error { code: err, message: message.clone() })?;
+    let reason: String = message.chars().take(100).collect();
+    pair.server.close(Some(code), Some(reason))?;
+    Response::from_websocket(pair.client)
+}
+
+impl DurableObject for RoomObject {
+    fn new(state: State, env: Env) -> Self {
+        RoomObject { state, env, room: RefCell::new(None) }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let url = req.url()?;
+        // /api/rooms/{room}/ws — the worker already validated the name.
+        let room_name = url.path_segments().and_then(|mut s| s.nth(2)).unwrap_or_default().to_string();
+        let token = url.query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()).unwrap_or_default();
+        let key = match token_key(&self.env) {
+            Ok(k) => k,
+            Err(e) => return Ok(e.into_response()),
+        };
+        let now_secs = worker::Date::now().as_millis() / 1000;
+        let claims = match key.verify(&token, &room_name, now_secs, |_| false) {
+            Ok(c) => c,
+            Err(e) => {
+                let close = if e.code() == ErrorCode::Forbidden { 4403 } else { 4401 };
+                return refuse(close, e.code(), e.to_string());
+            }
+        };
+        let conn = random_id();
+        let pair = WebSocketPair::new()?;
+        self.state.accept_websocket_with_tags(&pair.server, &[conn.as_str()]);
+        pair.server.serialize_attachment(Attachment { conn: conn.clone(), claims: claims.clone() })?;
+        self.step(&room_name, Input::Connect { conn, claims }).await?;
+        Response::from_websocket(pair.client)
+    }
+
+    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+        let Some(att) = Self::attachment(&ws) else {
+            let _ = ws.close(Some(4500), Some("lost session"));
+            return Ok(());
+        };
+        match message {
+            WebSocketIncomingMessage::String(text) if text.len() > MAX_FRAME_BYTES => {
+                let _ = ws.close(Some(CLOSE_TOO_BIG), Some("frame over 64 KiB"));
+                self.step(&att.claims.room, Input::Disconnect { conn: att.conn }).await
+            }
+            WebSocketIncomingMessage::String(text) => self.step(&att.claims.room, Input::Frame { conn: att.conn, text }).await,
+            WebSocketIncomingMessage::Binary(b) if b.len() > MAX_FRAME_BYTES => {
+                let _ = ws.close(Some(CLOSE_TOO_BIG), Some("frame over 64 KiB"));
+                self.step(&att.claims.room, Input::Disconnect { conn: att.conn }).await
+            }
+            WebSocketIncomingMessage::Binary(_) => {
+                let _ = ws.send(&ServerMessage::Error {
+                    code: ErrorCode::BadMessage,
+                    message: "binary frames are not part of the signaling protocol".into(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _was_clean: bool) -> Result<()> {
+        // Complete the closing handshake (older compatibility dates do not reply automatically).
+        let _ = ws.close(Some(1000), Some("closed"));
+        if let Some(att) = Self::attachment(&ws) {
+            self.step(&att.claims.room, Input::Disconnect { conn: att.conn }).await?;
+        }
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        if let Some(att) = Self::attachment(&ws) {
+            self.step(&att.claims.room, Input::Disconnect { conn: att.conn }).await?;
+        }
+        Ok(())
+    }
+}
