@@ -1,1 +1,212 @@
-fn main() {}
+//! `cargo xtask` — edgemeet's own tooling. Every command installs what is missing first.
+//!
+//! - `cargo xtask dev`   — build everything, start edge + client + 3 SFUs on 127.0.0.1, print the URL
+//! - `cargo xtask test`  — every test: unit, SFU integration, wasm builds, edge in workerd, Playwright
+//! - `cargo xtask setup` — only install the toolchain pieces
+//! - `cargo xtask build` — only build
+//! - `cargo xtask deploy`— build and `wrangler deploy` the edge (needs a Cloudflare account)
+
+mod build;
+mod cmd;
+mod setup;
+mod stack;
+mod step;
+
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::setup::{setup, Needs, Tools};
+use crate::stack::{Stack, StackConfig};
+use crate::step::{fail, note, step, Result};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "edgemeet's build, dev and test commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing (wasm32 target, trunk, wasm-bindgen-cli, worker-build, npm tools, Chromium).
+    Setup,
+    /// Build client, edge and SFU.
+    Build,
+    /// Start the whole stack on 127.0.0.1 and print the URL; Ctrl-C stops everything.
+    Dev {
+        /// Port for the edge (and the app).
+        #[arg(long, default_value_t = 8787)]
+        port: u16,
+    },
+    /// Run every test.
+    Test,
+    /// Build and deploy the edge worker with wrangler (requires `wrangler login`).
+    Deploy,
+}
+
+/// Set by Ctrl-C / SIGTERM while a stack is up; without a stack, the signal ends xtask at once.
+static STOP: AtomicBool = AtomicBool::new(false);
+static STACK_UP: AtomicBool = AtomicBool::new(false);
+
+fn main() -> ExitCode {
+    let _ = ctrlc::set_handler(|| {
+        if STACK_UP.load(Ordering::SeqCst) {
+            STOP.store(true, Ordering::SeqCst);
+        } else {
+            eprintln!("\ninterrupted");
+            std::process::exit(130);
+        }
+    });
+    let started = Instant::now();
+    let result = match Cli::parse().command {
+        Cmd::Setup => setup(Needs { browser: true }).map(|_| ()),
+        Cmd::Build => setup(Needs { browser: false }).and_then(|t| build::build_all(&t).map(|_| ())),
+        Cmd::Dev { port } => dev(port),
+        Cmd::Test => test(),
+        Cmd::Deploy => deploy(),
+    };
+    match result {
+        Ok(()) => {
+            eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\n\x1b[31merror:\x1b[0m {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start_stack(tools: &Tools, sfu_bin: &std::path::Path, cfg: &StackConfig) -> Result<Stack> {
+    let secrets = build::dev_vars(&tools.paths.root)?;
+    STACK_UP.store(true, Ordering::SeqCst);
+    step("start stack (wrangler dev + 3 SFUs)", || {
+        let mut stack = Stack::start(&tools.paths, sfu_bin, &secrets, cfg)?;
+        let health = stack.wait_ready(Duration::from_secs(120))?;
+        let regions: Vec<String> = health["sfus"]
+            .as_array()
+            .map(|a| a.iter().map(|s| s["region"].as_str().unwrap_or("?").to_string()).collect())
+            .unwrap_or_default();
+        note(format!("edge ready at {}; live SFUs: {}", stack.url, regions.join(", ")));
+        Ok(stack)
+    })
+}
+
+fn dev(port: u16) -> Result<()> {
+    let tools = setup(Needs { browser: false })?;
+    let sfu_bin = build::build_all(&tools)?;
+    let cfg = StackConfig { edge_port: port, ..StackConfig::dev() };
+    let mut stack = start_stack(&tools, &sfu_bin, &cfg)?;
+    eprintln!("\n\x1b[1;32m  edgemeet is running: {}/\x1b[0m", stack.url);
+    eprintln!("  open {}/<room-name> in two tabs to meet; logs in {}", stack.url, stack.log_dir.display());
+    eprintln!("  Ctrl-C stops everything.\n");
+    loop {
+        if STOP.load(Ordering::SeqCst) {
+            eprintln!("\nstopping…");
+            stack.stop();
+            return Ok(());
+        }
+        if let Some((name, status)) = stack.exited() {
+            stack.stop();
+            return Err(fail("dev", format!("{name} stopped unexpectedly: {status}"), "fix the error above and start again"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One test suite's outcome, for the summary.
+struct Suite {
+    name: &'static str,
+    ok: bool,
+    secs: f64,
+}
+
+fn suite(results: &mut Vec<Suite>, name: &'static str, f: impl FnOnce() -> Result<()>) {
+    let t = Instant::now();
+    let ok = step(name, f).is_ok();
+    results.push(Suite { name, ok, secs: t.elapsed().as_secs_f64() });
+}
+
+fn test() -> Result<()> {
+    let tools = setup(Needs { browser: true })?;
+    let p = tools.paths.clone();
+    let mut results = Vec::new();
+
+    suite(&mut results, "unit and SFU integration tests (cargo test)", || {
+        cmd::run("cargo test", Command::new("cargo").args(["test", "--workspace", "--exclude", "edgemeet-client", "--exclude", "edgemeet-edge"]).current_dir(&p.root), "see the failing test above")
+    });
+    // The wasm builds are tests too: a client or edge that does not build fails here.
+    let sfu_bin = build::build_all(&tools)?;
+    let cfg = StackConfig::test();
+    let mut stack = start_stack(&tools, &sfu_bin, &cfg)?;
+    let secrets = build::dev_vars(&p.root)?;
+    let node_test = |dir: &str, extra: &[(&str, String)]| -> Result<()> {
+        let files = test_files(&p.root.join(dir));
+        if files.is_empty() {
+            return Err(fail(dir, format!("no *.test.mjs files in {dir}"), ""));
+        }
+        let mut c = Command::new(p.node22());
+        c.args(["--test", "--test-reporter=spec", "--test-concurrency=1"])
+            .args(&files)
+            .current_dir(&p.root)
+            .env("EDGEMEET_URL", &stack.url)
+            .env("EDGEMEET_CONTROL_SECRET", &secrets.control_secret)
+            .env("EDGEMEET_CHROMIUM", setup::Paths::chromium());
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        cmd::run(dir, &mut c, &format!("see the failing test above; stack logs in {}", stack.log_dir.display()))
+    };
+    suite(&mut results, "edge integration tests (built worker in workerd)", || node_test("edge/tests", &[]));
+    suite(&mut results, "end-to-end tests (Playwright + Chromium)", || {
+        node_test("playwright", &[("EDGEMEET_ARTIFACTS", p.target().join("playwright").display().to_string())])
+    });
+    stack.stop();
+    STACK_UP.store(false, Ordering::SeqCst);
+
+    eprintln!("\nsummary:");
+    for s in &results {
+        eprintln!("  {} {} ({:.0} s)", if s.ok { "\x1b[32mpass\x1b[0m" } else { "\x1b[31mFAIL\x1b[0m" }, s.name, s.secs);
+    }
+    let failed = results.iter().filter(|s| !s.ok).count();
+    println!("suites: {} passed, {} failed", results.len() - failed, failed);
+    if failed > 0 {
+        return Err(fail("test", format!("{failed} suite(s) failed"), "see each suite's output above"));
+    }
+    Ok(())
+}
+
+fn test_files(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(".test.mjs"))
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn deploy() -> Result<()> {
+    let tools = setup(Needs { browser: false })?;
+    step("build client", || build::build_client(&tools))?;
+    step("build edge", || build::build_edge(&tools))?;
+    let p = &tools.paths;
+    step("wrangler deploy", || {
+        cmd::run(
+            "wrangler deploy",
+            Command::new(p.node22())
+                .arg(p.wrangler_js())
+                .arg("deploy")
+                .current_dir(p.root.join("edge"))
+                .env("WRANGLER_SEND_METRICS", "false"),
+            "log in with `node node_modules/wrangler/bin/wrangler.js login`, set ROOM_TOKEN_SECRET and CONTROL_SECRET with `wrangler secret put`",
+        )
+    })
+}

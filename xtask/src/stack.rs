@@ -1,0 +1,209 @@
+//! The local stack: the edge under `wrangler dev` (workerd, local Durable Objects) serving the client,
+//! and one SFU process per dev region. Each child runs in its own process group, so stopping the
+//! stack (Ctrl-C, a failed test, a panic) leaves nothing running.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgemeet_shared::region::DEV_REGIONS;
+
+use crate::build::DevSecrets;
+use crate::setup::Paths;
+use crate::step::{fail, note, Result};
+
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub edge_port: u16,
+    pub inspector_port: u16,
+    pub sfu_ports: [u16; 3],
+    /// First UDP media port; each SFU gets 100 from here.
+    pub udp_base: u16,
+    /// Print children's output to the terminal (dev) or only to log files (test).
+    pub echo: bool,
+    pub name: &'static str,
+}
+
+impl StackConfig {
+    pub fn dev() -> StackConfig {
+        StackConfig {
+            edge_port: 8787,
+            inspector_port: 9229,
+            sfu_ports: [7101, 7102, 7103],
+            udp_base: 40_000,
+            echo: true,
+            name: "dev",
+        }
+    }
+
+    /// Free ports, so tests run beside a dev stack.
+    pub fn test() -> StackConfig {
+        StackConfig {
+            edge_port: free_port(),
+            inspector_port: free_port(),
+            sfu_ports: [free_port(), free_port(), free_port()],
+            udp_base: 41_000,
+            echo: false,
+            name: "test",
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+pub struct Stack {
+    procs: Vec<Proc>,
+    pub url: String,
+    pub log_dir: PathBuf,
+}
+
+impl Stack {
+    pub fn start(paths: &Paths, sfu_bin: &Path, secrets: &DevSecrets, cfg: &StackConfig) -> Result<Stack> {
+        let log_dir = paths.target().join("edgemeet-logs").join(cfg.name);
+        std::fs::create_dir_all(&log_dir).map_err(|e| fail("start stack", e.to_string(), ""))?;
+        let url = format!("http://127.0.0.1:{}", cfg.edge_port);
+        let mut stack = Stack { procs: Vec::new(), url: url.clone(), log_dir: log_dir.clone() };
+
+        let mut wrangler = Command::new(paths.node22());
+        wrangler
+            .arg(paths.wrangler_js())
+            .args(["dev", "--local", "--ip", "127.0.0.1", "--port", &cfg.edge_port.to_string()])
+            .args(["--inspector-port", &cfg.inspector_port.to_string(), "--show-interactive-dev-session=false"])
+            .arg("--persist-to")
+            .arg(paths.target().join("wrangler-state").join(cfg.name))
+            .current_dir(paths.root.join("edge"))
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_LOG_PATH", log_dir.join("wrangler-debug"))
+            .env("PATH", crate::cmd::path_with(&[&paths.node22_dir()]));
+        stack.spawn("edge", wrangler, cfg.echo)?;
+
+        for (i, (id, region, lat, lon)) in DEV_REGIONS.iter().enumerate() {
+            let port = cfg.sfu_ports[i];
+            let udp = cfg.udp_base + 100 * i as u16;
+            let mut sfu = Command::new(sfu_bin);
+            sfu.args(["--id", id, "--region", region])
+                .args(["--latitude", &lat.to_string(), "--longitude", &lon.to_string()])
+                .args(["--listen", &format!("127.0.0.1:{port}"), "--edge-url", &url])
+                .args(["--udp-port-min", &udp.to_string(), "--udp-port-max", &(udp + 99).to_string()])
+                .env("EDGEMEET_SFU_CONTROL_SECRET", &secrets.control_secret);
+            stack.spawn(id, sfu, cfg.echo)?;
+        }
+        Ok(stack)
+    }
+
+    fn spawn(&mut self, name: &str, mut cmd: Command, echo: bool) -> Result<()> {
+        let log = self.log_dir.join(format!("{name}.log"));
+        let file = Arc::new(Mutex::new(
+            File::create(&log).map_err(|e| fail("start stack", format!("cannot create {}: {e}", log.display()), ""))?,
+        ));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| fail("start stack", format!("cannot start {name}: {e}"), "run `cargo xtask setup`"))?;
+        let pipes: Vec<Box<dyn std::io::Read + Send>> = vec![
+            Box::new(child.stdout.take().expect("piped")),
+            Box::new(child.stderr.take().expect("piped")),
+        ];
+        for pipe in pipes {
+            let (file, name) = (file.clone(), name.to_string());
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(|l| l.ok()) {
+                    if echo {
+                        eprintln!("\x1b[2m[{name}]\x1b[0m {line}");
+                    }
+                    let _ = writeln!(file.lock().expect("log lock"), "{line}");
+                }
+            });
+        }
+        note(format!("started {name} (pid {}, log {})", child.id(), log.display()));
+        self.procs.push(Proc { name: name.to_string(), child, log });
+        Ok(())
+    }
+
+    /// The first child that has exited, with its status.
+    pub fn exited(&mut self) -> Option<(String, String)> {
+        for p in &mut self.procs {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Some((p.name.clone(), format!("{status}\n--- last lines of {} ---\n{}", p.log.display(), tail(&p.log, 25))));
+            }
+        }
+        None
+    }
+
+    /// Waits until the edge answers and lists every dev region's SFU as live.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).build().into();
+        let mut last: String;
+        loop {
+            if let Some((name, status)) = self.exited() {
+                return Err(fail("start stack", format!("{name} exited early: {status}"), "see its log above"));
+            }
+            match agent.get(&format!("{}/api/health", self.url)).call() {
+                Ok(mut res) => match res.body_mut().read_json::<serde_json::Value>() {
+                    Ok(h) if h["live_sfus"].as_u64() == Some(DEV_REGIONS.len() as u64) => return Ok(h),
+                    Ok(h) => last = format!("{} of {} SFUs live", h["live_sfus"], DEV_REGIONS.len()),
+                    Err(e) => last = format!("health is not JSON: {e}"),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self.procs.iter().map(|p| format!("--- {} ---\n{}", p.log.display(), tail(&p.log, 15))).collect();
+                return Err(fail(
+                    "start stack",
+                    format!("not ready after {} s: {last}\n{}", timeout.as_secs(), logs.join("\n")),
+                    "see the logs above",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops every child: SIGTERM to its process group, SIGKILL after 5 s.
+    pub fn stop(&mut self) {
+        for p in &self.procs {
+            unsafe { libc::kill(-(p.child.id() as i32), libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for p in &mut self.procs {
+            loop {
+                match p.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        unsafe { libc::kill(-(p.child.id() as i32), libc::SIGKILL) };
+                        let _ = p.child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+            // workerd and other grandchildren share the group: make sure none is left.
+            unsafe { libc::kill(-(p.child.id() as i32), libc::SIGKILL) };
+        }
+        self.procs.clear();
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
