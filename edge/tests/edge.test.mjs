@@ -1,0 +1,205 @@
+// Edge integration tests: the built worker running in workerd (wrangler dev, started by
+// `cargo xtask test`), with real HTTP and WebSocket clients. EDGEMEET_URL points at it.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+
+const BASE = process.env.EDGEMEET_URL;
+const SECRET = process.env.EDGEMEET_CONTROL_SECRET;
+assert.ok(BASE && SECRET, "run through `cargo xtask test` (EDGEMEET_URL, EDGEMEET_CONTROL_SECRET)");
+const WS_BASE = BASE.replace(/^http/, "ws");
+
+function sign(body, t = Date.now(), secret = SECRET) {
+  const mac = createHmac("sha256", secret).update(`${t}\nPOST\n/api/sfu/heartbeat\n${body}`).digest("hex");
+  return `t=${t},v1=${mac}`;
+}
+
+async function join(room, name = "Tester") {
+  const res = await fetch(`${BASE}/api/rooms/${room}/join`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ name }),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+/** A WebSocket with a queue of received JSON frames and a close promise. */
+function connect(path) {
+  const ws = new WebSocket(`${WS_BASE}${path}`);
+  const frames = [];
+  const waiters = [];
+  ws.addEventListener("message", (ev) => {
+    frames.push(JSON.parse(ev.data));
+    waiters.splice(0).forEach((w) => w());
+  });
+  const closed = new Promise((resolve) => ws.addEventListener("close", (ev) => resolve({ code: ev.code, reason: ev.reason })));
+  const opened = new Promise((resolve, reject) => {
+    ws.addEventListener("open", resolve);
+    ws.addEventListener("error", reject);
+  });
+  /** Resolves with the first frame (from now on or already queued) matching `pred`. */
+  async function next(pred, what = "frame", ms = 5000) {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const i = frames.findIndex(pred);
+      if (i >= 0) return frames.splice(i, 1)[0];
+      const left = deadline - Date.now();
+      assert.ok(left > 0, `timed out waiting for ${what}; got ${JSON.stringify(frames)}`);
+      await new Promise((r) => {
+        waiters.push(r);
+        setTimeout(r, left);
+      });
+    }
+  }
+  return { ws, next, closed, opened, send: (m) => ws.send(typeof m === "string" ? m : JSON.stringify(m)) };
+}
+
+const room = () => `it-${Math.random().toString(36).slice(2, 10)}`;
+
+test("health lists the three dev regions as live", async () => {
+  const res = await fetch(`${BASE}/api/health`);
+  assert.equal(res.status, 200);
+  const h = await res.json();
+  assert.equal(h.status, "ok");
+  assert.equal(h.live_sfus, 3);
+  assert.deepEqual(h.sfus.map((s) => s.region).sort(), ["ap-south", "eu-west", "us-east"]);
+  for (const s of h.sfus) {
+    assert.equal(s.healthy, true);
+    assert.ok(s.last_seen_ms_ago < 6000, `${s.id} seen ${s.last_seen_ms_ago} ms ago`);
+    assert.match(s.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+  }
+});
+
+test("heartbeats must be signed with the control secret", async () => {
+  const body = JSON.stringify({
+    id: "rogue", region: "x", url: "http://127.0.0.1:1", location: { lat: 0, lon: 0 },
+    capacity: 10, load: { participants: 0, forwarded_bitrate_bps: 0, cpu: 0 }, draining: false, version: "t",
+  });
+  const post = (headers) => fetch(`${BASE}/api/sfu/heartbeat`, { method: "POST", headers, body });
+  for (const headers of [{}, { "x-edgemeet-signature": sign(body, Date.now(), "wrong-secret-wrong-secret-wrong-secret") },
+    { "x-edgemeet-signature": sign(body, Date.now() - 120_000) }, { "x-edgemeet-signature": "garbage" }]) {
+    const res = await post(headers);
+    assert.equal(res.status, 401, JSON.stringify(headers));
+    assert.equal((await res.json()).code, "unauthorized");
+  }
+  const h = await (await fetch(`${BASE}/api/health`)).json();
+  assert.ok(!h.sfus.some((s) => s.id === "rogue"), "an unsigned heartbeat must not register an SFU");
+});
+
+test("a signed but invalid heartbeat is refused with a reason", async () => {
+  const body = JSON.stringify({
+    id: "bad-loc", region: "x", url: "http://127.0.0.1:1", location: { lat: 123, lon: 0 },
+    capacity: 10, load: { participants: 0, forwarded_bitrate_bps: 0, cpu: 0 }, draining: false, version: "t",
+  });
+  const res = await fetch(`${BASE}/api/sfu/heartbeat`, { method: "POST", headers: { "x-edgemeet-signature": sign(body) }, body });
+  assert.equal(res.status, 400);
+  const e = await res.json();
+  assert.equal(e.code, "bad_request");
+  assert.match(e.message, /latitude\/longitude/);
+});
+
+test("join validates room and display names", async () => {
+  let r = await join("bad%20room");
+  assert.equal(r.status, 400);
+  assert.match(r.body.message, /letters, digits/);
+  r = await join(room(), "   ");
+  assert.equal(r.status, 400);
+  assert.match(r.body.message, /Display name is empty/);
+  const res = await fetch(`${BASE}/api/rooms/ok/join`, { method: "POST", body: "not json" });
+  assert.equal(res.status, 400);
+  assert.equal((await res.json()).code, "bad_request");
+});
+
+test("two participants meet in a room over the signaling socket", async () => {
+  const name = room();
+  const a = await join(name, "Ada");
+  assert.equal(a.status, 200);
+  assert.match(a.body.token, /^[\w-]+\.[\w-]+\.[\w-]+$/);
+  assert.equal(a.body.ws_url, `/api/rooms/${name}/ws?token=${a.body.token}`);
+  const wa = connect(a.body.ws_url);
+  await wa.opened;
+  wa.send({ type: "hello", version: 1 });
+  const snap = await wa.next((f) => f.type === "snapshot", "snapshot");
+  assert.equal(snap.you, a.body.participant_id);
+  assert.equal(snap.room.name, name);
+  assert.deepEqual(snap.room.participants.map((p) => p.name), ["Ada"]);
+
+  const b = await join(name, "Grace");
+  const wb = connect(b.body.ws_url);
+  const joined = await wa.next((f) => f.type === "participant_joined", "participant_joined");
+  assert.equal(joined.participant.name, "Grace");
+  const snapB = await wb.next((f) => f.type === "snapshot", "B's snapshot");
+  assert.deepEqual(snapB.room.participants.map((p) => p.name).sort(), ["Ada", "Grace"]);
+
+  wb.send({ type: "set_media", audio_muted: true, video_muted: false });
+  const media = await wa.next((f) => f.type === "media_changed", "media_changed");
+  assert.deepEqual(media, { type: "media_changed", id: b.body.participant_id, audio_muted: true, video_muted: false });
+
+  // Bad input gets an error frame and the connection stays usable.
+  wa.send("this is not json");
+  const err = await wa.next((f) => f.type === "error", "error frame");
+  assert.equal(err.code, "bad_message");
+  wa.send({ type: "hello", version: 99 });
+  assert.equal((await wa.next((f) => f.type === "error", "version error")).code, "unsupported_version");
+  wa.send({ type: "ping", nonce: 42 });
+  assert.deepEqual(await wa.next((f) => f.type === "pong", "pong"), { type: "pong", nonce: 42 });
+
+  // Closing a socket counts as leaving.
+  wb.ws.close(1000);
+  const left = await wa.next((f) => f.type === "participant_left", "participant_left");
+  assert.equal(left.id, b.body.participant_id);
+  wa.send({ type: "leave" });
+  assert.equal((await wa.closed).code, 1000);
+});
+
+test("frames over 64 KiB close the socket with 1009", async () => {
+  const a = await join(room());
+  const w = connect(a.body.ws_url);
+  await w.next((f) => f.type === "snapshot");
+  w.send(JSON.stringify({ type: "ping", nonce: 1, pad: "x".repeat(70 * 1024) }));
+  assert.equal((await w.closed).code, 1009);
+});
+
+test("bad tokens are refused with 4401, other rooms' tokens with 4403", async () => {
+  const name = room();
+  const a = await join(name);
+  const cases = [
+    [`/api/rooms/${name}/ws?token=garbage`, 4401],
+    [`/api/rooms/${name}/ws`, 4401],
+    [`/api/rooms/${name}/ws?token=${a.body.token.slice(0, -3)}abc`, 4401],
+    [`/api/rooms/${name}-other/ws?token=${a.body.token}`, 4403],
+  ];
+  // alg=none with the real claims
+  const [, payload] = a.body.token.split(".");
+  const none = Buffer.from(JSON.stringify({ alg: "none", typ: "JWT" })).toString("base64url");
+  cases.push([`/api/rooms/${name}/ws?token=${none}.${payload}.`, 4401]);
+  for (const [path, code] of cases) {
+    const w = connect(path);
+    const e = await w.next((f) => f.type === "error", `error for ${path}`);
+    assert.ok(["unauthorized", "forbidden"].includes(e.code), JSON.stringify(e));
+    assert.equal((await w.closed).code, code, path);
+  }
+});
+
+test("a plain GET on the socket route asks for an upgrade; unknown API routes are JSON 404s", async () => {
+  let res = await fetch(`${BASE}/api/rooms/x/ws`);
+  assert.equal(res.status, 400);
+  assert.match((await res.json()).message, /WebSocket upgrade/);
+  res = await fetch(`${BASE}/api/nope`);
+  assert.equal(res.status, 404);
+  assert.equal((await res.json()).code, "not_found");
+});
+
+test("the client app is served at / and at any room path", async () => {
+  for (const path of ["/", "/some-room"]) {
+    const res = await fetch(`${BASE}${path}`);
+    assert.equal(res.status, 200, path);
+    const html = await res.text();
+    assert.match(html, /<title>edgemeet<\/title>/);
+    const wasm = html.match(/edgemeet-client-[0-9a-f]+_bg\.wasm/);
+    assert.ok(wasm, "index.html references the client wasm");
+    const w = await fetch(`${BASE}/${wasm[0]}`);
+    assert.equal(w.status, 200);
+    assert.equal(w.headers.get("content-type"), "application/wasm");
+  }
+});

@@ -1,0 +1,81 @@
+// End to end: the app served by the edge in workerd, in Debian's Chromium with a fake camera.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { launch, BASE, ARTIFACTS } from "./browser.mjs";
+
+assert.ok(BASE, "run through `cargo xtask test` (EDGEMEET_URL)");
+let context;
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  context = await launch();
+});
+after(async () => {
+  await context?.close();
+});
+
+test("pre-join shows the camera preview playing and three live media regions", async () => {
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(`${BASE}/daily-standup`);
+
+  // The preview decodes real frames from the fake camera: width > 0 and the frame count rises.
+  const preview = page.getByTestId("preview");
+  await page.waitForFunction(() => document.querySelector("[data-testid=preview]")?.videoWidth > 0, null, { timeout: 15000 });
+  const first = await preview.evaluate((v) => ({ w: v.videoWidth, h: v.videoHeight, frames: v.getVideoPlaybackQuality().totalVideoFrames }));
+  assert.ok(first.w > 0 && first.h > 0, JSON.stringify(first));
+  await page.waitForFunction(
+    (n) => document.querySelector("[data-testid=preview]").getVideoPlaybackQuality().totalVideoFrames > n + 10,
+    first.frames,
+    { timeout: 10000 },
+  );
+
+  // The room name comes from the link; the status line lists the live regions from /api/health.
+  assert.equal(await page.getByLabel("Room").inputValue(), "daily-standup");
+  await page.getByTestId("health").getByText("3 media regions live").waitFor({ timeout: 10000 });
+  const health = await page.evaluate(async () => (await fetch("/api/health")).json());
+  assert.equal(health.live_sfus, 3);
+  assert.deepEqual(health.sfus.filter((s) => s.healthy).map((s) => s.region).sort(), ["ap-south", "eu-west", "us-east"]);
+
+  await page.screenshot({ path: join(ARTIFACTS, "prejoin.png") });
+  assert.deepEqual(errors, []);
+});
+
+test("controls are labelled buttons that toggle the preview tracks", async () => {
+  const page = await context.newPage();
+  await page.goto(`${BASE}/controls-check`);
+  await page.waitForFunction(() => document.querySelector("[data-testid=preview]")?.videoWidth > 0, null, { timeout: 15000 });
+  const enabled = (kind) =>
+    page.getByTestId("preview").evaluate((v, k) => v.srcObject.getTracks().filter((t) => t.kind === k).every((t) => t.enabled), kind);
+
+  await page.getByRole("button", { name: "Mute microphone" }).click();
+  await page.getByRole("button", { name: "Unmute microphone" }).waitFor();
+  assert.equal(await enabled("audio"), false);
+  await page.getByRole("button", { name: "Turn camera off" }).press("Enter");
+  await page.getByRole("button", { name: "Turn camera on" }).waitFor();
+  assert.equal(await enabled("video"), false);
+  await page.getByRole("status").getByText("Camera is off").waitFor();
+  await page.getByRole("button", { name: "Turn camera on" }).click();
+  assert.equal(await enabled("video"), true);
+});
+
+test("bad names get a clear message; a good join connects to the room", async () => {
+  const page = await context.newPage();
+  await page.goto(`${BASE}/`);
+  await page.getByLabel("Your name").fill("Ada");
+  await page.getByLabel("Room").fill("bad room!");
+  await page.getByRole("button", { name: "Join" }).click();
+  await page.getByTestId("form-error").getByText("use letters, digits").waitFor();
+
+  await page.getByLabel("Room").fill("E2E-Room");
+  await page.getByRole("button", { name: "Join" }).click();
+  await page.getByTestId("joined").getByText("Joined e2e-room — 1 in the room").waitFor({ timeout: 10000 });
+  assert.equal(new URL(page.url()).pathname, "/e2e-room");
+
+  // The display name is remembered for next time.
+  const again = await context.newPage();
+  await again.goto(`${BASE}/other`);
+  assert.equal(await again.getByLabel("Your name").inputValue(), "Ada");
+});
