@@ -22,7 +22,7 @@ pub fn build_client(tools: &Tools) -> Result<()> {
         .current_dir(&p.root)
         // Trunk takes wasm-opt and wasm-bindgen from PATH when their versions match Trunk.toml.
         .env("PATH", path_with(&[&p.npm_bin(), &p.cargo_bin]))
-        .env("NO_COLOR", "1");
+        .env("NO_COLOR", "true");
     tools.wasm.apply(p, &mut cmd)?;
     run("build client", &mut cmd, "read Trunk's error above; `cargo xtask setup` reinstalls the pinned tools")?;
     for wasm in files_with_ext(&p.root.join("dist"), "wasm") {

@@ -107,28 +107,14 @@ pub fn setup(needs: Needs) -> Result<Tools> {
     step("npm tools (Node 22, wrangler, wasm-opt, esbuild, playwright-core)", || ensure_npm_tools(&paths))?;
     let wasm_bindgen_version = step("tool versions", || pinned_wasm_bindgen(&paths))?;
     step(&format!("trunk {TRUNK_VERSION}"), || {
-        ensure_cargo_tool(&paths, "trunk", "trunk", TRUNK_VERSION, true, &format!("trunk {TRUNK_VERSION}"))
+        ensure_cargo_tool(&paths, "trunk", "trunk", TRUNK_VERSION, true)
     })?;
     step(&format!("wasm-bindgen-cli {wasm_bindgen_version}"), || {
         // Not --locked: its lockfile wants a webpki-roots version the registry here does not have.
-        ensure_cargo_tool(
-            &paths,
-            "wasm-bindgen",
-            "wasm-bindgen-cli",
-            &wasm_bindgen_version,
-            false,
-            &format!("wasm-bindgen {wasm_bindgen_version}"),
-        )
+        ensure_cargo_tool(&paths, "wasm-bindgen", "wasm-bindgen-cli", &wasm_bindgen_version, false)
     })?;
     step(&format!("worker-build {WORKER_BUILD_VERSION}"), || {
-        ensure_cargo_tool(
-            &paths,
-            "worker-build",
-            "worker-build",
-            WORKER_BUILD_VERSION,
-            true,
-            &format!("worker-build {WORKER_BUILD_VERSION}"),
-        )
+        ensure_cargo_tool(&paths, "worker-build", "worker-build", WORKER_BUILD_VERSION, true)
     })?;
     if needs.browser {
         step("Chromium", ensure_chromium)?;
@@ -187,9 +173,14 @@ fn ensure_npm_tools(paths: &Paths) -> Result<()> {
     if output(Command::new("npm").arg("--version")).is_none() {
         apt_install("npm tools", &["nodejs", "npm"])?;
     }
+    // `npm install --no-save`, not `npm ci`: the lockfile written here lacks the other platforms'
+    // optional packages (workerd-darwin-*, …), which `npm ci` insists on. Versions still come from
+    // package.json (exact pins) and package-lock.json; nothing is rewritten.
     run(
         "npm tools",
-        Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(&paths.root),
+        Command::new("npm")
+            .args(["install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&paths.root),
         "check that npm can reach its registry; then run `cargo xtask setup` again",
     )?;
     let v = output(Command::new(paths.node22()).arg("--version")).unwrap_or_default();
@@ -227,15 +218,16 @@ pub fn lockfile_version(lock: &str, name: &str) -> Option<String> {
     None
 }
 
-fn ensure_cargo_tool(paths: &Paths, bin: &str, krate: &str, version: &str, locked: bool, want: &str) -> Result<()> {
+fn ensure_cargo_tool(paths: &Paths, bin: &str, krate: &str, version: &str, locked: bool) -> Result<()> {
     let exe = paths.tool(bin);
     let have = output(Command::new(&exe).arg("--version")).unwrap_or_default();
-    if have.starts_with(want) {
+    // `trunk 0.21.14`, `wasm-bindgen 0.2.130`, or just `0.8.7` (worker-build).
+    if have.split_whitespace().nth(if have.contains(' ') { 1 } else { 0 }) == Some(version) {
         note(format!("{have} already installed"));
         return Ok(());
     }
     if !have.is_empty() {
-        note(format!("found {have}; installing {want}"));
+        note(format!("found {have}; installing {krate} {version}"));
     }
     note(format!("cargo install {krate} {version}: builds from source, several minutes on 2 cores, once per machine"));
     let mut cmd = Command::new("cargo");

@@ -171,26 +171,19 @@ impl Stack {
         }
     }
 
-    /// Stops every child: SIGTERM to its process group, SIGKILL after 5 s.
+    /// Stops every child, last started first (SFUs tell the edge they are draining before it goes):
+    /// SIGTERM to its process group, SIGKILL after 5 s, and SIGKILL to whatever is left in the group.
     pub fn stop(&mut self) {
-        for p in &self.procs {
-            unsafe { libc::kill(-(p.child.id() as i32), libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for p in &mut self.procs {
-            loop {
-                match p.child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() > deadline => {
-                        unsafe { libc::kill(-(p.child.id() as i32), libc::SIGKILL) };
-                        let _ = p.child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                }
+        for p in self.procs.iter_mut().rev() {
+            let group = -(p.child.id() as i32);
+            unsafe { libc::kill(group, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(p.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
             }
             // workerd and other grandchildren share the group: make sure none is left.
-            unsafe { libc::kill(-(p.child.id() as i32), libc::SIGKILL) };
+            unsafe { libc::kill(group, libc::SIGKILL) };
+            let _ = p.child.wait();
         }
         self.procs.clear();
     }
