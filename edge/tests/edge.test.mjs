@@ -1,6 +1,6 @@
 // Edge integration tests: the built worker running in workerd (wrangler dev, started by
 // `cargo xtask test`), with real HTTP and WebSocket clients. EDGEMEET_URL points at it.
-import { test } from "node:test";
+import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 
@@ -23,9 +23,13 @@ async function join(room, name = "Tester") {
   return { status: res.status, body: await res.json() };
 }
 
+const sockets = [];
+after(() => sockets.forEach((ws) => ws.close()));
+
 /** A WebSocket with a queue of received JSON frames and a close promise. */
 function connect(path) {
   const ws = new WebSocket(`${WS_BASE}${path}`);
+  sockets.push(ws);
   const frames = [];
   const waiters = [];
   ws.addEventListener("message", (ev) => {

@@ -35,7 +35,7 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Send { conn: ConnId, msg: ServerMessage },
-    /// To every connected member except `except`.
+    /// To every open connection of the room except `except`.
     Broadcast { except: Option<ConnId>, msg: ServerMessage },
     Close { conn: ConnId, code: u16, reason: String },
 }
@@ -106,11 +106,14 @@ impl Room {
                 audio_muted: false,
                 video_muted: false,
             };
-            out.push(Effect::Broadcast { except: None, msg: ServerMessage::ParticipantJoined { participant: info.clone() } });
+            // To everyone else: the newcomer learns about itself from the snapshot.
+            out.push(Effect::Broadcast {
+                except: Some(conn.clone()),
+                msg: ServerMessage::ParticipantJoined { participant: info.clone() },
+            });
             self.members.insert(claims.sub.clone(), Member { info, conn: conn.clone(), joined_at: now });
         }
         out.push(Effect::Send { conn, msg: ServerMessage::Snapshot { you: claims.sub, room: self.snapshot() } });
-        // The joined broadcast went out before the newcomer was a member, so it only reached others.
         out
     }
 
@@ -191,7 +194,8 @@ mod tests {
         let mut r = Room::new("r");
         connect(&mut r, "a", "c1");
         let fx = connect(&mut r, "b", "c2");
-        assert!(matches!(&fx[0], Effect::Broadcast { msg: ServerMessage::ParticipantJoined { participant }, .. } if participant.id == "b"));
+        assert!(matches!(&fx[0], Effect::Broadcast { except: Some(c), msg: ServerMessage::ParticipantJoined { participant } }
+            if participant.id == "b" && c == "c2"));
         match &fx[1] {
             Effect::Send { conn, msg: ServerMessage::Snapshot { you, room } } => {
                 assert_eq!(conn, "c2");

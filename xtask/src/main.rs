@@ -149,7 +149,7 @@ fn test() -> Result<()> {
             return Err(fail(dir, format!("no *.test.mjs files in {dir}"), ""));
         }
         let mut c = Command::new(p.node22());
-        c.args(["--test", "--test-reporter=spec", "--test-concurrency=1"])
+        c.args(["--test", "--test-reporter=spec", "--test-concurrency=1", "--test-timeout=60000", "--test-force-exit"])
             .args(&files)
             .current_dir(&p.root)
             .env("EDGEMEET_URL", &stack.url)
