@@ -2,6 +2,7 @@
 //! Media forwarding (webrtc-rs) builds on this shell; its decisions live in a pure core.
 
 pub mod config;
+pub mod forward;
 pub mod heartbeat;
 pub mod load;
 pub mod metrics;

@@ -5,6 +5,7 @@
 //! - `cargo xtask setup` — only install the toolchain pieces
 //! - `cargo xtask build` — only build
 //! - `cargo xtask deploy`— build and `wrangler deploy` the edge (needs a Cloudflare account)
+//! - `cargo xtask bench` — print performance figures (not pass/fail)
 
 mod build;
 mod cmd;
@@ -45,6 +46,8 @@ enum Cmd {
     Test,
     /// Build and deploy the edge worker with wrangler (requires `wrangler login`).
     Deploy,
+    /// Print performance figures (SFU forwarding core); not pass/fail.
+    Bench,
 }
 
 /// Set by Ctrl-C / SIGTERM while a stack is up; without a stack, the signal ends xtask at once.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Cmd::Dev { port } => dev(port),
         Cmd::Test => test(),
         Cmd::Deploy => deploy(),
+        Cmd::Bench => bench(),
     };
     match result {
         Ok(()) => {
@@ -191,6 +195,19 @@ fn test_files(dir: &std::path::Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+fn bench() -> Result<()> {
+    let p = setup::Paths::new();
+    step("SFU forwarding core (profile `sfu`)", || {
+        cmd::run(
+            "bench",
+            Command::new("cargo")
+                .args(["bench", "--package", "edgemeet-sfu", "--bench", "forward", "--profile", "sfu"])
+                .current_dir(&p.root),
+            "read the compiler error above",
+        )
+    })
 }
 
 fn deploy() -> Result<()> {

@@ -1,0 +1,377 @@
+//! The forwarding core (sans-IO): rewrites a publisher's RTP packet, in place, into what one
+//! subscriber's negotiated track accepts, and keeps sequence numbers and timestamps continuous when
+//! the source behind a subscriber's track changes (a simulcast layer switch, a publisher reconnect).
+//!
+//! Hot path rules: no allocation, no locks, no clock reads. The caller passes the packet buffer (its
+//! own copy for this subscriber) and the arrival time; the rewriter patches bytes:
+//! - SSRC → the subscriber track's SSRC;
+//! - payload type → the subscriber's negotiated one (packets of unmapped types are dropped);
+//! - header extensions (RFC 8285 one-byte form) → the subscriber's negotiated ids; elements with
+//!   no mapping are turned into padding bytes, which receivers skip;
+//! - sequence number and timestamp → offset so the subscriber sees one continuous stream.
+
+use thiserror::Error;
+
+/// Why a packet was not forwarded.
+#[derive(Debug, Error, PartialEq, Eq, Clone, Copy)]
+pub enum PacketError {
+    #[error("packet shorter than its RTP header")]
+    Truncated,
+    #[error("not RTP version 2")]
+    BadVersion,
+    #[error("payload type {0} is not negotiated with this subscriber")]
+    UnmappedPayloadType(u8),
+    #[error("packet is older than the current source's start")]
+    Stale,
+}
+
+/// Offsets and lengths of an RTP packet's header parts (RFC 3550 §5.1, RFC 8285).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpHeader {
+    pub marker: bool,
+    pub payload_type: u8,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    /// Byte range of the extension elements (after the 4-byte extension header), if any.
+    pub ext: Option<(usize, usize)>,
+    /// 0xBEDE (one-byte elements), 0x100x (two-byte), or another profile.
+    pub ext_profile: u16,
+    pub header_len: usize,
+}
+
+pub fn parse(buf: &[u8]) -> Result<RtpHeader, PacketError> {
+    if buf.len() < 12 {
+        return Err(PacketError::Truncated);
+    }
+    if buf[0] >> 6 != 2 {
+        return Err(PacketError::BadVersion);
+    }
+    let cc = (buf[0] & 0x0f) as usize;
+    let has_ext = buf[0] & 0x10 != 0;
+    let mut len = 12 + 4 * cc;
+    if buf.len() < len {
+        return Err(PacketError::Truncated);
+    }
+    let (mut ext, mut ext_profile) = (None, 0);
+    if has_ext {
+        if buf.len() < len + 4 {
+            return Err(PacketError::Truncated);
+        }
+        ext_profile = u16::from_be_bytes([buf[len], buf[len + 1]]);
+        let words = u16::from_be_bytes([buf[len + 2], buf[len + 3]]) as usize;
+        let start = len + 4;
+        let end = start + 4 * words;
+        if buf.len() < end {
+            return Err(PacketError::Truncated);
+        }
+        ext = Some((start, end));
+        len = end;
+    }
+    Ok(RtpHeader {
+        marker: buf[1] & 0x80 != 0,
+        payload_type: buf[1] & 0x7f,
+        seq: u16::from_be_bytes([buf[2], buf[3]]),
+        timestamp: u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+        ssrc: u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
+        ext,
+        ext_profile,
+        header_len: len,
+    })
+}
+
+/// Per-subscriber mapping of what was negotiated: payload types and extension ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// `pt[incoming] = outgoing`, or `NONE`.
+    pt: [u8; 128],
+    /// `ext[incoming id] = outgoing id` (1..=14), or 0 to strip.
+    ext: [u8; 16],
+}
+
+impl Negotiated {
+    const NONE: u8 = 0xff;
+
+    pub fn new() -> Negotiated {
+        Negotiated { pt: [Self::NONE; 128], ext: [0; 16] }
+    }
+
+    pub fn map_payload_type(mut self, from: u8, to: u8) -> Negotiated {
+        self.pt[(from & 0x7f) as usize] = to & 0x7f;
+        self
+    }
+
+    /// Maps a one-byte header extension id (1..=14); other ids are ignored.
+    pub fn map_extension(mut self, from: u8, to: u8) -> Negotiated {
+        if (1..=14).contains(&from) && (1..=14).contains(&to) {
+            self.ext[from as usize] = to;
+        }
+        self
+    }
+}
+
+impl Default for Negotiated {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Rewrites the packets of whichever source currently feeds one subscriber track.
+#[derive(Debug, Clone)]
+pub struct Rewriter {
+    out_ssrc: u32,
+    clock_rate: u32,
+    negotiated: Negotiated,
+    /// The source currently forwarded, and its offsets.
+    source: Option<Source>,
+    /// Last packet sent: output seq, output ts, arrival time (µs).
+    last: Option<(u16, u32, u64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    ssrc: u32,
+    first_seq: u16,
+    /// Highest incoming sequence number seen from this source.
+    highest: u16,
+    seq_offset: u16,
+    ts_offset: u32,
+}
+
+/// Is `a` before `b` in RTP sequence-number order (RFC 1982 serial arithmetic)?
+fn seq_before(a: u16, b: u16) -> bool {
+    a != b && b.wrapping_sub(a) < 0x8000
+}
+
+impl Rewriter {
+    pub fn new(out_ssrc: u32, clock_rate: u32, negotiated: Negotiated) -> Rewriter {
+        Rewriter { out_ssrc, clock_rate, negotiated, source: None, last: None }
+    }
+
+    /// Rewrites `buf` in place for this subscriber. `now_us` is the packet's arrival time.
+    /// A packet from an SSRC other than the current source switches to it: the caller decides when
+    /// (e.g. only on a keyframe of the target layer).
+    pub fn rewrite(&mut self, buf: &mut [u8], now_us: u64) -> Result<RtpHeader, PacketError> {
+        let h = parse(buf)?;
+        let out_pt = self.negotiated.pt[h.payload_type as usize];
+        if out_pt == Negotiated::NONE {
+            return Err(PacketError::UnmappedPayloadType(h.payload_type));
+        }
+        let src = match &mut self.source {
+            Some(s) if s.ssrc == h.ssrc => {
+                if seq_before(h.seq, s.highest) {
+                    // Late packet: stale if it lies further back than the source's first packet.
+                    if s.highest.wrapping_sub(h.seq) > s.highest.wrapping_sub(s.first_seq) {
+                        return Err(PacketError::Stale);
+                    }
+                } else {
+                    s.highest = h.seq;
+                }
+                *s
+            }
+            _ => self.switch_to(&h, now_us),
+        };
+        let out_seq = h.seq.wrapping_add(src.seq_offset);
+        let out_ts = h.timestamp.wrapping_add(src.ts_offset);
+
+        buf[1] = (buf[1] & 0x80) | out_pt;
+        buf[2..4].copy_from_slice(&out_seq.to_be_bytes());
+        buf[4..8].copy_from_slice(&out_ts.to_be_bytes());
+        buf[8..12].copy_from_slice(&self.out_ssrc.to_be_bytes());
+        if let (Some((start, end)), 0xBEDE) = (h.ext, h.ext_profile) {
+            self.rewrite_one_byte_extensions(&mut buf[start..end]);
+        }
+        // Only move "last" forward: a late (reordered) packet must not pull it back.
+        match self.last {
+            Some((ls, _, _)) if seq_before(out_seq, ls) => {}
+            _ => self.last = Some((out_seq, out_ts, now_us)),
+        }
+        Ok(h)
+    }
+
+    /// Starts forwarding a new source so its first packet follows the last one sent: sequence
+    /// number +1, timestamp advanced by the wall-clock time since the last packet (at least 1 tick).
+    fn switch_to(&mut self, h: &RtpHeader, now_us: u64) -> Source {
+        let (seq_offset, ts_offset) = match self.last {
+            None => (0, 0),
+            Some((last_seq, last_ts, last_us)) => {
+                let elapsed_ticks = (now_us.saturating_sub(last_us) as u128 * self.clock_rate as u128 / 1_000_000) as u32;
+                let want_ts = last_ts.wrapping_add(elapsed_ticks.max(1));
+                (last_seq.wrapping_add(1).wrapping_sub(h.seq), want_ts.wrapping_sub(h.timestamp))
+            }
+        };
+        let s = Source { ssrc: h.ssrc, first_seq: h.seq, highest: h.seq, seq_offset, ts_offset };
+        self.source = Some(s);
+        s
+    }
+
+    fn rewrite_one_byte_extensions(&self, ext: &mut [u8]) {
+        let mut i = 0;
+        while i < ext.len() {
+            let b = ext[i];
+            if b == 0 {
+                i += 1; // padding
+                continue;
+            }
+            let id = b >> 4;
+            if id == 15 {
+                break; // reserved: stop parsing (RFC 8285 §4.2)
+            }
+            let len = (b & 0x0f) as usize + 1;
+            let end = (i + 1 + len).min(ext.len());
+            match self.negotiated.ext[id as usize] {
+                0 => ext[i..end].fill(0),
+                out => ext[i] = (out << 4) | (b & 0x0f),
+            }
+            i = end;
+        }
+    }
+
+    /// The SSRC currently forwarded, if any.
+    pub fn source_ssrc(&self) -> Option<u32> {
+        self.source.map(|s| s.ssrc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A VP8-like packet: pt 96, one-byte extensions (id 1 = audio level-ish, id 3 = abs-send-time), 20-byte payload.
+    fn packet(ssrc: u32, seq: u16, ts: u32) -> Vec<u8> {
+        let mut p = vec![0x90, 96];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        // extension header: 0xBEDE, 2 words
+        p.extend_from_slice(&[0xBE, 0xDE, 0x00, 0x02]);
+        // id 1 len 1 (1 byte data), id 3 len 3 (3 bytes data), 2 padding
+        p.extend_from_slice(&[0x10, 0xAA, 0x32, 0x01, 0x02, 0x03, 0x00, 0x00]);
+        p.extend(std::iter::repeat_n(0x42, 20));
+        p
+    }
+
+    fn negotiated() -> Negotiated {
+        Negotiated::new().map_payload_type(96, 98).map_extension(3, 2)
+    }
+
+    #[test]
+    fn parses_headers_and_refuses_junk() {
+        let p = packet(7, 100, 9000);
+        let h = parse(&p).unwrap();
+        assert_eq!((h.payload_type, h.seq, h.timestamp, h.ssrc, h.header_len), (96, 100, 9000, 7, 24));
+        assert_eq!(h.ext, Some((16, 24)));
+        assert_eq!(parse(&p[..11]), Err(PacketError::Truncated));
+        assert_eq!(parse(&p[..20]), Err(PacketError::Truncated));
+        let mut v1 = p.clone();
+        v1[0] = 0x50;
+        assert_eq!(parse(&v1), Err(PacketError::BadVersion));
+        // CSRC count larger than the packet
+        let mut cc = p.clone();
+        cc[0] = 0x8f;
+        cc.truncate(40);
+        assert_eq!(parse(&cc), Err(PacketError::Truncated));
+    }
+
+    #[test]
+    fn rewrites_ssrc_payload_type_and_extension_ids_in_place() {
+        let mut r = Rewriter::new(0xABCD, 90_000, negotiated());
+        let mut p = packet(7, 100, 9000);
+        let payload = p[24..].to_vec();
+        r.rewrite(&mut p, 0).unwrap();
+        let h = parse(&p).unwrap();
+        assert_eq!((h.ssrc, h.payload_type, h.seq, h.timestamp), (0xABCD, 98, 100, 9000));
+        // id 1 (not negotiated) became padding; id 3 became id 2 with its data intact.
+        assert_eq!(&p[16..24], &[0x00, 0x00, 0x22, 0x01, 0x02, 0x03, 0x00, 0x00]);
+        assert_eq!(&p[24..], &payload[..], "payload untouched");
+    }
+
+    #[test]
+    fn the_marker_bit_survives_payload_type_rewriting() {
+        let mut r = Rewriter::new(1, 90_000, negotiated());
+        let mut p = packet(7, 1, 1);
+        p[1] |= 0x80;
+        r.rewrite(&mut p, 0).unwrap();
+        assert_eq!(p[1], 0x80 | 98);
+    }
+
+    #[test]
+    fn unnegotiated_payload_types_are_dropped() {
+        let mut r = Rewriter::new(1, 90_000, Negotiated::new().map_payload_type(111, 111));
+        assert_eq!(r.rewrite(&mut packet(7, 1, 1), 0), Err(PacketError::UnmappedPayloadType(96)));
+    }
+
+    #[test]
+    fn a_source_switch_continues_sequence_and_timestamps() {
+        let mut r = Rewriter::new(1, 90_000, negotiated());
+        // Source A: seq 65534.. (wraps), 33 ms apart.
+        let mut last = (0u16, 0u32);
+        for (i, seq) in [65534u16, 65535, 0, 1].into_iter().enumerate() {
+            let mut p = packet(0xA, seq, 1_000 + 3_000 * i as u32);
+            r.rewrite(&mut p, 33_333 * i as u64).unwrap();
+            let h = parse(&p).unwrap();
+            last = (h.seq, h.timestamp);
+        }
+        assert_eq!(last, (1, 10_000));
+        // Switch to source B 40 ms after A's last packet, with unrelated seq/ts bases.
+        let mut p = packet(0xB, 5_000, 777_777);
+        r.rewrite(&mut p, 3 * 33_333 + 40_000).unwrap();
+        let h = parse(&p).unwrap();
+        assert_eq!(h.seq, 2, "sequence continues with no gap");
+        assert_eq!(h.timestamp, 10_000 + 3_600, "timestamp advances by 40 ms at 90 kHz");
+        assert_eq!(r.source_ssrc(), Some(0xB));
+        // B's next packet keeps B's own spacing.
+        let mut p = packet(0xB, 5_001, 777_777 + 3_000);
+        r.rewrite(&mut p, 3 * 33_333 + 73_333).unwrap();
+        assert_eq!(parse(&p).unwrap().seq, 3);
+        assert_eq!(parse(&p).unwrap().timestamp, 10_000 + 3_600 + 3_000);
+    }
+
+    #[test]
+    fn packets_from_before_a_switch_are_stale_and_reordering_is_kept() {
+        let mut r = Rewriter::new(1, 90_000, negotiated());
+        r.rewrite(&mut packet(0xA, 10, 0), 0).unwrap();
+        r.rewrite(&mut packet(0xB, 500, 0), 1_000).unwrap();
+        assert_eq!(r.rewrite(&mut packet(0xB, 499, 0), 2_000), Err(PacketError::Stale));
+        // Reordered packets after the switch keep their relative order.
+        let mut late = packet(0xB, 502, 0);
+        let mut early = packet(0xB, 501, 0);
+        r.rewrite(&mut late, 3_000).unwrap();
+        r.rewrite(&mut early, 3_100).unwrap();
+        assert_eq!(parse(&late).unwrap().seq, 13);
+        assert_eq!(parse(&early).unwrap().seq, 12);
+        // And a later switch continues after the highest sequence sent, not the late one.
+        let mut c = packet(0xC, 9, 0);
+        r.rewrite(&mut c, 4_000).unwrap();
+        assert_eq!(parse(&c).unwrap().seq, 14);
+    }
+
+    #[test]
+    fn long_streams_keep_flowing_across_sequence_wraps() {
+        let mut r = Rewriter::new(1, 90_000, negotiated());
+        let mut expected = 100u16;
+        for i in 0..140_000u32 {
+            let seq = 100u16.wrapping_add(i as u16);
+            let mut p = packet(0xA, seq, i * 3_000);
+            r.rewrite(&mut p, i as u64 * 1_000).unwrap_or_else(|e| panic!("packet {i}: {e}"));
+            assert_eq!(parse(&p).unwrap().seq, expected);
+            expected = expected.wrapping_add(1);
+        }
+        // A packet from just before the source began is still refused after all that.
+        let mut r = Rewriter::new(1, 90_000, negotiated());
+        r.rewrite(&mut packet(0xA, 1_000, 0), 0).unwrap();
+        r.rewrite(&mut packet(0xA, 1_001, 0), 0).unwrap();
+        assert_eq!(r.rewrite(&mut packet(0xA, 999, 0), 0), Err(PacketError::Stale));
+        assert!(r.rewrite(&mut packet(0xA, 1_000, 0), 0).is_ok(), "a retransmitted first packet is fine");
+    }
+
+    #[test]
+    fn malformed_extensions_never_write_out_of_bounds() {
+        let mut r = Rewriter::new(1, 90_000, negotiated());
+        let mut p = packet(7, 1, 1);
+        // An element claiming 16 bytes inside an 8-byte block.
+        p[16] = 0x3F;
+        assert!(r.rewrite(&mut p, 0).is_ok());
+        assert_eq!(p.len(), 44);
+    }
+}
