@@ -38,6 +38,8 @@ pub enum ServerMessage {
     ParticipantJoined { participant: ParticipantInfo },
     ParticipantLeft { id: String },
     MediaChanged { id: String, audio_muted: bool, video_muted: bool },
+    /// The host left; `id` hosts the room now.
+    HostChanged { id: String },
     Pong { nonce: u64 },
     Error { code: ErrorCode, message: String },
 }
@@ -49,6 +51,8 @@ pub struct RoomSnapshot {
     pub participants: Vec<ParticipantInfo>,
     /// Id of the SFU that carries this room's media, once one is assigned.
     pub sfu: Option<String>,
+    /// Participant id of the host.
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +108,8 @@ pub struct JoinResponse {
     pub ws_url: String,
     pub participant_id: String,
     pub expires_at_ms: u64,
+    /// The SFU that carries the room's media, and why it was chosen.
+    pub sfu: crate::region::SfuChoice,
 }
 
 /// Body of `POST /api/rooms/{room}/join`.

@@ -187,6 +187,27 @@ pub fn choose_sfu(sfus: &[SfuStatus], client: Option<GeoPoint>) -> Result<SfuCho
     best.ok_or(RoutingError::NoHealthySfu)
 }
 
+/// Header a browser (or test) may send to fake its location in local dev: `"<lat>,<lon>"`.
+pub const DEV_LOCATION_HEADER: &str = "x-edgemeet-dev-location";
+
+/// Where a client is, for routing: the runtime's idea (`request.cf`), unless this is a dev deployment
+/// (`allow_override`) and the request carries [`DEV_LOCATION_HEADER`]. A deployed worker never sets
+/// `allow_override`, so the header is ignored there.
+pub fn client_location(cf: Option<GeoPoint>, override_header: Option<&str>, allow_override: bool) -> Option<GeoPoint> {
+    if allow_override {
+        if let Some(p) = override_header.and_then(parse_location) {
+            return Some(p);
+        }
+    }
+    cf.filter(GeoPoint::is_valid)
+}
+
+fn parse_location(s: &str) -> Option<GeoPoint> {
+    let (lat, lon) = s.split_once(',')?;
+    let p = GeoPoint { lat: lat.trim().parse().ok()?, lon: lon.trim().parse().ok()? };
+    p.is_valid().then_some(p)
+}
+
 /// The three regions the local dev stack stands up (id, region, lat, lon).
 pub const DEV_REGIONS: [(&str, &str, f64, f64); 3] = [
     ("us-east", "us-east", 39.04, -77.49),  // Ashburn
@@ -296,6 +317,17 @@ mod tests {
         b.load.cpu = 2.0;
         assert_eq!(r.heartbeat(b, 0), Err(RegistryError::BadLoad));
         assert_eq!(r.status(0), before);
+    }
+
+    #[test]
+    fn the_dev_location_override_is_honoured_only_when_allowed() {
+        let cf = Some(AUSTIN);
+        assert_eq!(client_location(cf, Some("50.1, 8.7"), true), Some(FRANKFURT));
+        assert_eq!(client_location(cf, Some("50.1,8.7"), false), cf, "a deployed worker ignores the header");
+        assert_eq!(client_location(cf, Some("garbage"), true), cf);
+        assert_eq!(client_location(cf, Some("91,0"), true), cf);
+        assert_eq!(client_location(None, None, true), None);
+        assert_eq!(client_location(Some(GeoPoint { lat: f64::NAN, lon: 0.0 }), None, false), None);
     }
 
     #[test]

@@ -52,11 +52,13 @@ pub struct Room {
     name: String,
     members: BTreeMap<String, Member>,
     sfu: Option<String>,
+    /// The first member to join hosts; when the host leaves, the longest-present member does.
+    host: Option<String>,
 }
 
 impl Room {
     pub fn new(name: impl Into<String>) -> Room {
-        Room { name: name.into(), members: BTreeMap::new(), sfu: None }
+        Room { name: name.into(), members: BTreeMap::new(), sfu: None, host: None }
     }
 
     pub fn name(&self) -> &str {
@@ -71,10 +73,14 @@ impl Room {
         self.sfu = sfu;
     }
 
+    pub fn sfu(&self) -> Option<&str> {
+        self.sfu.as_deref()
+    }
+
     pub fn snapshot(&self) -> RoomSnapshot {
         let mut participants: Vec<ParticipantInfo> = self.members.values().map(|m| m.info.clone()).collect();
         participants.sort_by(|a, b| a.id.cmp(&b.id));
-        RoomSnapshot { name: self.name.clone(), participants, sfu: self.sfu.clone() }
+        RoomSnapshot { name: self.name.clone(), participants, sfu: self.sfu.clone(), host: self.host.clone() }
     }
 
     fn member_by_conn(&self, conn: &str) -> Option<&String> {
@@ -99,10 +105,14 @@ impl Room {
             let old = std::mem::replace(&mut m.conn, conn.clone());
             out.push(Effect::Close { conn: old, code: CLOSE_REPLACED, reason: "replaced by a newer connection".into() });
         } else {
+            let becomes_host = self.host.is_none();
+            if becomes_host {
+                self.host = Some(claims.sub.clone());
+            }
             let info = ParticipantInfo {
                 id: claims.sub.clone(),
                 name: claims.name.clone(),
-                role: claims.role,
+                role: if becomes_host { Role::Host } else { claims.role },
                 audio_muted: false,
                 video_muted: false,
             };
@@ -153,10 +163,25 @@ impl Room {
     }
 
     fn remove(&mut self, id: &str) -> Vec<Effect> {
-        match self.members.remove(id) {
-            Some(_) => vec![Effect::Broadcast { except: None, msg: ServerMessage::ParticipantLeft { id: id.to_string() } }],
-            None => Vec::new(),
+        if self.members.remove(id).is_none() {
+            return Vec::new();
         }
+        let mut out = vec![Effect::Broadcast { except: None, msg: ServerMessage::ParticipantLeft { id: id.to_string() } }];
+        if self.host.as_deref() == Some(id) {
+            // Hand over to the longest-present member (ties: smallest id), or to nobody.
+            self.host = self.members.iter().min_by_key(|(mid, m)| (m.joined_at, (*mid).clone())).map(|(mid, _)| mid.clone());
+            if let Some(new) = &self.host {
+                if let Some(m) = self.members.get_mut(new) {
+                    m.info.role = Role::Host;
+                }
+                out.push(Effect::Broadcast { except: None, msg: ServerMessage::HostChanged { id: new.clone() } });
+            }
+        }
+        out
+    }
+
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
     }
 
     /// The role of a member, if present.
@@ -208,6 +233,43 @@ mod tests {
     }
 
     #[test]
+    fn the_first_joiner_hosts_and_hands_over_to_the_longest_present() {
+        let mut r = Room::new("r");
+        r.handle(0, Input::Connect { conn: "c1".into(), claims: claims("a") });
+        r.handle(10, Input::Connect { conn: "c3".into(), claims: claims("c") });
+        r.handle(20, Input::Connect { conn: "c2".into(), claims: claims("b") });
+        let snap = r.snapshot();
+        assert_eq!(snap.host.as_deref(), Some("a"));
+        assert_eq!(snap.participants[0].role, Role::Host);
+        assert_eq!(snap.participants[1].role, Role::Participant);
+        // A non-host leaving changes nothing about hosting.
+        let fx = r.handle(30, Input::Disconnect { conn: "c2".into() });
+        assert_eq!(fx.len(), 1);
+        // The host leaving hands over to c (joined at 10), not to whoever sorts first.
+        r.handle(31, Input::Connect { conn: "c2".into(), claims: claims("b") });
+        let fx = r.handle(40, Input::Disconnect { conn: "c1".into() });
+        assert_eq!(fx[1], Effect::Broadcast { except: None, msg: ServerMessage::HostChanged { id: "c".into() } });
+        assert_eq!(r.host(), Some("c"));
+        assert_eq!(r.role_of("c"), Some(Role::Host));
+        // The last one out leaves a room with no host; the next first joiner hosts.
+        r.handle(50, Input::Disconnect { conn: "c3".into() });
+        r.handle(51, Input::Disconnect { conn: "c2".into() });
+        assert_eq!(r.host(), None);
+        r.handle(60, Input::Connect { conn: "c9".into(), claims: claims("z") });
+        assert_eq!(r.host(), Some("z"));
+    }
+
+    #[test]
+    fn a_reconnecting_host_stays_host() {
+        let mut r = Room::new("r");
+        connect(&mut r, "a", "c1");
+        connect(&mut r, "b", "c2");
+        connect(&mut r, "a", "c1b");
+        assert_eq!(r.host(), Some("a"));
+        assert_eq!(r.role_of("a"), Some(Role::Host));
+    }
+
+    #[test]
     fn a_duplicate_join_replaces_the_old_connection_without_a_second_member() {
         let mut r = Room::new("r");
         connect(&mut r, "a", "c1");
@@ -237,7 +299,8 @@ mod tests {
         connect(&mut r, "b", "c2");
         let fx = r.handle(1, Input::Frame { conn: "c1".into(), text: r#"{"type":"leave"}"#.into() });
         assert_eq!(fx[0], Effect::Broadcast { except: None, msg: ServerMessage::ParticipantLeft { id: "a".into() } });
-        assert!(matches!(&fx[1], Effect::Close { code: 1000, .. }));
+        assert_eq!(fx[1], Effect::Broadcast { except: None, msg: ServerMessage::HostChanged { id: "b".into() } });
+        assert!(matches!(&fx[2], Effect::Close { code: 1000, .. }));
         let fx = r.handle(2, Input::Disconnect { conn: "c2".into() });
         assert_eq!(fx.len(), 1);
         assert!(r.is_empty());
