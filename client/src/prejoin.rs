@@ -198,7 +198,8 @@ fn open_socket(path: &str, set_joined: WriteSignal<Option<String>>, set_error: W
         let Some(text) = ev.data().as_string() else { return };
         match serde_json::from_str::<ServerMessage>(&text) {
             Ok(ServerMessage::Snapshot { room, .. }) => {
-                set_joined.set(Some(format!("Joined {} — {} in the room", room.name, room.participants.len())))
+                let via = room.sfu.map(|s| format!(" · media via {s}")).unwrap_or_default();
+                set_joined.set(Some(format!("Joined {} — {} in the room{via}", room.name, room.participants.len())))
             }
             Ok(ServerMessage::Error { message, .. }) => set_error.set(Some(message)),
             _ => {}

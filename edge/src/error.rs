@@ -17,6 +17,8 @@ pub enum EdgeError {
     Control(#[from] ControlAuthError),
     #[error("server misconfigured: {0}")]
     Config(String),
+    #[error("{0}")]
+    NoMediaServer(String),
     #[error("internal error: {0}")]
     Worker(#[from] worker::Error),
 }
@@ -28,6 +30,7 @@ impl EdgeError {
             EdgeError::NotFound(_) => ErrorCode::NotFound,
             EdgeError::Token(e) => e.code(),
             EdgeError::Control(_) => ErrorCode::Unauthorized,
+            EdgeError::NoMediaServer(_) => ErrorCode::NoMediaServer,
             EdgeError::Config(_) | EdgeError::Worker(_) => ErrorCode::Internal,
         }
     }

@@ -12,7 +12,7 @@ mod room;
 
 use edgemeet_shared::control;
 use edgemeet_shared::protocol::{normalize_display_name, normalize_room_name, JoinRequest, JoinResponse};
-use edgemeet_shared::region::SfuStatus;
+use edgemeet_shared::region::{client_location, GeoPoint, SfuChoice, SfuStatus, DEV_LOCATION_HEADER};
 use edgemeet_shared::token::{Claims, Grants, Role, TokenKey};
 use serde_json::json;
 use worker::{event, Context, Env, Method, Request, RequestInit, Response};
@@ -40,11 +40,10 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
             join(req, &env, &room).await
         }
         (Method::Get, ["api", "rooms", room, "ws"]) => {
-            normalize_room_name(room).map_err(EdgeError::BadRequest)?;
             if !req.headers().get("Upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
                 return Err(EdgeError::BadRequest("this endpoint takes a WebSocket upgrade".into()));
             }
-            let stub = env.durable_object(room::BINDING)?.get_by_name(&room.to_ascii_lowercase())?;
+            let stub = env.durable_object(room::BINDING)?.get_by_name(&normalize_room_name(room).map_err(EdgeError::BadRequest)?)?;
             Ok(stub.fetch_with_request(req).await?)
         }
         (_, ["api", ..]) => Err(EdgeError::NotFound(format!("no API route {} {path}", req.method()))),
@@ -97,12 +96,49 @@ async fn heartbeat(mut req: Request, env: &Env) -> EdgeResult<Response> {
     Ok(stub.fetch_with_request(Request::new_with_init("https://registry/heartbeat", &init)?).await?)
 }
 
+/// The client's location from `request.cf` (read defensively: worker's own getter unwraps).
+fn cf_location(req: &Request) -> Option<GeoPoint> {
+    let cf = js_sys::Reflect::get(req.inner(), &"cf".into()).ok()?;
+    let num = |k: &str| {
+        let v = js_sys::Reflect::get(&cf, &k.into()).ok()?;
+        v.as_string().and_then(|s| s.parse().ok()).or_else(|| v.as_f64())
+    };
+    Some(GeoPoint { lat: num("latitude")?, lon: num("longitude")? })
+}
+
+/// Only the local dev/test stack sets DEV_GEO_OVERRIDE (`wrangler dev --var`); a deployed worker
+/// never has it, so the location header is ignored there.
+fn dev_override_allowed(env: &Env) -> bool {
+    env.var("DEV_GEO_OVERRIDE").map(|v| v.to_string() == "true").unwrap_or(false)
+}
+
+/// Asks the room's Durable Object for its SFU (chosen at first join from the joiner's location).
+async fn room_sfu(env: &Env, room: &str, location: Option<GeoPoint>) -> EdgeResult<SfuChoice> {
+    let stub = env.durable_object(room::BINDING)?.get_by_name(room)?;
+    let body = serde_json::to_string(&registry::ChooseRequest { room: room.to_string(), location })
+        .map_err(|e| EdgeError::Config(e.to_string()))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(body.into()));
+    let mut res = stub.fetch_with_request(Request::new_with_init("https://room/assign", &init)?).await?;
+    if res.status_code() == 200 {
+        return Ok(res.json().await?);
+    }
+    let err: edgemeet_shared::protocol::WireError = res.json().await?;
+    Err(EdgeError::NoMediaServer(err.message))
+}
+
 async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
+    let location = client_location(
+        cf_location(&req),
+        req.headers().get(DEV_LOCATION_HEADER)?.as_deref(),
+        dev_override_allowed(env),
+    );
     let body: JoinRequest = req
         .json()
         .await
         .map_err(|e| EdgeError::BadRequest(format!("join body must be {{\"name\": \"…\"}}: {e}")))?;
     let name = normalize_display_name(&body.name).map_err(EdgeError::BadRequest)?;
+    let sfu = room_sfu(env, room, location).await?;
     let now = worker::Date::now().as_millis() / 1000;
     let participant_id = random_id();
     let role = Role::Participant;
@@ -112,7 +148,7 @@ async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
         room: room.to_string(),
         role,
         grants: Grants::max_for(role),
-        sfu: None,
+        sfu: Some(sfu.id.clone()),
         exp: now + TOKEN_TTL_SECS,
         nbf: now,
         iat: now,
@@ -124,5 +160,6 @@ async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
         token,
         participant_id,
         expires_at_ms: claims.exp * 1000,
+        sfu,
     })?)
 }

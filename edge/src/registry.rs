@@ -6,13 +6,21 @@
 
 use std::cell::RefCell;
 
-use edgemeet_shared::region::{Registry, SfuHeartbeat};
+use edgemeet_shared::region::{GeoPoint, Registry, SfuHeartbeat};
+use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
 use crate::error::EdgeError;
 
 pub const BINDING: &str = "SFU_REGISTRY";
 pub const NAME: &str = "global";
+
+/// Body of the registry's `POST /choose`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChooseRequest {
+    pub room: String,
+    pub location: Option<GeoPoint>,
+}
 
 #[durable_object(fetch)]
 pub struct SfuRegistry {
@@ -42,6 +50,19 @@ impl DurableObject for SfuRegistry {
                         Ok(Response::empty()?.with_status(204))
                     }
                     Err(e) => Ok(EdgeError::BadRequest(e.to_string()).into_response()),
+                }
+            }
+            (Method::Post, "/choose") => {
+                let ask: ChooseRequest = match req.json().await {
+                    Ok(a) => a,
+                    Err(e) => return Ok(EdgeError::BadRequest(format!("choose body: {e}")).into_response()),
+                };
+                match self.registry.borrow().choose(ask.location, now) {
+                    Ok(choice) => {
+                        worker::console_log!("room {}: SFU {} ({})", ask.room, choice.id, choice.reason);
+                        Response::from_json(&choice)
+                    }
+                    Err(e) => Ok(EdgeError::NoMediaServer(e.to_string()).into_response()),
                 }
             }
             (Method::Get, "/status") => Response::from_json(&self.registry.borrow().status(now)),

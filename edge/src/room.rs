@@ -8,14 +8,16 @@
 use std::cell::RefCell;
 
 use edgemeet_shared::protocol::{ErrorCode, ServerMessage, MAX_FRAME_BYTES};
+use edgemeet_shared::region::SfuChoice;
 use edgemeet_shared::room::{Effect, Input, Room, CLOSE_TOO_BIG};
 use edgemeet_shared::token::Claims;
 use serde::{Deserialize, Serialize};
 use worker::{
-    durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
-    WebSocketPair,
+    durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair,
 };
 
+use crate::registry::{self, ChooseRequest};
 use crate::{random_id, token_key};
 
 pub const BINDING: &str = "ROOMS";
@@ -61,13 +63,50 @@ impl RoomObject {
         let changed = effects.iter().any(|e| !matches!(e, Effect::Send { .. }));
         self.perform(effects);
         if changed {
-            if snapshot.is_empty() {
-                self.state.storage().delete(STORAGE_KEY).await?;
-            } else {
-                self.state.storage().put(STORAGE_KEY, &snapshot).await?;
-            }
+            self.persist(&snapshot).await?;
         }
         Ok(())
+    }
+
+    /// Saves the room; a room nobody is in is forgotten (its next first join starts afresh).
+    async fn persist(&self, room: &Room) -> Result<()> {
+        if room.is_empty() {
+            self.state.storage().delete(STORAGE_KEY).await?;
+        } else {
+            self.state.storage().put(STORAGE_KEY, room).await?;
+        }
+        Ok(())
+    }
+
+    /// The room's SFU: kept while anyone is in the room; chosen afresh (nearest healthy to this
+    /// joiner) when the room is empty, i.e. at its first join.
+    async fn assign_sfu(&self, mut req: Request) -> Result<Response> {
+        let ask: ChooseRequest = req.json().await?;
+        self.load(&ask.room).await?;
+        let kept = {
+            let slot = self.room.borrow();
+            let room = slot.as_ref().expect("loaded above");
+            if room.is_empty() { None } else { room.sfu().cloned() }
+        };
+        if let Some(choice) = kept {
+            return Response::from_json(&choice);
+        }
+        let stub = self.env.durable_object(registry::BINDING)?.get_by_name(registry::NAME)?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(serde_json::to_string(&ask)?.into()));
+        let mut res = stub.fetch_with_request(Request::new_with_init("https://registry/choose", &init)?).await?;
+        if res.status_code() != 200 {
+            return Ok(res); // "no media server available", passed on as is
+        }
+        let choice: SfuChoice = res.json().await?;
+        let snapshot = {
+            let mut slot = self.room.borrow_mut();
+            let room = slot.as_mut().expect("loaded above");
+            room.set_sfu(Some(choice.clone()));
+            room.clone()
+        };
+        self.state.storage().put(STORAGE_KEY, &snapshot).await?;
+        Response::from_json(&choice)
     }
 
     fn perform(&self, effects: Vec<Effect>) {
@@ -118,9 +157,13 @@ impl DurableObject for RoomObject {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        if req.method() == Method::Post && req.path() == "/assign" {
+            return self.assign_sfu(req).await;
+        }
         let url = req.url()?;
-        // /api/rooms/{room}/ws — the worker already validated the name.
-        let room_name = url.path_segments().and_then(|mut s| s.nth(2)).unwrap_or_default().to_string();
+        // /api/rooms/{room}/ws — the worker already validated the name; fold it the same way.
+        let raw = url.path_segments().and_then(|mut s| s.nth(2)).unwrap_or_default().to_string();
+        let room_name = edgemeet_shared::protocol::normalize_room_name(&raw).unwrap_or(raw);
         let token = url.query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()).unwrap_or_default();
         let key = match token_key(&self.env) {
             Ok(k) => k,

@@ -14,10 +14,13 @@ function sign(body, t = Date.now(), secret = SECRET) {
   return `t=${t},v1=${mac}`;
 }
 
-async function join(room, name = "Tester") {
+const FRANKFURT = "50.11,8.68";
+const SINGAPORE = "1.29,103.85";
+
+async function join(room, name = "Tester", location = undefined) {
   const res = await fetch(`${BASE}/api/rooms/${room}/join`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...(location ? { "x-edgemeet-dev-location": location } : {}) },
     body: JSON.stringify({ name }),
   });
   return { status: res.status, body: await res.json() };
@@ -127,6 +130,8 @@ test("two participants meet in a room over the signaling socket", async () => {
   assert.equal(snap.you, a.body.participant_id);
   assert.equal(snap.room.name, name);
   assert.deepEqual(snap.room.participants.map((p) => p.name), ["Ada"]);
+  assert.equal(snap.room.host, a.body.participant_id, "the first joiner hosts");
+  assert.equal(snap.room.participants[0].role, "host");
 
   const b = await join(name, "Grace");
   const wb = connect(b.body.ws_url);
@@ -148,12 +153,44 @@ test("two participants meet in a room over the signaling socket", async () => {
   wa.send({ type: "ping", nonce: 42 });
   assert.deepEqual(await wa.next((f) => f.type === "pong", "pong"), { type: "pong", nonce: 42 });
 
-  // Closing a socket counts as leaving.
-  wb.ws.close(1000);
-  const left = await wa.next((f) => f.type === "participant_left", "participant_left");
-  assert.equal(left.id, b.body.participant_id);
+  // The host leaving hands the room to the other participant.
+  const c = await join(name, "Linus");
+  const wc = connect(c.body.ws_url);
+  await wc.next((f) => f.type === "snapshot");
   wa.send({ type: "leave" });
   assert.equal((await wa.closed).code, 1000);
+  assert.equal((await wb.next((f) => f.type === "host_changed", "host_changed")).id, b.body.participant_id);
+  assert.equal((await wc.next((f) => f.type === "host_changed", "host_changed")).id, b.body.participant_id);
+  wc.ws.close(1000);
+
+  // Closing a socket counts as leaving.
+  await wb.next((f) => f.type === "participant_left" && f.id === c.body.participant_id, "C left");
+  wb.ws.close(1000);
+  assert.equal((await wb.closed).code, 1000);
+});
+
+test("a room's SFU is the nearest healthy one to its first joiner, and stays the room's", async () => {
+  const eu = room();
+  const a = await join(eu, "Fritz", FRANKFURT);
+  assert.equal(a.status, 200, JSON.stringify(a.body));
+  assert.equal(a.body.sfu.region, "eu-west");
+  assert.match(a.body.sfu.reason, /nearest healthy SFU: \d+ km away/);
+  assert.ok(a.body.sfu.distance_km < 50, `Frankfurt to eu-west: ${a.body.sfu.distance_km} km`);
+  const asia = room();
+  const s = await join(asia, "Siew", SINGAPORE);
+  assert.equal(s.body.sfu.region, "ap-south");
+  // The token carries the assignment.
+  const claims = JSON.parse(Buffer.from(s.body.token.split(".")[1], "base64url"));
+  assert.equal(claims.sfu, "ap-south");
+
+  // Once someone is in the room, later joiners use the room's SFU wherever they are.
+  const wa = connect(a.body.ws_url);
+  const snap = await wa.next((f) => f.type === "snapshot");
+  assert.equal(snap.room.sfu, "eu-west");
+  const late = await join(eu, "Siew", SINGAPORE);
+  assert.equal(late.body.sfu.id, "eu-west");
+  wa.ws.close(1000);
+  await wa.closed;
 });
 
 test("frames over 64 KiB close the socket with 1009", async () => {

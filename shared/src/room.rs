@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::protocol::{
     parse_client_message, ClientMessage, ErrorCode, ParticipantInfo, RoomSnapshot, ServerMessage, PROTOCOL_VERSION,
 };
+use crate::region::SfuChoice;
 use crate::token::{Claims, Role};
 use crate::Millis;
 
@@ -51,7 +52,7 @@ struct Member {
 pub struct Room {
     name: String,
     members: BTreeMap<String, Member>,
-    sfu: Option<String>,
+    sfu: Option<SfuChoice>,
     /// The first member to join hosts; when the host leaves, the longest-present member does.
     host: Option<String>,
 }
@@ -69,18 +70,19 @@ impl Room {
         self.members.is_empty()
     }
 
-    pub fn set_sfu(&mut self, sfu: Option<String>) {
+    pub fn set_sfu(&mut self, sfu: Option<SfuChoice>) {
         self.sfu = sfu;
     }
 
-    pub fn sfu(&self) -> Option<&str> {
-        self.sfu.as_deref()
+    /// The SFU carrying this room's media, and why it was chosen.
+    pub fn sfu(&self) -> Option<&SfuChoice> {
+        self.sfu.as_ref()
     }
 
     pub fn snapshot(&self) -> RoomSnapshot {
         let mut participants: Vec<ParticipantInfo> = self.members.values().map(|m| m.info.clone()).collect();
         participants.sort_by(|a, b| a.id.cmp(&b.id));
-        RoomSnapshot { name: self.name.clone(), participants, sfu: self.sfu.clone(), host: self.host.clone() }
+        RoomSnapshot { name: self.name.clone(), participants, sfu: self.sfu.as_ref().map(|c| c.id.clone()), host: self.host.clone() }
     }
 
     fn member_by_conn(&self, conn: &str) -> Option<&String> {

@@ -81,6 +81,9 @@ impl Stack {
             .arg(paths.wrangler_js())
             .args(["dev", "--local", "--ip", "127.0.0.1", "--port", &cfg.edge_port.to_string()])
             .args(["--inspector-port", &cfg.inspector_port.to_string(), "--show-interactive-dev-session=false"])
+            // Dev/test only: lets requests fake their location (x-edgemeet-dev-location); a deployed
+            // worker has no such var and ignores the header.
+            .args(["--var", "DEV_GEO_OVERRIDE:true"])
             .arg("--persist-to")
             .arg(paths.target().join("wrangler-state").join(cfg.name))
             .current_dir(paths.root.join("edge"))
