@@ -91,6 +91,8 @@ impl Stack {
             .env("WRANGLER_LOG_PATH", log_dir.join("wrangler-debug"))
             .env("PATH", crate::cmd::path_with(&[&paths.node22_dir()]));
         stack.spawn("edge", wrangler, cfg.echo)?;
+        // SFUs heartbeat from their first second: start them once the edge answers.
+        stack.wait_for_edge(Duration::from_secs(90))?;
 
         for (i, (id, region, lat, lon)) in DEV_REGIONS.iter().enumerate() {
             let port = cfg.sfu_ports[i];
@@ -143,6 +145,23 @@ impl Stack {
             }
         }
         None
+    }
+
+    /// Waits until the edge answers HTTP at all.
+    fn wait_for_edge(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((name, status)) = self.exited() {
+                return Err(fail("start stack", format!("{name} exited early: {status}"), "see its log above"));
+            }
+            if std::net::TcpStream::connect(self.url.trim_start_matches("http://")).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(fail("start stack", format!("the edge did not listen within {} s", timeout.as_secs()), "see the edge log"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until the edge answers and lists every dev region's SFU as live.
