@@ -79,3 +79,37 @@ test("bad names get a clear message; a good join connects to the room", async ()
   await again.goto(`${BASE}/other`);
   assert.equal(await again.getByLabel("Your name").inputValue(), "Ada");
 });
+
+test("the microphone meter follows the fake microphone and drops to zero when muted", async () => {
+  const page = await context.newPage();
+  await page.goto(`${BASE}/meter-check`);
+  const meter = page.getByRole("meter", { name: "Microphone level" });
+  // Chromium's fake microphone beeps: the level must rise well above silence.
+  await page.waitForFunction(() => Number(document.querySelector("[data-testid=mic-level]").getAttribute("aria-valuenow")) > 10, null, { timeout: 10000 });
+  await page.getByRole("button", { name: "Mute microphone" }).click();
+  // A disabled track is silence: the analyser reads zero.
+  await page.waitForFunction(() => Number(document.querySelector("[data-testid=mic-level]").getAttribute("aria-valuenow")) === 0, null, { timeout: 5000 });
+  assert.equal(await meter.getAttribute("aria-valuenow"), "0");
+});
+
+test("device pickers list the cameras and microphones, and switching keeps the preview live", async () => {
+  const page = await context.newPage();
+  await page.goto(`${BASE}/device-check`);
+  await page.waitForFunction(() => document.querySelector("[data-testid=preview]")?.videoWidth > 0, null, { timeout: 15000 });
+  const cams = page.getByLabel("Camera", { exact: true }).locator("option");
+  const mics = page.getByLabel("Microphone", { exact: true }).locator("option");
+  await cams.first().waitFor({ state: "attached" });
+  const micLabels = await mics.allTextContents();
+  assert.ok((await cams.count()) >= 1);
+  assert.ok(micLabels.length >= 1 && micLabels.every((l) => l.length > 0), JSON.stringify(micLabels));
+  const last = await mics.last().getAttribute("value");
+  await page.getByLabel("Microphone", { exact: true }).selectOption(last);
+  // The new stream uses the chosen microphone, the preview plays, the meter moves.
+  await page.waitForFunction(
+    (id) => document.querySelector("[data-testid=preview]").srcObject?.getAudioTracks()[0]?.getSettings().deviceId === id,
+    last,
+    { timeout: 10000 },
+  );
+  await page.waitForFunction(() => document.querySelector("[data-testid=preview]").videoWidth > 0, null, { timeout: 10000 });
+  await page.waitForFunction(() => Number(document.querySelector("[data-testid=mic-level]").getAttribute("aria-valuenow")) > 10, null, { timeout: 10000 });
+});

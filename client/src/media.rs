@@ -2,10 +2,18 @@
 
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{MediaStream, MediaStreamConstraints, MediaStreamTrack};
+use web_sys::{AnalyserNode, AudioContext, MediaDeviceInfo, MediaDeviceKind, MediaStream, MediaStreamConstraints, MediaStreamTrack};
 
-/// Opens camera (720p ideal) and microphone. Returns a message a person can act on when refused.
-pub async fn open_camera_and_mic() -> Result<MediaStream, String> {
+/// One capture device, for the pickers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    pub id: String,
+    pub label: String,
+}
+
+/// Opens camera (720p ideal) and microphone, the given devices if any. Returns a message a person can
+/// act on when refused.
+pub async fn open_camera_and_mic(camera: Option<String>, mic: Option<String>) -> Result<MediaStream, String> {
     let devices = web_sys::window()
         .ok_or("no window")?
         .navigator()
@@ -19,9 +27,25 @@ pub async fn open_camera_and_mic() -> Result<MediaStream, String> {
     };
     let _ = js_sys::Reflect::set(&video, &"width".into(), &ideal(1280.0));
     let _ = js_sys::Reflect::set(&video, &"height".into(), &ideal(720.0));
+    let exact = |id: &str| {
+        let o = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&o, &"exact".into(), &id.into());
+        o
+    };
+    if let Some(id) = &camera {
+        let _ = js_sys::Reflect::set(&video, &"deviceId".into(), &exact(id));
+    }
+    let audio: JsValue = match &mic {
+        Some(id) => {
+            let a = js_sys::Object::new();
+            let _ = js_sys::Reflect::set(&a, &"deviceId".into(), &exact(id));
+            a.into()
+        }
+        None => JsValue::TRUE,
+    };
     let constraints = MediaStreamConstraints::new();
     constraints.set_video(&video);
-    constraints.set_audio(&JsValue::TRUE);
+    constraints.set_audio(&audio);
     let promise = devices.get_user_media_with_constraints(&constraints).map_err(describe)?;
     let stream = JsFuture::from(promise).await.map_err(describe)?;
     stream.dyn_into::<MediaStream>().map_err(|_| "getUserMedia returned no stream".to_string())
@@ -46,5 +70,83 @@ pub fn set_enabled(stream: &MediaStream, kind: &str, enabled: bool) {
                 t.set_enabled(enabled);
             }
         }
+    }
+}
+
+/// Stops every track (frees the camera light and the microphone).
+pub fn stop(stream: &MediaStream) {
+    for t in stream.get_tracks().iter() {
+        if let Ok(t) = t.dyn_into::<MediaStreamTrack>() {
+            t.stop();
+        }
+    }
+}
+
+/// The device id behind a stream's track of one kind.
+pub fn device_of(stream: &MediaStream, kind: &str) -> Option<String> {
+    stream
+        .get_tracks()
+        .iter()
+        .filter_map(|t| t.dyn_into::<MediaStreamTrack>().ok())
+        .find(|t| t.kind() == kind)
+        .and_then(|t| t.get_settings().get_device_id())
+}
+
+/// Cameras and microphones (labels are known once capture was allowed).
+pub async fn list_devices() -> (Vec<Device>, Vec<Device>) {
+    let (mut cams, mut mics) = (Vec::new(), Vec::new());
+    let Some(md) = web_sys::window().and_then(|w| w.navigator().media_devices().ok()) else { return (cams, mics) };
+    let Ok(p) = md.enumerate_devices() else { return (cams, mics) };
+    let Ok(list) = JsFuture::from(p).await else { return (cams, mics) };
+    for d in js_sys::Array::from(&list).iter() {
+        let Ok(d) = d.dyn_into::<MediaDeviceInfo>() else { continue };
+        let n = |v: &Vec<Device>, what: &str| format!("{what} {}", v.len() + 1);
+        match d.kind() {
+            MediaDeviceKind::Videoinput => {
+                let label = if d.label().is_empty() { n(&cams, "Camera") } else { d.label() };
+                cams.push(Device { id: d.device_id(), label })
+            }
+            MediaDeviceKind::Audioinput => {
+                let label = if d.label().is_empty() { n(&mics, "Microphone") } else { d.label() };
+                mics.push(Device { id: d.device_id(), label })
+            }
+            _ => {}
+        }
+    }
+    (cams, mics)
+}
+
+/// Microphone level from a Web Audio analyser.
+pub struct LevelMeter {
+    ctx: AudioContext,
+    analyser: AnalyserNode,
+    buf: Vec<f32>,
+}
+
+impl LevelMeter {
+    pub fn new(stream: &MediaStream) -> Option<LevelMeter> {
+        let ctx = AudioContext::new().ok()?;
+        let src = ctx.create_media_stream_source(stream).ok()?;
+        let analyser = ctx.create_analyser().ok()?;
+        analyser.set_fft_size(1024);
+        src.connect_with_audio_node(&analyser).ok()?;
+        let buf = vec![0.0; analyser.fft_size() as usize];
+        Some(LevelMeter { ctx, analyser, buf })
+    }
+
+    /// 0–100: RMS of the last window, on a rough perceptual scale.
+    pub fn level(&mut self) -> u32 {
+        if self.ctx.state() == web_sys::AudioContextState::Suspended {
+            let _ = self.ctx.resume();
+        }
+        self.analyser.get_float_time_domain_data(&mut self.buf);
+        let rms = (self.buf.iter().map(|x| x * x).sum::<f32>() / self.buf.len().max(1) as f32).sqrt();
+        ((rms * 300.0).sqrt() * 100.0).clamp(0.0, 100.0) as u32
+    }
+}
+
+impl Drop for LevelMeter {
+    fn drop(&mut self) {
+        let _ = self.ctx.close();
     }
 }

@@ -45,15 +45,42 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     let (joining, set_joining) = signal(false);
     let stream = RwSignal::new_local(None::<MediaStream>);
     let socket = StoredValue::new_local(None::<WebSocket>);
+    let meter = StoredValue::new_local(None::<media::LevelMeter>);
+    let (level, set_level) = signal(0u32);
+    let (cams, set_cams) = signal(Vec::<media::Device>::new());
+    let (mics, set_mics) = signal(Vec::<media::Device>::new());
+    let (cam_id, set_cam_id) = signal(None::<String>);
+    let (mic_id, set_mic_id) = signal(None::<String>);
     let video_ref = NodeRef::<Video>::new();
 
-    // Camera preview.
-    spawn_local(async move {
-        match media::open_camera_and_mic().await {
-            Ok(s) => stream.set(Some(s)),
-            Err(e) => set_media_error.set(Some(e)),
-        }
-    });
+    // Camera preview, microphone meter and device lists; reopened when a picker changes.
+    let open = move |cam: Option<String>, mic: Option<String>| {
+        spawn_local(async move {
+            // Release the old devices first: some cameras cannot be opened twice.
+            meter.set_value(None);
+            if let Some(old) = stream.get_untracked() {
+                media::stop(&old);
+            }
+            match media::open_camera_and_mic(cam, mic).await {
+                Ok(s) => {
+                    set_cam_id.set(media::device_of(&s, "video"));
+                    set_mic_id.set(media::device_of(&s, "audio"));
+                    meter.set_value(media::LevelMeter::new(&s));
+                    stream.set(Some(s));
+                    set_media_error.set(None);
+                    let (c, m) = media::list_devices().await;
+                    set_cams.set(c);
+                    set_mics.set(m);
+                }
+                Err(e) => set_media_error.set(Some(e)),
+            }
+        });
+    };
+    open(None, None);
+    let _ = set_interval_with_handle(
+        move || meter.update_value(|m| set_level.set(m.as_mut().map_or(0, |m| m.level()))),
+        std::time::Duration::from_millis(100),
+    );
     Effect::new(move |_| {
         if let (Some(v), Some(s)) = (video_ref.get(), stream.get()) {
             v.set_src_object(Some(&s));
@@ -123,6 +150,7 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
 
     view! {
         <main class="prejoin">
+            <div class="preview-col">
             <section class="preview" aria-label="Camera preview">
                 <video node_ref=video_ref class="mirrored" autoplay=true muted=true playsinline=true
                     data-testid="preview" aria-label="Your camera preview"
@@ -147,6 +175,11 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                     </button>
                 </div>
             </section>
+                <div class="meter" role="meter" aria-label="Microphone level" aria-valuemin="0" aria-valuemax="100"
+                    aria-valuenow=move || level.get().to_string() data-testid="mic-level">
+                    <div style:width=move || format!("{}%", if mic_on.get() { level.get() } else { 0 })></div>
+                </div>
+            </div>
             <form class="join" on:submit=join novalidate=true>
                 <h1>"Ready to join?"</h1>
                 <label>"Your name"
@@ -157,6 +190,24 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                     <input type="text" name="room" maxlength="64" required=true placeholder="e.g. team-standup"
                         prop:value=room on:input=move |ev| set_room.set(event_target_value(&ev)) />
                 </label>
+                <div class="field">
+                    <label for="camera-select">"Camera"</label>
+                    <select id="camera-select" name="camera" prop:value=move || cam_id.get().unwrap_or_default()
+                        on:change=move |ev| open(Some(event_target_value(&ev)), mic_id.get_untracked())>
+                        <For each=move || cams.get() key=|d| d.id.clone() let:d>
+                            <option value=d.id.clone()>{d.label.clone()}</option>
+                        </For>
+                    </select>
+                </div>
+                <div class="field">
+                    <label for="mic-select">"Microphone"</label>
+                    <select id="mic-select" name="microphone" prop:value=move || mic_id.get().unwrap_or_default()
+                        on:change=move |ev| open(cam_id.get_untracked(), Some(event_target_value(&ev)))>
+                        <For each=move || mics.get() key=|d| d.id.clone() let:d>
+                            <option value=d.id.clone()>{d.label.clone()}</option>
+                        </For>
+                    </select>
+                </div>
                 <p class="error" role="alert" data-testid="form-error">{move || form_error.get().unwrap_or_default()}</p>
                 <button type="submit" class="primary" disabled=move || joining.get() || joined.get().is_some()>
                     {move || if joining.get() { "Joining…" } else { "Join" }}
