@@ -2,7 +2,7 @@
 //! media-server status, and Join.
 
 use edgemeet_shared::protocol::{
-    normalize_display_name, normalize_room_name, ClientMessage, JoinRequest, JoinResponse, ServerMessage, WireError,
+    is_final_close, normalize_display_name, normalize_room_name, reconnect_delay_ms, ClientMessage, JoinRequest, JoinResponse, ServerMessage, WireError,
     PROTOCOL_VERSION,
 };
 use leptos::html::Video;
@@ -10,7 +10,12 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
-use web_sys::{MediaStream, MessageEvent, WebSocket};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use leptos::prelude::LocalStorage;
+use web_sys::{CloseEvent, MediaStream, MessageEvent, WebSocket};
 
 use crate::media;
 
@@ -128,10 +133,10 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         set_joining.set(true);
         spawn_local(async move {
             match request_join(&room_name, display).await {
-                Ok(j) => match open_socket(&j.ws_url, set_joined, set_form_error) {
-                    Ok(ws) => socket.set_value(Some(ws)),
-                    Err(e) => set_form_error.set(Some(e)),
-                },
+                Ok(j) => {
+                    open_socket(j.ws_url, 0, set_joined, set_form_error, socket);
+                    leave_on_pagehide(socket);
+                }
                 Err(e) => set_form_error.set(Some(e)),
             }
             set_joining.set(false);
@@ -233,11 +238,22 @@ async fn request_join(room: &str, name: String) -> Result<JoinResponse, String> 
     }
 }
 
-fn open_socket(path: &str, set_joined: WriteSignal<Option<String>>, set_error: WriteSignal<Option<String>>) -> Result<WebSocket, String> {
+/// Opens the room socket (`path` carries the token). When the connection drops, reconnects with
+/// backoff using the same token: within the room's grace period the session resumes as it was.
+fn open_socket(
+    path: String,
+    attempt: u32,
+    set_joined: WriteSignal<Option<String>>,
+    set_error: WriteSignal<Option<String>>,
+    socket: StoredValue<Option<WebSocket>, LocalStorage>,
+) {
     let loc = window().location();
     let scheme = if loc.protocol().unwrap_or_default() == "https:" { "wss" } else { "ws" };
     let url = format!("{scheme}://{}{path}", loc.host().unwrap_or_default());
-    let ws = WebSocket::new(&url).map_err(|_| "Could not open the room connection.".to_string())?;
+    let Ok(ws) = WebSocket::new(&url) else {
+        set_error.set(Some("Could not open the room connection.".into()));
+        return;
+    };
     let hello = serde_json::to_string(&ClientMessage::Hello { version: PROTOCOL_VERSION }).unwrap_or_default();
     let ws2 = ws.clone();
     let onopen = Closure::<dyn FnMut()>::new(move || {
@@ -245,10 +261,14 @@ fn open_socket(path: &str, set_joined: WriteSignal<Option<String>>, set_error: W
     });
     ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
     onopen.forget();
+    let got_snapshot = Rc::new(Cell::new(false));
+    let seen = got_snapshot.clone();
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
         let Some(text) = ev.data().as_string() else { return };
         match serde_json::from_str::<ServerMessage>(&text) {
             Ok(ServerMessage::Snapshot { room, .. }) => {
+                seen.set(true);
+                set_error.set(None);
                 let via = room.sfu.map(|s| format!(" · media via {s}")).unwrap_or_default();
                 set_joined.set(Some(format!("Joined {} — {} in the room{via}", room.name, room.participants.len())))
             }
@@ -258,5 +278,37 @@ fn open_socket(path: &str, set_joined: WriteSignal<Option<String>>, set_error: W
     });
     ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
     onmessage.forget();
-    Ok(ws)
+    let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |ev: CloseEvent| {
+        if is_final_close(ev.code()) {
+            if ev.code() != 1000 {
+                set_joined.set(None);
+            }
+            return;
+        }
+        // A connection that worked starts its retries afresh.
+        let next = if got_snapshot.get() { 0 } else { attempt + 1 };
+        set_joined.set(Some("Reconnecting…".into()));
+        let path = path.clone();
+        set_timeout(
+            move || open_socket(path, next, set_joined, set_error, socket),
+            Duration::from_millis(reconnect_delay_ms(attempt) as u64),
+        );
+    });
+    ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
+    onclose.forget();
+    socket.set_value(Some(ws));
+}
+
+/// Closing the tab or navigating away is leaving: say so, so the others see it at once.
+fn leave_on_pagehide(socket: StoredValue<Option<WebSocket>, LocalStorage>) {
+    let leave = serde_json::to_string(&ClientMessage::Leave {}).unwrap_or_default();
+    let cb = Closure::<dyn FnMut()>::new(move || {
+        socket.with_value(|ws| {
+            if let Some(ws) = ws {
+                let _ = ws.send_with_str(&leave);
+            }
+        });
+    });
+    let _ = window().add_event_listener_with_callback("pagehide", cb.as_ref().unchecked_ref());
+    cb.forget();
 }

@@ -61,9 +61,13 @@ impl RoomObject {
             (effects, room.clone())
         };
         let changed = effects.iter().any(|e| !matches!(e, Effect::Send { .. }));
+        let wake = effects.iter().filter_map(|e| if let Effect::WakeAt { at } = e { Some(*at) } else { None }).min();
         self.perform(effects);
         if changed {
             self.persist(&snapshot).await?;
+        }
+        if let Some(at) = wake {
+            self.state.storage().set_alarm(std::time::Duration::from_millis(at.saturating_sub(now))).await?;
         }
         Ok(())
     }
@@ -132,6 +136,7 @@ impl RoomObject {
                         let _ = ws.close(Some(code), Some(&reason));
                     }
                 }
+                Effect::WakeAt { .. } => {} // set in `step`, which can await
             }
         }
     }
@@ -193,12 +198,12 @@ impl DurableObject for RoomObject {
         match message {
             WebSocketIncomingMessage::String(text) if text.len() > MAX_FRAME_BYTES => {
                 let _ = ws.close(Some(CLOSE_TOO_BIG), Some("frame over 64 KiB"));
-                self.step(&att.claims.room, Input::Disconnect { conn: att.conn }).await
+                self.step(&att.claims.room, Input::Disconnect { conn: att.conn, clean: true }).await
             }
             WebSocketIncomingMessage::String(text) => self.step(&att.claims.room, Input::Frame { conn: att.conn, text }).await,
             WebSocketIncomingMessage::Binary(b) if b.len() > MAX_FRAME_BYTES => {
                 let _ = ws.close(Some(CLOSE_TOO_BIG), Some("frame over 64 KiB"));
-                self.step(&att.claims.room, Input::Disconnect { conn: att.conn }).await
+                self.step(&att.claims.room, Input::Disconnect { conn: att.conn, clean: true }).await
             }
             WebSocketIncomingMessage::Binary(_) => {
                 let _ = ws.send(&ServerMessage::Error {
@@ -210,19 +215,35 @@ impl DurableObject for RoomObject {
         }
     }
 
-    async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _was_clean: bool) -> Result<()> {
+    async fn websocket_close(&self, ws: WebSocket, code: usize, _reason: String, _was_clean: bool) -> Result<()> {
         // Complete the closing handshake (older compatibility dates do not reply automatically).
         let _ = ws.close(Some(1000), Some("closed"));
         if let Some(att) = Self::attachment(&ws) {
-            self.step(&att.claims.room, Input::Disconnect { conn: att.conn }).await?;
+            // 1000 normal, 1001 going away (tab closed, navigated), 1005 closed without a code: on
+            // purpose. Anything else (1006: the connection dropped) may come back.
+            let clean = matches!(code, 1000 | 1001 | 1005);
+            self.step(&att.claims.room, Input::Disconnect { conn: att.conn, clean }).await?;
         }
         Ok(())
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
         if let Some(att) = Self::attachment(&ws) {
-            self.step(&att.claims.room, Input::Disconnect { conn: att.conn }).await?;
+            self.step(&att.claims.room, Input::Disconnect { conn: att.conn, clean: false }).await?;
         }
         Ok(())
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        // Only a room with state has anyone to time out.
+        let stored: Option<Room> = self.state.storage().get(STORAGE_KEY).await?;
+        if let Some(room) = stored {
+            let name = room.name().to_string();
+            if self.room.borrow().is_none() {
+                *self.room.borrow_mut() = Some(room);
+            }
+            self.step(&name, Input::Tick).await?;
+        }
+        Response::empty()
     }
 }

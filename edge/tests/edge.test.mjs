@@ -3,6 +3,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
+import { spawn } from "node:child_process";
 
 const BASE = process.env.EDGEMEET_URL;
 const SECRET = process.env.EDGEMEET_CONTROL_SECRET;
@@ -191,6 +192,54 @@ test("a room's SFU is the nearest healthy one to its first joiner, and stays the
   assert.equal(late.body.sfu.id, "eu-west");
   wa.ws.close(1000);
   await wa.closed;
+});
+
+/** Holds a room socket in a child process, so killing it drops the connection (no close frame). */
+async function droppableSocket(path) {
+  const script = `
+    const ws = new WebSocket(process.env.URL);
+    ws.addEventListener("message", (e) => { if (JSON.parse(e.data).type === "snapshot") console.log("ready"); });
+    setInterval(() => {}, 1000);`;
+  const child = spawn(process.execPath, ["-e", script], { env: { ...process.env, URL: `${WS_BASE}${path}` } });
+  await new Promise((resolve, reject) => {
+    child.stdout.on("data", (d) => String(d).includes("ready") && resolve());
+    child.on("exit", (code) => reject(new Error(`socket holder exited ${code}`)));
+  });
+  return child;
+}
+
+test("a dropped connection is away, not gone: it resumes within 10 s and leaves after", async () => {
+  const name = room();
+  const a = await join(name, "Observer");
+  const wa = connect(a.body.ws_url);
+  await wa.next((f) => f.type === "snapshot");
+  const b = await join(name, "Flaky");
+  let holder = await droppableSocket(b.body.ws_url);
+  await wa.next((f) => f.type === "participant_joined" && f.participant.id === b.body.participant_id, "B joined");
+
+  holder.kill("SIGKILL");
+  assert.equal((await wa.next((f) => f.type === "participant_away", "B away")).id, b.body.participant_id);
+  // Back within the grace period with the same token: the session resumes, nobody sees a leave or join.
+  const wb = connect(b.body.ws_url);
+  const snap = await wb.next((f) => f.type === "snapshot", "B's resumed snapshot");
+  assert.equal(snap.you, b.body.participant_id);
+  assert.equal((await wa.next((f) => f.type === "participant_back", "B back")).id, b.body.participant_id);
+  wa.send({ type: "ping", nonce: 7 });
+  await wa.next((f) => f.type === "pong");
+  wb.ws.close(1000);
+  assert.equal((await wa.next((f) => f.type === "participant_left", "B left on a clean close")).id, b.body.participant_id);
+
+  // A drop that does not come back leaves once the grace period is over (the room's alarm).
+  const c = await join(name, "Gone");
+  holder = await droppableSocket(c.body.ws_url);
+  await wa.next((f) => f.type === "participant_joined" && f.participant.id === c.body.participant_id, "C joined");
+  const dropped = Date.now();
+  holder.kill("SIGKILL");
+  await wa.next((f) => f.type === "participant_away" && f.id === c.body.participant_id, "C away");
+  const left = await wa.next((f) => f.type === "participant_left" && f.id === c.body.participant_id, "C left", 20000);
+  const after = Date.now() - dropped;
+  assert.ok(left && after >= 9000, `C left ${after} ms after dropping; the grace period is 10 s`);
+  wa.ws.close(1000);
 });
 
 test("frames over 64 KiB close the socket with 1009", async () => {

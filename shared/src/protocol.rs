@@ -38,6 +38,10 @@ pub enum ServerMessage {
     ParticipantJoined { participant: ParticipantInfo },
     ParticipantLeft { id: String },
     MediaChanged { id: String, audio_muted: bool, video_muted: bool },
+    /// `id`'s connection dropped; they stay in the room for the reconnect grace period.
+    ParticipantAway { id: String },
+    /// `id` reconnected in time: same session, nothing to set up again.
+    ParticipantBack { id: String },
     /// The host left; `id` hosts the room now.
     HostChanged { id: String },
     Pong { nonce: u64 },
@@ -62,6 +66,9 @@ pub struct ParticipantInfo {
     pub role: Role,
     pub audio_muted: bool,
     pub video_muted: bool,
+    /// Connection dropped; may come back within the grace period.
+    #[serde(default)]
+    pub away: bool,
 }
 
 /// Machine-readable error codes. Every error on the wire is `{code, message}`; the message is for
@@ -117,6 +124,19 @@ pub struct JoinResponse {
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     pub name: String,
+}
+
+/// Close codes after which a client must not reconnect: closed on purpose (1000), frame too big
+/// (1009), replaced by a newer connection (4000), refused (4401 bad or expired token, 4403 not
+/// allowed in this room). Any other close is a drop: reconnect with the same token.
+pub fn is_final_close(code: u16) -> bool {
+    matches!(code, 1000 | 1009 | 4000 | 4401 | 4403)
+}
+
+/// Delay before reconnect attempt `n` (0-based): 250 ms doubling, at most 4 s, so a client that
+/// dropped comes back well inside the room's 10 s grace period.
+pub fn reconnect_delay_ms(attempt: u32) -> u32 {
+    250u32.saturating_mul(1 << attempt.min(4))
 }
 
 /// Parses a client frame; a malformed or unknown frame becomes a wire error, never a panic.
@@ -210,6 +230,19 @@ mod tests {
         assert!(normalize_display_name("a\u{0007}b").is_err());
         assert!(normalize_display_name(&"é".repeat(64)).is_ok());
         assert!(normalize_display_name(&"é".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn reconnect_policy() {
+        let v: Vec<u32> = (0..7).map(reconnect_delay_ms).collect();
+        assert_eq!(v, [250, 500, 1000, 2000, 4000, 4000, 4000]);
+        assert!(v.iter().take(4).sum::<u32>() < 10_000, "four tries fit in the grace period");
+        for c in [1000, 1009, 4000, 4401, 4403] {
+            assert!(is_final_close(c), "{c}");
+        }
+        for c in [1001, 1006, 1011, 1012] {
+            assert!(!is_final_close(c), "{c}");
+        }
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub type ConnId = String;
 pub const CLOSE_REPLACED: u16 = 4000;
 /// Close code for a client that sent a frame over the size limit (RFC 6455 "message too big").
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// A participant whose connection dropped (not closed cleanly) stays in the room this long, so a
+/// reconnect resumes the session without anyone seeing them leave and join again.
+pub const RECONNECT_GRACE_MS: Millis = 10_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
@@ -29,8 +32,12 @@ pub enum Input {
     Connect { conn: ConnId, claims: Claims },
     /// A text frame arrived on `conn`.
     Frame { conn: ConnId, text: String },
-    /// `conn` closed or errored.
-    Disconnect { conn: ConnId },
+    /// `conn` closed. `clean`: closed on purpose (1000 normal, 1001 going away: tab closed or
+    /// navigated away) — the participant leaves now. Otherwise the connection dropped: they stay
+    /// for [`RECONNECT_GRACE_MS`] in case they come back.
+    Disconnect { conn: ConnId, clean: bool },
+    /// Time passed (the DO's alarm): participants away longer than the grace period leave.
+    Tick,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +46,8 @@ pub enum Effect {
     /// To every open connection of the room except `except`.
     Broadcast { except: Option<ConnId>, msg: ServerMessage },
     Close { conn: ConnId, code: u16, reason: String },
+    /// Call `Input::Tick` at (or after) this time.
+    WakeAt { at: Millis },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +55,9 @@ struct Member {
     info: ParticipantInfo,
     conn: ConnId,
     joined_at: Millis,
+    /// Since when the connection is gone (dropped, not closed), if it is.
+    #[serde(default)]
+    away_since: Option<Millis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,19 +105,48 @@ impl Room {
         match input {
             Input::Connect { conn, claims } => self.connect(now, conn, claims),
             Input::Frame { conn, text } => self.frame(conn, &text),
-            Input::Disconnect { conn } => match self.member_by_conn(&conn).cloned() {
-                Some(id) => self.remove(&id),
+            Input::Disconnect { conn, clean } => match self.member_by_conn(&conn).cloned() {
+                Some(id) if clean => self.remove(&id),
+                Some(id) => {
+                    let m = self.members.get_mut(&id).expect("found above");
+                    m.away_since = Some(now);
+                    m.info.away = true;
+                    vec![
+                        Effect::Broadcast { except: Some(conn), msg: ServerMessage::ParticipantAway { id } },
+                        Effect::WakeAt { at: now + RECONNECT_GRACE_MS },
+                    ]
+                }
                 None => Vec::new(),
             },
+            Input::Tick => {
+                let gone: Vec<String> = self
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.away_since.is_some_and(|t| now >= t + RECONNECT_GRACE_MS))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let mut out: Vec<Effect> = gone.iter().flat_map(|id| self.remove(id)).collect();
+                // Still someone away: wake again when their grace ends.
+                if let Some(next) = self.members.values().filter_map(|m| m.away_since).min() {
+                    out.push(Effect::WakeAt { at: next + RECONNECT_GRACE_MS });
+                }
+                out
+            }
         }
     }
 
     fn connect(&mut self, now: Millis, conn: ConnId, claims: Claims) -> Vec<Effect> {
         let mut out = Vec::new();
         if let Some(m) = self.members.get_mut(&claims.sub) {
-            // Same participant again (reconnect or second tab): the new connection takes over.
+            // Same participant again (reconnect, or a second tab): the new connection takes over and
+            // the session resumes; nobody else sees a leave or a join.
             let old = std::mem::replace(&mut m.conn, conn.clone());
-            out.push(Effect::Close { conn: old, code: CLOSE_REPLACED, reason: "replaced by a newer connection".into() });
+            if m.away_since.take().is_some() {
+                m.info.away = false;
+                out.push(Effect::Broadcast { except: Some(conn.clone()), msg: ServerMessage::ParticipantBack { id: claims.sub.clone() } });
+            } else {
+                out.push(Effect::Close { conn: old, code: CLOSE_REPLACED, reason: "replaced by a newer connection".into() });
+            }
         } else {
             let becomes_host = self.host.is_none();
             if becomes_host {
@@ -117,13 +158,14 @@ impl Room {
                 role: if becomes_host { Role::Host } else { claims.role },
                 audio_muted: false,
                 video_muted: false,
+                away: false,
             };
             // To everyone else: the newcomer learns about itself from the snapshot.
             out.push(Effect::Broadcast {
                 except: Some(conn.clone()),
                 msg: ServerMessage::ParticipantJoined { participant: info.clone() },
             });
-            self.members.insert(claims.sub.clone(), Member { info, conn: conn.clone(), joined_at: now });
+            self.members.insert(claims.sub.clone(), Member { info, conn: conn.clone(), joined_at: now, away_since: None });
         }
         out.push(Effect::Send { conn, msg: ServerMessage::Snapshot { you: claims.sub, room: self.snapshot() } });
         out
@@ -245,20 +287,81 @@ mod tests {
         assert_eq!(snap.participants[0].role, Role::Host);
         assert_eq!(snap.participants[1].role, Role::Participant);
         // A non-host leaving changes nothing about hosting.
-        let fx = r.handle(30, Input::Disconnect { conn: "c2".into() });
+        let fx = r.handle(30, Input::Disconnect { conn: "c2".into(), clean: true });
         assert_eq!(fx.len(), 1);
         // The host leaving hands over to c (joined at 10), not to whoever sorts first.
         r.handle(31, Input::Connect { conn: "c2".into(), claims: claims("b") });
-        let fx = r.handle(40, Input::Disconnect { conn: "c1".into() });
+        let fx = r.handle(40, Input::Disconnect { conn: "c1".into(), clean: true });
         assert_eq!(fx[1], Effect::Broadcast { except: None, msg: ServerMessage::HostChanged { id: "c".into() } });
         assert_eq!(r.host(), Some("c"));
         assert_eq!(r.role_of("c"), Some(Role::Host));
         // The last one out leaves a room with no host; the next first joiner hosts.
-        r.handle(50, Input::Disconnect { conn: "c3".into() });
-        r.handle(51, Input::Disconnect { conn: "c2".into() });
+        r.handle(50, Input::Disconnect { conn: "c3".into(), clean: true });
+        r.handle(51, Input::Disconnect { conn: "c2".into(), clean: true });
         assert_eq!(r.host(), None);
         r.handle(60, Input::Connect { conn: "c9".into(), claims: claims("z") });
         assert_eq!(r.host(), Some("z"));
+    }
+
+    #[test]
+    fn a_dropped_connection_that_comes_back_in_time_resumes_silently() {
+        let mut r = Room::new("r");
+        connect(&mut r, "a", "c1");
+        connect(&mut r, "b", "c2");
+        r.handle(100, Input::Frame { conn: "c2".into(), text: r#"{"type":"set_media","audio_muted":true,"video_muted":false}"#.into() });
+        let fx = r.handle(1_000, Input::Disconnect { conn: "c2".into(), clean: false });
+        assert_eq!(
+            fx,
+            vec![
+                Effect::Broadcast { except: Some("c2".into()), msg: ServerMessage::ParticipantAway { id: "b".into() } },
+                Effect::WakeAt { at: 1_000 + RECONNECT_GRACE_MS },
+            ],
+            "the others learn b is away, not gone"
+        );
+        assert_eq!(r.snapshot().participants.len(), 2);
+        assert!(r.snapshot().participants[1].away);
+        // An early alarm removes nobody.
+        assert_eq!(r.handle(5_000, Input::Tick), vec![Effect::WakeAt { at: 1_000 + RECONNECT_GRACE_MS }]);
+        // Back within the grace period: only the snapshot, no join broadcast, state kept.
+        let fx = r.handle(9_000, Input::Connect { conn: "c2b".into(), claims: claims("b") });
+        assert_eq!(fx[0], Effect::Broadcast { except: Some("c2b".into()), msg: ServerMessage::ParticipantBack { id: "b".into() } });
+        assert!(matches!(&fx[1..], [Effect::Send { conn, msg: ServerMessage::Snapshot { .. } }] if conn == "c2b"), "{fx:?}");
+        assert!(!r.snapshot().participants[1].away);
+        assert!(r.snapshot().participants.iter().find(|p| p.id == "b").unwrap().audio_muted);
+        // The alarm that was set finds nobody away.
+        assert!(r.handle(11_000, Input::Tick).is_empty());
+        // The old connection's late close changes nothing.
+        assert!(r.handle(11_001, Input::Disconnect { conn: "c2".into(), clean: true }).is_empty());
+        assert_eq!(r.snapshot().participants.len(), 2);
+    }
+
+    #[test]
+    fn a_dropped_connection_that_stays_away_leaves_after_the_grace_period() {
+        let mut r = Room::new("r");
+        connect(&mut r, "a", "c1");
+        connect(&mut r, "b", "c2");
+        r.handle(1_000, Input::Disconnect { conn: "c1".into(), clean: false });
+        let fx = r.handle(1_000 + RECONNECT_GRACE_MS, Input::Tick);
+        assert_eq!(fx[0], Effect::Broadcast { except: None, msg: ServerMessage::ParticipantLeft { id: "a".into() } });
+        assert_eq!(fx[1], Effect::Broadcast { except: None, msg: ServerMessage::HostChanged { id: "b".into() } });
+        assert_eq!(fx.len(), 2, "nobody else is away: no further alarm");
+        // Coming back later is a clean rejoin: everyone sees a join.
+        let fx = r.handle(20_000, Input::Connect { conn: "c1b".into(), claims: claims("a") });
+        assert!(matches!(&fx[0], Effect::Broadcast { msg: ServerMessage::ParticipantJoined { .. }, .. }));
+        assert_eq!(r.host(), Some("b"));
+    }
+
+    #[test]
+    fn the_alarm_follows_the_earliest_remaining_absence() {
+        let mut r = Room::new("r");
+        connect(&mut r, "a", "c1");
+        connect(&mut r, "b", "c2");
+        connect(&mut r, "c", "c3");
+        r.handle(1_000, Input::Disconnect { conn: "c1".into(), clean: false });
+        r.handle(4_000, Input::Disconnect { conn: "c2".into(), clean: false });
+        let fx = r.handle(1_000 + RECONNECT_GRACE_MS, Input::Tick);
+        assert!(fx.contains(&Effect::Broadcast { except: None, msg: ServerMessage::ParticipantLeft { id: "a".into() } }));
+        assert_eq!(fx.last(), Some(&Effect::WakeAt { at: 4_000 + RECONNECT_GRACE_MS }));
     }
 
     #[test]
@@ -279,7 +382,7 @@ mod tests {
         assert_eq!(fx[0], Effect::Close { conn: "c1".into(), code: CLOSE_REPLACED, reason: "replaced by a newer connection".into() });
         assert_eq!(r.snapshot().participants.len(), 1);
         // The old connection closing afterwards must not remove the participant.
-        assert!(r.handle(1, Input::Disconnect { conn: "c1".into() }).is_empty());
+        assert!(r.handle(1, Input::Disconnect { conn: "c1".into(), clean: true }).is_empty());
         assert_eq!(r.snapshot().participants.len(), 1);
     }
 
@@ -303,7 +406,7 @@ mod tests {
         assert_eq!(fx[0], Effect::Broadcast { except: None, msg: ServerMessage::ParticipantLeft { id: "a".into() } });
         assert_eq!(fx[1], Effect::Broadcast { except: None, msg: ServerMessage::HostChanged { id: "b".into() } });
         assert!(matches!(&fx[2], Effect::Close { code: 1000, .. }));
-        let fx = r.handle(2, Input::Disconnect { conn: "c2".into() });
+        let fx = r.handle(2, Input::Disconnect { conn: "c2".into(), clean: true });
         assert_eq!(fx.len(), 1);
         assert!(r.is_empty());
     }
