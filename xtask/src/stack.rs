@@ -125,7 +125,8 @@ impl Stack {
             let (file, name) = (file.clone(), name.to_string());
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(|l| l.ok()) {
-                    if echo {
+                    // Every SFU heartbeats every 2 s: keep those request lines in the log file only.
+                    if echo && !line.contains("/api/sfu/heartbeat 204") {
                         eprintln!("\x1b[2m[{name}]\x1b[0m {line}");
                     }
                     let _ = writeln!(file.lock().expect("log lock"), "{line}");
