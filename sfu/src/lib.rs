@@ -6,6 +6,7 @@ pub mod forward;
 pub mod heartbeat;
 pub mod load;
 pub mod metrics;
+pub mod speaker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
