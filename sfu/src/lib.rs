@@ -4,6 +4,7 @@
 pub mod config;
 pub mod forward;
 pub mod heartbeat;
+pub mod layers;
 pub mod load;
 pub mod metrics;
 pub mod speaker;

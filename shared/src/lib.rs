@@ -5,6 +5,7 @@
 //! so the same code runs in the browser (wasm32), in the edge worker (wasm32) and in the SFU.
 
 pub mod control;
+pub mod media;
 pub mod protocol;
 pub mod region;
 pub mod room;
