@@ -1,6 +1,7 @@
 //! The pre-join screen: camera preview, mic/camera toggles, display name (remembered), room name,
 //! media-server status, and Join.
 
+use edgemeet_shared::client_room::{initials, ClientRoom};
 use edgemeet_shared::protocol::{
     is_final_close, normalize_display_name, normalize_room_name, reconnect_delay_ms, ClientMessage, JoinRequest, JoinResponse, ServerMessage, WireError,
     PROTOCOL_VERSION,
@@ -57,6 +58,12 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     let (cam_id, set_cam_id) = signal(None::<String>);
     let (mic_id, set_mic_id) = signal(None::<String>);
     let video_ref = NodeRef::<Video>::new();
+    let room_video = NodeRef::<Video>::new();
+    let model = RwSignal::new(ClientRoom::default());
+    let (in_room, set_in_room) = signal(false);
+    let toasts = RwSignal::new(Vec::<(u64, String)>::new());
+    let (panel_open, set_panel_open) = signal(false);
+    let ctx = Ctx { set_joined, set_error: set_form_error, socket, model, set_in_room, toasts, mic_on, cam_on };
 
     // Camera preview, microphone meter and device lists; reopened when a picker changes.
     let open = move |cam: Option<String>, mic: Option<String>| {
@@ -89,6 +96,35 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     Effect::new(move |_| {
         if let (Some(v), Some(s)) = (video_ref.get(), stream.get()) {
             v.set_src_object(Some(&s));
+        }
+    });
+    Effect::new(move |_| {
+        if let (Some(v), Some(s), true) = (room_video.get(), stream.get(), in_room.get()) {
+            v.set_src_object(Some(&s));
+        }
+    });
+    // Mute and camera-off reach everyone (the tracks themselves are disabled just below).
+    Effect::new(move |_| {
+        let (cam, mic) = (cam_on.get(), mic_on.get());
+        if in_room.get_untracked() {
+            ctx.send(&ClientMessage::SetMedia { audio_muted: !mic, video_muted: !cam });
+        }
+    });
+    // Shortcuts: Ctrl+D microphone, Ctrl+E camera (as in other meeting apps).
+    let _keys = window_event_listener(leptos::ev::keydown, move |ev| {
+        if !ev.ctrl_key() || ev.alt_key() || ev.meta_key() {
+            return;
+        }
+        match ev.key().to_ascii_lowercase().as_str() {
+            "d" => {
+                ev.prevent_default();
+                set_mic_on.update(|v| *v = !*v);
+            }
+            "e" => {
+                ev.prevent_default();
+                set_cam_on.update(|v| *v = !*v);
+            }
+            _ => {}
         }
     });
     Effect::new(move |_| {
@@ -134,7 +170,7 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         spawn_local(async move {
             match request_join(&room_name, display).await {
                 Ok(j) => {
-                    open_socket(j.ws_url, 0, set_joined, set_form_error, socket);
+                    open_socket(j.ws_url, 0, ctx);
                     leave_on_pagehide(socket);
                 }
                 Err(e) => set_form_error.set(Some(e)),
@@ -153,8 +189,20 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         Some(Err(e)) => view! { <span class="dot bad"></span>{format!("Cannot reach the server: {e}")} }.into_any(),
     };
 
+    let leave = move |_| {
+        ctx.send(&ClientMessage::Leave {});
+        set_in_room.set(false);
+        set_joined.set(Some("You left the meeting.".into()));
+    };
+    let others = move || model.with(|m| m.others());
+    let me_name = move || {
+        model.with(|m| m.participants.iter().find(|p| m.is_me(&p.id)).map(|p| p.name.clone()).unwrap_or_default())
+    };
+    let mic_label = move || if mic_on.get() { "Mute microphone" } else { "Unmute microphone" };
+    let cam_label = move || if cam_on.get() { "Turn camera off" } else { "Turn camera on" };
+
     view! {
-        <main class="prejoin">
+        <main class="prejoin" hidden=move || in_room.get()>
             <div class="preview-col">
             <section class="preview" aria-label="Camera preview">
                 <video node_ref=video_ref class="mirrored" autoplay=true muted=true playsinline=true
@@ -214,12 +262,80 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                     </select>
                 </div>
                 <p class="error" role="alert" data-testid="form-error">{move || form_error.get().unwrap_or_default()}</p>
-                <button type="submit" class="primary" disabled=move || joining.get() || joined.get().is_some()>
+                <button type="submit" class="primary" disabled=move || joining.get() || in_room.get()>
                     {move || if joining.get() { "Joining…" } else { "Join" }}
                 </button>
                 <p class="status" data-testid="joined" role="status">{move || joined.get().unwrap_or_default()}</p>
                 <p class="status" data-testid="health">{health_view}</p>
             </form>
+        </main>
+        <main class="room" hidden=move || !in_room.get()>
+            <header class="room-bar">
+                <h1>{move || model.with(|m| m.name.clone())}</h1>
+                <span class="status" role="status" data-testid="room-status">
+                    {move || format!("{} in the room", model.with(|m| m.participants.len()))}
+                    {move || if joined.get().as_deref() == Some("Reconnecting…") { " · Reconnecting…" } else { "" }}
+                </span>
+            </header>
+            <div class="stage">
+                <section class="grid" aria-label="Participants">
+                    <div class="tile me" role="group" aria-label=move || format!("{} (you)", me_name())>
+                        <video node_ref=room_video class="mirrored" autoplay=true muted=true playsinline=true
+                            hidden=move || !cam_on.get()></video>
+                        <div class="avatar" hidden=move || cam_on.get()>{move || initials(&me_name())}</div>
+                        <span class="name">{move || format!("{} (you)", me_name())}</span>
+                        <span class="badge" hidden=move || mic_on.get()>"Muted"</span>
+                    </div>
+                    <For each=others key=|p| p.id.clone() let:p>
+                        {
+                            let id = StoredValue::new(p.id.clone());
+                            let info = move || id.with_value(|id| model.with(|m| m.participants.iter().find(|x| &x.id == id).cloned()));
+                            let flag = move |f: fn(&edgemeet_shared::protocol::ParticipantInfo) -> bool| info().is_some_and(|i| f(&i));
+                            view! {
+                                <div class="tile" role="group" data-testid="tile" data-participant=p.id.clone()
+                                    aria-label=p.name.clone() class:away=move || flag(|i| i.away)>
+                                    <div class="avatar">{initials(&p.name)}</div>
+                                    <span class="name">{p.name.clone()}</span>
+                                    <span class="badge" data-testid="muted" hidden=move || !flag(|i| i.audio_muted)>"Muted"</span>
+                                    <span class="badge" data-testid="camera-off" hidden=move || !flag(|i| i.video_muted)>"Camera off"</span>
+                                    <span class="badge" hidden=move || !flag(|i| i.role == edgemeet_shared::token::Role::Host)>"Host"</span>
+                                    <span class="badge" hidden=move || !flag(|i| i.away)>"Reconnecting…"</span>
+                                </div>
+                            }
+                        }
+                    </For>
+                </section>
+                <aside class="panel" aria-label="Participants list" hidden=move || !panel_open.get()>
+                    <h2>"Participants"</h2>
+                    <ul>
+                        <For each=move || model.with(|m| m.participants.clone())
+                            key=|p| (p.id.clone(), p.audio_muted, p.video_muted, p.role, p.away) let:p>
+                            <li>
+                                {p.name.clone()}
+                                {if p.role == edgemeet_shared::token::Role::Host { " · host" } else { "" }}
+                                {if p.audio_muted { " · muted" } else { "" }}
+                                {if p.video_muted { " · camera off" } else { "" }}
+                            </li>
+                        </For>
+                    </ul>
+                </aside>
+            </div>
+            <nav class="controls" aria-label="Call controls">
+                <button type="button" class:off=move || !mic_on.get() aria-pressed=move || (!mic_on.get()).to_string()
+                    title=move || format!("{} (Ctrl+D)", mic_label()) aria-keyshortcuts="Control+D"
+                    on:click=move |_| set_mic_on.update(|v| *v = !*v)>{mic_label}</button>
+                <button type="button" class:off=move || !cam_on.get() aria-pressed=move || (!cam_on.get()).to_string()
+                    title=move || format!("{} (Ctrl+E)", cam_label()) aria-keyshortcuts="Control+E"
+                    on:click=move |_| set_cam_on.update(|v| *v = !*v)>{cam_label}</button>
+                <button type="button" aria-expanded=move || panel_open.get().to_string() title="Show or hide the participants list"
+                    on:click=move |_| set_panel_open.update(|v| *v = !*v)>"Participants"</button>
+                <button type="button" class="leave" title="Leave the meeting" on:click=leave>"Leave"</button>
+            </nav>
+            <div class="toasts" role="log" aria-live="polite" data-testid="toasts">
+                <For each=move || toasts.get() key=|t| t.0 let:t>
+                    <div class="toast">{t.1}</div>
+                </For>
+            </div>
         </main>
     }
 }
@@ -238,20 +354,46 @@ async fn request_join(room: &str, name: String) -> Result<JoinResponse, String> 
     }
 }
 
-/// Opens the room socket (`path` carries the token). When the connection drops, reconnects with
-/// backoff using the same token: within the room's grace period the session resumes as it was.
-fn open_socket(
-    path: String,
-    attempt: u32,
+/// What the room socket's handlers update.
+#[derive(Clone, Copy)]
+struct Ctx {
     set_joined: WriteSignal<Option<String>>,
     set_error: WriteSignal<Option<String>>,
     socket: StoredValue<Option<WebSocket>, LocalStorage>,
-) {
+    model: RwSignal<ClientRoom>,
+    set_in_room: WriteSignal<bool>,
+    toasts: RwSignal<Vec<(u64, String)>>,
+    mic_on: ReadSignal<bool>,
+    cam_on: ReadSignal<bool>,
+}
+
+impl Ctx {
+    fn send(&self, msg: &ClientMessage) {
+        let Ok(text) = serde_json::to_string(msg) else { return };
+        self.socket.with_value(|ws| {
+            if let Some(ws) = ws.as_ref().filter(|ws| ws.ready_state() == WebSocket::OPEN) {
+                let _ = ws.send_with_str(&text);
+            }
+        });
+    }
+
+    /// Shows `text` for 4 s.
+    fn toast(&self, text: String) {
+        let id = js_sys::Date::now() as u64 ^ (js_sys::Math::random() * 1e9) as u64;
+        self.toasts.update(|t| t.push((id, text)));
+        let toasts = self.toasts;
+        set_timeout(move || toasts.update(|t| t.retain(|(i, _)| *i != id)), Duration::from_secs(4));
+    }
+}
+
+/// Opens the room socket (`path` carries the token). When the connection drops, reconnects with
+/// backoff using the same token: within the room's grace period the session resumes as it was.
+fn open_socket(path: String, attempt: u32, ctx: Ctx) {
     let loc = window().location();
     let scheme = if loc.protocol().unwrap_or_default() == "https:" { "wss" } else { "ws" };
     let url = format!("{scheme}://{}{path}", loc.host().unwrap_or_default());
     let Ok(ws) = WebSocket::new(&url) else {
-        set_error.set(Some("Could not open the room connection.".into()));
+        ctx.set_error.set(Some("Could not open the room connection.".into()));
         return;
     };
     let hello = serde_json::to_string(&ClientMessage::Hello { version: PROTOCOL_VERSION }).unwrap_or_default();
@@ -265,38 +407,47 @@ fn open_socket(
     let seen = got_snapshot.clone();
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
         let Some(text) = ev.data().as_string() else { return };
-        match serde_json::from_str::<ServerMessage>(&text) {
-            Ok(ServerMessage::Snapshot { room, .. }) => {
-                seen.set(true);
-                set_error.set(None);
-                let via = room.sfu.map(|s| format!(" · media via {s}")).unwrap_or_default();
-                set_joined.set(Some(format!("Joined {} — {} in the room{via}", room.name, room.participants.len())))
+        let Ok(msg) = serde_json::from_str::<ServerMessage>(&text) else { return };
+        if let ServerMessage::Error { message, .. } = &msg {
+            ctx.set_error.set(Some(message.clone()));
+        }
+        let mut notice = None;
+        ctx.model.update(|r| notice = r.apply(&msg));
+        if let Some(n) = notice {
+            ctx.toast(n);
+        }
+        if let ServerMessage::Snapshot { room, .. } = &msg {
+            seen.set(true);
+            ctx.set_error.set(None);
+            let via = room.sfu.as_ref().map(|s| format!(" · media via {s}")).unwrap_or_default();
+            ctx.set_joined.set(Some(format!("Joined {} — {} in the room{via}", room.name, room.participants.len())));
+            ctx.set_in_room.set(true);
+            // Tell the room how we arrive (muted in pre-join stays muted).
+            let (mic, cam) = (ctx.mic_on.get_untracked(), ctx.cam_on.get_untracked());
+            if !(mic && cam) {
+                ctx.send(&ClientMessage::SetMedia { audio_muted: !mic, video_muted: !cam });
             }
-            Ok(ServerMessage::Error { message, .. }) => set_error.set(Some(message)),
-            _ => {}
         }
     });
     ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
     onmessage.forget();
     let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |ev: CloseEvent| {
         if is_final_close(ev.code()) {
+            ctx.set_in_room.set(false);
             if ev.code() != 1000 {
-                set_joined.set(None);
+                ctx.set_joined.set(None);
             }
             return;
         }
         // A connection that worked starts its retries afresh.
         let next = if got_snapshot.get() { 0 } else { attempt + 1 };
-        set_joined.set(Some("Reconnecting…".into()));
+        ctx.set_joined.set(Some("Reconnecting…".into()));
         let path = path.clone();
-        set_timeout(
-            move || open_socket(path, next, set_joined, set_error, socket),
-            Duration::from_millis(reconnect_delay_ms(attempt) as u64),
-        );
+        set_timeout(move || open_socket(path, next, ctx), Duration::from_millis(reconnect_delay_ms(attempt) as u64));
     });
     ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
     onclose.forget();
-    socket.set_value(Some(ws));
+    ctx.socket.set_value(Some(ws));
 }
 
 /// Closing the tab or navigating away is leaving: say so, so the others see it at once.

@@ -4,6 +4,7 @@
 //! milliseconds since the Unix epoch) and return values or effects. No clock reads, no sockets,
 //! so the same code runs in the browser (wasm32), in the edge worker (wasm32) and in the SFU.
 
+pub mod client_room;
 pub mod control;
 pub mod media;
 pub mod protocol;

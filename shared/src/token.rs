@@ -16,7 +16,7 @@ use crate::protocol::ErrorCode;
 pub const LEEWAY_SECS: u64 = 60;
 
 /// What a participant is in the room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Host,

@@ -1,0 +1,131 @@
+//! The room as a browser sees it: a pure reducer over [`ServerMessage`]s, so the UI only renders.
+
+use crate::protocol::{ParticipantInfo, ServerMessage};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientRoom {
+    pub me: Option<String>,
+    pub name: String,
+    /// In join order as the server reported them; `me` included.
+    pub participants: Vec<ParticipantInfo>,
+    pub host: Option<String>,
+    pub sfu: Option<String>,
+}
+
+impl ClientRoom {
+    /// Applies one message; returns a short notice for people (a toast) when something happened
+    /// that they should hear about.
+    pub fn apply(&mut self, msg: &ServerMessage) -> Option<String> {
+        match msg {
+            ServerMessage::Snapshot { you, room } => {
+                self.me = Some(you.clone());
+                self.name = room.name.clone();
+                self.participants = room.participants.clone();
+                self.host = room.host.clone();
+                self.sfu = room.sfu.clone();
+                None
+            }
+            ServerMessage::ParticipantJoined { participant } => {
+                if self.participants.iter().any(|p| p.id == participant.id) {
+                    return None;
+                }
+                self.participants.push(participant.clone());
+                Some(format!("{} joined", participant.name))
+            }
+            ServerMessage::ParticipantLeft { id } => {
+                let i = self.participants.iter().position(|p| &p.id == id)?;
+                let p = self.participants.remove(i);
+                Some(format!("{} left", p.name))
+            }
+            ServerMessage::MediaChanged { id, audio_muted, video_muted } => {
+                let p = self.participants.iter_mut().find(|p| &p.id == id)?;
+                p.audio_muted = *audio_muted;
+                p.video_muted = *video_muted;
+                None
+            }
+            ServerMessage::HostChanged { id } => {
+                self.host = Some(id.clone());
+                let p = self.participants.iter_mut().find(|p| &p.id == id)?;
+                p.role = crate::token::Role::Host;
+                if self.me.as_ref() == Some(id) {
+                    Some("You are the host now".into())
+                } else {
+                    Some(format!("{} is the host now", p.name))
+                }
+            }
+            ServerMessage::ParticipantAway { id } | ServerMessage::ParticipantBack { id } => {
+                let away = matches!(msg, ServerMessage::ParticipantAway { .. });
+                let p = self.participants.iter_mut().find(|p| &p.id == id)?;
+                p.away = away;
+                None
+            }
+            ServerMessage::Pong { .. } | ServerMessage::Error { .. } => None,
+        }
+    }
+
+    pub fn is_me(&self, id: &str) -> bool {
+        self.me.as_deref() == Some(id)
+    }
+
+    /// Everyone but me, in join order.
+    pub fn others(&self) -> Vec<ParticipantInfo> {
+        self.participants.iter().filter(|p| !self.is_me(&p.id)).cloned().collect()
+    }
+}
+
+/// Up to two initials of a display name, for a tile without video.
+pub fn initials(name: &str) -> String {
+    name.split_whitespace().filter_map(|w| w.chars().next()).take(2).flat_map(char::to_uppercase).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::RoomSnapshot;
+    use crate::token::Role;
+
+    fn p(id: &str, name: &str) -> ParticipantInfo {
+        ParticipantInfo { id: id.into(), name: name.into(), role: Role::Participant, audio_muted: false, video_muted: false, away: false }
+    }
+
+    fn room() -> ClientRoom {
+        let mut r = ClientRoom::default();
+        let snap = RoomSnapshot { name: "r".into(), participants: vec![p("a", "Ada"), p("b", "Bob")], sfu: Some("eu-west".into()), host: Some("a".into()) };
+        assert_eq!(r.apply(&ServerMessage::Snapshot { you: "b".into(), room: snap }), None);
+        r
+    }
+
+    #[test]
+    fn joins_leaves_and_media_changes_update_the_room_with_notices() {
+        let mut r = room();
+        assert_eq!(r.others().len(), 1);
+        assert_eq!(r.apply(&ServerMessage::ParticipantJoined { participant: p("c", "Cy") }).as_deref(), Some("Cy joined"));
+        assert_eq!(r.apply(&ServerMessage::ParticipantJoined { participant: p("c", "Cy") }), None, "no duplicate");
+        assert_eq!(r.participants.len(), 3);
+        r.apply(&ServerMessage::MediaChanged { id: "c".into(), audio_muted: true, video_muted: true });
+        assert!(r.participants[2].audio_muted && r.participants[2].video_muted);
+        assert_eq!(r.apply(&ServerMessage::ParticipantLeft { id: "c".into() }).as_deref(), Some("Cy left"));
+        assert_eq!(r.apply(&ServerMessage::ParticipantLeft { id: "c".into() }), None);
+        assert_eq!(r.participants.len(), 2);
+    }
+
+    #[test]
+    fn host_and_presence_changes() {
+        let mut r = room();
+        assert_eq!(r.apply(&ServerMessage::HostChanged { id: "b".into() }).as_deref(), Some("You are the host now"));
+        assert_eq!(r.participants[1].role, Role::Host);
+        r.apply(&ServerMessage::ParticipantAway { id: "a".into() });
+        assert!(r.participants[0].away);
+        r.apply(&ServerMessage::ParticipantBack { id: "a".into() });
+        assert!(!r.participants[0].away);
+        assert_eq!(r.apply(&ServerMessage::MediaChanged { id: "zz".into(), audio_muted: true, video_muted: false }), None);
+    }
+
+    #[test]
+    fn initials_for_tiles() {
+        assert_eq!(initials("ada lovelace"), "AL");
+        assert_eq!(initials("Grace"), "G");
+        assert_eq!(initials("  "), "");
+        assert_eq!(initials("Jean Claude Van"), "JC");
+    }
+}
