@@ -71,7 +71,9 @@ test("bad names get a clear message; a good join connects to the room", async ()
 
   await page.getByLabel("Room").fill("E2E-Room");
   await page.getByRole("button", { name: "Join" }).click();
-  await page.getByTestId("joined").getByText("Joined e2e-room — 1 in the room").waitFor({ timeout: 10000 });
+  await page.getByTestId("room-status").getByText("1 in the room").waitFor({ timeout: 10000 });
+  assert.equal(await page.getByRole("heading", { level: 1 }).textContent(), "e2e-room");
+  await page.getByRole("group", { name: "Ada (you)" }).waitFor();
   assert.equal(new URL(page.url()).pathname, "/e2e-room");
 
   // The display name is remembered for next time.

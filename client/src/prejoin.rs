@@ -273,7 +273,10 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
             <header class="room-bar">
                 <h1>{move || model.with(|m| m.name.clone())}</h1>
                 <span class="status" role="status" data-testid="room-status">
-                    {move || format!("{} in the room", model.with(|m| m.participants.len()))}
+                    {move || model.with(|m| {
+                        let via = m.sfu.as_ref().map(|s| format!(" · media via {s}")).unwrap_or_default();
+                        format!("{} in the room{via}", m.participants.len())
+                    })}
                     {move || if joined.get().as_deref() == Some("Reconnecting…") { " · Reconnecting…" } else { "" }}
                 </span>
             </header>
