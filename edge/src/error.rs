@@ -19,6 +19,9 @@ pub enum EdgeError {
     Config(String),
     #[error("{0}")]
     NoMediaServer(String),
+    /// An error answered by one of our Durable Objects, passed on as it is.
+    #[error("{}", .0.message)]
+    Upstream(WireError),
     #[error("internal error: {0}")]
     Worker(#[from] worker::Error),
 }
@@ -31,6 +34,7 @@ impl EdgeError {
             EdgeError::Token(e) => e.code(),
             EdgeError::Control(_) => ErrorCode::Unauthorized,
             EdgeError::NoMediaServer(_) => ErrorCode::NoMediaServer,
+            EdgeError::Upstream(e) => e.code,
             EdgeError::Config(_) | EdgeError::Worker(_) => ErrorCode::Internal,
         }
     }

@@ -15,7 +15,7 @@ use edgemeet_shared::protocol::{normalize_display_name, normalize_room_name, Joi
 use edgemeet_shared::region::{client_location, GeoPoint, SfuChoice, SfuStatus, DEV_LOCATION_HEADER};
 use edgemeet_shared::token::{Claims, Grants, Role, TokenKey};
 use serde_json::json;
-use worker::{event, Context, Env, Method, Request, RequestInit, Response};
+use worker::{event, Context, Env, Method, Request, RequestInit, Response, Stub};
 
 use error::{EdgeError, EdgeResult};
 pub use registry::SfuRegistry;
@@ -91,9 +91,7 @@ async fn heartbeat(mut req: Request, env: &Env) -> EdgeResult<Response> {
     let now = worker::Date::now().as_millis();
     control::verify(secret(env, "CONTROL_SECRET")?.as_bytes(), sig.as_deref(), "POST", "/api/sfu/heartbeat", &body, now)?;
     let stub = env.durable_object(registry::BINDING)?.get_by_name(registry::NAME)?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(String::from_utf8_lossy(&body).into_owned().into()));
-    Ok(stub.fetch_with_request(Request::new_with_init("https://registry/heartbeat", &init)?).await?)
+    Ok(post_to(&stub, "https://registry/heartbeat", String::from_utf8_lossy(&body).into_owned()).await?)
 }
 
 /// The client's location from `request.cf` (read defensively: worker's own getter unwraps).
@@ -117,14 +115,19 @@ async fn room_sfu(env: &Env, room: &str, location: Option<GeoPoint>) -> EdgeResu
     let stub = env.durable_object(room::BINDING)?.get_by_name(room)?;
     let body = serde_json::to_string(&registry::ChooseRequest { room: room.to_string(), location })
         .map_err(|e| EdgeError::Config(e.to_string()))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(body.into()));
-    let mut res = stub.fetch_with_request(Request::new_with_init("https://room/assign", &init)?).await?;
+    let mut res = post_to(&stub, "https://room/assign", body).await?;
     if res.status_code() == 200 {
         return Ok(res.json().await?);
     }
-    let err: edgemeet_shared::protocol::WireError = res.json().await?;
-    Err(EdgeError::NoMediaServer(err.message))
+    // Pass the object's own error on (503 no_media_server when no SFU is healthy).
+    Err(EdgeError::Upstream(res.json().await?))
+}
+
+/// POSTs `body` to a Durable Object.
+pub(crate) async fn post_to(stub: &Stub, url: &str, body: String) -> worker::Result<Response> {
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(body.into()));
+    stub.fetch_with_request(Request::new_with_init(url, &init)?).await
 }
 
 async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {

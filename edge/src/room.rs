@@ -13,12 +13,12 @@ use edgemeet_shared::room::{Effect, Input, Room, CLOSE_TOO_BIG};
 use edgemeet_shared::token::Claims;
 use serde::{Deserialize, Serialize};
 use worker::{
-    durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, State, WebSocket,
-    WebSocketIncomingMessage, WebSocketPair,
+    durable_object, DurableObject, Env, Method, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
+    WebSocketPair,
 };
 
 use crate::registry::{self, ChooseRequest};
-use crate::{random_id, token_key};
+use crate::{post_to, random_id, token_key};
 
 pub const BINDING: &str = "ROOMS";
 const STORAGE_KEY: &str = "room";
@@ -96,9 +96,7 @@ impl RoomObject {
             return Response::from_json(&choice);
         }
         let stub = self.env.durable_object(registry::BINDING)?.get_by_name(registry::NAME)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(serde_json::to_string(&ask)?.into()));
-        let mut res = stub.fetch_with_request(Request::new_with_init("https://registry/choose", &init)?).await?;
+        let mut res = post_to(&stub, "https://registry/choose", serde_json::to_string(&ask)?).await?;
         if res.status_code() != 200 {
             return Ok(res); // "no media server available", passed on as is
         }
