@@ -63,7 +63,8 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     let (in_room, set_in_room) = signal(false);
     let toasts = RwSignal::new(Vec::<(u64, String)>::new());
     let (panel_open, set_panel_open) = signal(false);
-    let ctx = Ctx { set_joined, set_error: set_form_error, socket, model, set_in_room, toasts, mic_on, cam_on };
+    let (reconnecting, set_reconnecting) = signal(false);
+    let ctx = Ctx { set_joined, set_error: set_form_error, socket, model, set_in_room, set_reconnecting, toasts, mic_on, cam_on };
 
     // Camera preview, microphone meter and device lists; reopened when a picker changes.
     let open = move |cam: Option<String>, mic: Option<String>| {
@@ -171,7 +172,7 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
             match request_join(&room_name, display).await {
                 Ok(j) => {
                     open_socket(j.ws_url, 0, ctx);
-                    leave_on_pagehide(socket);
+                    leave_on_pagehide(ctx);
                 }
                 Err(e) => set_form_error.set(Some(e)),
             }
@@ -198,8 +199,6 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     let me_name = move || {
         model.with(|m| m.participants.iter().find(|p| m.is_me(&p.id)).map(|p| p.name.clone()).unwrap_or_default())
     };
-    let mic_label = move || if mic_on.get() { "Mute microphone" } else { "Unmute microphone" };
-    let cam_label = move || if cam_on.get() { "Turn camera off" } else { "Turn camera on" };
 
     view! {
         <main class="prejoin" hidden=move || in_room.get()>
@@ -214,18 +213,8 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                     </div>
                 </Show>
                 <div class="toggles">
-                    <button type="button" class:off=move || !mic_on.get()
-                        aria-pressed=move || (!mic_on.get()).to_string()
-                        title=move || if mic_on.get() { "Mute microphone" } else { "Unmute microphone" }
-                        on:click=move |_| set_mic_on.update(|v| *v = !*v)>
-                        {move || if mic_on.get() { "Mute microphone" } else { "Unmute microphone" }}
-                    </button>
-                    <button type="button" class:off=move || !cam_on.get()
-                        aria-pressed=move || (!cam_on.get()).to_string()
-                        title=move || if cam_on.get() { "Turn camera off" } else { "Turn camera on" }
-                        on:click=move |_| set_cam_on.update(|v| *v = !*v)>
-                        {move || if cam_on.get() { "Turn camera off" } else { "Turn camera on" }}
-                    </button>
+                    <MicButton on=mic_on set_on=set_mic_on />
+                    <CameraButton on=cam_on set_on=set_cam_on />
                 </div>
             </section>
                 <div class="meter" role="meter" aria-label="Microphone level" aria-valuemin="0" aria-valuemax="100"
@@ -277,7 +266,7 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                         let via = m.sfu.as_ref().map(|s| format!(" · media via {s}")).unwrap_or_default();
                         format!("{} in the room{via}", m.participants.len())
                     })}
-                    {move || if joined.get().as_deref() == Some("Reconnecting…") { " · Reconnecting…" } else { "" }}
+                    {move || if reconnecting.get() { " · Reconnecting…" } else { "" }}
                 </span>
             </header>
             <div class="stage">
@@ -324,12 +313,8 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                 </aside>
             </div>
             <nav class="controls" aria-label="Call controls">
-                <button type="button" class:off=move || !mic_on.get() aria-pressed=move || (!mic_on.get()).to_string()
-                    title=move || format!("{} (Ctrl+D)", mic_label()) aria-keyshortcuts="Control+D"
-                    on:click=move |_| set_mic_on.update(|v| *v = !*v)>{mic_label}</button>
-                <button type="button" class:off=move || !cam_on.get() aria-pressed=move || (!cam_on.get()).to_string()
-                    title=move || format!("{} (Ctrl+E)", cam_label()) aria-keyshortcuts="Control+E"
-                    on:click=move |_| set_cam_on.update(|v| *v = !*v)>{cam_label}</button>
+                <MicButton on=mic_on set_on=set_mic_on />
+                <CameraButton on=cam_on set_on=set_cam_on />
                 <button type="button" aria-expanded=move || panel_open.get().to_string() title="Show or hide the participants list"
                     on:click=move |_| set_panel_open.update(|v| *v = !*v)>"Participants"</button>
                 <button type="button" class="leave" title="Leave the meeting" on:click=leave>"Leave"</button>
@@ -341,6 +326,35 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
             </div>
         </main>
     }
+}
+
+/// An on/off media control: its label says what a press does; `aria-pressed` says it is off.
+#[component]
+fn ToggleButton(
+    on: ReadSignal<bool>,
+    set_on: WriteSignal<bool>,
+    when_on: &'static str,
+    when_off: &'static str,
+    shortcut: &'static str,
+) -> impl IntoView {
+    let label = move || if on.get() { when_on } else { when_off };
+    view! {
+        <button type="button" class:off=move || !on.get() aria-pressed=move || (!on.get()).to_string()
+            title=move || format!("{} ({})", label(), shortcut.replace("Control", "Ctrl"))
+            aria-keyshortcuts=shortcut on:click=move |_| set_on.update(|v| *v = !*v)>
+            {label}
+        </button>
+    }
+}
+
+#[component]
+fn MicButton(on: ReadSignal<bool>, set_on: WriteSignal<bool>) -> impl IntoView {
+    view! { <ToggleButton on set_on when_on="Mute microphone" when_off="Unmute microphone" shortcut="Control+D" /> }
+}
+
+#[component]
+fn CameraButton(on: ReadSignal<bool>, set_on: WriteSignal<bool>) -> impl IntoView {
+    view! { <ToggleButton on set_on when_on="Turn camera off" when_off="Turn camera on" shortcut="Control+E" /> }
 }
 
 async fn request_join(room: &str, name: String) -> Result<JoinResponse, String> {
@@ -365,6 +379,7 @@ struct Ctx {
     socket: StoredValue<Option<WebSocket>, LocalStorage>,
     model: RwSignal<ClientRoom>,
     set_in_room: WriteSignal<bool>,
+    set_reconnecting: WriteSignal<bool>,
     toasts: RwSignal<Vec<(u64, String)>>,
     mic_on: ReadSignal<bool>,
     cam_on: ReadSignal<bool>,
@@ -425,6 +440,7 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
             let via = room.sfu.as_ref().map(|s| format!(" · media via {s}")).unwrap_or_default();
             ctx.set_joined.set(Some(format!("Joined {} — {} in the room{via}", room.name, room.participants.len())));
             ctx.set_in_room.set(true);
+            ctx.set_reconnecting.set(false);
             // Tell the room how we arrive (muted in pre-join stays muted).
             let (mic, cam) = (ctx.mic_on.get_untracked(), ctx.cam_on.get_untracked());
             if !(mic && cam) {
@@ -437,6 +453,7 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
     let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |ev: CloseEvent| {
         if is_final_close(ev.code()) {
             ctx.set_in_room.set(false);
+            ctx.set_reconnecting.set(false);
             if ev.code() != 1000 {
                 ctx.set_joined.set(None);
             }
@@ -445,6 +462,7 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
         // A connection that worked starts its retries afresh.
         let next = if got_snapshot.get() { 0 } else { attempt + 1 };
         ctx.set_joined.set(Some("Reconnecting…".into()));
+        ctx.set_reconnecting.set(true);
         let path = path.clone();
         set_timeout(move || open_socket(path, next, ctx), Duration::from_millis(reconnect_delay_ms(attempt) as u64));
     });
@@ -454,15 +472,8 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
 }
 
 /// Closing the tab or navigating away is leaving: say so, so the others see it at once.
-fn leave_on_pagehide(socket: StoredValue<Option<WebSocket>, LocalStorage>) {
-    let leave = serde_json::to_string(&ClientMessage::Leave {}).unwrap_or_default();
-    let cb = Closure::<dyn FnMut()>::new(move || {
-        socket.with_value(|ws| {
-            if let Some(ws) = ws {
-                let _ = ws.send_with_str(&leave);
-            }
-        });
-    });
+fn leave_on_pagehide(ctx: Ctx) {
+    let cb = Closure::<dyn FnMut()>::new(move || ctx.send(&ClientMessage::Leave {}));
     let _ = window().add_event_listener_with_callback("pagehide", cb.as_ref().unchecked_ref());
     cb.forget();
 }
