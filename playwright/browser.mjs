@@ -1,6 +1,7 @@
 // Launches Debian's Chromium through playwright-core with fake camera and microphone.
+import { before, after } from "node:test";
 import { chromium } from "playwright-core";
-import { mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -31,4 +32,17 @@ export async function launch() {
     viewport: { width: 1280, height: 800 },
   });
   return context;
+}
+
+/** One browser for the calling test file: opened before its tests, closed after. Use `.context`. */
+export function browserForFile() {
+  const holder = { context: null };
+  before(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    holder.context = await launch();
+  });
+  after(async () => {
+    await holder.context?.close();
+  });
+  return holder;
 }

@@ -1,22 +1,14 @@
 // End to end: the app served by the edge in workerd, in Debian's Chromium with a fake camera.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { launch, BASE, ARTIFACTS } from "./browser.mjs";
+import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
 
 assert.ok(BASE, "run through `cargo xtask test` (EDGEMEET_URL)");
-let context;
-before(async () => {
-  mkdirSync(ARTIFACTS, { recursive: true });
-  context = await launch();
-});
-after(async () => {
-  await context?.close();
-});
+const browser = browserForFile();
 
 test("pre-join shows the camera preview playing and three live media regions", async () => {
-  const page = await context.newPage();
+  const page = await browser.context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   await page.goto(`${BASE}/daily-standup`);
@@ -44,7 +36,7 @@ test("pre-join shows the camera preview playing and three live media regions", a
 });
 
 test("controls are labelled buttons that toggle the preview tracks", async () => {
-  const page = await context.newPage();
+  const page = await browser.context.newPage();
   await page.goto(`${BASE}/controls-check`);
   await page.waitForFunction(() => document.querySelector("[data-testid=preview]")?.videoWidth > 0, null, { timeout: 15000 });
   const enabled = (kind) =>
@@ -62,7 +54,7 @@ test("controls are labelled buttons that toggle the preview tracks", async () =>
 });
 
 test("bad names get a clear message; a good join connects to the room", async () => {
-  const page = await context.newPage();
+  const page = await browser.context.newPage();
   await page.goto(`${BASE}/`);
   await page.getByLabel("Your name").fill("Ada");
   await page.getByLabel("Room").fill("bad room!");
@@ -77,13 +69,13 @@ test("bad names get a clear message; a good join connects to the room", async ()
   assert.equal(new URL(page.url()).pathname, "/e2e-room");
 
   // The display name is remembered for next time.
-  const again = await context.newPage();
+  const again = await browser.context.newPage();
   await again.goto(`${BASE}/other`);
   assert.equal(await again.getByLabel("Your name").inputValue(), "Ada");
 });
 
 test("the microphone meter follows the fake microphone and drops to zero when muted", async () => {
-  const page = await context.newPage();
+  const page = await browser.context.newPage();
   await page.goto(`${BASE}/meter-check`);
   const meter = page.getByRole("meter", { name: "Microphone level" });
   // Chromium's fake microphone beeps: the level must rise well above silence.
@@ -95,7 +87,7 @@ test("the microphone meter follows the fake microphone and drops to zero when mu
 });
 
 test("device pickers list the cameras and microphones, and switching keeps the preview live", async () => {
-  const page = await context.newPage();
+  const page = await browser.context.newPage();
   await page.goto(`${BASE}/device-check`);
   await page.waitForFunction(() => document.querySelector("[data-testid=preview]")?.videoWidth > 0, null, { timeout: 15000 });
   const cams = page.getByLabel("Camera", { exact: true }).locator("option");

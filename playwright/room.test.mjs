@@ -1,20 +1,14 @@
 // End to end: three people in one room (signaling through the Room Durable Object in workerd).
 // Media between them needs the SFU media path; these tests cover presence, mute state and leaving.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { launch, BASE, ARTIFACTS } from "./browser.mjs";
+import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
 
-let context;
-before(async () => {
-  context = await launch();
-});
-after(async () => {
-  await context?.close();
-});
+const browser = browserForFile();
 
 async function joinAs(name, room) {
-  const page = await context.newPage();
+  const page = await browser.context.newPage();
   await page.goto(`${BASE}/${room}`);
   await page.getByLabel("Your name").fill(name);
   await page.getByRole("button", { name: "Join" }).click();

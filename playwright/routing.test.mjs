@@ -1,20 +1,14 @@
 // End to end: browsers in different places land on their nearest region. Geography is faked with
 // the dev-only location header, which only the local stack honours (a deployed worker ignores it;
 // see shared/src/region.rs tests).
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { launch, BASE } from "./browser.mjs";
+import { browserForFile, BASE } from "./browser.mjs";
 
-let context;
-before(async () => {
-  context = await launch();
-});
-after(async () => {
-  await context?.close();
-});
+const browser = browserForFile();
 
 async function joinFrom(location, room) {
-  const page = await context.newPage();
+  const page = await browser.context.newPage();
   await page.setExtraHTTPHeaders({ "x-edgemeet-dev-location": location });
   await page.goto(`${BASE}/${room}`);
   await page.getByLabel("Your name").fill("Traveller");
