@@ -59,7 +59,7 @@ impl ClientRoom {
                 p.away = away;
                 None
             }
-            ServerMessage::Pong { .. } | ServerMessage::Error { .. } => None,
+            ServerMessage::Pong { .. } | ServerMessage::Error { .. } | ServerMessage::Answer { .. } | ServerMessage::Offer { .. } => None,
         }
     }
 

@@ -27,6 +27,11 @@ pub enum ClientMessage {
     SetMedia { audio_muted: bool, video_muted: bool },
     /// Leaving on purpose (closing the tab counts too, through the socket closing).
     Leave {},
+    /// The browser's SDP offer for its PeerConnection to the room's SFU (first publish, or a new
+    /// PeerConnection after the SFU changed). Answered with `answer`.
+    Offer { sdp: String },
+    /// The browser's answer to an `offer` the SFU made (tracks came or went).
+    Answer { sdp: String },
 }
 
 /// Messages the edge sends to a browser.
@@ -45,6 +50,10 @@ pub enum ServerMessage {
     /// The host left; `id` hosts the room now.
     HostChanged { id: String },
     Pong { nonce: u64 },
+    /// The SFU's answer to this client's `offer`.
+    Answer { sdp: String },
+    /// The SFU offers a new session description (tracks to receive came or went); reply `answer`.
+    Offer { sdp: String },
     Error { code: ErrorCode, message: String },
 }
 
@@ -83,6 +92,10 @@ pub enum ErrorCode {
     NotFound,
     BadRequest,
     NoMediaServer,
+    /// A session description that could not be used (not SDP, or not one the SFU can answer).
+    BadSdp,
+    /// The media server failed or did not answer in time.
+    MediaServerError,
     Internal,
 }
 
@@ -95,6 +108,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::NoMediaServer => 503,
+            ErrorCode::BadSdp => 400,
+            ErrorCode::MediaServerError => 502,
             ErrorCode::Internal => 500,
         }
     }
@@ -124,6 +139,31 @@ pub struct JoinResponse {
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     pub name: String,
+}
+
+/// Body of the SFU control calls that carry a session description
+/// (`POST {sfu}/v1/rooms/{room}/participants/{id}/offer|answer`), and of their answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdpBody {
+    pub sdp: String,
+}
+
+/// The SFU's callback to the edge (`POST /api/sfu/signal`): a new offer for one participant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SfuSignal {
+    pub room: String,
+    pub participant: String,
+    pub sdp: String,
+}
+
+/// A quick sanity check on a session description from a peer, before anyone spends work on it.
+pub fn check_sdp(sdp: &str) -> Result<(), WireError> {
+    if !sdp.starts_with("v=0") || !sdp.contains("\nm=") {
+        return Err(WireError { code: ErrorCode::BadSdp, message: "not a session description (expected SDP starting with v=0 and with media sections)".into() });
+    }
+    Ok(())
 }
 
 /// Close codes after which a client must not reconnect: closed on purpose (1000), frame too big

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{
-    parse_client_message, ClientMessage, ErrorCode, ParticipantInfo, RoomSnapshot, ServerMessage, PROTOCOL_VERSION,
+    check_sdp, parse_client_message, ClientMessage, ErrorCode, ParticipantInfo, RoomSnapshot, ServerMessage, PROTOCOL_VERSION,
 };
 use crate::region::SfuChoice;
-use crate::token::{Claims, Role};
+use crate::token::{Claims, Grants, Role};
 use crate::Millis;
 
 /// Identifies one WebSocket connection (the DO makes these up and tags sockets with them).
@@ -38,6 +38,23 @@ pub enum Input {
     Disconnect { conn: ConnId, clean: bool },
     /// Time passed (the DO's alarm): participants away longer than the grace period leave.
     Tick,
+    /// The SFU answered `participant`'s offer.
+    SfuAnswer { participant: String, sdp: String },
+    /// The SFU offers `participant` a new session description (tracks came or went).
+    SfuOffer { participant: String, sdp: String },
+    /// A call to the SFU for `participant` failed; tell them (and only them).
+    SfuFailed { participant: String, code: ErrorCode, message: String },
+}
+
+/// What the DO must ask the room's SFU, on behalf of one participant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SfuCall {
+    /// Answer this offer (creates the participant's PeerConnection on first use).
+    Offer { sdp: String },
+    /// Here is the answer to the SFU's last offer.
+    Answer { sdp: String },
+    /// The participant left: free their PeerConnection and tracks.
+    Leave,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +65,8 @@ pub enum Effect {
     Close { conn: ConnId, code: u16, reason: String },
     /// Call `Input::Tick` at (or after) this time.
     WakeAt { at: Millis },
+    /// Call the room's SFU for `participant`; feed its outcome back as `SfuAnswer` / `SfuFailed`.
+    Sfu { participant: String, call: SfuCall },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +77,11 @@ struct Member {
     /// Since when the connection is gone (dropped, not closed), if it is.
     #[serde(default)]
     away_since: Option<Millis>,
+    #[serde(default)]
+    grants: Grants,
+    /// The SFU's latest offer not yet answered, kept to hand over again after a reconnect.
+    #[serde(default)]
+    pending_offer: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +142,19 @@ impl Room {
                 }
                 None => Vec::new(),
             },
+            Input::SfuAnswer { participant, sdp } => self.to_member(&participant, ServerMessage::Answer { sdp }),
+            Input::SfuOffer { participant, sdp } => match self.members.get_mut(&participant) {
+                Some(m) => {
+                    m.pending_offer = Some(sdp.clone());
+                    if m.away_since.is_some() {
+                        Vec::new() // handed over when they are back
+                    } else {
+                        vec![Effect::Send { conn: m.conn.clone(), msg: ServerMessage::Offer { sdp } }]
+                    }
+                }
+                None => Vec::new(),
+            },
+            Input::SfuFailed { participant, code, message } => self.to_member(&participant, ServerMessage::Error { code, message }),
             Input::Tick => {
                 let gone: Vec<String> = self
                     .members
@@ -141,6 +178,12 @@ impl Room {
             // Same participant again (reconnect, or a second tab): the new connection takes over and
             // the session resumes; nobody else sees a leave or a join.
             let old = std::mem::replace(&mut m.conn, conn.clone());
+            m.grants = claims.grants;
+            if let Some(sdp) = m.pending_offer.clone() {
+                // The SFU's offer may have been lost with the old connection: hand it over again
+                // (after the snapshot, below).
+                out.push(Effect::Send { conn: conn.clone(), msg: ServerMessage::Offer { sdp } });
+            }
             if m.away_since.take().is_some() {
                 m.info.away = false;
                 out.push(Effect::Broadcast { except: Some(conn.clone()), msg: ServerMessage::ParticipantBack { id: claims.sub.clone() } });
@@ -165,9 +208,14 @@ impl Room {
                 except: Some(conn.clone()),
                 msg: ServerMessage::ParticipantJoined { participant: info.clone() },
             });
-            self.members.insert(claims.sub.clone(), Member { info, conn: conn.clone(), joined_at: now, away_since: None });
+            self.members.insert(
+                claims.sub.clone(),
+                Member { info, conn: conn.clone(), joined_at: now, away_since: None, grants: claims.grants, pending_offer: None },
+            );
         }
-        out.push(Effect::Send { conn, msg: ServerMessage::Snapshot { you: claims.sub, room: self.snapshot() } });
+        // The snapshot goes first to the newcomer: anything queued for them above follows it.
+        let pos = out.iter().position(|e| matches!(e, Effect::Send { .. })).unwrap_or(out.len());
+        out.insert(pos, Effect::Send { conn, msg: ServerMessage::Snapshot { you: claims.sub, room: self.snapshot() } });
         out
     }
 
@@ -198,6 +246,30 @@ impl Room {
                 m.info.video_muted = video_muted;
                 vec![Effect::Broadcast { except: None, msg: ServerMessage::MediaChanged { id, audio_muted, video_muted } }]
             }
+            ClientMessage::Offer { sdp } | ClientMessage::Answer { sdp } if self.sfu.is_none() => {
+                let _ = sdp;
+                vec![Effect::Send { conn, msg: ServerMessage::Error { code: ErrorCode::NoMediaServer, message: "this room has no media server yet".into() } }]
+            }
+            ClientMessage::Offer { sdp } => {
+                let m = self.members.get(&id).expect("member found above");
+                if !m.grants.publish && !m.grants.subscribe {
+                    return vec![Effect::Send { conn, msg: ServerMessage::Error { code: ErrorCode::Forbidden, message: "your token grants neither publish nor subscribe".into() } }];
+                }
+                if let Err(e) = check_sdp(&sdp) {
+                    return vec![Effect::Send { conn, msg: ServerMessage::Error { code: e.code, message: e.message } }];
+                }
+                vec![Effect::Sfu { participant: id, call: SfuCall::Offer { sdp } }]
+            }
+            ClientMessage::Answer { sdp } => {
+                if let Err(e) = check_sdp(&sdp) {
+                    return vec![Effect::Send { conn, msg: ServerMessage::Error { code: e.code, message: e.message } }];
+                }
+                let m = self.members.get_mut(&id).expect("member found above");
+                if m.pending_offer.take().is_none() {
+                    return vec![Effect::Send { conn, msg: ServerMessage::Error { code: ErrorCode::BadMessage, message: "no offer is waiting for an answer".into() } }];
+                }
+                vec![Effect::Sfu { participant: id, call: SfuCall::Answer { sdp } }]
+            }
             ClientMessage::Leave {} => {
                 let mut out = self.remove(&id);
                 out.push(Effect::Close { conn, code: 1000, reason: "left".into() });
@@ -211,6 +283,9 @@ impl Room {
             return Vec::new();
         }
         let mut out = vec![Effect::Broadcast { except: None, msg: ServerMessage::ParticipantLeft { id: id.to_string() } }];
+        if self.sfu.is_some() {
+            out.push(Effect::Sfu { participant: id.to_string(), call: SfuCall::Leave });
+        }
         if self.host.as_deref() == Some(id) {
             // Hand over to the longest-present member (ties: smallest id), or to nobody.
             self.host = self.members.iter().min_by_key(|(mid, m)| (m.joined_at, (*mid).clone())).map(|(mid, _)| mid.clone());
@@ -222,6 +297,13 @@ impl Room {
             }
         }
         out
+    }
+
+    fn to_member(&self, id: &str, msg: ServerMessage) -> Vec<Effect> {
+        match self.members.get(id) {
+            Some(m) if m.away_since.is_none() => vec![Effect::Send { conn: m.conn.clone(), msg }],
+            _ => Vec::new(),
+        }
     }
 
     pub fn host(&self) -> Option<&str> {
@@ -438,5 +520,99 @@ mod tests {
         assert_eq!(fx, vec![Effect::Send { conn: "c1".into(), msg: ServerMessage::Pong { nonce: 7 } }]);
         let back: Room = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
+    }
+
+    const SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+
+    fn with_sfu(id: &str) -> Room {
+        let mut r = Room::new("r");
+        r.set_sfu(Some(SfuChoice { id: "sfu-1".into(), region: "eu-west".into(), url: "http://127.0.0.1:1".into(), distance_km: None, score: 0.0, reason: "test".into() }));
+        connect(&mut r, id, "c1");
+        r
+    }
+
+    fn frame(r: &mut Room, conn: &str, msg: &ClientMessage) -> Vec<Effect> {
+        r.handle(1, Input::Frame { conn: conn.into(), text: serde_json::to_string(msg).unwrap() })
+    }
+
+    #[test]
+    fn an_offer_goes_to_the_sfu_and_its_answer_back_to_the_sender_only() {
+        let mut r = with_sfu("a");
+        connect(&mut r, "b", "c2");
+        let fx = frame(&mut r, "c1", &ClientMessage::Offer { sdp: SDP.into() });
+        assert_eq!(fx, vec![Effect::Sfu { participant: "a".into(), call: SfuCall::Offer { sdp: SDP.into() } }]);
+        let fx = r.handle(2, Input::SfuAnswer { participant: "a".into(), sdp: "answer".into() });
+        assert_eq!(fx, vec![Effect::Send { conn: "c1".into(), msg: ServerMessage::Answer { sdp: "answer".into() } }]);
+    }
+
+    #[test]
+    fn garbage_sdp_is_refused_to_its_sender_without_calling_the_sfu() {
+        let mut r = with_sfu("a");
+        let before = r.clone();
+        let fx = frame(&mut r, "c1", &ClientMessage::Offer { sdp: "hello".into() });
+        assert!(matches!(&fx[..], [Effect::Send { conn, msg: ServerMessage::Error { code: ErrorCode::BadSdp, .. } }] if conn == "c1"), "{fx:?}");
+        assert_eq!(r, before);
+    }
+
+    #[test]
+    fn an_offer_without_a_media_server_is_a_clear_error() {
+        let mut r = Room::new("r");
+        connect(&mut r, "a", "c1");
+        let fx = frame(&mut r, "c1", &ClientMessage::Offer { sdp: SDP.into() });
+        assert!(matches!(&fx[..], [Effect::Send { msg: ServerMessage::Error { code: ErrorCode::NoMediaServer, .. }, .. }]), "{fx:?}");
+    }
+
+    #[test]
+    fn a_token_without_media_grants_cannot_offer() {
+        let mut r = with_sfu("a");
+        let mut c = claims("v");
+        c.grants = Grants::default();
+        r.handle(0, Input::Connect { conn: "c9".into(), claims: c });
+        let fx = frame(&mut r, "c9", &ClientMessage::Offer { sdp: SDP.into() });
+        assert!(matches!(&fx[..], [Effect::Send { msg: ServerMessage::Error { code: ErrorCode::Forbidden, .. }, .. }]), "{fx:?}");
+    }
+
+    #[test]
+    fn sfu_offers_are_relayed_answered_once_and_replayed_after_a_reconnect() {
+        let mut r = with_sfu("a");
+        // An answer nobody asked for is refused.
+        let fx = frame(&mut r, "c1", &ClientMessage::Answer { sdp: SDP.into() });
+        assert!(matches!(&fx[..], [Effect::Send { msg: ServerMessage::Error { code: ErrorCode::BadMessage, .. }, .. }]), "{fx:?}");
+
+        // The socket drops; the SFU's offer arrives meanwhile and is held.
+        r.handle(2, Input::Disconnect { conn: "c1".into(), clean: false });
+        assert_eq!(r.handle(3, Input::SfuOffer { participant: "a".into(), sdp: "o1".into() }), vec![]);
+        // Back within the grace period: snapshot first, then the held offer.
+        let fx = r.handle(4, Input::Connect { conn: "c3".into(), claims: claims("a") });
+        let sends: Vec<&ServerMessage> = fx.iter().filter_map(|e| match e { Effect::Send { conn, msg } if conn == "c3" => Some(msg), _ => None }).collect();
+        assert!(matches!(sends[..], [ServerMessage::Snapshot { .. }, ServerMessage::Offer { .. }]), "{sends:?}");
+        let fx = frame(&mut r, "c3", &ClientMessage::Answer { sdp: SDP.into() });
+        assert_eq!(fx, vec![Effect::Sfu { participant: "a".into(), call: SfuCall::Answer { sdp: SDP.into() } }]);
+        // Answered: nothing is replayed on the next reconnect.
+        r.handle(5, Input::Disconnect { conn: "c3".into(), clean: false });
+        let fx = r.handle(6, Input::Connect { conn: "c4".into(), claims: claims("a") });
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Send { msg: ServerMessage::Offer { .. }, .. })), "{fx:?}");
+    }
+
+    #[test]
+    fn leaving_frees_the_participant_on_the_sfu_and_late_sfu_messages_go_nowhere() {
+        let mut r = with_sfu("a");
+        connect(&mut r, "b", "c2");
+        let fx = frame(&mut r, "c2", &ClientMessage::Leave {});
+        assert!(fx.contains(&Effect::Sfu { participant: "b".into(), call: SfuCall::Leave }), "{fx:?}");
+        assert_eq!(r.handle(3, Input::SfuOffer { participant: "b".into(), sdp: "o".into() }), vec![]);
+        assert_eq!(r.handle(3, Input::SfuAnswer { participant: "b".into(), sdp: "a".into() }), vec![]);
+        // A dropped participant whose grace runs out is freed too.
+        r.handle(4, Input::Disconnect { conn: "c1".into(), clean: false });
+        let fx = r.handle(4 + RECONNECT_GRACE_MS, Input::Tick);
+        assert!(fx.contains(&Effect::Sfu { participant: "a".into(), call: SfuCall::Leave }), "{fx:?}");
+    }
+
+    #[test]
+    fn sfu_failures_reach_only_the_participant_concerned() {
+        let mut r = with_sfu("a");
+        connect(&mut r, "b", "c2");
+        let fx = r.handle(2, Input::SfuFailed { participant: "b".into(), code: ErrorCode::BadSdp, message: "m".into() });
+        assert_eq!(fx, vec![Effect::Send { conn: "c2".into(), msg: ServerMessage::Error { code: ErrorCode::BadSdp, message: "m".into() } }]);
     }
 }
