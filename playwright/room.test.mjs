@@ -1,5 +1,5 @@
 // End to end: three people in one room (signaling through the Room Durable Object in workerd).
-// Media between them needs the SFU media path; these tests cover presence, mute state and leaving.
+// These tests cover presence, mute state and leaving; media.test.mjs checks the media itself.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -40,7 +40,7 @@ test("three people see each other's tiles, mute state within 1 s, and leaving wi
   await tile(cy, "Bob").getByTestId("muted").waitFor({ state: "visible", timeout: 1000 });
   assert.ok(Date.now() - muted < 1500, `mute took ${Date.now() - muted} ms to show`);
   const audioEnabled = await bob.evaluate(() =>
-    [...document.querySelectorAll("video")].flatMap((v) => v.srcObject?.getAudioTracks() ?? []).some((t) => t.enabled));
+    [...document.querySelectorAll(".tile.me video")].flatMap((v) => v.srcObject?.getAudioTracks() ?? []).some((t) => t.enabled));
   assert.equal(audioEnabled, false);
   await ada.screenshot({ path: join(ARTIFACTS, "room.png") });
 

@@ -1,6 +1,7 @@
 //! edgemeet's browser app (Leptos CSR). Components only move bytes; protocol and validation come
 //! from `edgemeet_shared`.
 
+mod call;
 mod media;
 mod prejoin;
 
@@ -15,6 +16,11 @@ fn main() {
 #[component]
 fn App() -> impl IntoView {
     let path = window().location().pathname().unwrap_or_default();
-    let room = path.trim_matches('/').split('/').next().unwrap_or_default().to_string();
+    let room = path
+        .trim_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     view! { <prejoin::PreJoin initial_room=room /> }
 }

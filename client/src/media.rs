@@ -2,7 +2,10 @@
 
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AnalyserNode, AudioContext, MediaDeviceInfo, MediaDeviceKind, MediaStream, MediaStreamConstraints, MediaStreamTrack};
+use web_sys::{
+    AnalyserNode, AudioContext, MediaDeviceInfo, MediaDeviceKind, MediaStream,
+    MediaStreamConstraints, MediaStreamTrack,
+};
 
 /// One capture device, for the pickers.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,12 +16,17 @@ pub struct Device {
 
 /// Opens camera (720p ideal) and microphone, the given devices if any. Returns a message a person can
 /// act on when refused.
-pub async fn open_camera_and_mic(camera: Option<String>, mic: Option<String>) -> Result<MediaStream, String> {
+pub async fn open_camera_and_mic(
+    camera: Option<String>,
+    mic: Option<String>,
+) -> Result<MediaStream, String> {
     let devices = web_sys::window()
         .ok_or("no window")?
         .navigator()
         .media_devices()
-        .map_err(|_| "This browser cannot capture media here (a secure context is needed).".to_string())?;
+        .map_err(|_| {
+            "This browser cannot capture media here (a secure context is needed).".to_string()
+        })?;
     let video = js_sys::Object::new();
     let ideal = |v: f64| {
         let o = js_sys::Object::new();
@@ -46,14 +54,21 @@ pub async fn open_camera_and_mic(camera: Option<String>, mic: Option<String>) ->
     let constraints = MediaStreamConstraints::new();
     constraints.set_video(&video);
     constraints.set_audio(&audio);
-    let promise = devices.get_user_media_with_constraints(&constraints).map_err(describe)?;
+    let promise = devices
+        .get_user_media_with_constraints(&constraints)
+        .map_err(describe)?;
     let stream = JsFuture::from(promise).await.map_err(describe)?;
-    stream.dyn_into::<MediaStream>().map_err(|_| "getUserMedia returned no stream".to_string())
+    stream
+        .dyn_into::<MediaStream>()
+        .map_err(|_| "getUserMedia returned no stream".to_string())
 }
 
 /// Turns a getUserMedia rejection into a sentence.
 fn describe(err: JsValue) -> String {
-    let name = js_sys::Reflect::get(&err, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default();
+    let name = js_sys::Reflect::get(&err, &"name".into())
+        .ok()
+        .and_then(|n| n.as_string())
+        .unwrap_or_default();
     match name.as_str() {
         "NotAllowedError" => "Camera and microphone are blocked. Allow them in the browser's address bar, then reload.".into(),
         "NotFoundError" => "No camera or microphone was found.".into(),
@@ -95,20 +110,42 @@ pub fn device_of(stream: &MediaStream, kind: &str) -> Option<String> {
 /// Cameras and microphones (labels are known once capture was allowed).
 pub async fn list_devices() -> (Vec<Device>, Vec<Device>) {
     let (mut cams, mut mics) = (Vec::new(), Vec::new());
-    let Some(md) = web_sys::window().and_then(|w| w.navigator().media_devices().ok()) else { return (cams, mics) };
-    let Ok(p) = md.enumerate_devices() else { return (cams, mics) };
-    let Ok(list) = JsFuture::from(p).await else { return (cams, mics) };
+    let Some(md) = web_sys::window().and_then(|w| w.navigator().media_devices().ok()) else {
+        return (cams, mics);
+    };
+    let Ok(p) = md.enumerate_devices() else {
+        return (cams, mics);
+    };
+    let Ok(list) = JsFuture::from(p).await else {
+        return (cams, mics);
+    };
     for d in js_sys::Array::from(&list).iter() {
-        let Ok(d) = d.dyn_into::<MediaDeviceInfo>() else { continue };
+        let Ok(d) = d.dyn_into::<MediaDeviceInfo>() else {
+            continue;
+        };
         let n = |v: &Vec<Device>, what: &str| format!("{what} {}", v.len() + 1);
         match d.kind() {
             MediaDeviceKind::Videoinput => {
-                let label = if d.label().is_empty() { n(&cams, "Camera") } else { d.label() };
-                cams.push(Device { id: d.device_id(), label })
+                let label = if d.label().is_empty() {
+                    n(&cams, "Camera")
+                } else {
+                    d.label()
+                };
+                cams.push(Device {
+                    id: d.device_id(),
+                    label,
+                })
             }
             MediaDeviceKind::Audioinput => {
-                let label = if d.label().is_empty() { n(&mics, "Microphone") } else { d.label() };
-                mics.push(Device { id: d.device_id(), label })
+                let label = if d.label().is_empty() {
+                    n(&mics, "Microphone")
+                } else {
+                    d.label()
+                };
+                mics.push(Device {
+                    id: d.device_id(),
+                    label,
+                })
             }
             _ => {}
         }
@@ -140,7 +177,8 @@ impl LevelMeter {
             let _ = self.ctx.resume();
         }
         self.analyser.get_float_time_domain_data(&mut self.buf);
-        let rms = (self.buf.iter().map(|x| x * x).sum::<f32>() / self.buf.len().max(1) as f32).sqrt();
+        let rms =
+            (self.buf.iter().map(|x| x * x).sum::<f32>() / self.buf.len().max(1) as f32).sqrt();
         ((rms * 300.0).sqrt() * 100.0).clamp(0.0, 100.0) as u32
     }
 }

@@ -3,21 +3,22 @@
 
 use edgemeet_shared::client_room::{initials, ClientRoom};
 use edgemeet_shared::protocol::{
-    is_final_close, normalize_display_name, normalize_room_name, reconnect_delay_ms, ClientMessage, JoinRequest, JoinResponse, ServerMessage, WireError,
-    PROTOCOL_VERSION,
+    is_final_close, normalize_display_name, normalize_room_name, reconnect_delay_ms, ClientMessage,
+    JoinRequest, JoinResponse, ServerMessage, WireError, PROTOCOL_VERSION,
 };
 use leptos::html::Video;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde::Deserialize;
-use wasm_bindgen::prelude::*;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
+use wasm_bindgen::prelude::*;
 
 use leptos::prelude::LocalStorage;
 use web_sys::{CloseEvent, MediaStream, MessageEvent, WebSocket};
 
+use crate::call::{Call, RemoteStreams};
 use crate::media;
 
 const NAME_KEY: &str = "edgemeet.display_name";
@@ -40,7 +41,11 @@ fn storage() -> Option<web_sys::Storage> {
 
 #[component]
 pub fn PreJoin(initial_room: String) -> impl IntoView {
-    let (name, set_name) = signal(storage().and_then(|s| s.get_item(NAME_KEY).ok().flatten()).unwrap_or_default());
+    let (name, set_name) = signal(
+        storage()
+            .and_then(|s| s.get_item(NAME_KEY).ok().flatten())
+            .unwrap_or_default(),
+    );
     let (room, set_room) = signal(initial_room);
     let (form_error, set_form_error) = signal(None::<String>);
     let (media_error, set_media_error) = signal(None::<String>);
@@ -64,7 +69,33 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     let toasts = RwSignal::new(Vec::<(u64, String)>::new());
     let (panel_open, set_panel_open) = signal(false);
     let (reconnecting, set_reconnecting) = signal(false);
-    let ctx = Ctx { set_joined, set_error: set_form_error, socket, model, set_in_room, set_reconnecting, toasts, mic_on, cam_on };
+    let remote: RemoteStreams = RwSignal::new_local(std::collections::HashMap::new());
+    let (media_state, set_media_state) = signal(String::new());
+    let call = StoredValue::new_local(None::<Call>);
+    let ctx = Ctx {
+        set_joined,
+        set_error: set_form_error,
+        socket,
+        model,
+        set_in_room,
+        set_reconnecting,
+        toasts,
+        mic_on,
+        cam_on,
+        call,
+        stream,
+    };
+    call.set_value(Some(Call::new(
+        move |m| ctx.send(&m),
+        remote,
+        move |st| set_media_state.set(st),
+    )));
+    // A media connection that failed (network change, SFU gone) starts over with a new one.
+    Effect::new(move |_| {
+        if media_state.get() == "failed" && in_room.get_untracked() {
+            set_timeout(move || ctx.start_media(), Duration::from_millis(500));
+        }
+    });
 
     // Camera preview, microphone meter and device lists; reopened when a picker changes.
     let open = move |cam: Option<String>, mic: Option<String>| {
@@ -108,7 +139,10 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     Effect::new(move |_| {
         let (cam, mic) = (cam_on.get(), mic_on.get());
         if in_room.get_untracked() {
-            ctx.send(&ClientMessage::SetMedia { audio_muted: !mic, video_muted: !cam });
+            ctx.send(&ClientMessage::SetMedia {
+                audio_muted: !mic,
+                video_muted: !cam,
+            });
         }
     });
     // Shortcuts: Ctrl+D microphone, Ctrl+E camera (as in other meeting apps).
@@ -136,12 +170,22 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                 media::set_enabled(s, "audio", mic);
             }
         });
+        // Off means off on the wire too: the encoder stops (no bitrate spent on black or silence).
+        call.with_value(|c| {
+            if let Some(c) = c {
+                c.set_sending("video", cam);
+                c.set_sending("audio", mic);
+            }
+        });
     });
 
     // Media-server status.
     spawn_local(async move {
         let r = async {
-            let res = gloo_net::http::Request::get("/api/health").send().await.map_err(|e| e.to_string())?;
+            let res = gloo_net::http::Request::get("/api/health")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
             res.json::<Health>().await.map_err(|e| e.to_string())
         }
         .await;
@@ -164,7 +208,8 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         }
         if window().location().pathname().ok().as_deref() != Some(&format!("/{room_name}")) {
             if let Ok(h) = window().history() {
-                let _ = h.replace_state_with_url(&JsValue::NULL, "", Some(&format!("/{room_name}")));
+                let _ =
+                    h.replace_state_with_url(&JsValue::NULL, "", Some(&format!("/{room_name}")));
             }
         }
         set_joining.set(true);
@@ -183,21 +228,42 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     let health_view = move || match health.get() {
         None => view! { <span class="dot"></span>"Checking media servers…" }.into_any(),
         Some(Ok(h)) if h.live_sfus > 0 => {
-            let regions: Vec<String> = h.sfus.iter().filter(|s| s.healthy).map(|s| s.region.clone()).collect();
+            let regions: Vec<String> = h
+                .sfus
+                .iter()
+                .filter(|s| s.healthy)
+                .map(|s| s.region.clone())
+                .collect();
             view! { <span class="dot ok"></span>{format!("{} media regions live: {}", h.live_sfus, regions.join(", "))} }.into_any()
         }
-        Some(Ok(_)) => view! { <span class="dot bad"></span>"No media server is live right now." }.into_any(),
-        Some(Err(e)) => view! { <span class="dot bad"></span>{format!("Cannot reach the server: {e}")} }.into_any(),
+        Some(Ok(_)) => {
+            view! { <span class="dot bad"></span>"No media server is live right now." }.into_any()
+        }
+        Some(Err(e)) => {
+            view! { <span class="dot bad"></span>{format!("Cannot reach the server: {e}")} }
+                .into_any()
+        }
     };
 
     let leave = move |_| {
         ctx.send(&ClientMessage::Leave {});
+        call.with_value(|c| {
+            if let Some(c) = c {
+                c.stop()
+            }
+        });
         set_in_room.set(false);
         set_joined.set(Some("You left the meeting.".into()));
     };
     let others = move || model.with(|m| m.others());
     let me_name = move || {
-        model.with(|m| m.participants.iter().find(|p| m.is_me(&p.id)).map(|p| p.name.clone()).unwrap_or_default())
+        model.with(|m| {
+            m.participants
+                .iter()
+                .find(|p| m.is_me(&p.id))
+                .map(|p| p.name.clone())
+                .unwrap_or_default()
+        })
     };
 
     view! {
@@ -267,6 +333,12 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                         format!("{} in the room{via}", m.participants.len())
                     })}
                     {move || if reconnecting.get() { " · Reconnecting…" } else { "" }}
+                    <span data-testid="media-state">{move || match media_state.get().as_str() {
+                        "connected" => "",
+                        "" | "new" | "connecting" => " · Connecting media…",
+                        "disconnected" | "failed" => " · Media reconnecting…",
+                        _ => "",
+                    }}</span>
                 </span>
             </header>
             <div class="stage">
@@ -283,10 +355,22 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                             let id = StoredValue::new(p.id.clone());
                             let info = move || id.with_value(|id| model.with(|m| m.participants.iter().find(|x| &x.id == id).cloned()));
                             let flag = move |f: fn(&edgemeet_shared::protocol::ParticipantInfo) -> bool| info().is_some_and(|i| f(&i));
+                            let video = NodeRef::<Video>::new();
+                            let has_media = move || id.with_value(|id| remote.with(|m| m.contains_key(id)));
+                            Effect::new(move |_| {
+                                let s = id.with_value(|id| remote.with(|m| m.get(id).cloned()));
+                                if let (Some(v), Some(s)) = (video.get(), s) {
+                                    if v.src_object().map(|o| o.id()) != Some(s.id()) {
+                                        v.set_src_object(Some(&s));
+                                    }
+                                }
+                            });
                             view! {
                                 <div class="tile" role="group" data-testid="tile" data-participant=p.id.clone()
                                     aria-label=p.name.clone() class:away=move || flag(|i| i.away)>
-                                    <div class="avatar">{initials(&p.name)}</div>
+                                    <video node_ref=video autoplay=true playsinline=true data-testid="remote-video"
+                                        aria-hidden="true" hidden=move || !has_media() || flag(|i| i.video_muted)></video>
+                                    <div class="avatar" hidden=move || has_media() && !flag(|i| i.video_muted)>{initials(&p.name)}</div>
                                     <span class="name">{p.name.clone()}</span>
                                     <span class="badge" data-testid="muted" hidden=move || !flag(|i| i.audio_muted)>"Muted"</span>
                                     <span class="badge" data-testid="camera-off" hidden=move || !flag(|i| i.video_muted)>"Camera off"</span>
@@ -367,7 +451,11 @@ async fn request_join(room: &str, name: String) -> Result<JoinResponse, String> 
     if res.ok() {
         res.json().await.map_err(|e| e.to_string())
     } else {
-        Err(res.json::<WireError>().await.map(|e| e.message).unwrap_or_else(|_| format!("Join failed ({})", res.status())))
+        Err(res
+            .json::<WireError>()
+            .await
+            .map(|e| e.message)
+            .unwrap_or_else(|_| format!("Join failed ({})", res.status())))
     }
 }
 
@@ -383,15 +471,35 @@ struct Ctx {
     toasts: RwSignal<Vec<(u64, String)>>,
     mic_on: ReadSignal<bool>,
     cam_on: ReadSignal<bool>,
+    call: StoredValue<Option<Call>, LocalStorage>,
+    stream: RwSignal<Option<MediaStream>, LocalStorage>,
 }
 
 impl Ctx {
     fn send(&self, msg: &ClientMessage) {
-        let Ok(text) = serde_json::to_string(msg) else { return };
+        let Ok(text) = serde_json::to_string(msg) else {
+            return;
+        };
         self.socket.with_value(|ws| {
             if let Some(ws) = ws.as_ref().filter(|ws| ws.ready_state() == WebSocket::OPEN) {
                 let _ = ws.send_with_str(&text);
             }
+        });
+    }
+
+    /// Starts the media session (a new PeerConnection that publishes our camera and microphone).
+    fn start_media(&self) {
+        let Some(call) = self.call.get_value() else {
+            return;
+        };
+        let local = self.stream.get_untracked();
+        let (mic, cam) = (self.mic_on.get_untracked(), self.cam_on.get_untracked());
+        spawn_local(async move {
+            if let Err(e) = call.start(local).await {
+                web_sys::console::error_1(&format!("media: {e}").into());
+            }
+            call.set_sending("audio", mic);
+            call.set_sending("video", cam);
         });
     }
 
@@ -400,7 +508,10 @@ impl Ctx {
         let id = js_sys::Date::now() as u64 ^ (js_sys::Math::random() * 1e9) as u64;
         self.toasts.update(|t| t.push((id, text)));
         let toasts = self.toasts;
-        set_timeout(move || toasts.update(|t| t.retain(|(i, _)| *i != id)), Duration::from_secs(4));
+        set_timeout(
+            move || toasts.update(|t| t.retain(|(i, _)| *i != id)),
+            Duration::from_secs(4),
+        );
     }
 }
 
@@ -408,13 +519,21 @@ impl Ctx {
 /// backoff using the same token: within the room's grace period the session resumes as it was.
 fn open_socket(path: String, attempt: u32, ctx: Ctx) {
     let loc = window().location();
-    let scheme = if loc.protocol().unwrap_or_default() == "https:" { "wss" } else { "ws" };
+    let scheme = if loc.protocol().unwrap_or_default() == "https:" {
+        "wss"
+    } else {
+        "ws"
+    };
     let url = format!("{scheme}://{}{path}", loc.host().unwrap_or_default());
     let Ok(ws) = WebSocket::new(&url) else {
-        ctx.set_error.set(Some("Could not open the room connection.".into()));
+        ctx.set_error
+            .set(Some("Could not open the room connection.".into()));
         return;
     };
-    let hello = serde_json::to_string(&ClientMessage::Hello { version: PROTOCOL_VERSION }).unwrap_or_default();
+    let hello = serde_json::to_string(&ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+    })
+    .unwrap_or_default();
     let ws2 = ws.clone();
     let onopen = Closure::<dyn FnMut()>::new(move || {
         let _ = ws2.send_with_str(&hello);
@@ -424,10 +543,32 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
     let got_snapshot = Rc::new(Cell::new(false));
     let seen = got_snapshot.clone();
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-        let Some(text) = ev.data().as_string() else { return };
-        let Ok(msg) = serde_json::from_str::<ServerMessage>(&text) else { return };
+        let Some(text) = ev.data().as_string() else {
+            return;
+        };
+        let Ok(msg) = serde_json::from_str::<ServerMessage>(&text) else {
+            return;
+        };
         if let ServerMessage::Error { message, .. } = &msg {
             ctx.set_error.set(Some(message.clone()));
+        }
+        if let ServerMessage::ParticipantLeft { id } = &msg {
+            ctx.call.with_value(|c| {
+                if let Some(c) = c {
+                    c.forget(id)
+                }
+            });
+        }
+        if matches!(
+            msg,
+            ServerMessage::Answer { .. } | ServerMessage::Offer { .. }
+        ) {
+            ctx.call.with_value(|c| {
+                if let Some(c) = c {
+                    c.signal(msg.clone())
+                }
+            });
+            return;
         }
         let mut notice = None;
         ctx.model.update(|r| notice = r.apply(&msg));
@@ -437,14 +578,40 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
         if let ServerMessage::Snapshot { room, .. } = &msg {
             seen.set(true);
             ctx.set_error.set(None);
-            let via = room.sfu.as_ref().map(|s| format!(" · media via {s}")).unwrap_or_default();
-            ctx.set_joined.set(Some(format!("Joined {} — {} in the room{via}", room.name, room.participants.len())));
+            let via = room
+                .sfu
+                .as_ref()
+                .map(|s| format!(" · media via {s}"))
+                .unwrap_or_default();
+            ctx.set_joined.set(Some(format!(
+                "Joined {} — {} in the room{via}",
+                room.name,
+                room.participants.len()
+            )));
             ctx.set_in_room.set(true);
             ctx.set_reconnecting.set(false);
             // Tell the room how we arrive (muted in pre-join stays muted).
             let (mic, cam) = (ctx.mic_on.get_untracked(), ctx.cam_on.get_untracked());
             if !(mic && cam) {
-                ctx.send(&ClientMessage::SetMedia { audio_muted: !mic, video_muted: !cam });
+                ctx.send(&ClientMessage::SetMedia {
+                    audio_muted: !mic,
+                    video_muted: !cam,
+                });
+            }
+            // Media: a resumed session keeps its PeerConnection (nothing to publish again).
+            let live = ctx.call.with_value(|c| {
+                c.as_ref()
+                    .and_then(|c| c.peer_connection())
+                    .is_some_and(|pc| {
+                        !matches!(
+                            pc.connection_state(),
+                            web_sys::RtcPeerConnectionState::Failed
+                                | web_sys::RtcPeerConnectionState::Closed
+                        )
+                    })
+            });
+            if !live {
+                ctx.start_media();
             }
         }
     });
@@ -464,7 +631,10 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
         ctx.set_joined.set(Some("Reconnecting…".into()));
         ctx.set_reconnecting.set(true);
         let path = path.clone();
-        set_timeout(move || open_socket(path, next, ctx), Duration::from_millis(reconnect_delay_ms(attempt) as u64));
+        set_timeout(
+            move || open_socket(path, next, ctx),
+            Duration::from_millis(reconnect_delay_ms(attempt) as u64),
+        );
     });
     ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
     onclose.forget();

@@ -44,10 +44,15 @@ impl EdgeError {
         if code == ErrorCode::Internal {
             worker::console_error!("{self}");
         }
-        let body = WireError { code, message: self.to_string() };
+        let body = WireError {
+            code,
+            message: self.to_string(),
+        };
         worker::Response::from_json(&body)
             .map(|r| r.with_status(code.http_status()))
-            .unwrap_or_else(|_| worker::Response::error("internal error", 500).expect("plain response builds"))
+            .unwrap_or_else(|_| {
+                worker::Response::error("internal error", 500).expect("plain response builds")
+            })
     }
 }
 

@@ -3,6 +3,7 @@
 //! Routes (everything else is served from the client's static assets by the Workers runtime):
 //! - `GET  /api/health`               — the edge and the SFUs it knows (registry)
 //! - `POST /api/sfu/heartbeat`        — signed SFU heartbeats (control plane)
+//! - `POST /api/sfu/signal`           — signed SFU offers for a participant, relayed to its room
 //! - `POST /api/rooms/{room}/join`    — a room token and the room WebSocket URL
 //! - `GET  /api/rooms/{room}/ws`      — the room's signaling WebSocket (token in the query)
 
@@ -11,8 +12,12 @@ mod registry;
 mod room;
 
 use edgemeet_shared::control;
-use edgemeet_shared::protocol::{normalize_display_name, normalize_room_name, JoinRequest, JoinResponse};
-use edgemeet_shared::region::{client_location, GeoPoint, SfuChoice, SfuStatus, DEV_LOCATION_HEADER};
+use edgemeet_shared::protocol::{
+    normalize_display_name, normalize_room_name, JoinRequest, JoinResponse, SfuSignal,
+};
+use edgemeet_shared::region::{
+    client_location, GeoPoint, SfuChoice, SfuStatus, DEV_LOCATION_HEADER,
+};
 use edgemeet_shared::token::{Claims, Grants, Role, TokenKey};
 use serde_json::json;
 use worker::{event, Context, Env, Method, Request, RequestInit, Response, Stub};
@@ -26,7 +31,9 @@ const TOKEN_TTL_SECS: u64 = 15 * 60;
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    Ok(route(req, env).await.unwrap_or_else(EdgeError::into_response))
+    Ok(route(req, env)
+        .await
+        .unwrap_or_else(EdgeError::into_response))
 }
 
 async fn route(req: Request, env: Env) -> EdgeResult<Response> {
@@ -35,30 +42,50 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
     match (req.method(), segments.as_slice()) {
         (Method::Get, ["api", "health"]) => health(&env).await,
         (Method::Post, ["api", "sfu", "heartbeat"]) => heartbeat(req, &env).await,
+        (Method::Post, ["api", "sfu", "signal"]) => sfu_signal(req, &env).await,
         (Method::Post, ["api", "rooms", room, "join"]) => {
             let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
             join(req, &env, &room).await
         }
         (Method::Get, ["api", "rooms", room, "ws"]) => {
-            if !req.headers().get("Upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
-                return Err(EdgeError::BadRequest("this endpoint takes a WebSocket upgrade".into()));
+            if !req
+                .headers()
+                .get("Upgrade")?
+                .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+            {
+                return Err(EdgeError::BadRequest(
+                    "this endpoint takes a WebSocket upgrade".into(),
+                ));
             }
-            let stub = env.durable_object(room::BINDING)?.get_by_name(&normalize_room_name(room).map_err(EdgeError::BadRequest)?)?;
+            let stub = env
+                .durable_object(room::BINDING)?
+                .get_by_name(&normalize_room_name(room).map_err(EdgeError::BadRequest)?)?;
             Ok(stub.fetch_with_request(req).await?)
         }
-        (_, ["api", ..]) => Err(EdgeError::NotFound(format!("no API route {} {path}", req.method()))),
-        _ => Ok(env.assets("ASSETS")?.fetch_request(req).await.map(Response::from)?),
+        (_, ["api", ..]) => Err(EdgeError::NotFound(format!(
+            "no API route {} {path}",
+            req.method()
+        ))),
+        _ => Ok(env
+            .assets("ASSETS")?
+            .fetch_request(req)
+            .await
+            .map(Response::from)?),
     }
 }
 
 fn secret(env: &Env, name: &str) -> EdgeResult<String> {
-    env.secret(name)
-        .map(|s| s.to_string())
-        .map_err(|_| EdgeError::Config(format!("secret {name} is not set (wrangler secret put {name}, or .dev.vars)")))
+    env.secret(name).map(|s| s.to_string()).map_err(|_| {
+        EdgeError::Config(format!(
+            "secret {name} is not set (wrangler secret put {name}, or .dev.vars)"
+        ))
+    })
 }
 
 pub(crate) fn token_key(env: &Env) -> EdgeResult<TokenKey> {
-    Ok(TokenKey::hs256(secret(env, "ROOM_TOKEN_SECRET")?.as_bytes())?)
+    Ok(TokenKey::hs256(
+        secret(env, "ROOM_TOKEN_SECRET")?.as_bytes(),
+    )?)
 }
 
 /// 128 random bits, hex.
@@ -69,7 +96,9 @@ pub(crate) fn random_id() -> String {
 }
 
 async fn registry_status(env: &Env) -> EdgeResult<Vec<SfuStatus>> {
-    let stub = env.durable_object(registry::BINDING)?.get_by_name(registry::NAME)?;
+    let stub = env
+        .durable_object(registry::BINDING)?
+        .get_by_name(registry::NAME)?;
     let mut res = stub.fetch_with_str("https://registry/status").await?;
     Ok(res.json().await?)
 }
@@ -89,9 +118,52 @@ async fn heartbeat(mut req: Request, env: &Env) -> EdgeResult<Response> {
     let body = req.bytes().await?;
     let sig = req.headers().get(control::SIGNATURE_HEADER)?;
     let now = worker::Date::now().as_millis();
-    control::verify(secret(env, "CONTROL_SECRET")?.as_bytes(), sig.as_deref(), "POST", "/api/sfu/heartbeat", &body, now)?;
-    let stub = env.durable_object(registry::BINDING)?.get_by_name(registry::NAME)?;
-    Ok(post_to(&stub, "https://registry/heartbeat", String::from_utf8_lossy(&body).into_owned()).await?)
+    control::verify(
+        secret(env, "CONTROL_SECRET")?.as_bytes(),
+        sig.as_deref(),
+        "POST",
+        "/api/sfu/heartbeat",
+        &body,
+        now,
+    )?;
+    let stub = env
+        .durable_object(registry::BINDING)?
+        .get_by_name(registry::NAME)?;
+    Ok(post_to(
+        &stub,
+        "https://registry/heartbeat",
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+    .await?)
+}
+
+/// An SFU's offer for one participant (tracks came or went), relayed through the room's object.
+async fn sfu_signal(mut req: Request, env: &Env) -> EdgeResult<Response> {
+    let body = req.bytes().await?;
+    let sig = req.headers().get(control::SIGNATURE_HEADER)?;
+    let now = worker::Date::now().as_millis();
+    control::verify(
+        secret(env, "CONTROL_SECRET")?.as_bytes(),
+        sig.as_deref(),
+        "POST",
+        "/api/sfu/signal",
+        &body,
+        now,
+    )?;
+    let signal: SfuSignal = serde_json::from_slice(&body)
+        .map_err(|e| EdgeError::BadRequest(format!("signal body: {e}")))?;
+    let room = normalize_room_name(&signal.room).map_err(EdgeError::BadRequest)?;
+    let stub = env.durable_object(room::BINDING)?.get_by_name(&room)?;
+    let res = post_to(
+        &stub,
+        "https://room/sfu-offer",
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+    .await?;
+    if res.status_code() >= 300 {
+        return Ok(res);
+    }
+    Ok(Response::empty()?.with_status(204))
 }
 
 /// The client's location from `request.cf` (read defensively: worker's own getter unwraps).
@@ -99,22 +171,32 @@ fn cf_location(req: &Request) -> Option<GeoPoint> {
     let cf = js_sys::Reflect::get(req.inner(), &"cf".into()).ok()?;
     let num = |k: &str| {
         let v = js_sys::Reflect::get(&cf, &k.into()).ok()?;
-        v.as_string().and_then(|s| s.parse().ok()).or_else(|| v.as_f64())
+        v.as_string()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| v.as_f64())
     };
-    Some(GeoPoint { lat: num("latitude")?, lon: num("longitude")? })
+    Some(GeoPoint {
+        lat: num("latitude")?,
+        lon: num("longitude")?,
+    })
 }
 
 /// Only the local dev/test stack sets DEV_GEO_OVERRIDE (`wrangler dev --var`); a deployed worker
 /// never has it, so the location header is ignored there.
 fn dev_override_allowed(env: &Env) -> bool {
-    env.var("DEV_GEO_OVERRIDE").map(|v| v.to_string() == "true").unwrap_or(false)
+    env.var("DEV_GEO_OVERRIDE")
+        .map(|v| v.to_string() == "true")
+        .unwrap_or(false)
 }
 
 /// Asks the room's Durable Object for its SFU (chosen at first join from the joiner's location).
 async fn room_sfu(env: &Env, room: &str, location: Option<GeoPoint>) -> EdgeResult<SfuChoice> {
     let stub = env.durable_object(room::BINDING)?.get_by_name(room)?;
-    let body = serde_json::to_string(&registry::ChooseRequest { room: room.to_string(), location })
-        .map_err(|e| EdgeError::Config(e.to_string()))?;
+    let body = serde_json::to_string(&registry::ChooseRequest {
+        room: room.to_string(),
+        location,
+    })
+    .map_err(|e| EdgeError::Config(e.to_string()))?;
     let mut res = post_to(&stub, "https://room/assign", body).await?;
     if res.status_code() == 200 {
         return Ok(res.json().await?);
@@ -127,7 +209,8 @@ async fn room_sfu(env: &Env, room: &str, location: Option<GeoPoint>) -> EdgeResu
 pub(crate) async fn post_to(stub: &Stub, url: &str, body: String) -> worker::Result<Response> {
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));
-    stub.fetch_with_request(Request::new_with_init(url, &init)?).await
+    stub.fetch_with_request(Request::new_with_init(url, &init)?)
+        .await
 }
 
 async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
@@ -136,10 +219,9 @@ async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
         req.headers().get(DEV_LOCATION_HEADER)?.as_deref(),
         dev_override_allowed(env),
     );
-    let body: JoinRequest = req
-        .json()
-        .await
-        .map_err(|e| EdgeError::BadRequest(format!("join body must be {{\"name\": \"…\"}}: {e}")))?;
+    let body: JoinRequest = req.json().await.map_err(|e| {
+        EdgeError::BadRequest(format!("join body must be {{\"name\": \"…\"}}: {e}"))
+    })?;
     let name = normalize_display_name(&body.name).map_err(EdgeError::BadRequest)?;
     let sfu = room_sfu(env, room, location).await?;
     let now = worker::Date::now().as_millis() / 1000;

@@ -29,7 +29,9 @@ pub struct SfuRegistry {
 
 impl DurableObject for SfuRegistry {
     fn new(_state: State, _env: Env) -> Self {
-        SfuRegistry { registry: RefCell::new(Registry::new()) }
+        SfuRegistry {
+            registry: RefCell::new(Registry::new()),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -38,10 +40,20 @@ impl DurableObject for SfuRegistry {
             (Method::Post, "/heartbeat") => {
                 let hb: SfuHeartbeat = match req.json().await {
                     Ok(hb) => hb,
-                    Err(e) => return Ok(EdgeError::BadRequest(format!("heartbeat is not valid JSON: {e}")).into_response()),
+                    Err(e) => {
+                        return Ok(EdgeError::BadRequest(format!(
+                            "heartbeat is not valid JSON: {e}"
+                        ))
+                        .into_response())
+                    }
                 };
                 let id = hb.id.clone();
-                let was_known = self.registry.borrow().status(now).iter().any(|s| s.heartbeat.id == id && s.healthy);
+                let was_known = self
+                    .registry
+                    .borrow()
+                    .status(now)
+                    .iter()
+                    .any(|s| s.heartbeat.id == id && s.healthy);
                 match self.registry.borrow_mut().heartbeat(hb, now) {
                     Ok(()) => {
                         if !was_known {
@@ -55,11 +67,20 @@ impl DurableObject for SfuRegistry {
             (Method::Post, "/choose") => {
                 let ask: ChooseRequest = match req.json().await {
                     Ok(a) => a,
-                    Err(e) => return Ok(EdgeError::BadRequest(format!("choose body: {e}")).into_response()),
+                    Err(e) => {
+                        return Ok(
+                            EdgeError::BadRequest(format!("choose body: {e}")).into_response()
+                        )
+                    }
                 };
                 match self.registry.borrow().choose(ask.location, now) {
                     Ok(choice) => {
-                        worker::console_log!("room {}: SFU {} ({})", ask.room, choice.id, choice.reason);
+                        worker::console_log!(
+                            "room {}: SFU {} ({})",
+                            ask.room,
+                            choice.id,
+                            choice.reason
+                        );
                         Response::from_json(&choice)
                     }
                     Err(e) => Ok(EdgeError::NoMediaServer(e.to_string()).into_response()),

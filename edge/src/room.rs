@@ -7,14 +7,17 @@
 
 use std::cell::RefCell;
 
-use edgemeet_shared::protocol::{ErrorCode, ServerMessage, MAX_FRAME_BYTES};
+use edgemeet_shared::control;
+use edgemeet_shared::protocol::{
+    ErrorCode, SdpBody, ServerMessage, SfuSignal, WireError, MAX_FRAME_BYTES,
+};
 use edgemeet_shared::region::SfuChoice;
-use edgemeet_shared::room::{Effect, Input, Room, CLOSE_TOO_BIG};
+use edgemeet_shared::room::{Effect, Input, Room, SfuCall, CLOSE_TOO_BIG};
 use edgemeet_shared::token::Claims;
 use serde::{Deserialize, Serialize};
 use worker::{
-    durable_object, DurableObject, Env, Method, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
-    WebSocketPair,
+    durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, State,
+    WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
 use crate::registry::{self, ChooseRequest};
@@ -50,26 +53,131 @@ impl RoomObject {
         Ok(())
     }
 
-    /// Runs one input through the state machine, performs the effects, persists the room.
+    /// Runs one input through the state machine, performs the effects, persists the room. Calls
+    /// to the SFU are awaited and their outcome fed back in as the next input.
     async fn step(&self, room_name: &str, input: Input) -> Result<()> {
         self.load(room_name).await?;
-        let now = worker::Date::now().as_millis();
-        let (effects, snapshot) = {
-            let mut slot = self.room.borrow_mut();
-            let room = slot.as_mut().expect("loaded above");
-            let effects = room.handle(now, input);
-            (effects, room.clone())
-        };
-        let changed = effects.iter().any(|e| !matches!(e, Effect::Send { .. }));
-        let wake = effects.iter().filter_map(|e| if let Effect::WakeAt { at } = e { Some(*at) } else { None }).min();
-        self.perform(effects);
-        if changed {
-            self.persist(&snapshot).await?;
-        }
-        if let Some(at) = wake {
-            self.state.storage().set_alarm(std::time::Duration::from_millis(at.saturating_sub(now))).await?;
+        let mut queue = std::collections::VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            let now = worker::Date::now().as_millis();
+            let (effects, snapshot) = {
+                let mut slot = self.room.borrow_mut();
+                let room = slot.as_mut().expect("loaded above");
+                let effects = room.handle(now, input);
+                (effects, room.clone())
+            };
+            let changed = effects.iter().any(|e| !matches!(e, Effect::Send { .. }));
+            let wake = effects
+                .iter()
+                .filter_map(|e| {
+                    if let Effect::WakeAt { at } = e {
+                        Some(*at)
+                    } else {
+                        None
+                    }
+                })
+                .min();
+            let calls = self.perform(effects);
+            if changed {
+                self.persist(&snapshot).await?;
+            }
+            if let Some(at) = wake {
+                self.state
+                    .storage()
+                    .set_alarm(std::time::Duration::from_millis(at.saturating_sub(now)))
+                    .await?;
+            }
+            let sfu = snapshot.sfu().cloned();
+            for (participant, call) in calls {
+                if let Some(next) = self
+                    .call_sfu(snapshot.name(), sfu.as_ref(), participant, call)
+                    .await
+                {
+                    queue.push_back(next);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Performs one SFU call; returns what to feed back into the room.
+    async fn call_sfu(
+        &self,
+        room: &str,
+        sfu: Option<&SfuChoice>,
+        participant: String,
+        call: SfuCall,
+    ) -> Option<Input> {
+        let Some(sfu) = sfu else {
+            return Some(Input::SfuFailed {
+                participant,
+                code: ErrorCode::NoMediaServer,
+                message: "this room has no media server".into(),
+            });
+        };
+        let secret = match self.env.secret("CONTROL_SECRET") {
+            Ok(s) => s.to_string(),
+            Err(_) => {
+                worker::console_error!("CONTROL_SECRET is not set");
+                return Some(Input::SfuFailed {
+                    participant,
+                    code: ErrorCode::Internal,
+                    message: "edge is misconfigured".into(),
+                });
+            }
+        };
+        let base = format!("/v1/rooms/{room}/participants/{participant}");
+        let (method, path, body) = match &call {
+            SfuCall::Offer { sdp } => (
+                Method::Post,
+                format!("{base}/offer"),
+                serde_json::to_string(&SdpBody { sdp: sdp.clone() }).ok()?,
+            ),
+            SfuCall::Answer { sdp } => (
+                Method::Post,
+                format!("{base}/answer"),
+                serde_json::to_string(&SdpBody { sdp: sdp.clone() }).ok()?,
+            ),
+            SfuCall::Leave => (Method::Delete, base, String::new()),
+        };
+        let outcome = sfu_request(&secret, &sfu.url, method, &path, body).await;
+        match (call, outcome) {
+            (SfuCall::Offer { .. }, Ok((200, text))) => {
+                match serde_json::from_str::<SdpBody>(&text) {
+                    Ok(b) => Some(Input::SfuAnswer {
+                        participant,
+                        sdp: b.sdp,
+                    }),
+                    Err(_) => Some(Input::SfuFailed {
+                        participant,
+                        code: ErrorCode::MediaServerError,
+                        message: "the media server sent an unreadable answer".into(),
+                    }),
+                }
+            }
+            (SfuCall::Leave, Ok(_)) => None,
+            (_, Ok((status, _))) if (200..300).contains(&status) => None,
+            (SfuCall::Leave, Err(e)) => {
+                worker::console_warn!("SFU leave for {participant} failed: {e}");
+                None
+            }
+            (_, Ok((_, text))) => {
+                let e: WireError = serde_json::from_str(&text).unwrap_or(WireError {
+                    code: ErrorCode::MediaServerError,
+                    message: "the media server refused the request".into(),
+                });
+                Some(Input::SfuFailed {
+                    participant,
+                    code: e.code,
+                    message: e.message,
+                })
+            }
+            (_, Err(e)) => Some(Input::SfuFailed {
+                participant,
+                code: ErrorCode::MediaServerError,
+                message: format!("media server unreachable: {e}"),
+            }),
+        }
     }
 
     /// Saves the room; a room nobody is in is forgotten (its next first join starts afresh).
@@ -90,13 +198,25 @@ impl RoomObject {
         let kept = {
             let slot = self.room.borrow();
             let room = slot.as_ref().expect("loaded above");
-            if room.is_empty() { None } else { room.sfu().cloned() }
+            if room.is_empty() {
+                None
+            } else {
+                room.sfu().cloned()
+            }
         };
         if let Some(choice) = kept {
             return Response::from_json(&choice);
         }
-        let stub = self.env.durable_object(registry::BINDING)?.get_by_name(registry::NAME)?;
-        let mut res = post_to(&stub, "https://registry/choose", serde_json::to_string(&ask)?).await?;
+        let stub = self
+            .env
+            .durable_object(registry::BINDING)?
+            .get_by_name(registry::NAME)?;
+        let mut res = post_to(
+            &stub,
+            "https://registry/choose",
+            serde_json::to_string(&ask)?,
+        )
+        .await?;
         if res.status_code() != 200 {
             return Ok(res); // "no media server available", passed on as is
         }
@@ -111,7 +231,9 @@ impl RoomObject {
         Response::from_json(&choice)
     }
 
-    fn perform(&self, effects: Vec<Effect>) {
+    /// Performs the effects that need no waiting; returns the SFU calls, which do.
+    fn perform(&self, effects: Vec<Effect>) -> Vec<(String, SfuCall)> {
+        let mut calls = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Send { conn, msg } => {
@@ -120,9 +242,13 @@ impl RoomObject {
                     }
                 }
                 Effect::Broadcast { except, msg } => {
-                    let Ok(text) = serde_json::to_string(&msg) else { continue };
+                    let Ok(text) = serde_json::to_string(&msg) else {
+                        continue;
+                    };
                     for ws in self.state.get_websockets() {
-                        let skip = except.as_ref().is_some_and(|e| self.state.get_tags(&ws).iter().any(|t| t == e));
+                        let skip = except
+                            .as_ref()
+                            .is_some_and(|e| self.state.get_tags(&ws).iter().any(|t| t == e));
                         if !skip {
                             // A socket that is already closing may refuse; the close event cleans up.
                             let _ = ws.send_with_str(&text);
@@ -135,8 +261,10 @@ impl RoomObject {
                     }
                 }
                 Effect::WakeAt { .. } => {} // set in `step`, which can await
+                Effect::Sfu { participant, call } => calls.push((participant, call)),
             }
         }
+        calls
     }
 
     fn attachment(ws: &WebSocket) -> Option<Attachment> {
@@ -144,11 +272,53 @@ impl RoomObject {
     }
 }
 
+/// A signed request to an SFU's control API: (status, body text), or why it could not be sent.
+async fn sfu_request(
+    secret: &str,
+    base_url: &str,
+    method: Method,
+    path: &str,
+    body: String,
+) -> std::result::Result<(u16, String), String> {
+    let now = worker::Date::now().as_millis();
+    let sig = control::sign(
+        secret.as_bytes(),
+        method.as_ref(),
+        path,
+        body.as_bytes(),
+        now,
+    )
+    .map_err(|e| e.to_string())?;
+    let headers = worker::Headers::new();
+    headers
+        .set(control::SIGNATURE_HEADER, &sig)
+        .map_err(|e| e.to_string())?;
+    headers
+        .set("content-type", "application/json")
+        .map_err(|e| e.to_string())?;
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(headers);
+    if !body.is_empty() {
+        init.with_body(Some(body.into()));
+    }
+    let req = Request::new_with_init(&format!("{}{path}", base_url.trim_end_matches('/')), &init)
+        .map_err(|e| e.to_string())?;
+    let mut res = worker::Fetch::Request(req)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = res.text().await.unwrap_or_default();
+    Ok((res.status_code(), text))
+}
+
 /// Accepts a socket only to tell the client why it is refused, then closes it.
 fn refuse(code: u16, err: ErrorCode, message: String) -> Result<Response> {
     let pair = WebSocketPair::new()?;
     pair.server.accept()?;
-    pair.server.send(&ServerMessage::Error { code: err, message: message.clone() })?;
+    pair.server.send(&ServerMessage::Error {
+        code: err,
+        message: message.clone(),
+    })?;
     let reason: String = message.chars().take(100).collect();
     pair.server.close(Some(code), Some(reason))?;
     Response::from_websocket(pair.client)
@@ -156,18 +326,43 @@ fn refuse(code: u16, err: ErrorCode, message: String) -> Result<Response> {
 
 impl DurableObject for RoomObject {
     fn new(state: State, env: Env) -> Self {
-        RoomObject { state, env, room: RefCell::new(None) }
+        RoomObject {
+            state,
+            env,
+            room: RefCell::new(None),
+        }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
         if req.method() == Method::Post && req.path() == "/assign" {
             return self.assign_sfu(req).await;
         }
+        if req.method() == Method::Post && req.path() == "/sfu-offer" {
+            let mut req = req;
+            let signal: SfuSignal = req.json().await?;
+            self.step(
+                &signal.room,
+                Input::SfuOffer {
+                    participant: signal.participant,
+                    sdp: signal.sdp,
+                },
+            )
+            .await?;
+            return Response::empty();
+        }
         let url = req.url()?;
         // /api/rooms/{room}/ws — the worker already validated the name; fold it the same way.
-        let raw = url.path_segments().and_then(|mut s| s.nth(2)).unwrap_or_default().to_string();
+        let raw = url
+            .path_segments()
+            .and_then(|mut s| s.nth(2))
+            .unwrap_or_default()
+            .to_string();
         let room_name = edgemeet_shared::protocol::normalize_room_name(&raw).unwrap_or(raw);
-        let token = url.query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()).unwrap_or_default();
+        let token = url
+            .query_pairs()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
         let key = match token_key(&self.env) {
             Ok(k) => k,
             Err(e) => return Ok(e.into_response()),
@@ -176,19 +371,32 @@ impl DurableObject for RoomObject {
         let claims = match key.verify(&token, &room_name, now_secs, |_| false) {
             Ok(c) => c,
             Err(e) => {
-                let close = if e.code() == ErrorCode::Forbidden { 4403 } else { 4401 };
+                let close = if e.code() == ErrorCode::Forbidden {
+                    4403
+                } else {
+                    4401
+                };
                 return refuse(close, e.code(), e.to_string());
             }
         };
         let conn = random_id();
         let pair = WebSocketPair::new()?;
-        self.state.accept_websocket_with_tags(&pair.server, &[conn.as_str()]);
-        pair.server.serialize_attachment(Attachment { conn: conn.clone(), claims: claims.clone() })?;
-        self.step(&room_name, Input::Connect { conn, claims }).await?;
+        self.state
+            .accept_websocket_with_tags(&pair.server, &[conn.as_str()]);
+        pair.server.serialize_attachment(Attachment {
+            conn: conn.clone(),
+            claims: claims.clone(),
+        })?;
+        self.step(&room_name, Input::Connect { conn, claims })
+            .await?;
         Response::from_websocket(pair.client)
     }
 
-    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
         let Some(att) = Self::attachment(&ws) else {
             let _ = ws.close(Some(4500), Some("lost session"));
             return Ok(());
@@ -196,12 +404,35 @@ impl DurableObject for RoomObject {
         match message {
             WebSocketIncomingMessage::String(text) if text.len() > MAX_FRAME_BYTES => {
                 let _ = ws.close(Some(CLOSE_TOO_BIG), Some("frame over 64 KiB"));
-                self.step(&att.claims.room, Input::Disconnect { conn: att.conn, clean: true }).await
+                self.step(
+                    &att.claims.room,
+                    Input::Disconnect {
+                        conn: att.conn,
+                        clean: true,
+                    },
+                )
+                .await
             }
-            WebSocketIncomingMessage::String(text) => self.step(&att.claims.room, Input::Frame { conn: att.conn, text }).await,
+            WebSocketIncomingMessage::String(text) => {
+                self.step(
+                    &att.claims.room,
+                    Input::Frame {
+                        conn: att.conn,
+                        text,
+                    },
+                )
+                .await
+            }
             WebSocketIncomingMessage::Binary(b) if b.len() > MAX_FRAME_BYTES => {
                 let _ = ws.close(Some(CLOSE_TOO_BIG), Some("frame over 64 KiB"));
-                self.step(&att.claims.room, Input::Disconnect { conn: att.conn, clean: true }).await
+                self.step(
+                    &att.claims.room,
+                    Input::Disconnect {
+                        conn: att.conn,
+                        clean: true,
+                    },
+                )
+                .await
             }
             WebSocketIncomingMessage::Binary(_) => {
                 let _ = ws.send(&ServerMessage::Error {
@@ -213,21 +444,41 @@ impl DurableObject for RoomObject {
         }
     }
 
-    async fn websocket_close(&self, ws: WebSocket, code: usize, _reason: String, _was_clean: bool) -> Result<()> {
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
         // Complete the closing handshake (older compatibility dates do not reply automatically).
         let _ = ws.close(Some(1000), Some("closed"));
         if let Some(att) = Self::attachment(&ws) {
             // 1000 normal, 1001 going away (tab closed, navigated), 1005 closed without a code: on
             // purpose. Anything else (1006: the connection dropped) may come back.
             let clean = matches!(code, 1000 | 1001 | 1005);
-            self.step(&att.claims.room, Input::Disconnect { conn: att.conn, clean }).await?;
+            self.step(
+                &att.claims.room,
+                Input::Disconnect {
+                    conn: att.conn,
+                    clean,
+                },
+            )
+            .await?;
         }
         Ok(())
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
         if let Some(att) = Self::attachment(&ws) {
-            self.step(&att.claims.room, Input::Disconnect { conn: att.conn, clean: false }).await?;
+            self.step(
+                &att.claims.room,
+                Input::Disconnect {
+                    conn: att.conn,
+                    clean: false,
+                },
+            )
+            .await?;
         }
         Ok(())
     }

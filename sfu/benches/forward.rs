@@ -14,17 +14,27 @@ fn packet(ssrc: u32, seq: u16, ts: u32) -> Vec<u8> {
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend_from_slice(&ts.to_be_bytes());
     p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend_from_slice(&[0xBE, 0xDE, 0x00, 0x03, 0x10, 0xAA, 0x22, 0x01, 0x02, 0x32, 0x01, 0x02, 0x03, 0x00, 0x00, 0x00]);
+    p.extend_from_slice(&[
+        0xBE, 0xDE, 0x00, 0x03, 0x10, 0xAA, 0x22, 0x01, 0x02, 0x32, 0x01, 0x02, 0x03, 0x00, 0x00,
+        0x00,
+    ]);
     p.resize(1_200, 0x42);
     p
 }
 
 fn main() {
-    let negotiated = Negotiated::new().map_payload_type(96, 98).map_extension(2, 3).map_extension(3, 4);
+    let negotiated = Negotiated::new()
+        .map_payload_type(96, 98)
+        .map_extension(2, 3)
+        .map_extension(3, 4);
     let subscribers = 50;
     let packets = 200_000u32;
-    let source: Vec<Vec<u8>> = (0..1_000u32).map(|i| packet(0xA, i as u16, i * 3_000)).collect();
-    let mut rewriters: Vec<Rewriter> = (0..subscribers).map(|s| Rewriter::new(1_000 + s, 90_000, negotiated.clone())).collect();
+    let source: Vec<Vec<u8>> = (0..1_000u32)
+        .map(|i| packet(0xA, i as u16, i * 3_000))
+        .collect();
+    let mut rewriters: Vec<Rewriter> = (0..subscribers)
+        .map(|s| Rewriter::new(1_000 + s, 90_000, negotiated.clone()))
+        .collect();
     let mut out = vec![0u8; 1_500];
 
     // Warm up, then measure copy + rewrite for every subscriber (what the hot path does per packet).
@@ -43,7 +53,10 @@ fn main() {
         let per = start.elapsed().as_nanos() as f64 / (packets as f64 * subscribers as f64);
         if round == 1 {
             println!("forwarding core: copy + rewrite of a 1200-byte packet: {per:.1} ns per packet per subscriber");
-            println!("  ({} packets x {} subscribers; budget for the whole hot path: 2000 ns)", packets, subscribers);
+            println!(
+                "  ({} packets x {} subscribers; budget for the whole hot path: 2000 ns)",
+                packets, subscribers
+            );
         }
     }
 

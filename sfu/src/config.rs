@@ -12,9 +12,15 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("`{0}` is required (set it in the config file, as --{1} or as EDGEMEET_SFU_{2})")]
     Missing(&'static str, &'static str, &'static str),
     #[error("id '{0}' must be 1-64 characters of a-z, 0-9, '-', '_'")]
@@ -128,8 +134,14 @@ impl std::fmt::Debug for Config {
 pub fn load(args: Args) -> Result<Config, ConfigError> {
     let file = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source })?
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.clone(),
+                source,
+            })?
         }
         None => FileConfig::default(),
     };
@@ -137,21 +149,44 @@ pub fn load(args: Args) -> Result<Config, ConfigError> {
 }
 
 fn merge(a: Args, f: FileConfig) -> Result<Config, ConfigError> {
-    let id = a.id.or(f.id).ok_or(ConfigError::Missing("id", "id", "ID"))?;
-    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+    let id =
+        a.id.or(f.id)
+            .ok_or(ConfigError::Missing("id", "id", "ID"))?;
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
         return Err(ConfigError::BadId(id));
     }
-    let region = a.region.or(f.region).ok_or(ConfigError::Missing("region", "region", "REGION"))?;
-    let lat = a.latitude.or(f.latitude).ok_or(ConfigError::Missing("latitude", "latitude", "LATITUDE"))?;
-    let lon = a.longitude.or(f.longitude).ok_or(ConfigError::Missing("longitude", "longitude", "LONGITUDE"))?;
+    let region = a
+        .region
+        .or(f.region)
+        .ok_or(ConfigError::Missing("region", "region", "REGION"))?;
+    let lat = a
+        .latitude
+        .or(f.latitude)
+        .ok_or(ConfigError::Missing("latitude", "latitude", "LATITUDE"))?;
+    let lon = a.longitude.or(f.longitude).ok_or(ConfigError::Missing(
+        "longitude",
+        "longitude",
+        "LONGITUDE",
+    ))?;
     if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
         return Err(ConfigError::BadLatitude(lat));
     }
     if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
         return Err(ConfigError::BadLongitude(lon));
     }
-    let listen = a.listen.or(f.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7000)));
-    let public_url = a.public_url.or(f.public_url).unwrap_or_else(|| format!("http://{listen}"));
+    let listen = a
+        .listen
+        .or(f.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7000)));
+    let public_url = a
+        .public_url
+        .or(f.public_url)
+        .unwrap_or_else(|| format!("http://{listen}"));
     if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
         return Err(ConfigError::BadPublicUrl(public_url));
     }
@@ -165,7 +200,10 @@ fn merge(a: Args, f: FileConfig) -> Result<Config, ConfigError> {
     if capacity == 0 {
         return Err(ConfigError::BadCapacity);
     }
-    let edge_url = a.edge_url.or(f.edge_url).map(|u| u.trim_end_matches('/').to_string());
+    let edge_url = a
+        .edge_url
+        .or(f.edge_url)
+        .map(|u| u.trim_end_matches('/').to_string());
     if let Some(u) = &edge_url {
         if !(u.starts_with("http://") || u.starts_with("https://")) {
             return Err(ConfigError::BadEdgeUrl(u.clone()));
@@ -174,7 +212,11 @@ fn merge(a: Args, f: FileConfig) -> Result<Config, ConfigError> {
     let control_secret = a
         .control_secret
         .or(f.control_secret)
-        .ok_or(ConfigError::Missing("control_secret", "control-secret", "CONTROL_SECRET"))?;
+        .ok_or(ConfigError::Missing(
+            "control_secret",
+            "control-secret",
+            "CONTROL_SECRET",
+        ))?;
     if control_secret.len() < 32 {
         return Err(ConfigError::WeakSecret(control_secret.len()));
     }
@@ -215,13 +257,23 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(c.public_url, "http://127.0.0.1:7000");
         assert_eq!(c.udp_ports, (40_000, 40_999));
-        assert!(!format!("{c:?}").contains(SECRET), "secret must not be logged");
+        assert!(
+            !format!("{c:?}").contains(SECRET),
+            "secret must not be logged"
+        );
     }
 
     #[test]
     fn flags_override_the_file() {
         let file: FileConfig = toml::from_str("id = \"file-id\"\nregion = \"x\"\nlatitude = 1.0\nlongitude = 2.0\ncapacity = 7\ncontrol_secret = \"0123456789abcdef0123456789abcdef\"").unwrap();
-        let c = merge(Args { id: Some("flag-id".into()), ..Args::default() }, file).unwrap();
+        let c = merge(
+            Args {
+                id: Some("flag-id".into()),
+                ..Args::default()
+            },
+            file,
+        )
+        .unwrap();
         assert_eq!(c.id, "flag-id");
         assert_eq!(c.capacity, 7);
     }
@@ -235,14 +287,63 @@ mod tests {
     fn invalid_values_say_what_is_wrong() {
         let cases: Vec<(Args, &str)> = vec![
             (Args { id: None, ..args() }, "`id` is required"),
-            (Args { id: Some("Bad Id".into()), ..args() }, "id 'Bad Id'"),
-            (Args { latitude: Some(91.0), ..args() }, "latitude 91"),
-            (Args { longitude: Some(-181.0), ..args() }, "longitude -181"),
-            (Args { public_url: Some("ftp://x".into()), ..args() }, "public_url"),
-            (Args { edge_url: Some("localhost:8787".into()), ..args() }, "edge_url"),
-            (Args { udp_port_min: Some(50_000), udp_port_max: Some(40_000), ..args() }, "port range"),
-            (Args { capacity: Some(0), ..args() }, "capacity"),
-            (Args { control_secret: Some("short".into()), ..args() }, "at least 32 bytes"),
+            (
+                Args {
+                    id: Some("Bad Id".into()),
+                    ..args()
+                },
+                "id 'Bad Id'",
+            ),
+            (
+                Args {
+                    latitude: Some(91.0),
+                    ..args()
+                },
+                "latitude 91",
+            ),
+            (
+                Args {
+                    longitude: Some(-181.0),
+                    ..args()
+                },
+                "longitude -181",
+            ),
+            (
+                Args {
+                    public_url: Some("ftp://x".into()),
+                    ..args()
+                },
+                "public_url",
+            ),
+            (
+                Args {
+                    edge_url: Some("localhost:8787".into()),
+                    ..args()
+                },
+                "edge_url",
+            ),
+            (
+                Args {
+                    udp_port_min: Some(50_000),
+                    udp_port_max: Some(40_000),
+                    ..args()
+                },
+                "port range",
+            ),
+            (
+                Args {
+                    capacity: Some(0),
+                    ..args()
+                },
+                "capacity",
+            ),
+            (
+                Args {
+                    control_secret: Some("short".into()),
+                    ..args()
+                },
+                "at least 32 bytes",
+            ),
         ];
         for (a, want) in cases {
             let e = merge(a, FileConfig::default()).unwrap_err().to_string();

@@ -80,6 +80,15 @@ pub fn parse(buf: &[u8]) -> Result<RtpHeader, PacketError> {
     })
 }
 
+/// The header fields one subscriber must see for one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapped {
+    pub payload_type: u8,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+}
+
 /// Per-subscriber mapping of what was negotiated: payload types and extension ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
@@ -93,11 +102,21 @@ impl Negotiated {
     const NONE: u8 = 0xff;
 
     pub fn new() -> Negotiated {
-        Negotiated { pt: [Self::NONE; 128], ext: [0; 16] }
+        Negotiated {
+            pt: [Self::NONE; 128],
+            ext: [0; 16],
+        }
     }
 
     pub fn map_payload_type(mut self, from: u8, to: u8) -> Negotiated {
         self.pt[(from & 0x7f) as usize] = to & 0x7f;
+        self
+    }
+
+    /// Every incoming payload type becomes `to`: for a source already known to carry one codec
+    /// (the shell forwards only a track's media SSRC, never its retransmissions).
+    pub fn map_all_payload_types_to(mut self, to: u8) -> Negotiated {
+        self.pt = [to & 0x7f; 128];
         self
     }
 
@@ -145,7 +164,13 @@ fn seq_before(a: u16, b: u16) -> bool {
 
 impl Rewriter {
     pub fn new(out_ssrc: u32, clock_rate: u32, negotiated: Negotiated) -> Rewriter {
-        Rewriter { out_ssrc, clock_rate, negotiated, source: None, last: None }
+        Rewriter {
+            out_ssrc,
+            clock_rate,
+            negotiated,
+            source: None,
+            last: None,
+        }
     }
 
     /// Rewrites `buf` in place for this subscriber. `now_us` is the packet's arrival time.
@@ -153,54 +178,83 @@ impl Rewriter {
     /// (e.g. only on a keyframe of the target layer).
     pub fn rewrite(&mut self, buf: &mut [u8], now_us: u64) -> Result<RtpHeader, PacketError> {
         let h = parse(buf)?;
-        let out_pt = self.negotiated.pt[h.payload_type as usize];
-        if out_pt == Negotiated::NONE {
-            return Err(PacketError::UnmappedPayloadType(h.payload_type));
-        }
-        let src = match &mut self.source {
-            Some(s) if s.ssrc == h.ssrc => {
-                if seq_before(h.seq, s.highest) {
-                    // Late packet: stale if it lies further back than the source's first packet.
-                    if s.highest.wrapping_sub(h.seq) > s.highest.wrapping_sub(s.first_seq) {
-                        return Err(PacketError::Stale);
-                    }
-                } else {
-                    s.highest = h.seq;
-                }
-                *s
-            }
-            _ => self.switch_to(&h, now_us),
-        };
-        let out_seq = h.seq.wrapping_add(src.seq_offset);
-        let out_ts = h.timestamp.wrapping_add(src.ts_offset);
-
-        buf[1] = (buf[1] & 0x80) | out_pt;
-        buf[2..4].copy_from_slice(&out_seq.to_be_bytes());
-        buf[4..8].copy_from_slice(&out_ts.to_be_bytes());
-        buf[8..12].copy_from_slice(&self.out_ssrc.to_be_bytes());
+        let out = self.map(h.payload_type, h.seq, h.timestamp, h.ssrc, now_us)?;
+        buf[1] = (buf[1] & 0x80) | out.payload_type;
+        buf[2..4].copy_from_slice(&out.seq.to_be_bytes());
+        buf[4..8].copy_from_slice(&out.timestamp.to_be_bytes());
+        buf[8..12].copy_from_slice(&out.ssrc.to_be_bytes());
         if let (Some((start, end)), 0xBEDE) = (h.ext, h.ext_profile) {
             self.rewrite_one_byte_extensions(&mut buf[start..end]);
         }
+        Ok(h)
+    }
+
+    /// The decision behind [`Rewriter::rewrite`] for a packet whose header is already parsed (the
+    /// webrtc-rs shell holds parsed packets): the header fields this subscriber must see.
+    pub fn map(
+        &mut self,
+        payload_type: u8,
+        seq: u16,
+        timestamp: u32,
+        ssrc: u32,
+        now_us: u64,
+    ) -> Result<Mapped, PacketError> {
+        let out_pt = self.negotiated.pt[(payload_type & 0x7f) as usize];
+        if out_pt == Negotiated::NONE {
+            return Err(PacketError::UnmappedPayloadType(payload_type));
+        }
+        let src = match &mut self.source {
+            Some(s) if s.ssrc == ssrc => {
+                if seq_before(seq, s.highest) {
+                    // Late packet: stale if it lies further back than the source's first packet.
+                    if s.highest.wrapping_sub(seq) > s.highest.wrapping_sub(s.first_seq) {
+                        return Err(PacketError::Stale);
+                    }
+                } else {
+                    s.highest = seq;
+                }
+                *s
+            }
+            _ => self.switch_to(ssrc, seq, timestamp, now_us),
+        };
+        let out_seq = seq.wrapping_add(src.seq_offset);
+        let out_ts = timestamp.wrapping_add(src.ts_offset);
         // Only move "last" forward: a late (reordered) packet must not pull it back.
         match self.last {
             Some((ls, _, _)) if seq_before(out_seq, ls) => {}
             _ => self.last = Some((out_seq, out_ts, now_us)),
         }
-        Ok(h)
+        Ok(Mapped {
+            payload_type: out_pt,
+            seq: out_seq,
+            timestamp: out_ts,
+            ssrc: self.out_ssrc,
+        })
     }
 
     /// Starts forwarding a new source so its first packet follows the last one sent: sequence
     /// number +1, timestamp advanced by the wall-clock time since the last packet (at least 1 tick).
-    fn switch_to(&mut self, h: &RtpHeader, now_us: u64) -> Source {
+    fn switch_to(&mut self, ssrc: u32, seq: u16, timestamp: u32, now_us: u64) -> Source {
         let (seq_offset, ts_offset) = match self.last {
             None => (0, 0),
             Some((last_seq, last_ts, last_us)) => {
-                let elapsed_ticks = (now_us.saturating_sub(last_us) as u128 * self.clock_rate as u128 / 1_000_000) as u32;
+                let elapsed_ticks = (now_us.saturating_sub(last_us) as u128
+                    * self.clock_rate as u128
+                    / 1_000_000) as u32;
                 let want_ts = last_ts.wrapping_add(elapsed_ticks.max(1));
-                (last_seq.wrapping_add(1).wrapping_sub(h.seq), want_ts.wrapping_sub(h.timestamp))
+                (
+                    last_seq.wrapping_add(1).wrapping_sub(seq),
+                    want_ts.wrapping_sub(timestamp),
+                )
             }
         };
-        let s = Source { ssrc: h.ssrc, first_seq: h.seq, highest: h.seq, seq_offset, ts_offset };
+        let s = Source {
+            ssrc,
+            first_seq: seq,
+            highest: seq,
+            seq_offset,
+            ts_offset,
+        };
         self.source = Some(s);
         s
     }
@@ -225,6 +279,11 @@ impl Rewriter {
             }
             i = end;
         }
+    }
+
+    /// What the subscriber negotiated changed (or became known).
+    pub fn set_negotiated(&mut self, negotiated: Negotiated) {
+        self.negotiated = negotiated;
     }
 
     /// The SSRC currently forwarded, if any.
@@ -252,14 +311,19 @@ mod tests {
     }
 
     fn negotiated() -> Negotiated {
-        Negotiated::new().map_payload_type(96, 98).map_extension(3, 2)
+        Negotiated::new()
+            .map_payload_type(96, 98)
+            .map_extension(3, 2)
     }
 
     #[test]
     fn parses_headers_and_refuses_junk() {
         let p = packet(7, 100, 9000);
         let h = parse(&p).unwrap();
-        assert_eq!((h.payload_type, h.seq, h.timestamp, h.ssrc, h.header_len), (96, 100, 9000, 7, 24));
+        assert_eq!(
+            (h.payload_type, h.seq, h.timestamp, h.ssrc, h.header_len),
+            (96, 100, 9000, 7, 24)
+        );
         assert_eq!(h.ext, Some((16, 24)));
         assert_eq!(parse(&p[..11]), Err(PacketError::Truncated));
         assert_eq!(parse(&p[..20]), Err(PacketError::Truncated));
@@ -280,9 +344,15 @@ mod tests {
         let payload = p[24..].to_vec();
         r.rewrite(&mut p, 0).unwrap();
         let h = parse(&p).unwrap();
-        assert_eq!((h.ssrc, h.payload_type, h.seq, h.timestamp), (0xABCD, 98, 100, 9000));
+        assert_eq!(
+            (h.ssrc, h.payload_type, h.seq, h.timestamp),
+            (0xABCD, 98, 100, 9000)
+        );
         // id 1 (not negotiated) became padding; id 3 became id 2 with its data intact.
-        assert_eq!(&p[16..24], &[0x00, 0x00, 0x22, 0x01, 0x02, 0x03, 0x00, 0x00]);
+        assert_eq!(
+            &p[16..24],
+            &[0x00, 0x00, 0x22, 0x01, 0x02, 0x03, 0x00, 0x00]
+        );
         assert_eq!(&p[24..], &payload[..], "payload untouched");
     }
 
@@ -298,7 +368,10 @@ mod tests {
     #[test]
     fn unnegotiated_payload_types_are_dropped() {
         let mut r = Rewriter::new(1, 90_000, Negotiated::new().map_payload_type(111, 111));
-        assert_eq!(r.rewrite(&mut packet(7, 1, 1), 0), Err(PacketError::UnmappedPayloadType(96)));
+        assert_eq!(
+            r.rewrite(&mut packet(7, 1, 1), 0),
+            Err(PacketError::UnmappedPayloadType(96))
+        );
     }
 
     #[test]
@@ -318,7 +391,11 @@ mod tests {
         r.rewrite(&mut p, 3 * 33_333 + 40_000).unwrap();
         let h = parse(&p).unwrap();
         assert_eq!(h.seq, 2, "sequence continues with no gap");
-        assert_eq!(h.timestamp, 10_000 + 3_600, "timestamp advances by 40 ms at 90 kHz");
+        assert_eq!(
+            h.timestamp,
+            10_000 + 3_600,
+            "timestamp advances by 40 ms at 90 kHz"
+        );
         assert_eq!(r.source_ssrc(), Some(0xB));
         // B's next packet keeps B's own spacing.
         let mut p = packet(0xB, 5_001, 777_777 + 3_000);
@@ -332,7 +409,10 @@ mod tests {
         let mut r = Rewriter::new(1, 90_000, negotiated());
         r.rewrite(&mut packet(0xA, 10, 0), 0).unwrap();
         r.rewrite(&mut packet(0xB, 500, 0), 1_000).unwrap();
-        assert_eq!(r.rewrite(&mut packet(0xB, 499, 0), 2_000), Err(PacketError::Stale));
+        assert_eq!(
+            r.rewrite(&mut packet(0xB, 499, 0), 2_000),
+            Err(PacketError::Stale)
+        );
         // Reordered packets after the switch keep their relative order.
         let mut late = packet(0xB, 502, 0);
         let mut early = packet(0xB, 501, 0);
@@ -353,7 +433,8 @@ mod tests {
         for i in 0..140_000u32 {
             let seq = 100u16.wrapping_add(i as u16);
             let mut p = packet(0xA, seq, i * 3_000);
-            r.rewrite(&mut p, i as u64 * 1_000).unwrap_or_else(|e| panic!("packet {i}: {e}"));
+            r.rewrite(&mut p, i as u64 * 1_000)
+                .unwrap_or_else(|e| panic!("packet {i}: {e}"));
             assert_eq!(parse(&p).unwrap().seq, expected);
             expected = expected.wrapping_add(1);
         }
@@ -361,8 +442,14 @@ mod tests {
         let mut r = Rewriter::new(1, 90_000, negotiated());
         r.rewrite(&mut packet(0xA, 1_000, 0), 0).unwrap();
         r.rewrite(&mut packet(0xA, 1_001, 0), 0).unwrap();
-        assert_eq!(r.rewrite(&mut packet(0xA, 999, 0), 0), Err(PacketError::Stale));
-        assert!(r.rewrite(&mut packet(0xA, 1_000, 0), 0).is_ok(), "a retransmitted first packet is fine");
+        assert_eq!(
+            r.rewrite(&mut packet(0xA, 999, 0), 0),
+            Err(PacketError::Stale)
+        );
+        assert!(
+            r.rewrite(&mut packet(0xA, 1_000, 0), 0).is_ok(),
+            "a retransmitted first packet is fine"
+        );
     }
 
     #[test]

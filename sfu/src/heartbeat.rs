@@ -22,21 +22,39 @@ pub fn heartbeat(state: &AppState, cpu: f64) -> SfuHeartbeat {
         url: c.public_url.clone(),
         location: c.location,
         capacity: c.capacity,
-        load: SfuLoad { participants: state.metrics.participants.get().max(0) as u32, forwarded_bitrate_bps: 0, cpu },
+        load: SfuLoad {
+            participants: state.metrics.participants.get().max(0) as u32,
+            forwarded_bitrate_bps: 0,
+            cpu,
+        },
         draining: state.is_draining(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     }
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Sends one heartbeat; `Err` carries a short reason for the log.
-pub async fn send(client: &reqwest::Client, edge: &str, state: &AppState, cpu: f64) -> Result<(), String> {
+pub async fn send(
+    client: &reqwest::Client,
+    edge: &str,
+    state: &AppState,
+    cpu: f64,
+) -> Result<(), String> {
     let body = serde_json::to_vec(&heartbeat(state, cpu)).map_err(|e| e.to_string())?;
-    let sig = control::sign(state.config.control_secret.as_bytes(), "POST", HEARTBEAT_PATH, &body, now_ms())
-        .map_err(|e| e.to_string())?;
+    let sig = control::sign(
+        state.config.control_secret.as_bytes(),
+        "POST",
+        HEARTBEAT_PATH,
+        &body,
+        now_ms(),
+    )
+    .map_err(|e| e.to_string())?;
     let res = client
         .post(format!("{edge}{HEARTBEAT_PATH}"))
         .header(control::SIGNATURE_HEADER, sig)
@@ -49,7 +67,10 @@ pub async fn send(client: &reqwest::Client, edge: &str, state: &AppState, cpu: f
         Ok(())
     } else {
         let status = res.status();
-        Err(format!("edge answered {status}: {}", res.text().await.unwrap_or_default()))
+        Err(format!(
+            "edge answered {status}: {}",
+            res.text().await.unwrap_or_default()
+        ))
     }
 }
 
@@ -71,11 +92,19 @@ pub async fn run(state: Arc<AppState>) {
         tick.tick().await;
         let result = send(&client, &edge, &state, cpu.sample()).await;
         let ok = result.is_ok();
-        state.metrics.heartbeats.get_or_create(&ResultLabel { result: if ok { "ok" } else { "error" } }).inc();
+        state
+            .metrics
+            .heartbeats
+            .get_or_create(&ResultLabel {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
         if last_ok != Some(ok) {
             match &result {
                 Ok(()) => tracing::info!(%edge, "heartbeats reaching the edge"),
-                Err(e) => tracing::warn!(%edge, error = %e, "heartbeat failed (will keep trying every {HEARTBEAT_INTERVAL_MS} ms)"),
+                Err(e) => {
+                    tracing::warn!(%edge, error = %e, "heartbeat failed (will keep trying every {HEARTBEAT_INTERVAL_MS} ms)")
+                }
             }
             last_ok = Some(ok);
         }

@@ -45,7 +45,10 @@ pub struct LayerSelector {
 
 impl LayerSelector {
     pub fn new(want: Option<usize>) -> LayerSelector {
-        LayerSelector { want: want.map(|w| w.min(LAYERS - 1)), ..LayerSelector::default() }
+        LayerSelector {
+            want: want.map(|w| w.min(LAYERS - 1)),
+            ..LayerSelector::default()
+        }
     }
 
     /// The subscriber's wish changed (tile resized or hidden, downlink estimate moved).
@@ -68,8 +71,11 @@ impl LayerSelector {
     pub fn target(&self, now: Millis) -> Option<usize> {
         let want = self.want?;
         (0..=want).rev().find(|&l| {
-            let Some(f) = self.flows[l].filter(|_| self.flowing(l, now)) else { return false };
-            let is_upgrade = self.current.is_none_or(|c| l > c) && self.current.is_some_and(|c| self.flowing(c, now));
+            let Some(f) = self.flows[l].filter(|_| self.flowing(l, now)) else {
+                return false;
+            };
+            let is_upgrade = self.current.is_none_or(|c| l > c)
+                && self.current.is_some_and(|c| self.flowing(c, now));
             !is_upgrade || now.saturating_sub(f.since) >= UPGRADE_AFTER_MS
         })
     }
@@ -80,7 +86,10 @@ impl LayerSelector {
             return Verdict::Drop;
         }
         let flowing = self.flowing(layer, now);
-        let f = self.flows[layer].get_or_insert(Flow { since: now, last: now });
+        let f = self.flows[layer].get_or_insert(Flow {
+            since: now,
+            last: now,
+        });
         if !flowing {
             f.since = now; // resumed after a pause: the upgrade clock starts again
         }
@@ -107,7 +116,10 @@ impl LayerSelector {
         if Some(target) == self.current {
             return None;
         }
-        if self.last_keyframe_request.is_some_and(|t| now.saturating_sub(t) < KEYFRAME_REQUEST_INTERVAL_MS) {
+        if self
+            .last_keyframe_request
+            .is_some_and(|t| now.saturating_sub(t) < KEYFRAME_REQUEST_INTERVAL_MS)
+        {
             return None;
         }
         self.last_keyframe_request = Some(now);
@@ -140,7 +152,11 @@ mod tests {
     }
 
     fn forwarded_layers(v: &[(Millis, usize, Verdict)]) -> Vec<usize> {
-        let mut ls: Vec<usize> = v.iter().filter(|x| x.2 != Verdict::Drop).map(|x| x.1).collect();
+        let mut ls: Vec<usize> = v
+            .iter()
+            .filter(|x| x.2 != Verdict::Drop)
+            .map(|x| x.1)
+            .collect();
         ls.dedup();
         ls
     }
@@ -149,7 +165,10 @@ mod tests {
     fn starts_on_a_keyframe_of_the_wanted_layer_and_forwards_only_it() {
         let mut s = LayerSelector::new(Some(1));
         let v = stream(&mut s, 0, 100, &[0, 1, 2], |_, _| false);
-        assert!(v.iter().all(|x| x.2 == Verdict::Drop), "nothing before a keyframe");
+        assert!(
+            v.iter().all(|x| x.2 == Verdict::Drop),
+            "nothing before a keyframe"
+        );
         assert_eq!(s.tick(100), Some(1), "asks for a keyframe of layer 1");
         assert_eq!(s.tick(200), None, "rate-limited");
         assert_eq!(s.tick(600), Some(1));
@@ -202,10 +221,18 @@ mod tests {
         assert_eq!(s.current(), Some(2));
         s.set_want(Some(0));
         // Until q's keyframe, f keeps flowing (no freeze); then only q.
-        let v = stream(&mut s, 3_000, 3_500, &[0, 1, 2], |l, t| l == 0 && t == 3_198);
+        let v = stream(&mut s, 3_000, 3_500, &[0, 1, 2], |l, t| {
+            l == 0 && t == 3_198
+        });
         assert_eq!(forwarded_layers(&v), [2, 0]);
-        assert!(v.iter().filter(|x| x.0 < 3_198).any(|x| x.1 == 2 && x.2 == Verdict::Forward));
-        assert!(v.iter().filter(|x| x.0 > 3_198).all(|x| x.1 == 0 || x.2 == Verdict::Drop));
+        assert!(v
+            .iter()
+            .filter(|x| x.0 < 3_198)
+            .any(|x| x.1 == 2 && x.2 == Verdict::Forward));
+        assert!(v
+            .iter()
+            .filter(|x| x.0 > 3_198)
+            .all(|x| x.1 == 0 || x.2 == Verdict::Drop));
     }
 
     #[test]

@@ -3,7 +3,12 @@
 use std::time::Instant;
 
 /// Fraction of `cores` used between two samples of process CPU time (seconds). Pure.
-pub fn cpu_fraction(cpu_secs_before: f64, cpu_secs_after: f64, wall_secs: f64, cores: usize) -> f64 {
+pub fn cpu_fraction(
+    cpu_secs_before: f64,
+    cpu_secs_after: f64,
+    wall_secs: f64,
+    cores: usize,
+) -> f64 {
     if wall_secs <= 0.0 || cores == 0 {
         return 0.0;
     }
@@ -31,15 +36,24 @@ pub struct CpuSampler {
 
 impl CpuSampler {
     pub fn new() -> CpuSampler {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        CpuSampler { last: process_cpu_secs().map(|c| (Instant::now(), c)), cores }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        CpuSampler {
+            last: process_cpu_secs().map(|c| (Instant::now(), c)),
+            cores,
+        }
     }
 
     pub fn sample(&mut self) -> f64 {
-        let Some(now_cpu) = process_cpu_secs() else { return 0.0 };
+        let Some(now_cpu) = process_cpu_secs() else {
+            return 0.0;
+        };
         let now = Instant::now();
         let frac = match self.last {
-            Some((t, c)) => cpu_fraction(c, now_cpu, now.duration_since(t).as_secs_f64(), self.cores),
+            Some((t, c)) => {
+                cpu_fraction(c, now_cpu, now.duration_since(t).as_secs_f64(), self.cores)
+            }
             None => 0.0,
         };
         self.last = Some((now, now_cpu));
@@ -75,6 +89,9 @@ mod tests {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
         }
         let after = process_cpu_secs().unwrap();
-        assert!(after - before >= 0.05, "cpu time went from {before} to {after}");
+        assert!(
+            after - before >= 0.05,
+            "cpu time went from {before} to {after}"
+        );
     }
 }

@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> ExitCode {
     let filter = EnvFilter::try_from_env("EDGEMEET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     if std::env::var("EDGEMEET_LOG_FORMAT").as_deref() == Ok("json") {
         fmt.json().init();
     } else {
@@ -35,7 +37,8 @@ async fn main() -> ExitCode {
 
     let shutdown_state = state.clone();
     let shutdown = async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: draining"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
@@ -49,8 +52,11 @@ async fn main() -> ExitCode {
             }
         }
     };
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await;
     beats.abort();
+    state.media.close_all().await;
     match served {
         Ok(()) => {
             tracing::info!("SFU stopped");

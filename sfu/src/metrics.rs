@@ -45,18 +45,39 @@ impl Metrics {
                 ("version", env!("CARGO_PKG_VERSION").to_string()),
             ]),
         );
-        registry.register("participants", "Participants connected to this SFU", m.participants.clone());
+        registry.register(
+            "participants",
+            "Participants connected to this SFU",
+            m.participants.clone(),
+        );
         registry.register("rooms", "Rooms with media on this SFU", m.rooms.clone());
-        registry.register("draining", "1 while this SFU is draining (takes no new rooms)", m.draining.clone());
-        registry.register("heartbeats", "Heartbeats sent to the edge, by result", m.heartbeats.clone());
-        registry.register("forwarded_packets", "RTP packets forwarded to subscribers", m.forwarded_packets.clone());
-        registry.register("dropped_packets", "RTP packets dropped (unknown sender or track)", m.dropped_packets.clone());
+        registry.register(
+            "draining",
+            "1 while this SFU is draining (takes no new rooms)",
+            m.draining.clone(),
+        );
+        registry.register(
+            "heartbeats",
+            "Heartbeats sent to the edge, by result",
+            m.heartbeats.clone(),
+        );
+        registry.register(
+            "forwarded_packets",
+            "RTP packets forwarded to subscribers",
+            m.forwarded_packets.clone(),
+        );
+        registry.register(
+            "dropped_packets",
+            "RTP packets dropped (unknown sender or track)",
+            m.dropped_packets.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

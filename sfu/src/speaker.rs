@@ -59,7 +59,13 @@ impl SpeakerDetector {
         match self.loudness.get_mut(id) {
             Some(l) => l.update(sample, now),
             None => {
-                self.loudness.insert(id.to_string(), Loudness { value: sample * 0.2, at: now });
+                self.loudness.insert(
+                    id.to_string(),
+                    Loudness {
+                        value: sample * 0.2,
+                        at: now,
+                    },
+                );
             }
         }
     }
@@ -97,7 +103,11 @@ impl SpeakerDetector {
             self.candidate = None;
             return None;
         }
-        let current_v = self.current.as_ref().and_then(|c| self.loudness.get(c)).map_or(0.0, |l| l.at(now));
+        let current_v = self
+            .current
+            .as_ref()
+            .and_then(|c| self.loudness.get(c))
+            .map_or(0.0, |l| l.at(now));
         let clearly_louder = current_v < SPEECH_THRESHOLD || best_v >= current_v * SWITCH_MARGIN;
         let since = match &self.candidate {
             Some((c, since)) if *c == best_id => *since,
@@ -124,7 +134,12 @@ mod tests {
 
     /// Feeds 20 ms audio packets from `talkers` (id, level) between `from` and `to`, ticking every
     /// 100 ms; returns the speaker changes with their times.
-    fn run(d: &mut SpeakerDetector, from: Millis, to: Millis, talkers: &[(&str, u8)]) -> Vec<(Millis, String)> {
+    fn run(
+        d: &mut SpeakerDetector,
+        from: Millis,
+        to: Millis,
+        talkers: &[(&str, u8)],
+    ) -> Vec<(Millis, String)> {
         let mut changes = Vec::new();
         let mut t = from;
         while t < to {
@@ -169,7 +184,11 @@ mod tests {
         let changes = run(&mut d, 2_000, 5_000, &[("a", SILENCE), ("b", SPEECH)]);
         assert_eq!(changes.len(), 1, "{changes:?}");
         assert_eq!(changes[0].1, "b");
-        assert!(changes[0].0 - 2_000 <= 1_500, "switch took {} ms", changes[0].0 - 2_000);
+        assert!(
+            changes[0].0 - 2_000 <= 1_500,
+            "switch took {} ms",
+            changes[0].0 - 2_000
+        );
     }
 
     #[test]
@@ -180,7 +199,12 @@ mod tests {
         let mut changes = Vec::new();
         for i in 0..20u64 {
             let (la, lb) = if i % 2 == 0 { (30, 28) } else { (28, 30) };
-            changes.extend(run(&mut d, 2_000 + i * 200, 2_200 + i * 200, &[("a", la), ("b", lb)]));
+            changes.extend(run(
+                &mut d,
+                2_000 + i * 200,
+                2_200 + i * 200,
+                &[("a", la), ("b", lb)],
+            ));
         }
         assert!(changes.is_empty(), "{changes:?}");
     }

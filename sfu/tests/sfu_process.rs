@@ -20,15 +20,33 @@ type Beats = Arc<Mutex<Vec<SfuHeartbeat>>>;
 async fn fake_edge() -> (SocketAddr, Beats) {
     let beats: Beats = Arc::default();
     async fn beat(State(b): State<Beats>, headers: HeaderMap, body: Bytes) -> StatusCode {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-        let sig = headers.get(control::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-        if control::verify(SECRET.as_bytes(), sig, "POST", "/api/sfu/heartbeat", &body, now).is_err() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let sig = headers
+            .get(control::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if control::verify(
+            SECRET.as_bytes(),
+            sig,
+            "POST",
+            "/api/sfu/heartbeat",
+            &body,
+            now,
+        )
+        .is_err()
+        {
             return StatusCode::UNAUTHORIZED;
         }
-        b.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+        b.lock()
+            .unwrap()
+            .push(serde_json::from_slice(&body).unwrap());
         StatusCode::NO_CONTENT
     }
-    let app = Router::new().route("/api/sfu/heartbeat", post(beat)).with_state(beats.clone());
+    let app = Router::new()
+        .route("/api/sfu/heartbeat", post(beat))
+        .with_state(beats.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
@@ -36,7 +54,11 @@ async fn fake_edge() -> (SocketAddr, Beats) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Sfu(Child);
@@ -49,8 +71,22 @@ impl Drop for Sfu {
 
 fn start_sfu(port: u16, edge: SocketAddr) -> Sfu {
     let child = Command::new(env!("CARGO_BIN_EXE_edgemeet-sfu"))
-        .args(["--id", "eu-west", "--region", "eu-west", "--latitude", "50.11", "--longitude", "8.68"])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--edge-url", &format!("http://{edge}")])
+        .args([
+            "--id",
+            "eu-west",
+            "--region",
+            "eu-west",
+            "--latitude",
+            "50.11",
+            "--longitude",
+            "8.68",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--edge-url",
+            &format!("http://{edge}"),
+        ])
         .env("EDGEMEET_SFU_CONTROL_SECRET", SECRET)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -91,12 +127,21 @@ async fn sfu_serves_health_and_metrics_and_heartbeats_signed() {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
-    let health: serde_json::Value =
-        eventually("healthz", Duration::from_secs(20), || get_json(format!("{base}/healthz"))).await;
+    let health: serde_json::Value = eventually("healthz", Duration::from_secs(20), || {
+        get_json(format!("{base}/healthz"))
+    })
+    .await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["region"], "eu-west");
 
-    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("edgemeet_sfu_participants"), "{metrics}");
     assert!(metrics.contains("edgemeet_sfu_build_info{"), "{metrics}");
 
@@ -116,12 +161,25 @@ async fn sfu_serves_health_and_metrics_and_heartbeats_signed() {
     assert_eq!(hb.url, base);
     assert!((hb.location.lat - 50.11).abs() < 1e-9);
     assert!(!hb.draining);
-    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("edgemeet_sfu_heartbeats_total{result=\"ok\"}"), "{metrics}");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("edgemeet_sfu_heartbeats_total{result=\"ok\"}"),
+        "{metrics}"
+    );
 
     // SIGTERM: the SFU tells the edge it is draining, then exits cleanly.
     let n = beats.lock().unwrap().len();
-    let status = Command::new("kill").args(["-TERM", &sfu.0.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &sfu.0.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     eventually("draining heartbeat", Duration::from_secs(5), || {
         let seen = beats.lock().unwrap()[n..].iter().any(|b| b.draining);
@@ -139,7 +197,16 @@ async fn sfu_serves_health_and_metrics_and_heartbeats_signed() {
 #[tokio::test]
 async fn bad_configuration_exits_with_a_clear_message() {
     let out = Command::new(env!("CARGO_BIN_EXE_edgemeet-sfu"))
-        .args(["--id", "x", "--region", "x", "--latitude", "95", "--longitude", "0"])
+        .args([
+            "--id",
+            "x",
+            "--region",
+            "x",
+            "--latitude",
+            "95",
+            "--longitude",
+            "0",
+        ])
         .env("EDGEMEET_SFU_CONTROL_SECRET", SECRET)
         .output()
         .unwrap();
@@ -154,18 +221,40 @@ async fn heartbeats_with_a_wrong_secret_are_refused_by_the_edge() {
     let (edge, beats) = fake_edge().await;
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_edgemeet-sfu"))
-        .args(["--id", "rogue", "--region", "x", "--latitude", "0", "--longitude", "0"])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--edge-url", &format!("http://{edge}")])
-        .env("EDGEMEET_SFU_CONTROL_SECRET", "a-different-secret-a-different-secret")
+        .args([
+            "--id",
+            "rogue",
+            "--region",
+            "x",
+            "--latitude",
+            "0",
+            "--longitude",
+            "0",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--edge-url",
+            &format!("http://{edge}"),
+        ])
+        .env(
+            "EDGEMEET_SFU_CONTROL_SECRET",
+            "a-different-secret-a-different-secret",
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let _sfu = Sfu(child);
-    let metrics = eventually("a failed heartbeat", Duration::from_secs(20), || async move {
-        let m = get_text(format!("http://127.0.0.1:{port}/metrics")).await?;
-        m.contains("edgemeet_sfu_heartbeats_total{result=\"error\"}").then_some(m)
-    })
+    let metrics = eventually(
+        "a failed heartbeat",
+        Duration::from_secs(20),
+        || async move {
+            let m = get_text(format!("http://127.0.0.1:{port}/metrics")).await?;
+            m.contains("edgemeet_sfu_heartbeats_total{result=\"error\"}")
+                .then_some(m)
+        },
+    )
     .await;
     assert!(!metrics.contains("result=\"ok\""), "{metrics}");
     assert!(beats.lock().unwrap().is_empty());

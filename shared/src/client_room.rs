@@ -37,7 +37,11 @@ impl ClientRoom {
                 let p = self.participants.remove(i);
                 Some(format!("{} left", p.name))
             }
-            ServerMessage::MediaChanged { id, audio_muted, video_muted } => {
+            ServerMessage::MediaChanged {
+                id,
+                audio_muted,
+                video_muted,
+            } => {
                 let p = self.participants.iter_mut().find(|p| &p.id == id)?;
                 p.audio_muted = *audio_muted;
                 p.video_muted = *video_muted;
@@ -59,7 +63,10 @@ impl ClientRoom {
                 p.away = away;
                 None
             }
-            ServerMessage::Pong { .. } | ServerMessage::Error { .. } | ServerMessage::Answer { .. } | ServerMessage::Offer { .. } => None,
+            ServerMessage::Pong { .. }
+            | ServerMessage::Error { .. }
+            | ServerMessage::Answer { .. }
+            | ServerMessage::Offer { .. } => None,
         }
     }
 
@@ -69,13 +76,21 @@ impl ClientRoom {
 
     /// Everyone but me, in join order.
     pub fn others(&self) -> Vec<ParticipantInfo> {
-        self.participants.iter().filter(|p| !self.is_me(&p.id)).cloned().collect()
+        self.participants
+            .iter()
+            .filter(|p| !self.is_me(&p.id))
+            .cloned()
+            .collect()
     }
 }
 
 /// Up to two initials of a display name, for a tile without video.
 pub fn initials(name: &str) -> String {
-    name.split_whitespace().filter_map(|w| w.chars().next()).take(2).flat_map(char::to_uppercase).collect()
+    name.split_whitespace()
+        .filter_map(|w| w.chars().next())
+        .take(2)
+        .flat_map(char::to_uppercase)
+        .collect()
 }
 
 #[cfg(test)]
@@ -85,13 +100,31 @@ mod tests {
     use crate::token::Role;
 
     fn p(id: &str, name: &str) -> ParticipantInfo {
-        ParticipantInfo { id: id.into(), name: name.into(), role: Role::Participant, audio_muted: false, video_muted: false, away: false }
+        ParticipantInfo {
+            id: id.into(),
+            name: name.into(),
+            role: Role::Participant,
+            audio_muted: false,
+            video_muted: false,
+            away: false,
+        }
     }
 
     fn room() -> ClientRoom {
         let mut r = ClientRoom::default();
-        let snap = RoomSnapshot { name: "r".into(), participants: vec![p("a", "Ada"), p("b", "Bob")], sfu: Some("eu-west".into()), host: Some("a".into()) };
-        assert_eq!(r.apply(&ServerMessage::Snapshot { you: "b".into(), room: snap }), None);
+        let snap = RoomSnapshot {
+            name: "r".into(),
+            participants: vec![p("a", "Ada"), p("b", "Bob")],
+            sfu: Some("eu-west".into()),
+            host: Some("a".into()),
+        };
+        assert_eq!(
+            r.apply(&ServerMessage::Snapshot {
+                you: "b".into(),
+                room: snap
+            }),
+            None
+        );
         r
     }
 
@@ -99,26 +132,60 @@ mod tests {
     fn joins_leaves_and_media_changes_update_the_room_with_notices() {
         let mut r = room();
         assert_eq!(r.others().len(), 1);
-        assert_eq!(r.apply(&ServerMessage::ParticipantJoined { participant: p("c", "Cy") }).as_deref(), Some("Cy joined"));
-        assert_eq!(r.apply(&ServerMessage::ParticipantJoined { participant: p("c", "Cy") }), None, "no duplicate");
+        assert_eq!(
+            r.apply(&ServerMessage::ParticipantJoined {
+                participant: p("c", "Cy")
+            })
+            .as_deref(),
+            Some("Cy joined")
+        );
+        assert_eq!(
+            r.apply(&ServerMessage::ParticipantJoined {
+                participant: p("c", "Cy")
+            }),
+            None,
+            "no duplicate"
+        );
         assert_eq!(r.participants.len(), 3);
-        r.apply(&ServerMessage::MediaChanged { id: "c".into(), audio_muted: true, video_muted: true });
+        r.apply(&ServerMessage::MediaChanged {
+            id: "c".into(),
+            audio_muted: true,
+            video_muted: true,
+        });
         assert!(r.participants[2].audio_muted && r.participants[2].video_muted);
-        assert_eq!(r.apply(&ServerMessage::ParticipantLeft { id: "c".into() }).as_deref(), Some("Cy left"));
-        assert_eq!(r.apply(&ServerMessage::ParticipantLeft { id: "c".into() }), None);
+        assert_eq!(
+            r.apply(&ServerMessage::ParticipantLeft { id: "c".into() })
+                .as_deref(),
+            Some("Cy left")
+        );
+        assert_eq!(
+            r.apply(&ServerMessage::ParticipantLeft { id: "c".into() }),
+            None
+        );
         assert_eq!(r.participants.len(), 2);
     }
 
     #[test]
     fn host_and_presence_changes() {
         let mut r = room();
-        assert_eq!(r.apply(&ServerMessage::HostChanged { id: "b".into() }).as_deref(), Some("You are the host now"));
+        assert_eq!(
+            r.apply(&ServerMessage::HostChanged { id: "b".into() })
+                .as_deref(),
+            Some("You are the host now")
+        );
         assert_eq!(r.participants[1].role, Role::Host);
         r.apply(&ServerMessage::ParticipantAway { id: "a".into() });
         assert!(r.participants[0].away);
         r.apply(&ServerMessage::ParticipantBack { id: "a".into() });
         assert!(!r.participants[0].away);
-        assert_eq!(r.apply(&ServerMessage::MediaChanged { id: "zz".into(), audio_muted: true, video_muted: false }), None);
+        assert_eq!(
+            r.apply(&ServerMessage::MediaChanged {
+                id: "zz".into(),
+                audio_muted: true,
+                video_muted: false
+            }),
+            None
+        );
     }
 
     #[test]

@@ -30,7 +30,13 @@ pub enum ControlAuthError {
     WeakSecret,
 }
 
-fn mac(secret: &[u8], t: Millis, method: &str, path: &str, body: &[u8]) -> Result<HmacSha256, ControlAuthError> {
+fn mac(
+    secret: &[u8],
+    t: Millis,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<HmacSha256, ControlAuthError> {
     if secret.len() < 32 {
         return Err(ControlAuthError::WeakSecret);
     }
@@ -46,8 +52,16 @@ fn mac(secret: &[u8], t: Millis, method: &str, path: &str, body: &[u8]) -> Resul
 }
 
 /// The header value for a request sent at `now`.
-pub fn sign(secret: &[u8], method: &str, path: &str, body: &[u8], now: Millis) -> Result<String, ControlAuthError> {
-    let tag = mac(secret, now, method, path, body)?.finalize().into_bytes();
+pub fn sign(
+    secret: &[u8],
+    method: &str,
+    path: &str,
+    body: &[u8],
+    now: Millis,
+) -> Result<String, ControlAuthError> {
+    let tag = mac(secret, now, method, path, body)?
+        .finalize()
+        .into_bytes();
     Ok(format!("t={now},v1={}", hex::encode(tag)))
 }
 
@@ -90,34 +104,72 @@ mod tests {
     fn signed_requests_verify() {
         let h = sign(S, "post", "/api/sfu/heartbeat", b"{}", 1000).unwrap();
         assert!(h.starts_with("t=1000,v1="));
-        assert_eq!(verify(S, Some(&h), "POST", "/api/sfu/heartbeat", b"{}", 1000 + MAX_SKEW_MS), Ok(()));
+        assert_eq!(
+            verify(
+                S,
+                Some(&h),
+                "POST",
+                "/api/sfu/heartbeat",
+                b"{}",
+                1000 + MAX_SKEW_MS
+            ),
+            Ok(())
+        );
     }
 
     #[test]
     fn tampering_is_detected() {
         let h = sign(S, "POST", "/a", b"{\"load\":1}", 1000).unwrap();
-        assert_eq!(verify(S, Some(&h), "POST", "/a", b"{\"load\":9}", 1000), Err(ControlAuthError::BadSignature));
-        assert_eq!(verify(S, Some(&h), "POST", "/b", b"{\"load\":1}", 1000), Err(ControlAuthError::BadSignature));
-        assert_eq!(verify(S, Some(&h), "GET", "/a", b"{\"load\":1}", 1000), Err(ControlAuthError::BadSignature));
+        assert_eq!(
+            verify(S, Some(&h), "POST", "/a", b"{\"load\":9}", 1000),
+            Err(ControlAuthError::BadSignature)
+        );
+        assert_eq!(
+            verify(S, Some(&h), "POST", "/b", b"{\"load\":1}", 1000),
+            Err(ControlAuthError::BadSignature)
+        );
+        assert_eq!(
+            verify(S, Some(&h), "GET", "/a", b"{\"load\":1}", 1000),
+            Err(ControlAuthError::BadSignature)
+        );
         let other = b"another-secret-another-secret-32";
-        assert_eq!(verify(other, Some(&h), "POST", "/a", b"{\"load\":1}", 1000), Err(ControlAuthError::BadSignature));
+        assert_eq!(
+            verify(other, Some(&h), "POST", "/a", b"{\"load\":1}", 1000),
+            Err(ControlAuthError::BadSignature)
+        );
         // Moving the timestamp invalidates the MAC too.
         let moved = h.replacen("t=1000", "t=1001", 1);
-        assert_eq!(verify(S, Some(&moved), "POST", "/a", b"{\"load\":1}", 1000), Err(ControlAuthError::BadSignature));
+        assert_eq!(
+            verify(S, Some(&moved), "POST", "/a", b"{\"load\":1}", 1000),
+            Err(ControlAuthError::BadSignature)
+        );
     }
 
     #[test]
     fn stale_missing_and_malformed_headers_are_refused() {
         let h = sign(S, "POST", "/a", b"", 1000).unwrap();
-        assert_eq!(verify(S, Some(&h), "POST", "/a", b"", 1000 + MAX_SKEW_MS + 1), Err(ControlAuthError::Stale(MAX_SKEW_MS + 1)));
-        assert_eq!(verify(S, None, "POST", "/a", b"", 1000), Err(ControlAuthError::Missing));
+        assert_eq!(
+            verify(S, Some(&h), "POST", "/a", b"", 1000 + MAX_SKEW_MS + 1),
+            Err(ControlAuthError::Stale(MAX_SKEW_MS + 1))
+        );
+        assert_eq!(
+            verify(S, None, "POST", "/a", b"", 1000),
+            Err(ControlAuthError::Missing)
+        );
         for bad in ["", "t=1", "v1=00", "t=x,v1=00", "t=1000,v1=zz"] {
-            assert_eq!(verify(S, Some(bad), "POST", "/a", b"", 1000), Err(ControlAuthError::Malformed), "{bad}");
+            assert_eq!(
+                verify(S, Some(bad), "POST", "/a", b"", 1000),
+                Err(ControlAuthError::Malformed),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn weak_secrets_are_refused() {
-        assert_eq!(sign(b"short", "POST", "/", b"", 0), Err(ControlAuthError::WeakSecret));
+        assert_eq!(
+            sign(b"short", "POST", "/", b"", 0),
+            Err(ControlAuthError::WeakSecret)
+        );
     }
 }

@@ -12,9 +12,24 @@ pub struct SimulcastLayer {
 
 /// Camera simulcast, lowest first, for a 1280×720 capture: 320×180, 640×360, 1280×720.
 pub const CAMERA_SIMULCAST: [SimulcastLayer; 3] = [
-    SimulcastLayer { rid: "q", scale_resolution_down_by: 4.0, max_bitrate_bps: 150_000, max_framerate: 15.0 },
-    SimulcastLayer { rid: "h", scale_resolution_down_by: 2.0, max_bitrate_bps: 500_000, max_framerate: 30.0 },
-    SimulcastLayer { rid: "f", scale_resolution_down_by: 1.0, max_bitrate_bps: 1_700_000, max_framerate: 30.0 },
+    SimulcastLayer {
+        rid: "q",
+        scale_resolution_down_by: 4.0,
+        max_bitrate_bps: 150_000,
+        max_framerate: 15.0,
+    },
+    SimulcastLayer {
+        rid: "h",
+        scale_resolution_down_by: 2.0,
+        max_bitrate_bps: 500_000,
+        max_framerate: 30.0,
+    },
+    SimulcastLayer {
+        rid: "f",
+        scale_resolution_down_by: 1.0,
+        max_bitrate_bps: 1_700_000,
+        max_framerate: 30.0,
+    },
 ];
 
 /// Capture height the presets are made for.
@@ -38,7 +53,10 @@ pub fn layer_for_tile(rendered_height: u32, device_pixel_ratio: f64) -> Option<u
 /// none does: a frozen picture is worse than a soft one).
 pub fn layer_for_bandwidth(estimated_bps: u64) -> usize {
     let budget = estimated_bps as f64 * 0.85;
-    CAMERA_SIMULCAST.iter().rposition(|l| l.max_bitrate_bps as f64 <= budget).unwrap_or(0)
+    CAMERA_SIMULCAST
+        .iter()
+        .rposition(|l| l.max_bitrate_bps as f64 <= budget)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -54,7 +72,11 @@ mod tests {
         assert_eq!(layer_for_tile(450, 1.0), Some(1));
         assert_eq!(layer_for_tile(451, 1.0), Some(2));
         assert_eq!(layer_for_tile(2000, 1.0), Some(2));
-        assert_eq!(layer_for_tile(200, 2.0), Some(1), "a HiDPI screen needs twice the pixels");
+        assert_eq!(
+            layer_for_tile(200, 2.0),
+            Some(1),
+            "a HiDPI screen needs twice the pixels"
+        );
     }
 
     #[test]
@@ -67,8 +89,10 @@ mod tests {
 
     #[test]
     fn presets_are_ordered_lowest_first() {
-        assert!(CAMERA_SIMULCAST.windows(2).all(|w| w[0].max_bitrate_bps < w[1].max_bitrate_bps
-            && w[0].scale_resolution_down_by > w[1].scale_resolution_down_by));
+        assert!(CAMERA_SIMULCAST
+            .windows(2)
+            .all(|w| w[0].max_bitrate_bps < w[1].max_bitrate_bps
+                && w[0].scale_resolution_down_by > w[1].scale_resolution_down_by));
         assert_eq!(CAMERA_SIMULCAST.map(|l| l.rid), ["q", "h", "f"]);
     }
 }

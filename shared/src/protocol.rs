@@ -24,7 +24,10 @@ pub enum ClientMessage {
     /// Keep-alive; answered with `pong`.
     Ping { nonce: u64 },
     /// Microphone / camera state changed.
-    SetMedia { audio_muted: bool, video_muted: bool },
+    SetMedia {
+        audio_muted: bool,
+        video_muted: bool,
+    },
     /// Leaving on purpose (closing the tab counts too, through the socket closing).
     Leave {},
     /// The browser's SDP offer for its PeerConnection to the room's SFU (first publish, or a new
@@ -39,22 +42,48 @@ pub enum ClientMessage {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// Sent once on connect: who you are and what the room looks like now.
-    Snapshot { you: String, room: RoomSnapshot },
-    ParticipantJoined { participant: ParticipantInfo },
-    ParticipantLeft { id: String },
-    MediaChanged { id: String, audio_muted: bool, video_muted: bool },
+    Snapshot {
+        you: String,
+        room: RoomSnapshot,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        id: String,
+    },
+    MediaChanged {
+        id: String,
+        audio_muted: bool,
+        video_muted: bool,
+    },
     /// `id`'s connection dropped; they stay in the room for the reconnect grace period.
-    ParticipantAway { id: String },
+    ParticipantAway {
+        id: String,
+    },
     /// `id` reconnected in time: same session, nothing to set up again.
-    ParticipantBack { id: String },
+    ParticipantBack {
+        id: String,
+    },
     /// The host left; `id` hosts the room now.
-    HostChanged { id: String },
-    Pong { nonce: u64 },
+    HostChanged {
+        id: String,
+    },
+    Pong {
+        nonce: u64,
+    },
     /// The SFU's answer to this client's `offer`.
-    Answer { sdp: String },
+    Answer {
+        sdp: String,
+    },
     /// The SFU offers a new session description (tracks to receive came or went); reply `answer`.
-    Offer { sdp: String },
-    Error { code: ErrorCode, message: String },
+    Offer {
+        sdp: String,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// The room as a newcomer sees it.
@@ -161,7 +190,12 @@ pub struct SfuSignal {
 /// A quick sanity check on a session description from a peer, before anyone spends work on it.
 pub fn check_sdp(sdp: &str) -> Result<(), WireError> {
     if !sdp.starts_with("v=0") || !sdp.contains("\nm=") {
-        return Err(WireError { code: ErrorCode::BadSdp, message: "not a session description (expected SDP starting with v=0 and with media sections)".into() });
+        return Err(WireError {
+            code: ErrorCode::BadSdp,
+            message:
+                "not a session description (expected SDP starting with v=0 and with media sections)"
+                    .into(),
+        });
     }
     Ok(())
 }
@@ -184,7 +218,11 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, WireError> {
     if text.len() > MAX_FRAME_BYTES {
         return Err(WireError {
             code: ErrorCode::BadMessage,
-            message: format!("frame of {} bytes is over the {} byte limit", text.len(), MAX_FRAME_BYTES),
+            message: format!(
+                "frame of {} bytes is over the {} byte limit",
+                text.len(),
+                MAX_FRAME_BYTES
+            ),
         });
     }
     serde_json::from_str(text).map_err(|e| WireError {
@@ -203,7 +241,10 @@ pub fn normalize_room_name(raw: &str) -> Result<String, String> {
     if name.len() > 64 {
         return Err("Room name is longer than 64 characters.".into());
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
         return Err(format!(
             "Room name has '{c}': use letters, digits, '-' and '_' only."
         ));
@@ -232,15 +273,28 @@ mod tests {
 
     #[test]
     fn client_messages_round_trip_with_type_tag() {
-        let m = ClientMessage::SetMedia { audio_muted: true, video_muted: false };
+        let m = ClientMessage::SetMedia {
+            audio_muted: true,
+            video_muted: false,
+        };
         let s = serde_json::to_string(&m).unwrap();
-        assert_eq!(s, r#"{"type":"set_media","audio_muted":true,"video_muted":false}"#);
+        assert_eq!(
+            s,
+            r#"{"type":"set_media","audio_muted":true,"video_muted":false}"#
+        );
         assert_eq!(parse_client_message(&s).unwrap(), m);
     }
 
     #[test]
     fn malformed_and_unknown_frames_are_wire_errors() {
-        for bad in ["", "{", "[]", r#"{"type":"nope"}"#, r#"{"type":"ping"}"#, r#"{"type":"leave","x":1}"#] {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"type":"nope"}"#,
+            r#"{"type":"ping"}"#,
+            r#"{"type":"leave","x":1}"#,
+        ] {
             let e = parse_client_message(bad).unwrap_err();
             assert_eq!(e.code, ErrorCode::BadMessage, "{bad}");
             assert!(!e.message.is_empty());
@@ -249,14 +303,20 @@ mod tests {
 
     #[test]
     fn oversized_frames_are_refused() {
-        let big = format!(r#"{{"type":"ping","nonce":1,"pad":"{}"}}"#, "x".repeat(MAX_FRAME_BYTES));
+        let big = format!(
+            r#"{{"type":"ping","nonce":1,"pad":"{}"}}"#,
+            "x".repeat(MAX_FRAME_BYTES)
+        );
         let e = parse_client_message(&big).unwrap_err();
         assert!(e.message.contains("limit"));
     }
 
     #[test]
     fn room_names_are_validated_and_folded() {
-        assert_eq!(normalize_room_name("  Team-Sync_1 ").unwrap(), "team-sync_1");
+        assert_eq!(
+            normalize_room_name("  Team-Sync_1 ").unwrap(),
+            "team-sync_1"
+        );
         assert!(normalize_room_name("").is_err());
         assert!(normalize_room_name("a b").unwrap_err().contains("' '"));
         assert!(normalize_room_name(&"a".repeat(65)).is_err());
@@ -276,7 +336,10 @@ mod tests {
     fn reconnect_policy() {
         let v: Vec<u32> = (0..7).map(reconnect_delay_ms).collect();
         assert_eq!(v, [250, 500, 1000, 2000, 4000, 4000, 4000]);
-        assert!(v.iter().take(4).sum::<u32>() < 10_000, "four tries fit in the grace period");
+        assert!(
+            v.iter().take(4).sum::<u32>() < 10_000,
+            "four tries fit in the grace period"
+        );
         for c in [1000, 1009, 4000, 4401, 4403] {
             assert!(is_final_close(c), "{c}");
         }
@@ -289,7 +352,13 @@ mod tests {
     fn error_codes_map_to_http_statuses() {
         assert_eq!(ErrorCode::Unauthorized.http_status(), 401);
         assert_eq!(ErrorCode::NoMediaServer.http_status(), 503);
-        let e = WireError { code: ErrorCode::NotFound, message: "x".into() };
-        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"code":"not_found","message":"x"}"#);
+        let e = WireError {
+            code: ErrorCode::NotFound,
+            message: "x".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"code":"not_found","message":"x"}"#
+        );
     }
 }

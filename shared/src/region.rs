@@ -27,7 +27,10 @@ pub struct GeoPoint {
 
 impl GeoPoint {
     pub fn is_valid(&self) -> bool {
-        self.lat.is_finite() && self.lon.is_finite() && (-90.0..=90.0).contains(&self.lat) && (-180.0..=180.0).contains(&self.lon)
+        self.lat.is_finite()
+            && self.lon.is_finite()
+            && (-90.0..=90.0).contains(&self.lat)
+            && (-180.0..=180.0).contains(&self.lon)
     }
 }
 
@@ -119,7 +122,10 @@ impl Registry {
     pub fn heartbeat(&mut self, hb: SfuHeartbeat, now: Millis) -> Result<(), RegistryError> {
         let id_ok = !hb.id.is_empty()
             && hb.id.len() <= 64
-            && hb.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            && hb
+                .id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !id_ok {
             return Err(RegistryError::BadId);
         }
@@ -136,7 +142,8 @@ impl Registry {
             return Err(RegistryError::BadLoad);
         }
         self.sfus.insert(hb.id.clone(), (hb, now));
-        self.sfus.retain(|_, (_, seen)| now.saturating_sub(*seen) < FORGET_AFTER_MS);
+        self.sfus
+            .retain(|_, (_, seen)| now.saturating_sub(*seen) < FORGET_AFTER_MS);
         Ok(())
     }
 
@@ -145,7 +152,11 @@ impl Registry {
             .values()
             .map(|(hb, seen)| {
                 let age = now.saturating_sub(*seen);
-                SfuStatus { heartbeat: hb.clone(), last_seen_ms_ago: age, healthy: age < STALE_AFTER_MS }
+                SfuStatus {
+                    heartbeat: hb.clone(),
+                    last_seen_ms_ago: age,
+                    healthy: age < STALE_AFTER_MS,
+                }
             })
             .collect()
     }
@@ -171,8 +182,14 @@ pub fn choose_sfu(sfus: &[SfuStatus], client: Option<GeoPoint>) -> Result<SfuCho
         // Ties go to the lexically smaller id, so the choice is deterministic.
         if best.as_ref().is_none_or(|b| score < b.score) {
             let reason = match distance {
-                Some(d) => format!("nearest healthy SFU: {d:.0} km away, {:.0}% loaded", occupancy * 100.0),
-                None => format!("client location unknown: least loaded healthy SFU ({:.0}%)", occupancy * 100.0),
+                Some(d) => format!(
+                    "nearest healthy SFU: {d:.0} km away, {:.0}% loaded",
+                    occupancy * 100.0
+                ),
+                None => format!(
+                    "client location unknown: least loaded healthy SFU ({:.0}%)",
+                    occupancy * 100.0
+                ),
             };
             best = Some(SfuChoice {
                 id: hb.id.clone(),
@@ -193,7 +210,11 @@ pub const DEV_LOCATION_HEADER: &str = "x-edgemeet-dev-location";
 /// Where a client is, for routing: the runtime's idea (`request.cf`), unless this is a dev deployment
 /// (`allow_override`) and the request carries [`DEV_LOCATION_HEADER`]. A deployed worker never sets
 /// `allow_override`, so the header is ignored there.
-pub fn client_location(cf: Option<GeoPoint>, override_header: Option<&str>, allow_override: bool) -> Option<GeoPoint> {
+pub fn client_location(
+    cf: Option<GeoPoint>,
+    override_header: Option<&str>,
+    allow_override: bool,
+) -> Option<GeoPoint> {
     if allow_override {
         if let Some(p) = override_header.and_then(parse_location) {
             return Some(p);
@@ -204,7 +225,10 @@ pub fn client_location(cf: Option<GeoPoint>, override_header: Option<&str>, allo
 
 fn parse_location(s: &str) -> Option<GeoPoint> {
     let (lat, lon) = s.split_once(',')?;
-    let p = GeoPoint { lat: lat.trim().parse().ok()?, lon: lon.trim().parse().ok()? };
+    let p = GeoPoint {
+        lat: lat.trim().parse().ok()?,
+        lon: lon.trim().parse().ok()?,
+    };
     p.is_valid().then_some(p)
 }
 
@@ -240,13 +264,31 @@ mod tests {
         r
     }
 
-    const FRANKFURT: GeoPoint = GeoPoint { lat: 50.1, lon: 8.7 };
-    const SINGAPORE: GeoPoint = GeoPoint { lat: 1.3, lon: 103.8 };
-    const AUSTIN: GeoPoint = GeoPoint { lat: 30.27, lon: -97.74 };
+    const FRANKFURT: GeoPoint = GeoPoint {
+        lat: 50.1,
+        lon: 8.7,
+    };
+    const SINGAPORE: GeoPoint = GeoPoint {
+        lat: 1.3,
+        lon: 103.8,
+    };
+    const AUSTIN: GeoPoint = GeoPoint {
+        lat: 30.27,
+        lon: -97.74,
+    };
 
     #[test]
     fn distance_is_great_circle() {
-        let d = distance_km(GeoPoint { lat: 51.5, lon: -0.13 }, GeoPoint { lat: 40.71, lon: -74.0 });
+        let d = distance_km(
+            GeoPoint {
+                lat: 51.5,
+                lon: -0.13,
+            },
+            GeoPoint {
+                lat: 40.71,
+                lon: -74.0,
+            },
+        );
         assert!((d - 5_570.0).abs() < 30.0, "London-New York {d}");
         assert!(distance_km(FRANKFURT, FRANKFURT) < 1e-9);
     }
@@ -257,7 +299,11 @@ mod tests {
         assert_eq!(r.choose(Some(FRANKFURT), 1000).unwrap().id, "eu-west");
         assert_eq!(r.choose(Some(SINGAPORE), 1000).unwrap().id, "ap-south");
         assert_eq!(r.choose(Some(AUSTIN), 1000).unwrap().id, "us-east");
-        assert!(r.choose(Some(FRANKFURT), 1000).unwrap().reason.contains("km away"));
+        assert!(r
+            .choose(Some(FRANKFURT), 1000)
+            .unwrap()
+            .reason
+            .contains("km away"));
     }
 
     #[test]
@@ -267,7 +313,10 @@ mod tests {
         r.heartbeat(hb("us-east", 39.04, -77.49), 5_000).unwrap();
         r.heartbeat(hb("ap-south", 1.35, 103.82), 5_000).unwrap();
         assert_eq!(r.choose(Some(FRANKFURT), 5_999).unwrap().id, "eu-west");
-        assert_eq!(r.choose(Some(FRANKFURT), STALE_AFTER_MS).unwrap().id, "us-east");
+        assert_eq!(
+            r.choose(Some(FRANKFURT), STALE_AFTER_MS).unwrap().id,
+            "us-east"
+        );
         let mut d = hb("us-east", 39.04, -77.49);
         d.draining = true;
         r.heartbeat(d, 6_000).unwrap();
@@ -275,7 +324,10 @@ mod tests {
         let mut full = hb("ap-south", 1.35, 103.82);
         full.load.participants = 100;
         r.heartbeat(full, 6_000).unwrap();
-        assert_eq!(r.choose(Some(FRANKFURT), 6_000), Err(RoutingError::NoHealthySfu));
+        assert_eq!(
+            r.choose(Some(FRANKFURT), 6_000),
+            Err(RoutingError::NoHealthySfu)
+        );
     }
 
     #[test]
@@ -298,7 +350,17 @@ mod tests {
         assert_ne!(c.id, "us-east");
         assert!(c.reason.contains("unknown"));
         // An invalid location counts as unknown.
-        assert!(r.choose(Some(GeoPoint { lat: 200.0, lon: 0.0 }), 0).unwrap().distance_km.is_none());
+        assert!(r
+            .choose(
+                Some(GeoPoint {
+                    lat: 200.0,
+                    lon: 0.0
+                }),
+                0
+            )
+            .unwrap()
+            .distance_km
+            .is_none());
     }
 
     #[test]
@@ -322,19 +384,41 @@ mod tests {
     #[test]
     fn the_dev_location_override_is_honoured_only_when_allowed() {
         let cf = Some(AUSTIN);
-        assert_eq!(client_location(cf, Some("50.1, 8.7"), true), Some(FRANKFURT));
-        assert_eq!(client_location(cf, Some("50.1,8.7"), false), cf, "a deployed worker ignores the header");
+        assert_eq!(
+            client_location(cf, Some("50.1, 8.7"), true),
+            Some(FRANKFURT)
+        );
+        assert_eq!(
+            client_location(cf, Some("50.1,8.7"), false),
+            cf,
+            "a deployed worker ignores the header"
+        );
         assert_eq!(client_location(cf, Some("garbage"), true), cf);
         assert_eq!(client_location(cf, Some("91,0"), true), cf);
         assert_eq!(client_location(None, None, true), None);
-        assert_eq!(client_location(Some(GeoPoint { lat: f64::NAN, lon: 0.0 }), None, false), None);
+        assert_eq!(
+            client_location(
+                Some(GeoPoint {
+                    lat: f64::NAN,
+                    lon: 0.0
+                }),
+                None,
+                false
+            ),
+            None
+        );
     }
 
     #[test]
     fn long_silent_sfus_are_forgotten() {
         let mut r = registry();
-        r.heartbeat(hb("us-east", 39.04, -77.49), FORGET_AFTER_MS).unwrap();
-        let ids: Vec<_> = r.status(FORGET_AFTER_MS).into_iter().map(|s| s.heartbeat.id).collect();
+        r.heartbeat(hb("us-east", 39.04, -77.49), FORGET_AFTER_MS)
+            .unwrap();
+        let ids: Vec<_> = r
+            .status(FORGET_AFTER_MS)
+            .into_iter()
+            .map(|s| s.heartbeat.id)
+            .collect();
         assert_eq!(ids, ["us-east"]);
     }
 }

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{
-    check_sdp, parse_client_message, ClientMessage, ErrorCode, ParticipantInfo, RoomSnapshot, ServerMessage, PROTOCOL_VERSION,
+    check_sdp, parse_client_message, ClientMessage, ErrorCode, ParticipantInfo, RoomSnapshot,
+    ServerMessage, PROTOCOL_VERSION,
 };
 use crate::region::SfuChoice;
 use crate::token::{Claims, Grants, Role};
@@ -43,7 +44,11 @@ pub enum Input {
     /// The SFU offers `participant` a new session description (tracks came or went).
     SfuOffer { participant: String, sdp: String },
     /// A call to the SFU for `participant` failed; tell them (and only them).
-    SfuFailed { participant: String, code: ErrorCode, message: String },
+    SfuFailed {
+        participant: String,
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// What the DO must ask the room's SFU, on behalf of one participant.
@@ -59,14 +64,29 @@ pub enum SfuCall {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    Send { conn: ConnId, msg: ServerMessage },
+    Send {
+        conn: ConnId,
+        msg: ServerMessage,
+    },
     /// To every open connection of the room except `except`.
-    Broadcast { except: Option<ConnId>, msg: ServerMessage },
-    Close { conn: ConnId, code: u16, reason: String },
+    Broadcast {
+        except: Option<ConnId>,
+        msg: ServerMessage,
+    },
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: String,
+    },
     /// Call `Input::Tick` at (or after) this time.
-    WakeAt { at: Millis },
+    WakeAt {
+        at: Millis,
+    },
     /// Call the room's SFU for `participant`; feed its outcome back as `SfuAnswer` / `SfuFailed`.
-    Sfu { participant: String, call: SfuCall },
+    Sfu {
+        participant: String,
+        call: SfuCall,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,7 +115,12 @@ pub struct Room {
 
 impl Room {
     pub fn new(name: impl Into<String>) -> Room {
-        Room { name: name.into(), members: BTreeMap::new(), sfu: None, host: None }
+        Room {
+            name: name.into(),
+            members: BTreeMap::new(),
+            sfu: None,
+            host: None,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -116,13 +141,22 @@ impl Room {
     }
 
     pub fn snapshot(&self) -> RoomSnapshot {
-        let mut participants: Vec<ParticipantInfo> = self.members.values().map(|m| m.info.clone()).collect();
+        let mut participants: Vec<ParticipantInfo> =
+            self.members.values().map(|m| m.info.clone()).collect();
         participants.sort_by(|a, b| a.id.cmp(&b.id));
-        RoomSnapshot { name: self.name.clone(), participants, sfu: self.sfu.as_ref().map(|c| c.id.clone()), host: self.host.clone() }
+        RoomSnapshot {
+            name: self.name.clone(),
+            participants,
+            sfu: self.sfu.as_ref().map(|c| c.id.clone()),
+            host: self.host.clone(),
+        }
     }
 
     fn member_by_conn(&self, conn: &str) -> Option<&String> {
-        self.members.iter().find(|(_, m)| m.conn == conn).map(|(id, _)| id)
+        self.members
+            .iter()
+            .find(|(_, m)| m.conn == conn)
+            .map(|(id, _)| id)
     }
 
     pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Effect> {
@@ -136,25 +170,39 @@ impl Room {
                     m.away_since = Some(now);
                     m.info.away = true;
                     vec![
-                        Effect::Broadcast { except: Some(conn), msg: ServerMessage::ParticipantAway { id } },
-                        Effect::WakeAt { at: now + RECONNECT_GRACE_MS },
+                        Effect::Broadcast {
+                            except: Some(conn),
+                            msg: ServerMessage::ParticipantAway { id },
+                        },
+                        Effect::WakeAt {
+                            at: now + RECONNECT_GRACE_MS,
+                        },
                     ]
                 }
                 None => Vec::new(),
             },
-            Input::SfuAnswer { participant, sdp } => self.to_member(&participant, ServerMessage::Answer { sdp }),
+            Input::SfuAnswer { participant, sdp } => {
+                self.to_member(&participant, ServerMessage::Answer { sdp })
+            }
             Input::SfuOffer { participant, sdp } => match self.members.get_mut(&participant) {
                 Some(m) => {
                     m.pending_offer = Some(sdp.clone());
                     if m.away_since.is_some() {
                         Vec::new() // handed over when they are back
                     } else {
-                        vec![Effect::Send { conn: m.conn.clone(), msg: ServerMessage::Offer { sdp } }]
+                        vec![Effect::Send {
+                            conn: m.conn.clone(),
+                            msg: ServerMessage::Offer { sdp },
+                        }]
                     }
                 }
                 None => Vec::new(),
             },
-            Input::SfuFailed { participant, code, message } => self.to_member(&participant, ServerMessage::Error { code, message }),
+            Input::SfuFailed {
+                participant,
+                code,
+                message,
+            } => self.to_member(&participant, ServerMessage::Error { code, message }),
             Input::Tick => {
                 let gone: Vec<String> = self
                     .members
@@ -165,7 +213,9 @@ impl Room {
                 let mut out: Vec<Effect> = gone.iter().flat_map(|id| self.remove(id)).collect();
                 // Still someone away: wake again when their grace ends.
                 if let Some(next) = self.members.values().filter_map(|m| m.away_since).min() {
-                    out.push(Effect::WakeAt { at: next + RECONNECT_GRACE_MS });
+                    out.push(Effect::WakeAt {
+                        at: next + RECONNECT_GRACE_MS,
+                    });
                 }
                 out
             }
@@ -182,13 +232,25 @@ impl Room {
             if let Some(sdp) = m.pending_offer.clone() {
                 // The SFU's offer may have been lost with the old connection: hand it over again
                 // (after the snapshot, below).
-                out.push(Effect::Send { conn: conn.clone(), msg: ServerMessage::Offer { sdp } });
+                out.push(Effect::Send {
+                    conn: conn.clone(),
+                    msg: ServerMessage::Offer { sdp },
+                });
             }
             if m.away_since.take().is_some() {
                 m.info.away = false;
-                out.push(Effect::Broadcast { except: Some(conn.clone()), msg: ServerMessage::ParticipantBack { id: claims.sub.clone() } });
+                out.push(Effect::Broadcast {
+                    except: Some(conn.clone()),
+                    msg: ServerMessage::ParticipantBack {
+                        id: claims.sub.clone(),
+                    },
+                });
             } else {
-                out.push(Effect::Close { conn: old, code: CLOSE_REPLACED, reason: "replaced by a newer connection".into() });
+                out.push(Effect::Close {
+                    conn: old,
+                    code: CLOSE_REPLACED,
+                    reason: "replaced by a newer connection".into(),
+                });
             }
         } else {
             let becomes_host = self.host.is_none();
@@ -198,7 +260,11 @@ impl Room {
             let info = ParticipantInfo {
                 id: claims.sub.clone(),
                 name: claims.name.clone(),
-                role: if becomes_host { Role::Host } else { claims.role },
+                role: if becomes_host {
+                    Role::Host
+                } else {
+                    claims.role
+                },
                 audio_muted: false,
                 video_muted: false,
                 away: false,
@@ -206,73 +272,161 @@ impl Room {
             // To everyone else: the newcomer learns about itself from the snapshot.
             out.push(Effect::Broadcast {
                 except: Some(conn.clone()),
-                msg: ServerMessage::ParticipantJoined { participant: info.clone() },
+                msg: ServerMessage::ParticipantJoined {
+                    participant: info.clone(),
+                },
             });
             self.members.insert(
                 claims.sub.clone(),
-                Member { info, conn: conn.clone(), joined_at: now, away_since: None, grants: claims.grants, pending_offer: None },
+                Member {
+                    info,
+                    conn: conn.clone(),
+                    joined_at: now,
+                    away_since: None,
+                    grants: claims.grants,
+                    pending_offer: None,
+                },
             );
         }
         // The snapshot goes first to the newcomer: anything queued for them above follows it.
-        let pos = out.iter().position(|e| matches!(e, Effect::Send { .. })).unwrap_or(out.len());
-        out.insert(pos, Effect::Send { conn, msg: ServerMessage::Snapshot { you: claims.sub, room: self.snapshot() } });
+        let pos = out
+            .iter()
+            .position(|e| matches!(e, Effect::Send { .. }))
+            .unwrap_or(out.len());
+        out.insert(
+            pos,
+            Effect::Send {
+                conn,
+                msg: ServerMessage::Snapshot {
+                    you: claims.sub,
+                    room: self.snapshot(),
+                },
+            },
+        );
         out
     }
 
     fn frame(&mut self, conn: ConnId, text: &str) -> Vec<Effect> {
         let Some(id) = self.member_by_conn(&conn).cloned() else {
-            return vec![Effect::Close { conn, code: 4403, reason: "not a member of this room".into() }];
+            return vec![Effect::Close {
+                conn,
+                code: 4403,
+                reason: "not a member of this room".into(),
+            }];
         };
         let msg = match parse_client_message(text) {
             Ok(m) => m,
-            Err(e) => return vec![Effect::Send { conn, msg: ServerMessage::Error { code: e.code, message: e.message } }],
+            Err(e) => {
+                return vec![Effect::Send {
+                    conn,
+                    msg: ServerMessage::Error {
+                        code: e.code,
+                        message: e.message,
+                    },
+                }]
+            }
         };
         match msg {
             ClientMessage::Hello { version } if version != PROTOCOL_VERSION => vec![Effect::Send {
                 conn,
                 msg: ServerMessage::Error {
                     code: ErrorCode::UnsupportedVersion,
-                    message: format!("this server speaks protocol version {PROTOCOL_VERSION}, not {version}"),
+                    message: format!(
+                        "this server speaks protocol version {PROTOCOL_VERSION}, not {version}"
+                    ),
                 },
             }],
             ClientMessage::Hello { .. } => Vec::new(),
-            ClientMessage::Ping { nonce } => vec![Effect::Send { conn, msg: ServerMessage::Pong { nonce } }],
-            ClientMessage::SetMedia { audio_muted, video_muted } => {
+            ClientMessage::Ping { nonce } => vec![Effect::Send {
+                conn,
+                msg: ServerMessage::Pong { nonce },
+            }],
+            ClientMessage::SetMedia {
+                audio_muted,
+                video_muted,
+            } => {
                 let m = self.members.get_mut(&id).expect("member found above");
                 if (m.info.audio_muted, m.info.video_muted) == (audio_muted, video_muted) {
                     return Vec::new();
                 }
                 m.info.audio_muted = audio_muted;
                 m.info.video_muted = video_muted;
-                vec![Effect::Broadcast { except: None, msg: ServerMessage::MediaChanged { id, audio_muted, video_muted } }]
+                vec![Effect::Broadcast {
+                    except: None,
+                    msg: ServerMessage::MediaChanged {
+                        id,
+                        audio_muted,
+                        video_muted,
+                    },
+                }]
             }
             ClientMessage::Offer { sdp } | ClientMessage::Answer { sdp } if self.sfu.is_none() => {
                 let _ = sdp;
-                vec![Effect::Send { conn, msg: ServerMessage::Error { code: ErrorCode::NoMediaServer, message: "this room has no media server yet".into() } }]
+                vec![Effect::Send {
+                    conn,
+                    msg: ServerMessage::Error {
+                        code: ErrorCode::NoMediaServer,
+                        message: "this room has no media server yet".into(),
+                    },
+                }]
             }
             ClientMessage::Offer { sdp } => {
                 let m = self.members.get(&id).expect("member found above");
                 if !m.grants.publish && !m.grants.subscribe {
-                    return vec![Effect::Send { conn, msg: ServerMessage::Error { code: ErrorCode::Forbidden, message: "your token grants neither publish nor subscribe".into() } }];
+                    return vec![Effect::Send {
+                        conn,
+                        msg: ServerMessage::Error {
+                            code: ErrorCode::Forbidden,
+                            message: "your token grants neither publish nor subscribe".into(),
+                        },
+                    }];
                 }
                 if let Err(e) = check_sdp(&sdp) {
-                    return vec![Effect::Send { conn, msg: ServerMessage::Error { code: e.code, message: e.message } }];
+                    return vec![Effect::Send {
+                        conn,
+                        msg: ServerMessage::Error {
+                            code: e.code,
+                            message: e.message,
+                        },
+                    }];
                 }
-                vec![Effect::Sfu { participant: id, call: SfuCall::Offer { sdp } }]
+                vec![Effect::Sfu {
+                    participant: id,
+                    call: SfuCall::Offer { sdp },
+                }]
             }
             ClientMessage::Answer { sdp } => {
                 if let Err(e) = check_sdp(&sdp) {
-                    return vec![Effect::Send { conn, msg: ServerMessage::Error { code: e.code, message: e.message } }];
+                    return vec![Effect::Send {
+                        conn,
+                        msg: ServerMessage::Error {
+                            code: e.code,
+                            message: e.message,
+                        },
+                    }];
                 }
                 let m = self.members.get_mut(&id).expect("member found above");
                 if m.pending_offer.take().is_none() {
-                    return vec![Effect::Send { conn, msg: ServerMessage::Error { code: ErrorCode::BadMessage, message: "no offer is waiting for an answer".into() } }];
+                    return vec![Effect::Send {
+                        conn,
+                        msg: ServerMessage::Error {
+                            code: ErrorCode::BadMessage,
+                            message: "no offer is waiting for an answer".into(),
+                        },
+                    }];
                 }
-                vec![Effect::Sfu { participant: id, call: SfuCall::Answer { sdp } }]
+                vec![Effect::Sfu {
+                    participant: id,
+                    call: SfuCall::Answer { sdp },
+                }]
             }
             ClientMessage::Leave {} => {
                 let mut out = self.remove(&id);
-                out.push(Effect::Close { conn, code: 1000, reason: "left".into() });
+                out.push(Effect::Close {
+                    conn,
+                    code: 1000,
+                    reason: "left".into(),
+                });
                 out
             }
         }
@@ -282,18 +436,31 @@ impl Room {
         if self.members.remove(id).is_none() {
             return Vec::new();
         }
-        let mut out = vec![Effect::Broadcast { except: None, msg: ServerMessage::ParticipantLeft { id: id.to_string() } }];
+        let mut out = vec![Effect::Broadcast {
+            except: None,
+            msg: ServerMessage::ParticipantLeft { id: id.to_string() },
+        }];
         if self.sfu.is_some() {
-            out.push(Effect::Sfu { participant: id.to_string(), call: SfuCall::Leave });
+            out.push(Effect::Sfu {
+                participant: id.to_string(),
+                call: SfuCall::Leave,
+            });
         }
         if self.host.as_deref() == Some(id) {
             // Hand over to the longest-present member (ties: smallest id), or to nobody.
-            self.host = self.members.iter().min_by_key(|(mid, m)| (m.joined_at, (*mid).clone())).map(|(mid, _)| mid.clone());
+            self.host = self
+                .members
+                .iter()
+                .min_by_key(|(mid, m)| (m.joined_at, (*mid).clone()))
+                .map(|(mid, _)| mid.clone());
             if let Some(new) = &self.host {
                 if let Some(m) = self.members.get_mut(new) {
                     m.info.role = Role::Host;
                 }
-                out.push(Effect::Broadcast { except: None, msg: ServerMessage::HostChanged { id: new.clone() } });
+                out.push(Effect::Broadcast {
+                    except: None,
+                    msg: ServerMessage::HostChanged { id: new.clone() },
+                });
             }
         }
         out
@@ -301,7 +468,10 @@ impl Room {
 
     fn to_member(&self, id: &str, msg: ServerMessage) -> Vec<Effect> {
         match self.members.get(id) {
-            Some(m) if m.away_since.is_none() => vec![Effect::Send { conn: m.conn.clone(), msg }],
+            Some(m) if m.away_since.is_none() => vec![Effect::Send {
+                conn: m.conn.clone(),
+                msg,
+            }],
             _ => Vec::new(),
         }
     }
@@ -337,7 +507,13 @@ mod tests {
     }
 
     fn connect(room: &mut Room, id: &str, conn: &str) -> Vec<Effect> {
-        room.handle(0, Input::Connect { conn: conn.into(), claims: claims(id) })
+        room.handle(
+            0,
+            Input::Connect {
+                conn: conn.into(),
+                claims: claims(id),
+            },
+        )
     }
 
     #[test]
@@ -345,10 +521,15 @@ mod tests {
         let mut r = Room::new("r");
         connect(&mut r, "a", "c1");
         let fx = connect(&mut r, "b", "c2");
-        assert!(matches!(&fx[0], Effect::Broadcast { except: Some(c), msg: ServerMessage::ParticipantJoined { participant } }
-            if participant.id == "b" && c == "c2"));
+        assert!(
+            matches!(&fx[0], Effect::Broadcast { except: Some(c), msg: ServerMessage::ParticipantJoined { participant } }
+            if participant.id == "b" && c == "c2")
+        );
         match &fx[1] {
-            Effect::Send { conn, msg: ServerMessage::Snapshot { you, room } } => {
+            Effect::Send {
+                conn,
+                msg: ServerMessage::Snapshot { you, room },
+            } => {
                 assert_eq!(conn, "c2");
                 assert_eq!(you, "b");
                 let ids: Vec<_> = room.participants.iter().map(|p| p.id.as_str()).collect();
@@ -361,27 +542,87 @@ mod tests {
     #[test]
     fn the_first_joiner_hosts_and_hands_over_to_the_longest_present() {
         let mut r = Room::new("r");
-        r.handle(0, Input::Connect { conn: "c1".into(), claims: claims("a") });
-        r.handle(10, Input::Connect { conn: "c3".into(), claims: claims("c") });
-        r.handle(20, Input::Connect { conn: "c2".into(), claims: claims("b") });
+        r.handle(
+            0,
+            Input::Connect {
+                conn: "c1".into(),
+                claims: claims("a"),
+            },
+        );
+        r.handle(
+            10,
+            Input::Connect {
+                conn: "c3".into(),
+                claims: claims("c"),
+            },
+        );
+        r.handle(
+            20,
+            Input::Connect {
+                conn: "c2".into(),
+                claims: claims("b"),
+            },
+        );
         let snap = r.snapshot();
         assert_eq!(snap.host.as_deref(), Some("a"));
         assert_eq!(snap.participants[0].role, Role::Host);
         assert_eq!(snap.participants[1].role, Role::Participant);
         // A non-host leaving changes nothing about hosting.
-        let fx = r.handle(30, Input::Disconnect { conn: "c2".into(), clean: true });
+        let fx = r.handle(
+            30,
+            Input::Disconnect {
+                conn: "c2".into(),
+                clean: true,
+            },
+        );
         assert_eq!(fx.len(), 1);
         // The host leaving hands over to c (joined at 10), not to whoever sorts first.
-        r.handle(31, Input::Connect { conn: "c2".into(), claims: claims("b") });
-        let fx = r.handle(40, Input::Disconnect { conn: "c1".into(), clean: true });
-        assert_eq!(fx[1], Effect::Broadcast { except: None, msg: ServerMessage::HostChanged { id: "c".into() } });
+        r.handle(
+            31,
+            Input::Connect {
+                conn: "c2".into(),
+                claims: claims("b"),
+            },
+        );
+        let fx = r.handle(
+            40,
+            Input::Disconnect {
+                conn: "c1".into(),
+                clean: true,
+            },
+        );
+        assert_eq!(
+            fx[1],
+            Effect::Broadcast {
+                except: None,
+                msg: ServerMessage::HostChanged { id: "c".into() }
+            }
+        );
         assert_eq!(r.host(), Some("c"));
         assert_eq!(r.role_of("c"), Some(Role::Host));
         // The last one out leaves a room with no host; the next first joiner hosts.
-        r.handle(50, Input::Disconnect { conn: "c3".into(), clean: true });
-        r.handle(51, Input::Disconnect { conn: "c2".into(), clean: true });
+        r.handle(
+            50,
+            Input::Disconnect {
+                conn: "c3".into(),
+                clean: true,
+            },
+        );
+        r.handle(
+            51,
+            Input::Disconnect {
+                conn: "c2".into(),
+                clean: true,
+            },
+        );
         assert_eq!(r.host(), None);
-        r.handle(60, Input::Connect { conn: "c9".into(), claims: claims("z") });
+        r.handle(
+            60,
+            Input::Connect {
+                conn: "c9".into(),
+                claims: claims("z"),
+            },
+        );
         assert_eq!(r.host(), Some("z"));
     }
 
@@ -390,30 +631,82 @@ mod tests {
         let mut r = Room::new("r");
         connect(&mut r, "a", "c1");
         connect(&mut r, "b", "c2");
-        r.handle(100, Input::Frame { conn: "c2".into(), text: r#"{"type":"set_media","audio_muted":true,"video_muted":false}"#.into() });
-        let fx = r.handle(1_000, Input::Disconnect { conn: "c2".into(), clean: false });
+        r.handle(
+            100,
+            Input::Frame {
+                conn: "c2".into(),
+                text: r#"{"type":"set_media","audio_muted":true,"video_muted":false}"#.into(),
+            },
+        );
+        let fx = r.handle(
+            1_000,
+            Input::Disconnect {
+                conn: "c2".into(),
+                clean: false,
+            },
+        );
         assert_eq!(
             fx,
             vec![
-                Effect::Broadcast { except: Some("c2".into()), msg: ServerMessage::ParticipantAway { id: "b".into() } },
-                Effect::WakeAt { at: 1_000 + RECONNECT_GRACE_MS },
+                Effect::Broadcast {
+                    except: Some("c2".into()),
+                    msg: ServerMessage::ParticipantAway { id: "b".into() }
+                },
+                Effect::WakeAt {
+                    at: 1_000 + RECONNECT_GRACE_MS
+                },
             ],
             "the others learn b is away, not gone"
         );
         assert_eq!(r.snapshot().participants.len(), 2);
         assert!(r.snapshot().participants[1].away);
         // An early alarm removes nobody.
-        assert_eq!(r.handle(5_000, Input::Tick), vec![Effect::WakeAt { at: 1_000 + RECONNECT_GRACE_MS }]);
+        assert_eq!(
+            r.handle(5_000, Input::Tick),
+            vec![Effect::WakeAt {
+                at: 1_000 + RECONNECT_GRACE_MS
+            }]
+        );
         // Back within the grace period: only the snapshot, no join broadcast, state kept.
-        let fx = r.handle(9_000, Input::Connect { conn: "c2b".into(), claims: claims("b") });
-        assert_eq!(fx[0], Effect::Broadcast { except: Some("c2b".into()), msg: ServerMessage::ParticipantBack { id: "b".into() } });
-        assert!(matches!(&fx[1..], [Effect::Send { conn, msg: ServerMessage::Snapshot { .. } }] if conn == "c2b"), "{fx:?}");
+        let fx = r.handle(
+            9_000,
+            Input::Connect {
+                conn: "c2b".into(),
+                claims: claims("b"),
+            },
+        );
+        assert_eq!(
+            fx[0],
+            Effect::Broadcast {
+                except: Some("c2b".into()),
+                msg: ServerMessage::ParticipantBack { id: "b".into() }
+            }
+        );
+        assert!(
+            matches!(&fx[1..], [Effect::Send { conn, msg: ServerMessage::Snapshot { .. } }] if conn == "c2b"),
+            "{fx:?}"
+        );
         assert!(!r.snapshot().participants[1].away);
-        assert!(r.snapshot().participants.iter().find(|p| p.id == "b").unwrap().audio_muted);
+        assert!(
+            r.snapshot()
+                .participants
+                .iter()
+                .find(|p| p.id == "b")
+                .unwrap()
+                .audio_muted
+        );
         // The alarm that was set finds nobody away.
         assert!(r.handle(11_000, Input::Tick).is_empty());
         // The old connection's late close changes nothing.
-        assert!(r.handle(11_001, Input::Disconnect { conn: "c2".into(), clean: true }).is_empty());
+        assert!(r
+            .handle(
+                11_001,
+                Input::Disconnect {
+                    conn: "c2".into(),
+                    clean: true
+                }
+            )
+            .is_empty());
         assert_eq!(r.snapshot().participants.len(), 2);
     }
 
@@ -422,14 +715,44 @@ mod tests {
         let mut r = Room::new("r");
         connect(&mut r, "a", "c1");
         connect(&mut r, "b", "c2");
-        r.handle(1_000, Input::Disconnect { conn: "c1".into(), clean: false });
+        r.handle(
+            1_000,
+            Input::Disconnect {
+                conn: "c1".into(),
+                clean: false,
+            },
+        );
         let fx = r.handle(1_000 + RECONNECT_GRACE_MS, Input::Tick);
-        assert_eq!(fx[0], Effect::Broadcast { except: None, msg: ServerMessage::ParticipantLeft { id: "a".into() } });
-        assert_eq!(fx[1], Effect::Broadcast { except: None, msg: ServerMessage::HostChanged { id: "b".into() } });
+        assert_eq!(
+            fx[0],
+            Effect::Broadcast {
+                except: None,
+                msg: ServerMessage::ParticipantLeft { id: "a".into() }
+            }
+        );
+        assert_eq!(
+            fx[1],
+            Effect::Broadcast {
+                except: None,
+                msg: ServerMessage::HostChanged { id: "b".into() }
+            }
+        );
         assert_eq!(fx.len(), 2, "nobody else is away: no further alarm");
         // Coming back later is a clean rejoin: everyone sees a join.
-        let fx = r.handle(20_000, Input::Connect { conn: "c1b".into(), claims: claims("a") });
-        assert!(matches!(&fx[0], Effect::Broadcast { msg: ServerMessage::ParticipantJoined { .. }, .. }));
+        let fx = r.handle(
+            20_000,
+            Input::Connect {
+                conn: "c1b".into(),
+                claims: claims("a"),
+            },
+        );
+        assert!(matches!(
+            &fx[0],
+            Effect::Broadcast {
+                msg: ServerMessage::ParticipantJoined { .. },
+                ..
+            }
+        ));
         assert_eq!(r.host(), Some("b"));
     }
 
@@ -439,11 +762,31 @@ mod tests {
         connect(&mut r, "a", "c1");
         connect(&mut r, "b", "c2");
         connect(&mut r, "c", "c3");
-        r.handle(1_000, Input::Disconnect { conn: "c1".into(), clean: false });
-        r.handle(4_000, Input::Disconnect { conn: "c2".into(), clean: false });
+        r.handle(
+            1_000,
+            Input::Disconnect {
+                conn: "c1".into(),
+                clean: false,
+            },
+        );
+        r.handle(
+            4_000,
+            Input::Disconnect {
+                conn: "c2".into(),
+                clean: false,
+            },
+        );
         let fx = r.handle(1_000 + RECONNECT_GRACE_MS, Input::Tick);
-        assert!(fx.contains(&Effect::Broadcast { except: None, msg: ServerMessage::ParticipantLeft { id: "a".into() } }));
-        assert_eq!(fx.last(), Some(&Effect::WakeAt { at: 4_000 + RECONNECT_GRACE_MS }));
+        assert!(fx.contains(&Effect::Broadcast {
+            except: None,
+            msg: ServerMessage::ParticipantLeft { id: "a".into() }
+        }));
+        assert_eq!(
+            fx.last(),
+            Some(&Effect::WakeAt {
+                at: 4_000 + RECONNECT_GRACE_MS
+            })
+        );
     }
 
     #[test]
@@ -461,10 +804,25 @@ mod tests {
         let mut r = Room::new("r");
         connect(&mut r, "a", "c1");
         let fx = connect(&mut r, "a", "c2");
-        assert_eq!(fx[0], Effect::Close { conn: "c1".into(), code: CLOSE_REPLACED, reason: "replaced by a newer connection".into() });
+        assert_eq!(
+            fx[0],
+            Effect::Close {
+                conn: "c1".into(),
+                code: CLOSE_REPLACED,
+                reason: "replaced by a newer connection".into()
+            }
+        );
         assert_eq!(r.snapshot().participants.len(), 1);
         // The old connection closing afterwards must not remove the participant.
-        assert!(r.handle(1, Input::Disconnect { conn: "c1".into(), clean: true }).is_empty());
+        assert!(r
+            .handle(
+                1,
+                Input::Disconnect {
+                    conn: "c1".into(),
+                    clean: true
+                }
+            )
+            .is_empty());
         assert_eq!(r.snapshot().participants.len(), 1);
     }
 
@@ -472,9 +830,27 @@ mod tests {
     fn mute_is_broadcast_once_per_change() {
         let mut r = Room::new("r");
         connect(&mut r, "a", "c1");
-        let set = |r: &mut Room| r.handle(1, Input::Frame { conn: "c1".into(), text: r#"{"type":"set_media","audio_muted":true,"video_muted":false}"#.into() });
+        let set = |r: &mut Room| {
+            r.handle(
+                1,
+                Input::Frame {
+                    conn: "c1".into(),
+                    text: r#"{"type":"set_media","audio_muted":true,"video_muted":false}"#.into(),
+                },
+            )
+        };
         let fx = set(&mut r);
-        assert_eq!(fx, vec![Effect::Broadcast { except: None, msg: ServerMessage::MediaChanged { id: "a".into(), audio_muted: true, video_muted: false } }]);
+        assert_eq!(
+            fx,
+            vec![Effect::Broadcast {
+                except: None,
+                msg: ServerMessage::MediaChanged {
+                    id: "a".into(),
+                    audio_muted: true,
+                    video_muted: false
+                }
+            }]
+        );
         assert!(set(&mut r).is_empty());
         assert!(r.snapshot().participants[0].audio_muted);
     }
@@ -484,11 +860,35 @@ mod tests {
         let mut r = Room::new("r");
         connect(&mut r, "a", "c1");
         connect(&mut r, "b", "c2");
-        let fx = r.handle(1, Input::Frame { conn: "c1".into(), text: r#"{"type":"leave"}"#.into() });
-        assert_eq!(fx[0], Effect::Broadcast { except: None, msg: ServerMessage::ParticipantLeft { id: "a".into() } });
-        assert_eq!(fx[1], Effect::Broadcast { except: None, msg: ServerMessage::HostChanged { id: "b".into() } });
+        let fx = r.handle(
+            1,
+            Input::Frame {
+                conn: "c1".into(),
+                text: r#"{"type":"leave"}"#.into(),
+            },
+        );
+        assert_eq!(
+            fx[0],
+            Effect::Broadcast {
+                except: None,
+                msg: ServerMessage::ParticipantLeft { id: "a".into() }
+            }
+        );
+        assert_eq!(
+            fx[1],
+            Effect::Broadcast {
+                except: None,
+                msg: ServerMessage::HostChanged { id: "b".into() }
+            }
+        );
         assert!(matches!(&fx[2], Effect::Close { code: 1000, .. }));
-        let fx = r.handle(2, Input::Disconnect { conn: "c2".into(), clean: true });
+        let fx = r.handle(
+            2,
+            Input::Disconnect {
+                conn: "c2".into(),
+                clean: true,
+            },
+        );
         assert_eq!(fx.len(), 1);
         assert!(r.is_empty());
     }
@@ -498,9 +898,28 @@ mod tests {
         let mut r = Room::new("r");
         connect(&mut r, "a", "c1");
         let before = r.clone();
-        for bad in ["garbage", r#"{"type":"set_media"}"#, r#"{"type":"hello","version":99}"#] {
-            let fx = r.handle(1, Input::Frame { conn: "c1".into(), text: bad.into() });
-            assert!(matches!(&fx[..], [Effect::Send { msg: ServerMessage::Error { .. }, .. }]), "{bad}: {fx:?}");
+        for bad in [
+            "garbage",
+            r#"{"type":"set_media"}"#,
+            r#"{"type":"hello","version":99}"#,
+        ] {
+            let fx = r.handle(
+                1,
+                Input::Frame {
+                    conn: "c1".into(),
+                    text: bad.into(),
+                },
+            );
+            assert!(
+                matches!(
+                    &fx[..],
+                    [Effect::Send {
+                        msg: ServerMessage::Error { .. },
+                        ..
+                    }]
+                ),
+                "{bad}: {fx:?}"
+            );
         }
         assert_eq!(r, before);
     }
@@ -508,7 +927,13 @@ mod tests {
     #[test]
     fn frames_from_unknown_connections_close_them() {
         let mut r = Room::new("r");
-        let fx = r.handle(1, Input::Frame { conn: "x".into(), text: r#"{"type":"ping","nonce":1}"#.into() });
+        let fx = r.handle(
+            1,
+            Input::Frame {
+                conn: "x".into(),
+                text: r#"{"type":"ping","nonce":1}"#.into(),
+            },
+        );
         assert!(matches!(&fx[..], [Effect::Close { code: 4403, .. }]));
     }
 
@@ -516,23 +941,49 @@ mod tests {
     fn ping_is_answered_and_state_survives_serialization() {
         let mut r = Room::new("r");
         connect(&mut r, "a", "c1");
-        let fx = r.handle(1, Input::Frame { conn: "c1".into(), text: r#"{"type":"ping","nonce":7}"#.into() });
-        assert_eq!(fx, vec![Effect::Send { conn: "c1".into(), msg: ServerMessage::Pong { nonce: 7 } }]);
+        let fx = r.handle(
+            1,
+            Input::Frame {
+                conn: "c1".into(),
+                text: r#"{"type":"ping","nonce":7}"#.into(),
+            },
+        );
+        assert_eq!(
+            fx,
+            vec![Effect::Send {
+                conn: "c1".into(),
+                msg: ServerMessage::Pong { nonce: 7 }
+            }]
+        );
         let back: Room = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
     }
 
-    const SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+    const SDP: &str =
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
 
     fn with_sfu(id: &str) -> Room {
         let mut r = Room::new("r");
-        r.set_sfu(Some(SfuChoice { id: "sfu-1".into(), region: "eu-west".into(), url: "http://127.0.0.1:1".into(), distance_km: None, score: 0.0, reason: "test".into() }));
+        r.set_sfu(Some(SfuChoice {
+            id: "sfu-1".into(),
+            region: "eu-west".into(),
+            url: "http://127.0.0.1:1".into(),
+            distance_km: None,
+            score: 0.0,
+            reason: "test".into(),
+        }));
         connect(&mut r, id, "c1");
         r
     }
 
     fn frame(r: &mut Room, conn: &str, msg: &ClientMessage) -> Vec<Effect> {
-        r.handle(1, Input::Frame { conn: conn.into(), text: serde_json::to_string(msg).unwrap() })
+        r.handle(
+            1,
+            Input::Frame {
+                conn: conn.into(),
+                text: serde_json::to_string(msg).unwrap(),
+            },
+        )
     }
 
     #[test]
@@ -540,17 +991,46 @@ mod tests {
         let mut r = with_sfu("a");
         connect(&mut r, "b", "c2");
         let fx = frame(&mut r, "c1", &ClientMessage::Offer { sdp: SDP.into() });
-        assert_eq!(fx, vec![Effect::Sfu { participant: "a".into(), call: SfuCall::Offer { sdp: SDP.into() } }]);
-        let fx = r.handle(2, Input::SfuAnswer { participant: "a".into(), sdp: "answer".into() });
-        assert_eq!(fx, vec![Effect::Send { conn: "c1".into(), msg: ServerMessage::Answer { sdp: "answer".into() } }]);
+        assert_eq!(
+            fx,
+            vec![Effect::Sfu {
+                participant: "a".into(),
+                call: SfuCall::Offer { sdp: SDP.into() }
+            }]
+        );
+        let fx = r.handle(
+            2,
+            Input::SfuAnswer {
+                participant: "a".into(),
+                sdp: "answer".into(),
+            },
+        );
+        assert_eq!(
+            fx,
+            vec![Effect::Send {
+                conn: "c1".into(),
+                msg: ServerMessage::Answer {
+                    sdp: "answer".into()
+                }
+            }]
+        );
     }
 
     #[test]
     fn garbage_sdp_is_refused_to_its_sender_without_calling_the_sfu() {
         let mut r = with_sfu("a");
         let before = r.clone();
-        let fx = frame(&mut r, "c1", &ClientMessage::Offer { sdp: "hello".into() });
-        assert!(matches!(&fx[..], [Effect::Send { conn, msg: ServerMessage::Error { code: ErrorCode::BadSdp, .. } }] if conn == "c1"), "{fx:?}");
+        let fx = frame(
+            &mut r,
+            "c1",
+            &ClientMessage::Offer {
+                sdp: "hello".into(),
+            },
+        );
+        assert!(
+            matches!(&fx[..], [Effect::Send { conn, msg: ServerMessage::Error { code: ErrorCode::BadSdp, .. } }] if conn == "c1"),
+            "{fx:?}"
+        );
         assert_eq!(r, before);
     }
 
@@ -559,7 +1039,19 @@ mod tests {
         let mut r = Room::new("r");
         connect(&mut r, "a", "c1");
         let fx = frame(&mut r, "c1", &ClientMessage::Offer { sdp: SDP.into() });
-        assert!(matches!(&fx[..], [Effect::Send { msg: ServerMessage::Error { code: ErrorCode::NoMediaServer, .. }, .. }]), "{fx:?}");
+        assert!(
+            matches!(
+                &fx[..],
+                [Effect::Send {
+                    msg: ServerMessage::Error {
+                        code: ErrorCode::NoMediaServer,
+                        ..
+                    },
+                    ..
+                }]
+            ),
+            "{fx:?}"
+        );
     }
 
     #[test]
@@ -567,9 +1059,27 @@ mod tests {
         let mut r = with_sfu("a");
         let mut c = claims("v");
         c.grants = Grants::default();
-        r.handle(0, Input::Connect { conn: "c9".into(), claims: c });
+        r.handle(
+            0,
+            Input::Connect {
+                conn: "c9".into(),
+                claims: c,
+            },
+        );
         let fx = frame(&mut r, "c9", &ClientMessage::Offer { sdp: SDP.into() });
-        assert!(matches!(&fx[..], [Effect::Send { msg: ServerMessage::Error { code: ErrorCode::Forbidden, .. }, .. }]), "{fx:?}");
+        assert!(
+            matches!(
+                &fx[..],
+                [Effect::Send {
+                    msg: ServerMessage::Error {
+                        code: ErrorCode::Forbidden,
+                        ..
+                    },
+                    ..
+                }]
+            ),
+            "{fx:?}"
+        );
     }
 
     #[test]
@@ -577,21 +1087,93 @@ mod tests {
         let mut r = with_sfu("a");
         // An answer nobody asked for is refused.
         let fx = frame(&mut r, "c1", &ClientMessage::Answer { sdp: SDP.into() });
-        assert!(matches!(&fx[..], [Effect::Send { msg: ServerMessage::Error { code: ErrorCode::BadMessage, .. }, .. }]), "{fx:?}");
+        assert!(
+            matches!(
+                &fx[..],
+                [Effect::Send {
+                    msg: ServerMessage::Error {
+                        code: ErrorCode::BadMessage,
+                        ..
+                    },
+                    ..
+                }]
+            ),
+            "{fx:?}"
+        );
 
         // The socket drops; the SFU's offer arrives meanwhile and is held.
-        r.handle(2, Input::Disconnect { conn: "c1".into(), clean: false });
-        assert_eq!(r.handle(3, Input::SfuOffer { participant: "a".into(), sdp: "o1".into() }), vec![]);
+        r.handle(
+            2,
+            Input::Disconnect {
+                conn: "c1".into(),
+                clean: false,
+            },
+        );
+        assert_eq!(
+            r.handle(
+                3,
+                Input::SfuOffer {
+                    participant: "a".into(),
+                    sdp: "o1".into()
+                }
+            ),
+            vec![]
+        );
         // Back within the grace period: snapshot first, then the held offer.
-        let fx = r.handle(4, Input::Connect { conn: "c3".into(), claims: claims("a") });
-        let sends: Vec<&ServerMessage> = fx.iter().filter_map(|e| match e { Effect::Send { conn, msg } if conn == "c3" => Some(msg), _ => None }).collect();
-        assert!(matches!(sends[..], [ServerMessage::Snapshot { .. }, ServerMessage::Offer { .. }]), "{sends:?}");
+        let fx = r.handle(
+            4,
+            Input::Connect {
+                conn: "c3".into(),
+                claims: claims("a"),
+            },
+        );
+        let sends: Vec<&ServerMessage> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { conn, msg } if conn == "c3" => Some(msg),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(
+                sends[..],
+                [ServerMessage::Snapshot { .. }, ServerMessage::Offer { .. }]
+            ),
+            "{sends:?}"
+        );
         let fx = frame(&mut r, "c3", &ClientMessage::Answer { sdp: SDP.into() });
-        assert_eq!(fx, vec![Effect::Sfu { participant: "a".into(), call: SfuCall::Answer { sdp: SDP.into() } }]);
+        assert_eq!(
+            fx,
+            vec![Effect::Sfu {
+                participant: "a".into(),
+                call: SfuCall::Answer { sdp: SDP.into() }
+            }]
+        );
         // Answered: nothing is replayed on the next reconnect.
-        r.handle(5, Input::Disconnect { conn: "c3".into(), clean: false });
-        let fx = r.handle(6, Input::Connect { conn: "c4".into(), claims: claims("a") });
-        assert!(!fx.iter().any(|e| matches!(e, Effect::Send { msg: ServerMessage::Offer { .. }, .. })), "{fx:?}");
+        r.handle(
+            5,
+            Input::Disconnect {
+                conn: "c3".into(),
+                clean: false,
+            },
+        );
+        let fx = r.handle(
+            6,
+            Input::Connect {
+                conn: "c4".into(),
+                claims: claims("a"),
+            },
+        );
+        assert!(
+            !fx.iter().any(|e| matches!(
+                e,
+                Effect::Send {
+                    msg: ServerMessage::Offer { .. },
+                    ..
+                }
+            )),
+            "{fx:?}"
+        );
     }
 
     #[test]
@@ -599,20 +1181,72 @@ mod tests {
         let mut r = with_sfu("a");
         connect(&mut r, "b", "c2");
         let fx = frame(&mut r, "c2", &ClientMessage::Leave {});
-        assert!(fx.contains(&Effect::Sfu { participant: "b".into(), call: SfuCall::Leave }), "{fx:?}");
-        assert_eq!(r.handle(3, Input::SfuOffer { participant: "b".into(), sdp: "o".into() }), vec![]);
-        assert_eq!(r.handle(3, Input::SfuAnswer { participant: "b".into(), sdp: "a".into() }), vec![]);
+        assert!(
+            fx.contains(&Effect::Sfu {
+                participant: "b".into(),
+                call: SfuCall::Leave
+            }),
+            "{fx:?}"
+        );
+        assert_eq!(
+            r.handle(
+                3,
+                Input::SfuOffer {
+                    participant: "b".into(),
+                    sdp: "o".into()
+                }
+            ),
+            vec![]
+        );
+        assert_eq!(
+            r.handle(
+                3,
+                Input::SfuAnswer {
+                    participant: "b".into(),
+                    sdp: "a".into()
+                }
+            ),
+            vec![]
+        );
         // A dropped participant whose grace runs out is freed too.
-        r.handle(4, Input::Disconnect { conn: "c1".into(), clean: false });
+        r.handle(
+            4,
+            Input::Disconnect {
+                conn: "c1".into(),
+                clean: false,
+            },
+        );
         let fx = r.handle(4 + RECONNECT_GRACE_MS, Input::Tick);
-        assert!(fx.contains(&Effect::Sfu { participant: "a".into(), call: SfuCall::Leave }), "{fx:?}");
+        assert!(
+            fx.contains(&Effect::Sfu {
+                participant: "a".into(),
+                call: SfuCall::Leave
+            }),
+            "{fx:?}"
+        );
     }
 
     #[test]
     fn sfu_failures_reach_only_the_participant_concerned() {
         let mut r = with_sfu("a");
         connect(&mut r, "b", "c2");
-        let fx = r.handle(2, Input::SfuFailed { participant: "b".into(), code: ErrorCode::BadSdp, message: "m".into() });
-        assert_eq!(fx, vec![Effect::Send { conn: "c2".into(), msg: ServerMessage::Error { code: ErrorCode::BadSdp, message: "m".into() } }]);
+        let fx = r.handle(
+            2,
+            Input::SfuFailed {
+                participant: "b".into(),
+                code: ErrorCode::BadSdp,
+                message: "m".into(),
+            },
+        );
+        assert_eq!(
+            fx,
+            vec![Effect::Send {
+                conn: "c2".into(),
+                msg: ServerMessage::Error {
+                    code: ErrorCode::BadSdp,
+                    message: "m".into()
+                }
+            }]
+        );
     }
 }

@@ -38,9 +38,24 @@ impl Grants {
     /// The most a role may be granted.
     pub fn max_for(role: Role) -> Grants {
         match role {
-            Role::Host | Role::Cohost => Grants { publish: true, subscribe: true, screen: true, admin: true },
-            Role::Participant => Grants { publish: true, subscribe: true, screen: true, admin: false },
-            Role::Viewer => Grants { publish: false, subscribe: true, screen: false, admin: false },
+            Role::Host | Role::Cohost => Grants {
+                publish: true,
+                subscribe: true,
+                screen: true,
+                admin: true,
+            },
+            Role::Participant => Grants {
+                publish: true,
+                subscribe: true,
+                screen: true,
+                admin: false,
+            },
+            Role::Viewer => Grants {
+                publish: false,
+                subscribe: true,
+                screen: false,
+                admin: false,
+            },
         }
     }
 
@@ -102,7 +117,9 @@ pub enum TokenError {
 impl TokenError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            TokenError::WrongRoom { .. } | TokenError::GrantEscalation | TokenError::Revoked => ErrorCode::Forbidden,
+            TokenError::WrongRoom { .. } | TokenError::GrantEscalation | TokenError::Revoked => {
+                ErrorCode::Forbidden
+            }
             TokenError::BadKey(_) => ErrorCode::Internal,
             _ => ErrorCode::Unauthorized,
         }
@@ -166,13 +183,15 @@ impl TokenKey {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims = HashSet::new();
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
+            |e| match e.kind() {
                 ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::WrongAlgorithm,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    TokenError::WrongAlgorithm
+                }
                 _ => TokenError::Malformed(e.to_string()),
-            }
-        })?;
+            },
+        )?;
         let claims = data.claims;
         if now_secs > claims.exp.saturating_add(LEEWAY_SECS) {
             return Err(TokenError::Expired);
@@ -181,7 +200,10 @@ impl TokenKey {
             return Err(TokenError::NotYetValid);
         }
         if claims.room != room {
-            return Err(TokenError::WrongRoom { token_room: claims.room, room: room.to_string() });
+            return Err(TokenError::WrongRoom {
+                token_room: claims.room,
+                room: room.to_string(),
+            });
         }
         if !claims.grants.is_subset_of(&Grants::max_for(claims.role)) {
             return Err(TokenError::GrantEscalation);
@@ -198,9 +220,17 @@ fn token_alg_is_none(token: &str) -> bool {
     token
         .split('.')
         .next()
-        .and_then(|h| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|h| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h)
+                .ok()
+        })
         .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
-        .and_then(|v| v.get("alg").and_then(|a| a.as_str()).map(|a| a.eq_ignore_ascii_case("none")))
+        .and_then(|v| {
+            v.get("alg")
+                .and_then(|a| a.as_str())
+                .map(|a| a.eq_ignore_ascii_case("none"))
+        })
         .unwrap_or(false)
 }
 
@@ -238,21 +268,37 @@ mod tests {
     #[test]
     fn a_good_token_verifies() {
         let t = key().sign(&claims()).unwrap();
-        assert_eq!(key().verify(&t, "standup", NOW + 1, |_| false).unwrap(), claims());
+        assert_eq!(
+            key().verify(&t, "standup", NOW + 1, |_| false).unwrap(),
+            claims()
+        );
     }
 
     #[test]
     fn short_secrets_are_refused() {
-        assert!(matches!(TokenKey::hs256(b"short"), Err(TokenError::BadKey(_))));
+        assert!(matches!(
+            TokenKey::hs256(b"short"),
+            Err(TokenError::BadKey(_))
+        ));
     }
 
     #[test]
     fn expiry_and_not_before_respect_the_leeway() {
         let t = key().sign(&claims()).unwrap();
-        assert!(key().verify(&t, "standup", NOW + 600 + LEEWAY_SECS, |_| false).is_ok());
-        assert_eq!(key().verify(&t, "standup", NOW + 601 + LEEWAY_SECS, |_| false), Err(TokenError::Expired));
-        assert!(key().verify(&t, "standup", NOW - LEEWAY_SECS, |_| false).is_ok());
-        assert_eq!(key().verify(&t, "standup", NOW - LEEWAY_SECS - 1, |_| false), Err(TokenError::NotYetValid));
+        assert!(key()
+            .verify(&t, "standup", NOW + 600 + LEEWAY_SECS, |_| false)
+            .is_ok());
+        assert_eq!(
+            key().verify(&t, "standup", NOW + 601 + LEEWAY_SECS, |_| false),
+            Err(TokenError::Expired)
+        );
+        assert!(key()
+            .verify(&t, "standup", NOW - LEEWAY_SECS, |_| false)
+            .is_ok());
+        assert_eq!(
+            key().verify(&t, "standup", NOW - LEEWAY_SECS - 1, |_| false),
+            Err(TokenError::NotYetValid)
+        );
     }
 
     #[test]
@@ -267,7 +313,10 @@ mod tests {
     fn a_forged_signature_is_refused() {
         let other = TokenKey::hs256(b"another-secret-another-secret-xx").unwrap();
         let t = other.sign(&claims()).unwrap();
-        assert_eq!(key().verify(&t, "standup", NOW, |_| false), Err(TokenError::BadSignature));
+        assert_eq!(
+            key().verify(&t, "standup", NOW, |_| false),
+            Err(TokenError::BadSignature)
+        );
         // Tampered payload, original signature.
         let good = key().sign(&claims()).unwrap();
         let mut parts: Vec<&str> = good.split('.').collect();
@@ -276,24 +325,41 @@ mod tests {
         c.grants = Grants::max_for(Role::Host);
         let forged_payload = b64(&serde_json::to_vec(&c).unwrap());
         parts[1] = &forged_payload;
-        assert_eq!(key().verify(&parts.join("."), "standup", NOW, |_| false), Err(TokenError::BadSignature));
+        assert_eq!(
+            key().verify(&parts.join("."), "standup", NOW, |_| false),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]
     fn alg_none_is_refused() {
         let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
         let payload = b64(&serde_json::to_vec(&claims()).unwrap());
-        for t in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
-            assert_eq!(key().verify(&t, "standup", NOW, |_| false), Err(TokenError::WrongAlgorithm), "{t}");
+        for t in [
+            format!("{header}.{payload}."),
+            format!("{header}.{payload}"),
+        ] {
+            assert_eq!(
+                key().verify(&t, "standup", NOW, |_| false),
+                Err(TokenError::WrongAlgorithm),
+                "{t}"
+            );
         }
     }
 
     #[test]
     fn algorithm_confusion_is_refused() {
         // A token claiming HS512, signed with the same secret: the key pins HS256.
-        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims(), &EncodingKey::from_secret(SECRET))
-            .unwrap();
-        assert_eq!(key().verify(&t, "standup", NOW, |_| false), Err(TokenError::WrongAlgorithm));
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims(),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(
+            key().verify(&t, "standup", NOW, |_| false),
+            Err(TokenError::WrongAlgorithm)
+        );
     }
 
     #[test]
@@ -302,19 +368,31 @@ mod tests {
         c.role = Role::Viewer;
         c.grants.publish = true;
         let t = key().sign(&c).unwrap();
-        assert_eq!(key().verify(&t, "standup", NOW, |_| false), Err(TokenError::GrantEscalation));
+        assert_eq!(
+            key().verify(&t, "standup", NOW, |_| false),
+            Err(TokenError::GrantEscalation)
+        );
     }
 
     #[test]
     fn revoked_tokens_are_refused() {
         let t = key().sign(&claims()).unwrap();
-        assert_eq!(key().verify(&t, "standup", NOW, |j| j == "j1"), Err(TokenError::Revoked));
+        assert_eq!(
+            key().verify(&t, "standup", NOW, |j| j == "j1"),
+            Err(TokenError::Revoked)
+        );
     }
 
     #[test]
     fn garbage_is_malformed() {
         for t in ["", "a.b.c", "not a token", "....."] {
-            assert!(matches!(key().verify(t, "standup", NOW, |_| false), Err(TokenError::Malformed(_))), "{t}");
+            assert!(
+                matches!(
+                    key().verify(t, "standup", NOW, |_| false),
+                    Err(TokenError::Malformed(_))
+                ),
+                "{t}"
+            );
         }
     }
 }

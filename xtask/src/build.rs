@@ -8,10 +8,17 @@ use crate::setup::Tools;
 use crate::step::{fail, note, step, Result};
 
 pub fn build_all(tools: &Tools) -> Result<PathBuf> {
-    step("build client (Leptos → wasm, Trunk)", || build_client(tools))?;
-    step("build edge worker (workers-rs → wasm, worker-build)", || build_edge(tools))?;
+    step("build client (Leptos → wasm, Trunk)", || {
+        build_client(tools)
+    })?;
+    step(
+        "build edge worker (workers-rs → wasm, worker-build)",
+        || build_edge(tools),
+    )?;
     let sfu = step("build SFU (native, profile `sfu`)", || build_sfu(tools))?;
-    step("dev secrets (edge/.dev.vars)", || dev_vars(&tools.paths.root).map(|_| ()))?;
+    step("dev secrets (edge/.dev.vars)", || {
+        dev_vars(&tools.paths.root).map(|_| ())
+    })?;
     Ok(sfu)
 }
 
@@ -24,7 +31,11 @@ pub fn build_client(tools: &Tools) -> Result<()> {
         .env("PATH", path_with(&[&p.npm_bin(), &p.cargo_bin]))
         .env("NO_COLOR", "true");
     tools.wasm.apply(p, &mut cmd)?;
-    run("build client", &mut cmd, "read Trunk's error above; `cargo xtask setup` reinstalls the pinned tools")?;
+    run(
+        "build client",
+        &mut cmd,
+        "read Trunk's error above; `cargo xtask setup` reinstalls the pinned tools",
+    )?;
     for wasm in files_with_ext(&p.root.join("dist"), "wasm") {
         report_size(&wasm);
     }
@@ -42,7 +53,11 @@ pub fn build_edge(tools: &Tools) -> Result<()> {
         .env("ESBUILD_BIN", p.esbuild())
         .env("PATH", path_with(&[&p.cargo_bin]));
     tools.wasm.apply(p, &mut cmd)?;
-    run("build edge", &mut cmd, "read worker-build's error above; `cargo xtask setup` reinstalls the pinned tools")?;
+    run(
+        "build edge",
+        &mut cmd,
+        "read worker-build's error above; `cargo xtask setup` reinstalls the pinned tools",
+    )?;
     for wasm in files_with_ext(&p.root.join("edge/build"), "wasm") {
         report_size(&wasm);
     }
@@ -53,7 +68,9 @@ pub fn build_sfu(tools: &Tools) -> Result<PathBuf> {
     let p = &tools.paths;
     run(
         "build SFU",
-        Command::new("cargo").args(["build", "--package", "edgemeet-sfu", "--profile", "sfu"]).current_dir(&p.root),
+        Command::new("cargo")
+            .args(["build", "--package", "edgemeet-sfu", "--profile", "sfu"])
+            .current_dir(&p.root),
         "read the compiler error above",
     )?;
     Ok(p.target().join("sfu/edgemeet-sfu"))
@@ -68,19 +85,32 @@ pub fn dev_vars(root: &Path) -> Result<DevSecrets> {
     let path = root.join("edge/.dev.vars");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let get = |k: &str| {
-        text.lines().find_map(|l| l.strip_prefix(&format!("{k}=")).map(|v| v.trim_matches('"').to_string()))
+        text.lines().find_map(|l| {
+            l.strip_prefix(&format!("{k}="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
     };
     if let (Some(_), Some(control)) = (get("ROOM_TOKEN_SECRET"), get("CONTROL_SECRET")) {
-        return Ok(DevSecrets { control_secret: control });
+        return Ok(DevSecrets {
+            control_secret: control,
+        });
     }
     let control = random_hex(32)?;
     let body = format!(
         "# Local-only secrets written by `cargo xtask`; never used in production (wrangler secret put).\nROOM_TOKEN_SECRET=\"{}\"\nCONTROL_SECRET=\"{control}\"\n",
         random_hex(32)?
     );
-    std::fs::write(&path, body).map_err(|e| fail("dev secrets", format!("cannot write {}: {e}", path.display()), ""))?;
+    std::fs::write(&path, body).map_err(|e| {
+        fail(
+            "dev secrets",
+            format!("cannot write {}: {e}", path.display()),
+            "",
+        )
+    })?;
     note(format!("wrote {}", path.display()));
-    Ok(DevSecrets { control_secret: control })
+    Ok(DevSecrets {
+        control_secret: control,
+    })
 }
 
 fn random_hex(bytes: usize) -> Result<String> {
@@ -94,7 +124,9 @@ fn random_hex(bytes: usize) -> Result<String> {
 
 fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -109,8 +141,17 @@ fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
 /// Prints a file's raw and gzipped size.
 pub fn report_size(path: &Path) {
     let raw = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let gz = crate::cmd::output(Command::new("sh").arg("-c").arg(format!("gzip -9 -c '{}' | wc -c", path.display())))
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0);
-    note(format!("{}: {:.0} KB raw, {:.0} KB gzipped", path.display(), raw as f64 / 1024.0, gz as f64 / 1024.0));
+    let gz = crate::cmd::output(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -9 -c '{}' | wc -c", path.display())),
+    )
+    .and_then(|s| s.parse::<u64>().ok())
+    .unwrap_or(0);
+    note(format!(
+        "{}: {:.0} KB raw, {:.0} KB gzipped",
+        path.display(),
+        raw as f64 / 1024.0,
+        gz as f64 / 1024.0
+    ));
 }

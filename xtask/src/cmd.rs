@@ -22,8 +22,14 @@ pub fn run(step: &str, cmd: &mut Command, fix: &str) -> Result<()> {
 
 /// Runs `cmd` and returns its stdout if it succeeded; `None` if it could not run or failed.
 pub fn output(cmd: &mut Command) -> Option<String> {
-    let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn show(cmd: &Command) -> String {

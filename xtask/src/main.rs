@@ -24,7 +24,10 @@ use crate::stack::{Stack, StackConfig};
 use crate::step::{fail, note, step, Result};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "edgemeet's build, dev and test commands")]
+#[command(
+    name = "cargo xtask",
+    about = "edgemeet's build, dev and test commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -66,7 +69,9 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let result = match Cli::parse().command {
         Cmd::Setup => setup(Needs { browser: true }).map(|_| ()),
-        Cmd::Build => setup(Needs { browser: false }).and_then(|t| build::build_all(&t).map(|_| ())),
+        Cmd::Build => {
+            setup(Needs { browser: false }).and_then(|t| build::build_all(&t).map(|_| ()))
+        }
         Cmd::Dev { port } => dev(port),
         Cmd::Test => test(),
         Cmd::Deploy => deploy(),
@@ -92,9 +97,17 @@ fn start_stack(tools: &Tools, sfu_bin: &std::path::Path, cfg: &StackConfig) -> R
         let health = stack.wait_ready(Duration::from_secs(120))?;
         let regions: Vec<String> = health["sfus"]
             .as_array()
-            .map(|a| a.iter().map(|s| s["region"].as_str().unwrap_or("?").to_string()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|s| s["region"].as_str().unwrap_or("?").to_string())
+                    .collect()
+            })
             .unwrap_or_default();
-        note(format!("edge ready at {}; live SFUs: {}", stack.url, regions.join(", ")));
+        note(format!(
+            "edge ready at {}; live SFUs: {}",
+            stack.url,
+            regions.join(", ")
+        ));
         Ok(stack)
     })
 }
@@ -102,10 +115,17 @@ fn start_stack(tools: &Tools, sfu_bin: &std::path::Path, cfg: &StackConfig) -> R
 fn dev(port: u16) -> Result<()> {
     let tools = setup(Needs { browser: false })?;
     let sfu_bin = build::build_all(&tools)?;
-    let cfg = StackConfig { edge_port: port, ..StackConfig::dev() };
+    let cfg = StackConfig {
+        edge_port: port,
+        ..StackConfig::dev()
+    };
     let mut stack = start_stack(&tools, &sfu_bin, &cfg)?;
     eprintln!("\n\x1b[1;32m  edgemeet is running: {}/\x1b[0m", stack.url);
-    eprintln!("  open {}/<room-name> in two tabs to meet; logs in {}", stack.url, stack.log_dir.display());
+    eprintln!(
+        "  open {}/<room-name> in two tabs to meet; logs in {}",
+        stack.url,
+        stack.log_dir.display()
+    );
     eprintln!("  Ctrl-C stops everything.\n");
     loop {
         if STOP.load(Ordering::SeqCst) {
@@ -115,7 +135,11 @@ fn dev(port: u16) -> Result<()> {
         }
         if let Some((name, status)) = stack.exited() {
             stack.stop();
-            return Err(fail("dev", format!("{name} stopped unexpectedly: {status}"), "fix the error above and start again"));
+            return Err(fail(
+                "dev",
+                format!("{name} stopped unexpectedly: {status}"),
+                "fix the error above and start again",
+            ));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -131,7 +155,11 @@ struct Suite {
 fn suite(results: &mut Vec<Suite>, name: &'static str, f: impl FnOnce() -> Result<()>) {
     let t = Instant::now();
     let ok = step(name, f).is_ok();
-    results.push(Suite { name, ok, secs: t.elapsed().as_secs_f64() });
+    results.push(Suite {
+        name,
+        ok,
+        secs: t.elapsed().as_secs_f64(),
+    });
 }
 
 fn test() -> Result<()> {
@@ -139,9 +167,26 @@ fn test() -> Result<()> {
     let p = tools.paths.clone();
     let mut results = Vec::new();
 
-    suite(&mut results, "unit and SFU integration tests (cargo test)", || {
-        cmd::run("cargo test", Command::new("cargo").args(["test", "--workspace", "--exclude", "edgemeet-client", "--exclude", "edgemeet-edge"]).current_dir(&p.root), "see the failing test above")
-    });
+    suite(
+        &mut results,
+        "unit and SFU integration tests (cargo test)",
+        || {
+            cmd::run(
+                "cargo test",
+                Command::new("cargo")
+                    .args([
+                        "test",
+                        "--workspace",
+                        "--exclude",
+                        "edgemeet-client",
+                        "--exclude",
+                        "edgemeet-edge",
+                    ])
+                    .current_dir(&p.root),
+                "see the failing test above",
+            )
+        },
+    );
     // The wasm builds are tests too: a client or edge that does not build fails here.
     let sfu_bin = build::build_all(&tools)?;
     let cfg = StackConfig::test();
@@ -153,32 +198,76 @@ fn test() -> Result<()> {
             return Err(fail(dir, format!("no *.test.mjs files in {dir}"), ""));
         }
         let mut c = Command::new(p.node22());
-        c.args(["--test", "--test-reporter=spec", "--test-concurrency=1", "--test-timeout=60000", "--test-force-exit"])
-            .args(&files)
-            .current_dir(&p.root)
-            .env("EDGEMEET_URL", &stack.url)
-            .env("EDGEMEET_CONTROL_SECRET", &secrets.control_secret)
-            .env("EDGEMEET_CHROMIUM", setup::Paths::chromium());
+        c.args([
+            "--test",
+            "--test-reporter=spec",
+            "--test-concurrency=1",
+            "--test-timeout=60000",
+            "--test-force-exit",
+        ])
+        .args(&files)
+        .current_dir(&p.root)
+        .env("EDGEMEET_URL", &stack.url)
+        .env("EDGEMEET_CONTROL_SECRET", &secrets.control_secret)
+        .env("EDGEMEET_CHROMIUM", setup::Paths::chromium());
         for (k, v) in extra {
             c.env(k, v);
         }
-        cmd::run(dir, &mut c, &format!("see the failing test above; stack logs in {}", stack.log_dir.display()))
+        cmd::run(
+            dir,
+            &mut c,
+            &format!(
+                "see the failing test above; stack logs in {}",
+                stack.log_dir.display()
+            ),
+        )
     };
-    suite(&mut results, "edge integration tests (built worker in workerd)", || node_test("edge/tests", &[]));
-    suite(&mut results, "end-to-end tests (Playwright + Chromium)", || {
-        node_test("playwright", &[("EDGEMEET_ARTIFACTS", p.target().join("playwright").display().to_string())])
-    });
+    suite(
+        &mut results,
+        "edge integration tests (built worker in workerd)",
+        || node_test("edge/tests", &[]),
+    );
+    suite(
+        &mut results,
+        "end-to-end tests (Playwright + Chromium)",
+        || {
+            node_test(
+                "playwright",
+                &[(
+                    "EDGEMEET_ARTIFACTS",
+                    p.target().join("playwright").display().to_string(),
+                )],
+            )
+        },
+    );
     stack.stop();
     STACK_UP.store(false, Ordering::SeqCst);
 
     eprintln!("\nsummary:");
     for s in &results {
-        eprintln!("  {} {} ({:.0} s)", if s.ok { "\x1b[32mpass\x1b[0m" } else { "\x1b[31mFAIL\x1b[0m" }, s.name, s.secs);
+        eprintln!(
+            "  {} {} ({:.0} s)",
+            if s.ok {
+                "\x1b[32mpass\x1b[0m"
+            } else {
+                "\x1b[31mFAIL\x1b[0m"
+            },
+            s.name,
+            s.secs
+        );
     }
     let failed = results.iter().filter(|s| !s.ok).count();
-    println!("suites: {} passed, {} failed", results.len() - failed, failed);
+    println!(
+        "suites: {} passed, {} failed",
+        results.len() - failed,
+        failed
+    );
     if failed > 0 {
-        return Err(fail("test", format!("{failed} suite(s) failed"), "see each suite's output above"));
+        return Err(fail(
+            "test",
+            format!("{failed} suite(s) failed"),
+            "see each suite's output above",
+        ));
     }
     Ok(())
 }
@@ -203,7 +292,15 @@ fn bench() -> Result<()> {
         cmd::run(
             "bench",
             Command::new("cargo")
-                .args(["bench", "--package", "edgemeet-sfu", "--bench", "forward", "--profile", "sfu"])
+                .args([
+                    "bench",
+                    "--package",
+                    "edgemeet-sfu",
+                    "--bench",
+                    "forward",
+                    "--profile",
+                    "sfu",
+                ])
                 .current_dir(&p.root),
             "read the compiler error above",
         )

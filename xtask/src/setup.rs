@@ -22,11 +22,19 @@ pub struct Paths {
 
 impl Paths {
     pub fn new() -> Paths {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repo").to_path_buf();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask lives in the repo")
+            .to_path_buf();
         let cargo_home = std::env::var_os("CARGO_HOME")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
-        Paths { root, cargo_bin: cargo_home.join("bin") }
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+            });
+        Paths {
+            root,
+            cargo_bin: cargo_home.join("bin"),
+        }
     }
     pub fn node_modules(&self) -> PathBuf {
         self.root.join("node_modules")
@@ -54,10 +62,14 @@ impl Paths {
         self.cargo_bin.join(name)
     }
     pub fn target(&self) -> PathBuf {
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| self.root.join("target"))
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.root.join("target"))
     }
     pub fn chromium() -> PathBuf {
-        std::env::var_os("EDGEMEET_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+        std::env::var_os("EDGEMEET_CHROMIUM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
     }
 }
 
@@ -76,10 +88,12 @@ impl WasmRoute {
         if self == WasmRoute::Debian {
             // worker-build checks the target with the `rustc` on PATH: put Debian's first.
             let shims = paths.target().join("xtask-shims");
-            std::fs::create_dir_all(&shims).map_err(|e| fail("wasm toolchain", e.to_string(), ""))?;
+            std::fs::create_dir_all(&shims)
+                .map_err(|e| fail("wasm toolchain", e.to_string(), ""))?;
             let rustc = shims.join("rustc");
             if !rustc.exists() {
-                std::os::unix::fs::symlink("/usr/bin/rustc", &rustc).map_err(|e| fail("wasm toolchain", e.to_string(), ""))?;
+                std::os::unix::fs::symlink("/usr/bin/rustc", &rustc)
+                    .map_err(|e| fail("wasm toolchain", e.to_string(), ""))?;
             }
             cmd.env("RUSTC", "/usr/bin/rustc")
                 .env("RUSTC_BOOTSTRAP", "1")
@@ -104,17 +118,32 @@ pub struct Tools {
 pub fn setup(needs: Needs) -> Result<Tools> {
     let paths = Paths::new();
     let wasm = step("wasm32 target", || ensure_wasm_target(&paths))?;
-    step("npm tools (Node 22, wrangler, wasm-opt, esbuild, playwright-core)", || ensure_npm_tools(&paths))?;
+    step(
+        "npm tools (Node 22, wrangler, wasm-opt, esbuild, playwright-core)",
+        || ensure_npm_tools(&paths),
+    )?;
     let wasm_bindgen_version = step("tool versions", || pinned_wasm_bindgen(&paths))?;
     step(&format!("trunk {TRUNK_VERSION}"), || {
         ensure_cargo_tool(&paths, "trunk", "trunk", TRUNK_VERSION, true)
     })?;
     step(&format!("wasm-bindgen-cli {wasm_bindgen_version}"), || {
         // Not --locked: its lockfile wants a webpki-roots version the registry here does not have.
-        ensure_cargo_tool(&paths, "wasm-bindgen", "wasm-bindgen-cli", &wasm_bindgen_version, false)
+        ensure_cargo_tool(
+            &paths,
+            "wasm-bindgen",
+            "wasm-bindgen-cli",
+            &wasm_bindgen_version,
+            false,
+        )
     })?;
     step(&format!("worker-build {WORKER_BUILD_VERSION}"), || {
-        ensure_cargo_tool(&paths, "worker-build", "worker-build", WORKER_BUILD_VERSION, true)
+        ensure_cargo_tool(
+            &paths,
+            "worker-build",
+            "worker-build",
+            WORKER_BUILD_VERSION,
+            true,
+        )
     })?;
     if needs.browser {
         step("Chromium", ensure_chromium)?;
@@ -123,7 +152,8 @@ pub fn setup(needs: Needs) -> Result<Tools> {
 }
 
 fn ensure_wasm_target(_paths: &Paths) -> Result<WasmRoute> {
-    let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    let installed =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
     if installed.lines().any(|l| l.trim() == WASM_TARGET) {
         note("already installed (rustup)");
         return Ok(WasmRoute::Rustup);
@@ -141,16 +171,38 @@ fn ensure_wasm_target(_paths: &Paths) -> Result<WasmRoute> {
     if Path::new("/usr/bin/rustc").exists() && Path::new("/usr/lib/rustlib/src").exists() {
         return Ok(WasmRoute::Debian);
     }
-    apt_install("wasm32 target", &["rustc-web", "cargo-web", "rust-web-src", "rust-web-llvm", "lld-22"])?;
+    apt_install(
+        "wasm32 target",
+        &[
+            "rustc-web",
+            "cargo-web",
+            "rust-web-src",
+            "rust-web-llvm",
+            "lld-22",
+        ],
+    )?;
     Ok(WasmRoute::Debian)
 }
 
 fn apt_install(step_name: &str, packages: &[&str]) -> Result<()> {
-    let fix = format!("install them yourself: sudo apt-get install -y {}", packages.join(" "));
+    let fix = format!(
+        "install them yourself: sudo apt-get install -y {}",
+        packages.join(" ")
+    );
     if unsafe { libc::geteuid() } != 0 {
-        return Err(fail(step_name, format!("{} missing and this user is not root", packages.join(", ")), fix));
+        return Err(fail(
+            step_name,
+            format!("{} missing and this user is not root", packages.join(", ")),
+            fix,
+        ));
     }
-    run(step_name, Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"), &fix)?;
+    run(
+        step_name,
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &fix,
+    )?;
     run(
         step_name,
         Command::new("apt-get")
@@ -164,8 +216,21 @@ fn apt_install(step_name: &str, packages: &[&str]) -> Result<()> {
 fn ensure_npm_tools(paths: &Paths) -> Result<()> {
     let lock = paths.root.join("package-lock.json");
     let stamp = paths.node_modules().join(".edgemeet-installed-lock");
-    let want = std::fs::read(&lock).map_err(|e| fail("npm tools", format!("cannot read {}: {e}", lock.display()), ""))?;
-    let complete = [paths.node22(), paths.wrangler_js(), paths.wasm_opt(), paths.esbuild()].iter().all(|p| p.exists());
+    let want = std::fs::read(&lock).map_err(|e| {
+        fail(
+            "npm tools",
+            format!("cannot read {}: {e}", lock.display()),
+            "",
+        )
+    })?;
+    let complete = [
+        paths.node22(),
+        paths.wrangler_js(),
+        paths.wasm_opt(),
+        paths.esbuild(),
+    ]
+    .iter()
+    .all(|p| p.exists());
     if complete && std::fs::read(&stamp).ok().as_deref() == Some(&want[..]) {
         note("up to date with package-lock.json");
         return Ok(());
@@ -179,7 +244,13 @@ fn ensure_npm_tools(paths: &Paths) -> Result<()> {
     run(
         "npm tools",
         Command::new("npm")
-            .args(["install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error"])
+            .args([
+                "install",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ])
             .current_dir(&paths.root),
         "check that npm can reach its registry; then run `cargo xtask setup` again",
     )?;
@@ -190,10 +261,20 @@ fn ensure_npm_tools(paths: &Paths) -> Result<()> {
 
 /// The wasm-bindgen version in Cargo.lock; Trunk.toml must pin the same.
 fn pinned_wasm_bindgen(paths: &Paths) -> Result<String> {
-    let lock = std::fs::read_to_string(paths.root.join("Cargo.lock"))
-        .map_err(|e| fail("tool versions", format!("cannot read Cargo.lock: {e}"), "run `cargo generate-lockfile`"))?;
-    let version = lockfile_version(&lock, "wasm-bindgen")
-        .ok_or_else(|| fail("tool versions", "Cargo.lock has no wasm-bindgen package", ""))?;
+    let lock = std::fs::read_to_string(paths.root.join("Cargo.lock")).map_err(|e| {
+        fail(
+            "tool versions",
+            format!("cannot read Cargo.lock: {e}"),
+            "run `cargo generate-lockfile`",
+        )
+    })?;
+    let version = lockfile_version(&lock, "wasm-bindgen").ok_or_else(|| {
+        fail(
+            "tool versions",
+            "Cargo.lock has no wasm-bindgen package",
+            "",
+        )
+    })?;
     let trunk_toml = std::fs::read_to_string(paths.root.join("Trunk.toml")).unwrap_or_default();
     if !trunk_toml.contains(&format!("wasm_bindgen = \"{version}\"")) {
         return Err(fail(
@@ -211,18 +292,32 @@ pub fn lockfile_version(lock: &str, name: &str) -> Option<String> {
     let mut lines = lock.lines();
     while let Some(l) = lines.next() {
         if l.trim() == format!("name = \"{name}\"") {
-            let v = lines.next()?.trim().strip_prefix("version = \"")?.strip_suffix('"')?;
+            let v = lines
+                .next()?
+                .trim()
+                .strip_prefix("version = \"")?
+                .strip_suffix('"')?;
             return Some(v.to_string());
         }
     }
     None
 }
 
-fn ensure_cargo_tool(paths: &Paths, bin: &str, krate: &str, version: &str, locked: bool) -> Result<()> {
+fn ensure_cargo_tool(
+    paths: &Paths,
+    bin: &str,
+    krate: &str,
+    version: &str,
+    locked: bool,
+) -> Result<()> {
     let exe = paths.tool(bin);
     let have = output(Command::new(&exe).arg("--version")).unwrap_or_default();
     // `trunk 0.21.14`, `wasm-bindgen 0.2.130`, or just `0.8.7` (worker-build).
-    if have.split_whitespace().nth(if have.contains(' ') { 1 } else { 0 }) == Some(version) {
+    if have
+        .split_whitespace()
+        .nth(if have.contains(' ') { 1 } else { 0 })
+        == Some(version)
+    {
         note(format!("{have} already installed"));
         return Ok(());
     }
@@ -231,24 +326,41 @@ fn ensure_cargo_tool(paths: &Paths, bin: &str, krate: &str, version: &str, locke
     }
     note(format!("cargo install {krate} {version}: builds from source, several minutes on 2 cores, once per machine"));
     let mut cmd = Command::new("cargo");
-    cmd.args(["install", krate, "--version", &format!("={version}"), "--force"]);
+    cmd.args([
+        "install",
+        krate,
+        "--version",
+        &format!("={version}"),
+        "--force",
+    ]);
     if locked {
         cmd.arg("--locked");
     }
-    run(&format!("install {krate}"), &mut cmd, "check that cargo can reach its registry; then run `cargo xtask setup` again")
+    run(
+        &format!("install {krate}"),
+        &mut cmd,
+        "check that cargo can reach its registry; then run `cargo xtask setup` again",
+    )
 }
 
 fn ensure_chromium() -> Result<()> {
     let chromium = Paths::chromium();
     if chromium.exists() {
-        note(output(Command::new(&chromium).arg("--version")).unwrap_or_else(|| chromium.display().to_string()));
+        note(
+            output(Command::new(&chromium).arg("--version"))
+                .unwrap_or_else(|| chromium.display().to_string()),
+        );
         return Ok(());
     }
     apt_install("Chromium", &["chromium"])?;
     if chromium.exists() {
         Ok(())
     } else {
-        Err(fail("Chromium", format!("{} still missing after install", chromium.display()), "install Debian's chromium package"))
+        Err(fail(
+            "Chromium",
+            format!("{} still missing after install", chromium.display()),
+            "install Debian's chromium package",
+        ))
     }
 }
 
@@ -259,14 +371,23 @@ mod tests {
     #[test]
     fn reads_versions_from_a_lockfile() {
         let lock = "[[package]]\nname = \"wasm-bindgen\"\nversion = \"0.2.130\"\n\n[[package]]\nname = \"wasm-bindgen-futures\"\nversion = \"0.4.1\"\n";
-        assert_eq!(lockfile_version(lock, "wasm-bindgen").as_deref(), Some("0.2.130"));
-        assert_eq!(lockfile_version(lock, "wasm-bindgen-futures").as_deref(), Some("0.4.1"));
+        assert_eq!(
+            lockfile_version(lock, "wasm-bindgen").as_deref(),
+            Some("0.2.130")
+        );
+        assert_eq!(
+            lockfile_version(lock, "wasm-bindgen-futures").as_deref(),
+            Some("0.4.1")
+        );
         assert_eq!(lockfile_version(lock, "nope"), None);
     }
 
     #[test]
     fn trunk_toml_pins_the_lockfile_wasm_bindgen() {
         let paths = Paths::new();
-        assert!(pinned_wasm_bindgen(&paths).is_ok(), "Trunk.toml and Cargo.lock disagree on wasm-bindgen");
+        assert!(
+            pinned_wasm_bindgen(&paths).is_ok(),
+            "Trunk.toml and Cargo.lock disagree on wasm-bindgen"
+        );
     }
 }

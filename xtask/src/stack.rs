@@ -54,7 +54,10 @@ impl StackConfig {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 struct Proc {
@@ -70,17 +73,37 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub fn start(paths: &Paths, sfu_bin: &Path, secrets: &DevSecrets, cfg: &StackConfig) -> Result<Stack> {
+    pub fn start(
+        paths: &Paths,
+        sfu_bin: &Path,
+        secrets: &DevSecrets,
+        cfg: &StackConfig,
+    ) -> Result<Stack> {
         let log_dir = paths.target().join("edgemeet-logs").join(cfg.name);
         std::fs::create_dir_all(&log_dir).map_err(|e| fail("start stack", e.to_string(), ""))?;
         let url = format!("http://127.0.0.1:{}", cfg.edge_port);
-        let mut stack = Stack { procs: Vec::new(), url: url.clone(), log_dir: log_dir.clone() };
+        let mut stack = Stack {
+            procs: Vec::new(),
+            url: url.clone(),
+            log_dir: log_dir.clone(),
+        };
 
         let mut wrangler = Command::new(paths.node22());
         wrangler
             .arg(paths.wrangler_js())
-            .args(["dev", "--local", "--ip", "127.0.0.1", "--port", &cfg.edge_port.to_string()])
-            .args(["--inspector-port", &cfg.inspector_port.to_string(), "--show-interactive-dev-session=false"])
+            .args([
+                "dev",
+                "--local",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &cfg.edge_port.to_string(),
+            ])
+            .args([
+                "--inspector-port",
+                &cfg.inspector_port.to_string(),
+                "--show-interactive-dev-session=false",
+            ])
             // Dev/test only: lets requests fake their location (x-edgemeet-dev-location); a deployed
             // worker has no such var and ignores the header.
             .args(["--var", "DEV_GEO_OVERRIDE:true"])
@@ -99,9 +122,19 @@ impl Stack {
             let udp = cfg.udp_base + 100 * i as u16;
             let mut sfu = Command::new(sfu_bin);
             sfu.args(["--id", id, "--region", region])
-                .args(["--latitude", &lat.to_string(), "--longitude", &lon.to_string()])
+                .args([
+                    "--latitude",
+                    &lat.to_string(),
+                    "--longitude",
+                    &lon.to_string(),
+                ])
                 .args(["--listen", &format!("127.0.0.1:{port}"), "--edge-url", &url])
-                .args(["--udp-port-min", &udp.to_string(), "--udp-port-max", &(udp + 99).to_string()])
+                .args([
+                    "--udp-port-min",
+                    &udp.to_string(),
+                    "--udp-port-max",
+                    &(udp + 99).to_string(),
+                ])
                 .env("EDGEMEET_SFU_CONTROL_SECRET", &secrets.control_secret);
             stack.spawn(id, sfu, cfg.echo)?;
         }
@@ -110,13 +143,24 @@ impl Stack {
 
     fn spawn(&mut self, name: &str, mut cmd: Command, echo: bool) -> Result<()> {
         let log = self.log_dir.join(format!("{name}.log"));
-        let file = Arc::new(Mutex::new(
-            File::create(&log).map_err(|e| fail("start stack", format!("cannot create {}: {e}", log.display()), ""))?,
-        ));
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| fail("start stack", format!("cannot start {name}: {e}"), "run `cargo xtask setup`"))?;
+        let file = Arc::new(Mutex::new(File::create(&log).map_err(|e| {
+            fail(
+                "start stack",
+                format!("cannot create {}: {e}", log.display()),
+                "",
+            )
+        })?));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| {
+            fail(
+                "start stack",
+                format!("cannot start {name}: {e}"),
+                "run `cargo xtask setup`",
+            )
+        })?;
         let pipes: Vec<Box<dyn std::io::Read + Send>> = vec![
             Box::new(child.stdout.take().expect("piped")),
             Box::new(child.stderr.take().expect("piped")),
@@ -133,8 +177,16 @@ impl Stack {
                 }
             });
         }
-        note(format!("started {name} (pid {}, log {})", child.id(), log.display()));
-        self.procs.push(Proc { name: name.to_string(), child, log });
+        note(format!(
+            "started {name} (pid {}, log {})",
+            child.id(),
+            log.display()
+        ));
+        self.procs.push(Proc {
+            name: name.to_string(),
+            child,
+            log,
+        });
         Ok(())
     }
 
@@ -142,7 +194,14 @@ impl Stack {
     pub fn exited(&mut self) -> Option<(String, String)> {
         for p in &mut self.procs {
             if let Ok(Some(status)) = p.child.try_wait() {
-                return Some((p.name.clone(), format!("{status}\n--- last lines of {} ---\n{}", p.log.display(), tail(&p.log, 25))));
+                return Some((
+                    p.name.clone(),
+                    format!(
+                        "{status}\n--- last lines of {} ---\n{}",
+                        p.log.display(),
+                        tail(&p.log, 25)
+                    ),
+                ));
             }
         }
         None
@@ -153,13 +212,21 @@ impl Stack {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some((name, status)) = self.exited() {
-                return Err(fail("start stack", format!("{name} exited early: {status}"), "see its log above"));
+                return Err(fail(
+                    "start stack",
+                    format!("{name} exited early: {status}"),
+                    "see its log above",
+                ));
             }
             if std::net::TcpStream::connect(self.url.trim_start_matches("http://")).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(fail("start stack", format!("the edge did not listen within {} s", timeout.as_secs()), "see the edge log"));
+                return Err(fail(
+                    "start stack",
+                    format!("the edge did not listen within {} s", timeout.as_secs()),
+                    "see the edge log",
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -168,25 +235,44 @@ impl Stack {
     /// Waits until the edge answers and lists every dev region's SFU as live.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<serde_json::Value> {
         let deadline = Instant::now() + timeout;
-        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).build().into();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(2)))
+            .build()
+            .into();
         let mut last: String;
         loop {
             if let Some((name, status)) = self.exited() {
-                return Err(fail("start stack", format!("{name} exited early: {status}"), "see its log above"));
+                return Err(fail(
+                    "start stack",
+                    format!("{name} exited early: {status}"),
+                    "see its log above",
+                ));
             }
             match agent.get(&format!("{}/api/health", self.url)).call() {
                 Ok(mut res) => match res.body_mut().read_json::<serde_json::Value>() {
-                    Ok(h) if h["live_sfus"].as_u64() == Some(DEV_REGIONS.len() as u64) => return Ok(h),
-                    Ok(h) => last = format!("{} of {} SFUs live", h["live_sfus"], DEV_REGIONS.len()),
+                    Ok(h) if h["live_sfus"].as_u64() == Some(DEV_REGIONS.len() as u64) => {
+                        return Ok(h)
+                    }
+                    Ok(h) => {
+                        last = format!("{} of {} SFUs live", h["live_sfus"], DEV_REGIONS.len())
+                    }
                     Err(e) => last = format!("health is not JSON: {e}"),
                 },
                 Err(e) => last = e.to_string(),
             }
             if Instant::now() > deadline {
-                let logs: Vec<String> = self.procs.iter().map(|p| format!("--- {} ---\n{}", p.log.display(), tail(&p.log, 15))).collect();
+                let logs: Vec<String> = self
+                    .procs
+                    .iter()
+                    .map(|p| format!("--- {} ---\n{}", p.log.display(), tail(&p.log, 15)))
+                    .collect();
                 return Err(fail(
                     "start stack",
-                    format!("not ready after {} s: {last}\n{}", timeout.as_secs(), logs.join("\n")),
+                    format!(
+                        "not ready after {} s: {last}\n{}",
+                        timeout.as_secs(),
+                        logs.join("\n")
+                    ),
                     "see the logs above",
                 ));
             }

@@ -27,7 +27,11 @@ pub type Result<T> = std::result::Result<T, StepError>;
 
 /// Builds a [`StepError`].
 pub fn fail(step: &str, what: impl Into<String>, fix: impl Into<String>) -> StepError {
-    StepError { step: step.into(), what: what.into(), fix: fix.into() }
+    StepError {
+        step: step.into(),
+        what: what.into(),
+        fix: fix.into(),
+    }
 }
 
 /// Runs `f` as a named step, printing its start, duration and outcome.

@@ -1,0 +1,299 @@
+//! The browser's media session with the room's SFU: one RTCPeerConnection that publishes the camera
+//! and microphone and receives everyone else's tracks.
+//!
+//! Negotiation: the browser offers once per PeerConnection (its own tracks, sendonly); after that
+//! the SFU offers whenever tracks to receive come or go, and the browser answers — all through the
+//! room WebSocket. Signaling messages are applied strictly in order (a queue), so an SFU offer can
+//! never overtake the answer to our own offer.
+//!
+//! Remote tracks arrive in streams whose id is the publisher's participant id; the room view shows
+//! each stream in that participant's tile.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use edgemeet_shared::protocol::{ClientMessage, ServerMessage};
+use js_sys::{Array, Reflect};
+use leptos::prelude::*;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    MediaStream, RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState,
+    RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit,
+    RtcTrackEvent,
+};
+
+/// Longest wait for our ICE candidates before sending the offer anyway.
+const GATHER_TIMEOUT_MS: i32 = 1_000;
+
+/// Remote media by publisher id (for the tiles).
+pub type RemoteStreams = RwSignal<HashMap<String, MediaStream>, LocalStorage>;
+
+type SendFn = Rc<dyn Fn(ClientMessage)>;
+
+struct Inner {
+    pc: RefCell<Option<RtcPeerConnection>>,
+    queue: RefCell<VecDeque<ServerMessage>>,
+    busy: Cell<bool>,
+    send: SendFn,
+    remote: RemoteStreams,
+    on_state: Rc<dyn Fn(String)>,
+}
+
+/// Cheap to clone; all clones are the same session.
+#[derive(Clone)]
+pub struct Call(Rc<Inner>);
+
+fn err(e: JsValue) -> String {
+    e.as_string()
+        .or_else(|| {
+            Reflect::get(&e, &"message".into())
+                .ok()
+                .and_then(|m| m.as_string())
+        })
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+impl Call {
+    pub fn new(
+        send: impl Fn(ClientMessage) + 'static,
+        remote: RemoteStreams,
+        on_state: impl Fn(String) + 'static,
+    ) -> Call {
+        Call(Rc::new(Inner {
+            pc: RefCell::new(None),
+            queue: RefCell::new(VecDeque::new()),
+            busy: Cell::new(false),
+            send: Rc::new(send),
+            remote,
+            on_state: Rc::new(on_state),
+        }))
+    }
+
+    pub fn peer_connection(&self) -> Option<RtcPeerConnection> {
+        self.0.pc.borrow().clone()
+    }
+
+    /// Starts (or restarts) the media session: a new PeerConnection publishing `local`'s tracks.
+    pub async fn start(&self, local: Option<MediaStream>) -> Result<(), String> {
+        self.stop();
+        let pc = RtcPeerConnection::new().map_err(err)?;
+        // Tests and the stats panel read this.
+        let _ = Reflect::set(&window(), &"edgemeetPc".into(), &pc);
+        let streams = Array::new();
+        if let Some(s) = &local {
+            streams.push(s);
+        }
+        for kind in ["audio", "video"] {
+            let init = RtcRtpTransceiverInit::new();
+            init.set_direction(RtcRtpTransceiverDirection::Sendonly);
+            init.set_streams(&streams);
+            let track = local.as_ref().and_then(|s| {
+                let list = if kind == "audio" {
+                    s.get_audio_tracks()
+                } else {
+                    s.get_video_tracks()
+                };
+                list.get(0).dyn_into::<web_sys::MediaStreamTrack>().ok()
+            });
+            match track {
+                Some(t) => {
+                    pc.add_transceiver_with_media_stream_track_and_init(&t, &init);
+                }
+                None => {
+                    pc.add_transceiver_with_str_and_init(kind, &init);
+                }
+            }
+        }
+        let remote = self.0.remote;
+        let ontrack = Closure::<dyn FnMut(RtcTrackEvent)>::new(move |ev: RtcTrackEvent| {
+            let Ok(stream) = ev.streams().get(0).dyn_into::<MediaStream>() else {
+                return;
+            };
+            let id = stream.id();
+            remote.update(|m| {
+                m.insert(id, stream);
+            });
+        });
+        pc.set_ontrack(Some(ontrack.as_ref().unchecked_ref()));
+        ontrack.forget();
+        let me = self.clone();
+        let pc2 = pc.clone();
+        let onstate = Closure::<dyn FnMut()>::new(move || {
+            let state = pc2.connection_state();
+            (me.0.on_state)(format!("{state:?}").to_lowercase());
+            if state == RtcPeerConnectionState::Failed {
+                web_sys::console::warn_1(&"media connection failed".into());
+            }
+        });
+        pc.set_onconnectionstatechange(Some(onstate.as_ref().unchecked_ref()));
+        onstate.forget();
+        *self.0.pc.borrow_mut() = Some(pc.clone());
+
+        let offer = JsFuture::from(pc.create_offer()).await.map_err(err)?;
+        let sdp = Reflect::get(&offer, &"sdp".into())
+            .ok()
+            .and_then(|s| s.as_string())
+            .unwrap_or_default();
+        let init = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+        init.set_sdp(&sdp);
+        JsFuture::from(pc.set_local_description(&init))
+            .await
+            .map_err(err)?;
+        wait_for_candidates(&pc).await;
+        let sdp = pc.local_description().map(|d| d.sdp()).unwrap_or(sdp);
+        (self.0.send)(ClientMessage::Offer { sdp });
+        Ok(())
+    }
+
+    pub fn stop(&self) {
+        if let Some(pc) = self.0.pc.borrow_mut().take() {
+            pc.close();
+        }
+        self.0.queue.borrow_mut().clear();
+        self.0.remote.update(|m| m.clear());
+    }
+
+    /// Feeds a signaling message (answer / offer from the SFU); they are applied in order.
+    pub fn signal(&self, msg: ServerMessage) {
+        if !matches!(
+            msg,
+            ServerMessage::Answer { .. } | ServerMessage::Offer { .. }
+        ) {
+            return;
+        }
+        self.0.queue.borrow_mut().push_back(msg);
+        if self.0.busy.replace(true) {
+            return;
+        }
+        let me = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                let next = me.0.queue.borrow_mut().pop_front();
+                let Some(msg) = next else { break };
+                if let Err(e) = me.apply(msg).await {
+                    web_sys::console::error_1(&format!("signaling: {e}").into());
+                }
+            }
+            me.0.busy.set(false);
+        });
+    }
+
+    async fn apply(&self, msg: ServerMessage) -> Result<(), String> {
+        let Some(pc) = self.peer_connection() else {
+            return Ok(());
+        };
+        match msg {
+            ServerMessage::Answer { sdp } => {
+                let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+                init.set_sdp(&sdp);
+                JsFuture::from(pc.set_remote_description(&init))
+                    .await
+                    .map_err(err)?;
+            }
+            ServerMessage::Offer { sdp } => {
+                let init = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+                init.set_sdp(&sdp);
+                JsFuture::from(pc.set_remote_description(&init))
+                    .await
+                    .map_err(err)?;
+                let answer = JsFuture::from(pc.create_answer()).await.map_err(err)?;
+                let sdp = Reflect::get(&answer, &"sdp".into())
+                    .ok()
+                    .and_then(|s| s.as_string())
+                    .unwrap_or_default();
+                let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+                init.set_sdp(&sdp);
+                JsFuture::from(pc.set_local_description(&init))
+                    .await
+                    .map_err(err)?;
+                let sdp = pc.local_description().map(|d| d.sdp()).unwrap_or(sdp);
+                (self.0.send)(ClientMessage::Answer { sdp });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Turns sending of one kind on or off at the encoder (`active`), so a muted microphone or a
+    /// camera turned off costs no bitrate.
+    pub fn set_sending(&self, kind: &str, on: bool) {
+        let Some(pc) = self.peer_connection() else {
+            return;
+        };
+        for sender in pc.get_senders().iter() {
+            let Ok(sender) = sender.dyn_into::<web_sys::RtcRtpSender>() else {
+                continue;
+            };
+            if sender.track().map(|t| t.kind()) != Some(kind.to_string()) {
+                continue;
+            }
+            let sender_js: &JsValue = sender.as_ref();
+            let Ok(get) = Reflect::get(sender_js, &"getParameters".into())
+                .and_then(|f| f.dyn_into::<js_sys::Function>())
+            else {
+                continue;
+            };
+            let Ok(params) = get.call0(sender_js) else {
+                continue;
+            };
+            if let Ok(encodings) = Reflect::get(&params, &"encodings".into()) {
+                for enc in Array::from(&encodings).iter() {
+                    let _ = Reflect::set(&enc, &"active".into(), &JsValue::from_bool(on));
+                }
+            }
+            if let Ok(set) = Reflect::get(sender_js, &"setParameters".into())
+                .and_then(|f| f.dyn_into::<js_sys::Function>())
+            {
+                if let Ok(p) = set.call1(sender_js, &params) {
+                    if let Ok(p) = p.dyn_into::<js_sys::Promise>() {
+                        wasm_bindgen_futures::spawn_local(async move {
+                            if let Err(e) = JsFuture::from(p).await {
+                                web_sys::console::warn_1(
+                                    &format!("setParameters: {}", err(e)).into(),
+                                );
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// A participant left: forget their stream.
+    pub fn forget(&self, id: &str) {
+        self.0.remote.update(|m| {
+            m.remove(id);
+        });
+    }
+}
+
+/// Resolves when ICE gathering is complete, or after [`GATHER_TIMEOUT_MS`].
+async fn wait_for_candidates(pc: &RtcPeerConnection) {
+    if pc.ice_gathering_state() == RtcIceGatheringState::Complete {
+        return;
+    }
+    let pc2 = pc.clone();
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        let r = resolve.clone();
+        let pc3 = pc2.clone();
+        let cb = Closure::<dyn FnMut()>::new(move || {
+            if pc3.ice_gathering_state() == RtcIceGatheringState::Complete {
+                let _ = r.call0(&JsValue::NULL);
+            }
+        });
+        pc2.set_onicegatheringstatechange(Some(cb.as_ref().unchecked_ref()));
+        cb.forget();
+        let r2 = resolve.clone();
+        let timeout = Closure::once_into_js(move || {
+            let _ = r2.call0(&JsValue::NULL);
+        });
+        let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(
+            timeout.unchecked_ref(),
+            GATHER_TIMEOUT_MS,
+        );
+    });
+    let _ = JsFuture::from(promise).await;
+    pc.set_onicegatheringstatechange(None);
+}

@@ -1,0 +1,113 @@
+// End to end through the SFU: three Chromium pages (fake camera and microphone) in one room. Every
+// assertion is on getStats() of the page's RTCPeerConnection (exposed as window.edgemeetPc).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
+
+const browser = browserForFile();
+
+async function joinAs(name, room) {
+  const page = await browser.context.newPage();
+  await page.goto(`${BASE}/${room}`);
+  await page.getByLabel("Your name").fill(name);
+  await page.getByRole("button", { name: "Join" }).click();
+  await page.getByRole("group", { name: `${name} (you)` }).waitFor({ timeout: 10000 });
+  return page;
+}
+
+const tile = (page, name) => page.getByRole("group", { name, exact: true });
+const idOf = (page, name) => tile(page, name).getAttribute("data-participant");
+
+/** Inbound RTP per publisher and kind: { "<id>-video": {framesDecoded, frameWidth, packetsReceived, bytesReceived, timestamp}, … } */
+async function inbound(page) {
+  return page.evaluate(async () => {
+    const pc = window.edgemeetPc;
+    if (!pc) return {};
+    const out = {};
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp" && s.trackIdentifier) {
+        out[s.trackIdentifier] = {
+          kind: s.kind,
+          framesDecoded: s.framesDecoded ?? 0,
+          frameWidth: s.frameWidth ?? 0,
+          packetsReceived: s.packetsReceived ?? 0,
+          bytesReceived: s.bytesReceived ?? 0,
+          timestamp: s.timestamp,
+        };
+      }
+    });
+    return out;
+  });
+}
+
+/** Polls `page`'s stats until `ok(stats)` holds; fails with the last stats after `timeout` ms. */
+async function until(page, what, ok, timeout = 10000) {
+  const start = Date.now();
+  let last;
+  while (Date.now() - start < timeout) {
+    last = await inbound(page);
+    if (ok(last)) return last;
+    await page.waitForTimeout(100);
+  }
+  assert.fail(`${what}: not reached in ${timeout} ms; stats: ${JSON.stringify(last)}`);
+}
+
+/** Packets per second of one inbound stream, measured over about `ms`. */
+async function packetRate(page, key, ms = 2000) {
+  const a = (await inbound(page))[key];
+  await page.waitForTimeout(ms);
+  const b = (await inbound(page))[key];
+  assert.ok(a && b, `no inbound stream ${key}`);
+  return ((b.packetsReceived - a.packetsReceived) * 1000) / (b.timestamp - a.timestamp);
+}
+
+test("three pages decode each other's video and audio through the SFU; mute stops the audio; leaving removes the tile", async () => {
+  const room = `media-${Math.random().toString(36).slice(2, 8)}`;
+  const names = ["Ada", "Bob", "Cy"];
+  const pages = {};
+  for (const n of names) pages[n] = await joinAs(n, room);
+  const ids = {};
+  for (const n of names) ids[n] = await idOf(pages[names.find((m) => m !== n)], n);
+
+  // Each page decodes the two remote videos: frames rising, a real frame width.
+  for (const n of names) {
+    const others = names.filter((m) => m !== n);
+    const first = await until(pages[n], `${n} decodes ${others}`, (s) =>
+      others.every((o) => s[`${ids[o]}-video`]?.framesDecoded > 0 && s[`${ids[o]}-video`]?.frameWidth > 0), 15000);
+    await until(pages[n], `${n}'s decoded frames keep rising`, (s) =>
+      others.every((o) => s[`${ids[o]}-video`].framesDecoded >= first[`${ids[o]}-video`].framesDecoded + 10));
+    // The remote tiles show the video element with the stream.
+    for (const o of others) {
+      const w = await tile(pages[n], o).locator("video").evaluate((v) => v.videoWidth);
+      assert.ok(w > 0, `${n} shows ${o}'s video (videoWidth ${w})`);
+    }
+  }
+  await pages.Ada.screenshot({ path: join(ARTIFACTS, "media.png") });
+
+  // Remote audio arrives at Opus's 20 ms pace: about 50 packets per second.
+  const rate = await packetRate(pages.Ada, `${ids.Bob}-audio`);
+  assert.ok(rate > 35 && rate < 65, `Ada receives Bob's audio at ${rate.toFixed(1)} packets/s`);
+
+  // Bob mutes: the others see the indicator within 1 s and his audio packets stop.
+  await pages.Bob.getByRole("button", { name: "Mute microphone" }).first().click();
+  await tile(pages.Ada, "Bob").getByTestId("muted").waitFor({ state: "visible", timeout: 1000 });
+  await tile(pages.Cy, "Bob").getByTestId("muted").waitFor({ state: "visible", timeout: 1000 });
+  let muted;
+  const deadline = Date.now() + 5000;
+  do {
+    muted = await packetRate(pages.Ada, `${ids.Bob}-audio`, 1000);
+  } while (muted > 2 && Date.now() < deadline);
+  assert.ok(muted <= 2, `Bob's audio still arrives at ${muted.toFixed(1)} packets/s after muting`);
+  // His video still flows.
+  const v0 = (await inbound(pages.Ada))[`${ids.Bob}-video`].framesDecoded;
+  await until(pages.Ada, "Bob's video keeps decoding while he is muted", (s) => s[`${ids.Bob}-video`].framesDecoded > v0 + 10);
+
+  // Cy leaves: her tile is gone from the others within 2 s.
+  const left = Date.now();
+  await pages.Cy.getByRole("button", { name: "Leave" }).click();
+  await tile(pages.Ada, "Cy").waitFor({ state: "detached", timeout: 2000 });
+  await tile(pages.Bob, "Cy").waitFor({ state: "detached", timeout: 2000 });
+  assert.ok(Date.now() - left < 2500);
+  for (const n of names) await pages[n].close();
+});

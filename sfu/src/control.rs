@@ -1,0 +1,175 @@
+//! The signed control API the edge's Room Durable Object calls (thin axum handlers over
+//! [`crate::media::Media`]). Every request carries `x-edgemeet-signature` over method, path and
+//! body (see `edgemeet_shared::control`); anything unsigned, stale or forged gets 401.
+//!
+//! - `POST /v1/rooms/{room}/participants/{id}/offer` `{sdp}` → `{sdp}` (our answer)
+//! - `POST /v1/rooms/{room}/participants/{id}/answer` `{sdp}` → 204
+//! - `DELETE /v1/rooms/{room}/participants/{id}` → 204 (participant left; frees everything)
+//! - `GET /v1/rooms` → who is in which room, what they publish and receive
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use edgemeet_shared::control as signing;
+use edgemeet_shared::protocol::{normalize_room_name, ErrorCode, SdpBody, WireError};
+
+use crate::AppState;
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    let status =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        Json(WireError {
+            code,
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Checks the signature, then the names in the path.
+fn check(
+    s: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    room: &str,
+    id: &str,
+) -> Result<(), Response> {
+    let sig = headers
+        .get(signing::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    signing::verify(
+        s.config.control_secret.as_bytes(),
+        sig,
+        method.as_str(),
+        uri.path(),
+        body,
+        now_ms(),
+    )
+    .map_err(|e| {
+        error(
+            ErrorCode::Unauthorized,
+            format!("control request refused: {e}"),
+        )
+    })?;
+    if normalize_room_name(room).ok().as_deref() != Some(room) {
+        return Err(error(ErrorCode::BadRequest, "bad room name"));
+    }
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(error(ErrorCode::BadRequest, "bad participant id"));
+    }
+    Ok(())
+}
+
+fn sdp_body(body: &[u8]) -> Result<SdpBody, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            ErrorCode::BadRequest,
+            format!("body must be {{\"sdp\": …}}: {e}"),
+        )
+    })
+}
+
+pub async fn offer(
+    State(s): State<Arc<AppState>>,
+    Path((room, id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check(&s, &method, &uri, &headers, &body, &room, &id) {
+        return r;
+    }
+    let req = match sdp_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match s.media.offer(&room, &id, req.sdp).await {
+        Ok(sdp) => Json(SdpBody { sdp }).into_response(),
+        Err(e) => {
+            tracing::info!(room, participant = id, error = %e, "offer refused");
+            error(e.code(), e.to_string())
+        }
+    }
+}
+
+pub async fn answer(
+    State(s): State<Arc<AppState>>,
+    Path((room, id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check(&s, &method, &uri, &headers, &body, &room, &id) {
+        return r;
+    }
+    let req = match sdp_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match s.media.answer(&room, &id, req.sdp).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(e.code(), e.to_string()),
+    }
+}
+
+pub async fn leave(
+    State(s): State<Arc<AppState>>,
+    Path((room, id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check(&s, &method, &uri, &headers, b"", &room, &id) {
+        return r;
+    }
+    s.media.remove_peer(&room, &id, "left the room").await;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+pub async fn rooms(
+    State(s): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let sig = headers
+        .get(signing::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = signing::verify(
+        s.config.control_secret.as_bytes(),
+        sig,
+        method.as_str(),
+        uri.path(),
+        b"",
+        now_ms(),
+    ) {
+        return error(
+            ErrorCode::Unauthorized,
+            format!("control request refused: {e}"),
+        );
+    }
+    Json(s.media.describe()).into_response()
+}

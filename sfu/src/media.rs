@@ -1,0 +1,1146 @@
+//! The media shell: webrtc-rs PeerConnections, one per participant, and the per-track forwarding
+//! loop. Decisions (header rewriting, where a subscriber may start) come from the pure cores in
+//! [`crate::forward`] and [`crate::codec`]; this module only moves packets and session descriptions.
+//!
+//! # Lifetimes and the close cascade
+//! - A **room** exists while it has a participant; the last one leaving removes it.
+//! - A **participant** (`Peer`) is created by its first offer and lives until the edge says it left
+//!   (`DELETE …/participants/{id}`), or its PeerConnection fails or closes (ICE consent lost: no
+//!   answer to keep-alives for [`ICE_FAILED_AFTER`]), or the SFU shuts down.
+//! - Removing a participant: (1) it leaves the room map, so nobody subscribes to it again; (2) each
+//!   track it published is taken off every subscriber's PeerConnection and those subscribers get a new
+//!   offer; (3) its own subscriptions are taken off the publishers' fan-out lists; (4) its
+//!   PeerConnection is closed, which ends the remote tracks, which ends their forwarding loops.
+//!
+//! # Hot path
+//! One task per published track reads its packets and writes each to every subscriber's local track.
+//! Per packet and subscriber: one uncontended mutex (the subscriber's rewriter), no allocation in our
+//! code (the payload is shared, the header has no extensions), no log line. The fan-out list is
+//! copy-on-write (`RwLock<Arc<Vec<_>>>`, cloned once per packet, never held across a send).
+//! webrtc-rs's own `write_rtp` adds a channel hop into the subscriber's PeerConnection driver; see
+//! ARCHITECTURE.md for the plan to drive `rtc` directly once that shows in the load figures.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use edgemeet_shared::control;
+use edgemeet_shared::protocol::{ErrorCode, SfuSignal};
+use rtc::interceptor::{
+    Attribute, Interceptor, Packet as IPacket, Registry, Slot, StreamInfo, TaggedPacket,
+};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use thiserror::Error;
+use tokio::sync::watch;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::Track;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState,
+};
+use webrtc::rtp_transceiver::RtpSender;
+use webrtc::runtime::Runtime;
+
+use crate::codec::{starts_keyframe, VideoCodec};
+use crate::forward::{Negotiated, Rewriter};
+use crate::metrics::Metrics;
+
+/// ICE consent: a PeerConnection whose peer stops answering is "disconnected" after this…
+pub const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(5);
+/// …and failed (freed) after this.
+pub const ICE_FAILED_AFTER: Duration = Duration::from_secs(15);
+/// Ask a publisher for a keyframe at most this often per track.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// Longest wait for our own ICE candidates before answering without them.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
+pub const SIGNAL_PATH: &str = "/api/sfu/signal";
+
+/// Payload types this SFU offers to subscribers (what Chrome uses by default, too).
+const PT_OPUS: u8 = 111;
+const PT_VP8: u8 = 96;
+const PT_H264: u8 = 102;
+
+#[derive(Debug, Error)]
+pub enum MediaError {
+    #[error("the session description could not be used: {0}")]
+    BadSdp(String),
+    #[error("no offer from this SFU is waiting for an answer")]
+    NoOfferPending,
+    #[error("participant {0} has no media session on this SFU")]
+    UnknownParticipant(String),
+    #[error("this SFU is draining and takes no new rooms")]
+    Draining,
+    #[error("this SFU is full ({0} participants)")]
+    Full(u32),
+    #[error("no UDP port free in {0}-{1}")]
+    NoPort(u16, u16),
+    #[error("webrtc: {0}")]
+    Webrtc(String),
+}
+
+impl MediaError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            MediaError::BadSdp(_) | MediaError::NoOfferPending => ErrorCode::BadSdp,
+            MediaError::UnknownParticipant(_) => ErrorCode::NotFound,
+            MediaError::Draining | MediaError::Full(_) | MediaError::NoPort(..) => {
+                ErrorCode::NoMediaServer
+            }
+            MediaError::Webrtc(_) => ErrorCode::MediaServerError,
+        }
+    }
+}
+
+fn webrtc_err(e: impl std::fmt::Display) -> MediaError {
+    MediaError::Webrtc(e.to_string())
+}
+
+/// What the media shell needs from the SFU's configuration.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    pub media_ip: std::net::IpAddr,
+    pub udp_ports: (u16, u16),
+    pub capacity: u32,
+    pub edge_url: Option<String>,
+    pub control_secret: String,
+}
+
+pub struct Media {
+    cfg: MediaConfig,
+    metrics: Arc<Metrics>,
+    runtime: Arc<dyn Runtime>,
+    rooms: Mutex<HashMap<String, Arc<RoomMedia>>>,
+    next_port: AtomicU32,
+    next_session: std::sync::atomic::AtomicU64,
+    draining: AtomicBool,
+    http: reqwest::Client,
+    epoch: Instant,
+    me: Weak<Media>,
+}
+
+struct RoomMedia {
+    name: String,
+    peers: Mutex<HashMap<String, Arc<Peer>>>,
+}
+
+struct Peer {
+    /// Distinguishes this session from an earlier one of the same participant.
+    session: u64,
+    id: String,
+    room: String,
+    pc: Arc<dyn PeerConnection>,
+    gathered: watch::Receiver<bool>,
+    negotiation: tokio::sync::Mutex<Negotiation>,
+    /// Tracks this participant receives, by (publisher, kind).
+    subscriptions: Mutex<HashMap<(String, &'static str), Arc<SubTrack>>>,
+    published: Mutex<Vec<Arc<Published>>>,
+    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct Negotiation {
+    /// We sent an offer and wait for its answer.
+    awaiting_answer: bool,
+    /// Tracks changed meanwhile: offer again once answered.
+    again: bool,
+}
+
+struct Published {
+    publisher: String,
+    kind: &'static str,
+    codec: RTCRtpCodec,
+    video: Option<VideoCodec>,
+    media_ssrc: u32,
+    subscribers: RwLock<Arc<Vec<Arc<SubTrack>>>>,
+    keyframe_wanted: AtomicBool,
+}
+
+struct SubTrack {
+    subscriber: String,
+    local: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+    state: Mutex<SubState>,
+}
+
+struct SubState {
+    /// Negotiated with the subscriber (its answer arrived): packets may flow.
+    ready: bool,
+    /// Video: drop until the first packet of a keyframe, so the decoder starts clean.
+    need_keyframe: bool,
+    rewriter: Rewriter,
+}
+
+fn kind_name(kind: RtpCodecKind) -> &'static str {
+    match kind {
+        RtpCodecKind::Audio => "audio",
+        _ => "video",
+    }
+}
+
+fn offered_pt(mime: &str) -> Option<u8> {
+    let m = mime.to_ascii_lowercase();
+    if m == MIME_TYPE_OPUS.to_ascii_lowercase() {
+        Some(PT_OPUS)
+    } else if m == MIME_TYPE_VP8.to_ascii_lowercase() {
+        Some(PT_VP8)
+    } else if m == MIME_TYPE_H264.to_ascii_lowercase() {
+        Some(PT_H264)
+    } else {
+        None
+    }
+}
+
+fn media_engine() -> Result<MediaEngine, MediaError> {
+    let mut me = MediaEngine::default();
+    let video_fb = || {
+        vec![
+            RTCPFeedback {
+                typ: "goog-remb".into(),
+                parameter: "".into(),
+            },
+            RTCPFeedback {
+                typ: "ccm".into(),
+                parameter: "fir".into(),
+            },
+            RTCPFeedback {
+                typ: "nack".into(),
+                parameter: "".into(),
+            },
+            RTCPFeedback {
+                typ: "nack".into(),
+                parameter: "pli".into(),
+            },
+        ]
+    };
+    let codecs = [
+        (
+            MIME_TYPE_OPUS,
+            48_000,
+            2,
+            "minptime=10;useinbandfec=1",
+            PT_OPUS,
+            RtpCodecKind::Audio,
+            vec![],
+        ),
+        (
+            MIME_TYPE_VP8,
+            90_000,
+            0,
+            "",
+            PT_VP8,
+            RtpCodecKind::Video,
+            video_fb(),
+        ),
+        (
+            MIME_TYPE_H264,
+            90_000,
+            0,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            PT_H264,
+            RtpCodecKind::Video,
+            video_fb(),
+        ),
+    ];
+    for (mime, clock_rate, channels, fmtp, pt, kind, fb) in codecs {
+        me.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: mime.to_string(),
+                    clock_rate,
+                    channels,
+                    sdp_fmtp_line: fmtp.to_string(),
+                    rtcp_feedback: fb,
+                },
+                payload_type: pt,
+                ..Default::default()
+            },
+            kind,
+        )
+        .map_err(webrtc_err)?;
+    }
+    Ok(me)
+}
+
+/// Passes inbound keyframe requests (PLI, FIR) from subscribers up to the application, which
+/// relays them to the publisher; every other inbound RTCP packet stays with the interceptors.
+struct KeyframeRequests {
+    read: std::collections::VecDeque<TaggedPacket>,
+    write: std::collections::VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let IPacket::Rtcp(packets) = &msg.message.packet {
+            let wanted: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| {
+                    p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+                })
+                .cloned()
+                .collect();
+            if wanted.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = IPacket::Rtcp(wanted);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequests {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+struct PeerHandler {
+    media: Weak<Media>,
+    room: String,
+    peer: String,
+    session: u64,
+    gathered: watch::Sender<bool>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for PeerHandler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        tracing::debug!(room = %self.room, participant = %self.peer, %state, "connection state");
+        if matches!(
+            state,
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+        ) {
+            if let Some(media) = self.media.upgrade() {
+                media
+                    .end_session(
+                        &self.room,
+                        &self.peer,
+                        self.session,
+                        &format!("PeerConnection {state}"),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if let Some(media) = self.media.upgrade() {
+            media.on_track(&self.room, &self.peer, track).await;
+        }
+    }
+}
+
+impl Media {
+    pub fn new(cfg: MediaConfig, metrics: Arc<Metrics>) -> Arc<Media> {
+        let runtime =
+            webrtc::runtime::default_runtime().expect("webrtc built with its tokio runtime");
+        Arc::new_cyclic(|me| Media {
+            next_port: AtomicU32::new(cfg.udp_ports.0 as u32),
+            next_session: std::sync::atomic::AtomicU64::new(1),
+            cfg,
+            metrics,
+            runtime,
+            rooms: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            http: reqwest::Client::new(),
+            epoch: Instant::now(),
+            me: me.clone(),
+        })
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn room(&self, name: &str) -> Option<Arc<RoomMedia>> {
+        self.rooms.lock().unwrap().get(name).cloned()
+    }
+
+    fn peer(&self, room: &str, id: &str) -> Option<Arc<Peer>> {
+        self.room(room)?.peers.lock().unwrap().get(id).cloned()
+    }
+
+    fn participant_count(&self) -> usize {
+        self.rooms
+            .lock()
+            .unwrap()
+            .values()
+            .map(|r| r.peers.lock().unwrap().len())
+            .sum()
+    }
+
+    fn update_gauges(&self) {
+        let rooms = self.rooms.lock().unwrap();
+        self.metrics.rooms.set(rooms.len() as i64);
+        self.metrics.participants.set(
+            rooms
+                .values()
+                .map(|r| r.peers.lock().unwrap().len() as i64)
+                .sum(),
+        );
+    }
+
+    /// Rooms and who is in them (for `/v1/rooms`, tests and operators).
+    pub fn describe(&self) -> serde_json::Value {
+        let rooms = self.rooms.lock().unwrap();
+        let mut out = serde_json::Map::new();
+        for (name, room) in rooms.iter() {
+            let peers = room.peers.lock().unwrap();
+            let list: Vec<serde_json::Value> = peers
+                .values()
+                .map(|p| {
+                    let published: Vec<&str> = p.published.lock().unwrap().iter().map(|t| t.kind).collect();
+                    let receiving: Vec<String> =
+                        p.subscriptions.lock().unwrap().keys().map(|(who, kind)| format!("{who}/{kind}")).collect();
+                    serde_json::json!({ "id": p.id, "published": published, "receiving": receiving })
+                })
+                .collect();
+            out.insert(name.clone(), serde_json::Value::Array(list));
+        }
+        serde_json::Value::Object(out)
+    }
+
+    async fn build_pc(
+        &self,
+        room: &str,
+        peer: &str,
+        session: u64,
+    ) -> Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>), MediaError> {
+        let (lo, hi) = self.cfg.udp_ports;
+        let span = (hi - lo) as u32 + 1;
+        let mut last_err = None;
+        for _ in 0..span.min(64) {
+            let port =
+                lo as u32 + (self.next_port.fetch_add(1, Ordering::Relaxed) - lo as u32) % span;
+            let mut me = media_engine()?;
+            let registry =
+                register_default_interceptors(Registry::new(), &mut me).map_err(webrtc_err)?;
+            let registry = registry.with(
+                Slot::from(14_000),
+                KeyframeRequests {
+                    read: Default::default(),
+                    write: Default::default(),
+                },
+            );
+            let settings = SettingEngineBuilder::new()
+                .with_include_loopback_candidate(true)
+                .with_ice_timeouts(
+                    Some(ICE_DISCONNECTED_AFTER),
+                    Some(ICE_FAILED_AFTER),
+                    Some(Duration::from_secs(2)),
+                )
+                .build();
+            let (tx, rx) = watch::channel(false);
+            let handler = Arc::new(PeerHandler {
+                media: self.me.clone(),
+                room: room.into(),
+                peer: peer.into(),
+                session,
+                gathered: tx,
+            });
+            let built = PeerConnectionBuilder::new()
+                .with_configuration(RTCConfigurationBuilder::new().build())
+                .with_media_engine(me)
+                .with_setting_engine(settings)
+                .with_interceptor_registry(registry)
+                .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
+                .with_runtime(self.runtime.clone())
+                .with_udp_addrs(vec![std::net::SocketAddr::new(
+                    self.cfg.media_ip,
+                    port as u16,
+                )])
+                .build()
+                .await;
+            match built {
+                Ok(pc) => return Ok((Arc::new(pc), rx)),
+                Err(e) => last_err = Some(e.to_string()),
+            }
+        }
+        tracing::warn!(error = ?last_err, "no UDP port could be bound");
+        Err(MediaError::NoPort(lo, hi))
+    }
+
+    /// Our local description once ICE gathering finished (or after [`GATHER_TIMEOUT`]).
+    async fn local_sdp(
+        peer_pc: &Arc<dyn PeerConnection>,
+        gathered: &watch::Receiver<bool>,
+    ) -> Result<String, MediaError> {
+        let mut g = gathered.clone();
+        let _ = tokio::time::timeout(GATHER_TIMEOUT, g.wait_for(|done| *done)).await;
+        peer_pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .ok_or_else(|| MediaError::Webrtc("no local description".into()))
+    }
+
+    /// A participant's offer starts a new media session (a browser offers once per PeerConnection;
+    /// later renegotiations are ours). A session it had before is replaced. Returns our answer.
+    pub async fn offer(&self, room: &str, id: &str, sdp: String) -> Result<String, MediaError> {
+        let desc =
+            RTCSessionDescription::offer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
+        let new_room = self.room(room).is_none();
+        if new_room && self.draining.load(Ordering::SeqCst) {
+            return Err(MediaError::Draining);
+        }
+        if self.participant_count() as u32 >= self.cfg.capacity {
+            return Err(MediaError::Full(self.cfg.capacity));
+        }
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (pc, gathered) = self.build_pc(room, id, session).await?;
+        let peer = Arc::new(Peer {
+            session,
+            id: id.into(),
+            room: room.into(),
+            pc: pc.clone(),
+            gathered,
+            negotiation: tokio::sync::Mutex::new(Negotiation::default()),
+            subscriptions: Mutex::new(HashMap::new()),
+            published: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        });
+        let old = {
+            let mut rooms = self.rooms.lock().unwrap();
+            let r = rooms
+                .entry(room.to_string())
+                .or_insert_with(|| {
+                    Arc::new(RoomMedia {
+                        name: room.into(),
+                        peers: Mutex::new(HashMap::new()),
+                    })
+                })
+                .clone();
+            let mut peers = r.peers.lock().unwrap();
+            peers.insert(id.to_string(), peer.clone())
+        };
+        if let Some(old) = old {
+            self.close_peer(old, "replaced by a new session").await;
+        }
+        self.update_gauges();
+        let result = async {
+            let neg = peer.negotiation.lock().await;
+            pc.set_remote_description(desc)
+                .await
+                .map_err(|e| MediaError::BadSdp(e.to_string()))?;
+            let answer = pc.create_answer(None).await.map_err(webrtc_err)?;
+            pc.set_local_description(answer).await.map_err(webrtc_err)?;
+            drop(neg);
+            Self::local_sdp(&pc, &peer.gathered).await
+        }
+        .await;
+        match result {
+            Ok(answer) => {
+                tracing::info!(room, participant = id, "media session started");
+                // Everything already published in the room: subscribe and offer it.
+                let others: Vec<Arc<Published>> = self
+                    .room(room)
+                    .map(|r| {
+                        r.peers
+                            .lock()
+                            .unwrap()
+                            .values()
+                            .filter(|p| p.id != id)
+                            .flat_map(|p| p.published.lock().unwrap().clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut added = false;
+                for p in others {
+                    added |= self.subscribe(&peer, &p).await;
+                }
+                if added {
+                    self.spawn_renegotiate(peer.clone());
+                }
+                Ok(answer)
+            }
+            Err(e) => {
+                self.end_session(room, id, session, "its offer could not be answered")
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The participant's answer to our last offer.
+    pub async fn answer(&self, room: &str, id: &str, sdp: String) -> Result<(), MediaError> {
+        let peer = self
+            .peer(room, id)
+            .ok_or_else(|| MediaError::UnknownParticipant(id.into()))?;
+        let desc =
+            RTCSessionDescription::answer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
+        let again = {
+            let mut neg = peer.negotiation.lock().await;
+            if !neg.awaiting_answer {
+                return Err(MediaError::NoOfferPending);
+            }
+            peer.pc
+                .set_remote_description(desc)
+                .await
+                .map_err(|e| MediaError::BadSdp(e.to_string()))?;
+            neg.awaiting_answer = false;
+            std::mem::take(&mut neg.again)
+        };
+        self.mark_ready(&peer).await;
+        if again {
+            self.spawn_renegotiate(peer);
+        }
+        Ok(())
+    }
+
+    /// After a negotiation: subscriptions not yet flowing learn their payload type and start (at
+    /// the next keyframe, which we ask for).
+    async fn mark_ready(&self, peer: &Arc<Peer>) {
+        let subs: Vec<Arc<SubTrack>> = peer
+            .subscriptions
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        for sub in subs {
+            if sub.state.lock().unwrap().ready {
+                continue;
+            }
+            let Ok(params) = sub.sender.get_parameters().await else {
+                continue;
+            };
+            let codec = sub.local.codec(sub.ssrc).await;
+            let Some(codec) = codec else { continue };
+            let Some(pt) = params
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type))
+                .map(|c| c.payload_type)
+            else {
+                tracing::warn!(subscriber = %sub.subscriber, mime = %codec.mime_type, "codec not negotiated with subscriber");
+                continue;
+            };
+            let mut st = sub.state.lock().unwrap();
+            st.rewriter
+                .set_negotiated(Negotiated::new().map_all_payload_types_to(pt));
+            st.ready = true;
+        }
+        // Ask every publisher this peer now receives for a keyframe.
+        if let Some(room) = self.room(&peer.room) {
+            let pubs: Vec<Arc<Published>> = room
+                .peers
+                .lock()
+                .unwrap()
+                .values()
+                .flat_map(|p| p.published.lock().unwrap().clone())
+                .collect();
+            for p in pubs {
+                if p.video.is_some()
+                    && p.subscribers
+                        .read()
+                        .unwrap()
+                        .iter()
+                        .any(|s| s.subscriber == peer.id)
+                {
+                    p.keyframe_wanted.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Adds `published` to `peer`'s PeerConnection. False if it already had it.
+    async fn subscribe(&self, peer: &Arc<Peer>, published: &Arc<Published>) -> bool {
+        let key = (published.publisher.clone(), published.kind);
+        if peer.closed.load(Ordering::SeqCst)
+            || peer.subscriptions.lock().unwrap().contains_key(&key)
+        {
+            return false;
+        }
+        let ssrc: u32 = rand_ssrc();
+        let kind = if published.kind == "audio" {
+            RtpCodecKind::Audio
+        } else {
+            RtpCodecKind::Video
+        };
+        let encoding = RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: published.codec.clone(),
+            ..Default::default()
+        };
+        let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            published.publisher.clone(),
+            format!("{}-{}", published.publisher, published.kind),
+            format!("{} {}", published.publisher, published.kind),
+            kind,
+            vec![encoding.clone()],
+        )));
+        // Always a new sendonly transceiver: `add_track` would reuse the participant's own
+        // publishing transceiver of the same kind, which its browser never receives on.
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![published.publisher.clone()],
+            send_encodings: vec![encoding],
+        };
+        let sender = match peer
+            .pc
+            .add_transceiver_from_track(local.clone() as Arc<dyn TrackLocal>, Some(init))
+            .await
+        {
+            Ok(t) => match t.sender().await {
+                Ok(Some(s)) => s,
+                _ => {
+                    tracing::warn!(subscriber = %peer.id, "new transceiver has no sender");
+                    return false;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(subscriber = %peer.id, error = %e, "add_transceiver_from_track failed");
+                return false;
+            }
+        };
+        let clock = published.codec.clock_rate;
+        let sub = Arc::new(SubTrack {
+            subscriber: peer.id.clone(),
+            local: local.clone(),
+            sender,
+            ssrc,
+            state: Mutex::new(SubState {
+                ready: false,
+                need_keyframe: published.video.is_some(),
+                rewriter: Rewriter::new(ssrc, clock, Negotiated::new()),
+            }),
+        });
+        {
+            let mut subs = peer.subscriptions.lock().unwrap();
+            if subs.contains_key(&key) {
+                return false;
+            }
+            subs.insert(key, sub.clone());
+        }
+        {
+            let mut list = published.subscribers.write().unwrap();
+            let mut next: Vec<Arc<SubTrack>> = list.as_ref().clone();
+            next.push(sub.clone());
+            *list = Arc::new(next);
+        }
+        // Keyframe requests from this subscriber go to the publisher.
+        let p = Arc::downgrade(published);
+        self.runtime.spawn(Box::pin(async move {
+            while let Some(evt) = local.poll().await {
+                if let TrackLocalEvent::OnRtcpPacket(_) = evt {
+                    match p.upgrade() {
+                        Some(p) => p.keyframe_wanted.store(true, Ordering::Relaxed),
+                        None => break,
+                    }
+                }
+            }
+        }));
+        true
+    }
+
+    fn spawn_renegotiate(&self, peer: Arc<Peer>) {
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(async move { me.renegotiate(peer).await });
+    }
+
+    /// Sends `peer` a new offer through the edge (or notes that one is due after the pending answer).
+    async fn renegotiate(&self, peer: Arc<Peer>) {
+        if peer.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let sdp = {
+            let mut neg = peer.negotiation.lock().await;
+            if neg.awaiting_answer {
+                neg.again = true;
+                return;
+            }
+            let offer = match peer.pc.create_offer(None).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(participant = %peer.id, error = %e, "create_offer failed");
+                    return;
+                }
+            };
+            if let Err(e) = peer.pc.set_local_description(offer).await {
+                tracing::warn!(participant = %peer.id, error = %e, "set_local_description(offer) failed");
+                return;
+            }
+            match Self::local_sdp(&peer.pc, &peer.gathered).await {
+                Ok(sdp) => {
+                    neg.awaiting_answer = true;
+                    sdp
+                }
+                Err(e) => {
+                    tracing::warn!(participant = %peer.id, error = %e, "no local offer");
+                    return;
+                }
+            }
+        };
+        if let Err(e) = self.send_offer(&peer.room, &peer.id, sdp).await {
+            tracing::warn!(room = %peer.room, participant = %peer.id, error = %e, "could not deliver offer through the edge");
+            peer.negotiation.lock().await.awaiting_answer = false;
+        }
+    }
+
+    async fn send_offer(&self, room: &str, participant: &str, sdp: String) -> Result<(), String> {
+        let edge = self
+            .cfg
+            .edge_url
+            .as_deref()
+            .ok_or("no edge_url configured")?;
+        let body = serde_json::to_vec(&SfuSignal {
+            room: room.into(),
+            participant: participant.into(),
+            sdp,
+        })
+        .map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let sig = control::sign(
+            self.cfg.control_secret.as_bytes(),
+            "POST",
+            SIGNAL_PATH,
+            &body,
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+        let res = self
+            .http
+            .post(format!("{edge}{SIGNAL_PATH}"))
+            .header(control::SIGNATURE_HEADER, sig)
+            .header("content-type", "application/json")
+            .timeout(Duration::from_secs(5))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if res.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("edge answered {}", res.status()))
+        }
+    }
+
+    /// A track arrived from `publisher`: fan it out to everyone else in the room.
+    async fn on_track(&self, room: &str, publisher: &str, track: Arc<dyn TrackRemote>) {
+        let Some(peer) = self.peer(room, publisher) else {
+            return;
+        };
+        let kind = kind_name(track.kind().await);
+        let Some(&media_ssrc) = track.ssrcs().await.first() else {
+            return;
+        };
+        let Some(codec) = track.codec(media_ssrc).await else {
+            return;
+        };
+        if offered_pt(&codec.mime_type).is_none() {
+            tracing::warn!(room, publisher, mime = %codec.mime_type, "ignoring a track in a codec this SFU does not forward");
+            return;
+        }
+        {
+            // One camera and one microphone per participant (screen sharing comes with issue 4):
+            // anything else it sends is not forwarded.
+            let published = peer.published.lock().unwrap();
+            if published.iter().any(|p| p.kind == kind) {
+                tracing::warn!(room, publisher, kind, "ignoring an extra track");
+                self.metrics.dropped_packets.inc();
+                return;
+            }
+        }
+        let published = Arc::new(Published {
+            publisher: publisher.into(),
+            kind,
+            video: VideoCodec::from_mime(&codec.mime_type),
+            codec,
+            media_ssrc,
+            subscribers: RwLock::new(Arc::new(Vec::new())),
+            keyframe_wanted: AtomicBool::new(false),
+        });
+        peer.published.lock().unwrap().push(published.clone());
+        tracing::info!(room, publisher, kind, mime = %published.codec.mime_type, "track published");
+        let others: Vec<Arc<Peer>> = self
+            .room(room)
+            .map(|r| {
+                r.peers
+                    .lock()
+                    .unwrap()
+                    .values()
+                    .filter(|p| p.id != publisher)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for other in others {
+            if self.subscribe(&other, &published).await {
+                self.spawn_renegotiate(other);
+            }
+        }
+        let metrics = self.metrics.clone();
+        let epoch = self.epoch;
+        tokio::spawn(forward_loop(track, published, metrics, epoch));
+    }
+
+    /// Frees a participant (see the module docs for the cascade). Idempotent.
+    pub async fn remove_peer(&self, room: &str, id: &str, why: &str) {
+        self.remove_where(room, id, None, why).await
+    }
+
+    /// Frees one session of a participant, if it is still the current one.
+    async fn end_session(&self, room: &str, id: &str, session: u64, why: &str) {
+        self.remove_where(room, id, Some(session), why).await
+    }
+
+    async fn remove_where(&self, room: &str, id: &str, session: Option<u64>, why: &str) {
+        let peer = {
+            let mut rooms = self.rooms.lock().unwrap();
+            let Some(r) = rooms.get(room).cloned() else {
+                return;
+            };
+            let peer = {
+                let mut peers = r.peers.lock().unwrap();
+                match peers.get(id) {
+                    Some(p) if session.is_none_or(|s| s == p.session) => peers.remove(id),
+                    _ => None,
+                }
+            };
+            if r.peers.lock().unwrap().is_empty() {
+                rooms.remove(room);
+            }
+            peer
+        };
+        if let Some(peer) = peer {
+            tracing::info!(room, participant = id, why, "media session ended");
+            self.close_peer(peer, why).await;
+        }
+        self.update_gauges();
+    }
+
+    async fn close_peer(&self, peer: Arc<Peer>, _why: &str) {
+        if peer.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Its tracks leave every subscriber.
+        let published: Vec<Arc<Published>> = std::mem::take(&mut *peer.published.lock().unwrap());
+        let room = self.room(&peer.room);
+        for p in &published {
+            let subs: Arc<Vec<Arc<SubTrack>>> =
+                std::mem::take(&mut *p.subscribers.write().unwrap());
+            let mut touched = HashSet::new();
+            for s in subs.iter() {
+                let Some(sub_peer) = room
+                    .as_ref()
+                    .and_then(|r| r.peers.lock().unwrap().get(&s.subscriber).cloned())
+                else {
+                    continue;
+                };
+                sub_peer
+                    .subscriptions
+                    .lock()
+                    .unwrap()
+                    .remove(&(p.publisher.clone(), p.kind));
+                let _ = sub_peer.pc.remove_track(&s.sender).await;
+                if touched.insert(sub_peer.id.clone()) {
+                    self.spawn_renegotiate(sub_peer);
+                }
+            }
+        }
+        // Its subscriptions leave every publisher's fan-out.
+        let mine: Vec<((String, &'static str), Arc<SubTrack>)> =
+            peer.subscriptions.lock().unwrap().drain().collect();
+        if let Some(r) = &room {
+            let pubs: Vec<Arc<Published>> = r
+                .peers
+                .lock()
+                .unwrap()
+                .values()
+                .flat_map(|p| p.published.lock().unwrap().clone())
+                .collect();
+            for p in pubs {
+                if mine
+                    .iter()
+                    .any(|((who, kind), _)| *who == p.publisher && *kind == p.kind)
+                {
+                    let mut list = p.subscribers.write().unwrap();
+                    let next: Vec<Arc<SubTrack>> = list
+                        .iter()
+                        .filter(|s| s.subscriber != peer.id)
+                        .cloned()
+                        .collect();
+                    *list = Arc::new(next);
+                }
+            }
+        }
+        let _ = peer.pc.close().await;
+    }
+
+    /// Closes every session (SFU shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<(String, String)> = self
+            .rooms
+            .lock()
+            .unwrap()
+            .values()
+            .flat_map(|r| {
+                r.peers
+                    .lock()
+                    .unwrap()
+                    .keys()
+                    .map(|k| (r.name.clone(), k.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (room, id) in all {
+            self.remove_peer(&room, &id, "SFU shutting down").await;
+        }
+    }
+}
+
+fn rand_ssrc() -> u32 {
+    // Any non-zero value unique within the subscriber's session will do; mix time and a counter.
+    static COUNTER: AtomicU32 = AtomicU32::new(1);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (t ^ n.wrapping_mul(0x9E37_79B9)).max(1)
+}
+
+/// The forwarding loop of one published track: every packet to every ready subscriber.
+async fn forward_loop(
+    track: Arc<dyn TrackRemote>,
+    published: Arc<Published>,
+    metrics: Arc<Metrics>,
+    epoch: Instant,
+) {
+    let mut last_pli: Option<Instant> = None;
+    while let Some(evt) = track.poll().await {
+        let pkt = match evt {
+            TrackRemoteEvent::OnRtpPacket(p) => p,
+            TrackRemoteEvent::OnEnded => break,
+            _ => continue,
+        };
+        if pkt.payload.is_empty() {
+            continue; // padding-only (bandwidth probe)
+        }
+        if pkt.header.ssrc != published.media_ssrc {
+            // Not the track's announced media stream (e.g. an SSRC the publisher never signalled).
+            metrics.dropped_packets.inc();
+            continue;
+        }
+        let now = Instant::now();
+        let now_us = now.duration_since(epoch).as_micros() as u64;
+        let keyframe = published
+            .video
+            .map(|c| starts_keyframe(c, &pkt.payload))
+            .unwrap_or(true);
+        let subs = published.subscribers.read().unwrap().clone();
+        let mut want_keyframe = published.keyframe_wanted.swap(false, Ordering::Relaxed);
+        for sub in subs.iter() {
+            let mapped = {
+                let mut st = sub.state.lock().unwrap();
+                if !st.ready {
+                    continue;
+                }
+                if st.need_keyframe {
+                    if !keyframe {
+                        want_keyframe = true;
+                        continue;
+                    }
+                    st.need_keyframe = false;
+                }
+                st.rewriter.map(
+                    pkt.header.payload_type,
+                    pkt.header.sequence_number,
+                    pkt.header.timestamp,
+                    pkt.header.ssrc,
+                    now_us,
+                )
+            };
+            match mapped {
+                Ok(m) => {
+                    let out = rtp::Packet {
+                        header: rtp::header::Header {
+                            version: 2,
+                            marker: pkt.header.marker,
+                            payload_type: m.payload_type,
+                            sequence_number: m.seq,
+                            timestamp: m.timestamp,
+                            ssrc: m.ssrc,
+                            ..Default::default()
+                        },
+                        payload: pkt.payload.clone(),
+                    };
+                    if sub.local.write_rtp(out).await.is_ok() {
+                        metrics.forwarded_packets.inc();
+                    } else {
+                        metrics.dropped_packets.inc();
+                    }
+                }
+                Err(_) => {
+                    metrics.dropped_packets.inc();
+                }
+            }
+        }
+        if want_keyframe
+            && published.video.is_some()
+            && last_pli.is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_INTERVAL)
+        {
+            last_pli = Some(now);
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: published.media_ssrc,
+            };
+            let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+        } else if want_keyframe {
+            // Not yet: keep the wish for the next packet.
+            published.keyframe_wanted.store(true, Ordering::Relaxed);
+        }
+    }
+    tracing::debug!(publisher = %published.publisher, kind = published.kind, "forwarding loop ended");
+}

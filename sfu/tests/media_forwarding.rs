@@ -1,0 +1,535 @@
+//! The real SFU binary with Rust test peers (webrtc-rs): one publishes VP8, two subscribe. A fake
+//! edge relays the SFU's offers to the subscribers, as the Room Durable Object does.
+//! Checks: the subscribers receive the publisher's packets with SSRCs rewritten to their own
+//! tracks' and sequence numbers rising; bad control requests get clear errors.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use edgemeet_shared::control;
+use edgemeet_shared::protocol::{SdpBody, SfuSignal};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState,
+};
+
+const SECRET: &str = "integration-secret-integration-secret";
+const ROOM: &str = "media-test";
+const PUB_SSRC: u32 = 0x1111_1111;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+type Inboxes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<String>>>>;
+
+/// A fake edge: verifies the SFU's signed offers and hands them to the test peer they are for.
+async fn fake_edge() -> (SocketAddr, Inboxes) {
+    let inboxes: Inboxes = Arc::default();
+    async fn signal(State(i): State<Inboxes>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        let sig = headers
+            .get(control::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if control::verify(
+            SECRET.as_bytes(),
+            sig,
+            "POST",
+            "/api/sfu/signal",
+            &body,
+            now_ms(),
+        )
+        .is_err()
+        {
+            return StatusCode::UNAUTHORIZED;
+        }
+        let s: SfuSignal = serde_json::from_slice(&body).unwrap();
+        match i.lock().unwrap().get(&s.participant) {
+            Some(tx) => {
+                let _ = tx.send(s.sdp);
+                StatusCode::NO_CONTENT
+            }
+            None => StatusCode::GONE,
+        }
+    }
+    async fn beat() -> StatusCode {
+        StatusCode::NO_CONTENT
+    }
+    let app = Router::new()
+        .route("/api/sfu/signal", post(signal))
+        .route("/api/sfu/heartbeat", post(beat))
+        .with_state(inboxes.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (addr, inboxes)
+}
+
+struct Sfu(Child);
+impl Drop for Sfu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_sfu(port: u16, edge: SocketAddr) -> Sfu {
+    let udp = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_edgemeet-sfu"))
+        .args([
+            "--id",
+            "test-1",
+            "--region",
+            "eu-west",
+            "--latitude",
+            "50.11",
+            "--longitude",
+            "8.68",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--edge-url",
+            &format!("http://{edge}"),
+        ])
+        .args([
+            "--media-ip",
+            "127.0.0.1",
+            "--udp-port-min",
+            &udp.to_string(),
+            "--udp-port-max",
+            &(udp + 50).to_string(),
+        ])
+        .env("EDGEMEET_SFU_CONTROL_SECRET", SECRET)
+        .env("EDGEMEET_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start SFU binary");
+    Sfu(child)
+}
+
+/// A signed control call to the SFU: (status, body).
+async fn control_call(base: &str, method: &str, path: &str, body: String) -> (u16, String) {
+    let sig = control::sign(SECRET.as_bytes(), method, path, body.as_bytes(), now_ms()).unwrap();
+    let http = reqwest::Client::new();
+    let req = match method {
+        "POST" => http.post(format!("{base}{path}")).body(body),
+        "DELETE" => http.delete(format!("{base}{path}")),
+        _ => http.get(format!("{base}{path}")),
+    };
+    let res = req
+        .header(control::SIGNATURE_HEADER, sig)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.text().await.unwrap())
+}
+
+#[derive(Default)]
+struct Received {
+    /// (ssrc, seq) of every RTP packet, in arrival order.
+    packets: Vec<(u32, u16)>,
+}
+
+struct Handler {
+    gathered: mpsc::UnboundedSender<()>,
+    connected: mpsc::UnboundedSender<()>,
+    received: Arc<Mutex<Received>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(());
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if state == RTCPeerConnectionState::Connected {
+            let _ = self.connected.send(());
+        }
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let received = self.received.clone();
+        tokio::spawn(async move {
+            while let Some(evt) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(p) = evt {
+                    received
+                        .lock()
+                        .unwrap()
+                        .packets
+                        .push((p.header.ssrc, p.header.sequence_number));
+                }
+            }
+        });
+    }
+}
+
+struct TestPeer {
+    pc: Arc<dyn PeerConnection>,
+    track: Arc<TrackLocalStaticRTP>,
+    gathered: mpsc::UnboundedReceiver<()>,
+    connected: mpsc::UnboundedReceiver<()>,
+    received: Arc<Mutex<Received>>,
+}
+
+fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
+    match kind {
+        RtpCodecKind::Audio => RTCRtpCodec {
+            mime_type: "audio/opus".into(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+            rtcp_feedback: vec![],
+        },
+        _ => RTCRtpCodec {
+            mime_type: "video/VP8".into(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        },
+    }
+}
+
+/// A peer that sends one track of `kind` (like a browser publishing its camera or microphone).
+async fn test_peer(kind: RtpCodecKind, ssrc: u32) -> TestPeer {
+    let mut me = MediaEngine::default();
+    me.register_default_codecs().unwrap();
+    let registry = register_default_interceptors(Registry::new(), &mut me).unwrap();
+    let (gtx, grx) = mpsc::unbounded_channel();
+    let (ctx, crx) = mpsc::unbounded_channel();
+    let received = Arc::new(Mutex::new(Received::default()));
+    let handler = Arc::new(Handler {
+        gathered: gtx,
+        connected: ctx,
+        received: received.clone(),
+    });
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(me)
+        .with_setting_engine(
+            SettingEngineBuilder::new()
+                .with_include_loopback_candidate(true)
+                .build(),
+        )
+        .with_interceptor_registry(registry)
+        .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
+        .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+        .build()
+        .await
+        .unwrap();
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("stream-{ssrc}"),
+        format!("track-{ssrc}"),
+        "test".into(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec(kind),
+            ..Default::default()
+        }],
+    )));
+    pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    TestPeer {
+        pc,
+        track,
+        gathered: grx,
+        connected: crx,
+        received,
+    }
+}
+
+impl TestPeer {
+    /// Offers to the SFU as participant `id` and applies its answer.
+    async fn join(&mut self, base: &str, id: &str) {
+        let offer = self.pc.create_offer(None).await.unwrap();
+        self.pc.set_local_description(offer).await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.gathered.recv()).await;
+        let sdp = self.pc.local_description().await.unwrap().sdp;
+        let body = serde_json::to_string(&SdpBody { sdp }).unwrap();
+        let (status, text) = control_call(
+            base,
+            "POST",
+            &format!("/v1/rooms/{ROOM}/participants/{id}/offer"),
+            body,
+        )
+        .await;
+        assert_eq!(status, 200, "offer for {id}: {text}");
+        let answer: SdpBody = serde_json::from_str(&text).unwrap();
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(answer.sdp).unwrap())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.connected.recv())
+            .await
+            .expect("ICE + DTLS connect");
+    }
+}
+
+/// Answers every offer the SFU sends `id` (through the fake edge), as a browser would.
+fn answer_offers(pc: Arc<dyn PeerConnection>, base: String, id: &str, inboxes: &Inboxes) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    inboxes.lock().unwrap().insert(id.to_string(), tx);
+    let id = id.to_string();
+    tokio::spawn(async move {
+        while let Some(sdp) = rx.recv().await {
+            pc.set_remote_description(RTCSessionDescription::offer(sdp).unwrap())
+                .await
+                .unwrap();
+            let answer = pc.create_answer(None).await.unwrap();
+            pc.set_local_description(answer).await.unwrap();
+            let sdp = pc.local_description().await.unwrap().sdp;
+            let body = serde_json::to_string(&SdpBody { sdp }).unwrap();
+            let (status, text) = control_call(
+                &base,
+                "POST",
+                &format!("/v1/rooms/{ROOM}/participants/{id}/answer"),
+                body,
+            )
+            .await;
+            assert_eq!(status, 204, "answer for {id}: {text}");
+        }
+    });
+}
+
+/// A VP8 packet: every 30th starts a keyframe (S=1, PID=0, P=0), the rest are interframes.
+fn vp8_packet(seq: u16, ts: u32, keyframe: bool) -> rtp::Packet {
+    let mut payload = vec![0x10, if keyframe { 0x00 } else { 0x01 }, 0x9d, 0x01, 0x2a];
+    payload.resize(600, 0xab);
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            marker: true,
+            payload_type: 96,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc: PUB_SSRC,
+            ..Default::default()
+        },
+        payload: payload.into(),
+    }
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publishes_two_subscribe_with_rewritten_ssrcs_and_rising_sequence_numbers() {
+    let (edge, inboxes) = fake_edge().await;
+    let port = free_port();
+    let _sfu = start_sfu(port, edge);
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        assert!(Instant::now() < deadline, "SFU did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Two subscribers first (they publish a silent microphone, as a browser would), then the publisher.
+    let mut subs = Vec::new();
+    for (i, id) in ["sub-a", "sub-b"].into_iter().enumerate() {
+        let mut p = test_peer(RtpCodecKind::Audio, 0x2000 + i as u32).await;
+        answer_offers(p.pc.clone(), base.clone(), id, &inboxes);
+        p.join(&base, id).await;
+        subs.push(p);
+    }
+    let mut publisher = test_peer(RtpCodecKind::Video, PUB_SSRC).await;
+    answer_offers(publisher.pc.clone(), base.clone(), "pub", &inboxes);
+    publisher.join(&base, "pub").await;
+
+    // Send 30 packets per second (one per frame, a keyframe every 30) while we watch.
+    let track = publisher.track.clone();
+    let sender = tokio::spawn(async move {
+        let mut seq: u16 = 65_000; // wraps during the test: rewriting must survive it
+        let mut ts: u32 = 1_000;
+        for n in 0u32.. {
+            let _ = track.write_rtp(vp8_packet(seq, ts, n % 30 == 0)).await;
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(3_000);
+            tokio::time::sleep(Duration::from_millis(33)).await;
+        }
+    });
+
+    for (i, s) in subs.iter().enumerate() {
+        let r = s.received.clone();
+        wait_until(
+            &format!("subscriber {i} receives 60 packets"),
+            Duration::from_secs(20),
+            || r.lock().unwrap().packets.len() >= 60,
+        )
+        .await;
+    }
+    sender.abort();
+
+    let mut ssrcs = Vec::new();
+    for s in &subs {
+        let r = s.received.lock().unwrap();
+        let ssrc = r.packets[0].0;
+        assert_ne!(
+            ssrc, PUB_SSRC,
+            "the SSRC is rewritten to the subscriber track's"
+        );
+        assert!(
+            r.packets.iter().all(|(s, _)| *s == ssrc),
+            "one SSRC per subscriber track"
+        );
+        for w in r.packets.windows(2) {
+            let step = w[1].1.wrapping_sub(w[0].1);
+            assert!(
+                (1..100).contains(&step),
+                "sequence numbers rise: {} then {}",
+                w[0].1,
+                w[1].1
+            );
+        }
+        ssrcs.push(ssrc);
+    }
+    assert_ne!(ssrcs[0], ssrcs[1], "each subscriber has its own track");
+
+    // What the SFU reports, and the metrics.
+    let (status, rooms) = control_call(&base, "GET", "/v1/rooms", String::new()).await;
+    assert_eq!(status, 200);
+    let rooms: serde_json::Value = serde_json::from_str(&rooms).unwrap();
+    assert_eq!(rooms[ROOM].as_array().unwrap().len(), 3, "{rooms}");
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let forwarded: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("edgemeet_sfu_forwarded_packets_total "))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(forwarded >= 120.0, "forwarded {forwarded}");
+
+    // The publisher leaves: its tracks are taken away from the subscribers and it is forgotten.
+    let (status, _) = control_call(
+        &base,
+        "DELETE",
+        &format!("/v1/rooms/{ROOM}/participants/pub"),
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (_, rooms) = control_call(&base, "GET", "/v1/rooms", String::new()).await;
+    let rooms: serde_json::Value = serde_json::from_str(&rooms).unwrap();
+    let left = rooms[ROOM].as_array().unwrap();
+    assert_eq!(left.len(), 2, "{rooms}");
+    assert!(
+        left.iter()
+            .all(|p| p["receiving"].as_array().unwrap().is_empty()),
+        "{rooms}"
+    );
+    for s in subs {
+        let _ = s.pc.close().await;
+    }
+    let _ = publisher.pc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_control_requests_get_clear_errors() {
+    let (edge, _inboxes) = fake_edge().await;
+    let port = free_port();
+    let _sfu = start_sfu(port, edge);
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        assert!(Instant::now() < deadline, "SFU did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let http = reqwest::Client::new();
+
+    // Unsigned: refused.
+    let res = http
+        .post(format!("{base}/v1/rooms/{ROOM}/participants/x/offer"))
+        .body(r#"{"sdp":"v=0"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // Signed but garbage SDP: 400 bad_sdp, and nothing is left behind.
+    let (status, text) = control_call(
+        &base,
+        "POST",
+        &format!("/v1/rooms/{ROOM}/participants/x/offer"),
+        r#"{"sdp":"hello"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    let err: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(err["code"], "bad_sdp", "{text}");
+    let (_, rooms) = control_call(&base, "GET", "/v1/rooms", String::new()).await;
+    assert_eq!(rooms, "{}");
+
+    // An answer nobody asked for.
+    let (status, text) = control_call(
+        &base,
+        "POST",
+        &format!("/v1/rooms/{ROOM}/participants/x/answer"),
+        r#"{"sdp":"v=0"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 404, "{text}");
+
+    // Bad names in the path.
+    let (status, _) = control_call(
+        &base,
+        "POST",
+        "/v1/rooms/Bad%20Room/participants/x/offer",
+        r#"{"sdp":"v=0"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
