@@ -26,6 +26,9 @@ use web_sys::{
 
 /// Longest wait for our ICE candidates before sending the offer anyway.
 const GATHER_TIMEOUT_MS: i32 = 1_000;
+/// After the first candidate, how long to collect the rest before offering (host candidates of all
+/// interfaces arrive together; waiting for "complete" costs ~100 ms more for TCP ones).
+const GATHER_SETTLE_MS: i32 = 30;
 
 /// Remote media by publisher id (for the tiles).
 pub type RemoteStreams = RwSignal<HashMap<String, MediaStream>, LocalStorage>;
@@ -285,6 +288,20 @@ async fn wait_for_candidates(pc: &RtcPeerConnection) {
         });
         pc2.set_onicegatheringstatechange(Some(cb.as_ref().unchecked_ref()));
         cb.forget();
+        let r1 = resolve.clone();
+        let first = Rc::new(Cell::new(false));
+        let on_candidate = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+            let has = Reflect::get(&ev, &"candidate".into()).map(|c| !c.is_null()).unwrap_or(false);
+            if has && !first.replace(true) {
+                let r = r1.clone();
+                let settle = Closure::once_into_js(move || {
+                    let _ = r.call0(&JsValue::NULL);
+                });
+                let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(settle.unchecked_ref(), GATHER_SETTLE_MS);
+            }
+        });
+        pc2.set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
+        on_candidate.forget();
         let r2 = resolve.clone();
         let timeout = Closure::once_into_js(move || {
             let _ = r2.call0(&JsValue::NULL);
@@ -296,4 +313,5 @@ async fn wait_for_candidates(pc: &RtcPeerConnection) {
     });
     let _ = JsFuture::from(promise).await;
     pc.set_onicegatheringstatechange(None);
+    pc.set_onicecandidate(None);
 }

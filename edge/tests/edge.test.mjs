@@ -59,7 +59,7 @@ function connect(path) {
       });
     }
   }
-  return { ws, next, closed, opened, send: (m) => ws.send(typeof m === "string" ? m : JSON.stringify(m)) };
+  return { ws, next, frames, closed, opened, send: (m) => ws.send(typeof m === "string" ? m : JSON.stringify(m)) };
 }
 
 const room = () => `it-${Math.random().toString(36).slice(2, 10)}`;
@@ -292,4 +292,47 @@ test("the client app is served at / and at any room path", async () => {
     assert.equal(w.status, 200);
     assert.equal(w.headers.get("content-type"), "application/wasm");
   }
+});
+
+test("session descriptions: garbage is refused to its sender only, an unusable one gets the SFU's error, the socket stays open", async () => {
+  const r = room();
+  const a = await join(r, "Ada");
+  const b = await join(r, "Bob");
+  const ada = connect(a.body.ws_url);
+  const bob = connect(b.body.ws_url);
+  await ada.next((f) => f.type === "snapshot");
+  await bob.next((f) => f.type === "snapshot");
+
+  // Not SDP at all: the edge refuses it without bothering the SFU.
+  ada.send({ type: "offer", sdp: "hello" });
+  const e1 = await ada.next((f) => f.type === "error", "bad_sdp error");
+  assert.equal(e1.code, "bad_sdp");
+
+  // Looks like SDP, but the SFU cannot answer it (no ICE credentials, no fingerprint): its error
+  // comes back to Ada through the room, with the SFU's code.
+  ada.send({ type: "offer", sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n" });
+  const e2 = await ada.next((f) => f.type === "error", "SFU error", 8000);
+  assert.ok(["bad_sdp", "media_server_error"].includes(e2.code), JSON.stringify(e2));
+
+  // An answer when no offer is waiting.
+  ada.send({ type: "answer", sdp: "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n" });
+  assert.equal((await ada.next((f) => f.type === "error")).code, "bad_message");
+
+  // Still connected and working; Bob (whose ping the room handles after all of the above) got
+  // none of Ada's errors.
+  ada.send({ type: "ping", nonce: 5 });
+  assert.equal((await ada.next((f) => f.type === "pong")).nonce, 5);
+  bob.send({ type: "ping", nonce: 6 });
+  await bob.next((f) => f.type === "pong");
+  assert.deepEqual(bob.frames.filter((f) => f.type === "error"), []);
+});
+
+test("SFU offers for a participant must be signed", async () => {
+  const body = JSON.stringify({ room: "x", participant: "y", sdp: "v=0" });
+  const unsigned = await fetch(`${BASE}/api/sfu/signal`, { method: "POST", body });
+  assert.equal(unsigned.status, 401);
+  const t = Date.now();
+  const mac = createHmac("sha256", "not-the-secret").update(`${t}\nPOST\n/api/sfu/signal\n${body}`).digest("hex");
+  const forged = await fetch(`${BASE}/api/sfu/signal`, { method: "POST", body, headers: { "x-edgemeet-signature": `t=${t},v1=${mac}` } });
+  assert.equal(forged.status, 401);
 });

@@ -38,6 +38,7 @@ use rtc::peer_connection::configuration::media_engine::{
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
@@ -145,6 +146,8 @@ struct RoomMedia {
 struct Peer {
     /// Distinguishes this session from an earlier one of the same participant.
     session: u64,
+    /// DTLS is up: media sent to it now arrives.
+    connected: Arc<AtomicBool>,
     id: String,
     room: String,
     pc: Arc<dyn PeerConnection>,
@@ -176,6 +179,8 @@ struct Published {
 
 struct SubTrack {
     subscriber: String,
+    /// The subscriber's PeerConnection is connected.
+    connected: Arc<AtomicBool>,
     local: Arc<TrackLocalStaticRTP>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
@@ -338,6 +343,7 @@ struct PeerHandler {
     peer: String,
     session: u64,
     gathered: watch::Sender<bool>,
+    connected: Arc<AtomicBool>,
 }
 
 #[async_trait::async_trait]
@@ -350,6 +356,12 @@ impl PeerConnectionEventHandler for PeerHandler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::debug!(room = %self.room, participant = %self.peer, %state, "connection state");
+        if state == RTCPeerConnectionState::Connected && !self.connected.swap(true, Ordering::SeqCst) {
+            // Packets sent before DTLS completes are dropped: only now can a keyframe reach it.
+            if let Some(media) = self.media.upgrade() {
+                media.request_keyframes_for(&self.room, &self.peer);
+            }
+        }
         if matches!(
             state,
             RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
@@ -449,7 +461,7 @@ impl Media {
         room: &str,
         peer: &str,
         session: u64,
-    ) -> Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>), MediaError> {
+    ) -> Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>, Arc<AtomicBool>), MediaError> {
         let (lo, hi) = self.cfg.udp_ports;
         let span = (hi - lo) as u32 + 1;
         let mut last_err = None;
@@ -468,6 +480,9 @@ impl Media {
             );
             let settings = SettingEngineBuilder::new()
                 .with_include_loopback_candidate(true)
+                // The browser starts DTLS once *its* ICE side is ready; as client we would send a
+                // ClientHello it may drop and wait ~200 ms for the retransmission.
+                .with_answering_dtls_role(RTCDtlsRole::Server)
                 .with_ice_timeouts(
                     Some(ICE_DISCONNECTED_AFTER),
                     Some(ICE_FAILED_AFTER),
@@ -475,12 +490,14 @@ impl Media {
                 )
                 .build();
             let (tx, rx) = watch::channel(false);
+            let connected = Arc::new(AtomicBool::new(false));
             let handler = Arc::new(PeerHandler {
                 media: self.me.clone(),
                 room: room.into(),
                 peer: peer.into(),
                 session,
                 gathered: tx,
+                connected: connected.clone(),
             });
             let built = PeerConnectionBuilder::new()
                 .with_configuration(RTCConfigurationBuilder::new().build())
@@ -496,7 +513,7 @@ impl Media {
                 .build()
                 .await;
             match built {
-                Ok(pc) => return Ok((Arc::new(pc), rx)),
+                Ok(pc) => return Ok((Arc::new(pc), rx, connected)),
                 Err(e) => last_err = Some(e.to_string()),
             }
         }
@@ -531,9 +548,10 @@ impl Media {
             return Err(MediaError::Full(self.cfg.capacity));
         }
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let (pc, gathered) = self.build_pc(room, id, session).await?;
+        let (pc, gathered, connected) = self.build_pc(room, id, session).await?;
         let peer = Arc::new(Peer {
             session,
+            connected,
             id: id.into(),
             room: room.into(),
             pc: pc.clone(),
@@ -665,8 +683,16 @@ impl Media {
                 .set_negotiated(Negotiated::new().map_all_payload_types_to(pt));
             st.ready = true;
         }
-        // Ask every publisher this peer now receives for a keyframe.
-        if let Some(room) = self.room(&peer.room) {
+        // Not connected yet: the keyframe would be lost; asked for when it connects.
+        if peer.connected.load(Ordering::SeqCst) {
+            self.request_keyframes_for(&peer.room, &peer.id);
+        }
+    }
+
+    /// Asks every publisher `subscriber` receives for a keyframe (it just connected, or has new
+    /// tracks): its decoders start on one.
+    fn request_keyframes_for(&self, room: &str, subscriber: &str) {
+        if let Some(room) = self.room(room) {
             let pubs: Vec<Arc<Published>> = room
                 .peers
                 .lock()
@@ -680,7 +706,7 @@ impl Media {
                         .read()
                         .unwrap()
                         .iter()
-                        .any(|s| s.subscriber == peer.id)
+                        .any(|s| s.subscriber == subscriber)
                 {
                     p.keyframe_wanted.store(true, Ordering::Relaxed);
                 }
@@ -744,6 +770,7 @@ impl Media {
         let clock = published.codec.clock_rate;
         let sub = Arc::new(SubTrack {
             subscriber: peer.id.clone(),
+            connected: peer.connected.clone(),
             local: local.clone(),
             sender,
             ssrc,
@@ -1084,7 +1111,7 @@ async fn forward_loop(
         for sub in subs.iter() {
             let mapped = {
                 let mut st = sub.state.lock().unwrap();
-                if !st.ready {
+                if !st.ready || !sub.connected.load(Ordering::Relaxed) {
                     continue;
                 }
                 if st.need_keyframe {

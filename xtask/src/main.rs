@@ -287,7 +287,8 @@ fn test_files(dir: &std::path::Path) -> Vec<String> {
 }
 
 fn bench() -> Result<()> {
-    let p = setup::Paths::new();
+    let tools = setup(Needs { browser: true })?;
+    let p = tools.paths.clone();
     step("SFU forwarding core (profile `sfu`)", || {
         cmd::run(
             "bench",
@@ -304,7 +305,24 @@ fn bench() -> Result<()> {
                 .current_dir(&p.root),
             "read the compiler error above",
         )
-    })
+    })?;
+    let sfu_bin = build::build_all(&tools)?;
+    let cfg = StackConfig::test();
+    let mut stack = start_stack(&tools, &sfu_bin, &cfg)?;
+    let joined = step("join click → first remote frame (Chromium, 20 joins)", || {
+        cmd::run(
+            "join bench",
+            Command::new(p.node22())
+                .arg("bench/join.mjs")
+                .current_dir(&p.root)
+                .env("EDGEMEET_URL", &stack.url)
+                .env("EDGEMEET_CHROMIUM", setup::Paths::chromium()),
+            &format!("stack logs in {}", stack.log_dir.display()),
+        )
+    });
+    stack.stop();
+    STACK_UP.store(false, Ordering::SeqCst);
+    joined
 }
 
 fn deploy() -> Result<()> {
