@@ -1,4 +1,4 @@
-// Join click → first remote video frame decoded and presented, over N joins (default 20), against a
+// Join click → first remote video frame decoded, over N joins (default 20), against a
 // running stack (EDGEMEET_URL). Prints a table; not a pass/fail test. Run by `cargo xtask bench`.
 import { chromium } from "playwright-core";
 import { mkdtempSync, readFileSync } from "node:fs";
@@ -21,19 +21,25 @@ const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir()
 async function enter(page, name, room) {
   await page.goto(`${BASE}/${room}`);
   await page.getByLabel("Your name").fill(name);
-  // In-page clocks: the click, and the first frame of a remote tile's video (requestVideoFrameCallback).
+  // In-page clocks: the click, and the first remote video frame decoded (getStats polled every 10 ms).
   await page.evaluate(() => {
     window.__bench = {};
-    document.querySelector("form.join button[type=submit]").addEventListener("click", () => (window.__bench.click = performance.now()), { capture: true });
-    const seen = new WeakSet();
-    const watch = () => {
-      for (const v of document.querySelectorAll("video[data-testid=remote-video]")) {
-        if (seen.has(v)) continue;
-        seen.add(v);
-        v.requestVideoFrameCallback(() => (window.__bench.frame ??= performance.now()));
-      }
-    };
-    new MutationObserver(watch).observe(document.body, { subtree: true, childList: true });
+    document.querySelector("form.join button[type=submit]").addEventListener("click", () => {
+      window.__bench.click = performance.now();
+      let busy = false;
+      const timer = setInterval(async () => {
+        if (busy || !window.edgemeetPc) return;
+        busy = true;
+        const stats = await window.edgemeetPc.getStats();
+        stats.forEach((s) => {
+          if (s.type === "inbound-rtp" && s.kind === "video" && s.framesDecoded > 0 && window.__bench.frame === undefined) {
+            window.__bench.frame = performance.now();
+            clearInterval(timer);
+          }
+        });
+        busy = false;
+      }, 10);
+    }, { capture: true });
   });
   await page.getByRole("button", { name: "Join" }).click();
 }
@@ -47,7 +53,18 @@ const samples = [];
 for (let i = 0; i < N; i++) {
   const page = await context.newPage();
   await enter(page, `Joiner ${i + 1}`, room);
-  await page.waitForFunction(() => window.__bench.frame !== undefined, null, { timeout: 15000, polling: 20 });
+  try {
+    await page.waitForFunction(() => window.__bench.frame !== undefined, null, { timeout: 15000, polling: 20 });
+  } catch (e) {
+    const why = await page.evaluate(async () => {
+      const pc = window.edgemeetPc;
+      const o = { conn: pc?.connectionState, signaling: pc?.signalingState, inbound: [] };
+      (await pc?.getStats())?.forEach((s) => s.type === "inbound-rtp" && o.inbound.push([s.kind, s.trackIdentifier, s.packetsReceived, s.framesDecoded, s.pliCount]));
+      return o;
+    });
+    console.log(`join ${i + 1}: no remote frame in 15 s: ${JSON.stringify(why)}`);
+    throw e;
+  }
   const { click, frame } = await page.evaluate(() => window.__bench);
   samples.push(frame - click);
   await page.getByRole("button", { name: "Leave" }).click();
@@ -55,6 +72,7 @@ for (let i = 0; i < N; i++) {
 }
 await context.close();
 
+console.log("in order:", samples.map((s) => s.toFixed(0)).join(" "));
 samples.sort((a, b) => a - b);
 const pct = (p) => samples[Math.min(samples.length - 1, Math.floor((p / 100) * samples.length))];
 const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");

@@ -108,16 +108,17 @@ pub fn device_of(stream: &MediaStream, kind: &str) -> Option<String> {
 }
 
 /// Cameras and microphones (labels are known once capture was allowed).
-pub async fn list_devices() -> (Vec<Device>, Vec<Device>) {
-    let (mut cams, mut mics) = (Vec::new(), Vec::new());
+/// Cameras, microphones and speakers (audio outputs; empty where the browser does not list them).
+pub async fn list_devices() -> (Vec<Device>, Vec<Device>, Vec<Device>) {
+    let (mut cams, mut mics, mut speakers) = (Vec::new(), Vec::new(), Vec::new());
     let Some(md) = web_sys::window().and_then(|w| w.navigator().media_devices().ok()) else {
-        return (cams, mics);
+        return (cams, mics, speakers);
     };
     let Ok(p) = md.enumerate_devices() else {
-        return (cams, mics);
+        return (cams, mics, speakers);
     };
     let Ok(list) = JsFuture::from(p).await else {
-        return (cams, mics);
+        return (cams, mics, speakers);
     };
     for d in js_sys::Array::from(&list).iter() {
         let Ok(d) = d.dyn_into::<MediaDeviceInfo>() else {
@@ -147,10 +148,42 @@ pub async fn list_devices() -> (Vec<Device>, Vec<Device>) {
                     label,
                 })
             }
+            MediaDeviceKind::Audiooutput => {
+                let label = if d.label().is_empty() {
+                    n(&speakers, "Speaker")
+                } else {
+                    d.label()
+                };
+                speakers.push(Device {
+                    id: d.device_id(),
+                    label,
+                })
+            }
             _ => {}
         }
     }
-    (cams, mics)
+    (cams, mics, speakers)
+}
+
+/// Can this browser choose where a media element plays (`HTMLMediaElement.setSinkId`)?
+pub fn can_choose_speaker() -> bool {
+    let proto = js_sys::Reflect::get(&js_sys::global(), &"HTMLMediaElement".into())
+        .and_then(|c| js_sys::Reflect::get(&c, &"prototype".into()));
+    proto.is_ok_and(|p| js_sys::Reflect::has(&p, &"setSinkId".into()).unwrap_or(false))
+}
+
+/// Plays `el` through the speaker `id` (where the browser allows; errors are logged, not fatal).
+pub fn set_speaker(el: &web_sys::HtmlMediaElement, id: &str) {
+    let Ok(f) = js_sys::Reflect::get(el, &"setSinkId".into()).and_then(|f| f.dyn_into::<js_sys::Function>()) else {
+        return;
+    };
+    if let Ok(p) = f.call1(el, &id.into()).and_then(|p| p.dyn_into::<js_sys::Promise>()) {
+        wasm_bindgen_futures::spawn_local(async move {
+            if JsFuture::from(p).await.is_err() {
+                web_sys::console::warn_1(&"could not switch the speaker".into());
+            }
+        });
+    }
 }
 
 /// Microphone level from a Web Audio analyser.

@@ -62,6 +62,8 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     let (mics, set_mics) = signal(Vec::<media::Device>::new());
     let (cam_id, set_cam_id) = signal(None::<String>);
     let (mic_id, set_mic_id) = signal(None::<String>);
+    let (speakers, set_speakers) = signal(Vec::<media::Device>::new());
+    let (speaker_id, set_speaker_id) = signal(None::<String>);
     let video_ref = NodeRef::<Video>::new();
     let room_video = NodeRef::<Video>::new();
     let model = RwSignal::new(ClientRoom::default());
@@ -112,9 +114,10 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                     meter.set_value(media::LevelMeter::new(&s));
                     stream.set(Some(s));
                     set_media_error.set(None);
-                    let (c, m) = media::list_devices().await;
+                    let (c, m, sp) = media::list_devices().await;
                     set_cams.set(c);
                     set_mics.set(m);
+                    set_speakers.set(if media::can_choose_speaker() { sp } else { Vec::new() });
                 }
                 Err(e) => set_media_error.set(Some(e)),
             }
@@ -316,6 +319,17 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                         </For>
                     </select>
                 </div>
+                <Show when=move || !speakers.get().is_empty()>
+                    <div class="field">
+                        <label for="speaker-select">"Speaker"</label>
+                        <select id="speaker-select" name="speaker"
+                            on:change=move |ev| set_speaker_id.set(Some(event_target_value(&ev)))>
+                            <For each=move || speakers.get() key=|d| d.id.clone() let:d>
+                                <option value=d.id.clone()>{d.label.clone()}</option>
+                            </For>
+                        </select>
+                    </div>
+                </Show>
                 <p class="error" role="alert" data-testid="form-error">{move || form_error.get().unwrap_or_default()}</p>
                 <button type="submit" class="primary" disabled=move || joining.get() || in_room.get()>
                     {move || if joining.get() { "Joining…" } else { "Join" }}
@@ -362,6 +376,9 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                                 if let (Some(v), Some(s)) = (video.get(), s) {
                                     if v.src_object().map(|o| o.id()) != Some(s.id()) {
                                         v.set_src_object(Some(&s));
+                                    }
+                                    if let Some(out) = speaker_id.get() {
+                                        media::set_speaker(&v, &out);
                                     }
                                 }
                             });
@@ -575,7 +592,7 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
         if let Some(n) = notice {
             ctx.toast(n);
         }
-        if let ServerMessage::Snapshot { room, .. } = &msg {
+        if let ServerMessage::Snapshot { room, resumed, .. } = &msg {
             seen.set(true);
             ctx.set_error.set(None);
             let via = room
@@ -598,19 +615,14 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
                     video_muted: !cam,
                 });
             }
-            // Media: a resumed session keeps its PeerConnection (nothing to publish again).
+            // Media: a resumed session keeps its PeerConnection (nothing to publish again); a fresh
+            // one (first join, or back after the grace period) sets it up anew.
             let live = ctx.call.with_value(|c| {
-                c.as_ref()
-                    .and_then(|c| c.peer_connection())
-                    .is_some_and(|pc| {
-                        !matches!(
-                            pc.connection_state(),
-                            web_sys::RtcPeerConnectionState::Failed
-                                | web_sys::RtcPeerConnectionState::Closed
-                        )
-                    })
+                c.as_ref().and_then(|c| c.peer_connection()).is_some_and(|pc| {
+                    !matches!(pc.connection_state(), web_sys::RtcPeerConnectionState::Failed | web_sys::RtcPeerConnectionState::Closed)
+                })
             });
-            if !live {
+            if !(*resumed && live) {
                 ctx.start_media();
             }
         }

@@ -683,33 +683,30 @@ impl Media {
                 .set_negotiated(Negotiated::new().map_all_payload_types_to(pt));
             st.ready = true;
         }
-        // Not connected yet: the keyframe would be lost; asked for when it connects.
-        if peer.connected.load(Ordering::SeqCst) {
-            self.request_keyframes_for(&peer.room, &peer.id);
-        }
+        self.request_keyframes_for(&peer.room, &peer.id);
     }
 
-    /// Asks every publisher `subscriber` receives for a keyframe (it just connected, or has new
-    /// tracks): its decoders start on one.
+    /// Asks for a keyframe from every publisher whose track `subscriber` can now take: negotiated
+    /// and connected (a keyframe asked for earlier would be dropped, and the next request is
+    /// rate-limited, which once cost joins ~500 ms).
     fn request_keyframes_for(&self, room: &str, subscriber: &str) {
-        if let Some(room) = self.room(room) {
-            let pubs: Vec<Arc<Published>> = room
-                .peers
-                .lock()
-                .unwrap()
-                .values()
-                .flat_map(|p| p.published.lock().unwrap().clone())
-                .collect();
-            for p in pubs {
-                if p.video.is_some()
-                    && p.subscribers
-                        .read()
-                        .unwrap()
-                        .iter()
-                        .any(|s| s.subscriber == subscriber)
-                {
-                    p.keyframe_wanted.store(true, Ordering::Relaxed);
-                }
+        let Some(room) = self.room(room) else { return };
+        let pubs: Vec<Arc<Published>> = room
+            .peers
+            .lock()
+            .unwrap()
+            .values()
+            .flat_map(|p| p.published.lock().unwrap().clone())
+            .collect();
+        for p in pubs {
+            if p.video.is_none() {
+                continue;
+            }
+            let takes = p.subscribers.read().unwrap().iter().any(|s| {
+                s.subscriber == subscriber && s.connected.load(Ordering::Relaxed) && s.state.lock().unwrap().ready
+            });
+            if takes {
+                p.keyframe_wanted.store(true, Ordering::Relaxed);
             }
         }
     }

@@ -17,7 +17,7 @@ impl ClientRoom {
     /// that they should hear about.
     pub fn apply(&mut self, msg: &ServerMessage) -> Option<String> {
         match msg {
-            ServerMessage::Snapshot { you, room } => {
+            ServerMessage::Snapshot { you, room, .. } => {
                 self.me = Some(you.clone());
                 self.name = room.name.clone();
                 self.participants = room.participants.clone();
@@ -121,7 +121,8 @@ mod tests {
         assert_eq!(
             r.apply(&ServerMessage::Snapshot {
                 you: "b".into(),
-                room: snap
+                room: snap,
+                resumed: false,
             }),
             None
         );

@@ -45,6 +45,10 @@ pub enum ServerMessage {
     Snapshot {
         you: String,
         room: RoomSnapshot,
+        /// This connection resumes a session the room still had (a reconnect within the grace
+        /// period): media already set up stays as it is. `false`: a fresh session; set media up.
+        #[serde(default)]
+        resumed: bool,
     },
     ParticipantJoined {
         participant: ParticipantInfo,

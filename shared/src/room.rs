@@ -224,6 +224,7 @@ impl Room {
 
     fn connect(&mut self, now: Millis, conn: ConnId, claims: Claims) -> Vec<Effect> {
         let mut out = Vec::new();
+        let resumed = self.members.contains_key(&claims.sub);
         if let Some(m) = self.members.get_mut(&claims.sub) {
             // Same participant again (reconnect, or a second tab): the new connection takes over and
             // the session resumes; nobody else sees a leave or a join.
@@ -300,6 +301,7 @@ impl Room {
                 msg: ServerMessage::Snapshot {
                     you: claims.sub,
                     room: self.snapshot(),
+                    resumed,
                 },
             },
         );
@@ -528,10 +530,11 @@ mod tests {
         match &fx[1] {
             Effect::Send {
                 conn,
-                msg: ServerMessage::Snapshot { you, room },
+                msg: ServerMessage::Snapshot { you, room, resumed },
             } => {
                 assert_eq!(conn, "c2");
                 assert_eq!(you, "b");
+                assert!(!resumed, "a first join is a fresh session");
                 let ids: Vec<_> = room.participants.iter().map(|p| p.id.as_str()).collect();
                 assert_eq!(ids, ["a", "b"]);
             }
@@ -1137,7 +1140,7 @@ mod tests {
         assert!(
             matches!(
                 sends[..],
-                [ServerMessage::Snapshot { .. }, ServerMessage::Offer { .. }]
+                [ServerMessage::Snapshot { resumed: true, .. }, ServerMessage::Offer { .. }]
             ),
             "{sends:?}"
         );

@@ -7,7 +7,16 @@ use crate::cmd::{path_with, run};
 use crate::setup::Tools;
 use crate::step::{fail, note, step, Result};
 
-pub fn build_all(tools: &Tools) -> Result<PathBuf> {
+/// How the SFU is built: `Fast` is the debug build `cargo test` already made (the test stack carries
+/// a handful of streams, and a second optimised build of webrtc-rs would cost CI minutes);
+/// `Optimised` is the `sfu` profile, for `dev`, `bench` and deployment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SfuBuild {
+    Fast,
+    Optimised,
+}
+
+pub fn build_all(tools: &Tools, sfu_build: SfuBuild) -> Result<PathBuf> {
     step("build client (Leptos → wasm, Trunk)", || {
         build_client(tools)
     })?;
@@ -15,7 +24,10 @@ pub fn build_all(tools: &Tools) -> Result<PathBuf> {
         "build edge worker (workers-rs → wasm, worker-build)",
         || build_edge(tools),
     )?;
-    let sfu = step("build SFU (native, profile `sfu`)", || build_sfu(tools))?;
+    let sfu = match sfu_build {
+        SfuBuild::Optimised => step("build SFU (native, profile `sfu`)", || build_sfu(tools))?,
+        SfuBuild::Fast => step("build SFU (native, debug: as `cargo test` built it)", || build_sfu_debug(tools))?,
+    };
     step("dev secrets (edge/.dev.vars)", || {
         dev_vars(&tools.paths.root).map(|_| ())
     })?;
@@ -74,6 +86,16 @@ pub fn build_sfu(tools: &Tools) -> Result<PathBuf> {
         "read the compiler error above",
     )?;
     Ok(p.target().join("sfu/edgemeet-sfu"))
+}
+
+pub fn build_sfu_debug(tools: &Tools) -> Result<PathBuf> {
+    let p = &tools.paths;
+    run(
+        "build SFU",
+        Command::new("cargo").args(["build", "--package", "edgemeet-sfu"]).current_dir(&p.root),
+        "read the compiler error above",
+    )?;
+    Ok(p.target().join("debug/edgemeet-sfu"))
 }
 
 /// Secrets for local runs, made once per checkout: the room token key and the edge↔SFU control key.

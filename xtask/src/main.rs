@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Setup => setup(Needs { browser: true }).map(|_| ()),
         Cmd::Build => {
-            setup(Needs { browser: false }).and_then(|t| build::build_all(&t).map(|_| ()))
+            setup(Needs { browser: false }).and_then(|t| build::build_all(&t, build::SfuBuild::Optimised).map(|_| ()))
         }
         Cmd::Dev { port } => dev(port),
         Cmd::Test => test(),
@@ -114,7 +114,7 @@ fn start_stack(tools: &Tools, sfu_bin: &std::path::Path, cfg: &StackConfig) -> R
 
 fn dev(port: u16) -> Result<()> {
     let tools = setup(Needs { browser: false })?;
-    let sfu_bin = build::build_all(&tools)?;
+    let sfu_bin = build::build_all(&tools, build::SfuBuild::Optimised)?;
     let cfg = StackConfig {
         edge_port: port,
         ..StackConfig::dev()
@@ -188,7 +188,7 @@ fn test() -> Result<()> {
         },
     );
     // The wasm builds are tests too: a client or edge that does not build fails here.
-    let sfu_bin = build::build_all(&tools)?;
+    let sfu_bin = build::build_all(&tools, build::SfuBuild::Fast)?;
     let cfg = StackConfig::test();
     let mut stack = start_stack(&tools, &sfu_bin, &cfg)?;
     let secrets = build::dev_vars(&p.root)?;
@@ -306,7 +306,7 @@ fn bench() -> Result<()> {
             "read the compiler error above",
         )
     })?;
-    let sfu_bin = build::build_all(&tools)?;
+    let sfu_bin = build::build_all(&tools, build::SfuBuild::Optimised)?;
     let cfg = StackConfig::test();
     let mut stack = start_stack(&tools, &sfu_bin, &cfg)?;
     let joined = step("join click → first remote frame (Chromium, 20 joins)", || {
