@@ -19,6 +19,14 @@ const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir()
 });
 
 async function enter(page, name, room) {
+  if (process.env.DEBUG_SIG) await page.addInitScript(() => {
+    window.__sig = [];
+    const WS = window.WebSocket;
+    window.WebSocket = class extends WS {
+      constructor(...a) { super(...a); this.addEventListener("message", (e) => window.__sig.push("< " + JSON.parse(e.data).type + " " + Math.round(performance.now()))); }
+      send(d) { window.__sig.push("> " + JSON.parse(d).type + " " + Math.round(performance.now())); return super.send(d); }
+    };
+  });
   await page.goto(`${BASE}/${room}`);
   await page.getByLabel("Your name").fill(name);
   // In-page clocks: the click, and the first remote video frame decoded (getStats polled every 10 ms).
@@ -63,6 +71,7 @@ for (let i = 0; i < N; i++) {
       return o;
     });
     console.log(`join ${i + 1}: no remote frame in 15 s: ${JSON.stringify(why)}`);
+    if (process.env.DEBUG_SIG) console.log(JSON.stringify(await page.evaluate(() => window.__sig)), JSON.stringify(await anchor.evaluate(() => window.__sig)));
     throw e;
   }
   const { click, frame } = await page.evaluate(() => window.__bench);

@@ -111,3 +111,32 @@ test("three pages decode each other's video and audio through the SFU; mute stop
   assert.ok(Date.now() - left < 2500);
   for (const n of names) await pages[n].close();
 });
+
+test("a dropped signaling socket reconnects and resumes: same media session, nobody sees a leave", async () => {
+  const room = `resume-${Math.random().toString(36).slice(2, 8)}`;
+  const ada = await joinAs("Ada", room);
+  const bob = await joinAs("Bob", room);
+  const adaId = await idOf(bob, "Ada");
+  const bobId = await idOf(ada, "Bob");
+  await until(ada, "Ada decodes Bob", (s) => s[`${bobId}-video`]?.framesDecoded > 0, 15000);
+  await until(bob, "Bob decodes Ada", (s) => s[`${adaId}-video`]?.framesDecoded > 0, 15000);
+
+  // Drop Ada's socket the way a network blip does (not a clean close), and mark her PeerConnection.
+  await ada.evaluate(() => {
+    window.edgemeetPc.__before = true;
+    window.edgemeetWs.close(4001, "test: dropped");
+  });
+  await tile(bob, "Ada").getByText("Reconnecting…").waitFor({ state: "visible", timeout: 3000 });
+  await tile(bob, "Ada").getByText("Reconnecting…").waitFor({ state: "hidden", timeout: 10000 });
+  await ada.getByTestId("room-status").getByText("2 in the room").waitFor({ timeout: 5000 });
+
+  // Same PeerConnection (nothing republished), media still flowing both ways, no leave seen.
+  assert.equal(await ada.evaluate(() => window.edgemeetPc.__before === true), true);
+  const a0 = (await inbound(ada))[`${bobId}-video`].framesDecoded;
+  const b0 = (await inbound(bob))[`${adaId}-video`].framesDecoded;
+  await until(ada, "Ada keeps decoding Bob", (s) => s[`${bobId}-video`].framesDecoded > a0 + 10);
+  await until(bob, "Bob keeps decoding Ada", (s) => s[`${adaId}-video`].framesDecoded > b0 + 10);
+  assert.equal(await bob.getByTestId("toasts").getByText("Ada left").count(), 0);
+  await ada.close();
+  await bob.close();
+});

@@ -37,6 +37,10 @@ type SendFn = Rc<dyn Fn(ClientMessage)>;
 
 struct Inner {
     pc: RefCell<Option<RtcPeerConnection>>,
+    /// An offer made ahead of time (on the pre-join screen) for the stream with this id: joining
+    /// then only sends it, saving the PeerConnection set-up and ICE gathering (~100 ms).
+    prepared: RefCell<Option<(String, String)>>,
+    generation: Cell<u64>,
     queue: RefCell<VecDeque<ServerMessage>>,
     busy: Cell<bool>,
     send: SendFn,
@@ -66,6 +70,8 @@ impl Call {
     ) -> Call {
         Call(Rc::new(Inner {
             pc: RefCell::new(None),
+            prepared: RefCell::new(None),
+            generation: Cell::new(0),
             queue: RefCell::new(VecDeque::new()),
             busy: Cell::new(false),
             send: Rc::new(send),
@@ -78,9 +84,31 @@ impl Call {
         self.0.pc.borrow().clone()
     }
 
-    /// Starts (or restarts) the media session: a new PeerConnection publishing `local`'s tracks.
+    /// Starts (or restarts) the media session: sends the offer prepared for `local`, or makes a
+    /// new PeerConnection publishing `local`'s tracks and sends its offer.
     pub async fn start(&self, local: Option<MediaStream>) -> Result<(), String> {
+        let key = local.as_ref().map(|s| s.id()).unwrap_or_default();
+        let ready = self.0.prepared.borrow_mut().take().filter(|(k, _)| *k == key);
+        let sdp = match ready {
+            Some((_, sdp)) if self.peer_connection().is_some() => sdp,
+            _ => {
+                self.prepare(local).await?;
+                match self.0.prepared.borrow_mut().take() {
+                    Some((_, sdp)) => sdp,
+                    None => return Err("the media session was replaced while starting".into()),
+                }
+            }
+        };
+        (self.0.send)(ClientMessage::Offer { sdp });
+        Ok(())
+    }
+
+    /// Makes a PeerConnection for `local` and its offer, without sending it (see `start`).
+    pub async fn prepare(&self, local: Option<MediaStream>) -> Result<(), String> {
         self.stop();
+        let generation = self.0.generation.get() + 1;
+        self.0.generation.set(generation);
+        let key = local.as_ref().map(|s| s.id()).unwrap_or_default();
         let pc = RtcPeerConnection::new().map_err(err)?;
         // Tests and the stats panel read this.
         let _ = Reflect::set(&window(), &"edgemeetPc".into(), &pc);
@@ -146,11 +174,15 @@ impl Call {
             .map_err(err)?;
         wait_for_candidates(&pc).await;
         let sdp = pc.local_description().map(|d| d.sdp()).unwrap_or(sdp);
-        (self.0.send)(ClientMessage::Offer { sdp });
+        // Replaced meanwhile (devices changed, or a restart)? Then this one is moot.
+        if self.0.generation.get() == generation {
+            *self.0.prepared.borrow_mut() = Some((key, sdp));
+        }
         Ok(())
     }
 
     pub fn stop(&self) {
+        self.0.prepared.borrow_mut().take();
         if let Some(pc) = self.0.pc.borrow_mut().take() {
             pc.close();
         }
@@ -173,7 +205,7 @@ impl Call {
         let me = self.clone();
         wasm_bindgen_futures::spawn_local(async move {
             loop {
-                let next = me.0.queue.borrow_mut().pop_front();
+                let next = me.next_signal();
                 let Some(msg) = next else { break };
                 if let Err(e) = me.apply(msg).await {
                     web_sys::console::error_1(&format!("signaling: {e}").into());
@@ -181,6 +213,22 @@ impl Call {
             }
             me.0.busy.set(false);
         });
+    }
+
+    /// The next message to apply. While our own offer waits for its answer, an SFU offer can
+    /// overtake that answer on the way here (they travel separate paths into the room); it waits
+    /// until the answer is applied.
+    fn next_signal(&self) -> Option<ServerMessage> {
+        let mut q = self.0.queue.borrow_mut();
+        let waiting_for_answer = self
+            .peer_connection()
+            .is_some_and(|pc| pc.signaling_state() == web_sys::RtcSignalingState::HaveLocalOffer);
+        if waiting_for_answer {
+            let i = q.iter().position(|m| matches!(m, ServerMessage::Answer { .. }))?;
+            q.remove(i)
+        } else {
+            q.pop_front()
+        }
     }
 
     async fn apply(&self, msg: ServerMessage) -> Result<(), String> {

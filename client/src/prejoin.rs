@@ -133,6 +133,20 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
             v.set_src_object(Some(&s));
         }
     });
+    // While the person looks at the preview, get the media session ready: joining then only sends
+    // the offer.
+    Effect::new(move |_| {
+        let s = stream.get();
+        if s.is_some() && !in_room.get_untracked() {
+            if let Some(c) = call.get_value() {
+                spawn_local(async move {
+                    if let Err(e) = c.prepare(s).await {
+                        web_sys::console::warn_1(&format!("media: {e}").into());
+                    }
+                });
+            }
+        }
+    });
     Effect::new(move |_| {
         if let (Some(v), Some(s), true) = (room_video.get(), stream.get(), in_room.get()) {
             v.set_src_object(Some(&s));
@@ -650,6 +664,8 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
     });
     ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
     onclose.forget();
+    // Tests read (and drop) it.
+    let _ = js_sys::Reflect::set(&window(), &"edgemeetWs".into(), &ws);
     ctx.socket.set_value(Some(ws));
 }
 

@@ -561,6 +561,9 @@ impl Media {
             published: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
         });
+        // Hold the negotiation from before anyone can see this peer until our answer is read:
+        // a track published meanwhile may subscribe it, and its offer must wait for this answer.
+        let neg = peer.negotiation.lock().await;
         let old = {
             let mut rooms = self.rooms.lock().unwrap();
             let r = rooms
@@ -580,16 +583,15 @@ impl Media {
         }
         self.update_gauges();
         let result = async {
-            let neg = peer.negotiation.lock().await;
             pc.set_remote_description(desc)
                 .await
                 .map_err(|e| MediaError::BadSdp(e.to_string()))?;
             let answer = pc.create_answer(None).await.map_err(webrtc_err)?;
             pc.set_local_description(answer).await.map_err(webrtc_err)?;
-            drop(neg);
             Self::local_sdp(&pc, &peer.gathered).await
         }
         .await;
+        drop(neg);
         match result {
             Ok(answer) => {
                 tracing::info!(room, participant = id, "media session started");

@@ -309,27 +309,26 @@ impl TestPeer {
     }
 }
 
-/// Answers every offer the SFU sends `id` (through the fake edge), as a browser would.
-fn answer_offers(pc: Arc<dyn PeerConnection>, base: String, id: &str, inboxes: &Inboxes) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+/// Where the fake edge delivers the SFU's offers for `id` (buffered until someone answers them).
+fn inbox(id: &str, inboxes: &Inboxes) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
     inboxes.lock().unwrap().insert(id.to_string(), tx);
+    rx
+}
+
+/// Answers every offer the SFU sends `id`, as a browser would. Started after the peer's own offer
+/// was answered: an SFU offer may arrive before that answer, and waits (as in the browser client).
+fn answer_offers(pc: Arc<dyn PeerConnection>, base: String, id: &str, mut rx: mpsc::UnboundedReceiver<String>) {
     let id = id.to_string();
     tokio::spawn(async move {
         while let Some(sdp) = rx.recv().await {
-            pc.set_remote_description(RTCSessionDescription::offer(sdp).unwrap())
-                .await
-                .unwrap();
+            pc.set_remote_description(RTCSessionDescription::offer(sdp).unwrap()).await.unwrap();
             let answer = pc.create_answer(None).await.unwrap();
             pc.set_local_description(answer).await.unwrap();
             let sdp = pc.local_description().await.unwrap().sdp;
             let body = serde_json::to_string(&SdpBody { sdp }).unwrap();
-            let (status, text) = control_call(
-                &base,
-                "POST",
-                &format!("/v1/rooms/{ROOM}/participants/{id}/answer"),
-                body,
-            )
-            .await;
+            let (status, text) =
+                control_call(&base, "POST", &format!("/v1/rooms/{ROOM}/participants/{id}/answer"), body).await;
             assert_eq!(status, 204, "answer for {id}: {text}");
         }
     });
@@ -377,13 +376,15 @@ async fn one_publishes_two_subscribe_with_rewritten_ssrcs_and_rising_sequence_nu
     let mut subs = Vec::new();
     for (i, id) in ["sub-a", "sub-b"].into_iter().enumerate() {
         let mut p = test_peer(RtpCodecKind::Audio, 0x2000 + i as u32).await;
-        answer_offers(p.pc.clone(), base.clone(), id, &inboxes);
+        let rx = inbox(id, &inboxes);
         p.join(&base, id).await;
+        answer_offers(p.pc.clone(), base.clone(), id, rx);
         subs.push(p);
     }
     let mut publisher = test_peer(RtpCodecKind::Video, PUB_SSRC).await;
-    answer_offers(publisher.pc.clone(), base.clone(), "pub", &inboxes);
+    let rx = inbox("pub", &inboxes);
     publisher.join(&base, "pub").await;
+    answer_offers(publisher.pc.clone(), base.clone(), "pub", rx);
 
     // Send 30 packets per second (one per frame, a keyframe every 30) while we watch.
     let track = publisher.track.clone();
