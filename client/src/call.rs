@@ -312,6 +312,23 @@ impl Call {
         }
     }
 
+    /// RTP packets received so far on all remote tracks (None before media or without stats).
+    pub async fn inbound_packets(&self) -> Option<f64> {
+        let pc = self.peer_connection()?;
+        let report = JsFuture::from(pc.get_stats()).await.ok()?;
+        let mut total = 0.0;
+        let mut any = false;
+        let values = Reflect::get(&report, &"values".into()).ok()?.dyn_into::<js_sys::Function>().ok()?;
+        let iter = values.call0(&report).ok()?;
+        for stat in js_sys::try_iter(&iter).ok()??.flatten() {
+            if Reflect::get(&stat, &"type".into()).ok().and_then(|t| t.as_string()).as_deref() == Some("inbound-rtp") {
+                any = true;
+                total += Reflect::get(&stat, &"packetsReceived".into()).ok().and_then(|v| v.as_f64()).unwrap_or(0.0);
+            }
+        }
+        any.then_some(total)
+    }
+
     /// A participant left: forget their stream.
     pub fn forget(&self, id: &str) {
         self.0.remote.update(|m| {

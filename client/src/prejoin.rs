@@ -92,12 +92,43 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         remote,
         move |st| set_media_state.set(st),
     )));
-    // A media connection that failed (network change, SFU gone) starts over with a new one.
+    // A media connection that stops: tell the room (which checks its SFU and moves to another if
+    // it is gone); one that failed outright starts over with a new PeerConnection.
     Effect::new(move |_| {
-        if media_state.get() == "failed" && in_room.get_untracked() {
+        let st = media_state.get();
+        if !in_room.get_untracked() {
+            return;
+        }
+        if st == "disconnected" || st == "failed" {
+            ctx.send(&ClientMessage::MediaFailed {});
+        }
+        if st == "failed" {
             set_timeout(move || ctx.start_media(), Duration::from_millis(500));
         }
     });
+    // Faster than ICE's own timers: remote media that stops arriving for a second is reported too
+    // (at most every 2 s). A false alarm costs the room one health probe of its SFU.
+    let last_inbound = StoredValue::new((0.0f64, 0.0f64, 0.0f64)); // (packets, since, last report)
+    let _ = set_interval_with_handle(
+        move || {
+            if !in_room.get_untracked() {
+                return;
+            }
+            let Some(c) = call.get_value() else { return };
+            spawn_local(async move {
+                let Some(now_packets) = c.inbound_packets().await else { return };
+                let now = js_sys::Date::now();
+                let (packets, since, reported) = last_inbound.get_value();
+                if now_packets != packets {
+                    last_inbound.set_value((now_packets, now, reported));
+                } else if now_packets > 0.0 && now - since > 1_000.0 && now - reported > 2_000.0 {
+                    last_inbound.set_value((packets, since, now));
+                    ctx.send(&ClientMessage::MediaFailed {});
+                }
+            });
+        },
+        Duration::from_millis(250),
+    );
 
     // Camera preview, microphone meter and device lists; reopened when a picker changes.
     let open = move |cam: Option<String>, mic: Option<String>| {
@@ -589,6 +620,11 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
                     c.forget(id)
                 }
             });
+        }
+        if let ServerMessage::SfuChanged { .. } = &msg {
+            // The room's media moved: a new PeerConnection to the new SFU (mute state is kept:
+            // `start_media` applies it).
+            ctx.start_media();
         }
         if matches!(
             msg,

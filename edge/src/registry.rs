@@ -22,6 +22,13 @@ pub struct ChooseRequest {
     pub location: Option<GeoPoint>,
 }
 
+/// Body of `/replace`: a room's SFU `dead` failed; which SFU takes the room?
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplaceRequest {
+    pub room: String,
+    pub dead: String,
+}
+
 #[durable_object(fetch)]
 pub struct SfuRegistry {
     registry: RefCell<Registry>,
@@ -83,6 +90,16 @@ impl DurableObject for SfuRegistry {
                         );
                         Response::from_json(&choice)
                     }
+                    Err(e) => Ok(EdgeError::NoMediaServer(e.to_string()).into_response()),
+                }
+            }
+            (Method::Post, "/replace") => {
+                let ask: ReplaceRequest = match req.json().await {
+                    Ok(a) => a,
+                    Err(e) => return Ok(EdgeError::BadRequest(format!("replace body: {e}")).into_response()),
+                };
+                match self.registry.borrow().replace(&ask.dead, None, now) {
+                    Ok(choice) => Response::from_json(&choice),
                     Err(e) => Ok(EdgeError::NoMediaServer(e.to_string()).into_response()),
                 }
             }

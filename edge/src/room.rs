@@ -88,12 +88,23 @@ impl RoomObject {
                     .await?;
             }
             let sfu = snapshot.sfu().cloned();
-            for (participant, call) in calls {
-                if let Some(next) = self
-                    .call_sfu(snapshot.name(), sfu.as_ref(), participant, call)
-                    .await
-                {
-                    queue.push_back(next);
+            for job in calls {
+                match job {
+                    Job::Call(participant, call) => {
+                        if let Some(next) = self.call_sfu(snapshot.name(), sfu.as_ref(), participant, call).await {
+                            // An SFU that cannot be reached at all may be gone: check it.
+                            let gone = matches!(&next, Input::SfuFailed { message, .. } if message.starts_with(UNREACHABLE));
+                            queue.push_back(next);
+                            if gone {
+                                queue.push_back(Input::SfuSuspect);
+                            }
+                        }
+                    }
+                    Job::Check(id) => {
+                        if let Some(current) = sfu.as_ref().filter(|c| c.id == id) {
+                            queue.push_back(self.check_sfu(snapshot.name(), current).await);
+                        }
+                    }
                 }
             }
         }
@@ -175,8 +186,42 @@ impl RoomObject {
             (_, Err(e)) => Some(Input::SfuFailed {
                 participant,
                 code: ErrorCode::MediaServerError,
-                message: format!("media server unreachable: {e}"),
+                message: format!("{UNREACHABLE}: {e}"),
             }),
+        }
+    }
+
+    /// Is the room's SFU alive and not draining? If not, the registry names its replacement.
+    async fn check_sfu(&self, room: &str, sfu: &SfuChoice) -> Input {
+        let alive = match probe(&format!("{}/healthz", sfu.url.trim_end_matches('/'))).await {
+            Ok(body) => body.contains("\"status\":\"ok\""),
+            Err(e) => {
+                worker::console_warn!("room {room}: SFU {} does not answer: {e}", sfu.id);
+                false
+            }
+        };
+        if alive {
+            return Input::SfuHealthy;
+        }
+        let ask = serde_json::json!({ "room": room, "dead": sfu.id }).to_string();
+        let replaced = async {
+            let stub = self.env.durable_object(registry::BINDING)?.get_by_name(registry::NAME)?;
+            let mut res = post_to(&stub, "https://registry/replace", ask).await?;
+            if res.status_code() != 200 {
+                return Err(worker::Error::RustError(res.text().await.unwrap_or_default()));
+            }
+            res.json::<SfuChoice>().await
+        }
+        .await;
+        match replaced {
+            Ok(choice) => {
+                worker::console_log!("room {room}: media moves from {} to {} ({})", sfu.id, choice.id, choice.reason);
+                Input::SfuReplaced { choice }
+            }
+            Err(e) => {
+                worker::console_warn!("room {room}: SFU {} is gone and no other is available: {e}", sfu.id);
+                Input::SfuHealthy
+            }
         }
     }
 
@@ -232,7 +277,7 @@ impl RoomObject {
     }
 
     /// Performs the effects that need no waiting; returns the SFU calls, which do.
-    fn perform(&self, effects: Vec<Effect>) -> Vec<(String, SfuCall)> {
+    fn perform(&self, effects: Vec<Effect>) -> Vec<Job> {
         let mut calls = Vec::new();
         for effect in effects {
             match effect {
@@ -261,7 +306,8 @@ impl RoomObject {
                     }
                 }
                 Effect::WakeAt { .. } => {} // set in `step`, which can await
-                Effect::Sfu { participant, call } => calls.push((participant, call)),
+                Effect::Sfu { participant, call } => calls.push(Job::Call(participant, call)),
+                Effect::CheckSfu { sfu } => calls.push(Job::Check(sfu)),
             }
         }
         calls
@@ -269,6 +315,37 @@ impl RoomObject {
 
     fn attachment(ws: &WebSocket) -> Option<Attachment> {
         ws.deserialize_attachment().ok().flatten()
+    }
+}
+
+/// Effects that need awaiting, performed after the others.
+enum Job {
+    Call(String, SfuCall),
+    Check(String),
+}
+
+/// Start of the message of a control call that never reached the SFU.
+const UNREACHABLE: &str = "media server unreachable";
+/// How long a health probe of an SFU may take before it counts as gone.
+const PROBE_TIMEOUT_MS: u64 = 1_000;
+
+/// GET `url` within [`PROBE_TIMEOUT_MS`]; the body, or why not.
+async fn probe(url: &str) -> std::result::Result<String, String> {
+    use futures_util::future::{select, Either};
+    let fetch = Box::pin(async {
+        let mut res = worker::Fetch::Url(worker::Url::parse(url).map_err(|e| e.to_string())?)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if res.status_code() != 200 {
+            return Err(format!("status {}", res.status_code()));
+        }
+        res.text().await.map_err(|e| e.to_string())
+    });
+    let timeout = Box::pin(worker::Delay::from(std::time::Duration::from_millis(PROBE_TIMEOUT_MS)));
+    match select(fetch, timeout).await {
+        Either::Left((r, _)) => r,
+        Either::Right(_) => Err(format!("no answer within {PROBE_TIMEOUT_MS} ms")),
     }
 }
 
@@ -451,8 +528,14 @@ impl DurableObject for RoomObject {
         _reason: String,
         _was_clean: bool,
     ) -> Result<()> {
-        // Complete the closing handshake (older compatibility dates do not reply automatically).
-        let _ = ws.close(Some(1000), Some("closed"));
+        // Complete the closing handshake (older compatibility dates do not reply automatically),
+        // echoing the client's code: the browser reports the code of the frame it receives, and a
+        // 1000 here would make a client that dropped its socket think it was closed for good.
+        let echo = match code {
+            1000..=1003 | 1007..=1014 | 3000..=4999 => code as u16,
+            _ => 1000,
+        };
+        let _ = ws.close(Some(echo), Some("closed"));
         if let Some(att) = Self::attachment(&ws) {
             // 1000 normal, 1001 going away (tab closed, navigated), 1005 closed without a code: on
             // purpose. Anything else (1006: the connection dropped) may come back.

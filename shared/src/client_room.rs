@@ -63,6 +63,10 @@ impl ClientRoom {
                 p.away = away;
                 None
             }
+            ServerMessage::SfuChanged { sfu, .. } => {
+                self.sfu = Some(sfu.clone());
+                Some(format!("Media server changed to {sfu}: reconnecting media"))
+            }
             ServerMessage::Pong { .. }
             | ServerMessage::Error { .. }
             | ServerMessage::Answer { .. }

@@ -35,6 +35,9 @@ pub enum ClientMessage {
     Offer { sdp: String },
     /// The browser's answer to an `offer` the SFU made (tracks came or went).
     Answer { sdp: String },
+    /// The browser's media connection to the SFU stopped (ICE disconnected, or nothing arriving):
+    /// the room checks its SFU and moves to another if it is gone.
+    MediaFailed {},
 }
 
 /// Messages the edge sends to a browser.
@@ -83,6 +86,12 @@ pub enum ServerMessage {
     /// The SFU offers a new session description (tracks to receive came or went); reply `answer`.
     Offer {
         sdp: String,
+    },
+    /// The room's media moved to another SFU (the old one failed or is draining): set media up
+    /// again (a new PeerConnection and `offer`), keeping mute and camera state.
+    SfuChanged {
+        sfu: String,
+        reason: String,
     },
     Error {
         code: ErrorCode,

@@ -165,6 +165,17 @@ impl Registry {
     pub fn choose(&self, client: Option<GeoPoint>, now: Millis) -> Result<SfuChoice, RoutingError> {
         choose_sfu(&self.status(now), client)
     }
+
+    /// A new SFU for a room whose SFU (`dead`) failed: never `dead`, and nearest to where `dead`
+    /// was (the room's people are near it), unless the room's location is known.
+    pub fn replace(&self, dead: &str, client: Option<GeoPoint>, now: Millis) -> Result<SfuChoice, RoutingError> {
+        let status = self.status(now);
+        let near = client.or_else(|| status.iter().find(|s| s.heartbeat.id == dead).map(|s| s.heartbeat.location));
+        let others: Vec<SfuStatus> = status.into_iter().filter(|s| s.heartbeat.id != dead).collect();
+        let mut choice = choose_sfu(&others, near)?;
+        choice.reason = format!("replaces {dead}: {}", choice.reason);
+        Ok(choice)
+    }
 }
 
 /// Picks the SFU for a room among `sfus` (see the module docs for the rule).
@@ -291,6 +302,21 @@ mod tests {
         );
         assert!((d - 5_570.0).abs() < 30.0, "London-New York {d}");
         assert!(distance_km(FRANKFURT, FRANKFURT) < 1e-9);
+    }
+
+    #[test]
+    fn a_failed_sfu_is_replaced_by_the_one_nearest_to_it() {
+        let r = registry();
+        // us-east (Ashburn) dies: eu-west (Frankfurt) is nearer to it than ap-south (Singapore).
+        let c = r.replace("us-east", None, 1000).unwrap();
+        assert_eq!(c.id, "eu-west");
+        assert!(c.reason.starts_with("replaces us-east"), "{}", c.reason);
+        // Never the dead one, even when it is nearest to the room's known location.
+        assert_eq!(r.replace("eu-west", Some(FRANKFURT), 1000).unwrap().id, "us-east");
+        // Nothing else alive: no media server.
+        let mut lone = Registry::new();
+        lone.heartbeat(hb("us-east", 39.0, -77.5), 0).unwrap();
+        assert!(lone.replace("us-east", None, 1000).is_err());
     }
 
     #[test]

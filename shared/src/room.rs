@@ -43,6 +43,13 @@ pub enum Input {
     SfuAnswer { participant: String, sdp: String },
     /// The SFU offers `participant` a new session description (tracks came or went).
     SfuOffer { participant: String, sdp: String },
+    /// The room's SFU may be gone (a member's media stopped, or a control call could not reach
+    /// it): check it, unless a check is already under way.
+    SfuSuspect,
+    /// The check found the SFU alive.
+    SfuHealthy,
+    /// The check found it gone (or draining): the room's media moves to `choice`.
+    SfuReplaced { choice: SfuChoice },
     /// A call to the SFU for `participant` failed; tell them (and only them).
     SfuFailed {
         participant: String,
@@ -82,6 +89,9 @@ pub enum Effect {
     WakeAt {
         at: Millis,
     },
+    /// Check the room's SFU `sfu` (is it alive and not draining?); feed back `SfuHealthy` or, with
+    /// a replacement, `SfuReplaced`.
+    CheckSfu { sfu: String },
     /// Call the room's SFU for `participant`; feed its outcome back as `SfuAnswer` / `SfuFailed`.
     Sfu {
         participant: String,
@@ -111,7 +121,13 @@ pub struct Room {
     sfu: Option<SfuChoice>,
     /// The first member to join hosts; when the host leaves, the longest-present member does.
     host: Option<String>,
+    /// Since when a check of the SFU is under way (dedupes reports from many members).
+    #[serde(default)]
+    sfu_check_since: Option<Millis>,
 }
+
+/// A check of the SFU older than this is considered lost; a new report starts another.
+pub const SFU_CHECK_TIMEOUT_MS: Millis = 5_000;
 
 impl Room {
     pub fn new(name: impl Into<String>) -> Room {
@@ -120,6 +136,7 @@ impl Room {
             members: BTreeMap::new(),
             sfu: None,
             host: None,
+            sfu_check_since: None,
         }
     }
 
@@ -162,7 +179,7 @@ impl Room {
     pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Effect> {
         match input {
             Input::Connect { conn, claims } => self.connect(now, conn, claims),
-            Input::Frame { conn, text } => self.frame(conn, &text),
+            Input::Frame { conn, text } => self.frame(now, conn, &text),
             Input::Disconnect { conn, clean } => match self.member_by_conn(&conn).cloned() {
                 Some(id) if clean => self.remove(&id),
                 Some(id) => {
@@ -203,6 +220,24 @@ impl Room {
                 code,
                 message,
             } => self.to_member(&participant, ServerMessage::Error { code, message }),
+            Input::SfuSuspect => self.suspect(now),
+            Input::SfuHealthy => {
+                self.sfu_check_since = None;
+                Vec::new()
+            }
+            Input::SfuReplaced { choice } => {
+                self.sfu_check_since = None;
+                if self.sfu.as_ref().is_some_and(|c| c.id == choice.id) {
+                    return Vec::new();
+                }
+                let msg = ServerMessage::SfuChanged { sfu: choice.id.clone(), reason: choice.reason.clone() };
+                self.sfu = Some(choice);
+                // Offers from the old SFU mean nothing now.
+                for m in self.members.values_mut() {
+                    m.pending_offer = None;
+                }
+                vec![Effect::Broadcast { except: None, msg }]
+            }
             Input::Tick => {
                 let gone: Vec<String> = self
                     .members
@@ -308,7 +343,7 @@ impl Room {
         out
     }
 
-    fn frame(&mut self, conn: ConnId, text: &str) -> Vec<Effect> {
+    fn frame(&mut self, now: Millis, conn: ConnId, text: &str) -> Vec<Effect> {
         let Some(id) = self.member_by_conn(&conn).cloned() else {
             return vec![Effect::Close {
                 conn,
@@ -422,6 +457,7 @@ impl Room {
                     call: SfuCall::Answer { sdp },
                 }]
             }
+            ClientMessage::MediaFailed {} => self.suspect(now),
             ClientMessage::Leave {} => {
                 let mut out = self.remove(&id);
                 out.push(Effect::Close {
@@ -466,6 +502,16 @@ impl Room {
             }
         }
         out
+    }
+
+    /// Someone thinks the SFU is gone: check it (once at a time).
+    fn suspect(&mut self, now: Millis) -> Vec<Effect> {
+        let Some(sfu) = self.sfu.as_ref().map(|c| c.id.clone()) else { return Vec::new() };
+        if self.sfu_check_since.is_some_and(|t| now < t + SFU_CHECK_TIMEOUT_MS) {
+            return Vec::new();
+        }
+        self.sfu_check_since = Some(now);
+        vec![Effect::CheckSfu { sfu }]
     }
 
     fn to_member(&self, id: &str, msg: ServerMessage) -> Vec<Effect> {
@@ -1251,5 +1297,45 @@ mod tests {
                 }
             }]
         );
+    }
+
+    fn choice(id: &str) -> SfuChoice {
+        SfuChoice { id: id.into(), region: id.into(), url: format!("http://{id}"), distance_km: None, score: 0.0, reason: "test".into() }
+    }
+
+    #[test]
+    fn media_failures_check_the_sfu_once_and_a_replacement_reaches_everyone() {
+        let mut r = with_sfu("a");
+        connect(&mut r, "b", "c2");
+        let fx = frame(&mut r, "c1", &ClientMessage::MediaFailed {});
+        assert_eq!(fx, vec![Effect::CheckSfu { sfu: "sfu-1".into() }]);
+        // A second report while the check runs changes nothing.
+        assert_eq!(frame(&mut r, "c2", &ClientMessage::MediaFailed {}), vec![]);
+        // The SFU is gone: the room moves, everyone hears, and the old SFU's offer is forgotten.
+        r.handle(2, Input::SfuOffer { participant: "b".into(), sdp: "old".into() });
+        let fx = r.handle(3, Input::SfuReplaced { choice: choice("sfu-2") });
+        assert!(matches!(&fx[..], [Effect::Broadcast { except: None, msg: ServerMessage::SfuChanged { sfu, .. } }] if sfu == "sfu-2"), "{fx:?}");
+        assert_eq!(r.sfu().unwrap().id, "sfu-2");
+        assert_eq!(r.snapshot().sfu.as_deref(), Some("sfu-2"));
+        let fx = frame(&mut r, "c2", &ClientMessage::Answer { sdp: SDP.into() });
+        assert!(matches!(&fx[..], [Effect::Send { msg: ServerMessage::Error { code: ErrorCode::BadMessage, .. }, .. }]), "{fx:?}");
+        // Members, host and mute state are untouched.
+        assert_eq!(r.snapshot().participants.len(), 2);
+        assert_eq!(r.host(), Some("a"));
+        // A new report after the move checks the new SFU.
+        assert_eq!(frame(&mut r, "c1", &ClientMessage::MediaFailed {}), vec![Effect::CheckSfu { sfu: "sfu-2".into() }]);
+    }
+
+    #[test]
+    fn a_healthy_sfu_ends_the_check_and_a_lost_check_is_retried() {
+        let mut r = with_sfu("a");
+        assert_eq!(r.handle(0, Input::SfuSuspect).len(), 1);
+        assert_eq!(r.handle(100, Input::SfuHealthy), vec![]);
+        assert_eq!(r.handle(200, Input::SfuSuspect).len(), 1, "checked again after a healthy answer");
+        // No answer to that check: after the timeout a report starts a new one.
+        assert_eq!(r.handle(300, Input::SfuSuspect), vec![]);
+        assert_eq!(r.handle(200 + SFU_CHECK_TIMEOUT_MS, Input::SfuSuspect).len(), 1);
+        // Replacing with the same SFU is no change.
+        assert_eq!(r.handle(9_000, Input::SfuReplaced { choice: choice("sfu-1") }), vec![]);
     }
 }

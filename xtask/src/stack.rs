@@ -26,6 +26,9 @@ pub struct StackConfig {
     /// Print children's output to the terminal (dev) or only to log files (test).
     pub echo: bool,
     pub name: &'static str,
+    /// Start an SFU again when it exits (the test stack: failover tests kill one with SIGKILL, and
+    /// the tests after them expect every region back).
+    pub restart_sfus: bool,
 }
 
 impl StackConfig {
@@ -37,6 +40,7 @@ impl StackConfig {
             udp_base: 40_000,
             echo: true,
             name: "dev",
+            restart_sfus: false,
         }
     }
 
@@ -49,6 +53,7 @@ impl StackConfig {
             udp_base: 41_000,
             echo: false,
             name: "test",
+            restart_sfus: true,
         }
     }
 }
@@ -120,7 +125,14 @@ impl Stack {
         for (i, (id, region, lat, lon)) in DEV_REGIONS.iter().enumerate() {
             let port = cfg.sfu_ports[i];
             let udp = cfg.udp_base + 100 * i as u16;
-            let mut sfu = Command::new(sfu_bin);
+            let mut sfu = if cfg.restart_sfus {
+                // A shell loop in the SFU's process group: stopping the stack signals both.
+                let mut c = Command::new("sh");
+                c.args(["-c", "while :; do \"$0\" \"$@\"; sleep 0.2; done"]).arg(sfu_bin);
+                c
+            } else {
+                Command::new(sfu_bin)
+            };
             sfu.args(["--id", id, "--region", region])
                 .args([
                     "--latitude",
