@@ -1,4 +1,4 @@
-// Failover: kill -9 the room's SFU in a three-page call. The pages report their media stopping,
+// Failover and drain: kill -9 (or SIGTERM) the room's SFU in a three-page call. The pages report their media stopping,
 // the Room Durable Object finds the SFU gone and moves the room to the next best one, and every
 // page sets its media up again there. The test prints how long that took (goal < 3 s) and fails
 // above 8 s. The test stack restarts a killed SFU, so later tests see all three regions again.
@@ -48,8 +48,10 @@ function sfuPid(port) {
   return undefined;
 }
 
-test("kill -9 of the room's SFU: every page decodes remote video again on another SFU", async () => {
-  const room = `failover-${Math.random().toString(36).slice(2, 8)}`;
+/** Three pages in a room; `signal` to the room's SFU; every page decodes two remote videos again on
+ *  another SFU. Returns the slowest page's time (ms) from the signal. */
+async function moveAfter(signal, label) {
+  const room = `${label}-${Math.random().toString(36).slice(2, 8)}`;
   const names = ["Ada", "Bob", "Cy"];
   const pages = [];
   for (const n of names) pages.push(await joinAs(n, room));
@@ -69,7 +71,7 @@ test("kill -9 of the room's SFU: every page decodes remote video again on anothe
   assert.ok(pid, `found the process of SFU ${sfuId} (port ${port})`);
 
   const killed = Date.now();
-  process.kill(pid, "SIGKILL");
+  process.kill(pid, signal);
   const back = [];
   for (const p of pages) {
     const deadline = killed + 8000;
@@ -82,11 +84,20 @@ test("kill -9 of the room's SFU: every page decodes remote video again on anothe
     back.push(Date.now() - killed);
   }
   const worst = Math.max(...back);
-  console.log(`failover: remote video decoding again on every page ${worst} ms after kill -9 of ${sfuId} (pages: ${back.join(", ")} ms)`);
+  console.log(`${label}: remote video decoding again on every page ${worst} ms after ${signal} to ${sfuId} (pages: ${back.join(", ")} ms)`);
   assert.ok(worst < 8000);
 
   // The room itself is untouched: members, host, mute state.
   for (const p of pages) await p.getByTestId("room-status").getByText("3 in the room").waitFor({ timeout: 2000 });
   await pages[1].getByRole("group", { name: "Ada", exact: true }).getByText("Host").waitFor({ timeout: 2000 });
   for (const p of pages) await p.close();
+  return worst;
+}
+
+test("kill -9 of the room's SFU: every page decodes remote video again on another SFU", async () => {
+  await moveAfter("SIGKILL", "failover");
+});
+
+test("SIGTERM drains the room's SFU: the call moves to another SFU before it exits", async () => {
+  await moveAfter("SIGTERM", "drain");
 });

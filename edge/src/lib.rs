@@ -4,6 +4,7 @@
 //! - `GET  /api/health`               — the edge and the SFUs it knows (registry)
 //! - `POST /api/sfu/heartbeat`        — signed SFU heartbeats (control plane)
 //! - `POST /api/sfu/signal`           — signed SFU offers for a participant, relayed to its room
+//! - `POST /api/sfu/draining`         — a signed notice from a stopping SFU: its rooms move
 //! - `POST /api/rooms/{room}/join`    — a room token and the room WebSocket URL
 //! - `GET  /api/rooms/{room}/ws`      — the room's signaling WebSocket (token in the query)
 
@@ -12,7 +13,7 @@ mod registry;
 mod room;
 
 use edgemeet_shared::control;
-use edgemeet_shared::protocol::{
+use edgemeet_shared::protocol::{SfuDraining, 
     normalize_display_name, normalize_room_name, JoinRequest, JoinResponse, SfuSignal,
 };
 use edgemeet_shared::region::{
@@ -43,6 +44,7 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
         (Method::Get, ["api", "health"]) => health(&env).await,
         (Method::Post, ["api", "sfu", "heartbeat"]) => heartbeat(req, &env).await,
         (Method::Post, ["api", "sfu", "signal"]) => sfu_signal(req, &env).await,
+        (Method::Post, ["api", "sfu", "draining"]) => sfu_draining(req, &env).await,
         (Method::Post, ["api", "rooms", room, "join"]) => {
             let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
             join(req, &env, &room).await
@@ -162,6 +164,25 @@ async fn sfu_signal(mut req: Request, env: &Env) -> EdgeResult<Response> {
     .await?;
     if res.status_code() >= 300 {
         return Ok(res);
+    }
+    Ok(Response::empty()?.with_status(204))
+}
+
+/// A draining SFU names its rooms; each room's object checks its SFU and moves.
+async fn sfu_draining(mut req: Request, env: &Env) -> EdgeResult<Response> {
+    let body = req.bytes().await?;
+    let sig = req.headers().get(control::SIGNATURE_HEADER)?;
+    let now = worker::Date::now().as_millis();
+    control::verify(secret(env, "CONTROL_SECRET")?.as_bytes(), sig.as_deref(), "POST", "/api/sfu/draining", &body, now)?;
+    let d: SfuDraining = serde_json::from_slice(&body).map_err(|e| EdgeError::BadRequest(format!("draining body: {e}")))?;
+    for raw in &d.rooms {
+        let Ok(room) = normalize_room_name(raw) else { continue };
+        let stub = env.durable_object(room::BINDING)?.get_by_name(&room)?;
+        let one = SfuDraining { sfu: d.sfu.clone(), rooms: vec![room] };
+        let body = serde_json::to_string(&one).map_err(|e| EdgeError::Config(e.to_string()))?;
+        if let Err(e) = post_to(&stub, "https://room/sfu-draining", body).await {
+            worker::console_warn!("draining {}: room {raw}: {e}", d.sfu);
+        }
     }
     Ok(Response::empty()?.with_status(204))
 }

@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 
 use edgemeet_shared::control;
-use edgemeet_shared::protocol::{
+use edgemeet_shared::protocol::{SfuDraining, 
     ErrorCode, SdpBody, ServerMessage, SfuSignal, WireError, MAX_FRAME_BYTES,
 };
 use edgemeet_shared::region::SfuChoice;
@@ -413,6 +413,18 @@ impl DurableObject for RoomObject {
     async fn fetch(&self, req: Request) -> Result<Response> {
         if req.method() == Method::Post && req.path() == "/assign" {
             return self.assign_sfu(req).await;
+        }
+        if req.method() == Method::Post && req.path() == "/sfu-draining" {
+            // The room's SFU is draining: the check finds it so and moves the room.
+            let mut req = req;
+            let d: SfuDraining = req.json().await?;
+            let room = d.rooms.first().cloned().unwrap_or_default();
+            self.load(&room).await?;
+            let current = self.room.borrow().as_ref().and_then(|r| r.sfu().map(|c| c.id.clone()));
+            if current.as_deref() == Some(d.sfu.as_str()) {
+                self.step(&room, Input::SfuSuspect).await?;
+            }
+            return Response::empty();
         }
         if req.method() == Method::Post && req.path() == "/sfu-offer" {
             let mut req = req;

@@ -74,6 +74,32 @@ pub async fn send(
     }
 }
 
+pub const DRAINING_PATH: &str = "/api/sfu/draining";
+
+/// Tells the edge this SFU is stopping and which rooms must move.
+pub async fn announce_draining(client: &reqwest::Client, edge: &str, state: &AppState) -> Result<(), String> {
+    let body = serde_json::to_vec(&edgemeet_shared::protocol::SfuDraining {
+        sfu: state.config.id.clone(),
+        rooms: state.media.room_names(),
+    })
+    .map_err(|e| e.to_string())?;
+    let sig = control::sign(state.config.control_secret.as_bytes(), "POST", DRAINING_PATH, &body, now_ms())
+        .map_err(|e| e.to_string())?;
+    let res = client
+        .post(format!("{edge}{DRAINING_PATH}"))
+        .header(control::SIGNATURE_HEADER, sig)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("edge unreachable: {e}"))?;
+    if res.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("edge answered {}", res.status()))
+    }
+}
+
 /// Heartbeats forever. Logs only when the outcome changes, not on every beat.
 pub async fn run(state: Arc<AppState>) {
     let Some(edge) = state.config.edge_url.clone() else {

@@ -4,6 +4,9 @@ use clap::Parser;
 use edgemeet_sfu::{config, heartbeat, router, AppState};
 use tracing_subscriber::EnvFilter;
 
+/// Longest wait for our rooms to move away after SIGTERM.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let filter = EnvFilter::try_from_env("EDGEMEET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -44,11 +47,24 @@ async fn main() -> ExitCode {
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
         }
         shutdown_state.set_draining();
-        // Tell the edge at once, so no new room lands here while we go.
+        // Tell the edge at once, so no new room lands here while we go, and have our rooms move
+        // to another SFU before we exit: a deploy drops no call.
         if let Some(edge) = &shutdown_state.config.edge_url {
             let client = reqwest::Client::new();
             if let Err(e) = heartbeat::send(&client, edge, &shutdown_state, 0.0).await {
                 tracing::warn!(error = %e, "could not tell the edge we are draining");
+            }
+            let rooms = shutdown_state.media.room_names().len();
+            if rooms > 0 {
+                match heartbeat::announce_draining(&client, edge, &shutdown_state).await {
+                    Ok(()) => tracing::info!(rooms, "asked the edge to move our rooms"),
+                    Err(e) => tracing::warn!(error = %e, "could not ask the edge to move our rooms"),
+                }
+                let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+                while shutdown_state.media.participant_count() > 0 && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                tracing::info!(left = shutdown_state.media.participant_count(), "drained");
             }
         }
     };

@@ -416,7 +416,12 @@ impl Media {
         self.room(room)?.peers.lock().unwrap().get(id).cloned()
     }
 
-    fn participant_count(&self) -> usize {
+    /// Names of the rooms with media here.
+    pub fn room_names(&self) -> Vec<String> {
+        self.rooms.lock().unwrap().keys().cloned().collect()
+    }
+
+    pub fn participant_count(&self) -> usize {
         self.rooms
             .lock()
             .unwrap()

@@ -200,6 +200,15 @@ pub struct SfuSignal {
     pub sdp: String,
 }
 
+/// An SFU told to stop (`POST /api/sfu/draining`): it takes no new rooms, and these rooms should
+/// move elsewhere before it exits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SfuDraining {
+    pub sfu: String,
+    pub rooms: Vec<String>,
+}
+
 /// A quick sanity check on a session description from a peer, before anyone spends work on it.
 pub fn check_sdp(sdp: &str) -> Result<(), WireError> {
     if !sdp.starts_with("v=0") || !sdp.contains("\nm=") {
