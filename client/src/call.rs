@@ -329,6 +329,28 @@ impl Call {
         any.then_some(total)
     }
 
+    /// Our camera/microphone stream changed while in the room (it arrived after Join, or a device
+    /// was switched): the existing senders take the new tracks, no renegotiation needed.
+    pub fn replace_tracks(&self, local: &MediaStream) {
+        let Some(pc) = self.peer_connection() else { return };
+        for t in pc.get_transceivers().iter() {
+            let Ok(t) = t.dyn_into::<web_sys::RtcRtpTransceiver>() else { continue };
+            let kind = t.receiver().track().kind();
+            let list = if kind == "audio" { local.get_audio_tracks() } else { local.get_video_tracks() };
+            let Ok(track) = list.get(0).dyn_into::<web_sys::MediaStreamTrack>() else { continue };
+            let sender = t.sender();
+            if sender.track().map(|old| old.id()) == Some(track.id()) {
+                continue;
+            }
+            let p = sender.replace_track(Some(&track));
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Err(e) = JsFuture::from(p).await {
+                    web_sys::console::warn_1(&format!("replaceTrack: {}", err(e)).into());
+                }
+            });
+        }
+    }
+
     /// A participant left: forget their stream.
     pub fn forget(&self, id: &str) {
         self.0.remote.update(|m| {

@@ -168,7 +168,14 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     // the offer.
     Effect::new(move |_| {
         let s = stream.get();
-        if s.is_some() && !in_room.get_untracked() {
+        if let (Some(local), true) = (s.as_ref(), in_room.get_untracked()) {
+            // Already in the room (the camera answered after Join, or a device changed).
+            if let Some(c) = call.get_value() {
+                c.replace_tracks(local);
+            }
+            return;
+        }
+        if s.is_some() {
             if let Some(c) = call.get_value() {
                 spawn_local(async move {
                     if let Err(e) = c.prepare(s).await {

@@ -26,8 +26,8 @@ pub struct StackConfig {
     /// Print children's output to the terminal (dev) or only to log files (test).
     pub echo: bool,
     pub name: &'static str,
-    /// Start an SFU again when it exits (the test stack: failover tests kill one with SIGKILL, and
-    /// the tests after them expect every region back).
+    /// Start an SFU again when it exits (failover tests kill one with SIGKILL, and the tests after
+    /// them expect every region back; in dev, a crashed or killed SFU comes back too).
     pub restart_sfus: bool,
 }
 
@@ -40,7 +40,8 @@ impl StackConfig {
             udp_base: 40_000,
             echo: true,
             name: "dev",
-            restart_sfus: false,
+            // Try `kill -9` on an SFU: the call moves, and the SFU comes back.
+            restart_sfus: true,
         }
     }
 
