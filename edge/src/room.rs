@@ -191,17 +191,27 @@ impl RoomObject {
         }
     }
 
-    /// Is the room's SFU alive and not draining? If not, the registry names its replacement.
+    /// Is the room's SFU alive, not draining, and still carrying this room? Gone or draining: the
+    /// registry names its replacement. Alive but without the room (it restarted): media is set up
+    /// again on it.
     async fn check_sfu(&self, room: &str, sfu: &SfuChoice) -> Input {
-        let alive = match probe(&format!("{}/healthz", sfu.url.trim_end_matches('/'))).await {
-            Ok(body) => body.contains("\"status\":\"ok\""),
-            Err(e) => {
-                worker::console_warn!("room {room}: SFU {} does not answer: {e}", sfu.id);
-                false
+        let path = format!("/v1/rooms/{room}");
+        let secret = self.env.secret("CONTROL_SECRET").map(|s| s.to_string()).unwrap_or_default();
+        let answer = probe(sfu_request(&secret, &sfu.url, Method::Get, &path, String::new())).await;
+        match answer {
+            Ok((200, body)) => {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                if v["draining"] == serde_json::Value::Bool(true) {
+                    worker::console_log!("room {room}: SFU {} is draining", sfu.id);
+                } else if v["known"] == serde_json::Value::Bool(false) {
+                    worker::console_warn!("room {room}: SFU {} no longer has this room (restarted)", sfu.id);
+                    return Input::SfuRestarted;
+                } else {
+                    return Input::SfuHealthy;
+                }
             }
-        };
-        if alive {
-            return Input::SfuHealthy;
+            Ok((status, _)) => worker::console_warn!("room {room}: SFU {} answered {status}", sfu.id),
+            Err(e) => worker::console_warn!("room {room}: SFU {} does not answer: {e}", sfu.id),
         }
         let ask = serde_json::json!({ "room": room, "dead": sfu.id }).to_string();
         let replaced = async {
@@ -329,21 +339,11 @@ const UNREACHABLE: &str = "media server unreachable";
 /// How long a health probe of an SFU may take before it counts as gone.
 const PROBE_TIMEOUT_MS: u64 = 1_000;
 
-/// GET `url` within [`PROBE_TIMEOUT_MS`]; the body, or why not.
-async fn probe(url: &str) -> std::result::Result<String, String> {
+/// `req` within [`PROBE_TIMEOUT_MS`], or why not.
+async fn probe<T>(req: impl std::future::Future<Output = std::result::Result<T, String>>) -> std::result::Result<T, String> {
     use futures_util::future::{select, Either};
-    let fetch = Box::pin(async {
-        let mut res = worker::Fetch::Url(worker::Url::parse(url).map_err(|e| e.to_string())?)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if res.status_code() != 200 {
-            return Err(format!("status {}", res.status_code()));
-        }
-        res.text().await.map_err(|e| e.to_string())
-    });
     let timeout = Box::pin(worker::Delay::from(std::time::Duration::from_millis(PROBE_TIMEOUT_MS)));
-    match select(fetch, timeout).await {
+    match select(Box::pin(req), timeout).await {
         Either::Left((r, _)) => r,
         Either::Right(_) => Err(format!("no answer within {PROBE_TIMEOUT_MS} ms")),
     }

@@ -6,6 +6,7 @@
 //! - `POST /v1/rooms/{room}/participants/{id}/answer` `{sdp}` → 204
 //! - `DELETE /v1/rooms/{room}/participants/{id}` → 204 (participant left; frees everything)
 //! - `GET /v1/rooms` → who is in which room, what they publish and receive
+//! - `GET /v1/rooms/{room}` → `{known, participants, draining}`
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -147,6 +148,28 @@ pub async fn leave(
     }
     s.media.remove_peer(&room, &id, "left the room").await;
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /v1/rooms/{room}`: does this SFU carry the room, and is it draining? The room's object asks
+/// when a member's media stopped: an SFU that restarted answers `known: false`.
+pub async fn room(
+    State(s): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let sig = headers.get(signing::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    if let Err(e) = signing::verify(s.config.control_secret.as_bytes(), sig, method.as_str(), uri.path(), b"", now_ms()) {
+        return error(ErrorCode::Unauthorized, format!("control request refused: {e}"));
+    }
+    let participants = s.media.room_participants(&room);
+    Json(serde_json::json!({
+        "known": participants > 0,
+        "participants": participants,
+        "draining": s.is_draining(),
+    }))
+    .into_response()
 }
 
 pub async fn rooms(

@@ -67,6 +67,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/v1/rooms", get(control::rooms))
+        .route("/v1/rooms/{room}", get(control::room))
         .route(
             "/v1/rooms/{room}/participants/{id}/offer",
             post(control::offer),

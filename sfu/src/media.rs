@@ -416,6 +416,11 @@ impl Media {
         self.room(room)?.peers.lock().unwrap().get(id).cloned()
     }
 
+    /// Participants with a media session in `room`.
+    pub fn room_participants(&self, room: &str) -> usize {
+        self.room(room).map(|r| r.peers.lock().unwrap().len()).unwrap_or(0)
+    }
+
     /// Names of the rooms with media here.
     pub fn room_names(&self) -> Vec<String> {
         self.rooms.lock().unwrap().keys().cloned().collect()

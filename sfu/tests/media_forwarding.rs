@@ -440,6 +440,11 @@ async fn one_publishes_two_subscribe_with_rewritten_ssrcs_and_rising_sequence_nu
     assert_eq!(status, 200);
     let rooms: serde_json::Value = serde_json::from_str(&rooms).unwrap();
     assert_eq!(rooms[ROOM].as_array().unwrap().len(), 3, "{rooms}");
+    let (_, one) = control_call(&base, "GET", &format!("/v1/rooms/{ROOM}"), String::new()).await;
+    let one: serde_json::Value = serde_json::from_str(&one).unwrap();
+    assert_eq!((one["known"].as_bool(), one["participants"].as_u64(), one["draining"].as_bool()), (Some(true), Some(3), Some(false)), "{one}");
+    let (_, other) = control_call(&base, "GET", "/v1/rooms/not-here", String::new()).await;
+    assert!(other.contains("\"known\":false"), "{other}");
     let metrics = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()

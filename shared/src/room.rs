@@ -48,6 +48,9 @@ pub enum Input {
     SfuSuspect,
     /// The check found the SFU alive.
     SfuHealthy,
+    /// The check found the SFU alive but without this room's media (it restarted): everyone sets
+    /// media up again on it.
+    SfuRestarted,
     /// The check found it gone (or draining): the room's media moves to `choice`.
     SfuReplaced { choice: SfuChoice },
     /// A call to the SFU for `participant` failed; tell them (and only them).
@@ -224,6 +227,17 @@ impl Room {
             Input::SfuHealthy => {
                 self.sfu_check_since = None;
                 Vec::new()
+            }
+            Input::SfuRestarted => {
+                self.sfu_check_since = None;
+                let Some(c) = self.sfu.clone() else { return Vec::new() };
+                for m in self.members.values_mut() {
+                    m.pending_offer = None;
+                }
+                vec![Effect::Broadcast {
+                    except: None,
+                    msg: ServerMessage::SfuChanged { sfu: c.id, reason: "the media server restarted".into() },
+                }]
             }
             Input::SfuReplaced { choice } => {
                 self.sfu_check_since = None;
@@ -1324,6 +1338,17 @@ mod tests {
         assert_eq!(r.host(), Some("a"));
         // A new report after the move checks the new SFU.
         assert_eq!(frame(&mut r, "c1", &ClientMessage::MediaFailed {}), vec![Effect::CheckSfu { sfu: "sfu-2".into() }]);
+    }
+
+    #[test]
+    fn a_restarted_sfu_makes_everyone_set_media_up_again_on_it() {
+        let mut r = with_sfu("a");
+        connect(&mut r, "b", "c2");
+        r.handle(1, Input::SfuSuspect);
+        let fx = r.handle(2, Input::SfuRestarted);
+        assert!(matches!(&fx[..], [Effect::Broadcast { except: None, msg: ServerMessage::SfuChanged { sfu, .. } }] if sfu == "sfu-1"), "{fx:?}");
+        assert_eq!(r.sfu().unwrap().id, "sfu-1");
+        assert_eq!(r.handle(3, Input::SfuSuspect).len(), 1, "the check is over");
     }
 
     #[test]
