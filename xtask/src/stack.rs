@@ -127,9 +127,10 @@ impl Stack {
             let port = cfg.sfu_ports[i];
             let udp = cfg.udp_base + 100 * i as u16;
             let mut sfu = if cfg.restart_sfus {
-                // A shell loop in the SFU's process group: stopping the stack signals both.
+                // A shell loop in the SFU's process group: stopping the stack signals both. The
+                // 3 s pause makes a killed SFU look dead for a while (rooms move), then it is back.
                 let mut c = Command::new("sh");
-                c.args(["-c", "while :; do \"$0\" \"$@\"; sleep 0.2; done"]).arg(sfu_bin);
+                c.args(["-c", "while :; do \"$0\" \"$@\"; sleep 3; done"]).arg(sfu_bin);
                 c
             } else {
                 Command::new(sfu_bin)
