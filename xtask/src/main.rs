@@ -5,7 +5,8 @@
 //! - `cargo xtask setup` — only install the toolchain pieces
 //! - `cargo xtask build` — only build
 //! - `cargo xtask deploy`— build and `wrangler deploy` the edge (needs a Cloudflare account)
-//! - `cargo xtask bench` — print performance figures (not pass/fail)
+//! - `cargo xtask bench` — print performance figures (not pass/fail): forwarding core, join time,
+//!   failover and drain times
 
 mod build;
 mod cmd;
@@ -320,9 +321,20 @@ fn bench() -> Result<()> {
             &format!("stack logs in {}", stack.log_dir.display()),
         )
     });
+    let moved = step("failover and drain (Chromium, 10 kills + 5 drains)", || {
+        cmd::run(
+            "failover bench",
+            Command::new(p.node22())
+                .arg("bench/failover.mjs")
+                .current_dir(&p.root)
+                .env("EDGEMEET_URL", &stack.url)
+                .env("EDGEMEET_CHROMIUM", setup::Paths::chromium()),
+            &format!("stack logs in {}", stack.log_dir.display()),
+        )
+    });
     stack.stop();
     STACK_UP.store(false, Ordering::SeqCst);
-    joined
+    joined.and(moved)
 }
 
 fn deploy() -> Result<()> {
