@@ -41,6 +41,8 @@ struct Inner {
     /// then only sends it, saving the PeerConnection set-up and ICE gathering (~100 ms).
     prepared: RefCell<Option<(String, String)>>,
     generation: Cell<u64>,
+    /// `RTCConfiguration.iceServers` (TURN with credentials from `/api/ice-servers`).
+    ice_servers: RefCell<JsValue>,
     queue: RefCell<VecDeque<ServerMessage>>,
     busy: Cell<bool>,
     send: SendFn,
@@ -72,12 +74,18 @@ impl Call {
             pc: RefCell::new(None),
             prepared: RefCell::new(None),
             generation: Cell::new(0),
+            ice_servers: RefCell::new(Array::new().into()),
             queue: RefCell::new(VecDeque::new()),
             busy: Cell::new(false),
             send: Rc::new(send),
             remote,
             on_state: Rc::new(on_state),
         }))
+    }
+
+    /// TURN servers for the next PeerConnection: the JSON array from `/api/ice-servers`.
+    pub fn set_ice_servers(&self, servers: JsValue) {
+        *self.0.ice_servers.borrow_mut() = servers;
     }
 
     pub fn peer_connection(&self) -> Option<RtcPeerConnection> {
@@ -109,7 +117,9 @@ impl Call {
         let generation = self.0.generation.get() + 1;
         self.0.generation.set(generation);
         let key = local.as_ref().map(|s| s.id()).unwrap_or_default();
-        let pc = RtcPeerConnection::new().map_err(err)?;
+        let config = web_sys::RtcConfiguration::new();
+        config.set_ice_servers(&self.0.ice_servers.borrow());
+        let pc = RtcPeerConnection::new_with_configuration(&config).map_err(err)?;
         // Tests and the stats panel read this.
         let _ = Reflect::set(&window(), &"edgemeetPc".into(), &pc);
         let streams = Array::new();

@@ -166,8 +166,26 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     });
     // While the person looks at the preview, get the media session ready: joining then only sends
     // the offer.
+    // TURN servers (time-limited credentials) before the first PeerConnection is made.
+    let (ice_ready, set_ice_ready) = signal(false);
+    spawn_local(async move {
+        let servers = async {
+            let res = gloo_net::http::Request::get("/api/ice-servers").send().await.ok()?;
+            let text = res.text().await.ok()?;
+            let v = js_sys::JSON::parse(&text).ok()?;
+            js_sys::Reflect::get(&v, &"ice_servers".into()).ok()
+        }
+        .await;
+        if let (Some(servers), Some(c)) = (servers, call.get_value()) {
+            c.set_ice_servers(servers);
+        }
+        set_ice_ready.set(true);
+    });
     Effect::new(move |_| {
         let s = stream.get();
+        if !ice_ready.get() {
+            return;
+        }
         if let (Some(local), true) = (s.as_ref(), in_room.get_untracked()) {
             // Already in the room (the camera answered after Join, or a device changed).
             if let Some(c) = call.get_value() {

@@ -2,6 +2,7 @@
 //!
 //! Routes (everything else is served from the client's static assets by the Workers runtime):
 //! - `GET  /api/health`               — the edge and the SFUs it knows (registry)
+//! - `GET  /api/ice-servers`          — TURN servers with time-limited credentials (empty without TURN)
 //! - `POST /api/sfu/heartbeat`        — signed SFU heartbeats (control plane)
 //! - `POST /api/sfu/signal`           — signed SFU offers for a participant, relayed to its room
 //! - `POST /api/sfu/draining`         — a signed notice from a stopping SFU: its rooms move
@@ -20,6 +21,7 @@ use edgemeet_shared::region::{
     client_location, GeoPoint, SfuChoice, SfuStatus, DEV_LOCATION_HEADER,
 };
 use edgemeet_shared::token::{Claims, Grants, Role, TokenKey};
+use edgemeet_shared::turn;
 use serde_json::json;
 use worker::{event, Context, Env, Method, Request, RequestInit, Response, Stub};
 
@@ -42,6 +44,7 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
         (Method::Get, ["api", "health"]) => health(&env).await,
+        (Method::Get, ["api", "ice-servers"]) => ice_servers(&env),
         (Method::Post, ["api", "sfu", "heartbeat"]) => heartbeat(req, &env).await,
         (Method::Post, ["api", "sfu", "signal"]) => sfu_signal(req, &env).await,
         (Method::Post, ["api", "sfu", "draining"]) => sfu_draining(req, &env).await,
@@ -137,6 +140,21 @@ async fn heartbeat(mut req: Request, env: &Env) -> EdgeResult<Response> {
         String::from_utf8_lossy(&body).into_owned(),
     )
     .await?)
+}
+
+/// TURN servers for the browser's PeerConnection: `TURN_URLS` (a var) with credentials made from
+/// `TURN_SECRET` (a secret shared with coturn), valid for an hour. Empty when TURN is not set up.
+fn ice_servers(env: &Env) -> EdgeResult<Response> {
+    let urls = env.var("TURN_URLS").map(|v| turn::parse_urls(&v.to_string())).unwrap_or_default();
+    let servers = match (urls.is_empty(), env.secret("TURN_SECRET")) {
+        (false, Ok(secret)) => {
+            let now = worker::Date::now().as_millis() / 1000;
+            let who = &random_id()[..16];
+            vec![turn::credentials(secret.to_string().as_bytes(), urls, who, now, turn::MAX_TTL_SECS)]
+        }
+        _ => Vec::new(),
+    };
+    Ok(Response::from_json(&json!({ "ice_servers": servers, "ttl_secs": turn::MAX_TTL_SECS }))?)
 }
 
 /// An SFU's offer for one participant (tracks came or went), relayed through the room's object.

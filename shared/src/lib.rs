@@ -11,6 +11,7 @@ pub mod protocol;
 pub mod region;
 pub mod room;
 pub mod token;
+pub mod turn;
 
 /// Milliseconds since the Unix epoch. Every pure function takes the time as an argument.
 pub type Millis = u64;

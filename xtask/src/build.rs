@@ -101,6 +101,8 @@ pub fn build_sfu_debug(tools: &Tools) -> Result<PathBuf> {
 /// Secrets for local runs, made once per checkout: the room token key and the edge↔SFU control key.
 pub struct DevSecrets {
     pub control_secret: String,
+    /// Shared by the edge (it makes TURN credentials) and the local coturn.
+    pub turn_secret: String,
 }
 
 pub fn dev_vars(root: &Path) -> Result<DevSecrets> {
@@ -112,15 +114,17 @@ pub fn dev_vars(root: &Path) -> Result<DevSecrets> {
                 .map(|v| v.trim_matches('"').to_string())
         })
     };
-    if let (Some(_), Some(control)) = (get("ROOM_TOKEN_SECRET"), get("CONTROL_SECRET")) {
+    if let (Some(_), Some(control), Some(turn)) = (get("ROOM_TOKEN_SECRET"), get("CONTROL_SECRET"), get("TURN_SECRET")) {
         return Ok(DevSecrets {
             control_secret: control,
+            turn_secret: turn,
         });
     }
-    let control = random_hex(32)?;
+    let control = get("CONTROL_SECRET").map(Ok).unwrap_or_else(|| random_hex(32))?;
+    let turn = random_hex(32)?;
     let body = format!(
-        "# Local-only secrets written by `cargo xtask`; never used in production (wrangler secret put).\nROOM_TOKEN_SECRET=\"{}\"\nCONTROL_SECRET=\"{control}\"\n",
-        random_hex(32)?
+        "# Local-only secrets written by `cargo xtask`; never used in production (wrangler secret put).\nROOM_TOKEN_SECRET=\"{}\"\nCONTROL_SECRET=\"{control}\"\nTURN_SECRET=\"{turn}\"\n",
+        get("ROOM_TOKEN_SECRET").map(Ok).unwrap_or_else(|| random_hex(32))?
     );
     std::fs::write(&path, body).map_err(|e| {
         fail(
@@ -132,6 +136,7 @@ pub fn dev_vars(root: &Path) -> Result<DevSecrets> {
     note(format!("wrote {}", path.display()));
     Ok(DevSecrets {
         control_secret: control,
+        turn_secret: turn,
     })
 }
 

@@ -145,6 +145,7 @@ pub fn setup(needs: Needs) -> Result<Tools> {
             true,
         )
     })?;
+    step("coturn (TURN server)", ensure_coturn)?;
     if needs.browser {
         step("Chromium", ensure_chromium)?;
     }
@@ -341,6 +342,19 @@ fn ensure_cargo_tool(
         &mut cmd,
         "check that cargo can reach its registry; then run `cargo xtask setup` again",
     )
+}
+
+fn ensure_coturn() -> Result<()> {
+    let bin = std::path::Path::new(crate::stack::TURNSERVER);
+    if !bin.exists() {
+        apt_install("coturn", &["coturn"])?;
+    }
+    if bin.exists() {
+        note(output(Command::new(bin).arg("--version")).unwrap_or_else(|| bin.display().to_string()));
+        Ok(())
+    } else {
+        Err(fail("coturn", format!("{} still missing after install", bin.display()), "install Debian's coturn package"))
+    }
 }
 
 fn ensure_chromium() -> Result<()> {

@@ -23,6 +23,8 @@ pub struct StackConfig {
     pub sfu_ports: [u16; 3],
     /// First UDP media port; each SFU gets 100 from here.
     pub udp_base: u16,
+    /// coturn's listening port (UDP and TCP); its relay ports are the 100 after `udp_base + 300`.
+    pub turn_port: u16,
     /// Print children's output to the terminal (dev) or only to log files (test).
     pub echo: bool,
     pub name: &'static str,
@@ -38,6 +40,7 @@ impl StackConfig {
             inspector_port: 9229,
             sfu_ports: [7101, 7102, 7103],
             udp_base: 40_000,
+            turn_port: 3478,
             echo: true,
             name: "dev",
             // Try `kill -9` on an SFU: the call moves, and the SFU comes back.
@@ -52,12 +55,16 @@ impl StackConfig {
             inspector_port: free_port(),
             sfu_ports: [free_port(), free_port(), free_port()],
             udp_base: 41_000,
+            turn_port: free_port(),
             echo: false,
             name: "test",
             restart_sfus: true,
         }
     }
 }
+
+/// Debian's coturn.
+pub const TURNSERVER: &str = "/usr/bin/turnserver";
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -94,6 +101,28 @@ impl Stack {
             log_dir: log_dir.clone(),
         };
 
+        // TURN first: the edge hands out its URLs.
+        let relay = cfg.udp_base + 300;
+        let mut turn = Command::new(TURNSERVER);
+        turn.args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint", "--simple-log", "--log-file=stdout"])
+            .arg("--listening-ip=127.0.0.1")
+            .arg(format!("--listening-port={}", cfg.turn_port))
+            .arg("--relay-ip=127.0.0.1")
+            .arg(format!("--min-port={relay}"))
+            .arg(format!("--max-port={}", relay + 99))
+            .args(["--realm=edgemeet", "--use-auth-secret"])
+            .arg(format!("--static-auth-secret={}", secrets.turn_secret))
+            // Relay to the SFUs only (they listen on 127.0.0.1 here): every other peer address,
+            // loopback and private ranges included, is refused (the TURN-as-SSRF-proxy class of bug).
+            .args(["--allow-loopback-peers", "--no-multicast-peers"])
+            .args(["--denied-peer-ip=0.0.0.0-255.255.255.255", "--denied-peer-ip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
+            .arg("--allowed-peer-ip=127.0.0.1");
+        stack.spawn("turn", turn, cfg.echo)?;
+        let turn_urls = format!(
+            "turn:127.0.0.1:{0}?transport=udp,turn:127.0.0.1:{0}?transport=tcp",
+            cfg.turn_port
+        );
+
         let mut wrangler = Command::new(paths.node22());
         wrangler
             .arg(paths.wrangler_js())
@@ -113,6 +142,7 @@ impl Stack {
             // Dev/test only: lets requests fake their location (x-edgemeet-dev-location); a deployed
             // worker has no such var and ignores the header.
             .args(["--var", "DEV_GEO_OVERRIDE:true"])
+            .args(["--var", &format!("TURN_URLS:{turn_urls}")])
             .arg("--persist-to")
             .arg(paths.target().join("wrangler-state").join(cfg.name))
             .current_dir(paths.root.join("edge"))
