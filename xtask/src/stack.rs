@@ -116,7 +116,8 @@ impl Stack {
             // loopback and private ranges included, is refused (the TURN-as-SSRF-proxy class of bug).
             .args(["--allow-loopback-peers", "--no-multicast-peers"])
             .args(["--denied-peer-ip=0.0.0.0-255.255.255.255", "--denied-peer-ip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
-            .arg("--allowed-peer-ip=127.0.0.1");
+            .arg("--allowed-peer-ip=127.0.0.1")
+            .arg(format!("--pidfile={}", log_dir.join("turnserver.pid").display()));
         stack.spawn("turn", turn, cfg.echo)?;
         let turn_urls = format!(
             "turn:127.0.0.1:{0}?transport=udp,turn:127.0.0.1:{0}?transport=tcp",
