@@ -4,17 +4,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
+import { joinAs as joinAsIn } from "./call.mjs";
 
 const browser = browserForFile();
 
-async function joinAs(name, room) {
-  const page = await browser.context.newPage();
-  await page.goto(`${BASE}/${room}`);
-  await page.getByLabel("Your name").fill(name);
-  await page.getByRole("button", { name: "Join" }).click();
-  await page.getByRole("group", { name: `${name} (you)` }).waitFor({ timeout: 10000 });
-  return page;
-}
+const joinAs = (name, room) => joinAsIn(browser.context, BASE, name, room);
 
 const tile = (page, name) => page.getByRole("group", { name, exact: true });
 

@@ -96,7 +96,12 @@ impl Call {
     /// new PeerConnection publishing `local`'s tracks and sends its offer.
     pub async fn start(&self, local: Option<MediaStream>) -> Result<(), String> {
         let key = local.as_ref().map(|s| s.id()).unwrap_or_default();
-        let ready = self.0.prepared.borrow_mut().take().filter(|(k, _)| *k == key);
+        let ready = self
+            .0
+            .prepared
+            .borrow_mut()
+            .take()
+            .filter(|(k, _)| *k == key);
         let sdp = match ready {
             Some((_, sdp)) if self.peer_connection().is_some() => sdp,
             _ => {
@@ -234,7 +239,9 @@ impl Call {
             .peer_connection()
             .is_some_and(|pc| pc.signaling_state() == web_sys::RtcSignalingState::HaveLocalOffer);
         if waiting_for_answer {
-            let i = q.iter().position(|m| matches!(m, ServerMessage::Answer { .. }))?;
+            let i = q
+                .iter()
+                .position(|m| matches!(m, ServerMessage::Answer { .. }))?;
             q.remove(i)
         } else {
             q.pop_front()
@@ -328,12 +335,23 @@ impl Call {
         let report = JsFuture::from(pc.get_stats()).await.ok()?;
         let mut total = 0.0;
         let mut any = false;
-        let values = Reflect::get(&report, &"values".into()).ok()?.dyn_into::<js_sys::Function>().ok()?;
+        let values = Reflect::get(&report, &"values".into())
+            .ok()?
+            .dyn_into::<js_sys::Function>()
+            .ok()?;
         let iter = values.call0(&report).ok()?;
         for stat in js_sys::try_iter(&iter).ok()??.flatten() {
-            if Reflect::get(&stat, &"type".into()).ok().and_then(|t| t.as_string()).as_deref() == Some("inbound-rtp") {
+            if Reflect::get(&stat, &"type".into())
+                .ok()
+                .and_then(|t| t.as_string())
+                .as_deref()
+                == Some("inbound-rtp")
+            {
                 any = true;
-                total += Reflect::get(&stat, &"packetsReceived".into()).ok().and_then(|v| v.as_f64()).unwrap_or(0.0);
+                total += Reflect::get(&stat, &"packetsReceived".into())
+                    .ok()
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(0.0);
             }
         }
         any.then_some(total)
@@ -342,12 +360,22 @@ impl Call {
     /// Our camera/microphone stream changed while in the room (it arrived after Join, or a device
     /// was switched): the existing senders take the new tracks, no renegotiation needed.
     pub fn replace_tracks(&self, local: &MediaStream) {
-        let Some(pc) = self.peer_connection() else { return };
+        let Some(pc) = self.peer_connection() else {
+            return;
+        };
         for t in pc.get_transceivers().iter() {
-            let Ok(t) = t.dyn_into::<web_sys::RtcRtpTransceiver>() else { continue };
+            let Ok(t) = t.dyn_into::<web_sys::RtcRtpTransceiver>() else {
+                continue;
+            };
             let kind = t.receiver().track().kind();
-            let list = if kind == "audio" { local.get_audio_tracks() } else { local.get_video_tracks() };
-            let Ok(track) = list.get(0).dyn_into::<web_sys::MediaStreamTrack>() else { continue };
+            let list = if kind == "audio" {
+                local.get_audio_tracks()
+            } else {
+                local.get_video_tracks()
+            };
+            let Ok(track) = list.get(0).dyn_into::<web_sys::MediaStreamTrack>() else {
+                continue;
+            };
             let sender = t.sender();
             if sender.track().map(|old| old.id()) == Some(track.id()) {
                 continue;
@@ -388,13 +416,18 @@ async fn wait_for_candidates(pc: &RtcPeerConnection) {
         let r1 = resolve.clone();
         let first = Rc::new(Cell::new(false));
         let on_candidate = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
-            let has = Reflect::get(&ev, &"candidate".into()).map(|c| !c.is_null()).unwrap_or(false);
+            let has = Reflect::get(&ev, &"candidate".into())
+                .map(|c| !c.is_null())
+                .unwrap_or(false);
             if has && !first.replace(true) {
                 let r = r1.clone();
                 let settle = Closure::once_into_js(move || {
                     let _ = r.call0(&JsValue::NULL);
                 });
-                let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(settle.unchecked_ref(), GATHER_SETTLE_MS);
+                let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(
+                    settle.unchecked_ref(),
+                    GATHER_SETTLE_MS,
+                );
             }
         });
         pc2.set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));

@@ -174,10 +174,15 @@ pub fn can_choose_speaker() -> bool {
 
 /// Plays `el` through the speaker `id` (where the browser allows; errors are logged, not fatal).
 pub fn set_speaker(el: &web_sys::HtmlMediaElement, id: &str) {
-    let Ok(f) = js_sys::Reflect::get(el, &"setSinkId".into()).and_then(|f| f.dyn_into::<js_sys::Function>()) else {
+    let Ok(f) = js_sys::Reflect::get(el, &"setSinkId".into())
+        .and_then(|f| f.dyn_into::<js_sys::Function>())
+    else {
         return;
     };
-    if let Ok(p) = f.call1(el, &id.into()).and_then(|p| p.dyn_into::<js_sys::Promise>()) {
+    if let Ok(p) = f
+        .call1(el, &id.into())
+        .and_then(|p| p.dyn_into::<js_sys::Promise>())
+    {
         wasm_bindgen_futures::spawn_local(async move {
             if JsFuture::from(p).await.is_err() {
                 web_sys::console::warn_1(&"could not switch the speaker".into());

@@ -116,7 +116,9 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
             }
             let Some(c) = call.get_value() else { return };
             spawn_local(async move {
-                let Some(now_packets) = c.inbound_packets().await else { return };
+                let Some(now_packets) = c.inbound_packets().await else {
+                    return;
+                };
                 let now = js_sys::Date::now();
                 let (packets, since, reported) = last_inbound.get_value();
                 if now_packets != packets {
@@ -148,7 +150,11 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                     let (c, m, sp) = media::list_devices().await;
                     set_cams.set(c);
                     set_mics.set(m);
-                    set_speakers.set(if media::can_choose_speaker() { sp } else { Vec::new() });
+                    set_speakers.set(if media::can_choose_speaker() {
+                        sp
+                    } else {
+                        Vec::new()
+                    });
                 }
                 Err(e) => set_media_error.set(Some(e)),
             }
@@ -170,7 +176,10 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     let (ice_ready, set_ice_ready) = signal(false);
     spawn_local(async move {
         let servers = async {
-            let res = gloo_net::http::Request::get("/api/ice-servers").send().await.ok()?;
+            let res = gloo_net::http::Request::get("/api/ice-servers")
+                .send()
+                .await
+                .ok()?;
             let text = res.text().await.ok()?;
             let v = js_sys::JSON::parse(&text).ok()?;
             js_sys::Reflect::get(&v, &"ice_servers".into()).ok()
@@ -693,9 +702,15 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
             // Media: a resumed session keeps its PeerConnection (nothing to publish again); a fresh
             // one (first join, or back after the grace period) sets it up anew.
             let live = ctx.call.with_value(|c| {
-                c.as_ref().and_then(|c| c.peer_connection()).is_some_and(|pc| {
-                    !matches!(pc.connection_state(), web_sys::RtcPeerConnectionState::Failed | web_sys::RtcPeerConnectionState::Closed)
-                })
+                c.as_ref()
+                    .and_then(|c| c.peer_connection())
+                    .is_some_and(|pc| {
+                        !matches!(
+                            pc.connection_state(),
+                            web_sys::RtcPeerConnectionState::Failed
+                                | web_sys::RtcPeerConnectionState::Closed
+                        )
+                    })
             });
             if !(*resumed && live) {
                 ctx.start_media();

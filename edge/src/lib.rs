@@ -14,8 +14,8 @@ mod registry;
 mod room;
 
 use edgemeet_shared::control;
-use edgemeet_shared::protocol::{SfuDraining, 
-    normalize_display_name, normalize_room_name, JoinRequest, JoinResponse, SfuSignal,
+use edgemeet_shared::protocol::{
+    normalize_display_name, normalize_room_name, JoinRequest, JoinResponse, SfuDraining, SfuSignal,
 };
 use edgemeet_shared::region::{
     client_location, GeoPoint, SfuChoice, SfuStatus, DEV_LOCATION_HEADER,
@@ -119,7 +119,8 @@ async fn health(env: &Env) -> EdgeResult<Response> {
     }))?)
 }
 
-async fn heartbeat(mut req: Request, env: &Env) -> EdgeResult<Response> {
+/// The body of a POST from an SFU to `path`, once its control signature checks out.
+async fn signed_body(req: &mut Request, env: &Env, path: &str) -> EdgeResult<Vec<u8>> {
     let body = req.bytes().await?;
     let sig = req.headers().get(control::SIGNATURE_HEADER)?;
     let now = worker::Date::now().as_millis();
@@ -127,10 +128,15 @@ async fn heartbeat(mut req: Request, env: &Env) -> EdgeResult<Response> {
         secret(env, "CONTROL_SECRET")?.as_bytes(),
         sig.as_deref(),
         "POST",
-        "/api/sfu/heartbeat",
+        path,
         &body,
         now,
     )?;
+    Ok(body)
+}
+
+async fn heartbeat(mut req: Request, env: &Env) -> EdgeResult<Response> {
+    let body = signed_body(&mut req, env, "/api/sfu/heartbeat").await?;
     let stub = env
         .durable_object(registry::BINDING)?
         .get_by_name(registry::NAME)?;
@@ -145,31 +151,32 @@ async fn heartbeat(mut req: Request, env: &Env) -> EdgeResult<Response> {
 /// TURN servers for the browser's PeerConnection: `TURN_URLS` (a var) with credentials made from
 /// `TURN_SECRET` (a secret shared with coturn), valid for an hour. Empty when TURN is not set up.
 fn ice_servers(env: &Env) -> EdgeResult<Response> {
-    let urls = env.var("TURN_URLS").map(|v| turn::parse_urls(&v.to_string())).unwrap_or_default();
+    let urls = env
+        .var("TURN_URLS")
+        .map(|v| turn::parse_urls(&v.to_string()))
+        .unwrap_or_default();
     let servers = match (urls.is_empty(), env.secret("TURN_SECRET")) {
         (false, Ok(secret)) => {
             let now = worker::Date::now().as_millis() / 1000;
             let who = &random_id()[..16];
-            vec![turn::credentials(secret.to_string().as_bytes(), urls, who, now, turn::MAX_TTL_SECS)]
+            vec![turn::credentials(
+                secret.to_string().as_bytes(),
+                urls,
+                who,
+                now,
+                turn::MAX_TTL_SECS,
+            )]
         }
         _ => Vec::new(),
     };
-    Ok(Response::from_json(&json!({ "ice_servers": servers, "ttl_secs": turn::MAX_TTL_SECS }))?)
+    Ok(Response::from_json(
+        &json!({ "ice_servers": servers, "ttl_secs": turn::MAX_TTL_SECS }),
+    )?)
 }
 
 /// An SFU's offer for one participant (tracks came or went), relayed through the room's object.
 async fn sfu_signal(mut req: Request, env: &Env) -> EdgeResult<Response> {
-    let body = req.bytes().await?;
-    let sig = req.headers().get(control::SIGNATURE_HEADER)?;
-    let now = worker::Date::now().as_millis();
-    control::verify(
-        secret(env, "CONTROL_SECRET")?.as_bytes(),
-        sig.as_deref(),
-        "POST",
-        "/api/sfu/signal",
-        &body,
-        now,
-    )?;
+    let body = signed_body(&mut req, env, "/api/sfu/signal").await?;
     let signal: SfuSignal = serde_json::from_slice(&body)
         .map_err(|e| EdgeError::BadRequest(format!("signal body: {e}")))?;
     let room = normalize_room_name(&signal.room).map_err(EdgeError::BadRequest)?;
@@ -188,15 +195,18 @@ async fn sfu_signal(mut req: Request, env: &Env) -> EdgeResult<Response> {
 
 /// A draining SFU names its rooms; each room's object checks its SFU and moves.
 async fn sfu_draining(mut req: Request, env: &Env) -> EdgeResult<Response> {
-    let body = req.bytes().await?;
-    let sig = req.headers().get(control::SIGNATURE_HEADER)?;
-    let now = worker::Date::now().as_millis();
-    control::verify(secret(env, "CONTROL_SECRET")?.as_bytes(), sig.as_deref(), "POST", "/api/sfu/draining", &body, now)?;
-    let d: SfuDraining = serde_json::from_slice(&body).map_err(|e| EdgeError::BadRequest(format!("draining body: {e}")))?;
+    let body = signed_body(&mut req, env, "/api/sfu/draining").await?;
+    let d: SfuDraining = serde_json::from_slice(&body)
+        .map_err(|e| EdgeError::BadRequest(format!("draining body: {e}")))?;
     for raw in &d.rooms {
-        let Ok(room) = normalize_room_name(raw) else { continue };
+        let Ok(room) = normalize_room_name(raw) else {
+            continue;
+        };
         let stub = env.durable_object(room::BINDING)?.get_by_name(&room)?;
-        let one = SfuDraining { sfu: d.sfu.clone(), rooms: vec![room] };
+        let one = SfuDraining {
+            sfu: d.sfu.clone(),
+            rooms: vec![room],
+        };
         let body = serde_json::to_string(&one).map_err(|e| EdgeError::Config(e.to_string()))?;
         if let Err(e) = post_to(&stub, "https://room/sfu-draining", body).await {
             worker::console_warn!("draining {}: room {raw}: {e}", d.sfu);

@@ -96,7 +96,11 @@ impl DurableObject for SfuRegistry {
             (Method::Post, "/replace") => {
                 let ask: ReplaceRequest = match req.json().await {
                     Ok(a) => a,
-                    Err(e) => return Ok(EdgeError::BadRequest(format!("replace body: {e}")).into_response()),
+                    Err(e) => {
+                        return Ok(
+                            EdgeError::BadRequest(format!("replace body: {e}")).into_response()
+                        )
+                    }
                 };
                 match self.registry.borrow().replace(&ask.dead, None, now) {
                     Ok(choice) => Response::from_json(&choice),

@@ -8,8 +8,8 @@
 use std::cell::RefCell;
 
 use edgemeet_shared::control;
-use edgemeet_shared::protocol::{SfuDraining, 
-    ErrorCode, SdpBody, ServerMessage, SfuSignal, WireError, MAX_FRAME_BYTES,
+use edgemeet_shared::protocol::{
+    ErrorCode, SdpBody, ServerMessage, SfuDraining, SfuSignal, WireError, MAX_FRAME_BYTES,
 };
 use edgemeet_shared::region::SfuChoice;
 use edgemeet_shared::room::{Effect, Input, Room, SfuCall, CLOSE_TOO_BIG};
@@ -91,7 +91,10 @@ impl RoomObject {
             for job in calls {
                 match job {
                     Job::Call(participant, call) => {
-                        if let Some(next) = self.call_sfu(snapshot.name(), sfu.as_ref(), participant, call).await {
+                        if let Some(next) = self
+                            .call_sfu(snapshot.name(), sfu.as_ref(), participant, call)
+                            .await
+                        {
                             // An SFU that cannot be reached at all may be gone: check it.
                             let gone = matches!(&next, Input::SfuFailed { message, .. } if message.starts_with(UNREACHABLE));
                             queue.push_back(next);
@@ -196,40 +199,69 @@ impl RoomObject {
     /// again on it.
     async fn check_sfu(&self, room: &str, sfu: &SfuChoice) -> Input {
         let path = format!("/v1/rooms/{room}");
-        let secret = self.env.secret("CONTROL_SECRET").map(|s| s.to_string()).unwrap_or_default();
-        let answer = probe(sfu_request(&secret, &sfu.url, Method::Get, &path, String::new())).await;
+        let secret = self
+            .env
+            .secret("CONTROL_SECRET")
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let answer = probe(sfu_request(
+            &secret,
+            &sfu.url,
+            Method::Get,
+            &path,
+            String::new(),
+        ))
+        .await;
         match answer {
             Ok((200, body)) => {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 if v["draining"] == serde_json::Value::Bool(true) {
                     worker::console_log!("room {room}: SFU {} is draining", sfu.id);
                 } else if v["known"] == serde_json::Value::Bool(false) {
-                    worker::console_warn!("room {room}: SFU {} no longer has this room (restarted)", sfu.id);
+                    worker::console_warn!(
+                        "room {room}: SFU {} no longer has this room (restarted)",
+                        sfu.id
+                    );
                     return Input::SfuRestarted;
                 } else {
                     return Input::SfuHealthy;
                 }
             }
-            Ok((status, _)) => worker::console_warn!("room {room}: SFU {} answered {status}", sfu.id),
+            Ok((status, _)) => {
+                worker::console_warn!("room {room}: SFU {} answered {status}", sfu.id)
+            }
             Err(e) => worker::console_warn!("room {room}: SFU {} does not answer: {e}", sfu.id),
         }
         let ask = serde_json::json!({ "room": room, "dead": sfu.id }).to_string();
         let replaced = async {
-            let stub = self.env.durable_object(registry::BINDING)?.get_by_name(registry::NAME)?;
+            let stub = self
+                .env
+                .durable_object(registry::BINDING)?
+                .get_by_name(registry::NAME)?;
             let mut res = post_to(&stub, "https://registry/replace", ask).await?;
             if res.status_code() != 200 {
-                return Err(worker::Error::RustError(res.text().await.unwrap_or_default()));
+                return Err(worker::Error::RustError(
+                    res.text().await.unwrap_or_default(),
+                ));
             }
             res.json::<SfuChoice>().await
         }
         .await;
         match replaced {
             Ok(choice) => {
-                worker::console_log!("room {room}: media moves from {} to {} ({})", sfu.id, choice.id, choice.reason);
+                worker::console_log!(
+                    "room {room}: media moves from {} to {} ({})",
+                    sfu.id,
+                    choice.id,
+                    choice.reason
+                );
                 Input::SfuReplaced { choice }
             }
             Err(e) => {
-                worker::console_warn!("room {room}: SFU {} is gone and no other is available: {e}", sfu.id);
+                worker::console_warn!(
+                    "room {room}: SFU {} is gone and no other is available: {e}",
+                    sfu.id
+                );
                 Input::SfuHealthy
             }
         }
@@ -340,9 +372,13 @@ const UNREACHABLE: &str = "media server unreachable";
 const PROBE_TIMEOUT_MS: u64 = 1_000;
 
 /// `req` within [`PROBE_TIMEOUT_MS`], or why not.
-async fn probe<T>(req: impl std::future::Future<Output = std::result::Result<T, String>>) -> std::result::Result<T, String> {
+async fn probe<T>(
+    req: impl std::future::Future<Output = std::result::Result<T, String>>,
+) -> std::result::Result<T, String> {
     use futures_util::future::{select, Either};
-    let timeout = Box::pin(worker::Delay::from(std::time::Duration::from_millis(PROBE_TIMEOUT_MS)));
+    let timeout = Box::pin(worker::Delay::from(std::time::Duration::from_millis(
+        PROBE_TIMEOUT_MS,
+    )));
     match select(Box::pin(req), timeout).await {
         Either::Left((r, _)) => r,
         Either::Right(_) => Err(format!("no answer within {PROBE_TIMEOUT_MS} ms")),
@@ -420,7 +456,11 @@ impl DurableObject for RoomObject {
             let d: SfuDraining = req.json().await?;
             let room = d.rooms.first().cloned().unwrap_or_default();
             self.load(&room).await?;
-            let current = self.room.borrow().as_ref().and_then(|r| r.sfu().map(|c| c.id.clone()));
+            let current = self
+                .room
+                .borrow()
+                .as_ref()
+                .and_then(|r| r.sfu().map(|c| c.id.clone()));
             if current.as_deref() == Some(d.sfu.as_str()) {
                 self.step(&room, Input::SfuSuspect).await?;
             }

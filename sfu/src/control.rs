@@ -159,9 +159,21 @@ pub async fn room(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let sig = headers.get(signing::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    if let Err(e) = signing::verify(s.config.control_secret.as_bytes(), sig, method.as_str(), uri.path(), b"", now_ms()) {
-        return error(ErrorCode::Unauthorized, format!("control request refused: {e}"));
+    let sig = headers
+        .get(signing::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = signing::verify(
+        s.config.control_secret.as_bytes(),
+        sig,
+        method.as_str(),
+        uri.path(),
+        b"",
+        now_ms(),
+    ) {
+        return error(
+            ErrorCode::Unauthorized,
+            format!("control request refused: {e}"),
+        );
     }
     let participants = s.media.room_participants(&room);
     Json(serde_json::json!({

@@ -39,26 +39,21 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Sends one heartbeat; `Err` carries a short reason for the log.
-pub async fn send(
+/// A signed POST of `body` to the edge at `path`; `Err` carries a short reason for the log.
+pub async fn post_signed(
     client: &reqwest::Client,
     edge: &str,
-    state: &AppState,
-    cpu: f64,
+    secret: &str,
+    path: &str,
+    body: Vec<u8>,
 ) -> Result<(), String> {
-    let body = serde_json::to_vec(&heartbeat(state, cpu)).map_err(|e| e.to_string())?;
-    let sig = control::sign(
-        state.config.control_secret.as_bytes(),
-        "POST",
-        HEARTBEAT_PATH,
-        &body,
-        now_ms(),
-    )
-    .map_err(|e| e.to_string())?;
+    let sig = control::sign(secret.as_bytes(), "POST", path, &body, now_ms())
+        .map_err(|e| e.to_string())?;
     let res = client
-        .post(format!("{edge}{HEARTBEAT_PATH}"))
+        .post(format!("{edge}{path}"))
         .header(control::SIGNATURE_HEADER, sig)
         .header("content-type", "application/json")
+        .timeout(std::time::Duration::from_secs(5))
         .body(body)
         .send()
         .await
@@ -74,30 +69,45 @@ pub async fn send(
     }
 }
 
+/// Sends one heartbeat.
+pub async fn send(
+    client: &reqwest::Client,
+    edge: &str,
+    state: &AppState,
+    cpu: f64,
+) -> Result<(), String> {
+    let body = serde_json::to_vec(&heartbeat(state, cpu)).map_err(|e| e.to_string())?;
+    post_signed(
+        client,
+        edge,
+        &state.config.control_secret,
+        HEARTBEAT_PATH,
+        body,
+    )
+    .await
+}
+
 pub const DRAINING_PATH: &str = "/api/sfu/draining";
 
 /// Tells the edge this SFU is stopping and which rooms must move.
-pub async fn announce_draining(client: &reqwest::Client, edge: &str, state: &AppState) -> Result<(), String> {
+pub async fn announce_draining(
+    client: &reqwest::Client,
+    edge: &str,
+    state: &AppState,
+) -> Result<(), String> {
     let body = serde_json::to_vec(&edgemeet_shared::protocol::SfuDraining {
         sfu: state.config.id.clone(),
         rooms: state.media.room_names(),
     })
     .map_err(|e| e.to_string())?;
-    let sig = control::sign(state.config.control_secret.as_bytes(), "POST", DRAINING_PATH, &body, now_ms())
-        .map_err(|e| e.to_string())?;
-    let res = client
-        .post(format!("{edge}{DRAINING_PATH}"))
-        .header(control::SIGNATURE_HEADER, sig)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| format!("edge unreachable: {e}"))?;
-    if res.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("edge answered {}", res.status()))
-    }
+    post_signed(
+        client,
+        edge,
+        &state.config.control_secret,
+        DRAINING_PATH,
+        body,
+    )
+    .await
 }
 
 /// Heartbeats forever. Logs only when the outcome changes, not on every beat.

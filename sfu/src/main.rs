@@ -58,10 +58,14 @@ async fn main() -> ExitCode {
             if rooms > 0 {
                 match heartbeat::announce_draining(&client, edge, &shutdown_state).await {
                     Ok(()) => tracing::info!(rooms, "asked the edge to move our rooms"),
-                    Err(e) => tracing::warn!(error = %e, "could not ask the edge to move our rooms"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not ask the edge to move our rooms")
+                    }
                 }
                 let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
-                while shutdown_state.media.participant_count() > 0 && std::time::Instant::now() < deadline {
+                while shutdown_state.media.participant_count() > 0
+                    && std::time::Instant::now() < deadline
+                {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 tracing::info!(left = shutdown_state.media.participant_count(), "drained");

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use edgemeet_shared::control;
 use edgemeet_shared::protocol::{ErrorCode, SfuSignal};
 use rtc::interceptor::{
     Attribute, Interceptor, Packet as IPacket, Registry, Slot, StreamInfo, TaggedPacket,
@@ -356,7 +355,9 @@ impl PeerConnectionEventHandler for PeerHandler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::debug!(room = %self.room, participant = %self.peer, %state, "connection state");
-        if state == RTCPeerConnectionState::Connected && !self.connected.swap(true, Ordering::SeqCst) {
+        if state == RTCPeerConnectionState::Connected
+            && !self.connected.swap(true, Ordering::SeqCst)
+        {
             // Packets sent before DTLS completes are dropped: only now can a keyframe reach it.
             if let Some(media) = self.media.upgrade() {
                 media.request_keyframes_for(&self.room, &self.peer);
@@ -418,7 +419,9 @@ impl Media {
 
     /// Participants with a media session in `room`.
     pub fn room_participants(&self, room: &str) -> usize {
-        self.room(room).map(|r| r.peers.lock().unwrap().len()).unwrap_or(0)
+        self.room(room)
+            .map(|r| r.peers.lock().unwrap().len())
+            .unwrap_or(0)
     }
 
     /// Names of the rooms with media here.
@@ -471,7 +474,14 @@ impl Media {
         room: &str,
         peer: &str,
         session: u64,
-    ) -> Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>, Arc<AtomicBool>), MediaError> {
+    ) -> Result<
+        (
+            Arc<dyn PeerConnection>,
+            watch::Receiver<bool>,
+            Arc<AtomicBool>,
+        ),
+        MediaError,
+    > {
         let (lo, hi) = self.cfg.udp_ports;
         let span = (hi - lo) as u32 + 1;
         let mut last_err = None;
@@ -715,7 +725,9 @@ impl Media {
                 continue;
             }
             let takes = p.subscribers.read().unwrap().iter().any(|s| {
-                s.subscriber == subscriber && s.connected.load(Ordering::Relaxed) && s.state.lock().unwrap().ready
+                s.subscriber == subscriber
+                    && s.connected.load(Ordering::Relaxed)
+                    && s.state.lock().unwrap().ready
             });
             if takes {
                 p.keyframe_wanted.store(true, Ordering::Relaxed);
@@ -873,33 +885,14 @@ impl Media {
             sdp,
         })
         .map_err(|e| e.to_string())?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let sig = control::sign(
-            self.cfg.control_secret.as_bytes(),
-            "POST",
+        crate::heartbeat::post_signed(
+            &self.http,
+            edge,
+            &self.cfg.control_secret,
             SIGNAL_PATH,
-            &body,
-            now,
+            body,
         )
-        .map_err(|e| e.to_string())?;
-        let res = self
-            .http
-            .post(format!("{edge}{SIGNAL_PATH}"))
-            .header(control::SIGNATURE_HEADER, sig)
-            .header("content-type", "application/json")
-            .timeout(Duration::from_secs(5))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if res.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("edge answered {}", res.status()))
-        }
+        .await
     }
 
     /// A track arrived from `publisher`: fan it out to everyone else in the room.

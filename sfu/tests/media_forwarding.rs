@@ -318,17 +318,29 @@ fn inbox(id: &str, inboxes: &Inboxes) -> mpsc::UnboundedReceiver<String> {
 
 /// Answers every offer the SFU sends `id`, as a browser would. Started after the peer's own offer
 /// was answered: an SFU offer may arrive before that answer, and waits (as in the browser client).
-fn answer_offers(pc: Arc<dyn PeerConnection>, base: String, id: &str, mut rx: mpsc::UnboundedReceiver<String>) {
+fn answer_offers(
+    pc: Arc<dyn PeerConnection>,
+    base: String,
+    id: &str,
+    mut rx: mpsc::UnboundedReceiver<String>,
+) {
     let id = id.to_string();
     tokio::spawn(async move {
         while let Some(sdp) = rx.recv().await {
-            pc.set_remote_description(RTCSessionDescription::offer(sdp).unwrap()).await.unwrap();
+            pc.set_remote_description(RTCSessionDescription::offer(sdp).unwrap())
+                .await
+                .unwrap();
             let answer = pc.create_answer(None).await.unwrap();
             pc.set_local_description(answer).await.unwrap();
             let sdp = pc.local_description().await.unwrap().sdp;
             let body = serde_json::to_string(&SdpBody { sdp }).unwrap();
-            let (status, text) =
-                control_call(&base, "POST", &format!("/v1/rooms/{ROOM}/participants/{id}/answer"), body).await;
+            let (status, text) = control_call(
+                &base,
+                "POST",
+                &format!("/v1/rooms/{ROOM}/participants/{id}/answer"),
+                body,
+            )
+            .await;
             assert_eq!(status, 204, "answer for {id}: {text}");
         }
     });
@@ -442,7 +454,15 @@ async fn one_publishes_two_subscribe_with_rewritten_ssrcs_and_rising_sequence_nu
     assert_eq!(rooms[ROOM].as_array().unwrap().len(), 3, "{rooms}");
     let (_, one) = control_call(&base, "GET", &format!("/v1/rooms/{ROOM}"), String::new()).await;
     let one: serde_json::Value = serde_json::from_str(&one).unwrap();
-    assert_eq!((one["known"].as_bool(), one["participants"].as_u64(), one["draining"].as_bool()), (Some(true), Some(3), Some(false)), "{one}");
+    assert_eq!(
+        (
+            one["known"].as_bool(),
+            one["participants"].as_u64(),
+            one["draining"].as_bool()
+        ),
+        (Some(true), Some(3), Some(false)),
+        "{one}"
+    );
     let (_, other) = control_call(&base, "GET", "/v1/rooms/not-here", String::new()).await;
     assert!(other.contains("\"known\":false"), "{other}");
     let metrics = reqwest::get(format!("{base}/metrics"))

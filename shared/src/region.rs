@@ -168,10 +168,23 @@ impl Registry {
 
     /// A new SFU for a room whose SFU (`dead`) failed: never `dead`, and nearest to where `dead`
     /// was (the room's people are near it), unless the room's location is known.
-    pub fn replace(&self, dead: &str, client: Option<GeoPoint>, now: Millis) -> Result<SfuChoice, RoutingError> {
+    pub fn replace(
+        &self,
+        dead: &str,
+        client: Option<GeoPoint>,
+        now: Millis,
+    ) -> Result<SfuChoice, RoutingError> {
         let status = self.status(now);
-        let near = client.or_else(|| status.iter().find(|s| s.heartbeat.id == dead).map(|s| s.heartbeat.location));
-        let others: Vec<SfuStatus> = status.into_iter().filter(|s| s.heartbeat.id != dead).collect();
+        let near = client.or_else(|| {
+            status
+                .iter()
+                .find(|s| s.heartbeat.id == dead)
+                .map(|s| s.heartbeat.location)
+        });
+        let others: Vec<SfuStatus> = status
+            .into_iter()
+            .filter(|s| s.heartbeat.id != dead)
+            .collect();
         let mut choice = choose_sfu(&others, near)?;
         choice.reason = format!("replaces {dead}: {}", choice.reason);
         Ok(choice)
@@ -312,7 +325,10 @@ mod tests {
         assert_eq!(c.id, "eu-west");
         assert!(c.reason.starts_with("replaces us-east"), "{}", c.reason);
         // Never the dead one, even when it is nearest to the room's known location.
-        assert_eq!(r.replace("eu-west", Some(FRANKFURT), 1000).unwrap().id, "us-east");
+        assert_eq!(
+            r.replace("eu-west", Some(FRANKFURT), 1000).unwrap().id,
+            "us-east"
+        );
         // Nothing else alive: no media server.
         let mut lone = Registry::new();
         lone.heartbeat(hb("us-east", 39.0, -77.5), 0).unwrap();

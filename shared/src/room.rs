@@ -94,7 +94,9 @@ pub enum Effect {
     },
     /// Check the room's SFU `sfu` (is it alive and not draining?); feed back `SfuHealthy` or, with
     /// a replacement, `SfuReplaced`.
-    CheckSfu { sfu: String },
+    CheckSfu {
+        sfu: String,
+    },
     /// Call the room's SFU for `participant`; feed its outcome back as `SfuAnswer` / `SfuFailed`.
     Sfu {
         participant: String,
@@ -230,13 +232,18 @@ impl Room {
             }
             Input::SfuRestarted => {
                 self.sfu_check_since = None;
-                let Some(c) = self.sfu.clone() else { return Vec::new() };
+                let Some(c) = self.sfu.clone() else {
+                    return Vec::new();
+                };
                 for m in self.members.values_mut() {
                     m.pending_offer = None;
                 }
                 vec![Effect::Broadcast {
                     except: None,
-                    msg: ServerMessage::SfuChanged { sfu: c.id, reason: "the media server restarted".into() },
+                    msg: ServerMessage::SfuChanged {
+                        sfu: c.id,
+                        reason: "the media server restarted".into(),
+                    },
                 }]
             }
             Input::SfuReplaced { choice } => {
@@ -244,7 +251,10 @@ impl Room {
                 if self.sfu.as_ref().is_some_and(|c| c.id == choice.id) {
                     return Vec::new();
                 }
-                let msg = ServerMessage::SfuChanged { sfu: choice.id.clone(), reason: choice.reason.clone() };
+                let msg = ServerMessage::SfuChanged {
+                    sfu: choice.id.clone(),
+                    reason: choice.reason.clone(),
+                };
                 self.sfu = Some(choice);
                 // Offers from the old SFU mean nothing now.
                 for m in self.members.values_mut() {
@@ -520,8 +530,13 @@ impl Room {
 
     /// Someone thinks the SFU is gone: check it (once at a time).
     fn suspect(&mut self, now: Millis) -> Vec<Effect> {
-        let Some(sfu) = self.sfu.as_ref().map(|c| c.id.clone()) else { return Vec::new() };
-        if self.sfu_check_since.is_some_and(|t| now < t + SFU_CHECK_TIMEOUT_MS) {
+        let Some(sfu) = self.sfu.as_ref().map(|c| c.id.clone()) else {
+            return Vec::new();
+        };
+        if self
+            .sfu_check_since
+            .is_some_and(|t| now < t + SFU_CHECK_TIMEOUT_MS)
+        {
             return Vec::new();
         }
         self.sfu_check_since = Some(now);
@@ -1200,7 +1215,10 @@ mod tests {
         assert!(
             matches!(
                 sends[..],
-                [ServerMessage::Snapshot { resumed: true, .. }, ServerMessage::Offer { .. }]
+                [
+                    ServerMessage::Snapshot { resumed: true, .. },
+                    ServerMessage::Offer { .. }
+                ]
             ),
             "{sends:?}"
         );
@@ -1314,7 +1332,14 @@ mod tests {
     }
 
     fn choice(id: &str) -> SfuChoice {
-        SfuChoice { id: id.into(), region: id.into(), url: format!("http://{id}"), distance_km: None, score: 0.0, reason: "test".into() }
+        SfuChoice {
+            id: id.into(),
+            region: id.into(),
+            url: format!("http://{id}"),
+            distance_km: None,
+            score: 0.0,
+            reason: "test".into(),
+        }
     }
 
     #[test]
@@ -1322,22 +1347,58 @@ mod tests {
         let mut r = with_sfu("a");
         connect(&mut r, "b", "c2");
         let fx = frame(&mut r, "c1", &ClientMessage::MediaFailed {});
-        assert_eq!(fx, vec![Effect::CheckSfu { sfu: "sfu-1".into() }]);
+        assert_eq!(
+            fx,
+            vec![Effect::CheckSfu {
+                sfu: "sfu-1".into()
+            }]
+        );
         // A second report while the check runs changes nothing.
         assert_eq!(frame(&mut r, "c2", &ClientMessage::MediaFailed {}), vec![]);
         // The SFU is gone: the room moves, everyone hears, and the old SFU's offer is forgotten.
-        r.handle(2, Input::SfuOffer { participant: "b".into(), sdp: "old".into() });
-        let fx = r.handle(3, Input::SfuReplaced { choice: choice("sfu-2") });
-        assert!(matches!(&fx[..], [Effect::Broadcast { except: None, msg: ServerMessage::SfuChanged { sfu, .. } }] if sfu == "sfu-2"), "{fx:?}");
+        r.handle(
+            2,
+            Input::SfuOffer {
+                participant: "b".into(),
+                sdp: "old".into(),
+            },
+        );
+        let fx = r.handle(
+            3,
+            Input::SfuReplaced {
+                choice: choice("sfu-2"),
+            },
+        );
+        assert!(
+            matches!(&fx[..], [Effect::Broadcast { except: None, msg: ServerMessage::SfuChanged { sfu, .. } }] if sfu == "sfu-2"),
+            "{fx:?}"
+        );
         assert_eq!(r.sfu().unwrap().id, "sfu-2");
         assert_eq!(r.snapshot().sfu.as_deref(), Some("sfu-2"));
         let fx = frame(&mut r, "c2", &ClientMessage::Answer { sdp: SDP.into() });
-        assert!(matches!(&fx[..], [Effect::Send { msg: ServerMessage::Error { code: ErrorCode::BadMessage, .. }, .. }]), "{fx:?}");
+        assert!(
+            matches!(
+                &fx[..],
+                [Effect::Send {
+                    msg: ServerMessage::Error {
+                        code: ErrorCode::BadMessage,
+                        ..
+                    },
+                    ..
+                }]
+            ),
+            "{fx:?}"
+        );
         // Members, host and mute state are untouched.
         assert_eq!(r.snapshot().participants.len(), 2);
         assert_eq!(r.host(), Some("a"));
         // A new report after the move checks the new SFU.
-        assert_eq!(frame(&mut r, "c1", &ClientMessage::MediaFailed {}), vec![Effect::CheckSfu { sfu: "sfu-2".into() }]);
+        assert_eq!(
+            frame(&mut r, "c1", &ClientMessage::MediaFailed {}),
+            vec![Effect::CheckSfu {
+                sfu: "sfu-2".into()
+            }]
+        );
     }
 
     #[test]
@@ -1346,7 +1407,10 @@ mod tests {
         connect(&mut r, "b", "c2");
         r.handle(1, Input::SfuSuspect);
         let fx = r.handle(2, Input::SfuRestarted);
-        assert!(matches!(&fx[..], [Effect::Broadcast { except: None, msg: ServerMessage::SfuChanged { sfu, .. } }] if sfu == "sfu-1"), "{fx:?}");
+        assert!(
+            matches!(&fx[..], [Effect::Broadcast { except: None, msg: ServerMessage::SfuChanged { sfu, .. } }] if sfu == "sfu-1"),
+            "{fx:?}"
+        );
         assert_eq!(r.sfu().unwrap().id, "sfu-1");
         assert_eq!(r.handle(3, Input::SfuSuspect).len(), 1, "the check is over");
     }
@@ -1356,11 +1420,27 @@ mod tests {
         let mut r = with_sfu("a");
         assert_eq!(r.handle(0, Input::SfuSuspect).len(), 1);
         assert_eq!(r.handle(100, Input::SfuHealthy), vec![]);
-        assert_eq!(r.handle(200, Input::SfuSuspect).len(), 1, "checked again after a healthy answer");
+        assert_eq!(
+            r.handle(200, Input::SfuSuspect).len(),
+            1,
+            "checked again after a healthy answer"
+        );
         // No answer to that check: after the timeout a report starts a new one.
         assert_eq!(r.handle(300, Input::SfuSuspect), vec![]);
-        assert_eq!(r.handle(200 + SFU_CHECK_TIMEOUT_MS, Input::SfuSuspect).len(), 1);
+        assert_eq!(
+            r.handle(200 + SFU_CHECK_TIMEOUT_MS, Input::SfuSuspect)
+                .len(),
+            1
+        );
         // Replacing with the same SFU is no change.
-        assert_eq!(r.handle(9_000, Input::SfuReplaced { choice: choice("sfu-1") }), vec![]);
+        assert_eq!(
+            r.handle(
+                9_000,
+                Input::SfuReplaced {
+                    choice: choice("sfu-1")
+                }
+            ),
+            vec![]
+        );
     }
 }

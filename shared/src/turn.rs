@@ -21,12 +21,22 @@ pub struct IceServer {
 }
 
 /// Credentials for `who`, valid from `now_secs` for `ttl_secs` (at most [`MAX_TTL_SECS`]).
-pub fn credentials(secret: &[u8], urls: Vec<String>, who: &str, now_secs: u64, ttl_secs: u64) -> IceServer {
+pub fn credentials(
+    secret: &[u8],
+    urls: Vec<String>,
+    who: &str,
+    now_secs: u64,
+    ttl_secs: u64,
+) -> IceServer {
     let username = format!("{}:{who}", now_secs + ttl_secs.min(MAX_TTL_SECS));
     let mut mac = Hmac::<Sha1>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(username.as_bytes());
     let credential = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    IceServer { urls, username: Some(username), credential: Some(credential) }
+    IceServer {
+        urls,
+        username: Some(username),
+        credential: Some(credential),
+    }
 }
 
 /// `TURN_URLS` as configured: comma-separated `turn:`/`turns:` URLs; anything else is dropped.
@@ -45,9 +55,18 @@ mod tests {
     #[test]
     fn credentials_match_coturns_rest_api_scheme() {
         // Expected value computed independently (Python: hmac.new(secret, user, sha1), base64).
-        let s = credentials(b"north-secret", vec!["turn:127.0.0.1:3478".into()], "alice", 1_700_000_000, 3600);
+        let s = credentials(
+            b"north-secret",
+            vec!["turn:127.0.0.1:3478".into()],
+            "alice",
+            1_700_000_000,
+            3600,
+        );
         assert_eq!(s.username.as_deref(), Some("1700003600:alice"));
-        assert_eq!(s.credential.as_deref(), Some("Ji4axghh2/aljHmsPgH9mtDGVLw="));
+        assert_eq!(
+            s.credential.as_deref(),
+            Some("Ji4axghh2/aljHmsPgH9mtDGVLw=")
+        );
     }
 
     #[test]
@@ -60,7 +79,10 @@ mod tests {
     fn only_turn_urls_are_kept() {
         assert_eq!(
             parse_urls("turn:a:3478?transport=udp, turn:a:3478?transport=tcp,stun:x,http://evil"),
-            vec!["turn:a:3478?transport=udp".to_string(), "turn:a:3478?transport=tcp".to_string()]
+            vec![
+                "turn:a:3478?transport=udp".to_string(),
+                "turn:a:3478?transport=tcp".to_string()
+            ]
         );
         assert!(parse_urls("").is_empty());
     }

@@ -26,7 +26,10 @@ pub fn build_all(tools: &Tools, sfu_build: SfuBuild) -> Result<PathBuf> {
     )?;
     let sfu = match sfu_build {
         SfuBuild::Optimised => step("build SFU (native, profile `sfu`)", || build_sfu(tools))?,
-        SfuBuild::Fast => step("build SFU (native, debug: as `cargo test` built it)", || build_sfu_debug(tools))?,
+        SfuBuild::Fast => step(
+            "build SFU (native, debug: as `cargo test` built it)",
+            || build_sfu_debug(tools),
+        )?,
     };
     step("dev secrets (edge/.dev.vars)", || {
         dev_vars(&tools.paths.root).map(|_| ())
@@ -92,7 +95,9 @@ pub fn build_sfu_debug(tools: &Tools) -> Result<PathBuf> {
     let p = &tools.paths;
     run(
         "build SFU",
-        Command::new("cargo").args(["build", "--package", "edgemeet-sfu"]).current_dir(&p.root),
+        Command::new("cargo")
+            .args(["build", "--package", "edgemeet-sfu"])
+            .current_dir(&p.root),
         "read the compiler error above",
     )?;
     Ok(p.target().join("debug/edgemeet-sfu"))
@@ -114,13 +119,19 @@ pub fn dev_vars(root: &Path) -> Result<DevSecrets> {
                 .map(|v| v.trim_matches('"').to_string())
         })
     };
-    if let (Some(_), Some(control), Some(turn)) = (get("ROOM_TOKEN_SECRET"), get("CONTROL_SECRET"), get("TURN_SECRET")) {
+    if let (Some(_), Some(control), Some(turn)) = (
+        get("ROOM_TOKEN_SECRET"),
+        get("CONTROL_SECRET"),
+        get("TURN_SECRET"),
+    ) {
         return Ok(DevSecrets {
             control_secret: control,
             turn_secret: turn,
         });
     }
-    let control = get("CONTROL_SECRET").map(Ok).unwrap_or_else(|| random_hex(32))?;
+    let control = get("CONTROL_SECRET")
+        .map(Ok)
+        .unwrap_or_else(|| random_hex(32))?;
     let turn = random_hex(32)?;
     let body = format!(
         "# Local-only secrets written by `cargo xtask`; never used in production (wrangler secret put).\nROOM_TOKEN_SECRET=\"{}\"\nCONTROL_SECRET=\"{control}\"\nTURN_SECRET=\"{turn}\"\n",

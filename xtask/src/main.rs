@@ -70,9 +70,8 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let result = match Cli::parse().command {
         Cmd::Setup => setup(Needs { browser: true }).map(|_| ()),
-        Cmd::Build => {
-            setup(Needs { browser: false }).and_then(|t| build::build_all(&t, build::SfuBuild::Optimised).map(|_| ()))
-        }
+        Cmd::Build => setup(Needs { browser: false })
+            .and_then(|t| build::build_all(&t, build::SfuBuild::Optimised).map(|_| ())),
         Cmd::Dev { port } => dev(port),
         Cmd::Test => test(),
         Cmd::Deploy => deploy(),
@@ -310,17 +309,20 @@ fn bench() -> Result<()> {
     let sfu_bin = build::build_all(&tools, build::SfuBuild::Optimised)?;
     let cfg = StackConfig::test();
     let mut stack = start_stack(&tools, &sfu_bin, &cfg)?;
-    let joined = step("join click → first remote frame (Chromium, 20 joins)", || {
-        cmd::run(
-            "join bench",
-            Command::new(p.node22())
-                .arg("bench/join.mjs")
-                .current_dir(&p.root)
-                .env("EDGEMEET_URL", &stack.url)
-                .env("EDGEMEET_CHROMIUM", setup::Paths::chromium()),
-            &format!("stack logs in {}", stack.log_dir.display()),
-        )
-    });
+    let joined = step(
+        "join click → first remote frame (Chromium, 20 joins)",
+        || {
+            cmd::run(
+                "join bench",
+                Command::new(p.node22())
+                    .arg("bench/join.mjs")
+                    .current_dir(&p.root)
+                    .env("EDGEMEET_URL", &stack.url)
+                    .env("EDGEMEET_CHROMIUM", setup::Paths::chromium()),
+                &format!("stack logs in {}", stack.log_dir.display()),
+            )
+        },
+    );
     let moved = step("failover and drain (Chromium, 10 kills + 5 drains)", || {
         cmd::run(
             "failover bench",

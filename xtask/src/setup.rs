@@ -350,10 +350,16 @@ fn ensure_coturn() -> Result<()> {
         apt_install("coturn", &["coturn"])?;
     }
     if bin.exists() {
-        note(output(Command::new(bin).arg("--version")).unwrap_or_else(|| bin.display().to_string()));
+        note(
+            output(Command::new(bin).arg("--version")).unwrap_or_else(|| bin.display().to_string()),
+        );
         Ok(())
     } else {
-        Err(fail("coturn", format!("{} still missing after install", bin.display()), "install Debian's coturn package"))
+        Err(fail(
+            "coturn",
+            format!("{} still missing after install", bin.display()),
+            "install Debian's coturn package",
+        ))
     }
 }
 

@@ -104,20 +104,34 @@ impl Stack {
         // TURN first: the edge hands out its URLs.
         let relay = cfg.udp_base + 300;
         let mut turn = Command::new(TURNSERVER);
-        turn.args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint", "--simple-log", "--log-file=stdout"])
-            .arg("--listening-ip=127.0.0.1")
-            .arg(format!("--listening-port={}", cfg.turn_port))
-            .arg("--relay-ip=127.0.0.1")
-            .arg(format!("--min-port={relay}"))
-            .arg(format!("--max-port={}", relay + 99))
-            .args(["--realm=edgemeet", "--use-auth-secret"])
-            .arg(format!("--static-auth-secret={}", secrets.turn_secret))
-            // Relay to the SFUs only (they listen on 127.0.0.1 here): every other peer address,
-            // loopback and private ranges included, is refused (the TURN-as-SSRF-proxy class of bug).
-            .args(["--allow-loopback-peers", "--no-multicast-peers"])
-            .args(["--denied-peer-ip=0.0.0.0-255.255.255.255", "--denied-peer-ip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
-            .arg("--allowed-peer-ip=127.0.0.1")
-            .arg(format!("--pidfile={}", log_dir.join("turnserver.pid").display()));
+        turn.args([
+            "-n",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--fingerprint",
+            "--simple-log",
+            "--log-file=stdout",
+        ])
+        .arg("--listening-ip=127.0.0.1")
+        .arg(format!("--listening-port={}", cfg.turn_port))
+        .arg("--relay-ip=127.0.0.1")
+        .arg(format!("--min-port={relay}"))
+        .arg(format!("--max-port={}", relay + 99))
+        .args(["--realm=edgemeet", "--use-auth-secret"])
+        .arg(format!("--static-auth-secret={}", secrets.turn_secret))
+        // Relay to the SFUs only (they listen on 127.0.0.1 here): every other peer address,
+        // loopback and private ranges included, is refused (the TURN-as-SSRF-proxy class of bug).
+        .args(["--allow-loopback-peers", "--no-multicast-peers"])
+        .args([
+            "--denied-peer-ip=0.0.0.0-255.255.255.255",
+            "--denied-peer-ip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ])
+        .arg("--allowed-peer-ip=127.0.0.1")
+        .arg(format!(
+            "--pidfile={}",
+            log_dir.join("turnserver.pid").display()
+        ));
         stack.spawn("turn", turn, cfg.echo)?;
         let turn_urls = format!(
             "turn:127.0.0.1:{0}?transport=udp,turn:127.0.0.1:{0}?transport=tcp",
@@ -161,7 +175,8 @@ impl Stack {
                 // A shell loop in the SFU's process group: stopping the stack signals both. The
                 // 3 s pause makes a killed SFU look dead for a while (rooms move), then it is back.
                 let mut c = Command::new("sh");
-                c.args(["-c", "while :; do \"$0\" \"$@\"; sleep 3; done"]).arg(sfu_bin);
+                c.args(["-c", "while :; do \"$0\" \"$@\"; sleep 3; done"])
+                    .arg(sfu_bin);
                 c
             } else {
                 Command::new(sfu_bin)
