@@ -41,6 +41,9 @@ struct Inner {
     /// then only sends it, saving the PeerConnection set-up and ICE gathering (~100 ms).
     prepared: RefCell<Option<(String, String)>>,
     generation: Cell<u64>,
+    /// Number of the last offer sent; only its answer is applied (an older one belongs to a
+    /// PeerConnection since replaced, e.g. during a failover).
+    offer_id: Cell<u64>,
     /// `RTCConfiguration.iceServers` (TURN with credentials from `/api/ice-servers`).
     ice_servers: RefCell<JsValue>,
     queue: RefCell<VecDeque<ServerMessage>>,
@@ -74,6 +77,7 @@ impl Call {
             pc: RefCell::new(None),
             prepared: RefCell::new(None),
             generation: Cell::new(0),
+            offer_id: Cell::new(0),
             ice_servers: RefCell::new(Array::new().into()),
             queue: RefCell::new(VecDeque::new()),
             busy: Cell::new(false),
@@ -112,7 +116,9 @@ impl Call {
                 }
             }
         };
-        (self.0.send)(ClientMessage::Offer { sdp });
+        let id = self.0.offer_id.get() + 1;
+        self.0.offer_id.set(id);
+        (self.0.send)(ClientMessage::Offer { sdp, id });
         Ok(())
     }
 
@@ -253,7 +259,12 @@ impl Call {
             return Ok(());
         };
         match msg {
-            ServerMessage::Answer { sdp } => {
+            ServerMessage::Answer { id, .. } if id != self.0.offer_id.get() => {
+                web_sys::console::info_1(
+                    &format!("ignoring the answer to offer {id}: superseded").into(),
+                );
+            }
+            ServerMessage::Answer { sdp, .. } => {
                 let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
                 init.set_sdp(&sdp);
                 JsFuture::from(pc.set_remote_description(&init))

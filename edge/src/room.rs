@@ -142,7 +142,7 @@ impl RoomObject {
         };
         let base = format!("/v1/rooms/{room}/participants/{participant}");
         let (method, path, body) = match &call {
-            SfuCall::Offer { sdp } => (
+            SfuCall::Offer { sdp, .. } => (
                 Method::Post,
                 format!("{base}/offer"),
                 serde_json::to_string(&SdpBody { sdp: sdp.clone() }).ok()?,
@@ -156,11 +156,12 @@ impl RoomObject {
         };
         let outcome = sfu_request(&secret, &sfu.url, method, &path, body).await;
         match (call, outcome) {
-            (SfuCall::Offer { .. }, Ok((200, text))) => {
+            (SfuCall::Offer { id, .. }, Ok((200, text))) => {
                 match serde_json::from_str::<SdpBody>(&text) {
                     Ok(b) => Some(Input::SfuAnswer {
                         participant,
                         sdp: b.sdp,
+                        id,
                     }),
                     Err(_) => Some(Input::SfuFailed {
                         participant,

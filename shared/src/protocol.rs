@@ -32,7 +32,13 @@ pub enum ClientMessage {
     Leave {},
     /// The browser's SDP offer for its PeerConnection to the room's SFU (first publish, or a new
     /// PeerConnection after the SFU changed). Answered with `answer`.
-    Offer { sdp: String },
+    Offer {
+        sdp: String,
+        /// Chosen by the browser, echoed in the `answer`: an answer to an older offer (a
+        /// PeerConnection since replaced) is recognised and ignored.
+        #[serde(default)]
+        id: u64,
+    },
     /// The browser's answer to an `offer` the SFU made (tracks came or went).
     Answer { sdp: String },
     /// The browser's media connection to the SFU stopped (ICE disconnected, or nothing arriving):
@@ -79,9 +85,11 @@ pub enum ServerMessage {
     Pong {
         nonce: u64,
     },
-    /// The SFU's answer to this client's `offer`.
+    /// The SFU's answer to this client's `offer` number `id`.
     Answer {
         sdp: String,
+        #[serde(default)]
+        id: u64,
     },
     /// The SFU offers a new session description (tracks to receive came or went); reply `answer`.
     Offer {

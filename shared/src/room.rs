@@ -40,7 +40,11 @@ pub enum Input {
     /// Time passed (the DO's alarm): participants away longer than the grace period leave.
     Tick,
     /// The SFU answered `participant`'s offer.
-    SfuAnswer { participant: String, sdp: String },
+    SfuAnswer {
+        participant: String,
+        sdp: String,
+        id: u64,
+    },
     /// The SFU offers `participant` a new session description (tracks came or went).
     SfuOffer { participant: String, sdp: String },
     /// The room's SFU may be gone (a member's media stopped, or a control call could not reach
@@ -65,7 +69,7 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SfuCall {
     /// Answer this offer (creates the participant's PeerConnection on first use).
-    Offer { sdp: String },
+    Offer { sdp: String, id: u64 },
     /// Here is the answer to the SFU's last offer.
     Answer { sdp: String },
     /// The participant left: free their PeerConnection and tracks.
@@ -203,9 +207,11 @@ impl Room {
                 }
                 None => Vec::new(),
             },
-            Input::SfuAnswer { participant, sdp } => {
-                self.to_member(&participant, ServerMessage::Answer { sdp })
-            }
+            Input::SfuAnswer {
+                participant,
+                sdp,
+                id,
+            } => self.to_member(&participant, ServerMessage::Answer { sdp, id }),
             Input::SfuOffer { participant, sdp } => match self.members.get_mut(&participant) {
                 Some(m) => {
                     m.pending_offer = Some(sdp.clone());
@@ -421,7 +427,9 @@ impl Room {
                     },
                 }]
             }
-            ClientMessage::Offer { sdp } | ClientMessage::Answer { sdp } if self.sfu.is_none() => {
+            ClientMessage::Offer { sdp, .. } | ClientMessage::Answer { sdp }
+                if self.sfu.is_none() =>
+            {
                 let _ = sdp;
                 vec![Effect::Send {
                     conn,
@@ -431,7 +439,7 @@ impl Room {
                     },
                 }]
             }
-            ClientMessage::Offer { sdp } => {
+            ClientMessage::Offer { sdp, id: offer_id } => {
                 let m = self.members.get(&id).expect("member found above");
                 if !m.grants.publish && !m.grants.subscribe {
                     return vec![Effect::Send {
@@ -453,7 +461,7 @@ impl Room {
                 }
                 vec![Effect::Sfu {
                     participant: id,
-                    call: SfuCall::Offer { sdp },
+                    call: SfuCall::Offer { sdp, id: offer_id },
                 }]
             }
             ClientMessage::Answer { sdp } => {
@@ -1068,12 +1076,22 @@ mod tests {
     fn an_offer_goes_to_the_sfu_and_its_answer_back_to_the_sender_only() {
         let mut r = with_sfu("a");
         connect(&mut r, "b", "c2");
-        let fx = frame(&mut r, "c1", &ClientMessage::Offer { sdp: SDP.into() });
+        let fx = frame(
+            &mut r,
+            "c1",
+            &ClientMessage::Offer {
+                sdp: SDP.into(),
+                id: 7,
+            },
+        );
         assert_eq!(
             fx,
             vec![Effect::Sfu {
                 participant: "a".into(),
-                call: SfuCall::Offer { sdp: SDP.into() }
+                call: SfuCall::Offer {
+                    sdp: SDP.into(),
+                    id: 7
+                }
             }]
         );
         let fx = r.handle(
@@ -1081,6 +1099,7 @@ mod tests {
             Input::SfuAnswer {
                 participant: "a".into(),
                 sdp: "answer".into(),
+                id: 7,
             },
         );
         assert_eq!(
@@ -1088,7 +1107,8 @@ mod tests {
             vec![Effect::Send {
                 conn: "c1".into(),
                 msg: ServerMessage::Answer {
-                    sdp: "answer".into()
+                    sdp: "answer".into(),
+                    id: 7,
                 }
             }]
         );
@@ -1103,6 +1123,7 @@ mod tests {
             "c1",
             &ClientMessage::Offer {
                 sdp: "hello".into(),
+                id: 1,
             },
         );
         assert!(
@@ -1116,7 +1137,14 @@ mod tests {
     fn an_offer_without_a_media_server_is_a_clear_error() {
         let mut r = Room::new("r");
         connect(&mut r, "a", "c1");
-        let fx = frame(&mut r, "c1", &ClientMessage::Offer { sdp: SDP.into() });
+        let fx = frame(
+            &mut r,
+            "c1",
+            &ClientMessage::Offer {
+                sdp: SDP.into(),
+                id: 1,
+            },
+        );
         assert!(
             matches!(
                 &fx[..],
@@ -1144,7 +1172,14 @@ mod tests {
                 claims: c,
             },
         );
-        let fx = frame(&mut r, "c9", &ClientMessage::Offer { sdp: SDP.into() });
+        let fx = frame(
+            &mut r,
+            "c9",
+            &ClientMessage::Offer {
+                sdp: SDP.into(),
+                id: 1,
+            },
+        );
         assert!(
             matches!(
                 &fx[..],
@@ -1284,7 +1319,8 @@ mod tests {
                 3,
                 Input::SfuAnswer {
                     participant: "b".into(),
-                    sdp: "a".into()
+                    sdp: "a".into(),
+                    id: 1,
                 }
             ),
             vec![]
