@@ -92,6 +92,7 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         remote,
         move |st| set_media_state.set(st),
     )));
+    let connecting_since = StoredValue::new(0u64);
     // A media connection that stops: tell the room (which checks its SFU and moves to another if
     // it is gone); one that failed outright starts over with a new PeerConnection.
     Effect::new(move |_| {
@@ -104,6 +105,26 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         }
         if st == "failed" {
             set_timeout(move || ctx.start_media(), Duration::from_millis(500));
+        }
+        // Watchdog: a new media connection that is not up within 5 s (a lost answer, an SFU that
+        // died mid-setup) is reported and started over.
+        if st == "connecting" {
+            let generation = connecting_since.get_value() + 1;
+            connecting_since.set_value(generation);
+            set_timeout(
+                move || {
+                    let stuck = connecting_since.get_value() == generation
+                        && in_room.get_untracked()
+                        && !matches!(media_state.get_untracked().as_str(), "connected" | "closed");
+                    if stuck {
+                        ctx.send(&ClientMessage::MediaFailed {});
+                        ctx.start_media();
+                    }
+                },
+                Duration::from_secs(5),
+            );
+        } else {
+            connecting_since.update_value(|g| *g += 1);
         }
     });
     // Faster than ICE's own timers: remote media that stops arriving for a second is reported too
