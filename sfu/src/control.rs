@@ -41,15 +41,13 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Checks the signature, then the names in the path.
-fn check(
+/// Unsigned, stale or forged → 401 with the reason.
+fn verify_signature(
     s: &AppState,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-    room: &str,
-    id: &str,
 ) -> Result<(), Response> {
     let sig = headers
         .get(signing::SIGNATURE_HEADER)
@@ -67,7 +65,20 @@ fn check(
             ErrorCode::Unauthorized,
             format!("control request refused: {e}"),
         )
-    })?;
+    })
+}
+
+/// Checks the signature, then the names in the path.
+fn check(
+    s: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    room: &str,
+    id: &str,
+) -> Result<(), Response> {
+    verify_signature(s, method, uri, headers, body)?;
     if normalize_room_name(room).ok().as_deref() != Some(room) {
         return Err(error(ErrorCode::BadRequest, "bad room name"));
     }
@@ -159,21 +170,8 @@ pub async fn room(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let sig = headers
-        .get(signing::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
-    if let Err(e) = signing::verify(
-        s.config.control_secret.as_bytes(),
-        sig,
-        method.as_str(),
-        uri.path(),
-        b"",
-        now_ms(),
-    ) {
-        return error(
-            ErrorCode::Unauthorized,
-            format!("control request refused: {e}"),
-        );
+    if let Err(r) = verify_signature(&s, &method, &uri, &headers, b"") {
+        return r;
     }
     let participants = s.media.room_participants(&room);
     Json(serde_json::json!({
@@ -190,21 +188,8 @@ pub async fn rooms(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let sig = headers
-        .get(signing::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
-    if let Err(e) = signing::verify(
-        s.config.control_secret.as_bytes(),
-        sig,
-        method.as_str(),
-        uri.path(),
-        b"",
-        now_ms(),
-    ) {
-        return error(
-            ErrorCode::Unauthorized,
-            format!("control request refused: {e}"),
-        );
+    if let Err(r) = verify_signature(&s, &method, &uri, &headers, b"") {
+        return r;
     }
     Json(s.media.describe()).into_response()
 }

@@ -142,6 +142,19 @@ struct RoomMedia {
     peers: Mutex<HashMap<String, Arc<Peer>>>,
 }
 
+impl RoomMedia {
+    /// Every track published by the participants `which` accepts (a snapshot; no lock is kept).
+    fn published(&self, which: impl Fn(&Peer) -> bool) -> Vec<Arc<Published>> {
+        self.peers
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|p| which(p))
+            .flat_map(|p| p.published.lock().unwrap().clone())
+            .collect()
+    }
+}
+
 struct Peer {
     /// Distinguishes this session from an earlier one of the same participant.
     session: u64,
@@ -618,15 +631,7 @@ impl Media {
                 // Everything already published in the room: subscribe and offer it.
                 let others: Vec<Arc<Published>> = self
                     .room(room)
-                    .map(|r| {
-                        r.peers
-                            .lock()
-                            .unwrap()
-                            .values()
-                            .filter(|p| p.id != id)
-                            .flat_map(|p| p.published.lock().unwrap().clone())
-                            .collect()
-                    })
+                    .map(|r| r.published(|p| p.id != id))
                     .unwrap_or_default();
                 let mut added = false;
                 for p in others {
@@ -713,14 +718,7 @@ impl Media {
     /// rate-limited, which once cost joins ~500 ms).
     fn request_keyframes_for(&self, room: &str, subscriber: &str) {
         let Some(room) = self.room(room) else { return };
-        let pubs: Vec<Arc<Published>> = room
-            .peers
-            .lock()
-            .unwrap()
-            .values()
-            .flat_map(|p| p.published.lock().unwrap().clone())
-            .collect();
-        for p in pubs {
+        for p in room.published(|_| true) {
             if p.video.is_none() {
                 continue;
             }
@@ -1022,14 +1020,7 @@ impl Media {
         let mine: Vec<((String, &'static str), Arc<SubTrack>)> =
             peer.subscriptions.lock().unwrap().drain().collect();
         if let Some(r) = &room {
-            let pubs: Vec<Arc<Published>> = r
-                .peers
-                .lock()
-                .unwrap()
-                .values()
-                .flat_map(|p| p.published.lock().unwrap().clone())
-                .collect();
-            for p in pubs {
+            for p in r.published(|_| true) {
                 if mine
                     .iter()
                     .any(|((who, kind), _)| *who == p.publisher && *kind == p.kind)
