@@ -6,13 +6,19 @@
 //! room WebSocket. Signaling messages are applied strictly in order (a queue), so an SFU offer can
 //! never overtake the answer to our own offer.
 //!
-//! Remote tracks arrive in streams whose id is the publisher's participant id; the room view shows
-//! each stream in that participant's tile.
+//! The offer's m-lines are, in this order (the SFU relies on it, see `sfu/src/offer.rs`): microphone,
+//! camera (three simulcast encodings from `shared::media::CAMERA_SIMULCAST`), screen, screen audio.
+//! The screen transceivers exist from the start without a track: sharing only swaps a track in
+//! (`replaceTrack`), so it needs no renegotiation.
+//!
+//! Remote tracks arrive in streams whose id is the publisher's participant id (camera and
+//! microphone) or `{id}~screen` (screen share); the room view shows each stream in its own tile.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
+use edgemeet_shared::media::CAMERA_SIMULCAST;
 use edgemeet_shared::protocol::{ClientMessage, ServerMessage};
 use js_sys::{Array, Reflect};
 use leptos::prelude::*;
@@ -51,7 +57,21 @@ struct Inner {
     send: SendFn,
     remote: RemoteStreams,
     on_state: Rc<dyn Fn(String)>,
+    /// This PeerConnection's transceivers: microphone, camera, screen, screen audio.
+    transceivers: RefCell<Vec<web_sys::RtcRtpTransceiver>>,
+    /// Dynacast: which camera layers the SFU says anyone receives.
+    camera_layers: RefCell<Vec<bool>>,
+    camera_on: Cell<bool>,
+    mic_on: Cell<bool>,
+    /// The screen being shared, if any (kept across a new PeerConnection).
+    screen: RefCell<Option<MediaStream>>,
 }
+
+/// Index of each transceiver in `Inner::transceivers`.
+const MIC: usize = 0;
+const CAMERA: usize = 1;
+const SCREEN: usize = 2;
+const SCREEN_AUDIO: usize = 3;
 
 /// Cheap to clone; all clones are the same session.
 #[derive(Clone)]
@@ -84,6 +104,11 @@ impl Call {
             send: Rc::new(send),
             remote,
             on_state: Rc::new(on_state),
+            transceivers: RefCell::new(Vec::new()),
+            camera_layers: RefCell::new(vec![true; CAMERA_SIMULCAST.len()]),
+            camera_on: Cell::new(true),
+            mic_on: Cell::new(true),
+            screen: RefCell::new(None),
         }))
     }
 
@@ -137,27 +162,37 @@ impl Call {
         if let Some(s) = &local {
             streams.push(s);
         }
-        for kind in ["audio", "video"] {
+        let screen = self.0.screen.borrow().clone();
+        let screen_streams = Array::new();
+        if let Some(s) = &screen {
+            screen_streams.push(s);
+        }
+        let mut transceivers = Vec::new();
+        for (i, kind) in ["audio", "video", "video", "audio"].into_iter().enumerate() {
             let init = RtcRtpTransceiverInit::new();
             init.set_direction(RtcRtpTransceiverDirection::Sendonly);
-            init.set_streams(&streams);
-            let track = local.as_ref().and_then(|s| {
-                let list = if kind == "audio" {
-                    s.get_audio_tracks()
-                } else {
-                    s.get_video_tracks()
-                };
-                list.get(0).dyn_into::<web_sys::MediaStreamTrack>().ok()
+            let source = if i < SCREEN { &local } else { &screen };
+            init.set_streams(if i < SCREEN {
+                &streams
+            } else {
+                &screen_streams
             });
-            match track {
-                Some(t) => {
-                    pc.add_transceiver_with_media_stream_track_and_init(&t, &init);
-                }
-                None => {
-                    pc.add_transceiver_with_str_and_init(kind, &init);
-                }
+            if i == CAMERA {
+                let _ = Reflect::set(&init, &"sendEncodings".into(), &camera_encodings());
             }
+            let track = source.as_ref().and_then(|s| first_track(s, kind));
+            let t = match track {
+                Some(t) => pc.add_transceiver_with_media_stream_track_and_init(&t, &init),
+                None => pc.add_transceiver_with_str_and_init(kind, &init),
+            };
+            transceivers.push(t);
         }
+        *self.0.transceivers.borrow_mut() = transceivers;
+        // A new SFU session: every layer until that SFU says otherwise.
+        *self.0.camera_layers.borrow_mut() = vec![true; CAMERA_SIMULCAST.len()];
+        // Under CPU pressure keep the resolution and drop frames: a layer that shrinks below
+        // its size would make the SFU's layer choice meaningless.
+        self.update_camera_encodings();
         let remote = self.0.remote;
         let ontrack = Closure::<dyn FnMut(RtcTrackEvent)>::new(move |ev: RtcTrackEvent| {
             let Ok(stream) = ev.streams().get(0).dyn_into::<MediaStream>() else {
@@ -207,6 +242,7 @@ impl Call {
         if let Some(pc) = self.0.pc.borrow_mut().take() {
             pc.close();
         }
+        self.0.transceivers.borrow_mut().clear();
         self.0.queue.borrow_mut().clear();
         self.0.remote.update(|m| m.clear());
     }
@@ -298,46 +334,103 @@ impl Call {
     /// Turns sending of one kind on or off at the encoder (`active`), so a muted microphone or a
     /// camera turned off costs no bitrate.
     pub fn set_sending(&self, kind: &str, on: bool) {
-        let Some(pc) = self.peer_connection() else {
+        if kind == "audio" {
+            self.0.mic_on.set(on);
+            self.set_active(MIC, &[on]);
+        } else {
+            self.0.camera_on.set(on);
+            self.update_camera_encodings();
+        }
+    }
+
+    /// Dynacast: the SFU says which camera layers anyone receives; encode only those.
+    pub fn set_publish_layers(&self, active: Vec<bool>) {
+        *self.0.camera_layers.borrow_mut() = active;
+        self.update_camera_encodings();
+    }
+
+    fn update_camera_encodings(&self) {
+        let on = self.0.camera_on.get();
+        let layers = self.0.camera_layers.borrow().clone();
+        let active: Vec<bool> = (0..CAMERA_SIMULCAST.len())
+            .map(|i| on && layers.get(i).copied().unwrap_or(true))
+            .collect();
+        self.set_active(CAMERA, &active);
+    }
+
+    /// Sets `encodings[i].active` on one transceiver's sender (the last value repeats).
+    fn set_active(&self, which: usize, active: &[bool]) {
+        let Some(t) = self.0.transceivers.borrow().get(which).cloned() else {
             return;
         };
-        for sender in pc.get_senders().iter() {
-            let Ok(sender) = sender.dyn_into::<web_sys::RtcRtpSender>() else {
-                continue;
-            };
-            if sender.track().map(|t| t.kind()) != Some(kind.to_string()) {
-                continue;
-            }
-            let sender_js: &JsValue = sender.as_ref();
-            let Ok(get) = Reflect::get(sender_js, &"getParameters".into())
-                .and_then(|f| f.dyn_into::<js_sys::Function>())
-            else {
-                continue;
-            };
-            let Ok(params) = get.call0(sender_js) else {
-                continue;
-            };
-            if let Ok(encodings) = Reflect::get(&params, &"encodings".into()) {
-                for enc in Array::from(&encodings).iter() {
-                    let _ = Reflect::set(&enc, &"active".into(), &JsValue::from_bool(on));
-                }
-            }
-            if let Ok(set) = Reflect::get(sender_js, &"setParameters".into())
-                .and_then(|f| f.dyn_into::<js_sys::Function>())
-            {
-                if let Ok(p) = set.call1(sender_js, &params) {
-                    if let Ok(p) = p.dyn_into::<js_sys::Promise>() {
-                        wasm_bindgen_futures::spawn_local(async move {
-                            if let Err(e) = JsFuture::from(p).await {
-                                web_sys::console::warn_1(
-                                    &format!("setParameters: {}", err(e)).into(),
-                                );
-                            }
-                        });
-                    }
-                }
+        let sender = t.sender();
+        let sender_js: &JsValue = sender.as_ref();
+        let Ok(get) = Reflect::get(sender_js, &"getParameters".into())
+            .and_then(|f| f.dyn_into::<js_sys::Function>())
+        else {
+            return;
+        };
+        let Ok(params) = get.call0(sender_js) else {
+            return;
+        };
+        if let Ok(encodings) = Reflect::get(&params, &"encodings".into()) {
+            for (i, enc) in Array::from(&encodings).iter().enumerate() {
+                let on = active.get(i).or(active.last()).copied().unwrap_or(true);
+                let _ = Reflect::set(&enc, &"active".into(), &JsValue::from_bool(on));
             }
         }
+        if which == CAMERA {
+            let _ = Reflect::set(
+                &params,
+                &"degradationPreference".into(),
+                &"maintain-resolution".into(),
+            );
+        }
+        let Ok(set) = Reflect::get(sender_js, &"setParameters".into())
+            .and_then(|f| f.dyn_into::<js_sys::Function>())
+        else {
+            return;
+        };
+        if let Ok(p) = set.call1(sender_js, &params) {
+            if let Ok(p) = p.dyn_into::<js_sys::Promise>() {
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Err(e) = JsFuture::from(p).await {
+                        web_sys::console::warn_1(&format!("setParameters: {}", err(e)).into());
+                    }
+                });
+            }
+        }
+    }
+
+    /// Starts (`Some`) or stops (`None`) sharing a screen: its tracks go into the screen
+    /// transceivers, which were negotiated from the start.
+    pub fn share_screen(&self, screen: Option<MediaStream>) {
+        for (which, kind) in [(SCREEN, "video"), (SCREEN_AUDIO, "audio")] {
+            let track = screen.as_ref().and_then(|s| first_track(s, kind));
+            if let Some(t) = &track {
+                if kind == "video" {
+                    let _ = Reflect::set(t, &"contentHint".into(), &"detail".into());
+                }
+            }
+            self.replace(which, track.as_ref());
+        }
+        *self.0.screen.borrow_mut() = screen;
+    }
+
+    fn replace(&self, which: usize, track: Option<&web_sys::MediaStreamTrack>) {
+        let Some(t) = self.0.transceivers.borrow().get(which).cloned() else {
+            return;
+        };
+        let sender = t.sender();
+        if sender.track().map(|old| old.id()) == track.map(|t| t.id()) {
+            return;
+        }
+        let p = sender.replace_track(track);
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(e) = JsFuture::from(p).await {
+                web_sys::console::warn_1(&format!("replaceTrack: {}", err(e)).into());
+            }
+        });
     }
 
     /// RTP packets received so far on all remote tracks (None before media or without stats).
@@ -371,32 +464,10 @@ impl Call {
     /// Our camera/microphone stream changed while in the room (it arrived after Join, or a device
     /// was switched): the existing senders take the new tracks, no renegotiation needed.
     pub fn replace_tracks(&self, local: &MediaStream) {
-        let Some(pc) = self.peer_connection() else {
-            return;
-        };
-        for t in pc.get_transceivers().iter() {
-            let Ok(t) = t.dyn_into::<web_sys::RtcRtpTransceiver>() else {
-                continue;
-            };
-            let kind = t.receiver().track().kind();
-            let list = if kind == "audio" {
-                local.get_audio_tracks()
-            } else {
-                local.get_video_tracks()
-            };
-            let Ok(track) = list.get(0).dyn_into::<web_sys::MediaStreamTrack>() else {
-                continue;
-            };
-            let sender = t.sender();
-            if sender.track().map(|old| old.id()) == Some(track.id()) {
-                continue;
+        for (which, kind) in [(MIC, "audio"), (CAMERA, "video")] {
+            if let Some(track) = first_track(local, kind) {
+                self.replace(which, Some(&track));
             }
-            let p = sender.replace_track(Some(&track));
-            wasm_bindgen_futures::spawn_local(async move {
-                if let Err(e) = JsFuture::from(p).await {
-                    web_sys::console::warn_1(&format!("replaceTrack: {}", err(e)).into());
-                }
-            });
         }
     }
 
@@ -404,8 +475,36 @@ impl Call {
     pub fn forget(&self, id: &str) {
         self.0.remote.update(|m| {
             m.remove(id);
+            m.remove(&format!("{id}~screen"));
         });
     }
+}
+
+fn first_track(stream: &MediaStream, kind: &str) -> Option<web_sys::MediaStreamTrack> {
+    let list = if kind == "audio" {
+        stream.get_audio_tracks()
+    } else {
+        stream.get_video_tracks()
+    };
+    list.get(0).dyn_into::<web_sys::MediaStreamTrack>().ok()
+}
+
+/// `sendEncodings` for the camera: one per simulcast layer of the shared preset table.
+fn camera_encodings() -> Array {
+    let out = Array::new();
+    for l in CAMERA_SIMULCAST {
+        let e = js_sys::Object::new();
+        let _ = Reflect::set(&e, &"rid".into(), &l.rid.into());
+        let _ = Reflect::set(
+            &e,
+            &"scaleResolutionDownBy".into(),
+            &l.scale_resolution_down_by.into(),
+        );
+        let _ = Reflect::set(&e, &"maxBitrate".into(), &(l.max_bitrate_bps as f64).into());
+        let _ = Reflect::set(&e, &"maxFramerate".into(), &l.max_framerate.into());
+        out.push(&e);
+    }
+    out
 }
 
 /// Resolves when ICE gathering is complete, or after [`GATHER_TIMEOUT_MS`].

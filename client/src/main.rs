@@ -4,6 +4,7 @@
 mod call;
 mod media;
 mod prejoin;
+mod stage;
 
 use leptos::prelude::*;
 

@@ -20,6 +20,7 @@ use web_sys::{CloseEvent, MediaStream, MessageEvent, WebSocket};
 
 use crate::call::{Call, RemoteStreams};
 use crate::media;
+use crate::stage;
 
 const NAME_KEY: &str = "edgemeet.display_name";
 
@@ -92,6 +93,11 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         remote,
         move |st| set_media_state.set(st),
     )));
+    stage::report_views(Rc::new(move |m| ctx.send(&m)), media_state);
+    let (focus, set_focus) = signal(false);
+    let (stats_open, set_stats_open) = signal(false);
+    let (sharing, set_sharing) = signal(false);
+    let screen = StoredValue::new_local(None::<MediaStream>);
     let connecting_since = StoredValue::new(0u64);
     // A media connection that stops: tell the room (which checks its SFU and moves to another if
     // it is gone); one that failed outright starts over with a new PeerConnection.
@@ -359,6 +365,92 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         set_joined.set(Some("You left the meeting.".into()));
     };
     let others = move || model.with(|m| m.others());
+    // Remote screens being shown: (publisher id, their name).
+    let screens = move || {
+        let live: Vec<String> = remote.with(|m| {
+            m.keys()
+                .filter_map(|k| k.strip_suffix("~screen").map(String::from))
+                .collect()
+        });
+        model.with(|m| {
+            m.others()
+                .into_iter()
+                .filter(|p| p.screen && live.contains(&p.id))
+                .map(|p| (p.id, p.name))
+                .collect::<Vec<_>>()
+        })
+    };
+    // The tile shown big: a shared screen (presenter layout), else in speaker view the active
+    // speaker (or the first other participant).
+    let featured = move || -> Option<String> {
+        if let Some((id, _)) = screens().into_iter().next() {
+            return Some(format!("{id}~screen"));
+        }
+        if !focus.get() {
+            return None;
+        }
+        model.with(|m| {
+            let others = m.others();
+            m.speaker
+                .clone()
+                .filter(|s| others.iter().any(|p| &p.id == s))
+                .or_else(|| others.first().map(|p| p.id.clone()))
+        })
+    };
+    let stop_sharing = move || {
+        if let Some(s) = screen.get_value() {
+            for t in s.get_tracks().iter() {
+                if let Ok(t) = t.dyn_into::<web_sys::MediaStreamTrack>() {
+                    t.stop();
+                }
+            }
+        }
+        screen.set_value(None);
+        call.with_value(|c| {
+            if let Some(c) = c {
+                c.share_screen(None)
+            }
+        });
+        set_sharing.set(false);
+        ctx.send(&ClientMessage::SetScreen { sharing: false });
+    };
+    let toggle_share = move |_| {
+        if sharing.get_untracked() {
+            stop_sharing();
+            return;
+        }
+        spawn_local(async move {
+            match stage::capture_screen().await {
+                Ok(s) => {
+                    // The browser's own "Stop sharing" ends the track.
+                    if let Some(t) = s
+                        .get_video_tracks()
+                        .get(0)
+                        .dyn_into::<web_sys::MediaStreamTrack>()
+                        .ok()
+                    {
+                        let cb = Closure::<dyn FnMut()>::new(move || {
+                            if sharing.get_untracked() {
+                                stop_sharing()
+                            }
+                        });
+                        t.set_onended(Some(cb.as_ref().unchecked_ref()));
+                        cb.forget();
+                    }
+                    screen.set_value(Some(s.clone()));
+                    call.with_value(|c| {
+                        if let Some(c) = c {
+                            c.share_screen(Some(s.clone()))
+                        }
+                    });
+                    set_sharing.set(true);
+                    ctx.send(&ClientMessage::SetScreen { sharing: true });
+                }
+                Err(e) => ctx.toast(e),
+            }
+        });
+    };
+    let is_host = move || model.with(|m| m.me.is_some() && m.host == m.me);
     let me_name = move || {
         model.with(|m| {
             m.participants
@@ -456,7 +548,31 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                 </span>
             </header>
             <div class="stage">
-                <section class="grid" aria-label="Participants">
+                <section class="grid" class:focus=move || featured().is_some() aria-label="Participants">
+                    <For each=screens key=|s| s.0.clone() let:s>
+                        {
+                            let sid = format!("{}~screen", s.0);
+                            let key = StoredValue::new(sid.clone());
+                            let video = NodeRef::<Video>::new();
+                            Effect::new(move |_| {
+                                let st = key.with_value(|k| remote.with(|m| m.get(k).cloned()));
+                                if let (Some(v), Some(st)) = (video.get(), st) {
+                                    if v.src_object().map(|o| o.id()) != Some(st.id()) {
+                                        v.set_src_object(Some(&st));
+                                    }
+                                }
+                            });
+                            view! {
+                                <div class="tile screen" role="group" data-testid="screen-tile" data-participant=s.0.clone()
+                                    aria-label=format!("{}'s screen", s.1)
+                                    class:featured=move || key.with_value(|k| featured().as_ref() == Some(k))>
+                                    <video node_ref=video autoplay=true playsinline=true data-testid="screen-video"
+                                        data-publisher=s.0.clone() data-source="screen" aria-hidden="true"></video>
+                                    <span class="name">{format!("{}'s screen", s.1)}</span>
+                                </div>
+                            }
+                        }
+                    </For>
                     <div class="tile me" role="group" aria-label=move || format!("{} (you)", me_name())>
                         <video node_ref=room_video class="mirrored" autoplay=true muted=true playsinline=true
                             hidden=move || !cam_on.get()></video>
@@ -484,8 +600,11 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                             });
                             view! {
                                 <div class="tile" role="group" data-testid="tile" data-participant=p.id.clone()
-                                    aria-label=p.name.clone() class:away=move || flag(|i| i.away)>
+                                    aria-label=p.name.clone() class:away=move || flag(|i| i.away)
+                                    class:speaking=move || id.with_value(|id| model.with(|m| m.speaker.as_ref() == Some(id)))
+                                    class:featured=move || id.with_value(|id| featured().as_ref() == Some(id))>
                                     <video node_ref=video autoplay=true playsinline=true data-testid="remote-video"
+                                        data-publisher=p.id.clone() data-source="camera"
                                         aria-hidden="true" hidden=move || !has_media() || flag(|i| i.video_muted)></video>
                                     <div class="avatar" hidden=move || has_media() && !flag(|i| i.video_muted)>{initials(&p.name)}</div>
                                     <span class="name">{p.name.clone()}</span>
@@ -511,11 +630,27 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                             </li>
                         </For>
                     </ul>
+                    <label hidden=move || !is_host() title="How many people may share a screen at once">
+                        <input type="checkbox" data-testid="many-sharers"
+                            prop:checked=move || model.with(|m| m.max_screen_sharers > 1)
+                            on:change=move |ev| {
+                                let on = event_target_checked(&ev);
+                                ctx.send(&ClientMessage::SetRoomOptions { max_screen_sharers: if on { 4 } else { 1 } });
+                            } />
+                        " Let up to 4 people share screens at once"
+                    </label>
                 </aside>
+                <stage::StatsPanel call remote model open=stats_open />
             </div>
             <nav class="controls" aria-label="Call controls">
                 <MicButton on=mic_on set_on=set_mic_on />
                 <CameraButton on=cam_on set_on=set_cam_on />
+                <button type="button" aria-pressed=move || sharing.get().to_string() title="Share a screen, window or tab"
+                    on:click=toggle_share>{move || if sharing.get() { "Stop sharing" } else { "Share screen" }}</button>
+                <button type="button" aria-pressed=move || focus.get().to_string() title="Show the active speaker big, or everyone the same size"
+                    on:click=move |_| set_focus.update(|v| *v = !*v)>{move || if focus.get() { "Grid view" } else { "Speaker view" }}</button>
+                <button type="button" aria-expanded=move || stats_open.get().to_string() title="Show or hide media statistics"
+                    on:click=move |_| set_stats_open.update(|v| *v = !*v)>"Stats"</button>
                 <button type="button" aria-expanded=move || panel_open.get().to_string() title="Show or hide the participants list"
                     on:click=move |_| set_panel_open.update(|v| *v = !*v)>"Participants"</button>
                 <button type="button" class="leave" title="Leave the meeting" on:click=leave>"Leave"</button>
@@ -675,6 +810,14 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
                     c.forget(id)
                 }
             });
+        }
+        if let ServerMessage::PublishLayers { active } = &msg {
+            ctx.call.with_value(|c| {
+                if let Some(c) = c {
+                    c.set_publish_layers(active.clone())
+                }
+            });
+            return;
         }
         if let ServerMessage::SfuChanged { .. } = &msg {
             // The room's media moved: a new PeerConnection to the new SFU (mute state is kept:

@@ -5,6 +5,7 @@
 //! - `GET  /api/ice-servers`          — TURN servers with time-limited credentials (empty without TURN)
 //! - `POST /api/sfu/heartbeat`        — signed SFU heartbeats (control plane)
 //! - `POST /api/sfu/signal`           — signed SFU offers for a participant, relayed to its room
+//! - `POST /api/sfu/event`            — signed SFU events for a room (dynacast layers, active speaker)
 //! - `POST /api/sfu/draining`         — a signed notice from a stopping SFU: its rooms move
 //! - `POST /api/rooms/{room}/join`    — a room token and the room WebSocket URL
 //! - `GET  /api/rooms/{room}/ws`      — the room's signaling WebSocket (token in the query)
@@ -15,7 +16,8 @@ mod room;
 
 use edgemeet_shared::control;
 use edgemeet_shared::protocol::{
-    normalize_display_name, normalize_room_name, JoinRequest, JoinResponse, SfuDraining, SfuSignal,
+    normalize_display_name, normalize_room_name, JoinRequest, JoinResponse, SfuDraining, SfuEvent,
+    SfuSignal,
 };
 use edgemeet_shared::region::{
     client_location, GeoPoint, SfuChoice, SfuStatus, DEV_LOCATION_HEADER,
@@ -47,6 +49,7 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
         (Method::Get, ["api", "ice-servers"]) => ice_servers(&env),
         (Method::Post, ["api", "sfu", "heartbeat"]) => heartbeat(req, &env).await,
         (Method::Post, ["api", "sfu", "signal"]) => sfu_signal(req, &env).await,
+        (Method::Post, ["api", "sfu", "event"]) => sfu_event(req, &env).await,
         (Method::Post, ["api", "sfu", "draining"]) => sfu_draining(req, &env).await,
         (Method::Post, ["api", "rooms", room, "join"]) => {
             let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
@@ -184,6 +187,25 @@ async fn sfu_signal(mut req: Request, env: &Env) -> EdgeResult<Response> {
     let res = post_to(
         &stub,
         "https://room/sfu-offer",
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+    .await?;
+    if res.status_code() >= 300 {
+        return Ok(res);
+    }
+    Ok(Response::empty()?.with_status(204))
+}
+
+/// An SFU's event for one room (dynacast layers for a publisher, the active speaker).
+async fn sfu_event(mut req: Request, env: &Env) -> EdgeResult<Response> {
+    let body = signed_body(&mut req, env, "/api/sfu/event").await?;
+    let event: SfuEvent = serde_json::from_slice(&body)
+        .map_err(|e| EdgeError::BadRequest(format!("event body: {e}")))?;
+    let room = normalize_room_name(event.room()).map_err(EdgeError::BadRequest)?;
+    let stub = env.durable_object(room::BINDING)?.get_by_name(&room)?;
+    let res = post_to(
+        &stub,
+        "https://room/sfu-event",
         String::from_utf8_lossy(&body).into_owned(),
     )
     .await?;

@@ -9,7 +9,8 @@ use std::cell::RefCell;
 
 use edgemeet_shared::control;
 use edgemeet_shared::protocol::{
-    ErrorCode, SdpBody, ServerMessage, SfuDraining, SfuSignal, WireError, MAX_FRAME_BYTES,
+    ErrorCode, SdpBody, ServerMessage, SfuDraining, SfuEvent, SfuSignal, ViewsBody, WireError,
+    MAX_FRAME_BYTES,
 };
 use edgemeet_shared::region::SfuChoice;
 use edgemeet_shared::room::{Effect, Input, Room, SfuCall, CLOSE_TOO_BIG};
@@ -153,6 +154,14 @@ impl RoomObject {
                 serde_json::to_string(&SdpBody { sdp: sdp.clone() }).ok()?,
             ),
             SfuCall::Leave => (Method::Delete, base, String::new()),
+            SfuCall::Views { views } => (
+                Method::Post,
+                format!("{base}/views"),
+                serde_json::to_string(&ViewsBody {
+                    views: views.clone(),
+                })
+                .ok()?,
+            ),
         };
         let outcome = sfu_request(&secret, &sfu.url, method, &path, body).await;
         match (call, outcome) {
@@ -465,6 +474,13 @@ impl DurableObject for RoomObject {
             if current.as_deref() == Some(d.sfu.as_str()) {
                 self.step(&room, Input::SfuSuspect).await?;
             }
+            return Response::empty();
+        }
+        if req.method() == Method::Post && req.path() == "/sfu-event" {
+            let mut req = req;
+            let event: SfuEvent = req.json().await?;
+            let room = event.room().to_string();
+            self.step(&room, Input::SfuEvent(event)).await?;
             return Response::empty();
         }
         if req.method() == Method::Post && req.path() == "/sfu-offer" {

@@ -17,7 +17,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use edgemeet_shared::control as signing;
-use edgemeet_shared::protocol::{normalize_room_name, ErrorCode, SdpBody, WireError};
+use edgemeet_shared::protocol::{
+    normalize_room_name, ErrorCode, SdpBody, ViewsBody, WireError, MAX_VIEWS,
+};
 
 use crate::AppState;
 
@@ -142,6 +144,36 @@ pub async fn answer(
         Err(r) => return r,
     };
     match s.media.answer(&room, &id, req.sdp).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(e.code(), e.to_string()),
+    }
+}
+
+/// `POST …/participants/{id}/views`: how big the participant shows each remote video.
+pub async fn views(
+    State(s): State<Arc<AppState>>,
+    Path((room, id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check(&s, &method, &uri, &headers, &body, &room, &id) {
+        return r;
+    }
+    let req: ViewsBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                ErrorCode::BadRequest,
+                format!("body must be {{\"views\": [{{publisher, source, height}}]}}: {e}"),
+            )
+        }
+    };
+    if req.views.len() > MAX_VIEWS {
+        return error(ErrorCode::BadRequest, format!("at most {MAX_VIEWS} views"));
+    }
+    match s.media.set_views(&room, &id, req.views) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => error(e.code(), e.to_string()),
     }

@@ -80,10 +80,11 @@ impl LayerSelector {
         })
     }
 
-    /// A packet of `layer` arrived; `keyframe` if it starts a keyframe.
-    pub fn on_packet(&mut self, layer: usize, keyframe: bool, now: Millis) -> Verdict {
+    /// A packet of `layer` arrived that this subscriber cannot take yet (not negotiated or not
+    /// connected): only note that the layer is flowing.
+    pub fn observe(&mut self, layer: usize, now: Millis) {
         if layer >= LAYERS {
-            return Verdict::Drop;
+            return;
         }
         let flowing = self.flowing(layer, now);
         let f = self.flows[layer].get_or_insert(Flow {
@@ -94,6 +95,19 @@ impl LayerSelector {
             f.since = now; // resumed after a pause: the upgrade clock starts again
         }
         f.last = now;
+    }
+
+    /// The highest layer the subscriber wants.
+    pub fn want(&self) -> Option<usize> {
+        self.want
+    }
+
+    /// A packet of `layer` arrived; `keyframe` if it starts a keyframe.
+    pub fn on_packet(&mut self, layer: usize, keyframe: bool, now: Millis) -> Verdict {
+        if layer >= LAYERS {
+            return Verdict::Drop;
+        }
+        self.observe(layer, now);
         let target = self.target(now);
         if Some(layer) == self.current && target == self.current {
             return Verdict::Forward;

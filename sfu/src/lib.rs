@@ -10,6 +10,7 @@ pub mod layers;
 pub mod load;
 pub mod media;
 pub mod metrics;
+pub mod offer;
 pub mod speaker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +76,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/rooms/{room}/participants/{id}/answer",
             post(control::answer),
+        )
+        .route(
+            "/v1/rooms/{room}/participants/{id}/views",
+            post(control::views),
         )
         .route("/v1/rooms/{room}/participants/{id}", delete(control::leave))
         .fallback(not_found)

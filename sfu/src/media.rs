@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use edgemeet_shared::protocol::{ErrorCode, SfuSignal};
+use edgemeet_shared::media::layer_for_tile;
+use edgemeet_shared::protocol::{ErrorCode, SfuEvent, SfuSignal, Source, TileView};
 use rtc::interceptor::{
     Attribute, Interceptor, Packet as IPacket, Registry, Slot, StreamInfo, TaggedPacket,
 };
@@ -43,7 +44,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
@@ -62,7 +63,10 @@ use webrtc::runtime::Runtime;
 
 use crate::codec::{starts_keyframe, VideoCodec};
 use crate::forward::{Negotiated, Rewriter};
+use crate::layers::{LayerSelector, Verdict, LAYERS};
 use crate::metrics::Metrics;
+use crate::offer::{OfferLayout, TrackKind};
+use crate::speaker::SpeakerDetector;
 
 /// ICE consent: a PeerConnection whose peer stops answering is "disconnected" after this…
 pub const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(5);
@@ -73,6 +77,11 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// Longest wait for our own ICE candidates before answering without them.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 pub const SIGNAL_PATH: &str = "/api/sfu/signal";
+pub const EVENT_PATH: &str = "/api/sfu/event";
+/// How often the room's active speaker is re-evaluated.
+const SPEAKER_TICK: Duration = Duration::from_millis(200);
+/// Camera layer a subscriber gets before its browser said how big it shows the tile.
+const DEFAULT_CAMERA_LAYER: usize = 1;
 
 /// Payload types this SFU offers to subscribers (what Chrome uses by default, too).
 const PT_OPUS: u8 = 111;
@@ -140,6 +149,7 @@ pub struct Media {
 struct RoomMedia {
     name: String,
     peers: Mutex<HashMap<String, Arc<Peer>>>,
+    speaker: Mutex<SpeakerDetector>,
 }
 
 impl RoomMedia {
@@ -169,6 +179,28 @@ struct Peer {
     subscriptions: Mutex<HashMap<(String, &'static str), Arc<SubTrack>>>,
     published: Mutex<Vec<Arc<Published>>>,
     closed: AtomicBool,
+    /// What its offer said about its tracks.
+    layout: OfferLayout,
+    /// How big it shows each remote video (device pixels, 0 = hidden), by (publisher, source).
+    views: Mutex<HashMap<(String, Source), u32>>,
+}
+
+impl Peer {
+    /// The layer `publisher`'s `track` should reach this participant at (`None`: nothing).
+    fn want(&self, publisher: &str, track: TrackKind) -> Option<usize> {
+        let views = self.views.lock().unwrap();
+        match track {
+            TrackKind::Mic | TrackKind::ScreenAudio => Some(0),
+            TrackKind::Camera => match views.get(&(publisher.to_string(), Source::Camera)) {
+                Some(&h) => layer_for_tile(h, 1.0),
+                None => Some(DEFAULT_CAMERA_LAYER),
+            },
+            TrackKind::Screen => match views.get(&(publisher.to_string(), Source::Screen)) {
+                Some(0) => None,
+                _ => Some(0),
+            },
+        }
+    }
 }
 
 #[derive(Default)]
@@ -181,7 +213,17 @@ struct Negotiation {
 
 struct Published {
     publisher: String,
+    track: TrackKind,
     kind: &'static str,
+    /// Sent as simulcast (rids): packets are told apart by SSRC → layer.
+    simulcast: bool,
+    /// SSRC of each simulcast layer once seen (for keyframe requests).
+    layer_ssrcs: Mutex<[Option<u32>; LAYERS]>,
+    /// Dynacast: the layers last asked of the publisher.
+    active_layers: Mutex<Option<Vec<bool>>>,
+    /// Microphone: where its RFC 6464 audio level is, for the active speaker.
+    audio_level_id: Option<u8>,
+    room: Weak<RoomMedia>,
     codec: RTCRtpCodec,
     video: Option<VideoCodec>,
     media_ssrc: u32,
@@ -202,6 +244,10 @@ struct SubTrack {
 struct SubState {
     /// Negotiated with the subscriber (its answer arrived): packets may flow.
     ready: bool,
+    /// The layer wanted (non-simulcast: `Some(0)` = on, `None` = the tile is hidden).
+    want: Option<usize>,
+    /// Simulcast: which layer to forward and when to switch.
+    selector: Option<LayerSelector>,
     /// Video: drop until the first packet of a keyframe, so the decoder starts clean.
     need_keyframe: bool,
     rewriter: Rewriter,
@@ -295,6 +341,15 @@ fn media_engine() -> Result<MediaEngine, MediaError> {
         )
         .map_err(webrtc_err)?;
     }
+    // Audio levels (RFC 6464) for the active speaker: webrtc-rs does not negotiate it by default.
+    me.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: rtc::sdp::extmap::AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )
+    .map_err(webrtc_err)?;
     Ok(me)
 }
 
@@ -571,6 +626,7 @@ impl Media {
     /// A participant's offer starts a new media session (a browser offers once per PeerConnection;
     /// later renegotiations are ours). A session it had before is replaced. Returns our answer.
     pub async fn offer(&self, room: &str, id: &str, sdp: String) -> Result<String, MediaError> {
+        let layout = crate::offer::parse(&sdp);
         let desc =
             RTCSessionDescription::offer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
         let new_room = self.room(room).is_none();
@@ -593,24 +649,33 @@ impl Media {
             subscriptions: Mutex::new(HashMap::new()),
             published: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            layout,
+            views: Mutex::new(HashMap::new()),
         });
         // Hold the negotiation from before anyone can see this peer until our answer is read:
         // a track published meanwhile may subscribe it, and its offer must wait for this answer.
         let neg = peer.negotiation.lock().await;
-        let old = {
+        let (old, created) = {
             let mut rooms = self.rooms.lock().unwrap();
+            let mut created = None;
             let r = rooms
                 .entry(room.to_string())
                 .or_insert_with(|| {
-                    Arc::new(RoomMedia {
+                    let r = Arc::new(RoomMedia {
                         name: room.into(),
                         peers: Mutex::new(HashMap::new()),
-                    })
+                        speaker: Mutex::new(SpeakerDetector::new()),
+                    });
+                    created = Some(r.clone());
+                    r
                 })
                 .clone();
             let mut peers = r.peers.lock().unwrap();
-            peers.insert(id.to_string(), peer.clone())
+            (peers.insert(id.to_string(), peer.clone()), created)
         };
+        if let Some(r) = created {
+            self.spawn_speaker_ticker(&r);
+        }
         if let Some(old) = old {
             self.close_peer(old, "replaced by a new session").await;
         }
@@ -639,6 +704,9 @@ impl Media {
                 }
                 if added {
                     self.spawn_renegotiate(peer.clone());
+                    if let Some(r) = self.room(room) {
+                        self.update_dynacast(&r);
+                    }
                 }
                 Ok(answer)
             }
@@ -755,8 +823,9 @@ impl Media {
             codec: published.codec.clone(),
             ..Default::default()
         };
+        let stream = published.track.stream_id(&published.publisher);
         let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            published.publisher.clone(),
+            stream.clone(),
             format!("{}-{}", published.publisher, published.kind),
             format!("{} {}", published.publisher, published.kind),
             kind,
@@ -766,7 +835,7 @@ impl Media {
         // publishing transceiver of the same kind, which its browser never receives on.
         let init = RTCRtpTransceiverInit {
             direction: RTCRtpTransceiverDirection::Sendonly,
-            streams: vec![published.publisher.clone()],
+            streams: vec![stream],
             send_encodings: vec![encoding],
         };
         let sender = match peer
@@ -793,10 +862,15 @@ impl Media {
             local: local.clone(),
             sender,
             ssrc,
-            state: Mutex::new(SubState {
-                ready: false,
-                need_keyframe: published.video.is_some(),
-                rewriter: Rewriter::new(ssrc, clock, Negotiated::new()),
+            state: Mutex::new({
+                let want = peer.want(&published.publisher, published.track);
+                SubState {
+                    ready: false,
+                    want,
+                    selector: published.simulcast.then(|| LayerSelector::new(want)),
+                    need_keyframe: published.video.is_some(),
+                    rewriter: Rewriter::new(ssrc, clock, Negotiated::new()),
+                }
             }),
         });
         {
@@ -898,7 +972,11 @@ impl Media {
         let Some(peer) = self.peer(room, publisher) else {
             return;
         };
-        let kind = kind_name(track.kind().await);
+        let Some(room_media) = self.room(room) else {
+            return;
+        };
+        let audio = kind_name(track.kind().await) == "audio";
+        let kind = peer.layout.kind_of(&track.track_id().await, audio);
         let Some(&media_ssrc) = track.ssrcs().await.first() else {
             return;
         };
@@ -909,19 +987,32 @@ impl Media {
             tracing::warn!(room, publisher, mime = %codec.mime_type, "ignoring a track in a codec this SFU does not forward");
             return;
         }
+        let simulcast = !audio && track.rid(media_ssrc).await.is_some();
         {
-            // One camera and one microphone per participant (screen sharing comes with issue 4):
-            // anything else it sends is not forwarded.
+            // One track of each kind per participant: anything else it sends is not forwarded.
             let published = peer.published.lock().unwrap();
-            if published.iter().any(|p| p.kind == kind) {
-                tracing::warn!(room, publisher, kind, "ignoring an extra track");
+            if published.iter().any(|p| p.track == kind) {
+                tracing::warn!(
+                    room,
+                    publisher,
+                    kind = kind.name(),
+                    "ignoring an extra track"
+                );
                 self.metrics.dropped_packets.inc();
                 return;
             }
         }
         let published = Arc::new(Published {
             publisher: publisher.into(),
-            kind,
+            track: kind,
+            kind: kind.name(),
+            simulcast,
+            layer_ssrcs: Mutex::new([None; LAYERS]),
+            active_layers: Mutex::new(None),
+            audio_level_id: (kind == TrackKind::Mic)
+                .then_some(peer.layout.audio_level_id)
+                .flatten(),
+            room: Arc::downgrade(&room_media),
             video: VideoCodec::from_mime(&codec.mime_type),
             codec,
             media_ssrc,
@@ -929,27 +1020,142 @@ impl Media {
             keyframe_wanted: AtomicBool::new(false),
         });
         peer.published.lock().unwrap().push(published.clone());
-        tracing::info!(room, publisher, kind, mime = %published.codec.mime_type, "track published");
-        let others: Vec<Arc<Peer>> = self
-            .room(room)
-            .map(|r| {
-                r.peers
-                    .lock()
-                    .unwrap()
-                    .values()
-                    .filter(|p| p.id != publisher)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        tracing::info!(room, publisher, kind = kind.name(), simulcast, mime = %published.codec.mime_type, "track published");
+        let others: Vec<Arc<Peer>> = room_media
+            .peers
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|p| p.id != publisher)
+            .cloned()
+            .collect();
         for other in others {
             if self.subscribe(&other, &published).await {
                 self.spawn_renegotiate(other);
             }
         }
+        self.update_dynacast(&room_media);
         let metrics = self.metrics.clone();
         let epoch = self.epoch;
         tokio::spawn(forward_loop(track, published, metrics, epoch));
+    }
+
+    /// A participant's browser says how big it shows each remote video: each subscription's layer
+    /// follows (hidden: nothing), and the publishers learn which layers anyone still needs.
+    pub fn set_views(&self, room: &str, id: &str, views: Vec<TileView>) -> Result<(), MediaError> {
+        let peer = self
+            .peer(room, id)
+            .ok_or_else(|| MediaError::UnknownParticipant(id.into()))?;
+        *peer.views.lock().unwrap() = views
+            .into_iter()
+            .map(|v| ((v.publisher, v.source), v.height))
+            .collect();
+        let subs: Vec<((String, &'static str), Arc<SubTrack>)> = peer
+            .subscriptions
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for ((publisher, kind), sub) in subs {
+            let track = match kind {
+                "video" => TrackKind::Camera,
+                "screen" => TrackKind::Screen,
+                _ => continue,
+            };
+            let want = peer.want(&publisher, track);
+            let mut st = sub.state.lock().unwrap();
+            if st.want == want {
+                continue;
+            }
+            if st.want.is_none() {
+                st.need_keyframe = true; // shown again: start clean
+            }
+            st.want = want;
+            if let Some(sel) = st.selector.as_mut() {
+                sel.set_want(want);
+            }
+        }
+        if let Some(r) = self.room(room) {
+            self.update_dynacast(&r);
+        }
+        Ok(())
+    }
+
+    /// Dynacast: for each simulcast camera in the room, the layers any subscriber wants; a change
+    /// goes to the publisher, whose browser stops (or restarts) encoding the others. The lowest
+    /// layer always stays on, so a newcomer's first frame never waits for an encoder to start.
+    fn update_dynacast(&self, room: &Arc<RoomMedia>) {
+        let peers: HashMap<String, Arc<Peer>> = room.peers.lock().unwrap().clone();
+        for p in room.published(|_| true) {
+            if !p.simulcast {
+                continue;
+            }
+            let top = p
+                .subscribers
+                .read()
+                .unwrap()
+                .iter()
+                .filter_map(|s| peers.get(&s.subscriber)?.want(&p.publisher, p.track))
+                .max()
+                .unwrap_or(0);
+            let active: Vec<bool> = (0..LAYERS).map(|l| l <= top).collect();
+            {
+                let mut last = p.active_layers.lock().unwrap();
+                if last.as_ref() == Some(&active) {
+                    continue;
+                }
+                *last = Some(active.clone());
+            }
+            self.metrics.dynacast_updates.inc();
+            self.spawn_event(SfuEvent::PublishLayers {
+                room: room.name.clone(),
+                participant: p.publisher.clone(),
+                active,
+            });
+        }
+    }
+
+    /// Every [`SPEAKER_TICK`], the room's speaker detector decides; a change goes to the edge.
+    fn spawn_speaker_ticker(&self, room: &Arc<RoomMedia>) {
+        let room = Arc::downgrade(room);
+        let media = self.me.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SPEAKER_TICK);
+            loop {
+                every.tick().await;
+                let (Some(room), Some(media)) = (room.upgrade(), media.upgrade()) else {
+                    break;
+                };
+                let now = media.epoch.elapsed().as_millis() as u64;
+                let change = room.speaker.lock().unwrap().tick(now);
+                if let Some(id) = change {
+                    tracing::debug!(room = %room.name, speaker = %id, "active speaker");
+                    media.spawn_event(SfuEvent::ActiveSpeaker {
+                        room: room.name.clone(),
+                        participant: Some(id),
+                    });
+                }
+            }
+        });
+    }
+
+    fn spawn_event(&self, event: SfuEvent) {
+        let Some(edge) = self.cfg.edge_url.clone() else {
+            return;
+        };
+        let http = self.http.clone();
+        let secret = self.cfg.control_secret.clone();
+        tokio::spawn(async move {
+            let Ok(body) = serde_json::to_vec(&event) else {
+                return;
+            };
+            if let Err(e) =
+                crate::heartbeat::post_signed(&http, &edge, &secret, EVENT_PATH, body).await
+            {
+                tracing::warn!(error = %e, "could not deliver an event to the edge");
+            }
+        });
     }
 
     /// Frees a participant (see the module docs for the cascade). Idempotent.
@@ -978,11 +1184,16 @@ impl Media {
             if r.peers.lock().unwrap().is_empty() {
                 rooms.remove(room);
             }
-            peer
+            if peer.is_some() {
+                r.speaker.lock().unwrap().remove(id);
+            }
+            (peer, r)
         };
+        let (peer, r) = peer;
         if let Some(peer) = peer {
             tracing::info!(room, participant = id, why, "media session ended");
             self.close_peer(peer, why).await;
+            self.update_dynacast(&r);
         }
         self.update_gauges();
     }
@@ -1071,14 +1282,18 @@ fn rand_ssrc() -> u32 {
     (t ^ n.wrapping_mul(0x9E37_79B9)).max(1)
 }
 
-/// The forwarding loop of one published track: every packet to every ready subscriber.
+/// The forwarding loop of one published track: every packet to every ready subscriber, at the
+/// simulcast layer each one's selector picks.
 async fn forward_loop(
     track: Arc<dyn TrackRemote>,
     published: Arc<Published>,
     metrics: Arc<Metrics>,
     epoch: Instant,
 ) {
-    let mut last_pli: Option<Instant> = None;
+    let mut last_pli: [Option<Instant>; LAYERS] = [None; LAYERS];
+    // SSRC → simulcast layer (None: not a layer we forward), learned on each SSRC's first packet.
+    let mut layer_of: HashMap<u32, Option<usize>> = HashMap::new();
+    let rids = edgemeet_shared::media::CAMERA_SIMULCAST.map(|l| l.rid);
     while let Some(evt) = track.poll().await {
         let pkt = match evt {
             TrackRemoteEvent::OnRtpPacket(p) => p,
@@ -1088,42 +1303,107 @@ async fn forward_loop(
         if pkt.payload.is_empty() {
             continue; // padding-only (bandwidth probe)
         }
-        if pkt.header.ssrc != published.media_ssrc {
+        let ssrc = pkt.header.ssrc;
+        let layer = if published.simulcast {
+            let l = match layer_of.get(&ssrc) {
+                Some(l) => *l,
+                None => {
+                    let rid = track.rid(ssrc).await;
+                    let l = rid.and_then(|r| rids.iter().position(|x| *x == r.as_str()));
+                    if let Some(l) = l {
+                        published.layer_ssrcs.lock().unwrap()[l] = Some(ssrc);
+                    }
+                    layer_of.insert(ssrc, l);
+                    l
+                }
+            };
+            match l {
+                Some(l) => l,
+                None => {
+                    metrics.dropped_packets.inc();
+                    continue;
+                }
+            }
+        } else if ssrc != published.media_ssrc {
             // Not the track's announced media stream (e.g. an SSRC the publisher never signalled).
             metrics.dropped_packets.inc();
             continue;
-        }
+        } else {
+            0
+        };
         let now = Instant::now();
         let now_us = now.duration_since(epoch).as_micros() as u64;
+        let now_ms = now_us / 1000;
+        if let (Some(id), Some(room)) = (published.audio_level_id, published.room.upgrade()) {
+            if let Some(level) = pkt
+                .header
+                .get_extension(id)
+                .and_then(|b| b.first().copied())
+            {
+                room.speaker
+                    .lock()
+                    .unwrap()
+                    .observe(&published.publisher, level & 0x7f, now_ms);
+            }
+        }
         let keyframe = published
             .video
             .map(|c| starts_keyframe(c, &pkt.payload))
             .unwrap_or(true);
         let subs = published.subscribers.read().unwrap().clone();
-        let mut want_keyframe = published.keyframe_wanted.swap(false, Ordering::Relaxed);
+        // Layers to ask a keyframe of (bit per layer).
+        let mut want_keyframe: u8 = 0;
+        let asked = published.keyframe_wanted.swap(false, Ordering::Relaxed);
         for sub in subs.iter() {
             let mapped = {
                 let mut st = sub.state.lock().unwrap();
+                let st = &mut *st;
                 if !st.ready || !sub.connected.load(Ordering::Relaxed) {
+                    if let Some(sel) = st.selector.as_mut() {
+                        sel.observe(layer, now_ms);
+                    }
                     continue;
                 }
-                if st.need_keyframe {
-                    if !keyframe {
-                        want_keyframe = true;
+                if let Some(sel) = st.selector.as_mut() {
+                    let verdict = sel.on_packet(layer, keyframe, now_ms);
+                    if let Some(l) = sel.tick(now_ms) {
+                        want_keyframe |= 1 << l;
+                    }
+                    if asked {
+                        if let Some(c) = sel.current() {
+                            want_keyframe |= 1 << c;
+                        }
+                    }
+                    if verdict == Verdict::Drop {
                         continue;
                     }
-                    st.need_keyframe = false;
+                } else {
+                    if st.want.is_none() {
+                        continue; // hidden tile
+                    }
+                    if asked {
+                        want_keyframe |= 1;
+                    }
+                    if st.need_keyframe {
+                        if !keyframe {
+                            want_keyframe |= 1;
+                            continue;
+                        }
+                        st.need_keyframe = false;
+                    }
                 }
-                st.rewriter.map(
-                    pkt.header.payload_type,
-                    pkt.header.sequence_number,
-                    pkt.header.timestamp,
-                    pkt.header.ssrc,
-                    now_us,
-                )
+                st.rewriter
+                    .map(
+                        pkt.header.payload_type,
+                        pkt.header.sequence_number,
+                        pkt.header.timestamp,
+                        ssrc,
+                        now_us,
+                    )
+                    .map(|m| (m, st.selector.as_ref().and_then(|s| s.current())))
             };
             match mapped {
-                Ok(m) => {
+                Ok((m, _)) => {
                     let out = rtp::Packet {
                         header: rtp::header::Header {
                             version: 2,
@@ -1138,6 +1418,9 @@ async fn forward_loop(
                     };
                     if sub.local.write_rtp(out).await.is_ok() {
                         metrics.forwarded_packets.inc();
+                        metrics
+                            .forwarded_bytes
+                            .inc_by(pkt.payload.len() as u64 + 12);
                     } else {
                         metrics.dropped_packets.inc();
                     }
@@ -1147,19 +1430,35 @@ async fn forward_loop(
                 }
             }
         }
-        if want_keyframe
-            && published.video.is_some()
-            && last_pli.is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_INTERVAL)
-        {
-            last_pli = Some(now);
+        if published.video.is_none() || want_keyframe == 0 {
+            continue;
+        }
+        for (l, last) in last_pli.iter_mut().enumerate() {
+            if want_keyframe & (1 << l) == 0 {
+                continue;
+            }
+            let media_ssrc = if published.simulcast {
+                match published.layer_ssrcs.lock().unwrap()[l] {
+                    Some(s) => s,
+                    None => continue,
+                }
+            } else {
+                published.media_ssrc
+            };
+            if last.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
+                if !published.simulcast {
+                    // Not yet: keep the wish for the next packet.
+                    published.keyframe_wanted.store(true, Ordering::Relaxed);
+                }
+                continue;
+            }
+            *last = Some(now);
+            metrics.keyframe_requests.inc();
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
-                media_ssrc: published.media_ssrc,
+                media_ssrc,
             };
             let _ = track.write_rtcp(vec![Box::new(pli)]).await;
-        } else if want_keyframe {
-            // Not yet: keep the wish for the next packet.
-            published.keyframe_wanted.store(true, Ordering::Relaxed);
         }
     }
     tracing::debug!(publisher = %published.publisher, kind = published.kind, "forwarding loop ended");

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub heartbeats: Family<ResultLabel, Counter>,
     pub forwarded_packets: Counter,
     pub dropped_packets: Counter,
+    pub forwarded_bytes: Counter,
+    pub keyframe_requests: Counter,
+    pub dynacast_updates: Counter,
 }
 
 impl Metrics {
@@ -35,6 +38,9 @@ impl Metrics {
             heartbeats: Family::default(),
             forwarded_packets: Counter::default(),
             dropped_packets: Counter::default(),
+            forwarded_bytes: Counter::default(),
+            keyframe_requests: Counter::default(),
+            dynacast_updates: Counter::default(),
         };
         registry.register(
             "build",
@@ -70,6 +76,21 @@ impl Metrics {
             "dropped_packets",
             "RTP packets dropped (unknown sender or track)",
             m.dropped_packets.clone(),
+        );
+        registry.register(
+            "forwarded_bytes",
+            "RTP bytes (header and payload) forwarded to subscribers",
+            m.forwarded_bytes.clone(),
+        );
+        registry.register(
+            "keyframe_requests",
+            "Keyframe requests (PLI) sent to publishers",
+            m.keyframe_requests.clone(),
+        );
+        registry.register(
+            "dynacast_updates",
+            "Times a publisher was told which simulcast layers to encode",
+            m.dynacast_updates.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -10,6 +10,9 @@ pub struct ClientRoom {
     pub participants: Vec<ParticipantInfo>,
     pub host: Option<String>,
     pub sfu: Option<String>,
+    /// Who is speaking (drives the speaker layout and the grid highlight).
+    pub speaker: Option<String>,
+    pub max_screen_sharers: u32,
 }
 
 impl ClientRoom {
@@ -23,6 +26,8 @@ impl ClientRoom {
                 self.participants = room.participants.clone();
                 self.host = room.host.clone();
                 self.sfu = room.sfu.clone();
+                self.speaker = room.speaker.clone();
+                self.max_screen_sharers = room.max_screen_sharers;
                 None
             }
             ServerMessage::ParticipantJoined { participant } => {
@@ -35,6 +40,9 @@ impl ClientRoom {
             ServerMessage::ParticipantLeft { id } => {
                 let i = self.participants.iter().position(|p| &p.id == id)?;
                 let p = self.participants.remove(i);
+                if self.speaker.as_ref() == Some(id) {
+                    self.speaker = None;
+                }
                 Some(format!("{} left", p.name))
             }
             ServerMessage::MediaChanged {
@@ -67,7 +75,25 @@ impl ClientRoom {
                 self.sfu = Some(sfu.clone());
                 Some(format!("Media server changed to {sfu}: reconnecting media"))
             }
+            ServerMessage::ScreenChanged { id, sharing } => {
+                let p = self.participants.iter_mut().find(|p| &p.id == id)?;
+                p.screen = *sharing;
+                let name = p.name.clone();
+                match (*sharing, self.is_me(id)) {
+                    (true, false) => Some(format!("{name} is sharing their screen")),
+                    _ => None,
+                }
+            }
+            ServerMessage::RoomOptions { max_screen_sharers } => {
+                self.max_screen_sharers = *max_screen_sharers;
+                None
+            }
+            ServerMessage::ActiveSpeaker { id } => {
+                self.speaker = id.clone();
+                None
+            }
             ServerMessage::Pong { .. }
+            | ServerMessage::PublishLayers { .. }
             | ServerMessage::Error { .. }
             | ServerMessage::Answer { .. }
             | ServerMessage::Offer { .. } => None,
@@ -111,6 +137,7 @@ mod tests {
             audio_muted: false,
             video_muted: false,
             away: false,
+            screen: false,
         }
     }
 
@@ -121,6 +148,8 @@ mod tests {
             participants: vec![p("a", "Ada"), p("b", "Bob")],
             sfu: Some("eu-west".into()),
             host: Some("a".into()),
+            speaker: None,
+            max_screen_sharers: 1,
         };
         assert_eq!(
             r.apply(&ServerMessage::Snapshot {

@@ -44,7 +44,37 @@ pub enum ClientMessage {
     /// The browser's media connection to the SFU stopped (ICE disconnected, or nothing arriving):
     /// the room checks its SFU and moves to another if it is gone.
     MediaFailed {},
+    /// How big each remote video is shown now (sent debounced, whole list each time): the SFU
+    /// forwards each publisher's smallest simulcast layer that fills the tile, and nothing for a
+    /// hidden one. Publishers not listed get a default.
+    Views { views: Vec<TileView> },
+    /// Started or stopped sharing a screen (needs the `screen` grant; at most the room's
+    /// `max_screen_sharers` at a time).
+    SetScreen { sharing: bool },
+    /// Host only: how many people may share a screen at once (1 to 16).
+    SetRoomOptions { max_screen_sharers: u32 },
 }
+
+/// Which of a participant's tracks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Camera,
+    Screen,
+}
+
+/// One remote video as this browser shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TileView {
+    pub publisher: String,
+    pub source: Source,
+    /// Device pixels tall (CSS height × devicePixelRatio); 0 = hidden or off-screen.
+    pub height: u32,
+}
+
+/// Most entries a `views` message may carry.
+pub const MAX_VIEWS: usize = 128;
 
 /// Messages the edge sends to a browser.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +125,24 @@ pub enum ServerMessage {
     Offer {
         sdp: String,
     },
+    /// Which of your camera's simulcast layers anyone receives (lowest first): encode only those
+    /// (dynacast). The lowest stays on so a newcomer's first frame is never waited for.
+    PublishLayers {
+        active: Vec<bool>,
+    },
+    /// `id` started or stopped sharing a screen.
+    ScreenChanged {
+        id: String,
+        sharing: bool,
+    },
+    /// The host changed the room's options.
+    RoomOptions {
+        max_screen_sharers: u32,
+    },
+    /// The participant speaking now (`None`: nobody has spoken yet, or the speaker left).
+    ActiveSpeaker {
+        id: Option<String>,
+    },
     /// The room's media moved to another SFU (the old one failed or is draining): set media up
     /// again (a new PeerConnection and `offer`), keeping mute and camera state.
     SfuChanged {
@@ -116,7 +164,20 @@ pub struct RoomSnapshot {
     pub sfu: Option<String>,
     /// Participant id of the host.
     pub host: Option<String>,
+    /// Who is speaking (the SFU's active-speaker detection), if anyone has.
+    #[serde(default)]
+    pub speaker: Option<String>,
+    /// How many people may share a screen at once (a host setting).
+    #[serde(default = "default_max_screen_sharers")]
+    pub max_screen_sharers: u32,
 }
+
+pub fn default_max_screen_sharers() -> u32 {
+    1
+}
+
+/// The most a host may allow to share at once.
+pub const MAX_SCREEN_SHARERS: u32 = 16;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
@@ -128,6 +189,9 @@ pub struct ParticipantInfo {
     /// Connection dropped; may come back within the grace period.
     #[serde(default)]
     pub away: bool,
+    /// Sharing a screen.
+    #[serde(default)]
+    pub screen: bool,
 }
 
 /// Machine-readable error codes. Every error on the wire is `{code, message}`; the message is for
@@ -206,6 +270,38 @@ pub struct SfuSignal {
     pub room: String,
     pub participant: String,
     pub sdp: String,
+}
+
+/// The SFU's other callbacks to the edge (`POST /api/sfu/event`), for one room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SfuEvent {
+    /// Which camera layers of `participant` anyone receives (see `ServerMessage::PublishLayers`).
+    PublishLayers {
+        room: String,
+        participant: String,
+        active: Vec<bool>,
+    },
+    /// The room's active speaker changed.
+    ActiveSpeaker {
+        room: String,
+        participant: Option<String>,
+    },
+}
+
+impl SfuEvent {
+    pub fn room(&self) -> &str {
+        match self {
+            SfuEvent::PublishLayers { room, .. } | SfuEvent::ActiveSpeaker { room, .. } => room,
+        }
+    }
+}
+
+/// Body of `POST {sfu}/v1/rooms/{room}/participants/{id}/views`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewsBody {
+    pub views: Vec<TileView>,
 }
 
 /// An SFU told to stop (`POST /api/sfu/draining`): it takes no new rooms, and these rooms should

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::{
     check_sdp, parse_client_message, ClientMessage, ErrorCode, ParticipantInfo, RoomSnapshot,
-    ServerMessage, PROTOCOL_VERSION,
+    ServerMessage, SfuEvent, TileView, MAX_SCREEN_SHARERS, MAX_VIEWS, PROTOCOL_VERSION,
 };
 use crate::region::SfuChoice;
 use crate::token::{Claims, Grants, Role};
@@ -57,6 +57,8 @@ pub enum Input {
     SfuRestarted,
     /// The check found it gone (or draining): the room's media moves to `choice`.
     SfuReplaced { choice: SfuChoice },
+    /// The SFU reported something about the room (dynacast layers, active speaker).
+    SfuEvent(SfuEvent),
     /// A call to the SFU for `participant` failed; tell them (and only them).
     SfuFailed {
         participant: String,
@@ -74,6 +76,8 @@ pub enum SfuCall {
     Answer { sdp: String },
     /// The participant left: free their PeerConnection and tracks.
     Leave,
+    /// How big the participant shows each remote video now (fire and forget).
+    Views { views: Vec<TileView> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +137,12 @@ pub struct Room {
     /// Since when a check of the SFU is under way (dedupes reports from many members).
     #[serde(default)]
     sfu_check_since: Option<Millis>,
+    /// Who the SFU last said is speaking.
+    #[serde(default)]
+    speaker: Option<String>,
+    /// Host setting: how many may share a screen at once.
+    #[serde(default = "crate::protocol::default_max_screen_sharers")]
+    max_screen_sharers: u32,
 }
 
 /// A check of the SFU older than this is considered lost; a new report starts another.
@@ -146,6 +156,8 @@ impl Room {
             sfu: None,
             host: None,
             sfu_check_since: None,
+            speaker: None,
+            max_screen_sharers: crate::protocol::default_max_screen_sharers(),
         }
     }
 
@@ -175,6 +187,8 @@ impl Room {
             participants,
             sfu: self.sfu.as_ref().map(|c| c.id.clone()),
             host: self.host.clone(),
+            speaker: self.speaker.clone(),
+            max_screen_sharers: self.max_screen_sharers,
         }
     }
 
@@ -232,6 +246,29 @@ impl Room {
                 message,
             } => self.to_member(&participant, ServerMessage::Error { code, message }),
             Input::SfuSuspect => self.suspect(now),
+            Input::SfuEvent(SfuEvent::PublishLayers {
+                participant,
+                active,
+                ..
+            }) => {
+                if active.len() > 8 {
+                    return Vec::new();
+                }
+                self.to_member(&participant, ServerMessage::PublishLayers { active })
+            }
+            Input::SfuEvent(SfuEvent::ActiveSpeaker { participant, .. }) => {
+                let known = participant
+                    .as_ref()
+                    .is_none_or(|p| self.members.contains_key(p));
+                if !known || self.speaker == participant {
+                    return Vec::new();
+                }
+                self.speaker = participant.clone();
+                vec![Effect::Broadcast {
+                    except: None,
+                    msg: ServerMessage::ActiveSpeaker { id: participant },
+                }]
+            }
             Input::SfuHealthy => {
                 self.sfu_check_since = None;
                 Vec::new()
@@ -334,6 +371,7 @@ impl Room {
                 audio_muted: false,
                 video_muted: false,
                 away: false,
+                screen: false,
             };
             // To everyone else: the newcomer learns about itself from the snapshot.
             out.push(Effect::Broadcast {
@@ -490,6 +528,85 @@ impl Room {
                 }]
             }
             ClientMessage::MediaFailed {} => self.suspect(now),
+            ClientMessage::Views { views } => {
+                let m = self.members.get(&id).expect("member found above");
+                if views.len() > MAX_VIEWS {
+                    return vec![Effect::Send {
+                        conn,
+                        msg: ServerMessage::Error {
+                            code: ErrorCode::BadMessage,
+                            message: format!("at most {MAX_VIEWS} views"),
+                        },
+                    }];
+                }
+                if self.sfu.is_none() || !m.grants.subscribe {
+                    return Vec::new();
+                }
+                vec![Effect::Sfu {
+                    participant: id,
+                    call: SfuCall::Views { views },
+                }]
+            }
+            ClientMessage::SetScreen { sharing } => {
+                let m = self.members.get(&id).expect("member found above");
+                if m.info.screen == sharing {
+                    return Vec::new();
+                }
+                let refuse = |message: String| {
+                    vec![Effect::Send {
+                        conn: conn.clone(),
+                        msg: ServerMessage::Error {
+                            code: ErrorCode::Forbidden,
+                            message,
+                        },
+                    }]
+                };
+                if sharing && !m.grants.screen {
+                    return refuse("your token does not allow screen sharing".into());
+                }
+                let sharers = self.members.values().filter(|m| m.info.screen).count() as u32;
+                if sharing && sharers >= self.max_screen_sharers {
+                    return refuse(format!(
+                        "{} already sharing; the host allows {} at a time",
+                        if sharers == 1 {
+                            "someone is"
+                        } else {
+                            "others are"
+                        },
+                        self.max_screen_sharers
+                    ));
+                }
+                self.members.get_mut(&id).expect("found above").info.screen = sharing;
+                vec![Effect::Broadcast {
+                    except: None,
+                    msg: ServerMessage::ScreenChanged { id, sharing },
+                }]
+            }
+            ClientMessage::SetRoomOptions { max_screen_sharers } => {
+                if self.host.as_deref() != Some(id.as_str()) {
+                    return vec![Effect::Send {
+                        conn,
+                        msg: ServerMessage::Error {
+                            code: ErrorCode::Forbidden,
+                            message: "only the host can change the room's options".into(),
+                        },
+                    }];
+                }
+                if !(1..=MAX_SCREEN_SHARERS).contains(&max_screen_sharers) {
+                    return vec![Effect::Send {
+                        conn,
+                        msg: ServerMessage::Error {
+                            code: ErrorCode::BadRequest,
+                            message: format!("screen sharers must be 1 to {MAX_SCREEN_SHARERS}"),
+                        },
+                    }];
+                }
+                self.max_screen_sharers = max_screen_sharers;
+                vec![Effect::Broadcast {
+                    except: None,
+                    msg: ServerMessage::RoomOptions { max_screen_sharers },
+                }]
+            }
             ClientMessage::Leave {} => {
                 let mut out = self.remove(&id);
                 out.push(Effect::Close {
@@ -505,6 +622,9 @@ impl Room {
     fn remove(&mut self, id: &str) -> Vec<Effect> {
         if self.members.remove(id).is_none() {
             return Vec::new();
+        }
+        if self.speaker.as_deref() == Some(id) {
+            self.speaker = None; // everyone drops the leaver's tile anyway
         }
         let mut out = vec![Effect::Broadcast {
             except: None,
@@ -1478,5 +1598,172 @@ mod tests {
             ),
             vec![]
         );
+    }
+
+    #[test]
+    fn views_go_to_the_sfu_and_too_many_are_refused() {
+        let mut r = with_sfu("a");
+        let views = vec![TileView {
+            publisher: "b".into(),
+            source: crate::protocol::Source::Camera,
+            height: 180,
+        }];
+        let fx = frame(
+            &mut r,
+            "c1",
+            &ClientMessage::Views {
+                views: views.clone(),
+            },
+        );
+        assert_eq!(
+            fx,
+            vec![Effect::Sfu {
+                participant: "a".into(),
+                call: SfuCall::Views { views }
+            }]
+        );
+        let many = vec![
+            TileView {
+                publisher: "b".into(),
+                source: crate::protocol::Source::Screen,
+                height: 0,
+            };
+            MAX_VIEWS + 1
+        ];
+        let fx = frame(&mut r, "c1", &ClientMessage::Views { views: many });
+        assert!(matches!(
+            &fx[..],
+            [Effect::Send {
+                msg: ServerMessage::Error {
+                    code: ErrorCode::BadMessage,
+                    ..
+                },
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn sfu_events_reach_the_publisher_or_everyone() {
+        let mut r = with_sfu("a");
+        connect(&mut r, "b", "c2");
+        let fx = r.handle(
+            5,
+            Input::SfuEvent(SfuEvent::PublishLayers {
+                room: "r".into(),
+                participant: "b".into(),
+                active: vec![true, false, false],
+            }),
+        );
+        assert_eq!(
+            fx,
+            vec![Effect::Send {
+                conn: "c2".into(),
+                msg: ServerMessage::PublishLayers {
+                    active: vec![true, false, false]
+                }
+            }]
+        );
+        let speaker = |p: Option<&str>| {
+            Input::SfuEvent(SfuEvent::ActiveSpeaker {
+                room: "r".into(),
+                participant: p.map(String::from),
+            })
+        };
+        let fx = r.handle(6, speaker(Some("b")));
+        assert_eq!(
+            fx,
+            vec![Effect::Broadcast {
+                except: None,
+                msg: ServerMessage::ActiveSpeaker {
+                    id: Some("b".into())
+                }
+            }]
+        );
+        assert_eq!(r.snapshot().speaker.as_deref(), Some("b"));
+        assert_eq!(r.handle(7, speaker(Some("b"))), vec![], "no repeat");
+        assert_eq!(r.handle(8, speaker(Some("zed"))), vec![], "not a member");
+        // The speaker leaving clears it.
+        frame(&mut r, "c2", &ClientMessage::Leave {});
+        assert_eq!(r.snapshot().speaker, None);
+    }
+
+    #[test]
+    fn screen_sharing_follows_the_hosts_limit() {
+        let mut r = with_sfu("a"); // a hosts
+        connect(&mut r, "b", "c2");
+        connect(&mut r, "c", "c3");
+        let share = |on| ClientMessage::SetScreen { sharing: on };
+        let fx = frame(&mut r, "c2", &share(true));
+        assert_eq!(
+            fx,
+            vec![Effect::Broadcast {
+                except: None,
+                msg: ServerMessage::ScreenChanged {
+                    id: "b".into(),
+                    sharing: true
+                }
+            }]
+        );
+        let refused = frame(&mut r, "c3", &share(true));
+        assert!(
+            matches!(&refused[..], [Effect::Send { conn, msg: ServerMessage::Error { code: ErrorCode::Forbidden, .. } }] if conn == "c3"),
+            "{refused:?}"
+        );
+        // Only the host may raise the limit.
+        let fx = frame(
+            &mut r,
+            "c3",
+            &ClientMessage::SetRoomOptions {
+                max_screen_sharers: 2,
+            },
+        );
+        assert!(matches!(
+            &fx[..],
+            [Effect::Send {
+                msg: ServerMessage::Error {
+                    code: ErrorCode::Forbidden,
+                    ..
+                },
+                ..
+            }]
+        ));
+        let fx = frame(
+            &mut r,
+            "c1",
+            &ClientMessage::SetRoomOptions {
+                max_screen_sharers: 0,
+            },
+        );
+        assert!(matches!(
+            &fx[..],
+            [Effect::Send {
+                msg: ServerMessage::Error {
+                    code: ErrorCode::BadRequest,
+                    ..
+                },
+                ..
+            }]
+        ));
+        frame(
+            &mut r,
+            "c1",
+            &ClientMessage::SetRoomOptions {
+                max_screen_sharers: 2,
+            },
+        );
+        assert_eq!(r.snapshot().max_screen_sharers, 2);
+        assert_eq!(frame(&mut r, "c3", &share(true)).len(), 1);
+        assert!(
+            r.snapshot()
+                .participants
+                .iter()
+                .filter(|p| p.screen)
+                .count()
+                == 2
+        );
+        // Stopping twice is a no-op.
+        assert_eq!(frame(&mut r, "c2", &share(false)).len(), 1);
+        assert_eq!(frame(&mut r, "c2", &share(false)), vec![]);
     }
 }
