@@ -1293,11 +1293,24 @@ async fn forward_loop(
     let mut last_pli: [Option<Instant>; LAYERS] = [None; LAYERS];
     // SSRC → simulcast layer (None: not a layer we forward), learned on each SSRC's first packet.
     let mut layer_of: HashMap<u32, Option<usize>> = HashMap::new();
+    let mut unknown = 0u32;
     let rids = edgemeet_shared::media::CAMERA_SIMULCAST.map(|l| l.rid);
     while let Some(evt) = track.poll().await {
         let pkt = match evt {
             TrackRemoteEvent::OnRtpPacket(p) => p,
             TrackRemoteEvent::OnEnded => break,
+            TrackRemoteEvent::OnOpen(init) if published.simulcast => {
+                // Each simulcast layer opens with its SSRC and rid.
+                let l = init
+                    .rid
+                    .as_deref()
+                    .and_then(|r| rids.iter().position(|x| *x == r));
+                if let Some(l) = l {
+                    published.layer_ssrcs.lock().unwrap()[l] = Some(init.ssrc);
+                    layer_of.insert(init.ssrc, Some(l));
+                }
+                continue;
+            }
             _ => continue,
         };
         if pkt.payload.is_empty() {
@@ -1312,8 +1325,14 @@ async fn forward_loop(
                     let l = rid.and_then(|r| rids.iter().position(|x| *x == r.as_str()));
                     if let Some(l) = l {
                         published.layer_ssrcs.lock().unwrap()[l] = Some(ssrc);
+                        layer_of.insert(ssrc, Some(l));
+                    } else {
+                        // Not (yet) known as a layer: asked again next time, up to a point.
+                        unknown += 1;
+                        if unknown > 1_000 {
+                            layer_of.insert(ssrc, None);
+                        }
                     }
-                    layer_of.insert(ssrc, l);
                     l
                 }
             };
