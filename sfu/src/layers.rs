@@ -268,4 +268,71 @@ mod tests {
         let mut s = LayerSelector::new(Some(2));
         assert_eq!(s.on_packet(7, true, 0), Verdict::Drop);
     }
+
+    /// Selector and rewriter together, as the shell uses them: three layers with their own SSRCs,
+    /// sequence numbers and timestamp bases; the subscriber goes f → q. What it receives is one
+    /// stream: sequence numbers +1 each packet, timestamps never going back, the first packet of
+    /// the new layer a keyframe.
+    #[test]
+    fn a_switch_looks_like_one_continuous_stream_to_the_subscriber() {
+        use crate::forward::{Negotiated, Rewriter};
+        let mut s = LayerSelector::new(Some(2));
+        let mut rw = Rewriter::new(
+            0xABCD,
+            90_000,
+            Negotiated::new().map_all_payload_types_to(96),
+        );
+        let ssrc = [111u32, 222, 333];
+        let seq0 = [65_500u16, 1_000, 30_000]; // q wraps during the run
+        let ts0 = [5u32, 4_000_000_000, 77_777];
+        let mut out: Vec<(u16, u32, usize, bool)> = Vec::new();
+        let mut t = 0;
+        let mut i = 0u32;
+        while t < 6_000 {
+            if t >= 3_000 && s.want() == Some(2) {
+                s.set_want(Some(0));
+            }
+            for l in 0..3 {
+                let kf = (t % 990) < 33 || (l == 0 && t == 3_300);
+                let v = s.on_packet(l, kf, t);
+                if v == Verdict::Drop {
+                    continue;
+                }
+                let m = rw
+                    .map(
+                        96,
+                        seq0[l].wrapping_add(i as u16),
+                        ts0[l].wrapping_add(i * 3_000),
+                        ssrc[l],
+                        t * 1_000,
+                    )
+                    .unwrap();
+                assert_eq!(m.ssrc, 0xABCD);
+                out.push((m.seq, m.timestamp, l, kf));
+            }
+            t += 33;
+            i += 1;
+        }
+        // q flows first (it starts the stream at once), f after it has flowed 1.5 s, then q again
+        // after the tile shrank, each time on a keyframe.
+        assert_eq!(forwarded(&out), [0, 2, 0]);
+        for w in out.windows(2) {
+            assert_eq!(w[1].0, w[0].0.wrapping_add(1), "no gap: {w:?}");
+            let dt = w[1].1.wrapping_sub(w[0].1);
+            assert!(
+                dt > 0 && dt < 90_000,
+                "timestamps move forward a little: {w:?}"
+            );
+        }
+        for w in out.windows(2).filter(|w| w[0].2 != w[1].2) {
+            assert!(w[1].3, "a switch lands on a keyframe: {w:?}");
+        }
+        assert!(out[0].3, "the stream starts on a keyframe");
+    }
+
+    fn forwarded(v: &[(u16, u32, usize, bool)]) -> Vec<usize> {
+        let mut ls: Vec<usize> = v.iter().map(|x| x.2).collect();
+        ls.dedup();
+        ls
+    }
 }

@@ -334,9 +334,23 @@ fn bench() -> Result<()> {
             &format!("stack logs in {}", stack.log_dir.display()),
         )
     });
+    let layers = step(
+        "simulcast: thumbnail vs full-size subscriber (Chromium, 30 s)",
+        || {
+            cmd::run(
+                "layers bench",
+                Command::new(p.node22())
+                    .arg("bench/layers.mjs")
+                    .current_dir(&p.root)
+                    .env("EDGEMEET_URL", &stack.url)
+                    .env("EDGEMEET_CHROMIUM", setup::Paths::chromium()),
+                &format!("stack logs in {}", stack.log_dir.display()),
+            )
+        },
+    );
     stack.stop();
     STACK_UP.store(false, Ordering::SeqCst);
-    joined.and(moved)
+    joined.and(moved).and(layers)
 }
 
 fn deploy() -> Result<()> {
