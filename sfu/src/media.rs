@@ -82,6 +82,10 @@ pub const EVENT_PATH: &str = "/api/sfu/event";
 const SPEAKER_TICK: Duration = Duration::from_millis(200);
 /// Camera layer a subscriber gets before its browser said how big it shows the tile.
 const DEFAULT_CAMERA_LAYER: usize = 1;
+/// Dynacast leaves a new camera's layers all on this long: the browser's bandwidth estimate ramps
+/// up on real traffic, so a layer turned on later (a tile made big) starts within a second or two
+/// instead of waiting for the estimate to climb from the few hundred kbit/s of the lowest layer.
+const DYNACAST_WARMUP: Duration = Duration::from_secs(6);
 
 /// Payload types this SFU offers to subscribers (what Chrome uses by default, too).
 const PT_OPUS: u8 = 111;
@@ -221,6 +225,7 @@ struct Published {
     layer_ssrcs: Mutex<[Option<u32>; LAYERS]>,
     /// Dynacast: the layers last asked of the publisher.
     active_layers: Mutex<Option<Vec<bool>>>,
+    published_at: Instant,
     /// Microphone: where its RFC 6464 audio level is, for the active speaker.
     audio_level_id: Option<u8>,
     room: Weak<RoomMedia>,
@@ -436,21 +441,25 @@ impl PeerConnectionEventHandler for PeerHandler {
             RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
         ) {
             if let Some(media) = self.media.upgrade() {
-                media
-                    .end_session(
-                        &self.room,
-                        &self.peer,
-                        self.session,
-                        &format!("PeerConnection {state}"),
-                    )
-                    .await;
+                // Not from the driver loop (see `on_track`): ending a session touches other
+                // participants' PeerConnections.
+                let (room, peer, session) = (self.room.clone(), self.peer.clone(), self.session);
+                tokio::spawn(async move {
+                    media
+                        .end_session(&room, &peer, session, &format!("PeerConnection {state}"))
+                        .await
+                });
             }
         }
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        // webrtc-rs calls this from the PeerConnection's driver loop, which handles nothing else
+        // meanwhile — not even this participant's outgoing packets, on which other forwarding
+        // loops wait. Subscribing others calls into *their* PeerConnections: do it elsewhere.
         if let Some(media) = self.media.upgrade() {
-            media.on_track(&self.room, &self.peer, track).await;
+            let (room, peer) = (self.room.clone(), self.peer.clone());
+            tokio::spawn(async move { media.on_track(&room, &peer, track).await });
         }
     }
 }
@@ -726,12 +735,11 @@ impl Media {
         let desc =
             RTCSessionDescription::answer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
         let again = {
-            let mut neg = peer.negotiation.lock().await;
+            let mut neg = slow("neg lock (answer)", peer.negotiation.lock()).await;
             if !neg.awaiting_answer {
                 return Err(MediaError::NoOfferPending);
             }
-            peer.pc
-                .set_remote_description(desc)
+            slow("set_remote(answer)", peer.pc.set_remote_description(desc))
                 .await
                 .map_err(|e| MediaError::BadSdp(e.to_string()))?;
             neg.awaiting_answer = false;
@@ -758,10 +766,10 @@ impl Media {
             if sub.state.lock().unwrap().ready {
                 continue;
             }
-            let Ok(params) = sub.sender.get_parameters().await else {
+            let Ok(params) = slow("get_parameters", sub.sender.get_parameters()).await else {
                 continue;
             };
-            let codec = sub.local.codec(sub.ssrc).await;
+            let codec = slow("codec", sub.local.codec(sub.ssrc)).await;
             let Some(codec) = codec else { continue };
             let Some(pt) = params
                 .rtp_parameters
@@ -838,12 +846,11 @@ impl Media {
             streams: vec![stream],
             send_encodings: vec![encoding],
         };
-        let sender = match peer
+        let sender = peer
             .pc
-            .add_transceiver_from_track(local.clone() as Arc<dyn TrackLocal>, Some(init))
-            .await
-        {
-            Ok(t) => match t.sender().await {
+            .add_transceiver_from_track(local.clone() as Arc<dyn TrackLocal>, Some(init));
+        let sender = match slow("add_transceiver", sender).await {
+            Ok(t) => match slow("sender", t.sender()).await {
                 Ok(Some(s)) => s,
                 _ => {
                     tracing::warn!(subscriber = %peer.id, "new transceiver has no sender");
@@ -917,14 +924,14 @@ impl Media {
                 neg.again = true;
                 return;
             }
-            let offer = match peer.pc.create_offer(None).await {
+            let offer = match slow("create_offer", peer.pc.create_offer(None)).await {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::warn!(participant = %peer.id, error = %e, "create_offer failed");
                     return;
                 }
             };
-            if let Err(e) = peer.pc.set_local_description(offer).await {
+            if let Err(e) = slow("set_local(offer)", peer.pc.set_local_description(offer)).await {
                 tracing::warn!(participant = %peer.id, error = %e, "set_local_description(offer) failed");
                 return;
             }
@@ -1009,6 +1016,7 @@ impl Media {
             simulcast,
             layer_ssrcs: Mutex::new([None; LAYERS]),
             active_layers: Mutex::new(None),
+            published_at: Instant::now(),
             audio_level_id: (kind == TrackKind::Mic)
                 .then_some(peer.layout.audio_level_id)
                 .flatten(),
@@ -1034,7 +1042,16 @@ impl Media {
                 self.spawn_renegotiate(other);
             }
         }
-        self.update_dynacast(&room_media);
+        if simulcast {
+            // Dynacast starts after the warm-up.
+            let (media, room) = (self.me.clone(), Arc::downgrade(&room_media));
+            tokio::spawn(async move {
+                tokio::time::sleep(DYNACAST_WARMUP).await;
+                if let (Some(m), Some(r)) = (media.upgrade(), room.upgrade()) {
+                    m.update_dynacast(&r);
+                }
+            });
+        }
         let metrics = self.metrics.clone();
         let epoch = self.epoch;
         tokio::spawn(forward_loop(track, published, metrics, epoch));
@@ -1088,7 +1105,7 @@ impl Media {
     fn update_dynacast(&self, room: &Arc<RoomMedia>) {
         let peers: HashMap<String, Arc<Peer>> = room.peers.lock().unwrap().clone();
         for p in room.published(|_| true) {
-            if !p.simulcast {
+            if !p.simulcast || p.published_at.elapsed() < DYNACAST_WARMUP {
                 continue;
             }
             let top = p
@@ -1221,7 +1238,7 @@ impl Media {
                     .lock()
                     .unwrap()
                     .remove(&(p.publisher.clone(), p.kind));
-                let _ = sub_peer.pc.remove_track(&s.sender).await;
+                let _ = slow("remove_track", sub_peer.pc.remove_track(&s.sender)).await;
                 if touched.insert(sub_peer.id.clone()) {
                     self.spawn_renegotiate(sub_peer);
                 }
@@ -1267,6 +1284,21 @@ impl Media {
             .collect();
         for (room, id) in all {
             self.remove_peer(&room, &id, "SFU shutting down").await;
+        }
+    }
+}
+
+/// Awaits `f`, logging when it takes longer than 300 ms (and when it finally finishes): a control
+/// call into webrtc-rs that hangs shows up in the log with its name. Not for the packet path.
+async fn slow<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    let mut f = std::pin::pin!(f);
+    match tokio::time::timeout(Duration::from_millis(300), &mut f).await {
+        Ok(v) => v,
+        Err(_) => {
+            tracing::warn!(what, "slow webrtc call (> 300 ms)");
+            let v = f.await;
+            tracing::warn!(what, "slow webrtc call finished");
+            v
         }
     }
 }
@@ -1392,6 +1424,10 @@ async fn forward_loop(
                         if let Some(c) = sel.current() {
                             want_keyframe |= 1 << c;
                         }
+                    }
+                    if verdict == Verdict::Switch {
+                        metrics.layer_switches.inc();
+                        tracing::debug!(subscriber = %sub.subscriber, publisher = %published.publisher, layer, "layer switch");
                     }
                     if verdict == Verdict::Drop {
                         continue;

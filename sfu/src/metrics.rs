@@ -25,6 +25,7 @@ pub struct Metrics {
     pub forwarded_bytes: Counter,
     pub keyframe_requests: Counter,
     pub dynacast_updates: Counter,
+    pub layer_switches: Counter,
 }
 
 impl Metrics {
@@ -41,6 +42,7 @@ impl Metrics {
             forwarded_bytes: Counter::default(),
             keyframe_requests: Counter::default(),
             dynacast_updates: Counter::default(),
+            layer_switches: Counter::default(),
         };
         registry.register(
             "build",
@@ -91,6 +93,11 @@ impl Metrics {
             "dynacast_updates",
             "Times a publisher was told which simulcast layers to encode",
             m.dynacast_updates.clone(),
+        );
+        registry.register(
+            "layer_switches",
+            "Simulcast layer switches (a subscriber moved to another layer)",
+            m.layer_switches.clone(),
         );
         Metrics { registry, ..m }
     }
