@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod config;
 pub mod control;
+pub mod downlink;
 pub mod forward;
 pub mod heartbeat;
 pub mod layers;

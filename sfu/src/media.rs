@@ -41,6 +41,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -62,6 +63,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use webrtc::runtime::Runtime;
 
 use crate::codec::{starts_keyframe, VideoCodec};
+use crate::downlink::{camera_cap, DownlinkEstimator};
 use crate::forward::{Negotiated, Rewriter};
 use crate::layers::{LayerSelector, Verdict, LAYERS};
 use crate::metrics::Metrics;
@@ -187,6 +189,10 @@ struct Peer {
     layout: OfferLayout,
     /// How big it shows each remote video (device pixels, 0 = hidden), by (publisher, source).
     views: Mutex<HashMap<(String, Source), u32>>,
+    /// What its downlink carries, from the loss in its receiver reports.
+    downlink: Mutex<DownlinkEstimator>,
+    /// Bytes forwarded to it so far (for the downlink estimate).
+    sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Peer {
@@ -195,10 +201,25 @@ impl Peer {
         let views = self.views.lock().unwrap();
         match track {
             TrackKind::Mic | TrackKind::ScreenAudio => Some(0),
-            TrackKind::Camera => match views.get(&(publisher.to_string(), Source::Camera)) {
-                Some(&h) => layer_for_tile(h, 1.0),
-                None => Some(DEFAULT_CAMERA_LAYER),
-            },
+            TrackKind::Camera => {
+                let tile = match views.get(&(publisher.to_string(), Source::Camera)) {
+                    Some(&h) => layer_for_tile(h, 1.0),
+                    None => Some(DEFAULT_CAMERA_LAYER),
+                };
+                // The downlink's share for each shown camera, after the shown screens.
+                let shown = |s: Source| {
+                    views
+                        .iter()
+                        .filter(|((_, src), h)| *src == s && **h > 0)
+                        .count()
+                };
+                let cap = camera_cap(
+                    self.downlink.lock().unwrap().estimate_bps(),
+                    shown(Source::Screen),
+                    shown(Source::Camera).max(1),
+                );
+                tile.map(|l| l.min(cap))
+            }
             TrackKind::Screen => match views.get(&(publisher.to_string(), Source::Screen)) {
                 Some(0) => None,
                 _ => Some(0),
@@ -238,6 +259,8 @@ struct Published {
 
 struct SubTrack {
     subscriber: String,
+    /// The subscriber's forwarded-bytes counter.
+    sent: Arc<std::sync::atomic::AtomicU64>,
     /// The subscriber's PeerConnection is connected.
     connected: Arc<AtomicBool>,
     local: Arc<TrackLocalStaticRTP>,
@@ -377,7 +400,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
             let wanted: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
                 .filter(|p| {
-                    p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+                    p.as_any().is::<PictureLossIndication>()
+                        || p.as_any().is::<FullIntraRequest>()
+                        || p.as_any().is::<ReceiverReport>()
                 })
                 .cloned()
                 .collect();
@@ -536,9 +561,10 @@ impl Media {
                 .values()
                 .map(|p| {
                     let published: Vec<&str> = p.published.lock().unwrap().iter().map(|t| t.kind).collect();
+                    let downlink_bps = p.downlink.lock().unwrap().estimate_bps() as u64;
                     let receiving: Vec<String> =
                         p.subscriptions.lock().unwrap().keys().map(|(who, kind)| format!("{who}/{kind}")).collect();
-                    serde_json::json!({ "id": p.id, "published": published, "receiving": receiving })
+                    serde_json::json!({ "id": p.id, "published": published, "receiving": receiving, "downlink_bps": downlink_bps })
                 })
                 .collect();
             out.insert(name.clone(), serde_json::Value::Array(list));
@@ -660,6 +686,8 @@ impl Media {
             closed: AtomicBool::new(false),
             layout,
             views: Mutex::new(HashMap::new()),
+            downlink: Mutex::new(DownlinkEstimator::new()),
+            sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         });
         // Hold the negotiation from before anyone can see this peer until our answer is read:
         // a track published meanwhile may subscribe it, and its offer must wait for this answer.
@@ -865,6 +893,7 @@ impl Media {
         let clock = published.codec.clock_rate;
         let sub = Arc::new(SubTrack {
             subscriber: peer.id.clone(),
+            sent: peer.sent.clone(),
             connected: peer.connected.clone(),
             local: local.clone(),
             sender,
@@ -893,15 +922,31 @@ impl Media {
             next.push(sub.clone());
             *list = Arc::new(next);
         }
-        // Keyframe requests from this subscriber go to the publisher.
+        // Keyframe requests from this subscriber go to the publisher; its receiver reports feed
+        // its downlink estimate.
         let p = Arc::downgrade(published);
+        let (media, subscriber) = (self.me.clone(), Arc::downgrade(peer));
         self.runtime.spawn(Box::pin(async move {
             while let Some(evt) = local.poll().await {
-                if let TrackLocalEvent::OnRtcpPacket(_) = evt {
-                    match p.upgrade() {
-                        Some(p) => p.keyframe_wanted.store(true, Ordering::Relaxed),
-                        None => break,
+                let TrackLocalEvent::OnRtcpPacket(packets) = evt else {
+                    continue;
+                };
+                let Some(p) = p.upgrade() else { break };
+                let mut worst_loss = None::<u8>;
+                for pkt in &packets {
+                    let any = pkt.as_any();
+                    if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                        p.keyframe_wanted.store(true, Ordering::Relaxed);
+                    } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                        for block in &rr.reports {
+                            worst_loss = Some(worst_loss.unwrap_or(0).max(block.fraction_lost));
+                        }
                     }
+                }
+                if let (Some(loss), Some(m), Some(s)) =
+                    (worst_loss, media.upgrade(), subscriber.upgrade())
+                {
+                    m.on_receiver_report(&s, loss);
                 }
             }
         }));
@@ -1067,6 +1112,29 @@ impl Media {
             .into_iter()
             .map(|v| ((v.publisher, v.source), v.height))
             .collect();
+        self.apply_wants(&peer);
+        Ok(())
+    }
+
+    /// A subscriber's receiver report: its downlink estimate moves, and with it, perhaps, the
+    /// layers it gets.
+    fn on_receiver_report(&self, peer: &Arc<Peer>, fraction_lost: u8) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let sent = peer.sent.load(Ordering::Relaxed);
+        let (before, after) = {
+            let mut d = peer.downlink.lock().unwrap();
+            let before = d.estimate_bps();
+            (before, d.on_report(fraction_lost, sent, now))
+        };
+        if (after - before).abs() > 1.0 {
+            tracing::debug!(participant = %peer.id, loss = fraction_lost, estimate_bps = after as u64, "downlink estimate");
+            self.apply_wants(peer);
+        }
+    }
+
+    /// Re-derives the layer of each of `peer`'s video subscriptions (tile size, downlink) and
+    /// updates the publishers' dynacast.
+    fn apply_wants(&self, peer: &Arc<Peer>) {
         let subs: Vec<((String, &'static str), Arc<SubTrack>)> = peer
             .subscriptions
             .lock()
@@ -1093,10 +1161,9 @@ impl Media {
                 sel.set_want(want);
             }
         }
-        if let Some(r) = self.room(room) {
+        if let Some(r) = self.room(&peer.room) {
             self.update_dynacast(&r);
         }
-        Ok(())
     }
 
     /// Dynacast: for each simulcast camera in the room, the layers any subscriber wants; a change
@@ -1472,6 +1539,8 @@ async fn forward_loop(
                         payload: pkt.payload.clone(),
                     };
                     if sub.local.write_rtp(out).await.is_ok() {
+                        sub.sent
+                            .fetch_add(pkt.payload.len() as u64 + 12, Ordering::Relaxed);
                         metrics.forwarded_packets.inc();
                         metrics
                             .forwarded_bytes
