@@ -58,7 +58,23 @@ test("a big tile receives the full layer, a thumbnail the quarter layer without 
     // Speaker view: Pat's tile is the big one (about 490 px tall here, so 720p is wanted).
     await viewer.getByRole("button", { name: "Speaker view" }).click();
     await viewer.getByRole("button", { name: "Stats" }).click();
-    const [big, tookBig] = await until(viewer, sel, "the big tile receives 1280 px", (s) => s.frameWidth === 1280, 30000);
+    let big, tookBig;
+    try {
+      [big, tookBig] = await until(viewer, sel, "the big tile receives 1280 px", (s) => s.frameWidth === 1280, 30000);
+    } catch (e) {
+      // What the publisher sends, to tell a layer choice problem from an encoder that never sent 720p.
+      const sent = await pub.evaluate(async () => {
+        const o = [];
+        (await window.edgemeetPc.getStats()).forEach((s) => {
+          if (s.type === "outbound-rtp" && s.kind === "video" && s.rid)
+            o.push({ rid: s.rid, w: s.frameWidth, frames: s.framesEncoded, limit: s.qualityLimitationReason, active: s.active });
+          if (s.type === "candidate-pair" && s.nominated) o.push({ availableOutgoingBitrate: s.availableOutgoingBitrate });
+        });
+        return o;
+      });
+      console.log("publisher sends:", JSON.stringify(sent));
+      throw e;
+    }
     console.log(`big tile: ${big.frameWidth}×${big.frameHeight} after ${tookBig} ms`);
     // The statistics panel says the same.
     const row = viewer.locator(`[data-testid="stats-row"][data-stream="${patId}"]`);

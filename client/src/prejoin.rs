@@ -75,6 +75,7 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     let remote: RemoteStreams = RwSignal::new_local(std::collections::HashMap::new());
     let (media_state, set_media_state) = signal(String::new());
     let call = StoredValue::new_local(None::<Call>);
+    let (sharing, set_sharing) = signal(false);
     let ctx = Ctx {
         set_joined,
         set_error: set_form_error,
@@ -85,6 +86,7 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         toasts,
         mic_on,
         cam_on,
+        sharing,
         call,
         stream,
     };
@@ -96,7 +98,6 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     stage::report_views(Rc::new(move |m| ctx.send(&m)), media_state);
     let (focus, set_focus) = signal(false);
     let (stats_open, set_stats_open) = signal(false);
-    let (sharing, set_sharing) = signal(false);
     let screen = StoredValue::new_local(None::<MediaStream>);
     let connecting_since = StoredValue::new(0u64);
     // A media connection that stops: tell the room (which checks its SFU and moves to another if
@@ -723,6 +724,8 @@ struct Ctx {
     toasts: RwSignal<Vec<(u64, String)>>,
     mic_on: ReadSignal<bool>,
     cam_on: ReadSignal<bool>,
+    /// Sharing a screen (a fresh session must say so again).
+    sharing: ReadSignal<bool>,
     call: StoredValue<Option<Call>, LocalStorage>,
     stream: RwSignal<Option<MediaStream>, LocalStorage>,
 }
@@ -862,6 +865,9 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
                     audio_muted: !mic,
                     video_muted: !cam,
                 });
+            }
+            if ctx.sharing.get_untracked() && !*resumed {
+                ctx.send(&ClientMessage::SetScreen { sharing: true });
             }
             // Media: a resumed session keeps its PeerConnection (nothing to publish again); a fresh
             // one (first join, or back after the grace period) sets it up anew.

@@ -4,10 +4,11 @@
 //! webrtc-rs gives no send-side bandwidth estimate for forwarded streams (the SFU forwards without
 //! transport-wide sequence numbers, and browsers send REMB only with abs-send-time), but every
 //! subscriber reports loss in its RTCP receiver reports. The estimate follows the loss-based half of
-//! Google Congestion Control (draft-ietf-rmcat-gcc §6): above 10 % loss it drops to what was
-//! actually delivered, scaled by the loss; below 2 % it grows 5 % per report (receiver reports come
-//! about once a second); in between it holds. It starts optimistic: a subscriber that never loses
-//! anything is never held back.
+//! Google Congestion Control (draft-ietf-rmcat-gcc §6): above 10 % loss *in two reports running*
+//! (one lossy report is noise: a burst, a busy moment) it drops to what was actually delivered,
+//! scaled by the loss; below 2 % it grows 8 % per report (receiver reports come about once a
+//! second); in between it holds. It starts optimistic: a subscriber that never loses anything is
+//! never held back.
 //!
 //! [`camera_cap`] shares the estimate: screen shares first (a shared screen is what people are
 //! reading), then the cameras equally; each camera gets the highest simulcast layer its share
@@ -30,6 +31,8 @@ pub const SCREEN_BPS: f64 = 1_500_000.0;
 #[derive(Debug, Clone)]
 pub struct DownlinkEstimator {
     estimate: f64,
+    /// The previous report was lossy too.
+    lossy: bool,
     /// Bytes forwarded to the subscriber at the previous report, and when.
     last: Option<(u64, Millis)>,
 }
@@ -38,6 +41,7 @@ impl Default for DownlinkEstimator {
     fn default() -> Self {
         DownlinkEstimator {
             estimate: INITIAL_BPS,
+            lossy: false,
             last: None,
         }
     }
@@ -63,12 +67,14 @@ impl DownlinkEstimator {
             _ => None,
         };
         self.last = Some((bytes_sent, now));
-        if loss > LOSS_HIGH {
+        let lossy = loss > LOSS_HIGH;
+        if lossy && self.lossy {
             let base = sent_bps.unwrap_or(self.estimate).min(self.estimate);
             self.estimate = base * (1.0 - 0.5 * loss);
         } else if loss < LOSS_LOW {
-            self.estimate *= 1.05;
+            self.estimate *= 1.08;
         }
+        self.lossy = lossy;
         self.estimate = self.estimate.clamp(MIN_BPS, MAX_BPS);
         self.estimate
     }
@@ -99,15 +105,17 @@ mod tests {
     #[test]
     fn heavy_loss_drops_to_what_was_delivered_and_recovers_slowly() {
         let mut d = DownlinkEstimator::new();
-        d.on_report(0, 0, 0);
-        // 2 Mbit/s forwarded, 25 % lost.
-        let e = d.on_report(64, 250_000, 1_000);
+        let start = d.on_report(0, 0, 0);
+        // One lossy report is not enough…
+        assert_eq!(d.on_report(64, 250_000, 1_000), start);
+        // …two running are: 2 Mbit/s forwarded, 25 % lost.
+        let e = d.on_report(64, 500_000, 2_000);
         assert!((e - 2_000_000.0 * (1.0 - 0.5 * 0.25)).abs() < 1.0, "{e}");
         // Moderate loss holds it.
-        assert_eq!(d.on_report(10, 500_000, 2_000), e);
-        // Clean reports grow it 5 % each.
-        let up = d.on_report(0, 750_000, 3_000);
-        assert!((up - e * 1.05).abs() < 1.0);
+        assert_eq!(d.on_report(10, 750_000, 3_000), e);
+        // Clean reports grow it 8 % each.
+        let up = d.on_report(0, 1_000_000, 4_000);
+        assert!((up - e * 1.08).abs() < 1.0);
     }
 
     #[test]

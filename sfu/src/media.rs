@@ -932,21 +932,23 @@ impl Media {
                     continue;
                 };
                 let Some(p) = p.upgrade() else { break };
-                let mut worst_loss = None::<u8>;
+                // Loss over all the streams the report covers (their mean).
+                let (mut lost, mut blocks) = (0u32, 0u32);
                 for pkt in &packets {
                     let any = pkt.as_any();
                     if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
                         p.keyframe_wanted.store(true, Ordering::Relaxed);
                     } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                         for block in &rr.reports {
-                            worst_loss = Some(worst_loss.unwrap_or(0).max(block.fraction_lost));
+                            lost += block.fraction_lost as u32;
+                            blocks += 1;
                         }
                     }
                 }
-                if let (Some(loss), Some(m), Some(s)) =
-                    (worst_loss, media.upgrade(), subscriber.upgrade())
+                if let (true, Some(m), Some(s)) =
+                    (blocks > 0, media.upgrade(), subscriber.upgrade())
                 {
-                    m.on_receiver_report(&s, loss);
+                    m.on_receiver_report(&s, (lost / blocks) as u8);
                 }
             }
         }));
@@ -1127,7 +1129,9 @@ impl Media {
             (before, d.on_report(fraction_lost, sent, now))
         };
         if (after - before).abs() > 1.0 {
-            tracing::debug!(participant = %peer.id, loss = fraction_lost, estimate_bps = after as u64, "downlink estimate");
+            if after < before {
+                tracing::info!(room = %peer.room, participant = %peer.id, loss = fraction_lost, estimate_bps = after as u64, "downlink estimate lowered");
+            }
             self.apply_wants(peer);
         }
     }
