@@ -281,6 +281,18 @@ impl Rewriter {
         }
     }
 
+    /// A packet of the current source that is not forwarded — a padding-only packet (the
+    /// publisher's bandwidth probe) carries nothing to decode. Later packets close the gap its
+    /// sequence number would leave: a subscriber counts gaps as loss (and asks for them again).
+    pub fn skip(&mut self, ssrc: u32, seq: u16) {
+        if let Some(s) = self.source.as_mut().filter(|s| s.ssrc == ssrc) {
+            if seq_before(s.highest, seq) {
+                s.seq_offset = s.seq_offset.wrapping_sub(1);
+                s.highest = seq;
+            }
+        }
+    }
+
     /// What the subscriber negotiated changed (or became known).
     pub fn set_negotiated(&mut self, negotiated: Negotiated) {
         self.negotiated = negotiated;
@@ -460,5 +472,23 @@ mod tests {
         p[16] = 0x3F;
         assert!(r.rewrite(&mut p, 0).is_ok());
         assert_eq!(p.len(), 44);
+    }
+
+    #[test]
+    fn skipped_padding_packets_leave_no_gap() {
+        let mut r = Rewriter::new(9, 90_000, negotiated());
+        let mut out = Vec::new();
+        for seq in 100u16..110 {
+            if seq == 103 || seq == 104 || seq == 107 {
+                r.skip(7, seq); // padding-only probes
+                continue;
+            }
+            out.push(r.map(96, seq, 1_000, 7, seq as u64).unwrap().seq);
+        }
+        assert_eq!(out, (100u16..107).collect::<Vec<_>>());
+        // A skip from another SSRC, or an old sequence number, changes nothing.
+        r.skip(8, 200);
+        r.skip(7, 50);
+        assert_eq!(r.map(96, 110, 1_000, 7, 110).unwrap().seq, 107);
     }
 }

@@ -1416,9 +1416,8 @@ async fn forward_loop(
             }
             _ => continue,
         };
-        if pkt.payload.is_empty() {
-            continue; // padding-only (bandwidth probe)
-        }
+        // Padding-only (a bandwidth probe): not forwarded, but its sequence number is skipped.
+        let padding = pkt.payload.is_empty();
         let ssrc = pkt.header.ssrc;
         let layer = if published.simulcast {
             let l = match layer_of.get(&ssrc) {
@@ -1468,10 +1467,11 @@ async fn forward_loop(
                     .observe(&published.publisher, level & 0x7f, now_ms);
             }
         }
-        let keyframe = published
-            .video
-            .map(|c| starts_keyframe(c, &pkt.payload))
-            .unwrap_or(true);
+        let keyframe = !padding
+            && published
+                .video
+                .map(|c| starts_keyframe(c, &pkt.payload))
+                .unwrap_or(true);
         let subs = published.subscribers.read().unwrap().clone();
         // Layers to ask a keyframe of (bit per layer).
         let mut want_keyframe: u8 = 0;
@@ -1517,6 +1517,10 @@ async fn forward_loop(
                         }
                         st.need_keyframe = false;
                     }
+                }
+                if padding {
+                    st.rewriter.skip(ssrc, pkt.header.sequence_number);
+                    continue;
                 }
                 st.rewriter
                     .map(
