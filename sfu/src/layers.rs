@@ -40,7 +40,8 @@ pub struct LayerSelector {
     /// Highest layer the subscriber wants; `None` = nothing (hidden tile).
     want: Option<usize>,
     current: Option<usize>,
-    last_keyframe_request: Option<Millis>,
+    /// The last keyframe request: for which layer, when.
+    last_keyframe_request: Option<(usize, Millis)>,
 }
 
 impl LayerSelector {
@@ -124,19 +125,19 @@ impl LayerSelector {
         Verdict::Drop
     }
 
-    /// Returns the layer to request a keyframe (PLI) for, when a switch is waiting on one.
+    /// Returns the layer to request a keyframe (PLI) for, when a switch is waiting on one: at
+    /// once for a new target, then at most every [`KEYFRAME_REQUEST_INTERVAL_MS`] until it comes.
     pub fn tick(&mut self, now: Millis) -> Option<usize> {
         let target = self.target(now)?;
         if Some(target) == self.current {
             return None;
         }
-        if self
-            .last_keyframe_request
-            .is_some_and(|t| now.saturating_sub(t) < KEYFRAME_REQUEST_INTERVAL_MS)
-        {
+        if self.last_keyframe_request.is_some_and(|(layer, t)| {
+            layer == target && now.saturating_sub(t) < KEYFRAME_REQUEST_INTERVAL_MS
+        }) {
             return None;
         }
-        self.last_keyframe_request = Some(now);
+        self.last_keyframe_request = Some((target, now));
         Some(target)
     }
 }
@@ -185,11 +186,16 @@ mod tests {
         );
         assert_eq!(s.tick(100), Some(1), "asks for a keyframe of layer 1");
         assert_eq!(s.tick(200), None, "rate-limited");
-        assert_eq!(s.tick(600), Some(1));
-        let v = stream(&mut s, 100, 1_000, &[0, 1, 2], |l, t| l == 1 && t == 133);
+        s.set_want(Some(0));
+        assert_eq!(s.tick(250), Some(0), "a new target is asked for at once");
+        s.set_want(Some(1));
+        assert_eq!(s.tick(300), Some(1), "…and so is the old one again");
+        assert_eq!(s.tick(400), None);
+        assert_eq!(s.tick(800), Some(1));
+        let v = stream(&mut s, 800, 1_700, &[0, 1, 2], |l, t| l == 1 && t == 833);
         assert_eq!(forwarded_layers(&v), [1]);
-        assert!(v.contains(&(133, 1, Verdict::Switch)));
-        assert_eq!(s.tick(1_000), None);
+        assert!(v.contains(&(833, 1, Verdict::Switch)));
+        assert_eq!(s.tick(1_700), None);
     }
 
     #[test]

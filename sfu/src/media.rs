@@ -1394,6 +1394,8 @@ async fn forward_loop(
     epoch: Instant,
 ) {
     let mut last_pli: [Option<Instant>; LAYERS] = [None; LAYERS];
+    // Keyframes wished for but not yet asked for (rate limit): asked on a later packet.
+    let mut pending_pli: u8 = 0;
     // SSRC → simulcast layer (None: not a layer we forward), learned on each SSRC's first packet.
     let mut layer_of: HashMap<u32, Option<usize>> = HashMap::new();
     let mut unknown = 0u32;
@@ -1562,6 +1564,8 @@ async fn forward_loop(
                 }
             }
         }
+        want_keyframe |= pending_pli;
+        pending_pli = 0;
         if published.video.is_none() || want_keyframe == 0 {
             continue;
         }
@@ -1578,10 +1582,7 @@ async fn forward_loop(
                 published.media_ssrc
             };
             if last.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
-                if !published.simulcast {
-                    // Not yet: keep the wish for the next packet.
-                    published.keyframe_wanted.store(true, Ordering::Relaxed);
-                }
+                pending_pli |= 1 << l; // not yet: keep the wish for a later packet
                 continue;
             }
             *last = Some(now);
