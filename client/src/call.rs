@@ -117,6 +117,11 @@ impl Call {
         *self.0.ice_servers.borrow_mut() = servers;
     }
 
+    /// Which PeerConnection this is (each `prepare` makes a new one).
+    pub fn generation(&self) -> u64 {
+        self.0.generation.get()
+    }
+
     pub fn peer_connection(&self) -> Option<RtcPeerConnection> {
         self.0.pc.borrow().clone()
     }

@@ -95,7 +95,17 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         remote,
         move |st| set_media_state.set(st),
     )));
-    stage::report_views(Rc::new(move |m| ctx.send(&m)), media_state);
+    stage::report_views(
+        Rc::new(move |m| ctx.send(&m)),
+        Rc::new(move || {
+            call.with_value(|c| {
+                let c = c.as_ref()?;
+                let pc = c.peer_connection()?;
+                (pc.connection_state() == web_sys::RtcPeerConnectionState::Connected)
+                    .then(|| c.generation())
+            })
+        }),
+    );
     let (focus, set_focus) = signal(false);
     let (stats_open, set_stats_open) = signal(false);
     let screen = StoredValue::new_local(None::<MediaStream>);

@@ -21,17 +21,18 @@ use crate::call::{Call, RemoteStreams};
 const VIEWS_EVERY_MS: i32 = 300;
 
 /// Measures every remote video (`video[data-publisher]`) and sends the list when it changed, or
-/// when the media connection state changed (a new SFU session must learn it too). A tile counts as
-/// hidden (height 0) when it is not displayed, scrolled out of the viewport, or the page is hidden.
-pub fn report_views(send: Rc<dyn Fn(ClientMessage)>, media_state: ReadSignal<String>) {
+/// when a new media session is connected (`session()`: the current PeerConnection's number while it
+/// is connected; a new SFU session must learn the sizes too). A tile counts as hidden (height 0) when it is not displayed, scrolled out of the viewport,
+/// or the page is hidden.
+pub fn report_views(send: Rc<dyn Fn(ClientMessage)>, session: Rc<dyn Fn() -> Option<u64>>) {
     let last = Rc::new(RefCell::new(String::new()));
     let tick = Closure::<dyn FnMut()>::new(move || {
-        let state = media_state.get_untracked();
-        if state != "connected" {
+        // Only to a connected session: before that the SFU does not know us yet.
+        let Some(session) = session() else {
             return;
-        }
+        };
         let views = measure();
-        let key = format!("{state}|{views:?}");
+        let key = format!("{session}|{views:?}");
         if *last.borrow() == key {
             return;
         }

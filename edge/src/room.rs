@@ -180,6 +180,16 @@ impl RoomObject {
                 }
             }
             (SfuCall::Leave, Ok(_)) => None,
+            // Tile sizes are a hint, sent again on the next change: an SFU that does not know
+            // the participant yet (a new session still being set up) is no error for anyone.
+            (SfuCall::Views { .. }, outcome) => {
+                if let Ok((status, _)) = &outcome {
+                    if *status >= 300 && *status != 404 {
+                        worker::console_warn!("SFU views for {participant}: HTTP {status}");
+                    }
+                }
+                None
+            }
             (_, Ok((status, _))) if (200..300).contains(&status) => None,
             (SfuCall::Leave, Err(e)) => {
                 worker::console_warn!("SFU leave for {participant} failed: {e}");
