@@ -274,7 +274,7 @@ impl Room {
                 Vec::new()
             }
             Input::SfuRestarted => {
-                self.sfu_check_since = None;
+                self.sfu_check_since = Some(now); // as after a replacement: let everyone arrive
                 let Some(c) = self.sfu.clone() else {
                     return Vec::new();
                 };
@@ -290,7 +290,10 @@ impl Room {
                 }]
             }
             Input::SfuReplaced { choice } => {
-                self.sfu_check_since = None;
+                // Everyone is moving now; reports from the old connections still on their way
+                // must not start a check of the new SFU before the room reached it (that check
+                // would find the room unknown there and restart everyone's media once more).
+                self.sfu_check_since = Some(now);
                 if self.sfu.as_ref().is_some_and(|c| c.id == choice.id) {
                     return Vec::new();
                 }
@@ -1548,9 +1551,11 @@ mod tests {
         // Members, host and mute state are untouched.
         assert_eq!(r.snapshot().participants.len(), 2);
         assert_eq!(r.host(), Some("a"));
-        // A new report after the move checks the new SFU.
+        // Reports still on their way from the old connections do not check the new SFU before
+        // everyone could reach it; a report after that does.
+        assert_eq!(frame(&mut r, "c1", &ClientMessage::MediaFailed {}), vec![]);
         assert_eq!(
-            frame(&mut r, "c1", &ClientMessage::MediaFailed {}),
+            r.handle(1_000_000, Input::SfuSuspect),
             vec![Effect::CheckSfu {
                 sfu: "sfu-2".into()
             }]
@@ -1568,7 +1573,16 @@ mod tests {
             "{fx:?}"
         );
         assert_eq!(r.sfu().unwrap().id, "sfu-1");
-        assert_eq!(r.handle(3, Input::SfuSuspect).len(), 1, "the check is over");
+        assert_eq!(
+            r.handle(3, Input::SfuSuspect).len(),
+            0,
+            "everyone is still arriving"
+        );
+        assert_eq!(
+            r.handle(2 + SFU_CHECK_TIMEOUT_MS, Input::SfuSuspect).len(),
+            1,
+            "the check is over"
+        );
     }
 
     #[test]
