@@ -1,24 +1,14 @@
 // Same upload, different downloads: one publisher, one viewer showing it big (speaker view) and one
 // showing it as a thumbnail (160×90). Prints what each received from the publisher's camera over
 // 30 s (bytes, bitrate, resolution). Not a pass/fail test. Run by `cargo xtask bench`.
-import { chromium } from "playwright-core";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { CHROMIUM_ARGS } from "../playwright/browser.mjs";
+import { launch } from "../playwright/browser.mjs";
 import { joinAs } from "../playwright/call.mjs";
 
 const BASE = process.env.EDGEMEET_URL;
 const SECONDS = Number(process.env.EDGEMEET_BENCH_SECONDS || 30);
 if (!BASE) throw new Error("EDGEMEET_URL is not set (run through `cargo xtask bench`)");
 
-const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "edgemeet-bench-")), {
-  executablePath: process.env.EDGEMEET_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: CHROMIUM_ARGS,
-  permissions: ["camera", "microphone"],
-  viewport: { width: 1280, height: 800 },
-});
+const context = await launch();
 
 async function camera(page, publisher) {
   return page.evaluate(async (publisher) => {
