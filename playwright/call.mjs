@@ -1,5 +1,6 @@
 // Helpers shared by the failover tests and the failover bench: joining a room, counting decoding
 // remote videos, finding an SFU's process.
+import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 
 /** A new page in `context` that joined `room` as `name`. */
@@ -48,11 +49,61 @@ export async function roomSfu(page) {
   return /media via ([\w-]+)/.exec(await page.getByTestId("room-status").textContent())?.[1];
 }
 
-/** `n` pages (P1…Pn) in a fresh room decode each other; `signal` goes to the room's SFU; resolves
- *  with the slowest page's time (ms) until it decodes all remote videos again on a new
- *  PeerConnection, and the SFU before and after. `deadlineMs` bounds the wait; `check(pages)` runs
- *  before the pages close. */
-export async function moveAfter({ context, base, signal, label, n = 3, deadlineMs = 8000, check }) {
+/** The SFU processes' pid by id, from `/api/health`. */
+async function sfuPidOf(base, id) {
+  const health = await (await fetch(`${base}/api/health`)).json();
+  const sfu = health.sfus.find((s) => s.id === id);
+  if (!sfu) throw new Error(`the registry does not list SFU ${id}`);
+  const port = Number(new URL(sfu.url).port);
+  const pid = sfuPid(port);
+  if (!pid) throw new Error(`no process for SFU ${id} (port ${port})`);
+  return pid;
+}
+
+/** What a page's media connection looks like, for a failure message: its state and, per inbound
+ *  track, packets, frames decoded, keyframes and size. */
+export async function mediaReport(page) {
+  return page.evaluate(async () => {
+    const pc = window.edgemeetPc;
+    if (!pc) return "no PeerConnection";
+    const tracks = [];
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp")
+        tracks.push(`${s.kind} ${s.trackIdentifier?.slice(0, 8)}: ${s.packetsReceived} pkts, ${s.framesDecoded ?? "-"} frames, ${s.keyFramesDecoded ?? "-"} key, ${s.frameWidth ?? "-"}w, ${s.pliCount ?? "-"} PLI`);
+    });
+    return `${window.edgemeetPc.__old ? "old" : "new"} PC ${pc.connectionState}/${pc.signalingState}, ${pc.getTransceivers().length} transceivers; ${tracks.join("; ") || "no inbound RTP"}`;
+  });
+}
+
+/** Waits until every page decodes all `n - 1` remote videos on a PeerConnection made after the
+ *  mark (`__old`); returns each page's time since `sent`. */
+async function decodingAgain(pages, n, sent, deadlineMs, what) {
+  const back = [];
+  for (const p of pages) {
+    for (;;) {
+      // A new PeerConnection decoding every remote video (on another SFU, or on the same one if it
+      // already came back: then the room set media up again on it).
+      const fresh = await p.evaluate(() => !window.edgemeetPc.__old);
+      if (fresh && (await decoding(p)) >= n - 1) break;
+      if (Date.now() - sent > deadlineMs) {
+        const text = await p.getByTestId("room-status").textContent();
+        throw new Error(`a page still has no remote video ${Date.now() - sent} ms after ${what}: ${text}; ${await mediaReport(p)}`);
+      }
+      await p.waitForTimeout(50);
+    }
+    back.push(Date.now() - sent);
+  }
+  return back;
+}
+
+/** `n` pages (P1…Pn) in a fresh room decode each other; then each signal in `signals` goes in turn
+ *  to the room's SFU of the moment, the next one as soon as every page decodes again (so a second
+ *  signal lands right after the room moved). Resolves with one result per signal: the slowest page's
+ *  time (ms) until it decodes all remote videos again on a new PeerConnection, each page's time,
+ *  and the SFU before and after. `deadlineMs` bounds each wait; `check(pages)` runs before the
+ *  pages close. `signal` is shorthand for one signal (the result is then that one result). */
+export async function moveAfter({ context, base, signal, signals, label, n = 3, deadlineMs = 8000, check }) {
+  const list = signals ?? [signal];
   const room = `${label}-${Math.random().toString(36).slice(2, 8)}`;
   const pages = [];
   for (let i = 0; i < n; i++) pages.push(await joinAs(context, base, `P${i + 1}`, room));
@@ -64,33 +115,67 @@ export async function moveAfter({ context, base, signal, label, n = 3, deadlineM
         await p.waitForTimeout(100);
       }
     }
-    const from = await roomSfu(pages[0]);
-    const health = await (await fetch(`${base}/api/health`)).json();
-    const port = Number(new URL(health.sfus.find((s) => s.id === from).url).port);
-    const pid = sfuPid(port);
-    if (!pid) throw new Error(`no process for SFU ${from} (port ${port})`);
-    for (const p of pages) await p.evaluate(() => (window.edgemeetPc.__old = true));
-    const sent = Date.now();
-    process.kill(pid, signal);
-    const back = [];
-    for (const p of pages) {
-      for (;;) {
-        // A new PeerConnection decoding every remote video (on another SFU, or on this one if it
-        // already came back: then the room set media up again on it).
-        const fresh = await p.evaluate(() => !window.edgemeetPc.__old);
-        if (fresh && (await decoding(p)) >= n - 1) break;
-        if (Date.now() - sent > deadlineMs) {
-          const text = await p.getByTestId("room-status").textContent();
-          throw new Error(`a page still has no remote video ${Date.now() - sent} ms after ${signal}: ${text}`);
-        }
-        await p.waitForTimeout(50);
-      }
-      back.push(Date.now() - sent);
+    const results = [];
+    for (const sig of list) {
+      const from = await roomSfu(pages[0]);
+      const pid = await sfuPidOf(base, from);
+      for (const p of pages) await p.evaluate(() => (window.edgemeetPc.__old = true));
+      const sent = Date.now();
+      process.kill(pid, sig);
+      const back = await decodingAgain(pages, n, sent, deadlineMs, `${sig} to ${from}`);
+      results.push({ signal: sig, worst: Math.max(...back), back, from, to: await roomSfu(pages[0]), pid });
     }
-    const result = { worst: Math.max(...back), back, from, to: await roomSfu(pages[0]) };
     if (check) await check(pages);
-    return result;
+    return signals ? results : results[0];
   } finally {
     await Promise.all(pages.map((p) => p.close()));
   }
+}
+
+/** A participant's tile on `page`, by its accessible name. */
+export const tile = (page, name) => page.getByRole("group", { name, exact: true });
+/** A participant's id, from their tile on `page`. */
+export const idOf = (page, name) => tile(page, name).getAttribute("data-participant");
+
+/** Inbound RTP per publisher and kind: { "<id>-video": {framesDecoded, frameWidth, packetsReceived, bytesReceived, timestamp}, … } */
+export async function inbound(page) {
+  return page.evaluate(async () => {
+    const pc = window.edgemeetPc;
+    if (!pc) return {};
+    const out = {};
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp" && s.trackIdentifier) {
+        out[s.trackIdentifier] = {
+          kind: s.kind,
+          framesDecoded: s.framesDecoded ?? 0,
+          frameWidth: s.frameWidth ?? 0,
+          packetsReceived: s.packetsReceived ?? 0,
+          bytesReceived: s.bytesReceived ?? 0,
+          timestamp: s.timestamp,
+        };
+      }
+    });
+    return out;
+  });
+}
+
+/** Polls `page`'s stats until `ok(stats)` holds; fails with the last stats after `timeout` ms. */
+export async function until(page, what, ok, timeout = 10000) {
+  const start = Date.now();
+  let last;
+  while (Date.now() - start < timeout) {
+    last = await inbound(page);
+    if (ok(last)) return last;
+    await page.waitForTimeout(100);
+  }
+  assert.fail(`${what}: not reached in ${timeout} ms; stats: ${JSON.stringify(last)}`);
+}
+
+/** Packets per second of one inbound stream, measured over about `ms`. */
+export async function packetRate(page, key, ms = 2000) {
+  const a = (await inbound(page))[key];
+  await page.waitForTimeout(ms);
+  const b = (await inbound(page))[key];
+  assert.ok(a && b, `no inbound stream ${key}`);
+  return ((b.packetsReceived - a.packetsReceived) * 1000) / (b.timestamp - a.timestamp);
 }

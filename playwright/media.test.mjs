@@ -4,57 +4,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
-import { joinAs as joinAsIn } from "./call.mjs";
+import { joinAs as joinAsIn, tile, idOf, inbound, until, packetRate } from "./call.mjs";
 
 const browser = browserForFile();
 
 const joinAs = (name, room) => joinAsIn(browser.context, BASE, name, room);
-
-const tile = (page, name) => page.getByRole("group", { name, exact: true });
-const idOf = (page, name) => tile(page, name).getAttribute("data-participant");
-
-/** Inbound RTP per publisher and kind: { "<id>-video": {framesDecoded, frameWidth, packetsReceived, bytesReceived, timestamp}, … } */
-async function inbound(page) {
-  return page.evaluate(async () => {
-    const pc = window.edgemeetPc;
-    if (!pc) return {};
-    const out = {};
-    (await pc.getStats()).forEach((s) => {
-      if (s.type === "inbound-rtp" && s.trackIdentifier) {
-        out[s.trackIdentifier] = {
-          kind: s.kind,
-          framesDecoded: s.framesDecoded ?? 0,
-          frameWidth: s.frameWidth ?? 0,
-          packetsReceived: s.packetsReceived ?? 0,
-          bytesReceived: s.bytesReceived ?? 0,
-          timestamp: s.timestamp,
-        };
-      }
-    });
-    return out;
-  });
-}
-
-/** Polls `page`'s stats until `ok(stats)` holds; fails with the last stats after `timeout` ms. */
-async function until(page, what, ok, timeout = 10000) {
-  const start = Date.now();
-  let last;
-  while (Date.now() - start < timeout) {
-    last = await inbound(page);
-    if (ok(last)) return last;
-    await page.waitForTimeout(100);
-  }
-  assert.fail(`${what}: not reached in ${timeout} ms; stats: ${JSON.stringify(last)}`);
-}
-
-/** Packets per second of one inbound stream, measured over about `ms`. */
-async function packetRate(page, key, ms = 2000) {
-  const a = (await inbound(page))[key];
-  await page.waitForTimeout(ms);
-  const b = (await inbound(page))[key];
-  assert.ok(a && b, `no inbound stream ${key}`);
-  return ((b.packetsReceived - a.packetsReceived) * 1000) / (b.timestamp - a.timestamp);
-}
 
 test("three pages decode each other's video and audio through the SFU; mute stops the audio; leaving removes the tile", async () => {
   const room = `media-${Math.random().toString(36).slice(2, 8)}`;

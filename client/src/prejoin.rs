@@ -806,6 +806,8 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
     ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
     onopen.forget();
     let got_snapshot = Rc::new(Cell::new(false));
+    let path_now = Rc::new(std::cell::RefCell::new(path.clone()));
+    let path_later = path_now.clone();
     let seen = got_snapshot.clone();
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
         let Some(text) = ev.data().as_string() else {
@@ -816,6 +818,15 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
         };
         if let ServerMessage::Error { message, .. } = &msg {
             ctx.set_error.set(Some(message.clone()));
+        }
+        if let ServerMessage::Token { token, .. } = &msg {
+            // Reconnects from now on use the fresh token (the old one is about to expire).
+            let fresh = match path_now.borrow().split_once("?token=") {
+                Some((base, _)) => format!("{base}?token={token}"),
+                None => return,
+            };
+            *path_now.borrow_mut() = fresh;
+            return;
         }
         if let ServerMessage::ParticipantLeft { id } = &msg {
             ctx.call.with_value(|c| {
@@ -912,7 +923,7 @@ fn open_socket(path: String, attempt: u32, ctx: Ctx) {
         let next = if got_snapshot.get() { 0 } else { attempt + 1 };
         ctx.set_joined.set(Some("Reconnecting…".into()));
         ctx.set_reconnecting.set(true);
-        let path = path.clone();
+        let path = path_later.borrow().clone();
         set_timeout(
             move || open_socket(path, next, ctx),
             Duration::from_millis(reconnect_delay_ms(attempt) as u64),

@@ -19,6 +19,9 @@ pub enum EdgeError {
     Config(String),
     #[error("{0}")]
     NoMediaServer(String),
+    /// Could not be done now; the caller should try again.
+    #[error("{0}")]
+    Unavailable(String),
     /// An error answered by one of our Durable Objects, passed on as it is.
     #[error("{}", .0.message)]
     Upstream(WireError),
@@ -34,6 +37,7 @@ impl EdgeError {
             EdgeError::Token(e) => e.code(),
             EdgeError::Control(_) => ErrorCode::Unauthorized,
             EdgeError::NoMediaServer(_) => ErrorCode::NoMediaServer,
+            EdgeError::Unavailable(_) => ErrorCode::Unavailable,
             EdgeError::Upstream(e) => e.code,
             EdgeError::Config(_) | EdgeError::Worker(_) => ErrorCode::Internal,
         }

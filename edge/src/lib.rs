@@ -9,6 +9,8 @@
 //! - `POST /api/sfu/draining`         — a signed notice from a stopping SFU: its rooms move
 //! - `POST /api/rooms/{room}/join`    — a room token and the room WebSocket URL
 //! - `GET  /api/rooms/{room}/ws`      — the room's signaling WebSocket (token in the query)
+//! - `POST /api/dev/rooms/{room}/evict` — dev/test only (var `DEV_OVERRIDES`): reset the room's
+//!   object, as an eviction or a runtime restart would
 
 mod error;
 mod registry;
@@ -31,8 +33,11 @@ use error::{EdgeError, EdgeResult};
 pub use registry::SfuRegistry;
 pub use room::RoomObject;
 
-/// How long a room token is valid.
+/// How long a room token is valid. Members get a fresh one over their socket before it expires.
 const TOKEN_TTL_SECS: u64 = 15 * 60;
+/// Dev/test only: a join may ask for a shorter token lifetime (header, seconds), so a test can see a
+/// call outlive its first token.
+const DEV_TOKEN_TTL_HEADER: &str = "x-edgemeet-dev-token-ttl";
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
@@ -54,6 +59,13 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
         (Method::Post, ["api", "rooms", room, "join"]) => {
             let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
             join(req, &env, &room).await
+        }
+        (Method::Post, ["api", "dev", "rooms", room, "evict"]) if dev_overrides(&env) => {
+            let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
+            let mut req = req;
+            let body = req.text().await?;
+            let stub = env.durable_object(room::BINDING)?.get_by_name(&room)?;
+            Ok(post_to(&stub, "https://room/dev-evict", body).await?)
         }
         (Method::Get, ["api", "rooms", room, "ws"]) => {
             if !req
@@ -215,11 +227,22 @@ async fn sfu_event(mut req: Request, env: &Env) -> EdgeResult<Response> {
     Ok(Response::empty()?.with_status(204))
 }
 
-/// A draining SFU names its rooms; each room's object checks its SFU and moves.
+/// A draining SFU names its rooms: no new room goes there, and each room's object moves its media
+/// away. A room that could not be told answers 503, so the SFU asks again.
 async fn sfu_draining(mut req: Request, env: &Env) -> EdgeResult<Response> {
     let body = signed_body(&mut req, env, "/api/sfu/draining").await?;
     let d: SfuDraining = serde_json::from_slice(&body)
         .map_err(|e| EdgeError::BadRequest(format!("draining body: {e}")))?;
+    let registry = env
+        .durable_object(registry::BINDING)?
+        .get_by_name(registry::NAME)?;
+    let suspend = serde_json::to_string(&registry::SuspendRequest {
+        sfu: d.sfu.clone(),
+        draining: true,
+    })
+    .map_err(|e| EdgeError::Config(e.to_string()))?;
+    post_to(&registry, "https://registry/suspend", suspend).await?;
+    let mut failed = Vec::new();
     for raw in &d.rooms {
         let Ok(room) = normalize_room_name(raw) else {
             continue;
@@ -230,9 +253,19 @@ async fn sfu_draining(mut req: Request, env: &Env) -> EdgeResult<Response> {
             rooms: vec![room],
         };
         let body = serde_json::to_string(&one).map_err(|e| EdgeError::Config(e.to_string()))?;
-        if let Err(e) = post_to(&stub, "https://room/sfu-draining", body).await {
-            worker::console_warn!("draining {}: room {raw}: {e}", d.sfu);
+        match post_to(&stub, "https://room/sfu-draining", body).await {
+            Ok(res) if res.status_code() < 300 => {}
+            Ok(res) => failed.push(format!("{raw}: HTTP {}", res.status_code())),
+            Err(e) => failed.push(format!("{raw}: {e}")),
         }
+    }
+    if !failed.is_empty() {
+        worker::console_warn!("draining {}: rooms not told: {}", d.sfu, failed.join("; "));
+        return Err(EdgeError::Unavailable(format!(
+            "{} of {} rooms could not be told to move; ask again",
+            failed.len(),
+            d.rooms.len()
+        )));
     }
     Ok(Response::empty()?.with_status(204))
 }
@@ -252,10 +285,10 @@ fn cf_location(req: &Request) -> Option<GeoPoint> {
     })
 }
 
-/// Only the local dev/test stack sets DEV_GEO_OVERRIDE (`wrangler dev --var`); a deployed worker
-/// never has it, so the location header is ignored there.
-fn dev_override_allowed(env: &Env) -> bool {
-    env.var("DEV_GEO_OVERRIDE")
+/// Only the local dev/test stack sets DEV_OVERRIDES (`wrangler dev --var`); a deployed worker never
+/// has it, so the dev-only hooks (fake location, short tokens, evicting a room) do not exist there.
+fn dev_overrides(env: &Env) -> bool {
+    env.var("DEV_OVERRIDES")
         .map(|v| v.to_string() == "true")
         .unwrap_or(false)
 }
@@ -288,12 +321,24 @@ async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
     let location = client_location(
         cf_location(&req),
         req.headers().get(DEV_LOCATION_HEADER)?.as_deref(),
-        dev_override_allowed(env),
+        dev_overrides(env),
     );
     let body: JoinRequest = req.json().await.map_err(|e| {
         EdgeError::BadRequest(format!("join body must be {{\"name\": \"…\"}}: {e}"))
     })?;
     let name = normalize_display_name(&body.name).map_err(EdgeError::BadRequest)?;
+    let ttl = match req.headers().get(DEV_TOKEN_TTL_HEADER)? {
+        Some(v) if dev_overrides(env) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|t| (5..=TOKEN_TTL_SECS).contains(t))
+            .ok_or_else(|| {
+                EdgeError::BadRequest(format!(
+                    "{DEV_TOKEN_TTL_HEADER}: 5 to {TOKEN_TTL_SECS} seconds"
+                ))
+            })?,
+        _ => TOKEN_TTL_SECS,
+    };
     let sfu = room_sfu(env, room, location).await?;
     let now = worker::Date::now().as_millis() / 1000;
     let participant_id = random_id();
@@ -305,7 +350,7 @@ async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
         role,
         grants: Grants::max_for(role),
         sfu: Some(sfu.id.clone()),
-        exp: now + TOKEN_TTL_SECS,
+        exp: now + ttl,
         nbf: now,
         iat: now,
         jti: random_id(),

@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use edgemeet_shared::region::{GeoPoint, Registry, SfuHeartbeat};
+use edgemeet_shared::region::{GeoPoint, Registry, SfuHeartbeat, Suspension};
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
@@ -22,11 +22,22 @@ pub struct ChooseRequest {
     pub location: Option<GeoPoint>,
 }
 
-/// Body of `/replace`: a room's SFU `dead` failed; which SFU takes the room?
+/// Body of `/replace`: a room's SFU `dead` failed; which SFU takes the room (never one in
+/// `exclude`: SFUs the room found gone or draining)?
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplaceRequest {
     pub room: String,
     pub dead: String,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// Body of `/suspend`: `sfu` failed a room's call or probe (`draining: false`), or announced it is
+/// draining: no new room goes there until it is heard from again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SuspendRequest {
+    pub sfu: String,
+    pub draining: bool,
 }
 
 #[durable_object(fetch)]
@@ -102,10 +113,31 @@ impl DurableObject for SfuRegistry {
                         )
                     }
                 };
-                match self.registry.borrow().replace(&ask.dead, None, now) {
+                match self
+                    .registry
+                    .borrow()
+                    .replace(&ask.dead, &ask.exclude, None, now)
+                {
                     Ok(choice) => Response::from_json(&choice),
                     Err(e) => Ok(EdgeError::NoMediaServer(e.to_string()).into_response()),
                 }
+            }
+            (Method::Post, "/suspend") => {
+                let ask: SuspendRequest = match req.json().await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return Ok(
+                            EdgeError::BadRequest(format!("suspend body: {e}")).into_response()
+                        )
+                    }
+                };
+                let why = if ask.draining {
+                    Suspension::Draining
+                } else {
+                    Suspension::Down
+                };
+                self.registry.borrow_mut().suspend(&ask.sfu, why, now);
+                Ok(Response::empty()?.with_status(204))
             }
             (Method::Get, "/status") => Response::from_json(&self.registry.borrow().status(now)),
             _ => Ok(EdgeError::NotFound("no such registry route".into()).into_response()),

@@ -1,19 +1,23 @@
-//! The Room Durable Object (one per room): owns the room's state and WebSockets.
+//! The Room Durable Object (one per room): the shell around `edgemeet_shared::room::Room`.
 //!
-//! A thin shell over `edgemeet_shared::room::Room`: it verifies the token, accepts the socket with
-//! the hibernation API (tagged with a connection id, claims in the attachment), feeds the state
-//! machine and performs its effects. The room is persisted after every change, so it survives the
-//! object hibernating between events.
+//! It only performs effects. Each event (a socket opened, a frame, a close, an SFU callback, the
+//! alarm) becomes an [`Input`]; the core's [`Output`]s are carried out in order: frames sent, rows
+//! written to the object's SQLite storage (exactly the rows the core names), SFU calls, probes and
+//! registry questions made, their outcomes fed back as inputs. After every step the alarm is set to
+//! the core's [`Room::poll_timeout`]. Sockets use the hibernation API (tag = connection id,
+//! attachment = claims), so the object can be evicted between events: it is rebuilt from storage
+//! ([`Room::restore`]) and told which sockets are still open.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 
 use edgemeet_shared::control;
+use edgemeet_shared::error::{ErrorCode, WireError};
 use edgemeet_shared::protocol::{
-    ErrorCode, SdpBody, ServerMessage, SfuDraining, SfuEvent, SfuSignal, ViewsBody, WireError,
-    MAX_FRAME_BYTES,
+    SdpBody, ServerMessage, SfuDraining, SfuEvent, SfuSignal, ViewsBody, MAX_FRAME_BYTES,
 };
 use edgemeet_shared::region::SfuChoice;
-use edgemeet_shared::room::{Effect, Input, Room, SfuCall, CLOSE_TOO_BIG};
+use edgemeet_shared::room::{Changes, HttpReply, Input, Output, Room, SfuCall, CLOSE_TOO_BIG};
 use edgemeet_shared::token::Claims;
 use serde::{Deserialize, Serialize};
 use worker::{
@@ -21,11 +25,15 @@ use worker::{
     WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
-use crate::registry::{self, ChooseRequest};
+use crate::registry::{self, ChooseRequest, ReplaceRequest, SuspendRequest};
 use crate::{post_to, random_id, token_key};
 
 pub const BINDING: &str = "ROOMS";
-const STORAGE_KEY: &str = "room";
+
+/// The room's tables: its own row, one row per member, one per revoked token.
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS members (id TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, until INTEGER NOT NULL);";
 
 /// What each accepted socket carries through hibernation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,283 +42,414 @@ struct Attachment {
     claims: Claims,
 }
 
+#[derive(Deserialize)]
+struct ValueRow {
+    v: String,
+}
+
+#[derive(Deserialize)]
+struct MemberRow {
+    id: String,
+    v: String,
+}
+
+#[derive(Deserialize)]
+struct RevokedRow {
+    jti: String,
+    until: f64,
+}
+
+/// Body of the dev-only `/dev-evict`.
+#[derive(Debug, Deserialize)]
+pub struct EvictRequest {
+    /// `memory`: forget the in-memory room (as after hibernation: sockets stay open);
+    /// `restart`: reset the whole object (its sockets drop too), as a runtime restart would.
+    pub mode: String,
+}
+
 #[durable_object]
 pub struct RoomObject {
     state: State,
     env: Env,
     room: RefCell<Option<Room>>,
+    /// The alarm as last set by this instance (`Some(None)`: none), to skip redundant writes.
+    alarm: Cell<Option<Option<u64>>>,
+    schema: Cell<bool>,
+}
+
+/// Outputs that need awaiting; their outcome comes back as the next input.
+enum Job {
+    Sfu {
+        sfu: SfuChoice,
+        participant: String,
+        call: SfuCall,
+    },
+    Probe(SfuChoice),
+    Find {
+        failed: String,
+        exclude: Vec<String>,
+    },
+    Down {
+        sfu: String,
+        reason: String,
+    },
 }
 
 impl RoomObject {
-    async fn load(&self, name: &str) -> Result<()> {
-        if self.room.borrow().is_some() {
-            return Ok(());
-        }
-        let stored: Option<Room> = self.state.storage().get(STORAGE_KEY).await?;
-        let mut slot = self.room.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(stored.unwrap_or_else(|| Room::new(name)));
+    fn sql_exec(&self, query: &str, bindings: Vec<worker::SqlStorageValue>) -> Result<()> {
+        // Iterating the cursor runs the statement to completion.
+        let _: Vec<serde_json::Value> = self
+            .state
+            .storage()
+            .sql()
+            .exec(query, bindings)?
+            .to_array()?;
+        Ok(())
+    }
+
+    fn ensure_schema(&self) -> Result<()> {
+        if !self.schema.get() {
+            for stmt in SCHEMA.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                self.sql_exec(stmt, Vec::new())?;
+            }
+            self.schema.set(true);
         }
         Ok(())
     }
 
-    /// Runs one input through the state machine, performs the effects, persists the room. Calls
-    /// to the SFU are awaited and their outcome fed back in as the next input.
-    async fn step(&self, room_name: &str, input: Input) -> Result<()> {
-        self.load(room_name).await?;
-        let mut queue = std::collections::VecDeque::from([input]);
+    /// Brings the room into memory. `name`: the room's name (for a room never stored); `None`
+    /// loads only a stored room. Returns [`Input::Restored`] when the room came from storage, to be
+    /// fed before anything else.
+    fn load(&self, name: Option<&str>) -> Result<Option<Input>> {
+        if self.room.borrow().is_some() {
+            return Ok(None);
+        }
+        self.ensure_schema()?;
+        let sql = self.state.storage().sql();
+        let meta: Vec<ValueRow> = sql
+            .exec("SELECT v FROM meta WHERE k = 'room'", None)?
+            .to_array()?;
+        let Some(meta) = meta.into_iter().next() else {
+            let Some(name) = name else {
+                return Ok(None);
+            };
+            *self.room.borrow_mut() = Some(Room::new(name));
+            return Ok(None);
+        };
+        let members: Vec<MemberRow> = sql.exec("SELECT id, v FROM members", None)?.to_array()?;
+        let revoked: Vec<RevokedRow> = sql
+            .exec("SELECT jti, until FROM revoked", None)?
+            .to_array()?;
+        let (room, errors) = Room::restore(
+            name.unwrap_or_default(),
+            Some(&meta.v),
+            members.iter().map(|m| (m.id.as_str(), m.v.as_str())),
+            revoked.iter().map(|r| (r.jti.as_str(), r.until as u64)),
+        );
+        for e in errors {
+            worker::console_error!("room {}: {e}", room.name());
+        }
+        let open = self
+            .state
+            .get_websockets()
+            .iter()
+            .filter_map(Self::attachment)
+            .map(|a| a.conn)
+            .collect();
+        *self.room.borrow_mut() = Some(room);
+        self.alarm.set(None); // unknown: set it again after the next step
+        Ok(Some(Input::Restored { open }))
+    }
+
+    /// Writes exactly the rows the core says changed.
+    fn persist(&self, c: Changes) -> Result<()> {
+        if let Some(meta) = c.meta {
+            self.sql_exec(
+                "INSERT OR REPLACE INTO meta (k, v) VALUES ('room', ?)",
+                vec![meta.into()],
+            )?;
+        }
+        for (id, row) in c.members {
+            match row {
+                Some(v) => self.sql_exec(
+                    "INSERT OR REPLACE INTO members (id, v) VALUES (?, ?)",
+                    vec![id.into(), v.into()],
+                )?,
+                None => self.sql_exec("DELETE FROM members WHERE id = ?", vec![id.into()])?,
+            }
+        }
+        for (jti, until) in c.revoked {
+            match until {
+                Some(u) => self.sql_exec(
+                    "INSERT OR REPLACE INTO revoked (jti, until) VALUES (?, ?)",
+                    vec![jti.into(), (u as i64).into()],
+                )?,
+                None => self.sql_exec("DELETE FROM revoked WHERE jti = ?", vec![jti.into()])?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one input through the core and performs everything it asks for, feeding the outcomes
+    /// of calls back in; then sets the alarm to the core's next deadline.
+    async fn step(&self, name: Option<&str>, input: Input) -> Result<()> {
+        let mut queue = VecDeque::new();
+        queue.extend(self.load(name)?);
+        if self.room.borrow().is_none() {
+            return Ok(()); // an alarm or callback for a room that was never stored
+        }
+        queue.push_back(input);
         while let Some(input) = queue.pop_front() {
             let now = worker::Date::now().as_millis();
-            let (effects, snapshot) = {
+            let outputs: Vec<Output> = {
                 let mut slot = self.room.borrow_mut();
                 let room = slot.as_mut().expect("loaded above");
-                let effects = room.handle(now, input);
-                (effects, room.clone())
+                room.handle_input(now, input);
+                std::iter::from_fn(|| room.poll_output()).collect()
             };
-            let changed = effects.iter().any(|e| !matches!(e, Effect::Send { .. }));
-            let wake = effects
-                .iter()
-                .filter_map(|e| {
-                    if let Effect::WakeAt { at } = e {
-                        Some(*at)
-                    } else {
-                        None
-                    }
-                })
-                .min();
-            let calls = self.perform(effects);
-            if changed {
-                self.persist(&snapshot).await?;
-            }
-            if let Some(at) = wake {
-                self.state
-                    .storage()
-                    .set_alarm(std::time::Duration::from_millis(at.saturating_sub(now)))
-                    .await?;
-            }
-            let sfu = snapshot.sfu().cloned();
-            for job in calls {
-                match job {
-                    Job::Call(participant, call) => {
-                        if let Some(next) = self
-                            .call_sfu(snapshot.name(), sfu.as_ref(), participant, call)
-                            .await
-                        {
-                            // An SFU that cannot be reached at all may be gone: check it.
-                            let gone = matches!(&next, Input::SfuFailed { message, .. } if message.starts_with(UNREACHABLE));
-                            queue.push_back(next);
-                            if gone {
-                                queue.push_back(Input::SfuSuspect);
-                            }
+            let mut jobs = Vec::new();
+            for output in outputs {
+                match output {
+                    Output::Send { conn, msg } => {
+                        for ws in self.state.get_websockets_with_tag(&conn) {
+                            let _ = ws.send(&msg);
                         }
                     }
-                    Job::Check(id) => {
-                        if let Some(current) = sfu.as_ref().filter(|c| c.id == id) {
-                            queue.push_back(self.check_sfu(snapshot.name(), current).await);
+                    Output::Broadcast { except, msg } => self.broadcast(except.as_deref(), &msg),
+                    Output::Close { conn, code, reason } => {
+                        for ws in self.state.get_websockets_with_tag(&conn) {
+                            let _ = ws.close(Some(code), Some(&reason));
                         }
                     }
+                    Output::Persist(changes) => self.persist(changes)?,
+                    Output::Warn(w) => worker::console_warn!("room {}: {w}", self.name()),
+                    Output::IssueToken { conn, claims } => self.issue_token(&conn, &claims),
+                    Output::Sfu {
+                        sfu,
+                        participant,
+                        call,
+                    } => jobs.push(Job::Sfu {
+                        sfu,
+                        participant,
+                        call,
+                    }),
+                    Output::ProbeSfu { sfu } => jobs.push(Job::Probe(sfu)),
+                    Output::FindSfu { failed, exclude } => jobs.push(Job::Find { failed, exclude }),
+                    Output::SfuDown { sfu, reason } => jobs.push(Job::Down { sfu, reason }),
+                }
+            }
+            for job in jobs {
+                if let Some(next) = self.perform(job).await {
+                    queue.push_back(next);
                 }
             }
         }
-        Ok(())
+        self.sync_alarm().await
     }
 
-    /// Performs one SFU call; returns what to feed back into the room.
+    fn name(&self) -> String {
+        self.room
+            .borrow()
+            .as_ref()
+            .map(|r| r.name().to_string())
+            .unwrap_or_default()
+    }
+
+    fn broadcast(&self, except: Option<&str>, msg: &ServerMessage) {
+        let Ok(text) = serde_json::to_string(msg) else {
+            return;
+        };
+        for ws in self.state.get_websockets() {
+            let skip = except.is_some_and(|e| self.state.get_tags(&ws).iter().any(|t| t == e));
+            if !skip {
+                // A socket that is already closing may refuse; its close event cleans up.
+                let _ = ws.send_with_str(&text);
+            }
+        }
+    }
+
+    fn issue_token(&self, conn: &str, claims: &Claims) {
+        let signed = token_key(&self.env)
+            .map_err(|e| e.to_string())
+            .and_then(|k| k.sign(claims).map_err(|e| e.to_string()));
+        match signed {
+            Ok(token) => {
+                let msg = ServerMessage::Token {
+                    token,
+                    expires_at_ms: claims.exp * 1000,
+                };
+                for ws in self.state.get_websockets_with_tag(conn) {
+                    let _ = ws.send(&msg);
+                }
+            }
+            Err(e) => worker::console_error!("cannot sign a fresh room token: {e}"),
+        }
+    }
+
+    /// Sets the alarm to the core's next deadline (or removes it).
+    async fn sync_alarm(&self) -> Result<()> {
+        let want = self.room.borrow().as_ref().and_then(Room::poll_timeout);
+        if self.alarm.get() == Some(want) {
+            return Ok(());
+        }
+        self.alarm.set(Some(want));
+        match want {
+            // An absolute time (an `i64` would be taken as an offset from now).
+            Some(at) => {
+                let when = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at as f64));
+                self.state
+                    .storage()
+                    .set_alarm(worker::ScheduledTime::new(when))
+                    .await
+            }
+            None => self.state.storage().delete_alarm().await,
+        }
+    }
+
+    /// Performs one awaited output; returns the input that reports its outcome.
+    async fn perform(&self, job: Job) -> Option<Input> {
+        let room = self.name();
+        match job {
+            Job::Sfu {
+                sfu,
+                participant,
+                call,
+            } => {
+                let kind = call.kind();
+                let reply = self.call_sfu(&room, &sfu, &participant, call).await;
+                Some(Input::SfuReply {
+                    sfu: sfu.id,
+                    participant,
+                    call: kind,
+                    reply,
+                })
+            }
+            Job::Probe(sfu) => {
+                let path = format!("/v1/rooms/{room}");
+                let reply = match self.control_secret() {
+                    Ok(secret) => {
+                        with_timeout(sfu_request(
+                            &secret,
+                            &sfu.url,
+                            Method::Get,
+                            &path,
+                            String::new(),
+                        ))
+                        .await
+                    }
+                    Err(reply) => reply,
+                };
+                Some(Input::Probed { sfu: sfu.id, reply })
+            }
+            Job::Find { failed, exclude } => {
+                let ask = ReplaceRequest {
+                    room: room.clone(),
+                    dead: failed,
+                    exclude,
+                };
+                let result = async {
+                    let stub = self
+                        .env
+                        .durable_object(registry::BINDING)?
+                        .get_by_name(registry::NAME)?;
+                    let mut res = post_to(
+                        &stub,
+                        "https://registry/replace",
+                        serde_json::to_string(&ask)?,
+                    )
+                    .await?;
+                    if res.status_code() != 200 {
+                        let e: WireError = res.json().await?;
+                        return Ok(Err(e.message));
+                    }
+                    Ok::<_, worker::Error>(Ok(res.json::<SfuChoice>().await?))
+                }
+                .await
+                .unwrap_or_else(|e: worker::Error| Err(e.to_string()));
+                Some(Input::SfuFound { result })
+            }
+            Job::Down { sfu, reason } => {
+                worker::console_warn!("room {room}: SFU {sfu} failing ({reason}): no new rooms");
+                let body = serde_json::to_string(&SuspendRequest {
+                    sfu,
+                    draining: false,
+                })
+                .ok()?;
+                let stub = self
+                    .env
+                    .durable_object(registry::BINDING)
+                    .ok()?
+                    .get_by_name(registry::NAME)
+                    .ok()?;
+                if let Err(e) = post_to(&stub, "https://registry/suspend", body).await {
+                    worker::console_warn!("registry suspend: {e}");
+                }
+                None
+            }
+        }
+    }
+
+    fn control_secret(&self) -> std::result::Result<String, HttpReply> {
+        self.env
+            .secret("CONTROL_SECRET")
+            .map(|s| s.to_string())
+            .map_err(|_| {
+                worker::console_error!("CONTROL_SECRET is not set");
+                HttpReply::Answered {
+                    status: 500,
+                    body: serde_json::to_string(&WireError {
+                        code: ErrorCode::Internal,
+                        message: "The server is misconfigured (no control secret).".into(),
+                    })
+                    .unwrap_or_default(),
+                }
+            })
+    }
+
+    /// Performs one SFU control call.
     async fn call_sfu(
         &self,
         room: &str,
-        sfu: Option<&SfuChoice>,
-        participant: String,
+        sfu: &SfuChoice,
+        participant: &str,
         call: SfuCall,
-    ) -> Option<Input> {
-        let Some(sfu) = sfu else {
-            return Some(Input::SfuFailed {
-                participant,
-                code: ErrorCode::NoMediaServer,
-                message: "this room has no media server".into(),
-            });
-        };
-        let secret = match self.env.secret("CONTROL_SECRET") {
-            Ok(s) => s.to_string(),
-            Err(_) => {
-                worker::console_error!("CONTROL_SECRET is not set");
-                return Some(Input::SfuFailed {
-                    participant,
-                    code: ErrorCode::Internal,
-                    message: "edge is misconfigured".into(),
-                });
-            }
+    ) -> HttpReply {
+        let secret = match self.control_secret() {
+            Ok(s) => s,
+            Err(reply) => return reply,
         };
         let base = format!("/v1/rooms/{room}/participants/{participant}");
-        let (method, path, body) = match &call {
+        let (method, path, body) = match call {
             SfuCall::Offer { sdp, .. } => (
                 Method::Post,
                 format!("{base}/offer"),
-                serde_json::to_string(&SdpBody { sdp: sdp.clone() }).ok()?,
+                to_json(&SdpBody { sdp }),
             ),
             SfuCall::Answer { sdp } => (
                 Method::Post,
                 format!("{base}/answer"),
-                serde_json::to_string(&SdpBody { sdp: sdp.clone() }).ok()?,
+                to_json(&SdpBody { sdp }),
             ),
             SfuCall::Leave => (Method::Delete, base, String::new()),
             SfuCall::Views { views } => (
                 Method::Post,
                 format!("{base}/views"),
-                serde_json::to_string(&ViewsBody {
-                    views: views.clone(),
-                })
-                .ok()?,
+                to_json(&ViewsBody { views }),
             ),
         };
-        let outcome = sfu_request(&secret, &sfu.url, method, &path, body).await;
-        match (call, outcome) {
-            (SfuCall::Offer { id, .. }, Ok((200, text))) => {
-                match serde_json::from_str::<SdpBody>(&text) {
-                    Ok(b) => Some(Input::SfuAnswer {
-                        participant,
-                        sdp: b.sdp,
-                        id,
-                    }),
-                    Err(_) => Some(Input::SfuFailed {
-                        participant,
-                        code: ErrorCode::MediaServerError,
-                        message: "the media server sent an unreadable answer".into(),
-                    }),
-                }
-            }
-            (SfuCall::Leave, Ok(_)) => None,
-            // Tile sizes are a hint, sent again on the next change: an SFU that does not know
-            // the participant yet (a new session still being set up) is no error for anyone.
-            (SfuCall::Views { .. }, outcome) => {
-                if let Ok((status, _)) = &outcome {
-                    if *status >= 300 && *status != 404 {
-                        worker::console_warn!("SFU views for {participant}: HTTP {status}");
-                    }
-                }
-                None
-            }
-            (_, Ok((status, _))) if (200..300).contains(&status) => None,
-            (SfuCall::Leave, Err(e)) => {
-                worker::console_warn!("SFU leave for {participant} failed: {e}");
-                None
-            }
-            (_, Ok((_, text))) => {
-                let e: WireError = serde_json::from_str(&text).unwrap_or(WireError {
-                    code: ErrorCode::MediaServerError,
-                    message: "the media server refused the request".into(),
-                });
-                Some(Input::SfuFailed {
-                    participant,
-                    code: e.code,
-                    message: e.message,
-                })
-            }
-            (_, Err(e)) => Some(Input::SfuFailed {
-                participant,
-                code: ErrorCode::MediaServerError,
-                message: format!("{UNREACHABLE}: {e}"),
-            }),
-        }
+        sfu_request(&secret, &sfu.url, method, &path, body).await
     }
 
-    /// Is the room's SFU alive, not draining, and still carrying this room? Gone or draining: the
-    /// registry names its replacement. Alive but without the room (it restarted): media is set up
-    /// again on it.
-    async fn check_sfu(&self, room: &str, sfu: &SfuChoice) -> Input {
-        let path = format!("/v1/rooms/{room}");
-        let secret = self
-            .env
-            .secret("CONTROL_SECRET")
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        let answer = probe(sfu_request(
-            &secret,
-            &sfu.url,
-            Method::Get,
-            &path,
-            String::new(),
-        ))
-        .await;
-        match answer {
-            Ok((200, body)) => {
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                if v["draining"] == serde_json::Value::Bool(true) {
-                    worker::console_log!("room {room}: SFU {} is draining", sfu.id);
-                } else if v["known"] == serde_json::Value::Bool(false) {
-                    worker::console_warn!(
-                        "room {room}: SFU {} no longer has this room (restarted)",
-                        sfu.id
-                    );
-                    return Input::SfuRestarted;
-                } else {
-                    return Input::SfuHealthy;
-                }
-            }
-            Ok((status, _)) => {
-                worker::console_warn!("room {room}: SFU {} answered {status}", sfu.id)
-            }
-            Err(e) => worker::console_warn!("room {room}: SFU {} does not answer: {e}", sfu.id),
-        }
-        let ask = serde_json::json!({ "room": room, "dead": sfu.id }).to_string();
-        let replaced = async {
-            let stub = self
-                .env
-                .durable_object(registry::BINDING)?
-                .get_by_name(registry::NAME)?;
-            let mut res = post_to(&stub, "https://registry/replace", ask).await?;
-            if res.status_code() != 200 {
-                return Err(worker::Error::RustError(
-                    res.text().await.unwrap_or_default(),
-                ));
-            }
-            res.json::<SfuChoice>().await
-        }
-        .await;
-        match replaced {
-            Ok(choice) => {
-                worker::console_log!(
-                    "room {room}: media moves from {} to {} ({})",
-                    sfu.id,
-                    choice.id,
-                    choice.reason
-                );
-                Input::SfuReplaced { choice }
-            }
-            Err(e) => {
-                worker::console_warn!(
-                    "room {room}: SFU {} is gone and no other is available: {e}",
-                    sfu.id
-                );
-                Input::SfuHealthy
-            }
-        }
-    }
-
-    /// Saves the room; a room nobody is in is forgotten (its next first join starts afresh).
-    async fn persist(&self, room: &Room) -> Result<()> {
-        if room.is_empty() {
-            self.state.storage().delete(STORAGE_KEY).await?;
-        } else {
-            self.state.storage().put(STORAGE_KEY, room).await?;
-        }
-        Ok(())
-    }
-
-    /// The room's SFU: kept while anyone is in the room; chosen afresh (nearest healthy to this
-    /// joiner) when the room is empty, i.e. at its first join.
+    /// The room's SFU for a joiner: the one it keeps, or the registry's choice for a first join.
     async fn assign_sfu(&self, mut req: Request) -> Result<Response> {
         let ask: ChooseRequest = req.json().await?;
-        self.load(&ask.room).await?;
-        let kept = {
-            let slot = self.room.borrow();
-            let room = slot.as_ref().expect("loaded above");
-            if room.is_empty() {
-                None
-            } else {
-                room.sfu().cloned()
-            }
-        };
+        self.load(Some(&ask.room))?;
+        let now = worker::Date::now().as_millis();
+        let kept = self
+            .room
+            .borrow()
+            .as_ref()
+            .and_then(|r| r.sfu_for_join(now));
         if let Some(choice) = kept {
             return Response::from_json(&choice);
         }
@@ -328,51 +467,29 @@ impl RoomObject {
             return Ok(res); // "no media server available", passed on as is
         }
         let choice: SfuChoice = res.json().await?;
-        let snapshot = {
-            let mut slot = self.room.borrow_mut();
-            let room = slot.as_mut().expect("loaded above");
-            room.set_sfu(Some(choice.clone()));
-            room.clone()
-        };
-        self.state.storage().put(STORAGE_KEY, &snapshot).await?;
-        Response::from_json(&choice)
+        self.step(Some(&ask.room), Input::SfuChosen { choice })
+            .await?;
+        let kept = self.room.borrow().as_ref().and_then(|r| r.sfu().cloned());
+        match kept {
+            Some(c) => Response::from_json(&c),
+            None => Response::error("no media server", 503),
+        }
     }
 
-    /// Performs the effects that need no waiting; returns the SFU calls, which do.
-    fn perform(&self, effects: Vec<Effect>) -> Vec<Job> {
-        let mut calls = Vec::new();
-        for effect in effects {
-            match effect {
-                Effect::Send { conn, msg } => {
-                    for ws in self.state.get_websockets_with_tag(&conn) {
-                        let _ = ws.send(&msg);
-                    }
-                }
-                Effect::Broadcast { except, msg } => {
-                    let Ok(text) = serde_json::to_string(&msg) else {
-                        continue;
-                    };
-                    for ws in self.state.get_websockets() {
-                        let skip = except
-                            .as_ref()
-                            .is_some_and(|e| self.state.get_tags(&ws).iter().any(|t| t == e));
-                        if !skip {
-                            // A socket that is already closing may refuse; the close event cleans up.
-                            let _ = ws.send_with_str(&text);
-                        }
-                    }
-                }
-                Effect::Close { conn, code, reason } => {
-                    for ws in self.state.get_websockets_with_tag(&conn) {
-                        let _ = ws.close(Some(code), Some(&reason));
-                    }
-                }
-                Effect::WakeAt { .. } => {} // set in `step`, which can await
-                Effect::Sfu { participant, call } => calls.push(Job::Call(participant, call)),
-                Effect::CheckSfu { sfu } => calls.push(Job::Check(sfu)),
+    /// Dev/test only (the worker routes here only when its dev override var is set): the object
+    /// forgets everything it holds in memory, so the next event rebuilds the room from storage, as
+    /// after an eviction. `restart` also drops every socket (code 1012, "service restart"), as a
+    /// runtime restart would. (The runtime's own `ctx.abort()` cannot be used from Rust: it throws
+    /// through the wasm instance, which then refuses every later call.)
+    fn evict(&self, mode: &str) -> Result<Response> {
+        *self.room.borrow_mut() = None;
+        self.alarm.set(None);
+        if mode == "restart" {
+            for ws in self.state.get_websockets() {
+                let _ = ws.close(Some(1012), Some("restarting"));
             }
         }
-        calls
+        Response::empty()
     }
 
     fn attachment(ws: &WebSocket) -> Option<Attachment> {
@@ -380,68 +497,73 @@ impl RoomObject {
     }
 }
 
-/// Effects that need awaiting, performed after the others.
-enum Job {
-    Call(String, SfuCall),
-    Check(String),
+/// A request body (plain structs, which always serialise).
+fn to_json(body: &impl Serialize) -> String {
+    serde_json::to_string(body).unwrap_or_default()
 }
 
-/// Start of the message of a control call that never reached the SFU.
-const UNREACHABLE: &str = "media server unreachable";
-/// How long a health probe of an SFU may take before it counts as gone.
+/// How long a probe of an SFU may take before it counts as unreachable.
 const PROBE_TIMEOUT_MS: u64 = 1_000;
 
-/// `req` within [`PROBE_TIMEOUT_MS`], or why not.
-async fn probe<T>(
-    req: impl std::future::Future<Output = std::result::Result<T, String>>,
-) -> std::result::Result<T, String> {
+/// `req` within [`PROBE_TIMEOUT_MS`], or unreachable.
+async fn with_timeout(req: impl std::future::Future<Output = HttpReply>) -> HttpReply {
     use futures_util::future::{select, Either};
     let timeout = Box::pin(worker::Delay::from(std::time::Duration::from_millis(
         PROBE_TIMEOUT_MS,
     )));
     match select(Box::pin(req), timeout).await {
         Either::Left((r, _)) => r,
-        Either::Right(_) => Err(format!("no answer within {PROBE_TIMEOUT_MS} ms")),
+        Either::Right(_) => HttpReply::Unreachable {
+            reason: format!("no answer within {PROBE_TIMEOUT_MS} ms"),
+        },
     }
 }
 
-/// A signed request to an SFU's control API: (status, body text), or why it could not be sent.
+/// A signed request to an SFU's control API.
 async fn sfu_request(
     secret: &str,
     base_url: &str,
     method: Method,
     path: &str,
     body: String,
-) -> std::result::Result<(u16, String), String> {
-    let now = worker::Date::now().as_millis();
-    let sig = control::sign(
-        secret.as_bytes(),
-        method.as_ref(),
-        path,
-        body.as_bytes(),
-        now,
-    )
-    .map_err(|e| e.to_string())?;
-    let headers = worker::Headers::new();
-    headers
-        .set(control::SIGNATURE_HEADER, &sig)
+) -> HttpReply {
+    let sent = async {
+        let now = worker::Date::now().as_millis();
+        let sig = control::sign(
+            secret.as_bytes(),
+            method.as_ref(),
+            path,
+            body.as_bytes(),
+            now,
+        )
         .map_err(|e| e.to_string())?;
-    headers
-        .set("content-type", "application/json")
-        .map_err(|e| e.to_string())?;
-    let mut init = RequestInit::new();
-    init.with_method(method).with_headers(headers);
-    if !body.is_empty() {
-        init.with_body(Some(body.into()));
+        let headers = worker::Headers::new();
+        headers
+            .set(control::SIGNATURE_HEADER, &sig)
+            .map_err(|e| e.to_string())?;
+        headers
+            .set("content-type", "application/json")
+            .map_err(|e| e.to_string())?;
+        let mut init = RequestInit::new();
+        init.with_method(method).with_headers(headers);
+        if !body.is_empty() {
+            init.with_body(Some(body.clone().into()));
+        }
+        let req =
+            Request::new_with_init(&format!("{}{path}", base_url.trim_end_matches('/')), &init)
+                .map_err(|e| e.to_string())?;
+        let mut res = worker::Fetch::Request(req)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = res.text().await.unwrap_or_default();
+        Ok::<_, String>((res.status_code(), text))
     }
-    let req = Request::new_with_init(&format!("{}{path}", base_url.trim_end_matches('/')), &init)
-        .map_err(|e| e.to_string())?;
-    let mut res = worker::Fetch::Request(req)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = res.text().await.unwrap_or_default();
-    Ok((res.status_code(), text))
+    .await;
+    match sent {
+        Ok((status, body)) => HttpReply::Answered { status, body },
+        Err(reason) => HttpReply::Unreachable { reason },
+    }
 }
 
 /// Accepts a socket only to tell the client why it is refused, then closes it.
@@ -463,48 +585,46 @@ impl DurableObject for RoomObject {
             state,
             env,
             room: RefCell::new(None),
+            alarm: Cell::new(None),
+            schema: Cell::new(false),
         }
     }
 
-    async fn fetch(&self, req: Request) -> Result<Response> {
-        if req.method() == Method::Post && req.path() == "/assign" {
-            return self.assign_sfu(req).await;
-        }
-        if req.method() == Method::Post && req.path() == "/sfu-draining" {
-            // The room's SFU is draining: the check finds it so and moves the room.
-            let mut req = req;
-            let d: SfuDraining = req.json().await?;
-            let room = d.rooms.first().cloned().unwrap_or_default();
-            self.load(&room).await?;
-            let current = self
-                .room
-                .borrow()
-                .as_ref()
-                .and_then(|r| r.sfu().map(|c| c.id.clone()));
-            if current.as_deref() == Some(d.sfu.as_str()) {
-                self.step(&room, Input::SfuSuspect).await?;
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if req.method() == Method::Post {
+            match req.path().as_str() {
+                "/assign" => return self.assign_sfu(req).await,
+                "/sfu-draining" => {
+                    let d: SfuDraining = req.json().await?;
+                    let room = d.rooms.first().cloned().unwrap_or_default();
+                    self.step(Some(&room), Input::SfuDraining { sfu: d.sfu })
+                        .await?;
+                    return Response::empty();
+                }
+                "/sfu-event" => {
+                    let event: SfuEvent = req.json().await?;
+                    let room = event.room().to_string();
+                    self.step(Some(&room), Input::SfuEvent(event)).await?;
+                    return Response::empty();
+                }
+                "/sfu-offer" => {
+                    let signal: SfuSignal = req.json().await?;
+                    self.step(
+                        Some(&signal.room),
+                        Input::SfuOffer {
+                            participant: signal.participant,
+                            sdp: signal.sdp,
+                        },
+                    )
+                    .await?;
+                    return Response::empty();
+                }
+                "/dev-evict" => {
+                    let ask: EvictRequest = req.json().await?;
+                    return self.evict(&ask.mode);
+                }
+                _ => {}
             }
-            return Response::empty();
-        }
-        if req.method() == Method::Post && req.path() == "/sfu-event" {
-            let mut req = req;
-            let event: SfuEvent = req.json().await?;
-            let room = event.room().to_string();
-            self.step(&room, Input::SfuEvent(event)).await?;
-            return Response::empty();
-        }
-        if req.method() == Method::Post && req.path() == "/sfu-offer" {
-            let mut req = req;
-            let signal: SfuSignal = req.json().await?;
-            self.step(
-                &signal.room,
-                Input::SfuOffer {
-                    participant: signal.participant,
-                    sdp: signal.sdp,
-                },
-            )
-            .await?;
-            return Response::empty();
         }
         let url = req.url()?;
         // /api/rooms/{room}/ws — the worker already validated the name; fold it the same way.
@@ -523,8 +643,14 @@ impl DurableObject for RoomObject {
             Ok(k) => k,
             Err(e) => return Ok(e.into_response()),
         };
+        let restored = self.load(Some(&room_name))?;
         let now_secs = worker::Date::now().as_millis() / 1000;
-        let claims = match key.verify(&token, &room_name, now_secs, |_| false) {
+        let verified = {
+            let slot = self.room.borrow();
+            let room = slot.as_ref().expect("loaded above");
+            key.verify(&token, &room_name, now_secs, |jti| room.is_revoked(jti))
+        };
+        let claims = match verified {
             Ok(c) => c,
             Err(e) => {
                 let close = if e.code() == ErrorCode::Forbidden {
@@ -532,6 +658,9 @@ impl DurableObject for RoomObject {
                 } else {
                     4401
                 };
+                if let Some(restored) = restored {
+                    self.step(Some(&room_name), restored).await?;
+                }
                 return refuse(close, e.code(), e.to_string());
             }
         };
@@ -543,7 +672,10 @@ impl DurableObject for RoomObject {
             conn: conn.clone(),
             claims: claims.clone(),
         })?;
-        self.step(&room_name, Input::Connect { conn, claims })
+        if let Some(restored) = restored {
+            self.step(Some(&room_name), restored).await?;
+        }
+        self.step(Some(&room_name), Input::Connect { conn, claims })
             .await?;
         Response::from_websocket(pair.client)
     }
@@ -557,35 +689,30 @@ impl DurableObject for RoomObject {
             let _ = ws.close(Some(4500), Some("lost session"));
             return Ok(());
         };
-        match message {
-            WebSocketIncomingMessage::String(text) if text.len() > MAX_FRAME_BYTES => {
-                let _ = ws.close(Some(CLOSE_TOO_BIG), Some("frame over 64 KiB"));
-                self.step(
-                    &att.claims.room,
+        let room = att.claims.room.clone();
+        let too_big = match &message {
+            WebSocketIncomingMessage::String(t) => t.len() > MAX_FRAME_BYTES,
+            WebSocketIncomingMessage::Binary(b) => b.len() > MAX_FRAME_BYTES,
+        };
+        if too_big {
+            let _ = ws.close(Some(CLOSE_TOO_BIG), Some("frame over 64 KiB"));
+            return self
+                .step(
+                    Some(&room),
                     Input::Disconnect {
                         conn: att.conn,
                         clean: true,
                     },
                 )
-                .await
-            }
+                .await;
+        }
+        match message {
             WebSocketIncomingMessage::String(text) => {
                 self.step(
-                    &att.claims.room,
+                    Some(&room),
                     Input::Frame {
                         conn: att.conn,
                         text,
-                    },
-                )
-                .await
-            }
-            WebSocketIncomingMessage::Binary(b) if b.len() > MAX_FRAME_BYTES => {
-                let _ = ws.close(Some(CLOSE_TOO_BIG), Some("frame over 64 KiB"));
-                self.step(
-                    &att.claims.room,
-                    Input::Disconnect {
-                        conn: att.conn,
-                        clean: true,
                     },
                 )
                 .await
@@ -620,7 +747,7 @@ impl DurableObject for RoomObject {
             // purpose. Anything else (1006: the connection dropped) may come back.
             let clean = matches!(code, 1000 | 1001 | 1005);
             self.step(
-                &att.claims.room,
+                Some(&att.claims.room),
                 Input::Disconnect {
                     conn: att.conn,
                     clean,
@@ -634,7 +761,7 @@ impl DurableObject for RoomObject {
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
         if let Some(att) = Self::attachment(&ws) {
             self.step(
-                &att.claims.room,
+                Some(&att.claims.room),
                 Input::Disconnect {
                     conn: att.conn,
                     clean: false,
@@ -646,15 +773,9 @@ impl DurableObject for RoomObject {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        // Only a room with state has anyone to time out.
-        let stored: Option<Room> = self.state.storage().get(STORAGE_KEY).await?;
-        if let Some(room) = stored {
-            let name = room.name().to_string();
-            if self.room.borrow().is_none() {
-                *self.room.borrow_mut() = Some(room);
-            }
-            self.step(&name, Input::Tick).await?;
-        }
+        // The alarm fired, so this alarm is no longer set.
+        self.alarm.set(None);
+        self.step(None, Input::Timeout).await?;
         Response::empty()
     }
 }

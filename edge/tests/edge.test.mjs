@@ -1,68 +1,9 @@
 // Edge integration tests: the built worker running in workerd (wrangler dev, started by
 // `cargo xtask test`), with real HTTP and WebSocket clients. EDGEMEET_URL points at it.
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { spawn } from "node:child_process";
-
-const BASE = process.env.EDGEMEET_URL;
-const SECRET = process.env.EDGEMEET_CONTROL_SECRET;
-assert.ok(BASE && SECRET, "run through `cargo xtask test` (EDGEMEET_URL, EDGEMEET_CONTROL_SECRET)");
-const WS_BASE = BASE.replace(/^http/, "ws");
-
-function sign(body, t = Date.now(), secret = SECRET) {
-  const mac = createHmac("sha256", secret).update(`${t}\nPOST\n/api/sfu/heartbeat\n${body}`).digest("hex");
-  return `t=${t},v1=${mac}`;
-}
-
-const FRANKFURT = "50.11,8.68";
-const SINGAPORE = "1.29,103.85";
-
-async function join(room, name = "Tester", location = undefined) {
-  const res = await fetch(`${BASE}/api/rooms/${room}/join`, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...(location ? { "x-edgemeet-dev-location": location } : {}) },
-    body: JSON.stringify({ name }),
-  });
-  return { status: res.status, body: await res.json() };
-}
-
-const sockets = [];
-after(() => sockets.forEach((ws) => ws.close()));
-
-/** A WebSocket with a queue of received JSON frames and a close promise. */
-function connect(path) {
-  const ws = new WebSocket(`${WS_BASE}${path}`);
-  sockets.push(ws);
-  const frames = [];
-  const waiters = [];
-  ws.addEventListener("message", (ev) => {
-    frames.push(JSON.parse(ev.data));
-    waiters.splice(0).forEach((w) => w());
-  });
-  const closed = new Promise((resolve) => ws.addEventListener("close", (ev) => resolve({ code: ev.code, reason: ev.reason })));
-  const opened = new Promise((resolve, reject) => {
-    ws.addEventListener("open", resolve);
-    ws.addEventListener("error", reject);
-  });
-  /** Resolves with the first frame (from now on or already queued) matching `pred`. */
-  async function next(pred, what = "frame", ms = 5000) {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const i = frames.findIndex(pred);
-      if (i >= 0) return frames.splice(i, 1)[0];
-      const left = deadline - Date.now();
-      assert.ok(left > 0, `timed out waiting for ${what}; got ${JSON.stringify(frames)}`);
-      await new Promise((r) => {
-        waiters.push(r);
-        setTimeout(r, left);
-      });
-    }
-  }
-  return { ws, next, frames, closed, opened, send: (m) => ws.send(typeof m === "string" ? m : JSON.stringify(m)) };
-}
-
-const room = () => `it-${Math.random().toString(36).slice(2, 10)}`;
+import { BASE, sign, join, connect, room, droppableSocket, FRANKFURT, SINGAPORE } from "./helpers.mjs";
 
 test("health lists the three dev regions as live", async () => {
   const res = await fetch(`${BASE}/api/health`);
@@ -193,20 +134,6 @@ test("a room's SFU is the nearest healthy one to its first joiner, and stays the
   wa.ws.close(1000);
   await wa.closed;
 });
-
-/** Holds a room socket in a child process, so killing it drops the connection (no close frame). */
-async function droppableSocket(path) {
-  const script = `
-    const ws = new WebSocket(process.env.URL);
-    ws.addEventListener("message", (e) => { if (JSON.parse(e.data).type === "snapshot") console.log("ready"); });
-    setInterval(() => {}, 1000);`;
-  const child = spawn(process.execPath, ["-e", script], { env: { ...process.env, URL: `${WS_BASE}${path}` } });
-  await new Promise((resolve, reject) => {
-    child.stdout.on("data", (d) => String(d).includes("ready") && resolve());
-    child.on("exit", (code) => reject(new Error(`socket holder exited ${code}`)));
-  });
-  return child;
-}
 
 test("a dropped connection is away, not gone: it resumes within 10 s and leaves after", async () => {
   const name = room();

@@ -6,6 +6,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Longest wait for our rooms to move away after SIGTERM.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// While draining, rooms still here are named to the edge again this often.
+const DRAIN_NOTICE_AGAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -56,16 +58,23 @@ async fn main() -> ExitCode {
             }
             let rooms = shutdown_state.media.room_names().len();
             if rooms > 0 {
-                match heartbeat::announce_draining(&client, edge, &shutdown_state).await {
-                    Ok(()) => tracing::info!(rooms, "asked the edge to move our rooms"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not ask the edge to move our rooms")
-                    }
-                }
+                // Ask the edge to move our rooms, and ask again every few seconds for rooms still
+                // here (a notice that was lost or refused must not leave a call behind).
                 let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+                let mut next_notice = std::time::Instant::now();
                 while shutdown_state.media.participant_count() > 0
                     && std::time::Instant::now() < deadline
                 {
+                    if std::time::Instant::now() >= next_notice {
+                        let rooms = shutdown_state.media.room_names().len();
+                        match heartbeat::announce_draining(&client, edge, &shutdown_state).await {
+                            Ok(()) => tracing::info!(rooms, "asked the edge to move our rooms"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not ask the edge to move our rooms")
+                            }
+                        }
+                        next_notice = std::time::Instant::now() + DRAIN_NOTICE_AGAIN;
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 tracing::info!(left = shutdown_state.media.participant_count(), "drained");

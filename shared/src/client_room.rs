@@ -96,7 +96,8 @@ impl ClientRoom {
             | ServerMessage::PublishLayers { .. }
             | ServerMessage::Error { .. }
             | ServerMessage::Answer { .. }
-            | ServerMessage::Offer { .. } => None,
+            | ServerMessage::Offer { .. }
+            | ServerMessage::Token { .. } => None,
         }
     }
 

@@ -3,14 +3,22 @@
 //! Everything here is sans-IO: functions take their inputs and the current time (`now_ms`,
 //! milliseconds since the Unix epoch) and return values or effects. No clock reads, no sockets,
 //! so the same code runs in the browser (wasm32), in the edge worker (wasm32) and in the SFU.
+//!
+//! Feature `auth` (on by default; the browser builds without it) adds signing and verifying: room
+//! tokens, control-plane signatures and TURN credentials.
 
 pub mod client_room;
+#[cfg(feature = "auth")]
 pub mod control;
+pub mod error;
+pub mod layout;
 pub mod media;
 pub mod protocol;
 pub mod region;
 pub mod room;
+pub mod session;
 pub mod token;
+#[cfg(feature = "auth")]
 pub mod turn;
 
 /// Milliseconds since the Unix epoch. Every pure function takes the time as an argument.

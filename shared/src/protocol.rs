@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::{ErrorCode, WireError};
 use crate::token::Role;
 
 /// The protocol version this build speaks.
@@ -149,6 +150,12 @@ pub enum ServerMessage {
         sfu: String,
         reason: String,
     },
+    /// A fresh room token for this session, sent before the current one expires: use it for every
+    /// reconnect from now on (the old one stops working when it expires).
+    Token {
+        token: String,
+        expires_at_ms: u64,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -192,48 +199,6 @@ pub struct ParticipantInfo {
     /// Sharing a screen.
     #[serde(default)]
     pub screen: bool,
-}
-
-/// Machine-readable error codes. Every error on the wire is `{code, message}`; the message is for
-/// people, the code is for programs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    BadMessage,
-    UnsupportedVersion,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    BadRequest,
-    NoMediaServer,
-    /// A session description that could not be used (not SDP, or not one the SFU can answer).
-    BadSdp,
-    /// The media server failed or did not answer in time.
-    MediaServerError,
-    Internal,
-}
-
-impl ErrorCode {
-    /// The HTTP status that goes with this code when it is an HTTP answer.
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorCode::BadMessage | ErrorCode::BadRequest | ErrorCode::UnsupportedVersion => 400,
-            ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden => 403,
-            ErrorCode::NotFound => 404,
-            ErrorCode::NoMediaServer => 503,
-            ErrorCode::BadSdp => 400,
-            ErrorCode::MediaServerError => 502,
-            ErrorCode::Internal => 500,
-        }
-    }
-}
-
-/// The body of every HTTP error answer from the edge and the SFU.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WireError {
-    pub code: ErrorCode,
-    pub message: String,
 }
 
 /// Answer of `POST /api/rooms/{room}/join`.

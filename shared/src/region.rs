@@ -15,6 +15,10 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 2_000;
 pub const STALE_AFTER_MS: u64 = 6_000;
 /// Records not heard from for this long are forgotten entirely.
 pub const FORGET_AFTER_MS: u64 = 5 * 60_000;
+/// An SFU a room found failing (or that announced it is draining) is out of new rooms' choices at
+/// once; only a heartbeat received at least this long after that brings it back (heartbeats
+/// already on their way when it failed do not).
+pub const SUSPEND_HOLD_MS: u64 = 2_000;
 /// Distance penalty (km) added for an SFU at 100 % load: load matters, but never sends a user
 /// across an ocean when a nearby SFU has room.
 pub const FULL_LOAD_PENALTY_KM: f64 = 2_000.0;
@@ -107,10 +111,27 @@ pub struct SfuChoice {
     pub reason: String,
 }
 
-/// The registry's state: the latest heartbeat of each SFU and when it came.
+/// Why an SFU is out of new rooms' choices before its heartbeats say so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Suspension {
+    /// A room's call or probe could not reach it.
+    Down,
+    /// It announced it is draining (its rooms are moving away).
+    Draining,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    heartbeat: SfuHeartbeat,
+    seen: Millis,
+    suspended: Option<(Suspension, Millis)>,
+}
+
+/// The registry's state: the latest heartbeat of each SFU, when it came, and whether a room or
+/// the SFU itself said it is failing or draining since.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Registry {
-    sfus: BTreeMap<String, (SfuHeartbeat, Millis)>,
+    sfus: BTreeMap<String, Record>,
 }
 
 impl Registry {
@@ -141,21 +162,48 @@ impl Registry {
         if !(hb.load.cpu.is_finite() && (0.0..=1.0).contains(&hb.load.cpu)) {
             return Err(RegistryError::BadLoad);
         }
-        self.sfus.insert(hb.id.clone(), (hb, now));
+        // A suspension ends with a heartbeat sent well after it began.
+        let suspended = self
+            .sfus
+            .get(&hb.id)
+            .and_then(|r| r.suspended)
+            .filter(|(_, since)| now < since + SUSPEND_HOLD_MS);
+        self.sfus.insert(
+            hb.id.clone(),
+            Record {
+                heartbeat: hb,
+                seen: now,
+                suspended,
+            },
+        );
         self.sfus
-            .retain(|_, (_, seen)| now.saturating_sub(*seen) < FORGET_AFTER_MS);
+            .retain(|_, r| now.saturating_sub(r.seen) < FORGET_AFTER_MS);
         Ok(())
+    }
+
+    /// A room found `id` failing (a call or a probe did not reach it), or `id` said it is
+    /// draining: no new room goes there until a later heartbeat (see [`SUSPEND_HOLD_MS`]). Unknown
+    /// ids are ignored.
+    pub fn suspend(&mut self, id: &str, why: Suspension, now: Millis) {
+        if let Some(r) = self.sfus.get_mut(id) {
+            r.suspended = Some((why, now));
+        }
     }
 
     pub fn status(&self, now: Millis) -> Vec<SfuStatus> {
         self.sfus
             .values()
-            .map(|(hb, seen)| {
-                let age = now.saturating_sub(*seen);
+            .map(|r| {
+                let age = now.saturating_sub(r.seen);
+                let mut heartbeat = r.heartbeat.clone();
+                let why = r.suspended.map(|(why, _)| why);
+                if why == Some(Suspension::Draining) {
+                    heartbeat.draining = true;
+                }
                 SfuStatus {
-                    heartbeat: hb.clone(),
+                    heartbeat,
                     last_seen_ms_ago: age,
-                    healthy: age < STALE_AFTER_MS,
+                    healthy: age < STALE_AFTER_MS && why != Some(Suspension::Down),
                 }
             })
             .collect()
@@ -166,11 +214,13 @@ impl Registry {
         choose_sfu(&self.status(now), client)
     }
 
-    /// A new SFU for a room whose SFU (`dead`) failed: never `dead`, and nearest to where `dead`
-    /// was (the room's people are near it), unless the room's location is known.
+    /// A new SFU for a room whose SFU (`dead`) failed: never `dead` nor one in `exclude` (SFUs
+    /// the room itself found gone or draining), and nearest to where `dead` was (the room's people
+    /// are near it), unless the room's location is known.
     pub fn replace(
         &self,
         dead: &str,
+        exclude: &[String],
         client: Option<GeoPoint>,
         now: Millis,
     ) -> Result<SfuChoice, RoutingError> {
@@ -183,7 +233,7 @@ impl Registry {
         });
         let others: Vec<SfuStatus> = status
             .into_iter()
-            .filter(|s| s.heartbeat.id != dead)
+            .filter(|s| s.heartbeat.id != dead && !exclude.contains(&s.heartbeat.id))
             .collect();
         let mut choice = choose_sfu(&others, near)?;
         choice.reason = format!("replaces {dead}: {}", choice.reason);
@@ -321,18 +371,66 @@ mod tests {
     fn a_failed_sfu_is_replaced_by_the_one_nearest_to_it() {
         let r = registry();
         // us-east (Ashburn) dies: eu-west (Frankfurt) is nearer to it than ap-south (Singapore).
-        let c = r.replace("us-east", None, 1000).unwrap();
+        let c = r.replace("us-east", &[], None, 1000).unwrap();
         assert_eq!(c.id, "eu-west");
         assert!(c.reason.starts_with("replaces us-east"), "{}", c.reason);
         // Never the dead one, even when it is nearest to the room's known location.
         assert_eq!(
-            r.replace("eu-west", Some(FRANKFURT), 1000).unwrap().id,
+            r.replace("eu-west", &[], Some(FRANKFURT), 1000).unwrap().id,
             "us-east"
         );
         // Nothing else alive: no media server.
         let mut lone = Registry::new();
         lone.heartbeat(hb("us-east", 39.0, -77.5), 0).unwrap();
-        assert!(lone.replace("us-east", None, 1000).is_err());
+        assert!(lone.replace("us-east", &[], None, 1000).is_err());
+    }
+
+    #[test]
+    fn an_sfu_a_room_found_failing_is_out_at_once_and_back_with_a_later_heartbeat() {
+        let mut r = registry();
+        assert_eq!(r.choose(Some(AUSTIN), 1_000).unwrap().id, "us-east");
+        r.suspend("us-east", Suspension::Down, 1_000);
+        // Out at once, not after STALE_AFTER_MS of silence.
+        assert_eq!(r.choose(Some(AUSTIN), 1_001).unwrap().id, "eu-west");
+        // A heartbeat that was already on its way does not bring it back...
+        r.heartbeat(hb("us-east", 39.04, -77.49), 1_500).unwrap();
+        assert_eq!(r.choose(Some(AUSTIN), 1_500).unwrap().id, "eu-west");
+        // ...one sent later (it restarted, or the failure was passing) does.
+        r.heartbeat(hb("us-east", 39.04, -77.49), 1_000 + SUSPEND_HOLD_MS)
+            .unwrap();
+        assert_eq!(
+            r.choose(Some(AUSTIN), 1_000 + SUSPEND_HOLD_MS).unwrap().id,
+            "us-east"
+        );
+        // A draining notice works the same way and shows as draining.
+        r.suspend("eu-west", Suspension::Draining, 5_000);
+        let eu = r
+            .status(5_000)
+            .into_iter()
+            .find(|s| s.heartbeat.id == "eu-west")
+            .unwrap();
+        assert!(eu.heartbeat.draining && eu.healthy);
+        assert_eq!(r.choose(Some(FRANKFURT), 5_000).unwrap().id, "us-east");
+        // Unknown ids are ignored.
+        r.suspend("nope", Suspension::Down, 5_000);
+        assert_eq!(r.status(5_000).len(), 3);
+    }
+
+    #[test]
+    fn a_replacement_never_is_an_sfu_the_room_excludes() {
+        let r = registry();
+        let c = r
+            .replace("us-east", &["eu-west".to_string()], None, 1_000)
+            .unwrap();
+        assert_eq!(c.id, "ap-south");
+        assert!(r
+            .replace(
+                "us-east",
+                &["eu-west".to_string(), "ap-south".to_string()],
+                None,
+                1_000
+            )
+            .is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 mod build;
 mod cmd;
+mod secrets;
 mod setup;
 mod stack;
 mod step;
@@ -45,6 +46,10 @@ enum Cmd {
         /// Port for the edge (and the app).
         #[arg(long, default_value_t = 8787)]
         port: u16,
+        /// Run the debug SFU build (the one `cargo test` makes) instead of the optimised one:
+        /// starts sooner on a fresh checkout, forwards at a fraction of the speed.
+        #[arg(long)]
+        fast: bool,
     },
     /// Run every test.
     Test,
@@ -72,7 +77,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup(Needs { browser: true }).map(|_| ()),
         Cmd::Build => setup(Needs { browser: false })
             .and_then(|t| build::build_all(&t, build::SfuBuild::Optimised).map(|_| ())),
-        Cmd::Dev { port } => dev(port),
+        Cmd::Dev { port, fast } => dev(port, fast),
         Cmd::Test => test(),
         Cmd::Deploy => deploy(),
         Cmd::Bench => bench(),
@@ -90,7 +95,7 @@ fn main() -> ExitCode {
 }
 
 fn start_stack(tools: &Tools, sfu_bin: &std::path::Path, cfg: &StackConfig) -> Result<Stack> {
-    let secrets = build::dev_vars(&tools.paths.root)?;
+    let secrets = secrets::dev_vars(&tools.paths.root)?;
     STACK_UP.store(true, Ordering::SeqCst);
     step("start stack (wrangler dev + 3 SFUs)", || {
         let mut stack = Stack::start(&tools.paths, sfu_bin, &secrets, cfg)?;
@@ -112,9 +117,14 @@ fn start_stack(tools: &Tools, sfu_bin: &std::path::Path, cfg: &StackConfig) -> R
     })
 }
 
-fn dev(port: u16) -> Result<()> {
+fn dev(port: u16, fast: bool) -> Result<()> {
     let tools = setup(Needs { browser: false })?;
-    let sfu_bin = build::build_all(&tools, build::SfuBuild::Optimised)?;
+    let sfu_build = if fast {
+        build::SfuBuild::Fast
+    } else {
+        build::SfuBuild::Optimised
+    };
+    let sfu_bin = build::build_all(&tools, sfu_build)?;
     let cfg = StackConfig {
         edge_port: port,
         ..StackConfig::dev()
@@ -191,9 +201,8 @@ fn test() -> Result<()> {
     let sfu_bin = build::build_all(&tools, build::SfuBuild::Fast)?;
     let cfg = StackConfig::test();
     let mut stack = start_stack(&tools, &sfu_bin, &cfg)?;
-    let secrets = build::dev_vars(&p.root)?;
-    let node_test = |dir: &str, extra: &[(&str, String)]| -> Result<()> {
-        let files = test_files(&p.root.join(dir));
+    let secrets = secrets::dev_vars(&p.root)?;
+    let node_test = |dir: &str, files: Vec<String>, extra: &[(&str, String)]| -> Result<()> {
         if files.is_empty() {
             return Err(fail(dir, format!("no *.test.mjs files in {dir}"), ""));
         }
@@ -225,19 +234,30 @@ fn test() -> Result<()> {
     suite(
         &mut results,
         "edge integration tests (built worker in workerd)",
-        || node_test("edge/tests", &[]),
+        || node_test("edge/tests", test_files(&p.root.join("edge/tests")), &[]),
     );
+    let artifacts = [(
+        "EDGEMEET_ARTIFACTS",
+        p.target().join("playwright").display().to_string(),
+    )];
+    // The failover file runs on its own, three times in a row: a flaky failover is a bug.
+    let (failover, e2e): (Vec<String>, Vec<String>) = test_files(&p.root.join("playwright"))
+        .into_iter()
+        .partition(|f| f.ends_with("/failover.test.mjs"));
     suite(
         &mut results,
         "end-to-end tests (Playwright + Chromium)",
+        || node_test("playwright", e2e, &artifacts),
+    );
+    suite(
+        &mut results,
+        "failover and drain, three runs in a row (Playwright + Chromium)",
         || {
-            node_test(
-                "playwright",
-                &[(
-                    "EDGEMEET_ARTIFACTS",
-                    p.target().join("playwright").display().to_string(),
-                )],
-            )
+            for run in 1..=3 {
+                note(format!("failover run {run} of 3"));
+                node_test("playwright", failover.clone(), &artifacts)?;
+            }
+            Ok(())
         },
     );
     stack.stop();

@@ -9,6 +9,8 @@ use std::process::Command;
 use crate::cmd::{output, run};
 use crate::step::{fail, note, step, Result};
 
+/// Debian's coturn (the dev and test stacks' TURN server).
+pub const TURNSERVER: &str = "/usr/bin/turnserver";
 pub const TRUNK_VERSION: &str = "0.21.14";
 pub const WORKER_BUILD_VERSION: &str = "0.8.7";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
@@ -345,7 +347,7 @@ fn ensure_cargo_tool(
 }
 
 fn ensure_coturn() -> Result<()> {
-    let bin = std::path::Path::new(crate::stack::TURNSERVER);
+    let bin = std::path::Path::new(TURNSERVER);
     if !bin.exists() {
         apt_install("coturn", &["coturn"])?;
     }

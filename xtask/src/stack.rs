@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use edgemeet_shared::region::DEV_REGIONS;
 
-use crate::build::DevSecrets;
-use crate::setup::Paths;
+use crate::secrets::DevSecrets;
+use crate::setup::{Paths, TURNSERVER};
 use crate::step::{fail, note, Result};
 
 #[derive(Debug, Clone)]
@@ -62,9 +62,6 @@ impl StackConfig {
         }
     }
 }
-
-/// Debian's coturn.
-pub const TURNSERVER: &str = "/usr/bin/turnserver";
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -156,7 +153,7 @@ impl Stack {
             ])
             // Dev/test only: lets requests fake their location (x-edgemeet-dev-location); a deployed
             // worker has no such var and ignores the header.
-            .args(["--var", "DEV_GEO_OVERRIDE:true"])
+            .args(["--var", "DEV_OVERRIDES:true"])
             .args(["--var", &format!("TURN_URLS:{turn_urls}")])
             .arg("--persist-to")
             .arg(paths.target().join("wrangler-state").join(cfg.name))

@@ -1,96 +1,12 @@
-//! Room tokens: the JWT the edge issues at join and checks on every room connection.
-//!
-//! The edge signs, everyone else only verifies. The algorithm is pinned by the key ([`TokenKey`]),
-//! never taken from the token, so `alg=none` and algorithm confusion fail. Time checks (`exp`, `nbf`)
-//! are done here with the caller's `now`, not by reading a clock, with [`LEEWAY_SECS`] of leeway.
+//! Signing and verifying room tokens (HS256, algorithm pinned by the key).
 
 use std::collections::HashSet;
 
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::protocol::ErrorCode;
-
-/// Clock skew tolerated on `exp` and `nbf`.
-pub const LEEWAY_SECS: u64 = 60;
-
-/// What a participant is in the room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Host,
-    Cohost,
-    Participant,
-    Viewer,
-}
-
-/// What a token allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Grants {
-    pub publish: bool,
-    pub subscribe: bool,
-    pub screen: bool,
-    pub admin: bool,
-}
-
-impl Grants {
-    /// The most a role may be granted.
-    pub fn max_for(role: Role) -> Grants {
-        match role {
-            Role::Host | Role::Cohost => Grants {
-                publish: true,
-                subscribe: true,
-                screen: true,
-                admin: true,
-            },
-            Role::Participant => Grants {
-                publish: true,
-                subscribe: true,
-                screen: true,
-                admin: false,
-            },
-            Role::Viewer => Grants {
-                publish: false,
-                subscribe: true,
-                screen: false,
-                admin: false,
-            },
-        }
-    }
-
-    /// True when every grant in `self` is also in `other`.
-    pub fn is_subset_of(&self, other: &Grants) -> bool {
-        (!self.publish || other.publish)
-            && (!self.subscribe || other.subscribe)
-            && (!self.screen || other.screen)
-            && (!self.admin || other.admin)
-    }
-}
-
-/// The claims of a room token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// Participant id.
-    pub sub: String,
-    /// Display name.
-    pub name: String,
-    /// Room name (normalized).
-    pub room: String,
-    pub role: Role,
-    pub grants: Grants,
-    /// Assigned SFU id, once the room has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sfu: Option<String>,
-    /// Expiry, seconds since the epoch.
-    pub exp: u64,
-    /// Not valid before, seconds since the epoch.
-    pub nbf: u64,
-    /// Issued at, seconds since the epoch.
-    pub iat: u64,
-    /// Token id, for revocation (kicked participants).
-    pub jti: String,
-}
+use super::{Claims, Grants, LEEWAY_SECS};
+use crate::error::ErrorCode;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TokenError {
@@ -237,6 +153,7 @@ fn token_alg_is_none(token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::Role;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
     const NOW: u64 = 1_800_000_000;

@@ -1,0 +1,986 @@
+//! The room core: one object that owns all of a room's state and makes every decision about it.
+//!
+//! Sans-IO, in the str0m / quinn-proto shape. The Room Durable Object (the shell) feeds it
+//! [`Input`]s with the current time ([`Room::handle_input`]), drains what it must do
+//! ([`Room::poll_output`]: send a frame, call the SFU, probe it, look for another one, persist these
+//! rows, issue a token) and sets its alarm to [`Room::poll_timeout`] after every step, feeding
+//! [`Input::Timeout`] when it rings. The core never reads a clock, touches a socket or storage, so
+//! whole sequences (join, drop, failover, drain, eviction, token refresh) are unit tests in
+//! simulated time (`tests.rs`).
+//!
+//! What the core decides, so the shell does not:
+//! - membership: join, leave, a dropped socket is *away* for [`RECONNECT_GRACE_MS`], hand-over of
+//!   the host role, who is authorised to do what (grants, host actions, revoked tokens);
+//! - media signaling: offers/answers relayed to the SFU, an SFU offer held for a member who is away;
+//! - the room's SFU ([`sfu`]): which one a first joiner gets, whether it is healthy (probe results and
+//!   call outcomes come in as typed inputs), when it is replaced, retried until a replacement exists;
+//! - what changed ([`Output::Persist`]): exactly the rows to write, so nothing the room needs is
+//!   lost if the object hibernates or is evicted ([`Room::restore`] brings it back);
+//! - token refresh: members get a fresh room token over their socket before theirs expires.
+
+mod sfu;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::protocol::{
+    check_sdp, parse_client_message, ClientMessage, ParticipantInfo, RoomSnapshot, ServerMessage,
+    SfuEvent, TileView, MAX_SCREEN_SHARERS, MAX_VIEWS, PROTOCOL_VERSION,
+};
+use crate::region::SfuChoice;
+use crate::token::{Claims, Grants, Role, LEEWAY_SECS};
+use crate::Millis;
+
+pub use sfu::{HttpReply, SfuCallKind, FIND_RETRY_MS, PROBE_LOST_MS, SETTLE_MS};
+pub use store::{Changes, RestoreError};
+
+/// Identifies one WebSocket connection (the DO makes these up and tags sockets with them).
+pub type ConnId = String;
+
+/// Close code for a connection replaced by a newer one of the same participant.
+pub const CLOSE_REPLACED: u16 = 4000;
+/// Close code for a client that sent a frame over the size limit (RFC 6455 "message too big").
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for a connection the room refuses (revoked token, not a member).
+pub const CLOSE_FORBIDDEN: u16 = 4403;
+/// A participant whose connection dropped (not closed cleanly) stays in the room this long, so a
+/// reconnect resumes the session without anyone seeing them leave and join again.
+pub const RECONNECT_GRACE_MS: Millis = 10_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A participant whose token verified (signature, time, room) opened connection `conn`.
+    Connect { conn: ConnId, claims: Claims },
+    /// A text frame arrived on `conn`.
+    Frame { conn: ConnId, text: String },
+    /// `conn` closed. `clean`: closed on purpose (1000 normal, 1001 going away: tab closed or
+    /// navigated away) — the participant leaves now. Otherwise the connection dropped: they stay
+    /// for [`RECONNECT_GRACE_MS`] in case they come back.
+    Disconnect { conn: ConnId, clean: bool },
+    /// The object was just rebuilt from storage (after eviction or a restart); these connections
+    /// are still open. Members on any other connection are away from now on.
+    Restored { open: Vec<ConnId> },
+    /// The time [`Room::poll_timeout`] asked for has come (the DO's alarm).
+    Timeout,
+    /// The registry's choice of SFU for a first joiner (asked for because
+    /// [`Room::sfu_for_join`] said none is kept).
+    SfuChosen { choice: SfuChoice },
+    /// The outcome of an [`Output::Sfu`] call to SFU `sfu`.
+    SfuReply {
+        sfu: String,
+        participant: String,
+        call: SfuCallKind,
+        reply: HttpReply,
+    },
+    /// The SFU offers `participant` a new session description (tracks came or went).
+    SfuOffer { participant: String, sdp: String },
+    /// The SFU reported something about the room (dynacast layers, active speaker).
+    SfuEvent(SfuEvent),
+    /// SFU `sfu` is stopping and asked for its rooms to move: not a report to second-guess — the
+    /// room moves (and keeps trying until it has).
+    SfuDraining { sfu: String },
+    /// The outcome of an [`Output::ProbeSfu`].
+    Probed { sfu: String, reply: HttpReply },
+    /// The registry's answer to [`Output::FindSfu`]: a replacement, or why there is none.
+    SfuFound { result: Result<SfuChoice, String> },
+}
+
+/// What the DO must ask the room's SFU, on behalf of one participant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SfuCall {
+    /// Answer this offer (creates the participant's PeerConnection on first use).
+    Offer { sdp: String, id: u64 },
+    /// Here is the answer to the SFU's last offer.
+    Answer { sdp: String },
+    /// The participant left: free their PeerConnection and tracks.
+    Leave,
+    /// How big the participant shows each remote video now (fire and forget).
+    Views { views: Vec<TileView> },
+}
+
+/// What the shell must do. Everything that needs an answer is fed back as an [`Input`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Send {
+        conn: ConnId,
+        msg: ServerMessage,
+    },
+    /// To every open connection of the room except `except`.
+    Broadcast {
+        except: Option<ConnId>,
+        msg: ServerMessage,
+    },
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: String,
+    },
+    /// Call `sfu` for `participant`; feed the outcome back as [`Input::SfuReply`].
+    Sfu {
+        sfu: SfuChoice,
+        participant: String,
+        call: SfuCall,
+    },
+    /// Ask `sfu` about this room (signed `GET /v1/rooms/{room}`, 1 s limit); feed back
+    /// [`Input::Probed`].
+    ProbeSfu {
+        sfu: SfuChoice,
+    },
+    /// Ask the registry for an SFU to take the room over from `failed`, never one in `exclude`;
+    /// feed back [`Input::SfuFound`].
+    FindSfu {
+        failed: String,
+        exclude: Vec<String>,
+    },
+    /// Tell the registry `sfu` failed a call or a probe: no new room should land there until it is
+    /// heard from again.
+    SfuDown {
+        sfu: String,
+        reason: String,
+    },
+    /// Sign these claims and send the token to `conn` as [`ServerMessage::Token`].
+    IssueToken {
+        conn: ConnId,
+        claims: Claims,
+    },
+    /// Write exactly these rows (see [`Changes`]).
+    Persist(Changes),
+    /// Something an operator should see in the logs.
+    Warn(String),
+}
+
+/// What a member's current room token says about its lifetime (seconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Member {
+    info: ParticipantInfo,
+    conn: ConnId,
+    joined_at: Millis,
+    /// Since when the connection is gone (dropped, not closed), if it is.
+    #[serde(default)]
+    away_since: Option<Millis>,
+    #[serde(default)]
+    grants: Grants,
+    /// The SFU's latest offer not yet answered, kept to hand over again after a reconnect.
+    #[serde(default)]
+    pending_offer: Option<String>,
+    /// The claims of the member's latest token (the one they connected with, or the last one the
+    /// room issued them): a refresh re-issues these with a new lifetime.
+    claims: Claims,
+    /// How many tokens the room has issued this member (numbers the refreshed tokens' ids).
+    #[serde(default)]
+    refreshes: u32,
+}
+
+impl Member {
+    /// When this member should get a fresh token: with a third of its lifetime left. `None` for a
+    /// token without a lifetime.
+    fn refresh_at(&self) -> Option<Millis> {
+        let c = &self.claims;
+        (c.exp > c.iat).then(|| (c.iat + (c.exp - c.iat) * 2 / 3) * 1000)
+    }
+}
+
+/// The room's own settings and state besides its members (one persisted row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Meta {
+    name: String,
+    /// The first member to join hosts; when the host leaves, the longest-present member does.
+    host: Option<String>,
+    /// Who the SFU last said is speaking.
+    #[serde(default)]
+    speaker: Option<String>,
+    /// Host setting: how many may share a screen at once.
+    #[serde(default = "crate::protocol::default_max_screen_sharers")]
+    max_screen_sharers: u32,
+    /// The room's SFU and its health (see [`sfu`]).
+    #[serde(default)]
+    media: sfu::Media,
+}
+
+/// The room. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Room {
+    meta: Meta,
+    members: BTreeMap<String, Member>,
+    /// Revoked token ids (and participant ids), with when the revocation can be forgotten (seconds:
+    /// the token has expired by then).
+    revoked: BTreeMap<String, u64>,
+    out: VecDeque<Output>,
+    dirty: store::Dirty,
+}
+
+impl PartialEq for Room {
+    /// Equal state (pending outputs and dirty marks aside).
+    fn eq(&self, other: &Room) -> bool {
+        self.meta == other.meta && self.members == other.members && self.revoked == other.revoked
+    }
+}
+
+impl Room {
+    pub fn new(name: impl Into<String>) -> Room {
+        Room {
+            meta: Meta {
+                name: name.into(),
+                host: None,
+                speaker: None,
+                max_screen_sharers: crate::protocol::default_max_screen_sharers(),
+                media: sfu::Media::default(),
+            },
+            members: BTreeMap::new(),
+            revoked: BTreeMap::new(),
+            out: VecDeque::new(),
+            dirty: store::Dirty::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The SFU carrying this room's media, and why it was chosen.
+    pub fn sfu(&self) -> Option<&SfuChoice> {
+        self.meta.media.current()
+    }
+
+    pub fn host(&self) -> Option<&str> {
+        self.meta.host.as_deref()
+    }
+
+    /// The role of a member, if present.
+    pub fn role_of(&self, id: &str) -> Option<Role> {
+        self.members.get(id).map(|m| m.info.role)
+    }
+
+    /// Is this token id (or participant id) revoked?
+    pub fn is_revoked(&self, id: &str) -> bool {
+        self.revoked.contains_key(id)
+    }
+
+    pub fn snapshot(&self) -> RoomSnapshot {
+        let mut participants: Vec<ParticipantInfo> =
+            self.members.values().map(|m| m.info.clone()).collect();
+        participants.sort_by(|a, b| a.id.cmp(&b.id));
+        RoomSnapshot {
+            name: self.meta.name.clone(),
+            participants,
+            sfu: self.sfu().map(|c| c.id.clone()),
+            host: self.meta.host.clone(),
+            speaker: self.meta.speaker.clone(),
+            max_screen_sharers: self.meta.max_screen_sharers,
+        }
+    }
+
+    /// Feeds one input at time `now`; what to do about it comes out of [`Room::poll_output`].
+    pub fn handle_input(&mut self, now: Millis, input: Input) {
+        let out = self.handle(now, input);
+        self.out.extend(out);
+        if let Some(changes) = self.take_changes() {
+            self.out.push_back(Output::Persist(changes));
+        }
+    }
+
+    /// The next thing the shell must do, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When the room next needs [`Input::Timeout`]: a member's grace period ends, a probe or a
+    /// search for an SFU is overdue, a member's token needs refreshing. `None`: nothing is waiting.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let away = self
+            .members
+            .values()
+            .filter_map(|m| m.away_since)
+            .map(|t| t + RECONNECT_GRACE_MS);
+        let refresh = self
+            .members
+            .values()
+            .filter(|m| m.away_since.is_none())
+            .filter_map(Member::refresh_at);
+        away.chain(refresh)
+            .chain(self.meta.media.deadline(!self.members.is_empty()))
+            .min()
+    }
+
+    /// The SFU a joiner should be sent to, if the room keeps one: the room's SFU while anyone is in
+    /// it (or one was chosen moments ago for a joiner still connecting). `None`: ask the registry
+    /// for the nearest healthy one and feed it in as [`Input::SfuChosen`].
+    pub fn sfu_for_join(&self, now: Millis) -> Option<SfuChoice> {
+        self.meta
+            .media
+            .keep_for_join(now, !self.members.is_empty())
+            .cloned()
+    }
+
+    fn handle(&mut self, now: Millis, input: Input) -> Vec<Output> {
+        self.forget_expired(now);
+        match input {
+            Input::Connect { conn, claims } => self.connect(now, conn, claims),
+            Input::Frame { conn, text } => self.frame(now, conn, &text),
+            Input::Disconnect { conn, clean } => match self.member_by_conn(&conn).cloned() {
+                Some(id) if clean => self.remove(now, &id),
+                Some(id) => self.mark_away(now, &id, Some(conn)),
+                None => Vec::new(),
+            },
+            Input::Restored { open } => {
+                let gone: Vec<String> = self
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.away_since.is_none() && !open.contains(&m.conn))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                gone.iter()
+                    .flat_map(|id| self.mark_away(now, id, None))
+                    .collect()
+            }
+            Input::Timeout => self.timeout(now),
+            Input::SfuChosen { choice } => {
+                let occupied = !self.members.is_empty();
+                if self.meta.media.choose(now, choice, occupied) {
+                    self.dirty.meta = true;
+                }
+                Vec::new()
+            }
+            Input::SfuReply {
+                sfu,
+                participant,
+                call,
+                reply,
+            } => self.sfu_reply(now, sfu, participant, call, reply),
+            Input::SfuOffer { participant, sdp } => {
+                let Some(m) = self.members.get_mut(&participant) else {
+                    return Vec::new();
+                };
+                m.pending_offer = Some(sdp.clone());
+                self.dirty.members.insert(participant);
+                if m.away_since.is_some() {
+                    Vec::new() // handed over when they are back
+                } else {
+                    vec![Output::Send {
+                        conn: m.conn.clone(),
+                        msg: ServerMessage::Offer { sdp },
+                    }]
+                }
+            }
+            Input::SfuEvent(SfuEvent::PublishLayers {
+                participant,
+                active,
+                ..
+            }) => {
+                if active.len() > 8 {
+                    return Vec::new();
+                }
+                self.to_member(&participant, ServerMessage::PublishLayers { active })
+            }
+            Input::SfuEvent(SfuEvent::ActiveSpeaker { participant, .. }) => {
+                let known = participant
+                    .as_ref()
+                    .is_none_or(|p| self.members.contains_key(p));
+                if !known || self.meta.speaker == participant {
+                    return Vec::new();
+                }
+                self.meta.speaker = participant.clone();
+                self.dirty.meta = true;
+                vec![Output::Broadcast {
+                    except: None,
+                    msg: ServerMessage::ActiveSpeaker { id: participant },
+                }]
+            }
+            Input::SfuDraining { sfu } => {
+                let occupied = !self.members.is_empty();
+                let out = self.meta.media.draining(now, &sfu, occupied);
+                self.dirty.meta = true;
+                out
+            }
+            Input::Probed { sfu, reply } => {
+                let verdict = self.meta.media.probed(now, &sfu, reply);
+                self.dirty.meta = true;
+                self.media_verdict(verdict)
+            }
+            Input::SfuFound { result } => {
+                let verdict = self.meta.media.found(now, result);
+                self.dirty.meta = true;
+                self.media_verdict(verdict)
+            }
+        }
+    }
+
+    fn member_by_conn(&self, conn: &str) -> Option<&String> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.conn == conn)
+            .map(|(id, _)| id)
+    }
+
+    fn mark_away(&mut self, now: Millis, id: &str, except: Option<ConnId>) -> Vec<Output> {
+        let Some(m) = self.members.get_mut(id) else {
+            return Vec::new();
+        };
+        if m.away_since.is_some() {
+            return Vec::new();
+        }
+        m.away_since = Some(now);
+        m.info.away = true;
+        self.dirty.members.insert(id.to_string());
+        vec![Output::Broadcast {
+            except,
+            msg: ServerMessage::ParticipantAway { id: id.to_string() },
+        }]
+    }
+
+    fn timeout(&mut self, now: Millis) -> Vec<Output> {
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.away_since.is_some_and(|t| now >= t + RECONNECT_GRACE_MS))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut out: Vec<Output> = gone.iter().flat_map(|id| self.remove(now, id)).collect();
+        // Fresh tokens for connected members whose token is a third from its end.
+        let due: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.away_since.is_none() && m.refresh_at().is_some_and(|t| now >= t))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let m = self.members.get_mut(&id).expect("listed above");
+            let life = m.claims.exp - m.claims.iat;
+            let secs = now / 1000;
+            m.refreshes += 1;
+            let root = m
+                .claims
+                .jti
+                .split('~')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            m.claims.jti = format!("{root}~{}", m.refreshes);
+            m.claims.iat = secs;
+            m.claims.nbf = secs;
+            m.claims.exp = secs + life;
+            out.push(Output::IssueToken {
+                conn: m.conn.clone(),
+                claims: m.claims.clone(),
+            });
+            self.dirty.members.insert(id);
+        }
+        let occupied = !self.members.is_empty();
+        let (media_out, changed) = self.meta.media.timeout(now, occupied);
+        if changed {
+            self.dirty.meta = true;
+        }
+        out.extend(media_out);
+        out
+    }
+
+    fn connect(&mut self, now: Millis, conn: ConnId, claims: Claims) -> Vec<Output> {
+        if claims.room != self.meta.name {
+            return refuse(conn, "this token is for another room");
+        }
+        if self.is_revoked(&claims.jti) || self.is_revoked(&claims.sub) {
+            return refuse(conn, "you were removed from this meeting");
+        }
+        let mut out = Vec::new();
+        let resumed = self.members.contains_key(&claims.sub);
+        self.dirty.members.insert(claims.sub.clone());
+        if let Some(m) = self.members.get_mut(&claims.sub) {
+            // Same participant again (reconnect, or a second tab): the new connection takes over and
+            // the session resumes; nobody else sees a leave or a join.
+            let old = std::mem::replace(&mut m.conn, conn.clone());
+            m.grants = claims.grants;
+            // Keep whichever token lives longer (a reconnect may still use an older one).
+            if claims.exp >= m.claims.exp {
+                m.claims = claims.clone();
+            }
+            if let Some(sdp) = m.pending_offer.clone() {
+                // The SFU's offer may have been lost with the old connection: hand it over again
+                // (after the snapshot, below).
+                out.push(Output::Send {
+                    conn: conn.clone(),
+                    msg: ServerMessage::Offer { sdp },
+                });
+            }
+            if m.away_since.take().is_some() {
+                m.info.away = false;
+                out.push(Output::Broadcast {
+                    except: Some(conn.clone()),
+                    msg: ServerMessage::ParticipantBack {
+                        id: claims.sub.clone(),
+                    },
+                });
+            } else {
+                out.push(Output::Close {
+                    conn: old,
+                    code: CLOSE_REPLACED,
+                    reason: "replaced by a newer connection".into(),
+                });
+            }
+        } else {
+            let becomes_host = self.meta.host.is_none();
+            if becomes_host {
+                self.meta.host = Some(claims.sub.clone());
+                self.dirty.meta = true;
+            }
+            let info = ParticipantInfo {
+                id: claims.sub.clone(),
+                name: claims.name.clone(),
+                role: if becomes_host {
+                    Role::Host
+                } else {
+                    claims.role
+                },
+                audio_muted: false,
+                video_muted: false,
+                away: false,
+                screen: false,
+            };
+            // To everyone else: the newcomer learns about itself from the snapshot.
+            out.push(Output::Broadcast {
+                except: Some(conn.clone()),
+                msg: ServerMessage::ParticipantJoined {
+                    participant: info.clone(),
+                },
+            });
+            self.members.insert(
+                claims.sub.clone(),
+                Member {
+                    info,
+                    conn: conn.clone(),
+                    joined_at: now,
+                    away_since: None,
+                    grants: claims.grants,
+                    pending_offer: None,
+                    claims: claims.clone(),
+                    refreshes: 0,
+                },
+            );
+        }
+        // The snapshot goes first to the newcomer: anything queued for them above follows it.
+        let pos = out
+            .iter()
+            .position(|e| matches!(e, Output::Send { .. }))
+            .unwrap_or(out.len());
+        out.insert(
+            pos,
+            Output::Send {
+                conn,
+                msg: ServerMessage::Snapshot {
+                    you: claims.sub,
+                    room: self.snapshot(),
+                    resumed,
+                },
+            },
+        );
+        out
+    }
+
+    fn frame(&mut self, now: Millis, conn: ConnId, text: &str) -> Vec<Output> {
+        let Some(id) = self.member_by_conn(&conn).cloned() else {
+            return vec![Output::Close {
+                conn,
+                code: CLOSE_FORBIDDEN,
+                reason: "not a member of this room".into(),
+            }];
+        };
+        let msg = match parse_client_message(text) {
+            Ok(m) => m,
+            Err(e) => return error_to(conn, e.code, e.message),
+        };
+        match msg {
+            ClientMessage::Hello { version } if version != PROTOCOL_VERSION => error_to(
+                conn,
+                ErrorCode::UnsupportedVersion,
+                format!("this server speaks protocol version {PROTOCOL_VERSION}, not {version}"),
+            ),
+            ClientMessage::Hello { .. } => Vec::new(),
+            ClientMessage::Ping { nonce } => vec![Output::Send {
+                conn,
+                msg: ServerMessage::Pong { nonce },
+            }],
+            ClientMessage::SetMedia {
+                audio_muted,
+                video_muted,
+            } => {
+                let m = self.members.get_mut(&id).expect("member found above");
+                if (m.info.audio_muted, m.info.video_muted) == (audio_muted, video_muted) {
+                    return Vec::new();
+                }
+                m.info.audio_muted = audio_muted;
+                m.info.video_muted = video_muted;
+                self.dirty.members.insert(id.clone());
+                vec![Output::Broadcast {
+                    except: None,
+                    msg: ServerMessage::MediaChanged {
+                        id,
+                        audio_muted,
+                        video_muted,
+                    },
+                }]
+            }
+            ClientMessage::Offer { .. } | ClientMessage::Answer { .. } if self.sfu().is_none() => {
+                error_to(
+                    conn,
+                    ErrorCode::NoMediaServer,
+                    "This room has no media server yet.".into(),
+                )
+            }
+            ClientMessage::Offer { sdp, id: offer_id } => {
+                let m = self.members.get(&id).expect("member found above");
+                if !m.grants.publish && !m.grants.subscribe {
+                    return error_to(
+                        conn,
+                        ErrorCode::Forbidden,
+                        "Your token allows neither sending nor receiving media.".into(),
+                    );
+                }
+                if let Err(e) = check_sdp(&sdp) {
+                    return error_to(conn, e.code, e.message);
+                }
+                self.call_sfu(id, SfuCall::Offer { sdp, id: offer_id })
+            }
+            ClientMessage::Answer { sdp } => {
+                if let Err(e) = check_sdp(&sdp) {
+                    return error_to(conn, e.code, e.message);
+                }
+                let m = self.members.get_mut(&id).expect("member found above");
+                if m.pending_offer.take().is_none() {
+                    return error_to(
+                        conn,
+                        ErrorCode::BadMessage,
+                        "no offer is waiting for an answer".into(),
+                    );
+                }
+                self.dirty.members.insert(id.clone());
+                self.call_sfu(id, SfuCall::Answer { sdp })
+            }
+            ClientMessage::MediaFailed {} => {
+                let occupied = !self.members.is_empty();
+                let out = self.meta.media.reported(now, occupied);
+                if !out.is_empty() {
+                    self.dirty.meta = true;
+                }
+                out
+            }
+            ClientMessage::Views { views } => {
+                let m = self.members.get(&id).expect("member found above");
+                if views.len() > MAX_VIEWS {
+                    return error_to(
+                        conn,
+                        ErrorCode::BadMessage,
+                        format!("at most {MAX_VIEWS} views"),
+                    );
+                }
+                // Tile sizes are a hint: none while the SFU is being replaced (it may be gone).
+                if !m.grants.subscribe || !self.meta.media.steady() {
+                    return Vec::new();
+                }
+                self.call_sfu(id, SfuCall::Views { views })
+            }
+            ClientMessage::SetScreen { sharing } => {
+                let m = self.members.get(&id).expect("member found above");
+                if m.info.screen == sharing {
+                    return Vec::new();
+                }
+                if sharing && !m.grants.screen {
+                    return error_to(
+                        conn,
+                        ErrorCode::Forbidden,
+                        "Your token does not allow screen sharing.".into(),
+                    );
+                }
+                let sharers = self.members.values().filter(|m| m.info.screen).count() as u32;
+                if sharing && sharers >= self.meta.max_screen_sharers {
+                    return error_to(
+                        conn,
+                        ErrorCode::Forbidden,
+                        format!(
+                            "{} already sharing; the host allows {} at a time.",
+                            if sharers == 1 {
+                                "Someone is"
+                            } else {
+                                "Others are"
+                            },
+                            self.meta.max_screen_sharers
+                        ),
+                    );
+                }
+                self.members.get_mut(&id).expect("found above").info.screen = sharing;
+                self.dirty.members.insert(id.clone());
+                vec![Output::Broadcast {
+                    except: None,
+                    msg: ServerMessage::ScreenChanged { id, sharing },
+                }]
+            }
+            ClientMessage::SetRoomOptions { max_screen_sharers } => {
+                if self.meta.host.as_deref() != Some(id.as_str()) {
+                    return error_to(
+                        conn,
+                        ErrorCode::Forbidden,
+                        "Only the host can change the room's settings.".into(),
+                    );
+                }
+                if !(1..=MAX_SCREEN_SHARERS).contains(&max_screen_sharers) {
+                    return error_to(
+                        conn,
+                        ErrorCode::BadRequest,
+                        format!("Screen sharers must be 1 to {MAX_SCREEN_SHARERS}."),
+                    );
+                }
+                self.meta.max_screen_sharers = max_screen_sharers;
+                self.dirty.meta = true;
+                vec![Output::Broadcast {
+                    except: None,
+                    msg: ServerMessage::RoomOptions { max_screen_sharers },
+                }]
+            }
+            ClientMessage::Leave {} => {
+                let mut out = self.remove(now, &id);
+                out.push(Output::Close {
+                    conn,
+                    code: 1000,
+                    reason: "left".into(),
+                });
+                out
+            }
+        }
+    }
+
+    /// A call to the room's SFU for `participant` (there is one: callers checked).
+    fn call_sfu(&self, participant: String, call: SfuCall) -> Vec<Output> {
+        match self.sfu() {
+            Some(sfu) => vec![Output::Sfu {
+                sfu: sfu.clone(),
+                participant,
+                call,
+            }],
+            None => Vec::new(),
+        }
+    }
+
+    fn sfu_reply(
+        &mut self,
+        now: Millis,
+        sfu: String,
+        participant: String,
+        call: SfuCallKind,
+        reply: HttpReply,
+    ) -> Vec<Output> {
+        let current = self.sfu().is_some_and(|c| c.id == sfu);
+        let mut out = Vec::new();
+        match (&call, &reply) {
+            (SfuCallKind::Offer { id }, HttpReply::Answered { status: 200, body }) => {
+                match serde_json::from_str::<crate::protocol::SdpBody>(body) {
+                    Ok(b) if current => out.extend(self.to_member(
+                        &participant,
+                        ServerMessage::Answer {
+                            sdp: b.sdp,
+                            id: *id,
+                        },
+                    )),
+                    Ok(_) => {} // an answer from the SFU the room has since left
+                    Err(_) => out.extend(self.to_member(
+                        &participant,
+                        ServerMessage::Error {
+                            code: ErrorCode::MediaServerError,
+                            message: "The media server sent an answer that cannot be read.".into(),
+                        },
+                    )),
+                }
+            }
+            (_, HttpReply::Answered { status, .. }) if (200..300).contains(status) => {}
+            // Tile sizes are a hint, sent again on the next change: an SFU that does not know the
+            // participant yet (a new session still being set up) is no error for anyone.
+            (SfuCallKind::Views, HttpReply::Answered { status: 404, .. }) => {}
+            (SfuCallKind::Views | SfuCallKind::Leave, HttpReply::Answered { status, body }) => {
+                out.push(Output::Warn(format!(
+                    "SFU {sfu}: {call:?} for {participant} answered {status}: {}",
+                    body.chars().take(200).collect::<String>()
+                )));
+            }
+            (_, HttpReply::Answered { status, body }) if current => {
+                let e: crate::error::WireError =
+                    serde_json::from_str(body).unwrap_or(crate::error::WireError {
+                        code: ErrorCode::MediaServerError,
+                        message: format!("The media server refused the request ({status})."),
+                    });
+                out.extend(self.to_member(
+                    &participant,
+                    ServerMessage::Error {
+                        code: e.code,
+                        message: e.message,
+                    },
+                ));
+            }
+            (_, HttpReply::Answered { .. }) => {}
+            (_, HttpReply::Unreachable { reason }) => {
+                out.push(Output::Warn(format!(
+                    "SFU {sfu}: {call:?} for {participant} did not reach it: {reason}"
+                )));
+                // A control call that cannot reach the SFU: no new room goes there, and the
+                // room checks it (moving if it is gone).
+                out.push(Output::SfuDown {
+                    sfu: sfu.clone(),
+                    reason: reason.clone(),
+                });
+                if current {
+                    let occupied = !self.members.is_empty();
+                    let checks = self.meta.media.unreachable(now, occupied);
+                    if !checks.is_empty() {
+                        self.dirty.meta = true;
+                    }
+                    out.extend(checks);
+                }
+            }
+        }
+        out
+    }
+
+    /// Carries out what the SFU health machine concluded.
+    fn media_verdict(&mut self, verdict: sfu::Verdict) -> Vec<Output> {
+        match verdict {
+            sfu::Verdict::Outputs(out) => out,
+            sfu::Verdict::Moved { out, sfu, reason } => {
+                // Offers from the old SFU (or the old session) mean nothing now.
+                for (id, m) in &mut self.members {
+                    if m.pending_offer.take().is_some() {
+                        self.dirty.members.insert(id.clone());
+                    }
+                }
+                let mut all = out;
+                all.push(Output::Broadcast {
+                    except: None,
+                    msg: ServerMessage::SfuChanged { sfu, reason },
+                });
+                all
+            }
+        }
+    }
+
+    fn remove(&mut self, now: Millis, id: &str) -> Vec<Output> {
+        if self.members.remove(id).is_none() {
+            return Vec::new();
+        }
+        self.dirty.members.insert(id.to_string());
+        if self.meta.speaker.as_deref() == Some(id) {
+            self.meta.speaker = None; // everyone drops the leaver's tile anyway
+            self.dirty.meta = true;
+        }
+        let mut out = vec![Output::Broadcast {
+            except: None,
+            msg: ServerMessage::ParticipantLeft { id: id.to_string() },
+        }];
+        if self.meta.media.steady() {
+            out.extend(self.call_sfu(id.to_string(), SfuCall::Leave));
+        }
+        if self.meta.host.as_deref() == Some(id) {
+            // Hand over to the longest-present member (ties: smallest id), or to nobody.
+            self.meta.host = self
+                .members
+                .iter()
+                .min_by_key(|(mid, m)| (m.joined_at, (*mid).clone()))
+                .map(|(mid, _)| mid.clone());
+            self.dirty.meta = true;
+            if let Some(new) = self.meta.host.clone() {
+                if let Some(m) = self.members.get_mut(&new) {
+                    m.info.role = Role::Host;
+                    self.dirty.members.insert(new.clone());
+                }
+                out.push(Output::Broadcast {
+                    except: None,
+                    msg: ServerMessage::HostChanged { id: new },
+                });
+            }
+        }
+        if self.members.is_empty() {
+            // Nobody left to move: the next first joiner gets a room's SFU afresh.
+            self.meta.media.emptied(now);
+            self.dirty.meta = true;
+        }
+        out
+    }
+
+    /// Revokes `participant`'s tokens (the one they hold and any refreshed one) until they would
+    /// have expired: a later connection with one of them is refused. Used by "remove" (next issue).
+    pub fn revoke(&mut self, participant: &str, now: Millis) {
+        // Tokens issued before the newest one expire no later than it does.
+        let until = self
+            .members
+            .get(participant)
+            .map_or(0, |m| m.claims.exp)
+            .max(now / 1000)
+            + LEEWAY_SECS;
+        let mut ids = vec![participant.to_string()];
+        if let Some(m) = self.members.get(participant) {
+            let root = m.claims.jti.split('~').next().unwrap_or_default();
+            ids.push(root.to_string());
+            ids.extend((1..=m.refreshes).map(|n| format!("{root}~{n}")));
+        }
+        for id in ids {
+            self.revoked.insert(id.clone(), until);
+            self.dirty.revoked.insert(id);
+        }
+    }
+
+    /// Forgets revocations of tokens that have expired anyway.
+    fn forget_expired(&mut self, now: Millis) {
+        let secs = now / 1000;
+        let old: Vec<String> = self
+            .revoked
+            .iter()
+            .filter(|(_, until)| **until < secs)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in old {
+            self.revoked.remove(&id);
+            self.dirty.revoked.insert(id);
+        }
+    }
+
+    fn to_member(&self, id: &str, msg: ServerMessage) -> Vec<Output> {
+        match self.members.get(id) {
+            Some(m) if m.away_since.is_none() => vec![Output::Send {
+                conn: m.conn.clone(),
+                msg,
+            }],
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn error_to(conn: ConnId, code: ErrorCode, message: String) -> Vec<Output> {
+    vec![Output::Send {
+        conn,
+        msg: ServerMessage::Error { code, message },
+    }]
+}
+
+/// An error frame and a final close (the client does not reconnect).
+fn refuse(conn: ConnId, message: &str) -> Vec<Output> {
+    vec![
+        Output::Send {
+            conn: conn.clone(),
+            msg: ServerMessage::Error {
+                code: ErrorCode::Forbidden,
+                message: message.to_string(),
+            },
+        },
+        Output::Close {
+            conn,
+            code: CLOSE_FORBIDDEN,
+            reason: message.to_string(),
+        },
+    ]
+}
+
+/// Which members are dirty is tracked by id; this keeps the set type in one place.
+type IdSet = BTreeSet<String>;

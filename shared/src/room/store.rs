@@ -1,0 +1,131 @@
+//! What the room persists, and how it comes back.
+//!
+//! The room is three kinds of rows: its own (settings, host, SFU and its health), one per member
+//! (including an SFU offer held for a member who is away, and their token's lifetime), one per
+//! revoked token. Every change marks what it touched; after each input the core hands the shell
+//! exactly those rows ([`Changes`]: JSON to upsert, or a delete), and [`Room::restore`] rebuilds the
+//! room from whatever rows are stored. The shell never decides what to save.
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+use super::{IdSet, Member, Meta, Room};
+
+/// Rows touched since the last [`Changes`].
+#[derive(Debug, Clone, Default)]
+pub(super) struct Dirty {
+    pub meta: bool,
+    pub members: IdSet,
+    pub revoked: IdSet,
+}
+
+/// Rows to write after one input. JSON values are opaque to the shell.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Changes {
+    /// The room's own row, if it changed.
+    pub meta: Option<String>,
+    /// Member rows: `Some(json)` to write, `None` to delete (they left).
+    pub members: Vec<(String, Option<String>)>,
+    /// Revoked token ids: `Some(until_secs)` to write, `None` to delete (expired).
+    pub revoked: Vec<(String, Option<u64>)>,
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum RestoreError {
+    #[error("stored room row is unreadable: {0}")]
+    Meta(String),
+    #[error("stored member row {id} is unreadable: {error}")]
+    Member { id: String, error: String },
+}
+
+impl Room {
+    /// The rows changed since the last call, if any.
+    pub(super) fn take_changes(&mut self) -> Option<Changes> {
+        let dirty = std::mem::take(&mut self.dirty);
+        if !dirty.meta && dirty.members.is_empty() && dirty.revoked.is_empty() {
+            return None;
+        }
+        let meta = dirty
+            .meta
+            .then(|| serde_json::to_string(&self.meta).expect("room row serialises"));
+        let members = dirty
+            .members
+            .into_iter()
+            .map(|id| {
+                let row = self
+                    .members
+                    .get(&id)
+                    .map(|m| serde_json::to_string(m).expect("member row serialises"));
+                (id, row)
+            })
+            .collect();
+        let revoked = dirty
+            .revoked
+            .into_iter()
+            .map(|id| {
+                let until = self.revoked.get(&id).copied();
+                (id, until)
+            })
+            .collect();
+        Some(Changes {
+            meta,
+            members,
+            revoked,
+        })
+    }
+
+    /// Rebuilds a room from its stored rows (`meta`: the room's own row, absent for a room never
+    /// stored). Unreadable member rows are errors the shell logs; the rest of the room comes back.
+    pub fn restore<'a>(
+        name: &str,
+        meta: Option<&str>,
+        members: impl IntoIterator<Item = (&'a str, &'a str)>,
+        revoked: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> (Room, Vec<RestoreError>) {
+        let mut room = Room::new(name);
+        let mut errors = Vec::new();
+        if let Some(json) = meta {
+            match serde_json::from_str::<Meta>(json) {
+                Ok(m) => room.meta = m,
+                Err(e) => errors.push(RestoreError::Meta(e.to_string())),
+            }
+        }
+        let mut rows = BTreeMap::new();
+        for (id, json) in members {
+            match serde_json::from_str::<Member>(json) {
+                Ok(m) => {
+                    rows.insert(id.to_string(), m);
+                }
+                Err(e) => errors.push(RestoreError::Member {
+                    id: id.to_string(),
+                    error: e.to_string(),
+                }),
+            }
+        }
+        room.members = rows;
+        room.revoked = revoked
+            .into_iter()
+            .map(|(id, until)| (id.to_string(), until))
+            .collect();
+        // A host who is no longer stored (an unreadable row) hands over like one who left.
+        if room
+            .meta
+            .host
+            .as_ref()
+            .is_some_and(|h| !room.members.contains_key(h))
+        {
+            room.meta.host = room
+                .members
+                .iter()
+                .min_by_key(|(id, m)| (m.joined_at, (*id).clone()))
+                .map(|(id, _)| id.clone());
+            if let Some(m) = room.meta.host.clone().and_then(|h| room.members.get_mut(&h)) {
+                m.info.role = crate::token::Role::Host;
+                room.dirty.members.insert(m.info.id.clone());
+            }
+            room.dirty.meta = true;
+        }
+        (room, errors)
+    }
+}

@@ -1,0 +1,1710 @@
+//! Unit tests of the room core, including whole sequences in simulated time. Every input goes
+//! through [`Sim`], which applies the room's [`Output::Persist`] rows to a fake store and checks
+//! that the room rebuilt from the store equals the live one: no change escapes persistence.
+
+use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
+
+use super::*;
+use crate::protocol::SfuEvent;
+use crate::token::Grants;
+
+/// A room and its store.
+struct Sim {
+    room: Room,
+    meta: Option<String>,
+    members: BTreeMap<String, String>,
+    revoked: BTreeMap<String, u64>,
+    warnings: Vec<String>,
+}
+
+impl Deref for Sim {
+    type Target = Room;
+    fn deref(&self) -> &Room {
+        &self.room
+    }
+}
+
+impl DerefMut for Sim {
+    fn deref_mut(&mut self) -> &mut Room {
+        &mut self.room
+    }
+}
+
+impl Sim {
+    fn new(name: &str) -> Sim {
+        Sim {
+            room: Room::new(name),
+            meta: None,
+            members: BTreeMap::new(),
+            revoked: BTreeMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Feeds `input`; returns the outputs other than persistence and log lines.
+    fn run(&mut self, now: Millis, input: Input) -> Vec<Output> {
+        self.room.handle_input(now, input);
+        let out = self.drain();
+        assert_eq!(
+            self.restored(),
+            self.room,
+            "the stored rows must rebuild the room"
+        );
+        out
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        while let Some(o) = self.room.poll_output() {
+            match o {
+                Output::Persist(c) => self.apply(c),
+                Output::Warn(w) => self.warnings.push(w),
+                o => out.push(o),
+            }
+        }
+        out
+    }
+
+    fn apply(&mut self, c: Changes) {
+        if let Some(m) = c.meta {
+            self.meta = Some(m);
+        }
+        for (id, row) in c.members {
+            match row {
+                Some(json) => self.members.insert(id, json),
+                None => self.members.remove(&id),
+            };
+        }
+        for (id, until) in c.revoked {
+            match until {
+                Some(u) => self.revoked.insert(id, u),
+                None => self.revoked.remove(&id),
+            };
+        }
+    }
+
+    fn restored(&self) -> Room {
+        let (room, errors) = Room::restore(
+            self.room.name(),
+            self.meta.as_deref(),
+            self.members.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            self.revoked.iter().map(|(k, v)| (k.as_str(), *v)),
+        );
+        assert_eq!(errors, vec![]);
+        room
+    }
+
+    /// The object is evicted and rebuilt from storage; `open` connections survived (hibernation).
+    fn evict(&mut self, now: Millis, open: &[&str]) -> Vec<Output> {
+        self.room = self.restored();
+        self.run(
+            now,
+            Input::Restored {
+                open: open.iter().map(|c| c.to_string()).collect(),
+            },
+        )
+    }
+}
+
+fn claims(id: &str) -> Claims {
+    Claims {
+        sub: id.into(),
+        name: format!("name-{id}"),
+        room: "r".into(),
+        role: Role::Participant,
+        grants: Grants::max_for(Role::Participant),
+        sfu: None,
+        exp: 0,
+        nbf: 0,
+        iat: 0,
+        jti: id.into(),
+    }
+}
+
+fn connect(room: &mut Sim, id: &str, conn: &str) -> Vec<Output> {
+    room.run(
+        0,
+        Input::Connect {
+            conn: conn.into(),
+            claims: claims(id),
+        },
+    )
+}
+
+#[test]
+fn joining_sends_a_snapshot_and_tells_the_others() {
+    let mut r = Sim::new("r");
+    connect(&mut r, "a", "c1");
+    let fx = connect(&mut r, "b", "c2");
+    assert!(
+        matches!(&fx[0], Output::Broadcast { except: Some(c), msg: ServerMessage::ParticipantJoined { participant } }
+        if participant.id == "b" && c == "c2")
+    );
+    match &fx[1] {
+        Output::Send {
+            conn,
+            msg: ServerMessage::Snapshot { you, room, resumed },
+        } => {
+            assert_eq!(conn, "c2");
+            assert_eq!(you, "b");
+            assert!(!resumed, "a first join is a fresh session");
+            let ids: Vec<_> = room.participants.iter().map(|p| p.id.as_str()).collect();
+            assert_eq!(ids, ["a", "b"]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_first_joiner_hosts_and_hands_over_to_the_longest_present() {
+    let mut r = Sim::new("r");
+    r.run(
+        0,
+        Input::Connect {
+            conn: "c1".into(),
+            claims: claims("a"),
+        },
+    );
+    r.run(
+        10,
+        Input::Connect {
+            conn: "c3".into(),
+            claims: claims("c"),
+        },
+    );
+    r.run(
+        20,
+        Input::Connect {
+            conn: "c2".into(),
+            claims: claims("b"),
+        },
+    );
+    let snap = r.snapshot();
+    assert_eq!(snap.host.as_deref(), Some("a"));
+    assert_eq!(snap.participants[0].role, Role::Host);
+    assert_eq!(snap.participants[1].role, Role::Participant);
+    // A non-host leaving changes nothing about hosting.
+    let fx = r.run(
+        30,
+        Input::Disconnect {
+            conn: "c2".into(),
+            clean: true,
+        },
+    );
+    assert_eq!(fx.len(), 1);
+    // The host leaving hands over to c (joined at 10), not to whoever sorts first.
+    r.run(
+        31,
+        Input::Connect {
+            conn: "c2".into(),
+            claims: claims("b"),
+        },
+    );
+    let fx = r.run(
+        40,
+        Input::Disconnect {
+            conn: "c1".into(),
+            clean: true,
+        },
+    );
+    assert_eq!(
+        fx[1],
+        Output::Broadcast {
+            except: None,
+            msg: ServerMessage::HostChanged { id: "c".into() }
+        }
+    );
+    assert_eq!(r.host(), Some("c"));
+    assert_eq!(r.role_of("c"), Some(Role::Host));
+    // The last one out leaves a room with no host; the next first joiner hosts.
+    r.run(
+        50,
+        Input::Disconnect {
+            conn: "c3".into(),
+            clean: true,
+        },
+    );
+    r.run(
+        51,
+        Input::Disconnect {
+            conn: "c2".into(),
+            clean: true,
+        },
+    );
+    assert_eq!(r.host(), None);
+    r.run(
+        60,
+        Input::Connect {
+            conn: "c9".into(),
+            claims: claims("z"),
+        },
+    );
+    assert_eq!(r.host(), Some("z"));
+}
+
+#[test]
+fn a_dropped_connection_that_comes_back_in_time_resumes_silently() {
+    let mut r = Sim::new("r");
+    connect(&mut r, "a", "c1");
+    connect(&mut r, "b", "c2");
+    r.run(
+        100,
+        Input::Frame {
+            conn: "c2".into(),
+            text: r#"{"type":"set_media","audio_muted":true,"video_muted":false}"#.into(),
+        },
+    );
+    let fx = r.run(
+        1_000,
+        Input::Disconnect {
+            conn: "c2".into(),
+            clean: false,
+        },
+    );
+    assert_eq!(
+        fx,
+        vec![Output::Broadcast {
+            except: Some("c2".into()),
+            msg: ServerMessage::ParticipantAway { id: "b".into() }
+        },],
+        "the others learn b is away, not gone"
+    );
+    assert_eq!(r.poll_timeout(), Some(1_000 + RECONNECT_GRACE_MS));
+    assert_eq!(r.snapshot().participants.len(), 2);
+    assert!(r.snapshot().participants[1].away);
+    // An early alarm removes nobody.
+    assert_eq!(r.run(5_000, Input::Timeout), vec![]);
+    assert_eq!(r.poll_timeout(), Some(1_000 + RECONNECT_GRACE_MS));
+    // Back within the grace period: only the snapshot, no join broadcast, state kept.
+    let fx = r.run(
+        9_000,
+        Input::Connect {
+            conn: "c2b".into(),
+            claims: claims("b"),
+        },
+    );
+    assert_eq!(
+        fx[0],
+        Output::Broadcast {
+            except: Some("c2b".into()),
+            msg: ServerMessage::ParticipantBack { id: "b".into() }
+        }
+    );
+    assert!(
+        matches!(&fx[1..], [Output::Send { conn, msg: ServerMessage::Snapshot { .. } }] if conn == "c2b"),
+        "{fx:?}"
+    );
+    assert!(!r.snapshot().participants[1].away);
+    assert!(
+        r.snapshot()
+            .participants
+            .iter()
+            .find(|p| p.id == "b")
+            .unwrap()
+            .audio_muted
+    );
+    // The alarm that was set finds nobody away.
+    assert!(r.run(11_000, Input::Timeout).is_empty());
+    // The old connection's late close changes nothing.
+    assert!(r
+        .handle(
+            11_001,
+            Input::Disconnect {
+                conn: "c2".into(),
+                clean: true
+            }
+        )
+        .is_empty());
+    assert_eq!(r.snapshot().participants.len(), 2);
+}
+
+#[test]
+fn a_dropped_connection_that_stays_away_leaves_after_the_grace_period() {
+    let mut r = Sim::new("r");
+    connect(&mut r, "a", "c1");
+    connect(&mut r, "b", "c2");
+    r.run(
+        1_000,
+        Input::Disconnect {
+            conn: "c1".into(),
+            clean: false,
+        },
+    );
+    let fx = r.run(1_000 + RECONNECT_GRACE_MS, Input::Timeout);
+    assert_eq!(
+        fx[0],
+        Output::Broadcast {
+            except: None,
+            msg: ServerMessage::ParticipantLeft { id: "a".into() }
+        }
+    );
+    assert_eq!(
+        fx[1],
+        Output::Broadcast {
+            except: None,
+            msg: ServerMessage::HostChanged { id: "b".into() }
+        }
+    );
+    assert_eq!(fx.len(), 2, "nobody else is away: no further alarm");
+    // Coming back later is a clean rejoin: everyone sees a join.
+    let fx = r.run(
+        20_000,
+        Input::Connect {
+            conn: "c1b".into(),
+            claims: claims("a"),
+        },
+    );
+    assert!(matches!(
+        &fx[0],
+        Output::Broadcast {
+            msg: ServerMessage::ParticipantJoined { .. },
+            ..
+        }
+    ));
+    assert_eq!(r.host(), Some("b"));
+}
+
+#[test]
+fn the_alarm_follows_the_earliest_remaining_absence() {
+    let mut r = Sim::new("r");
+    connect(&mut r, "a", "c1");
+    connect(&mut r, "b", "c2");
+    connect(&mut r, "c", "c3");
+    r.run(
+        1_000,
+        Input::Disconnect {
+            conn: "c1".into(),
+            clean: false,
+        },
+    );
+    r.run(
+        4_000,
+        Input::Disconnect {
+            conn: "c2".into(),
+            clean: false,
+        },
+    );
+    let fx = r.run(1_000 + RECONNECT_GRACE_MS, Input::Timeout);
+    assert!(fx.contains(&Output::Broadcast {
+        except: None,
+        msg: ServerMessage::ParticipantLeft { id: "a".into() }
+    }));
+    assert_eq!(r.poll_timeout(), Some(4_000 + RECONNECT_GRACE_MS));
+}
+
+#[test]
+fn a_reconnecting_host_stays_host() {
+    let mut r = Sim::new("r");
+    connect(&mut r, "a", "c1");
+    connect(&mut r, "b", "c2");
+    connect(&mut r, "a", "c1b");
+    assert_eq!(r.host(), Some("a"));
+    assert_eq!(r.role_of("a"), Some(Role::Host));
+}
+
+#[test]
+fn a_duplicate_join_replaces_the_old_connection_without_a_second_member() {
+    let mut r = Sim::new("r");
+    connect(&mut r, "a", "c1");
+    let fx = connect(&mut r, "a", "c2");
+    assert_eq!(
+        fx[0],
+        Output::Close {
+            conn: "c1".into(),
+            code: CLOSE_REPLACED,
+            reason: "replaced by a newer connection".into()
+        }
+    );
+    assert_eq!(r.snapshot().participants.len(), 1);
+    // The old connection closing afterwards must not remove the participant.
+    assert!(r
+        .handle(
+            1,
+            Input::Disconnect {
+                conn: "c1".into(),
+                clean: true
+            }
+        )
+        .is_empty());
+    assert_eq!(r.snapshot().participants.len(), 1);
+}
+
+#[test]
+fn mute_is_broadcast_once_per_change() {
+    let mut r = Sim::new("r");
+    connect(&mut r, "a", "c1");
+    let set = |r: &mut Sim| {
+        r.run(
+            1,
+            Input::Frame {
+                conn: "c1".into(),
+                text: r#"{"type":"set_media","audio_muted":true,"video_muted":false}"#.into(),
+            },
+        )
+    };
+    let fx = set(&mut r);
+    assert_eq!(
+        fx,
+        vec![Output::Broadcast {
+            except: None,
+            msg: ServerMessage::MediaChanged {
+                id: "a".into(),
+                audio_muted: true,
+                video_muted: false
+            }
+        }]
+    );
+    assert!(set(&mut r).is_empty());
+    assert!(r.snapshot().participants[0].audio_muted);
+}
+
+#[test]
+fn leave_and_disconnect_remove_and_tell_everyone() {
+    let mut r = Sim::new("r");
+    connect(&mut r, "a", "c1");
+    connect(&mut r, "b", "c2");
+    let fx = r.run(
+        1,
+        Input::Frame {
+            conn: "c1".into(),
+            text: r#"{"type":"leave"}"#.into(),
+        },
+    );
+    assert_eq!(
+        fx[0],
+        Output::Broadcast {
+            except: None,
+            msg: ServerMessage::ParticipantLeft { id: "a".into() }
+        }
+    );
+    assert_eq!(
+        fx[1],
+        Output::Broadcast {
+            except: None,
+            msg: ServerMessage::HostChanged { id: "b".into() }
+        }
+    );
+    assert!(matches!(&fx[2], Output::Close { code: 1000, .. }));
+    let fx = r.run(
+        2,
+        Input::Disconnect {
+            conn: "c2".into(),
+            clean: true,
+        },
+    );
+    assert_eq!(fx.len(), 1);
+    assert!(r.is_empty());
+}
+
+#[test]
+fn bad_frames_get_an_error_and_change_nothing() {
+    let mut r = Sim::new("r");
+    connect(&mut r, "a", "c1");
+    let before = r.room.clone();
+    for bad in [
+        "garbage",
+        r#"{"type":"set_media"}"#,
+        r#"{"type":"hello","version":99}"#,
+    ] {
+        let fx = r.run(
+            1,
+            Input::Frame {
+                conn: "c1".into(),
+                text: bad.into(),
+            },
+        );
+        assert!(
+            matches!(
+                &fx[..],
+                [Output::Send {
+                    msg: ServerMessage::Error { .. },
+                    ..
+                }]
+            ),
+            "{bad}: {fx:?}"
+        );
+    }
+    assert_eq!(r.room, before);
+}
+
+#[test]
+fn frames_from_unknown_connections_close_them() {
+    let mut r = Sim::new("r");
+    let fx = r.run(
+        1,
+        Input::Frame {
+            conn: "x".into(),
+            text: r#"{"type":"ping","nonce":1}"#.into(),
+        },
+    );
+    assert!(matches!(&fx[..], [Output::Close { code: 4403, .. }]));
+}
+
+#[test]
+fn ping_is_answered_and_state_survives_serialization() {
+    let mut r = Sim::new("r");
+    connect(&mut r, "a", "c1");
+    let fx = r.run(
+        1,
+        Input::Frame {
+            conn: "c1".into(),
+            text: r#"{"type":"ping","nonce":7}"#.into(),
+        },
+    );
+    assert_eq!(
+        fx,
+        vec![Output::Send {
+            conn: "c1".into(),
+            msg: ServerMessage::Pong { nonce: 7 }
+        }]
+    );
+    assert_eq!(r.restored(), r.room);
+}
+
+const SDP: &str =
+    "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+
+fn choice(id: &str) -> SfuChoice {
+    SfuChoice {
+        id: id.into(),
+        region: id.into(),
+        url: format!("http://{id}"),
+        distance_km: None,
+        score: 0.0,
+        reason: format!("test choice {id}"),
+    }
+}
+
+/// A room on SFU `sfu-1` with `id` connected on `c1`.
+fn with_sfu(id: &str) -> Sim {
+    let mut r = Sim::new("r");
+    r.run(
+        0,
+        Input::SfuChosen {
+            choice: choice("sfu-1"),
+        },
+    );
+    connect(&mut r, id, "c1");
+    r
+}
+
+fn frame(r: &mut Sim, conn: &str, msg: &ClientMessage) -> Vec<Output> {
+    frame_at(r, 1, conn, msg)
+}
+
+fn frame_at(r: &mut Sim, now: Millis, conn: &str, msg: &ClientMessage) -> Vec<Output> {
+    r.run(
+        now,
+        Input::Frame {
+            conn: conn.into(),
+            text: serde_json::to_string(msg).unwrap(),
+        },
+    )
+}
+
+fn call(sfu: &str, participant: &str, call: SfuCall) -> Output {
+    Output::Sfu {
+        sfu: choice(sfu),
+        participant: participant.into(),
+        call,
+    }
+}
+
+fn answered(status: u16, body: &str) -> HttpReply {
+    HttpReply::Answered {
+        status,
+        body: body.into(),
+    }
+}
+
+fn gone() -> HttpReply {
+    HttpReply::Unreachable {
+        reason: "connection refused".into(),
+    }
+}
+
+fn is_error(fx: &[Output], code: ErrorCode) -> bool {
+    matches!(fx, [Output::Send { msg: ServerMessage::Error { code: c, .. }, .. }] if *c == code)
+}
+
+fn moved_to(fx: &[Output]) -> Option<String> {
+    fx.iter().find_map(|o| match o {
+        Output::Broadcast {
+            except: None,
+            msg: ServerMessage::SfuChanged { sfu, .. },
+        } => Some(sfu.clone()),
+        _ => None,
+    })
+}
+
+fn finds(fx: &[Output]) -> Option<(String, Vec<String>)> {
+    fx.iter().find_map(|o| match o {
+        Output::FindSfu { failed, exclude } => Some((failed.clone(), exclude.clone())),
+        _ => None,
+    })
+}
+
+fn probes(fx: &[Output]) -> Option<String> {
+    fx.iter().find_map(|o| match o {
+        Output::ProbeSfu { sfu } => Some(sfu.id.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn an_offer_goes_to_the_sfu_and_its_answer_back_to_the_sender_only() {
+    let mut r = with_sfu("a");
+    connect(&mut r, "b", "c2");
+    let offer = SfuCall::Offer {
+        sdp: SDP.into(),
+        id: 7,
+    };
+    let fx = frame(
+        &mut r,
+        "c1",
+        &ClientMessage::Offer {
+            sdp: SDP.into(),
+            id: 7,
+        },
+    );
+    assert_eq!(fx, vec![call("sfu-1", "a", offer.clone())]);
+    let fx = r.run(
+        2,
+        Input::SfuReply {
+            sfu: "sfu-1".into(),
+            participant: "a".into(),
+            call: offer.kind(),
+            reply: answered(200, r#"{"sdp":"answer"}"#),
+        },
+    );
+    assert_eq!(
+        fx,
+        vec![Output::Send {
+            conn: "c1".into(),
+            msg: ServerMessage::Answer {
+                sdp: "answer".into(),
+                id: 7,
+            }
+        }]
+    );
+    // An unreadable answer is an error for that participant, in words.
+    let fx = r.run(
+        3,
+        Input::SfuReply {
+            sfu: "sfu-1".into(),
+            participant: "a".into(),
+            call: offer.kind(),
+            reply: answered(200, "not json"),
+        },
+    );
+    assert!(is_error(&fx, ErrorCode::MediaServerError), "{fx:?}");
+}
+
+#[test]
+fn garbage_sdp_is_refused_to_its_sender_without_calling_the_sfu() {
+    let mut r = with_sfu("a");
+    let before = r.room.clone();
+    let fx = frame(
+        &mut r,
+        "c1",
+        &ClientMessage::Offer {
+            sdp: "hello".into(),
+            id: 1,
+        },
+    );
+    assert!(
+        matches!(&fx[..], [Output::Send { conn, msg: ServerMessage::Error { code: ErrorCode::BadSdp, .. } }] if conn == "c1"),
+        "{fx:?}"
+    );
+    assert_eq!(r.room, before);
+}
+
+#[test]
+fn an_offer_without_a_media_server_is_a_clear_error() {
+    let mut r = Sim::new("r");
+    connect(&mut r, "a", "c1");
+    let fx = frame(
+        &mut r,
+        "c1",
+        &ClientMessage::Offer {
+            sdp: SDP.into(),
+            id: 1,
+        },
+    );
+    assert!(is_error(&fx, ErrorCode::NoMediaServer), "{fx:?}");
+}
+
+#[test]
+fn a_token_without_media_grants_cannot_offer() {
+    let mut r = with_sfu("a");
+    let mut c = claims("v");
+    c.grants = Grants::default();
+    r.run(
+        0,
+        Input::Connect {
+            conn: "c9".into(),
+            claims: c,
+        },
+    );
+    let fx = frame(
+        &mut r,
+        "c9",
+        &ClientMessage::Offer {
+            sdp: SDP.into(),
+            id: 1,
+        },
+    );
+    assert!(is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
+}
+
+#[test]
+fn sfu_offers_are_relayed_answered_once_and_replayed_after_a_reconnect() {
+    let mut r = with_sfu("a");
+    // An answer nobody asked for is refused.
+    let fx = frame(&mut r, "c1", &ClientMessage::Answer { sdp: SDP.into() });
+    assert!(is_error(&fx, ErrorCode::BadMessage), "{fx:?}");
+
+    // The socket drops; the SFU's offer arrives meanwhile and is held — and stored: `Sim` checks
+    // that the stored rows rebuild the room after every input, held offer included.
+    r.run(
+        2,
+        Input::Disconnect {
+            conn: "c1".into(),
+            clean: false,
+        },
+    );
+    assert_eq!(
+        r.run(
+            3,
+            Input::SfuOffer {
+                participant: "a".into(),
+                sdp: "o1".into()
+            }
+        ),
+        vec![]
+    );
+    assert!(r.members["a"].contains("o1"), "the held offer is stored");
+    // Back within the grace period: snapshot first, then the held offer.
+    let fx = r.run(
+        4,
+        Input::Connect {
+            conn: "c3".into(),
+            claims: claims("a"),
+        },
+    );
+    let sends: Vec<&ServerMessage> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Output::Send { conn, msg } if conn == "c3" => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(
+            sends[..],
+            [
+                ServerMessage::Snapshot { resumed: true, .. },
+                ServerMessage::Offer { .. }
+            ]
+        ),
+        "{sends:?}"
+    );
+    let fx = frame(&mut r, "c3", &ClientMessage::Answer { sdp: SDP.into() });
+    assert_eq!(
+        fx,
+        vec![call("sfu-1", "a", SfuCall::Answer { sdp: SDP.into() })]
+    );
+    // Answered: nothing is replayed on the next reconnect.
+    r.run(
+        5,
+        Input::Disconnect {
+            conn: "c3".into(),
+            clean: false,
+        },
+    );
+    let fx = r.run(
+        6,
+        Input::Connect {
+            conn: "c4".into(),
+            claims: claims("a"),
+        },
+    );
+    assert!(
+        !fx.iter().any(|e| matches!(
+            e,
+            Output::Send {
+                msg: ServerMessage::Offer { .. },
+                ..
+            }
+        )),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn leaving_frees_the_participant_on_the_sfu_and_late_sfu_messages_go_nowhere() {
+    let mut r = with_sfu("a");
+    connect(&mut r, "b", "c2");
+    let fx = frame(&mut r, "c2", &ClientMessage::Leave {});
+    assert!(fx.contains(&call("sfu-1", "b", SfuCall::Leave)), "{fx:?}");
+    assert_eq!(
+        r.run(
+            3,
+            Input::SfuOffer {
+                participant: "b".into(),
+                sdp: "o".into()
+            }
+        ),
+        vec![]
+    );
+    assert_eq!(
+        r.run(
+            3,
+            Input::SfuReply {
+                sfu: "sfu-1".into(),
+                participant: "b".into(),
+                call: SfuCallKind::Offer { id: 1 },
+                reply: answered(200, r#"{"sdp":"a"}"#),
+            }
+        ),
+        vec![]
+    );
+    // A dropped participant whose grace runs out is freed too.
+    r.run(
+        4,
+        Input::Disconnect {
+            conn: "c1".into(),
+            clean: false,
+        },
+    );
+    let fx = r.run(4 + RECONNECT_GRACE_MS, Input::Timeout);
+    assert!(fx.contains(&call("sfu-1", "a", SfuCall::Leave)), "{fx:?}");
+}
+
+#[test]
+fn sfu_refusals_reach_only_the_participant_concerned() {
+    let mut r = with_sfu("a");
+    connect(&mut r, "b", "c2");
+    let fx = r.run(
+        2,
+        Input::SfuReply {
+            sfu: "sfu-1".into(),
+            participant: "b".into(),
+            call: SfuCallKind::Offer { id: 1 },
+            reply: answered(400, r#"{"code":"bad_sdp","message":"m"}"#),
+        },
+    );
+    assert_eq!(
+        fx,
+        vec![Output::Send {
+            conn: "c2".into(),
+            msg: ServerMessage::Error {
+                code: ErrorCode::BadSdp,
+                message: "m".into()
+            }
+        }]
+    );
+    // Tile sizes for a session the SFU does not know yet are no error for anyone.
+    let fx = r.run(
+        3,
+        Input::SfuReply {
+            sfu: "sfu-1".into(),
+            participant: "b".into(),
+            call: SfuCallKind::Views,
+            reply: answered(404, "{}"),
+        },
+    );
+    assert_eq!(fx, vec![]);
+}
+
+#[test]
+fn views_go_to_the_sfu_and_too_many_are_refused() {
+    let mut r = with_sfu("a");
+    let views = vec![TileView {
+        publisher: "b".into(),
+        source: crate::protocol::Source::Camera,
+        height: 180,
+    }];
+    let fx = frame(
+        &mut r,
+        "c1",
+        &ClientMessage::Views {
+            views: views.clone(),
+        },
+    );
+    assert_eq!(fx, vec![call("sfu-1", "a", SfuCall::Views { views })]);
+    let many = vec![
+        TileView {
+            publisher: "b".into(),
+            source: crate::protocol::Source::Screen,
+            height: 0,
+        };
+        MAX_VIEWS + 1
+    ];
+    let fx = frame(&mut r, "c1", &ClientMessage::Views { views: many });
+    assert!(is_error(&fx, ErrorCode::BadMessage), "{fx:?}");
+}
+
+#[test]
+fn sfu_events_reach_the_publisher_or_everyone() {
+    let mut r = with_sfu("a");
+    connect(&mut r, "b", "c2");
+    let fx = r.run(
+        5,
+        Input::SfuEvent(SfuEvent::PublishLayers {
+            room: "r".into(),
+            participant: "b".into(),
+            active: vec![true, false, false],
+        }),
+    );
+    assert_eq!(
+        fx,
+        vec![Output::Send {
+            conn: "c2".into(),
+            msg: ServerMessage::PublishLayers {
+                active: vec![true, false, false]
+            }
+        }]
+    );
+    let speaker = |p: Option<&str>| {
+        Input::SfuEvent(SfuEvent::ActiveSpeaker {
+            room: "r".into(),
+            participant: p.map(String::from),
+        })
+    };
+    let fx = r.run(6, speaker(Some("b")));
+    assert_eq!(
+        fx,
+        vec![Output::Broadcast {
+            except: None,
+            msg: ServerMessage::ActiveSpeaker {
+                id: Some("b".into())
+            }
+        }]
+    );
+    assert_eq!(r.snapshot().speaker.as_deref(), Some("b"));
+    assert_eq!(r.run(7, speaker(Some("b"))), vec![], "no repeat");
+    assert_eq!(r.run(8, speaker(Some("zed"))), vec![], "not a member");
+    // The speaker leaving clears it.
+    frame(&mut r, "c2", &ClientMessage::Leave {});
+    assert_eq!(r.snapshot().speaker, None);
+}
+
+#[test]
+fn screen_sharing_follows_the_hosts_limit() {
+    let mut r = with_sfu("a"); // a hosts
+    connect(&mut r, "b", "c2");
+    connect(&mut r, "c", "c3");
+    let share = |on| ClientMessage::SetScreen { sharing: on };
+    let fx = frame(&mut r, "c2", &share(true));
+    assert_eq!(
+        fx,
+        vec![Output::Broadcast {
+            except: None,
+            msg: ServerMessage::ScreenChanged {
+                id: "b".into(),
+                sharing: true
+            }
+        }]
+    );
+    let refused = frame(&mut r, "c3", &share(true));
+    assert!(
+        matches!(&refused[..], [Output::Send { conn, msg: ServerMessage::Error { code: ErrorCode::Forbidden, .. } }] if conn == "c3"),
+        "{refused:?}"
+    );
+    // Only the host may raise the limit.
+    let fx = frame(
+        &mut r,
+        "c3",
+        &ClientMessage::SetRoomOptions {
+            max_screen_sharers: 2,
+        },
+    );
+    assert!(is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
+    let fx = frame(
+        &mut r,
+        "c1",
+        &ClientMessage::SetRoomOptions {
+            max_screen_sharers: 0,
+        },
+    );
+    assert!(is_error(&fx, ErrorCode::BadRequest), "{fx:?}");
+    frame(
+        &mut r,
+        "c1",
+        &ClientMessage::SetRoomOptions {
+            max_screen_sharers: 2,
+        },
+    );
+    assert_eq!(r.snapshot().max_screen_sharers, 2);
+    assert_eq!(frame(&mut r, "c3", &share(true)).len(), 1);
+    assert!(
+        r.snapshot()
+            .participants
+            .iter()
+            .filter(|p| p.screen)
+            .count()
+            == 2
+    );
+    // Stopping twice is a no-op.
+    assert_eq!(frame(&mut r, "c2", &share(false)).len(), 1);
+    assert_eq!(frame(&mut r, "c2", &share(false)), vec![]);
+}
+
+// ---- The room's SFU: health, failover, drain (simulated time) ----
+
+#[test]
+fn media_failures_probe_once_and_a_dead_sfu_is_replaced() {
+    let mut r = with_sfu("a");
+    connect(&mut r, "b", "c2");
+    let fx = frame_at(&mut r, 1_000, "c1", &ClientMessage::MediaFailed {});
+    assert_eq!(
+        fx,
+        vec![Output::ProbeSfu {
+            sfu: choice("sfu-1")
+        }]
+    );
+    // A second report while the probe runs changes nothing.
+    assert_eq!(
+        frame_at(&mut r, 1_100, "c2", &ClientMessage::MediaFailed {}),
+        vec![]
+    );
+    // An SFU offer from before the failure is held for b (who has not answered it).
+    r.run(
+        1_150,
+        Input::SfuOffer {
+            participant: "b".into(),
+            sdp: "old".into(),
+        },
+    );
+    // No answer: the SFU is reported down (no new room goes there) and a replacement is sought.
+    let fx = r.run(
+        1_200,
+        Input::Probed {
+            sfu: "sfu-1".into(),
+            reply: gone(),
+        },
+    );
+    assert!(
+        fx.contains(&Output::SfuDown {
+            sfu: "sfu-1".into(),
+            reason: "connection refused".into()
+        }),
+        "{fx:?}"
+    );
+    assert_eq!(
+        finds(&fx),
+        Some(("sfu-1".into(), vec!["sfu-1".to_string()]))
+    );
+    let fx = r.run(
+        1_300,
+        Input::SfuFound {
+            result: Ok(choice("sfu-2")),
+        },
+    );
+    assert_eq!(moved_to(&fx).as_deref(), Some("sfu-2"));
+    assert_eq!(r.sfu().unwrap().id, "sfu-2");
+    assert_eq!(r.snapshot().sfu.as_deref(), Some("sfu-2"));
+    // The old SFU's offer is forgotten: an answer to it is refused.
+    let fx = frame_at(
+        &mut r,
+        1_400,
+        "c2",
+        &ClientMessage::Answer { sdp: SDP.into() },
+    );
+    assert!(is_error(&fx, ErrorCode::BadMessage), "{fx:?}");
+    // Members, host and mute state are untouched.
+    assert_eq!(r.snapshot().participants.len(), 2);
+    assert_eq!(r.host(), Some("a"));
+    // Reports still on their way from the old connections do not probe the new SFU before
+    // everyone could reach it; a report after that does.
+    assert_eq!(
+        frame_at(
+            &mut r,
+            1_300 + SETTLE_MS - 1,
+            "c1",
+            &ClientMessage::MediaFailed {}
+        ),
+        vec![]
+    );
+    let fx = frame_at(
+        &mut r,
+        1_300 + SETTLE_MS,
+        "c1",
+        &ClientMessage::MediaFailed {},
+    );
+    assert_eq!(probes(&fx).as_deref(), Some("sfu-2"));
+}
+
+#[test]
+fn a_restarted_sfu_makes_everyone_set_media_up_again_on_it() {
+    let mut r = with_sfu("a");
+    connect(&mut r, "b", "c2");
+    frame_at(&mut r, 1_000, "c1", &ClientMessage::MediaFailed {});
+    let fx = r.run(
+        1_010,
+        Input::Probed {
+            sfu: "sfu-1".into(),
+            reply: answered(200, r#"{"known":false,"participants":0,"draining":false}"#),
+        },
+    );
+    assert_eq!(moved_to(&fx).as_deref(), Some("sfu-1"));
+    assert_eq!(r.sfu().unwrap().id, "sfu-1");
+    assert_eq!(
+        frame_at(&mut r, 1_020, "c2", &ClientMessage::MediaFailed {}),
+        vec![],
+        "everyone is still arriving"
+    );
+    let fx = frame_at(
+        &mut r,
+        1_010 + SETTLE_MS,
+        "c2",
+        &ClientMessage::MediaFailed {},
+    );
+    assert_eq!(
+        probes(&fx).as_deref(),
+        Some("sfu-1"),
+        "settled: checked again"
+    );
+}
+
+#[test]
+fn a_healthy_answer_ends_the_check_and_a_lost_probe_is_sent_again() {
+    let mut r = with_sfu("a");
+    assert_eq!(r.poll_timeout(), None, "nothing to wait for");
+    let fx = frame_at(&mut r, 100, "c1", &ClientMessage::MediaFailed {});
+    assert!(probes(&fx).is_some());
+    assert_eq!(r.poll_timeout(), Some(100 + PROBE_LOST_MS));
+    let ok = r#"{"known":true,"participants":1,"draining":false}"#;
+    assert_eq!(
+        r.run(
+            150,
+            Input::Probed {
+                sfu: "sfu-1".into(),
+                reply: answered(200, ok)
+            }
+        ),
+        vec![]
+    );
+    assert_eq!(r.poll_timeout(), None);
+    let fx = frame_at(&mut r, 200, "c1", &ClientMessage::MediaFailed {});
+    assert!(
+        probes(&fx).is_some(),
+        "checked again after a healthy answer"
+    );
+    // The answer to that probe never comes (the object was evicted while waiting): at the
+    // deadline the room probes again by itself.
+    assert_eq!(r.run(300, Input::Timeout), vec![]);
+    let fx = r.run(200 + PROBE_LOST_MS, Input::Timeout);
+    assert_eq!(probes(&fx).as_deref(), Some("sfu-1"));
+    // A late answer about another SFU changes nothing.
+    assert_eq!(
+        r.run(
+            9_000,
+            Input::Probed {
+                sfu: "sfu-9".into(),
+                reply: gone()
+            }
+        ),
+        vec![]
+    );
+}
+
+/// CI went red on exactly this: the room moved at once (its first SFU had just been killed), the
+/// drain notice for the new SFU came 4 s later, inside the "ignore reports after a move" window,
+/// and was dropped; the SFU exited with the call on it.
+#[test]
+fn a_drain_notice_right_after_a_move_still_moves_the_room() {
+    let mut r = with_sfu("a");
+    connect(&mut r, "b", "c2");
+    // The first SFU is dead: the first offer cannot reach it.
+    let fx = r.run(
+        1_000,
+        Input::SfuReply {
+            sfu: "sfu-1".into(),
+            participant: "a".into(),
+            call: SfuCallKind::Offer { id: 1 },
+            reply: gone(),
+        },
+    );
+    assert!(fx.contains(&Output::SfuDown {
+        sfu: "sfu-1".into(),
+        reason: "connection refused".into()
+    }));
+    assert_eq!(probes(&fx).as_deref(), Some("sfu-1"));
+    let fx = r.run(
+        1_500,
+        Input::Probed {
+            sfu: "sfu-1".into(),
+            reply: gone(),
+        },
+    );
+    assert!(finds(&fx).is_some());
+    let fx = r.run(
+        1_600,
+        Input::SfuFound {
+            result: Ok(choice("sfu-2")),
+        },
+    );
+    assert_eq!(moved_to(&fx).as_deref(), Some("sfu-2"));
+    // 4 s later sfu-2 is told to stop and names the room.
+    let fx = r.run(
+        5_600,
+        Input::SfuDraining {
+            sfu: "sfu-2".into(),
+        },
+    );
+    let (failed, exclude) = finds(&fx).expect("a drain notice always looks for a new SFU");
+    assert_eq!(failed, "sfu-2");
+    assert_eq!(exclude, vec!["sfu-1".to_string(), "sfu-2".to_string()]);
+    let fx = r.run(
+        5_650,
+        Input::SfuFound {
+            result: Ok(choice("sfu-3")),
+        },
+    );
+    assert_eq!(moved_to(&fx).as_deref(), Some("sfu-3"));
+    assert_eq!(r.sfu().unwrap().id, "sfu-3");
+}
+
+#[test]
+fn kill_then_drain_while_the_search_is_out_never_lands_on_the_draining_sfu() {
+    let mut r = with_sfu("a");
+    frame_at(&mut r, 1_000, "c1", &ClientMessage::MediaFailed {});
+    let fx = r.run(
+        1_100,
+        Input::Probed {
+            sfu: "sfu-1".into(),
+            reply: answered(502, "bad gateway"),
+        },
+    );
+    assert!(finds(&fx).is_some());
+    // While the registry is asked, sfu-2 announces it is draining (the room is not on it yet).
+    assert_eq!(
+        r.run(
+            1_150,
+            Input::SfuDraining {
+                sfu: "sfu-2".into()
+            }
+        ),
+        vec![]
+    );
+    // The registry (not yet aware) offers sfu-2: refused, asked again shortly.
+    let fx = r.run(
+        1_200,
+        Input::SfuFound {
+            result: Ok(choice("sfu-2")),
+        },
+    );
+    assert_eq!(moved_to(&fx), None);
+    assert_eq!(r.sfu().unwrap().id, "sfu-1");
+    assert_eq!(r.poll_timeout(), Some(1_200 + FIND_RETRY_MS));
+    let fx = r.run(1_200 + FIND_RETRY_MS, Input::Timeout);
+    let (_, exclude) = finds(&fx).expect("asked again");
+    assert!(exclude.contains(&"sfu-2".to_string()) && exclude.contains(&"sfu-1".to_string()));
+    let fx = r.run(
+        3_300,
+        Input::SfuFound {
+            result: Ok(choice("sfu-3")),
+        },
+    );
+    assert_eq!(moved_to(&fx).as_deref(), Some("sfu-3"));
+}
+
+#[test]
+fn a_drain_with_no_sfu_to_go_to_is_retried_until_one_is_there() {
+    let mut r = with_sfu("a");
+    let fx = r.run(
+        1_000,
+        Input::SfuDraining {
+            sfu: "sfu-1".into(),
+        },
+    );
+    assert!(finds(&fx).is_some());
+    let mut now = 1_010;
+    for _ in 0..3 {
+        let fx = r.run(
+            now,
+            Input::SfuFound {
+                result: Err("no media server is available right now".into()),
+            },
+        );
+        assert_eq!(fx, vec![]);
+        let at = r.poll_timeout().expect("the room asks again");
+        assert_eq!(at, now + FIND_RETRY_MS);
+        assert!(finds(&r.run(at, Input::Timeout)).is_some());
+        now = at + 10;
+    }
+    let fx = r.run(
+        now,
+        Input::SfuFound {
+            result: Ok(choice("sfu-2")),
+        },
+    );
+    assert_eq!(moved_to(&fx).as_deref(), Some("sfu-2"));
+    assert_eq!(r.poll_timeout(), None);
+}
+
+#[test]
+fn the_search_survives_eviction() {
+    let mut r = with_sfu("a");
+    r.run(
+        1_000,
+        Input::SfuDraining {
+            sfu: "sfu-1".into(),
+        },
+    );
+    // Evicted while the registry was being asked: the answer is lost with the old object, but
+    // the alarm (poll_timeout) brings the search back.
+    r.evict(1_500, &["c1"]);
+    let at = r.poll_timeout().expect("a deadline survives eviction");
+    assert!(at <= 1_000 + sfu::FIND_LOST_MS);
+    assert!(finds(&r.run(at, Input::Timeout)).is_some());
+}
+
+#[test]
+fn a_drain_notice_for_an_sfu_the_room_left_changes_nothing() {
+    let mut r = with_sfu("a");
+    assert_eq!(
+        r.run(
+            1_000,
+            Input::SfuDraining {
+                sfu: "sfu-7".into()
+            }
+        ),
+        vec![]
+    );
+    assert_eq!(r.sfu().unwrap().id, "sfu-1");
+}
+
+#[test]
+fn an_unreachable_call_right_after_a_move_checks_the_new_sfu() {
+    let mut r = with_sfu("a");
+    r.run(
+        1_000,
+        Input::SfuDraining {
+            sfu: "sfu-1".into(),
+        },
+    );
+    r.run(
+        1_100,
+        Input::SfuFound {
+            result: Ok(choice("sfu-2")),
+        },
+    );
+    // A member's report now would be from an old connection and is ignored...
+    assert_eq!(
+        frame_at(&mut r, 1_200, "c1", &ClientMessage::MediaFailed {}),
+        vec![]
+    );
+    // ...but the new SFU refusing a connection is its own failure.
+    let fx = r.run(
+        1_300,
+        Input::SfuReply {
+            sfu: "sfu-2".into(),
+            participant: "a".into(),
+            call: SfuCallKind::Offer { id: 2 },
+            reply: gone(),
+        },
+    );
+    assert_eq!(probes(&fx).as_deref(), Some("sfu-2"));
+    // And a failure of the old SFU reports it down without touching the room.
+    let fx = r.run(
+        1_400,
+        Input::SfuReply {
+            sfu: "sfu-1".into(),
+            participant: "a".into(),
+            call: SfuCallKind::Leave,
+            reply: gone(),
+        },
+    );
+    assert!(
+        matches!(&fx[..], [Output::SfuDown { sfu, .. }] if sfu == "sfu-1"),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn a_joiner_gets_the_rooms_sfu_and_an_empty_room_chooses_afresh() {
+    let mut r = Sim::new("r");
+    assert_eq!(r.sfu_for_join(0), None, "a new room asks the registry");
+    r.run(
+        0,
+        Input::SfuChosen {
+            choice: choice("sfu-1"),
+        },
+    );
+    // A second joiner asking before the first connected gets the same SFU.
+    assert_eq!(r.sfu_for_join(10).map(|c| c.id), Some("sfu-1".into()));
+    r.run(
+        20,
+        Input::SfuChosen {
+            choice: choice("sfu-2"),
+        },
+    );
+    assert_eq!(r.sfu().unwrap().id, "sfu-1", "the first choice stands");
+    connect(&mut r, "a", "c1");
+    assert_eq!(
+        r.sfu_for_join(1_000_000).map(|c| c.id),
+        Some("sfu-1".into()),
+        "kept while anyone is in the room"
+    );
+    frame_at(&mut r, 1_000_000, "c1", &ClientMessage::Leave {});
+    assert_eq!(
+        r.sfu_for_join(1_000_000 + sfu::ASSIGN_HOLD_MS),
+        None,
+        "an empty room chooses afresh"
+    );
+    // A drained SFU is not kept even for a fresh joiner.
+    r.run(
+        2_000_000,
+        Input::SfuChosen {
+            choice: choice("sfu-3"),
+        },
+    );
+    r.run(
+        2_000_001,
+        Input::SfuDraining {
+            sfu: "sfu-3".into(),
+        },
+    );
+    assert_eq!(r.sfu_for_join(2_000_002), None);
+}
+
+// ---- The alarm, eviction, tokens ----
+
+/// The old shell set the alarm from the latest batch of effects: a member away at t=0 left only
+/// when the alarm for another, away at t=5 s, rang.
+#[test]
+fn the_alarm_is_the_soonest_thing_the_room_waits_for() {
+    let mut r = Sim::new("r");
+    connect(&mut r, "a", "c1");
+    connect(&mut r, "b", "c2");
+    connect(&mut r, "c", "c3");
+    r.run(
+        0,
+        Input::Disconnect {
+            conn: "c1".into(),
+            clean: false,
+        },
+    );
+    r.run(
+        5_000,
+        Input::Disconnect {
+            conn: "c2".into(),
+            clean: false,
+        },
+    );
+    assert_eq!(r.poll_timeout(), Some(RECONNECT_GRACE_MS));
+    let fx = r.run(RECONNECT_GRACE_MS, Input::Timeout);
+    assert!(fx.contains(&Output::Broadcast {
+        except: None,
+        msg: ServerMessage::ParticipantLeft { id: "a".into() }
+    }));
+    assert_eq!(r.poll_timeout(), Some(5_000 + RECONNECT_GRACE_MS));
+}
+
+#[test]
+fn eviction_keeps_members_host_and_held_offers_and_finds_who_is_gone() {
+    let mut r = with_sfu("a");
+    connect(&mut r, "b", "c2");
+    connect(&mut r, "c", "c3");
+    frame(
+        &mut r,
+        "c2",
+        &ClientMessage::SetMedia {
+            audio_muted: true,
+            video_muted: false,
+        },
+    );
+    // c's socket drops; an SFU offer for c is held.
+    r.run(
+        10,
+        Input::Disconnect {
+            conn: "c3".into(),
+            clean: false,
+        },
+    );
+    r.run(
+        11,
+        Input::SfuOffer {
+            participant: "c".into(),
+            sdp: "held".into(),
+        },
+    );
+    let before = r.snapshot();
+    // The object is evicted; a's and c's sockets are gone with it (b's survived hibernation).
+    let fx = r.evict(20, &["c2"]);
+    assert_eq!(
+        fx,
+        vec![Output::Broadcast {
+            except: None,
+            msg: ServerMessage::ParticipantAway { id: "a".into() }
+        }],
+        "a is away from now on (c already was)"
+    );
+    let after = r.snapshot();
+    assert_eq!(after.host, before.host);
+    assert_eq!(after.sfu, before.sfu);
+    assert!(after
+        .participants
+        .iter()
+        .any(|p| p.id == "b" && p.audio_muted));
+    // c comes back in time: the held offer follows the snapshot.
+    let fx = r.run(
+        30,
+        Input::Connect {
+            conn: "c3b".into(),
+            claims: claims("c"),
+        },
+    );
+    assert!(
+        fx.iter().any(|o| matches!(o, Output::Send { conn, msg: ServerMessage::Offer { sdp } } if conn == "c3b" && sdp == "held")),
+        "{fx:?}"
+    );
+    // a never comes back: gone after the grace period, and the host role moves on.
+    let fx = r.run(20 + RECONNECT_GRACE_MS, Input::Timeout);
+    assert!(fx.contains(&Output::Broadcast {
+        except: None,
+        msg: ServerMessage::ParticipantLeft { id: "a".into() }
+    }));
+    assert_eq!(r.host(), Some("b"));
+}
+
+fn timed_claims(id: &str, iat: u64, life: u64) -> Claims {
+    Claims {
+        iat,
+        nbf: iat,
+        exp: iat + life,
+        ..claims(id)
+    }
+}
+
+#[test]
+fn members_get_a_fresh_token_before_theirs_expires() {
+    let mut r = Sim::new("r");
+    r.run(
+        0,
+        Input::Connect {
+            conn: "c1".into(),
+            claims: timed_claims("a", 0, 900),
+        },
+    );
+    // Refreshed with a third of its 15 minutes left.
+    assert_eq!(r.poll_timeout(), Some(600_000));
+    assert_eq!(r.run(599_999, Input::Timeout), vec![]);
+    let fx = r.run(600_000, Input::Timeout);
+    match &fx[..] {
+        [Output::IssueToken { conn, claims }] => {
+            assert_eq!(conn, "c1");
+            assert_eq!((claims.iat, claims.exp), (600, 1_500));
+            assert_eq!(claims.jti, "a~1");
+            assert_eq!((claims.sub.as_str(), claims.room.as_str()), ("a", "r"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.poll_timeout(), Some(1_200_000));
+    // A member who is away is not sent one; back with the older token, they keep the newer.
+    r.run(
+        700_000,
+        Input::Disconnect {
+            conn: "c1".into(),
+            clean: false,
+        },
+    );
+    assert_eq!(r.poll_timeout(), Some(700_000 + RECONNECT_GRACE_MS));
+    r.run(
+        705_000,
+        Input::Connect {
+            conn: "c2".into(),
+            claims: timed_claims("a", 0, 900),
+        },
+    );
+    assert_eq!(r.poll_timeout(), Some(1_200_000));
+    let fx = r.run(1_200_000, Input::Timeout);
+    assert!(
+        matches!(&fx[..], [Output::IssueToken { conn, claims }] if conn == "c2" && claims.jti == "a~2"),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn revoked_tokens_are_refused_until_they_expire() {
+    let mut r = Sim::new("r");
+    r.run(
+        0,
+        Input::Connect {
+            conn: "c1".into(),
+            claims: timed_claims("a", 0, 900),
+        },
+    );
+    r.run(600_000, Input::Timeout); // a~1 issued
+    r.revoke("a", 600_000);
+    assert!(r.is_revoked("a") && r.is_revoked("a~1"));
+    // The revocation is stored: the next input persists it.
+    frame_at(&mut r, 600_001, "c1", &ClientMessage::Leave {});
+    assert!(r.restored().is_revoked("a~1"));
+    for (jti, sub) in [("a", "a"), ("a~1", "a"), ("x", "a")] {
+        let mut c = timed_claims(sub, 600, 900);
+        c.jti = jti.into();
+        let fx = r.run(
+            600_002,
+            Input::Connect {
+                conn: "c9".into(),
+                claims: c,
+            },
+        );
+        assert!(
+            matches!(
+                &fx[..],
+                [
+                    Output::Send {
+                        msg: ServerMessage::Error {
+                            code: ErrorCode::Forbidden,
+                            ..
+                        },
+                        ..
+                    },
+                    Output::Close {
+                        code: CLOSE_FORBIDDEN,
+                        ..
+                    }
+                ]
+            ),
+            "{jti}: {fx:?}"
+        );
+    }
+    assert!(r.is_empty());
+    // Forgotten once the newest token has expired (and its leeway passed).
+    r.run((1_500 + LEEWAY_SECS + 2) * 1_000, Input::Timeout);
+    assert!(!r.is_revoked("a~1"));
+}
+
+#[test]
+fn a_token_for_another_room_is_refused() {
+    let mut r = Sim::new("r");
+    let mut c = claims("a");
+    c.room = "other".into();
+    let fx = r.run(
+        0,
+        Input::Connect {
+            conn: "c1".into(),
+            claims: c,
+        },
+    );
+    assert!(
+        matches!(
+            &fx[..],
+            [
+                _,
+                Output::Close {
+                    code: CLOSE_FORBIDDEN,
+                    ..
+                }
+            ]
+        ),
+        "{fx:?}"
+    );
+    assert!(r.is_empty());
+}
