@@ -1,19 +1,28 @@
-//! edgemeet's browser app (Leptos CSR). Components only move bytes; protocol and validation come
-//! from `edgemeet_shared`.
+//! edgemeet's browser app (Leptos CSR). Components only move bytes: the session's decisions are
+//! `edgemeet_shared::session`, the room model `edgemeet_shared::client_room`, tile geometry
+//! `edgemeet_shared::layout` — all unit-tested natively.
+//!
+//! - `meeting`: the meeting's shared state (context) and the shell around the session core
+//! - `pages::prejoin`, `pages::room` (stage, controls, panels): the two screens
+//! - `call`: the RTCPeerConnection; `media`: capture; `views`: tile sizes for the SFU
 
 mod call;
 mod media;
-mod prejoin;
-mod stage;
+mod meeting;
+mod pages;
+mod views;
 
 use leptos::prelude::*;
+
+use meeting::{Meeting, Screen};
 
 fn main() {
     console_error_panic_hook::set_once();
     leptos::mount::mount_to_body(App);
 }
 
-/// `/` and `/<room>` both open the pre-join screen; the path names the room.
+/// One URL per meeting (`/<room>`), as in other meeting apps: the pre-join page and the room are
+/// two screens of it, switched by the session (joined, left, refused), not by the address.
 #[component]
 fn App() -> impl IntoView {
     let path = window().location().pathname().unwrap_or_default();
@@ -23,5 +32,12 @@ fn App() -> impl IntoView {
         .next()
         .unwrap_or_default()
         .to_string();
-    view! { <prejoin::PreJoin initial_room=room /> }
+    let meeting = Meeting::new();
+    provide_context(meeting);
+    view! {
+        <Show when=move || meeting.screen.get() == Screen::Room
+            fallback=move || view! { <pages::prejoin::PreJoin initial_room=room.clone() /> }>
+            <pages::room::RoomPage />
+        </Show>
+    }
 }

@@ -1,5 +1,7 @@
-//! Camera and microphone capture (getUserMedia).
+//! Capture: camera and microphone (getUserMedia), device lists, the microphone meter, screens
+//! (getDisplayMedia).
 
+use js_sys::Reflect;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
@@ -225,4 +227,29 @@ impl Drop for LevelMeter {
     fn drop(&mut self) {
         let _ = self.ctx.close();
     }
+}
+
+/// Asks the browser for a screen (window, tab) to share, with its audio when it offers some.
+pub async fn capture_screen() -> Result<MediaStream, String> {
+    let devices = web_sys::window()
+        .ok_or("no window")?
+        .navigator()
+        .media_devices()
+        .map_err(|_| "This browser cannot share a screen.".to_string())?;
+    let constraints = js_sys::Object::new();
+    let _ = Reflect::set(&constraints, &"video".into(), &JsValue::TRUE);
+    let _ = Reflect::set(&constraints, &"audio".into(), &JsValue::TRUE);
+    let get = Reflect::get(devices.as_ref(), &"getDisplayMedia".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        .ok_or("This browser cannot share a screen.")?;
+    let p = get
+        .call1(devices.as_ref(), &constraints)
+        .map_err(|_| "Screen sharing was refused.".to_string())?;
+    let stream = JsFuture::from(js_sys::Promise::from(p))
+        .await
+        .map_err(|_| "Screen sharing was cancelled or refused.".to_string())?;
+    stream
+        .dyn_into::<MediaStream>()
+        .map_err(|_| "Screen sharing gave no stream.".to_string())
 }

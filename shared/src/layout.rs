@@ -79,6 +79,140 @@ pub fn strip(w: f64, h: f64, gap: f64) -> Strip {
     }
 }
 
+/// A tile's place on the stage (CSS pixels from the stage's top left).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rect {
+    pub x: f64,
+    pub y: f64,
+    pub w: f64,
+    pub h: f64,
+}
+
+/// Height kept for the page buttons when the grid has more than one page.
+pub const PAGER_H: f64 = 44.0;
+
+/// Where every tile goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arrangement {
+    /// One per tile, in the order given: `None` for a tile not shown (another page, or beyond
+    /// what the filmstrip holds).
+    pub rects: Vec<Option<Rect>>,
+    /// Grid pages (1 when everything fits).
+    pub pages: u32,
+    /// The page shown (clamped).
+    pub page: u32,
+    /// Tiles the filmstrip could not show.
+    pub hidden_in_strip: u32,
+    /// Where a "+N" marker goes, when the filmstrip could not show everyone.
+    pub more: Option<Rect>,
+}
+
+/// Places `n` tiles on a `w`×`h` stage: tile `featured` big with the others in a filmstrip under
+/// it, or (no featured tile) all of them in the biggest grid that fits, page `page` of as many as
+/// it takes to keep tiles at least [`MIN_TILE_W`] wide.
+pub fn arrange(
+    n: usize,
+    featured: Option<usize>,
+    w: f64,
+    h: f64,
+    gap: f64,
+    page: u32,
+) -> Arrangement {
+    let mut rects = vec![None; n];
+    let (w, h) = (w.max(0.0), h.max(0.0));
+    if n == 0 {
+        return Arrangement {
+            rects,
+            pages: 1,
+            page: 0,
+            hidden_in_strip: 0,
+            more: None,
+        };
+    }
+    if let Some(f) = featured.filter(|&f| f < n) {
+        let others: Vec<usize> = (0..n).filter(|&i| i != f).collect();
+        if others.is_empty() {
+            rects[f] = Some(Rect {
+                x: 0.0,
+                y: 0.0,
+                w,
+                h,
+            });
+            return Arrangement {
+                rects,
+                pages: 1,
+                page: 0,
+                hidden_in_strip: 0,
+                more: None,
+            };
+        }
+        let s = strip(w, h, gap);
+        let big_h = (h - s.thumb_h - gap).max(0.0);
+        rects[f] = Some(Rect {
+            x: 0.0,
+            y: 0.0,
+            w,
+            h: big_h,
+        });
+        let overflow = others.len() as u32 > s.fits;
+        let shown = if overflow {
+            s.fits - 1
+        } else {
+            others.len() as u32
+        } as usize;
+        let slots = shown + usize::from(overflow);
+        let row_w = slots as f64 * s.thumb_w + gap * slots.saturating_sub(1) as f64;
+        let x0 = ((w - row_w) / 2.0).max(0.0);
+        let y = h - s.thumb_h;
+        let slot = |i: usize| Rect {
+            x: x0 + i as f64 * (s.thumb_w + gap),
+            y,
+            w: s.thumb_w.min(w),
+            h: s.thumb_h,
+        };
+        for (i, &t) in others.iter().take(shown).enumerate() {
+            rects[t] = Some(slot(i));
+        }
+        let hidden = (others.len() - shown) as u32;
+        return Arrangement {
+            rects,
+            pages: 1,
+            page: 0,
+            hidden_in_strip: hidden,
+            more: overflow.then(|| slot(shown)),
+        };
+    }
+    let per_page = page_size(n as u32, w, h, gap) as usize;
+    let pages = n.div_ceil(per_page) as u32;
+    let page = page.min(pages - 1);
+    let area_h = if pages > 1 { (h - PAGER_H).max(0.0) } else { h };
+    let first = page as usize * per_page;
+    let on_page: Vec<usize> = (first..n.min(first + per_page)).collect();
+    let g = grid(on_page.len() as u32, w, area_h, gap);
+    let used_h = g.tile_h * g.rows as f64 + gap * (g.rows - 1) as f64;
+    let y0 = ((area_h - used_h) / 2.0).max(0.0);
+    for (i, &t) in on_page.iter().enumerate() {
+        let (row, col) = (i as u32 / g.cols, i as u32 % g.cols);
+        // The last row may be short: centre it.
+        let in_row = (on_page.len() as u32 - row * g.cols).min(g.cols);
+        let row_w = g.tile_w * in_row as f64 + gap * (in_row - 1) as f64;
+        let x0 = ((w - row_w) / 2.0).max(0.0);
+        rects[t] = Some(Rect {
+            x: x0 + col as f64 * (g.tile_w + gap),
+            y: y0 + row as f64 * (g.tile_h + gap),
+            w: g.tile_w,
+            h: g.tile_h,
+        });
+    }
+    Arrangement {
+        rects,
+        pages,
+        page,
+        hidden_in_strip: 0,
+        more: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +283,81 @@ mod tests {
         assert!((s.thumb_h - 128.0).abs() < 0.01);
         assert_eq!(s.fits, 5);
         assert_eq!(strip(374.0, 600.0, 6.0).fits, 1);
+    }
+
+    fn inside(a: &Arrangement, w: f64, h: f64) {
+        for r in a.rects.iter().flatten().chain(a.more.iter()) {
+            assert!(
+                r.x >= -0.01 && r.y >= -0.01 && r.x + r.w <= w + 0.01 && r.y + r.h <= h + 0.01,
+                "{r:?} outside {w}×{h}"
+            );
+        }
+        // No two shown tiles overlap.
+        let shown: Vec<&Rect> = a.rects.iter().flatten().collect();
+        for (i, p) in shown.iter().enumerate() {
+            for q in &shown[i + 1..] {
+                let apart = p.x + p.w <= q.x + 0.01
+                    || q.x + q.w <= p.x + 0.01
+                    || p.y + p.h <= q.y + 0.01
+                    || q.y + q.h <= p.y + 0.01;
+                assert!(apart, "{p:?} overlaps {q:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_arrangement_keeps_tiles_on_the_stage_and_apart() {
+        for (w, h) in [
+            (1248.0, 640.0),
+            (896.0, 640.0),
+            (374.0, 600.0),
+            (374.0, 300.0),
+        ] {
+            for n in 1..=14 {
+                for featured in [None, Some(0), Some(n - 1)] {
+                    for page in 0..3 {
+                        let a = arrange(n, featured, w, h, 8.0, page);
+                        inside(&a, w, h);
+                        if featured.is_none() {
+                            let shown = a.rects.iter().flatten().count();
+                            assert!(shown >= 1 && a.page < a.pages);
+                        } else {
+                            let shown = a.rects.iter().flatten().count() as u32;
+                            assert_eq!(shown + a.hidden_in_strip, n as u32);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn grid_pages_cover_everyone_once() {
+        let (w, h) = (374.0, 600.0);
+        let n = 20;
+        let first = arrange(n, None, w, h, 6.0, 0);
+        assert!(first.pages > 1);
+        let mut seen = vec![0; n];
+        for p in 0..first.pages {
+            for (i, r) in arrange(n, None, w, h, 6.0, p).rects.iter().enumerate() {
+                if r.is_some() {
+                    seen[i] += 1;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&c| c == 1), "{seen:?}");
+    }
+
+    #[test]
+    fn a_featured_tile_is_big_and_the_others_go_in_the_strip() {
+        let a = arrange(3, Some(1), 1248.0, 640.0, 8.0, 0);
+        let big = a.rects[1].unwrap();
+        assert_eq!((big.w, big.h), (1248.0, 640.0 - 128.0 - 8.0));
+        assert!(a.rects[0].unwrap().y > big.h && a.rects[2].unwrap().y > big.h);
+        // A phone's strip holds one thumbnail; the rest are counted.
+        let a = arrange(4, Some(0), 374.0, 600.0, 6.0, 0);
+        assert_eq!(a.rects.iter().flatten().count(), 1);
+        assert_eq!(a.hidden_in_strip, 3);
+        assert!(a.more.is_some());
     }
 }

@@ -59,8 +59,35 @@ pub fn layer_for_bandwidth(estimated_bps: u64) -> usize {
         .unwrap_or(0)
 }
 
+/// The simulcast layer (rid) a received camera picture of this height comes from: the nearest
+/// layer's height. `None` for no picture.
+pub fn layer_for_height(height: u32) -> Option<&'static str> {
+    if height == 0 {
+        return None;
+    }
+    let full = CAMERA_CAPTURE_HEIGHT as f64;
+    CAMERA_SIMULCAST
+        .iter()
+        .min_by(|a, b| {
+            let da = (full / a.scale_resolution_down_by - height as f64).abs();
+            let db = (full / b.scale_resolution_down_by - height as f64).abs();
+            da.total_cmp(&db)
+        })
+        .map(|l| l.rid)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn layers_by_received_height() {
+        use super::layer_for_height;
+        assert_eq!(layer_for_height(180), Some("q"));
+        assert_eq!(layer_for_height(176), Some("q"));
+        assert_eq!(layer_for_height(360), Some("h"));
+        assert_eq!(layer_for_height(720), Some("f"));
+        assert_eq!(layer_for_height(0), None);
+    }
+
     use super::*;
 
     #[test]

@@ -120,7 +120,12 @@ impl Room {
                 .iter()
                 .min_by_key(|(id, m)| (m.joined_at, (*id).clone()))
                 .map(|(id, _)| id.clone());
-            if let Some(m) = room.meta.host.clone().and_then(|h| room.members.get_mut(&h)) {
+            if let Some(m) = room
+                .meta
+                .host
+                .clone()
+                .and_then(|h| room.members.get_mut(&h))
+            {
                 m.info.role = crate::token::Role::Host;
                 room.dirty.members.insert(m.info.id.clone());
             }

@@ -1,0 +1,4 @@
+//! The app's pages: pre-join and the room. Which one shows is the meeting's `screen`.
+
+pub mod prejoin;
+pub mod room;
