@@ -21,7 +21,8 @@ fn ActionButton(
     #[prop(optional)] class: &'static str,
     #[prop(optional)] shortcut: &'static str,
     #[prop(optional)] testid: &'static str,
-    on_press: impl Fn() + 'static,
+    // A callback, not a generic closure: one copy of this component in the bundle, not one per use.
+    #[prop(into)] on_press: Callback<()>,
 ) -> impl IntoView {
     let parts = move || {
         let (l, s) = (label.get(), short.get());
@@ -39,7 +40,7 @@ fn ActionButton(
                 format!("{} ({})", label.get(), shortcut.replace("Control", "Ctrl"))
             }
             data-testid=(!testid.is_empty()).then_some(testid)
-            on:click=move |_| on_press()>
+            on:click=move |_| on_press.run(())>
             <span class="long">{move || parts().0}</span>
             <span class="short">{move || parts().1}</span>
             <span class="long">{move || parts().2}</span>
