@@ -63,7 +63,7 @@ function measure(page) {
   });
 }
 
-function check(m, label, people) {
+function check(m, label, people, filmstrip = false) {
   const { w, h } = m.viewport;
   assert.ok(m.scrollWidth <= w, `${label}: the page scrolls sideways (${m.scrollWidth} > ${w})`);
   assert.ok(m.scrollHeight <= h, `${label}: the page scrolls down (${m.scrollHeight} > ${h})`);
@@ -83,9 +83,22 @@ function check(m, label, people) {
     );
     assert.ok(b.w >= 100, `${label}: tile ${t.name} is only ${b.w} px wide`);
   }
-  // Everyone is on the stage (on one page here: six fit both screens).
-  const people_tiles = m.tiles.filter((t) => t.name && !t.name.startsWith("+"));
-  assert.equal(people_tiles.length, people, `${label}: ${people_tiles.map((t) => t.name)}`);
+  // Everyone is on the stage (on one page here: six fit both screens), or in the filmstrip: shown,
+  // or counted in its "+N" tile.
+  const shown = m.tiles.filter((t) => t.name && !t.name.endsWith("not shown"));
+  const more = m.tiles.map((t) => /^(\d+) more not shown$/.exec(t.name ?? "")).find(Boolean);
+  const counted = shown.length + (filmstrip && more ? Number(more[1]) : 0);
+  assert.equal(counted, people, `${label}: ${m.tiles.map((t) => t.name)}`);
+}
+
+/** Presses a control of the bar (through More on a phone). */
+async function choose(page, name, phone) {
+  if (phone) {
+    await page.getByRole("button", { name: "More" }).click();
+    await page.getByRole("menuitem", { name }).click();
+  } else {
+    await page.getByRole("button", { name, exact: true }).click();
+  }
 }
 
 /** Opens `panel` ("Participants", "Stats") the way a person would on this screen. */
@@ -116,14 +129,25 @@ for (const [w, h] of [[1280, 800], [390, 844]]) {
         people += 1;
       }
       await page.getByTestId("room-status").getByText(`${n} in the room`).waitFor({ timeout: 5000 });
-      for (const panel of [null, "Participants", "Stats"]) {
-        if (panel) await openPanel(page, panel, phone);
+      for (const panel of [null, "Participants", "Stats", "Speaker view"]) {
+        const speaker = panel === "Speaker view";
+        if (speaker) await choose(page, "Speaker view", phone);
+        else if (panel) await openPanel(page, panel, phone);
         await page.waitForTimeout(250); // tiles move with a 150 ms transition
         const label = `${w}×${h}, ${n} people, ${panel ?? "no panel"}`;
         await page.screenshot({ path: join(ARTIFACTS, `layout-${w}x${h}-${n}-${panel ?? "none"}.png`) });
         const m = await measure(page);
-        check(m, label, n);
-        if (panel) {
+        check(m, label, n, speaker);
+        if (speaker) {
+          // One tile big (someone else: alone, there is nobody to feature), the rest in the
+          // filmstrip under it.
+          const big = m.tiles.reduce((a, t) => (t.box.w * t.box.h > a.box.w * a.box.h ? t : a));
+          if (n > 1) {
+            assert.notEqual(big.name, "Me (you)", `${label}: the featured tile is someone else`);
+            assert.ok(big.box.w >= m.stage.w - 1, `${label}: the featured tile spans the stage`);
+          }
+          await choose(page, "Grid view", phone);
+        } else if (panel) {
           assert.ok(m.panel, `${label}: the panel is not shown`);
           assert.ok(m.panel.closeAtCentre, `${label}: the panel's close button is covered`);
           if (!phone) {

@@ -52,6 +52,8 @@ pub struct Meeting {
     session: StoredValue<Session, LocalStorage>,
     socket: StoredValue<Option<(u64, WebSocket)>, LocalStorage>,
     timer: StoredValue<Option<i32>>,
+    /// What the timer calls: one function for the page's lifetime (`feed(Timeout)`).
+    on_timer: StoredValue<Option<js_sys::Function>, LocalStorage>,
     screen_capture: StoredValue<Option<MediaStream>, LocalStorage>,
 }
 
@@ -81,8 +83,15 @@ impl Meeting {
             session: StoredValue::new_local(Session::new()),
             socket: StoredValue::new_local(None),
             timer: StoredValue::new(None),
+            on_timer: StoredValue::new_local(None),
             screen_capture: StoredValue::new_local(None),
         };
+        let tick = Closure::<dyn FnMut()>::new(move || {
+            m.timer.set_value(None);
+            m.feed(SessionInput::Timeout);
+        });
+        m.on_timer
+            .set_value(Some(tick.into_js_value().unchecked_into()));
         m.call.set_value(Some(Call::new(
             move |msg| m.send(&msg),
             m.remote,
@@ -157,18 +166,15 @@ impl Meeting {
         if let Some(h) = self.timer.get_value() {
             window().clear_timeout_with_handle(h);
         }
-        let me = *self;
         let handle = next.and_then(|at| {
-            let cb = Closure::once_into_js(move || {
-                me.timer.set_value(None);
-                me.feed(SessionInput::Timeout);
-            });
-            window()
-                .set_timeout_with_callback_and_timeout_and_arguments_0(
-                    cb.unchecked_ref(),
-                    at.saturating_sub(now()).min(i32::MAX as u64) as i32,
-                )
-                .ok()
+            self.on_timer.with_value(|f| {
+                window()
+                    .set_timeout_with_callback_and_timeout_and_arguments_0(
+                        f.as_ref()?,
+                        at.saturating_sub(now()).min(i32::MAX as u64) as i32,
+                    )
+                    .ok()
+            })
         });
         self.timer.set_value(handle);
     }

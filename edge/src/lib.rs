@@ -34,7 +34,7 @@ pub use registry::SfuRegistry;
 pub use room::RoomObject;
 
 /// How long a room token is valid. Members get a fresh one over their socket before it expires.
-const TOKEN_TTL_SECS: u64 = 15 * 60;
+const TOKEN_TTL_SECS: u64 = edgemeet_shared::token::MAX_TOKEN_TTL_SECS;
 /// Dev/test only: a join may ask for a shorter token lifetime (header, seconds), so a test can see a
 /// call outlive its first token.
 const DEV_TOKEN_TTL_HEADER: &str = "x-edgemeet-dev-token-ttl";
@@ -86,11 +86,7 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
             "no API route {} {path}",
             req.method()
         ))),
-        _ => Ok(env
-            .assets("ASSETS")?
-            .fetch_request(req)
-            .await
-            .map(Response::from)?),
+        _ => Ok(env.assets("ASSETS")?.fetch_request(req).await?),
     }
 }
 

@@ -193,17 +193,21 @@ impl RoomObject {
     /// Runs one input through the core and performs everything it asks for, feeding the outcomes
     /// of calls back in; then sets the alarm to the core's next deadline.
     async fn step(&self, name: Option<&str>, input: Input) -> Result<()> {
-        let mut queue = VecDeque::new();
-        queue.extend(self.load(name)?);
-        if self.room.borrow().is_none() {
-            return Ok(()); // an alarm or callback for a room that was never stored
-        }
-        queue.push_back(input);
-        while let Some(input) = queue.pop_front() {
+        let mut queue = VecDeque::from([input]);
+        while let Some(mut input) = queue.pop_front() {
+            // (Re)load before every input: the room may have been dropped from memory while this
+            // step awaited a call (the dev evict hook, a failed write). Rebuilt from storage, the
+            // room first learns which sockets survived.
+            if let Some(restored) = self.load(name)? {
+                queue.push_front(input);
+                input = restored;
+            }
             let now = worker::Date::now().as_millis();
             let outputs: Vec<Output> = {
                 let mut slot = self.room.borrow_mut();
-                let room = slot.as_mut().expect("loaded above");
+                let Some(room) = slot.as_mut() else {
+                    return Ok(()); // an alarm or callback for a room that was never stored
+                };
                 room.handle_input(now, input);
                 std::iter::from_fn(|| room.poll_output()).collect()
             };
@@ -221,7 +225,14 @@ impl RoomObject {
                             let _ = ws.close(Some(code), Some(&reason));
                         }
                     }
-                    Output::Persist(changes) => self.persist(changes)?,
+                    Output::Persist(changes) => {
+                        if let Err(e) = self.persist(changes) {
+                            // Memory and storage disagree now: forget the room in memory (the next
+                            // input rebuilds it from what was stored) and carry on with the rest.
+                            worker::console_error!("room {}: cannot store: {e}", self.name());
+                            *self.room.borrow_mut() = None;
+                        }
+                    }
                     Output::Warn(w) => worker::console_warn!("room {}: {w}", self.name()),
                     Output::IssueToken { conn, claims } => self.issue_token(&conn, &claims),
                     Output::Sfu {
@@ -288,12 +299,13 @@ impl RoomObject {
 
     /// Sets the alarm to the core's next deadline (or removes it).
     async fn sync_alarm(&self) -> Result<()> {
-        let want = self.room.borrow().as_ref().and_then(Room::poll_timeout);
+        let Some(want) = self.room.borrow().as_ref().map(Room::poll_timeout) else {
+            return Ok(()); // not in memory: set again after the next load
+        };
         if self.alarm.get() == Some(want) {
             return Ok(());
         }
-        self.alarm.set(Some(want));
-        match want {
+        let set = match want {
             // An absolute time (an `i64` would be taken as an offset from now).
             Some(at) => {
                 let when = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at as f64));
@@ -303,7 +315,11 @@ impl RoomObject {
                     .await
             }
             None => self.state.storage().delete_alarm().await,
+        };
+        if set.is_ok() {
+            self.alarm.set(Some(want));
         }
+        set
     }
 
     /// Performs one awaited output; returns the input that reports its outcome.
@@ -328,13 +344,10 @@ impl RoomObject {
                 let path = format!("/v1/rooms/{room}");
                 let reply = match self.control_secret() {
                     Ok(secret) => {
-                        with_timeout(sfu_request(
-                            &secret,
-                            &sfu.url,
-                            Method::Get,
-                            &path,
-                            String::new(),
-                        ))
+                        with_timeout(
+                            PROBE_TIMEOUT_MS,
+                            sfu_request(&secret, &sfu.url, Method::Get, &path, String::new()),
+                        )
                         .await
                     }
                     Err(reply) => reply,
@@ -437,13 +450,19 @@ impl RoomObject {
                 to_json(&ViewsBody { views }),
             ),
         };
-        sfu_request(&secret, &sfu.url, method, &path, body).await
+        with_timeout(
+            CALL_TIMEOUT_MS,
+            sfu_request(&secret, &sfu.url, method, &path, body),
+        )
+        .await
     }
 
     /// The room's SFU for a joiner: the one it keeps, or the registry's choice for a first join.
     async fn assign_sfu(&self, mut req: Request) -> Result<Response> {
         let ask: ChooseRequest = req.json().await?;
-        self.load(Some(&ask.room))?;
+        if let Some(restored) = self.load(Some(&ask.room))? {
+            self.step(Some(&ask.room), restored).await?;
+        }
         let now = worker::Date::now().as_millis();
         let kept = self
             .room
@@ -504,17 +523,18 @@ fn to_json(body: &impl Serialize) -> String {
 
 /// How long a probe of an SFU may take before it counts as unreachable.
 const PROBE_TIMEOUT_MS: u64 = 1_000;
+/// How long any other control call may take (an answer to an offer takes well under a second): a
+/// hung SFU must not hold up the rest of the room's work.
+const CALL_TIMEOUT_MS: u64 = 5_000;
 
-/// `req` within [`PROBE_TIMEOUT_MS`], or unreachable.
-async fn with_timeout(req: impl std::future::Future<Output = HttpReply>) -> HttpReply {
+/// `req` within `ms`, or unreachable.
+async fn with_timeout(ms: u64, req: impl std::future::Future<Output = HttpReply>) -> HttpReply {
     use futures_util::future::{select, Either};
-    let timeout = Box::pin(worker::Delay::from(std::time::Duration::from_millis(
-        PROBE_TIMEOUT_MS,
-    )));
+    let timeout = Box::pin(worker::Delay::from(std::time::Duration::from_millis(ms)));
     match select(Box::pin(req), timeout).await {
         Either::Left((r, _)) => r,
         Either::Right(_) => HttpReply::Unreachable {
-            reason: format!("no answer within {PROBE_TIMEOUT_MS} ms"),
+            reason: format!("no answer within {ms} ms"),
         },
     }
 }

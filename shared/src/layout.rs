@@ -69,7 +69,13 @@ pub struct Strip {
 /// The filmstrip under a featured tile on a `w`×`h` stage: about a fifth of the height (90–160 px),
 /// never more thumbnails than fit the width.
 pub fn strip(w: f64, h: f64, gap: f64) -> Strip {
-    let thumb_h = (h / 5.0).clamp(90.0, 160.0).min(h.max(0.0));
+    let mut thumb_h = (h / 5.0).clamp(90.0, 160.0).min(h.max(0.0));
+    // A narrow screen (a phone) fits two smaller thumbnails rather than one: someone besides the
+    // featured tile stays in view.
+    let two = (w - gap) / 2.0 / ASPECT;
+    if thumb_h * ASPECT > (w - gap) / 2.0 && two >= 90.0 {
+        thumb_h = two;
+    }
     let thumb_w = thumb_h * ASPECT;
     let fits = ((w + gap) / (thumb_w + gap)).floor().max(1.0) as u32;
     Strip {
@@ -182,7 +188,11 @@ pub fn arrange(
             more: overflow.then(|| slot(shown)),
         };
     }
-    let per_page = page_size(n as u32, w, h, gap) as usize;
+    // Paged, the grid also leaves room for the page buttons: size the pages for that height.
+    let mut per_page = page_size(n as u32, w, h, gap) as usize;
+    if per_page < n {
+        per_page = page_size(n as u32, w, (h - PAGER_H).max(0.0), gap) as usize;
+    }
     let pages = n.div_ceil(per_page) as u32;
     let page = page.min(pages - 1);
     let area_h = if pages > 1 { (h - PAGER_H).max(0.0) } else { h };
@@ -282,7 +292,12 @@ mod tests {
         let s = strip(1248.0, 640.0, 8.0);
         assert!((s.thumb_h - 128.0).abs() < 0.01);
         assert_eq!(s.fits, 5);
-        assert_eq!(strip(374.0, 600.0, 6.0).fits, 1);
+        assert_eq!(
+            strip(374.0, 600.0, 6.0).fits,
+            2,
+            "a phone shows two thumbnails"
+        );
+        assert_eq!(strip(300.0, 600.0, 6.0).fits, 1, "too narrow for two");
     }
 
     fn inside(a: &Arrangement, w: f64, h: f64) {
@@ -321,6 +336,14 @@ mod tests {
                         if featured.is_none() {
                             let shown = a.rects.iter().flatten().count();
                             assert!(shown >= 1 && a.page < a.pages);
+                            if a.pages > 1 {
+                                for r in a.rects.iter().flatten() {
+                                    assert!(
+                                        r.w >= MIN_TILE_W - 0.01 && r.y + r.h <= h - PAGER_H + 0.01,
+                                        "{r:?}"
+                                    );
+                                }
+                            }
                         } else {
                             let shown = a.rects.iter().flatten().count() as u32;
                             assert_eq!(shown + a.hidden_in_strip, n as u32);
@@ -354,10 +377,10 @@ mod tests {
         let big = a.rects[1].unwrap();
         assert_eq!((big.w, big.h), (1248.0, 640.0 - 128.0 - 8.0));
         assert!(a.rects[0].unwrap().y > big.h && a.rects[2].unwrap().y > big.h);
-        // A phone's strip holds one thumbnail; the rest are counted.
+        // A phone's strip holds two slots: one thumbnail and "+2".
         let a = arrange(4, Some(0), 374.0, 600.0, 6.0, 0);
-        assert_eq!(a.rects.iter().flatten().count(), 1);
-        assert_eq!(a.hidden_in_strip, 3);
+        assert_eq!(a.rects.iter().flatten().count(), 2);
+        assert_eq!(a.hidden_in_strip, 2);
         assert!(a.more.is_some());
     }
 }

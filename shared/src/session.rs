@@ -133,6 +133,8 @@ enum Socket {
 #[derive(Debug, Clone, Default)]
 struct MediaWatch {
     started: bool,
+    /// The SFU the room named when this media session was set up.
+    sfu: Option<String>,
     state: Option<PcState>,
     /// When the current state began (for the connect watchdog).
     since: Millis,
@@ -305,8 +307,18 @@ impl Session {
     }
 
     fn start_media(&mut self, now: Millis) {
+        if !self.connected() {
+            // The offer could not be sent: set media up once the room is back (the snapshot
+            // finds no live session).
+            self.media = MediaWatch {
+                last_report: self.media.last_report,
+                ..MediaWatch::default()
+            };
+            return;
+        }
         self.media = MediaWatch {
             started: true,
+            sfu: self.room.sfu.clone(),
             state: Some(PcState::New),
             since: now,
             restart_at: None,
@@ -362,14 +374,14 @@ impl Session {
             ServerMessage::ParticipantLeft { id } => {
                 self.out.push_back(Action::Forget { id: id.clone() });
             }
-            ServerMessage::SfuChanged { .. } => {
-                // The room's media moved: a new PeerConnection to the new SFU (mute state kept).
-                self.start_media(now);
-            }
             _ => {}
         }
         if let Some(notice) = self.room.apply(&msg) {
             self.out.push_back(Action::Toast(notice));
+        }
+        if let ServerMessage::SfuChanged { .. } = msg {
+            // The room's media moved: a new PeerConnection to the new SFU (mute state kept).
+            self.start_media(now);
         }
         if let ServerMessage::Snapshot { resumed, .. } = msg {
             self.socket = Socket::Open { got_snapshot: true };
@@ -388,13 +400,16 @@ impl Session {
                 self.out
                     .push_back(Action::Send(ClientMessage::SetScreen { sharing: true }));
             }
-            // A resumed session keeps its PeerConnection (nothing to publish again); a fresh one
-            // (first join, or back after the grace period) sets media up anew.
+            // A resumed session keeps its PeerConnection (nothing to publish again) if it is up
+            // and on the room's SFU; a fresh one (first join, or back after the grace period), a
+            // media connection that is down or was never answered, or a room that moved to another
+            // SFU while the socket was away, sets media up anew.
             let live = self.media.started
-                && !matches!(
+                && matches!(
                     self.media.state,
-                    Some(PcState::Failed | PcState::Closed) | None
-                );
+                    Some(PcState::Connected | PcState::Disconnected)
+                )
+                && self.media.sfu == self.room.sfu;
             if !(resumed && live) {
                 self.start_media(now);
             }
@@ -861,5 +876,87 @@ mod tests {
             ),
             vec![Action::Signal(offer)]
         );
+    }
+
+    fn snapshot_on(sfu: &str, resumed: bool) -> ServerMessage {
+        let mut s = snapshot(resumed);
+        if let ServerMessage::Snapshot { room, .. } = &mut s {
+            room.sfu = Some(sfu.into());
+        }
+        s
+    }
+
+    #[test]
+    fn a_restart_due_while_the_socket_is_down_happens_when_the_room_is_back() {
+        let mut s = joined();
+        run(&mut s, 100, SessionInput::MediaState(PcState::Connected));
+        run(&mut s, 200, SessionInput::MediaState(PcState::Failed));
+        run(
+            &mut s,
+            210,
+            SessionInput::SocketClosed {
+                socket: 1,
+                code: 1006,
+            },
+        );
+        // The restart falls due while the socket is down: an offer now would be lost.
+        let a = run(&mut s, 700, SessionInput::Timeout);
+        assert!(!starts_media(&a), "{a:?}");
+        run(&mut s, 710, SessionInput::SocketOpened { socket: 2 });
+        let a = run(
+            &mut s,
+            720,
+            SessionInput::SocketMessage {
+                socket: 2,
+                msg: snapshot(true),
+            },
+        );
+        assert!(starts_media(&a), "{a:?}");
+    }
+
+    #[test]
+    fn a_move_missed_while_the_socket_was_down_sets_media_up_on_the_new_sfu() {
+        let mut s = joined(); // media set up on us-east
+        run(&mut s, 100, SessionInput::MediaState(PcState::Connected));
+        run(
+            &mut s,
+            200,
+            SessionInput::SocketClosed {
+                socket: 1,
+                code: 1006,
+            },
+        );
+        run(&mut s, 450, SessionInput::Timeout);
+        run(&mut s, 460, SessionInput::SocketOpened { socket: 2 });
+        let a = run(
+            &mut s,
+            470,
+            SessionInput::SocketMessage {
+                socket: 2,
+                msg: snapshot_on("eu-west", true),
+            },
+        );
+        assert!(starts_media(&a), "the room is on eu-west now: {a:?}");
+        // Resumed on the same SFU with media up: nothing to do.
+        run(&mut s, 500, SessionInput::MediaState(PcState::Connected));
+        run(
+            &mut s,
+            600,
+            SessionInput::SocketClosed {
+                socket: 2,
+                code: 1006,
+            },
+        );
+        run(&mut s, 850, SessionInput::Timeout);
+        run(&mut s, 860, SessionInput::SocketOpened { socket: 3 });
+        let a = run(
+            &mut s,
+            870,
+            SessionInput::SocketMessage {
+                socket: 3,
+                msg: snapshot_on("eu-west", true),
+            },
+        );
+        assert!(!starts_media(&a), "{a:?}");
     }
 }

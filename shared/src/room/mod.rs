@@ -33,7 +33,7 @@ use crate::protocol::{
     SfuEvent, TileView, MAX_SCREEN_SHARERS, MAX_VIEWS, PROTOCOL_VERSION,
 };
 use crate::region::SfuChoice;
-use crate::token::{Claims, Grants, Role, LEEWAY_SECS};
+use crate::token::{Claims, Grants, Role, LEEWAY_SECS, MAX_TOKEN_TTL_SECS};
 use crate::Millis;
 
 pub use sfu::{HttpReply, SfuCallKind, FIND_RETRY_MS, PROBE_LOST_MS, SETTLE_MS};
@@ -454,23 +454,10 @@ impl Room {
             .collect();
         for id in due {
             let m = self.members.get_mut(&id).expect("listed above");
-            let life = m.claims.exp - m.claims.iat;
-            let secs = now / 1000;
-            m.refreshes += 1;
-            let root = m
-                .claims
-                .jti
-                .split('~')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            m.claims.jti = format!("{root}~{}", m.refreshes);
-            m.claims.iat = secs;
-            m.claims.nbf = secs;
-            m.claims.exp = secs + life;
+            let claims = refresh(m, now);
             out.push(Output::IssueToken {
                 conn: m.conn.clone(),
-                claims: m.claims.clone(),
+                claims,
             });
             self.dirty.members.insert(id);
         }
@@ -491,6 +478,7 @@ impl Room {
             return refuse(conn, "you were removed from this meeting");
         }
         let mut out = Vec::new();
+        let mut reissue = None;
         let resumed = self.members.contains_key(&claims.sub);
         self.dirty.members.insert(claims.sub.clone());
         if let Some(m) = self.members.get_mut(&claims.sub) {
@@ -498,9 +486,13 @@ impl Room {
             // the session resumes; nobody else sees a leave or a join.
             let old = std::mem::replace(&mut m.conn, conn.clone());
             m.grants = claims.grants;
-            // Keep whichever token lives longer (a reconnect may still use an older one).
+            // A reconnect with an older token than the room last issued this member means the
+            // fresh one never arrived (the socket dropped as it was sent): issue another now, or
+            // the next drop would find their token expired.
             if claims.exp >= m.claims.exp {
                 m.claims = claims.clone();
+            } else {
+                reissue = Some(refresh(m, now));
             }
             if let Some(sdp) = m.pending_offer.clone() {
                 // The SFU's offer may have been lost with the old connection: hand it over again
@@ -573,7 +565,7 @@ impl Room {
         out.insert(
             pos,
             Output::Send {
-                conn,
+                conn: conn.clone(),
                 msg: ServerMessage::Snapshot {
                     you: claims.sub,
                     room: self.snapshot(),
@@ -581,6 +573,9 @@ impl Room {
                 },
             },
         );
+        if let Some(claims) = reissue {
+            out.push(Output::IssueToken { conn, claims });
+        }
         out
     }
 
@@ -909,16 +904,18 @@ impl Room {
         out
     }
 
-    /// Revokes `participant`'s tokens (the one they hold and any refreshed one) until they would
-    /// have expired: a later connection with one of them is refused. Used by "remove" (next issue).
+    /// Revokes `participant`'s tokens — the one they hold and every one the room refreshed for
+    /// them — until they would have expired: a later connection with one of them is refused. For
+    /// someone no longer in the room, until any token issued before `now` has expired
+    /// ([`MAX_TOKEN_TTL_SECS`]). The rows go out with the next [`Room::poll_output`]. Used by
+    /// "remove" (next issue), which also ends their connection.
     pub fn revoke(&mut self, participant: &str, now: Millis) {
-        // Tokens issued before the newest one expire no later than it does.
-        let until = self
-            .members
-            .get(participant)
-            .map_or(0, |m| m.claims.exp)
-            .max(now / 1000)
-            + LEEWAY_SECS;
+        let secs = now / 1000;
+        let until = match self.members.get(participant) {
+            // Tokens issued before the newest one expire no later than it does.
+            Some(m) => m.claims.exp.max(secs),
+            None => secs + MAX_TOKEN_TTL_SECS,
+        } + LEEWAY_SECS;
         let mut ids = vec![participant.to_string()];
         if let Some(m) = self.members.get(participant) {
             let root = m.claims.jti.split('~').next().unwrap_or_default();
@@ -928,6 +925,9 @@ impl Room {
         for id in ids {
             self.revoked.insert(id.clone(), until);
             self.dirty.revoked.insert(id);
+        }
+        if let Some(changes) = self.take_changes() {
+            self.out.push_back(Output::Persist(changes));
         }
     }
 
@@ -955,6 +955,25 @@ impl Room {
             _ => Vec::new(),
         }
     }
+}
+
+/// New claims for `m`: same lifetime from `now`, the next token id. The member keeps them.
+fn refresh(m: &mut Member, now: Millis) -> Claims {
+    let life = m.claims.exp.saturating_sub(m.claims.iat);
+    let secs = now / 1000;
+    m.refreshes += 1;
+    let root = m
+        .claims
+        .jti
+        .split('~')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    m.claims.jti = format!("{root}~{}", m.refreshes);
+    m.claims.iat = secs;
+    m.claims.nbf = secs;
+    m.claims.exp = secs + life;
+    m.claims.clone()
 }
 
 fn error_to(conn: ConnId, code: ErrorCode, message: String) -> Vec<Output> {

@@ -88,7 +88,11 @@ impl Room {
         if let Some(json) = meta {
             match serde_json::from_str::<Meta>(json) {
                 Ok(m) => room.meta = m,
-                Err(e) => errors.push(RestoreError::Meta(e.to_string())),
+                Err(e) => {
+                    // Start the row afresh (written back below); members keep their places.
+                    errors.push(RestoreError::Meta(e.to_string()));
+                    room.dirty.meta = true;
+                }
             }
         }
         let mut rows = BTreeMap::new();
@@ -108,13 +112,14 @@ impl Room {
             .into_iter()
             .map(|(id, until)| (id.to_string(), until))
             .collect();
-        // A host who is no longer stored (an unreadable row) hands over like one who left.
-        if room
+        // A host who is no longer stored (an unreadable row, or the room row itself) hands over
+        // like one who left.
+        let hostless = room
             .meta
             .host
             .as_ref()
-            .is_some_and(|h| !room.members.contains_key(h))
-        {
+            .is_none_or(|h| !room.members.contains_key(h));
+        if hostless && !room.members.is_empty() {
             room.meta.host = room
                 .members
                 .iter()

@@ -1605,7 +1605,7 @@ fn members_get_a_fresh_token_before_theirs_expires() {
         other => panic!("{other:?}"),
     }
     assert_eq!(r.poll_timeout(), Some(1_200_000));
-    // A member who is away is not sent one; back with the older token, they keep the newer.
+    // A member who is away is not sent one.
     r.run(
         700_000,
         Input::Disconnect {
@@ -1614,12 +1614,19 @@ fn members_get_a_fresh_token_before_theirs_expires() {
         },
     );
     assert_eq!(r.poll_timeout(), Some(700_000 + RECONNECT_GRACE_MS));
-    r.run(
+    // Back with the fresh token: nothing more to send until its own refresh time.
+    let mut fresh = timed_claims("a", 600, 900);
+    fresh.jti = "a~1".into();
+    let fx = r.run(
         705_000,
         Input::Connect {
             conn: "c2".into(),
-            claims: timed_claims("a", 0, 900),
+            claims: fresh,
         },
+    );
+    assert!(
+        !fx.iter().any(|o| matches!(o, Output::IssueToken { .. })),
+        "{fx:?}"
     );
     assert_eq!(r.poll_timeout(), Some(1_200_000));
     let fx = r.run(1_200_000, Input::Timeout);
@@ -1627,6 +1634,38 @@ fn members_get_a_fresh_token_before_theirs_expires() {
         matches!(&fx[..], [Output::IssueToken { conn, claims }] if conn == "c2" && claims.jti == "a~2"),
         "{fx:?}"
     );
+    // Back with an older token than the room last issued: that one never arrived (the socket
+    // dropped as it was sent), so another is issued at once, after the snapshot — the older one
+    // expires at 900 s, before the next refresh would have come.
+    r.run(
+        1_300_000,
+        Input::Disconnect {
+            conn: "c2".into(),
+            clean: false,
+        },
+    );
+    let mut older = timed_claims("a", 600, 900);
+    older.jti = "a~1".into();
+    let fx = r.run(
+        1_301_000,
+        Input::Connect {
+            conn: "c3".into(),
+            claims: older,
+        },
+    );
+    match &fx[..] {
+        [.., Output::Send {
+            msg: ServerMessage::Snapshot { .. },
+            ..
+        }, Output::IssueToken { conn, claims }] => {
+            assert_eq!(conn, "c3");
+            assert_eq!(
+                (claims.jti.as_str(), claims.iat, claims.exp),
+                ("a~3", 1_301, 2_201)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -1642,9 +1681,19 @@ fn revoked_tokens_are_refused_until_they_expire() {
     r.run(600_000, Input::Timeout); // a~1 issued
     r.revoke("a", 600_000);
     assert!(r.is_revoked("a") && r.is_revoked("a~1"));
-    // The revocation is stored: the next input persists it.
-    frame_at(&mut r, 600_001, "c1", &ClientMessage::Leave {});
+    // The revocation is stored at once.
+    assert_eq!(r.drain(), vec![]);
     assert!(r.restored().is_revoked("a~1"));
+    frame_at(&mut r, 600_001, "c1", &ClientMessage::Leave {});
+    // Someone no longer in the room: revoked until any token they could hold has expired.
+    r.revoke("gone", 600_002);
+    r.drain();
+    assert!(r.restored().is_revoked("gone"));
+    r.run(
+        (600 + MAX_TOKEN_TTL_SECS + LEEWAY_SECS - 1) * 1_000,
+        Input::Timeout,
+    );
+    assert!(r.is_revoked("gone"));
     for (jti, sub) in [("a", "a"), ("a~1", "a"), ("x", "a")] {
         let mut c = timed_claims(sub, 600, 900);
         c.jti = jti.into();
@@ -1707,4 +1756,35 @@ fn a_token_for_another_room_is_refused() {
         "{fx:?}"
     );
     assert!(r.is_empty());
+}
+
+#[test]
+fn an_unreadable_row_loses_only_itself() {
+    let mut r = with_sfu("a");
+    connect(&mut r, "b", "c2");
+    // The room's own row is unreadable: members stay, the longest present hosts, the row is
+    // written afresh.
+    let (room, errors) = Room::restore(
+        "r",
+        Some("{not json"),
+        r.members.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        [],
+    );
+    assert_eq!(errors.len(), 1);
+    assert_eq!(room.snapshot().participants.len(), 2);
+    assert_eq!(room.host(), Some("a"));
+    assert_eq!(room.role_of("a"), Some(Role::Host));
+    let mut room = room;
+    room.handle_input(5, Input::Timeout);
+    assert!(std::iter::from_fn(|| room.poll_output())
+        .any(|o| matches!(o, Output::Persist(c) if c.meta.is_some())));
+    // A member row is unreadable: that member is gone, the rest stay.
+    let (room, errors) = Room::restore(
+        "r",
+        r.meta.as_deref(),
+        [("a", r.members["a"].as_str()), ("b", "garbage")],
+        [],
+    );
+    assert!(matches!(&errors[..], [RestoreError::Member { id, .. }] if id == "b"));
+    assert_eq!(room.snapshot().participants.len(), 1);
 }

@@ -17,6 +17,8 @@ pub use key::{TokenError, TokenKey};
 /// Clock skew tolerated on `exp` and `nbf`. Room tokens are signed and checked by the edge alone
 /// (one platform clock), so a small margin is enough; DESIGN allows at most 60 s.
 pub const LEEWAY_SECS: u64 = 10;
+/// The longest a room token lives (the edge issues 15 minutes; members get fresh ones before then).
+pub const MAX_TOKEN_TTL_SECS: u64 = 15 * 60;
 
 /// What a participant is in the room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
