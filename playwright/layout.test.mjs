@@ -45,7 +45,7 @@ function measure(page) {
     };
     const bar = document.querySelector("nav.controls");
     const controls = [...bar.querySelectorAll("button")]
-      .filter((b) => shown(b) && !b.closest("[role=menu]"))
+      .filter((b) => shown(b) && !b.closest("#more-actions"))
       .map((b) => ({ name: b.getAttribute("aria-label") || b.textContent.trim(), box: box(b), atCentre: atCentre(b) }));
     const stage = document.querySelector("section.stage");
     const tiles = [...stage.querySelectorAll(".tile")].filter(shown).map((t) => ({ name: t.getAttribute("aria-label"), box: box(t) }));
@@ -95,7 +95,7 @@ function check(m, label, people, filmstrip = false) {
 async function choose(page, name, phone) {
   if (phone) {
     await page.getByRole("button", { name: "More" }).click();
-    await page.getByRole("menuitem", { name }).click();
+    await page.locator("#more-actions").getByRole("button", { name }).click();
   } else {
     await page.getByRole("button", { name, exact: true }).click();
   }
@@ -105,7 +105,7 @@ async function choose(page, name, phone) {
 async function openPanel(page, panel, phone) {
   if (phone) {
     await page.getByRole("button", { name: "More" }).click();
-    await page.getByRole("menuitem", { name: panel }).click();
+    await page.locator("#more-actions").getByRole("button", { name: panel }).click();
   } else {
     await page.getByRole("button", { name: panel, exact: true }).click();
   }
@@ -177,13 +177,36 @@ test("every control is reachable with the keyboard", async () => {
     if (want.includes(name)) reached.add(name);
   }
   assert.deepEqual([...reached].sort(), [...want].sort());
-  // The participants panel opens from the keyboard and Escape closes it.
+  // The participants panel opens from the keyboard with focus in it, Escape closes it, and focus
+  // goes back to the button that opened it.
+  const active = () =>
+    page.evaluate(() => {
+      const el = document.activeElement;
+      return el?.id || el?.getAttribute("aria-label") || el?.textContent.trim();
+    });
   await page.getByRole("button", { name: "Participants", exact: true }).focus();
   await page.keyboard.press("Enter");
   const panel = page.locator("aside.panel");
   await panel.waitFor({ state: "visible", timeout: 2000 });
+  await page.waitForFunction(() => document.activeElement?.id === "panel-title", null, { timeout: 2000 });
   await panel.getByRole("button", { name: "Close participants" }).focus();
   await page.keyboard.press("Escape");
   await panel.waitFor({ state: "hidden", timeout: 2000 });
+  assert.equal(await active(), "Participants");
+  // On a phone the same goes through "More": Escape closes the list and focus stays on "More".
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.getByRole("button", { name: "More" }).focus();
+  await page.keyboard.press("Enter");
+  await page.locator("#more-actions").getByRole("button", { name: "Stats" }).focus();
+  await page.keyboard.press("Escape");
+  await page.locator("#more-actions").waitFor({ state: "hidden", timeout: 2000 });
+  assert.equal(await active(), "More");
+  // A panel opened from the list gives focus back to "More" when it closes.
+  await page.keyboard.press("Enter");
+  await page.locator("#more-actions").getByRole("button", { name: "Participants" }).click();
+  await panel.waitFor({ state: "visible", timeout: 2000 });
+  await panel.getByRole("button", { name: "Close participants" }).click();
+  await panel.waitFor({ state: "hidden", timeout: 2000 });
+  assert.equal(await active(), "More");
   await page.close();
 });

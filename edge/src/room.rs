@@ -194,6 +194,7 @@ impl RoomObject {
     /// of calls back in; then sets the alarm to the core's next deadline.
     async fn step(&self, name: Option<&str>, input: Input) -> Result<()> {
         let mut queue = VecDeque::from([input]);
+        let mut write_failed = false;
         while let Some(mut input) = queue.pop_front() {
             // (Re)load before every input: the room may have been dropped from memory while this
             // step awaited a call (the dev evict hook, a failed write). Rebuilt from storage, the
@@ -231,6 +232,7 @@ impl RoomObject {
                             // input rebuilds it from what was stored) and carry on with the rest.
                             worker::console_error!("room {}: cannot store: {e}", self.name());
                             *self.room.borrow_mut() = None;
+                            write_failed = true;
                         }
                     }
                     Output::Warn(w) => worker::console_warn!("room {}: {w}", self.name()),
@@ -254,6 +256,12 @@ impl RoomObject {
                     queue.push_back(next);
                 }
             }
+        }
+        if write_failed && self.room.borrow().is_none() {
+            // Nothing left to set the alarm from: fail, so an alarm is retried by the platform.
+            return Err(worker::Error::RustError(
+                "the room's storage refused a write".into(),
+            ));
         }
         self.sync_alarm().await
     }

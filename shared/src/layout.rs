@@ -77,7 +77,8 @@ pub fn strip(w: f64, h: f64, gap: f64) -> Strip {
         thumb_h = two;
     }
     let thumb_w = thumb_h * ASPECT;
-    let fits = ((w + gap) / (thumb_w + gap)).floor().max(1.0) as u32;
+    // (The small margin keeps rounding from losing a thumbnail that fits exactly.)
+    let fits = ((w + gap) / (thumb_w + gap) + 1e-6).floor().max(1.0) as u32;
     Strip {
         fits,
         thumb_w,

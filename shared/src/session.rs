@@ -409,7 +409,9 @@ impl Session {
                     self.media.state,
                     Some(PcState::Connected | PcState::Disconnected)
                 )
-                && self.media.sfu == self.room.sfu;
+                // (A snapshot naming no SFU — the room lost its row — is no reason to drop
+                // working media.)
+                && (self.room.sfu.is_none() || self.media.sfu == self.room.sfu);
             if !(resumed && live) {
                 self.start_media(now);
             }

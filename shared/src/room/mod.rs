@@ -338,9 +338,17 @@ impl Room {
                     .filter(|(_, m)| m.away_since.is_none() && !open.contains(&m.conn))
                     .map(|(id, _)| id.clone())
                     .collect();
-                gone.iter()
+                let mut out: Vec<Output> = gone
+                    .iter()
                     .flat_map(|id| self.mark_away(now, id, None))
-                    .collect()
+                    .collect();
+                // Sockets that survived but belong to nobody stored: they reconnect.
+                out.extend(
+                    open.into_iter()
+                        .filter(|c| self.member_by_conn(c).is_none())
+                        .map(reconnect),
+                );
+                out
             }
             Input::Timeout => self.timeout(now),
             Input::SfuChosen { choice } => {
@@ -581,11 +589,9 @@ impl Room {
 
     fn frame(&mut self, now: Millis, conn: ConnId, text: &str) -> Vec<Output> {
         let Some(id) = self.member_by_conn(&conn).cloned() else {
-            return vec![Output::Close {
-                conn,
-                code: CLOSE_FORBIDDEN,
-                reason: "not a member of this room".into(),
-            }];
+            // An open socket the room has no member for (its join was never stored): have it
+            // reconnect, which joins (or is refused) properly.
+            return vec![reconnect(conn)];
         };
         let msg = match parse_client_message(text) {
             Ok(m) => m,
@@ -981,6 +987,17 @@ fn error_to(conn: ConnId, code: ErrorCode, message: String) -> Vec<Output> {
         conn,
         msg: ServerMessage::Error { code, message },
     }]
+}
+
+/// Close code asking the client to reconnect (RFC 6455 1012, "service restart").
+pub const CLOSE_RECONNECT: u16 = 1012;
+
+fn reconnect(conn: ConnId) -> Output {
+    Output::Close {
+        conn,
+        code: CLOSE_RECONNECT,
+        reason: "please reconnect".into(),
+    }
 }
 
 /// An error frame and a final close (the client does not reconnect).

@@ -83,18 +83,7 @@ impl Room {
         members: impl IntoIterator<Item = (&'a str, &'a str)>,
         revoked: impl IntoIterator<Item = (&'a str, u64)>,
     ) -> (Room, Vec<RestoreError>) {
-        let mut room = Room::new(name);
         let mut errors = Vec::new();
-        if let Some(json) = meta {
-            match serde_json::from_str::<Meta>(json) {
-                Ok(m) => room.meta = m,
-                Err(e) => {
-                    // Start the row afresh (written back below); members keep their places.
-                    errors.push(RestoreError::Meta(e.to_string()));
-                    room.dirty.meta = true;
-                }
-            }
-        }
         let mut rows = BTreeMap::new();
         for (id, json) in members {
             match serde_json::from_str::<Member>(json) {
@@ -105,6 +94,27 @@ impl Room {
                     id: id.to_string(),
                     error: e.to_string(),
                 }),
+            }
+        }
+        // The shell may not know the room's name (an alarm): the members' tokens say it.
+        let name = match name {
+            "" => rows
+                .values()
+                .next()
+                .map(|m| m.claims.room.clone())
+                .unwrap_or_default(),
+            n => n.to_string(),
+        };
+        let mut room = Room::new(name);
+        if let Some(json) = meta {
+            match serde_json::from_str::<Meta>(json) {
+                Ok(m) => room.meta = m,
+                Err(e) => {
+                    // Start the row afresh (written back below, if the room's name is known);
+                    // members keep their places.
+                    errors.push(RestoreError::Meta(e.to_string()));
+                    room.dirty.meta = !room.meta.name.is_empty();
+                }
             }
         }
         room.members = rows;
@@ -134,7 +144,7 @@ impl Room {
                 m.info.role = crate::token::Role::Host;
                 room.dirty.members.insert(m.info.id.clone());
             }
-            room.dirty.meta = true;
+            room.dirty.meta = !room.meta.name.is_empty();
         }
         (room, errors)
     }

@@ -529,7 +529,9 @@ fn bad_frames_get_an_error_and_change_nothing() {
 }
 
 #[test]
-fn frames_from_unknown_connections_close_them() {
+fn frames_from_unknown_connections_make_them_reconnect() {
+    // A socket the room has no member for (its join was never stored) reconnects: joining again
+    // is how it becomes a member, or is refused.
     let mut r = Sim::new("r");
     let fx = r.run(
         1,
@@ -538,7 +540,24 @@ fn frames_from_unknown_connections_close_them() {
             text: r#"{"type":"ping","nonce":1}"#.into(),
         },
     );
-    assert!(matches!(&fx[..], [Output::Close { code: 4403, .. }]));
+    assert!(matches!(
+        &fx[..],
+        [Output::Close {
+            code: CLOSE_RECONNECT,
+            ..
+        }]
+    ));
+    // The same after a restore: a surviving socket nobody is stored for.
+    connect(&mut r, "a", "c1");
+    let fx = r.evict(10, &["c1", "orphan"]);
+    assert_eq!(
+        fx,
+        vec![Output::Close {
+            conn: "orphan".into(),
+            code: CLOSE_RECONNECT,
+            reason: "please reconnect".into()
+        }]
+    );
 }
 
 #[test]
@@ -1787,4 +1806,29 @@ fn an_unreadable_row_loses_only_itself() {
     );
     assert!(matches!(&errors[..], [RestoreError::Member { id, .. }] if id == "b"));
     assert_eq!(room.snapshot().participants.len(), 1);
+}
+
+#[test]
+fn a_room_restored_without_its_name_takes_it_from_its_members() {
+    // The alarm does not know the room's name; with the room's row unreadable, the members'
+    // tokens name it, so the row written back is not nameless (which would refuse every token).
+    let r = with_sfu("a");
+    let (room, _) = Room::restore(
+        "",
+        Some("{broken"),
+        r.members.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        [],
+    );
+    assert_eq!(room.name(), "r");
+    let mut room = room;
+    room.handle_input(1, Input::Timeout);
+    let meta = std::iter::from_fn(|| room.poll_output()).find_map(|o| match o {
+        Output::Persist(c) => c.meta,
+        _ => None,
+    });
+    assert!(meta.is_some_and(|m| m.contains("\"name\":\"r\"")));
+    // Nobody to ask: nothing is written.
+    let (mut empty, _) = Room::restore("", Some("{broken"), [], []);
+    empty.handle_input(1, Input::Timeout);
+    assert!(!std::iter::from_fn(|| empty.poll_output()).any(|o| matches!(o, Output::Persist(_))));
 }

@@ -35,6 +35,41 @@ pub struct RoomUi {
     pub speaker_view: RwSignal<bool>,
     /// Grid page shown when not everyone fits.
     pub page: RwSignal<u32>,
+    /// The control that opened the panel: focus goes back to it when the panel closes.
+    opener: StoredValue<Option<web_sys::HtmlElement>, LocalStorage>,
+}
+
+impl RoomUi {
+    /// Opens panel `p` (focus moves to its heading), or closes it if it is the one open.
+    pub fn toggle_panel(&self, p: Panel, opener: Option<web_sys::HtmlElement>) {
+        if self.panel.get_untracked() == Some(p) {
+            self.close_panel();
+            return;
+        }
+        if opener.is_some() {
+            self.opener.set_value(opener);
+        }
+        self.panel.set(Some(p));
+        request_animation_frame(|| {
+            if let Some(h) = document()
+                .get_element_by_id("panel-title")
+                .and_then(|e| wasm_bindgen::JsCast::dyn_into::<web_sys::HtmlElement>(e).ok())
+            {
+                let _ = h.focus();
+            }
+        });
+    }
+
+    /// Closes the panel; focus goes back to the control that opened it, if it is still shown.
+    pub fn close_panel(&self) {
+        self.panel.set(None);
+        if let Some(el) = self.opener.get_value() {
+            if el.offset_parent().is_some() {
+                let _ = el.focus();
+            }
+        }
+        self.opener.set_value(None);
+    }
 }
 
 #[component]
@@ -44,6 +79,7 @@ pub fn RoomPage() -> impl IntoView {
         panel: RwSignal::new(None),
         speaker_view: RwSignal::new(false),
         page: RwSignal::new(0),
+        opener: StoredValue::new_local(None),
     };
     let status = move || {
         m.model.with(|r| {
@@ -55,19 +91,20 @@ pub fn RoomPage() -> impl IntoView {
             format!("{} in the room{via}", r.participants.len())
         })
     };
+    // Problems first: on a phone the end of the line is cut off.
     let media = move || match m.media_state.get() {
         Some(PcState::Connected) | None | Some(PcState::Closed) => "",
-        Some(PcState::New | PcState::Connecting) => " · Connecting media…",
-        Some(PcState::Disconnected | PcState::Failed) => " · Media reconnecting…",
+        Some(PcState::New | PcState::Connecting) => "Connecting media… · ",
+        Some(PcState::Disconnected | PcState::Failed) => "Media reconnecting… · ",
     };
     view! {
         <main class="room" class:panel-open=move || ui.panel.get().is_some()>
             <header class="room-bar">
                 <h1>{move || m.model.with(|r| r.name.clone())}</h1>
                 <span class="status" role="status" data-testid="room-status">
-                    {status}
-                    {move || if m.reconnecting.get() { " · Reconnecting…" } else { "" }}
+                    {move || if m.reconnecting.get() { "Reconnecting… · " } else { "" }}
                     <span data-testid="media-state">{media}</span>
+                    {status}
                 </span>
             </header>
             <div class="room-body">

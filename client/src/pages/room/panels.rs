@@ -20,13 +20,13 @@ pub fn SidePanel(ui: RoomUi) -> impl IntoView {
     let open = move |p: Panel| Signal::derive(move || ui.panel.get() == Some(p));
     let title = move || ui.panel.get().map(Panel::title).unwrap_or_default();
     view! {
-        <aside class="panel" aria-labelledby="panel-title" hidden=move || ui.panel.get().is_none()
+        <aside class="panel" id="side-panel" aria-labelledby="panel-title" hidden=move || ui.panel.get().is_none()
             data-testid="side-panel"
-            on:keydown=move |ev| if ev.key() == "Escape" { ui.panel.set(None) }>
+            on:keydown=move |ev| if ev.key() == "Escape" { ui.close_panel() }>
             <header class="panel-head">
-                <h2 id="panel-title">{title}</h2>
+                <h2 id="panel-title" tabindex="-1">{title}</h2>
                 <button type="button" class="close" aria-label=move || format!("Close {}", title().to_lowercase())
-                    on:click=move |_| ui.panel.set(None)>"Close"</button>
+                    on:click=move |_| ui.close_panel()>"Close"</button>
             </header>
             <div class="panel-body">
                 <Show when=move || open(Panel::Participants).get()>

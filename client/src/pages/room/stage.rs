@@ -113,7 +113,9 @@ pub fn Stage(ui: RoomUi) -> impl IntoView {
     let pages = move || arrangement.with(|a: &Arrangement| a.pages);
     let page = move || arrangement.with(|a: &Arrangement| a.page);
     view! {
-        <section class="stage" node_ref=stage aria-label="Participants" class:paged={move || pages() > 1}>
+        // Under a sheet (a panel on a narrow screen) the stage is out of reach for the keyboard too.
+        <section class="stage" node_ref=stage aria-label="Video tiles" class:paged={move || pages() > 1}
+            inert=move || (ui.panel.get().is_some() && narrow(size.get().0)).then_some("")>
             <For each=move || tiles.get() key=|t| t.clone() let:tile>
                 {
                     let key = StoredValue::new(tile.clone());
@@ -131,14 +133,26 @@ pub fn Stage(ui: RoomUi) -> impl IntoView {
                     aria-label=format!("{n} more not shown")>{format!("+{n}")}</div>
             })}
             <nav class="pager" aria-label="Pages" hidden={move || pages() <= 1}>
-                <button type="button" disabled=move || page() == 0
+                // aria-disabled, not disabled: the button keeps focus on the first or last page.
+                <button type="button" aria-disabled=move || (page() == 0).to_string()
                     on:click=move |_| ui.page.set(page().saturating_sub(1))>"Previous page"</button>
                 <span>{move || format!("Page {} of {}", page() + 1, pages())}</span>
-                <button type="button" disabled={move || page() + 1 >= pages()}
-                    on:click=move |_| ui.page.set(page() + 1)>"Next page"</button>
+                <button type="button" aria-disabled={move || (page() + 1 >= pages()).to_string()}
+                    on:click=move |_| if page() + 1 < pages() { ui.page.set(page() + 1) }>"Next page"</button>
             </nav>
         </section>
     }
+}
+
+/// The page's narrow layout (panels as sheets over the stage; see the style sheet's 700 px query).
+/// `stage_w` only makes callers re-check when the stage is resized.
+fn narrow(stage_w: f64) -> bool {
+    let _ = stage_w;
+    window()
+        .match_media("(max-width: 700px)")
+        .ok()
+        .flatten()
+        .is_some_and(|q| q.matches())
 }
 
 /// Inline placement of a tile (`None`: not shown).
