@@ -6,6 +6,12 @@ import { readdirSync, readFileSync } from "node:fs";
 /** A new page in `context` that joined `room` as `name`. */
 export async function joinAs(context, base, name, room) {
   const page = await context.newPage();
+  // The page's warnings and errors (signaling failures land there), for failure messages.
+  page.__console = [];
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning") page.__console.push(`${m.type()}: ${m.text()}`.slice(0, 300));
+  });
+  page.on("pageerror", (e) => page.__console.push(`pageerror: ${e}`.slice(0, 300)));
   await page.goto(`${base}/${room}`);
   await page.getByLabel("Your name").fill(name);
   await page.getByRole("button", { name: "Join" }).click();
@@ -72,7 +78,7 @@ export async function mediaReport(page) {
         tracks.push(`${s.kind} ${s.trackIdentifier?.slice(0, 8)}: ${s.packetsReceived} pkts, ${s.framesDecoded ?? "-"} frames, ${s.keyFramesDecoded ?? "-"} key, ${s.frameWidth ?? "-"}w, ${s.pliCount ?? "-"} PLI`);
     });
     return `${window.edgemeetPc.__old ? "old" : "new"} PC ${pc.connectionState}/${pc.signalingState}, ${pc.getTransceivers().length} transceivers; ${tracks.join("; ") || "no inbound RTP"}`;
-  });
+  }).then((r) => `${r}; console: ${(page.__console ?? []).slice(-6).join(" | ") || "-"}`);
 }
 
 /** Waits until every page decodes all `n - 1` remote videos on a PeerConnection made after the

@@ -642,6 +642,7 @@ impl DurableObject for RoomObject {
                         Input::SfuOffer {
                             participant: signal.participant,
                             sdp: signal.sdp,
+                            sfu: signal.sfu,
                         },
                     )
                     .await?;

@@ -42,6 +42,7 @@ impl AppState {
                 capacity: config.capacity,
                 edge_url: config.edge_url.clone(),
                 control_secret: config.control_secret.clone(),
+                id: config.id.clone(),
             },
             metrics.clone(),
         );

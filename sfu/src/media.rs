@@ -137,6 +137,8 @@ pub struct MediaConfig {
     pub capacity: u32,
     pub edge_url: Option<String>,
     pub control_secret: String,
+    /// This SFU's id, named in offers and events so a room can tell them from another SFU's.
+    pub id: String,
 }
 
 pub struct Media {
@@ -183,6 +185,10 @@ struct Peer {
     negotiation: tokio::sync::Mutex<Negotiation>,
     /// Tracks this participant receives, by (publisher, kind).
     subscriptions: Mutex<HashMap<(String, &'static str), Arc<SubTrack>>>,
+    /// Subscriptions being set up (between the check and the insert there is an await): a second
+    /// subscribe to the same track meanwhile must not add a second transceiver — two m-lines with
+    /// the same msid make the browser refuse the whole offer ("Duplicate a=msid lines").
+    subscribing: Mutex<std::collections::HashSet<(String, &'static str)>>,
     published: Mutex<Vec<Arc<Published>>>,
     closed: AtomicBool,
     /// What its offer said about its tracks.
@@ -682,6 +688,7 @@ impl Media {
             gathered,
             negotiation: tokio::sync::Mutex::new(Negotiation::default()),
             subscriptions: Mutex::new(HashMap::new()),
+            subscribing: Mutex::new(std::collections::HashSet::new()),
             published: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             layout,
@@ -840,11 +847,25 @@ impl Media {
     /// Adds `published` to `peer`'s PeerConnection. False if it already had it.
     async fn subscribe(&self, peer: &Arc<Peer>, published: &Arc<Published>) -> bool {
         let key = (published.publisher.clone(), published.kind);
-        if peer.closed.load(Ordering::SeqCst)
-            || peer.subscriptions.lock().unwrap().contains_key(&key)
         {
-            return false;
+            // Check and reserve in one step (the lock order is subscriptions, then subscribing).
+            let subs = peer.subscriptions.lock().unwrap();
+            if peer.closed.load(Ordering::SeqCst)
+                || subs.contains_key(&key)
+                || !peer.subscribing.lock().unwrap().insert(key.clone())
+            {
+                return false;
+            }
         }
+        // Released however this returns: the subscription is in `subscriptions` by then, or
+        // was not made.
+        struct Reserved<'a>(&'a Peer, (String, &'static str));
+        impl Drop for Reserved<'_> {
+            fn drop(&mut self) {
+                self.0.subscribing.lock().unwrap().remove(&self.1);
+            }
+        }
+        let _reserved = Reserved(peer.as_ref(), key.clone());
         let ssrc: u32 = rand_ssrc();
         let kind = if published.kind == "audio" {
             RtpCodecKind::Audio
@@ -1009,6 +1030,7 @@ impl Media {
             room: room.into(),
             participant: participant.into(),
             sdp,
+            sfu: Some(self.cfg.id.clone()),
         })
         .map_err(|e| e.to_string())?;
         crate::heartbeat::post_signed(
@@ -1200,6 +1222,7 @@ impl Media {
                 room: room.name.clone(),
                 participant: p.publisher.clone(),
                 active,
+                sfu: Some(self.cfg.id.clone()),
             });
         }
     }
@@ -1222,6 +1245,7 @@ impl Media {
                     media.spawn_event(SfuEvent::ActiveSpeaker {
                         room: room.name.clone(),
                         participant: Some(id),
+                        sfu: Some(media.cfg.id.clone()),
                     });
                 }
             }

@@ -235,6 +235,10 @@ pub struct SfuSignal {
     pub room: String,
     pub participant: String,
     pub sdp: String,
+    /// The SFU sending it: the room ignores offers from an SFU it has moved away from (a draining
+    /// SFU renegotiates as its sessions end).
+    #[serde(default)]
+    pub sfu: Option<String>,
 }
 
 /// The SFU's other callbacks to the edge (`POST /api/sfu/event`), for one room.
@@ -246,11 +250,16 @@ pub enum SfuEvent {
         room: String,
         participant: String,
         active: Vec<bool>,
+        /// The SFU sending it (events from an SFU the room left are ignored).
+        #[serde(default)]
+        sfu: Option<String>,
     },
     /// The room's active speaker changed.
     ActiveSpeaker {
         room: String,
         participant: Option<String>,
+        #[serde(default)]
+        sfu: Option<String>,
     },
 }
 
@@ -258,6 +267,15 @@ impl SfuEvent {
     pub fn room(&self) -> &str {
         match self {
             SfuEvent::PublishLayers { room, .. } | SfuEvent::ActiveSpeaker { room, .. } => room,
+        }
+    }
+
+    /// The SFU that sent it, if it said.
+    pub fn sfu(&self) -> Option<&str> {
+        match self {
+            SfuEvent::PublishLayers { sfu, .. } | SfuEvent::ActiveSpeaker { sfu, .. } => {
+                sfu.as_deref()
+            }
         }
     }
 }

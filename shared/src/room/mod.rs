@@ -77,8 +77,13 @@ pub enum Input {
         call: SfuCallKind,
         reply: HttpReply,
     },
-    /// The SFU offers `participant` a new session description (tracks came or went).
-    SfuOffer { participant: String, sdp: String },
+    /// SFU `sfu` (if it said) offers `participant` a new session description (tracks came or
+    /// went). Offers from an SFU the room has left are ignored.
+    SfuOffer {
+        participant: String,
+        sdp: String,
+        sfu: Option<String>,
+    },
     /// The SFU reported something about the room (dynacast layers, active speaker).
     SfuEvent(SfuEvent),
     /// SFU `sfu` is stopping and asked for its rooms to move: not a report to second-guess — the
@@ -364,7 +369,17 @@ impl Room {
                 call,
                 reply,
             } => self.sfu_reply(now, sfu, participant, call, reply),
-            Input::SfuOffer { participant, sdp } => {
+            Input::SfuOffer {
+                participant,
+                sdp,
+                sfu,
+            } => {
+                if !self.is_current_sfu(sfu.as_deref()) {
+                    return vec![Output::Warn(format!(
+                        "ignored an offer for {participant} from {}, which no longer carries the room",
+                        sfu.unwrap_or_default()
+                    ))];
+                }
                 let Some(m) = self.members.get_mut(&participant) else {
                     return Vec::new();
                 };
@@ -379,6 +394,7 @@ impl Room {
                     }]
                 }
             }
+            Input::SfuEvent(event) if !self.is_current_sfu(event.sfu()) => Vec::new(),
             Input::SfuEvent(SfuEvent::PublishLayers {
                 participant,
                 active,
@@ -420,6 +436,11 @@ impl Room {
                 self.media_verdict(verdict)
             }
         }
+    }
+
+    /// Is `sfu` (when said) the SFU carrying the room now?
+    fn is_current_sfu(&self, sfu: Option<&str>) -> bool {
+        sfu.is_none_or(|s| self.sfu().is_some_and(|c| c.id == s))
     }
 
     fn member_by_conn(&self, conn: &str) -> Option<&String> {
@@ -850,7 +871,12 @@ impl Room {
     fn media_verdict(&mut self, verdict: sfu::Verdict) -> Vec<Output> {
         match verdict {
             sfu::Verdict::Outputs(out) => out,
-            sfu::Verdict::Moved { out, sfu, reason } => {
+            sfu::Verdict::Moved {
+                out,
+                sfu,
+                reason,
+                left,
+            } => {
                 // Offers from the old SFU (or the old session) mean nothing now.
                 for (id, m) in &mut self.members {
                     if m.pending_offer.take().is_some() {
@@ -858,6 +884,15 @@ impl Room {
                     }
                 }
                 let mut all = out;
+                // A draining SFU that is still up: end this room's sessions there now, so it
+                // can stop (it waits for them) and stops renegotiating them.
+                if let Some(old) = left {
+                    all.extend(self.members.keys().map(|id| Output::Sfu {
+                        sfu: old.clone(),
+                        participant: id.clone(),
+                        call: SfuCall::Leave,
+                    }));
+                }
                 all.push(Output::Broadcast {
                     except: None,
                     msg: ServerMessage::SfuChanged { sfu, reason },

@@ -77,8 +77,13 @@ enum Phase {
     Steady,
     /// Asking the SFU whether it still carries the room.
     Probing { since: Millis },
-    /// The SFU `failed` is gone or draining: looking for another; ask (again) at `retry_at`.
-    Replacing { failed: String, retry_at: Millis },
+    /// The SFU `failed` is gone or `draining`: looking for another; ask (again) at `retry_at`.
+    Replacing {
+        failed: String,
+        retry_at: Millis,
+        #[serde(default)]
+        draining: bool,
+    },
 }
 
 /// The room's SFU state (persisted with the room's own row).
@@ -102,11 +107,13 @@ pub(super) struct Media {
 pub(super) enum Verdict {
     Outputs(Vec<Output>),
     /// The room's media is now on `sfu` (another one, or the same one restarted): everyone sets
-    /// media up again there.
+    /// media up again there. `left`: the draining SFU it left, still up, whose sessions for this
+    /// room can be ended at once (so it stops sooner and stops renegotiating them).
     Moved {
         out: Vec<Output>,
         sfu: String,
         reason: String,
+        left: Option<SfuChoice>,
     },
 }
 
@@ -165,10 +172,11 @@ impl Media {
         vec![Output::ProbeSfu { sfu: c }]
     }
 
-    fn start_replacing(&mut self, now: Millis, failed: &str) -> Vec<Output> {
+    fn start_replacing(&mut self, now: Millis, failed: &str, draining: bool) -> Vec<Output> {
         self.phase = Phase::Replacing {
             failed: failed.to_string(),
             retry_at: now + FIND_LOST_MS,
+            draining,
         };
         vec![self.find(failed)]
     }
@@ -209,7 +217,7 @@ impl Media {
         if !ours || !occupied || matches!(self.phase, Phase::Replacing { .. }) {
             return Vec::new();
         }
-        self.start_replacing(now, sfu)
+        self.start_replacing(now, sfu, true)
     }
 
     pub fn probed(&mut self, now: Millis, sfu: &str, reply: super::HttpReply) -> Verdict {
@@ -222,7 +230,7 @@ impl Media {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 if v["draining"] == serde_json::Value::Bool(true) {
                     self.bad.insert(sfu.to_string(), now);
-                    return Verdict::Outputs(self.start_replacing(now, sfu));
+                    return Verdict::Outputs(self.start_replacing(now, sfu, true));
                 }
                 if v["known"] == serde_json::Value::Bool(false) {
                     self.phase = Phase::Steady;
@@ -233,6 +241,7 @@ impl Media {
                         ))],
                         sfu: sfu.to_string(),
                         reason: "the media server restarted".into(),
+                        left: None,
                     };
                 }
                 self.phase = Phase::Steady;
@@ -246,19 +255,23 @@ impl Media {
             sfu: sfu.to_string(),
             reason: failure,
         }];
-        out.extend(self.start_replacing(now, sfu));
+        out.extend(self.start_replacing(now, sfu, false));
         Verdict::Outputs(out)
     }
 
     pub fn found(&mut self, now: Millis, result: Result<SfuChoice, String>) -> Verdict {
-        let Phase::Replacing { failed, .. } = &self.phase else {
+        let Phase::Replacing {
+            failed, draining, ..
+        } = &self.phase
+        else {
             return Verdict::Outputs(Vec::new()); // a late answer: the room has moved already
         };
-        let failed = failed.clone();
+        let (failed, draining) = (failed.clone(), *draining);
         match result {
             Ok(choice) if !self.is_bad(&choice.id) && choice.id != failed => {
                 let sfu = choice.id.clone();
                 let reason = choice.reason.clone();
+                let left = if draining { self.current.clone() } else { None };
                 self.current = Some(choice);
                 self.since = now;
                 self.phase = Phase::Steady;
@@ -269,12 +282,14 @@ impl Media {
                     ))],
                     sfu,
                     reason,
+                    left,
                 }
             }
             Ok(choice) => {
                 self.phase = Phase::Replacing {
                     failed,
                     retry_at: now + FIND_RETRY_MS,
+                    draining,
                 };
                 Verdict::Outputs(vec![Output::Warn(format!(
                     "the registry offered {}, which this room found gone or draining; asking again",
@@ -285,6 +300,7 @@ impl Media {
                 self.phase = Phase::Replacing {
                     failed: failed.clone(),
                     retry_at: now + FIND_RETRY_MS,
+                    draining,
                 };
                 Verdict::Outputs(vec![Output::Warn(format!(
                     "no SFU can take over from {failed} yet ({e}); asking again in {FIND_RETRY_MS} ms"
@@ -307,10 +323,15 @@ impl Media {
         }
         let out = match self.phase.clone() {
             Phase::Probing { since } if now >= since + PROBE_LOST_MS => self.probe(now),
-            Phase::Replacing { failed, retry_at } if now >= retry_at => {
+            Phase::Replacing {
+                failed,
+                retry_at,
+                draining,
+            } if now >= retry_at => {
                 self.phase = Phase::Replacing {
                     failed: failed.clone(),
                     retry_at: now + FIND_LOST_MS,
+                    draining,
                 };
                 vec![self.find(&failed)]
             }

@@ -798,7 +798,8 @@ fn sfu_offers_are_relayed_answered_once_and_replayed_after_a_reconnect() {
             3,
             Input::SfuOffer {
                 participant: "a".into(),
-                sdp: "o1".into()
+                sdp: "o1".into(),
+                sfu: None,
             }
         ),
         vec![]
@@ -872,7 +873,8 @@ fn leaving_frees_the_participant_on_the_sfu_and_late_sfu_messages_go_nowhere() {
             3,
             Input::SfuOffer {
                 participant: "b".into(),
-                sdp: "o".into()
+                sdp: "o".into(),
+                sfu: None,
             }
         ),
         vec![]
@@ -975,6 +977,7 @@ fn sfu_events_reach_the_publisher_or_everyone() {
             room: "r".into(),
             participant: "b".into(),
             active: vec![true, false, false],
+            sfu: None,
         }),
     );
     assert_eq!(
@@ -990,6 +993,7 @@ fn sfu_events_reach_the_publisher_or_everyone() {
         Input::SfuEvent(SfuEvent::ActiveSpeaker {
             room: "r".into(),
             participant: p.map(String::from),
+            sfu: None,
         })
     };
     let fx = r.run(6, speaker(Some("b")));
@@ -1095,6 +1099,7 @@ fn media_failures_probe_once_and_a_dead_sfu_is_replaced() {
         Input::SfuOffer {
             participant: "b".into(),
             sdp: "old".into(),
+            sfu: None,
         },
     );
     // No answer: the SFU is reported down (no new room goes there) and a replacement is sought.
@@ -1267,6 +1272,10 @@ fn a_drain_notice_right_after_a_move_still_moves_the_room() {
         },
     );
     assert_eq!(moved_to(&fx).as_deref(), Some("sfu-2"));
+    assert!(
+        !fx.iter().any(|o| matches!(o, Output::Sfu { .. })),
+        "nothing to ask a dead SFU: {fx:?}"
+    );
     // 4 s later sfu-2 is told to stop and names the room.
     let fx = r.run(
         5_600,
@@ -1285,6 +1294,13 @@ fn a_drain_notice_right_after_a_move_still_moves_the_room() {
     );
     assert_eq!(moved_to(&fx).as_deref(), Some("sfu-3"));
     assert_eq!(r.sfu().unwrap().id, "sfu-3");
+    // The draining SFU is still up: the room's sessions there end now (it waits for them).
+    for p in ["a", "b"] {
+        assert!(
+            fx.contains(&call("sfu-2", p, SfuCall::Leave)),
+            "{p}: {fx:?}"
+        );
+    }
 }
 
 #[test]
@@ -1550,6 +1566,7 @@ fn eviction_keeps_members_host_and_held_offers_and_finds_who_is_gone() {
         Input::SfuOffer {
             participant: "c".into(),
             sdp: "held".into(),
+            sfu: None,
         },
     );
     let before = r.snapshot();
@@ -1831,4 +1848,58 @@ fn a_room_restored_without_its_name_takes_it_from_its_members() {
     let (mut empty, _) = Room::restore("", Some("{broken"), [], []);
     empty.handle_input(1, Input::Timeout);
     assert!(!std::iter::from_fn(|| empty.poll_output()).any(|o| matches!(o, Output::Persist(_))));
+}
+
+#[test]
+fn offers_and_events_from_an_sfu_the_room_left_are_ignored() {
+    let mut r = with_sfu("a");
+    connect(&mut r, "b", "c2");
+    r.run(
+        1_000,
+        Input::SfuDraining {
+            sfu: "sfu-1".into(),
+        },
+    );
+    r.run(
+        1_010,
+        Input::SfuFound {
+            result: Ok(choice("sfu-2")),
+        },
+    );
+    // The new SFU's offer reaches b and is held for the answer.
+    let fx = r.run(
+        1_100,
+        Input::SfuOffer {
+            participant: "b".into(),
+            sdp: "new".into(),
+            sfu: Some("sfu-2".into()),
+        },
+    );
+    assert_eq!(fx.len(), 1);
+    // The draining SFU renegotiates as its old sessions end: nothing reaches b, and the new
+    // SFU's offer is still the one b's answer is for.
+    let fx = r.run(
+        1_200,
+        Input::SfuOffer {
+            participant: "b".into(),
+            sdp: "old".into(),
+            sfu: Some("sfu-1".into()),
+        },
+    );
+    assert_eq!(fx, vec![]);
+    assert!(r.members["b"].contains("\"new\""));
+    let fx = r.run(
+        1_300,
+        Input::SfuEvent(SfuEvent::PublishLayers {
+            room: "r".into(),
+            participant: "b".into(),
+            active: vec![false, false, false],
+            sfu: Some("sfu-1".into()),
+        }),
+    );
+    assert_eq!(
+        fx,
+        vec![],
+        "the old SFU's dynacast must not switch off b's new encoders"
+    );
 }
