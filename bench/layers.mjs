@@ -2,7 +2,7 @@
 // showing it as a thumbnail (160×90). Prints what each received from the publisher's camera over
 // 30 s (bytes, bitrate, resolution). Not a pass/fail test. Run by `cargo xtask bench`.
 import { launch } from "../playwright/browser.mjs";
-import { joinAs } from "../playwright/call.mjs";
+import { joinAs, press } from "../playwright/call.mjs";
 
 const BASE = process.env.EDGEMEET_URL;
 const SECONDS = Number(process.env.EDGEMEET_BENCH_SECONDS || 30);
@@ -31,7 +31,7 @@ const full = await joinAs(context, BASE, "Full", room);
 const thumb = await joinAs(context, BASE, "Thumb", room);
 try {
   const id = await full.getByRole("group", { name: "Publisher", exact: true }).getAttribute("data-participant");
-  await full.getByRole("button", { name: "Speaker view" }).click();
+  await press(full, "Speaker view");
   await thumb.getByRole("group", { name: "Publisher", exact: true }).evaluate((el) => {
     el.style.cssText = "width:160px;height:90px;aspect-ratio:auto;grid-column:auto";
   });

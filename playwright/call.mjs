@@ -185,3 +185,12 @@ export async function packetRate(page, key, ms = 2000) {
   assert.ok(a && b, `no inbound stream ${key}`);
   return ((b.packetsReceived - a.packetsReceived) * 1000) / (b.timestamp - a.timestamp);
 }
+
+/** Presses the control `name` of the call's bar: directly when it is in the bar, else under
+ *  "More" (the bar keeps the less used controls there, and on a phone all but a few). */
+export async function press(page, name) {
+  const inBar = page.locator("nav.controls").getByRole("button", { name, exact: true }).filter({ visible: true });
+  if ((await inBar.count()) > 0 && !(await inBar.first().evaluate((b) => !!b.closest("#more-actions")))) return inBar.first().click();
+  await page.getByRole("button", { name: "More" }).click();
+  await page.locator("#more-actions").getByRole("button", { name, exact: true }).click();
+}

@@ -44,7 +44,7 @@ test("kill -9 of the room's SFU: every page decodes remote video again on anothe
     // The room itself is untouched: members and host.
     check: async (pages) => {
       for (const p of pages) await p.getByTestId("room-status").getByText("3 in the room").waitFor({ timeout: 2000 });
-      await pages[1].getByRole("group", { name: "P1", exact: true }).getByText("Host").waitFor({ timeout: 2000 });
+      await pages[1].getByRole("group", { name: "P1", exact: true }).getByText("Host", { exact: true }).waitFor({ timeout: 2000 });
     },
   });
   console.log(`failover: remote video decoding again on every page ${r.worst} ms after kill -9 of ${r.from}, now on ${r.to} (pages: ${r.back.join(", ")} ms)`);

@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { browserForFile, BASE, toneWav } from "./browser.mjs";
-import { joinAs as joinAsIn } from "./call.mjs";
+import { joinAs as joinAsIn, press } from "./call.mjs";
 
 // Microphones play a steady tone, so whoever is unmuted is clearly speaking.
 const browser = browserForFile([`--use-file-for-fake-audio-capture=${toneWav()}`]);
@@ -56,8 +56,8 @@ test("a big tile receives the full layer, a thumbnail the quarter layer without 
     const patId = await tile(viewer, "Pat").getAttribute("data-participant");
     const sel = `video[data-publisher="${patId}"][data-source="camera"]`;
     // Speaker view: Pat's tile is the big one (about 490 px tall here, so 720p is wanted).
-    await viewer.getByRole("button", { name: "Speaker view" }).click();
-    await viewer.getByRole("button", { name: "Stats" }).click();
+    await press(viewer, "Speaker view");
+    await press(viewer, "Stats");
     let big, tookBig;
     try {
       [big, tookBig] = await until(viewer, sel, "the big tile receives 1280 px", (s) => s.frameWidth === 1280, 30000);

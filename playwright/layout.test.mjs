@@ -8,6 +8,7 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
+import { press } from "./call.mjs";
 
 const browser = browserForFile();
 const sockets = [];
@@ -91,24 +92,12 @@ function check(m, label, people, filmstrip = false) {
   assert.equal(counted, people, `${label}: ${m.tiles.map((t) => t.name)}`);
 }
 
-/** Presses a control of the bar (through More on a phone). */
-async function choose(page, name, phone) {
-  if (phone) {
-    await page.getByRole("button", { name: "More" }).click();
-    await page.locator("#more-actions").getByRole("button", { name }).click();
-  } else {
-    await page.getByRole("button", { name, exact: true }).click();
-  }
-}
+/** Presses a control of the bar (through More when it is there). */
+const choose = (page, name) => press(page, name);
 
-/** Opens `panel` ("Participants", "Stats") the way a person would on this screen. */
-async function openPanel(page, panel, phone) {
-  if (phone) {
-    await page.getByRole("button", { name: "More" }).click();
-    await page.locator("#more-actions").getByRole("button", { name: panel }).click();
-  } else {
-    await page.getByRole("button", { name: panel, exact: true }).click();
-  }
+/** Opens `panel` ("Participants", "Stats", "Chat") the way a person would on this screen. */
+async function openPanel(page, panel) {
+  await press(page, panel);
   await page.locator("aside.panel").waitFor({ state: "visible", timeout: 2000 });
 }
 
@@ -129,10 +118,10 @@ for (const [w, h] of [[1280, 800], [390, 844]]) {
         people += 1;
       }
       await page.getByTestId("room-status").getByText(`${n} in the room`).waitFor({ timeout: 5000 });
-      for (const panel of [null, "Participants", "Stats", "Speaker view"]) {
+      for (const panel of [null, "Participants", "Chat", "Stats", "Speaker view"]) {
         const speaker = panel === "Speaker view";
-        if (speaker) await choose(page, "Speaker view", phone);
-        else if (panel) await openPanel(page, panel, phone);
+        if (speaker) await choose(page, "Speaker view");
+        else if (panel) await openPanel(page, panel);
         await page.waitForTimeout(250); // tiles move with a 150 ms transition
         const label = `${w}×${h}, ${n} people, ${panel ?? "no panel"}`;
         await page.screenshot({ path: join(ARTIFACTS, `layout-${w}x${h}-${n}-${panel ?? "none"}.png`) });
@@ -146,7 +135,7 @@ for (const [w, h] of [[1280, 800], [390, 844]]) {
             assert.notEqual(big.name, "Me (you)", `${label}: the featured tile is someone else`);
             assert.ok(big.box.w >= m.stage.w - 1, `${label}: the featured tile spans the stage`);
           }
-          await choose(page, "Grid view", phone);
+          await choose(page, "Grid view");
         } else if (panel) {
           assert.ok(m.panel, `${label}: the panel is not shown`);
           assert.ok(m.panel.closeAtCentre, `${label}: the panel's close button is covered`);
@@ -169,7 +158,7 @@ test("every control is reachable with the keyboard", async () => {
   await page.getByLabel("Your name").fill("Keys");
   await page.getByRole("button", { name: "Join" }).click();
   await page.getByRole("group", { name: "Keys (you)" }).waitFor({ timeout: 10000 });
-  const want = ["Mute microphone", "Turn camera off", "Share screen", "Speaker view", "Participants", "Stats", "Leave"];
+  const want = ["Mute microphone", "Turn camera off", "Share screen", "Raise hand", "React", "Chat", "Participants", "More", "Leave"];
   const reached = new Set();
   for (let i = 0; i < 30 && reached.size < want.length; i++) {
     await page.keyboard.press("Tab");

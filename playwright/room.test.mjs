@@ -24,7 +24,7 @@ test("three people see each other's tiles, mute state within 1 s, and leaving wi
     await page.getByTestId("room-status").getByText("3 in the room").waitFor({ timeout: 5000 });
   }
   // The first joiner hosts: the others see the badge on Ada's tile.
-  await tile(bob, "Ada").getByText("Host").waitFor({ timeout: 2000 });
+  await tile(bob, "Ada").getByText("Host", { exact: true }).waitFor({ timeout: 2000 });
 
   // Bob mutes with the keyboard shortcut; Ada and Cy see it within 1 s, and his track is disabled.
   const muted = Date.now();

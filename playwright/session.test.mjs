@@ -34,7 +34,7 @@ test("the room's object restarts mid-meeting: members, host and media come back,
     await p.getByTestId("room-status").getByText("2 in the room").waitFor({ timeout: 10000 });
     await p.getByTestId("room-status").getByText("Reconnecting…").waitFor({ state: "hidden", timeout: 10000 });
   }
-  await tile(bob, "Ada").getByText("Host").waitFor({ timeout: 5000 });
+  await tile(bob, "Ada").getByText("Host", { exact: true }).waitFor({ timeout: 5000 });
   for (const p of [ada, bob]) assert.equal(await p.evaluate(() => window.edgemeetPc.__before === true), true, "same PeerConnection");
   await keepsDecoding(ada, bobId, "Ada still sees Bob");
   await keepsDecoding(bob, adaId, "Bob still sees Ada");

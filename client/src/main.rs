@@ -34,10 +34,12 @@ fn App() -> impl IntoView {
         .to_string();
     let meeting = Meeting::new();
     provide_context(meeting);
-    view! {
-        <Show when=move || meeting.screen.get() == Screen::Room
-            fallback=move || view! { <pages::prejoin::PreJoin initial_room=room.clone() /> }>
-            <pages::room::RoomPage />
-        </Show>
+    let screen = Memo::new(move |_| meeting.screen.get());
+    move || match screen.get() {
+        Screen::Room => view! { <pages::room::RoomPage /> }.into_any(),
+        Screen::Waiting => view! { <pages::waiting::WaitingPage /> }.into_any(),
+        Screen::PreJoin => {
+            view! { <pages::prejoin::PreJoin initial_room=room.clone() /> }.into_any()
+        }
     }
 }

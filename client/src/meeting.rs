@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use edgemeet_shared::client_room::ClientRoom;
-use edgemeet_shared::protocol::{ClientMessage, ServerMessage};
+use edgemeet_shared::protocol::{ClientMessage, MediaKind, ServerMessage};
 use edgemeet_shared::session::{Action, PcState, Session, SessionInput};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -24,6 +24,8 @@ use crate::media;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
     PreJoin,
+    /// Joined, in the waiting room: a host lets them in.
+    Waiting,
     Room,
 }
 
@@ -49,6 +51,12 @@ pub struct Meeting {
     pub call: StoredValue<Option<Call>, LocalStorage>,
     /// The chosen audio output (where the browser lets pages choose).
     pub speaker_out: RwSignal<Option<String>>,
+    /// Reactions being shown: (key, participant, emoji), each for a few seconds.
+    pub reactions: RwSignal<Vec<(u64, String, String)>>,
+    /// A host asked this person to unmute (their name), until they answer.
+    pub unmute_request: RwSignal<Option<String>>,
+    /// The newest chat message this person has seen (the chat panel was open).
+    pub chat_seen: RwSignal<u64>,
     session: StoredValue<Session, LocalStorage>,
     socket: StoredValue<Option<(u64, WebSocket)>, LocalStorage>,
     timer: StoredValue<Option<i32>>,
@@ -80,6 +88,9 @@ impl Meeting {
             remote: RwSignal::new_local(std::collections::HashMap::new()),
             call: StoredValue::new_local(None),
             speaker_out: RwSignal::new(None),
+            reactions: RwSignal::new(Vec::new()),
+            unmute_request: RwSignal::new(None),
+            chat_seen: RwSignal::new(0),
             session: StoredValue::new_local(Session::new()),
             socket: StoredValue::new_local(None),
             timer: StoredValue::new(None),
@@ -137,10 +148,11 @@ impl Meeting {
 
     /// Mirrors the session into the signals the pages read, and re-arms the timer.
     fn sync(&self) {
-        let (room, in_room, reconnecting, media, next) = self.session.with_value(|s| {
+        let (room, in_room, waiting, reconnecting, media, next) = self.session.with_value(|s| {
             (
                 s.room().clone(),
                 s.in_room(),
+                s.waiting(),
                 s.reconnecting(),
                 s.media_state(),
                 s.poll_timeout(),
@@ -157,6 +169,8 @@ impl Meeting {
         }
         let screen = if in_room {
             Screen::Room
+        } else if waiting {
+            Screen::Waiting
         } else {
             Screen::PreJoin
         };
@@ -230,7 +244,23 @@ impl Meeting {
             Action::Ended { message } => {
                 self.notice.set(Some(message));
                 self.error.set(None);
+                self.unmute_request.set(None);
             }
+            Action::Reaction { id, emoji } => {
+                let key = js_sys::Date::now() as u64 ^ (js_sys::Math::random() * 1e9) as u64;
+                self.reactions.update(|r| r.push((key, id, emoji)));
+                let reactions = self.reactions;
+                set_timeout(
+                    move || reactions.update(|r| r.retain(|(k, _, _)| *k != key)),
+                    Duration::from_secs(4),
+                );
+            }
+            Action::Stopped { what } => match what {
+                MediaKind::Audio => self.mic_on.set(false),
+                MediaKind::Video => self.cam_on.set(false),
+                MediaKind::Screen => self.stop_sharing(),
+            },
+            Action::UnmuteRequested { by } => self.unmute_request.set(Some(by)),
         }
     }
 
@@ -299,6 +329,12 @@ impl Meeting {
         onclose.forget();
         // Tests read (and drop) it.
         let _ = js_sys::Reflect::set(&window(), &"edgemeetWs".into(), &ws);
+        // One room socket at a time: an older one still open is closed (its events are ignored).
+        if let Some((_, old)) = self.socket.get_value() {
+            if old.ready_state() == WebSocket::OPEN || old.ready_state() == WebSocket::CONNECTING {
+                let _ = old.close_with_code(1000);
+            }
+        }
         self.socket.set_value(Some((socket, ws)));
     }
 

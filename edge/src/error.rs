@@ -22,6 +22,13 @@ pub enum EdgeError {
     /// Could not be done now; the caller should try again.
     #[error("{0}")]
     Unavailable(String),
+    /// The room said no (removed, locked, a password needed or wrong, too many tries).
+    #[error("{message}")]
+    Refused {
+        code: ErrorCode,
+        message: String,
+        retry_after_secs: Option<u64>,
+    },
     /// An error answered by one of our Durable Objects, passed on as it is.
     #[error("{}", .0.message)]
     Upstream(WireError),
@@ -38,6 +45,7 @@ impl EdgeError {
             EdgeError::Control(_) => ErrorCode::Unauthorized,
             EdgeError::NoMediaServer(_) => ErrorCode::NoMediaServer,
             EdgeError::Unavailable(_) => ErrorCode::Unavailable,
+            EdgeError::Refused { code, .. } => *code,
             EdgeError::Upstream(e) => e.code,
             EdgeError::Config(_) | EdgeError::Worker(_) => ErrorCode::Internal,
         }
@@ -48,12 +56,25 @@ impl EdgeError {
         if code == ErrorCode::Internal {
             worker::console_error!("{self}");
         }
+        let retry = match &self {
+            EdgeError::Refused {
+                retry_after_secs: Some(s),
+                ..
+            } => Some(*s),
+            _ => None,
+        };
         let body = WireError {
             code,
             message: self.to_string(),
         };
         worker::Response::from_json(&body)
             .map(|r| r.with_status(code.http_status()))
+            .map(|r| {
+                if let Some(s) = retry {
+                    let _ = r.headers().set("retry-after", &s.to_string());
+                }
+                r
+            })
             .unwrap_or_else(|_| {
                 worker::Response::error("internal error", 500).expect("plain response builds")
             })

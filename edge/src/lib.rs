@@ -13,6 +13,7 @@
 //!   object, as an eviction or a runtime restart would
 
 mod error;
+mod password;
 mod registry;
 mod room;
 
@@ -24,6 +25,7 @@ use edgemeet_shared::protocol::{
 use edgemeet_shared::region::{
     client_location, GeoPoint, SfuChoice, SfuStatus, DEV_LOCATION_HEADER,
 };
+use edgemeet_shared::room::{Admission, JoinAsk};
 use edgemeet_shared::token::{Claims, Grants, Role, TokenKey};
 use edgemeet_shared::turn;
 use serde_json::json;
@@ -313,12 +315,40 @@ pub(crate) async fn post_to(stub: &Stub, url: &str, body: String) -> worker::Res
         .await
 }
 
+/// The cookie holding the browser's identity (a removed person's browser cannot come back).
+const IDENTITY_COOKIE: &str = "edgemeet-id";
+
+/// The browser's identity from its cookie, or a new one (and the `Set-Cookie` that keeps it).
+fn identity(req: &Request) -> EdgeResult<(String, Option<String>)> {
+    let cookies = req.headers().get("cookie")?.unwrap_or_default();
+    let known = cookies.split(';').find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == IDENTITY_COOKIE && v.len() == 32 && v.chars().all(|c| c.is_ascii_hexdigit()))
+            .then(|| v.to_string())
+    });
+    if let Some(id) = known {
+        return Ok((id, None));
+    }
+    let id = random_id();
+    let secure = req.url()?.scheme() == "https";
+    let cookie = format!(
+        "{IDENTITY_COOKIE}={id}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{}",
+        if secure { "; Secure" } else { "" }
+    );
+    Ok((id, Some(cookie)))
+}
+
 async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
     let location = client_location(
         cf_location(&req),
         req.headers().get(DEV_LOCATION_HEADER)?.as_deref(),
         dev_overrides(env),
     );
+    let (identity, set_cookie) = identity(&req)?;
+    let addr = req
+        .headers()
+        .get("cf-connecting-ip")?
+        .unwrap_or_else(|| "unknown".into());
     let body: JoinRequest = req.json().await.map_err(|e| {
         EdgeError::BadRequest(format!("join body must be {{\"name\": \"…\"}}: {e}"))
     })?;
@@ -335,6 +365,34 @@ async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
             })?,
         _ => TOKEN_TTL_SECS,
     };
+    let stub = env.durable_object(room::BINDING)?.get_by_name(room)?;
+    let password = password::check(&stub, room, body.password).await?;
+    let ask = JoinAsk {
+        name: name.clone(),
+        identity: identity.clone(),
+        addr,
+        password,
+    };
+    let ask = serde_json::to_string(&ask).map_err(|e| EdgeError::Config(e.to_string()))?;
+    let mut res = post_to(&stub, &format!("https://room/join?room={room}"), ask).await?;
+    if res.status_code() != 200 {
+        return Err(EdgeError::Upstream(res.json().await?));
+    }
+    let (waiting, grants) = match res.json::<Admission>().await? {
+        Admission::Enter { grants } => (false, grants),
+        Admission::Wait => (true, Grants::default()),
+        Admission::Refused {
+            code,
+            message,
+            retry_after_ms,
+        } => {
+            return Err(EdgeError::Refused {
+                code,
+                message,
+                retry_after_secs: retry_after_ms.map(|ms| ms.div_ceil(1000)),
+            })
+        }
+    };
     let sfu = room_sfu(env, room, location).await?;
     let now = worker::Date::now().as_millis() / 1000;
     let participant_id = random_id();
@@ -344,19 +402,26 @@ async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
         name,
         room: room.to_string(),
         role,
-        grants: Grants::max_for(role),
+        grants,
         sfu: Some(sfu.id.clone()),
         exp: now + ttl,
         nbf: now,
         iat: now,
         jti: random_id(),
+        waiting,
+        bid: Some(identity),
     };
     let token = token_key(env)?.sign(&claims)?;
-    Ok(Response::from_json(&JoinResponse {
+    let res = Response::from_json(&JoinResponse {
+        waiting,
         ws_url: format!("/api/rooms/{room}/ws?token={token}"),
         token,
         participant_id,
         expires_at_ms: claims.exp * 1000,
         sfu,
-    })?)
+    })?;
+    if let Some(cookie) = set_cookie {
+        res.headers().set("set-cookie", &cookie)?;
+    }
+    Ok(res)
 }

@@ -14,10 +14,13 @@ use std::collections::VecDeque;
 use edgemeet_shared::control;
 use edgemeet_shared::error::{ErrorCode, WireError};
 use edgemeet_shared::protocol::{
-    SdpBody, ServerMessage, SfuDraining, SfuEvent, SfuSignal, ViewsBody, MAX_FRAME_BYTES,
+    BlockBody, SdpBody, ServerMessage, SfuDraining, SfuEvent, SfuSignal, ViewsBody, MAX_FRAME_BYTES,
 };
 use edgemeet_shared::region::SfuChoice;
-use edgemeet_shared::room::{Changes, HttpReply, Input, Output, Room, SfuCall, CLOSE_TOO_BIG};
+use edgemeet_shared::room::{
+    Admission, Changes, HttpReply, Input, JoinAsk, Output, Room, SfuCall, CLOSE_TOO_BIG,
+    WAITING_TAG,
+};
 use edgemeet_shared::token::Claims;
 use serde::{Deserialize, Serialize};
 use worker::{
@@ -33,7 +36,8 @@ pub const BINDING: &str = "ROOMS";
 /// The room's tables: its own row, one row per member, one per revoked token.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS members (id TEXT PRIMARY KEY, v TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, until INTEGER NOT NULL);";
+CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, until INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chat (n INTEGER PRIMARY KEY, v TEXT NOT NULL);";
 
 /// What each accepted socket carries through hibernation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +76,8 @@ pub struct RoomObject {
     state: State,
     env: Env,
     room: RefCell<Option<Room>>,
+    /// The room's answer to the join being handled (`Output::JoinAnswer`).
+    answer: RefCell<Option<Admission>>,
     /// The alarm as last set by this instance (`Some(None)`: none), to skip redundant writes.
     alarm: Cell<Option<Option<u64>>>,
     schema: Cell<bool>,
@@ -93,6 +99,7 @@ enum Job {
         sfu: String,
         reason: String,
     },
+    Hash(String),
 }
 
 impl RoomObject {
@@ -140,11 +147,15 @@ impl RoomObject {
         let revoked: Vec<RevokedRow> = sql
             .exec("SELECT jti, until FROM revoked", None)?
             .to_array()?;
+        let chat: Vec<ValueRow> = sql
+            .exec("SELECT v FROM chat ORDER BY n", None)?
+            .to_array()?;
         let (room, errors) = Room::restore(
             name.unwrap_or_default(),
             Some(&meta.v),
             members.iter().map(|m| (m.id.as_str(), m.v.as_str())),
             revoked.iter().map(|r| (r.jti.as_str(), r.until as u64)),
+            chat.iter().map(|c| c.v.as_str()),
         );
         for e in errors {
             worker::console_error!("room {}: {e}", room.name());
@@ -176,6 +187,15 @@ impl RoomObject {
                     vec![id.into(), v.into()],
                 )?,
                 None => self.sql_exec("DELETE FROM members WHERE id = ?", vec![id.into()])?,
+            }
+        }
+        for (n, row) in c.chat {
+            match row {
+                Some(v) => self.sql_exec(
+                    "INSERT OR REPLACE INTO chat (n, v) VALUES (?, ?)",
+                    vec![(n as i64).into(), v.into()],
+                )?,
+                None => self.sql_exec("DELETE FROM chat WHERE n = ?", vec![(n as i64).into()])?,
             }
         }
         for (jti, until) in c.revoked {
@@ -226,6 +246,8 @@ impl RoomObject {
                             let _ = ws.close(Some(code), Some(&reason));
                         }
                     }
+                    Output::JoinAnswer(answer) => *self.answer.borrow_mut() = Some(answer),
+                    Output::HashPassword { password } => jobs.push(Job::Hash(password)),
                     Output::Persist(changes) => {
                         if let Err(e) = self.persist(changes) {
                             // Memory and storage disagree now: forget the room in memory (the next
@@ -274,12 +296,16 @@ impl RoomObject {
             .unwrap_or_default()
     }
 
+    /// To every member's socket (never a waiting-room socket) except `except`.
     fn broadcast(&self, except: Option<&str>, msg: &ServerMessage) {
         let Ok(text) = serde_json::to_string(msg) else {
             return;
         };
         for ws in self.state.get_websockets() {
-            let skip = except.is_some_and(|e| self.state.get_tags(&ws).iter().any(|t| t == e));
+            let tags = self.state.get_tags(&ws);
+            let skip = tags
+                .iter()
+                .any(|t| t == WAITING_TAG || Some(t.as_str()) == except);
             if !skip {
                 // A socket that is already closing may refuse; its close event cleans up.
                 let _ = ws.send_with_str(&text);
@@ -389,6 +415,11 @@ impl RoomObject {
                 .unwrap_or_else(|e: worker::Error| Err(e.to_string()));
                 Some(Input::SfuFound { result })
             }
+            Job::Hash(password) => Some(Input::PasswordHashed {
+                hash: crate::password::hash(&password)
+                    .map_err(|e| worker::console_error!("password hash: {e}"))
+                    .ok(),
+            }),
             Job::Down { sfu, reason } => {
                 worker::console_warn!("room {room}: SFU {sfu} failing ({reason}): no new rooms");
                 let body = serde_json::to_string(&SuspendRequest {
@@ -456,6 +487,19 @@ impl RoomObject {
                 Method::Post,
                 format!("{base}/views"),
                 to_json(&ViewsBody { views }),
+            ),
+            SfuCall::Block {
+                audio,
+                video,
+                screen,
+            } => (
+                Method::Post,
+                format!("{base}/block"),
+                to_json(&BlockBody {
+                    audio,
+                    video,
+                    screen,
+                }),
             ),
         };
         with_timeout(
@@ -594,6 +638,15 @@ async fn sfu_request(
     }
 }
 
+/// The room's name, from the `room` query parameter the worker adds to its internal calls.
+fn ask_room(req: &Request) -> Result<String> {
+    req.url()?
+        .query_pairs()
+        .find(|(k, _)| k == "room")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| worker::Error::RustError("internal call without ?room=".into()))
+}
+
 /// Accepts a socket only to tell the client why it is refused, then closes it.
 fn refuse(code: u16, err: ErrorCode, message: String) -> Result<Response> {
     let pair = WebSocketPair::new()?;
@@ -613,12 +666,25 @@ impl DurableObject for RoomObject {
             state,
             env,
             room: RefCell::new(None),
+            answer: RefCell::new(None),
             alarm: Cell::new(None),
             schema: Cell::new(false),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if req.method() == Method::Get && req.path() == "/password" {
+            // The worker checks a joiner's password against the stored hash (not here: hashing
+            // would stall the room's only thread).
+            let name = ask_room(&req)?;
+            self.load(Some(&name))?;
+            let hash = self
+                .room
+                .borrow()
+                .as_ref()
+                .and_then(|r| r.password_hash().map(String::from));
+            return Response::from_json(&serde_json::json!({ "hash": hash }));
+        }
         if req.method() == Method::Post {
             match req.path().as_str() {
                 "/assign" => return self.assign_sfu(req).await,
@@ -647,6 +713,16 @@ impl DurableObject for RoomObject {
                     )
                     .await?;
                     return Response::empty();
+                }
+                "/join" => {
+                    let ask: JoinAsk = req.json().await?;
+                    let name = ask_room(&req)?;
+                    self.answer.borrow_mut().take();
+                    self.step(Some(&name), Input::Join(ask)).await?;
+                    return match self.answer.borrow_mut().take() {
+                        Some(a) => Response::from_json(&a),
+                        None => Response::error("the room did not answer", 500),
+                    };
                 }
                 "/dev-evict" => {
                     let ask: EvictRequest = req.json().await?;
@@ -695,8 +771,13 @@ impl DurableObject for RoomObject {
         };
         let conn = random_id();
         let pair = WebSocketPair::new()?;
-        self.state
-            .accept_websocket_with_tags(&pair.server, &[conn.as_str()]);
+        // Waiting-room sockets carry a tag of their own: broadcasts skip them.
+        let tags: Vec<&str> = if claims.waiting {
+            vec![conn.as_str(), WAITING_TAG]
+        } else {
+            vec![conn.as_str()]
+        };
+        self.state.accept_websocket_with_tags(&pair.server, &tags);
         pair.server.serialize_attachment(Attachment {
             conn: conn.clone(),
             claims: claims.clone(),

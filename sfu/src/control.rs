@@ -4,6 +4,8 @@
 //!
 //! - `POST /v1/rooms/{room}/participants/{id}/offer` `{sdp}` → `{sdp}` (our answer)
 //! - `POST /v1/rooms/{room}/participants/{id}/answer` `{sdp}` → 204
+//! - `POST /v1/rooms/{room}/participants/{id}/block` `{audio, video, screen}` → 204 (a host stopped
+//!   them: those tracks are not forwarded)
 //! - `DELETE /v1/rooms/{room}/participants/{id}` → 204 (participant left; frees everything)
 //! - `GET /v1/rooms` → who is in which room, what they publish and receive
 //! - `GET /v1/rooms/{room}` → `{known, participants, draining}`
@@ -18,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use edgemeet_shared::control as signing;
 use edgemeet_shared::protocol::{
-    normalize_room_name, ErrorCode, SdpBody, ViewsBody, WireError, MAX_VIEWS,
+    normalize_room_name, BlockBody, ErrorCode, SdpBody, ViewsBody, WireError, MAX_VIEWS,
 };
 
 use crate::AppState;
@@ -174,6 +176,35 @@ pub async fn views(
         return error(ErrorCode::BadRequest, format!("at most {MAX_VIEWS} views"));
     }
     match s.media.set_views(&room, &id, req.views) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(e.code(), e.to_string()),
+    }
+}
+
+pub async fn block(
+    State(s): State<Arc<AppState>>,
+    Path((room, id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check(&s, &method, &uri, &headers, &body, &room, &id) {
+        return r;
+    }
+    let req: BlockBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                ErrorCode::BadRequest,
+                format!("body must be {{\"audio\", \"video\", \"screen\"}} (booleans): {e}"),
+            )
+        }
+    };
+    let bits = (req.audio as u8 * crate::media::BLOCK_AUDIO)
+        | (req.video as u8 * crate::media::BLOCK_VIDEO)
+        | (req.screen as u8 * crate::media::BLOCK_SCREEN);
+    match s.media.block(&room, &id, bits) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => error(e.code(), e.to_string()),
     }

@@ -83,6 +83,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/rooms/{room}/participants/{id}/views",
             post(control::views),
         )
+        .route(
+            "/v1/rooms/{room}/participants/{id}/block",
+            post(control::block),
+        )
         .route("/v1/rooms/{room}/participants/{id}", delete(control::leave))
         .fallback(not_found)
         .with_state(state)

@@ -21,7 +21,7 @@
 //! ARCHITECTURE.md for the plan to drive `rtc` directly once that shows in the load figures.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -195,6 +195,9 @@ struct Peer {
     layout: OfferLayout,
     /// How big it shows each remote video (device pixels, 0 = hidden), by (publisher, source).
     views: Mutex<HashMap<(String, Source), u32>>,
+    /// What a host stopped ([`BLOCK_AUDIO`] | [`BLOCK_VIDEO`] | [`BLOCK_SCREEN`]): not forwarded.
+    /// Shared with its published tracks' forwarding loops (one atomic load per packet).
+    blocked: Arc<AtomicU8>,
     /// What its downlink carries, from the loss in its receiver reports.
     downlink: Mutex<DownlinkEstimator>,
     /// Bytes forwarded to it so far (for the downlink estimate).
@@ -261,6 +264,24 @@ struct Published {
     media_ssrc: u32,
     subscribers: RwLock<Arc<Vec<Arc<SubTrack>>>>,
     keyframe_wanted: AtomicBool,
+    /// The publisher's blocked bits, and which of them stops this track.
+    blocked: Arc<AtomicU8>,
+    block_bit: u8,
+}
+
+/// A host stopped the microphone.
+pub const BLOCK_AUDIO: u8 = 1;
+/// A host stopped the camera.
+pub const BLOCK_VIDEO: u8 = 2;
+/// A host stopped the screen share (and its audio).
+pub const BLOCK_SCREEN: u8 = 4;
+
+fn block_bit(kind: TrackKind) -> u8 {
+    match kind {
+        TrackKind::Mic => BLOCK_AUDIO,
+        TrackKind::Camera => BLOCK_VIDEO,
+        TrackKind::Screen | TrackKind::ScreenAudio => BLOCK_SCREEN,
+    }
 }
 
 struct SubTrack {
@@ -693,6 +714,7 @@ impl Media {
             closed: AtomicBool::new(false),
             layout,
             views: Mutex::new(HashMap::new()),
+            blocked: Arc::new(AtomicU8::new(0)),
             downlink: Mutex::new(DownlinkEstimator::new()),
             sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         });
@@ -1095,6 +1117,8 @@ impl Media {
             media_ssrc,
             subscribers: RwLock::new(Arc::new(Vec::new())),
             keyframe_wanted: AtomicBool::new(false),
+            blocked: peer.blocked.clone(),
+            block_bit: block_bit(kind),
         });
         peer.published.lock().unwrap().push(published.clone());
         tracing::info!(room, publisher, kind = kind.name(), simulcast, mime = %published.codec.mime_type, "track published");
@@ -1128,6 +1152,30 @@ impl Media {
 
     /// A participant's browser says how big it shows each remote video: each subscription's layer
     /// follows (hidden: nothing), and the publishers learn which layers anyone still needs.
+    /// A host stopped (or let back on) some of `id`'s media: their packets of those kinds are
+    /// no longer forwarded. Video let back on starts at a keyframe (asked for at once).
+    pub fn block(&self, room: &str, id: &str, bits: u8) -> Result<(), MediaError> {
+        let peer = self
+            .peer(room, id)
+            .ok_or_else(|| MediaError::UnknownParticipant(id.into()))?;
+        let before = peer.blocked.swap(bits, Ordering::Relaxed);
+        let lifted = before & !bits;
+        for p in peer.published.lock().unwrap().iter() {
+            if lifted & p.block_bit != 0 && p.video.is_some() {
+                p.keyframe_wanted.store(true, Ordering::Relaxed);
+            }
+        }
+        if before != bits {
+            tracing::info!(
+                room,
+                participant = id,
+                blocked = bits,
+                "media blocked by a host"
+            );
+        }
+        Ok(())
+    }
+
     pub fn set_views(&self, room: &str, id: &str, views: Vec<TileView>) -> Result<(), MediaError> {
         let peer = self
             .peer(room, id)
@@ -1443,7 +1491,10 @@ async fn forward_loop(
             _ => continue,
         };
         // Padding-only (a bandwidth probe): not forwarded, but its sequence number is skipped.
-        let padding = pkt.payload.is_empty();
+        // Stopped by a host: not forwarded (a modified page cannot talk through it). Skipped like
+        // a padding probe, so subscribers see no sequence gap.
+        let blocked = published.blocked.load(Ordering::Relaxed) & published.block_bit != 0;
+        let padding = pkt.payload.is_empty() || blocked;
         let ssrc = pkt.header.ssrc;
         let layer = if published.simulcast {
             let l = match layer_of.get(&ssrc) {
@@ -1481,7 +1532,9 @@ async fn forward_loop(
         let now = Instant::now();
         let now_us = now.duration_since(epoch).as_micros() as u64;
         let now_ms = now_us / 1000;
-        if let (Some(id), Some(room)) = (published.audio_level_id, published.room.upgrade()) {
+        if let (false, Some(id), Some(room)) =
+            (blocked, published.audio_level_id, published.room.upgrade())
+        {
             if let Some(level) = pkt
                 .header
                 .get_extension(id)

@@ -1,6 +1,9 @@
 //! The room as a browser sees it: a pure reducer over [`ServerMessage`]s, so the UI only renders.
 
-use crate::protocol::{ParticipantInfo, ServerMessage};
+use crate::protocol::{
+    ChatMessage, MediaKind, ParticipantInfo, RoomSettings, ServerMessage, Waiter, CHAT_HISTORY,
+};
+use crate::token::Role;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClientRoom {
@@ -13,6 +16,13 @@ pub struct ClientRoom {
     /// Who is speaking (drives the speaker layout and the grid highlight).
     pub speaker: Option<String>,
     pub max_screen_sharers: u32,
+    pub settings: RoomSettings,
+    /// The chat this browser may read, oldest first.
+    pub chat: Vec<ChatMessage>,
+    /// Who is waiting to be let in (hosts and co-hosts are told).
+    pub waiting: Vec<Waiter>,
+    /// In the waiting room of this room (not let in yet).
+    pub waiting_in: Option<String>,
 }
 
 impl ClientRoom {
@@ -28,8 +38,74 @@ impl ClientRoom {
                 self.sfu = room.sfu.clone();
                 self.speaker = room.speaker.clone();
                 self.max_screen_sharers = room.max_screen_sharers;
+                self.settings = room.settings.clone();
+                self.chat = room.chat.clone();
+                self.waiting = room.waiting.clone();
+                self.waiting_in = None;
                 None
             }
+            ServerMessage::Waiting { room } => {
+                self.waiting_in = Some(room.clone());
+                None
+            }
+            ServerMessage::WaitingList { waiting } => {
+                let new: Vec<&Waiter> = waiting
+                    .iter()
+                    .filter(|w| !self.waiting.iter().any(|o| o.id == w.id))
+                    .collect();
+                let notice = match new[..] {
+                    [] => None,
+                    [w] => Some(format!("{} is waiting to join", w.name)),
+                    _ => Some(format!("{} people are waiting to join", new.len())),
+                };
+                self.waiting = waiting.clone();
+                notice
+            }
+            ServerMessage::ChatMessage { message } => {
+                if !self.chat.iter().any(|m| m.id == message.id) {
+                    self.chat.push(message.clone());
+                    if self.chat.len() > CHAT_HISTORY {
+                        self.chat.remove(0);
+                    }
+                }
+                None
+            }
+            ServerMessage::ChatDeleted { id } => {
+                self.chat.retain(|m| m.id != *id);
+                None
+            }
+            ServerMessage::HandChanged { id, raised_at } => {
+                let p = self.participants.iter_mut().find(|p| &p.id == id)?;
+                p.hand = *raised_at;
+                let name = p.name.clone();
+                match raised_at {
+                    Some(_) if !self.is_me(id) => Some(format!("{name} raised their hand")),
+                    _ => None,
+                }
+            }
+            ServerMessage::RoleChanged { id, role } => {
+                let p = self.participants.iter_mut().find(|p| &p.id == id)?;
+                p.role = *role;
+                let name = p.name.clone();
+                let me = self.is_me(id);
+                match (role, me) {
+                    (Role::Cohost, true) => Some("You are a co-host now".into()),
+                    (Role::Cohost, false) => Some(format!("{name} is a co-host now")),
+                    (_, true) => Some("You are no longer a co-host".into()),
+                    _ => None,
+                }
+            }
+            ServerMessage::StoppedByHost { what, by, .. } => Some(match what {
+                MediaKind::Audio => format!("{by} muted you"),
+                MediaKind::Video => format!("{by} turned your camera off"),
+                MediaKind::Screen => format!("{by} stopped your screen share"),
+            }),
+            ServerMessage::UnmuteRequested { by } => Some(format!("{by} asks you to unmute")),
+            ServerMessage::Settings { settings } => {
+                self.settings = settings.clone();
+                None
+            }
+            ServerMessage::MeetingEnded {} => Some("The host ended the meeting".into()),
             ServerMessage::ParticipantJoined { participant } => {
                 if self.participants.iter().any(|p| p.id == participant.id) {
                     return None;
@@ -93,6 +169,7 @@ impl ClientRoom {
                 None
             }
             ServerMessage::Pong { .. }
+            | ServerMessage::Reaction { .. }
             | ServerMessage::PublishLayers { .. }
             | ServerMessage::Error { .. }
             | ServerMessage::Answer { .. }
@@ -139,6 +216,7 @@ mod tests {
             video_muted: false,
             away: false,
             screen: false,
+            hand: None,
         }
     }
 
@@ -151,6 +229,9 @@ mod tests {
             host: Some("a".into()),
             speaker: None,
             max_screen_sharers: 1,
+            settings: RoomSettings::default(),
+            chat: Vec::new(),
+            waiting: Vec::new(),
         };
         assert_eq!(
             r.apply(&ServerMessage::Snapshot {

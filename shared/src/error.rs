@@ -21,6 +21,12 @@ pub enum ErrorCode {
     MediaServerError,
     /// Not possible right now; try again shortly.
     Unavailable,
+    /// The meeting has a password and none was given.
+    PasswordRequired,
+    /// The password given is not the meeting's.
+    WrongPassword,
+    /// Too many requests (wrong passwords, chat messages, reactions): slow down.
+    TooManyRequests,
     Internal,
 }
 
@@ -36,6 +42,8 @@ impl ErrorCode {
             ErrorCode::BadSdp => 400,
             ErrorCode::MediaServerError => 502,
             ErrorCode::Unavailable => 503,
+            ErrorCode::PasswordRequired | ErrorCode::WrongPassword => 401,
+            ErrorCode::TooManyRequests => 429,
             ErrorCode::Internal => 500,
         }
     }

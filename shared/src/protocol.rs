@@ -54,6 +54,137 @@ pub enum ClientMessage {
     SetScreen { sharing: bool },
     /// Host only: how many people may share a screen at once (1 to 16).
     SetRoomOptions { max_screen_sharers: u32 },
+    /// A chat message to everyone, or only to participant `to`. `client_id` is chosen by the page,
+    /// one per message: sent again after a reconnect, the message still appears once.
+    Chat {
+        text: String,
+        #[serde(default)]
+        to: Option<String>,
+        client_id: String,
+    },
+    /// Host or co-host: delete chat message `id` for everyone.
+    DeleteChat { id: u64 },
+    /// A reaction shown over your tile on every page for a few seconds (one of [`REACTIONS`]).
+    React { emoji: String },
+    /// Raise or lower your own hand.
+    Hand { raised: bool },
+    /// Host or co-host: lower participant `id`'s hand.
+    LowerHand { id: String },
+    /// Host or co-host: let waiting person `id` in.
+    Admit { id: String },
+    /// Host or co-host: turn waiting person `id` away.
+    Deny { id: String },
+    /// Host or co-host: let everyone waiting in.
+    AdmitAll {},
+    /// Host or co-host: remove participant `id` from the meeting; they cannot come back.
+    Remove { id: String },
+    /// Host or co-host: stop participant `id`'s microphone, camera or screen share. The SFU stops
+    /// forwarding it; they may turn it on again unless `lock`.
+    Stop {
+        id: String,
+        what: MediaKind,
+        #[serde(default)]
+        lock: bool,
+    },
+    /// Host or co-host: mute everyone else; with `lock`, nobody may unmute themselves until a host
+    /// lets them (turning "may unmute" back on in the settings).
+    MuteAll {
+        #[serde(default)]
+        lock: bool,
+    },
+    /// Host or co-host: ask participant `id` to unmute (they decide; nobody unmutes anyone).
+    AskUnmute { id: String },
+    /// Host only: make participant `id` a co-host, or take it back.
+    SetCohost { id: String, cohost: bool },
+    /// Host or co-host: change the room's settings (`has_password` is ignored: see
+    /// `set_password`).
+    UpdateSettings { settings: RoomSettings },
+    /// Host only: set (`Some`) or clear the room password.
+    SetPassword {
+        #[serde(default)]
+        password: Option<String>,
+    },
+    /// Host only: end the meeting for everyone.
+    EndMeeting {},
+}
+
+/// What a host can stop for someone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    Audio,
+    Video,
+    Screen,
+}
+
+/// The reactions on offer.
+pub const REACTIONS: [&str; 6] = ["👍", "👏", "😂", "🎉", "❤️", "✋"];
+/// Longest chat message (characters).
+pub const MAX_CHAT_CHARS: usize = 2_000;
+/// Chat messages the room keeps and a joiner receives.
+pub const CHAT_HISTORY: usize = 200;
+
+/// A room's settings (hosts and co-hosts change them; everyone sees them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoomSettings {
+    /// Joiners wait until a host or co-host lets them in (and wait while none is there).
+    pub waiting_room: bool,
+    /// Nobody new gets in (people who drop briefly may still come back).
+    pub locked: bool,
+    /// The room has a password (set with `set_password`; read-only here).
+    pub has_password: bool,
+    /// A correct password lets a joiner skip the waiting room.
+    pub password_skips_waiting: bool,
+    /// Participants (not only hosts) may share a screen.
+    pub may_share_screen: bool,
+    /// Participants may unmute themselves after a host muted them.
+    pub may_unmute: bool,
+    /// Participants may chat.
+    pub may_chat: bool,
+    /// Participants may react.
+    pub may_react: bool,
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        RoomSettings {
+            waiting_room: false,
+            locked: false,
+            has_password: false,
+            password_skips_waiting: false,
+            may_share_screen: true,
+            may_unmute: true,
+            may_chat: true,
+            may_react: true,
+        }
+    }
+}
+
+/// One chat message as people see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// The room's number for it (rising).
+    pub id: u64,
+    pub from: String,
+    /// The sender's name when they sent it.
+    pub name: String,
+    /// Private to this participant (and the sender), if set.
+    #[serde(default)]
+    pub to: Option<String>,
+    pub text: String,
+    /// Milliseconds since the epoch.
+    pub at: u64,
+    /// The sender's page's id for it (a resend is recognised).
+    pub client_id: String,
+}
+
+/// Someone in the waiting room, as hosts see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    pub id: String,
+    pub name: String,
+    pub since: u64,
 }
 
 /// Which of a participant's tracks.
@@ -156,6 +287,53 @@ pub enum ServerMessage {
         token: String,
         expires_at_ms: u64,
     },
+    /// You are in the waiting room of `room`: a host or co-host lets you in (a `snapshot` follows)
+    /// or not.
+    Waiting {
+        room: String,
+    },
+    /// Hosts and co-hosts: who is waiting now.
+    WaitingList {
+        waiting: Vec<Waiter>,
+    },
+    ChatMessage {
+        message: ChatMessage,
+    },
+    ChatDeleted {
+        id: u64,
+    },
+    /// `id` reacted (shown over their tile for a few seconds).
+    Reaction {
+        id: String,
+        emoji: String,
+    },
+    /// `id` raised (`raised_at` set, ms since the epoch) or lowered their hand.
+    HandChanged {
+        id: String,
+        raised_at: Option<u64>,
+    },
+    /// `id`'s role changed (co-host given or taken).
+    RoleChanged {
+        id: String,
+        role: Role,
+    },
+    /// A host or co-host (`by`, a name) stopped your microphone, camera or screen share; `locked`:
+    /// you may not turn it on again yourself.
+    StoppedByHost {
+        what: MediaKind,
+        by: String,
+        locked: bool,
+    },
+    /// A host or co-host (`by`, a name) asks you to unmute.
+    UnmuteRequested {
+        by: String,
+    },
+    Settings {
+        settings: RoomSettings,
+    },
+    /// The host ended the meeting (the socket closes next).
+    MeetingEnded {},
+
     Error {
         code: ErrorCode,
         message: String,
@@ -177,6 +355,15 @@ pub struct RoomSnapshot {
     /// How many people may share a screen at once (a host setting).
     #[serde(default = "default_max_screen_sharers")]
     pub max_screen_sharers: u32,
+    #[serde(default)]
+    pub settings: RoomSettings,
+    /// The chat as this participant may see it (everyone's messages and their private ones),
+    /// oldest first, at most [`CHAT_HISTORY`].
+    #[serde(default)]
+    pub chat: Vec<ChatMessage>,
+    /// Who is waiting (only hosts and co-hosts are told).
+    #[serde(default)]
+    pub waiting: Vec<Waiter>,
 }
 
 pub fn default_max_screen_sharers() -> u32 {
@@ -199,11 +386,17 @@ pub struct ParticipantInfo {
     /// Sharing a screen.
     #[serde(default)]
     pub screen: bool,
+    /// Hand raised at (ms since the epoch), if raised.
+    #[serde(default)]
+    pub hand: Option<u64>,
 }
 
 /// Answer of `POST /api/rooms/{room}/join`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JoinResponse {
+    /// In the waiting room: the token allows waiting only, until a host lets them in.
+    #[serde(default)]
+    pub waiting: bool,
     pub token: String,
     /// Path (same origin) of the room WebSocket, token included.
     pub ws_url: String,
@@ -218,6 +411,9 @@ pub struct JoinResponse {
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     pub name: String,
+    /// The meeting's password, if it has one (or to give a new meeting one).
+    #[serde(default)]
+    pub password: Option<String>,
 }
 
 /// Body of the SFU control calls that carry a session description
@@ -280,6 +476,16 @@ impl SfuEvent {
     }
 }
 
+/// Body of `POST {sfu}/v1/rooms/{room}/participants/{id}/block`: which of the participant's
+/// published tracks the SFU must not forward (a host stopped them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockBody {
+    pub audio: bool,
+    pub video: bool,
+    pub screen: bool,
+}
+
 /// Body of `POST {sfu}/v1/rooms/{room}/participants/{id}/views`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -309,11 +515,15 @@ pub fn check_sdp(sdp: &str) -> Result<(), WireError> {
     Ok(())
 }
 
+/// Close code for the meeting having been ended by its host.
+pub const CLOSE_ENDED: u16 = 4410;
+
 /// Close codes after which a client must not reconnect: closed on purpose (1000), frame too big
 /// (1009), replaced by a newer connection (4000), refused (4401 bad or expired token, 4403 not
-/// allowed in this room). Any other close is a drop: reconnect with the same token.
+/// allowed in this room: removed, turned away), the meeting ended (4410). Any other close is a
+/// drop: reconnect with the same token.
 pub fn is_final_close(code: u16) -> bool {
-    matches!(code, 1000 | 1009 | 4000 | 4401 | 4403)
+    matches!(code, 1000 | 1009 | 4000 | 4401 | 4403 | CLOSE_ENDED)
 }
 
 /// Delay before reconnect attempt `n` (0-based): 250 ms doubling, at most 4 s, so a client that

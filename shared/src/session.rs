@@ -9,7 +9,8 @@ use std::collections::VecDeque;
 
 use crate::client_room::ClientRoom;
 use crate::protocol::{
-    is_final_close, reconnect_delay_ms, ClientMessage, ServerMessage, PROTOCOL_VERSION,
+    is_final_close, reconnect_delay_ms, ClientMessage, MediaKind, ServerMessage, CLOSE_ENDED,
+    PROTOCOL_VERSION,
 };
 use crate::Millis;
 
@@ -116,6 +117,19 @@ pub enum Action {
     Ended {
         message: String,
     },
+    /// `id` reacted: show `emoji` over their tile for a few seconds.
+    Reaction {
+        id: String,
+        emoji: String,
+    },
+    /// A host stopped this browser's microphone, camera or screen share: turn it off here too.
+    Stopped {
+        what: MediaKind,
+    },
+    /// A host asks this person to unmute: offer them the choice.
+    UnmuteRequested {
+        by: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +168,10 @@ pub struct Session {
     socket: Socket,
     attempt: u32,
     in_room: bool,
+    /// In the waiting room (the socket is open; no room, no media until let in).
+    waiting: bool,
+    /// The room's latest error message (a refusal's reason comes just before its close).
+    last_error: Option<String>,
     reconnecting: bool,
     mic: bool,
     cam: bool,
@@ -177,6 +195,8 @@ impl Session {
             socket: Socket::Idle,
             attempt: 0,
             in_room: false,
+            waiting: false,
+            last_error: None,
             reconnecting: false,
             mic: true,
             cam: true,
@@ -194,6 +214,11 @@ impl Session {
     /// In the room (after the first snapshot, until leaving or a final close).
     pub fn in_room(&self) -> bool {
         self.in_room
+    }
+
+    /// In the waiting room: joined, not let in yet.
+    pub fn waiting(&self) -> bool {
+        self.waiting
     }
 
     /// The socket dropped and is being reopened.
@@ -341,6 +366,7 @@ impl Session {
 
     fn end(&mut self, message: String) {
         self.in_room = false;
+        self.waiting = false;
         self.reconnecting = false;
         self.socket = Socket::Idle;
         self.socket_no += 1; // events of the old socket are ignored from now on
@@ -353,13 +379,44 @@ impl Session {
     fn message(&mut self, now: Millis, msg: ServerMessage) {
         match &msg {
             ServerMessage::Error { message, .. } => {
+                self.last_error = Some(message.clone());
                 self.out.push_back(Action::Error(Some(message.clone())));
+            }
+            ServerMessage::Waiting { .. } => {
+                self.waiting = true;
+                self.attempt = 0;
+                self.reconnecting = false;
+                self.socket = Socket::Open { got_snapshot: true };
+            }
+            ServerMessage::Reaction { id, emoji } => {
+                self.out.push_back(Action::Reaction {
+                    id: id.clone(),
+                    emoji: emoji.clone(),
+                });
+                return;
+            }
+            ServerMessage::StoppedByHost { what, .. } => {
+                self.out.push_back(Action::Stopped { what: *what });
+                match what {
+                    MediaKind::Audio => self.mic = false,
+                    MediaKind::Video => self.cam = false,
+                    MediaKind::Screen => self.sharing = false,
+                }
+            }
+            ServerMessage::UnmuteRequested { by } => {
+                self.out
+                    .push_back(Action::UnmuteRequested { by: by.clone() });
             }
             ServerMessage::Token { token, .. } => {
                 if let Some(path) = &self.path {
                     if let Some((base, _)) = path.split_once("?token=") {
                         self.path = Some(format!("{base}?token={token}"));
                     }
+                }
+                // In the waiting room, a token is the host letting us in: go in with it now
+                // (the room closes the waiting socket too, but its close can be slow to arrive).
+                if self.waiting {
+                    self.open_socket();
                 }
                 return;
             }
@@ -384,6 +441,8 @@ impl Session {
             self.start_media(now);
         }
         if let ServerMessage::Snapshot { resumed, .. } = msg {
+            self.waiting = false;
+            self.last_error = None;
             self.socket = Socket::Open { got_snapshot: true };
             self.attempt = 0;
             self.in_room = true;
@@ -420,11 +479,14 @@ impl Session {
 
     fn closed(&mut self, now: Millis, code: u16) {
         if is_final_close(code) {
+            // A refusal comes with its reason first (removed, turned away): that is what to show.
+            let said = self.last_error.take();
             let message = match code {
                 1000 => "You left the meeting.".to_string(),
                 4000 => "This meeting was opened in another tab or window.".to_string(),
                 4401 => "Your access to this meeting expired. Join again.".to_string(),
-                4403 => "You are not allowed in this meeting.".to_string(),
+                4403 => said.unwrap_or_else(|| "You are not allowed in this meeting.".into()),
+                CLOSE_ENDED => "The host ended the meeting.".to_string(),
                 _ => "The meeting connection was closed.".to_string(),
             };
             self.end(message);
@@ -520,11 +582,15 @@ mod tests {
                     video_muted: false,
                     away: false,
                     screen: false,
+                    hand: None,
                 }],
                 sfu: Some("us-east".into()),
                 host: Some("me".into()),
                 speaker: None,
                 max_screen_sharers: 1,
+                settings: Default::default(),
+                chat: Vec::new(),
+                waiting: Vec::new(),
             },
             resumed,
         }
@@ -960,5 +1026,140 @@ mod tests {
             },
         );
         assert!(!starts_media(&a), "{a:?}");
+    }
+
+    #[test]
+    fn the_waiting_room_then_admission_reconnects_on_the_fresh_token_into_the_room() {
+        let mut s = Session::new();
+        run(
+            &mut s,
+            0,
+            SessionInput::Joined {
+                ws_path: "/api/rooms/r/ws?token=w".into(),
+            },
+        );
+        run(&mut s, 5, SessionInput::SocketOpened { socket: 1 });
+        let a = run(
+            &mut s,
+            10,
+            SessionInput::SocketMessage {
+                socket: 1,
+                msg: ServerMessage::Waiting { room: "r".into() },
+            },
+        );
+        assert!(s.waiting() && !s.in_room());
+        assert!(!starts_media(&a), "no media while waiting");
+        // Let in: a fresh token, and at once a socket with it (the old socket's close is moot).
+        let a = run(
+            &mut s,
+            20,
+            SessionInput::SocketMessage {
+                socket: 1,
+                msg: ServerMessage::Token {
+                    token: "t2".into(),
+                    expires_at_ms: 9,
+                },
+            },
+        );
+        assert_eq!(
+            a,
+            vec![Action::OpenSocket {
+                socket: 2,
+                path: "/api/rooms/r/ws?token=t2".into()
+            }]
+        );
+        assert_eq!(
+            run(
+                &mut s,
+                21,
+                SessionInput::SocketClosed {
+                    socket: 1,
+                    code: 1012
+                }
+            ),
+            vec![]
+        );
+        run(&mut s, 280, SessionInput::SocketOpened { socket: 2 });
+        let a = run(
+            &mut s,
+            290,
+            SessionInput::SocketMessage {
+                socket: 2,
+                msg: snapshot(false),
+            },
+        );
+        assert!(starts_media(&a));
+        assert!(s.in_room() && !s.waiting());
+    }
+
+    #[test]
+    fn a_removal_ends_the_session_with_its_reason_and_a_host_stop_turns_the_mic_off_here() {
+        let mut s = joined();
+        let a = run(
+            &mut s,
+            10,
+            SessionInput::SocketMessage {
+                socket: 1,
+                msg: ServerMessage::StoppedByHost {
+                    what: MediaKind::Audio,
+                    by: "Ann".into(),
+                    locked: false,
+                },
+            },
+        );
+        assert!(a.contains(&Action::Stopped {
+            what: MediaKind::Audio
+        }));
+        assert!(a
+            .iter()
+            .any(|a| matches!(a, Action::Toast(t) if t == "Ann muted you")));
+        // The page turning its mic off sends nothing new (the room knows).
+        assert_eq!(
+            run(
+                &mut s,
+                11,
+                SessionInput::Local {
+                    mic: false,
+                    cam: true
+                }
+            ),
+            vec![]
+        );
+        run(
+            &mut s,
+            20,
+            SessionInput::SocketMessage {
+                socket: 1,
+                msg: ServerMessage::Error {
+                    code: crate::error::ErrorCode::Forbidden,
+                    message: "You were removed from this meeting.".into(),
+                },
+            },
+        );
+        let a = run(
+            &mut s,
+            21,
+            SessionInput::SocketClosed {
+                socket: 1,
+                code: 4403,
+            },
+        );
+        assert!(
+            matches!(a.last(), Some(Action::Ended { message }) if message == "You were removed from this meeting."),
+            "{a:?}"
+        );
+        let mut s = joined();
+        let a = run(
+            &mut s,
+            30,
+            SessionInput::SocketClosed {
+                socket: 1,
+                code: CLOSE_ENDED,
+            },
+        );
+        assert!(
+            matches!(a.last(), Some(Action::Ended { message }) if message == "The host ended the meeting."),
+            "{a:?}"
+        );
     }
 }

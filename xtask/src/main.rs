@@ -368,9 +368,22 @@ fn bench() -> Result<()> {
             )
         },
     );
+    let meeting = step(
+        "meeting controls: password check, chat fan-out to 50, join → admitted",
+        || {
+            cmd::run(
+                "meeting bench",
+                Command::new(p.node22())
+                    .arg("bench/meeting.mjs")
+                    .current_dir(&p.root)
+                    .env("EDGEMEET_URL", &stack.url),
+                &format!("stack logs in {}", stack.log_dir.display()),
+            )
+        },
+    );
     stack.stop();
     STACK_UP.store(false, Ordering::SeqCst);
-    joined.and(moved).and(layers)
+    joined.and(moved).and(layers).and(meeting)
 }
 
 fn deploy() -> Result<()> {

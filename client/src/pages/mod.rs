@@ -2,3 +2,4 @@
 
 pub mod prejoin;
 pub mod room;
+pub mod waiting;

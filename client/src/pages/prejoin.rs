@@ -2,7 +2,7 @@
 //! room name, media-server status, and Join.
 
 use edgemeet_shared::protocol::{
-    normalize_display_name, normalize_room_name, JoinRequest, JoinResponse, WireError,
+    normalize_display_name, normalize_room_name, ErrorCode, JoinRequest, JoinResponse, WireError,
 };
 use leptos::html::Video;
 use leptos::prelude::*;
@@ -41,6 +41,8 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
             .unwrap_or_default(),
     );
     let (room, set_room) = signal(initial_room);
+    let (password, set_password) = signal(String::new());
+    let password_ref = NodeRef::<leptos::html::Input>::new();
     let (form_error, set_form_error) = signal(None::<String>);
     let (media_error, set_media_error) = signal(None::<String>);
     let (health, set_health) = signal(None::<Result<Health, String>>);
@@ -142,10 +144,24 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
             }
         }
         set_joining.set(true);
+        let pw = Some(password.get_untracked()).filter(|p| !p.is_empty());
         spawn_local(async move {
-            match request_join(&room_name, display).await {
-                Ok(j) => m.joined(j.ws_url),
-                Err(e) => set_form_error.set(Some(e)),
+            match request_join(&room_name, display, pw).await {
+                Ok(j) => {
+                    set_password.set(String::new());
+                    m.joined(j.ws_url)
+                }
+                Err((code, e)) => {
+                    set_form_error.set(Some(e));
+                    if matches!(
+                        code,
+                        Some(ErrorCode::PasswordRequired | ErrorCode::WrongPassword)
+                    ) {
+                        if let Some(i) = password_ref.get_untracked() {
+                            let _ = i.focus();
+                        }
+                    }
+                }
             }
             set_joining.set(false);
         });
@@ -209,6 +225,12 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                     <input type="text" name="room" maxlength="64" required=true placeholder="e.g. team-standup"
                         prop:value=room on:input=move |ev| set_room.set(event_target_value(&ev)) />
                 </label>
+                <label>"Meeting password (if it has one)"
+                    <input type="password" name="password" maxlength="128" autocomplete="off" node_ref=password_ref
+                        aria-describedby="password-hint"
+                        prop:value=password on:input=move |ev| set_password.set(event_target_value(&ev)) />
+                </label>
+                <p class="hint" id="password-hint">"A new meeting started with a password keeps it, and has a waiting room."</p>
                 <div class="field">
                     <label for="camera-select">"Camera"</label>
                     <select id="camera-select" name="camera" prop:value=move || cam_id.get().unwrap_or_default()
@@ -249,20 +271,26 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     }
 }
 
-async fn request_join(room: &str, name: String) -> Result<JoinResponse, String> {
+/// Asks to join; on refusal, the room's code (if it gave one) and its words.
+async fn request_join(
+    room: &str,
+    name: String,
+    password: Option<String>,
+) -> Result<JoinResponse, (Option<ErrorCode>, String)> {
     let res = gloo_net::http::Request::post(&format!("/api/rooms/{room}/join"))
-        .json(&JoinRequest { name })
-        .map_err(|e| e.to_string())?
+        .json(&JoinRequest { name, password })
+        .map_err(|e| (None, e.to_string()))?
         .send()
         .await
-        .map_err(|e| format!("Cannot reach the server: {e}"))?;
+        .map_err(|e| (None, format!("Cannot reach the server: {e}")))?;
     if res.ok() {
-        res.json().await.map_err(|e| e.to_string())
+        res.json().await.map_err(|e| (None, e.to_string()))
     } else {
+        let status = res.status();
         Err(res
             .json::<WireError>()
             .await
-            .map(|e| e.message)
-            .unwrap_or_else(|_| format!("Join failed ({})", res.status())))
+            .map(|e| (Some(e.code), e.message))
+            .unwrap_or_else(|_| (None, format!("Join failed ({status})"))))
     }
 }

@@ -18,6 +18,7 @@
 //!   lost if the object hibernates or is evicted ([`Room::restore`] brings it back);
 //! - token refresh: members get a fresh room token over their socket before theirs expires.
 
+mod meeting;
 mod sfu;
 mod store;
 #[cfg(test)]
@@ -29,13 +30,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
 use crate::protocol::{
-    check_sdp, parse_client_message, ClientMessage, ParticipantInfo, RoomSnapshot, ServerMessage,
-    SfuEvent, TileView, MAX_SCREEN_SHARERS, MAX_VIEWS, PROTOCOL_VERSION,
+    check_sdp, parse_client_message, ChatMessage, ClientMessage, MediaKind, ParticipantInfo,
+    RoomSnapshot, ServerMessage, SfuEvent, TileView, MAX_SCREEN_SHARERS, MAX_VIEWS,
+    PROTOCOL_VERSION,
 };
 use crate::region::SfuChoice;
 use crate::token::{Claims, Grants, Role, LEEWAY_SECS, MAX_TOKEN_TTL_SECS};
 use crate::Millis;
 
+pub use meeting::{Admission, JoinAsk, PasswordCheck, WRONG_PASSWORDS_PER_MINUTE};
 pub use sfu::{HttpReply, SfuCallKind, FIND_RETRY_MS, PROBE_LOST_MS, SETTLE_MS};
 pub use store::{Changes, RestoreError};
 
@@ -46,8 +49,11 @@ pub type ConnId = String;
 pub const CLOSE_REPLACED: u16 = 4000;
 /// Close code for a client that sent a frame over the size limit (RFC 6455 "message too big").
 pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code for a connection the room refuses (revoked token, not a member).
+/// Close code for a connection the room refuses (revoked token, removed, turned away).
 pub const CLOSE_FORBIDDEN: u16 = 4403;
+/// The tag the shell gives sockets of people in the waiting room (from their token): broadcasts
+/// skip them.
+pub const WAITING_TAG: &str = "waiting";
 /// A participant whose connection dropped (not closed cleanly) stays in the room this long, so a
 /// reconnect resumes the session without anyone seeing them leave and join again.
 pub const RECONNECT_GRACE_MS: Millis = 10_000;
@@ -93,6 +99,10 @@ pub enum Input {
     Probed { sfu: String, reply: HttpReply },
     /// The registry's answer to [`Output::FindSfu`]: a replacement, or why there is none.
     SfuFound { result: Result<SfuChoice, String> },
+    /// Someone asks to join (before they have a token); answered with [`Output::JoinAnswer`].
+    Join(JoinAsk),
+    /// The hash of the password a host set ([`Output::HashPassword`]); `None` if it failed.
+    PasswordHashed { hash: Option<String> },
 }
 
 /// What the DO must ask the room's SFU, on behalf of one participant.
@@ -106,6 +116,12 @@ pub enum SfuCall {
     Leave,
     /// How big the participant shows each remote video now (fire and forget).
     Views { views: Vec<TileView> },
+    /// Which of the participant's tracks the SFU must not forward (a host stopped them).
+    Block {
+        audio: bool,
+        video: bool,
+        screen: bool,
+    },
 }
 
 /// What the shell must do. Everything that needs an answer is fed back as an [`Input`].
@@ -115,7 +131,8 @@ pub enum Output {
         conn: ConnId,
         msg: ServerMessage,
     },
-    /// To every open connection of the room except `except`.
+    /// To every member's open connection except `except` (never to people in the waiting room:
+    /// the shell tags their sockets [`WAITING_TAG`]).
     Broadcast {
         except: Option<ConnId>,
         msg: ServerMessage,
@@ -155,6 +172,12 @@ pub enum Output {
     },
     /// Write exactly these rows (see [`Changes`]).
     Persist(Changes),
+    /// The answer to [`Input::Join`].
+    JoinAnswer(Admission),
+    /// Hash this password (the host set it); feed back [`Input::PasswordHashed`].
+    HashPassword {
+        password: String,
+    },
     /// Something an operator should see in the logs.
     Warn(String),
 }
@@ -179,6 +202,12 @@ struct Member {
     /// How many tokens the room has issued this member (numbers the refreshed tokens' ids).
     #[serde(default)]
     refreshes: u32,
+    /// What a host stopped (the SFU does not forward it) and whether they may turn it on again.
+    #[serde(default)]
+    stopped: meeting::Stopped,
+    /// The page ids of this member's latest chat messages: a resend is recognised.
+    #[serde(default)]
+    recent_chat: VecDeque<String>,
 }
 
 impl Member {
@@ -205,6 +234,20 @@ struct Meta {
     /// The room's SFU and its health (see [`sfu`]).
     #[serde(default)]
     media: sfu::Media,
+    #[serde(default)]
+    settings: crate::protocol::RoomSettings,
+    /// The password's hash (PHC string, made by the shell), if the room has one.
+    #[serde(default)]
+    password_hash: Option<String>,
+    /// The waiting room, in arrival order.
+    #[serde(default)]
+    waiting: Vec<meeting::Waiting>,
+    /// Browser identities removed from this meeting: they cannot join again.
+    #[serde(default)]
+    bans: BTreeSet<String>,
+    /// The next chat message's number.
+    #[serde(default)]
+    chat_next: u64,
 }
 
 /// The room. See the module docs.
@@ -215,6 +258,10 @@ pub struct Room {
     /// Revoked token ids (and participant ids), with when the revocation can be forgotten (seconds:
     /// the token has expired by then).
     revoked: BTreeMap<String, u64>,
+    /// The chat, oldest first (at most [`CHAT_HISTORY`]); one stored row per message.
+    chat: VecDeque<ChatMessage>,
+    /// Rate limits and wrong passwords (not stored: a restart forgets them).
+    limits: meeting::Limits,
     out: VecDeque<Output>,
     dirty: store::Dirty,
 }
@@ -222,7 +269,10 @@ pub struct Room {
 impl PartialEq for Room {
     /// Equal state (pending outputs and dirty marks aside).
     fn eq(&self, other: &Room) -> bool {
-        self.meta == other.meta && self.members == other.members && self.revoked == other.revoked
+        self.meta == other.meta
+            && self.members == other.members
+            && self.revoked == other.revoked
+            && self.chat == other.chat
     }
 }
 
@@ -235,9 +285,16 @@ impl Room {
                 speaker: None,
                 max_screen_sharers: crate::protocol::default_max_screen_sharers(),
                 media: sfu::Media::default(),
+                settings: crate::protocol::RoomSettings::default(),
+                password_hash: None,
+                waiting: Vec::new(),
+                bans: BTreeSet::new(),
+                chat_next: 1,
             },
             members: BTreeMap::new(),
             revoked: BTreeMap::new(),
+            chat: VecDeque::new(),
+            limits: meeting::Limits::default(),
             out: VecDeque::new(),
             dirty: store::Dirty::default(),
         }
@@ -265,11 +322,17 @@ impl Room {
         self.members.get(id).map(|m| m.info.role)
     }
 
+    /// The room password's hash, if it has one (the edge checks joiners' passwords against it).
+    pub fn password_hash(&self) -> Option<&str> {
+        self.meta.password_hash.as_deref()
+    }
+
     /// Is this token id (or participant id) revoked?
     pub fn is_revoked(&self, id: &str) -> bool {
         self.revoked.contains_key(id)
     }
 
+    /// The room as everyone may see it (no chat, no waiting list).
     pub fn snapshot(&self) -> RoomSnapshot {
         let mut participants: Vec<ParticipantInfo> =
             self.members.values().map(|m| m.info.clone()).collect();
@@ -281,7 +344,21 @@ impl Room {
             host: self.meta.host.clone(),
             speaker: self.meta.speaker.clone(),
             max_screen_sharers: self.meta.max_screen_sharers,
+            settings: self.meta.settings.clone(),
+            chat: Vec::new(),
+            waiting: Vec::new(),
         }
+    }
+
+    /// The room as member `id` sees it: with the chat they may read and, for hosts and co-hosts,
+    /// who is waiting.
+    pub fn snapshot_for(&self, id: &str) -> RoomSnapshot {
+        let mut s = self.snapshot();
+        s.chat = self.chat_for(id);
+        if self.is_moderator(id) {
+            s.waiting = self.waiting_list();
+        }
+        s
     }
 
     /// Feeds one input at time `now`; what to do about it comes out of [`Room::poll_output`].
@@ -334,8 +411,10 @@ impl Room {
             Input::Disconnect { conn, clean } => match self.member_by_conn(&conn).cloned() {
                 Some(id) if clean => self.remove(now, &id),
                 Some(id) => self.mark_away(now, &id, Some(conn)),
-                None => Vec::new(),
+                None => self.waiter_gone(&conn).unwrap_or_default(),
             },
+            Input::Join(ask) => self.join(now, ask),
+            Input::PasswordHashed { hash } => self.password_hashed(hash),
             Input::Restored { open } => {
                 let gone: Vec<String> = self
                     .members
@@ -347,10 +426,23 @@ impl Room {
                     .iter()
                     .flat_map(|id| self.mark_away(now, id, None))
                     .collect();
+                // People waiting on sockets that are gone wait no more (a reconnect waits again).
+                let lost: Vec<String> = self
+                    .meta
+                    .waiting
+                    .iter()
+                    .filter(|w| w.conn.as_ref().is_some_and(|c| !open.contains(c)))
+                    .map(|w| w.id.clone())
+                    .collect();
+                for w in lost {
+                    out.extend(self.unwait(&w));
+                }
                 // Sockets that survived but belong to nobody stored: they reconnect.
                 out.extend(
                     open.into_iter()
-                        .filter(|c| self.member_by_conn(c).is_none())
+                        .filter(|c| {
+                            self.member_by_conn(c).is_none() && self.waiter_by_conn(c).is_none()
+                        })
                         .map(reconnect),
                 );
                 out
@@ -501,10 +593,17 @@ impl Room {
 
     fn connect(&mut self, now: Millis, conn: ConnId, claims: Claims) -> Vec<Output> {
         if claims.room != self.meta.name {
-            return refuse(conn, "this token is for another room");
+            return refuse(conn, "This token is for another meeting.");
         }
-        if self.is_revoked(&claims.jti) || self.is_revoked(&claims.sub) {
-            return refuse(conn, "you were removed from this meeting");
+        let banned = claims
+            .bid
+            .as_ref()
+            .is_some_and(|b| self.meta.bans.contains(b));
+        if self.is_revoked(&claims.jti) || self.is_revoked(&claims.sub) || banned {
+            return refuse(conn, meeting::REMOVED);
+        }
+        if claims.waiting {
+            return self.wait(now, conn, claims);
         }
         let mut out = Vec::new();
         let mut reissue = None;
@@ -564,6 +663,7 @@ impl Room {
                 video_muted: false,
                 away: false,
                 screen: false,
+                hand: None,
             };
             // To everyone else: the newcomer learns about itself from the snapshot.
             out.push(Output::Broadcast {
@@ -583,6 +683,8 @@ impl Room {
                     pending_offer: None,
                     claims: claims.clone(),
                     refreshes: 0,
+                    stopped: meeting::Stopped::default(),
+                    recent_chat: VecDeque::new(),
                 },
             );
         }
@@ -596,8 +698,8 @@ impl Room {
             Output::Send {
                 conn: conn.clone(),
                 msg: ServerMessage::Snapshot {
+                    room: self.snapshot_for(&claims.sub),
                     you: claims.sub,
-                    room: self.snapshot(),
                     resumed,
                 },
             },
@@ -609,6 +711,9 @@ impl Room {
     }
 
     fn frame(&mut self, now: Millis, conn: ConnId, text: &str) -> Vec<Output> {
+        if let Some(waiter) = self.waiter_by_conn(&conn) {
+            return self.waiting_frame(now, conn, waiter, text);
+        }
         let Some(id) = self.member_by_conn(&conn).cloned() else {
             // An open socket the room has no member for (its join was never stored): have it
             // reconnect, which joins (or is refused) properly.
@@ -633,21 +738,38 @@ impl Room {
                 audio_muted,
                 video_muted,
             } => {
-                let m = self.members.get_mut(&id).expect("member found above");
+                let m = self.members.get(&id).expect("member found above");
                 if (m.info.audio_muted, m.info.video_muted) == (audio_muted, video_muted) {
                     return Vec::new();
                 }
+                // Turning on what a host stopped: only if the room lets them.
+                let mut out = Vec::new();
+                for (kind, on) in [
+                    (MediaKind::Audio, m.info.audio_muted && !audio_muted),
+                    (MediaKind::Video, m.info.video_muted && !video_muted),
+                ] {
+                    if on {
+                        match self.turn_back_on(&id, kind) {
+                            Ok(calls) => out.extend(calls),
+                            Err(message) => {
+                                return error_to(conn, ErrorCode::Forbidden, message.into())
+                            }
+                        }
+                    }
+                }
+                let m = self.members.get_mut(&id).expect("member found above");
                 m.info.audio_muted = audio_muted;
                 m.info.video_muted = video_muted;
                 self.dirty.members.insert(id.clone());
-                vec![Output::Broadcast {
+                out.push(Output::Broadcast {
                     except: None,
                     msg: ServerMessage::MediaChanged {
                         id,
                         audio_muted,
                         video_muted,
                     },
-                }]
+                });
+                out
             }
             ClientMessage::Offer { .. } | ClientMessage::Answer { .. } if self.sfu().is_none() => {
                 error_to(
@@ -720,6 +842,22 @@ impl Room {
                         "Your token does not allow screen sharing.".into(),
                     );
                 }
+                if sharing && !self.meta.settings.may_share_screen && !self.is_moderator(&id) {
+                    return error_to(
+                        conn,
+                        ErrorCode::Forbidden,
+                        "Only hosts can share a screen in this meeting.".into(),
+                    );
+                }
+                let mut calls = Vec::new();
+                if sharing {
+                    match self.turn_back_on(&id, MediaKind::Screen) {
+                        Ok(c) => calls = c,
+                        Err(message) => {
+                            return error_to(conn, ErrorCode::Forbidden, message.into())
+                        }
+                    }
+                }
                 let sharers = self.members.values().filter(|m| m.info.screen).count() as u32;
                 if sharing && sharers >= self.meta.max_screen_sharers {
                     return error_to(
@@ -738,10 +876,11 @@ impl Room {
                 }
                 self.members.get_mut(&id).expect("found above").info.screen = sharing;
                 self.dirty.members.insert(id.clone());
-                vec![Output::Broadcast {
+                calls.push(Output::Broadcast {
                     except: None,
                     msg: ServerMessage::ScreenChanged { id, sharing },
-                }]
+                });
+                calls
             }
             ClientMessage::SetRoomOptions { max_screen_sharers } => {
                 if self.meta.host.as_deref() != Some(id.as_str()) {
@@ -774,6 +913,7 @@ impl Room {
                 });
                 out
             }
+            other => self.meeting(now, conn, id, other),
         }
     }
 

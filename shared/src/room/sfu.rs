@@ -58,6 +58,7 @@ pub enum SfuCallKind {
     Answer,
     Leave,
     Views,
+    Block,
 }
 
 impl SfuCall {
@@ -67,6 +68,7 @@ impl SfuCall {
             SfuCall::Answer { .. } => SfuCallKind::Answer,
             SfuCall::Leave => SfuCallKind::Leave,
             SfuCall::Views { .. } => SfuCallKind::Views,
+            SfuCall::Block { .. } => SfuCallKind::Block,
         }
     }
 }

@@ -18,6 +18,7 @@ pub(super) struct Dirty {
     pub meta: bool,
     pub members: IdSet,
     pub revoked: IdSet,
+    pub chat: std::collections::BTreeSet<u64>,
 }
 
 /// Rows to write after one input. JSON values are opaque to the shell.
@@ -29,6 +30,8 @@ pub struct Changes {
     pub members: Vec<(String, Option<String>)>,
     /// Revoked token ids: `Some(until_secs)` to write, `None` to delete (expired).
     pub revoked: Vec<(String, Option<u64>)>,
+    /// Chat rows by number: `Some(json)` to write, `None` to delete (deleted or too old).
+    pub chat: Vec<(u64, Option<String>)>,
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -37,13 +40,19 @@ pub enum RestoreError {
     Meta(String),
     #[error("stored member row {id} is unreadable: {error}")]
     Member { id: String, error: String },
+    #[error("a stored chat row is unreadable: {0}")]
+    Chat(String),
 }
 
 impl Room {
     /// The rows changed since the last call, if any.
     pub(super) fn take_changes(&mut self) -> Option<Changes> {
         let dirty = std::mem::take(&mut self.dirty);
-        if !dirty.meta && dirty.members.is_empty() && dirty.revoked.is_empty() {
+        if !dirty.meta
+            && dirty.members.is_empty()
+            && dirty.revoked.is_empty()
+            && dirty.chat.is_empty()
+        {
             return None;
         }
         let meta = dirty
@@ -68,10 +77,23 @@ impl Room {
                 (id, until)
             })
             .collect();
+        let chat = dirty
+            .chat
+            .into_iter()
+            .map(|n| {
+                let row = self
+                    .chat
+                    .iter()
+                    .find(|m| m.id == n)
+                    .map(|m| serde_json::to_string(m).expect("chat row serialises"));
+                (n, row)
+            })
+            .collect();
         Some(Changes {
             meta,
             members,
             revoked,
+            chat,
         })
     }
 
@@ -82,6 +104,7 @@ impl Room {
         meta: Option<&str>,
         members: impl IntoIterator<Item = (&'a str, &'a str)>,
         revoked: impl IntoIterator<Item = (&'a str, u64)>,
+        chat: impl IntoIterator<Item = &'a str>,
     ) -> (Room, Vec<RestoreError>) {
         let mut errors = Vec::new();
         let mut rows = BTreeMap::new();
@@ -122,6 +145,18 @@ impl Room {
             .into_iter()
             .map(|(id, until)| (id.to_string(), until))
             .collect();
+        let mut messages: Vec<crate::protocol::ChatMessage> = chat
+            .into_iter()
+            .filter_map(|json| match serde_json::from_str(json) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    errors.push(RestoreError::Chat(e.to_string()));
+                    None
+                }
+            })
+            .collect();
+        messages.sort_by_key(|m| m.id);
+        room.chat = messages.into();
         // A host who is no longer stored (an unreadable row, or the room row itself) hands over
         // like one who left.
         let hostless = room

@@ -7,6 +7,8 @@ use std::ops::{Deref, DerefMut};
 
 use super::*;
 use crate::protocol::SfuEvent;
+use crate::protocol::CHAT_HISTORY;
+use crate::protocol::CLOSE_ENDED;
 use crate::token::Grants;
 
 /// A room and its store.
@@ -15,6 +17,7 @@ struct Sim {
     meta: Option<String>,
     members: BTreeMap<String, String>,
     revoked: BTreeMap<String, u64>,
+    chat: BTreeMap<u64, String>,
     warnings: Vec<String>,
 }
 
@@ -38,6 +41,7 @@ impl Sim {
             meta: None,
             members: BTreeMap::new(),
             revoked: BTreeMap::new(),
+            chat: BTreeMap::new(),
             warnings: Vec::new(),
         }
     }
@@ -82,6 +86,12 @@ impl Sim {
                 None => self.revoked.remove(&id),
             };
         }
+        for (n, row) in c.chat {
+            match row {
+                Some(json) => self.chat.insert(n, json),
+                None => self.chat.remove(&n),
+            };
+        }
     }
 
     fn restored(&self) -> Room {
@@ -90,6 +100,7 @@ impl Sim {
             self.meta.as_deref(),
             self.members.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             self.revoked.iter().map(|(k, v)| (k.as_str(), *v)),
+            self.chat.values().map(String::as_str),
         );
         assert_eq!(errors, vec![]);
         room
@@ -119,6 +130,8 @@ fn claims(id: &str) -> Claims {
         nbf: 0,
         iat: 0,
         jti: id.into(),
+        waiting: false,
+        bid: None,
     }
 }
 
@@ -1805,6 +1818,7 @@ fn an_unreadable_row_loses_only_itself() {
         Some("{not json"),
         r.members.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         [],
+        [],
     );
     assert_eq!(errors.len(), 1);
     assert_eq!(room.snapshot().participants.len(), 2);
@@ -1819,6 +1833,7 @@ fn an_unreadable_row_loses_only_itself() {
         "r",
         r.meta.as_deref(),
         [("a", r.members["a"].as_str()), ("b", "garbage")],
+        [],
         [],
     );
     assert!(matches!(&errors[..], [RestoreError::Member { id, .. }] if id == "b"));
@@ -1835,6 +1850,7 @@ fn a_room_restored_without_its_name_takes_it_from_its_members() {
         Some("{broken"),
         r.members.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         [],
+        [],
     );
     assert_eq!(room.name(), "r");
     let mut room = room;
@@ -1845,7 +1861,7 @@ fn a_room_restored_without_its_name_takes_it_from_its_members() {
     });
     assert!(meta.is_some_and(|m| m.contains("\"name\":\"r\"")));
     // Nobody to ask: nothing is written.
-    let (mut empty, _) = Room::restore("", Some("{broken"), [], []);
+    let (mut empty, _) = Room::restore("", Some("{broken"), [], [], []);
     empty.handle_input(1, Input::Timeout);
     assert!(!std::iter::from_fn(|| empty.poll_output()).any(|o| matches!(o, Output::Persist(_))));
 }
@@ -1902,4 +1918,919 @@ fn offers_and_events_from_an_sfu_the_room_left_are_ignored() {
         vec![],
         "the old SFU's dynacast must not switch off b's new encoders"
     );
+}
+
+// ---- Running the meeting: roles, waiting room, password, lock, remove, stop, chat, hands, end ----
+
+mod meeting {
+    use super::*;
+    use crate::protocol::{MediaKind, RoomSettings};
+
+    fn claims_with(id: &str, bid: &str, waiting: bool) -> Claims {
+        Claims {
+            bid: Some(bid.into()),
+            waiting,
+            grants: if waiting {
+                Grants::default()
+            } else {
+                Grants::max_for(Role::Participant)
+            },
+            ..claims(id)
+        }
+    }
+
+    /// Host a (c1), participants b (c2) and c (c3), on sfu-1.
+    fn room() -> Sim {
+        let mut r = with_sfu("a");
+        connect(&mut r, "b", "c2");
+        connect(&mut r, "c", "c3");
+        r
+    }
+
+    fn send(r: &mut Sim, conn: &str, msg: ClientMessage) -> Vec<Output> {
+        frame_at(r, 100, conn, &msg)
+    }
+
+    fn ask(name: &str, bid: &str, password: PasswordCheck) -> Input {
+        Input::Join(JoinAsk {
+            name: name.into(),
+            identity: bid.into(),
+            addr: "198.51.100.7".into(),
+            password,
+        })
+    }
+
+    fn answer(fx: &[Output]) -> Admission {
+        fx.iter()
+            .find_map(|o| match o {
+                Output::JoinAnswer(a) => Some(a.clone()),
+                _ => None,
+            })
+            .expect("an answer")
+    }
+
+    fn sent_to<'a>(fx: &'a [Output], conn: &str) -> Vec<&'a ServerMessage> {
+        fx.iter()
+            .filter_map(|o| match o {
+                Output::Send { conn: c, msg } if c == conn => Some(msg),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn broadcasts(fx: &[Output]) -> Vec<&ServerMessage> {
+        fx.iter()
+            .filter_map(|o| match o {
+                Output::Broadcast { msg, .. } => Some(msg),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_host_action_from_a_participant_is_forbidden_and_changes_nothing() {
+        let mut r = room();
+        r.run(
+            100,
+            Input::Frame {
+                conn: "c1".into(),
+                text: serde_json::to_string(&ClientMessage::Chat {
+                    text: "hi".into(),
+                    to: None,
+                    client_id: "m1".into(),
+                })
+                .unwrap(),
+            },
+        );
+        let actions = [
+            ClientMessage::DeleteChat { id: 1 },
+            ClientMessage::LowerHand { id: "a".into() },
+            ClientMessage::Admit { id: "x".into() },
+            ClientMessage::Deny { id: "x".into() },
+            ClientMessage::AdmitAll {},
+            ClientMessage::Remove { id: "c".into() },
+            ClientMessage::Stop {
+                id: "c".into(),
+                what: MediaKind::Audio,
+                lock: true,
+            },
+            ClientMessage::MuteAll { lock: true },
+            ClientMessage::AskUnmute { id: "c".into() },
+            ClientMessage::SetCohost {
+                id: "c".into(),
+                cohost: true,
+            },
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings {
+                    locked: true,
+                    ..Default::default()
+                },
+            },
+            ClientMessage::SetPassword {
+                password: Some("secret".into()),
+            },
+            ClientMessage::EndMeeting {},
+        ];
+        for msg in actions {
+            let before = r.room.clone();
+            let fx = send(&mut r, "c2", msg.clone());
+            assert!(is_error(&fx, ErrorCode::Forbidden), "{msg:?}: {fx:?}");
+            assert_eq!(r.room, before, "{msg:?} changed the room");
+        }
+    }
+
+    #[test]
+    fn co_hosts_moderate_but_only_the_host_ends_the_meeting_and_names_co_hosts() {
+        let mut r = room();
+        let fx = send(
+            &mut r,
+            "c1",
+            ClientMessage::SetCohost {
+                id: "b".into(),
+                cohost: true,
+            },
+        );
+        assert!(broadcasts(&fx).contains(&&ServerMessage::RoleChanged {
+            id: "b".into(),
+            role: Role::Cohost
+        }));
+        assert!(r.is_moderator("b"));
+        // A co-host moderates...
+        let fx = send(
+            &mut r,
+            "c2",
+            ClientMessage::Stop {
+                id: "c".into(),
+                what: MediaKind::Video,
+                lock: false,
+            },
+        );
+        assert!(fx.iter().any(|o| matches!(o, Output::Sfu { call: SfuCall::Block { video: true, .. }, participant, .. } if participant == "c")), "{fx:?}");
+        // ...but does not end the meeting, name co-hosts, or remove the host.
+        assert!(is_error(
+            &send(&mut r, "c2", ClientMessage::EndMeeting {}),
+            ErrorCode::Forbidden
+        ));
+        assert!(is_error(
+            &send(
+                &mut r,
+                "c2",
+                ClientMessage::SetCohost {
+                    id: "c".into(),
+                    cohost: true
+                }
+            ),
+            ErrorCode::Forbidden
+        ));
+        assert!(is_error(
+            &send(&mut r, "c2", ClientMessage::Remove { id: "a".into() }),
+            ErrorCode::Forbidden
+        ));
+        // The host takes it back.
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::SetCohost {
+                id: "b".into(),
+                cohost: false,
+            },
+        );
+        assert!(!r.is_moderator("b"));
+        // Nonsense is refused with a reason: removing yourself, an unknown participant.
+        assert!(is_error(
+            &send(&mut r, "c1", ClientMessage::Remove { id: "a".into() }),
+            ErrorCode::BadRequest
+        ));
+        assert!(is_error(
+            &send(
+                &mut r,
+                "c1",
+                ClientMessage::Stop {
+                    id: "zz".into(),
+                    what: MediaKind::Audio,
+                    lock: false
+                }
+            ),
+            ErrorCode::BadRequest
+        ));
+    }
+
+    #[test]
+    fn the_waiting_room_holds_joiners_until_a_host_lets_them_in() {
+        let mut r = room();
+        // Off: straight in.
+        assert!(matches!(
+            answer(&r.run(200, ask("Dee", "bd", PasswordCheck::NotGiven))),
+            Admission::Enter { .. }
+        ));
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings {
+                    waiting_room: true,
+                    ..Default::default()
+                },
+            },
+        );
+        assert_eq!(
+            answer(&r.run(300, ask("Dee", "bd", PasswordCheck::NotGiven))),
+            Admission::Wait
+        );
+        // Dee connects with a waiting token: told she waits; the host and only the host hears.
+        let fx = r.run(
+            400,
+            Input::Connect {
+                conn: "c4".into(),
+                claims: claims_with("d", "bd", true),
+            },
+        );
+        assert_eq!(
+            sent_to(&fx, "c4"),
+            vec![&ServerMessage::Waiting { room: "r".into() }]
+        );
+        assert!(
+            matches!(sent_to(&fx, "c1")[..], [ServerMessage::WaitingList { waiting }] if waiting.len() == 1 && waiting[0].name == "name-d")
+        );
+        assert!(sent_to(&fx, "c2").is_empty(), "participants are not told");
+        assert!(broadcasts(&fx).is_empty(), "nobody sees her join");
+        assert_eq!(r.snapshot().participants.len(), 3);
+        // While waiting she can ping, nothing else (no chat, no media).
+        assert!(is_error(
+            &send(
+                &mut r,
+                "c4",
+                ClientMessage::Chat {
+                    text: "let me in".into(),
+                    to: None,
+                    client_id: "x".into()
+                }
+            ),
+            ErrorCode::Forbidden
+        ));
+        assert!(is_error(
+            &send(
+                &mut r,
+                "c4",
+                ClientMessage::Offer {
+                    sdp: SDP.into(),
+                    id: 1
+                }
+            ),
+            ErrorCode::Forbidden
+        ));
+        // She is stored: an eviction keeps her waiting.
+        r.evict(450, &["c1", "c2", "c3", "c4"]);
+        assert_eq!(r.snapshot_for("a").waiting.len(), 1);
+        assert_eq!(
+            r.snapshot_for("b").waiting.len(),
+            0,
+            "only hosts see the waiting list"
+        );
+        // Let in: a token with grants, and her waiting socket reconnects with it.
+        let fx = send(&mut r, "c1", ClientMessage::Admit { id: "d".into() });
+        match &fx[..] {
+            [Output::Send {
+                conn,
+                msg: ServerMessage::WaitingList { waiting },
+            }, Output::IssueToken { conn: tc, claims }, Output::Close {
+                conn: cc,
+                code: CLOSE_RECONNECT,
+                ..
+            }] => {
+                assert_eq!(
+                    (conn.as_str(), tc.as_str(), cc.as_str()),
+                    ("c1", "c4", "c4")
+                );
+                assert!(waiting.is_empty());
+                assert!(!claims.waiting && claims.grants.publish && claims.grants.subscribe);
+            }
+            other => panic!("{other:?}"),
+        }
+        let fx = r.run(
+            500,
+            Input::Connect {
+                conn: "c5".into(),
+                claims: claims_with("d", "bd", false),
+            },
+        );
+        assert!(broadcasts(&fx).iter().any(|m| matches!(m, ServerMessage::ParticipantJoined { participant } if participant.id == "d")));
+        assert_eq!(r.snapshot().participants.len(), 4);
+    }
+
+    #[test]
+    fn arriving_while_no_host_is_there_is_no_way_past_the_waiting_room() {
+        let mut r = room();
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings {
+                    waiting_room: true,
+                    ..Default::default()
+                },
+            },
+        );
+        // The host's connection dropped: still the host, away.
+        r.run(
+            200,
+            Input::Disconnect {
+                conn: "c1".into(),
+                clean: false,
+            },
+        );
+        assert_eq!(
+            answer(&r.run(300, ask("Eve", "be", PasswordCheck::NotGiven))),
+            Admission::Wait
+        );
+        // Turned away: told in words, closed for good.
+        r.run(
+            400,
+            Input::Connect {
+                conn: "c1b".into(),
+                claims: claims("a"),
+            },
+        );
+        r.run(
+            410,
+            Input::Connect {
+                conn: "c5".into(),
+                claims: claims_with("e", "be", true),
+            },
+        );
+        let fx = send(&mut r, "c1b", ClientMessage::Deny { id: "e".into() });
+        assert!(
+            fx.iter().any(
+                |o| matches!(o, Output::Close { conn, code: CLOSE_FORBIDDEN, .. } if conn == "c5")
+            ),
+            "{fx:?}"
+        );
+        assert!(r.snapshot_for("a").waiting.is_empty());
+    }
+
+    #[test]
+    fn a_password_is_asked_for_checked_rate_limited_and_can_skip_the_waiting_room() {
+        let mut r = Sim::new("r");
+        // Created with a password: it is the room's, and the waiting room is on.
+        assert!(matches!(
+            answer(&r.run(0, ask("Ann", "ba", PasswordCheck::New("hash".into())))),
+            Admission::Enter { .. }
+        ));
+        assert!(r.snapshot().settings.has_password && r.snapshot().settings.waiting_room);
+        r.run(
+            10,
+            Input::Connect {
+                conn: "c1".into(),
+                claims: claims_with("a", "ba", false),
+            },
+        );
+        assert_eq!(r.host(), Some("a"));
+        let refused = |a: Admission| match a {
+            Admission::Refused {
+                code,
+                message,
+                retry_after_ms,
+            } => (code, message, retry_after_ms),
+            other => panic!("{other:?}"),
+        };
+        let (code, msg, _) = refused(answer(
+            &r.run(20, ask("Bob", "bb", PasswordCheck::NotGiven)),
+        ));
+        assert_eq!(
+            (code, msg.as_str()),
+            (
+                ErrorCode::PasswordRequired,
+                "This meeting needs a password."
+            )
+        );
+        for i in 0..WRONG_PASSWORDS_PER_MINUTE as u64 {
+            let (code, _, _) = refused(answer(
+                &r.run(30 + i, ask("Bob", "bb", PasswordCheck::Wrong)),
+            ));
+            assert_eq!(code, ErrorCode::WrongPassword);
+        }
+        // Five wrong in a minute: even the right one waits.
+        let (code, msg, retry) = refused(answer(
+            &r.run(1_000, ask("Bob", "bb", PasswordCheck::Correct)),
+        ));
+        assert_eq!(code, ErrorCode::TooManyRequests);
+        assert!(msg.contains("Try again in 60 s"), "{msg}");
+        assert_eq!(retry, Some(59_030));
+        // A minute later: right, but the waiting room still holds (the host did not let passwords skip it).
+        assert_eq!(
+            answer(&r.run(61_000, ask("Bob", "bb", PasswordCheck::Correct))),
+            Admission::Wait
+        );
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings {
+                    waiting_room: true,
+                    password_skips_waiting: true,
+                    has_password: false,
+                    ..Default::default()
+                },
+            },
+        );
+        assert!(
+            r.snapshot().settings.has_password,
+            "has_password is not a setting to change"
+        );
+        assert!(matches!(
+            answer(&r.run(62_000, ask("Bob", "bb", PasswordCheck::Correct))),
+            Admission::Enter { .. }
+        ));
+        // The host changes the password (hashed by the shell) or clears it.
+        let fx = send(
+            &mut r,
+            "c1",
+            ClientMessage::SetPassword {
+                password: Some("new one".into()),
+            },
+        );
+        assert_eq!(
+            fx,
+            vec![Output::HashPassword {
+                password: "new one".into()
+            }]
+        );
+        r.run(
+            63_000,
+            Input::PasswordHashed {
+                hash: Some("hash2".into()),
+            },
+        );
+        assert!(r.meta.as_deref().unwrap().contains("hash2"));
+        send(&mut r, "c1", ClientMessage::SetPassword { password: None });
+        assert!(!r.snapshot().settings.has_password);
+    }
+
+    #[test]
+    fn a_locked_meeting_lets_nobody_new_in_but_keeps_who_is_there() {
+        let mut r = room();
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings {
+                    locked: true,
+                    ..Default::default()
+                },
+            },
+        );
+        assert!(
+            matches!(answer(&r.run(200, ask("Dee", "bd", PasswordCheck::NotGiven))), Admission::Refused { code: ErrorCode::Forbidden, message, .. } if message == "This meeting is locked.")
+        );
+        // b drops and comes back: resumes.
+        r.run(
+            300,
+            Input::Disconnect {
+                conn: "c2".into(),
+                clean: false,
+            },
+        );
+        let fx = r.run(
+            400,
+            Input::Connect {
+                conn: "c2b".into(),
+                claims: claims("b"),
+            },
+        );
+        assert!(matches!(
+            sent_to(&fx, "c2b")[..],
+            [ServerMessage::Snapshot { resumed: true, .. }]
+        ));
+    }
+
+    #[test]
+    fn remove_is_a_ban_that_survives_eviction() {
+        let mut r = with_sfu("a");
+        r.run(
+            0,
+            Input::Connect {
+                conn: "c2".into(),
+                claims: claims_with("b", "browser-b", false),
+            },
+        );
+        let fx = send(&mut r, "c1", ClientMessage::Remove { id: "b".into() });
+        assert!(
+            matches!(sent_to(&fx, "c2")[..], [ServerMessage::Error { code: ErrorCode::Forbidden, message }] if message == "You were removed from this meeting.")
+        );
+        assert!(fx.iter().any(
+            |o| matches!(o, Output::Close { conn, code: CLOSE_FORBIDDEN, .. } if conn == "c2")
+        ));
+        assert!(
+            fx.contains(&call("sfu-1", "b", SfuCall::Leave)),
+            "their SFU session ends at once"
+        );
+        assert!(broadcasts(&fx).contains(&&ServerMessage::ParticipantLeft { id: "b".into() }));
+        r.evict(200, &["c1"]);
+        // The same browser asking again: refused in words; their old token: refused.
+        assert!(
+            matches!(answer(&r.run(300, ask("Bob again", "browser-b", PasswordCheck::NotGiven))), Admission::Refused { message, .. } if message == "You were removed from this meeting.")
+        );
+        let fx = r.run(
+            310,
+            Input::Connect {
+                conn: "c9".into(),
+                claims: claims_with("b", "browser-b", false),
+            },
+        );
+        assert!(
+            matches!(
+                &fx[..],
+                [
+                    _,
+                    Output::Close {
+                        code: CLOSE_FORBIDDEN,
+                        ..
+                    }
+                ]
+            ),
+            "{fx:?}"
+        );
+        assert!(r.snapshot().participants.iter().all(|p| p.id != "b"));
+    }
+
+    #[test]
+    fn a_host_stops_media_the_sfu_enforces_it_and_nobody_unmutes_anyone_else() {
+        let mut r = room();
+        let fx = send(
+            &mut r,
+            "c1",
+            ClientMessage::Stop {
+                id: "b".into(),
+                what: MediaKind::Audio,
+                lock: false,
+            },
+        );
+        assert!(fx.contains(&call(
+            "sfu-1",
+            "b",
+            SfuCall::Block {
+                audio: true,
+                video: false,
+                screen: false
+            }
+        )));
+        assert!(matches!(
+            sent_to(&fx, "c2")[..],
+            [ServerMessage::StoppedByHost {
+                what: MediaKind::Audio,
+                locked: false,
+                ..
+            }]
+        ));
+        assert!(r
+            .snapshot()
+            .participants
+            .iter()
+            .any(|p| p.id == "b" && p.audio_muted));
+        // Asking is all a host can do; b decides.
+        let fx = send(&mut r, "c1", ClientMessage::AskUnmute { id: "b".into() });
+        assert!(matches!(
+            sent_to(&fx, "c2")[..],
+            [ServerMessage::UnmuteRequested { .. }]
+        ));
+        let fx = send(
+            &mut r,
+            "c2",
+            ClientMessage::SetMedia {
+                audio_muted: false,
+                video_muted: false,
+            },
+        );
+        assert!(
+            fx.contains(&call(
+                "sfu-1",
+                "b",
+                SfuCall::Block {
+                    audio: false,
+                    video: false,
+                    screen: false
+                }
+            )),
+            "{fx:?}"
+        );
+        // Mute all, locked: nobody but hosts may unmute.
+        let fx = send(&mut r, "c1", ClientMessage::MuteAll { lock: true });
+        for p in ["b", "c"] {
+            assert!(
+                fx.contains(&call(
+                    "sfu-1",
+                    p,
+                    SfuCall::Block {
+                        audio: true,
+                        video: false,
+                        screen: false
+                    }
+                )),
+                "{p}"
+            );
+        }
+        assert!(
+            !fx.contains(&call(
+                "sfu-1",
+                "a",
+                SfuCall::Block {
+                    audio: true,
+                    video: false,
+                    screen: false
+                }
+            )),
+            "not the host"
+        );
+        assert!(!r.snapshot().settings.may_unmute);
+        let before = r.room.clone();
+        let fx = send(
+            &mut r,
+            "c3",
+            ClientMessage::SetMedia {
+                audio_muted: false,
+                video_muted: false,
+            },
+        );
+        assert!(is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
+        assert_eq!(r.room, before);
+        // The host lets people unmute again.
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings::default(),
+            },
+        );
+        let fx = send(
+            &mut r,
+            "c3",
+            ClientMessage::SetMedia {
+                audio_muted: false,
+                video_muted: false,
+            },
+        );
+        assert!(fx.contains(&call(
+            "sfu-1",
+            "c",
+            SfuCall::Block {
+                audio: false,
+                video: false,
+                screen: false
+            }
+        )));
+        // A stopped screen share: the sharer stops, and may not share again while locked.
+        send(&mut r, "c2", ClientMessage::SetScreen { sharing: true });
+        let fx = send(
+            &mut r,
+            "c1",
+            ClientMessage::Stop {
+                id: "b".into(),
+                what: MediaKind::Screen,
+                lock: true,
+            },
+        );
+        assert!(broadcasts(&fx).contains(&&ServerMessage::ScreenChanged {
+            id: "b".into(),
+            sharing: false
+        }));
+        assert!(is_error(
+            &send(&mut r, "c2", ClientMessage::SetScreen { sharing: true }),
+            ErrorCode::Forbidden
+        ));
+    }
+
+    fn chat(
+        r: &mut Sim,
+        now: Millis,
+        conn: &str,
+        text: &str,
+        to: Option<&str>,
+        client_id: &str,
+    ) -> Vec<Output> {
+        frame_at(
+            r,
+            now,
+            conn,
+            &ClientMessage::Chat {
+                text: text.into(),
+                to: to.map(String::from),
+                client_id: client_id.into(),
+            },
+        )
+    }
+
+    #[test]
+    fn chat_reaches_everyone_private_messages_only_their_addressee_and_late_joiners_see_history() {
+        let mut r = room();
+        let fx = chat(
+            &mut r,
+            1_000,
+            "c1",
+            "<img src=x onerror=alert(1)>",
+            None,
+            "m1",
+        );
+        match broadcasts(&fx)[..] {
+            [ServerMessage::ChatMessage { message }] => {
+                assert_eq!(
+                    message.text, "<img src=x onerror=alert(1)>",
+                    "text is stored as text"
+                );
+                assert_eq!(
+                    (message.from.as_str(), message.name.as_str(), message.id),
+                    ("a", "name-a", 1)
+                );
+            }
+            _ => panic!("{fx:?}"),
+        }
+        let fx = chat(&mut r, 1_001, "c1", "just for you", Some("b"), "m2");
+        assert!(broadcasts(&fx).is_empty());
+        assert_eq!(sent_to(&fx, "c2").len(), 1);
+        assert_eq!(sent_to(&fx, "c1").len(), 1, "the sender sees it too");
+        assert!(sent_to(&fx, "c3").is_empty(), "nobody else");
+        // Sent again after a reconnect (same page id): appears once.
+        assert_eq!(
+            chat(
+                &mut r,
+                1_002,
+                "c1",
+                "<img src=x onerror=alert(1)>",
+                None,
+                "m1"
+            ),
+            vec![]
+        );
+        // A late joiner sees the public history, not the private message.
+        let fx = connect(&mut r, "d", "c4");
+        match sent_to(&fx, "c4")[..] {
+            [ServerMessage::Snapshot { room, .. }] => {
+                assert_eq!(room.chat.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1])
+            }
+            _ => panic!("{fx:?}"),
+        }
+        // b's history has both.
+        assert_eq!(r.snapshot_for("b").chat.len(), 2);
+        // Bad input: empty, too long, an unknown addressee — an error, nothing stored.
+        let before = r.room.clone();
+        assert!(is_error(
+            &chat(&mut r, 1_010, "c2", "   ", None, "x1"),
+            ErrorCode::BadRequest
+        ));
+        assert!(is_error(
+            &chat(&mut r, 1_011, "c2", &"x".repeat(2_001), None, "x2"),
+            ErrorCode::BadRequest
+        ));
+        assert!(is_error(
+            &chat(&mut r, 1_012, "c2", "hi", Some("nobody"), "x3"),
+            ErrorCode::BadRequest
+        ));
+        assert_eq!(r.room, before);
+        // The host deletes a message for everyone.
+        let fx = send(&mut r, "c1", ClientMessage::DeleteChat { id: 1 });
+        assert_eq!(broadcasts(&fx), vec![&ServerMessage::ChatDeleted { id: 1 }]);
+        assert!(r.snapshot_for("c").chat.is_empty());
+    }
+
+    #[test]
+    fn chat_is_rate_limited_bounded_ordered_and_survives_eviction() {
+        let mut r = room();
+        for i in 0..5 {
+            assert_eq!(
+                broadcasts(&chat(&mut r, 2_000, "c2", "hi", None, &format!("b{i}"))).len(),
+                1
+            );
+        }
+        assert!(is_error(
+            &chat(&mut r, 2_500, "c2", "too fast", None, "b5"),
+            ErrorCode::TooManyRequests
+        ));
+        // A second later: fine again.
+        assert_eq!(
+            broadcasts(&chat(&mut r, 3_000, "c2", "ok", None, "b6")).len(),
+            1
+        );
+        // 250 messages over time: the room keeps the last 200, in order.
+        for i in 0..250u64 {
+            chat(
+                &mut r,
+                10_000 + i * 1_000,
+                "c3",
+                &format!("n{i}"),
+                None,
+                &format!("c{i}"),
+            );
+        }
+        let history = r.snapshot_for("a").chat;
+        assert_eq!(history.len(), CHAT_HISTORY);
+        assert!(history.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(history.last().unwrap().text, "n249");
+        r.evict(400_000, &["c1", "c2", "c3"]);
+        assert_eq!(r.snapshot_for("a").chat, history);
+    }
+
+    #[test]
+    fn raised_hands_keep_their_order_and_hosts_lower_them() {
+        let mut r = room();
+        frame_at(&mut r, 500, "c3", &ClientMessage::Hand { raised: true });
+        frame_at(&mut r, 600, "c2", &ClientMessage::Hand { raised: true });
+        let hands: Vec<(String, u64)> = r
+            .snapshot()
+            .participants
+            .iter()
+            .filter_map(|p| p.hand.map(|t| (p.id.clone(), t)))
+            .collect();
+        assert_eq!(hands, vec![("b".into(), 600), ("c".into(), 500)]);
+        assert!(is_error(
+            &send(&mut r, "c2", ClientMessage::LowerHand { id: "c".into() }),
+            ErrorCode::Forbidden
+        ));
+        let fx = send(&mut r, "c1", ClientMessage::LowerHand { id: "c".into() });
+        assert_eq!(
+            broadcasts(&fx),
+            vec![&ServerMessage::HandChanged {
+                id: "c".into(),
+                raised_at: None
+            }]
+        );
+        // Reactions: only those on offer, not too fast, not stored.
+        assert!(is_error(
+            &send(
+                &mut r,
+                "c2",
+                ClientMessage::React {
+                    emoji: "💩".into()
+                }
+            ),
+            ErrorCode::BadRequest
+        ));
+        for _ in 0..3 {
+            assert_eq!(
+                broadcasts(&send(
+                    &mut r,
+                    "c2",
+                    ClientMessage::React {
+                        emoji: "👍".into()
+                    }
+                ))
+                .len(),
+                1
+            );
+        }
+        assert!(is_error(
+            &send(
+                &mut r,
+                "c2",
+                ClientMessage::React {
+                    emoji: "👍".into()
+                }
+            ),
+            ErrorCode::TooManyRequests
+        ));
+    }
+
+    #[test]
+    fn ending_the_meeting_lets_everyone_go_and_starts_the_room_over() {
+        let mut r = room();
+        chat(&mut r, 1_000, "c1", "bye", None, "m1");
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings {
+                    waiting_room: true,
+                    ..Default::default()
+                },
+            },
+        );
+        r.run(
+            1_100,
+            Input::Connect {
+                conn: "c4".into(),
+                claims: claims_with("d", "bd", true),
+            },
+        );
+        let fx = send(&mut r, "c1", ClientMessage::EndMeeting {});
+        assert!(broadcasts(&fx).contains(&&ServerMessage::MeetingEnded {}));
+        for c in ["c1", "c2", "c3", "c4"] {
+            assert!(
+                fx.iter().any(
+                    |o| matches!(o, Output::Close { conn, code: CLOSE_ENDED, .. } if conn == c)
+                ),
+                "{c}"
+            );
+        }
+        for p in ["a", "b", "c"] {
+            assert!(fx.contains(&call("sfu-1", p, SfuCall::Leave)), "{p}");
+        }
+        assert!(r.is_empty());
+        assert_eq!(r.snapshot().settings, RoomSettings::default());
+        assert!(r.snapshot_for("a").chat.is_empty() && r.snapshot_for("a").waiting.is_empty());
+        assert!(
+            r.members.is_empty() && r.chat.is_empty(),
+            "the stored rows are gone too"
+        );
+        // A later join starts a new meeting: the first joiner hosts again.
+        connect(&mut r, "z", "c9");
+        assert_eq!(r.host(), Some("z"));
+    }
 }

@@ -170,6 +170,8 @@ mod tests {
             nbf: NOW,
             iat: NOW,
             jti: "j1".into(),
+            waiting: false,
+            bid: None,
         }
     }
 

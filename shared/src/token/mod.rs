@@ -95,4 +95,11 @@ pub struct Claims {
     pub iat: u64,
     /// Token id, for revocation (kicked participants).
     pub jti: String,
+    /// A waiting-room token: it allows waiting and nothing else until a host lets them in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waiting: bool,
+    /// The browser's identity the edge issued (a cookie): a removed person cannot come back with
+    /// a new token from the same browser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bid: Option<String>,
 }

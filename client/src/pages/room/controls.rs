@@ -9,6 +9,9 @@
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
+use edgemeet_shared::protocol::{ClientMessage, REACTIONS};
+use edgemeet_shared::token::Role;
+
 use super::{Panel, RoomUi};
 use crate::meeting::use_meeting;
 
@@ -16,8 +19,8 @@ use crate::meeting::use_meeting;
 /// narrow screens (the rest is hidden there; the accessible name stays whole).
 #[component]
 fn ActionButton(
-    #[prop(into)] label: Signal<&'static str>,
-    #[prop(into)] short: Signal<&'static str>,
+    #[prop(into)] label: Signal<String>,
+    #[prop(into)] short: Signal<String>,
     /// Drawn as "off" (a muted microphone, a camera turned off).
     #[prop(optional, into)]
     off: Option<Signal<bool>>,
@@ -31,8 +34,12 @@ fn ActionButton(
     let parts = move || {
         let (l, s) = (label.get(), short.get());
         match l.to_lowercase().find(&s.to_lowercase()) {
-            Some(i) => (&l[..i], &l[i..i + s.len()], &l[i + s.len()..]),
-            None => ("", l, ""),
+            Some(i) if l.is_char_boundary(i) && l.is_char_boundary(i + s.len()) => (
+                l[..i].to_string(),
+                l[i..i + s.len()].to_string(),
+                l[i + s.len()..].to_string(),
+            ),
+            _ => (String::new(), l, String::new()),
         }
     };
     view! {
@@ -59,8 +66,8 @@ pub fn MicButton() -> impl IntoView {
     let on = m.mic_on;
     view! {
         <ActionButton class="toggle" off=Signal::derive(move || !on.get())
-            label=Signal::derive(move || if on.get() { "Mute microphone" } else { "Unmute microphone" })
-            short=Signal::derive(move || if on.get() { "Mute" } else { "Unmute" })
+            label=Signal::derive(move || if on.get() { "Mute microphone" } else { "Unmute microphone" }.to_string())
+            short=Signal::derive(move || if on.get() { "Mute" } else { "Unmute" }.to_string())
             shortcut="Control+D" on_press=move || on.update(|v| *v = !*v) />
     }
 }
@@ -71,17 +78,20 @@ pub fn CameraButton() -> impl IntoView {
     let on = m.cam_on;
     view! {
         <ActionButton class="toggle" off=Signal::derive(move || !on.get())
-            label=Signal::derive(move || if on.get() { "Turn camera off" } else { "Turn camera on" })
-            short=Signal::derive(move || if on.get() { "Camera off" } else { "Camera on" })
+            label=Signal::derive(move || if on.get() { "Turn camera off" } else { "Turn camera on" }.to_string())
+            short=Signal::derive(move || if on.get() { "Camera off" } else { "Camera on" }.to_string())
             shortcut="Control+E" on_press=move || on.update(|v| *v = !*v) />
     }
 }
 
-/// The call's control bar.
+/// The call's control bar. Always in it: microphone, camera, More and Leave. On wide screens also
+/// share screen, raise hand, react, chat and participants; the rest (speaker view, statistics,
+/// the meeting's settings for hosts) is under "More", and on narrow screens so is everything else.
 #[component]
 pub fn ControlBar(ui: RoomUi) -> impl IntoView {
     let m = use_meeting();
     let (more_open, set_more_open) = signal(false);
+    let (react_open, set_react_open) = signal(false);
     let more_button = NodeRef::<leptos::html::Button>::new();
     let share_label = Signal::derive(move || {
         if m.sharing.get() {
@@ -89,6 +99,7 @@ pub fn ControlBar(ui: RoomUi) -> impl IntoView {
         } else {
             "Share screen"
         }
+        .to_string()
     });
     let view_label = Signal::derive(move || {
         if ui.speaker_view.get() {
@@ -96,6 +107,47 @@ pub fn ControlBar(ui: RoomUi) -> impl IntoView {
         } else {
             "Speaker view"
         }
+        .to_string()
+    });
+    let my_hand = Signal::derive(move || {
+        m.model.with(|r| {
+            r.participants
+                .iter()
+                .any(|p| r.is_me(&p.id) && p.hand.is_some())
+        })
+    });
+    let hand_label = Signal::derive(move || {
+        if my_hand.get() {
+            "Lower hand"
+        } else {
+            "Raise hand"
+        }
+        .to_string()
+    });
+    let moderator = Signal::derive(move || {
+        m.model.with(|r| {
+            r.participants
+                .iter()
+                .any(|p| r.is_me(&p.id) && matches!(p.role, Role::Host | Role::Cohost))
+        })
+    });
+    let unread = Signal::derive(move || {
+        let seen = m.chat_seen.get();
+        m.model.with(|r| {
+            r.chat
+                .iter()
+                .filter(|c| c.id > seen && !r.is_me(&c.from))
+                .count()
+        })
+    });
+    let chat_label = Signal::derive(move || match unread.get() {
+        0 => "Chat".to_string(),
+        n => format!("Chat ({n} new)"),
+    });
+    let waiting = Signal::derive(move || m.model.with(|r| r.waiting.len()));
+    let people_label = Signal::derive(move || match (moderator.get(), waiting.get()) {
+        (true, n) if n > 0 => format!("Participants ({n} waiting)"),
+        _ => "Participants".to_string(),
     });
     let toggle_share = move || {
         if m.sharing.get_untracked() {
@@ -105,6 +157,11 @@ pub fn ControlBar(ui: RoomUi) -> impl IntoView {
         }
     };
     let toggle_view = move || ui.speaker_view.update(|v| *v = !*v);
+    let toggle_hand = move || {
+        m.send(&ClientMessage::Hand {
+            raised: !my_hand.get_untracked(),
+        })
+    };
     let is_open = move |p: Panel| Signal::derive(move || ui.panel.get() == Some(p));
     // Closing the list returns focus to "More" (the button chosen in it is hidden with it).
     let close_more = move |refocus: bool| {
@@ -123,16 +180,32 @@ pub fn ControlBar(ui: RoomUi) -> impl IntoView {
             .map(|b| -> web_sys::HtmlElement { b.into() });
         ui.toggle_panel(p, opener);
     };
+    let react = move |emoji: &'static str| {
+        m.send(&ClientMessage::React {
+            emoji: emoji.to_string(),
+        });
+        set_react_open.set(false);
+    };
     view! {
         <nav class="controls" aria-label="Call controls">
             <MicButton />
             <CameraButton />
             <ActionButton class="secondary" label=share_label short=share_label on_press=toggle_share />
-            <ActionButton class="secondary" label=view_label short=view_label on_press=toggle_view />
-            <ActionButton class="secondary" label="Participants" short="Participants"
+            <ActionButton class="secondary" label=hand_label short=hand_label on_press=toggle_hand />
+            <div class="react secondary"
+                on:keydown=move |ev| if ev.key() == "Escape" { set_react_open.set(false) }>
+                <button type="button" aria-controls="reactions" aria-expanded=move || react_open.get().to_string()
+                    on:click=move |_| set_react_open.update(|v| *v = !*v)>"React"</button>
+                <div id="reactions" class="menu reactions" hidden=move || !react_open.get()>
+                    {REACTIONS.iter().map(|e| view! {
+                        <button type="button" aria-label=format!("React {e}") on:click=move |_| react(e)>{*e}</button>
+                    }).collect_view()}
+                </div>
+            </div>
+            <ActionButton class="secondary" label=chat_label short=chat_label
+                expanded=is_open(Panel::Chat) on_press=move || ui.toggle_panel(Panel::Chat, focused()) />
+            <ActionButton class="secondary" label=people_label short=people_label
                 expanded=is_open(Panel::Participants) on_press=move || ui.toggle_panel(Panel::Participants, focused()) />
-            <ActionButton class="secondary" label="Stats" short="Stats"
-                expanded=is_open(Panel::Stats) on_press=move || ui.toggle_panel(Panel::Stats, focused()) />
             <div class="more"
                 on:keydown=move |ev| if ev.key() == "Escape" && more_open.get_untracked() { close_more(true) }
                 on:focusout=move |ev| {
@@ -147,15 +220,25 @@ pub fn ControlBar(ui: RoomUi) -> impl IntoView {
                     aria-expanded=move || more_open.get().to_string()
                     on:click=move |_| set_more_open.update(|v| *v = !*v)>"More"</button>
                 <div id="more-actions" class="menu" hidden=move || !more_open.get()>
-                    <button type="button" on:click=move |_| { close_more(true); toggle_share() }>{share_label}</button>
+                    <button type="button" class="narrow-only" on:click=move |_| { close_more(true); toggle_share() }>{share_label}</button>
+                    <button type="button" class="narrow-only" on:click=move |_| { close_more(true); toggle_hand() }>{hand_label}</button>
+                    <button type="button" class="narrow-only" aria-expanded=move || is_open(Panel::Chat).get().to_string()
+                        on:click=move |_| panel_from_more(Panel::Chat)>{chat_label}</button>
+                    <button type="button" class="narrow-only" aria-expanded=move || is_open(Panel::Participants).get().to_string()
+                        on:click=move |_| panel_from_more(Panel::Participants)>{people_label}</button>
+                    <div class="narrow-only reaction-row" role="group" aria-label="Reactions">
+                        {REACTIONS.iter().map(|e| view! {
+                            <button type="button" aria-label=format!("React {e}") on:click=move |_| { close_more(true); react(e) }>{*e}</button>
+                        }).collect_view()}
+                    </div>
                     <button type="button" on:click=move |_| { close_more(true); toggle_view() }>{view_label}</button>
-                    <button type="button" aria-expanded=move || is_open(Panel::Participants).get().to_string()
-                        on:click=move |_| panel_from_more(Panel::Participants)>"Participants"</button>
                     <button type="button" aria-expanded=move || is_open(Panel::Stats).get().to_string()
                         on:click=move |_| panel_from_more(Panel::Stats)>"Stats"</button>
+                    <button type="button" hidden=move || !moderator.get() aria-expanded=move || is_open(Panel::Settings).get().to_string()
+                        on:click=move |_| panel_from_more(Panel::Settings)>"Meeting settings"</button>
                 </div>
             </div>
-            <ActionButton class="leave" label="Leave" short="Leave" on_press=move || m.leave() />
+            <ActionButton class="leave" label="Leave".to_string() short="Leave".to_string() on_press=move || m.leave() />
         </nav>
     }
 }

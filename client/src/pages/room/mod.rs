@@ -2,8 +2,10 @@
 //! (participants, statistics; beside the stage on wide screens, a sheet over it on narrow ones),
 //! the control bar, and notices.
 
+mod chat;
 pub mod controls;
 mod panels;
+mod settings;
 mod stage;
 
 use edgemeet_shared::session::PcState;
@@ -15,6 +17,8 @@ use crate::meeting::use_meeting;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Panel {
     Participants,
+    Chat,
+    Settings,
     Stats,
 }
 
@@ -22,6 +26,8 @@ impl Panel {
     pub fn title(self) -> &'static str {
         match self {
             Panel::Participants => "Participants",
+            Panel::Chat => "Chat",
+            Panel::Settings => "Meeting settings",
             Panel::Stats => "Media statistics",
         }
     }
@@ -110,6 +116,12 @@ pub fn RoomPage() -> impl IntoView {
             <div class="room-body">
                 <stage::Stage ui />
                 <panels::SidePanel ui />
+            </div>
+            <div class="ask-unmute" role="alertdialog" aria-labelledby="ask-unmute-text"
+                hidden=move || m.unmute_request.get().is_none()>
+                <span id="ask-unmute-text">{move || m.unmute_request.get().map(|by| format!("{by} asks you to unmute")).unwrap_or_default()}</span>
+                <button type="button" class="primary" on:click=move |_| { m.unmute_request.set(None); m.mic_on.set(true) }>"Unmute"</button>
+                <button type="button" on:click=move |_| m.unmute_request.set(None)>"Not now"</button>
             </div>
             <controls::ControlBar ui />
             <div class="toasts" role="log" aria-live="polite" data-testid="toasts">

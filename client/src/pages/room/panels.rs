@@ -1,11 +1,12 @@
-//! The side panel: participants (with the room's settings for the host) or media statistics. On
+//! The side panel: participants (with the waiting list and per-person actions for hosts and
+//! co-hosts), chat, the meeting's settings, or media statistics. On
 //! wide screens it sits beside the stage and the stage shrinks; on narrow ones it is a sheet over
 //! the stage (header and controls stay in view). Either way it has a close button.
 
 use std::collections::HashMap;
 
 use edgemeet_shared::media::layer_for_height;
-use edgemeet_shared::protocol::ClientMessage;
+use edgemeet_shared::protocol::{ClientMessage, MediaKind};
 use edgemeet_shared::token::Role;
 use js_sys::Reflect;
 use leptos::prelude::*;
@@ -32,6 +33,12 @@ pub fn SidePanel(ui: RoomUi) -> impl IntoView {
                 <Show when=move || open(Panel::Participants).get()>
                     <ParticipantsPanel />
                 </Show>
+                <Show when=move || open(Panel::Chat).get()>
+                    <super::chat::ChatPanel />
+                </Show>
+                <Show when=move || open(Panel::Settings).get()>
+                    <super::settings::SettingsPanel />
+                </Show>
                 <StatsPanel open=open(Panel::Stats) />
             </div>
         </aside>
@@ -41,35 +48,106 @@ pub fn SidePanel(ui: RoomUi) -> impl IntoView {
 #[component]
 fn ParticipantsPanel() -> impl IntoView {
     let m = use_meeting();
-    let is_host = move || m.model.with(|r| r.me.is_some() && r.host == r.me);
+    let me = move || m.model.with(|r| r.me.clone().unwrap_or_default());
+    let my_role = move || {
+        m.model.with(|r| {
+            r.participants
+                .iter()
+                .find(|p| r.is_me(&p.id))
+                .map(|p| p.role)
+        })
+    };
+    let moderator = move || matches!(my_role(), Some(Role::Host | Role::Cohost));
+    let host = move || my_role() == Some(Role::Host);
+    // Raised hands first, in the order they were raised; then everyone else in join order.
+    let people = move || {
+        let mut list = m.model.with(|r| r.participants.clone());
+        list.sort_by_key(|p| p.hand.unwrap_or(u64::MAX));
+        list
+    };
+    let send = move |msg: ClientMessage| m.send(&msg);
     view! {
+        <section class="waiting-list" aria-labelledby="waiting-heading"
+            hidden=move || !moderator() || m.model.with(|r| r.waiting.is_empty())>
+            <div class="row">
+                <h3 id="waiting-heading">{move || format!("Waiting ({})", m.model.with(|r| r.waiting.len()))}</h3>
+                <button type="button" on:click=move |_| send(ClientMessage::AdmitAll {})>"Admit all"</button>
+            </div>
+            <ul>
+                <For each=move || m.model.with(|r| r.waiting.clone()) key=|w| w.id.clone() let:w>
+                    {
+                        let (id1, id2) = (w.id.clone(), w.id.clone());
+                        view! {
+                            <li>
+                                <span class="who">{w.name.clone()}</span>
+                                <span class="actions">
+                                    <button type="button" aria-label=format!("Admit {}", w.name)
+                                        on:click=move |_| send(ClientMessage::Admit { id: id1.clone() })>"Admit"</button>
+                                    <button type="button" aria-label=format!("Deny {}", w.name)
+                                        on:click=move |_| send(ClientMessage::Deny { id: id2.clone() })>"Deny"</button>
+                                </span>
+                            </li>
+                        }
+                    }
+                </For>
+            </ul>
+        </section>
         <ul class="people" aria-label="People in the room">
-            <For each=move || m.model.with(|r| r.participants.clone())
-                key=|p| (p.id.clone(), p.audio_muted, p.video_muted, p.role, p.away) let:p>
-                <li>
-                    <span class="who">{p.name.clone()}{if m.model.with_untracked(|r| r.is_me(&p.id)) { " (you)" } else { "" }}</span>
-                    <span class="what">
-                        {if p.role == Role::Host { "Host" } else { "" }}
-                        {if p.audio_muted { " · Muted" } else { "" }}
-                        {if p.video_muted { " · Camera off" } else { "" }}
-                        {if p.away { " · Reconnecting" } else { "" }}
-                    </span>
-                </li>
+            <For each=people
+                key=|p| (p.id.clone(), p.audio_muted, p.video_muted, p.role, p.away, p.hand, p.screen) let:p>
+                {
+                    let is_me = p.id == me();
+                    let name = p.name.clone();
+                    let id = StoredValue::new(p.id.clone());
+                    let act = move |f: fn(String) -> ClientMessage| move |_| send(f(id.get_value()));
+                    let remove = {
+                        let name = name.clone();
+                        move |_| {
+                            let ok = window()
+                                .confirm_with_message(&format!("Remove {name} from the meeting? They cannot come back."))
+                                .unwrap_or(false);
+                            if ok {
+                                send(ClientMessage::Remove { id: id.get_value() });
+                            }
+                        }
+                    };
+                    view! {
+                        <li data-testid="person" data-participant=p.id.clone()>
+                            <span class="who">
+                                {if p.hand.is_some() { "✋ " } else { "" }}
+                                {name.clone()}{if is_me { " (you)" } else { "" }}
+                            </span>
+                            <span class="what">
+                                {match p.role { Role::Host => "Host", Role::Cohost => "Co-host", _ => "" }}
+                                {if p.hand.is_some() { " · Hand raised" } else { "" }}
+                                {if p.audio_muted { " · Muted" } else { "" }}
+                                {if p.video_muted { " · Camera off" } else { "" }}
+                                {if p.screen { " · Sharing" } else { "" }}
+                                {if p.away { " · Reconnecting" } else { "" }}
+                            </span>
+                            <span class="actions" hidden=move || is_me || !moderator()>
+                                <button type="button" hidden=p.audio_muted aria-label=format!("Mute {name}")
+                                    on:click=act(|id| ClientMessage::Stop { id, what: MediaKind::Audio, lock: false })>"Mute"</button>
+                                <button type="button" hidden=!p.audio_muted aria-label=format!("Ask {name} to unmute")
+                                    on:click=act(|id| ClientMessage::AskUnmute { id })>"Ask to unmute"</button>
+                                <button type="button" hidden=p.video_muted aria-label=format!("Stop {name}'s camera")
+                                    on:click=act(|id| ClientMessage::Stop { id, what: MediaKind::Video, lock: false })>"Stop camera"</button>
+                                <button type="button" hidden=!p.screen aria-label=format!("Stop {name}'s screen share")
+                                    on:click=act(|id| ClientMessage::Stop { id, what: MediaKind::Screen, lock: false })>"Stop share"</button>
+                                <button type="button" hidden=p.hand.is_none() aria-label=format!("Lower {name}'s hand")
+                                    on:click=act(|id| ClientMessage::LowerHand { id })>"Lower hand"</button>
+                                <button type="button" hidden=move || !host() || p.role == Role::Host
+                                    aria-label=if p.role == Role::Cohost { format!("Remove co-host role from {name}") } else { format!("Make {name} a co-host") }
+                                    on:click=move |_| send(ClientMessage::SetCohost { id: id.get_value(), cohost: p.role != Role::Cohost })>
+                                    {if p.role == Role::Cohost { "Remove co-host" } else { "Make co-host" }}</button>
+                                <button type="button" class="danger" hidden=p.role == Role::Host aria-label=format!("Remove {name}")
+                                    on:click=remove>"Remove"</button>
+                            </span>
+                        </li>
+                    }
+                }
             </For>
         </ul>
-        <fieldset class="setting">
-            <legend>"Screen sharing"</legend>
-            <label class="check">
-                <input type="checkbox" data-testid="many-sharers" disabled=move || !is_host()
-                    prop:checked=move || m.model.with(|r| r.max_screen_sharers > 1)
-                    on:change=move |ev| {
-                        let on = event_target_checked(&ev);
-                        m.send(&ClientMessage::SetRoomOptions { max_screen_sharers: if on { 4 } else { 1 } });
-                    } />
-                "Up to 4 people may share a screen at once"
-            </label>
-            <p class="hint" hidden=is_host>"Only the host can change this."</p>
-        </fieldset>
     }
 }
 

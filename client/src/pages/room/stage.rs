@@ -184,6 +184,11 @@ fn MeTile(rect: Signal<Option<Rect>>) -> impl IntoView {
                 .unwrap_or_default()
         })
     };
+    let mine = move |f: fn(&ParticipantInfo) -> bool| {
+        m.model
+            .with(|r| r.participants.iter().any(|p| r.is_me(&p.id) && f(p)))
+    };
+    let me_id = StoredValue::new(m.model.with_untracked(|r| r.me.clone().unwrap_or_default()));
     view! {
         <div class="tile me" role="group" aria-label=move || format!("{} (you)", me_name())
             style=move || place(rect.get()) hidden=move || rect.get().is_none()>
@@ -193,8 +198,30 @@ fn MeTile(rect: Signal<Option<Rect>>) -> impl IntoView {
             <span class="name">{move || format!("{} (you)", me_name())}</span>
             <span class="badges">
                 <span class="badge" hidden=move || m.mic_on.get()>"Muted"</span>
+                <span class="badge hand" hidden=move || !mine(|p| p.hand.is_some())>"✋ Hand raised"</span>
             </span>
+            <Reaction of=me_id />
         </div>
+    }
+}
+
+/// The latest reaction of participant `of`, over their tile for a few seconds.
+#[component]
+fn Reaction(of: StoredValue<String>) -> impl IntoView {
+    let m = use_meeting();
+    let latest = move || {
+        of.with_value(|id| {
+            m.reactions.with(|r| {
+                r.iter()
+                    .rev()
+                    .find(|(_, who, _)| who == id)
+                    .map(|(_, _, e)| e.clone())
+            })
+        })
+    };
+    view! {
+        <span class="reaction" data-testid="reaction" role="img" hidden=move || latest().is_none()
+            aria-label=move || latest().map(|e| format!("reacted {e}")).unwrap_or_default()>{latest}</span>
     }
 }
 
@@ -245,8 +272,11 @@ fn PersonTile(id: String, rect: Signal<Option<Rect>>, featured: Signal<bool>) ->
                 <span class="badge" data-testid="muted" hidden=move || !flag(|i| i.audio_muted)>"Muted"</span>
                 <span class="badge" data-testid="camera-off" hidden=move || !flag(|i| i.video_muted)>"Camera off"</span>
                 <span class="badge host" hidden=move || !flag(|i| i.role == Role::Host)>"Host"</span>
+                <span class="badge host" hidden=move || !flag(|i| i.role == Role::Cohost)>"Co-host"</span>
+                <span class="badge hand" data-testid="hand" hidden=move || !flag(|i| i.hand.is_some())>"✋ Hand raised"</span>
                 <span class="badge" hidden=move || !flag(|i| i.away)>"Reconnecting…"</span>
             </span>
+            <Reaction of=key />
         </div>
     }
 }

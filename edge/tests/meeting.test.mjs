@@ -1,0 +1,103 @@
+// Meeting controls at the socket level, against the room's Durable Object in workerd: private chat
+// reaches only its addressee, a ban outlives the object's eviction, a waiting joiner hears nothing
+// of the room, and host actions from a participant are refused.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { BASE, join, connect, room } from "./helpers.mjs";
+
+/** Joins `name` to `name` with a cookie jar of its own (`cookie`: a browser identity). */
+async function joinWith(r, name, cookie) {
+  const res = await fetch(`${BASE}/api/rooms/${r}/join`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(cookie ? { cookie } : {}) },
+    body: JSON.stringify({ name }),
+  });
+  const set = res.headers.get("set-cookie");
+  return { status: res.status, body: await res.json(), cookie: set ? set.split(";")[0] : cookie };
+}
+
+async function member(r, name, cookie) {
+  const j = await joinWith(r, name, cookie);
+  assert.equal(j.status, 200, JSON.stringify(j.body));
+  const ws = connect(j.body.ws_url);
+  await ws.next((f) => f.type === "snapshot" || f.type === "waiting", `${name} in`);
+  return { ...j, ws, id: j.body.participant_id };
+}
+
+test("private messages reach only their addressee (and the sender); everyone's reach everyone", async () => {
+  const r = room();
+  const a = await member(r, "Ada");
+  const b = await member(r, "Bo");
+  const c = await member(r, "Cy");
+  a.ws.send({ type: "chat", text: "for Bo only", to: b.id, client_id: "p1" });
+  assert.equal((await b.ws.next((f) => f.type === "chat_message", "Bo's copy")).message.text, "for Bo only");
+  assert.equal((await a.ws.next((f) => f.type === "chat_message", "Ada's copy")).message.to, b.id);
+  a.ws.send({ type: "chat", text: "for all", client_id: "p2" });
+  for (const p of [a, b, c]) await p.ws.next((f) => f.type === "chat_message" && f.message.text === "for all", "for all");
+  // Cy got the public one, never the private one.
+  c.ws.send({ type: "ping", nonce: 1 });
+  await c.ws.next((f) => f.type === "pong");
+  assert.deepEqual(c.ws.frames.filter((f) => f.type === "chat_message" && f.message.to), []);
+  // A joiner gets the history, without what was private to others.
+  const d = await joinWith(r, "Dee");
+  const wd = connect(d.body.ws_url);
+  const snap = await wd.next((f) => f.type === "snapshot");
+  assert.deepEqual(snap.room.chat.map((m) => m.text), ["for all"]);
+  for (const p of [a, b, c]) p.ws.ws.close(1000);
+  wd.ws.close(1000);
+});
+
+test("a participant's host actions are refused with forbidden; a ban survives eviction", async () => {
+  const r = room();
+  const host = await member(r, "Host");
+  const bob = await member(r, "Bob");
+  bob.ws.send({ type: "remove", id: host.id });
+  const e = await bob.ws.next((f) => f.type === "error", "refusal");
+  assert.equal(e.code, "forbidden");
+  // The host removes Bob: told why, closed for good.
+  host.ws.send({ type: "remove", id: bob.id });
+  assert.equal((await bob.ws.next((f) => f.type === "error")).message, "You were removed from this meeting.");
+  assert.equal((await bob.ws.closed).code, 4403);
+  // The room object loses its memory; Bob's browser (its cookie) is still refused.
+  const ev = await fetch(`${BASE}/api/dev/rooms/${r}/evict`, { method: "POST", body: JSON.stringify({ mode: "memory" }) });
+  assert.equal(ev.status, 200);
+  const again = await joinWith(r, "Bob again", bob.cookie);
+  assert.equal(again.status, 403);
+  assert.equal(again.body.message, "You were removed from this meeting.");
+  // Another browser may join.
+  const other = await joinWith(r, "Someone else");
+  assert.equal(other.status, 200);
+  host.ws.ws.close(1000);
+});
+
+test("a waiting joiner hears nothing of the room until let in", async () => {
+  const r = room();
+  const host = await member(r, "Host");
+  host.ws.send({ type: "update_settings", settings: { waiting_room: true, locked: false, has_password: false,
+    password_skips_waiting: false, may_share_screen: true, may_unmute: true, may_chat: true, may_react: true } });
+  await host.ws.next((f) => f.type === "settings");
+  const w = await joinWith(r, "Wanda");
+  assert.equal(w.body.waiting, true);
+  const ww = connect(w.body.ws_url);
+  assert.equal((await ww.next((f) => f.type === "waiting")).room, r);
+  const list = await host.ws.next((f) => f.type === "waiting_list", "waiting list");
+  assert.deepEqual(list.waiting.map((x) => x.name), ["Wanda"]);
+  // The room goes on: chat, joins — nothing reaches the waiting socket.
+  host.ws.send({ type: "chat", text: "secret agenda", client_id: "s1" });
+  await host.ws.next((f) => f.type === "chat_message");
+  const x = await member(r, "Xavier");
+  void x;
+  ww.send({ type: "ping", nonce: 5 });
+  await ww.next((f) => f.type === "pong");
+  assert.deepEqual(ww.frames.filter((f) => !["pong", "waiting"].includes(f.type)).map((f) => f.type), []);
+  // Let in: a fresh token, then the socket asks to reconnect with it.
+  host.ws.send({ type: "admit", id: w.body.participant_id });
+  const t = await ww.next((f) => f.type === "token", "the admitted token");
+  assert.equal((await ww.closed).code, 1012);
+  const wi = connect(`/api/rooms/${r}/ws?token=${t.token}`);
+  const snap = await wi.next((f) => f.type === "snapshot");
+  assert.ok(snap.room.participants.some((p) => p.name === "Wanda"));
+  assert.deepEqual(snap.room.chat.map((m) => m.text), ["secret agenda"]);
+  host.ws.ws.close(1000);
+  wi.ws.close(1000);
+});

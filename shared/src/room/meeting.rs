@@ -1,0 +1,940 @@
+//! Running the meeting: who gets in (waiting room, password, lock, bans), roles (co-hosts),
+//! removing someone (a ban), stopping someone's microphone, camera or screen (enforced by the
+//! SFU), chat, reactions, raised hands, the room's settings, ending the meeting.
+//!
+//! Every action is authorised here: a participant sending a host action gets `forbidden` and
+//! nothing changes. Nobody can turn anyone else's microphone or camera on: a host may only stop
+//! them, or ask.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::{error_to, ConnId, Output, Room, SfuCall};
+use crate::error::ErrorCode;
+use crate::protocol::{
+    ChatMessage, ClientMessage, MediaKind, ServerMessage, Waiter, CHAT_HISTORY, CLOSE_ENDED,
+    MAX_CHAT_CHARS, PROTOCOL_VERSION, REACTIONS,
+};
+use crate::token::{Claims, Grants, Role};
+use crate::Millis;
+
+/// What a removed person is told (and told again if they try to come back).
+pub const REMOVED: &str = "You were removed from this meeting.";
+/// Wrong passwords allowed per client address and room per minute.
+pub const WRONG_PASSWORDS_PER_MINUTE: usize = 5;
+/// Chat messages a participant may send per second (a burst beyond is refused).
+const CHAT_PER_SECOND: usize = 5;
+/// Reactions a participant may send per second.
+const REACTIONS_PER_SECOND: usize = 3;
+/// Page ids of a member's own chat messages remembered (to recognise a resend).
+const RECENT_CHAT_IDS: usize = 32;
+
+/// What a host stopped for a member.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Stopped {
+    pub audio: bool,
+    pub video: bool,
+    pub screen: bool,
+    /// They may not turn it on again themselves (until a host lets them).
+    pub locked: bool,
+}
+
+impl Stopped {
+    fn get(&self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Audio => self.audio,
+            MediaKind::Video => self.video,
+            MediaKind::Screen => self.screen,
+        }
+    }
+
+    fn set(&mut self, kind: MediaKind, on: bool) {
+        match kind {
+            MediaKind::Audio => self.audio = on,
+            MediaKind::Video => self.video = on,
+            MediaKind::Screen => self.screen = on,
+        }
+    }
+}
+
+/// Someone in the waiting room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Waiting {
+    pub id: String,
+    pub name: String,
+    pub since: Millis,
+    /// Their open connection, if any (they wait on a socket).
+    pub conn: Option<ConnId>,
+    /// Their waiting token's claims: admission re-issues these with grants.
+    pub claims: Option<Claims>,
+}
+
+/// Sliding-window counters (not stored).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Limits {
+    chat: BTreeMap<String, VecDeque<Millis>>,
+    reactions: BTreeMap<String, VecDeque<Millis>>,
+    wrong_passwords: BTreeMap<String, VecDeque<Millis>>,
+}
+
+/// Records an event at `now` in `window` for `key` if fewer than `max` happened within `window_ms`;
+/// otherwise says when the next is allowed.
+fn admit_event(
+    window: &mut BTreeMap<String, VecDeque<Millis>>,
+    key: &str,
+    now: Millis,
+    window_ms: Millis,
+    max: usize,
+) -> Result<(), Millis> {
+    let q = window.entry(key.to_string()).or_default();
+    while q.front().is_some_and(|&t| now >= t + window_ms) {
+        q.pop_front();
+    }
+    if q.len() >= max {
+        return Err(q.front().map_or(window_ms, |&t| t + window_ms - now));
+    }
+    q.push_back(now);
+    Ok(())
+}
+
+/// What the edge learned about a joiner's password before asking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PasswordCheck {
+    /// None was given.
+    NotGiven,
+    /// It matches the room's hash.
+    Correct,
+    /// It does not.
+    Wrong,
+    /// The room has none; this is the hash of the one given (the room takes it if it is new).
+    New(String),
+}
+
+/// Someone asking to join, before they have a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinAsk {
+    pub name: String,
+    /// The browser's identity (the edge's cookie).
+    pub identity: String,
+    /// The client's address (wrong passwords are limited per address and room).
+    pub addr: String,
+    pub password: PasswordCheck,
+}
+
+/// The room's answer to [`JoinAsk`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Admission {
+    /// In, with these grants (the first member hosts when they connect).
+    Enter { grants: Grants },
+    /// To the waiting room (a waiting token).
+    Wait,
+    /// Not in: a code and words for the person; `retry_after_ms` for a rate limit.
+    Refused {
+        code: ErrorCode,
+        message: String,
+        retry_after_ms: Option<Millis>,
+    },
+}
+
+impl Room {
+    /// Host or co-host.
+    pub fn is_moderator(&self, id: &str) -> bool {
+        self.members
+            .get(id)
+            .is_some_and(|m| matches!(m.info.role, Role::Host | Role::Cohost))
+    }
+
+    pub(super) fn waiting_list(&self) -> Vec<Waiter> {
+        self.meta
+            .waiting
+            .iter()
+            .map(|w| Waiter {
+                id: w.id.clone(),
+                name: w.name.clone(),
+                since: w.since,
+            })
+            .collect()
+    }
+
+    /// The chat member `id` may read: everyone's messages and the private ones to or from them.
+    pub(super) fn chat_for(&self, id: &str) -> Vec<ChatMessage> {
+        self.chat
+            .iter()
+            .filter(|m| m.to.is_none() || m.from == id || m.to.as_deref() == Some(id))
+            .cloned()
+            .collect()
+    }
+
+    pub(super) fn waiter_by_conn(&self, conn: &str) -> Option<String> {
+        self.meta
+            .waiting
+            .iter()
+            .find(|w| w.conn.as_deref() == Some(conn))
+            .map(|w| w.id.clone())
+    }
+
+    /// Tells hosts and co-hosts who is waiting.
+    fn waiting_changed(&self) -> Vec<Output> {
+        let list = self.waiting_list();
+        self.members
+            .values()
+            .filter(|m| matches!(m.info.role, Role::Host | Role::Cohost) && m.away_since.is_none())
+            .map(|m| Output::Send {
+                conn: m.conn.clone(),
+                msg: ServerMessage::WaitingList {
+                    waiting: list.clone(),
+                },
+            })
+            .collect()
+    }
+
+    /// Decides on someone asking to join.
+    pub(super) fn join(&mut self, now: Millis, ask: JoinAsk) -> Vec<Output> {
+        let answer = self.admission(now, ask);
+        vec![Output::JoinAnswer(answer)]
+    }
+
+    fn admission(&mut self, now: Millis, ask: JoinAsk) -> Admission {
+        let refuse = |code, message: &str| Admission::Refused {
+            code,
+            message: message.to_string(),
+            retry_after_ms: None,
+        };
+        if self.meta.bans.contains(&ask.identity) {
+            return refuse(ErrorCode::Forbidden, REMOVED);
+        }
+        if self.meta.settings.locked {
+            return refuse(ErrorCode::Forbidden, "This meeting is locked.");
+        }
+        let limit_key = format!("pw:{}", ask.addr);
+        if let Some(q) = self.limits.wrong_passwords.get_mut(&limit_key) {
+            while q.front().is_some_and(|&t| now >= t + 60_000) {
+                q.pop_front();
+            }
+            if q.len() >= WRONG_PASSWORDS_PER_MINUTE {
+                let wait = q.front().map_or(60_000, |&t| t + 60_000 - now);
+                return Admission::Refused {
+                    code: ErrorCode::TooManyRequests,
+                    message: format!(
+                        "Too many wrong passwords. Try again in {} s.",
+                        wait.div_ceil(1000)
+                    ),
+                    retry_after_ms: Some(wait),
+                };
+            }
+        }
+        let fresh = self.members.is_empty() && self.meta.waiting.is_empty();
+        let mut skip_waiting = false;
+        match (&self.meta.password_hash, ask.password) {
+            (Some(_), PasswordCheck::NotGiven) => {
+                return refuse(
+                    ErrorCode::PasswordRequired,
+                    "This meeting needs a password.",
+                )
+            }
+            (Some(_), PasswordCheck::Wrong | PasswordCheck::New(_)) => {
+                let _ = admit_event(
+                    &mut self.limits.wrong_passwords,
+                    &limit_key,
+                    now,
+                    60_000,
+                    usize::MAX,
+                );
+                return refuse(ErrorCode::WrongPassword, "That password is not right.");
+            }
+            (Some(_), PasswordCheck::Correct) => {
+                skip_waiting = self.meta.settings.password_skips_waiting
+            }
+            (None, PasswordCheck::New(hash)) if fresh => {
+                // Created with a password: it is the room's, and its waiting room is on.
+                self.meta.password_hash = Some(hash);
+                self.meta.settings.has_password = true;
+                self.meta.settings.waiting_room = true;
+                self.dirty.meta = true;
+            }
+            (None, _) => {}
+        }
+        // The first one into an empty room hosts it; others wait if the waiting room is on (also
+        // while no host is there to let them in: arriving early is no way past it).
+        if !fresh && self.meta.settings.waiting_room && !skip_waiting {
+            return Admission::Wait;
+        }
+        Admission::Enter {
+            grants: Grants::max_for(Role::Participant),
+        }
+    }
+
+    /// A waiting-room token connected.
+    pub(super) fn wait(&mut self, now: Millis, conn: ConnId, claims: Claims) -> Vec<Output> {
+        let id = claims.sub.clone();
+        let mut out = Vec::new();
+        match self.meta.waiting.iter_mut().find(|w| w.id == id) {
+            Some(w) => {
+                if let Some(old) = w.conn.replace(conn.clone()) {
+                    out.push(Output::Close {
+                        conn: old,
+                        code: super::CLOSE_REPLACED,
+                        reason: "replaced by a newer connection".into(),
+                    });
+                }
+                w.claims = Some(claims.clone());
+            }
+            None => self.meta.waiting.push(Waiting {
+                id: id.clone(),
+                name: claims.name.clone(),
+                since: now,
+                conn: Some(conn.clone()),
+                claims: Some(claims.clone()),
+            }),
+        }
+        self.dirty.meta = true;
+        out.push(Output::Send {
+            conn,
+            msg: ServerMessage::Waiting {
+                room: self.meta.name.clone(),
+            },
+        });
+        out.extend(self.waiting_changed());
+        out
+    }
+
+    /// A frame from someone in the waiting room: they may only say hello, ping and leave.
+    pub(super) fn waiting_frame(
+        &mut self,
+        _now: Millis,
+        conn: ConnId,
+        id: String,
+        text: &str,
+    ) -> Vec<Output> {
+        match crate::protocol::parse_client_message(text) {
+            Ok(ClientMessage::Hello { version }) if version == PROTOCOL_VERSION => Vec::new(),
+            Ok(ClientMessage::Ping { nonce }) => vec![Output::Send {
+                conn,
+                msg: ServerMessage::Pong { nonce },
+            }],
+            Ok(ClientMessage::Leave {}) => {
+                let mut out = self.unwait(&id);
+                out.push(Output::Close {
+                    conn,
+                    code: 1000,
+                    reason: "left".into(),
+                });
+                out
+            }
+            Ok(_) => error_to(
+                conn,
+                ErrorCode::Forbidden,
+                "You are in the waiting room: a host lets you in.".into(),
+            ),
+            Err(e) => error_to(conn, e.code, e.message),
+        }
+    }
+
+    /// Someone left the waiting room (or was let in, or turned away).
+    pub(super) fn unwait(&mut self, id: &str) -> Vec<Output> {
+        let before = self.meta.waiting.len();
+        self.meta.waiting.retain(|w| w.id != id);
+        if self.meta.waiting.len() == before {
+            return Vec::new();
+        }
+        self.dirty.meta = true;
+        self.waiting_changed()
+    }
+
+    /// Their waiting socket closed: they are no longer waiting (a reconnect waits again).
+    pub(super) fn waiter_gone(&mut self, conn: &str) -> Option<Vec<Output>> {
+        let id = self.waiter_by_conn(conn)?;
+        Some(self.unwait(&id))
+    }
+
+    /// May member `id` turn `kind` back on? If a host stopped it: only if not locked and the room
+    /// lets participants (hosts always may). Returns the SFU call that lifts the block.
+    pub(super) fn turn_back_on(
+        &mut self,
+        id: &str,
+        kind: MediaKind,
+    ) -> Result<Vec<Output>, &'static str> {
+        let moderator = self.is_moderator(id);
+        let may_unmute = self.meta.settings.may_unmute;
+        let Some(m) = self.members.get_mut(id) else {
+            return Ok(Vec::new());
+        };
+        if !m.stopped.get(kind) {
+            return Ok(Vec::new());
+        }
+        if !moderator && (m.stopped.locked || !may_unmute) {
+            return Err(match kind {
+                MediaKind::Audio => "A host muted you; you cannot unmute yourself right now.",
+                MediaKind::Video => "A host stopped your camera; you cannot turn it on right now.",
+                MediaKind::Screen => {
+                    "A host stopped your screen share; you cannot share again right now."
+                }
+            });
+        }
+        m.stopped.set(kind, false);
+        if !(m.stopped.audio || m.stopped.video || m.stopped.screen) {
+            m.stopped.locked = false;
+        }
+        self.dirty.members.insert(id.to_string());
+        Ok(self.block_call(id))
+    }
+
+    /// The SFU call that tells it what of `id` not to forward now.
+    fn block_call(&self, id: &str) -> Vec<Output> {
+        let Some(m) = self.members.get(id) else {
+            return Vec::new();
+        };
+        let s = m.stopped;
+        self.call_sfu(
+            id.to_string(),
+            SfuCall::Block {
+                audio: s.audio,
+                video: s.video,
+                screen: s.screen,
+            },
+        )
+    }
+
+    /// The new meeting actions (the frame already parsed, from member `id` on `conn`).
+    pub(super) fn meeting(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        id: String,
+        msg: ClientMessage,
+    ) -> Vec<Output> {
+        let moderator = self.is_moderator(&id);
+        let host = self.meta.host.as_deref() == Some(id.as_str());
+        let forbidden =
+            |what: &str| error_to(conn.clone(), ErrorCode::Forbidden, format!("Only {what}."));
+        let bad = |message: &str| error_to(conn.clone(), ErrorCode::BadRequest, message.into());
+        match msg {
+            ClientMessage::Chat {
+                text,
+                to,
+                client_id,
+            } => self.chat(now, conn, id, text, to, client_id),
+            ClientMessage::DeleteChat { id: msg_id } => {
+                if !moderator {
+                    return forbidden("hosts and co-hosts can delete messages");
+                }
+                let Some(i) = self.chat.iter().position(|m| m.id == msg_id) else {
+                    return bad("There is no such message.");
+                };
+                self.chat.remove(i);
+                self.dirty.chat.insert(msg_id);
+                vec![Output::Broadcast {
+                    except: None,
+                    msg: ServerMessage::ChatDeleted { id: msg_id },
+                }]
+            }
+            ClientMessage::React { emoji } => {
+                if !moderator && !self.meta.settings.may_react {
+                    return forbidden("hosts can react in this meeting");
+                }
+                if !REACTIONS.contains(&emoji.as_str()) {
+                    return bad("That reaction is not on offer.");
+                }
+                if admit_event(
+                    &mut self.limits.reactions,
+                    &id,
+                    now,
+                    1_000,
+                    REACTIONS_PER_SECOND,
+                )
+                .is_err()
+                {
+                    return error_to(
+                        conn,
+                        ErrorCode::TooManyRequests,
+                        "You are sending reactions too fast.".into(),
+                    );
+                }
+                vec![Output::Broadcast {
+                    except: None,
+                    msg: ServerMessage::Reaction { id, emoji },
+                }]
+            }
+            ClientMessage::Hand { raised } => self.hand(now, &id, raised),
+            ClientMessage::LowerHand { id: target } => {
+                if !moderator && target != id {
+                    return forbidden("hosts and co-hosts can lower someone's hand");
+                }
+                if !self.members.contains_key(&target) {
+                    return bad("There is no such participant.");
+                }
+                self.hand(now, &target, false)
+            }
+            ClientMessage::Admit { id: target } => {
+                if !moderator {
+                    return forbidden("hosts and co-hosts can let people in");
+                }
+                if !self.meta.waiting.iter().any(|w| w.id == target) {
+                    return bad("Nobody by that id is waiting.");
+                }
+                self.admit(now, &target)
+            }
+            ClientMessage::AdmitAll {} => {
+                if !moderator {
+                    return forbidden("hosts and co-hosts can let people in");
+                }
+                let ids: Vec<String> = self.meta.waiting.iter().map(|w| w.id.clone()).collect();
+                ids.iter().flat_map(|w| self.admit(now, w)).collect()
+            }
+            ClientMessage::Deny { id: target } => {
+                if !moderator {
+                    return forbidden("hosts and co-hosts can turn people away");
+                }
+                let Some(w) = self.meta.waiting.iter().find(|w| w.id == target).cloned() else {
+                    return bad("Nobody by that id is waiting.");
+                };
+                let mut out = self.unwait(&target);
+                if let Some(c) = w.conn {
+                    out.extend(super::refuse(c, "The host did not let you in."));
+                }
+                out
+            }
+            ClientMessage::Remove { id: target } => {
+                if !moderator {
+                    return forbidden("hosts and co-hosts can remove people");
+                }
+                if target == id {
+                    return bad("You cannot remove yourself; leave instead.");
+                }
+                if self.meta.host.as_deref() == Some(target.as_str()) && !host {
+                    return forbidden("the host can be removed by nobody but themselves");
+                }
+                if !self.members.contains_key(&target) {
+                    return bad("There is no such participant.");
+                }
+                self.remove_for_good(now, &target)
+            }
+            ClientMessage::Stop {
+                id: target,
+                what,
+                lock,
+            } => {
+                if !moderator {
+                    return forbidden("hosts and co-hosts can stop someone's media");
+                }
+                if target == id {
+                    return bad("Turn your own microphone, camera or screen off with its button.");
+                }
+                if !self.members.contains_key(&target) {
+                    return bad("There is no such participant.");
+                }
+                let by = self.name_of(&id);
+                self.stop(&target, what, lock, &by)
+            }
+            ClientMessage::MuteAll { lock } => {
+                if !moderator {
+                    return forbidden("hosts and co-hosts can mute everyone");
+                }
+                let by = self.name_of(&id);
+                let mut out = Vec::new();
+                if lock && self.meta.settings.may_unmute {
+                    self.meta.settings.may_unmute = false;
+                    self.dirty.meta = true;
+                    out.push(self.settings_changed());
+                }
+                let targets: Vec<String> = self
+                    .members
+                    .keys()
+                    .filter(|m| !self.is_moderator(m))
+                    .cloned()
+                    .collect();
+                for t in targets {
+                    out.extend(self.stop(&t, MediaKind::Audio, lock, &by));
+                }
+                out
+            }
+            ClientMessage::AskUnmute { id: target } => {
+                if !moderator {
+                    return forbidden("hosts and co-hosts can ask someone to unmute");
+                }
+                if !self.members.contains_key(&target) || target == id {
+                    return bad("There is no such participant.");
+                }
+                let by = self.name_of(&id);
+                self.to_member(&target, ServerMessage::UnmuteRequested { by })
+            }
+            ClientMessage::SetCohost { id: target, cohost } => {
+                if !host {
+                    return forbidden("the host can make or unmake co-hosts");
+                }
+                if target == id {
+                    return bad("You are the host.");
+                }
+                let Some(m) = self.members.get_mut(&target) else {
+                    return bad("There is no such participant.");
+                };
+                let role = if cohost {
+                    Role::Cohost
+                } else {
+                    Role::Participant
+                };
+                if m.info.role == role {
+                    return Vec::new();
+                }
+                m.info.role = role;
+                self.dirty.members.insert(target.clone());
+                let mut out = vec![Output::Broadcast {
+                    except: None,
+                    msg: ServerMessage::RoleChanged {
+                        id: target.clone(),
+                        role,
+                    },
+                }];
+                if cohost {
+                    out.extend(self.to_member(
+                        &target,
+                        ServerMessage::WaitingList {
+                            waiting: self.waiting_list(),
+                        },
+                    ));
+                }
+                out
+            }
+            ClientMessage::UpdateSettings { mut settings } => {
+                if !moderator {
+                    return forbidden("hosts and co-hosts can change the meeting's settings");
+                }
+                settings.has_password = self.meta.settings.has_password;
+                if settings == self.meta.settings {
+                    return Vec::new();
+                }
+                let mut out = Vec::new();
+                // Letting people unmute again lifts every lock.
+                if settings.may_unmute && !self.meta.settings.may_unmute {
+                    for m in self.members.values_mut() {
+                        m.stopped.locked = false;
+                    }
+                    self.dirty.members.extend(self.members.keys().cloned());
+                }
+                let opened = !settings.waiting_room && self.meta.settings.waiting_room;
+                self.meta.settings = settings;
+                self.dirty.meta = true;
+                out.push(self.settings_changed());
+                // Turning the waiting room off lets everyone waiting in.
+                if opened {
+                    let ids: Vec<String> = self.meta.waiting.iter().map(|w| w.id.clone()).collect();
+                    out.extend(
+                        ids.iter()
+                            .flat_map(|w| self.admit(now, w))
+                            .collect::<Vec<_>>(),
+                    );
+                }
+                out
+            }
+            ClientMessage::SetPassword { password } => {
+                if !host {
+                    return forbidden("the host can set the password");
+                }
+                match password {
+                    None => {
+                        self.meta.password_hash = None;
+                        self.meta.settings.has_password = false;
+                        self.dirty.meta = true;
+                        vec![self.settings_changed()]
+                    }
+                    Some(p) if p.is_empty() || p.chars().count() > 128 => {
+                        bad("A password is 1 to 128 characters.")
+                    }
+                    Some(password) => vec![Output::HashPassword { password }],
+                }
+            }
+            ClientMessage::EndMeeting {} => {
+                if !host {
+                    return forbidden("the host can end the meeting for everyone");
+                }
+                self.end(now)
+            }
+            // The rest is handled in `frame`.
+            _ => Vec::new(),
+        }
+    }
+
+    fn name_of(&self, id: &str) -> String {
+        self.members
+            .get(id)
+            .map(|m| m.info.name.clone())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn settings_changed(&self) -> Output {
+        Output::Broadcast {
+            except: None,
+            msg: ServerMessage::Settings {
+                settings: self.meta.settings.clone(),
+            },
+        }
+    }
+
+    pub(super) fn password_hashed(&mut self, hash: Option<String>) -> Vec<Output> {
+        let Some(hash) = hash else {
+            return vec![Output::Warn("could not hash the room password".into())];
+        };
+        self.meta.password_hash = Some(hash);
+        self.meta.settings.has_password = true;
+        self.dirty.meta = true;
+        vec![self.settings_changed()]
+    }
+
+    fn hand(&mut self, now: Millis, id: &str, raised: bool) -> Vec<Output> {
+        let Some(m) = self.members.get_mut(id) else {
+            return Vec::new();
+        };
+        if m.info.hand.is_some() == raised {
+            return Vec::new();
+        }
+        m.info.hand = raised.then_some(now);
+        self.dirty.members.insert(id.to_string());
+        vec![Output::Broadcast {
+            except: None,
+            msg: ServerMessage::HandChanged {
+                id: id.to_string(),
+                raised_at: m.info.hand,
+            },
+        }]
+    }
+
+    /// Stops `target`'s `what` (the SFU stops forwarding it; their page is told).
+    fn stop(&mut self, target: &str, what: MediaKind, lock: bool, by: &str) -> Vec<Output> {
+        let Some(m) = self.members.get_mut(target) else {
+            return Vec::new();
+        };
+        m.stopped.set(what, true);
+        m.stopped.locked |= lock;
+        let mut out = Vec::new();
+        match what {
+            MediaKind::Audio | MediaKind::Video => {
+                if what == MediaKind::Audio {
+                    m.info.audio_muted = true;
+                } else {
+                    m.info.video_muted = true;
+                }
+                out.push(Output::Broadcast {
+                    except: None,
+                    msg: ServerMessage::MediaChanged {
+                        id: target.to_string(),
+                        audio_muted: m.info.audio_muted,
+                        video_muted: m.info.video_muted,
+                    },
+                });
+            }
+            MediaKind::Screen => {
+                if m.info.screen {
+                    m.info.screen = false;
+                    out.push(Output::Broadcast {
+                        except: None,
+                        msg: ServerMessage::ScreenChanged {
+                            id: target.to_string(),
+                            sharing: false,
+                        },
+                    });
+                }
+            }
+        }
+        let locked = m.stopped.locked || !self.meta.settings.may_unmute;
+        self.dirty.members.insert(target.to_string());
+        out.extend(self.block_call(target));
+        out.extend(self.to_member(
+            target,
+            ServerMessage::StoppedByHost {
+                what,
+                by: by.to_string(),
+                locked,
+            },
+        ));
+        out
+    }
+
+    /// Lets `id` in from the waiting room: a token with grants, and they connect again with it
+    /// (their waiting socket is closed with "reconnect").
+    fn admit(&mut self, now: Millis, id: &str) -> Vec<Output> {
+        let Some(w) = self.meta.waiting.iter().find(|w| w.id == id).cloned() else {
+            return Vec::new();
+        };
+        let mut out = self.unwait(id);
+        let (Some(conn), Some(mut claims)) = (w.conn, w.claims) else {
+            return out; // not connected: they join again
+        };
+        let life = claims.exp.saturating_sub(claims.iat);
+        let secs = now / 1000;
+        claims.waiting = false;
+        claims.role = Role::Participant;
+        claims.grants = Grants::max_for(Role::Participant);
+        claims.jti = format!("{}~in", claims.jti.split('~').next().unwrap_or_default());
+        claims.iat = secs;
+        claims.nbf = secs;
+        claims.exp = secs + life;
+        out.push(Output::IssueToken {
+            conn: conn.clone(),
+            claims,
+        });
+        out.push(super::reconnect(conn));
+        out
+    }
+
+    /// Removes `target` for good: their tokens are revoked, their browser banned, their socket
+    /// closed with the reason, their SFU session ended.
+    fn remove_for_good(&mut self, now: Millis, target: &str) -> Vec<Output> {
+        let Some(m) = self.members.get(target) else {
+            return Vec::new();
+        };
+        let conn = m.conn.clone();
+        let away = m.away_since.is_some();
+        if let Some(bid) = m.claims.bid.clone() {
+            self.meta.bans.insert(bid);
+            self.dirty.meta = true;
+        }
+        self.revoke(target, now);
+        // `revoke` queued its rows already; the rest goes out with this input.
+        let mut out = Vec::new();
+        if !away {
+            out.extend(super::refuse(conn, REMOVED));
+        }
+        out.extend(self.remove(now, target));
+        out
+    }
+
+    /// A chat message from `id`.
+    fn chat(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        id: String,
+        text: String,
+        to: Option<String>,
+        client_id: String,
+    ) -> Vec<Output> {
+        if !self.is_moderator(&id) && !self.meta.settings.may_chat {
+            return error_to(
+                conn,
+                ErrorCode::Forbidden,
+                "Only hosts can chat in this meeting.".into(),
+            );
+        }
+        let text = text.trim().to_string();
+        if text.is_empty() {
+            return error_to(conn, ErrorCode::BadRequest, "The message is empty.".into());
+        }
+        if text.chars().count() > MAX_CHAT_CHARS {
+            return error_to(
+                conn,
+                ErrorCode::BadRequest,
+                format!("A message is at most {MAX_CHAT_CHARS} characters."),
+            );
+        }
+        if client_id.is_empty() || client_id.len() > 64 {
+            return error_to(
+                conn,
+                ErrorCode::BadMessage,
+                "client_id must be 1 to 64 characters".into(),
+            );
+        }
+        if let Some(t) = &to {
+            if !self.members.contains_key(t) || *t == id {
+                return error_to(
+                    conn,
+                    ErrorCode::BadRequest,
+                    "There is no such participant to message.".into(),
+                );
+            }
+        }
+        let m = self.members.get(&id).expect("a member sent it");
+        if m.recent_chat.contains(&client_id) {
+            return Vec::new(); // sent again after a reconnect: it is in already
+        }
+        if admit_event(&mut self.limits.chat, &id, now, 1_000, CHAT_PER_SECOND).is_err() {
+            return error_to(
+                conn,
+                ErrorCode::TooManyRequests,
+                "You are sending messages too fast.".into(),
+            );
+        }
+        let message = ChatMessage {
+            id: self.meta.chat_next,
+            from: id.clone(),
+            name: m.info.name.clone(),
+            to: to.clone(),
+            text,
+            at: now,
+            client_id: client_id.clone(),
+        };
+        self.meta.chat_next += 1;
+        self.dirty.meta = true;
+        let m = self.members.get_mut(&id).expect("a member sent it");
+        m.recent_chat.push_back(client_id);
+        if m.recent_chat.len() > RECENT_CHAT_IDS {
+            m.recent_chat.pop_front();
+        }
+        self.dirty.members.insert(id.clone());
+        self.chat.push_back(message.clone());
+        self.dirty.chat.insert(message.id);
+        while self.chat.len() > CHAT_HISTORY {
+            if let Some(old) = self.chat.pop_front() {
+                self.dirty.chat.insert(old.id);
+            }
+        }
+        let msg = ServerMessage::ChatMessage { message };
+        match to {
+            None => vec![Output::Broadcast { except: None, msg }],
+            Some(t) => {
+                let mut out = self.to_member(&t, msg.clone());
+                out.push(Output::Send { conn, msg });
+                out
+            }
+        }
+    }
+
+    /// The host ended the meeting: everyone is told and let go, the SFU frees the room, and the
+    /// room starts over (a later join to the same name is a new meeting).
+    fn end(&mut self, now: Millis) -> Vec<Output> {
+        let mut out = vec![Output::Broadcast {
+            except: None,
+            msg: ServerMessage::MeetingEnded {},
+        }];
+        let conns: Vec<ConnId> = self
+            .members
+            .values()
+            .map(|m| m.conn.clone())
+            .chain(self.meta.waiting.iter().filter_map(|w| w.conn.clone()))
+            .collect();
+        for m in self.members.keys() {
+            out.extend(self.call_sfu(m.clone(), SfuCall::Leave));
+        }
+        for w in self.meta.waiting.iter().filter_map(|w| w.conn.clone()) {
+            out.push(Output::Send {
+                conn: w,
+                msg: ServerMessage::MeetingEnded {},
+            });
+        }
+        for conn in conns {
+            out.push(Output::Close {
+                conn,
+                code: CLOSE_ENDED,
+                reason: "The host ended the meeting.".into(),
+            });
+        }
+        // Everything goes: members, chat, settings, bans, the password.
+        let name = self.meta.name.clone();
+        let revoked = std::mem::take(&mut self.revoked);
+        let old_members: Vec<String> = self.members.keys().cloned().collect();
+        let old_chat: Vec<u64> = self.chat.iter().map(|m| m.id).collect();
+        let mut fresh = Room::new(name);
+        fresh.revoked = revoked; // tokens out there stay refused until they expire
+        fresh.meta.media = std::mem::take(&mut self.meta.media);
+        fresh.meta.media.emptied(now);
+        fresh.dirty = std::mem::take(&mut self.dirty);
+        fresh.out = std::mem::take(&mut self.out);
+        *self = fresh;
+        self.dirty.meta = true;
+        self.dirty.members.extend(old_members);
+        self.dirty.chat.extend(old_chat);
+        out
+    }
+}
