@@ -69,11 +69,10 @@ impl EdgeError {
         };
         worker::Response::from_json(&body)
             .map(|r| r.with_status(code.http_status()))
-            .map(|r| {
+            .inspect(|r| {
                 if let Some(s) = retry {
                     let _ = r.headers().set("retry-after", &s.to_string());
                 }
-                r
             })
             .unwrap_or_else(|_| {
                 worker::Response::error("internal error", 500).expect("plain response builds")

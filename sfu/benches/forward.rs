@@ -106,7 +106,7 @@ fn main() {
     let switches = 3_000_000u32;
     let start = Instant::now();
     for i in 0..switches {
-        let layer = (i % 2) as u32;
+        let layer = i % 2;
         black_box(
             r.map(
                 96,

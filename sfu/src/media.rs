@@ -390,7 +390,6 @@ fn media_engine() -> Result<MediaEngine, MediaError> {
                     rtcp_feedback: fb,
                 },
                 payload_type: pt,
-                ..Default::default()
             },
             kind,
         )

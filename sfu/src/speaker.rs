@@ -146,7 +146,7 @@ mod tests {
             for (id, level) in talkers {
                 d.observe(id, *level, t);
             }
-            if t % 100 == 0 {
+            if t.is_multiple_of(100) {
                 if let Some(s) = d.tick(t) {
                     changes.push((t, s));
                 }
