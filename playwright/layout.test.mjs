@@ -95,7 +95,7 @@ function check(m, label, people, filmstrip = false) {
 /** Presses a control of the bar (through More when it is there). */
 const choose = (page, name) => press(page, name);
 
-/** Opens `panel` ("Participants", "Stats", "Chat") the way a person would on this screen. */
+/** Opens `panel` ("Participants", "Chat", "Meeting settings", "Stats") the way a person would on this screen. */
 async function openPanel(page, panel) {
   await press(page, panel);
   await page.locator("aside.panel").waitFor({ state: "visible", timeout: 2000 });
@@ -118,7 +118,7 @@ for (const [w, h] of [[1280, 800], [390, 844]]) {
         people += 1;
       }
       await page.getByTestId("room-status").getByText(`${n} in the room`).waitFor({ timeout: 5000 });
-      for (const panel of [null, "Participants", "Chat", "Stats", "Speaker view"]) {
+      for (const panel of [null, "Participants", "Chat", "Meeting settings", "Stats", "Speaker view"]) {
         const speaker = panel === "Speaker view";
         if (speaker) await choose(page, "Speaker view");
         else if (panel) await openPanel(page, panel);

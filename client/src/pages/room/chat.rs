@@ -112,9 +112,17 @@ pub fn ChatPanel() -> impl IntoView {
             </li>
         }
     };
+    // The newest message in view: the conversation scrolls to its end whenever it grows.
+    let log_ref = NodeRef::<leptos::html::Ol>::new();
+    Effect::new(move |_| {
+        m.model.with(|r| r.chat.len());
+        if let Some(log) = log_ref.get() {
+            log.set_scroll_top(log.scroll_height());
+        }
+    });
     view! {
         <div class="chat">
-            <ol class="chat-log" role="log" aria-live="polite" aria-label="Messages">
+            <ol class="chat-log" node_ref=log_ref role="log" aria-live="polite" aria-label="Messages">
                 <For each=move || m.model.with(|r| r.chat.clone()) key=|c| c.id let:c>
                     {line(c)}
                 </For>
