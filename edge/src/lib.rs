@@ -366,7 +366,7 @@ async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
         _ => TOKEN_TTL_SECS,
     };
     let stub = env.durable_object(room::BINDING)?.get_by_name(room)?;
-    let password = password::check(&stub, room, body.password).await?;
+    let password = password::check(&stub, room, &identity, &addr, body.password).await?;
     let ask = JoinAsk {
         name: name.clone(),
         identity: identity.clone(),
@@ -378,9 +378,9 @@ async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
     if res.status_code() != 200 {
         return Err(EdgeError::Upstream(res.json().await?));
     }
-    let (waiting, grants) = match res.json::<Admission>().await? {
-        Admission::Enter { grants } => (false, grants),
-        Admission::Wait => (true, Grants::default()),
+    let (waiting, grants, door) = match res.json::<Admission>().await? {
+        Admission::Enter { grants, door } => (false, grants, door),
+        Admission::Wait => (true, Grants::default(), 0),
         Admission::Refused {
             code,
             message,
@@ -410,6 +410,7 @@ async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
         jti: random_id(),
         waiting,
         bid: Some(identity),
+        door,
     };
     let token = token_key(env)?.sign(&claims)?;
     let res = Response::from_json(&JoinResponse {

@@ -4,9 +4,8 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use edgemeet_shared::room::PasswordCheck;
-use serde::Deserialize;
-use worker::Stub;
+use edgemeet_shared::room::{Admission, PasswordCheck, PreJoin};
+use worker::{Stub, Url};
 
 use crate::error::{EdgeError, EdgeResult};
 
@@ -35,28 +34,53 @@ pub fn verify(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-#[derive(Deserialize)]
-struct Stored {
-    hash: Option<String>,
-}
-
-/// What the joiner's password (if any) says, against the room's (asked from its object).
-pub async fn check(stub: &Stub, room: &str, given: Option<String>) -> EdgeResult<PasswordCheck> {
-    let Some(given) = given.filter(|p| !p.is_empty()) else {
-        return Ok(PasswordCheck::NotGiven);
-    };
-    if given.chars().count() > MAX_PASSWORD_CHARS {
+/// What the joiner's password (if any) says, against the room's. The room is asked first
+/// (`/password`): a refusal that no password would change (ban, lock, too many wrong passwords)
+/// comes back before any hashing, and a password given for a room that exists without one is
+/// not hashed at all.
+pub async fn check(
+    stub: &Stub,
+    room: &str,
+    identity: &str,
+    addr: &str,
+    given: Option<String>,
+) -> EdgeResult<PasswordCheck> {
+    let given = given.filter(|p| !p.is_empty());
+    if given
+        .as_ref()
+        .is_some_and(|g| g.chars().count() > MAX_PASSWORD_CHARS)
+    {
         return Err(EdgeError::BadRequest(format!(
             "A password is at most {MAX_PASSWORD_CHARS} characters."
         )));
     }
-    let mut res = stub
-        .fetch_with_str(&format!("https://room/password?room={room}"))
-        .await?;
-    let stored: Stored = res.json().await?;
-    Ok(match stored.hash {
+    let url = Url::parse_with_params(
+        "https://room/password",
+        &[("room", room), ("identity", identity), ("addr", addr)],
+    )
+    .map_err(|e| EdgeError::Config(e.to_string()))?;
+    let mut res = stub.fetch_with_str(url.as_str()).await?;
+    let pre: Option<PreJoin> = res.json().await?;
+    let pre = pre.ok_or_else(|| EdgeError::Config("the room did not load".into()))?;
+    if let Some(Admission::Refused {
+        code,
+        message,
+        retry_after_ms,
+    }) = pre.refused
+    {
+        return Err(EdgeError::Refused {
+            code,
+            message,
+            retry_after_secs: retry_after_ms.map(|ms| ms.div_ceil(1000)),
+        });
+    }
+    let Some(given) = given else {
+        return Ok(PasswordCheck::NotGiven);
+    };
+    Ok(match pre.hash {
         Some(h) if verify(&given, &h) => PasswordCheck::Correct,
         Some(_) => PasswordCheck::Wrong,
-        None => PasswordCheck::New(hash(&given).map_err(EdgeError::Config)?),
+        None if pre.fresh => PasswordCheck::New(hash(&given).map_err(EdgeError::Config)?),
+        None => PasswordCheck::NotGiven,
     })
 }

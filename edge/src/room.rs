@@ -14,7 +14,8 @@ use std::collections::VecDeque;
 use edgemeet_shared::control;
 use edgemeet_shared::error::{ErrorCode, WireError};
 use edgemeet_shared::protocol::{
-    BlockBody, SdpBody, ServerMessage, SfuDraining, SfuEvent, SfuSignal, ViewsBody, MAX_FRAME_BYTES,
+    BlockBody, OfferBody, SdpBody, ServerMessage, SfuDraining, SfuEvent, SfuSignal, ViewsBody,
+    MAX_FRAME_BYTES,
 };
 use edgemeet_shared::region::SfuChoice;
 use edgemeet_shared::room::{
@@ -472,10 +473,10 @@ impl RoomObject {
         };
         let base = format!("/v1/rooms/{room}/participants/{participant}");
         let (method, path, body) = match call {
-            SfuCall::Offer { sdp, .. } => (
+            SfuCall::Offer { sdp, block, .. } => (
                 Method::Post,
                 format!("{base}/offer"),
-                to_json(&SdpBody { sdp }),
+                to_json(&OfferBody { sdp, block }),
             ),
             SfuCall::Answer { sdp } => (
                 Method::Post,
@@ -674,16 +675,25 @@ impl DurableObject for RoomObject {
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         if req.method() == Method::Get && req.path() == "/password" {
-            // The worker checks a joiner's password against the stored hash (not here: hashing
-            // would stall the room's only thread).
+            // Before the worker checks a joiner's password against the stored hash (not here:
+            // hashing would stall the room's only thread): the hash, and a refusal no password
+            // would change (so a banned or rate-limited joiner costs no hashing).
             let name = ask_room(&req)?;
+            let url = req.url()?;
+            let param = |k: &str| {
+                url.query_pairs()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
             self.load(Some(&name))?;
-            let hash = self
+            let now = worker::Date::now().as_millis();
+            let pre = self
                 .room
                 .borrow()
                 .as_ref()
-                .and_then(|r| r.password_hash().map(String::from));
-            return Response::from_json(&serde_json::json!({ "hash": hash }));
+                .map(|r| r.pre_join(now, &param("identity"), &param("addr")));
+            return Response::from_json(&pre);
         }
         if req.method() == Method::Post {
             match req.path().as_str() {

@@ -2,7 +2,8 @@
 //! [`crate::media::Media`]). Every request carries `x-edgemeet-signature` over method, path and
 //! body (see `edgemeet_shared::control`); anything unsigned, stale or forged gets 401.
 //!
-//! - `POST /v1/rooms/{room}/participants/{id}/offer` `{sdp}` → `{sdp}` (our answer)
+//! - `POST /v1/rooms/{room}/participants/{id}/offer` `{sdp, block?}` → `{sdp}` (our answer; the
+//!   new session starts with `block`'s kinds not forwarded)
 //! - `POST /v1/rooms/{room}/participants/{id}/answer` `{sdp}` → 204
 //! - `POST /v1/rooms/{room}/participants/{id}/block` `{audio, video, screen}` → 204 (a host stopped
 //!   them: those tracks are not forwarded)
@@ -23,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use edgemeet_shared::control as signing;
 use edgemeet_shared::protocol::{
-    normalize_room_name, BlockBody, ErrorCode, SdpBody, ViewsBody, WireError, MAX_VIEWS,
+    normalize_room_name, BlockBody, ErrorCode, OfferBody, SdpBody, ViewsBody, WireError, MAX_VIEWS,
 };
 
 use crate::AppState;
@@ -120,11 +121,20 @@ pub async fn offer(
     if let Err(r) = check(&s, &method, &uri, &headers, &body, &room, &id) {
         return r;
     }
-    let req = match sdp_body(&body) {
+    let req: OfferBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => {
+            return error(
+                ErrorCode::BadRequest,
+                format!("body must be {{\"sdp\": …, \"block\"?: {{…}}}}: {e}"),
+            )
+        }
     };
-    match s.media.offer(&room, &id, req.sdp).await {
+    match s
+        .media
+        .offer(&room, &id, req.sdp, block_bits(&req.block))
+        .await
+    {
         Ok(sdp) => Json(SdpBody { sdp }).into_response(),
         Err(e) => {
             tracing::info!(room, participant = id, error = %e, "offer refused");
@@ -204,13 +214,17 @@ pub async fn block(
             )
         }
     };
-    let bits = (req.audio as u8 * crate::media::BLOCK_AUDIO)
-        | (req.video as u8 * crate::media::BLOCK_VIDEO)
-        | (req.screen as u8 * crate::media::BLOCK_SCREEN);
-    match s.media.block(&room, &id, bits) {
+    match s.media.block(&room, &id, block_bits(&req)) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => error(e.code(), e.to_string()),
     }
+}
+
+/// A block body as the media layer's bits.
+fn block_bits(b: &BlockBody) -> u8 {
+    (b.audio as u8 * crate::media::BLOCK_AUDIO)
+        | (b.video as u8 * crate::media::BLOCK_VIDEO)
+        | (b.screen as u8 * crate::media::BLOCK_SCREEN)
 }
 
 pub async fn leave(

@@ -686,7 +686,14 @@ impl Media {
 
     /// A participant's offer starts a new media session (a browser offers once per PeerConnection;
     /// later renegotiations are ours). A session it had before is replaced. Returns our answer.
-    pub async fn offer(&self, room: &str, id: &str, sdp: String) -> Result<String, MediaError> {
+    /// `blocked`: what a host has stopped of theirs (not forwarded from the first packet).
+    pub async fn offer(
+        &self,
+        room: &str,
+        id: &str,
+        sdp: String,
+        blocked: u8,
+    ) -> Result<String, MediaError> {
         let layout = crate::offer::parse(&sdp);
         let desc =
             RTCSessionDescription::offer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
@@ -713,7 +720,7 @@ impl Media {
             closed: AtomicBool::new(false),
             layout,
             views: Mutex::new(HashMap::new()),
-            blocked: Arc::new(AtomicU8::new(0)),
+            blocked: Arc::new(AtomicU8::new(blocked)),
             downlink: Mutex::new(DownlinkEstimator::new()),
             sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         });
@@ -1149,8 +1156,6 @@ impl Media {
         tokio::spawn(forward_loop(track, published, metrics, epoch));
     }
 
-    /// A participant's browser says how big it shows each remote video: each subscription's layer
-    /// follows (hidden: nothing), and the publishers learn which layers anyone still needs.
     /// A host stopped (or let back on) some of `id`'s media: their packets of those kinds are
     /// no longer forwarded. Video let back on starts at a keyframe (asked for at once).
     pub fn block(&self, room: &str, id: &str, bits: u8) -> Result<(), MediaError> {
@@ -1175,6 +1180,8 @@ impl Media {
         Ok(())
     }
 
+    /// A participant's browser says how big it shows each remote video: each subscription's layer
+    /// follows (hidden: nothing), and the publishers learn which layers anyone still needs.
     pub fn set_views(&self, room: &str, id: &str, views: Vec<TileView>) -> Result<(), MediaError> {
         let peer = self
             .peer(room, id)

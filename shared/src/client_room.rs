@@ -88,6 +88,9 @@ impl ClientRoom {
                 p.role = *role;
                 let name = p.name.clone();
                 let me = self.is_me(id);
+                if me && *role == Role::Participant {
+                    self.waiting.clear(); // no longer theirs to see
+                }
                 match (role, me) {
                     (Role::Cohost, true) => Some("You are a co-host now".into()),
                     (Role::Cohost, false) => Some(format!("{name} is a co-host now")),

@@ -27,6 +27,8 @@ pub enum ErrorCode {
     WrongPassword,
     /// Too many requests (wrong passwords, chat messages, reactions): slow down.
     TooManyRequests,
+    /// Already done (a chat message sent again with the same client id): nothing changed.
+    Duplicate,
     Internal,
 }
 
@@ -44,6 +46,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => 503,
             ErrorCode::PasswordRequired | ErrorCode::WrongPassword => 401,
             ErrorCode::TooManyRequests => 429,
+            ErrorCode::Duplicate => 409,
             ErrorCode::Internal => 500,
         }
     }

@@ -424,6 +424,17 @@ pub struct SdpBody {
     pub sdp: String,
 }
 
+/// Body of `POST {sfu}/v1/rooms/{room}/participants/{id}/offer`: the browser's offer, and what of
+/// theirs a host has stopped (the new session starts with it blocked: a fresh PeerConnection is no
+/// way around a host's mute).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferBody {
+    pub sdp: String,
+    #[serde(default)]
+    pub block: BlockBody,
+}
+
 /// The SFU's callback to the edge (`POST /api/sfu/signal`): a new offer for one participant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

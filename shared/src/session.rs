@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 
 use crate::client_room::ClientRoom;
+use crate::error::ErrorCode;
 use crate::protocol::{
     is_final_close, reconnect_delay_ms, ClientMessage, MediaKind, ServerMessage, CLOSE_ENDED,
     PROTOCOL_VERSION,
@@ -78,6 +79,14 @@ pub enum SessionInput {
     },
     /// Started or stopped sharing a screen.
     Sharing(bool),
+    /// The person sent a chat message (`client_id`: the page's own id for it). The session keeps
+    /// it until the room has it, and sends it again after a reconnect (the room recognises the id:
+    /// it appears once).
+    Chat {
+        text: String,
+        to: Option<String>,
+        client_id: String,
+    },
     /// The person pressed Leave.
     Leave,
     /// The time [`Session::poll_timeout`] asked for has come.
@@ -177,8 +186,13 @@ pub struct Session {
     cam: bool,
     sharing: bool,
     media: MediaWatch,
+    /// Chat messages sent and not yet seen back from the room, with when they were written.
+    unconfirmed: Vec<(Millis, ClientMessage)>,
     out: VecDeque<Action>,
 }
+
+/// A chat message not confirmed within this long is not sent again (it is old news).
+pub const CHAT_RESEND_MS: Millis = 60_000;
 
 impl Default for Session {
     fn default() -> Self {
@@ -202,6 +216,7 @@ impl Session {
             cam: true,
             sharing: false,
             media: MediaWatch::default(),
+            unconfirmed: Vec::new(),
             out: VecDeque::new(),
         }
     }
@@ -305,6 +320,22 @@ impl Session {
                     }
                 }
             }
+            SessionInput::Chat {
+                text,
+                to,
+                client_id,
+            } => {
+                let msg = ClientMessage::Chat {
+                    text,
+                    to,
+                    client_id,
+                };
+                self.unconfirmed.retain(|(at, _)| now < at + CHAT_RESEND_MS);
+                if self.connected() && self.in_room && !self.waiting {
+                    self.out.push_back(Action::Send(msg.clone()));
+                }
+                self.unconfirmed.push((now, msg));
+            }
             SessionInput::Leave => {
                 if self.connected() {
                     self.out.push_back(Action::Send(ClientMessage::Leave {}));
@@ -378,9 +409,19 @@ impl Session {
 
     fn message(&mut self, now: Millis, msg: ServerMessage) {
         match &msg {
+            // A chat message sent again after a reconnect that the room already had: fine.
+            ServerMessage::Error {
+                code: ErrorCode::Duplicate,
+                ..
+            } => return,
             ServerMessage::Error { message, .. } => {
                 self.last_error = Some(message.clone());
                 self.out.push_back(Action::Error(Some(message.clone())));
+            }
+            ServerMessage::ChatMessage { message } => {
+                self.unconfirmed.retain(|(_, m)| {
+                    !matches!(m, ClientMessage::Chat { client_id, .. } if *client_id == message.client_id && self.room.is_me(&message.from))
+                });
             }
             ServerMessage::Waiting { .. } => {
                 self.waiting = true;
@@ -396,12 +437,16 @@ impl Session {
                 return;
             }
             ServerMessage::StoppedByHost { what, .. } => {
-                self.out.push_back(Action::Stopped { what: *what });
-                match what {
-                    MediaKind::Audio => self.mic = false,
-                    MediaKind::Video => self.cam = false,
-                    MediaKind::Screen => self.sharing = false,
+                let was_on = match what {
+                    MediaKind::Audio => std::mem::replace(&mut self.mic, false),
+                    MediaKind::Video => std::mem::replace(&mut self.cam, false),
+                    MediaKind::Screen => std::mem::replace(&mut self.sharing, false),
+                };
+                // Already off here (told again on a reconnect): nothing to stop, nothing to say.
+                if !was_on {
+                    return;
                 }
+                self.out.push_back(Action::Stopped { what: *what });
             }
             ServerMessage::UnmuteRequested { by } => {
                 self.out
@@ -458,6 +503,12 @@ impl Session {
             if self.sharing && !resumed {
                 self.out
                     .push_back(Action::Send(ClientMessage::SetScreen { sharing: true }));
+            }
+            // Chat written while the socket was away, or sent and not seen back: again (the
+            // room keeps one of each).
+            self.unconfirmed.retain(|(at, _)| now < at + CHAT_RESEND_MS);
+            for (_, m) in &self.unconfirmed {
+                self.out.push_back(Action::Send(m.clone()));
             }
             // A resumed session keeps its PeerConnection (nothing to publish again) if it is up
             // and on the room's SFU; a fresh one (first join, or back after the grace period), a
@@ -1161,5 +1212,159 @@ mod tests {
             matches!(a.last(), Some(Action::Ended { message }) if message == "The host ended the meeting."),
             "{a:?}"
         );
+    }
+
+    #[test]
+    fn chat_written_or_unconfirmed_while_the_socket_was_away_is_sent_again_once_back() {
+        let mut s = joined();
+        let chat = |id: &str| SessionInput::Chat {
+            text: format!("text {id}"),
+            to: None,
+            client_id: id.into(),
+        };
+        let sent = |a: &[Action]| -> Vec<String> {
+            a.iter()
+                .filter_map(|a| match a {
+                    Action::Send(ClientMessage::Chat { client_id, .. }) => Some(client_id.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Sent and confirmed (the room echoed it): done.
+        assert_eq!(sent(&run(&mut s, 10, chat("m1"))), vec!["m1"]);
+        let echo = |id: &str| SessionInput::SocketMessage {
+            socket: 1,
+            msg: ServerMessage::ChatMessage {
+                message: crate::protocol::ChatMessage {
+                    id: 1,
+                    from: "me".into(),
+                    name: "Me".into(),
+                    to: None,
+                    text: "x".into(),
+                    at: 0,
+                    client_id: id.into(),
+                },
+            },
+        };
+        run(&mut s, 20, echo("m1"));
+        // Sent, and the socket drops before the echo; another written while it is down.
+        assert_eq!(sent(&run(&mut s, 30, chat("m2"))), vec!["m2"]);
+        run(
+            &mut s,
+            40,
+            SessionInput::SocketClosed {
+                socket: 1,
+                code: 1006,
+            },
+        );
+        assert!(
+            sent(&run(&mut s, 50, chat("m3"))).is_empty(),
+            "not while away"
+        );
+        run(&mut s, 300, SessionInput::Timeout);
+        run(&mut s, 310, SessionInput::SocketOpened { socket: 2 });
+        let a = run(
+            &mut s,
+            320,
+            SessionInput::SocketMessage {
+                socket: 2,
+                msg: snapshot(true),
+            },
+        );
+        assert_eq!(sent(&a), vec!["m2", "m3"], "{a:?}");
+        // The room already had m2: its duplicate frame is no error for the person.
+        let a = run(
+            &mut s,
+            330,
+            SessionInput::SocketMessage {
+                socket: 2,
+                msg: ServerMessage::Error {
+                    code: ErrorCode::Duplicate,
+                    message: "That message was already sent.".into(),
+                },
+            },
+        );
+        assert!(a.is_empty(), "{a:?}");
+        run(
+            &mut s,
+            340,
+            SessionInput::SocketMessage {
+                socket: 2,
+                msg: match echo("m2") {
+                    SessionInput::SocketMessage { msg, .. } => msg,
+                    _ => unreachable!(),
+                },
+            },
+        );
+        run(
+            &mut s,
+            341,
+            SessionInput::SocketMessage {
+                socket: 2,
+                msg: match echo("m3") {
+                    SessionInput::SocketMessage { msg, .. } => msg,
+                    _ => unreachable!(),
+                },
+            },
+        );
+        // Confirmed: a later reconnect sends nothing again; nor a message older than a minute.
+        run(&mut s, 400, chat("m4"));
+        run(
+            &mut s,
+            410,
+            SessionInput::SocketClosed {
+                socket: 2,
+                code: 1006,
+            },
+        );
+        run(&mut s, 410 + CHAT_RESEND_MS, SessionInput::Timeout);
+        let open = run(&mut s, 420 + CHAT_RESEND_MS, SessionInput::Timeout);
+        let no = open
+            .iter()
+            .find_map(|a| match a {
+                Action::OpenSocket { socket, .. } => Some(*socket),
+                _ => None,
+            })
+            .unwrap_or(3);
+        run(
+            &mut s,
+            430 + CHAT_RESEND_MS,
+            SessionInput::SocketOpened { socket: no },
+        );
+        let a = run(
+            &mut s,
+            440 + CHAT_RESEND_MS,
+            SessionInput::SocketMessage {
+                socket: no,
+                msg: snapshot(true),
+            },
+        );
+        assert!(sent(&a).is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn a_stop_repeated_for_what_is_already_off_says_nothing() {
+        let mut s = joined();
+        run(
+            &mut s,
+            10,
+            SessionInput::Local {
+                mic: false,
+                cam: true,
+            },
+        );
+        let a = run(
+            &mut s,
+            20,
+            SessionInput::SocketMessage {
+                socket: 1,
+                msg: ServerMessage::StoppedByHost {
+                    what: MediaKind::Audio,
+                    by: "The host".into(),
+                    locked: false,
+                },
+            },
+        );
+        assert!(a.is_empty(), "{a:?}");
     }
 }

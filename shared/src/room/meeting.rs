@@ -21,6 +21,8 @@ use crate::Millis;
 
 /// What a removed person is told (and told again if they try to come back).
 pub const REMOVED: &str = "You were removed from this meeting.";
+/// What someone turned away from the waiting room is told.
+pub const DENIED: &str = "The host did not let you in.";
 /// Wrong passwords allowed per client address and room per minute.
 pub const WRONG_PASSWORDS_PER_MINUTE: usize = 5;
 /// Chat messages a participant may send per second (a burst beyond is refused).
@@ -38,10 +40,17 @@ pub(super) struct Stopped {
     pub screen: bool,
     /// They may not turn it on again themselves (until a host lets them).
     pub locked: bool,
+    /// A host asked them to unmute: they may, whatever the lock or the room's setting says.
+    #[serde(default)]
+    pub asked: bool,
 }
 
 impl Stopped {
-    fn get(&self, kind: MediaKind) -> bool {
+    pub(super) fn any(&self) -> bool {
+        self.audio || self.video || self.screen
+    }
+
+    pub(super) fn get(&self, kind: MediaKind) -> bool {
         match kind {
             MediaKind::Audio => self.audio,
             MediaKind::Video => self.video,
@@ -70,12 +79,56 @@ pub(super) struct Waiting {
     pub claims: Option<Claims>,
 }
 
-/// Sliding-window counters (not stored).
+/// Sliding-window counters per member (not stored: they cover a second).
 #[derive(Debug, Clone, Default)]
 pub(super) struct Limits {
     chat: BTreeMap<String, VecDeque<Millis>>,
     reactions: BTreeMap<String, VecDeque<Millis>>,
-    wrong_passwords: BTreeMap<String, VecDeque<Millis>>,
+}
+
+impl Limits {
+    /// Member `id` left: their counters go.
+    pub(super) fn forget(&mut self, id: &str) {
+        self.chat.remove(id);
+        self.reactions.remove(id);
+        self.reactions.remove(&format!("hand:{id}"));
+    }
+}
+
+/// Chat history a snapshot carries at most (bytes, roughly): it goes in one WebSocket message,
+/// which the platform limits to 1 MiB.
+pub const SNAPSHOT_CHAT_BYTES: usize = 512 * 1024;
+/// People the waiting room holds at most (more are turned away: a script cannot grow it forever).
+pub const MAX_WAITING: usize = 100;
+/// A meeting nobody has been in for this long starts over for the next person (its host never came
+/// back: someone else may use the name).
+pub const IDLE_END_MS: Millis = 60 * 60 * 1000;
+/// The limit key for wrong passwords from `addr`: the address, or for IPv6 its /64 (one
+/// subscriber's network).
+pub fn address_key(addr: &str) -> String {
+    match addr.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(v6) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.to_string())
+            .unwrap_or_default(),
+        Err(_) => addr.to_string(),
+    }
+}
+
+/// What the room says about someone before their password is checked (checking costs the edge an
+/// argon2 run: a refused joiner does not get one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreJoin {
+    /// The room's password hash, if it has one.
+    pub hash: Option<String>,
+    /// A new room: a password given now becomes its password.
+    pub fresh: bool,
+    /// They will be refused whatever their password.
+    pub refused: Option<Admission>,
 }
 
 /// Records an event at `now` in `window` for `key` if fewer than `max` happened within `window_ms`;
@@ -127,8 +180,9 @@ pub struct JoinAsk {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Admission {
-    /// In, with these grants (the first member hosts when they connect).
-    Enter { grants: Grants },
+    /// In, with these grants (the first member hosts when they connect), under the door's current
+    /// generation (the token carries it).
+    Enter { grants: Grants, door: u32 },
     /// To the waiting room (a waiting token).
     Wait,
     /// Not in: a code and words for the person; `retry_after_ms` for a rate limit.
@@ -159,13 +213,24 @@ impl Room {
             .collect()
     }
 
-    /// The chat member `id` may read: everyone's messages and the private ones to or from them.
+    /// The chat member `id` may read: everyone's messages and the private ones to or from them;
+    /// the newest that fit in [`SNAPSHOT_CHAT_BYTES`] (a snapshot is one WebSocket message).
     pub(super) fn chat_for(&self, id: &str) -> Vec<ChatMessage> {
-        self.chat
+        let mut budget = SNAPSHOT_CHAT_BYTES;
+        let mut newest_first: Vec<ChatMessage> = self
+            .chat
             .iter()
+            .rev()
             .filter(|m| m.to.is_none() || m.from == id || m.to.as_deref() == Some(id))
+            .take_while(|m| {
+                let size = serde_json::to_vec(m).map_or(SNAPSHOT_CHAT_BYTES, |j| j.len() + 1);
+                budget = budget.saturating_sub(size);
+                budget > 0
+            })
             .cloned()
-            .collect()
+            .collect();
+        newest_first.reverse();
+        newest_first
     }
 
     pub(super) fn waiter_by_conn(&self, conn: &str) -> Option<String> {
@@ -193,40 +258,120 @@ impl Room {
 
     /// Decides on someone asking to join.
     pub(super) fn join(&mut self, now: Millis, ask: JoinAsk) -> Vec<Output> {
+        let mut out = self.end_if_idle(now);
         let answer = self.admission(now, ask);
-        vec![Output::JoinAnswer(answer)]
+        out.push(Output::JoinAnswer(answer));
+        out
+    }
+
+    /// A meeting nobody has been in for [`IDLE_END_MS`] ends: the next person starts a new one
+    /// (its host is not coming back; the name is free again).
+    fn end_if_idle(&mut self, now: Millis) -> Vec<Output> {
+        let idle = self.members.is_empty()
+            && self
+                .meta
+                .empty_since
+                .is_some_and(|t| now >= t + IDLE_END_MS);
+        if idle {
+            self.end(now)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Nobody is in the room, waiting, or has hosted it: the next person starts the meeting.
+    fn is_fresh(&self) -> bool {
+        self.members.is_empty() && self.meta.waiting.is_empty() && self.meta.host_bid.is_none()
+    }
+
+    /// Is `identity` the meeting's host (present or not)?
+    pub(super) fn is_host_identity(&self, identity: Option<&str>) -> bool {
+        identity.is_some() && identity == self.meta.host_bid.as_deref()
+    }
+
+    /// What the room says before a joiner's password is checked: its hash, whether it is new, and
+    /// a refusal that no password would change (ban, lock, too many wrong passwords).
+    pub fn pre_join(&self, now: Millis, identity: &str, addr: &str) -> PreJoin {
+        PreJoin {
+            hash: self.meta.password_hash.clone(),
+            fresh: self.is_fresh(),
+            refused: self.refusal(now, identity, addr),
+        }
+    }
+
+    fn refusal(&self, now: Millis, identity: &str, addr: &str) -> Option<Admission> {
+        let refuse = |code, message: &str| {
+            Some(Admission::Refused {
+                code,
+                message: message.to_string(),
+                retry_after_ms: None,
+            })
+        };
+        if self.meta.bans.contains(identity) {
+            return refuse(ErrorCode::Forbidden, REMOVED);
+        }
+        // Locked: nobody new (the host, back, is not new).
+        if self.meta.settings.locked && !self.is_host_identity(Some(identity)) {
+            return refuse(ErrorCode::Forbidden, "This meeting is locked.");
+        }
+        let recent: Vec<Millis> = self
+            .meta
+            .wrong_passwords
+            .get(&address_key(addr))
+            .map(|q| q.iter().copied().filter(|&t| now < t + 60_000).collect())
+            .unwrap_or_default();
+        if recent.len() >= WRONG_PASSWORDS_PER_MINUTE {
+            let wait = recent.first().map_or(60_000, |&t| t + 60_000 - now);
+            return Some(Admission::Refused {
+                code: ErrorCode::TooManyRequests,
+                message: format!(
+                    "Too many wrong passwords. Try again in {} s.",
+                    wait.div_ceil(1000)
+                ),
+                retry_after_ms: Some(wait),
+            });
+        }
+        None
+    }
+
+    /// Counts a wrong password from `addr` (and forgets those older than a minute, everywhere).
+    fn wrong_password(&mut self, now: Millis, addr: &str) {
+        let book = &mut self.meta.wrong_passwords;
+        for q in book.values_mut() {
+            while q.front().is_some_and(|&t| now >= t + 60_000) {
+                q.pop_front();
+            }
+        }
+        book.retain(|_, q| !q.is_empty());
+        // Bounded: past this many addresses, the oldest go first.
+        while book.len() >= 1_000 {
+            let oldest = book
+                .iter()
+                .min_by_key(|(_, q)| q.back().copied().unwrap_or(0))
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => book.remove(&k),
+                None => break,
+            };
+        }
+        let q = book.entry(address_key(addr)).or_default();
+        q.push_back(now);
+        while q.len() > WRONG_PASSWORDS_PER_MINUTE {
+            q.pop_front();
+        }
+        self.dirty.meta = true;
     }
 
     fn admission(&mut self, now: Millis, ask: JoinAsk) -> Admission {
+        if let Some(refused) = self.refusal(now, &ask.identity, &ask.addr) {
+            return refused;
+        }
         let refuse = |code, message: &str| Admission::Refused {
             code,
             message: message.to_string(),
             retry_after_ms: None,
         };
-        if self.meta.bans.contains(&ask.identity) {
-            return refuse(ErrorCode::Forbidden, REMOVED);
-        }
-        if self.meta.settings.locked {
-            return refuse(ErrorCode::Forbidden, "This meeting is locked.");
-        }
-        let limit_key = format!("pw:{}", ask.addr);
-        if let Some(q) = self.limits.wrong_passwords.get_mut(&limit_key) {
-            while q.front().is_some_and(|&t| now >= t + 60_000) {
-                q.pop_front();
-            }
-            if q.len() >= WRONG_PASSWORDS_PER_MINUTE {
-                let wait = q.front().map_or(60_000, |&t| t + 60_000 - now);
-                return Admission::Refused {
-                    code: ErrorCode::TooManyRequests,
-                    message: format!(
-                        "Too many wrong passwords. Try again in {} s.",
-                        wait.div_ceil(1000)
-                    ),
-                    retry_after_ms: Some(wait),
-                };
-            }
-        }
-        let fresh = self.members.is_empty() && self.meta.waiting.is_empty();
+        let fresh = self.is_fresh();
         let mut skip_waiting = false;
         match (&self.meta.password_hash, ask.password) {
             (Some(_), PasswordCheck::NotGiven) => {
@@ -236,13 +381,7 @@ impl Room {
                 )
             }
             (Some(_), PasswordCheck::Wrong | PasswordCheck::New(_)) => {
-                let _ = admit_event(
-                    &mut self.limits.wrong_passwords,
-                    &limit_key,
-                    now,
-                    60_000,
-                    usize::MAX,
-                );
+                self.wrong_password(now, &ask.addr);
                 return refuse(ErrorCode::WrongPassword, "That password is not right.");
             }
             (Some(_), PasswordCheck::Correct) => {
@@ -257,13 +396,22 @@ impl Room {
             }
             (None, _) => {}
         }
-        // The first one into an empty room hosts it; others wait if the waiting room is on (also
-        // while no host is there to let them in: arriving early is no way past it).
-        if !fresh && self.meta.settings.waiting_room && !skip_waiting {
+        // The first one into a new room hosts it, and the host (by browser) comes back in; others
+        // wait if the waiting room is on — also while no host is there to let them in: arriving
+        // early is no way past it.
+        let host_back = self.is_host_identity(Some(&ask.identity));
+        if !fresh && !host_back && self.meta.settings.waiting_room && !skip_waiting {
+            if self.meta.waiting.len() >= MAX_WAITING {
+                return refuse(
+                    ErrorCode::Unavailable,
+                    "The waiting room is full. Try again in a while.",
+                );
+            }
             return Admission::Wait;
         }
         Admission::Enter {
             grants: Grants::max_for(Role::Participant),
+            door: self.meta.door,
         }
     }
 
@@ -351,35 +499,83 @@ impl Room {
     }
 
     /// May member `id` turn `kind` back on? If a host stopped it: only if not locked and the room
-    /// lets participants (hosts always may). Returns the SFU call that lifts the block.
-    pub(super) fn turn_back_on(
-        &mut self,
-        id: &str,
-        kind: MediaKind,
-    ) -> Result<Vec<Output>, &'static str> {
-        let moderator = self.is_moderator(id);
-        let may_unmute = self.meta.settings.may_unmute;
+    /// lets participants, or a host asked them to unmute (hosts and co-hosts always may).
+    pub(super) fn may_turn_on(&self, id: &str, kind: MediaKind) -> Result<(), &'static str> {
+        let Some(m) = self.members.get(id) else {
+            return Ok(());
+        };
+        let asked = kind == MediaKind::Audio && m.stopped.asked;
+        if !m.stopped.get(kind)
+            || self.is_moderator(id)
+            || asked
+            || (!m.stopped.locked && self.meta.settings.may_unmute)
+        {
+            return Ok(());
+        }
+        Err(match kind {
+            MediaKind::Audio => "A host muted you; you cannot unmute yourself right now.",
+            MediaKind::Video => "A host stopped your camera; you cannot turn it on right now.",
+            MediaKind::Screen => {
+                "A host stopped your screen share; you cannot share again right now."
+            }
+        })
+    }
+
+    /// Member `id` turns `kind` back on (checked with [`Room::may_turn_on`]): the SFU call that
+    /// lifts its block, if a host had stopped it.
+    pub(super) fn turn_on(&mut self, id: &str, kind: MediaKind) -> Vec<Output> {
         let Some(m) = self.members.get_mut(id) else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         if !m.stopped.get(kind) {
-            return Ok(Vec::new());
-        }
-        if !moderator && (m.stopped.locked || !may_unmute) {
-            return Err(match kind {
-                MediaKind::Audio => "A host muted you; you cannot unmute yourself right now.",
-                MediaKind::Video => "A host stopped your camera; you cannot turn it on right now.",
-                MediaKind::Screen => {
-                    "A host stopped your screen share; you cannot share again right now."
-                }
-            });
+            return Vec::new();
         }
         m.stopped.set(kind, false);
-        if !(m.stopped.audio || m.stopped.video || m.stopped.screen) {
+        if kind == MediaKind::Audio {
+            m.stopped.asked = false;
+        }
+        if !m.stopped.any() {
             m.stopped.locked = false;
         }
         self.dirty.members.insert(id.to_string());
-        Ok(self.block_call(id))
+        self.block_call(id)
+    }
+
+    /// Tells member `id`'s page (on `conn`) that `kind` stays off: a host stopped it.
+    pub(super) fn still_stopped(&self, id: &str, conn: &ConnId, kind: MediaKind) -> Vec<Output> {
+        let Some(m) = self.members.get(id) else {
+            return Vec::new();
+        };
+        if !m.stopped.get(kind) {
+            return Vec::new();
+        }
+        vec![Output::Send {
+            conn: conn.clone(),
+            msg: ServerMessage::StoppedByHost {
+                what: kind,
+                by: "The host".into(),
+                locked: m.stopped.locked || !self.meta.settings.may_unmute,
+            },
+        }]
+    }
+
+    /// What a host has stopped of member `id`, told to their page as they (re)connect: a stop
+    /// made while they were away, or one they had when they left, holds.
+    pub(super) fn stops_on_arrival(&self, id: &str, conn: &ConnId) -> Vec<Output> {
+        [MediaKind::Audio, MediaKind::Video]
+            .into_iter()
+            .flat_map(|k| self.still_stopped(id, conn, k))
+            .collect()
+    }
+
+    /// What of member `id` a host has stopped, as the SFU takes it.
+    pub(super) fn block_of(&self, id: &str) -> crate::protocol::BlockBody {
+        let s = self.members.get(id).map(|m| m.stopped).unwrap_or_default();
+        crate::protocol::BlockBody {
+            audio: s.audio,
+            video: s.video,
+            screen: s.screen,
+        }
     }
 
     /// The SFU call that tells it what of `id` not to forward now.
@@ -421,15 +617,26 @@ impl Room {
                 if !moderator {
                     return forbidden("hosts and co-hosts can delete messages");
                 }
-                let Some(i) = self.chat.iter().position(|m| m.id == msg_id) else {
+                // A private message is theirs: a moderator not in it cannot see it, nor delete it.
+                let Some(i) = self.chat.iter().position(|m| {
+                    m.id == msg_id
+                        && (m.to.is_none() || m.from == id || m.to.as_deref() == Some(id.as_str()))
+                }) else {
                     return bad("There is no such message.");
                 };
-                self.chat.remove(i);
+                let Some(gone) = self.chat.remove(i) else {
+                    return Vec::new();
+                };
                 self.dirty.chat.insert(msg_id);
-                vec![Output::Broadcast {
-                    except: None,
-                    msg: ServerMessage::ChatDeleted { id: msg_id },
-                }]
+                let msg = ServerMessage::ChatDeleted { id: msg_id };
+                match gone.to {
+                    None => vec![Output::Broadcast { except: None, msg }],
+                    Some(to) => {
+                        let mut out = self.to_member(&gone.from, msg.clone());
+                        out.extend(self.to_member(&to, msg));
+                        out
+                    }
+                }
             }
             ClientMessage::React { emoji } => {
                 if !moderator && !self.meta.settings.may_react {
@@ -458,7 +665,25 @@ impl Room {
                     msg: ServerMessage::Reaction { id, emoji },
                 }]
             }
-            ClientMessage::Hand { raised } => self.hand(now, &id, raised),
+            ClientMessage::Hand { raised } => {
+                let key = format!("hand:{id}");
+                if admit_event(
+                    &mut self.limits.reactions,
+                    &key,
+                    now,
+                    1_000,
+                    REACTIONS_PER_SECOND,
+                )
+                .is_err()
+                {
+                    return error_to(
+                        conn,
+                        ErrorCode::TooManyRequests,
+                        "You are raising and lowering your hand too fast.".into(),
+                    );
+                }
+                self.hand(now, &id, raised)
+            }
             ClientMessage::LowerHand { id: target } => {
                 if !moderator && target != id {
                     return forbidden("hosts and co-hosts can lower someone's hand");
@@ -491,9 +716,11 @@ impl Room {
                 let Some(w) = self.meta.waiting.iter().find(|w| w.id == target).cloned() else {
                     return bad("Nobody by that id is waiting.");
                 };
+                // Their waiting token is spent: a reload does not put them back in the list.
+                self.revoke(&target, now);
                 let mut out = self.unwait(&target);
                 if let Some(c) = w.conn {
-                    out.extend(super::refuse(c, "The host did not let you in."));
+                    out.extend(super::refuse(c, DENIED));
                 }
                 out
             }
@@ -559,6 +786,13 @@ impl Room {
                     return bad("There is no such participant.");
                 }
                 let by = self.name_of(&id);
+                // Asked, they may unmute whatever the lock or the room's setting says.
+                if let Some(m) = self.members.get_mut(&target) {
+                    if m.stopped.any() {
+                        m.stopped.asked = true;
+                        self.dirty.members.insert(target.clone());
+                    }
+                }
                 self.to_member(&target, ServerMessage::UnmuteRequested { by })
             }
             ClientMessage::SetCohost { id: target, cohost } => {
@@ -615,6 +849,12 @@ impl Room {
                     self.dirty.members.extend(self.members.keys().cloned());
                 }
                 let opened = !settings.waiting_room && self.meta.settings.waiting_room;
+                // Tightening the door: tokens handed out before bring nobody new in.
+                if (settings.locked && !self.meta.settings.locked)
+                    || (settings.waiting_room && !self.meta.settings.waiting_room)
+                {
+                    self.meta.door += 1;
+                }
                 self.meta.settings = settings;
                 self.dirty.meta = true;
                 out.push(self.settings_changed());
@@ -679,6 +919,7 @@ impl Room {
         };
         self.meta.password_hash = Some(hash);
         self.meta.settings.has_password = true;
+        self.meta.door += 1; // a token from before the password brings nobody new in
         self.dirty.meta = true;
         vec![self.settings_changed()]
     }
@@ -708,6 +949,7 @@ impl Room {
         };
         m.stopped.set(what, true);
         m.stopped.locked |= lock;
+        m.stopped.asked = false;
         let mut out = Vec::new();
         match what {
             MediaKind::Audio | MediaKind::Video => {
@@ -765,6 +1007,7 @@ impl Room {
         let life = claims.exp.saturating_sub(claims.iat);
         let secs = now / 1000;
         claims.waiting = false;
+        claims.door = self.meta.door;
         claims.role = Role::Participant;
         claims.grants = Grants::max_for(Role::Participant);
         claims.jti = format!("{}~in", claims.jti.split('~').next().unwrap_or_default());
@@ -785,19 +1028,49 @@ impl Room {
         let Some(m) = self.members.get(target) else {
             return Vec::new();
         };
-        let conn = m.conn.clone();
-        let away = m.away_since.is_some();
-        if let Some(bid) = m.claims.bid.clone() {
-            self.meta.bans.insert(bid);
+        // Their browser is banned: every tab of it in the meeting goes, and any of it waiting.
+        let bid = m.claims.bid.clone();
+        let mut targets = vec![target.to_string()];
+        if let Some(bid) = &bid {
+            self.meta.bans.insert(bid.clone());
+            self.meta.held.remove(bid);
             self.dirty.meta = true;
+            targets.extend(
+                self.members
+                    .iter()
+                    .filter(|(id, m)| *id != target && m.claims.bid.as_ref() == Some(bid))
+                    .map(|(id, _)| id.clone()),
+            );
         }
-        self.revoke(target, now);
-        // `revoke` queued its rows already; the rest goes out with this input.
         let mut out = Vec::new();
-        if !away {
-            out.extend(super::refuse(conn, REMOVED));
+        for t in targets {
+            let Some(m) = self.members.get(&t) else {
+                continue;
+            };
+            let (conn, away) = (m.conn.clone(), m.away_since.is_some());
+            self.revoke(&t, now);
+            // `revoke` queued its rows already; the rest goes out with this input.
+            if !away {
+                out.extend(super::refuse(conn, REMOVED));
+            }
+            out.extend(self.remove(now, &t));
         }
-        out.extend(self.remove(now, target));
+        if let Some(bid) = &bid {
+            let waiting: Vec<(String, Option<ConnId>)> = self
+                .meta
+                .waiting
+                .iter()
+                .filter(|w| w.claims.as_ref().and_then(|c| c.bid.as_ref()) == Some(bid))
+                .map(|w| (w.id.clone(), w.conn.clone()))
+                .collect();
+            for (w, conn) in waiting {
+                self.revoke(&w, now);
+                out.extend(self.unwait(&w));
+                if let Some(c) = conn {
+                    out.extend(super::refuse(c, REMOVED));
+                }
+            }
+        }
         out
     }
 
@@ -845,9 +1118,27 @@ impl Room {
                 );
             }
         }
-        let m = self.members.get(&id).expect("a member sent it");
+        let Some(m) = self.members.get(&id) else {
+            return Vec::new();
+        };
         if m.recent_chat.contains(&client_id) {
-            return Vec::new(); // sent again after a reconnect: it is in already
+            // Sent again after a reconnect: it is in already. The sender gets it back (their
+            // page may have missed it) and a `duplicate` frame; nothing changes.
+            let mut out: Vec<Output> = self
+                .chat
+                .iter()
+                .filter(|c| c.from == id && c.client_id == client_id)
+                .map(|c| Output::Send {
+                    conn: conn.clone(),
+                    msg: ServerMessage::ChatMessage { message: c.clone() },
+                })
+                .collect();
+            out.extend(error_to(
+                conn,
+                ErrorCode::Duplicate,
+                "That message was already sent.".into(),
+            ));
+            return out;
         }
         if admit_event(&mut self.limits.chat, &id, now, 1_000, CHAT_PER_SECOND).is_err() {
             return error_to(
@@ -867,12 +1158,13 @@ impl Room {
         };
         self.meta.chat_next += 1;
         self.dirty.meta = true;
-        let m = self.members.get_mut(&id).expect("a member sent it");
-        m.recent_chat.push_back(client_id);
-        if m.recent_chat.len() > RECENT_CHAT_IDS {
-            m.recent_chat.pop_front();
+        if let Some(m) = self.members.get_mut(&id) {
+            m.recent_chat.push_back(client_id);
+            if m.recent_chat.len() > RECENT_CHAT_IDS {
+                m.recent_chat.pop_front();
+            }
+            self.dirty.members.insert(id.clone());
         }
-        self.dirty.members.insert(id.clone());
         self.chat.push_back(message.clone());
         self.dirty.chat.insert(message.id);
         while self.chat.len() > CHAT_HISTORY {
@@ -927,6 +1219,10 @@ impl Room {
         let old_chat: Vec<u64> = self.chat.iter().map(|m| m.id).collect();
         let mut fresh = Room::new(name);
         fresh.revoked = revoked; // tokens out there stay refused until they expire
+                                 // Tokens of the ended meeting bring nobody into the next one.
+        fresh.meta.door = self.meta.door + 1;
+        fresh.meta.meeting_door = fresh.meta.door;
+        fresh.meta.wrong_passwords = std::mem::take(&mut self.meta.wrong_passwords);
         fresh.meta.media = std::mem::take(&mut self.meta.media);
         fresh.meta.media.emptied(now);
         fresh.dirty = std::mem::take(&mut self.dirty);

@@ -38,7 +38,10 @@ use crate::region::SfuChoice;
 use crate::token::{Claims, Grants, Role, LEEWAY_SECS, MAX_TOKEN_TTL_SECS};
 use crate::Millis;
 
-pub use meeting::{Admission, JoinAsk, PasswordCheck, WRONG_PASSWORDS_PER_MINUTE};
+pub use meeting::{
+    address_key, Admission, JoinAsk, PasswordCheck, PreJoin, IDLE_END_MS, MAX_WAITING,
+    WRONG_PASSWORDS_PER_MINUTE,
+};
 pub use sfu::{HttpReply, SfuCallKind, FIND_RETRY_MS, PROBE_LOST_MS, SETTLE_MS};
 pub use store::{Changes, RestoreError};
 
@@ -108,8 +111,13 @@ pub enum Input {
 /// What the DO must ask the room's SFU, on behalf of one participant.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SfuCall {
-    /// Answer this offer (creates the participant's PeerConnection on first use).
-    Offer { sdp: String, id: u64 },
+    /// Answer this offer (creates the participant's PeerConnection on first use), with what a
+    /// host has stopped blocked from the start.
+    Offer {
+        sdp: String,
+        id: u64,
+        block: crate::protocol::BlockBody,
+    },
     /// Here is the answer to the SFU's last offer.
     Answer { sdp: String },
     /// The participant left: free their PeerConnection and tracks.
@@ -248,6 +256,28 @@ struct Meta {
     /// The next chat message's number.
     #[serde(default)]
     chat_next: u64,
+    /// The door's generation: it goes up whenever the host tightens who gets in (lock, waiting
+    /// room, password) and when the meeting ends. A token let in under an older one brings nobody
+    /// new in (members resume whatever their token says).
+    #[serde(default)]
+    door: u32,
+    /// The door's generation when this meeting started (tokens from before are from an ended one).
+    #[serde(default)]
+    meeting_door: u32,
+    /// The browser identity of the host (the last one, if they left): with nobody in the room,
+    /// they are who gets in past the waiting room and hosts again.
+    #[serde(default)]
+    host_bid: Option<String>,
+    /// What hosts had stopped of people who left, by browser identity: coming back does not undo
+    /// a host's mute.
+    #[serde(default)]
+    held: BTreeMap<String, meeting::Stopped>,
+    /// Since when nobody has been in the room (a meeting left empty long enough starts over).
+    #[serde(default)]
+    empty_since: Option<Millis>,
+    /// Wrong passwords by client address (per minute; stored, so an eviction does not reset it).
+    #[serde(default)]
+    wrong_passwords: BTreeMap<String, VecDeque<Millis>>,
 }
 
 /// The room. See the module docs.
@@ -290,6 +320,12 @@ impl Room {
                 waiting: Vec::new(),
                 bans: BTreeSet::new(),
                 chat_next: 1,
+                door: 0,
+                meeting_door: 0,
+                host_bid: None,
+                held: BTreeMap::new(),
+                empty_since: None,
+                wrong_passwords: BTreeMap::new(),
             },
             members: BTreeMap::new(),
             revoked: BTreeMap::new(),
@@ -602,12 +638,28 @@ impl Room {
         if self.is_revoked(&claims.jti) || self.is_revoked(&claims.sub) || banned {
             return refuse(conn, meeting::REMOVED);
         }
+        // (A waiting token grants nothing: it may wait in whatever meeting this is now.)
+        if !claims.waiting && claims.door < self.meta.meeting_door {
+            return ended(conn);
+        }
+        let resumed = self.members.contains_key(&claims.sub);
+        if !resumed && !claims.waiting && !self.is_host_identity(claims.bid.as_deref()) {
+            // Someone new: the door as it is now, not as it was when their token was made.
+            if self.meta.settings.locked {
+                return refuse(conn, "This meeting is locked.");
+            }
+            if claims.door != self.meta.door {
+                return refuse(
+                    conn,
+                    "Who may join this meeting changed since you asked. Join again.",
+                );
+            }
+        }
         if claims.waiting {
             return self.wait(now, conn, claims);
         }
         let mut out = Vec::new();
         let mut reissue = None;
-        let resumed = self.members.contains_key(&claims.sub);
         self.dirty.members.insert(claims.sub.clone());
         if let Some(m) = self.members.get_mut(&claims.sub) {
             // Same participant again (reconnect, or a second tab): the new connection takes over and
@@ -649,18 +701,31 @@ impl Room {
             let becomes_host = self.meta.host.is_none();
             if becomes_host {
                 self.meta.host = Some(claims.sub.clone());
-                self.dirty.meta = true;
+                self.meta.host_bid = claims.bid.clone();
+            }
+            self.meta.empty_since = None;
+            self.dirty.meta = true;
+            let role = if becomes_host {
+                Role::Host
+            } else {
+                claims.role
+            };
+            // What a host stopped of this browser before it left holds; in a meeting where
+            // participants may not unmute themselves, they arrive muted.
+            let mut stopped = claims
+                .bid
+                .as_ref()
+                .and_then(|b| self.meta.held.remove(b))
+                .unwrap_or_default();
+            if role == Role::Participant && !self.meta.settings.may_unmute {
+                stopped.audio = true;
             }
             let info = ParticipantInfo {
                 id: claims.sub.clone(),
                 name: claims.name.clone(),
-                role: if becomes_host {
-                    Role::Host
-                } else {
-                    claims.role
-                },
-                audio_muted: false,
-                video_muted: false,
+                role,
+                audio_muted: stopped.audio,
+                video_muted: stopped.video,
                 away: false,
                 screen: false,
                 hand: None,
@@ -683,11 +748,13 @@ impl Room {
                     pending_offer: None,
                     claims: claims.clone(),
                     refreshes: 0,
-                    stopped: meeting::Stopped::default(),
+                    stopped,
                     recent_chat: VecDeque::new(),
                 },
             );
         }
+        // After the snapshot: what a host has stopped of theirs stays off on their page too.
+        out.extend(self.stops_on_arrival(&claims.sub, &conn));
         // The snapshot goes first to the newcomer: anything queued for them above follows it.
         let pos = out
             .iter()
@@ -742,19 +809,23 @@ impl Room {
                 if (m.info.audio_muted, m.info.video_muted) == (audio_muted, video_muted) {
                     return Vec::new();
                 }
-                // Turning on what a host stopped: only if the room lets them.
-                let mut out = Vec::new();
-                for (kind, on) in [
+                // Turning on what a host stopped: only if the room lets them. Refused, nothing
+                // changes and the page is told again what stays off (it may show it on).
+                let turning_on = [
                     (MediaKind::Audio, m.info.audio_muted && !audio_muted),
                     (MediaKind::Video, m.info.video_muted && !video_muted),
-                ] {
+                ];
+                for (kind, on) in turning_on {
+                    if let (true, Err(message)) = (on, self.may_turn_on(&id, kind)) {
+                        let mut out = error_to(conn.clone(), ErrorCode::Forbidden, message.into());
+                        out.extend(self.still_stopped(&id, &conn, kind));
+                        return out;
+                    }
+                }
+                let mut out = Vec::new();
+                for (kind, on) in turning_on {
                     if on {
-                        match self.turn_back_on(&id, kind) {
-                            Ok(calls) => out.extend(calls),
-                            Err(message) => {
-                                return error_to(conn, ErrorCode::Forbidden, message.into())
-                            }
-                        }
+                        out.extend(self.turn_on(&id, kind));
                     }
                 }
                 let m = self.members.get_mut(&id).expect("member found above");
@@ -790,7 +861,16 @@ impl Room {
                 if let Err(e) = check_sdp(&sdp) {
                     return error_to(conn, e.code, e.message);
                 }
-                self.call_sfu(id, SfuCall::Offer { sdp, id: offer_id })
+                // A new session starts with what a host stopped still blocked.
+                let block = self.block_of(&id);
+                self.call_sfu(
+                    id,
+                    SfuCall::Offer {
+                        sdp,
+                        id: offer_id,
+                        block,
+                    },
+                )
             }
             ClientMessage::Answer { sdp } => {
                 if let Err(e) = check_sdp(&sdp) {
@@ -849,13 +929,9 @@ impl Room {
                         "Only hosts can share a screen in this meeting.".into(),
                     );
                 }
-                let mut calls = Vec::new();
                 if sharing {
-                    match self.turn_back_on(&id, MediaKind::Screen) {
-                        Ok(c) => calls = c,
-                        Err(message) => {
-                            return error_to(conn, ErrorCode::Forbidden, message.into())
-                        }
+                    if let Err(message) = self.may_turn_on(&id, MediaKind::Screen) {
+                        return error_to(conn, ErrorCode::Forbidden, message.into());
                     }
                 }
                 let sharers = self.members.values().filter(|m| m.info.screen).count() as u32;
@@ -874,6 +950,12 @@ impl Room {
                         ),
                     );
                 }
+                // Every check passed: now lift a host's stop, if any.
+                let mut calls = if sharing {
+                    self.turn_on(&id, MediaKind::Screen)
+                } else {
+                    Vec::new()
+                };
                 self.members.get_mut(&id).expect("found above").info.screen = sharing;
                 self.dirty.members.insert(id.clone());
                 calls.push(Output::Broadcast {
@@ -963,6 +1045,8 @@ impl Room {
             // Tile sizes are a hint, sent again on the next change: an SFU that does not know the
             // participant yet (a new session still being set up) is no error for anyone.
             (SfuCallKind::Views, HttpReply::Answered { status: 404, .. }) => {}
+            // A block for someone with no media session yet: their offer will carry it.
+            (SfuCallKind::Block, HttpReply::Answered { status: 404, .. }) => {}
             (SfuCallKind::Views | SfuCallKind::Leave, HttpReply::Answered { status, body }) => {
                 out.push(Output::Warn(format!(
                     "SFU {sfu}: {call:?} for {participant} answered {status}: {}",
@@ -1043,10 +1127,22 @@ impl Room {
     }
 
     fn remove(&mut self, now: Millis, id: &str) -> Vec<Output> {
-        if self.members.remove(id).is_none() {
+        let Some(gone) = self.members.remove(id) else {
             return Vec::new();
-        }
+        };
         self.dirty.members.insert(id.to_string());
+        self.limits.forget(id);
+        // Leaving does not undo a host's stop: it waits for the same browser to come back.
+        if let Some(bid) = gone.claims.bid.clone() {
+            let mut held = gone.stopped;
+            held.asked = false;
+            if held.any() || held.locked {
+                if self.meta.held.len() < 1_000 || self.meta.held.contains_key(&bid) {
+                    self.meta.held.insert(bid, held);
+                }
+                self.dirty.meta = true;
+            }
+        }
         if self.meta.speaker.as_deref() == Some(id) {
             self.meta.speaker = None; // everyone drops the leaver's tile anyway
             self.dirty.meta = true;
@@ -1069,17 +1165,28 @@ impl Room {
             if let Some(new) = self.meta.host.clone() {
                 if let Some(m) = self.members.get_mut(&new) {
                     m.info.role = Role::Host;
+                    self.meta.host_bid = m.claims.bid.clone();
                     self.dirty.members.insert(new.clone());
                 }
                 out.push(Output::Broadcast {
                     except: None,
-                    msg: ServerMessage::HostChanged { id: new },
+                    msg: ServerMessage::HostChanged { id: new.clone() },
                 });
+                // The new host runs the door now: they see who is waiting.
+                if !self.meta.waiting.is_empty() {
+                    out.extend(self.to_member(
+                        &new,
+                        ServerMessage::WaitingList {
+                            waiting: self.waiting_list(),
+                        },
+                    ));
+                }
             }
         }
         if self.members.is_empty() {
             // Nobody left to move: the next first joiner gets a room's SFU afresh.
             self.meta.media.emptied(now);
+            self.meta.empty_since = Some(now);
             self.dirty.meta = true;
         }
         out
@@ -1173,6 +1280,21 @@ fn reconnect(conn: ConnId) -> Output {
         code: CLOSE_RECONNECT,
         reason: "please reconnect".into(),
     }
+}
+
+/// The meeting this token was for has ended: told so, and a final close.
+fn ended(conn: ConnId) -> Vec<Output> {
+    vec![
+        Output::Send {
+            conn: conn.clone(),
+            msg: ServerMessage::MeetingEnded {},
+        },
+        Output::Close {
+            conn,
+            code: crate::protocol::CLOSE_ENDED,
+            reason: "The host ended the meeting.".into(),
+        },
+    ]
 }
 
 /// An error frame and a final close (the client does not reconnect).

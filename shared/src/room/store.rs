@@ -134,8 +134,12 @@ impl Room {
                 Ok(m) => room.meta = m,
                 Err(e) => {
                     // Start the row afresh (written back below, if the room's name is known);
-                    // members keep their places.
+                    // members keep their places. Its bans and password are lost with it, so the
+                    // door shuts: locked, with the waiting room on, until a host opens it.
                     errors.push(RestoreError::Meta(e.to_string()));
+                    room.meta.settings.locked = true;
+                    room.meta.settings.waiting_room = true;
+                    room.meta.door = 1;
                     room.dirty.meta = !room.meta.name.is_empty();
                 }
             }
@@ -177,6 +181,7 @@ impl Room {
                 .and_then(|h| room.members.get_mut(&h))
             {
                 m.info.role = crate::token::Role::Host;
+                room.meta.host_bid = m.claims.bid.clone();
                 room.dirty.members.insert(m.info.id.clone());
             }
             room.dirty.meta = !room.meta.name.is_empty();

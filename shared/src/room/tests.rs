@@ -132,6 +132,7 @@ fn claims(id: &str) -> Claims {
         jti: id.into(),
         waiting: false,
         bid: None,
+        door: 0,
     }
 }
 
@@ -691,6 +692,7 @@ fn an_offer_goes_to_the_sfu_and_its_answer_back_to_the_sender_only() {
     let offer = SfuCall::Offer {
         sdp: SDP.into(),
         id: 7,
+        block: Default::default(),
     };
     let fx = frame(
         &mut r,
@@ -2189,7 +2191,7 @@ mod meeting {
         );
         // Let in: a token with grants, and her waiting socket reconnects with it.
         let fx = send(&mut r, "c1", ClientMessage::Admit { id: "d".into() });
-        match &fx[..] {
+        let admitted = match &fx[..] {
             [Output::Send {
                 conn,
                 msg: ServerMessage::WaitingList { waiting },
@@ -2204,14 +2206,27 @@ mod meeting {
                 );
                 assert!(waiting.is_empty());
                 assert!(!claims.waiting && claims.grants.publish && claims.grants.subscribe);
+                claims.clone()
             }
             other => panic!("{other:?}"),
-        }
+        };
+        // A token handed out before the waiting room was turned on brings nobody in.
+        let early = r.run(
+            450,
+            Input::Connect {
+                conn: "c9".into(),
+                claims: claims_with("e", "be", false),
+            },
+        );
+        assert!(
+            matches!(&early[..], [Output::Send { msg: ServerMessage::Error { code: ErrorCode::Forbidden, message }, .. }, Output::Close { code: CLOSE_FORBIDDEN, .. }] if message.contains("Join again")),
+            "{early:?}"
+        );
         let fx = r.run(
             500,
             Input::Connect {
                 conn: "c5".into(),
-                claims: claims_with("d", "bd", false),
+                claims: admitted,
             },
         );
         assert!(broadcasts(&fx).iter().any(|m| matches!(m, ServerMessage::ParticipantJoined { participant } if participant.id == "d")));
@@ -2551,7 +2566,12 @@ mod meeting {
                 video_muted: false,
             },
         );
-        assert!(is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
+        // Refused, nothing changes, and the page is told again that its microphone stays off
+        // (it may have shown it on).
+        assert!(
+            matches!(&fx[..], [Output::Send { msg: ServerMessage::Error { code: ErrorCode::Forbidden, .. }, .. }, Output::Send { conn, msg: ServerMessage::StoppedByHost { what: MediaKind::Audio, locked: true, .. } }] if conn == "c3"),
+            "{fx:?}"
+        );
         assert_eq!(r.room, before);
         // The host lets people unmute again.
         send(
@@ -2648,18 +2668,22 @@ mod meeting {
         assert_eq!(sent_to(&fx, "c2").len(), 1);
         assert_eq!(sent_to(&fx, "c1").len(), 1, "the sender sees it too");
         assert!(sent_to(&fx, "c3").is_empty(), "nobody else");
-        // Sent again after a reconnect (same page id): appears once.
-        assert_eq!(
-            chat(
-                &mut r,
-                1_002,
-                "c1",
-                "<img src=x onerror=alert(1)>",
-                None,
-                "m1"
-            ),
-            vec![]
+        // Sent again after a reconnect (same page id): appears once. The sender gets it back
+        // (their page may have missed it) and a `duplicate` frame; nobody else hears of it.
+        let before = r.room.clone();
+        let fx = chat(
+            &mut r,
+            1_002,
+            "c1",
+            "<img src=x onerror=alert(1)>",
+            None,
+            "m1",
         );
+        assert!(
+            matches!(&fx[..], [Output::Send { conn: c, msg: ServerMessage::ChatMessage { message } }, Output::Send { conn: e, msg: ServerMessage::Error { code: ErrorCode::Duplicate, .. } }] if c == "c1" && e == "c1" && message.id == 1),
+            "{fx:?}"
+        );
+        assert_eq!(r.room, before);
         // A late joiner sees the public history, not the private message.
         let fx = connect(&mut r, "d", "c4");
         match sent_to(&fx, "c4")[..] {
@@ -2829,8 +2853,717 @@ mod meeting {
             r.members.is_empty() && r.chat.is_empty(),
             "the stored rows are gone too"
         );
+        // A token of the ended meeting brings nobody into the next one (an away page that
+        // reconnects is told the meeting ended).
+        let fx = connect(&mut r, "a", "c8");
+        assert!(
+            matches!(
+                &fx[..],
+                [
+                    Output::Send {
+                        msg: ServerMessage::MeetingEnded {},
+                        ..
+                    },
+                    Output::Close {
+                        code: CLOSE_ENDED,
+                        ..
+                    }
+                ]
+            ),
+            "{fx:?}"
+        );
+        assert!(r.is_empty());
         // A later join starts a new meeting: the first joiner hosts again.
-        connect(&mut r, "z", "c9");
+        let Admission::Enter { door, .. } =
+            answer(&r.run(9_000, ask("Zed", "bz", PasswordCheck::NotGiven)))
+        else {
+            panic!("a new meeting lets the first one in");
+        };
+        r.run(
+            9_001,
+            Input::Connect {
+                conn: "c9".into(),
+                claims: Claims {
+                    door,
+                    ..claims_with("z", "bz", false)
+                },
+            },
+        );
         assert_eq!(r.host(), Some("z"));
+    }
+
+    // ---- Found by review: ways around the host that the first version left open ----
+
+    /// Asks to join as `name` from browser `bid` at `now` and, let in, connects on `conn` with
+    /// the token the edge would sign (the door it was let in under).
+    fn join_as(r: &mut Sim, now: Millis, id: &str, bid: &str, conn: &str) -> Vec<Output> {
+        match answer(&r.run(now, ask(id, bid, PasswordCheck::NotGiven))) {
+            Admission::Enter { door, .. } => r.run(
+                now,
+                Input::Connect {
+                    conn: conn.into(),
+                    claims: Claims {
+                        door,
+                        ..claims_with(id, bid, false)
+                    },
+                },
+            ),
+            other => panic!("{id} was not let in: {other:?}"),
+        }
+    }
+
+    fn offer_block(fx: &[Output], who: &str) -> Option<crate::protocol::BlockBody> {
+        fx.iter().find_map(|o| match o {
+            Output::Sfu {
+                participant,
+                call: SfuCall::Offer { block, .. },
+                ..
+            } if participant == who => Some(*block),
+            _ => None,
+        })
+    }
+
+    fn offer(r: &mut Sim, conn: &str) -> Vec<Output> {
+        send(
+            r,
+            conn,
+            ClientMessage::Offer {
+                sdp: SDP.into(),
+                id: 9,
+            },
+        )
+    }
+
+    #[test]
+    fn a_new_media_session_or_a_rejoin_does_not_undo_a_hosts_mute() {
+        let mut r = room();
+        join_as(&mut r, 50, "p", "bp", "c5");
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::Stop {
+                id: "p".into(),
+                what: MediaKind::Audio,
+                lock: true,
+            },
+        );
+        // A fresh PeerConnection (a modified page, or a media restart): the SFU's new session
+        // starts with the microphone blocked.
+        let fx = offer(&mut r, "c5");
+        assert_eq!(
+            offer_block(&fx, "p"),
+            Some(crate::protocol::BlockBody {
+                audio: true,
+                video: false,
+                screen: false
+            })
+        );
+        // The others' offers block nothing.
+        assert_eq!(
+            offer_block(&offer(&mut r, "c2"), "b"),
+            Some(Default::default())
+        );
+        // A block for someone the SFU does not know yet is no error for them: the offer carries it.
+        let fx = r.run(
+            120,
+            Input::SfuReply {
+                sfu: "sfu-1".into(),
+                participant: "p".into(),
+                call: SfuCallKind::Block,
+                reply: answered(
+                    404,
+                    r#"{"code":"not_found","message":"unknown participant"}"#,
+                ),
+            },
+        );
+        assert!(
+            fx.iter().all(|o| !matches!(o, Output::Send { .. })),
+            "{fx:?}"
+        );
+        // Leaving and joining again from the same browser: still muted, still locked, told so,
+        // and their media starts blocked.
+        send(&mut r, "c5", ClientMessage::Leave {});
+        let fx = join_as(&mut r, 200, "p2", "bp", "c6");
+        assert!(r
+            .snapshot()
+            .participants
+            .iter()
+            .any(|p| p.id == "p2" && p.audio_muted));
+        assert!(
+            sent_to(&fx, "c6").iter().any(|m| matches!(
+                m,
+                ServerMessage::StoppedByHost {
+                    what: MediaKind::Audio,
+                    locked: true,
+                    ..
+                }
+            )),
+            "{fx:?}"
+        );
+        assert_eq!(
+            offer_block(&offer(&mut r, "c6"), "p2").map(|b| b.audio),
+            Some(true)
+        );
+        let fx = send(
+            &mut r,
+            "c6",
+            ClientMessage::SetMedia {
+                audio_muted: false,
+                video_muted: false,
+            },
+        );
+        assert!(sent_to(&fx, "c6").iter().any(|m| matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        )));
+        // Another browser is not affected.
+        join_as(&mut r, 300, "q", "bq", "c7");
+        assert!(r
+            .snapshot()
+            .participants
+            .iter()
+            .any(|p| p.id == "q" && !p.audio_muted));
+    }
+
+    #[test]
+    fn a_stop_made_while_someone_is_away_reaches_them_when_they_are_back() {
+        let mut r = room();
+        r.run(
+            100,
+            Input::Disconnect {
+                conn: "c2".into(),
+                clean: false,
+            },
+        );
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::Stop {
+                id: "b".into(),
+                what: MediaKind::Video,
+                lock: false,
+            },
+        );
+        let fx = r.run(
+            2_000,
+            Input::Connect {
+                conn: "c2b".into(),
+                claims: claims("b"),
+            },
+        );
+        assert!(
+            sent_to(&fx, "c2b").iter().any(|m| matches!(
+                m,
+                ServerMessage::StoppedByHost {
+                    what: MediaKind::Video,
+                    locked: false,
+                    ..
+                }
+            )),
+            "{fx:?}"
+        );
+    }
+
+    #[test]
+    fn in_a_meeting_where_people_may_not_unmute_newcomers_arrive_muted() {
+        let mut r = room();
+        send(&mut r, "c1", ClientMessage::MuteAll { lock: true });
+        let fx = join_as(&mut r, 200, "n", "bn", "c5");
+        assert!(r
+            .snapshot()
+            .participants
+            .iter()
+            .any(|p| p.id == "n" && p.audio_muted));
+        assert!(sent_to(&fx, "c5").iter().any(|m| matches!(
+            m,
+            ServerMessage::StoppedByHost {
+                what: MediaKind::Audio,
+                locked: true,
+                ..
+            }
+        )));
+        assert_eq!(
+            offer_block(&offer(&mut r, "c5"), "n").map(|b| b.audio),
+            Some(true)
+        );
+        // Asked by a host, they may unmute after all (only the microphone, only them).
+        send(&mut r, "c1", ClientMessage::AskUnmute { id: "n".into() });
+        let fx = send(
+            &mut r,
+            "c5",
+            ClientMessage::SetMedia {
+                audio_muted: false,
+                video_muted: false,
+            },
+        );
+        assert!(
+            fx.contains(&call(
+                "sfu-1",
+                "n",
+                SfuCall::Block {
+                    audio: false,
+                    video: false,
+                    screen: false
+                }
+            )),
+            "{fx:?}"
+        );
+        assert!(r
+            .snapshot()
+            .participants
+            .iter()
+            .any(|p| p.id == "n" && !p.audio_muted));
+        // Others, not asked, still may not.
+        let fx = send(
+            &mut r,
+            "c2",
+            ClientMessage::SetMedia {
+                audio_muted: false,
+                video_muted: false,
+            },
+        );
+        assert!(sent_to(&fx, "c2").iter().any(|m| matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn tokens_from_before_the_door_was_shut_bring_nobody_in_but_members_resume() {
+        let mut r = Sim::new("r");
+        r.run(
+            0,
+            Input::SfuChosen {
+                choice: choice("sfu-1"),
+            },
+        );
+        join_as(&mut r, 10, "h", "bh", "c1");
+        // Two people get tokens while the meeting is open; one connects, one waits.
+        let Admission::Enter { door, .. } =
+            answer(&r.run(20, ask("Early", "be", PasswordCheck::NotGiven)))
+        else {
+            panic!()
+        };
+        join_as(&mut r, 30, "m", "bm", "c2");
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings {
+                    locked: true,
+                    ..Default::default()
+                },
+            },
+        );
+        let fx = r.run(
+            200,
+            Input::Connect {
+                conn: "c3".into(),
+                claims: Claims {
+                    door,
+                    ..claims_with("early", "be", false)
+                },
+            },
+        );
+        assert!(
+            matches!(&fx[..], [Output::Send { msg: ServerMessage::Error { message, .. }, .. }, Output::Close { code: CLOSE_FORBIDDEN, .. }] if message == "This meeting is locked."),
+            "{fx:?}"
+        );
+        // A member who drops briefly resumes.
+        r.run(
+            300,
+            Input::Disconnect {
+                conn: "c2".into(),
+                clean: false,
+            },
+        );
+        let fx = r.run(
+            400,
+            Input::Connect {
+                conn: "c2b".into(),
+                claims: Claims {
+                    door,
+                    ..claims_with("m", "bm", false)
+                },
+            },
+        );
+        assert!(
+            matches!(
+                sent_to(&fx, "c2b")[..],
+                [ServerMessage::Snapshot { resumed: true, .. }, ..]
+            ),
+            "{fx:?}"
+        );
+        // Unlocked, the old token is still from before the door changed: join again.
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings::default(),
+            },
+        );
+        let fx = r.run(
+            500,
+            Input::Connect {
+                conn: "c4".into(),
+                claims: Claims {
+                    door,
+                    ..claims_with("early", "be", false)
+                },
+            },
+        );
+        assert!(
+            matches!(
+                &fx[..],
+                [
+                    _,
+                    Output::Close {
+                        code: CLOSE_FORBIDDEN,
+                        ..
+                    }
+                ]
+            ),
+            "{fx:?}"
+        );
+        // A new token gets in.
+        join_as(&mut r, 600, "late", "bl", "c5");
+        assert_eq!(r.snapshot().participants.len(), 3);
+    }
+
+    #[test]
+    fn with_the_host_gone_the_waiting_room_holds_until_the_host_is_back() {
+        let mut r = Sim::new("r");
+        r.run(
+            0,
+            Input::SfuChosen {
+                choice: choice("sfu-1"),
+            },
+        );
+        join_as(&mut r, 10, "h", "bh", "c1");
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings {
+                    waiting_room: true,
+                    ..Default::default()
+                },
+            },
+        );
+        send(&mut r, "c1", ClientMessage::Leave {});
+        assert!(r.is_empty());
+        // A stranger arriving in the empty room waits (nobody let them in).
+        assert_eq!(
+            answer(&r.run(200, ask("G", "bg", PasswordCheck::NotGiven))),
+            Admission::Wait
+        );
+        r.run(
+            210,
+            Input::Connect {
+                conn: "c2".into(),
+                claims: claims_with("g", "bg", true),
+            },
+        );
+        // The host's browser comes back: in, hosting, and shown who waits.
+        let fx = join_as(&mut r, 300, "h2", "bh", "c3");
+        assert_eq!(r.host(), Some("h2"));
+        assert!(
+            matches!(sent_to(&fx, "c3")[..], [ServerMessage::Snapshot { ref room, .. }] if room.waiting.len() == 1),
+            "{fx:?}"
+        );
+        // A hand-over while someone waits: the new host is shown the list.
+        send(&mut r, "c3", ClientMessage::Admit { id: "g".into() });
+        let fx = r.run(
+            400,
+            Input::Connect {
+                conn: "c4".into(),
+                claims: Claims {
+                    door: r.room.meta.door,
+                    ..claims_with("g", "bg", false)
+                },
+            },
+        );
+        assert!(fx.iter().any(|o| matches!(
+            o,
+            Output::Broadcast {
+                msg: ServerMessage::ParticipantJoined { .. },
+                ..
+            }
+        )));
+        assert_eq!(
+            answer(&r.run(500, ask("K", "bk", PasswordCheck::NotGiven))),
+            Admission::Wait
+        );
+        r.run(
+            510,
+            Input::Connect {
+                conn: "c5".into(),
+                claims: claims_with("k", "bk", true),
+            },
+        );
+        let fx = send(&mut r, "c3", ClientMessage::Leave {});
+        assert_eq!(r.host(), Some("g"));
+        assert!(
+            sent_to(&fx, "c4")
+                .iter()
+                .any(|m| matches!(m, ServerMessage::WaitingList { waiting } if waiting.len() == 1)),
+            "{fx:?}"
+        );
+    }
+
+    #[test]
+    fn a_meeting_left_empty_for_an_hour_starts_over_for_the_next_person() {
+        let mut r = Sim::new("r");
+        join_as(&mut r, 10, "h", "bh", "c1");
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings {
+                    waiting_room: true,
+                    ..Default::default()
+                },
+            },
+        );
+        frame_at(&mut r, 1_000, "c1", &ClientMessage::Leave {});
+        assert_eq!(
+            answer(&r.run(
+                1_000 + IDLE_END_MS - 1,
+                ask("G", "bg", PasswordCheck::NotGiven)
+            )),
+            Admission::Wait
+        );
+        join_as(&mut r, 1_000 + IDLE_END_MS, "n", "bn", "c2");
+        assert_eq!(r.host(), Some("n"));
+        assert_eq!(r.snapshot().settings, RoomSettings::default());
+    }
+
+    #[test]
+    fn a_share_refused_for_the_limit_does_not_lift_a_hosts_stop() {
+        let mut r = room();
+        send(&mut r, "c2", ClientMessage::SetScreen { sharing: true });
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::Stop {
+                id: "b".into(),
+                what: MediaKind::Screen,
+                lock: false,
+            },
+        );
+        send(&mut r, "c3", ClientMessage::SetScreen { sharing: true });
+        let before = r.room.clone();
+        let fx = send(&mut r, "c2", ClientMessage::SetScreen { sharing: true });
+        assert!(is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
+        assert_eq!(r.room, before, "still stopped");
+        send(&mut r, "c3", ClientMessage::SetScreen { sharing: false });
+        let fx = send(&mut r, "c2", ClientMessage::SetScreen { sharing: true });
+        assert!(
+            fx.contains(&call(
+                "sfu-1",
+                "b",
+                SfuCall::Block {
+                    audio: false,
+                    video: false,
+                    screen: false
+                }
+            )),
+            "the block is lifted when the share goes ahead: {fx:?}"
+        );
+    }
+
+    #[test]
+    fn wrong_passwords_are_counted_across_evictions_and_per_ipv6_network() {
+        let mut r = room();
+        r.run(
+            90,
+            Input::PasswordHashed {
+                hash: Some("$argon2id$x".into()),
+            },
+        );
+        let from = |addr: &str| {
+            Input::Join(JoinAsk {
+                name: "X".into(),
+                identity: "bx".into(),
+                addr: addr.into(),
+                password: PasswordCheck::Wrong,
+            })
+        };
+        for (i, addr) in ["2001:db8:1:2::a", "2001:db8:1:2::b", "2001:db8:1:2:ffff::1"]
+            .iter()
+            .enumerate()
+        {
+            r.run(100 + i as Millis, from(addr));
+        }
+        r.evict(200, &["c1", "c2", "c3"]);
+        r.run(300, from("2001:db8:1:2::c"));
+        r.run(301, from("2001:db8:1:2::d"));
+        let a = answer(&r.run(302, from("2001:db8:1:2::e")));
+        assert!(
+            matches!(
+                a,
+                Admission::Refused {
+                    code: ErrorCode::TooManyRequests,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        // Another network is not held back.
+        let a = answer(&r.run(303, from("2001:db8:9:9::1")));
+        assert!(
+            matches!(
+                a,
+                Admission::Refused {
+                    code: ErrorCode::WrongPassword,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        assert_eq!(address_key("::ffff:198.51.100.7"), "198.51.100.7");
+    }
+
+    #[test]
+    fn denied_is_final_and_remove_takes_every_tab_of_that_browser() {
+        let mut r = room();
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings {
+                    waiting_room: true,
+                    ..Default::default()
+                },
+            },
+        );
+        r.run(
+            200,
+            Input::Connect {
+                conn: "c4".into(),
+                claims: claims_with("w", "bw", true),
+            },
+        );
+        send(&mut r, "c1", ClientMessage::Deny { id: "w".into() });
+        let fx = r.run(
+            300,
+            Input::Connect {
+                conn: "c4b".into(),
+                claims: claims_with("w", "bw", true),
+            },
+        );
+        assert!(
+            matches!(
+                &fx[..],
+                [
+                    _,
+                    Output::Close {
+                        code: CLOSE_FORBIDDEN,
+                        ..
+                    }
+                ]
+            ),
+            "a reload does not put them back: {fx:?}"
+        );
+        assert!(r.snapshot_for("a").waiting.is_empty());
+        // Two tabs of one browser in the meeting; removing one removes both.
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings::default(),
+            },
+        );
+        join_as(&mut r, 400, "t1", "btabs", "c5");
+        join_as(&mut r, 401, "t2", "btabs", "c6");
+        let fx = send(&mut r, "c1", ClientMessage::Remove { id: "t1".into() });
+        for c in ["c5", "c6"] {
+            assert!(
+                fx.iter().any(
+                    |o| matches!(o, Output::Close { conn, code: CLOSE_FORBIDDEN, .. } if conn == c)
+                ),
+                "{c}: {fx:?}"
+            );
+        }
+        assert!(!r
+            .snapshot()
+            .participants
+            .iter()
+            .any(|p| p.id.starts_with('t')));
+    }
+
+    #[test]
+    fn deleting_a_private_message_is_for_its_two_people_only() {
+        let mut r = room();
+        let sent = send(
+            &mut r,
+            "c2",
+            ClientMessage::Chat {
+                text: "psst".into(),
+                to: Some("c".into()),
+                client_id: "p1".into(),
+            },
+        );
+        let id = sent_to(&sent, "c3")
+            .iter()
+            .find_map(|m| match m {
+                ServerMessage::ChatMessage { message } => Some(message.id),
+                _ => None,
+            })
+            .expect("c hears it");
+        // The host is not in it: cannot see it, cannot delete it.
+        assert!(is_error(
+            &send(&mut r, "c1", ClientMessage::DeleteChat { id }),
+            ErrorCode::BadRequest
+        ));
+        // Made a co-host, c (who received it) can; only b and c hear of it.
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::SetCohost {
+                id: "c".into(),
+                cohost: true,
+            },
+        );
+        let fx = send(&mut r, "c3", ClientMessage::DeleteChat { id });
+        assert!(broadcasts(&fx).is_empty(), "{fx:?}");
+        assert_eq!(sent_to(&fx, "c2"), vec![&ServerMessage::ChatDeleted { id }]);
+        assert_eq!(sent_to(&fx, "c3"), vec![&ServerMessage::ChatDeleted { id }]);
+        assert!(sent_to(&fx, "c1").is_empty());
+    }
+
+    #[test]
+    fn a_joiners_snapshot_carries_the_newest_chat_that_fits_one_websocket_message() {
+        let mut r = room();
+        let long = "😀".repeat(crate::protocol::MAX_CHAT_CHARS);
+        for i in 0..CHAT_HISTORY as Millis {
+            chat(&mut r, 1_000 * i, "c2", &long, None, &format!("m{i}"));
+        }
+        let fx = connect(&mut r, "late", "c9");
+        let json = fx
+            .iter()
+            .find_map(|o| match o {
+                Output::Send {
+                    conn,
+                    msg: m @ ServerMessage::Snapshot { .. },
+                } if conn == "c9" => Some(serde_json::to_string(m).unwrap()),
+                _ => None,
+            })
+            .expect("a snapshot");
+        assert!(json.len() < 1024 * 1024, "{} bytes", json.len());
+        let snap = r.snapshot_for("late");
+        assert!(!snap.chat.is_empty());
+        assert_eq!(
+            snap.chat.last().map(|m| m.client_id.as_str()),
+            Some("m199"),
+            "the newest"
+        );
+        assert!(snap.chat.windows(2).all(|w| w[0].id < w[1].id), "in order");
     }
 }

@@ -172,6 +172,7 @@ mod tests {
             jti: "j1".into(),
             waiting: false,
             bid: None,
+            door: 0,
         }
     }
 

@@ -102,4 +102,12 @@ pub struct Claims {
     /// a new token from the same browser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bid: Option<String>,
+    /// The room's door generation when this token was let in: a token from before the host
+    /// tightened the door (lock, waiting room, password) or ended the meeting brings nobody new in.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub door: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -3,6 +3,7 @@
 //! — never as HTML — with web addresses as links that open in a new tab.
 
 use edgemeet_shared::protocol::{ChatMessage, ClientMessage, MAX_CHAT_CHARS};
+use edgemeet_shared::session::SessionInput;
 use edgemeet_shared::token::Role;
 use leptos::prelude::*;
 
@@ -76,7 +77,8 @@ pub fn ChatPanel() -> impl IntoView {
             (js_sys::Math::random() * 1e12) as u64
         );
         let to = Some(to.get_untracked()).filter(|t| !t.is_empty());
-        m.send(&ClientMessage::Chat {
+        // Through the session: kept until the room has it, sent again after a reconnect.
+        m.feed(SessionInput::Chat {
             text: t,
             to,
             client_id,
