@@ -41,7 +41,9 @@ test("the waiting room: a guest waits, receives nothing, and is in within 3 s of
   const room = newRoom("wait");
   const ann = await joinAs("Ann", room);
   await setting(ann, "Waiting room: a host lets each person in");
-  const bob = await ask("Bob", room);
+  // Another browser (the host's own browser is let back in past the waiting room).
+  const guest = await launch();
+  const bob = await ask("Bob", room, { context: guest });
   await bob.getByRole("heading", { name: "Waiting for the host to let you in" }).waitFor({ timeout: 10000 });
   // Waiting: no media, no participant list, no chat.
   await bob.waitForTimeout(1500);
@@ -57,7 +59,7 @@ test("the waiting room: a guest waits, receives nothing, and is in within 3 s of
   await until(bob, "Bob decodes Ann after being let in", (s) => s[`${annId}-video`]?.framesDecoded > 0, 3000);
   console.log(`join-to-admitted: Bob decoding Ann ${Date.now() - admitted} ms after "Admit"`);
   await ann.close();
-  await bob.close();
+  await guest.close();
 });
 
 test("a password is asked for, checked, and lets the right people through the waiting room", async () => {
@@ -88,10 +90,14 @@ test("a locked meeting turns new people away in words", async () => {
   const room = newRoom("lock");
   const ann = await joinAs("Ann", room);
   await setting(ann, "Lock the meeting: nobody new gets in");
-  const cy = await ask("Cy", room);
-  await cy.getByTestId("form-error").getByText("This meeting is locked.").waitFor({ timeout: 5000 });
-  await ann.close();
-  await cy.close();
+  const guest = await launch(); // someone new (the host's own browser may come back)
+  try {
+    const cy = await ask("Cy", room, { context: guest });
+    await cy.getByTestId("form-error").getByText("This meeting is locked.").waitFor({ timeout: 5000 });
+  } finally {
+    await ann.close();
+    await guest.close();
+  }
 });
 
 test("remove is a ban: the page says why, a rejoin is refused, and the others stop receiving them", async () => {
@@ -161,6 +167,43 @@ test("mute all is enforced by the SFU: a page that turns its microphone back on 
   // And the room refuses his unmute.
   await bob.getByRole("button", { name: "Unmute microphone" }).click();
   await bob.getByTestId("toasts").getByText("you cannot unmute yourself").waitFor({ timeout: 3000 });
+  // Reloading the page (a new join and a new media session) does not undo it either.
+  await bob.reload();
+  await bob.getByLabel("Your name").fill("Bob");
+  await bob.getByRole("button", { name: "Join" }).click();
+  await bob.getByTestId("toasts").getByText("The host muted you").waitFor({ timeout: 10000 });
+  await bob.getByRole("button", { name: "Unmute microphone" }).waitFor({ timeout: 3000 });
+  await ann.locator(`[data-participant="${bobId}"]`).first().waitFor({ state: "detached", timeout: 5000 });
+  await tile(ann, "Bob").waitFor({ timeout: 5000 });
+  const bobAgain = await idOf(ann, "Bob");
+  await bob.evaluate(async () => {
+    const until = Date.now() + 10000;
+    while (Date.now() < until) {
+      const s = window.edgemeetPc?.getSenders().find((x) => x.track?.kind === "audio");
+      if (s) {
+        s.track.enabled = true;
+        const p = s.getParameters();
+        p.encodings.forEach((e) => (e.active = true));
+        await s.setParameters(p);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+  await until(ann, "Ann receives Bob's new session", (s) => s[`${bobAgain}-video`]?.framesDecoded > 0, 15000);
+  const sentNow = () => bob.evaluate(async () => {
+    let n = 0;
+    (await window.edgemeetPc.getStats()).forEach((s) => s.type === "outbound-rtp" && s.kind === "audio" && (n += s.packetsSent));
+    return n;
+  });
+  const s0 = await sentNow();
+  const a0 = (await inbound(ann))[`${bobAgain}-audio`]?.packetsReceived ?? 0;
+  await ann.waitForTimeout(1000);
+  const a1 = (await inbound(ann))[`${bobAgain}-audio`]?.packetsReceived ?? 0;
+  const s1 = await sentNow();
+  console.log(`mute all, after Bob's reload: Ann receives ${a1 - a0} of his audio packets per second while he sends ${s1 - s0}`);
+  assert.ok(s1 - s0 > 20, `Bob's page is not sending audio (${s1 - s0} packets): the check below would prove nothing`);
+  assert.ok(a1 - a0 <= 2, `Bob is heard again after a reload: ${a1 - a0} packets/s`);
   await ann.close();
   await bob.close();
 });

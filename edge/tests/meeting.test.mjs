@@ -101,3 +101,34 @@ test("a waiting joiner hears nothing of the room until let in", async () => {
   host.ws.ws.close(1000);
   wi.ws.close(1000);
 });
+
+test("a token handed out before the host shut the door, or before the meeting ended, brings nobody in", async () => {
+  const r = room();
+  const host = await member(r, "Host");
+  const early = await joinWith(r, "Early"); // a token, not used yet
+  assert.equal(early.status, 200);
+  host.ws.send({ type: "update_settings", settings: { waiting_room: false, locked: true, has_password: false,
+    password_skips_waiting: false, may_share_screen: true, may_unmute: true, may_chat: true, may_react: true } });
+  await host.ws.next((f) => f.type === "settings");
+  const late = connect(early.body.ws_url);
+  assert.equal((await late.next((f) => f.type === "error")).message, "This meeting is locked.");
+  assert.equal((await late.closed).code, 4403);
+  // Asked now, the refusal comes before any password is checked.
+  const asked = await joinWith(r, "Asked", undefined);
+  assert.equal(asked.status, 403);
+  assert.equal(asked.body.message, "This meeting is locked.");
+  // Unlocked, then ended: a member's token (its meeting is over) is told so, not let in.
+  host.ws.send({ type: "update_settings", settings: { waiting_room: false, locked: false, has_password: false,
+    password_skips_waiting: false, may_share_screen: true, may_unmute: true, may_chat: true, may_react: true } });
+  await host.ws.next((f) => f.type === "settings" && !f.settings.locked);
+  const bob = await member(r, "Bob");
+  host.ws.send({ type: "end_meeting" });
+  assert.equal((await bob.ws.closed).code, 4410);
+  const back = connect(bob.body.ws_url);
+  await back.next((f) => f.type === "meeting_ended", "told the meeting ended");
+  assert.equal((await back.closed).code, 4410);
+  // A new join starts the next meeting.
+  const next = await member(r, "Next");
+  assert.equal(next.status, 200);
+  next.ws.ws.close(1000);
+});
