@@ -411,6 +411,7 @@ async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
         waiting,
         bid: Some(identity),
         door,
+        admitted: false,
     };
     let token = token_key(env)?.sign(&claims)?;
     let res = Response::from_json(&JoinResponse {

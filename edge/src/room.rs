@@ -686,7 +686,10 @@ impl DurableObject for RoomObject {
                     .map(|(_, v)| v.into_owned())
                     .unwrap_or_default()
             };
-            self.load(Some(&name))?;
+            // Rebuilt from storage, the room first learns which sockets survived.
+            if let Some(restored) = self.load(Some(&name))? {
+                self.step(Some(&name), restored).await?;
+            }
             let now = worker::Date::now().as_millis();
             let pre = self
                 .room

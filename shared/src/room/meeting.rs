@@ -28,7 +28,7 @@ pub const WRONG_PASSWORDS_PER_MINUTE: usize = 5;
 /// Chat messages a participant may send per second (a burst beyond is refused).
 const CHAT_PER_SECOND: usize = 5;
 /// Reactions a participant may send per second.
-const REACTIONS_PER_SECOND: usize = 3;
+pub(super) const REACTIONS_PER_SECOND: usize = 3;
 /// Page ids of a member's own chat messages remembered (to recognise a resend).
 const RECENT_CHAT_IDS: usize = 32;
 
@@ -56,6 +56,14 @@ impl Stopped {
             MediaKind::Video => self.video,
             MediaKind::Screen => self.screen,
         }
+    }
+
+    /// What either stopped (another tab of the same browser, say).
+    pub(super) fn merge(&mut self, other: &Stopped) {
+        self.audio |= other.audio;
+        self.video |= other.video;
+        self.screen |= other.screen;
+        self.locked |= other.locked;
     }
 
     fn set(&mut self, kind: MediaKind, on: bool) {
@@ -267,16 +275,20 @@ impl Room {
     /// A meeting nobody has been in for [`IDLE_END_MS`] ends: the next person starts a new one
     /// (its host is not coming back; the name is free again).
     fn end_if_idle(&mut self, now: Millis) -> Vec<Output> {
-        let idle = self.members.is_empty()
-            && self
-                .meta
-                .empty_since
-                .is_some_and(|t| now >= t + IDLE_END_MS);
-        if idle {
+        if self.is_idle(now) {
             self.end(now)
         } else {
             Vec::new()
         }
+    }
+
+    /// Nobody has been in the meeting for [`IDLE_END_MS`]: it ends at the next join.
+    fn is_idle(&self, now: Millis) -> bool {
+        self.members.is_empty()
+            && self
+                .meta
+                .empty_since
+                .is_some_and(|t| now >= t + IDLE_END_MS)
     }
 
     /// Nobody is in the room, waiting, or has hosted it: the next person starts the meeting.
@@ -292,6 +304,14 @@ impl Room {
     /// What the room says before a joiner's password is checked: its hash, whether it is new, and
     /// a refusal that no password would change (ban, lock, too many wrong passwords).
     pub fn pre_join(&self, now: Millis, identity: &str, addr: &str) -> PreJoin {
+        if self.is_idle(now) {
+            // The join ends the old meeting first: its lock, bans and password are gone then.
+            return PreJoin {
+                hash: None,
+                fresh: true,
+                refused: self.too_many_wrong(now, addr),
+            };
+        }
         PreJoin {
             hash: self.meta.password_hash.clone(),
             fresh: self.is_fresh(),
@@ -314,6 +334,11 @@ impl Room {
         if self.meta.settings.locked && !self.is_host_identity(Some(identity)) {
             return refuse(ErrorCode::Forbidden, "This meeting is locked.");
         }
+        self.too_many_wrong(now, addr)
+    }
+
+    /// Refused for the wrong passwords from `addr` in the last minute.
+    fn too_many_wrong(&self, now: Millis, addr: &str) -> Option<Admission> {
         let recent: Vec<Millis> = self
             .meta
             .wrong_passwords
@@ -419,6 +444,14 @@ impl Room {
     pub(super) fn wait(&mut self, now: Millis, conn: ConnId, claims: Claims) -> Vec<Output> {
         let id = claims.sub.clone();
         let mut out = Vec::new();
+        let known = self.meta.waiting.iter().any(|w| w.id == id);
+        if !known && self.meta.waiting.len() >= MAX_WAITING {
+            return super::refuse_with(
+                conn,
+                ErrorCode::Unavailable,
+                "The waiting room is full. Try again in a while.",
+            );
+        }
         match self.meta.waiting.iter_mut().find(|w| w.id == id) {
             Some(w) => {
                 if let Some(old) = w.conn.replace(conn.clone()) {
@@ -568,28 +601,33 @@ impl Room {
             .collect()
     }
 
-    /// What of member `id` a host has stopped, as the SFU takes it.
+    /// What of member `id` the SFU must not forward: what a host stopped, and their screen
+    /// tracks unless the room let them share (the SFU knows a track's kind only by its place in
+    /// the offer, so a page that is not sharing never gets anything through those places).
     pub(super) fn block_of(&self, id: &str) -> crate::protocol::BlockBody {
-        let s = self.members.get(id).map(|m| m.stopped).unwrap_or_default();
+        let (s, sharing) = self
+            .members
+            .get(id)
+            .map_or((Stopped::default(), false), |m| (m.stopped, m.info.screen));
         crate::protocol::BlockBody {
             audio: s.audio,
             video: s.video,
-            screen: s.screen,
+            screen: s.screen || !sharing,
         }
     }
 
     /// The SFU call that tells it what of `id` not to forward now.
-    fn block_call(&self, id: &str) -> Vec<Output> {
-        let Some(m) = self.members.get(id) else {
+    pub(super) fn block_call(&self, id: &str) -> Vec<Output> {
+        if !self.members.contains_key(id) {
             return Vec::new();
-        };
-        let s = m.stopped;
+        }
+        let b = self.block_of(id);
         self.call_sfu(
             id.to_string(),
             SfuCall::Block {
-                audio: s.audio,
-                video: s.video,
-                screen: s.screen,
+                audio: b.audio,
+                video: b.video,
+                screen: b.screen,
             },
         )
     }
@@ -688,6 +726,23 @@ impl Room {
                 if !moderator && target != id {
                     return forbidden("hosts and co-hosts can lower someone's hand");
                 }
+                // Lowering one's own hand counts with raising it.
+                if target == id
+                    && admit_event(
+                        &mut self.limits.reactions,
+                        &format!("hand:{id}"),
+                        now,
+                        1_000,
+                        REACTIONS_PER_SECOND,
+                    )
+                    .is_err()
+                {
+                    return error_to(
+                        conn,
+                        ErrorCode::TooManyRequests,
+                        "You are raising and lowering your hand too fast.".into(),
+                    );
+                }
                 if !self.members.contains_key(&target) {
                     return bad("There is no such participant.");
                 }
@@ -731,11 +786,23 @@ impl Room {
                 if target == id {
                     return bad("You cannot remove yourself; leave instead.");
                 }
-                if self.meta.host.as_deref() == Some(target.as_str()) && !host {
-                    return forbidden("the host can be removed by nobody but themselves");
-                }
-                if !self.members.contains_key(&target) {
+                let Some(t) = self.members.get(&target) else {
                     return bad("There is no such participant.");
+                };
+                // A ban takes the whole browser: never the remover's own, nor (unless the host
+                // does it) the host's or a co-host's.
+                let bid = t.claims.bid.clone();
+                let own_bid = self.members.get(&id).and_then(|m| m.claims.bid.clone());
+                if bid.is_some() && bid == own_bid {
+                    return bad("That is you, in another tab: leave there instead.");
+                }
+                let of_host = self.meta.host.as_deref() == Some(target.as_str())
+                    || self.is_host_identity(bid.as_deref());
+                if of_host {
+                    return forbidden("nobody can remove the host");
+                }
+                if t.info.role == Role::Cohost && !host {
+                    return forbidden("only the host can remove a co-host");
                 }
                 self.remove_for_good(now, &target)
             }
@@ -870,8 +937,8 @@ impl Room {
                 out
             }
             ClientMessage::SetPassword { password } => {
-                if !host {
-                    return forbidden("the host can set the password");
+                if !moderator {
+                    return forbidden("hosts and co-hosts can set the password");
                 }
                 match password {
                     None => {
@@ -1007,6 +1074,7 @@ impl Room {
         let life = claims.exp.saturating_sub(claims.iat);
         let secs = now / 1000;
         claims.waiting = false;
+        claims.admitted = true;
         claims.door = self.meta.door;
         claims.role = Role::Participant;
         claims.grants = Grants::max_for(Role::Participant);
@@ -1033,7 +1101,6 @@ impl Room {
         let mut targets = vec![target.to_string()];
         if let Some(bid) = &bid {
             self.meta.bans.insert(bid.clone());
-            self.meta.held.remove(bid);
             self.dirty.meta = true;
             targets.extend(
                 self.members
@@ -1056,6 +1123,8 @@ impl Room {
             out.extend(self.remove(now, &t));
         }
         if let Some(bid) = &bid {
+            // (`remove` held their stops for a return that a ban rules out.)
+            self.meta.held.remove(bid);
             let waiting: Vec<(String, Option<ConnId>)> = self
                 .meta
                 .waiting
@@ -1121,7 +1190,14 @@ impl Room {
         let Some(m) = self.members.get(&id) else {
             return Vec::new();
         };
-        if m.recent_chat.contains(&client_id) {
+        // (The stored history also counts: a member back after the reconnect grace has no
+        // recent list, and the page resends for a minute.)
+        if m.recent_chat.contains(&client_id)
+            || self
+                .chat
+                .iter()
+                .any(|c| c.from == id && c.client_id == client_id)
+        {
             // Sent again after a reconnect: it is in already. The sender gets it back (their
             // page may have missed it) and a `duplicate` frame; nothing changes.
             let mut out: Vec<Output> = self

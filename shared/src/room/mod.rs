@@ -645,7 +645,8 @@ impl Room {
         let resumed = self.members.contains_key(&claims.sub);
         if !resumed && !claims.waiting && !self.is_host_identity(claims.bid.as_deref()) {
             // Someone new: the door as it is now, not as it was when their token was made.
-            if self.meta.settings.locked {
+            // (Someone a host let in from the waiting room is let in, lock or not.)
+            if self.meta.settings.locked && !claims.admitted {
                 return refuse(conn, "This meeting is locked.");
             }
             if claims.door != self.meta.door {
@@ -717,6 +718,14 @@ impl Room {
                 .as_ref()
                 .and_then(|b| self.meta.held.remove(b))
                 .unwrap_or_default();
+            // … and so does what a host stopped of its other tabs in the meeting now.
+            if let Some(b) = &claims.bid {
+                for m in self.members.values() {
+                    if m.claims.bid.as_ref() == Some(b) {
+                        stopped.merge(&m.stopped);
+                    }
+                }
+            }
             if role == Role::Participant && !self.meta.settings.may_unmute {
                 stopped.audio = true;
             }
@@ -958,6 +967,8 @@ impl Room {
                 };
                 self.members.get_mut(&id).expect("found above").info.screen = sharing;
                 self.dirty.members.insert(id.clone());
+                // The SFU forwards screen tracks only while the room says they share.
+                calls.extend(self.block_call(&id));
                 calls.push(Output::Broadcast {
                     except: None,
                     msg: ServerMessage::ScreenChanged { id, sharing },
@@ -965,11 +976,11 @@ impl Room {
                 calls
             }
             ClientMessage::SetRoomOptions { max_screen_sharers } => {
-                if self.meta.host.as_deref() != Some(id.as_str()) {
+                if !self.is_moderator(&id) {
                     return error_to(
                         conn,
                         ErrorCode::Forbidden,
-                        "Only the host can change the room's settings.".into(),
+                        "Only hosts and co-hosts can change the room's settings.".into(),
                     );
                 }
                 if !(1..=MAX_SCREEN_SHARERS).contains(&max_screen_sharers) {
@@ -1022,15 +1033,22 @@ impl Room {
         let current = self.sfu().is_some_and(|c| c.id == sfu);
         let mut out = Vec::new();
         match (&call, &reply) {
-            (SfuCallKind::Offer { id }, HttpReply::Answered { status: 200, body }) => {
+            (SfuCallKind::Offer { id, block }, HttpReply::Answered { status: 200, body }) => {
                 match serde_json::from_str::<crate::protocol::SdpBody>(body) {
-                    Ok(b) if current => out.extend(self.to_member(
-                        &participant,
-                        ServerMessage::Answer {
-                            sdp: b.sdp,
-                            id: *id,
-                        },
-                    )),
+                    Ok(b) if current => {
+                        out.extend(self.to_member(
+                            &participant,
+                            ServerMessage::Answer {
+                                sdp: b.sdp,
+                                id: *id,
+                            },
+                        ));
+                        // A host's stop (or a share) while the offer was on its way reached no
+                        // session: tell the new one.
+                        if self.block_of(&participant) != *block {
+                            out.extend(self.block_call(&participant));
+                        }
+                    }
                     Ok(_) => {} // an answer from the SFU the room has since left
                     Err(_) => out.extend(self.to_member(
                         &participant,
@@ -1299,11 +1317,16 @@ fn ended(conn: ConnId) -> Vec<Output> {
 
 /// An error frame and a final close (the client does not reconnect).
 fn refuse(conn: ConnId, message: &str) -> Vec<Output> {
+    refuse_with(conn, ErrorCode::Forbidden, message)
+}
+
+/// Refuses a connection with `code` and says why; the socket is closed for good.
+fn refuse_with(conn: ConnId, code: ErrorCode, message: &str) -> Vec<Output> {
     vec![
         Output::Send {
             conn: conn.clone(),
             msg: ServerMessage::Error {
-                code: ErrorCode::Forbidden,
+                code,
                 message: message.to_string(),
             },
         },

@@ -54,7 +54,11 @@ pub enum HttpReply {
 /// Which [`SfuCall`] a reply is for (without its body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SfuCallKind {
-    Offer { id: u64 },
+    /// `block`: what the new session was told not to forward.
+    Offer {
+        id: u64,
+        block: crate::protocol::BlockBody,
+    },
     Answer,
     Leave,
     Views,
@@ -64,7 +68,10 @@ pub enum SfuCallKind {
 impl SfuCall {
     pub fn kind(&self) -> SfuCallKind {
         match self {
-            SfuCall::Offer { id, .. } => SfuCallKind::Offer { id: *id },
+            SfuCall::Offer { id, block, .. } => SfuCallKind::Offer {
+                id: *id,
+                block: *block,
+            },
             SfuCall::Answer { .. } => SfuCallKind::Answer,
             SfuCall::Leave => SfuCallKind::Leave,
             SfuCall::Views { .. } => SfuCallKind::Views,

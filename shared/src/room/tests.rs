@@ -118,6 +118,14 @@ impl Sim {
     }
 }
 
+/// The block an offer carries for someone nothing was stopped of who is not sharing a screen.
+fn not_sharing() -> crate::protocol::BlockBody {
+    crate::protocol::BlockBody {
+        screen: true,
+        ..Default::default()
+    }
+}
+
 fn claims(id: &str) -> Claims {
     Claims {
         sub: id.into(),
@@ -133,6 +141,7 @@ fn claims(id: &str) -> Claims {
         waiting: false,
         bid: None,
         door: 0,
+        admitted: false,
     }
 }
 
@@ -692,7 +701,7 @@ fn an_offer_goes_to_the_sfu_and_its_answer_back_to_the_sender_only() {
     let offer = SfuCall::Offer {
         sdp: SDP.into(),
         id: 7,
-        block: Default::default(),
+        block: not_sharing(),
     };
     let fx = frame(
         &mut r,
@@ -900,7 +909,10 @@ fn leaving_frees_the_participant_on_the_sfu_and_late_sfu_messages_go_nowhere() {
             Input::SfuReply {
                 sfu: "sfu-1".into(),
                 participant: "b".into(),
-                call: SfuCallKind::Offer { id: 1 },
+                call: SfuCallKind::Offer {
+                    id: 1,
+                    block: not_sharing()
+                },
                 reply: answered(200, r#"{"sdp":"a"}"#),
             }
         ),
@@ -927,7 +939,10 @@ fn sfu_refusals_reach_only_the_participant_concerned() {
         Input::SfuReply {
             sfu: "sfu-1".into(),
             participant: "b".into(),
-            call: SfuCallKind::Offer { id: 1 },
+            call: SfuCallKind::Offer {
+                id: 1,
+                block: not_sharing(),
+            },
             reply: answered(400, r#"{"code":"bad_sdp","message":"m"}"#),
         },
     );
@@ -1038,13 +1053,25 @@ fn screen_sharing_follows_the_hosts_limit() {
     let fx = frame(&mut r, "c2", &share(true));
     assert_eq!(
         fx,
-        vec![Output::Broadcast {
-            except: None,
-            msg: ServerMessage::ScreenChanged {
-                id: "b".into(),
-                sharing: true
-            }
-        }]
+        vec![
+            // The SFU now forwards b's screen tracks.
+            call(
+                "sfu-1",
+                "b",
+                SfuCall::Block {
+                    audio: false,
+                    video: false,
+                    screen: false
+                }
+            ),
+            Output::Broadcast {
+                except: None,
+                msg: ServerMessage::ScreenChanged {
+                    id: "b".into(),
+                    sharing: true
+                }
+            },
+        ]
     );
     let refused = frame(&mut r, "c3", &share(true));
     assert!(
@@ -1076,7 +1103,7 @@ fn screen_sharing_follows_the_hosts_limit() {
         },
     );
     assert_eq!(r.snapshot().max_screen_sharers, 2);
-    assert_eq!(frame(&mut r, "c3", &share(true)).len(), 1);
+    assert_eq!(frame(&mut r, "c3", &share(true)).len(), 2);
     assert!(
         r.snapshot()
             .participants
@@ -1086,7 +1113,7 @@ fn screen_sharing_follows_the_hosts_limit() {
             == 2
     );
     // Stopping twice is a no-op.
-    assert_eq!(frame(&mut r, "c2", &share(false)).len(), 1);
+    assert_eq!(frame(&mut r, "c2", &share(false)).len(), 2);
     assert_eq!(frame(&mut r, "c2", &share(false)), vec![]);
 }
 
@@ -1263,7 +1290,10 @@ fn a_drain_notice_right_after_a_move_still_moves_the_room() {
         Input::SfuReply {
             sfu: "sfu-1".into(),
             participant: "a".into(),
-            call: SfuCallKind::Offer { id: 1 },
+            call: SfuCallKind::Offer {
+                id: 1,
+                block: not_sharing(),
+            },
             reply: gone(),
         },
     );
@@ -1454,7 +1484,10 @@ fn an_unreachable_call_right_after_a_move_checks_the_new_sfu() {
         Input::SfuReply {
             sfu: "sfu-2".into(),
             participant: "a".into(),
-            call: SfuCallKind::Offer { id: 2 },
+            call: SfuCallKind::Offer {
+                id: 2,
+                block: not_sharing(),
+            },
             reply: gone(),
         },
     );
@@ -2486,7 +2519,7 @@ mod meeting {
             SfuCall::Block {
                 audio: true,
                 video: false,
-                screen: false
+                screen: true
             }
         )));
         assert!(matches!(
@@ -2523,7 +2556,7 @@ mod meeting {
                 SfuCall::Block {
                     audio: false,
                     video: false,
-                    screen: false
+                    screen: true
                 }
             )),
             "{fx:?}"
@@ -2538,7 +2571,7 @@ mod meeting {
                     SfuCall::Block {
                         audio: true,
                         video: false,
-                        screen: false
+                        screen: true
                     }
                 )),
                 "{p}"
@@ -2595,7 +2628,7 @@ mod meeting {
             SfuCall::Block {
                 audio: false,
                 video: false,
-                screen: false
+                screen: true
             }
         )));
         // A stopped screen share: the sharer stops, and may not share again while locked.
@@ -2955,14 +2988,11 @@ mod meeting {
             Some(crate::protocol::BlockBody {
                 audio: true,
                 video: false,
-                screen: false
+                screen: true
             })
         );
-        // The others' offers block nothing.
-        assert_eq!(
-            offer_block(&offer(&mut r, "c2"), "b"),
-            Some(Default::default())
-        );
+        // The others' offers block nothing but the screen they do not share.
+        assert_eq!(offer_block(&offer(&mut r, "c2"), "b"), Some(not_sharing()));
         // A block for someone the SFU does not know yet is no error for them: the offer carries it.
         let fx = r.run(
             120,
@@ -3106,7 +3136,7 @@ mod meeting {
                 SfuCall::Block {
                     audio: false,
                     video: false,
-                    screen: false
+                    screen: true
                 }
             )),
             "{fx:?}"
@@ -3565,5 +3595,379 @@ mod meeting {
             "the newest"
         );
         assert!(snap.chat.windows(2).all(|w| w[0].id < w[1].id), "in order");
+    }
+
+    // ---- Found by the second review ----
+
+    fn lock(r: &mut Sim, conn: &str, waiting_room: bool) {
+        send(
+            r,
+            conn,
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings {
+                    locked: true,
+                    waiting_room,
+                    ..Default::default()
+                },
+            },
+        );
+    }
+
+    fn refused(fx: &[Output], conn: &str) -> bool {
+        fx.iter().any(|o| {
+            matches!(o, Output::Close { conn: c, code, .. } if c == conn && *code == CLOSE_FORBIDDEN)
+        })
+    }
+
+    #[test]
+    fn an_idle_meeting_is_new_already_when_the_edge_asks_before_the_password() {
+        let mut r = Sim::new("r");
+        join_as(&mut r, 10, "h", "bh", "c1");
+        lock(&mut r, "c1", false);
+        frame_at(&mut r, 1_000, "c1", &ClientMessage::Leave {});
+        let before = r.pre_join(1_000 + IDLE_END_MS - 1, "bn", "198.51.100.9");
+        assert!(before.refused.is_some(), "still locked: {before:?}");
+        let after = r.pre_join(1_000 + IDLE_END_MS, "bn", "198.51.100.9");
+        assert!(
+            after.refused.is_none() && after.fresh && after.hash.is_none(),
+            "{after:?}"
+        );
+        // The newcomer's password (hashed because the room said "new") becomes the new meeting's.
+        let fx = r.run(
+            1_000 + IDLE_END_MS,
+            ask("N", "bn", PasswordCheck::New("$argon2id$new".into())),
+        );
+        assert!(matches!(answer(&fx), Admission::Enter { .. }), "{fx:?}");
+        assert!(r.snapshot().settings.has_password);
+    }
+
+    #[test]
+    fn a_remove_never_bans_the_hosts_browser_nor_the_removers_own() {
+        let mut r = Sim::new("r");
+        r.run(
+            0,
+            Input::SfuChosen {
+                choice: choice("sfu-1"),
+            },
+        );
+        join_as(&mut r, 10, "h", "bh", "c1");
+        join_as(&mut r, 20, "k", "bk", "c2");
+        join_as(&mut r, 30, "h2", "bh", "c3"); // the host's second tab
+        join_as(&mut r, 40, "k2", "bk", "c4"); // the co-host's second tab
+        join_as(&mut r, 50, "p", "bp", "c5");
+        for id in ["k", "p"] {
+            send(
+                &mut r,
+                "c1",
+                ClientMessage::SetCohost {
+                    id: id.into(),
+                    cohost: true,
+                },
+            );
+        }
+        let before = r.room.clone();
+        let tries = [
+            ("c2", "h2", ErrorCode::Forbidden), // a co-host, the host's other tab
+            ("c1", "h2", ErrorCode::BadRequest), // the host, their own other tab
+            ("c2", "k2", ErrorCode::BadRequest), // a co-host, their own other tab
+            ("c2", "p", ErrorCode::Forbidden),  // a co-host, another co-host
+        ];
+        for (conn, target, code) in tries {
+            let fx = send(&mut r, conn, ClientMessage::Remove { id: target.into() });
+            assert!(is_error(&fx, code), "{conn} removing {target}: {fx:?}");
+            assert_eq!(r.room, before, "{conn} removing {target} changed the room");
+        }
+        // The host may remove a co-host.
+        let fx = send(&mut r, "c1", ClientMessage::Remove { id: "p".into() });
+        assert!(refused(&fx, "c5"), "{fx:?}");
+    }
+
+    #[test]
+    fn someone_let_in_while_the_meeting_is_locked_gets_in() {
+        let mut r = Sim::new("r");
+        r.run(
+            0,
+            Input::SfuChosen {
+                choice: choice("sfu-1"),
+            },
+        );
+        join_as(&mut r, 10, "h", "bh", "c1");
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings {
+                    waiting_room: true,
+                    ..Default::default()
+                },
+            },
+        );
+        r.run(
+            200,
+            Input::Connect {
+                conn: "w1".into(),
+                claims: claims_with("g", "bg", true),
+            },
+        );
+        lock(&mut r, "c1", true);
+        let fx = send(&mut r, "c1", ClientMessage::Admit { id: "g".into() });
+        let token = fx
+            .iter()
+            .find_map(|o| match o {
+                Output::IssueToken { claims, .. } => Some(claims.clone()),
+                _ => None,
+            })
+            .expect("a token for the admitted guest");
+        assert!(token.admitted && !token.waiting);
+        let fx = r.run(
+            300,
+            Input::Connect {
+                conn: "c2".into(),
+                claims: token.clone(),
+            },
+        );
+        assert!(!refused(&fx, "c2"), "{fx:?}");
+        assert!(r.snapshot().participants.iter().any(|p| p.id == "g"));
+        // Someone new (not let in) with a token of the same door is still turned away.
+        let fx = r.run(
+            400,
+            Input::Connect {
+                conn: "c3".into(),
+                claims: Claims {
+                    door: token.door,
+                    ..claims_with("x", "bx", false)
+                },
+            },
+        );
+        assert!(refused(&fx, "c3"), "{fx:?}");
+    }
+
+    #[test]
+    fn the_waiting_room_holds_at_most_its_limit_of_sockets() {
+        let mut r = Sim::new("r");
+        join_as(&mut r, 10, "h", "bh", "c1");
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings {
+                    waiting_room: true,
+                    ..Default::default()
+                },
+            },
+        );
+        for i in 0..MAX_WAITING {
+            let fx = r.run(
+                200,
+                Input::Connect {
+                    conn: format!("w{i}"),
+                    claims: claims_with(&format!("g{i}"), &format!("b{i}"), true),
+                },
+            );
+            assert!(!refused(&fx, &format!("w{i}")), "{i}");
+        }
+        let fx = r.run(
+            300,
+            Input::Connect {
+                conn: "full".into(),
+                claims: claims_with("late", "bl", true),
+            },
+        );
+        assert!(refused(&fx, "full"), "{fx:?}");
+        assert!(sent_to(&fx, "full").iter().any(|m| matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::Unavailable,
+                ..
+            }
+        )));
+        // Someone already waiting may still reconnect.
+        let fx = r.run(
+            300,
+            Input::Connect {
+                conn: "w0b".into(),
+                claims: claims_with("g0", "b0", true),
+            },
+        );
+        assert!(!refused(&fx, "w0b"), "{fx:?}");
+    }
+
+    #[test]
+    fn another_tab_of_a_muted_browser_arrives_muted() {
+        let mut r = room();
+        join_as(&mut r, 50, "p", "bp", "c5");
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::Stop {
+                id: "p".into(),
+                what: MediaKind::Audio,
+                lock: true,
+            },
+        );
+        join_as(&mut r, 60, "p2", "bp", "c6");
+        assert!(r
+            .snapshot()
+            .participants
+            .iter()
+            .any(|x| x.id == "p2" && x.audio_muted));
+        assert_eq!(
+            offer_block(&offer(&mut r, "c6"), "p2").map(|b| b.audio),
+            Some(true)
+        );
+        let fx = send(
+            &mut r,
+            "c6",
+            ClientMessage::SetMedia {
+                audio_muted: false,
+                video_muted: false,
+            },
+        );
+        assert!(
+            !r.snapshot()
+                .participants
+                .iter()
+                .any(|x| x.id == "p2" && !x.audio_muted),
+            "{fx:?}"
+        );
+    }
+
+    fn block_to(fx: &[Output], who: &str) -> Option<(bool, bool, bool)> {
+        fx.iter().find_map(|o| match o {
+            Output::Sfu {
+                participant,
+                call:
+                    SfuCall::Block {
+                        audio,
+                        video,
+                        screen,
+                    },
+                ..
+            } if participant == who => Some((*audio, *video, *screen)),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn screen_tracks_are_forwarded_only_while_the_room_lets_someone_share() {
+        let mut r = room();
+        // Not sharing: a new session forwards nothing from the screen's places in the offer (a
+        // modified page putting its microphone there gets nothing through).
+        assert_eq!(offer_block(&offer(&mut r, "c2"), "b"), Some(not_sharing()));
+        let fx = send(&mut r, "c2", ClientMessage::SetScreen { sharing: true });
+        assert_eq!(block_to(&fx, "b"), Some((false, false, false)), "{fx:?}");
+        // A share refused (one at a time) opens nothing.
+        let fx = send(&mut r, "c3", ClientMessage::SetScreen { sharing: true });
+        assert!(is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
+        let fx = send(&mut r, "c2", ClientMessage::SetScreen { sharing: false });
+        assert_eq!(block_to(&fx, "b"), Some((false, false, true)), "{fx:?}");
+    }
+
+    #[test]
+    fn a_stop_made_while_an_offer_is_on_its_way_reaches_the_new_session() {
+        let mut r = room();
+        let fx = offer(&mut r, "c2");
+        let block = offer_block(&fx, "b").expect("an offer");
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::Stop {
+                id: "b".into(),
+                what: MediaKind::Audio,
+                lock: false,
+            },
+        );
+        // The block went to no session (404); then the new session answers.
+        r.run(
+            150,
+            Input::SfuReply {
+                sfu: "sfu-1".into(),
+                participant: "b".into(),
+                call: SfuCallKind::Block,
+                reply: answered(404, "{}"),
+            },
+        );
+        let fx = r.run(
+            160,
+            Input::SfuReply {
+                sfu: "sfu-1".into(),
+                participant: "b".into(),
+                call: SfuCallKind::Offer { id: 9, block },
+                reply: answered(200, r#"{"sdp":"a"}"#),
+            },
+        );
+        assert_eq!(block_to(&fx, "b"), Some((true, false, true)), "{fx:?}");
+        // Nothing changed in between: no extra call.
+        let fx = r.run(
+            170,
+            Input::SfuReply {
+                sfu: "sfu-1".into(),
+                participant: "b".into(),
+                call: SfuCallKind::Offer {
+                    id: 10,
+                    block: r.block_of("b"),
+                },
+                reply: answered(200, r#"{"sdp":"a"}"#),
+            },
+        );
+        assert_eq!(block_to(&fx, "b"), None, "{fx:?}");
+    }
+
+    #[test]
+    fn a_message_resent_after_the_reconnect_grace_is_posted_once() {
+        let mut r = room();
+        chat(&mut r, 100, "c2", "hello", None, "m1");
+        r.run(
+            200,
+            Input::Disconnect {
+                conn: "c2".into(),
+                clean: false,
+            },
+        );
+        r.run(200 + RECONNECT_GRACE_MS, Input::Timeout);
+        assert!(
+            !r.snapshot().participants.iter().any(|p| p.id == "b"),
+            "b is gone"
+        );
+        r.run(
+            30_000,
+            Input::Connect {
+                conn: "c2b".into(),
+                claims: claims("b"),
+            },
+        );
+        let fx = chat(&mut r, 30_100, "c2b", "hello", None, "m1");
+        assert!(
+            sent_to(&fx, "c2b").iter().any(|m| matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::Duplicate,
+                    ..
+                }
+            )),
+            "{fx:?}"
+        );
+        assert_eq!(r.snapshot_for("b").chat.len(), 1);
+    }
+
+    #[test]
+    fn lowering_ones_own_hand_counts_toward_the_hand_limit() {
+        let mut r = room();
+        let mut refused = 0;
+        for i in 0..8 {
+            let msg = if i % 2 == 0 {
+                ClientMessage::Hand { raised: true }
+            } else {
+                ClientMessage::LowerHand { id: "b".into() }
+            };
+            if is_error(
+                &frame_at(&mut r, 100 + i, "c2", &msg),
+                ErrorCode::TooManyRequests,
+            ) {
+                refused += 1;
+            }
+        }
+        let limit = crate::room::meeting::REACTIONS_PER_SECOND;
+        assert_eq!(refused, 8 - limit, "a toggle limit of {limit}/s");
     }
 }

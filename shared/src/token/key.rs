@@ -173,6 +173,7 @@ mod tests {
             waiting: false,
             bid: None,
             door: 0,
+            admitted: false,
         }
     }
 

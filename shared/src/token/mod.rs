@@ -106,6 +106,10 @@ pub struct Claims {
     /// tightened the door (lock, waiting room, password) or ended the meeting brings nobody new in.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub door: u32,
+    /// Let in from the waiting room by a host: it gets in while the meeting is locked (the door
+    /// generation still applies).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admitted: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
