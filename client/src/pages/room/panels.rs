@@ -97,6 +97,7 @@ fn ParticipantsPanel() -> impl IntoView {
                 key=|p| (p.id.clone(), p.audio_muted, p.video_muted, p.role, p.away, p.hand, p.screen) let:p>
                 {
                     let is_me = p.id == me();
+                    let role = p.role;
                     let name = p.name.clone();
                     let id = StoredValue::new(p.id.clone());
                     let act = move |f: fn(String) -> ClientMessage| move |_| send(f(id.get_value()));
@@ -140,7 +141,7 @@ fn ParticipantsPanel() -> impl IntoView {
                                     aria-label=if p.role == Role::Cohost { format!("Remove co-host role from {name}") } else { format!("Make {name} a co-host") }
                                     on:click=move |_| send(ClientMessage::SetCohost { id: id.get_value(), cohost: p.role != Role::Cohost })>
                                     {if p.role == Role::Cohost { "Remove co-host" } else { "Make co-host" }}</button>
-                                <button type="button" class="danger" hidden=p.role == Role::Host aria-label=format!("Remove {name}")
+                                <button type="button" class="danger" hidden=move || role == Role::Host || (role == Role::Cohost && !host()) aria-label=format!("Remove {name}")
                                     on:click=remove>"Remove"</button>
                             </span>
                         </li>

@@ -56,7 +56,7 @@ pub fn SettingsPanel() -> impl IntoView {
             {check("Waiting room: a host lets each person in", |s| s.waiting_room, |s, v| s.waiting_room = v)}
             {check("Lock the meeting: nobody new gets in", |s| s.locked, |s, v| s.locked = v)}
             {check("The right password skips the waiting room", |s| s.password_skips_waiting, |s, v| s.password_skips_waiting = v)}
-            <div class="password" hidden=move || !host()>
+            <div class="password" hidden=move || !moderator()>
                 <label>{move || if settings().has_password { "New password" } else { "Password" }}
                     <input type="password" autocomplete="new-password" maxlength="128"
                         prop:value=password on:input=move |ev| set_password.set(event_target_value(&ev)) />
@@ -80,7 +80,7 @@ pub fn SettingsPanel() -> impl IntoView {
             {check("Chat", |s| s.may_chat, |s, v| s.may_chat = v)}
             {check("React", |s| s.may_react, |s, v| s.may_react = v)}
             <label class="check">
-                <input type="checkbox" data-testid="many-sharers" disabled=move || !host()
+                <input type="checkbox" data-testid="many-sharers" disabled=move || !moderator()
                     prop:checked=move || m.model.with(|r| r.max_screen_sharers > 1)
                     on:change=move |ev| {
                         let on = event_target_checked(&ev);
