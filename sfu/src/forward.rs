@@ -145,6 +145,51 @@ pub struct Rewriter {
     source: Option<Source>,
     /// Last packet sent: output seq, output ts, arrival time (µs).
     last: Option<(u16, u32, u64)>,
+    /// The current source's most recently skipped input sequence numbers, oldest first: a late
+    /// packet from before a skip is mapped with the offset it had before that skip (else it
+    /// would take the number of the packet just before it).
+    skips: Skips,
+}
+
+/// How many skipped sequence numbers a [`Rewriter`] remembers for late packets.
+const SKIPS: usize = 16;
+
+/// A small ring of skipped input sequence numbers (no allocation on the packet path).
+#[derive(Debug, Clone, Copy, Default)]
+struct Skips {
+    seqs: [u16; SKIPS],
+    /// Index of the oldest; how many are held.
+    head: u8,
+    len: u8,
+    /// The newest skip that had to be forgotten: a late packet from before it cannot be placed.
+    forgotten: Option<u16>,
+}
+
+impl Skips {
+    fn push(&mut self, seq: u16) {
+        if self.len as usize == SKIPS {
+            self.forgotten = Some(self.seqs[self.head as usize]);
+            self.seqs[self.head as usize] = seq;
+            self.head = ((self.head as usize + 1) % SKIPS) as u8;
+        } else {
+            self.seqs[(self.head as usize + self.len as usize) % SKIPS] = seq;
+            self.len += 1;
+        }
+    }
+
+    /// How many skips came after `seq` (a late packet), or `None` if one of them was forgotten.
+    fn after(&self, seq: u16) -> Option<u16> {
+        if self.forgotten.is_some_and(|f| seq_before(seq, f)) {
+            return None;
+        }
+        let mut n = 0;
+        for i in 0..self.len as usize {
+            if seq_before(seq, self.seqs[(self.head as usize + i) % SKIPS]) {
+                n += 1;
+            }
+        }
+        Some(n)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +215,7 @@ impl Rewriter {
             negotiated,
             source: None,
             last: None,
+            skips: Skips::default(),
         }
     }
 
@@ -203,6 +249,7 @@ impl Rewriter {
         if out_pt == Negotiated::NONE {
             return Err(PacketError::UnmappedPayloadType(payload_type));
         }
+        let mut late_skips = 0u16;
         let src = match &mut self.source {
             Some(s) if s.ssrc == ssrc => {
                 if seq_before(seq, s.highest) {
@@ -210,6 +257,8 @@ impl Rewriter {
                     if s.highest.wrapping_sub(seq) > s.highest.wrapping_sub(s.first_seq) {
                         return Err(PacketError::Stale);
                     }
+                    // Skips after it did not move it: undo them.
+                    late_skips = self.skips.after(seq).ok_or(PacketError::Stale)?;
                 } else {
                     s.highest = seq;
                 }
@@ -217,7 +266,7 @@ impl Rewriter {
             }
             _ => self.switch_to(ssrc, seq, timestamp, now_us),
         };
-        let out_seq = seq.wrapping_add(src.seq_offset);
+        let out_seq = seq.wrapping_add(src.seq_offset).wrapping_add(late_skips);
         let out_ts = timestamp.wrapping_add(src.ts_offset);
         // Only move "last" forward: a late (reordered) packet must not pull it back.
         match self.last {
@@ -256,6 +305,7 @@ impl Rewriter {
             ts_offset,
         };
         self.source = Some(s);
+        self.skips = Skips::default();
         s
     }
 
@@ -289,6 +339,7 @@ impl Rewriter {
             if seq_before(s.highest, seq) {
                 s.seq_offset = s.seq_offset.wrapping_sub(1);
                 s.highest = seq;
+                self.skips.push(seq);
             }
         }
     }
@@ -490,5 +541,83 @@ mod tests {
         r.skip(8, 200);
         r.skip(7, 50);
         assert_eq!(r.map(96, 110, 1_000, 7, 110).unwrap().seq, 107);
+    }
+
+    /// Feeds `input` (seq, is padding) and returns the output sequence numbers of what was sent.
+    fn run(r: &mut Rewriter, input: &[(u16, bool)]) -> Vec<Option<u16>> {
+        input
+            .iter()
+            .map(|&(seq, padding)| {
+                if padding {
+                    r.skip(7, seq);
+                    None
+                } else {
+                    r.map(96, seq, 1_000, 7, seq as u64).ok().map(|m| m.seq)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_late_packet_after_a_skipped_padding_packet_keeps_its_own_number() {
+        // The known bug: 100, 102, [103 padding], 101, 104 came out 100, 102, 100, 103.
+        let mut r = Rewriter::new(9, 90_000, negotiated());
+        let out = run(
+            &mut r,
+            &[
+                (100, false),
+                (102, false),
+                (103, true),
+                (101, false),
+                (104, false),
+            ],
+        );
+        assert_eq!(out, [Some(100), Some(102), None, Some(101), Some(103)]);
+    }
+
+    #[test]
+    fn reordered_packets_around_skips_come_out_strictly_continuous_across_the_wrap() {
+        // Deterministic shuffles of a window of packets with padding among them, across the
+        // 16-bit wrap: every forwarded packet gets its own number and together they are gapless.
+        let mut state = 0x2545_f491_u32;
+        let mut rnd = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        for round in 0..200 {
+            let start = 65_500u16.wrapping_add(round);
+            let mut input: Vec<(u16, bool)> = (0..80u16)
+                .map(|i| (start.wrapping_add(i), i > 0 && rnd() % 5 == 0))
+                .collect();
+            // Move some media packets up to 6 places later (late arrivals), never the first. (A
+            // late padding packet leaves its gap: what was sent cannot be renumbered.)
+            for i in 1..input.len() {
+                if !input[i].1 && rnd() % 4 == 0 {
+                    let j = (i + 1 + (rnd() % 6) as usize).min(input.len() - 1);
+                    let p = input.remove(i);
+                    input.insert(j, p);
+                }
+            }
+            let mut r = Rewriter::new(9, 90_000, negotiated());
+            let sent: Vec<u16> = run(&mut r, &input).into_iter().flatten().collect();
+            let mut sorted: Vec<u16> = sent.iter().map(|s| s.wrapping_sub(start)).collect();
+            sorted.sort_unstable();
+            let want: Vec<u16> = (0..sorted.len() as u16).collect();
+            assert_eq!(sorted, want, "round {round}: {input:?} gave {sent:?}");
+        }
+    }
+
+    #[test]
+    fn a_late_packet_from_before_forgotten_skips_is_dropped_not_misnumbered() {
+        let mut r = Rewriter::new(9, 90_000, negotiated());
+        r.map(96, 1, 1_000, 7, 0).unwrap();
+        for seq in 3..(3 + SKIPS as u16 + 1) {
+            r.skip(7, seq); // more padding than the rewriter remembers
+        }
+        assert_eq!(r.map(96, 2, 1_000, 7, 0), Err(PacketError::Stale));
+        // 2 was lost, not skipped: the next packet follows it.
+        assert_eq!(r.map(96, 3 + SKIPS as u16 + 1, 1_000, 7, 0).unwrap().seq, 3);
     }
 }
