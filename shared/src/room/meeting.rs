@@ -92,6 +92,33 @@ pub(super) struct Waiting {
 pub(super) struct Limits {
     chat: BTreeMap<String, VecDeque<Millis>>,
     reactions: BTreeMap<String, VecDeque<Millis>>,
+    /// Frames per socket in the current second.
+    frames: BTreeMap<ConnId, FrameWindow>,
+}
+
+/// Frames a socket may send in one second; past it they are refused (one error frame a second).
+pub const FRAMES_PER_SECOND: u32 = 50;
+/// A socket sending this many frames in one second, or over the limit three seconds running, is
+/// closed (1008: policy violation).
+pub const FRAMES_CLOSE: u32 = 200;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct FrameWindow {
+    start: Millis,
+    count: u32,
+    /// Seconds in a row that went over the limit (this one included once it does).
+    over_runs: u32,
+}
+
+/// What to do with one frame from a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FrameVerdict {
+    Take,
+    /// Over the limit: dropped; `tell` for the first one this second.
+    Refuse {
+        tell: bool,
+    },
+    Close,
 }
 
 impl Limits {
@@ -100,6 +127,46 @@ impl Limits {
         self.chat.remove(id);
         self.reactions.remove(id);
         self.reactions.remove(&format!("hand:{id}"));
+    }
+
+    /// A socket closed: its frame counter goes.
+    pub(super) fn forget_conn(&mut self, conn: &str) {
+        self.frames.remove(conn);
+    }
+
+    /// Counts one frame from `conn`.
+    pub(super) fn frame(&mut self, conn: &str, now: Millis) -> FrameVerdict {
+        if self.frames.len() >= 10_000 && !self.frames.contains_key(conn) {
+            // Sockets that closed without a word: forget the quiet ones.
+            self.frames.retain(|_, w| now < w.start + 60_000);
+        }
+        let w = self.frames.entry(conn.to_string()).or_default();
+        if now >= w.start + 1_000 {
+            let was_over = w.count > FRAMES_PER_SECOND;
+            let consecutive = now < w.start + 2_000;
+            *w = FrameWindow {
+                start: now,
+                count: 0,
+                over_runs: if was_over && consecutive {
+                    w.over_runs
+                } else {
+                    0
+                },
+            };
+        }
+        w.count += 1;
+        if w.count <= FRAMES_PER_SECOND {
+            return FrameVerdict::Take;
+        }
+        if w.count == FRAMES_PER_SECOND + 1 {
+            w.over_runs += 1;
+        }
+        if w.count >= FRAMES_CLOSE || w.over_runs >= 3 {
+            return FrameVerdict::Close;
+        }
+        FrameVerdict::Refuse {
+            tell: w.count == FRAMES_PER_SECOND + 1,
+        }
     }
 }
 

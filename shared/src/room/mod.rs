@@ -54,6 +54,9 @@ pub const CLOSE_REPLACED: u16 = 4000;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code for a connection the room refuses (revoked token, removed, turned away).
 pub const CLOSE_FORBIDDEN: u16 = 4403;
+/// Close code for a socket flooding the room with frames (RFC 6455 "policy violation"): the
+/// page may come back, slower.
+pub const CLOSE_FLOOD: u16 = 1008;
 /// The tag the shell gives sockets of people in the waiting room (from their token): broadcasts
 /// skip them.
 pub const WAITING_TAG: &str = "waiting";
@@ -444,11 +447,14 @@ impl Room {
         match input {
             Input::Connect { conn, claims } => self.connect(now, conn, claims),
             Input::Frame { conn, text } => self.frame(now, conn, &text),
-            Input::Disconnect { conn, clean } => match self.member_by_conn(&conn).cloned() {
-                Some(id) if clean => self.remove(now, &id),
-                Some(id) => self.mark_away(now, &id, Some(conn)),
-                None => self.waiter_gone(&conn).unwrap_or_default(),
-            },
+            Input::Disconnect { conn, clean } => {
+                self.limits.forget_conn(&conn);
+                match self.member_by_conn(&conn).cloned() {
+                    Some(id) if clean => self.remove(now, &id),
+                    Some(id) => self.mark_away(now, &id, Some(conn)),
+                    None => self.waiter_gone(&conn).unwrap_or_default(),
+                }
+            }
             Input::Join(ask) => self.join(now, ask),
             Input::PasswordHashed { hash } => self.password_hashed(hash),
             Input::Restored { open } => {
@@ -787,6 +793,37 @@ impl Room {
     }
 
     fn frame(&mut self, now: Millis, conn: ConnId, text: &str) -> Vec<Output> {
+        match self.limits.frame(&conn, now) {
+            meeting::FrameVerdict::Take => {}
+            meeting::FrameVerdict::Refuse { tell: false } => return Vec::new(),
+            meeting::FrameVerdict::Refuse { tell: true } => {
+                return error_to(
+                    conn,
+                    ErrorCode::TooManyRequests,
+                    format!(
+                        "Too many messages: at most {} a second. Slow down.",
+                        meeting::FRAMES_PER_SECOND
+                    ),
+                )
+            }
+            meeting::FrameVerdict::Close => {
+                self.limits.forget_conn(&conn);
+                return vec![
+                    Output::Send {
+                        conn: conn.clone(),
+                        msg: ServerMessage::Error {
+                            code: ErrorCode::TooManyRequests,
+                            message: "Too many messages: this connection was closed.".into(),
+                        },
+                    },
+                    Output::Close {
+                        conn,
+                        code: CLOSE_FLOOD,
+                        reason: "too many messages".into(),
+                    },
+                ];
+            }
+        }
         if let Some(waiter) = self.waiter_by_conn(&conn) {
             return self.waiting_frame(now, conn, waiter, text);
         }

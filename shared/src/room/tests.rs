@@ -3970,4 +3970,77 @@ mod meeting {
         let limit = crate::room::meeting::REACTIONS_PER_SECOND;
         assert_eq!(refused, 8 - limit, "a toggle limit of {limit}/s");
     }
+
+    // ---- Floods ----
+
+    /// Sends `n` pings from `conn` spread evenly over [from, from + 1000) ms; counts what came back.
+    fn pings(r: &mut Sim, conn: &str, from: Millis, n: u64) -> (usize, usize, bool) {
+        let (mut pongs, mut errors, mut closed) = (0, 0, false);
+        for i in 0..n {
+            let fx = frame_at(
+                r,
+                from + i * 1_000 / n,
+                conn,
+                &ClientMessage::Ping { nonce: i },
+            );
+            for o in &fx {
+                match o {
+                    Output::Send {
+                        msg: ServerMessage::Pong { .. },
+                        ..
+                    } => pongs += 1,
+                    Output::Send {
+                        msg:
+                            ServerMessage::Error {
+                                code: ErrorCode::TooManyRequests,
+                                ..
+                            },
+                        ..
+                    } => errors += 1,
+                    Output::Close { code, .. } if *code == CLOSE_FLOOD => closed = true,
+                    _ => {}
+                }
+            }
+            if closed {
+                break;
+            }
+        }
+        (pongs, errors, closed)
+    }
+
+    #[test]
+    fn a_socket_flooding_the_room_is_throttled_then_closed_and_nobody_else_notices() {
+        let mut r = room();
+        let before = r.snapshot();
+        // 1,000 frames in a second: 50 answered, one error, closed at the 200th.
+        let (pongs, errors, closed) = pings(&mut r, "c2", 1_000, 1_000);
+        assert_eq!((pongs, errors, closed), (50, 2, true));
+        assert_eq!(r.snapshot(), before, "no room state harmed");
+        // Someone else in the same second is answered as usual.
+        let (pongs, errors, closed) = pings(&mut r, "c3", 1_000, 40);
+        assert_eq!((pongs, errors, closed), (40, 0, false));
+        // A busy but honest page (40 a second for ten seconds) is never throttled.
+        for s in 0..10 {
+            assert_eq!(
+                pings(&mut r, "c1", 10_000 + s * 1_000, 40),
+                (40, 0, false),
+                "second {s}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_socket_over_the_limit_three_seconds_running_is_closed() {
+        let mut r = room();
+        let mut closed_in = None;
+        for s in 0..5 {
+            let (pongs, _, closed) = pings(&mut r, "c2", 1_000 + s * 1_000, 60);
+            assert_eq!(pongs, 50, "second {s}");
+            if closed {
+                closed_in = Some(s);
+                break;
+            }
+        }
+        assert_eq!(closed_in, Some(2));
+    }
 }
