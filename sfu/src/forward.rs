@@ -177,9 +177,15 @@ impl Skips {
         }
     }
 
+    /// Was `seq` skipped (a media packet claiming a padding packet's number is a duplicate)?
+    fn contains(&self, seq: u16) -> bool {
+        (0..self.len as usize).any(|i| self.seqs[(self.head as usize + i) % SKIPS] == seq)
+    }
+
     /// How many skips came after `seq` (a late packet), or `None` if one of them was forgotten.
     fn after(&self, seq: u16) -> Option<u16> {
-        if self.forgotten.is_some_and(|f| seq_before(seq, f)) {
+        // (At or before a forgotten skip: its number may be one given away already.)
+        if self.forgotten.is_some_and(|f| !seq_before(f, seq)) {
             return None;
         }
         let mut n = 0;
@@ -259,6 +265,15 @@ impl Rewriter {
                     }
                     // Skips after it did not move it: undo them.
                     late_skips = self.skips.after(seq).ok_or(PacketError::Stale)?;
+                    if self.skips.contains(seq) {
+                        return Err(PacketError::Stale);
+                    }
+                } else if seq == s.highest {
+                    // A repeat; of a skipped padding packet, it would take its predecessor's
+                    // number.
+                    if self.skips.contains(seq) {
+                        return Err(PacketError::Stale);
+                    }
                 } else {
                     s.highest = seq;
                 }
@@ -607,6 +622,25 @@ mod tests {
             let want: Vec<u16> = (0..sorted.len() as u16).collect();
             assert_eq!(sorted, want, "round {round}: {input:?} gave {sent:?}");
         }
+    }
+
+    #[test]
+    fn a_media_packet_with_a_skipped_padding_packets_number_is_dropped() {
+        let mut r = Rewriter::new(9, 90_000, negotiated());
+        let out = run(&mut r, &[(10, false), (11, true), (11, false), (12, false)]);
+        assert_eq!(out, [Some(10), None, None, Some(11)]);
+    }
+
+    #[test]
+    fn a_media_packet_claiming_a_forgotten_skips_number_is_dropped() {
+        // Found by the rtp fuzz target: it took the number of the packet before it.
+        let mut r = Rewriter::new(9, 90_000, negotiated());
+        assert_eq!(r.map(96, 1, 1_000, 7, 0).unwrap().seq, 1);
+        for seq in 2..(2 + SKIPS as u16 + 1) {
+            r.skip(7, seq); // 2 is forgotten
+        }
+        assert_eq!(r.map(96, 2, 1_000, 7, 0), Err(PacketError::Stale));
+        assert_eq!(r.map(96, 2 + SKIPS as u16 + 1, 1_000, 7, 0).unwrap().seq, 2);
     }
 
     #[test]

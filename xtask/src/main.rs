@@ -10,6 +10,7 @@
 
 mod build;
 mod cmd;
+mod fuzz;
 mod secrets;
 mod setup;
 mod stack;
@@ -57,6 +58,14 @@ enum Cmd {
     Deploy,
     /// Print performance figures (SFU forwarding core); not pass/fail.
     Bench,
+    /// Build the libFuzzer targets (fuzz/) and run each for a while; fails on any finding.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        secs: u64,
+        /// Targets to run (all when none is named).
+        targets: Vec<String>,
+    },
 }
 
 /// Set by Ctrl-C / SIGTERM while a stack is up; without a stack, the signal ends xtask at once.
@@ -81,6 +90,7 @@ fn main() -> ExitCode {
         Cmd::Test => test(),
         Cmd::Deploy => deploy(),
         Cmd::Bench => bench(),
+        Cmd::Fuzz { secs, targets } => fuzz_cmd(secs, &targets),
     };
     match result {
         Ok(()) => {
@@ -92,6 +102,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn fuzz_cmd(secs: u64, names: &[String]) -> Result<()> {
+    let tools = setup(Needs { browser: false })?;
+    let targets: Vec<&'static str> = if names.is_empty() {
+        fuzz::TARGETS.to_vec()
+    } else {
+        let mut v = Vec::new();
+        for n in names {
+            let t = fuzz::TARGETS
+                .iter()
+                .find(|t| **t == n.as_str())
+                .ok_or_else(|| {
+                    fail(
+                        "fuzz",
+                        format!("no fuzz target {n}"),
+                        format!("targets: {}", fuzz::TARGETS.join(", ")),
+                    )
+                })?;
+            v.push(*t);
+        }
+        v
+    };
+    step("fuzz", || fuzz::fuzz(&tools.paths.root, &targets, secs)).map(|_| ())
 }
 
 fn start_stack(tools: &Tools, sfu_bin: &std::path::Path, cfg: &StackConfig) -> Result<Stack> {
@@ -191,12 +225,18 @@ fn test() -> Result<()> {
                         "edgemeet-client",
                         "--exclude",
                         "edgemeet-edge",
+                        "--exclude",
+                        "edgemeet-fuzz",
                     ])
                     .current_dir(&p.root),
                 "see the failing test above",
             )
         },
     );
+    // Every fuzz target for a minute (`cargo xtask fuzz` runs them longer): any finding fails.
+    suite(&mut results, "fuzzing, 60 s per target (libFuzzer)", || {
+        fuzz::fuzz(&p.root, &fuzz::TARGETS, 60).map(|_| ())
+    });
     // The wasm builds are tests too: a client or edge that does not build fails here.
     let sfu_bin = build::build_all(&tools, build::SfuBuild::Fast)?;
     let cfg = StackConfig::test();

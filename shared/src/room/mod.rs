@@ -663,9 +663,30 @@ impl Room {
             }
         }
         if claims.waiting {
+            if self.members.contains_key(&claims.sub) {
+                // Let in already (with a newer token): the old pass does not put them back.
+                return refuse(conn, "You are already in this meeting.");
+            }
             return self.wait(now, conn, claims);
         }
         let mut out = Vec::new();
+        // In now: no longer waiting (their waiting socket, if any, goes).
+        if let Some(w) = self
+            .meta
+            .waiting
+            .iter()
+            .find(|w| w.id == claims.sub)
+            .cloned()
+        {
+            out.extend(self.unwait(&w.id));
+            if let Some(c) = w.conn.filter(|c| *c != conn) {
+                out.push(Output::Close {
+                    conn: c,
+                    code: CLOSE_REPLACED,
+                    reason: "replaced by a newer connection".into(),
+                });
+            }
+        }
         let mut reissue = None;
         self.dirty.members.insert(claims.sub.clone());
         if let Some(m) = self.members.get_mut(&claims.sub) {
@@ -712,10 +733,11 @@ impl Room {
             }
             self.meta.empty_since = None;
             self.dirty.meta = true;
-            let role = if becomes_host {
-                Role::Host
-            } else {
-                claims.role
+            // The room decides who hosts: a token claiming it makes nobody a second host.
+            let role = match (becomes_host, claims.role) {
+                (true, _) => Role::Host,
+                (false, Role::Host) => Role::Participant,
+                (false, r) => r,
             };
             // What a host stopped of this browser before it left holds; in a meeting where
             // participants may not unmute themselves, they arrive muted.

@@ -4043,4 +4043,67 @@ mod meeting {
         }
         assert_eq!(closed_in, Some(2));
     }
+
+    // ---- Found by fuzzing (fuzz/fuzz_targets/room.rs) ----
+
+    #[test]
+    fn nobody_is_both_waiting_and_in_the_room() {
+        let mut r = Sim::new("r");
+        r.run(
+            0,
+            Input::SfuChosen {
+                choice: choice("sfu-1"),
+            },
+        );
+        // A waiting pass and a room token for the same person, in either order.
+        r.run(
+            10,
+            Input::Connect {
+                conn: "w".into(),
+                claims: claims_with("p0", "b1", true),
+            },
+        );
+        let fx = r.run(
+            20,
+            Input::Connect {
+                conn: "c".into(),
+                claims: claims_with("p0", "b0", false),
+            },
+        );
+        assert!(r.snapshot().participants.iter().any(|p| p.id == "p0"));
+        assert!(r.snapshot_for("p0").waiting.is_empty(), "{fx:?}");
+        let fx = r.run(
+            30,
+            Input::Connect {
+                conn: "w2".into(),
+                claims: claims_with("p0", "b1", true),
+            },
+        );
+        assert!(refused(&fx, "w2"), "{fx:?}");
+        assert!(r.snapshot_for("p0").waiting.is_empty());
+    }
+
+    #[test]
+    fn a_token_claiming_to_be_host_makes_nobody_a_second_host() {
+        let mut r = room(); // a hosts
+        let fx = r.run(
+            50,
+            Input::Connect {
+                conn: "c9".into(),
+                claims: Claims {
+                    role: Role::Host,
+                    ..claims_with("z", "bz", false)
+                },
+            },
+        );
+        assert!(!fx.is_empty());
+        let hosts: Vec<_> = r
+            .snapshot()
+            .participants
+            .into_iter()
+            .filter(|p| p.role == Role::Host)
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(hosts, ["a"]);
+    }
 }

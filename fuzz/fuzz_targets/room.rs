@@ -1,0 +1,407 @@
+//! The room core under any sequence of inputs: joins, connects (waiting or not, any door, any
+//! browser), every client message with ids from the room or not, raw text frames, drops, clean
+//! leaves, SFU replies, hashed passwords, time passing and evictions. After every input: no panic,
+//! at most one host and they are a member, nobody both waiting and in the room, and the rows the
+//! core asked to store rebuild exactly the room in memory.
+#![no_main]
+use std::collections::BTreeMap;
+
+use arbitrary::{Arbitrary, Unstructured};
+use edgemeet_shared::protocol::{ClientMessage, MediaKind, RoomSettings, Source, TileView};
+use edgemeet_shared::region::SfuChoice;
+use edgemeet_shared::room::{
+    Changes, HttpReply, Input, JoinAsk, Output, PasswordCheck, Room, SfuCallKind,
+};
+use edgemeet_shared::token::{Claims, Grants, Role};
+use libfuzzer_sys::fuzz_target;
+
+const PEOPLE: u8 = 6;
+
+fn id(who: u8) -> String {
+    format!("p{}", who % (PEOPLE + 1)) // one more than ever connects: an unknown id
+}
+
+fn message(u: &mut Unstructured) -> arbitrary::Result<ClientMessage> {
+    let who = id(u.arbitrary()?);
+    let kind = *u.choose(&[MediaKind::Audio, MediaKind::Video, MediaKind::Screen])?;
+    Ok(match u.int_in_range(0..=24u8)? {
+        0 => ClientMessage::Hello {
+            version: u.int_in_range(0..=3)?,
+        },
+        1 => ClientMessage::Ping {
+            nonce: u.arbitrary()?,
+        },
+        2 => ClientMessage::SetMedia {
+            audio_muted: u.arbitrary()?,
+            video_muted: u.arbitrary()?,
+        },
+        3 => ClientMessage::Leave {},
+        4 => ClientMessage::Offer {
+            sdp: if u.arbitrary()? {
+                "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".into()
+            } else {
+                u.arbitrary()?
+            },
+            id: u.arbitrary()?,
+        },
+        5 => ClientMessage::Answer {
+            sdp: u.arbitrary()?,
+        },
+        6 => ClientMessage::MediaFailed {},
+        7 => ClientMessage::Views {
+            views: vec![TileView {
+                publisher: who,
+                source: Source::Camera,
+                height: u.arbitrary()?,
+            }],
+        },
+        8 => ClientMessage::SetScreen {
+            sharing: u.arbitrary()?,
+        },
+        9 => ClientMessage::SetRoomOptions {
+            max_screen_sharers: u.int_in_range(0..=6)?,
+        },
+        10 => ClientMessage::Chat {
+            text: u.arbitrary()?,
+            to: if u.arbitrary()? { Some(who) } else { None },
+            client_id: format!("m{}", u.int_in_range(0..=9u8)?),
+        },
+        11 => ClientMessage::DeleteChat {
+            id: u.int_in_range(0..=12)?,
+        },
+        12 => ClientMessage::React {
+            emoji: (*u.choose(&["👍", "🎉", "x", ""])?).into(),
+        },
+        13 => ClientMessage::Hand {
+            raised: u.arbitrary()?,
+        },
+        14 => ClientMessage::LowerHand { id: who },
+        15 => ClientMessage::Admit { id: who },
+        16 => ClientMessage::Deny { id: who },
+        17 => ClientMessage::AdmitAll {},
+        18 => ClientMessage::Remove { id: who },
+        19 => ClientMessage::Stop {
+            id: who,
+            what: kind,
+            lock: u.arbitrary()?,
+        },
+        20 => ClientMessage::MuteAll {
+            lock: u.arbitrary()?,
+        },
+        21 => ClientMessage::AskUnmute { id: who },
+        22 => ClientMessage::SetCohost {
+            id: who,
+            cohost: u.arbitrary()?,
+        },
+        23 => ClientMessage::UpdateSettings {
+            settings: RoomSettings {
+                waiting_room: u.arbitrary()?,
+                locked: u.arbitrary()?,
+                has_password: u.arbitrary()?,
+                password_skips_waiting: u.arbitrary()?,
+                may_share_screen: u.arbitrary()?,
+                may_unmute: u.arbitrary()?,
+                may_chat: u.arbitrary()?,
+                may_react: u.arbitrary()?,
+            },
+        },
+        _ => {
+            if u.arbitrary()? {
+                ClientMessage::SetPassword {
+                    password: Some(u.arbitrary()?),
+                }
+            } else {
+                ClientMessage::EndMeeting {}
+            }
+        }
+    })
+}
+
+#[derive(Debug)]
+struct Msg(ClientMessage);
+
+impl<'a> Arbitrary<'a> for Msg {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        message(u).map(Msg)
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+enum Step {
+    Join {
+        browser: u8,
+        password: u8,
+    },
+    Connect {
+        who: u8,
+        browser: u8,
+        waiting: bool,
+        admitted: bool,
+        door: u8,
+        role: u8,
+        conn: u8,
+    },
+    Frame {
+        conn: u8,
+        msg: Msg,
+    },
+    Raw {
+        conn: u8,
+        text: String,
+    },
+    Disconnect {
+        conn: u8,
+        clean: bool,
+    },
+    Later {
+        ms: u16,
+    },
+    LongLater {
+        minutes: u8,
+    },
+    Evict {
+        keep: u8,
+    },
+    SfuReply {
+        who: u8,
+        status: u16,
+        offer: bool,
+    },
+    Hashed {
+        ok: bool,
+    },
+}
+
+/// The rows the core asked to store, as the DO keeps them.
+#[derive(Default)]
+struct Rows {
+    meta: Option<String>,
+    members: BTreeMap<String, String>,
+    revoked: BTreeMap<String, u64>,
+    chat: BTreeMap<u64, String>,
+}
+
+impl Rows {
+    fn apply(&mut self, c: Changes) {
+        if let Some(m) = c.meta {
+            self.meta = Some(m);
+        }
+        for (k, v) in c.members {
+            match v {
+                Some(v) => self.members.insert(k, v),
+                None => self.members.remove(&k),
+            };
+        }
+        for (k, v) in c.revoked {
+            match v {
+                Some(v) => self.revoked.insert(k, v),
+                None => self.revoked.remove(&k),
+            };
+        }
+        for (k, v) in c.chat {
+            match v {
+                Some(v) => self.chat.insert(k, v),
+                None => self.chat.remove(&k),
+            };
+        }
+    }
+
+    fn restore(&self, name: &str) -> Room {
+        let (room, errors) = Room::restore(
+            name,
+            self.meta.as_deref(),
+            self.members.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            self.revoked.iter().map(|(k, v)| (k.as_str(), *v)),
+            self.chat.values().map(String::as_str),
+        );
+        assert!(errors.is_empty(), "stored rows unreadable: {errors:?}");
+        room
+    }
+}
+
+fn run(room: &mut Room, rows: &mut Rows, open: &mut Vec<String>, now: u64, input: Input) {
+    room.handle_input(now, input);
+    while let Some(o) = room.poll_output() {
+        match o {
+            Output::Persist(c) => rows.apply(c),
+            Output::Close { conn, .. } => open.retain(|c| *c != conn),
+            _ => {}
+        }
+    }
+    // Invariants.
+    let snap = room.snapshot();
+    let hosts = snap
+        .participants
+        .iter()
+        .filter(|p| p.role == Role::Host)
+        .count();
+    assert!(hosts <= 1, "{hosts} hosts: {snap:?}");
+    if let Some(h) = room.host() {
+        assert!(
+            snap.participants.iter().any(|p| p.id == h),
+            "host {h} is not in the room"
+        );
+    }
+    if let Some(h) = room.host() {
+        for w in room.snapshot_for(h).waiting {
+            assert!(
+                !snap.participants.iter().any(|p| p.id == w.id),
+                "{} both waiting and in the room",
+                w.id
+            );
+        }
+    }
+    assert_eq!(
+        rows.restore(room.name()),
+        *room,
+        "the stored rows must rebuild the room"
+    );
+}
+
+fuzz_target!(|steps: Vec<Step>| {
+    if std::env::var_os("FUZZ_SHOW").is_some() {
+        eprintln!("{steps:#?}");
+    }
+    let mut room = Room::new("r");
+    let mut rows = Rows::default();
+    let mut open: Vec<String> = Vec::new();
+    let mut now: u64 = 1_000_000;
+    let choice = SfuChoice {
+        id: "sfu-1".into(),
+        region: "sfu-1".into(),
+        url: "http://sfu-1".into(),
+        distance_km: None,
+        score: 0.0,
+        reason: "fuzz".into(),
+    };
+    run(
+        &mut room,
+        &mut rows,
+        &mut open,
+        now,
+        Input::SfuChosen { choice },
+    );
+    for step in steps.into_iter().take(300) {
+        let input = match step {
+            Step::Join { browser, password } => Input::Join(JoinAsk {
+                name: format!("N{browser}"),
+                identity: format!("b{}", browser % 4),
+                addr: format!("198.51.100.{}", browser % 3),
+                password: match password % 4 {
+                    0 => PasswordCheck::NotGiven,
+                    1 => PasswordCheck::Correct,
+                    2 => PasswordCheck::Wrong,
+                    _ => PasswordCheck::New("$argon2id$fuzz".into()),
+                },
+            }),
+            Step::Connect {
+                who,
+                browser,
+                waiting,
+                admitted,
+                door,
+                role,
+                conn,
+            } => {
+                let secs = now / 1000;
+                let role =
+                    [Role::Participant, Role::Viewer, Role::Cohost, Role::Host][role as usize % 4];
+                let claims = Claims {
+                    sub: id(who % PEOPLE),
+                    name: format!("N{who}"),
+                    room: "r".into(),
+                    role,
+                    grants: if waiting {
+                        Grants::default()
+                    } else {
+                        Grants::max_for(role)
+                    },
+                    sfu: None,
+                    exp: secs + 900,
+                    nbf: secs,
+                    iat: secs,
+                    jti: format!("j{who}"),
+                    waiting,
+                    bid: Some(format!("b{}", browser % 4)),
+                    door: (door % 3) as u32,
+                    admitted,
+                };
+                let conn = format!("c{}", conn % 8);
+                if !open.contains(&conn) {
+                    open.push(conn.clone());
+                }
+                Input::Connect { conn, claims }
+            }
+            Step::Frame { conn, msg } => Input::Frame {
+                conn: format!("c{}", conn % 8),
+                text: serde_json::to_string(&msg.0).expect("encodes"),
+            },
+            Step::Raw { conn, text } => Input::Frame {
+                conn: format!("c{}", conn % 8),
+                text,
+            },
+            Step::Disconnect { conn, clean } => {
+                let conn = format!("c{}", conn % 8);
+                open.retain(|c| *c != conn);
+                Input::Disconnect { conn, clean }
+            }
+            Step::Later { ms } => {
+                now += ms as u64;
+                Input::Timeout
+            }
+            Step::LongLater { minutes } => {
+                now += minutes as u64 * 60_000;
+                Input::Timeout
+            }
+            Step::Evict { keep } => {
+                // Rebuilt from storage; some sockets survived.
+                room = rows.restore(room.name());
+                open = open
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| keep & (1 << (i % 8)) != 0)
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                Input::Restored { open: open.clone() }
+            }
+            Step::SfuReply { who, status, offer } => Input::SfuReply {
+                sfu: "sfu-1".into(),
+                participant: id(who),
+                call: if offer {
+                    SfuCallKind::Offer {
+                        id: 1,
+                        block: Default::default(),
+                    }
+                } else {
+                    SfuCallKind::Block
+                },
+                reply: match status % 5 {
+                    0 => HttpReply::Unreachable {
+                        reason: "refused".into(),
+                    },
+                    1 => HttpReply::Answered {
+                        status: 200,
+                        body: r#"{"sdp":"a"}"#.into(),
+                    },
+                    2 => HttpReply::Answered {
+                        status: 404,
+                        body: "{}".into(),
+                    },
+                    3 => HttpReply::Answered {
+                        status: 500,
+                        body: "x".into(),
+                    },
+                    _ => HttpReply::Answered {
+                        status: 200,
+                        body: "not json".into(),
+                    },
+                },
+            },
+            Step::Hashed { ok } => Input::PasswordHashed {
+                hash: ok.then(|| "$argon2id$new".into()),
+            },
+        };
+        now += 1;
+        run(&mut room, &mut rows, &mut open, now, input);
+    }
+});
