@@ -4,7 +4,7 @@ import { chromium } from "playwright-core";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir, cpus } from "node:os";
 import { join } from "node:path";
-import { CHROMIUM_ARGS } from "../playwright/browser.mjs";
+import { devAddr, CHROMIUM_ARGS } from "../playwright/browser.mjs";
 
 const BASE = process.env.EDGEMEET_URL;
 const N = Number(process.env.EDGEMEET_BENCH_JOINS || 20);
@@ -60,6 +60,7 @@ await anchor.getByRole("group", { name: "Anchor (you)" }).waitFor({ timeout: 100
 const samples = [];
 for (let i = 0; i < N; i++) {
   const page = await context.newPage();
+  await page.setExtraHTTPHeaders({ "x-edgemeet-dev-addr": devAddr() }); // joins are limited per address
   await enter(page, `Joiner ${i + 1}`, room);
   try {
     await page.waitForFunction(() => window.__bench.frame !== undefined, null, { timeout: 15000, polling: 20 });

@@ -21,8 +21,15 @@ export const CHROMIUM_ARGS = [
   "--disable-features=WebRtcHideLocalIpsWithMdns",
 ];
 
-/** A fresh browser context (own profile dir) with camera and microphone allowed; `extraArgs` are
- *  added to Chromium's command line. */
+/** A made-up client address for the dev-only header: joins are rate-limited per address, and the
+ *  tests stand in for many people on one machine. */
+export function devAddr() {
+  const b = () => Math.floor(Math.random() * 256);
+  return `198.18.${b()}.${b()}`;
+}
+
+/** A fresh browser context (own profile dir) with camera and microphone allowed, as a client of its
+ *  own address; `extraArgs` are added to Chromium's command line. */
 export async function launch(extraArgs = []) {
   const userDataDir = mkdtempSync(join(tmpdir(), "edgemeet-chromium-"));
   const context = await chromium.launchPersistentContext(userDataDir, {
@@ -31,6 +38,7 @@ export async function launch(extraArgs = []) {
     args: [...CHROMIUM_ARGS, ...extraArgs],
     permissions: ["camera", "microphone"],
     viewport: { width: 1280, height: 800 },
+    extraHTTPHeaders: { "x-edgemeet-dev-addr": devAddr() },
   });
   return context;
 }

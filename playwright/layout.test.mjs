@@ -7,7 +7,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
+import { browserForFile, BASE, ARTIFACTS, devAddr } from "./browser.mjs";
 import { press } from "./call.mjs";
 
 const browser = browserForFile();
@@ -18,7 +18,7 @@ after(() => sockets.forEach((ws) => ws.close(1000)));
 async function joinWithoutMedia(room, name) {
   const res = await fetch(`${BASE}/api/rooms/${room}/join`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", "x-edgemeet-dev-addr": devAddr() },
     body: JSON.stringify({ name }),
   });
   const body = await res.json();

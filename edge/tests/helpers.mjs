@@ -22,13 +22,27 @@ export async function signedPost(path, body) {
   return fetch(`${BASE}${path}`, { method: "POST", body: text, headers: { "x-edgemeet-signature": sign(text, Date.now(), SECRET, path) } });
 }
 
+/** A made-up client address (the dev-only header): joins are rate-limited per address, and these
+ *  tests stand in for many people on one machine. */
+export function newAddr() {
+  const b = () => Math.floor(Math.random() * 256);
+  return `198.18.${b()}.${b()}`;
+}
+
+/** The same made-up address for everything about one room (wrong passwords count per address). */
+export function addrFor(room) {
+  let h = 0;
+  for (const c of room) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return `198.19.${(h >> 8) & 255}.${h & 255}`;
+}
+
 export const FRANKFURT = "50.11,8.68";
 export const SINGAPORE = "1.29,103.85";
 
 export async function join(room, name = "Tester", location = undefined, headers = {}) {
   const res = await fetch(`${BASE}/api/rooms/${room}/join`, {
     method: "POST",
-    headers: { "content-type": "application/json", ...(location ? { "x-edgemeet-dev-location": location } : {}), ...headers },
+    headers: { "content-type": "application/json", "x-edgemeet-dev-addr": newAddr(), ...(location ? { "x-edgemeet-dev-location": location } : {}), ...headers },
     body: JSON.stringify({ name }),
   });
   return { status: res.status, body: await res.json() };

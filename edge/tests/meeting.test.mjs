@@ -3,13 +3,13 @@
 // of the room, and host actions from a participant are refused.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { BASE, join, connect, room } from "./helpers.mjs";
+import { BASE, join, connect, room, addrFor } from "./helpers.mjs";
 
 /** Joins `name` to `name` with a cookie jar of its own (`cookie`: a browser identity). */
 async function joinWith(r, name, cookie) {
   const res = await fetch(`${BASE}/api/rooms/${r}/join`, {
     method: "POST",
-    headers: { "content-type": "application/json", ...(cookie ? { cookie } : {}) },
+    headers: { "content-type": "application/json", "x-edgemeet-dev-addr": addrFor(r), ...(cookie ? { cookie } : {}) },
     body: JSON.stringify({ name }),
   });
   const set = res.headers.get("set-cookie");
