@@ -1,14 +1,36 @@
-// TURN: the edge hands out time-limited coturn credentials; with iceTransportPolicy "relay" (as for
+// TURN: the edge hands time-limited coturn credentials to members of a room only; with iceTransportPolicy "relay" (as for
 // someone behind a strict firewall) a call still works, through the stack's coturn.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { browserForFile, BASE } from "./browser.mjs";
+import { browserForFile, BASE, devAddr } from "./browser.mjs";
 import { joinAs, decoding } from "./call.mjs";
 
 const browser = browserForFile();
 
-test("the edge hands out TURN credentials valid for at most an hour", async () => {
-  const res = await fetch(`${BASE}/api/ice-servers`);
+test("the edge hands TURN credentials, valid for at most an hour, only to members of the room", async () => {
+  const room = `turn-${Math.random().toString(36).slice(2, 8)}`;
+  const joined = await fetch(`${BASE}/api/rooms/${room}/join`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-edgemeet-dev-addr": devAddr() },
+    body: JSON.stringify({ name: "Ada" }),
+  }).then((r) => r.json());
+  // With the join: credentials for this member.
+  assert.equal(joined.ice_servers.length, 1, JSON.stringify(joined));
+  // Without a token, with another room's, or a forged one: none.
+  for (const [headers, status] of [
+    [{}, 401],
+    [{ authorization: `Bearer ${joined.token}` }, 403, "other"],
+    [{ authorization: `Bearer ${joined.token.slice(0, -4)}AAAA` }, 401],
+  ]) {
+    const other = status === 403 ? `${room}-x` : room;
+    const res = await fetch(`${BASE}/api/rooms/${other}/ice-servers`, { headers });
+    assert.equal(res.status, status, JSON.stringify(headers));
+    const body = await res.json();
+    assert.ok(body.code && body.message, JSON.stringify(body));
+  }
+  // The old open route is gone.
+  assert.equal((await fetch(`${BASE}/api/ice-servers`)).status, 404);
+  const res = await fetch(`${BASE}/api/rooms/${room}/ice-servers`, { headers: { authorization: `Bearer ${joined.token}` } });
   assert.equal(res.status, 200);
   const { ice_servers } = await res.json();
   assert.equal(ice_servers.length, 1);

@@ -50,7 +50,8 @@ struct Inner {
     /// Number of the last offer sent; only its answer is applied (an older one belongs to a
     /// PeerConnection since replaced, e.g. during a failover).
     offer_id: Cell<u64>,
-    /// `RTCConfiguration.iceServers` (TURN with credentials from `/api/ice-servers`).
+    /// `RTCConfiguration.iceServers` (TURN with credentials from the join, then from
+    /// `/api/rooms/{room}/ice-servers` with each fresh room token).
     ice_servers: RefCell<JsValue>,
     queue: RefCell<VecDeque<ServerMessage>>,
     busy: Cell<bool>,
@@ -112,9 +113,11 @@ impl Call {
         }))
     }
 
-    /// TURN servers for the next PeerConnection: the JSON array from `/api/ice-servers`.
+    /// TURN servers for the next PeerConnection (the join's answer, then fresh ones with each room
+    /// token). An offer prepared without them, not sent yet, is made again with them.
     pub fn set_ice_servers(&self, servers: JsValue) {
         *self.0.ice_servers.borrow_mut() = servers;
+        *self.0.prepared.borrow_mut() = None;
     }
 
     /// Which PeerConnection this is (each `prepare` makes a new one).

@@ -261,6 +261,7 @@ impl Meeting {
                 MediaKind::Screen => self.stop_sharing(),
             },
             Action::UnmuteRequested { by } => self.unmute_request.set(Some(by)),
+            Action::NewToken { token, ice_path } => self.refresh_ice_servers(ice_path, token),
         }
     }
 
@@ -336,6 +337,34 @@ impl Meeting {
             }
         }
         self.socket.set_value(Some((socket, ws)));
+    }
+
+    /// TURN servers for this member's PeerConnections (`iceServers` JSON; empty or null: none).
+    pub fn set_ice_servers(&self, servers: &serde_json::Value) {
+        let usable = servers.as_array().is_some_and(|a| !a.is_empty());
+        let js = js_sys::JSON::parse(&servers.to_string()).ok();
+        if let (true, Some(js), Some(c)) = (usable, js, self.call.get_value()) {
+            c.set_ice_servers(js);
+        }
+    }
+
+    /// Fresh TURN credentials with a fresh room token (for the PeerConnections still to come: a
+    /// failover an hour in needs them).
+    fn refresh_ice_servers(&self, path: String, token: String) {
+        let me = *self;
+        spawn_local(async move {
+            let res = gloo_net::http::Request::get(&path)
+                .header("authorization", &format!("Bearer {token}"))
+                .send()
+                .await;
+            let Ok(res) = res else { return };
+            if !res.ok() {
+                return;
+            }
+            if let Ok(v) = res.json::<serde_json::Value>().await {
+                me.set_ice_servers(&v["ice_servers"]);
+            }
+        });
     }
 
     /// Joined: the session takes over. Closing the tab or navigating away is leaving.
@@ -424,23 +453,9 @@ impl Meeting {
     /// answered late, another device was picked) goes into the existing senders.
     fn prepare_media(&self) {
         let me = *self;
-        let ice_ready = RwSignal::new(false);
-        spawn_local(async move {
-            let servers = async {
-                let res = gloo_net::http::Request::get("/api/ice-servers")
-                    .send()
-                    .await
-                    .ok()?;
-                let text = res.text().await.ok()?;
-                let v = js_sys::JSON::parse(&text).ok()?;
-                js_sys::Reflect::get(&v, &"ice_servers".into()).ok()
-            }
-            .await;
-            if let (Some(servers), Some(c)) = (servers, me.call.get_value()) {
-                c.set_ice_servers(servers);
-            }
-            ice_ready.set(true);
-        });
+        // TURN credentials come with the join (only members get a relay): the offer prepared here
+        // uses the machine's own addresses, and is made again with TURN when they come.
+        let ice_ready = RwSignal::new(true);
         Effect::new(move |_| {
             let s = me.stream.get();
             if !ice_ready.get() {

@@ -2,7 +2,7 @@
 //!
 //! Routes (everything else is served from the client's static assets by the Workers runtime):
 //! - `GET  /api/health`               — the edge and the SFUs it knows (registry)
-//! - `GET  /api/ice-servers`          — TURN servers with time-limited credentials (empty without TURN)
+//! - `GET  /api/rooms/{room}/ice-servers` — a member's TURN credentials (room token as Bearer)
 //! - `POST /api/sfu/heartbeat`        — signed SFU heartbeats (control plane)
 //! - `POST /api/sfu/signal`           — signed SFU offers for a participant, relayed to its room
 //! - `POST /api/sfu/event`            — signed SFU events for a room (dynacast layers, active speaker)
@@ -61,11 +61,14 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
         (Method::Get, ["api", "health"]) => health(&env).await,
-        (Method::Get, ["api", "ice-servers"]) => ice_servers(&env),
         (Method::Post, ["api", "sfu", "heartbeat"]) => heartbeat(req, &env).await,
         (Method::Post, ["api", "sfu", "signal"]) => sfu_signal(req, &env).await,
         (Method::Post, ["api", "sfu", "event"]) => sfu_event(req, &env).await,
         (Method::Post, ["api", "sfu", "draining"]) => sfu_draining(req, &env).await,
+        (Method::Get, ["api", "rooms", room, "ice-servers"]) => {
+            let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
+            room_ice_servers(&req, &env, &room)
+        }
         (Method::Post, ["api", "rooms", room, "join"]) => {
             let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
             join(req, &env, &room).await
@@ -169,17 +172,17 @@ async fn heartbeat(mut req: Request, env: &Env) -> EdgeResult<Response> {
     .await?)
 }
 
-/// TURN servers for the browser's PeerConnection: `TURN_URLS` (a var) with credentials made from
-/// `TURN_SECRET` (a secret shared with coturn), valid for an hour. Empty when TURN is not set up.
-fn ice_servers(env: &Env) -> EdgeResult<Response> {
+/// TURN servers for participant `who`'s PeerConnection: `TURN_URLS` (a var) with credentials
+/// made from `TURN_SECRET` (a secret shared with coturn), valid for an hour. Empty when TURN is not
+/// set up.
+fn turn_servers(env: &Env, who: &str) -> Vec<turn::IceServer> {
     let urls = env
         .var("TURN_URLS")
         .map(|v| turn::parse_urls(&v.to_string()))
         .unwrap_or_default();
-    let servers = match (urls.is_empty(), env.secret("TURN_SECRET")) {
+    match (urls.is_empty(), env.secret("TURN_SECRET")) {
         (false, Ok(secret)) => {
             let now = worker::Date::now().as_millis() / 1000;
-            let who = &random_id()[..16];
             vec![turn::credentials(
                 secret.to_string().as_bytes(),
                 urls,
@@ -189,10 +192,35 @@ fn ice_servers(env: &Env) -> EdgeResult<Response> {
             )]
         }
         _ => Vec::new(),
-    };
-    Ok(Response::from_json(
-        &json!({ "ice_servers": servers, "ttl_secs": turn::MAX_TTL_SECS }),
-    )?)
+    }
+}
+
+/// `GET /api/rooms/{room}/ice-servers` with `Authorization: Bearer <room token>`: fresh TURN
+/// credentials for a member of the room (the page asks again with each fresh token). Nobody else
+/// gets a relay: no token, another room's, an expired one or a waiting-room pass → 401/403.
+fn room_ice_servers(req: &Request, env: &Env, room: &str) -> EdgeResult<Response> {
+    let token = req
+        .headers()
+        .get("authorization")?
+        .and_then(|h| h.strip_prefix("Bearer ").map(str::to_string))
+        .ok_or_else(|| {
+            EdgeError::Token(edgemeet_shared::token::TokenError::Malformed(
+                "TURN credentials need the room token (Authorization: Bearer …)".into(),
+            ))
+        })?;
+    let now = worker::Date::now().as_millis() / 1000;
+    let claims = token_key(env)?.verify(&token, room, now, |_| false)?;
+    if claims.waiting {
+        return Err(EdgeError::Refused {
+            code: ErrorCode::Forbidden,
+            message: "People in the waiting room get no media relay.".into(),
+            retry_after_secs: None,
+        });
+    }
+    Ok(Response::from_json(&json!({
+        "ice_servers": turn_servers(env, &claims.sub),
+        "ttl_secs": turn::MAX_TTL_SECS,
+    }))?)
 }
 
 /// An SFU's offer for one participant (tracks came or went), relayed through the room's object.
@@ -456,8 +484,16 @@ async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
         admitted: false,
     };
     let token = token_key(env)?.sign(&claims)?;
+    // A member's TURN credentials come with the join (no round trip before media starts).
+    let ice_servers = if waiting {
+        serde_json::Value::Null
+    } else {
+        serde_json::to_value(turn_servers(env, &participant_id))
+            .map_err(|e| EdgeError::Config(e.to_string()))?
+    };
     let res = Response::from_json(&JoinResponse {
         waiting,
+        ice_servers,
         ws_url: format!("/api/rooms/{room}/ws?token={token}"),
         token,
         participant_id,

@@ -132,3 +132,21 @@ test("a token handed out before the host shut the door, or before the meeting en
   assert.equal(next.status, 200);
   next.ws.ws.close(1000);
 });
+
+test("people in the waiting room get no TURN credentials; members do", async () => {
+  const r = room();
+  const owner = await joinWith(r, "Owner");
+  assert.equal(owner.status, 200);
+  const ows = connect(owner.body.ws_url);
+  await ows.next((f) => f.type === "snapshot", "owner in");
+  ows.send({ type: "update_settings", settings: { waiting_room: true, locked: false, has_password: false, password_skips_waiting: false, may_share_screen: true, may_unmute: true, may_chat: true, may_react: true } });
+  await ows.next((f) => f.type === "settings", "settings");
+  const guest = await joinWith(r, "Guest");
+  assert.equal(guest.status, 200);
+  assert.equal(guest.body.waiting, true);
+  assert.ok(!guest.body.ice_servers || guest.body.ice_servers.length === 0, JSON.stringify(guest.body.ice_servers));
+  const refused = await fetch(`${BASE}/api/rooms/${r}/ice-servers`, { headers: { authorization: `Bearer ${guest.body.token}` } });
+  assert.equal(refused.status, 403);
+  const ok = await fetch(`${BASE}/api/rooms/${r}/ice-servers`, { headers: { authorization: `Bearer ${owner.body.token}` } });
+  assert.equal(ok.status, 200);
+});

@@ -404,6 +404,10 @@ pub struct JoinResponse {
     pub expires_at_ms: u64,
     /// The SFU that carries the room's media, and why it was chosen.
     pub sfu: crate::region::SfuChoice,
+    /// `RTCConfiguration.iceServers` (TURN with credentials for an hour) for members; none for the
+    /// waiting room. Later ones: `GET /api/rooms/{room}/ice-servers` with the room token.
+    #[serde(default)]
+    pub ice_servers: serde_json::Value,
 }
 
 /// Body of `POST /api/rooms/{room}/join`.

@@ -139,6 +139,11 @@ pub enum Action {
     UnmuteRequested {
         by: String,
     },
+    /// The room sent a fresh token: fetch fresh TURN credentials with it from `ice_path`.
+    NewToken {
+        token: String,
+        ice_path: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -453,9 +458,18 @@ impl Session {
                     .push_back(Action::UnmuteRequested { by: by.clone() });
             }
             ServerMessage::Token { token, .. } => {
-                if let Some(path) = &self.path {
-                    if let Some((base, _)) = path.split_once("?token=") {
-                        self.path = Some(format!("{base}?token={token}"));
+                let base = self
+                    .path
+                    .as_deref()
+                    .and_then(|p| p.split_once("?token="))
+                    .map(|(base, _)| base.to_string());
+                if let Some(base) = base {
+                    self.path = Some(format!("{base}?token={token}"));
+                    if let Some(room) = base.strip_suffix("/ws") {
+                        self.out.push_back(Action::NewToken {
+                            token: token.clone(),
+                            ice_path: format!("{room}/ice-servers"),
+                        });
                     }
                 }
                 // In the waiting room, a token is the host letting us in: go in with it now
@@ -1114,10 +1128,17 @@ mod tests {
         );
         assert_eq!(
             a,
-            vec![Action::OpenSocket {
-                socket: 2,
-                path: "/api/rooms/r/ws?token=t2".into()
-            }]
+            vec![
+                // TURN credentials, which a waiting pass does not get.
+                Action::NewToken {
+                    token: "t2".into(),
+                    ice_path: "/api/rooms/r/ice-servers".into()
+                },
+                Action::OpenSocket {
+                    socket: 2,
+                    path: "/api/rooms/r/ws?token=t2".into()
+                }
+            ]
         );
         assert_eq!(
             run(

@@ -149,6 +149,7 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
             match request_join(&room_name, display, pw).await {
                 Ok(j) => {
                     set_password.set(String::new());
+                    m.set_ice_servers(&j.ice_servers);
                     m.joined(j.ws_url)
                 }
                 Err((code, e)) => {
