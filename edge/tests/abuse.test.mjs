@@ -108,3 +108,35 @@ test("a socket sending 1,000 frames a second is throttled, then closed; the othe
   const pong = await wa.next((f) => f.type === "pong", "Ada's pong");
   assert.equal(pong.nonce, 7);
 });
+
+test("coturn relays only to the SFUs' media address: not to the edge, itself, or any other address", async () => {
+  const python = process.env.EDGEMEET_PYTHON;
+  assert.ok(python, "run through `cargo xtask test` (EDGEMEET_PYTHON: the venv with aioice)");
+  const j = await join(room(), "Ada");
+  assert.equal(j.status, 200);
+  const [server] = j.body.ice_servers;
+  const url = server.urls.find((u) => u.endsWith("transport=udp"));
+  const [, host, port] = url.match(/^turn:([^:?]+):(\d+)/);
+  const edge = new URL(BASE);
+  const peers = {
+    "127.0.0.2:40000": "allowed", // an SFU's media port
+    [`127.0.0.1:${edge.port}`]: "refused", // the edge
+    [`127.0.0.1:${port}`]: "refused", // coturn itself
+    "127.0.0.3:40000": "refused", // another loopback address
+    "10.0.0.1:80": "refused",
+    "169.254.169.254:80": "refused", // cloud metadata
+  };
+  const { execFile } = await import("node:child_process");
+  const out = await new Promise((resolve, reject) =>
+    execFile(python, [new URL("./turn_peers.py", import.meta.url).pathname, host, port, server.username, server.credential, ...Object.keys(peers)], { timeout: 60000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+    ),
+  );
+  const got = JSON.parse(out);
+  console.log(`TURN peers: ${JSON.stringify(got)}`);
+  for (const [peer, want] of Object.entries(peers)) {
+    assert.ok(got[peer].startsWith(want), `${peer}: ${got[peer]}, want ${want}`);
+  }
+  // A refusal is coturn's 403 (Forbidden IP), not a timeout.
+  assert.match(got[`127.0.0.1:${edge.port}`], /^refused 403/);
+});

@@ -258,7 +258,8 @@ fn test() -> Result<()> {
         .current_dir(&p.root)
         .env("EDGEMEET_URL", &stack.url)
         .env("EDGEMEET_CONTROL_SECRET", &secrets.control_secret)
-        .env("EDGEMEET_CHROMIUM", setup::Paths::chromium());
+        .env("EDGEMEET_CHROMIUM", setup::Paths::chromium())
+        .env("EDGEMEET_PYTHON", p.python_venv().join("bin/python"));
         for (k, v) in extra {
             c.env(k, v);
         }

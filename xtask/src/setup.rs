@@ -63,6 +63,11 @@ impl Paths {
     pub fn tool(&self, name: &str) -> PathBuf {
         self.cargo_bin.join(name)
     }
+    /// The virtualenv with the Python test tools.
+    pub fn python_venv(&self) -> PathBuf {
+        self.target().join("python")
+    }
+
     pub fn target(&self) -> PathBuf {
         std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
@@ -150,6 +155,10 @@ pub fn setup(needs: Needs) -> Result<Tools> {
     step("coturn (TURN server)", ensure_coturn)?;
     if needs.browser {
         step("Chromium", ensure_chromium)?;
+        step(
+            &format!("Python test tools (aioice {AIOICE_VERSION})"),
+            || ensure_python_tools(&paths),
+        )?;
     }
     Ok(Tools { paths, wasm })
 }
@@ -343,6 +352,43 @@ fn ensure_cargo_tool(
         &format!("install {krate}"),
         &mut cmd,
         "check that cargo can reach its registry; then run `cargo xtask setup` again",
+    )
+}
+
+/// A TURN client from PyPI for the test that tries to relay through coturn to addresses other than
+/// an SFU's (`edge/tests/turn_peers.py`).
+pub const AIOICE_VERSION: &str = "0.13.0";
+
+fn ensure_python_tools(paths: &Paths) -> Result<()> {
+    let venv = paths.python_venv();
+    let python = venv.join("bin/python");
+    let have =
+        output(Command::new(&python).args(["-c", "import aioice; print(aioice.__version__)"]));
+    if have.as_deref() == Some(AIOICE_VERSION) {
+        note(format!("aioice {AIOICE_VERSION} in {}", venv.display()));
+        return Ok(());
+    }
+    if !python.exists() {
+        if output(Command::new("python3").args(["-m", "venv", "--help"])).is_none() {
+            apt_install("Python test tools", &["python3-venv"])?;
+        }
+        crate::cmd::run(
+            "Python test tools",
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            "install Debian's python3-venv",
+        )?;
+    }
+    crate::cmd::run(
+        "Python test tools",
+        Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+            ])
+            .arg(format!("aioice=={AIOICE_VERSION}")),
+        "check that pip can reach its registry; then run `cargo xtask setup` again",
     )
 }
 

@@ -16,6 +16,9 @@ use crate::secrets::DevSecrets;
 use crate::setup::{Paths, TURNSERVER};
 use crate::step::{fail, note, Result};
 
+/// The address the SFUs' media sockets use: the only peer coturn relays to.
+pub const SFU_MEDIA_IP: &str = "127.0.0.2";
+
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     pub edge_port: u16,
@@ -117,14 +120,15 @@ impl Stack {
         .arg(format!("--max-port={}", relay + 99))
         .args(["--realm=edgemeet", "--use-auth-secret"])
         .arg(format!("--static-auth-secret={}", secrets.turn_secret))
-        // Relay to the SFUs only (they listen on 127.0.0.1 here): every other peer address,
-        // loopback and private ranges included, is refused (the TURN-as-SSRF-proxy class of bug).
+        // Relay to the SFUs' media only (they send and receive on 127.0.0.2 here, everything
+        // else listens on 127.0.0.1): every other peer address — the edge, coturn itself,
+        // loopback and private ranges — is refused (the TURN-as-SSRF-proxy class of bug).
         .args(["--allow-loopback-peers", "--no-multicast-peers"])
         .args([
             "--denied-peer-ip=0.0.0.0-255.255.255.255",
             "--denied-peer-ip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
         ])
-        .arg("--allowed-peer-ip=127.0.0.1")
+        .arg(format!("--allowed-peer-ip={SFU_MEDIA_IP}"))
         .arg(format!(
             "--pidfile={}",
             log_dir.join("turnserver.pid").display()
@@ -186,6 +190,7 @@ impl Stack {
                     &lon.to_string(),
                 ])
                 .args(["--listen", &format!("127.0.0.1:{port}"), "--edge-url", &url])
+                .args(["--media-ip", SFU_MEDIA_IP])
                 .args([
                     "--udp-port-min",
                     &udp.to_string(),
