@@ -9,9 +9,15 @@ const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// While draining, rooms still here are named to the edge again this often.
 const DRAIN_NOTICE_AGAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// webrtc-rs's crates warn once per datagram they cannot read (ICE, DTLS, SRTP): anyone who can
+/// send junk to a media port could fill the disk and burn CPU on logging. Their errors still show.
+const DEFAULT_LOG: &str =
+    "info,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error,rtc_sctp=error,rtc_rtp=error,rtc_rtcp=error";
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_env("EDGEMEET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("EDGEMEET_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
