@@ -422,9 +422,28 @@ fn bench() -> Result<()> {
             )
         },
     );
+    let abuse = step("abuse: join flood, frame flood", || {
+        cmd::run(
+            "abuse bench",
+            Command::new(p.node22())
+                .arg("bench/abuse.mjs")
+                .current_dir(&p.root)
+                .env("EDGEMEET_URL", &stack.url),
+            &format!("stack logs in {}", stack.log_dir.display()),
+        )
+    });
     stack.stop();
     STACK_UP.store(false, Ordering::SeqCst);
-    joined.and(moved).and(layers).and(meeting)
+    // Fuzzing figures: each target for a while (`cargo xtask fuzz` runs them longer).
+    let fuzzed = step("fuzzing, 30 s per target", || {
+        fuzz::fuzz(&p.root, &fuzz::TARGETS, 30).map(|_| ())
+    });
+    joined
+        .and(moved)
+        .and(layers)
+        .and(meeting)
+        .and(abuse)
+        .and(fuzzed)
 }
 
 fn deploy() -> Result<()> {
