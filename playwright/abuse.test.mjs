@@ -86,18 +86,17 @@ test("junk datagrams at the SFU's media port: no crash, and the call goes on", a
   const target = await sfuMediaAddr(ada);
   assert.ok(target, "Ada's media goes to some SFU address");
   assert.match(target.address, /^127\./, "loopback only");
-  // 20,000 datagrams (bounded), at most 10 s: to Ada's port, and to its neighbours.
+  // 20,000 datagrams (bounded), at most 10 s, to the SFU's socket for Ada.
   const sock = dgram.createSocket("udp4");
   const started = Date.now();
   let sent = 0;
   for (let i = 0; i < 20000 && Date.now() - started < 10000; i++) {
-    const port = target.port + ((i % 5) - 2); // the neighbours are other sessions' sockets
-    await new Promise((res) => sock.send(junk(i), port, target.address, () => res()));
+    await new Promise((res) => sock.send(junk(i), target.port, target.address, () => res()));
     sent++;
     if (i % 200 === 199) await new Promise((res) => setTimeout(res, 5));
   }
   sock.close();
-  console.log(`junk: ${sent} datagrams to ${target.address}:${target.port} ±2 in ${Date.now() - started} ms`);
+  console.log(`junk: ${sent} datagrams to ${target.address}:${target.port} in ${Date.now() - started} ms`);
   // The SFU is still there and both still decode each other.
   const health = await (await fetch(`${BASE}/api/health`)).json();
   assert.equal(health.live_sfus, 3, JSON.stringify(health.sfus));

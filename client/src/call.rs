@@ -47,6 +47,8 @@ struct Inner {
     /// then only sends it, saving the PeerConnection set-up and ICE gathering (~100 ms).
     prepared: RefCell<Option<(String, String)>>,
     generation: Cell<u64>,
+    /// Bumped when the TURN servers change: an offer gathered with the old ones is not used.
+    ice_epoch: Cell<u64>,
     /// Number of the last offer sent; only its answer is applied (an older one belongs to a
     /// PeerConnection since replaced, e.g. during a failover).
     offer_id: Cell<u64>,
@@ -98,6 +100,7 @@ impl Call {
             pc: RefCell::new(None),
             prepared: RefCell::new(None),
             generation: Cell::new(0),
+            ice_epoch: Cell::new(0),
             offer_id: Cell::new(0),
             ice_servers: RefCell::new(Array::new().into()),
             queue: RefCell::new(VecDeque::new()),
@@ -117,6 +120,7 @@ impl Call {
     /// token). An offer prepared without them, not sent yet, is made again with them.
     pub fn set_ice_servers(&self, servers: JsValue) {
         *self.0.ice_servers.borrow_mut() = servers;
+        self.0.ice_epoch.set(self.0.ice_epoch.get() + 1);
         *self.0.prepared.borrow_mut() = None;
     }
 
@@ -142,8 +146,17 @@ impl Call {
         let sdp = match ready {
             Some((_, sdp)) if self.peer_connection().is_some() => sdp,
             _ => {
-                self.prepare(local).await?;
-                match self.0.prepared.borrow_mut().take() {
+                let mut made = None;
+                // Twice at most: TURN servers that arrive while gathering mean gathering again.
+                for _ in 0..2 {
+                    let epoch = self.0.ice_epoch.get();
+                    self.prepare(local.clone()).await?;
+                    made = self.0.prepared.borrow_mut().take();
+                    if made.is_some() || self.0.ice_epoch.get() == epoch {
+                        break;
+                    }
+                }
+                match made {
                     Some((_, sdp)) => sdp,
                     None => return Err("the media session was replaced while starting".into()),
                 }
@@ -161,6 +174,7 @@ impl Call {
         let generation = self.0.generation.get() + 1;
         self.0.generation.set(generation);
         let key = local.as_ref().map(|s| s.id()).unwrap_or_default();
+        let epoch = self.0.ice_epoch.get();
         let config = web_sys::RtcConfiguration::new();
         config.set_ice_servers(&self.0.ice_servers.borrow());
         let pc = RtcPeerConnection::new_with_configuration(&config).map_err(err)?;
@@ -238,8 +252,8 @@ impl Call {
             .map_err(err)?;
         wait_for_candidates(&pc).await;
         let sdp = pc.local_description().map(|d| d.sdp()).unwrap_or(sdp);
-        // Replaced meanwhile (devices changed, or a restart)? Then this one is moot.
-        if self.0.generation.get() == generation {
+        // Replaced meanwhile (devices changed, a restart, TURN servers came)? Then this one is moot.
+        if self.0.generation.get() == generation && self.0.ice_epoch.get() == epoch {
             *self.0.prepared.borrow_mut() = Some((key, sdp));
         }
         Ok(())

@@ -63,6 +63,8 @@ pub struct Meeting {
     /// What the timer calls: one function for the page's lifetime (`feed(Timeout)`).
     on_timer: StoredValue<Option<js_sys::Function>, LocalStorage>,
     screen_capture: StoredValue<Option<MediaStream>, LocalStorage>,
+    /// TURN credentials being fetched: a media session about to start waits for them.
+    ice_fetch: StoredValue<Option<js_sys::Promise>, LocalStorage>,
 }
 
 fn now() -> u64 {
@@ -96,6 +98,7 @@ impl Meeting {
             timer: StoredValue::new(None),
             on_timer: StoredValue::new_local(None),
             screen_capture: StoredValue::new_local(None),
+            ice_fetch: StoredValue::new_local(None),
         };
         let tick = Closure::<dyn FnMut()>::new(move || {
             m.timer.set_value(None);
@@ -202,7 +205,12 @@ impl Meeting {
                     return;
                 };
                 let local = self.stream.get_untracked();
+                let ice = self.ice_fetch.get_value();
                 spawn_local(async move {
+                    // Let in from the waiting room a moment ago: TURN credentials first.
+                    if let Some(p) = ice {
+                        let _ = wasm_bindgen_futures::JsFuture::from(p).await;
+                    }
                     if let Err(e) = call.start(local).await {
                         web_sys::console::error_1(&format!("media: {e}").into());
                     }
@@ -352,19 +360,22 @@ impl Meeting {
     /// failover an hour in needs them).
     fn refresh_ice_servers(&self, path: String, token: String) {
         let me = *self;
-        spawn_local(async move {
+        let fetch = wasm_bindgen_futures::future_to_promise(async move {
             let res = gloo_net::http::Request::get(&path)
                 .header("authorization", &format!("Bearer {token}"))
                 .send()
                 .await;
-            let Ok(res) = res else { return };
-            if !res.ok() {
-                return;
+            if let Ok(res) = res.as_ref() {
+                if res.ok() {
+                    if let Ok(v) = res.json::<serde_json::Value>().await {
+                        me.set_ice_servers(&v["ice_servers"]);
+                    }
+                }
             }
-            if let Ok(v) = res.json::<serde_json::Value>().await {
-                me.set_ice_servers(&v["ice_servers"]);
-            }
+            me.ice_fetch.set_value(None);
+            Ok(JsValue::UNDEFINED)
         });
+        self.ice_fetch.set_value(Some(fetch));
     }
 
     /// Joined: the session takes over. Closing the tab or navigating away is leaving.

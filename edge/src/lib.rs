@@ -29,7 +29,7 @@ use edgemeet_shared::room::{address_key, Admission, JoinAsk};
 use edgemeet_shared::token::{Claims, Grants, Role, TokenKey};
 use edgemeet_shared::turn;
 use serde_json::json;
-use worker::{event, Context, Env, Method, Request, RequestInit, Response, Stub};
+use worker::{event, Context, Env, Method, Request, RequestInit, Response, Stub, Url};
 
 use error::{EdgeError, EdgeResult};
 pub use registry::SfuRegistry;
@@ -67,7 +67,7 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
         (Method::Post, ["api", "sfu", "draining"]) => sfu_draining(req, &env).await,
         (Method::Get, ["api", "rooms", room, "ice-servers"]) => {
             let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
-            room_ice_servers(&req, &env, &room)
+            room_ice_servers(&req, &env, &room).await
         }
         (Method::Post, ["api", "rooms", room, "join"]) => {
             let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
@@ -198,7 +198,7 @@ fn turn_servers(env: &Env, who: &str) -> Vec<turn::IceServer> {
 /// `GET /api/rooms/{room}/ice-servers` with `Authorization: Bearer <room token>`: fresh TURN
 /// credentials for a member of the room (the page asks again with each fresh token). Nobody else
 /// gets a relay: no token, another room's, an expired one or a waiting-room pass → 401/403.
-fn room_ice_servers(req: &Request, env: &Env, room: &str) -> EdgeResult<Response> {
+async fn room_ice_servers(req: &Request, env: &Env, room: &str) -> EdgeResult<Response> {
     let token = req
         .headers()
         .get("authorization")?
@@ -209,14 +209,18 @@ fn room_ice_servers(req: &Request, env: &Env, room: &str) -> EdgeResult<Response
             ))
         })?;
     let now = worker::Date::now().as_millis() / 1000;
-    let claims = token_key(env)?.verify(&token, room, now, |_| false)?;
-    if claims.waiting {
-        return Err(EdgeError::Refused {
-            code: ErrorCode::Forbidden,
-            message: "People in the waiting room get no media relay.".into(),
-            retry_after_secs: None,
-        });
+    // The signature here (a forged token costs no Durable Object call), then the room: removed,
+    // banned, waiting or from an ended meeting → no relay.
+    token_key(env)?.verify(&token, room, now, |_| false)?;
+    let url = Url::parse_with_params("https://room/relay", &[("room", room), ("token", &token)])
+        .map_err(|e| EdgeError::Config(e.to_string()))?;
+    let stub = env.durable_object(room::BINDING)?.get_by_name(room)?;
+    let mut res = stub.fetch_with_str(url.as_str()).await?;
+    if res.status_code() != 200 {
+        let err: edgemeet_shared::protocol::WireError = res.json().await?;
+        return Err(EdgeError::Upstream(err));
     }
+    let claims: Claims = res.json().await?;
     Ok(Response::from_json(&json!({
         "ice_servers": turn_servers(env, &claims.sub),
         "ttl_secs": turn::MAX_TTL_SECS,

@@ -29,6 +29,7 @@ use worker::{
     WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
+use crate::error::EdgeError;
 use crate::registry::{self, ChooseRequest, ReplaceRequest, SuspendRequest};
 use crate::{post_to, random_id, token_key};
 
@@ -674,6 +675,42 @@ impl DurableObject for RoomObject {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if req.method() == Method::Get && req.path() == "/relay" {
+            // May this token's holder get TURN credentials (the room knows who was removed)?
+            let name = ask_room(&req)?;
+            let token = req
+                .url()?
+                .query_pairs()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            if let Some(restored) = self.load(Some(&name))? {
+                self.step(Some(&name), restored).await?;
+            }
+            let key = match token_key(&self.env) {
+                Ok(k) => k,
+                Err(e) => return Ok(e.into_response()),
+            };
+            let now_secs = worker::Date::now().as_millis() / 1000;
+            let verdict = {
+                let slot = self.room.borrow();
+                let Some(room) = slot.as_ref() else {
+                    return Response::error("the room did not load", 503);
+                };
+                key.verify(&token, &name, now_secs, |id| room.is_revoked(id))
+                    .map(|c| room.may_relay(&c).then_some(c))
+            };
+            return match verdict {
+                Ok(Some(claims)) => Response::from_json(&claims),
+                Ok(None) => Ok(EdgeError::Refused {
+                    code: ErrorCode::Forbidden,
+                    message: "You are not in this meeting: no media relay.".into(),
+                    retry_after_secs: None,
+                }
+                .into_response()),
+                Err(e) => Ok(EdgeError::from(e).into_response()),
+            };
+        }
         if req.method() == Method::Get && req.path() == "/password" {
             // Before the worker checks a joiner's password against the stored hash (not here:
             // hashing would stall the room's only thread): the hash, and a refusal no password

@@ -149,4 +149,16 @@ test("people in the waiting room get no TURN credentials; members do", async () 
   assert.equal(refused.status, 403);
   const ok = await fetch(`${BASE}/api/rooms/${r}/ice-servers`, { headers: { authorization: `Bearer ${owner.body.token}` } });
   assert.equal(ok.status, 200);
+  // Someone removed gets none with the token they still hold.
+  ows.send({ type: "admit", id: guest.body.participant_id });
+  const gws = connect(guest.body.ws_url);
+  const fresh = await gws.next((f) => f.type === "token", "the guest's room token");
+  const inRoom = connect(`/api/rooms/${r}/ws?token=${fresh.token}`);
+  await inRoom.next((f) => f.type === "snapshot", "guest in");
+  const before = await fetch(`${BASE}/api/rooms/${r}/ice-servers`, { headers: { authorization: `Bearer ${fresh.token}` } });
+  assert.equal(before.status, 200, "a member gets a relay");
+  ows.send({ type: "remove", id: guest.body.participant_id });
+  await inRoom.closed;
+  const after = await fetch(`${BASE}/api/rooms/${r}/ice-servers`, { headers: { authorization: `Bearer ${fresh.token}` } });
+  assert.equal(after.status, 403, "removed: no relay");
 });

@@ -153,6 +153,10 @@ pub struct Rewriter {
 
 /// How many skipped sequence numbers a [`Rewriter`] remembers for late packets.
 const SKIPS: usize = 16;
+/// How far behind the newest packet a late one may be and still be forwarded (about 4 s of 720p
+/// video): older ones are stale. Kept well under half the sequence space, so the arithmetic never
+/// wraps however long a stream runs.
+const LATE_WINDOW: u16 = 0x1000;
 
 /// A small ring of skipped input sequence numbers (no allocation on the packet path).
 #[derive(Debug, Clone, Copy, Default)]
@@ -177,24 +181,48 @@ impl Skips {
         }
     }
 
-    /// Was `seq` skipped (a media packet claiming a padding packet's number is a duplicate)?
-    fn contains(&self, seq: u16) -> bool {
-        (0..self.len as usize).any(|i| self.seqs[(self.head as usize + i) % SKIPS] == seq)
+    /// The newest packet is `highest`: skips (and a forgotten one) older than the late window can
+    /// concern no packet any more — and a number comes round again after 2^16 packets.
+    fn prune(&mut self, highest: u16) {
+        while self.len > 0 && highest.wrapping_sub(self.seqs[self.head as usize]) > LATE_WINDOW {
+            self.head = ((self.head as usize + 1) % SKIPS) as u8;
+            self.len -= 1;
+        }
+        if self
+            .forgotten
+            .is_some_and(|f| highest.wrapping_sub(f) > LATE_WINDOW)
+        {
+            self.forgotten = None;
+        }
     }
 
-    /// How many skips came after `seq` (a late packet), or `None` if one of them was forgotten.
-    fn after(&self, seq: u16) -> Option<u16> {
-        // (At or before a forgotten skip: its number may be one given away already.)
-        if self.forgotten.is_some_and(|f| !seq_before(f, seq)) {
+    fn each(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..self.len as usize).map(|i| self.seqs[(self.head as usize + i) % SKIPS])
+    }
+
+    /// Was `seq` (within the late window of `highest`) skipped? A media packet claiming a padding
+    /// packet's number is a duplicate.
+    fn contains(&self, seq: u16, highest: u16) -> bool {
+        self.each()
+            .any(|k| k == seq && highest.wrapping_sub(k) <= LATE_WINDOW)
+    }
+
+    /// How many skips came after the late packet `seq` (and up to `highest`), or `None` if one of
+    /// them was forgotten (its number may be given away already). Skips from before `seq`, however
+    /// old, do not count.
+    fn after(&self, seq: u16, highest: u16) -> Option<u16> {
+        let back = highest.wrapping_sub(seq);
+        if self
+            .forgotten
+            .is_some_and(|f| highest.wrapping_sub(f) <= back)
+        {
             return None;
         }
-        let mut n = 0;
-        for i in 0..self.len as usize {
-            if seq_before(seq, self.seqs[(self.head as usize + i) % SKIPS]) {
-                n += 1;
-            }
-        }
-        Some(n)
+        Some(
+            self.each()
+                .filter(|&k| highest.wrapping_sub(k) < back)
+                .count() as u16,
+        )
     }
 }
 
@@ -206,6 +234,16 @@ struct Source {
     highest: u16,
     seq_offset: u16,
     ts_offset: u32,
+}
+
+impl Source {
+    /// `seq` is the newest packet: the late window moves with it.
+    fn advance(&mut self, seq: u16) {
+        self.highest = seq;
+        if seq.wrapping_sub(self.first_seq) > LATE_WINDOW {
+            self.first_seq = seq.wrapping_sub(LATE_WINDOW);
+        }
+    }
 }
 
 /// Is `a` before `b` in RTP sequence-number order (RFC 1982 serial arithmetic)?
@@ -264,18 +302,19 @@ impl Rewriter {
                         return Err(PacketError::Stale);
                     }
                     // Skips after it did not move it: undo them.
-                    late_skips = self.skips.after(seq).ok_or(PacketError::Stale)?;
-                    if self.skips.contains(seq) {
+                    late_skips = self.skips.after(seq, s.highest).ok_or(PacketError::Stale)?;
+                    if self.skips.contains(seq, s.highest) {
                         return Err(PacketError::Stale);
                     }
                 } else if seq == s.highest {
                     // A repeat; of a skipped padding packet, it would take its predecessor's
                     // number.
-                    if self.skips.contains(seq) {
+                    if self.skips.contains(seq, s.highest) {
                         return Err(PacketError::Stale);
                     }
                 } else {
-                    s.highest = seq;
+                    s.advance(seq);
+                    self.skips.prune(seq);
                 }
                 *s
             }
@@ -353,7 +392,8 @@ impl Rewriter {
         if let Some(s) = self.source.as_mut().filter(|s| s.ssrc == ssrc) {
             if seq_before(s.highest, seq) {
                 s.seq_offset = s.seq_offset.wrapping_sub(1);
-                s.highest = seq;
+                s.advance(seq);
+                self.skips.prune(seq);
                 self.skips.push(seq);
             }
         }
@@ -622,6 +662,41 @@ mod tests {
             let want: Vec<u16> = (0..sorted.len() as u16).collect();
             assert_eq!(sorted, want, "round {round}: {input:?} gave {sent:?}");
         }
+    }
+
+    #[test]
+    fn a_long_stream_keeps_numbering_late_packets_right_long_after_its_skips() {
+        // Found in review: skips never aged, so half a cycle later a late packet counted a skip
+        // from long ago (a duplicate number), or was refused; and the late window wrapped.
+        let mut r = Rewriter::new(9, 90_000, negotiated());
+        let mut seq = 1000u16;
+        r.map(96, seq, 1_000, 7, 0).unwrap();
+        for _ in 0..SKIPS + 1 {
+            seq = seq.wrapping_add(1);
+            r.skip(7, seq); // some padding early on, more than it remembers
+        }
+        let offset = 1000u16.wrapping_sub(seq); // out = in + offset from here (1000 + 1 follows 1000)
+        for _ in 0..3 {
+            // Three cycles of the 16-bit space: in order, and now and then a late packet.
+            for _ in 0..65_536 / 8 {
+                seq = seq.wrapping_add(8);
+                let late = seq.wrapping_sub(3);
+                assert_eq!(
+                    r.map(96, seq, 1_000, 7, 0).unwrap().seq,
+                    seq.wrapping_add(offset)
+                );
+                assert_eq!(
+                    r.map(96, late, 1_000, 7, 0).map(|m| m.seq),
+                    Ok(late.wrapping_add(offset)),
+                    "late {late} with highest {seq}"
+                );
+            }
+        }
+        // Far too late: stale, not misnumbered.
+        assert_eq!(
+            r.map(96, seq.wrapping_sub(LATE_WINDOW + 1), 1_000, 7, 0),
+            Err(PacketError::Stale)
+        );
     }
 
     #[test]

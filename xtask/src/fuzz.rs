@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use crate::setup::Paths;
 use crate::step::{fail, note, Result};
 
 /// Every target in `fuzz/Cargo.toml`.
@@ -39,9 +40,14 @@ fn host_triple() -> Result<String> {
         .ok_or_else(|| fail("fuzz", "no host triple in `rustc -vV`", ""))
 }
 
-/// Builds the targets; returns the directory holding their binaries.
-pub fn build(root: &Path) -> Result<PathBuf> {
+/// Builds the targets; returns the directory holding their binaries (under `target`, cargo's
+/// target directory).
+pub fn build(root: &Path, target: &Path) -> Result<PathBuf> {
     let triple = host_triple()?;
+    // libfuzzer-sys compiles libFuzzer (C++).
+    if crate::cmd::output(Command::new("c++").arg("--version")).is_none() {
+        crate::setup::apt_install("fuzz", &["g++"])?;
+    }
     // An explicit --target keeps the instrumentation off build scripts and proc macros.
     crate::cmd::run(
         "build fuzz targets",
@@ -60,12 +66,18 @@ pub fn build(root: &Path) -> Result<PathBuf> {
             .current_dir(root),
         "see the compiler's message above",
     )?;
-    Ok(root.join("target").join(triple).join("fuzz"))
+    Ok(target.join(triple).join("fuzz"))
 }
 
 /// Runs `target` for `secs` seconds.
-pub fn run(root: &Path, bins: &Path, target: &'static str, secs: u64) -> Result<Figures> {
-    let work = root.join("target/fuzz");
+pub fn run(
+    root: &Path,
+    target_dir: &Path,
+    bins: &Path,
+    target: &'static str,
+    secs: u64,
+) -> Result<Figures> {
+    let work = target_dir.join("fuzz");
     let corpus = work.join("corpus").join(target);
     let artifacts = work.join("artifacts").join(target);
     let seeds = root.join("fuzz/corpus").join(target);
@@ -130,12 +142,13 @@ pub fn run(root: &Path, bins: &Path, target: &'static str, secs: u64) -> Result<
 }
 
 /// Builds and runs `targets` for `secs` each; prints a line per target; fails on any finding.
-pub fn fuzz(root: &Path, targets: &[&'static str], secs: u64) -> Result<Vec<Figures>> {
-    let bins = build(root)?;
+pub fn fuzz(paths: &Paths, targets: &[&'static str], secs: u64) -> Result<Vec<Figures>> {
+    let (root, target_dir) = (&paths.root, paths.target());
+    let bins = build(root, &target_dir)?;
     let mut all = Vec::new();
     for &t in targets {
         note(format!("fuzzing {t} for {secs} s"));
-        let f = run(root, &bins, t, secs)?;
+        let f = run(root, &target_dir, &bins, t, secs)?;
         note(format!(
             "{:<15} {:>11} runs in {:>4.0} s ({:>7.0}/s), coverage {:>5}, corpus {:>5}, findings {}",
             f.target,

@@ -125,7 +125,7 @@ fn fuzz_cmd(secs: u64, names: &[String]) -> Result<()> {
         }
         v
     };
-    step("fuzz", || fuzz::fuzz(&tools.paths.root, &targets, secs)).map(|_| ())
+    step("fuzz", || fuzz::fuzz(&tools.paths, &targets, secs)).map(|_| ())
 }
 
 fn start_stack(tools: &Tools, sfu_bin: &std::path::Path, cfg: &StackConfig) -> Result<Stack> {
@@ -235,7 +235,7 @@ fn test() -> Result<()> {
     );
     // Every fuzz target for a minute (`cargo xtask fuzz` runs them longer): any finding fails.
     suite(&mut results, "fuzzing, 60 s per target (libFuzzer)", || {
-        fuzz::fuzz(&p.root, &fuzz::TARGETS, 60).map(|_| ())
+        fuzz::fuzz(&p, &fuzz::TARGETS, 60).map(|_| ())
     });
     // The wasm builds are tests too: a client or edge that does not build fails here.
     let sfu_bin = build::build_all(&tools, build::SfuBuild::Fast)?;
@@ -436,7 +436,7 @@ fn bench() -> Result<()> {
     STACK_UP.store(false, Ordering::SeqCst);
     // Fuzzing figures: each target for a while (`cargo xtask fuzz` runs them longer).
     let fuzzed = step("fuzzing, 30 s per target", || {
-        fuzz::fuzz(&p.root, &fuzz::TARGETS, 30).map(|_| ())
+        fuzz::fuzz(&p, &fuzz::TARGETS, 30).map(|_| ())
     });
     joined
         .and(moved)

@@ -196,7 +196,7 @@ fn ensure_wasm_target(_paths: &Paths) -> Result<WasmRoute> {
     Ok(WasmRoute::Debian)
 }
 
-fn apt_install(step_name: &str, packages: &[&str]) -> Result<()> {
+pub fn apt_install(step_name: &str, packages: &[&str]) -> Result<()> {
     let fix = format!(
         "install them yourself: sudo apt-get install -y {}",
         packages.join(" ")
@@ -368,10 +368,13 @@ fn ensure_python_tools(paths: &Paths) -> Result<()> {
         note(format!("aioice {AIOICE_VERSION} in {}", venv.display()));
         return Ok(());
     }
-    if !python.exists() {
-        if output(Command::new("python3").args(["-m", "venv", "--help"])).is_none() {
+    if !venv.join("bin/pip").exists() {
+        // (`venv` is in the standard library; what Debian splits off is ensurepip.)
+        if output(Command::new("python3").args(["-c", "import ensurepip"])).is_none() {
             apt_install("Python test tools", &["python3-venv"])?;
         }
+        // A venv made without pip (an earlier failed run) is made again.
+        let _ = std::fs::remove_dir_all(&venv);
         crate::cmd::run(
             "Python test tools",
             Command::new("python3").arg("-m").arg("venv").arg(&venv),

@@ -108,6 +108,8 @@ struct FrameWindow {
     count: u32,
     /// Seconds in a row that went over the limit (this one included once it does).
     over_runs: u32,
+    /// Told to close: what still arrives from it is dropped quietly.
+    closed: bool,
 }
 
 /// What to do with one frame from a socket.
@@ -141,6 +143,9 @@ impl Limits {
             self.frames.retain(|_, w| now < w.start + 60_000);
         }
         let w = self.frames.entry(conn.to_string()).or_default();
+        if w.closed {
+            return FrameVerdict::Refuse { tell: false };
+        }
         if now >= w.start + 1_000 {
             let was_over = w.count > FRAMES_PER_SECOND;
             let consecutive = now < w.start + 2_000;
@@ -152,6 +157,7 @@ impl Limits {
                 } else {
                     0
                 },
+                closed: false,
             };
         }
         w.count += 1;
@@ -162,6 +168,7 @@ impl Limits {
             w.over_runs += 1;
         }
         if w.count >= FRAMES_CLOSE || w.over_runs >= 3 {
+            w.closed = true;
             return FrameVerdict::Close;
         }
         FrameVerdict::Refuse {

@@ -367,6 +367,20 @@ impl Room {
     }
 
     /// Is this token id (or participant id) revoked?
+    /// May the holder of this (signature-checked) token get a media relay (TURN credentials)? Not
+    /// a waiting pass, not removed (token, participant or browser), not from an ended meeting.
+    pub fn may_relay(&self, claims: &Claims) -> bool {
+        !claims.waiting
+            && claims.room == self.meta.name
+            && !self.is_revoked(&claims.jti)
+            && !self.is_revoked(&claims.sub)
+            && !claims
+                .bid
+                .as_ref()
+                .is_some_and(|b| self.meta.bans.contains(b))
+            && claims.door >= self.meta.meeting_door
+    }
+
     pub fn is_revoked(&self, id: &str) -> bool {
         self.revoked.contains_key(id)
     }
@@ -829,7 +843,6 @@ impl Room {
                 )
             }
             meeting::FrameVerdict::Close => {
-                self.limits.forget_conn(&conn);
                 return vec![
                     Output::Send {
                         conn: conn.clone(),

@@ -4016,6 +4016,8 @@ mod meeting {
         let (pongs, errors, closed) = pings(&mut r, "c2", 1_000, 1_000);
         assert_eq!((pongs, errors, closed), (50, 2, true));
         assert_eq!(r.snapshot(), before, "no room state harmed");
+        // What it still sends before the close lands is dropped quietly.
+        assert_eq!(pings(&mut r, "c2", 1_500, 10), (0, 0, false));
         // Someone else in the same second is answered as usual.
         let (pongs, errors, closed) = pings(&mut r, "c3", 1_000, 40);
         assert_eq!((pongs, errors, closed), (40, 0, false));
@@ -4105,5 +4107,38 @@ mod meeting {
             .map(|p| p.id)
             .collect();
         assert_eq!(hosts, ["a"]);
+    }
+
+    #[test]
+    fn only_members_in_good_standing_get_a_media_relay() {
+        let mut r = room();
+        join_as(&mut r, 50, "p", "bp", "c5");
+        let member = Claims {
+            door: r.room.meta.door,
+            ..claims_with("p", "bp", false)
+        };
+        assert!(r.may_relay(&member));
+        assert!(
+            !r.may_relay(&claims_with("w", "bw", true)),
+            "a waiting pass"
+        );
+        assert!(
+            !r.may_relay(&Claims {
+                room: "other".into(),
+                ..member.clone()
+            }),
+            "another room"
+        );
+        send(&mut r, "c1", ClientMessage::Remove { id: "p".into() });
+        assert!(!r.may_relay(&member), "removed");
+        assert!(
+            !r.may_relay(&claims_with("p2", "bp", false)),
+            "another token of a banned browser"
+        );
+        frame_at(&mut r, 200, "c1", &ClientMessage::EndMeeting {});
+        assert!(
+            !r.may_relay(&claims("c")),
+            "a token from the meeting that ended"
+        );
     }
 }
