@@ -150,8 +150,9 @@ test("people in the waiting room get no TURN credentials; members do", async () 
   const ok = await fetch(`${BASE}/api/rooms/${r}/ice-servers`, { headers: { authorization: `Bearer ${owner.body.token}` } });
   assert.equal(ok.status, 200);
   // Someone removed gets none with the token they still hold.
-  ows.send({ type: "admit", id: guest.body.participant_id });
   const gws = connect(guest.body.ws_url);
+  await gws.next((f) => f.type === "waiting", "the guest waits");
+  ows.send({ type: "admit", id: guest.body.participant_id });
   const fresh = await gws.next((f) => f.type === "token", "the guest's room token");
   const inRoom = connect(`/api/rooms/${r}/ws?token=${fresh.token}`);
   await inRoom.next((f) => f.type === "snapshot", "guest in");
