@@ -778,21 +778,8 @@ impl Room {
                 }]
             }
             ClientMessage::Hand { raised } => {
-                let key = format!("hand:{id}");
-                if admit_event(
-                    &mut self.limits.reactions,
-                    &key,
-                    now,
-                    1_000,
-                    REACTIONS_PER_SECOND,
-                )
-                .is_err()
-                {
-                    return error_to(
-                        conn,
-                        ErrorCode::TooManyRequests,
-                        "You are raising and lowering your hand too fast.".into(),
-                    );
+                if let Some(refused) = self.hand_toggle_limit(now, &id, &conn) {
+                    return refused;
                 }
                 self.hand(now, &id, raised)
             }
@@ -801,21 +788,10 @@ impl Room {
                     return forbidden("hosts and co-hosts can lower someone's hand");
                 }
                 // Lowering one's own hand counts with raising it.
-                if target == id
-                    && admit_event(
-                        &mut self.limits.reactions,
-                        &format!("hand:{id}"),
-                        now,
-                        1_000,
-                        REACTIONS_PER_SECOND,
-                    )
-                    .is_err()
-                {
-                    return error_to(
-                        conn,
-                        ErrorCode::TooManyRequests,
-                        "You are raising and lowering your hand too fast.".into(),
-                    );
+                if target == id {
+                    if let Some(refused) = self.hand_toggle_limit(now, &id, &conn) {
+                        return refused;
+                    }
                 }
                 if !self.members.contains_key(&target) {
                     return bad("There is no such participant.");
@@ -1133,6 +1109,26 @@ impl Room {
             },
         ));
         out
+    }
+
+    /// Hand toggles (raise or lower one's own) are limited like reactions: `Some(error)` over it.
+    fn hand_toggle_limit(&mut self, now: Millis, id: &str, conn: &ConnId) -> Option<Vec<Output>> {
+        let key = format!("hand:{id}");
+        admit_event(
+            &mut self.limits.reactions,
+            &key,
+            now,
+            1_000,
+            REACTIONS_PER_SECOND,
+        )
+        .err()
+        .map(|_| {
+            error_to(
+                conn.clone(),
+                ErrorCode::TooManyRequests,
+                "You are raising and lowering your hand too fast.".into(),
+            )
+        })
     }
 
     /// Lets `id` in from the waiting room: a token with grants, and they connect again with it
