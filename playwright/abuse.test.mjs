@@ -7,23 +7,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { browserForFile, BASE } from "./browser.mjs";
-import { joinAs, inbound, until, mediaReport } from "./call.mjs";
+import { joinAs, inbound, until, mediaReport, sfuMediaAddr } from "./call.mjs";
 
 const browser = browserForFile();
-
-/** The SFU's address and port for this page's media (the selected candidate pair's remote end). */
-async function sfuMediaAddr(page) {
-  return page.evaluate(async () => {
-    const stats = await window.edgemeetPc.getStats();
-    let pair;
-    stats.forEach((s) => {
-      if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
-    });
-    if (!pair) stats.forEach((s) => s.type === "candidate-pair" && s.state === "succeeded" && s.nominated && (pair = s));
-    const remote = pair && stats.get(pair.remoteCandidateId);
-    return remote ? { address: remote.address, port: remote.port } : null;
-  });
-}
 
 /** Datagram `i` of the junk mix: deterministic, every kind the SFU's demultiplexer might meet. */
 function junk(i) {

@@ -194,3 +194,17 @@ export async function press(page, name) {
   await page.getByRole("button", { name: "More" }).click();
   await page.locator("#more-actions").getByRole("button", { name, exact: true }).click();
 }
+
+/** The SFU's address and port for this page's media (the selected candidate pair's remote end). */
+export async function sfuMediaAddr(page) {
+  return page.evaluate(async () => {
+    const stats = await window.edgemeetPc.getStats();
+    let pair;
+    stats.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (!pair) stats.forEach((s) => s.type === "candidate-pair" && s.state === "succeeded" && s.nominated && (pair = s));
+    const remote = pair && stats.get(pair.remoteCandidateId);
+    return remote ? { address: remote.address, port: remote.port } : null;
+  });
+}

@@ -42,6 +42,7 @@ use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -202,6 +203,8 @@ struct Peer {
     downlink: Mutex<DownlinkEstimator>,
     /// Bytes forwarded to it so far (for the downlink estimate).
     sent: Arc<std::sync::atomic::AtomicU64>,
+    /// Packets forwarded to it so far (the share it NACKs is its loss before repair).
+    sent_packets: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Peer {
@@ -288,6 +291,8 @@ struct SubTrack {
     subscriber: String,
     /// The subscriber's forwarded-bytes counter.
     sent: Arc<std::sync::atomic::AtomicU64>,
+    /// The subscriber's forwarded-packets counter.
+    sent_packets: Arc<std::sync::atomic::AtomicU64>,
     /// The subscriber's PeerConnection is connected.
     connected: Arc<AtomicBool>,
     local: Arc<TrackLocalStaticRTP>,
@@ -408,7 +413,9 @@ fn media_engine() -> Result<MediaEngine, MediaError> {
 }
 
 /// Passes inbound keyframe requests (PLI, FIR) from subscribers up to the application, which
-/// relays them to the publisher; every other inbound RTCP packet stays with the interceptors.
+/// relays them to the publisher, and their receiver reports and NACKs, which feed their downlink
+/// estimate (loss after and before repair); every other inbound RTCP packet stays with the
+/// interceptors.
 struct KeyframeRequests {
     read: std::collections::VecDeque<TaggedPacket>,
     write: std::collections::VecDeque<TaggedPacket>,
@@ -429,6 +436,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
                     p.as_any().is::<PictureLossIndication>()
                         || p.as_any().is::<FullIntraRequest>()
                         || p.as_any().is::<ReceiverReport>()
+                        || p.as_any().is::<TransportLayerNack>()
                 })
                 .cloned()
                 .collect();
@@ -629,6 +637,11 @@ impl Media {
             );
             let settings = SettingEngineBuilder::new()
                 .with_include_loopback_candidate(true)
+                // No mDNS: a browser that hides its address behind a `.local` name still reaches
+                // us (its checks make it a peer-reflexive candidate), and a server has no LAN to
+                // ask. With it on, every session opened a multicast socket, which fails outright
+                // where there is no multicast route (a network namespace with only loopback).
+                .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
                 // The browser starts DTLS once *its* ICE side is ready; as client we would send a
                 // ClientHello it may drop and wait ~200 ms for the retransmission.
                 .with_answering_dtls_role(RTCDtlsRole::Server)
@@ -723,6 +736,7 @@ impl Media {
             blocked: Arc::new(AtomicU8::new(blocked)),
             downlink: Mutex::new(DownlinkEstimator::new()),
             sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            sent_packets: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         });
         // Hold the negotiation from before anyone can see this peer until our answer is read:
         // a track published meanwhile may subscribe it, and its offer must wait for this answer.
@@ -943,6 +957,7 @@ impl Media {
         let sub = Arc::new(SubTrack {
             subscriber: peer.id.clone(),
             sent: peer.sent.clone(),
+            sent_packets: peer.sent_packets.clone(),
             connected: peer.connected.clone(),
             local: local.clone(),
             sender,
@@ -992,6 +1007,14 @@ impl Media {
                             lost += block.fraction_lost as u32;
                             blocks += 1;
                         }
+                    } else if let (Some(nack), Some(s)) = (
+                        any.downcast_ref::<TransportLayerNack>(),
+                        subscriber.upgrade(),
+                    ) {
+                        s.downlink.lock().unwrap().on_nack(
+                            nack.media_ssrc,
+                            nack.nacks.iter().map(|n| (n.packet_id, n.lost_packets)),
+                        );
                     }
                 }
                 if let (true, Some(m), Some(s)) =
@@ -1199,10 +1222,11 @@ impl Media {
     fn on_receiver_report(&self, peer: &Arc<Peer>, fraction_lost: u8) {
         let now = self.epoch.elapsed().as_millis() as u64;
         let sent = peer.sent.load(Ordering::Relaxed);
+        let packets = peer.sent_packets.load(Ordering::Relaxed);
         let (before, after) = {
             let mut d = peer.downlink.lock().unwrap();
             let before = d.estimate_bps();
-            (before, d.on_report(fraction_lost, sent, now))
+            (before, d.on_report(fraction_lost, sent, packets, now))
         };
         if (after - before).abs() > 1.0 {
             if after < before {
@@ -1634,6 +1658,7 @@ async fn forward_loop(
                     if sub.local.write_rtp(out).await.is_ok() {
                         sub.sent
                             .fetch_add(pkt.payload.len() as u64 + 12, Ordering::Relaxed);
+                        sub.sent_packets.fetch_add(1, Ordering::Relaxed);
                         metrics.forwarded_packets.inc();
                         metrics
                             .forwarded_bytes

@@ -11,6 +11,8 @@
 mod build;
 mod cmd;
 mod fuzz;
+mod impair;
+mod netns;
 mod secrets;
 mod setup;
 mod stack;
@@ -53,7 +55,12 @@ enum Cmd {
         fast: bool,
     },
     /// Run every test.
-    Test,
+    Test {
+        /// Only the bad-network tests (Chromium in a network namespace of their own, with loss,
+        /// delay, an outage and a rate cap); needs root.
+        #[arg(long)]
+        network_only: bool,
+    },
     /// Build and deploy the edge worker with wrangler (requires `wrangler login`).
     Deploy,
     /// Print performance figures (SFU forwarding core); not pass/fail.
@@ -66,6 +73,9 @@ enum Cmd {
         /// Targets to run (all when none is named).
         targets: Vec<String>,
     },
+    /// Impair one UDP flow (loss, delay, rate cap, outage) until stopped; only inside a network
+    /// namespace made for a test (the bad-network tests use it).
+    Impair(impair::Impairment),
 }
 
 /// Set by Ctrl-C / SIGTERM while a stack is up; without a stack, the signal ends xtask at once.
@@ -87,10 +97,21 @@ fn main() -> ExitCode {
         Cmd::Build => setup(Needs { browser: false })
             .and_then(|t| build::build_all(&t, build::SfuBuild::Optimised).map(|_| ())),
         Cmd::Dev { port, fast } => dev(port, fast),
-        Cmd::Test => test(),
+        Cmd::Test { network_only } => {
+            if network_only {
+                network_only_test()
+            } else {
+                test()
+            }
+        }
         Cmd::Deploy => deploy(),
         Cmd::Bench => bench(),
         Cmd::Fuzz { secs, targets } => fuzz_cmd(secs, &targets),
+        Cmd::Impair(imp) => {
+            // Ctrl-C / SIGTERM end the impairment cleanly (its rules come out).
+            STACK_UP.store(true, Ordering::SeqCst);
+            impair::run(&imp, &|| STOP.load(Ordering::SeqCst))
+        }
     };
     match result {
         Ok(()) => {
@@ -243,34 +264,7 @@ fn test() -> Result<()> {
     let mut stack = start_stack(&tools, &sfu_bin, &cfg)?;
     let secrets = secrets::dev_vars(&p.root)?;
     let node_test = |dir: &str, files: Vec<String>, extra: &[(&str, String)]| -> Result<()> {
-        if files.is_empty() {
-            return Err(fail(dir, format!("no *.test.mjs files in {dir}"), ""));
-        }
-        let mut c = Command::new(p.node22());
-        c.args([
-            "--test",
-            "--test-reporter=spec",
-            "--test-concurrency=1",
-            "--test-timeout=60000",
-            "--test-force-exit",
-        ])
-        .args(&files)
-        .current_dir(&p.root)
-        .env("EDGEMEET_URL", &stack.url)
-        .env("EDGEMEET_CONTROL_SECRET", &secrets.control_secret)
-        .env("EDGEMEET_CHROMIUM", setup::Paths::chromium())
-        .env("EDGEMEET_PYTHON", p.python_venv().join("bin/python"));
-        for (k, v) in extra {
-            c.env(k, v);
-        }
-        cmd::run(
-            dir,
-            &mut c,
-            &format!(
-                "see the failing test above; stack logs in {}",
-                stack.log_dir.display()
-            ),
-        )
+        node_tests(&p, &stack, &secrets, dir, files, extra, 60)
     };
     suite(
         &mut results,
@@ -282,9 +276,13 @@ fn test() -> Result<()> {
         p.target().join("playwright").display().to_string(),
     )];
     // The failover file runs on its own, three times in a row: a flaky failover is a bug.
+    // So does the bad-network file, in a network namespace of its own (below).
     let (failover, e2e): (Vec<String>, Vec<String>) = test_files(&p.root.join("playwright"))
         .into_iter()
         .partition(|f| f.ends_with("/failover.test.mjs"));
+    let (network, e2e): (Vec<String>, Vec<String>) = e2e
+        .into_iter()
+        .partition(|f| f.ends_with("/network.test.mjs"));
     suite(
         &mut results,
         "end-to-end tests (Playwright + Chromium)",
@@ -302,6 +300,11 @@ fn test() -> Result<()> {
         },
     );
     stack.stop();
+    suite(
+        &mut results,
+        "bad networks: loss, delay, outage, rate cap (Chromium in a network namespace)",
+        || bad_networks(&tools, &sfu_bin, &secrets, network, &artifacts),
+    );
     STACK_UP.store(false, Ordering::SeqCst);
 
     eprintln!("\nsummary:");
@@ -331,6 +334,103 @@ fn test() -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `cargo xtask test --network-only`: the bad-network file alone.
+fn network_only_test() -> Result<()> {
+    let tools = setup(Needs { browser: true })?;
+    let p = tools.paths.clone();
+    let sfu_bin = build::build_all(&tools, build::SfuBuild::Fast)?;
+    let secrets = secrets::dev_vars(&p.root)?;
+    let artifacts = [(
+        "EDGEMEET_ARTIFACTS",
+        p.target().join("playwright").display().to_string(),
+    )];
+    let files = vec![p
+        .root
+        .join("playwright/network.test.mjs")
+        .display()
+        .to_string()];
+    let r = step("bad networks (Chromium in a network namespace)", || {
+        bad_networks(&tools, &sfu_bin, &secrets, files, &artifacts)
+    });
+    STACK_UP.store(false, Ordering::SeqCst);
+    r
+}
+
+/// Runs Node's test runner on `files` against `stack`.
+fn node_tests(
+    p: &setup::Paths,
+    stack: &Stack,
+    secrets: &secrets::DevSecrets,
+    dir: &str,
+    files: Vec<String>,
+    extra: &[(&str, String)],
+    timeout_secs: u64,
+) -> Result<()> {
+    if files.is_empty() {
+        return Err(fail(dir, format!("no *.test.mjs files in {dir}"), ""));
+    }
+    let mut c = Command::new(p.node22());
+    c.args([
+        "--test",
+        "--test-reporter=spec",
+        "--test-concurrency=1",
+        "--test-force-exit",
+    ])
+    .arg(format!("--test-timeout={}", timeout_secs * 1000))
+    .args(&files)
+    .current_dir(&p.root)
+    .env("EDGEMEET_URL", &stack.url)
+    .env("EDGEMEET_CONTROL_SECRET", &secrets.control_secret)
+    .env("EDGEMEET_CHROMIUM", setup::Paths::chromium())
+    .env("EDGEMEET_PYTHON", p.python_venv().join("bin/python"));
+    for (k, v) in extra {
+        c.env(k, v);
+    }
+    cmd::run(
+        dir,
+        &mut c,
+        &format!(
+            "see the failing test above; stack logs in {}",
+            stack.log_dir.display()
+        ),
+    )
+}
+
+/// The bad-network file: in a network namespace made for it, with a stack of its own there, and
+/// `cargo xtask impair` (this binary) to shape the traffic of one page.
+fn bad_networks(
+    tools: &Tools,
+    sfu_bin: &std::path::Path,
+    secrets: &secrets::DevSecrets,
+    files: Vec<String>,
+    extra: &[(&str, String)],
+) -> Result<()> {
+    let _ns = netns::Netns::enter("net")?;
+    let cfg = StackConfig {
+        name: "network",
+        ..StackConfig::test()
+    };
+    let mut stack = start_stack(tools, sfu_bin, &cfg)?;
+    let exe = std::env::current_exe()
+        .map_err(|e| fail("bad networks", e.to_string(), ""))?
+        .display()
+        .to_string();
+    let mut env: Vec<(&str, String)> = extra.to_vec();
+    env.push(("EDGEMEET_IMPAIR", exe));
+    // Each case waits for layers to settle and measures for 10 s: the file takes about a minute.
+    let r = node_tests(
+        &tools.paths,
+        &stack,
+        secrets,
+        "playwright",
+        files,
+        &env,
+        240,
+    );
+    stack.stop();
+    r
 }
 
 fn test_files(dir: &std::path::Path) -> Vec<String> {
@@ -433,6 +533,23 @@ fn bench() -> Result<()> {
         )
     });
     stack.stop();
+    // Bad networks: the same file the tests run, for its printed figures.
+    let secrets = secrets::dev_vars(&p.root)?;
+    let networks = step(
+        "bad networks: loss + delay, outage, rate cap (Chromium in a network namespace)",
+        || {
+            let files = vec![p
+                .root
+                .join("playwright/network.test.mjs")
+                .display()
+                .to_string()];
+            let artifacts = [(
+                "EDGEMEET_ARTIFACTS",
+                p.target().join("playwright").display().to_string(),
+            )];
+            bad_networks(&tools, &sfu_bin, &secrets, files, &artifacts)
+        },
+    );
     STACK_UP.store(false, Ordering::SeqCst);
     // Fuzzing figures: each target for a while (`cargo xtask fuzz` runs them longer).
     let fuzzed = step("fuzzing, 30 s per target", || {
@@ -443,6 +560,7 @@ fn bench() -> Result<()> {
         .and(layers)
         .and(meeting)
         .and(abuse)
+        .and(networks)
         .and(fuzzed)
 }
 

@@ -154,6 +154,7 @@ pub fn setup(needs: Needs) -> Result<Tools> {
     })?;
     step("coturn (TURN server)", ensure_coturn)?;
     if needs.browser {
+        step("iptables and tc (impaired-network tests)", ensure_netfilter)?;
         step("Chromium", ensure_chromium)?;
         step(
             &format!("Python test tools (aioice {AIOICE_VERSION})"),
@@ -412,6 +413,34 @@ fn ensure_coturn() -> Result<()> {
             "install Debian's coturn package",
         ))
     }
+}
+
+pub const IPTABLES: &str = "/usr/sbin/iptables";
+pub const TC: &str = "/usr/sbin/tc";
+pub const IP: &str = "/usr/sbin/ip";
+
+/// The bad-network tests shape traffic inside a network namespace they make: `ip` and `tc`
+/// (iproute2) and `iptables` (its `statistic` match for random loss, `NFQUEUE` for delay).
+fn ensure_netfilter() -> Result<()> {
+    let missing: Vec<&str> = [(IPTABLES, "iptables"), (TC, "iproute2"), (IP, "iproute2")]
+        .iter()
+        .filter(|(bin, _)| !std::path::Path::new(bin).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        apt_install("network tools", &missing)?;
+    }
+    for bin in [IPTABLES, TC, IP] {
+        if !std::path::Path::new(bin).exists() {
+            return Err(fail(
+                "network tools",
+                format!("{bin} still missing after install"),
+                "install Debian's iptables and iproute2 packages",
+            ));
+        }
+    }
+    note(output(Command::new(IPTABLES).arg("--version")).unwrap_or_else(|| IPTABLES.into()));
+    Ok(())
 }
 
 fn ensure_chromium() -> Result<()> {

@@ -207,27 +207,34 @@ impl<'a> EndpointHandler<'a> {
     ) -> Result<()> {
         debug!("handle_rtcp_message {}", transport_context.peer_addr);
 
-        let rtcp_ssrc = if let Some(rtcp_packet) = rtcp_packets.first() {
-            rtcp_packet.destination_ssrc().first().cloned()
-        } else {
-            None
-        };
-
-        if let Some(rtcp_ssrc) = rtcp_ssrc {
-            if let Some(track_id) = self.find_track_id(rtcp_ssrc, None) {
-                self.ctx.read_outs.push_back(TaggedRTCMessageInternal {
-                    now,
-                    transport: transport_context,
-                    message: RTCMessageInternal::Rtp(RTPMessage::TrackPacket(TrackPacket {
-                        track_id,
-                        packet: Packet::Rtcp(rtcp_packets),
-                    })),
-                });
-            } else {
-                debug!("drop rtcp packet ssrc = {}", rtcp_ssrc);
+        // edgemeet patch: a compound packet went whole to the track of its *first* packet's
+        // first destination SSRC, and was dropped when that packet named none (a browser's
+        // RR without report blocks leads the compound that carries its NACKs and PLIs). Each
+        // packet now goes to the track of the first of its destination SSRCs that belongs to
+        // one, packets for the same track staying together in their order.
+        let mut routed: Vec<(MediaStreamTrackId, Vec<Box<dyn rtcp::Packet>>)> = Vec::new();
+        for rtcp_packet in rtcp_packets {
+            let track_id = rtcp_packet
+                .destination_ssrc()
+                .into_iter()
+                .find_map(|ssrc| self.find_track_id(ssrc, None));
+            match track_id {
+                Some(track_id) => match routed.iter_mut().find(|(t, _)| *t == track_id) {
+                    Some((_, packets)) => packets.push(rtcp_packet),
+                    None => routed.push((track_id, vec![rtcp_packet])),
+                },
+                None => debug!("drop rtcp packet: no track for its ssrcs"),
             }
-        } else {
-            debug!("drop rtcp packet due to empty ssrc");
+        }
+        for (track_id, packets) in routed {
+            self.ctx.read_outs.push_back(TaggedRTCMessageInternal {
+                now,
+                transport: transport_context,
+                message: RTCMessageInternal::Rtp(RTPMessage::TrackPacket(TrackPacket {
+                    track_id,
+                    packet: Packet::Rtcp(packets),
+                })),
+            });
         }
 
         Ok(())
