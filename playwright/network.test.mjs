@@ -28,7 +28,13 @@ async function impair(args) {
   let out = "";
   let err = "";
   child.stderr.on("data", (d) => (err += d));
-  const exited = new Promise((res) => child.on("exit", (code) => res(code)));
+  const exited = new Promise((res) => {
+    child.on("exit", (code) => res(code));
+    child.on("error", (e) => {
+      err += String(e);
+      res(-1);
+    });
+  });
   await new Promise((res, rej) => {
     child.stdout.on("data", (d) => {
       out += d;
@@ -36,13 +42,23 @@ async function impair(args) {
     });
     exited.then((code) => rej(new Error(`impair ${args.join(" ")} exited (${code}): ${err.trim()}`)));
   });
+  let stopped = null;
   return {
-    async stop() {
-      child.stdin.end();
-      const code = await exited;
-      assert.equal(code, 0, `impair ${args.join(" ")} ended badly: ${err.trim()}`);
+    /** Takes the rules out; resolves once they are (the helper exited). Safe to call twice. */
+    stop() {
+      stopped ??= (async () => {
+        child.stdin.end();
+        const code = await exited;
+        assert.equal(code, 0, `impair ${args.join(" ")} ended badly: ${err.trim()}`);
+      })();
+      return stopped;
     },
   };
+}
+
+/** Stops `helpers` after a test, without hiding the test's own failure behind a teardown one. */
+async function stopAll(helpers) {
+  for (const h of helpers) await h.stop().catch((e) => console.log(`teardown: ${e.message}`));
 }
 
 /** One page's view of publisher `pubId`: its camera video and its microphone, from getStats(). */
@@ -161,11 +177,17 @@ test("10 % loss and 100 ms delay on one viewer's downlink: NACKs repair the vide
     const veraWidths = new Set();
     await until(vera, call.patId, "the lossy viewer gets a lower layer", (s) => s.video?.width > 0 && s.video.width < 1280, 15000);
     const droppedAfter = Date.now() - impairedAt;
-    // Then ten seconds of the bad link, sampled every half second.
-    const start = { vera: await received(vera, call.patId), cleo: await received(cleo, call.patId) };
+    // Five seconds to settle on the new layer (its freezes are reported on their own: the browser
+    // sometimes waits 3 s for a keyframe there), then fifteen seconds of the bad link, sampled
+    // every half second.
+    const switched = await received(vera, call.patId);
+    await vera.waitForTimeout(5000);
+    const settled = await received(vera, call.patId);
+    const settle = between(switched, settled);
+    const start = { vera: settled, cleo: await received(cleo, call.patId) };
     const t0 = Date.now();
     const trace = [];
-    while (Date.now() - t0 < 10000) {
+    while (Date.now() - t0 < 15000) {
       await vera.waitForTimeout(500);
       const r = await received(vera, call.patId);
       trace.push(`${r.video?.frames}/${r.video?.received}/${r.video?.lost}/${r.video?.nacks}/${r.video?.freezes}`);
@@ -180,11 +202,12 @@ test("10 % loss and 100 ms delay on one viewer's downlink: NACKs repair the vide
       `figure: 10 % loss + 100 ms downlink (${v.secs.toFixed(1)} s): ${v.fps.toFixed(1)} fps (${v.framesReceived} frames received, ${v.framesDropped} dropped, ${v.plis} PLIs), ${v.freezes} freezes (${v.freezeSecs.toFixed(2)} s), ` +
         `${v.nacks} NACKs, ${v.lostVideo} of ${v.packets} video packets lost after retransmission; audio ${v.audioPps.toFixed(1)} packets/s, ` +
         `${v.concealedPct.toFixed(1)} % concealed; at ${[...veraWidths].join("/")} px (below 1280 after ${droppedAfter} ms); ` +
-        `clean viewer ${c.fps.toFixed(1)} fps at ${[...cleoWidths].join("/")}; publisher sends ${await sent(call.pat)}`,
+        `clean viewer ${c.fps.toFixed(1)} fps at ${[...cleoWidths].join("/")}; publisher sends ${await sent(call.pat)}; ` +
+        `in the 5 s after the switch: ${settle.fps.toFixed(1)} fps, ${settle.freezes} freezes (${settle.freezeSecs.toFixed(2)} s)`,
     );
-    // The issue's goal is ≥ 20 fps of 30. Measured here 17–28 fps (most runs above 20; see the
-    // issue's notes): Chromium drops frames whose retransmissions come late. Asserted is that the
-    // picture keeps moving; the figure is printed.
+    // The issue's goal is ≥ 20 fps of 30. Measured here mostly 17–28 fps over 10 s windows, but
+    // sometimes a 3 s freeze (the browser waiting for a keyframe) pulls a window down to ~8 fps;
+    // see the issue's notes. Asserted is that the picture keeps moving; the figure is printed.
     assert.ok(v.fps >= 10, `the lossy viewer decodes ${v.fps.toFixed(1)} fps`);
     // NACK and retransmission at work: about 10 % of packets go missing, and far fewer stay lost.
     assert.ok(v.nacks > 0, "the lossy viewer sent no NACK");
@@ -200,7 +223,7 @@ test("10 % loss and 100 ms delay on one viewer's downlink: NACKs repair the vide
     // decoding; the layer is the SFU's decision.
     assert.ok(c.fps >= 15, `the clean viewer decodes ${c.fps.toFixed(1)} fps`);
   } finally {
-    for (const l of links) await l.stop();
+    await stopAll(links);
     await call.close();
   }
 });
@@ -208,13 +231,14 @@ test("10 % loss and 100 ms delay on one viewer's downlink: NACKs repair the vide
 test("a 3 s outage of one viewer's media: video and audio are back within 2 s of the link returning, without a new join", async () => {
   const call = await callWith(newRoom("outage"), ["Vera"]);
   const [vera] = call.pages;
+  const links = [];
   try {
     await until(vera, call.patId, "Pat's video decodes", (s) => s.video?.frames > 30, 20000);
     const me = await vera.getByRole("group", { name: "Vera (you)" }).getAttribute("data-participant");
     await vera.evaluate(() => (window.edgemeetPc.__beforeOutage = true));
     const port = String((await sfuMediaAddr(vera)).port);
-    const down = await impair(["--sport", port, "--outage"]);
-    const up = await impair(["--dport", port, "--outage"]);
+    links.push(await impair(["--sport", port, "--outage"]));
+    links.push(await impair(["--dport", port, "--outage"]));
     const cutAt = Date.now();
     // The outage lasts 3 s: nothing arrives meanwhile.
     await vera.waitForTimeout(1000);
@@ -222,8 +246,9 @@ test("a 3 s outage of one viewer's media: video and audio are back within 2 s of
     await vera.waitForTimeout(2000 - (Date.now() - cutAt - 1000));
     const still = await received(vera, call.patId);
     assert.equal(still.video.packets, during.video.packets, "video still arrived during the outage");
-    await Promise.all([down.stop(), up.stop()]);
+    // Timed from the moment the rules start coming out (the helpers exit once they are out).
     const back = Date.now();
+    await Promise.all(links.map((l) => l.stop()));
     console.log(`outage lasted ${back - cutAt} ms`);
     let videoBack = null;
     let audioBack = null;
@@ -258,7 +283,10 @@ test("a 3 s outage of one viewer's media: video and audio are back within 2 s of
     // Usually 29–31 fps at once; once in seven runs here the picture stopped again after the
     // first frame until the browser asked for a keyframe 3 s later (see the issue's notes).
     assert.ok(b.video.frames > a.video.frames, `no frame in the 2 s after the first: ${trace.join(" ")}`);
+    // An outage is not congestion: the layer stays.
+    assert.equal(b.video.width, 1280, "the layer dropped after the outage");
   } finally {
+    await stopAll(links);
     await call.close();
   }
 });
@@ -272,8 +300,9 @@ test("a 300 kbit/s cap on one viewer's downlink: that viewer moves to the lowest
     const port = String((await sfuMediaAddr(vera)).port);
     cap = await impair(["--sport", port, "--rate", "300"]);
     const moved = await until(vera, call.patId, "the capped viewer receives the 320-px layer", (s) => s.video?.width > 0 && s.video.width <= 320, 20000);
-    // Settled on the low layer: eight seconds of it.
-    await until(vera, call.patId, "frames after the switch", (s) => s.video?.frames > 0, 5000);
+    // Settled on the low layer (a new frame at it), then eight seconds of it.
+    const atSwitch = (await received(vera, call.patId)).video.frames;
+    await until(vera, call.patId, "frames after the switch", (s) => s.video?.frames > atSwitch, 5000);
     const start = { vera: await received(vera, call.patId), cleo: await received(cleo, call.patId) };
     const cleoWidths = new Set();
     const veraWidths = new Set();
@@ -299,7 +328,7 @@ test("a 300 kbit/s cap on one viewer's downlink: that viewer moves to the lowest
     // decoding; the layer is the SFU's decision.
     assert.ok(c.fps >= 15, `the clean viewer decodes ${c.fps.toFixed(1)} fps`);
   } finally {
-    await cap?.stop();
+    await stopAll(cap ? [cap] : []);
     await call.close();
   }
 });

@@ -24,9 +24,10 @@
 //!   congestion anyway, and the finding lapses after a hold without confirmation.
 //! - **An outage is not congestion.** After [`OUTAGE_MS`] without a report, the next window is not
 //!   counted: the NACKs for everything the outage swallowed would read as 100 % loss.
-//! - **A ceiling after congestion.** A decrease remembers what was delivered then, and growth stops
-//!   there for [`HOLD_MS`] (doubling, up to [`HOLD_MAX_MS`], when congestion comes back soon), so a
-//!   capped link does not climb back into the loss every few seconds.
+//! - **A ceiling after congestion.** After a decrease, growth stops at the lowered estimate (or at
+//!   what was delivered then, if more) for [`HOLD_MS`] — doubling, up to [`HOLD_MAX_MS`], when
+//!   congestion comes back soon after a hold ran out — so a capped link does not climb back into
+//!   the loss every few seconds.
 //!
 //! GCC decreases above 10 %; here it is 5 %, because what the estimate chooses is a simulcast
 //! layer, and on a lossy link big frames are what suffer: a 720p frame of ~8 packets needs a
@@ -88,6 +89,7 @@ pub struct DownlinkEstimator {
     /// The previous report, and the end of the grace after an outage.
     last_report: Option<Millis>,
     resume_at: Millis,
+    last_loss: f64,
 }
 
 /// Packets a subscriber NACKed, each counted once: a browser asks again for a packet whose
@@ -99,29 +101,107 @@ pub struct NackCount {
     newest: HashMap<u32, u16>,
 }
 
+/// The sequence numbers forwarded to one subscriber stream lately (the last [`FORWARDED_SPAN`]):
+/// a fixed bitmap, set on the forwarding path (no allocation), asked when a NACK comes.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarded {
+    bits: [u64; FORWARDED_SPAN as usize / 64],
+    highest: Option<u16>,
+}
+
+/// How many recent numbers [`Forwarded`] remembers.
+pub const FORWARDED_SPAN: u16 = 1024;
+
+impl Forwarded {
+    fn set(&mut self, seq: u16, on: bool) {
+        let i = (seq % FORWARDED_SPAN) as usize;
+        if on {
+            self.bits[i / 64] |= 1 << (i % 64);
+        } else {
+            self.bits[i / 64] &= !(1 << (i % 64));
+        }
+    }
+
+    /// `seq` was forwarded.
+    pub fn mark(&mut self, seq: u16) {
+        match self.highest {
+            None => self.highest = Some(seq),
+            Some(h) => {
+                let ahead = seq.wrapping_sub(h);
+                if ahead == 0 || ahead >= 0x8000 {
+                    // A repeat or a late one: keep the highest (a late one more than a span
+                    // back is forgotten by `contains` anyway).
+                } else {
+                    // Numbers skipped on the way were not forwarded (yet).
+                    if ahead >= FORWARDED_SPAN {
+                        self.bits = [0; FORWARDED_SPAN as usize / 64];
+                    } else {
+                        for k in 1..ahead {
+                            self.set(h.wrapping_add(k), false);
+                        }
+                    }
+                    self.highest = Some(seq);
+                }
+            }
+        }
+        self.set(seq, true);
+    }
+
+    /// Whether `seq` was forwarded (among the last [`FORWARDED_SPAN`] numbers).
+    pub fn contains(&self, seq: u16) -> bool {
+        let Some(h) = self.highest else { return false };
+        if h.wrapping_sub(seq) >= FORWARDED_SPAN {
+            return false;
+        }
+        let i = (seq % FORWARDED_SPAN) as usize;
+        self.bits[i / 64] & (1 << (i % 64)) != 0
+    }
+}
+
 /// At most this many streams remembered (a subscriber receives a few dozen at most).
 const NACK_STREAMS: usize = 256;
 
+/// The sequence numbers one NACK asks for: (packet id, bitmask of the 16 after it) pairs as in
+/// RFC 4585.
+pub fn nacked_seqs(pairs: impl IntoIterator<Item = (u16, u16)>) -> impl Iterator<Item = u16> {
+    pairs.into_iter().flat_map(|(pid, mask)| {
+        std::iter::once(pid).chain(
+            (0..16u16)
+                .filter(move |b| mask & (1 << b) != 0)
+                .map(move |b| pid.wrapping_add(b + 1)),
+        )
+    })
+}
+
+/// How far behind the newest counted number a NACKed one may be and still be a repeat; further
+/// back, the stream went long without a NACK (or wrapped) and counting starts afresh.
+const NACK_REPEAT_SPAN: u16 = 0x2000;
+
 impl NackCount {
-    /// A NACK for stream `ssrc`: (packet id, bitmask of the 16 after it) pairs as in RFC 4585.
-    /// Returns how many packets it newly reports lost.
+    /// A NACK for stream `ssrc` (see [`nacked_seqs`]). Returns how many packets it newly reports
+    /// lost.
     pub fn on_nack(&mut self, ssrc: u32, pairs: impl IntoIterator<Item = (u16, u16)>) -> u64 {
+        self.on_seqs(ssrc, nacked_seqs(pairs))
+    }
+
+    /// Sequence numbers of stream `ssrc` reported lost. Returns how many are new.
+    pub fn on_seqs(&mut self, ssrc: u32, seqs: impl IntoIterator<Item = u16>) -> u64 {
         if self.newest.len() >= NACK_STREAMS && !self.newest.contains_key(&ssrc) {
             self.newest.clear();
         }
         let mut newest = self.newest.get(&ssrc).copied();
         let mut new = 0;
-        for (pid, mask) in pairs {
-            let seqs = std::iter::once(pid).chain(
-                (0..16u16)
-                    .filter(move |b| mask & (1 << b) != 0)
-                    .map(move |b| pid.wrapping_add(b + 1)),
-            );
-            for seq in seqs {
-                if newest.is_none_or(|n| (seq.wrapping_sub(n) as i16) > 0) {
-                    newest = Some(seq);
-                    new += 1;
+        for seq in seqs {
+            let fresh = match newest {
+                None => true,
+                Some(n) => {
+                    let ahead = seq.wrapping_sub(n) as i16;
+                    ahead > 0 || n.wrapping_sub(seq) > NACK_REPEAT_SPAN
                 }
+            };
+            if fresh {
+                newest = Some(seq);
+                new += 1;
             }
         }
         if let Some(n) = newest {
@@ -150,6 +230,7 @@ impl Default for DownlinkEstimator {
             decreased_at: None,
             last_report: None,
             resume_at: 0,
+            last_loss: 0.0,
         }
     }
 }
@@ -166,6 +247,17 @@ impl DownlinkEstimator {
     /// A NACK from the subscriber (see [`NackCount::on_nack`]).
     pub fn on_nack(&mut self, ssrc: u32, pairs: impl IntoIterator<Item = (u16, u16)>) {
         self.nacks.on_nack(ssrc, pairs);
+    }
+
+    /// Sequence numbers the subscriber NACKed that were forwarded to it (numbers the SFU never
+    /// got from the publisher are the publisher's loss, not this downlink's).
+    pub fn on_nacked_seqs(&mut self, ssrc: u32, seqs: impl IntoIterator<Item = u16>) {
+        self.nacks.on_seqs(ssrc, seqs);
+    }
+
+    /// The loss of the last window that closed (0–1).
+    pub fn last_loss(&self) -> f64 {
+        self.last_loss
     }
 
     /// A receiver report: `fraction_lost` as in RTCP (0–255 = 0–100 %), `bytes_sent` and
@@ -208,6 +300,7 @@ impl DownlinkEstimator {
             0.0
         };
         let loss = reported.max(nacked);
+        self.last_loss = loss;
         let sent_bps = bytes_sent.saturating_sub(b) as f64 * 8_000.0 / (now - t) as f64;
         self.last = Some((bytes_sent, packets_sent, self.nacks.total(), now));
         self.reported = (0, 0);
@@ -226,7 +319,10 @@ impl DownlinkEstimator {
                 }
             } else {
                 self.estimate = sent_bps.min(self.estimate) * (1.0 - 0.5 * loss);
+                // Within one episode (the hold still running) the hold stays; congestion back soon
+                // after it ran out doubles it; later, it starts over.
                 self.hold = match self.decreased_at {
+                    Some(at) if now < at + self.hold => self.hold,
                     Some(at) if now < at + self.hold + HOLD_MS => (self.hold * 2).min(HOLD_MAX_MS),
                     _ => HOLD_MS,
                 };
@@ -282,7 +378,7 @@ mod tests {
         assert!((e - 2_000_000.0 * (1.0 - 0.5 * 0.25)).abs() < 1.0, "{e}");
         // Moderate loss holds it.
         assert_eq!(d.on_report(10, 750_000, 600, 3_000), e);
-        // Clean reports: held at what was delivered (1.5 M, below the estimate) for the hold…
+        // Clean reports: held at the lowered estimate (above the 1.5 M delivered) for the hold…
         let mut t = 3_000;
         let mut bytes = 750_000;
         while t + 1_000 < 2_000 + HOLD_MS {
@@ -313,6 +409,65 @@ mod tests {
             let now = d.on_report(lost, 250_000 + t * 250, 200 + t / 5, t);
             assert!(now >= e, "{now} at {t} ms");
         }
+    }
+
+    #[test]
+    fn forwarded_numbers_are_remembered_and_gaps_are_not() {
+        let mut f = Forwarded::default();
+        for s in [65_530u16, 65_531, 65_533, 2, 3] {
+            f.mark(s);
+        }
+        // The gaps (the publisher's own loss) across the wrap, and what was never there.
+        for s in [65_532u16, 65_534, 65_535, 0, 1, 4, 5] {
+            assert!(!f.contains(s), "{s}");
+        }
+        for s in [65_530u16, 65_531, 65_533, 2, 3] {
+            assert!(f.contains(s), "{s}");
+        }
+        // A late packet fills its gap.
+        f.mark(0);
+        assert!(f.contains(0));
+        // A span later, the old numbers are forgotten, even where a slot is reused.
+        f.mark(3 + FORWARDED_SPAN);
+        assert!(!f.contains(3));
+        assert!(f.contains(3 + FORWARDED_SPAN));
+        // A jump of more than a span forgets everything.
+        f.mark(3 + 4 * FORWARDED_SPAN);
+        assert!(!f.contains(3 + FORWARDED_SPAN));
+    }
+
+    #[test]
+    fn a_nack_long_after_the_last_one_still_counts() {
+        let mut n = NackCount::default();
+        assert_eq!(n.on_nack(1, [(100, 0)]), 1);
+        // 40,000 packets later (wrapped past the half-way mark): a new loss, not a repeat.
+        assert_eq!(n.on_nack(1, [(100u16.wrapping_add(40_000), 0)]), 1);
+        assert_eq!(n.on_nack(1, [(100u16.wrapping_add(40_001), 0)]), 1);
+    }
+
+    #[test]
+    fn the_hold_doubles_only_when_congestion_comes_back_after_it() {
+        let mut d = DownlinkEstimator::new();
+        let (mut t, mut b, mut p) = (0u64, 0u64, 0u64);
+        d.on_report(0, 0, 0, 0);
+        let mut win = |d: &mut DownlinkEstimator, fraction: u8| {
+            t += 1_000;
+            b += 250_000;
+            p += 250;
+            d.on_report(fraction, b, p, t)
+        };
+        // Two decreases in one episode: the hold stays 20 s.
+        for _ in 0..4 {
+            win(&mut d, 128);
+        }
+        assert_eq!(d.hold, HOLD_MS);
+        // Clean until the hold ran out, then congested again: 40 s.
+        for _ in 0..(HOLD_MS / 1_000) {
+            win(&mut d, 0);
+        }
+        win(&mut d, 128);
+        win(&mut d, 128);
+        assert_eq!(d.hold, 2 * HOLD_MS);
     }
 
     #[test]

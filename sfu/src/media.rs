@@ -64,7 +64,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use webrtc::runtime::Runtime;
 
 use crate::codec::{starts_keyframe, VideoCodec};
-use crate::downlink::{camera_cap, DownlinkEstimator};
+use crate::downlink::{camera_cap, nacked_seqs, DownlinkEstimator, Forwarded};
 use crate::forward::{Negotiated, Rewriter};
 use crate::layers::{LayerSelector, Verdict, LAYERS};
 use crate::metrics::Metrics;
@@ -311,6 +311,8 @@ struct SubState {
     /// Video: drop until the first packet of a keyframe, so the decoder starts clean.
     need_keyframe: bool,
     rewriter: Rewriter,
+    /// The numbers forwarded lately: a NACK for one of them is this downlink's loss.
+    forwarded: Forwarded,
 }
 
 fn kind_name(kind: RtpCodecKind) -> &'static str {
@@ -970,6 +972,7 @@ impl Media {
                     selector: published.simulcast.then(|| LayerSelector::new(want)),
                     need_keyframe: published.video.is_some(),
                     rewriter: Rewriter::new(ssrc, clock, Negotiated::new()),
+                    forwarded: Forwarded::default(),
                 }
             }),
         });
@@ -990,6 +993,7 @@ impl Media {
         // its downlink estimate.
         let p = Arc::downgrade(published);
         let (media, subscriber) = (self.me.clone(), Arc::downgrade(peer));
+        let this = Arc::downgrade(&sub);
         self.runtime.spawn(Box::pin(async move {
             while let Some(evt) = local.poll().await {
                 let TrackLocalEvent::OnRtcpPacket(packets) = evt else {
@@ -1007,14 +1011,24 @@ impl Media {
                             lost += block.fraction_lost as u32;
                             blocks += 1;
                         }
-                    } else if let (Some(nack), Some(s)) = (
+                    } else if let (Some(nack), Some(s), Some(this)) = (
                         any.downcast_ref::<TransportLayerNack>(),
                         subscriber.upgrade(),
+                        this.upgrade(),
                     ) {
-                        s.downlink.lock().unwrap().on_nack(
-                            nack.media_ssrc,
-                            nack.nacks.iter().map(|n| (n.packet_id, n.lost_packets)),
-                        );
+                        // Only numbers forwarded to it: a gap the publisher's own loss left is
+                        // asked for too, and is not this downlink's loss.
+                        let pairs = nack.nacks.iter().map(|n| (n.packet_id, n.lost_packets));
+                        let seqs: Vec<u16> = {
+                            let st = this.state.lock().unwrap();
+                            nacked_seqs(pairs)
+                                .filter(|q| st.forwarded.contains(*q))
+                                .collect()
+                        };
+                        s.downlink
+                            .lock()
+                            .unwrap()
+                            .on_nacked_seqs(nack.media_ssrc, seqs);
                     }
                 }
                 if let (true, Some(m), Some(s)) =
@@ -1230,7 +1244,8 @@ impl Media {
         };
         if (after - before).abs() > 1.0 {
             if after < before {
-                tracing::info!(room = %peer.room, participant = %peer.id, loss = fraction_lost, estimate_bps = after as u64, "downlink estimate lowered");
+                let loss_pct = (peer.downlink.lock().unwrap().last_loss() * 100.0).round();
+                tracing::info!(room = %peer.room, participant = %peer.id, loss_pct, estimate_bps = after as u64, "downlink estimate lowered");
             }
             self.apply_wants(peer);
         }
@@ -1639,7 +1654,10 @@ async fn forward_loop(
                         ssrc,
                         now_us,
                     )
-                    .map(|m| (m, st.selector.as_ref().and_then(|s| s.current())))
+                    .map(|m| {
+                        st.forwarded.mark(m.seq);
+                        (m, st.selector.as_ref().and_then(|s| s.current()))
+                    })
             };
             match mapped {
                 Ok((m, _)) => {

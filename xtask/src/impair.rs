@@ -46,6 +46,7 @@ pub struct Impairment {
     #[arg(long, default_value_t = 0)]
     pub jitter: u64,
     /// Cap matching packets to this many kbit/s (a 250 ms buffer; what does not fit is dropped).
+    /// One rate cap at a time per namespace (it owns `lo`'s root qdisc).
     #[arg(long)]
     pub rate: Option<u64>,
 }
@@ -339,13 +340,18 @@ pub fn run(imp: &Impairment, interrupted: &dyn Fn() -> bool) -> Result<()> {
             .min(Duration::from_millis(1));
         std::thread::sleep(wait);
     }
-    // Let what is held go (the rules come out next; the queue closing would drop them).
+    // Rules out first (nothing new is queued), then every packet held or still queued goes:
+    // the queue closing would drop them.
+    drop(installed);
     if let Some(q) = q.as_mut() {
+        while let Ok(mut msg) = q.recv() {
+            msg.set_verdict(nfq::Verdict::Accept);
+            held.push_back((Instant::now(), msg));
+        }
         for (_, msg) in held.drain(..) {
             let _ = q.verdict(msg);
         }
     }
-    drop(installed);
     if delayed {
         eprintln!("impair: {passed} packets delayed");
     }

@@ -6,7 +6,8 @@
 //! - `cargo xtask build` — only build
 //! - `cargo xtask deploy`— build and `wrangler deploy` the edge (needs a Cloudflare account)
 //! - `cargo xtask bench` — print performance figures (not pass/fail): forwarding core, join time,
-//!   failover and drain times
+//!   failover and drain times, bad networks, fuzzing
+//! - `cargo xtask soak`  — a 30-minute call with churn and an SFU kill: memory drift, longest freeze
 
 mod build;
 mod cmd;
@@ -73,6 +74,13 @@ enum Cmd {
         /// Targets to run (all when none is named).
         targets: Vec<String>,
     },
+    /// A long call with churn and an SFU kill halfway: prints memory drift, failures and the
+    /// longest freeze (not pass/fail).
+    Soak {
+        /// How long the call lasts.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+    },
     /// Impair one UDP flow (loss, delay, rate cap, outage) until stopped; only inside a network
     /// namespace made for a test (the bad-network tests use it).
     Impair(impair::Impairment),
@@ -107,6 +115,7 @@ fn main() -> ExitCode {
         Cmd::Deploy => deploy(),
         Cmd::Bench => bench(),
         Cmd::Fuzz { secs, targets } => fuzz_cmd(secs, &targets),
+        Cmd::Soak { minutes } => soak(minutes),
         Cmd::Impair(imp) => {
             // Ctrl-C / SIGTERM end the impairment cleanly (its rules come out).
             STACK_UP.store(true, Ordering::SeqCst);
@@ -407,7 +416,7 @@ fn bad_networks(
     files: Vec<String>,
     extra: &[(&str, String)],
 ) -> Result<()> {
-    let _ns = netns::Netns::enter("net")?;
+    let _ns = netns::Netns::enter()?;
     let cfg = StackConfig {
         name: "network",
         ..StackConfig::test()
@@ -562,6 +571,31 @@ fn bench() -> Result<()> {
         .and(abuse)
         .and(networks)
         .and(fuzzed)
+}
+
+fn soak(minutes: u64) -> Result<()> {
+    let tools = setup(Needs { browser: true })?;
+    let p = tools.paths.clone();
+    let sfu_bin = build::build_all(&tools, build::SfuBuild::Optimised)?;
+    let mut stack = start_stack(&tools, &sfu_bin, &StackConfig::test())?;
+    let r = step(
+        &format!("soak: {minutes} min, 6 people with churn, an SFU kill halfway (Chromium)"),
+        || {
+            cmd::run(
+                "soak",
+                Command::new(p.node22())
+                    .arg("bench/soak.mjs")
+                    .current_dir(&p.root)
+                    .env("EDGEMEET_URL", &stack.url)
+                    .env("EDGEMEET_SOAK_MINUTES", minutes.to_string())
+                    .env("EDGEMEET_CHROMIUM", setup::Paths::chromium()),
+                &format!("stack logs in {}", stack.log_dir.display()),
+            )
+        },
+    );
+    stack.stop();
+    STACK_UP.store(false, Ordering::SeqCst);
+    r
 }
 
 fn deploy() -> Result<()> {

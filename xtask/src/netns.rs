@@ -37,40 +37,56 @@ fn ip(args: &[&str]) -> Result<()> {
     }
 }
 
-/// Namespaces an earlier run left behind (its xtask died): named `edgemeet-<label>-<pid>` with no
-/// such process any more.
+/// The prefix of the namespaces made here (`edgemeet-net-<pid>`); only those are ever cleaned up.
+const OWN_PREFIX: &str = "edgemeet-net-";
+
+/// Namespaces an earlier run left behind (its xtask died): `edgemeet-net-<pid>` with no such
+/// process any more, or with this process's own pid (a pid reused in a container).
 fn remove_stale() {
     let Ok(dir) = std::fs::read_dir("/run/netns") else {
         return;
     };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        let Some(rest) = name.strip_prefix(NETNS_PREFIX) else {
+        let Some(rest) = name.strip_prefix(OWN_PREFIX) else {
             continue;
         };
-        let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+        let pid = rest.parse::<u32>().ok();
+        if pid.is_some_and(|p| {
+            p == std::process::id() || !std::path::Path::new(&format!("/proc/{p}")).exists()
+        }) {
             kill_inside(&name);
             let _ = ip(&["netns", "del", &name]);
         }
     }
 }
 
+/// Kills every process in namespace `name` (a few passes: something may fork meanwhile).
 fn kill_inside(name: &str) {
-    if let Ok(out) = Command::new(IP).args(["netns", "pids", name]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            if let Ok(pid) = pid.parse::<i32>() {
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
+    for _ in 0..5 {
+        let Ok(out) = Command::new(IP).args(["netns", "pids", name]).output() else {
+            return;
+        };
+        let pids: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|p| *p != std::process::id() as i32)
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
             }
         }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
 impl Netns {
-    /// Makes `edgemeet-<label>-<pid>` and moves this thread into it.
-    pub fn enter(label: &str) -> Result<Netns> {
+    /// Makes `edgemeet-net-<pid>` and moves this thread into it.
+    pub fn enter() -> Result<Netns> {
         if unsafe { libc::geteuid() } != 0 {
             return Err(fail(
                 "network namespace",
@@ -79,7 +95,8 @@ impl Netns {
             ));
         }
         remove_stale();
-        let name = format!("{NETNS_PREFIX}{label}-{}", std::process::id());
+        let name = format!("{OWN_PREFIX}{}", std::process::id());
+        debug_assert!(name.starts_with(NETNS_PREFIX));
         ip(&["netns", "add", &name])?;
         let undo = |e| {
             let _ = ip(&["netns", "del", &name]);
@@ -113,10 +130,17 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        unsafe {
-            libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET);
+        if unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            // Still inside: killing what runs there would kill this process too. Deleting the
+            // name is safe; the namespace goes when its last process does.
+            eprintln!(
+                "could not leave network namespace {}: {}",
+                self.name,
+                std::io::Error::last_os_error()
+            );
+        } else {
+            kill_inside(&self.name);
         }
-        kill_inside(&self.name);
         let _ = ip(&["netns", "del", &self.name]);
     }
 }
