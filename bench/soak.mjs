@@ -81,25 +81,27 @@ async function join1() {
   }
 }
 
+/** Frames decoded per remote video track on one page (empty while it has no connection). */
+async function framesOf(page) {
+  return page
+    .evaluate(async () => {
+      const pc = window.edgemeetPc;
+      const out = {};
+      if (!pc) return out;
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video" && s.trackIdentifier) out[s.trackIdentifier] = s.framesDecoded ?? 0;
+      });
+      return out;
+    })
+    .catch(() => ({}));
+}
+
 /** Samples every page's remote videos; records the longest time any decoding track went without
  *  a new frame (a track counts once it decoded a frame; tracks that go away stop counting). */
 async function sample() {
   const now = Date.now();
   for (const p of pages) {
-    let now_ = {};
-    try {
-      now_ = await p.page.evaluate(async () => {
-        const pc = window.edgemeetPc;
-        const out = {};
-        if (!pc) return out;
-        (await pc.getStats()).forEach((s) => {
-          if (s.type === "inbound-rtp" && s.kind === "video" && s.trackIdentifier) out[s.trackIdentifier] = s.framesDecoded ?? 0;
-        });
-        return out;
-      });
-    } catch {
-      continue; // closing
-    }
+    const now_ = await framesOf(p.page);
     for (const [track, frames] of Object.entries(now_)) {
       const seen = p.frames[track];
       if (!seen) {
@@ -142,21 +144,23 @@ while (Date.now() < end) {
     const from = await roomSfu(pages[0].page);
     const pid = (await sfus()).find((s) => s.id === from)?.pid;
     if (pid) {
+      // What each page had decoded before (buffered frames still come out just after a kill).
+      const base = await Promise.all(pages.map((p) => framesOf(p.page)));
       const t = Date.now();
       killWindow = [t, t + 30_000];
       process.kill(pid, "SIGKILL");
-      // Recovery: every page decodes something new again.
-      const marks = pages.map((p) => ({ p, base: { ...p.frames } }));
-      for (const m of marks) m.p.frames = {};
+      // Recovery: every page has decoded 10 frames more of some video than before the kill (a
+      // new connection's tracks, or an old one moving again).
       let back = null;
       while (Date.now() - t < 30_000) {
-        await sample();
-        if (pages.every((p) => Object.keys(p.frames).length > 0)) {
+        const now_ = await Promise.all(pages.map((p) => framesOf(p.page)));
+        if (now_.every((m, i) => Object.entries(m).some(([k, f]) => f >= (base[i][k] ?? 0) + 10))) {
           back = Date.now() - t;
           break;
         }
         await new Promise((r) => setTimeout(r, 100));
       }
+      for (const p of pages) p.frames = {};
       killWindow = [t, Date.now()];
       failover = { from, to: await roomSfu(pages[0].page), ms: back };
       if (back === null) failures.push(`after kill -9 of ${from} not every page decoded again within 30 s`);
