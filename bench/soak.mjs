@@ -169,6 +169,7 @@ while (Date.now() < end) {
   await new Promise((r) => setTimeout(r, SAMPLE_MS));
 }
 const memEnd = await memory();
+const endSfu = pages.length ? await roomSfu(pages[0].page).catch(() => null) : null;
 for (const p of pages) {
   const err = await p.page.evaluate(() => document.querySelector('[role="alert"]')?.textContent ?? "").catch(() => "");
   if (err) failures.push(`${p.name}: "${err.slice(0, 120)}"`);
@@ -182,7 +183,11 @@ for (const id of Object.keys(memStart.sfu)) {
   const b = memEnd.sfu[id];
   console.log(
     `figure: SFU ${id} RSS ${a?.toFixed(1)} → ${b?.toFixed(1)} MiB` +
-      (same ? ` (drift ${(b - a).toFixed(1)} MiB over ${MINUTES} min)` : " (restarted: killed at halftime)"),
+      (!same
+        ? " (restarted: killed at halftime)"
+        : id === endSfu && failover && failover.to === id
+          ? " (took the room over at halftime: the room's cost, not drift)"
+          : ` (drift ${(b - a).toFixed(1)} MiB over ${MINUTES} min)`),
   );
 }
 console.log(`figure: workerd (edge + Durable Objects) RSS ${memStart.workerd.toFixed(1)} → ${memEnd.workerd.toFixed(1)} MiB`);
