@@ -284,7 +284,8 @@ test("a 3 s outage of one viewer's media: video and audio are back within 2 s of
     const meNow = await vera.getByRole("group", { name: "Vera (you)" }).getAttribute("data-participant");
     console.log(
       `figure: 3 s outage: video back ${videoBack} ms and audio back ${audioBack} ms after the link returned, ` +
-        `steady (10 more frames) after ${steady} ms; then ${after.fps.toFixed(1)} fps; freezes in all ${b.video.freezes} (${b.video.freezeSecs.toFixed(2)} s), ${b.video.plis} PLIs`,
+        `steady (10 more frames) after ${steady} ms; then ${after.fps.toFixed(1)} fps at ${b.video.width} px; freezes in all ${b.video.freezes} (${b.video.freezeSecs.toFixed(2)} s), ${b.video.plis} PLIs; ` +
+        `publisher sends ${await sent(call.pat)}`,
     );
     assert.ok(videoBack !== null && videoBack <= 2000, `video back after ${videoBack} ms; ${await mediaReport(vera)}`);
     assert.ok(audioBack !== null && audioBack <= 2000, `audio back after ${audioBack} ms`);

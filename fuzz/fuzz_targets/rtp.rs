@@ -1,11 +1,13 @@
 //! The forwarding core: RTP parse and in-place rewrite of any bytes (padding, header extensions,
 //! CSRCs, truncation), and the sequence numbers a subscriber sees for any order of packets from
 //! two sources — late, duplicate, padding-only, across the 16-bit wrap: two different packets
-//! never get the same number.
+//! never get the same number. VP8 picture numbering: read and written in place on any bytes, and
+//! renumbered across switches, always within its field's width.
 #![no_main]
 use std::collections::{HashMap, VecDeque};
 
 use arbitrary::Arbitrary;
+use edgemeet_sfu::codec::{vp8_ids, vp8_set_ids, Vp8Ids};
 use edgemeet_sfu::forward::{parse, Negotiated, Rewriter};
 use libfuzzer_sys::fuzz_target;
 
@@ -47,6 +49,15 @@ fuzz_target!(|case: Case| {
         assert!(parsed, "rewrite accepted what parse refused");
     }
 
+    // Any bytes as a VP8 payload: the numbering read back in unchanged is a no-op.
+    let ids = vp8_ids(&case.raw);
+    let mut p = case.raw.clone();
+    vp8_set_ids(&mut p, &ids);
+    assert_eq!(
+        p, case.raw,
+        "writing back what was read changed the payload"
+    );
+
     let mut r = Rewriter::new(9, 90_000, negotiated);
     let ssrcs = [0x1111_1111u32, 0x2222_2222];
     let mut seq = case.start;
@@ -75,6 +86,16 @@ fuzz_target!(|case: Case| {
                 // The shell switches sources only when it decides to; model a switch whenever
                 // the other source sends (the worst case for numbering).
                 if let Ok(m) = r.map(96, seq[s], ts[s], ssrcs[s], now) {
+                    let wide = seq[s] & 1 == 0;
+                    let pid = if wide { seq[s] & 0x7fff } else { seq[s] & 0x7f };
+                    let out = r.map_vp8(Vp8Ids {
+                        picture_id: Some((pid, wide)),
+                        tl0_pic_idx: Some(ts[s] as u8),
+                        key_idx: Some((ts[s] >> 8) as u8 & 0x1f),
+                    });
+                    let (p, w) = out.picture_id.expect("a picture id stays");
+                    assert!(w == wide && p <= 0x7fff, "picture id {p} (wide {w})");
+                    assert!(out.key_idx.expect("keyidx stays") <= 0x1f);
                     if let Some(&(was_s, was_seq)) = given.get(&m.seq) {
                         // The same packet again (a duplicate) may get its number again.
                         assert!(

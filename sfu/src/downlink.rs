@@ -101,16 +101,34 @@ pub struct NackCount {
     newest: HashMap<u32, u16>,
 }
 
-/// The sequence numbers forwarded to one subscriber stream lately (the last [`FORWARDED_SPAN`]):
-/// a fixed bitmap, set on the forwarding path (no allocation), asked when a NACK comes.
-#[derive(Debug, Clone, Default)]
+/// The sequence numbers forwarded to one subscriber stream lately (the last [`FORWARDED_SPAN`])
+/// and when: fixed arrays, set on the forwarding path (no allocation), asked when a NACK comes.
+#[derive(Debug, Clone)]
 pub struct Forwarded {
     bits: [u64; FORWARDED_SPAN as usize / 64],
+    /// When each was forwarded (ms, truncated to 32 bits: ages are taken modulo 2^32).
+    sent_ms: [u32; FORWARDED_SPAN as usize],
     highest: Option<u16>,
 }
 
 /// How many recent numbers [`Forwarded`] remembers.
 pub const FORWARDED_SPAN: u16 = 1024;
+
+/// A NACK for a packet forwarded longer ago than this asks for what cannot help in time: the
+/// receiver is holding its later frames back for it (after an outage: for hundreds of packets), so
+/// a keyframe is what gets its picture moving again. Ordinary repair of a lossy link (a few round
+/// trips) stays well under it.
+pub const STALE_NACK_MS: u64 = 1000;
+
+impl Default for Forwarded {
+    fn default() -> Self {
+        Forwarded {
+            bits: [0; FORWARDED_SPAN as usize / 64],
+            sent_ms: [0; FORWARDED_SPAN as usize],
+            highest: None,
+        }
+    }
+}
 
 impl Forwarded {
     fn set(&mut self, seq: u16, on: bool) {
@@ -122,8 +140,8 @@ impl Forwarded {
         }
     }
 
-    /// `seq` was forwarded.
-    pub fn mark(&mut self, seq: u16) {
+    /// `seq` was forwarded at `now_ms`.
+    pub fn mark(&mut self, seq: u16, now_ms: u64) {
         match self.highest {
             None => self.highest = Some(seq),
             Some(h) => {
@@ -145,6 +163,7 @@ impl Forwarded {
             }
         }
         self.set(seq, true);
+        self.sent_ms[(seq % FORWARDED_SPAN) as usize] = now_ms as u32;
     }
 
     /// Whether `seq` was forwarded (among the last [`FORWARDED_SPAN`] numbers).
@@ -155,6 +174,16 @@ impl Forwarded {
         }
         let i = (seq % FORWARDED_SPAN) as usize;
         self.bits[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Does a NACK for `seqs`, arriving at `now_ms`, ask for a packet forwarded more than
+    /// [`STALE_NACK_MS`] ago (see there: the subscriber needs a keyframe)?
+    pub fn stale_nack(&self, seqs: impl IntoIterator<Item = u16>, now_ms: u64) -> bool {
+        seqs.into_iter().any(|q| {
+            self.contains(q)
+                && (now_ms as u32).wrapping_sub(self.sent_ms[(q % FORWARDED_SPAN) as usize]) as u64
+                    > STALE_NACK_MS
+        })
     }
 }
 
@@ -415,7 +444,7 @@ mod tests {
     fn forwarded_numbers_are_remembered_and_gaps_are_not() {
         let mut f = Forwarded::default();
         for s in [65_530u16, 65_531, 65_533, 2, 3] {
-            f.mark(s);
+            f.mark(s, 0);
         }
         // The gaps (the publisher's own loss) across the wrap, and what was never there.
         for s in [65_532u16, 65_534, 65_535, 0, 1, 4, 5] {
@@ -425,15 +454,37 @@ mod tests {
             assert!(f.contains(s), "{s}");
         }
         // A late packet fills its gap.
-        f.mark(0);
+        f.mark(0, 0);
         assert!(f.contains(0));
         // A span later, the old numbers are forgotten, even where a slot is reused.
-        f.mark(3 + FORWARDED_SPAN);
+        f.mark(3 + FORWARDED_SPAN, 0);
         assert!(!f.contains(3));
         assert!(f.contains(3 + FORWARDED_SPAN));
         // A jump of more than a span forgets everything.
-        f.mark(3 + 4 * FORWARDED_SPAN);
+        f.mark(3 + 4 * FORWARDED_SPAN, 0);
         assert!(!f.contains(3 + FORWARDED_SPAN));
+    }
+
+    #[test]
+    fn a_nack_for_a_packet_sent_over_a_second_ago_wants_a_keyframe() {
+        let mut f = Forwarded::default();
+        // 3 s of packets, 100 per second, then the link comes back (a 3 s outage) at 4,000 ms.
+        for i in 0..300u16 {
+            f.mark(500 + i, 1_000 + i as u64 * 10);
+        }
+        // Ordinary repair: the last 200 ms asked for again.
+        assert!(!f.stale_nack(780..800, 4_000));
+        assert!(!f.stale_nack([799], 3_990 + STALE_NACK_MS));
+        // Everything since the outage began: the oldest went out 3 s ago.
+        assert!(f.stale_nack(500..800, 4_000));
+        assert!(f.stale_nack([600], 4_000));
+        // Numbers never forwarded (the publisher's own loss) or long forgotten do not count.
+        assert!(!f.stale_nack([400, 900], 60_000));
+        // Ages are taken modulo 2^32 ms: a stream running past 49 days still works.
+        let mut g = Forwarded::default();
+        g.mark(7, u32::MAX as u64 - 100);
+        assert!(!g.stale_nack([7], u32::MAX as u64 + 200));
+        assert!(g.stale_nack([7], u32::MAX as u64 + 2_000));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 
 use thiserror::Error;
 
+use crate::codec::Vp8Ids;
+
 /// Why a packet was not forwarded.
 #[derive(Debug, Error, PartialEq, Eq, Clone, Copy)]
 pub enum PacketError {
@@ -149,6 +151,83 @@ pub struct Rewriter {
     /// packet from before a skip is mapped with the offset it had before that skip (else it
     /// would take the number of the packet just before it).
     skips: Skips,
+    /// VP8 picture numbering carried across source switches.
+    vp8: Vp8Numbering,
+}
+
+/// Offsets that make a VP8 source's picture numbers follow on from the previous source's.
+#[derive(Debug, Clone, Copy, Default)]
+struct Vp8Numbering {
+    /// Added to the source's PictureID (mod 2^15), TL0PICIDX (mod 2^8), KEYIDX (mod 2^5).
+    pid: u16,
+    tl0: u8,
+    key: u8,
+    /// The highest numbers sent so far.
+    last_pid: Option<u16>,
+    last_tl0: Option<u8>,
+    last_key: Option<u8>,
+    /// The next packet is the new source's first: offsets are set from it.
+    rebase: bool,
+}
+
+fn pid_mask(wide: bool) -> u16 {
+    if wide {
+        0x7fff
+    } else {
+        0x7f
+    }
+}
+
+impl Vp8Numbering {
+    fn map(&mut self, ids: Vp8Ids) -> Vp8Ids {
+        if self.rebase {
+            self.rebase = false;
+            if let (Some((p, _)), Some(l)) = (ids.picture_id, self.last_pid) {
+                self.pid = l.wrapping_add(1).wrapping_sub(p) & 0x7fff;
+            }
+            if let (Some(t), Some(l)) = (ids.tl0_pic_idx, self.last_tl0) {
+                self.tl0 = l.wrapping_add(1).wrapping_sub(t);
+            }
+            if let (Some(k), Some(l)) = (ids.key_idx, self.last_key) {
+                self.key = l.wrapping_add(1).wrapping_sub(k) & 0x1f;
+            }
+        }
+        let out = Vp8Ids {
+            picture_id: ids
+                .picture_id
+                .map(|(p, wide)| (p.wrapping_add(self.pid) & pid_mask(wide), wide)),
+            tl0_pic_idx: ids.tl0_pic_idx.map(|t| t.wrapping_add(self.tl0)),
+            key_idx: ids.key_idx.map(|k| k.wrapping_add(self.key) & 0x1f),
+        };
+        // Only move forward: a late packet must not pull the numbering back.
+        if let Some((p, wide)) = out.picture_id {
+            // Serial arithmetic in the field's own width (7 or 15 bits).
+            let mask = pid_mask(wide);
+            if self
+                .last_pid
+                .is_none_or(|l| (1..=mask / 2).contains(&(p.wrapping_sub(l) & mask)))
+            {
+                self.last_pid = Some(p);
+            }
+        }
+        if let Some(t) = out.tl0_pic_idx {
+            if self
+                .last_tl0
+                .is_none_or(|l| (1..0x80).contains(&t.wrapping_sub(l)))
+            {
+                self.last_tl0 = Some(t);
+            }
+        }
+        if let Some(k) = out.key_idx {
+            if self
+                .last_key
+                .is_none_or(|l| (1..0x10).contains(&(k.wrapping_sub(l) & 0x1f)))
+            {
+                self.last_key = Some(k);
+            }
+        }
+        out
+    }
 }
 
 /// How many skipped sequence numbers a [`Rewriter`] remembers for late packets.
@@ -260,6 +339,7 @@ impl Rewriter {
             source: None,
             last: None,
             skips: Skips::default(),
+            vp8: Vp8Numbering::default(),
         }
     }
 
@@ -360,6 +440,7 @@ impl Rewriter {
         };
         self.source = Some(s);
         self.skips = Skips::default();
+        self.vp8.rebase = true;
         s
     }
 
@@ -397,6 +478,14 @@ impl Rewriter {
                 self.skips.push(seq);
             }
         }
+    }
+
+    /// The VP8 numbering this subscriber must see for the packet just accepted by
+    /// [`Rewriter::map`] (call it right after, for every VP8 packet forwarded): the first source
+    /// keeps its own numbers; after a switch they continue from the last ones sent. When the result
+    /// equals `ids`, the payload can be forwarded as it is.
+    pub fn map_vp8(&mut self, ids: Vp8Ids) -> Vp8Ids {
+        self.vp8.map(ids)
     }
 
     /// What the subscriber negotiated changed (or became known).
@@ -520,6 +609,70 @@ mod tests {
         r.rewrite(&mut p, 3 * 33_333 + 73_333).unwrap();
         assert_eq!(parse(&p).unwrap().seq, 3);
         assert_eq!(parse(&p).unwrap().timestamp, 10_000 + 3_600 + 3_000);
+    }
+
+    fn vp8(pid: u16, tl0: u8, key: u8) -> Vp8Ids {
+        Vp8Ids {
+            picture_id: Some((pid, true)),
+            tl0_pic_idx: Some(tl0),
+            key_idx: Some(key),
+        }
+    }
+
+    #[test]
+    fn vp8_picture_numbers_follow_on_across_a_layer_switch() {
+        let mut r = Rewriter::new(9, 90_000, negotiated());
+        // The first source keeps its own numbers (its payload is forwarded untouched).
+        r.map(96, 10, 1000, 1, 0).unwrap();
+        assert_eq!(r.map_vp8(vp8(32_765, 254, 29)), vp8(32_765, 254, 29));
+        r.map(96, 12, 7000, 1, 66_000).unwrap();
+        assert_eq!(r.map_vp8(vp8(32_767, 0, 31)), vp8(32_767, 0, 31));
+        // A late packet of an earlier picture keeps its number and does not pull "last" back.
+        r.map(96, 11, 4000, 1, 67_000).unwrap();
+        assert_eq!(r.map_vp8(vp8(32_766, 255, 30)), vp8(32_766, 255, 30));
+        // Another layer, numbered on its own, starts with a keyframe: its numbers continue from
+        // the last sent, across the 15-, 8- and 5-bit wraps.
+        r.map(96, 500, 77_000, 2, 66_000).unwrap();
+        assert_eq!(r.map_vp8(vp8(1234, 17, 3)), vp8(0, 1, 0));
+        r.map(96, 501, 80_000, 2, 99_000).unwrap();
+        assert_eq!(r.map_vp8(vp8(1235, 17, 3)), vp8(1, 1, 0));
+        r.map(96, 502, 83_000, 2, 132_000).unwrap();
+        assert_eq!(r.map_vp8(vp8(1236, 18, 4)), vp8(2, 2, 1));
+        // And back to the first layer: again one more than the last.
+        r.map(96, 12, 90_000, 1, 165_000).unwrap();
+        assert_eq!(r.map_vp8(vp8(3, 2, 1)), vp8(3, 3, 2));
+        r.map(96, 13, 93_000, 1, 198_000).unwrap();
+        assert_eq!(r.map_vp8(vp8(4, 2, 1)), vp8(4, 3, 2));
+    }
+
+    #[test]
+    fn vp8_fields_a_source_lacks_stay_absent() {
+        let mut r = Rewriter::new(9, 90_000, negotiated());
+        r.map(96, 10, 1000, 1, 0).unwrap();
+        let only_pid = Vp8Ids {
+            picture_id: Some((100, false)),
+            ..Default::default()
+        };
+        assert_eq!(r.map_vp8(only_pid), only_pid);
+        r.map(96, 70, 5000, 2, 40_000).unwrap();
+        let out = r.map_vp8(Vp8Ids {
+            picture_id: Some((90, false)),
+            ..Default::default()
+        });
+        assert_eq!(out.picture_id, Some((101, false)));
+        assert_eq!(out.tl0_pic_idx, None);
+        assert_eq!(r.map_vp8(Vp8Ids::default()), Vp8Ids::default());
+        // A 7-bit picture id wraps at 128, and the next switch follows on from after the wrap.
+        let narrow = |p| Vp8Ids {
+            picture_id: Some((p, false)),
+            ..Default::default()
+        };
+        r.map(96, 71, 6000, 2, 80_000).unwrap();
+        assert_eq!(r.map_vp8(narrow(116)), narrow(127));
+        r.map(96, 72, 7000, 2, 120_000).unwrap();
+        assert_eq!(r.map_vp8(narrow(117)), narrow(0));
+        r.map(96, 11, 9000, 1, 160_000).unwrap();
+        assert_eq!(r.map_vp8(narrow(40)), narrow(1));
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! # Hot path
 //! One task per published track reads its packets and writes each to every subscriber's local track.
 //! Per packet and subscriber: one uncontended mutex (the subscriber's rewriter), no allocation in our
-//! code (the payload is shared, the header has no extensions), no log line. The fan-out list is
+//! code (the payload is shared, the header has no extensions) except a VP8 payload copy for a
+//! subscriber that switched layers (its picture numbers are rewritten), no log line. The fan-out list is
 //! copy-on-write (`RwLock<Arc<Vec<_>>>`, cloned once per packet, never held across a send).
 //! webrtc-rs's own `write_rtp` adds a channel hop into the subscriber's PeerConnection driver; see
 //! ARCHITECTURE.md for the plan to drive `rtc` directly once that shows in the load figures.
@@ -63,7 +64,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 use webrtc::runtime::Runtime;
 
-use crate::codec::{starts_keyframe, VideoCodec};
+use crate::codec::{starts_keyframe, vp8_ids, vp8_set_ids, VideoCodec};
 use crate::downlink::{camera_cap, nacked_seqs, DownlinkEstimator, Forwarded};
 use crate::forward::{Negotiated, Rewriter};
 use crate::layers::{LayerSelector, Verdict, LAYERS};
@@ -993,6 +994,7 @@ impl Media {
         // its downlink estimate.
         let p = Arc::downgrade(published);
         let (media, subscriber) = (self.me.clone(), Arc::downgrade(peer));
+        let epoch = self.epoch;
         let this = Arc::downgrade(&sub);
         self.runtime.spawn(Box::pin(async move {
             while let Some(evt) = local.poll().await {
@@ -1019,12 +1021,19 @@ impl Media {
                         // Only numbers forwarded to it: a gap the publisher's own loss left is
                         // asked for too, and is not this downlink's loss.
                         let pairs = nack.nacks.iter().map(|n| (n.packet_id, n.lost_packets));
-                        let seqs: Vec<u16> = {
+                        let now_ms = epoch.elapsed().as_millis() as u64;
+                        let (seqs, stale): (Vec<u16>, bool) = {
                             let st = this.state.lock().unwrap();
-                            nacked_seqs(pairs)
+                            let seqs: Vec<u16> = nacked_seqs(pairs)
                                 .filter(|q| st.forwarded.contains(*q))
-                                .collect()
+                                .collect();
+                            let stale = st.forwarded.stale_nack(seqs.iter().copied(), now_ms);
+                            (seqs, stale)
                         };
+                        if stale {
+                            // Its retransmission comes too late to help: a keyframe does.
+                            p.keyframe_wanted.store(true, Ordering::Relaxed);
+                        }
                         s.downlink
                             .lock()
                             .unwrap()
@@ -1596,6 +1605,9 @@ async fn forward_loop(
                 .video
                 .map(|c| starts_keyframe(c, &pkt.payload))
                 .unwrap_or(true);
+        // VP8 picture numbering, renumbered per subscriber after a layer switch.
+        let vp8 =
+            (!padding && published.video == Some(VideoCodec::Vp8)).then(|| vp8_ids(&pkt.payload));
         let subs = published.subscribers.read().unwrap().clone();
         // Layers to ask a keyframe of (bit per layer).
         let mut want_keyframe: u8 = 0;
@@ -1655,12 +1667,23 @@ async fn forward_loop(
                         now_us,
                     )
                     .map(|m| {
-                        st.forwarded.mark(m.seq);
-                        (m, st.selector.as_ref().and_then(|s| s.current()))
+                        st.forwarded.mark(m.seq, now_ms);
+                        let ids = vp8.map(|ids| (ids, st.rewriter.map_vp8(ids)));
+                        (m, ids)
                     })
             };
             match mapped {
-                Ok((m, _)) => {
+                Ok((m, ids)) => {
+                    let payload = match ids {
+                        // Renumbered (this subscriber switched layers): its own copy. The only
+                        // allocation on this path, and only after a switch.
+                        Some((from, to)) if from != to => {
+                            let mut p = pkt.payload.to_vec();
+                            vp8_set_ids(&mut p, &to);
+                            p.into()
+                        }
+                        _ => pkt.payload.clone(),
+                    };
                     let out = rtp::Packet {
                         header: rtp::header::Header {
                             version: 2,
@@ -1671,7 +1694,7 @@ async fn forward_loop(
                             ssrc: m.ssrc,
                             ..Default::default()
                         },
-                        payload: pkt.payload.clone(),
+                        payload,
                     };
                     if sub.local.write_rtp(out).await.is_ok() {
                         sub.sent
