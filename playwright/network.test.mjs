@@ -177,9 +177,8 @@ test("10 % loss and 100 ms delay on one viewer's downlink: NACKs repair the vide
     const veraWidths = new Set();
     await until(vera, call.patId, "the lossy viewer gets a lower layer", (s) => s.video?.width > 0 && s.video.width < 1280, 15000);
     const droppedAfter = Date.now() - impairedAt;
-    // Five seconds to settle on the new layer (its freezes are reported on their own: the browser
-    // sometimes waits 3 s for a keyframe there), then fifteen seconds of the bad link, sampled
-    // every half second.
+    // Five seconds on the new layer just after the switch (reported on their own), then fifteen
+    // seconds of the bad link, sampled every half second.
     const switched = await received(vera, call.patId);
     await vera.waitForTimeout(5000);
     const settled = await received(vera, call.patId);
@@ -205,11 +204,11 @@ test("10 % loss and 100 ms delay on one viewer's downlink: NACKs repair the vide
         `clean viewer ${c.fps.toFixed(1)} fps at ${[...cleoWidths].join("/")}; publisher sends ${await sent(call.pat)}; ` +
         `in the 5 s after the switch: ${settle.fps.toFixed(1)} fps, ${settle.freezes} freezes (${settle.freezeSecs.toFixed(2)} s)`,
     );
-    // The issue's goal is ≥ 20 fps of 30: most 15 s windows here measure 21–27 fps, but a freeze
-    // of about 3 s (the browser waiting for a keyframe; an open bug, see the issue's notes) can
-    // strike once or twice and pull one down to ~10 fps. Asserted is that the picture keeps
-    // moving; the figure is printed.
-    assert.ok(v.fps >= 5, `the lossy viewer decodes ${v.fps.toFixed(1)} fps`);
+    // The issue's goal: ≥ 20 fps of 30 (22.8–28.4 measured here). A switch costs no freeze: before
+    // the SFU renumbered VP8 pictures across layers, the browser held every frame after it for
+    // about 3 s.
+    assert.ok(v.fps >= 20, `the lossy viewer decodes ${v.fps.toFixed(1)} fps`);
+    assert.ok(settle.freezeSecs < 1, `the lossy viewer froze ${settle.freezeSecs.toFixed(2)} s in the 5 s after the switch`);
     // NACK and retransmission at work: about 10 % of packets go missing, and far fewer stay lost.
     assert.ok(v.nacks > 0, "the lossy viewer sent no NACK");
     assert.ok(v.lostVideo < 0.03 * v.packets, `${v.lostVideo} of ${v.packets} video packets stayed lost: retransmission is not at work`);
@@ -261,12 +260,12 @@ test("a 3 s outage of one viewer's media: video and audio are back within 2 s of
       if (audioBack === null && s.audio && s.audio.packets > still.audio.packets) audioBack = Date.now() - back;
       await vera.waitForTimeout(50);
     }
-    // Then: steady again (ten frames more than at the first one). Usually at once; sometimes the
-    // picture stops after the first frames until the browser asks for a keyframe ~3 s later
-    // (see the issue's notes), so this waits up to 6 s and reports how long it took.
+    // Then: steady again (ten frames more than at the first one) within 2 s too (0.4–0.7 s measured
+    // here since the SFU renumbers VP8 pictures and answers NACKs for long-gone packets with a
+    // keyframe; 3.7 s in 2 runs of 12 before).
     const first = (await received(vera, call.patId)).video.frames;
     let steady = null;
-    while (Date.now() - back < 6000) {
+    while (Date.now() - back < 2000) {
       await vera.waitForTimeout(200);
       const s = await received(vera, call.patId);
       trace.push(`${Date.now() - back}:${s.video.frames}/${s.video.received}/${s.video.nacks}/${s.video.plis}`);
@@ -291,7 +290,7 @@ test("a 3 s outage of one viewer's media: video and audio are back within 2 s of
     assert.ok(audioBack !== null && audioBack <= 2000, `audio back after ${audioBack} ms`);
     assert.equal(sameCall, "connected", "the same media connection carries on (no new join, no new PeerConnection)");
     assert.equal(meNow, me, "Vera is still the same participant");
-    assert.ok(steady !== null, `not steady within 6 s of the link returning: ${trace.join(" ")}`);
+    assert.ok(steady !== null, `not steady within 2 s of the link returning: ${trace.join(" ")}`);
     // An outage is not congestion: the layer stays.
     assert.equal(b.video.width, 1280, "the layer dropped after the outage");
   } finally {
@@ -328,9 +327,8 @@ test("a 300 kbit/s cap on one viewer's downlink: that viewer moves to the lowest
       `figure: 300 kbit/s downlink: lowest layer after ${moved} ms; then ${v.fps.toFixed(1)} fps at ${[...veraWidths].join("/")}, ` +
         `${v.freezes} freezes (${v.freezeSecs.toFixed(2)} s), audio ${v.audioPps.toFixed(1)} packets/s; clean viewer ${c.fps.toFixed(1)} fps at ${[...cleoWidths].join("/")}; publisher sends ${await sent(call.pat)}`,
     );
-    // Usually 14–15 fps (the 320-px layer is sent at 15); in two runs of six here a 3 s freeze
-    // after the switch (the browser waits 3 s before asking for a keyframe; see the issue's notes).
-    assert.ok(v.fps >= 2, `the capped viewer decodes ${v.fps.toFixed(1)} fps`);
+    // The 320-px layer is sent at 15 fps (14.7–15.2 measured here).
+    assert.ok(v.fps >= 10, `the capped viewer decodes ${v.fps.toFixed(1)} fps`);
     assert.ok([...veraWidths].every((w) => w <= 320), `the capped viewer went back up: ${[...veraWidths].join("/")}`);
     assert.deepEqual([...cleoWidths], [1280], "the clean viewer keeps 720p");
     // Its frame rate depends on this 2-core machine's load as much as on the SFU: it has to keep
