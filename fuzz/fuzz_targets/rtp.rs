@@ -20,6 +20,8 @@ enum Step {
         padding: bool,
         ts_delta: u16,
     },
+    /// The shell starts the subscriber afresh (a tile shown again, a layer switch).
+    Restart,
     /// The rewriter's negotiated payload types / extensions change.
     Renegotiate { pt: u8, ext_from: u8, ext_to: u8 },
 }
@@ -115,6 +117,7 @@ fuzz_target!(|case: Case| {
                     }
                 }
             }
+            Step::Restart => r.restart(),
             Step::Renegotiate {
                 pt,
                 ext_from,

@@ -225,6 +225,22 @@ mod tests {
             },
         );
         assert_eq!(q, [0x90, 0x80, 0x7f, 0x00]);
+        // T without K: the TID byte is there but carries no KEYIDX; K without T: it does.
+        let t_only = [0x90, 0xa0, 0x81, 0x23, 0x40, 0x00];
+        assert_eq!(vp8_ids(&t_only).key_idx, None);
+        assert_eq!(vp8_ids(&t_only).picture_id, Some((0x123, true)));
+        let k_only = [0x90, 0x90, 0x05, 0x07, 0x00];
+        assert_eq!(vp8_ids(&k_only).picture_id, Some((5, false)));
+        assert_eq!(vp8_ids(&k_only).key_idx, Some(7));
+        // L without I: TL0PICIDX right after the X byte.
+        let l_only = [0x90, 0x40, 0x2a, 0x00];
+        assert_eq!(
+            vp8_ids(&l_only),
+            Vp8Ids {
+                tl0_pic_idx: Some(0x2a),
+                ..Default::default()
+            }
+        );
         // No extension: nothing to read or write.
         assert_eq!(vp8_ids(&[0x10, 0x00]), Vp8Ids::default());
         // Truncated descriptors: nothing read, nothing written, no panic.

@@ -109,6 +109,8 @@ pub struct Forwarded {
     /// When each was forwarded (ms, truncated to 32 bits: ages are taken modulo 2^32).
     sent_ms: [u32; FORWARDED_SPAN as usize],
     highest: Option<u16>,
+    /// The first packet of the last keyframe forwarded.
+    keyframe: Option<u16>,
 }
 
 /// How many recent numbers [`Forwarded`] remembers.
@@ -126,6 +128,7 @@ impl Default for Forwarded {
             bits: [0; FORWARDED_SPAN as usize / 64],
             sent_ms: [0; FORWARDED_SPAN as usize],
             highest: None,
+            keyframe: None,
         }
     }
 }
@@ -147,8 +150,11 @@ impl Forwarded {
             Some(h) => {
                 let ahead = seq.wrapping_sub(h);
                 if ahead == 0 || ahead >= 0x8000 {
-                    // A repeat or a late one: keep the highest (a late one more than a span
-                    // back is forgotten by `contains` anyway).
+                    // A repeat or a late one: keep the highest. One more than a span back has
+                    // no slot any more (it would take a newer number's).
+                    if h.wrapping_sub(seq) >= FORWARDED_SPAN {
+                        return;
+                    }
                 } else {
                     // Numbers skipped on the way were not forwarded (yet).
                     if ahead >= FORWARDED_SPAN {
@@ -176,15 +182,38 @@ impl Forwarded {
         self.bits[i / 64] & (1 << (i % 64)) != 0
     }
 
-    /// Does a NACK for `seqs`, arriving at `now_ms`, ask for a packet forwarded more than
-    /// [`STALE_NACK_MS`] ago (see there: the subscriber needs a keyframe)?
+    /// A keyframe starts at `seq` (as forwarded): it repairs everything before it.
+    pub fn keyframe_at(&mut self, seq: u16) {
+        self.keyframe = Some(seq);
+    }
+
+    /// Does a NACK for `seqs`, arriving at `now_ms`, ask for a packet the subscriber has been
+    /// missing for more than [`STALE_NACK_MS`] (see there: it needs a keyframe)? Missing since the
+    /// next packet forwarded after it went out — a receiver notices a loss only then — and not
+    /// repaired by a keyframe forwarded since.
     pub fn stale_nack(&self, seqs: impl IntoIterator<Item = u16>, now_ms: u64) -> bool {
+        let Some(h) = self.highest else { return false };
         seqs.into_iter().any(|q| {
-            self.contains(q)
-                && (now_ms as u32).wrapping_sub(self.sent_ms[(q % FORWARDED_SPAN) as usize]) as u64
-                    > STALE_NACK_MS
+            if !self.contains(q) || self.keyframe.is_some_and(|k| seq_before(q, k)) {
+                return false;
+            }
+            // The next number forwarded after `q` (none yet: nothing showed the loss).
+            let Some(next) = (1..h.wrapping_sub(q).wrapping_add(1))
+                .map(|k| q.wrapping_add(k))
+                .find(|n| self.contains(*n))
+            else {
+                return false;
+            };
+            let since = self.sent_ms[(next % FORWARDED_SPAN) as usize];
+            // Signed: a packet marked just after `now_ms` was read is not ~49 days old.
+            (now_ms as u32).wrapping_sub(since) as i32 > STALE_NACK_MS as i32
         })
     }
+}
+
+/// Is `a` before `b` in RTP sequence-number order?
+fn seq_before(a: u16, b: u16) -> bool {
+    a != b && b.wrapping_sub(a) < 0x8000
 }
 
 /// At most this many streams remembered (a subscriber receives a few dozen at most).
@@ -466,25 +495,50 @@ mod tests {
     }
 
     #[test]
-    fn a_nack_for_a_packet_sent_over_a_second_ago_wants_a_keyframe() {
+    fn a_nack_for_a_packet_missing_over_a_second_wants_a_keyframe() {
         let mut f = Forwarded::default();
         // 3 s of packets, 100 per second, then the link comes back (a 3 s outage) at 4,000 ms.
         for i in 0..300u16 {
             f.mark(500 + i, 1_000 + i as u64 * 10);
         }
         // Ordinary repair: the last 200 ms asked for again.
-        assert!(!f.stale_nack(780..800, 4_000));
-        assert!(!f.stale_nack([799], 3_990 + STALE_NACK_MS));
-        // Everything since the outage began: the oldest went out 3 s ago.
+        assert!(!f.stale_nack(780..799, 4_000));
+        assert!(!f.stale_nack([798], 3_990 + STALE_NACK_MS));
+        assert!(f.stale_nack([798], 3_991 + STALE_NACK_MS));
+        // The newest packet: no later one has shown the receiver it is missing.
+        assert!(!f.stale_nack([799], 60_000));
+        // Everything since the outage began: the oldest went missing 3 s ago.
         assert!(f.stale_nack(500..800, 4_000));
         assert!(f.stale_nack([600], 4_000));
         // Numbers never forwarded (the publisher's own loss) or long forgotten do not count.
         assert!(!f.stale_nack([400, 900], 60_000));
+        // A keyframe forwarded since repairs everything before it: asking again is no news.
+        f.keyframe_at(700);
+        assert!(!f.stale_nack(500..700, 4_000));
+        assert!(f.stale_nack([700], 4_100), "the keyframe itself, missing 1.09 s");
+        // A packet marked just after "now" was read is not stale (no wrap to a huge age).
+        let mut g = Forwarded::default();
+        g.mark(7, 5_000);
+        g.mark(8, 5_001);
+        assert!(!g.stale_nack([7], 5_000));
         // Ages are taken modulo 2^32 ms: a stream running past 49 days still works.
         let mut g = Forwarded::default();
         g.mark(7, u32::MAX as u64 - 100);
+        g.mark(8, u32::MAX as u64 - 100);
         assert!(!g.stale_nack([7], u32::MAX as u64 + 200));
         assert!(g.stale_nack([7], u32::MAX as u64 + 2_000));
+    }
+
+    #[test]
+    fn a_late_packet_a_span_back_takes_no_newer_numbers_slot() {
+        let mut f = Forwarded::default();
+        f.mark(5_000, 100);
+        f.mark(5_001, 100);
+        // 5,000 − 1,024 shares 5,000's slot: it is too old to be remembered.
+        f.mark(5_000 - FORWARDED_SPAN, 9_000);
+        assert!(f.contains(5_000));
+        assert!(!f.contains(5_000 - FORWARDED_SPAN));
+        assert!(!f.stale_nack([5_000], 1_000));
     }
 
     #[test]

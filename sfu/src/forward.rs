@@ -480,6 +480,13 @@ impl Rewriter {
         }
     }
 
+    /// The next packet starts afresh (a keyframe after a pause, e.g. a tile shown again, even from
+    /// the same source): its numbers follow on from the last packet sent, as after a switch,
+    /// instead of jumping by everything not forwarded meanwhile.
+    pub fn restart(&mut self) {
+        self.source = None;
+    }
+
     /// The VP8 numbering this subscriber must see for the packet just accepted by
     /// [`Rewriter::map`] (call it right after, for every VP8 packet forwarded): the first source
     /// keeps its own numbers; after a switch they continue from the last ones sent. When the result
@@ -643,6 +650,32 @@ mod tests {
         assert_eq!(r.map_vp8(vp8(3, 2, 1)), vp8(3, 3, 2));
         r.map(96, 13, 93_000, 1, 198_000).unwrap();
         assert_eq!(r.map_vp8(vp8(4, 2, 1)), vp8(4, 3, 2));
+    }
+
+    #[test]
+    fn a_restart_on_the_same_source_follows_on_from_the_last_packet() {
+        let mut r = Rewriter::new(9, 90_000, negotiated());
+        let m = r.map(96, 100, 10_000, 1, 0).unwrap();
+        r.map_vp8(vp8(50, 5, 0));
+        // Hidden for 10 s (nothing forwarded), shown again from a keyframe of the same source.
+        r.restart();
+        let n = r.map(96, 2_600, 910_000, 1, 10_000_000).unwrap();
+        assert_eq!(
+            n.seq,
+            m.seq.wrapping_add(1),
+            "no gap of the 2,500 packets not forwarded"
+        );
+        assert_eq!(
+            n.timestamp,
+            m.timestamp.wrapping_add(900_000),
+            "the wall-clock time since"
+        );
+        assert_eq!(r.map_vp8(vp8(350, 35, 0)), vp8(51, 6, 1));
+        // Packets from before the restart are stale.
+        assert_eq!(
+            r.map(96, 101, 13_000, 1, 10_000_100),
+            Err(PacketError::Stale)
+        );
     }
 
     #[test]

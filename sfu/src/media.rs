@@ -16,7 +16,7 @@
 //! One task per published track reads its packets and writes each to every subscriber's local track.
 //! Per packet and subscriber: one uncontended mutex (the subscriber's rewriter), no allocation in our
 //! code (the payload is shared, the header has no extensions) except a VP8 payload copy for a
-//! subscriber that switched layers (its picture numbers are rewritten), no log line. The fan-out list is
+//! subscriber that has switched layers (its picture numbers are rewritten), no log line. The fan-out list is
 //! copy-on-write (`RwLock<Arc<Vec<_>>>`, cloned once per packet, never held across a send).
 //! webrtc-rs's own `write_rtp` adds a channel hop into the subscriber's PeerConnection driver; see
 //! ARCHITECTURE.md for the plan to drive `rtc` directly once that shows in the load figures.
@@ -296,6 +296,8 @@ struct SubTrack {
     sent_packets: Arc<std::sync::atomic::AtomicU64>,
     /// The subscriber's PeerConnection is connected.
     connected: Arc<AtomicBool>,
+    /// This subscriber needs a keyframe of the layer it receives (its decoder cannot go on).
+    keyframe_wanted: AtomicBool,
     local: Arc<TrackLocalStaticRTP>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
@@ -962,6 +964,7 @@ impl Media {
             sent: peer.sent.clone(),
             sent_packets: peer.sent_packets.clone(),
             connected: peer.connected.clone(),
+            keyframe_wanted: AtomicBool::new(false),
             local: local.clone(),
             sender,
             ssrc,
@@ -1031,8 +1034,9 @@ impl Media {
                             (seqs, stale)
                         };
                         if stale {
-                            // Its retransmission comes too late to help: a keyframe does.
-                            p.keyframe_wanted.store(true, Ordering::Relaxed);
+                            // Its retransmission comes too late to help: a keyframe of the layer
+                            // it receives does (the other subscribers' layers are left alone).
+                            this.keyframe_wanted.store(true, Ordering::Relaxed);
                         }
                         s.downlink
                             .lock()
@@ -1622,17 +1626,21 @@ async fn forward_loop(
                     }
                     continue;
                 }
+                let mine = sub.keyframe_wanted.swap(false, Ordering::Relaxed);
                 if let Some(sel) = st.selector.as_mut() {
                     let verdict = sel.on_packet(layer, keyframe, now_ms);
                     if let Some(l) = sel.tick(now_ms) {
                         want_keyframe |= 1 << l;
                     }
-                    if asked {
+                    if asked || mine {
                         if let Some(c) = sel.current() {
                             want_keyframe |= 1 << c;
                         }
                     }
                     if verdict == Verdict::Switch {
+                        // A new start (another layer, or the same one after the tile was hidden):
+                        // numbering follows on from the last packet sent.
+                        st.rewriter.restart();
                         metrics.layer_switches.inc();
                         tracing::debug!(subscriber = %sub.subscriber, publisher = %published.publisher, layer, "layer switch");
                     }
@@ -1643,7 +1651,7 @@ async fn forward_loop(
                     if st.want.is_none() {
                         continue; // hidden tile
                     }
-                    if asked {
+                    if asked || mine {
                         want_keyframe |= 1;
                     }
                     if st.need_keyframe {
@@ -1652,6 +1660,7 @@ async fn forward_loop(
                             continue;
                         }
                         st.need_keyframe = false;
+                        st.rewriter.restart();
                     }
                 }
                 if padding {
@@ -1668,6 +1677,9 @@ async fn forward_loop(
                     )
                     .map(|m| {
                         st.forwarded.mark(m.seq, now_ms);
+                        if keyframe {
+                            st.forwarded.keyframe_at(m.seq);
+                        }
                         let ids = vp8.map(|ids| (ids, st.rewriter.map_vp8(ids)));
                         (m, ids)
                     })
@@ -1675,8 +1687,8 @@ async fn forward_loop(
             match mapped {
                 Ok((m, ids)) => {
                     let payload = match ids {
-                        // Renumbered (this subscriber switched layers): its own copy. The only
-                        // allocation on this path, and only after a switch.
+                        // Renumbered (this subscriber has switched layers): its own copy. The
+                        // only allocation of ours on this path.
                         Some((from, to)) if from != to => {
                             let mut p = pkt.payload.to_vec();
                             vp8_set_ids(&mut p, &to);
