@@ -140,7 +140,21 @@ async fn health(env: &Env) -> EdgeResult<Response> {
         "version": env!("CARGO_PKG_VERSION"),
         "live_sfus": live,
         "sfus": sfus,
+        "wasm_memory_bytes": wasm_memory_bytes(),
     }))?)
+}
+
+/// The linear memory of this isolate's WebAssembly instance (the edge and its Durable Objects'
+/// Rust state): it only grows, so its size is the high-water mark of what our code holds.
+fn wasm_memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::memory_size(0) as u64 * 65_536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
 }
 
 /// The body of a POST from an SFU to `path`, once its control signature checks out.
