@@ -94,7 +94,9 @@ async function framesOf(page) {
       const out = {};
       if (!pc) return out;
       (await pc.getStats()).forEach((s) => {
-        if (s.type === "inbound-rtp" && s.kind === "video" && s.trackIdentifier) out[s.trackIdentifier] = s.framesDecoded ?? 0;
+        // Per stream (SSRC): a receiver the SFU hands to the next joiner after someone leaves keeps
+        // its track but gets a new stream, and the pause between the two is nobody's freeze.
+        if (s.type === "inbound-rtp" && s.kind === "video" && s.trackIdentifier) out[`${s.trackIdentifier}/${s.ssrc}`] = s.framesDecoded ?? 0;
       });
       return out;
     })
