@@ -93,7 +93,15 @@ async function framesOf(page) {
       const pc = window.edgemeetPc;
       const out = {};
       if (!pc) return out;
+      // Only tiles on screen: a hidden one (another page of the grid, a full strip on this small
+      // window) is not forwarded, and its pause is nobody's freeze.
+      const shown = new Set();
+      for (const v of document.querySelectorAll("video")) {
+        const t = v.srcObject?.getVideoTracks?.()[0];
+        if (t && v.getClientRects().length > 0 && !v.closest("[hidden]")) shown.add(t.id);
+      }
       (await pc.getStats()).forEach((s) => {
+        if (!shown.has(s.trackIdentifier)) return;
         // Per stream (SSRC): a receiver the SFU hands to the next joiner after someone leaves keeps
         // its track but gets a new stream, and the pause between the two is nobody's freeze.
         if (s.type === "inbound-rtp" && s.kind === "video" && s.trackIdentifier) out[`${s.trackIdentifier}/${s.ssrc}`] = s.framesDecoded ?? 0;
@@ -169,7 +177,7 @@ while (Date.now() < end) {
       }
       for (const p of pages) p.frames = {};
       killWindow = [t, Date.now()];
-      failover = { from, to: await roomSfu(pages[0].page), ms: back };
+      failover = { from, to: await roomSfu(pages[0].page), ms: back, at: Date.now(), mem: await memory() };
       if (back === null) failures.push(`after kill -9 of ${from} not every page decoded again within 30 s`);
     }
   }
@@ -193,7 +201,8 @@ for (const id of Object.keys(memStart.sfu)) {
       (!same
         ? " (restarted: killed at halftime)"
         : id === endSfu && failover && failover.to === id
-          ? " (took the room over at halftime: the room's cost, not drift)"
+          ? ` (took the room over at halftime; from then to the end, with the same number of people: ` +
+            `${failover.mem.sfu[id]?.toFixed(1)} → ${b?.toFixed(1)} MiB over ${((Date.now() - failover.at) / 60_000).toFixed(1)} min)`
           : ` (drift ${(b - a).toFixed(1)} MiB over ${MINUTES} min)`),
   );
 }
