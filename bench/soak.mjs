@@ -95,16 +95,20 @@ async function framesOf(page) {
       if (!pc) return out;
       // Only tiles on screen: a hidden one (another page of the grid, a full strip on this small
       // window) is not forwarded, and its pause is nobody's freeze.
-      const shown = new Set();
+      // Track id → whose tile shows it (named in the freeze figure).
+      const shown = new Map();
       for (const v of document.querySelectorAll("video")) {
         const t = v.srcObject?.getVideoTracks?.()[0];
-        if (t && v.getClientRects().length > 0 && !v.closest("[hidden]")) shown.add(t.id);
+        if (t && v.getClientRects().length > 0 && !v.closest("[hidden]")) {
+          shown.set(t.id, `${v.closest("[role=group]")?.getAttribute("aria-label") ?? "?"}'s ${v.dataset.source ?? "video"}`);
+        }
       }
       (await pc.getStats()).forEach((s) => {
         if (!shown.has(s.trackIdentifier)) return;
         // Per stream (SSRC): a receiver the SFU hands to the next joiner after someone leaves keeps
         // its track but gets a new stream, and the pause between the two is nobody's freeze.
-        if (s.type === "inbound-rtp" && s.kind === "video" && s.trackIdentifier) out[`${s.trackIdentifier}/${s.ssrc}`] = s.framesDecoded ?? 0;
+        if (s.type === "inbound-rtp" && s.kind === "video" && s.trackIdentifier)
+          out[`${shown.get(s.trackIdentifier)} (ssrc ${s.ssrc})`] = [s.framesDecoded ?? 0, s.packetsReceived ?? 0];
       });
       return out;
     })
@@ -113,21 +117,33 @@ async function framesOf(page) {
 
 /** Samples every page's remote videos; records the longest time any decoding track went without
  *  a new frame (a track counts once it decoded a frame; tracks that go away stop counting). */
+let lastSample = null;
 async function sample() {
   const now = Date.now();
+  // The sampler itself was held up (a busy machine): a gap it did not watch is no measured freeze.
+  const blind = lastSample !== null && now - lastSample > 4 * SAMPLE_MS;
+  lastSample = now;
   for (const p of pages) {
     const now_ = await framesOf(p.page);
-    for (const [track, frames] of Object.entries(now_)) {
+    for (const [track, [frames, packets]] of Object.entries(now_)) {
       const seen = p.frames[track];
       if (!seen) {
-        if (frames > 0) p.frames[track] = [frames, now];
+        if (frames > 0) p.frames[track] = [frames, now, packets];
         continue;
       }
       if (frames > seen[0]) {
         const gap = now - seen[1];
         const inKill = killWindow && seen[1] >= killWindow[0] - SAMPLE_MS && seen[1] <= killWindow[1];
-        if (!inKill && gap > longestFreeze.ms) longestFreeze = { ms: gap, who: p.name, when: Math.round((now - start) / 1000) };
-        p.frames[track] = [frames, now];
+        if (!inKill && !blind && gap > longestFreeze.ms)
+          longestFreeze = {
+            ms: gap,
+            who: `${p.name} watching ${track}`,
+            when: Math.round((now - start) / 1000),
+            from: new Date(seen[1]).toISOString(),
+            // Packets that arrived meanwhile: none means nothing reached the page.
+            packets: packets - seen[2],
+          };
+        p.frames[track] = [frames, now, packets];
       }
     }
     for (const track of Object.keys(p.frames)) if (!(track in now_)) delete p.frames[track];
@@ -145,22 +161,28 @@ let nextChurn = Date.now() + CHURN_MS;
 let killed = false;
 let failover = null;
 let churns = 0;
+let joining = null;
 while (Date.now() < end) {
   await sample();
   if (Date.now() >= nextChurn) {
     nextChurn += CHURN_MS;
     const oldest = pages.shift();
     await oldest?.page.close().catch(() => {});
-    await join1();
+    // Joined in the background: a join takes seconds (a new page, pre-join, media), and sampling
+    // must not stop meanwhile — a blind gap would read as everyone's freeze.
+    joining = (joining ?? Promise.resolve()).then(join1);
     churns++;
   }
   if (!killed && Date.now() >= start + (end - start) / 2 && pages.length > 1) {
     killed = true;
-    const from = await roomSfu(pages[0].page);
+    // Every page settled in the call first: one still joining has nothing to recover.
+    await joining;
+    const watched = [...pages];
+    const from = await roomSfu(watched[0].page);
     const pid = (await sfus()).find((s) => s.id === from)?.pid;
     if (pid) {
       // What each page had decoded before (buffered frames still come out just after a kill).
-      const base = await Promise.all(pages.map((p) => framesOf(p.page)));
+      const base = await Promise.all(watched.map((p) => framesOf(p.page)));
       const t = Date.now();
       killWindow = [t, t + 30_000];
       process.kill(pid, "SIGKILL");
@@ -168,8 +190,8 @@ while (Date.now() < end) {
       // new connection's tracks, or an old one moving again).
       let back = null;
       while (Date.now() - t < 30_000) {
-        const now_ = await Promise.all(pages.map((p) => framesOf(p.page)));
-        if (now_.every((m, i) => Object.entries(m).some(([k, f]) => f >= (base[i][k] ?? 0) + 10))) {
+        const now_ = await Promise.all(watched.map((p) => framesOf(p.page)));
+        if (now_.every((m, i) => Object.entries(m).some(([k, [f]]) => f >= (base[i][k]?.[0] ?? 0) + 10))) {
           back = Date.now() - t;
           break;
         }
@@ -183,6 +205,7 @@ while (Date.now() < end) {
   }
   await new Promise((r) => setTimeout(r, SAMPLE_MS));
 }
+await joining;
 const memEnd = await memory();
 const endSfu = pages.length ? await roomSfu(pages[0].page).catch(() => null) : null;
 for (const p of pages) {
@@ -212,5 +235,7 @@ console.log(
 );
 console.log(`figure: ${churns} leaves + joins; ${serial} joins in all; failures: ${failures.length}`);
 for (const f of failures) console.log(`  failure: ${f}`);
-console.log(`figure: longest freeze any page saw outside the failover: ${longestFreeze.ms} ms (${longestFreeze.who}, at ${longestFreeze.when} s)`);
+console.log(
+  `figure: longest freeze any page saw outside the failover: ${longestFreeze.ms} ms (${longestFreeze.who}, at ${longestFreeze.when} s, from ${longestFreeze.from}; ${longestFreeze.packets} packets of it arrived meanwhile)`,
+);
 if (failover) console.log(`figure: kill -9 of ${failover.from} at halftime: every page decoding again after ${failover.ms} ms (on ${failover.to})`);
