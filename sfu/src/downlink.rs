@@ -515,7 +515,10 @@ mod tests {
         // A keyframe forwarded since repairs everything before it: asking again is no news.
         f.keyframe_at(700);
         assert!(!f.stale_nack(500..700, 4_000));
-        assert!(f.stale_nack([700], 4_100), "the keyframe itself, missing 1.09 s");
+        assert!(
+            f.stale_nack([700], 4_100),
+            "the keyframe itself, missing 1.09 s"
+        );
         // A packet marked just after "now" was read is not stale (no wrap to a huge age).
         let mut g = Forwarded::default();
         g.mark(7, 5_000);

@@ -629,27 +629,33 @@ mod tests {
     #[test]
     fn vp8_picture_numbers_follow_on_across_a_layer_switch() {
         let mut r = Rewriter::new(9, 90_000, negotiated());
-        // The first source keeps its own numbers (its payload is forwarded untouched).
-        r.map(96, 10, 1000, 1, 0).unwrap();
-        assert_eq!(r.map_vp8(vp8(32_765, 254, 29)), vp8(32_765, 254, 29));
-        r.map(96, 12, 7000, 1, 66_000).unwrap();
-        assert_eq!(r.map_vp8(vp8(32_767, 0, 31)), vp8(32_767, 0, 31));
-        // A late packet of an earlier picture keeps its number and does not pull "last" back.
-        r.map(96, 11, 4000, 1, 67_000).unwrap();
-        assert_eq!(r.map_vp8(vp8(32_766, 255, 30)), vp8(32_766, 255, 30));
-        // Another layer, numbered on its own, starts with a keyframe: its numbers continue from
-        // the last sent, across the 15-, 8- and 5-bit wraps.
-        r.map(96, 500, 77_000, 2, 66_000).unwrap();
-        assert_eq!(r.map_vp8(vp8(1234, 17, 3)), vp8(0, 1, 0));
-        r.map(96, 501, 80_000, 2, 99_000).unwrap();
-        assert_eq!(r.map_vp8(vp8(1235, 17, 3)), vp8(1, 1, 0));
-        r.map(96, 502, 83_000, 2, 132_000).unwrap();
-        assert_eq!(r.map_vp8(vp8(1236, 18, 4)), vp8(2, 2, 1));
-        // And back to the first layer: again one more than the last.
-        r.map(96, 12, 90_000, 1, 165_000).unwrap();
-        assert_eq!(r.map_vp8(vp8(3, 2, 1)), vp8(3, 3, 2));
-        r.map(96, 13, 93_000, 1, 198_000).unwrap();
-        assert_eq!(r.map_vp8(vp8(4, 2, 1)), vp8(4, 3, 2));
+        // (source, seq, timestamp, arrival µs, numbers in, numbers out)
+        let steps = [
+            // The first source keeps its own numbers (its payload is forwarded untouched).
+            (1, 10, 1000, 0, vp8(32_765, 254, 29), vp8(32_765, 254, 29)),
+            (1, 12, 7000, 66_000, vp8(32_767, 0, 31), vp8(32_767, 0, 31)),
+            // A late packet of an earlier picture keeps its number and does not pull "last" back.
+            (
+                1,
+                11,
+                4000,
+                67_000,
+                vp8(32_766, 255, 30),
+                vp8(32_766, 255, 30),
+            ),
+            // Another layer, numbered on its own, starts with a keyframe: its numbers continue
+            // from the last sent, across the 15-, 8- and 5-bit wraps.
+            (2, 500, 77_000, 66_000, vp8(1234, 17, 3), vp8(0, 1, 0)),
+            (2, 501, 80_000, 99_000, vp8(1235, 17, 3), vp8(1, 1, 0)),
+            (2, 502, 83_000, 132_000, vp8(1236, 18, 4), vp8(2, 2, 1)),
+            // And back to the first layer: again one more than the last.
+            (1, 12, 90_000, 165_000, vp8(3, 2, 1), vp8(3, 3, 2)),
+            (1, 13, 93_000, 198_000, vp8(4, 2, 1), vp8(4, 3, 2)),
+        ];
+        for (ssrc, seq, ts, at, ids, want) in steps {
+            r.map(96, seq, ts, ssrc, at).unwrap();
+            assert_eq!(r.map_vp8(ids), want, "packet {seq} of source {ssrc}");
+        }
     }
 
     #[test]
