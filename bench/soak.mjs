@@ -167,7 +167,8 @@ while (Date.now() < end) {
   if (Date.now() >= nextChurn) {
     nextChurn += CHURN_MS;
     const oldest = pages.shift();
-    await oldest?.page.close().catch(() => {});
+    // Not awaited: the page is out of the sample already, and the sampler must not wait on it.
+    oldest?.page.close().catch(() => {});
     // Joined in the background: a join takes seconds (a new page, pre-join, media), and sampling
     // must not stop meanwhile — a blind gap would read as everyone's freeze.
     joining = (joining ?? Promise.resolve()).then(join1);
@@ -178,8 +179,9 @@ while (Date.now() < end) {
     // Every page settled in the call first: one still joining has nothing to recover.
     await joining;
     const watched = [...pages];
-    const from = await roomSfu(watched[0].page);
+    const from = await roomSfu(watched[0].page).catch(() => null);
     const pid = (await sfus()).find((s) => s.id === from)?.pid;
+    if (!pid) failures.push(`no SFU to kill at halftime (the room's SFU read as ${from})`);
     if (pid) {
       // What each page had decoded before (buffered frames still come out just after a kill).
       const base = await Promise.all(watched.map((p) => framesOf(p.page)));
@@ -199,8 +201,10 @@ while (Date.now() < end) {
       }
       for (const p of pages) p.frames = {};
       killWindow = [t, Date.now()];
-      failover = { from, to: await roomSfu(pages[0].page), ms: back, at: Date.now(), mem: await memory() };
+      failover = { from, to: await roomSfu(pages[0].page).catch(() => null), ms: back, at: Date.now(), mem: await memory() };
       if (back === null) failures.push(`after kill -9 of ${from} not every page decoded again within 30 s`);
+      // The kill held the loop up: churn resumes at its pace, not in a burst.
+      nextChurn = Date.now() + CHURN_MS;
     }
   }
   await new Promise((r) => setTimeout(r, SAMPLE_MS));
