@@ -8,6 +8,8 @@
 //! - `cargo xtask bench` — print performance figures (not pass/fail): forwarding core, join time,
 //!   failover and drain times, bad networks, fuzzing
 //! - `cargo xtask soak`  — a 30-minute call with churn and an SFU kill: memory drift, longest freeze
+//! - `cargo xtask load`  — the SFU under P publishers × S subscribers (`load/`): CPU per forwarded
+//!   packet, streams per core, loss, latency, memory per participant
 
 mod build;
 mod cmd;
@@ -81,6 +83,20 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         minutes: u64,
     },
+    /// The SFU binary under load (webrtc-rs peers on 127.0.0.1, SFU pinned to one core, the load
+    /// to the other): prints CPU µs per forwarded packet, streams per core, loss, latency and
+    /// memory per participant for each point (not pass/fail).
+    Load {
+        /// One point (1x50) with a short window.
+        #[arg(long)]
+        quick: bool,
+        /// Seconds measured per point.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Points: PxS (P publishers, S subscribers in one room), PxS@R (R rooms), +sim
+        /// (simulcast with tile sizes). Default: 1x10 1x50 1x100 4x50 10x0@2+sim 1x300.
+        points: Vec<String>,
+    },
     /// Impair one UDP flow (loss, delay, rate cap, outage) until stopped; only inside a network
     /// namespace made for a test (the bad-network tests use it).
     Impair(impair::Impairment),
@@ -116,6 +132,11 @@ fn main() -> ExitCode {
         Cmd::Bench => bench(),
         Cmd::Fuzz { secs, targets } => fuzz_cmd(secs, &targets),
         Cmd::Soak { minutes } => soak(minutes),
+        Cmd::Load {
+            quick,
+            secs,
+            points,
+        } => load(quick, secs, &points),
         Cmd::Impair(imp) => {
             // Ctrl-C / SIGTERM end the impairment cleanly (its rules come out).
             STACK_UP.store(true, Ordering::SeqCst);
@@ -596,6 +617,64 @@ fn soak(minutes: u64) -> Result<()> {
     stack.stop();
     STACK_UP.store(false, Ordering::SeqCst);
     r
+}
+
+fn load(quick: bool, secs: u64, points: &[String]) -> Result<()> {
+    let p = setup::Paths::new();
+    if cmd::output(Command::new("vpxenc").arg("--help")).is_none() {
+        // libvpx's own encoder makes the clips the publishers loop (once, kept in target/).
+        setup::apt_install("vpxenc for the load clips", &["vpx-tools"])?;
+    }
+    step("build SFU and load tool (profile `sfu`)", || {
+        cmd::run(
+            "build",
+            Command::new("cargo")
+                .args([
+                    "build",
+                    "--package",
+                    "edgemeet-sfu",
+                    "--package",
+                    "edgemeet-load",
+                    "--profile",
+                    "sfu",
+                ])
+                .current_dir(&p.root),
+            "read the compiler error above",
+        )
+    })?;
+    let bin = p.target().join("sfu");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut c = if cores >= 2 {
+        // The SFU on core 0, the load on core 1: each measured alone.
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1"]).arg(bin.join("edgemeet-load"));
+        c
+    } else {
+        note("one core only: the SFU and the load share it (figures are pessimistic)");
+        Command::new(bin.join("edgemeet-load"))
+    };
+    c.arg("--sfu")
+        .arg(bin.join("edgemeet-sfu"))
+        .arg("--clips")
+        .arg(p.target().join("edgemeet-load"))
+        .arg("--logs")
+        .arg(p.target().join("edgemeet-logs/load"))
+        .args(["--secs", &secs.to_string()])
+        .args(points)
+        .current_dir(&p.root);
+    if quick {
+        c.arg("--quick");
+    }
+    step("load (SFU pinned to core 0)", || {
+        cmd::run(
+            "load",
+            &mut c,
+            &format!(
+                "SFU logs in {}",
+                p.target().join("edgemeet-logs/load").display()
+            ),
+        )
+    })
 }
 
 fn deploy() -> Result<()> {

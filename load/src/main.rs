@@ -1,0 +1,601 @@
+//! `edgemeet-load`: the SFU under a measured load (run it with `cargo xtask load`).
+//!
+//! For each point of the sweep: a fresh SFU process (the real binary, pinned to one core) with a
+//! fake edge, P publishers and S subscribers per room (webrtc-rs peers on 127.0.0.1, this process
+//! pinned to the other core). Publishers loop pre-encoded VP8 clips and Opus-sized frames, every
+//! payload carrying its send time; subscribers count packets, gaps and latency without decoding.
+//! Prints per point: forwarded packets/s, SFU CPU µs per forwarded packet (the SFU process's CPU
+//! clock), streams per core, loss, forwarding latency p50/p99, SFU memory per participant, and this
+//! tool's own CPU (a saturated load tool shows there). Bounded: every point ends after its window.
+
+mod clip;
+mod edge;
+mod peer;
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use edgemeet_shared::protocol::{Source, TileView};
+use thiserror::Error;
+
+use crate::edge::FakeEdge;
+use crate::peer::{Ctx, Peer, TrackStats};
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("the clip: {0}")]
+    Clip(String),
+    #[error("the SFU: {0}")]
+    Sfu(String),
+    #[error("a load peer: {0}")]
+    Peer(String),
+    #[error("bad point {0:?}: write PxS, PxS@R (R rooms) or PxS+sim (simulcast with tile sizes)")]
+    Point(String),
+}
+
+const SECRET: &str = "load-test-secret-load-test-secret-0123";
+
+#[derive(Parser)]
+#[command(
+    name = "edgemeet-load",
+    about = "Measure the SFU under P publishers × S subscribers"
+)]
+struct Args {
+    /// The SFU binary to measure.
+    #[arg(long)]
+    sfu: PathBuf,
+    /// Where the clips are made and kept.
+    #[arg(long, default_value = "target/edgemeet-load")]
+    clips: PathBuf,
+    /// Where each point's SFU log goes.
+    #[arg(long, default_value = "target/edgemeet-logs/load")]
+    logs: PathBuf,
+    /// Points: `PxS` (one room), `PxS@R` (R rooms), `+sim` (simulcast, every viewer shows each
+    /// camera in a tile: one at 720p, the rest at 180p). Default: the sweep.
+    points: Vec<String>,
+    /// One point (1x50), a short window.
+    #[arg(long)]
+    quick: bool,
+    /// Seconds measured per point (after a warm-up).
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// The core the SFU is pinned to (this tool takes the others).
+    #[arg(long, default_value_t = 0)]
+    sfu_cpu: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Point {
+    label: String,
+    publishers: usize,
+    subscribers: usize,
+    rooms: usize,
+    simulcast: bool,
+}
+
+fn parse_point(s: &str) -> Result<Point, LoadError> {
+    let bad = || LoadError::Point(s.to_string());
+    let (rest, simulcast) = match s.strip_suffix("+sim") {
+        Some(r) => (r, true),
+        None => (s, false),
+    };
+    let (ps, rooms) = match rest.split_once('@') {
+        Some((ps, r)) => (ps, r.parse().map_err(|_| bad())?),
+        None => (rest, 1),
+    };
+    let (p, s2) = ps.split_once(['x', '×']).ok_or_else(bad)?;
+    let (publishers, subscribers): (usize, usize) = (
+        p.parse().map_err(|_| bad())?,
+        s2.parse().map_err(|_| bad())?,
+    );
+    if publishers == 0 || rooms == 0 || publishers + subscribers > 1_000 {
+        return Err(bad());
+    }
+    Ok(Point {
+        label: s.to_string(),
+        publishers,
+        subscribers,
+        rooms,
+        simulcast,
+    })
+}
+
+pub const SWEEP: [&str; 6] = ["1x10", "1x50", "1x100", "4x50", "10x0@2+sim", "1x300"];
+
+struct Sfu {
+    child: Child,
+    base: String,
+}
+impl Drop for Sfu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A free run of `n` UDP ports on 127.0.0.1 (the SFU takes one per participant).
+fn free_udp_range(n: u16) -> u16 {
+    'next: for start in (20_000u16..60_000).step_by(997) {
+        for p in start..start + n {
+            if std::net::UdpSocket::bind(("127.0.0.1", p)).is_err() {
+                continue 'next;
+            }
+        }
+        return start;
+    }
+    20_000
+}
+
+fn start_sfu(args: &Args, edge: &FakeEdge, point: &Point, peers: usize) -> Result<Sfu, LoadError> {
+    let port = free_port();
+    let udp = free_udp_range(peers as u16 + 20);
+    std::fs::create_dir_all(&args.logs)
+        .map_err(|e| LoadError::Io(args.logs.display().to_string(), e))?;
+    let log_path = args
+        .logs
+        .join(format!("sfu-{}.log", point.label.replace(['@', '+'], "_")));
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| LoadError::Io(log_path.display().to_string(), e))?;
+    let child = Command::new("taskset")
+        .args(["-c", &args.sfu_cpu.to_string()])
+        .arg(&args.sfu)
+        .args([
+            "--id",
+            "load-1",
+            "--region",
+            "load",
+            "--latitude",
+            "0",
+            "--longitude",
+            "0",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--edge-url", &format!("http://{}", edge.addr)])
+        .args(["--media-ip", "127.0.0.1"])
+        .args(["--udp-port-min", &udp.to_string()])
+        .args(["--udp-port-max", &(udp + peers as u16 + 19).to_string()])
+        .args(["--capacity", "100000"])
+        .env("EDGEMEET_SFU_CONTROL_SECRET", SECRET)
+        .env(
+            "EDGEMEET_LOG",
+            std::env::var("EDGEMEET_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(
+            log.try_clone()
+                .map_err(|e| LoadError::Io(log_path.display().to_string(), e))?,
+        )
+        .stderr(log)
+        .spawn()
+        .map_err(|e| LoadError::Io(format!("start {} under taskset", args.sfu.display()), e))?;
+    Ok(Sfu {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    })
+}
+
+/// The CPU time a process has used (its process CPU clock: exact, unlike /proc's ticks).
+fn cpu_time(pid: u32) -> Duration {
+    let mut clock: libc::clockid_t = 0;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain libc calls writing into the locals above.
+    unsafe {
+        if libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) != 0
+            || libc::clock_gettime(clock, &mut ts) != 0
+        {
+            return Duration::ZERO;
+        }
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+async fn sfu_metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let Ok(res) = http.get(format!("{base}/metrics")).send().await else {
+        return 0.0;
+    };
+    let text = res.text().await.unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+struct Figures {
+    label: String,
+    peers: usize,
+    streams: usize,
+    pps: f64,
+    us_per_packet: f64,
+    sfu_cpu: f64,
+    streams_per_core: f64,
+    loss_pct: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    rss_per_peer_mb: f64,
+    load_cpu: f64,
+    first_video_ms: (f64, f64),
+    missing: usize,
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    f64::from(sorted[i])
+}
+
+fn take_all(ctx: &Ctx) -> Vec<TrackStats> {
+    ctx.tracks
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.lock().unwrap().take())
+        .collect()
+}
+
+async fn run_point(
+    args: &Args,
+    point: &Point,
+    clips: Arc<Vec<clip::Clip>>,
+) -> Result<Figures, LoadError> {
+    let edge = FakeEdge::start(SECRET)
+        .await
+        .map_err(|e| LoadError::Io("fake edge".into(), e))?;
+    let per_room = point.publishers + point.subscribers;
+    let peers = per_room * point.rooms;
+    let sfu = start_sfu(args, &edge, point, peers)?;
+    let pid = sfu.child.id();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http
+        .get(format!("{}/healthz", sfu.base))
+        .send()
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            return Err(LoadError::Sfu("did not start in 20 s".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss_idle = rss_bytes(pid);
+    let epoch = Instant::now();
+    let tracks = peer::Tracks::default();
+    let ctxs: Vec<Ctx> = (0..point.rooms)
+        .map(|r| Ctx {
+            base: sfu.base.clone(),
+            room: format!("load-{r}"),
+            secret: edge.secret().to_vec(),
+            http: http.clone(),
+            epoch,
+            tracks: tracks.clone(),
+        })
+        .collect();
+
+    // Subscribers first, then publishers (each new camera reaches everyone in one renegotiation).
+    let mut all: Vec<(usize, Peer, bool)> = Vec::new();
+    let mut n = 0u32;
+    for publish in [false, true] {
+        for (r, ctx) in ctxs.iter().enumerate() {
+            let count = if publish {
+                point.publishers
+            } else {
+                point.subscribers
+            };
+            let ids: Vec<(String, u32)> = (0..count)
+                .map(|i| {
+                    n += 1;
+                    // Unique across rooms: the fake edge finds a peer by its id.
+                    (
+                        format!("{}{i}-r{r}", if publish { "pub" } else { "sub" }),
+                        n,
+                    )
+                })
+                .collect();
+            for chunk in ids.chunks(8) {
+                let joins = chunk
+                    .iter()
+                    .map(|(id, n)| Peer::join(ctx, &edge, id, *n, publish, point.simulcast));
+                for p in futures_join(joins).await {
+                    all.push((r, p?, publish));
+                }
+            }
+        }
+    }
+    let publishing = Instant::now();
+    let mut senders = Vec::new();
+    for (r, p, publish) in &all {
+        if *publish {
+            let layers = edge.layers(&p.id);
+            senders.extend(p.publish(clips.clone(), point.simulcast, ctxs[*r].epoch, layers));
+        }
+    }
+    if point.simulcast {
+        // Every viewer shows one camera large (720p tile) and the others small (180p tiles).
+        for (r, p, _) in &all {
+            let views: Vec<TileView> = all
+                .iter()
+                .filter(|(r2, q, publish)| r2 == r && *publish && q.id != p.id)
+                .enumerate()
+                .map(|(i, (_, q, _))| TileView {
+                    publisher: q.id.clone(),
+                    source: Source::Camera,
+                    height: if i == 0 { 720 } else { 180 },
+                })
+                .collect();
+            p.views(&ctxs[*r], views).await?;
+        }
+    }
+
+    // Everyone receives every camera in their room before the clock starts.
+    let want_video: usize = point.rooms
+        * (point.subscribers * point.publishers + point.publishers * (point.publishers - 1));
+    let deadline =
+        Instant::now() + Duration::from_secs(20) + Duration::from_millis(30 * peers as u64);
+    let video_now = || {
+        tracks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| {
+                let t = t.lock().unwrap();
+                t.video && t.first_at.is_some()
+            })
+            .count()
+    };
+    while video_now() < want_video && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let missing = want_video.saturating_sub(video_now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The window.
+    let _ = take_all(&ctxs[0]);
+    let fwd0 = sfu_metric(&http, &sfu.base, "edgemeet_sfu_forwarded_packets_total").await;
+    let (cpu0, me0, t0) = (cpu_time(pid), cpu_time(std::process::id()), Instant::now());
+    tokio::time::sleep(Duration::from_secs(args.secs)).await;
+    let (cpu1, me1, t1) = (cpu_time(pid), cpu_time(std::process::id()), Instant::now());
+    let fwd1 = sfu_metric(&http, &sfu.base, "edgemeet_sfu_forwarded_packets_total").await;
+    let stats = take_all(&ctxs[0]);
+    let rss = rss_bytes(pid);
+
+    for s in senders {
+        s.abort();
+    }
+    let failed = all
+        .iter()
+        .filter(|(_, p, _)| p.failed.load(std::sync::atomic::Ordering::Relaxed))
+        .count();
+    if failed > 0 {
+        eprintln!("  {failed} load peers lost their connection during the window");
+    }
+    futures_join(all.iter().map(|(_, p, _)| p.pc.close())).await;
+    drop(sfu);
+
+    let wall = (t1 - t0).as_secs_f64();
+    let forwarded = fwd1 - fwd0;
+    let sfu_cpu = (cpu1 - cpu0).as_secs_f64() / wall;
+    let us_per_packet = (cpu1 - cpu0).as_secs_f64() * 1e6 / forwarded.max(1.0);
+    let received: u64 = stats.iter().map(|s| s.packets).sum();
+    let gaps: u64 = stats.iter().map(|s| s.gaps).sum();
+    let late: u64 = stats.iter().map(|s| s.late).sum();
+    let lost = gaps.saturating_sub(late);
+    let mut lat: Vec<u32> = stats
+        .iter()
+        .flat_map(|s| s.latency_us.iter().copied())
+        .collect();
+    lat.sort_unstable();
+    let mut firsts: Vec<u32> = stats
+        .iter()
+        .filter(|s| s.video)
+        .filter_map(|s| {
+            let ready = s.connected_at?.max(publishing);
+            Some(s.first_at?.saturating_duration_since(ready).as_millis() as u32)
+        })
+        .collect();
+    firsts.sort_unstable();
+    Ok(Figures {
+        label: point.label.clone(),
+        peers,
+        streams: want_video,
+        pps: forwarded / wall,
+        us_per_packet,
+        sfu_cpu,
+        streams_per_core: want_video as f64 / sfu_cpu.max(1e-9),
+        loss_pct: 100.0 * lost as f64 / (received + lost).max(1) as f64,
+        p50_ms: percentile(&lat, 0.5) / 1000.0,
+        p99_ms: percentile(&lat, 0.99) / 1000.0,
+        rss_per_peer_mb: rss.saturating_sub(rss_idle) as f64 / peers as f64 / 1_048_576.0,
+        load_cpu: (me1 - me0).as_secs_f64() / wall,
+        first_video_ms: (
+            percentile(&firsts, 0.5),
+            firsts.last().copied().unwrap_or(0) as f64,
+        ),
+        missing,
+    })
+}
+
+/// Runs futures concurrently on this task and returns their results in order.
+async fn futures_join<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    // Polled together: each join is mostly waiting on the network.
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.extend(results.into_iter().flatten());
+    out
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(mut args: Args) -> Result<(), LoadError> {
+    let names: Vec<String> = if args.quick {
+        args.secs = args.secs.min(5);
+        vec!["1x50".into()]
+    } else if args.points.is_empty() {
+        SWEEP.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.points.clone()
+    };
+    let points = names
+        .iter()
+        .map(|s| parse_point(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let clips = Arc::new(clip::clips(&args.clips)?);
+    for (l, c) in clip::LAYERS.iter().zip(clips.iter()) {
+        eprintln!(
+            "clip {}: {}x{}, {} frames, {:.0} kbit/s as sent",
+            l.rid,
+            l.width,
+            l.height,
+            c.frames.len(),
+            c.bytes_per_loop as f64 * 8.0 / (c.frames.len() as f64 / clip::FPS as f64) / 1000.0
+        );
+    }
+    println!(
+        "{:<12} {:>5} {:>7} {:>9} {:>8} {:>7} {:>10} {:>7} {:>12} {:>11} {:>9} {:>12}",
+        "point",
+        "peers",
+        "streams",
+        "fwd pkt/s",
+        "µs/pkt",
+        "SFU cpu",
+        "streams/cpu",
+        "loss %",
+        "lat p50/p99",
+        "MB/peer",
+        "load cpu",
+        "1st video"
+    );
+    for p in &points {
+        let f = run_point(&args, p, clips.clone()).await?;
+        println!(
+            "{:<12} {:>5} {:>7} {:>9.0} {:>8.2} {:>6.1}% {:>10} {:>7.3} {:>5.2}/{:<5.2}ms {:>11.2} {:>8.1}% {:>5.0}/{:<5.0}ms{}",
+            f.label,
+            f.peers,
+            f.streams,
+            f.pps,
+            f.us_per_packet,
+            f.sfu_cpu * 100.0,
+            // Only when every stream flowed: otherwise the figure would flatter the SFU.
+            if f.missing == 0 {
+                format!("{:.0}", f.streams_per_core)
+            } else {
+                "-".to_string()
+            },
+            f.loss_pct,
+            f.p50_ms,
+            f.p99_ms,
+            f.rss_per_peer_mb,
+            f.load_cpu * 100.0,
+            f.first_video_ms.0,
+            f.first_video_ms.1,
+            if f.missing > 0 {
+                format!("  ({} video streams never arrived)", f.missing)
+            } else {
+                String::new()
+            }
+        );
+    }
+    println!(
+        "streams: camera streams forwarded (publisher → viewer, with its microphone); µs/pkt: SFU CPU \
+         time / forwarded packets (audio and video); streams/cpu: streams one fully used core would \
+         forward at this cost; lat: send → receive inside this tool (both ends' webrtc-rs included); \
+         1st video: connection → first camera packet, p50/max"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_parse() {
+        let p = parse_point("4x50").unwrap();
+        assert_eq!(
+            (p.publishers, p.subscribers, p.rooms, p.simulcast),
+            (4, 50, 1, false)
+        );
+        let p = parse_point("10x0@2+sim").unwrap();
+        assert_eq!(
+            (p.publishers, p.subscribers, p.rooms, p.simulcast),
+            (10, 0, 2, true)
+        );
+        for bad in ["", "x", "0x10", "1x", "1x10@0", "1x2000", "ax1"] {
+            assert!(parse_point(bad).is_err(), "{bad}");
+        }
+        for s in SWEEP {
+            parse_point(s).unwrap();
+        }
+    }
+}

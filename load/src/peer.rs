@@ -1,0 +1,669 @@
+//! Load peers (webrtc-rs PeerConnections on 127.0.0.1): every peer joins through the SFU's signed
+//! control API and answers the SFU's offers as the browser client does. A publisher loops the
+//! pre-encoded clips (camera, optionally as three simulcast layers, and a microphone); every peer
+//! counts what it receives without decoding it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use edgemeet_shared::control;
+use edgemeet_shared::protocol::{SdpBody, TileView, ViewsBody};
+use rtc::interceptor::{
+    Attribute, Interceptor, Packet as IPacket, Registry, Slot, StreamInfo, TaggedPacket,
+};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState,
+};
+
+use crate::clip::{Clip, FPS, LAYERS, STAMP};
+use crate::edge::{now_ms, FakeEdge};
+use crate::LoadError;
+
+/// What one received track saw since the last [`TrackStats::take`].
+#[derive(Default, Clone)]
+pub struct TrackStats {
+    pub video: bool,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Sequence numbers skipped (each later arrival of one of them is counted in `late`).
+    pub gaps: u64,
+    pub late: u64,
+    /// Send → receive, µs (the send time travels in the payload's last 8 bytes).
+    pub latency_us: Vec<u32>,
+    /// When this track's first packet arrived (for video: the first keyframe), and when its peer
+    /// connected.
+    pub first_at: Option<Instant>,
+    pub connected_at: Option<Instant>,
+    last_seq: Option<u16>,
+}
+
+impl TrackStats {
+    fn on_packet(&mut self, p: &rtp::Packet, epoch: Instant, connected_at: Instant) {
+        let now = Instant::now();
+        if self.first_at.is_none() {
+            self.first_at = Some(now);
+            self.connected_at = Some(connected_at);
+        }
+        self.packets += 1;
+        self.bytes += p.payload.len() as u64;
+        let seq = p.header.sequence_number;
+        match self.last_seq {
+            Some(last) => {
+                let step = seq.wrapping_sub(last);
+                if step == 0 || step > 0x8000 {
+                    self.late += 1;
+                } else {
+                    self.gaps += u64::from(step - 1);
+                    self.last_seq = Some(seq);
+                }
+            }
+            None => self.last_seq = Some(seq),
+        }
+        if p.payload.len() >= STAMP {
+            let mut b = [0u8; STAMP];
+            b.copy_from_slice(&p.payload[p.payload.len() - STAMP..]);
+            let sent = Duration::from_nanos(u64::from_be_bytes(b));
+            let at = now.duration_since(epoch);
+            if let Some(d) = at.checked_sub(sent) {
+                if d < Duration::from_secs(10) && self.latency_us.len() < 200_000 {
+                    self.latency_us.push(d.as_micros() as u32);
+                }
+            }
+        }
+    }
+
+    /// What was counted since the last call; the counters start again.
+    pub fn take(&mut self) -> TrackStats {
+        let out = TrackStats {
+            video: self.video,
+            packets: self.packets,
+            bytes: self.bytes,
+            gaps: self.gaps,
+            late: self.late,
+            latency_us: std::mem::take(&mut self.latency_us),
+            first_at: self.first_at,
+            connected_at: self.connected_at,
+            last_seq: None,
+        };
+        self.packets = 0;
+        self.bytes = 0;
+        self.gaps = 0;
+        self.late = 0;
+        out
+    }
+}
+
+pub type Tracks = Arc<Mutex<Vec<Arc<Mutex<TrackStats>>>>>;
+
+struct Handler {
+    gathered: mpsc::UnboundedSender<()>,
+    connected: mpsc::UnboundedSender<()>,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+    tracks: Tracks,
+    epoch: Instant,
+    connected_at: Arc<Mutex<Instant>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(());
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        match state {
+            RTCPeerConnectionState::Connected => {
+                *self.connected_at.lock().unwrap() = Instant::now();
+                let _ = self.connected.send(());
+            }
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => self
+                .failed
+                .store(true, std::sync::atomic::Ordering::Relaxed),
+            _ => {}
+        }
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let video = track.kind().await == RtpCodecKind::Video;
+        let stats = Arc::new(Mutex::new(TrackStats {
+            video,
+            ..Default::default()
+        }));
+        self.tracks.lock().unwrap().push(stats.clone());
+        let (epoch, connected_at) = (self.epoch, *self.connected_at.lock().unwrap());
+        tokio::spawn(async move {
+            while let Some(evt) = track.poll().await {
+                match evt {
+                    TrackRemoteEvent::OnRtpPacket(p) => {
+                        stats.lock().unwrap().on_packet(&p, epoch, connected_at)
+                    }
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
+    match kind {
+        RtpCodecKind::Audio => RTCRtpCodec {
+            mime_type: "audio/opus".into(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+            rtcp_feedback: vec![],
+        },
+        _ => RTCRtpCodec {
+            mime_type: "video/VP8".into(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        },
+    }
+}
+
+fn local_track(kind: RtpCodecKind, name: &str, ssrcs: &[(u32, &str)]) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("{name}-stream"),
+        format!(
+            "{name}-{}",
+            if kind == RtpCodecKind::Audio {
+                "mic"
+            } else {
+                "cam"
+            }
+        ),
+        name.into(),
+        kind,
+        ssrcs
+            .iter()
+            .map(|(ssrc, rid)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(*ssrc),
+                    rid: rid.to_string(),
+                    ..Default::default()
+                },
+                codec: codec(kind),
+                ..Default::default()
+            })
+            .collect(),
+    )))
+}
+
+pub struct Peer {
+    pub id: String,
+    pub pc: Arc<dyn PeerConnection>,
+    pub failed: Arc<std::sync::atomic::AtomicBool>,
+    mic: Option<Arc<TrackLocalStaticRTP>>,
+    cam: Option<Arc<TrackLocalStaticRTP>>,
+    /// Simulcast publishers: the ids the SFU's answer gave the MID and RID extensions, and the
+    /// camera's mid (sent on every layer's packets, as Chromium does, so the SFU can tell them apart).
+    sdes: Option<Sdes>,
+    ssrc_base: u32,
+}
+
+#[derive(Clone)]
+struct Sdes {
+    mid_id: u8,
+    rid_id: u8,
+    mid: Bytes,
+}
+
+#[derive(Clone)]
+pub struct Ctx {
+    pub base: String,
+    pub room: String,
+    pub secret: Vec<u8>,
+    pub http: reqwest::Client,
+    pub epoch: Instant,
+    pub tracks: Tracks,
+}
+
+/// A signed control call to the SFU: (status, body).
+pub async fn control_call(
+    ctx: &Ctx,
+    method: &str,
+    path: &str,
+    body: String,
+) -> Result<(u16, String), LoadError> {
+    let sig = control::sign(&ctx.secret, method, path, body.as_bytes(), now_ms())
+        .map_err(|e| LoadError::Sfu(format!("signing: {e}")))?;
+    let url = format!("{}{path}", ctx.base);
+    let req = match method {
+        "POST" => ctx.http.post(url).body(body),
+        "DELETE" => ctx.http.delete(url),
+        _ => ctx.http.get(url),
+    };
+    let res = req
+        .header(control::SIGNATURE_HEADER, sig)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .map_err(|e| LoadError::Sfu(format!("{method} {path}: {e}")))?;
+    let status = res.status().as_u16();
+    Ok((status, res.text().await.unwrap_or_default()))
+}
+
+/// The id the SDP gives the header extension `uri`.
+fn ext_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|l| {
+        let rest = l.strip_prefix("a=extmap:")?;
+        let (id, u) = rest.split_once(' ')?;
+        (u.trim() == uri)
+            .then(|| id.split('/').next()?.parse().ok())
+            .flatten()
+    })
+}
+
+/// The `a=mid` of the SDP's first video m-line.
+fn video_mid(sdp: &str) -> Option<String> {
+    let video = &sdp[sdp.find("m=video")?..];
+    video
+        .lines()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .map(|m| m.trim().to_string())
+}
+
+impl Peer {
+    /// Makes the PeerConnection, offers as participant `id`, applies the SFU's answer and waits
+    /// until connected. A publisher offers a microphone and a camera (three simulcast layers when
+    /// `simulcast`); everyone else offers a microphone it never sends on, as a browser that joined
+    /// muted without a camera does.
+    pub async fn join(
+        ctx: &Ctx,
+        edge: &FakeEdge,
+        id: &str,
+        n: u32,
+        publish: bool,
+        simulcast: bool,
+    ) -> Result<Peer, LoadError> {
+        let mut me = MediaEngine::default();
+        me.register_default_codecs()
+            .map_err(|e| LoadError::Peer(e.to_string()))?;
+        let registry = register_default_interceptors(Registry::new(), &mut me)
+            .map_err(|e| LoadError::Peer(e.to_string()))?
+            .with(Slot::from(14_000), KeyframeRequests::default());
+        let (gtx, mut grx) = mpsc::unbounded_channel();
+        let (ctx_tx, mut crx) = mpsc::unbounded_channel();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handler = Arc::new(Handler {
+            gathered: gtx,
+            connected: ctx_tx,
+            failed: failed.clone(),
+            tracks: ctx.tracks.clone(),
+            epoch: ctx.epoch,
+            connected_at: Arc::new(Mutex::new(Instant::now())),
+        });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(me)
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_include_loopback_candidate(true)
+                    .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+                    .build(),
+            )
+            .with_interceptor_registry(registry)
+            .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
+            .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+            .build()
+            .await
+            .map_err(|e| LoadError::Peer(e.to_string()))?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let ssrc_base = 0x1000_0000 + n * 16;
+        let mic = local_track(RtpCodecKind::Audio, id, &[(ssrc_base, "")]);
+        pc.add_track(mic.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| LoadError::Peer(e.to_string()))?;
+        let cam = if publish {
+            let layers: Vec<(u32, &str)> = if simulcast {
+                LAYERS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (ssrc_base + 1 + i as u32, l.rid))
+                    .collect()
+            } else {
+                vec![(ssrc_base + 3, "")]
+            };
+            let cam = local_track(RtpCodecKind::Video, id, &layers);
+            pc.add_track(cam.clone() as Arc<dyn TrackLocal>)
+                .await
+                .map_err(|e| LoadError::Peer(e.to_string()))?;
+            Some(cam)
+        } else {
+            None
+        };
+        let inbox = edge.inbox(id);
+        let offer = pc
+            .create_offer(None)
+            .await
+            .map_err(|e| LoadError::Peer(e.to_string()))?;
+        pc.set_local_description(offer)
+            .await
+            .map_err(|e| LoadError::Peer(e.to_string()))?;
+        let _ = tokio::time::timeout(Duration::from_secs(3), grx.recv()).await;
+        let sdp = pc
+            .local_description()
+            .await
+            .ok_or_else(|| LoadError::Peer("no local description".into()))?
+            .sdp;
+        let body = serde_json::to_string(&SdpBody { sdp }).unwrap_or_default();
+        let path = format!("/v1/rooms/{}/participants/{id}/offer", ctx.room);
+        let (status, text) = control_call(ctx, "POST", &path, body).await?;
+        if status != 200 {
+            return Err(LoadError::Sfu(format!("offer for {id}: {status} {text}")));
+        }
+        let answer: SdpBody =
+            serde_json::from_str(&text).map_err(|e| LoadError::Sfu(format!("answer: {e}")))?;
+        let local = pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .unwrap_or_default();
+        let sdes = match (
+            ext_id(&answer.sdp, "urn:ietf:params:rtp-hdrext:sdes:mid"),
+            ext_id(&answer.sdp, "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"),
+            video_mid(&local),
+        ) {
+            (Some(mid_id), Some(rid_id), Some(mid)) if simulcast => Some(Sdes {
+                mid_id,
+                rid_id,
+                mid: Bytes::from(mid),
+            }),
+            _ => None,
+        };
+        pc.set_remote_description(
+            RTCSessionDescription::answer(answer.sdp)
+                .map_err(|e| LoadError::Peer(e.to_string()))?,
+        )
+        .await
+        .map_err(|e| LoadError::Peer(e.to_string()))?;
+        tokio::time::timeout(Duration::from_secs(20), crx.recv())
+            .await
+            .map_err(|_| LoadError::Peer(format!("{id}: ICE + DTLS did not connect in 20 s")))?;
+        answer_offers(ctx, pc.clone(), id, inbox);
+        Ok(Peer {
+            id: id.to_string(),
+            pc,
+            failed,
+            mic: publish.then_some(mic),
+            cam,
+            sdes,
+            ssrc_base,
+        })
+    }
+
+    /// Tells the SFU how big this peer shows each publisher's camera (device pixels).
+    pub async fn views(&self, ctx: &Ctx, views: Vec<TileView>) -> Result<(), LoadError> {
+        let body = serde_json::to_string(&ViewsBody { views }).unwrap_or_default();
+        let path = format!("/v1/rooms/{}/participants/{}/views", ctx.room, self.id);
+        let (status, text) = control_call(ctx, "POST", &path, body).await?;
+        if status != 204 {
+            return Err(LoadError::Sfu(format!(
+                "views for {}: {status} {text}",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Loops the clips until the task is aborted: the camera at 30 fps (each layer dynacast
+    /// leaves on), the microphone every 20 ms. Each payload ends with its send time.
+    pub fn publish(
+        &self,
+        clips: Arc<Vec<Clip>>,
+        simulcast: bool,
+        epoch: Instant,
+        mut layers: watch::Receiver<Vec<bool>>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        if let Some(mic) = self.mic.clone() {
+            let ssrc = self.ssrc_base;
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                let (mut seq, mut ts) = (rand_u16(ssrc), ssrc.wrapping_mul(7));
+                loop {
+                    tick.tick().await;
+                    // An Opus frame's worth of bytes (~32 kbit/s), then the send time.
+                    let mut b = BytesMut::with_capacity(80 + STAMP);
+                    b.put_u8(0x78);
+                    b.put_bytes(0x55, 79);
+                    b.put_u64(epoch.elapsed().as_nanos() as u64);
+                    let pkt = packet(111, seq, ts, ssrc, true, b.freeze());
+                    if mic.write_rtp(pkt).await.is_err() {
+                        return;
+                    }
+                    seq = seq.wrapping_add(1);
+                    ts = ts.wrapping_add(960);
+                }
+            }));
+        }
+        if let Some(cam) = self.cam.clone() {
+            let (base, sdes) = (self.ssrc_base, self.sdes.clone());
+            tasks.push(tokio::spawn(async move {
+                let which: Vec<usize> = if simulcast { vec![0, 1, 2] } else { vec![2] };
+                let mut seq: Vec<u16> = which.iter().map(|&l| rand_u16(base + l as u32)).collect();
+                let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / FPS as u64));
+                let mut ts = base.wrapping_mul(13);
+                let frames = clips[2].frames.len();
+                let mut n = 0usize;
+                loop {
+                    tokio::select! {
+                        biased;
+                        evt = cam.poll() => {
+                            match evt {
+                                // A keyframe request: the clip starts again (its first frame is one).
+                                Some(TrackLocalEvent::OnRtcpPacket(_)) => n = 0,
+                                Some(_) => {}
+                                None => tokio::time::sleep(Duration::from_millis(20)).await,
+                            }
+                            continue;
+                        }
+                        _ = tick.tick() => {}
+                    }
+                    let active = layers.borrow_and_update().clone();
+                    for (k, &l) in which.iter().enumerate() {
+                        if simulcast && !active.get(l).copied().unwrap_or(true) {
+                            continue;
+                        }
+                        let clip = &clips[l];
+                        let frame = &clip.frames[n % frames.min(clip.frames.len())];
+                        let ssrc = if simulcast {
+                            base + 1 + l as u32
+                        } else {
+                            base + 3
+                        };
+                        let last = frame.payloads.len().saturating_sub(1);
+                        for (i, p) in frame.payloads.iter().enumerate() {
+                            let mut b = BytesMut::with_capacity(p.len() + STAMP);
+                            b.put_slice(p);
+                            b.put_u64(epoch.elapsed().as_nanos() as u64);
+                            let mut pkt = packet(96, seq[k], ts, ssrc, i == last, b.freeze());
+                            if let Some(sdes) = &sdes {
+                                let h = &mut pkt.header;
+                                let _ = h.set_extension(sdes.mid_id, sdes.mid.clone());
+                                let rid = Bytes::from_static(LAYERS[l].rid.as_bytes());
+                                let _ = h.set_extension(sdes.rid_id, rid);
+                            }
+                            if let Err(e) = cam.write_rtp(pkt).await {
+                                eprintln!("camera send stopped: {e}");
+                                return;
+                            }
+                            seq[k] = seq[k].wrapping_add(1);
+                        }
+                    }
+                    ts = ts.wrapping_add(90_000 / FPS);
+                    n += 1;
+                }
+            }));
+        }
+        tasks
+    }
+}
+
+/// Passes inbound keyframe requests (PLI, FIR) up to the publisher's send loop, as a browser's
+/// encoder hears them; every other inbound RTCP packet stays with the interceptors.
+#[derive(Default)]
+struct KeyframeRequests {
+    read: std::collections::VecDeque<TaggedPacket>,
+    write: std::collections::VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let IPacket::Rtcp(packets) = &msg.message.packet {
+            let wanted: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| {
+                    p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+                })
+                .cloned()
+                .collect();
+            if wanted.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = IPacket::Rtcp(wanted);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequests {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+fn rand_u16(x: u32) -> u16 {
+    (x.wrapping_mul(2_654_435_761) >> 16) as u16
+}
+
+fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: Bytes) -> rtp::Packet {
+    let header = rtp::header::Header {
+        version: 2,
+        marker,
+        payload_type: pt,
+        sequence_number: seq,
+        timestamp: ts,
+        ssrc,
+        ..Default::default()
+    };
+    rtp::Packet { header, payload }
+}
+
+/// Answers every offer the SFU sends `id`, in order, as the browser client does.
+fn answer_offers(
+    ctx: &Ctx,
+    pc: Arc<dyn PeerConnection>,
+    id: &str,
+    mut rx: mpsc::UnboundedReceiver<String>,
+) {
+    let (id, ctx) = (id.to_string(), ctx.clone());
+    tokio::spawn(async move {
+        while let Some(sdp) = rx.recv().await {
+            let Ok(offer) = RTCSessionDescription::offer(sdp) else {
+                eprintln!("{id}: the SFU's offer does not parse");
+                continue;
+            };
+            if let Err(e) = pc.set_remote_description(offer).await {
+                eprintln!("{id}: the SFU's offer was refused: {e}");
+                continue;
+            }
+            let Ok(answer) = pc.create_answer(None).await else {
+                continue;
+            };
+            if pc.set_local_description(answer).await.is_err() {
+                continue;
+            }
+            let Some(local) = pc.local_description().await else {
+                continue;
+            };
+            let body = serde_json::to_string(&SdpBody { sdp: local.sdp }).unwrap_or_default();
+            let path = format!("/v1/rooms/{}/participants/{id}/answer", ctx.room);
+            match control_call(&ctx, "POST", &path, body).await {
+                Ok((204, _)) => {}
+                Ok((s, t)) => eprintln!("{id}: answer refused: {s} {t}"),
+                Err(e) => eprintln!("{id}: {e}"),
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(seq: u16, sent_ns: u64) -> rtp::Packet {
+        let mut b = BytesMut::new();
+        b.put_slice(&[1, 2, 3]);
+        b.put_u64(sent_ns);
+        packet(96, seq, 0, 1, false, b.freeze())
+    }
+
+    #[test]
+    fn gaps_late_packets_and_latency_are_counted() {
+        let epoch = Instant::now() - Duration::from_secs(1);
+        let mut s = TrackStats::default();
+        for seq in [65_534u16, 65_535, 1, 0, 2] {
+            s.on_packet(&pkt(seq, 999_000_000), epoch, epoch);
+        }
+        let t = s.take();
+        assert_eq!((t.packets, t.gaps, t.late), (5, 1, 1));
+        assert_eq!(t.latency_us.len(), 5);
+        assert!(
+            t.latency_us.iter().all(|&us| us >= 1_000),
+            "{:?}",
+            t.latency_us
+        );
+        assert_eq!(s.take().packets, 0, "take starts the counters again");
+    }
+
+    #[test]
+    fn extension_ids_and_the_video_mid_are_read_from_the_sdp() {
+        let sdp = "v=0\r\nm=audio 9 x 111\r\na=mid:0\r\na=extmap:3 urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id\r\na=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\nm=video 9 x 96\r\na=mid:1\r\n";
+        let rid = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+        assert_eq!(ext_id(sdp, rid), Some(10));
+        assert_eq!(ext_id("v=0\r\n", rid), None);
+        assert_eq!(video_mid(sdp).as_deref(), Some("1"));
+    }
+}
