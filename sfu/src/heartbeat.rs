@@ -39,16 +39,41 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A signed POST of `body` to the edge at `path`; `Err` carries a short reason for the log.
+/// Why a call to the edge did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeCallError {
+    #[error("could not make the request: {0}")]
+    Request(String),
+    #[error("edge unreachable: {0}")]
+    Unreachable(String),
+    #[error("edge answered {status}: {body}")]
+    Answered { status: u16, body: String },
+}
+
+impl EdgeCallError {
+    /// Would the same call, sent again later, have a chance? Not for an answer that refuses it
+    /// for what it is (a 4xx other than 408 and 429), nor for a request that cannot be made.
+    pub fn worth_retrying(&self) -> bool {
+        match self {
+            EdgeCallError::Request(_) => false,
+            EdgeCallError::Unreachable(_) => true,
+            EdgeCallError::Answered { status, .. } => {
+                !(400..500).contains(status) || *status == 408 || *status == 429
+            }
+        }
+    }
+}
+
+/// A signed POST of `body` to the edge at `path`.
 pub async fn post_signed(
     client: &reqwest::Client,
     edge: &str,
     secret: &str,
     path: &str,
     body: Vec<u8>,
-) -> Result<(), String> {
+) -> Result<(), EdgeCallError> {
     let sig = control::sign(secret.as_bytes(), "POST", path, &body, now_ms())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| EdgeCallError::Request(e.to_string()))?;
     let res = client
         .post(format!("{edge}{path}"))
         .header(control::SIGNATURE_HEADER, sig)
@@ -57,15 +82,14 @@ pub async fn post_signed(
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("edge unreachable: {e}"))?;
+        .map_err(|e| EdgeCallError::Unreachable(e.to_string()))?;
     if res.status().is_success() {
         Ok(())
     } else {
-        let status = res.status();
-        Err(format!(
-            "edge answered {status}: {}",
-            res.text().await.unwrap_or_default()
-        ))
+        Err(EdgeCallError::Answered {
+            status: res.status().as_u16(),
+            body: res.text().await.unwrap_or_default(),
+        })
     }
 }
 
@@ -75,8 +99,9 @@ pub async fn send(
     edge: &str,
     state: &AppState,
     cpu: f64,
-) -> Result<(), String> {
-    let body = serde_json::to_vec(&heartbeat(state, cpu)).map_err(|e| e.to_string())?;
+) -> Result<(), EdgeCallError> {
+    let body = serde_json::to_vec(&heartbeat(state, cpu))
+        .map_err(|e| EdgeCallError::Request(e.to_string()))?;
     post_signed(
         client,
         edge,
@@ -94,12 +119,12 @@ pub async fn announce_draining(
     client: &reqwest::Client,
     edge: &str,
     state: &AppState,
-) -> Result<(), String> {
+) -> Result<(), EdgeCallError> {
     let body = serde_json::to_vec(&edgemeet_shared::protocol::SfuDraining {
         sfu: state.config.id.clone(),
         rooms: state.media.room_names(),
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| EdgeCallError::Request(e.to_string()))?;
     post_signed(
         client,
         edge,

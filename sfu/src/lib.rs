@@ -12,6 +12,7 @@ pub mod load;
 pub mod media;
 pub mod metrics;
 pub mod offer;
+pub mod outbox;
 pub mod speaker;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -70,6 +70,7 @@ use crate::forward::{Negotiated, Rewriter};
 use crate::layers::{LayerSelector, Verdict, LAYERS};
 use crate::metrics::Metrics;
 use crate::offer::{OfferLayout, TrackKind};
+use crate::outbox::{Outbox, Outcome};
 use crate::speaker::SpeakerDetector;
 
 /// ICE consent: a PeerConnection whose peer stops answering is "disconnected" after this…
@@ -154,6 +155,10 @@ pub struct Media {
     http: reqwest::Client,
     epoch: Instant,
     me: Weak<Media>,
+    /// Events for the edge (dynacast, speaker) and the task that sends them.
+    outbox: Mutex<Outbox>,
+    outbox_running: AtomicBool,
+    outbox_wake: tokio::sync::Notify,
 }
 
 struct RoomMedia {
@@ -543,6 +548,9 @@ impl Media {
             http: reqwest::Client::new(),
             epoch: Instant::now(),
             me: me.clone(),
+            outbox: Mutex::new(Outbox::default()),
+            outbox_running: AtomicBool::new(false),
+            outbox_wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -1092,25 +1100,49 @@ impl Media {
                 }
             }
         };
-        if let Err(e) = self.send_offer(&peer.room, &peer.id, sdp).await {
-            tracing::warn!(room = %peer.room, participant = %peer.id, error = %e, "could not deliver offer through the edge");
-            peer.negotiation.lock().await.awaiting_answer = false;
+        // The edge may be briefly unreachable, or the room's Durable Object busy: the offer goes
+        // again with backoff (the same offer: it is our local description) until it is taken, the
+        // edge refuses it for good, the participant is gone, or `GIVE_UP_AFTER`.
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            match self.send_offer(&peer.room, &peer.id, sdp.clone()).await {
+                Ok(()) => return,
+                Err(e) => {
+                    let again = e.worth_retrying()
+                        && !peer.closed.load(Ordering::SeqCst)
+                        && started.elapsed() < crate::outbox::GIVE_UP_AFTER;
+                    tracing::warn!(room = %peer.room, participant = %peer.id, error = %e, again, "could not deliver offer through the edge");
+                    if !again {
+                        peer.negotiation.lock().await.awaiting_answer = false;
+                        return;
+                    }
+                    tokio::time::sleep(crate::outbox::backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
         }
     }
 
-    async fn send_offer(&self, room: &str, participant: &str, sdp: String) -> Result<(), String> {
+    async fn send_offer(
+        &self,
+        room: &str,
+        participant: &str,
+        sdp: String,
+    ) -> Result<(), crate::heartbeat::EdgeCallError> {
+        use crate::heartbeat::EdgeCallError;
         let edge = self
             .cfg
             .edge_url
             .as_deref()
-            .ok_or("no edge_url configured")?;
+            .ok_or_else(|| EdgeCallError::Request("no edge_url configured".into()))?;
         let body = serde_json::to_vec(&SfuSignal {
             room: room.into(),
             participant: participant.into(),
             sdp,
             sfu: Some(self.cfg.id.clone()),
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| EdgeCallError::Request(e.to_string()))?;
         crate::heartbeat::post_signed(
             &self.http,
             edge,
@@ -1329,6 +1361,7 @@ impl Media {
                 participant: p.publisher.clone(),
                 active,
                 sfu: Some(self.cfg.id.clone()),
+                version: None, // given by the outbox
             });
         }
     }
@@ -1352,28 +1385,83 @@ impl Media {
                         room: room.name.clone(),
                         participant: Some(id),
                         sfu: Some(media.cfg.id.clone()),
+                        version: None, // given by the outbox
                     });
                 }
             }
         });
     }
 
+    /// Queues `event` for the edge (see [`crate::outbox`]): in order, sent again until the edge
+    /// took it, superseded by a newer one about the same thing.
     fn spawn_event(&self, event: SfuEvent) {
+        if self.cfg.edge_url.is_none() {
+            return;
+        }
+        let unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.outbox.lock().unwrap().push(unix_us, event);
+        if !self.outbox_running.swap(true, Ordering::SeqCst) {
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(async move { me.send_events().await });
+            }
+        }
+        self.outbox_wake.notify_one();
+    }
+
+    /// Posts the outbox's events to the edge, one at a time, for as long as the SFU runs.
+    async fn send_events(self: Arc<Self>) {
         let Some(edge) = self.cfg.edge_url.clone() else {
             return;
         };
-        let http = self.http.clone();
-        let secret = self.cfg.control_secret.clone();
-        tokio::spawn(async move {
-            let Ok(body) = serde_json::to_vec(&event) else {
-                return;
+        loop {
+            let (next, timeout) = {
+                let mut o = self.outbox.lock().unwrap();
+                (o.poll_send(Instant::now()), o.poll_timeout())
             };
-            if let Err(e) =
-                crate::heartbeat::post_signed(&http, &edge, &secret, EVENT_PATH, body).await
-            {
-                tracing::warn!(error = %e, "could not deliver an event to the edge");
+            let Some(event) = next else {
+                match timeout {
+                    Some(at) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(at.into()) => {}
+                            _ = self.outbox_wake.notified() => {}
+                        }
+                    }
+                    None => self.outbox_wake.notified().await,
+                }
+                continue;
+            };
+            let outcome = match serde_json::to_vec(&event) {
+                Err(_) => Outcome::Refused,
+                Ok(body) => match crate::heartbeat::post_signed(
+                    &self.http,
+                    &edge,
+                    &self.cfg.control_secret,
+                    EVENT_PATH,
+                    body,
+                )
+                .await
+                {
+                    Ok(()) => Outcome::Delivered,
+                    Err(e) => {
+                        let again = e.worth_retrying();
+                        tracing::warn!(room = event.room(), error = %e, again, "could not deliver an event to the edge");
+                        if again {
+                            Outcome::Failed
+                        } else {
+                            Outcome::Refused
+                        }
+                    }
+                },
+            };
+            let mut o = self.outbox.lock().unwrap();
+            let dropped = o.dropped;
+            o.sent(Instant::now(), outcome);
+            if o.dropped > dropped {
+                tracing::warn!(room = event.room(), "gave up on an event for the edge");
             }
-        });
+        }
     }
 
     /// Frees a participant (see the module docs for the cascade). Idempotent.

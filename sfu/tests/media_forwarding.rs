@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use edgemeet_shared::control;
-use edgemeet_shared::protocol::{SdpBody, SfuSignal};
+use edgemeet_shared::protocol::{SdpBody, SfuEvent, SfuSignal};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -25,7 +25,8 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
 };
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -49,26 +50,45 @@ fn now_ms() -> u64 {
 
 type Inboxes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<String>>>>;
 
-/// A fake edge: verifies the SFU's signed offers and hands them to the test peer they are for.
-async fn fake_edge() -> (SocketAddr, Inboxes) {
+/// What the fake edge saw, and the failures it was told to answer with.
+#[derive(Default)]
+struct EdgeLog {
+    /// Offers for these participants get a 503 this many more times.
+    fail_signal: Mutex<HashMap<String, u32>>,
+    /// Events get a 503 this many more times.
+    fail_events: Mutex<u32>,
+    /// Events taken (after the failures).
+    events: Mutex<Vec<SfuEvent>>,
+    /// Event posts answered 503.
+    refused_events: Mutex<u32>,
+    /// Drain notices taken.
+    draining: Mutex<Vec<String>>,
+}
+
+fn verified(headers: &HeaderMap, path: &str, body: &[u8]) -> bool {
+    let sig = headers
+        .get(control::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    control::verify(SECRET.as_bytes(), sig, "POST", path, body, now_ms()).is_ok()
+}
+
+/// A fake edge: verifies the SFU's signed offers and hands them to the test peer they are for;
+/// takes its events and drain notices.
+async fn fake_edge() -> (SocketAddr, Inboxes, Arc<EdgeLog>) {
     let inboxes: Inboxes = Arc::default();
-    async fn signal(State(i): State<Inboxes>, headers: HeaderMap, body: Bytes) -> StatusCode {
-        let sig = headers
-            .get(control::SIGNATURE_HEADER)
-            .and_then(|v| v.to_str().ok());
-        if control::verify(
-            SECRET.as_bytes(),
-            sig,
-            "POST",
-            "/api/sfu/signal",
-            &body,
-            now_ms(),
-        )
-        .is_err()
-        {
+    let log = Arc::new(EdgeLog::default());
+    type St = (Inboxes, Arc<EdgeLog>);
+    async fn signal(State((i, log)): State<St>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        if !verified(&headers, "/api/sfu/signal", &body) {
             return StatusCode::UNAUTHORIZED;
         }
         let s: SfuSignal = serde_json::from_slice(&body).unwrap();
+        if let Some(n) = log.fail_signal.lock().unwrap().get_mut(&s.participant) {
+            if *n > 0 {
+                *n -= 1;
+                return StatusCode::SERVICE_UNAVAILABLE;
+            }
+        }
         match i.lock().unwrap().get(&s.participant) {
             Some(tx) => {
                 let _ = tx.send(s.sdp);
@@ -77,17 +97,45 @@ async fn fake_edge() -> (SocketAddr, Inboxes) {
             None => StatusCode::GONE,
         }
     }
+    async fn event(State((_, log)): State<St>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        if !verified(&headers, "/api/sfu/event", &body) {
+            return StatusCode::UNAUTHORIZED;
+        }
+        {
+            let mut fail = log.fail_events.lock().unwrap();
+            if *fail > 0 {
+                *fail -= 1;
+                *log.refused_events.lock().unwrap() += 1;
+                return StatusCode::SERVICE_UNAVAILABLE;
+            }
+        }
+        let e: SfuEvent = serde_json::from_slice(&body).unwrap();
+        log.events.lock().unwrap().push(e);
+        StatusCode::NO_CONTENT
+    }
+    async fn draining(State((_, log)): State<St>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        if !verified(&headers, "/api/sfu/draining", &body) {
+            return StatusCode::UNAUTHORIZED;
+        }
+        log.draining
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&body).into_owned());
+        StatusCode::NO_CONTENT
+    }
     async fn beat() -> StatusCode {
         StatusCode::NO_CONTENT
     }
     let app = Router::new()
         .route("/api/sfu/signal", post(signal))
+        .route("/api/sfu/event", post(event))
+        .route("/api/sfu/draining", post(draining))
         .route("/api/sfu/heartbeat", post(beat))
-        .with_state(inboxes.clone());
+        .with_state((inboxes.clone(), log.clone()));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (addr, inboxes)
+    (addr, inboxes, log)
 }
 
 struct Sfu(Child);
@@ -232,6 +280,15 @@ fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
 async fn test_peer(kind: RtpCodecKind, ssrc: u32) -> TestPeer {
     let mut me = MediaEngine::default();
     me.register_default_codecs().unwrap();
+    // Audio levels, as browsers send them (the SFU's speaker detection reads them).
+    me.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: rtc::sdp::extmap::AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )
+    .unwrap();
     let registry = register_default_interceptors(Registry::new(), &mut me).unwrap();
     let (gtx, grx) = mpsc::unbounded_channel();
     let (ctx, crx) = mpsc::unbounded_channel();
@@ -374,7 +431,7 @@ async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publishes_two_subscribe_with_rewritten_ssrcs_and_rising_sequence_numbers() {
-    let (edge, inboxes) = fake_edge().await;
+    let (edge, inboxes, _log) = fake_edge().await;
     let port = free_port();
     let _sfu = start_sfu(port, edge);
     let base = format!("http://127.0.0.1:{port}");
@@ -505,7 +562,7 @@ async fn one_publishes_two_subscribe_with_rewritten_ssrcs_and_rising_sequence_nu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_control_requests_get_clear_errors() {
-    let (edge, _inboxes) = fake_edge().await;
+    let (edge, _inboxes, _log) = fake_edge().await;
     let port = free_port();
     let _sfu = start_sfu(port, edge);
     let base = format!("http://127.0.0.1:{port}");
@@ -558,4 +615,134 @@ async fn bad_control_requests_get_clear_errors() {
     )
     .await;
     assert_eq!(status, 400);
+}
+
+/// The SFU binary with a fake edge, up and answering.
+async fn sfu_with_edge() -> (Sfu, String, Inboxes, Arc<EdgeLog>) {
+    let (edge, inboxes, log) = fake_edge().await;
+    let port = free_port();
+    let sfu = start_sfu(port, edge);
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        assert!(Instant::now() < deadline, "SFU did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (sfu, base, inboxes, log)
+}
+
+/// Sends VP8 packets on `track` (30 a second, a keyframe every 30) until aborted.
+fn send_video(track: Arc<TrackLocalStaticRTP>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (mut seq, mut ts) = (1u16, 1_000u32);
+        for n in 0u32.. {
+            let _ = track.write_rtp(vp8_packet(seq, ts, n % 30 == 0)).await;
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(3_000);
+            tokio::time::sleep(Duration::from_millis(33)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_the_edge_could_not_take_is_sent_again() {
+    // The edge (the room's Durable Object) can be briefly unreachable or busy. Before, the SFU
+    // dropped the offer and the subscriber never received the new track.
+    let (_sfu, base, inboxes, log) = sfu_with_edge().await;
+    log.fail_signal.lock().unwrap().insert("sub".into(), 2);
+    let mut sub = test_peer(RtpCodecKind::Audio, 0x3000).await;
+    let rx = inbox("sub", &inboxes);
+    sub.join(&base, "sub").await;
+    answer_offers(sub.pc.clone(), base.clone(), "sub", rx);
+    let mut publisher = test_peer(RtpCodecKind::Video, PUB_SSRC).await;
+    let prx = inbox("pub", &inboxes);
+    publisher.join(&base, "pub").await;
+    answer_offers(publisher.pc.clone(), base.clone(), "pub", prx);
+    let sender = send_video(publisher.track.clone());
+    let r = sub.received.clone();
+    wait_until(
+        "the subscriber receives the publisher's video after its offer failed twice",
+        Duration::from_secs(15),
+        || r.lock().unwrap().packets.len() >= 30,
+    )
+    .await;
+    assert_eq!(
+        log.fail_signal.lock().unwrap()["sub"],
+        0,
+        "both failures were used"
+    );
+    sender.abort();
+    let _ = sub.pc.close().await;
+    let _ = publisher.pc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_edge_could_not_take_is_sent_again_with_a_version() {
+    // Before, each event was posted once by a task of its own: a failed post was lost (the room
+    // never learnt who speaks), and two could arrive out of order.
+    let (_sfu, base, inboxes, log) = sfu_with_edge().await;
+    *log.fail_events.lock().unwrap() = 2;
+    let mut speaker = test_peer(RtpCodecKind::Audio, 0x4000).await;
+    let rx = inbox("talker", &inboxes);
+    speaker.join(&base, "talker").await;
+    answer_offers(speaker.pc.clone(), base.clone(), "talker", rx);
+    let sdp = speaker.pc.local_description().await.unwrap().sdp;
+    let level_id: u8 = sdp
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("a=extmap:")?;
+            rest.ends_with("urn:ietf:params:rtp-hdrext:ssrc-audio-level")
+                .then(|| rest.split([' ', '/']).next()?.parse().ok())?
+        })
+        .expect("the offer carries the audio-level extension");
+    let track = speaker.track.clone();
+    let sender = tokio::spawn(async move {
+        let (mut seq, mut ts) = (1u16, 0u32);
+        loop {
+            let mut header = rtp::header::Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc: 0x4000,
+                ..Default::default()
+            };
+            // Voice activity, −10 dBov: loud speech.
+            header
+                .set_extension(level_id, Bytes::from_static(&[0x80 | 10]))
+                .unwrap();
+            let _ = track
+                .write_rtp(rtp::Packet {
+                    header,
+                    payload: Bytes::from_static(&[0x78; 60]),
+                })
+                .await;
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(960);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let l = log.clone();
+    wait_until(
+        "the edge takes the active-speaker event after refusing two posts",
+        Duration::from_secs(15),
+        || {
+            l.events.lock().unwrap().iter().any(|e| {
+                matches!(e, SfuEvent::ActiveSpeaker { participant: Some(p), .. } if p == "talker")
+            })
+        },
+    )
+    .await;
+    assert_eq!(*log.refused_events.lock().unwrap(), 2);
+    let events = log.events.lock().unwrap().clone();
+    let versions: Vec<u64> = events
+        .iter()
+        .map(|e| e.version().expect("a version"))
+        .collect();
+    assert!(
+        versions.windows(2).all(|w| w[0] < w[1]),
+        "in order, rising: {versions:?}"
+    );
+    sender.abort();
+    let _ = speaker.pc.close().await;
 }

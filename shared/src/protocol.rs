@@ -464,6 +464,12 @@ pub enum SfuEvent {
         /// The SFU sending it (events from an SFU the room left are ignored).
         #[serde(default)]
         sfu: Option<String>,
+        /// Rises with every event this SFU sends (µs of its wall clock, strictly increasing):
+        /// the SFU sends an event again until the edge took it, so one may arrive twice or after
+        /// a newer one; the room applies an event only if it is newer than the last it applied
+        /// of the same kind (and publisher) from that SFU.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
     },
     /// The room's active speaker changed.
     ActiveSpeaker {
@@ -471,6 +477,8 @@ pub enum SfuEvent {
         participant: Option<String>,
         #[serde(default)]
         sfu: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
     },
 }
 
@@ -478,6 +486,33 @@ impl SfuEvent {
     pub fn room(&self) -> &str {
         match self {
             SfuEvent::PublishLayers { room, .. } | SfuEvent::ActiveSpeaker { room, .. } => room,
+        }
+    }
+
+    /// Its version (see [`SfuEvent::PublishLayers`]), if it has one.
+    pub fn version(&self) -> Option<u64> {
+        match self {
+            SfuEvent::PublishLayers { version, .. } | SfuEvent::ActiveSpeaker { version, .. } => {
+                *version
+            }
+        }
+    }
+
+    pub fn set_version(&mut self, v: u64) {
+        match self {
+            SfuEvent::PublishLayers { version, .. } | SfuEvent::ActiveSpeaker { version, .. } => {
+                *version = Some(v)
+            }
+        }
+    }
+
+    /// What it is about: a newer event with the same key supersedes it.
+    pub fn key(&self) -> String {
+        match self {
+            SfuEvent::PublishLayers {
+                room, participant, ..
+            } => format!("{room}/layers/{participant}"),
+            SfuEvent::ActiveSpeaker { room, .. } => format!("{room}/speaker"),
         }
     }
 

@@ -239,6 +239,10 @@ struct Meta {
     /// Who the SFU last said is speaking.
     #[serde(default)]
     speaker: Option<String>,
+    /// The version of the last event applied, by `"{sfu}|{event key}"` (see
+    /// [`SfuEvent::key`]): a repeated or overtaken event is ignored.
+    #[serde(default)]
+    event_versions: BTreeMap<String, u64>,
     /// Host setting: how many may share a screen at once.
     #[serde(default = "crate::protocol::default_max_screen_sharers")]
     max_screen_sharers: u32,
@@ -316,6 +320,7 @@ impl Room {
                 name: name.into(),
                 host: None,
                 speaker: None,
+                event_versions: BTreeMap::new(),
                 max_screen_sharers: crate::protocol::default_max_screen_sharers(),
                 media: sfu::Media::default(),
                 settings: crate::protocol::RoomSettings::default(),
@@ -543,6 +548,7 @@ impl Room {
                 }
             }
             Input::SfuEvent(event) if !self.is_current_sfu(event.sfu()) => Vec::new(),
+            Input::SfuEvent(event) if !self.newer_event(&event) => Vec::new(),
             Input::SfuEvent(SfuEvent::PublishLayers {
                 participant,
                 active,
@@ -584,6 +590,35 @@ impl Room {
                 self.media_verdict(verdict)
             }
         }
+    }
+
+    /// Is `event` newer than the last one applied about the same thing from its SFU (which it
+    /// then becomes)? The SFU sends each event until the edge took it, so a repeat, or an older
+    /// one arriving after a newer, must change nothing. Events without a version (or SFU) apply.
+    fn newer_event(&mut self, event: &SfuEvent) -> bool {
+        let (Some(sfu), Some(version)) = (event.sfu(), event.version()) else {
+            return true;
+        };
+        let key = format!("{sfu}|{}", event.key());
+        if self
+            .meta
+            .event_versions
+            .get(&key)
+            .is_some_and(|&last| last >= version)
+        {
+            return false;
+        }
+        // Only the current SFU's, and only about people present: the map stays small.
+        let prefix = format!("{sfu}|");
+        let members = &self.members;
+        self.meta.event_versions.retain(|k, _| {
+            k.starts_with(&prefix)
+                && k.split_once("/layers/")
+                    .is_none_or(|(_, p)| members.contains_key(p))
+        });
+        self.meta.event_versions.insert(key, version);
+        self.dirty.meta = true;
+        true
     }
 
     /// Is `sfu` (when said) the SFU carrying the room now?

@@ -998,6 +998,82 @@ fn views_go_to_the_sfu_and_too_many_are_refused() {
 }
 
 #[test]
+fn a_repeated_or_overtaken_sfu_event_changes_nothing() {
+    // The SFU sends an event until the edge took it: the same one may come twice, and an older
+    // one after a newer (a retry that overtook nothing, or one the edge answered late).
+    let mut r = with_sfu("a");
+    connect(&mut r, "b", "c2");
+    let layers = |active: Vec<bool>, version: u64, sfu: &str| {
+        Input::SfuEvent(SfuEvent::PublishLayers {
+            room: "r".into(),
+            participant: "b".into(),
+            active,
+            sfu: Some(sfu.into()),
+            version: Some(version),
+        })
+    };
+    let speaker = |p: &str, version: u64| {
+        Input::SfuEvent(SfuEvent::ActiveSpeaker {
+            room: "r".into(),
+            participant: Some(p.into()),
+            sfu: Some("sfu-1".into()),
+            version: Some(version),
+        })
+    };
+    let sent = |fx: &[Output]| {
+        fx.iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Send {
+                        msg: ServerMessage::PublishLayers { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(
+        sent(&r.run(5, layers(vec![true, true, false], 100, "sfu-1"))),
+        1
+    );
+    assert_eq!(
+        sent(&r.run(6, layers(vec![true, true, false], 100, "sfu-1"))),
+        0,
+        "a repeat"
+    );
+    assert_eq!(
+        sent(&r.run(7, layers(vec![true, false, false], 90, "sfu-1"))),
+        0,
+        "an older one"
+    );
+    assert_eq!(
+        sent(&r.run(8, layers(vec![true, false, false], 101, "sfu-1"))),
+        1,
+        "a newer one"
+    );
+    // Speaker events have their own versions: an older layers event does not hold them back.
+    let fx = r.run(9, speaker("b", 50));
+    assert!(
+        fx.iter().any(|o| matches!(o, Output::Broadcast { .. })),
+        "{fx:?}"
+    );
+    assert_eq!(
+        r.run(10, speaker("a", 40)),
+        vec![],
+        "an overtaken speaker change"
+    );
+    assert_eq!(r.snapshot().speaker.as_deref(), Some("b"));
+    // The versions survive eviction: a late repeat after a restore changes nothing either.
+    r.evict(11, &["c1", "c2"]);
+    assert_eq!(r.run(12, speaker("a", 40)), vec![]);
+    assert_eq!(
+        sent(&r.run(13, layers(vec![true, true, true], 101, "sfu-1"))),
+        0
+    );
+}
+
+#[test]
 fn sfu_events_reach_the_publisher_or_everyone() {
     let mut r = with_sfu("a");
     connect(&mut r, "b", "c2");
@@ -1008,6 +1084,7 @@ fn sfu_events_reach_the_publisher_or_everyone() {
             participant: "b".into(),
             active: vec![true, false, false],
             sfu: None,
+            version: None,
         }),
     );
     assert_eq!(
@@ -1024,6 +1101,7 @@ fn sfu_events_reach_the_publisher_or_everyone() {
             room: "r".into(),
             participant: p.map(String::from),
             sfu: None,
+            version: None,
         })
     };
     let fx = r.run(6, speaker(Some("b")));
@@ -1946,6 +2024,7 @@ fn offers_and_events_from_an_sfu_the_room_left_are_ignored() {
             participant: "b".into(),
             active: vec![false, false, false],
             sfu: Some("sfu-1".into()),
+            version: None,
         }),
     );
     assert_eq!(
