@@ -273,3 +273,19 @@ pub async fn rooms(
     }
     Json(s.media.describe()).into_response()
 }
+
+/// `POST /v1/test/panic` (only with `EDGEMEET_SFU_TEST_PANIC=1`): a task panics holding the room
+/// map's lock, as a bug would; the SFU must then report itself failed and drain.
+pub async fn test_panic(
+    State(s): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = verify_signature(&s, &method, &uri, &headers, b"") {
+        return r;
+    }
+    let media = s.media.clone();
+    tokio::spawn(async move { media.panic_holding_rooms_lock() });
+    StatusCode::ACCEPTED.into_response()
+}

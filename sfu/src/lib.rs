@@ -30,6 +30,11 @@ pub struct AppState {
     pub config: config::Config,
     pub metrics: Arc<metrics::Metrics>,
     pub draining: AtomicBool,
+    /// A task panicked: whatever it held may be broken (poisoned locks, half-made state), so this
+    /// SFU reports itself failed, drains and exits (see `main.rs`).
+    pub failed: AtomicBool,
+    /// Asks `main` to drain and stop (a panic).
+    pub stop: tokio::sync::Notify,
     pub media: Arc<media::Media>,
 }
 
@@ -51,6 +56,8 @@ impl AppState {
             config,
             metrics,
             draining: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            stop: tokio::sync::Notify::new(),
             media,
         })
     }
@@ -61,13 +68,24 @@ impl AppState {
         self.media.set_draining();
     }
 
+    /// A task panicked: out of the registry (draining, `/healthz` 503), then stop.
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+        self.set_draining();
+        self.stop.notify_one();
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/v1/rooms", get(control::rooms))
@@ -88,19 +106,35 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/rooms/{room}/participants/{id}/block",
             post(control::block),
         )
-        .route("/v1/rooms/{room}/participants/{id}", delete(control::leave))
-        .fallback(not_found)
-        .with_state(state)
+        .route("/v1/rooms/{room}/participants/{id}", delete(control::leave));
+    // Tests only (the variable is never set in a deployment): a signed request makes a task
+    // panic while it holds the room map's lock, as a bug would.
+    let router = if std::env::var("EDGEMEET_SFU_TEST_PANIC").as_deref() == Ok("1") {
+        router.route("/v1/test/panic", post(control::test_panic))
+    } else {
+        router
+    };
+    router.fallback(not_found).with_state(state)
 }
 
 async fn healthz(State(s): State<Arc<AppState>>) -> impl IntoResponse {
-    Json(json!({
-        "status": if s.is_draining() { "draining" } else { "ok" },
-        "id": s.config.id,
-        "region": s.config.region,
-        "version": env!("CARGO_PKG_VERSION"),
-        "participants": s.metrics.participants.get(),
-    }))
+    let (code, status) = if s.is_failed() {
+        (StatusCode::SERVICE_UNAVAILABLE, "failed")
+    } else if s.is_draining() {
+        (StatusCode::OK, "draining")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    (
+        code,
+        Json(json!({
+            "status": status,
+            "id": s.config.id,
+            "region": s.config.region,
+            "version": env!("CARGO_PKG_VERSION"),
+            "participants": s.metrics.participants.get(),
+        })),
+    )
 }
 
 async fn metrics_text(State(s): State<Arc<AppState>>) -> impl IntoResponse {

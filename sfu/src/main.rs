@@ -1,4 +1,5 @@
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use edgemeet_sfu::{config, heartbeat, router, AppState};
@@ -6,6 +7,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Longest wait for our rooms to move away after SIGTERM.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The exit status after a panic (EX_SOFTWARE): a supervisor restarts the SFU.
+const FAILED_EXIT: i32 = 70;
 /// While draining, rooms still here are named to the edge again this often.
 const DRAIN_NOTICE_AGAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -44,6 +47,29 @@ async fn main() -> ExitCode {
     tracing::info!(id = %config.id, region = %config.region, listen = %config.listen, public_url = %config.public_url,
         edge = config.edge_url.as_deref().unwrap_or("-"), "SFU starting");
     let state = AppState::new(config);
+    // A panic anywhere (a task's) leaves whatever it held broken — poisoned locks, half-made state
+    // — while everything else runs on: this SFU would look healthy and fail calls. Instead it
+    // reports itself failed (`/healthz` 503, draining heartbeats: out of the registry), asks the
+    // edge to move its rooms, and exits — at the latest after the drain time, whatever state the
+    // drain finds.
+    {
+        let hook_state = Arc::downgrade(&state);
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default_hook(info);
+            let Some(s) = hook_state.upgrade() else {
+                return;
+            };
+            if !s.is_failed() {
+                tracing::error!(panic = %info, "a task panicked: this SFU reports itself failed, drains and exits");
+                std::thread::spawn(|| {
+                    std::thread::sleep(DRAIN_TIMEOUT + std::time::Duration::from_secs(5));
+                    std::process::exit(FAILED_EXIT);
+                });
+            }
+            s.fail();
+        }));
+    }
     let beats = tokio::spawn(heartbeat::run(state.clone()));
 
     let shutdown_state = state.clone();
@@ -53,6 +79,7 @@ async fn main() -> ExitCode {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: draining"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
+            _ = shutdown_state.stop.notified() => tracing::error!("failed: draining"),
         }
         shutdown_state.set_draining();
         // Tell the edge at once, so no new room lands here while we go, and have our rooms move
@@ -91,6 +118,11 @@ async fn main() -> ExitCode {
         .with_graceful_shutdown(shutdown)
         .await;
     beats.abort();
+    if state.is_failed() {
+        // Closing sessions would take the locks the panic may have poisoned.
+        tracing::error!("SFU stopped after a panic");
+        return ExitCode::from(FAILED_EXIT as u8);
+    }
     state.media.close_all().await;
     match served {
         Ok(()) => {

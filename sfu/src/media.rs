@@ -573,18 +573,35 @@ impl Media {
             .unwrap_or(0)
     }
 
-    /// Names of the rooms with media here.
+    /// Names of the rooms with media here (also after a panic poisoned the lock).
     pub fn room_names(&self) -> Vec<String> {
-        self.rooms.lock().unwrap().keys().cloned().collect()
+        self.rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
     }
 
+    /// Also after a panic poisoned the locks (a failed SFU still drains).
     pub fn participant_count(&self) -> usize {
         self.rooms
             .lock()
-            .unwrap()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
-            .map(|r| r.peers.lock().unwrap().len())
+            .map(|r| {
+                r.peers
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len()
+            })
             .sum()
+    }
+
+    /// For the panic test only (see `control::test_panic`).
+    pub fn panic_holding_rooms_lock(&self) {
+        let _rooms = self.rooms.lock();
+        panic!("test panic while holding the room map");
     }
 
     fn update_gauges(&self) {

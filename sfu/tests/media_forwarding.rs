@@ -155,8 +155,13 @@ fn free_port() -> u16 {
 }
 
 fn start_sfu(port: u16, edge: SocketAddr) -> Sfu {
+    start_sfu_env(port, edge, &[])
+}
+
+fn start_sfu_env(port: u16, edge: SocketAddr, env: &[(&str, &str)]) -> Sfu {
     let udp = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_edgemeet-sfu"))
+        .envs(env.iter().copied())
         .args([
             "--id",
             "test-1",
@@ -619,9 +624,13 @@ async fn bad_control_requests_get_clear_errors() {
 
 /// The SFU binary with a fake edge, up and answering.
 async fn sfu_with_edge() -> (Sfu, String, Inboxes, Arc<EdgeLog>) {
+    sfu_with_edge_env(&[]).await
+}
+
+async fn sfu_with_edge_env(env: &[(&str, &str)]) -> (Sfu, String, Inboxes, Arc<EdgeLog>) {
     let (edge, inboxes, log) = fake_edge().await;
     let port = free_port();
-    let sfu = start_sfu(port, edge);
+    let sfu = start_sfu_env(port, edge, env);
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while reqwest::get(format!("{base}/healthz")).await.is_err() {
@@ -745,4 +754,55 @@ async fn an_event_the_edge_could_not_take_is_sent_again_with_a_version() {
     );
     sender.abort();
     let _ = speaker.pc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_takes_the_sfu_out_drains_its_rooms_and_ends_it() {
+    // Before, a panicking task poisoned the locks it held while `/healthz` still said "ok": the
+    // registry kept the SFU, and calls on it failed.
+    let (mut sfu, base, inboxes, log) =
+        sfu_with_edge_env(&[("EDGEMEET_SFU_TEST_PANIC", "1"), ("RUST_BACKTRACE", "0")]).await;
+    let mut p = test_peer(RtpCodecKind::Audio, 0x5000).await;
+    let rx = inbox("someone", &inboxes);
+    p.join(&base, "someone").await;
+    answer_offers(p.pc.clone(), base.clone(), "someone", rx);
+    let health = || async {
+        let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(health().await.0, 200);
+
+    let (status, text) = control_call(&base, "POST", "/v1/test/panic", String::new()).await;
+    assert_eq!(status, 202, "{text}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (code, body) = health().await;
+        if code == 503 && body.contains("\"failed\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still healthy after a panic: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let l = log.clone();
+    wait_until(
+        "the edge is asked to move the room",
+        Duration::from_secs(5),
+        || l.draining.lock().unwrap().iter().any(|d| d.contains(ROOM)),
+    )
+    .await;
+    // It exits (the drain ends when the room has moved, or at its time limit) with the failure
+    // status, so a supervisor restarts it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = sfu.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the failed SFU did not exit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(70), "{status}");
+    let _ = p.pc.close().await;
 }
