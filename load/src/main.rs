@@ -10,6 +10,7 @@
 
 mod clip;
 mod edge;
+mod floor;
 mod peer;
 
 use std::path::PathBuf;
@@ -64,6 +65,9 @@ struct Args {
     /// Seconds measured per point (after a warm-up).
     #[arg(long, default_value_t = 10)]
     secs: u64,
+    /// Only print this machine's floor: the CPU one UDP send of a forwarded packet costs here.
+    #[arg(long)]
+    floor: bool,
     /// The core the SFU is pinned to (this tool takes the others).
     #[arg(long, default_value_t = 0)]
     sfu_cpu: usize,
@@ -498,6 +502,11 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(mut args: Args) -> Result<(), LoadError> {
+    // The machine's floor first: what the kernel alone charges for one forwarded packet here.
+    floor::run().map_err(|e| LoadError::Io("the UDP floor".into(), e))?;
+    if args.floor {
+        return Ok(());
+    }
     let names: Vec<String> = if args.quick {
         args.secs = args.secs.min(5);
         vec!["1x50".into()]

@@ -90,6 +90,9 @@ enum Cmd {
         /// One point (1x50) with a short window.
         #[arg(long)]
         quick: bool,
+        /// Only the machine's floor (the CPU one loopback UDP send costs).
+        #[arg(long)]
+        floor: bool,
         /// Seconds measured per point.
         #[arg(long, default_value_t = 10)]
         secs: u64,
@@ -134,9 +137,10 @@ fn main() -> ExitCode {
         Cmd::Soak { minutes } => soak(minutes),
         Cmd::Load {
             quick,
+            floor,
             secs,
             points,
-        } => load(quick, secs, &points),
+        } => load(quick, floor, secs, &points),
         Cmd::Impair(imp) => {
             // Ctrl-C / SIGTERM end the impairment cleanly (its rules come out).
             STACK_UP.store(true, Ordering::SeqCst);
@@ -619,7 +623,7 @@ fn soak(minutes: u64) -> Result<()> {
     r
 }
 
-fn load(quick: bool, secs: u64, points: &[String]) -> Result<()> {
+fn load(quick: bool, floor: bool, secs: u64, points: &[String]) -> Result<()> {
     let p = setup::Paths::new();
     if cmd::output(Command::new("vpxenc").arg("--help")).is_none() {
         // libvpx's own encoder makes the clips the publishers loop (once, kept in target/).
@@ -664,6 +668,9 @@ fn load(quick: bool, secs: u64, points: &[String]) -> Result<()> {
         .current_dir(&p.root);
     if quick {
         c.arg("--quick");
+    }
+    if floor {
+        c.arg("--floor");
     }
     step("load (SFU pinned to core 0)", || {
         cmd::run(
