@@ -34,7 +34,10 @@ fn measure(
     batch: usize,
     gso: usize,
     count: usize,
+    cores: (usize, usize),
 ) -> std::io::Result<(f64, f64)> {
+    // The sender on one core (the SFU's, in `cargo xtask load`), the receivers' drain on another.
+    pin(cores.0);
     let tx = UdpSocket::bind("127.0.0.1:0")?;
     if gso > 1 {
         let seg: libc::c_int = size as libc::c_int;
@@ -79,6 +82,7 @@ fn measure(
     let drain = {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            pin(cores.1);
             let mut buf = [0u8; 2048];
             let mut got = 0u64;
             let mut drained_after_stop = false;
@@ -134,16 +138,23 @@ fn measure(
         }
         // SAFETY: `msgs[..n]` point at live buffers and addresses for the duration of the call.
         let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as u32, 0) };
+        if wall.elapsed() > Duration::from_secs(20) {
+            break;
+        }
         if r <= 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock && e.raw_os_error() != Some(libc::ENOBUFS)
+            {
+                stop.store(true, Ordering::Relaxed);
+                let _ = drain.join();
+                return Err(e);
+            }
             // A full socket buffer: let the drain catch up.
             std::thread::sleep(Duration::from_micros(50));
             continue;
         }
         sent += r as usize * gso;
         next = (next + r as usize) % receivers;
-        if wall.elapsed() > Duration::from_secs(20) {
-            break;
-        }
     }
     let cpu = thread_cpu() - start;
     stop.store(true, Ordering::Relaxed);
@@ -154,8 +165,21 @@ fn measure(
     ))
 }
 
-/// Prints the floor for a forwarded packet's send on this machine.
-pub fn run() -> std::io::Result<()> {
+/// Pins the calling thread to `core` (best effort: the figures say where it ran anyway).
+fn pin(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it; 0 = the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Prints the floor for a forwarded packet's send on this machine: the sender on `core` (the
+/// SFU's), the receivers drained on another.
+pub fn run(core: usize) -> std::io::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let other = if cores > 1 { (core + 1) % cores } else { core };
     println!("UDP send floor on 127.0.0.1 (1,200-byte datagrams, one socket → 100 receivers; CPU of the sending thread, which on loopback includes the receiving end's kernel path):");
     for (batch, gso, what) in [
         (1, 1, "one datagram per syscall"),
@@ -164,7 +188,10 @@ pub fn run() -> std::io::Result<()> {
         (1, 6, "GSO: 6 datagrams to one receiver per syscall"),
         (8, 6, "GSO 6 × sendmmsg 8"),
     ] {
-        let (us, delivered) = measure(100, 1_200, batch, gso, 240_000)?;
+        let (us, delivered) =
+            std::thread::spawn(move || measure(100, 1_200, batch, gso, 240_000, (core, other)))
+                .join()
+                .map_err(|_| std::io::Error::other("the measuring thread panicked"))??;
         println!("  {what:<46} {us:>5.2} µs per datagram ({delivered:.1} % delivered)");
     }
     Ok(())

@@ -97,7 +97,7 @@ fn parse_point(s: &str) -> Result<Point, LoadError> {
         p.parse().map_err(|_| bad())?,
         s2.parse().map_err(|_| bad())?,
     );
-    if publishers == 0 || rooms == 0 || publishers + subscribers > 1_000 {
+    if publishers == 0 || rooms == 0 || (publishers + subscribers).saturating_mul(rooms) > 1_000 {
         return Err(bad());
     }
     Ok(Point {
@@ -220,16 +220,19 @@ fn rss_bytes(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn sfu_metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
-    let Ok(res) = http.get(format!("{base}/metrics")).send().await else {
-        return 0.0;
-    };
-    let text = res.text().await.unwrap_or_default();
+async fn sfu_metric(http: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 struct Figures {
@@ -406,9 +409,14 @@ async fn run_point(
     drop(sfu);
 
     let wall = (t1 - t0).as_secs_f64();
+    let (Some(fwd0), Some(fwd1)) = (fwd0, fwd1) else {
+        return Err(LoadError::Sfu(
+            "its /metrics did not answer during the window".into(),
+        ));
+    };
     let forwarded = fwd1 - fwd0;
-    let sfu_cpu = (cpu1 - cpu0).as_secs_f64() / wall;
-    let us_per_packet = (cpu1 - cpu0).as_secs_f64() * 1e6 / forwarded.max(1.0);
+    let sfu_cpu = cpu1.saturating_sub(cpu0).as_secs_f64() / wall;
+    let us_per_packet = cpu1.saturating_sub(cpu0).as_secs_f64() * 1e6 / forwarded.max(1.0);
     let received: u64 = stats.iter().map(|s| s.packets).sum();
     let gaps: u64 = stats.iter().map(|s| s.gaps).sum();
     let late: u64 = stats.iter().map(|s| s.late).sum();
@@ -439,7 +447,7 @@ async fn run_point(
         p50_ms: percentile(&lat, 0.5) / 1000.0,
         p99_ms: percentile(&lat, 0.99) / 1000.0,
         rss_per_peer_mb: rss.saturating_sub(rss_idle) as f64 / peers as f64 / 1_048_576.0,
-        load_cpu: (me1 - me0).as_secs_f64() / wall,
+        load_cpu: me1.saturating_sub(me0).as_secs_f64() / wall,
         first_video_ms: (
             percentile(&firsts, 0.5),
             firsts.last().copied().unwrap_or(0) as f64,
@@ -503,7 +511,9 @@ fn main() -> std::process::ExitCode {
 
 async fn run(mut args: Args) -> Result<(), LoadError> {
     // The machine's floor first: what the kernel alone charges for one forwarded packet here.
-    floor::run().map_err(|e| LoadError::Io("the UDP floor".into(), e))?;
+    if let Err(e) = floor::run(args.sfu_cpu) {
+        eprintln!("the UDP floor could not be measured: {e}");
+    }
     if args.floor {
         return Ok(());
     }

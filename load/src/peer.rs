@@ -3,6 +3,7 @@
 //! pre-encoded clips (camera, optionally as three simulcast layers, and a microphone); every peer
 //! counts what it receives without decoding it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,7 +118,7 @@ pub type Tracks = Arc<Mutex<Vec<Arc<Mutex<TrackStats>>>>>;
 struct Handler {
     gathered: mpsc::UnboundedSender<()>,
     connected: mpsc::UnboundedSender<()>,
-    failed: Arc<std::sync::atomic::AtomicBool>,
+    failed: Arc<AtomicBool>,
     tracks: Tracks,
     epoch: Instant,
     connected_at: Arc<Mutex<Instant>>,
@@ -136,9 +137,9 @@ impl PeerConnectionEventHandler for Handler {
                 *self.connected_at.lock().unwrap() = Instant::now();
                 let _ = self.connected.send(());
             }
-            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => self
-                .failed
-                .store(true, std::sync::atomic::Ordering::Relaxed),
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                self.failed.store(true, Ordering::Relaxed)
+            }
             _ => {}
         }
     }
@@ -214,7 +215,7 @@ fn local_track(kind: RtpCodecKind, name: &str, ssrcs: &[(u32, &str)]) -> Arc<Tra
 pub struct Peer {
     pub id: String,
     pub pc: Arc<dyn PeerConnection>,
-    pub failed: Arc<std::sync::atomic::AtomicBool>,
+    pub failed: Arc<AtomicBool>,
     mic: Option<Arc<TrackLocalStaticRTP>>,
     cam: Option<Arc<TrackLocalStaticRTP>>,
     /// Simulcast publishers: the ids the SFU's answer gave the MID and RID extensions, and the
@@ -306,7 +307,7 @@ impl Peer {
             .with(Slot::from(14_000), KeyframeRequests::default());
         let (gtx, mut grx) = mpsc::unbounded_channel();
         let (ctx_tx, mut crx) = mpsc::unbounded_channel();
-        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failed = Arc::new(AtomicBool::new(false));
         let handler = Arc::new(Handler {
             gathered: gtx,
             connected: ctx_tx,
@@ -461,6 +462,21 @@ impl Peer {
         }
         if let Some(cam) = self.cam.clone() {
             let (base, sdes) = (self.ssrc_base, self.sdes.clone());
+            // Keyframe requests are heard beside the send loop, which only looks at a flag.
+            let restart = Arc::new(AtomicBool::new(false));
+            let (cam2, flag) = (cam.clone(), restart.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match cam2.poll().await {
+                        Some(TrackLocalEvent::OnRtcpPacket(_)) => {
+                            flag.store(true, Ordering::Relaxed)
+                        }
+                        Some(_) => {}
+                        // Not bound (yet, or any more): nothing to hear for now.
+                        None => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            }));
             tasks.push(tokio::spawn(async move {
                 let which: Vec<usize> = if simulcast { vec![0, 1, 2] } else { vec![2] };
                 let mut seq: Vec<u16> = which.iter().map(|&l| rand_u16(base + l as u32)).collect();
@@ -469,18 +485,11 @@ impl Peer {
                 let frames = clips[2].frames.len();
                 let mut n = 0usize;
                 loop {
-                    tokio::select! {
-                        biased;
-                        evt = cam.poll() => {
-                            match evt {
-                                // A keyframe request: the clip starts again (its first frame is one).
-                                Some(TrackLocalEvent::OnRtcpPacket(_)) => n = 0,
-                                Some(_) => {}
-                                None => tokio::time::sleep(Duration::from_millis(20)).await,
-                            }
-                            continue;
-                        }
-                        _ = tick.tick() => {}
+                    tick.tick().await;
+                    // A keyframe request since the last frame: the clip starts again (its first
+                    // frame is one).
+                    if restart.swap(false, Ordering::Relaxed) {
+                        n = 0;
                     }
                     let active = layers.borrow_and_update().clone();
                     for (k, &l) in which.iter().enumerate() {

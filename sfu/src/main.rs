@@ -9,6 +9,8 @@ use tracing_subscriber::EnvFilter;
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The exit status after a panic (EX_SOFTWARE): a supervisor restarts the SFU.
 const FAILED_EXIT: i32 = 70;
+/// …and when the drain after a panic did not end in time (the process is ended from a thread).
+const FORCED_EXIT: i32 = 71;
 /// While draining, rooms still here are named to the edge again this often.
 const DRAIN_NOTICE_AGAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -64,7 +66,7 @@ async fn main() -> ExitCode {
                 tracing::error!(panic = %info, "a task panicked: this SFU reports itself failed, drains and exits");
                 std::thread::spawn(|| {
                     std::thread::sleep(DRAIN_TIMEOUT + std::time::Duration::from_secs(5));
-                    std::process::exit(FAILED_EXIT);
+                    std::process::exit(FORCED_EXIT);
                 });
             }
             s.fail();

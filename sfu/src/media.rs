@@ -65,9 +65,10 @@ use webrtc::rtp_transceiver::RtpSender;
 use webrtc::runtime::Runtime;
 
 use crate::codec::{starts_keyframe, vp8_ids, vp8_set_ids, VideoCodec};
-use crate::downlink::{camera_cap, nacked_seqs, DownlinkEstimator, Forwarded};
-use crate::forward::{Negotiated, Rewriter};
-use crate::layers::{LayerSelector, Verdict, LAYERS};
+use crate::downlink::{camera_cap, nacked_seqs, DownlinkEstimator};
+use crate::fanout::{PacketIn, SubForward};
+use crate::forward::Negotiated;
+use crate::layers::LAYERS;
 use crate::metrics::Metrics;
 use crate::offer::{OfferLayout, TrackKind};
 use crate::outbox::{Outbox, Outcome};
@@ -158,7 +159,14 @@ pub struct Media {
     /// Events for the edge (dynacast, speaker) and the task that sends them.
     outbox: Mutex<Outbox>,
     outbox_running: AtomicBool,
-    outbox_wake: tokio::sync::Notify,
+    outbox_wake: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Media {
+    fn drop(&mut self) {
+        // The event sender waits on this: woken, it finds the SFU gone and ends.
+        self.outbox_wake.notify_one();
+    }
 }
 
 struct RoomMedia {
@@ -306,21 +314,8 @@ struct SubTrack {
     local: Arc<TrackLocalStaticRTP>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
-    state: Mutex<SubState>,
-}
-
-struct SubState {
-    /// Negotiated with the subscriber (its answer arrived): packets may flow.
-    ready: bool,
-    /// The layer wanted (non-simulcast: `Some(0)` = on, `None` = the tile is hidden).
-    want: Option<usize>,
-    /// Simulcast: which layer to forward and when to switch.
-    selector: Option<LayerSelector>,
-    /// Video: drop until the first packet of a keyframe, so the decoder starts clean.
-    need_keyframe: bool,
-    rewriter: Rewriter,
-    /// The numbers forwarded lately: a NACK for one of them is this downlink's loss.
-    forwarded: Forwarded,
+    /// What is decided per packet for it (pure: [`SubForward`]).
+    state: Mutex<SubForward>,
 }
 
 fn kind_name(kind: RtpCodecKind) -> &'static str {
@@ -550,7 +545,7 @@ impl Media {
             me: me.clone(),
             outbox: Mutex::new(Outbox::default()),
             outbox_running: AtomicBool::new(false),
-            outbox_wake: tokio::sync::Notify::new(),
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -993,17 +988,13 @@ impl Media {
             local: local.clone(),
             sender,
             ssrc,
-            state: Mutex::new({
-                let want = peer.want(&published.publisher, published.track);
-                SubState {
-                    ready: false,
-                    want,
-                    selector: published.simulcast.then(|| LayerSelector::new(want)),
-                    need_keyframe: published.video.is_some(),
-                    rewriter: Rewriter::new(ssrc, clock, Negotiated::new()),
-                    forwarded: Forwarded::default(),
-                }
-            }),
+            state: Mutex::new(SubForward::new(
+                peer.want(&published.publisher, published.track),
+                published.simulcast,
+                published.video.is_some(),
+                ssrc,
+                clock,
+            )),
         });
         {
             let mut subs = peer.subscriptions.lock().unwrap();
@@ -1119,26 +1110,56 @@ impl Media {
         };
         // The edge may be briefly unreachable, or the room's Durable Object busy: the offer goes
         // again with backoff (the same offer: it is our local description) until it is taken, the
-        // edge refuses it for good, the participant is gone, or `GIVE_UP_AFTER`.
+        // edge refuses it for good, or `OFFER_GIVE_UP_AFTER` — and only while it is still the offer
+        // this session waits on (an answer that came anyway, a newer offer, or a new session of
+        // the participant ends the retries).
         let started = Instant::now();
         let mut attempt = 0;
         loop {
-            match self.send_offer(&peer.room, &peer.id, sdp.clone()).await {
-                Ok(()) => return,
-                Err(e) => {
-                    let again = e.worth_retrying()
-                        && !peer.closed.load(Ordering::SeqCst)
-                        && started.elapsed() < crate::outbox::GIVE_UP_AFTER;
-                    tracing::warn!(room = %peer.room, participant = %peer.id, error = %e, again, "could not deliver offer through the edge");
-                    if !again {
-                        peer.negotiation.lock().await.awaiting_answer = false;
-                        return;
-                    }
-                    tokio::time::sleep(crate::outbox::backoff(attempt)).await;
-                    attempt += 1;
-                }
+            if attempt > 0 && !self.offer_still_pending(&peer, &sdp).await {
+                return;
             }
+            let Err(e) = self.send_offer(&peer.room, &peer.id, sdp.clone()).await else {
+                return;
+            };
+            let again = e.worth_retrying()
+                && !peer.closed.load(Ordering::SeqCst)
+                && started.elapsed() < crate::outbox::OFFER_GIVE_UP_AFTER;
+            tracing::warn!(room = %peer.room, participant = %peer.id, error = %e, again, "could not deliver offer through the edge");
+            if !again {
+                let queued = {
+                    let mut neg = peer.negotiation.lock().await;
+                    neg.awaiting_answer = false;
+                    std::mem::take(&mut neg.again)
+                };
+                if queued {
+                    // Changes made meanwhile still need an offer of their own.
+                    self.spawn_renegotiate(peer);
+                }
+                return;
+            }
+            tokio::time::sleep(crate::outbox::backoff(attempt)).await;
+            attempt += 1;
         }
+    }
+
+    /// Is `sdp` still the offer `peer` waits for an answer to, and `peer` the participant's
+    /// current session?
+    async fn offer_still_pending(&self, peer: &Arc<Peer>, sdp: &str) -> bool {
+        if peer.closed.load(Ordering::SeqCst)
+            || !self
+                .peer(&peer.room, &peer.id)
+                .is_some_and(|p| Arc::ptr_eq(&p, peer))
+        {
+            return false;
+        }
+        let neg = peer.negotiation.lock().await;
+        neg.awaiting_answer
+            && peer
+                .pc
+                .local_description()
+                .await
+                .is_some_and(|d| d.sdp == sdp)
     }
 
     async fn send_offer(
@@ -1330,17 +1351,7 @@ impl Media {
                 _ => continue,
             };
             let want = peer.want(&publisher, track);
-            let mut st = sub.state.lock().unwrap();
-            if st.want == want {
-                continue;
-            }
-            if st.want.is_none() {
-                st.need_keyframe = true; // shown again: start clean
-            }
-            st.want = want;
-            if let Some(sel) = st.selector.as_mut() {
-                sel.set_want(want);
-            }
+            sub.state.lock().unwrap().set_want(want);
         }
         if let Some(r) = self.room(&peer.room) {
             self.update_dynacast(&r);
@@ -1409,8 +1420,8 @@ impl Media {
         });
     }
 
-    /// Queues `event` for the edge (see [`crate::outbox`]): in order, sent again until the edge
-    /// took it, superseded by a newer one about the same thing.
+    /// Queues `event` for the edge (see [`crate::outbox`]): per key in order, sent again until the
+    /// edge took it, superseded by a newer one about the same thing.
     fn spawn_event(&self, event: SfuEvent) {
         if self.cfg.edge_url.is_none() {
             return;
@@ -1420,63 +1431,72 @@ impl Media {
             .map_or(0, |d| d.as_micros() as u64);
         self.outbox.lock().unwrap().push(unix_us, event);
         if !self.outbox_running.swap(true, Ordering::SeqCst) {
-            if let Some(me) = self.me.upgrade() {
-                tokio::spawn(async move { me.send_events().await });
-            }
+            tokio::spawn(Self::send_events(self.me.clone(), self.outbox_wake.clone()));
         }
         self.outbox_wake.notify_one();
     }
 
-    /// Posts the outbox's events to the edge, one at a time, for as long as the SFU runs.
-    async fn send_events(self: Arc<Self>) {
-        let Some(edge) = self.cfg.edge_url.clone() else {
-            return;
-        };
+    /// Posts the outbox's events to the edge for as long as the SFU runs (it holds the SFU only
+    /// while it works: a dropped `Media` wakes it and it ends).
+    async fn send_events(me: Weak<Media>, wake: Arc<tokio::sync::Notify>) {
         loop {
-            let (next, timeout) = {
-                let mut o = self.outbox.lock().unwrap();
-                (o.poll_send(Instant::now()), o.poll_timeout())
-            };
-            let Some(event) = next else {
-                match timeout {
-                    Some(at) => {
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(at.into()) => {}
-                            _ = self.outbox_wake.notified() => {}
-                        }
-                    }
-                    None => self.outbox_wake.notified().await,
+            let timeout = {
+                let Some(media) = me.upgrade() else { return };
+                let (batch, timeout) = {
+                    let mut o = media.outbox.lock().unwrap();
+                    let now = Instant::now();
+                    let batch: Vec<SfuEvent> = std::iter::from_fn(|| o.poll_send(now)).collect();
+                    (batch, o.poll_timeout())
+                };
+                for event in batch {
+                    let media = media.clone();
+                    tokio::spawn(async move {
+                        let outcome = media.post_event(&event).await;
+                        media
+                            .outbox
+                            .lock()
+                            .unwrap()
+                            .sent(Instant::now(), &event, outcome);
+                        media.outbox_wake.notify_one();
+                    });
                 }
-                continue;
+                timeout
             };
-            let outcome = match serde_json::to_vec(&event) {
-                Err(_) => Outcome::Refused,
-                Ok(body) => match crate::heartbeat::post_signed(
-                    &self.http,
-                    &edge,
-                    &self.cfg.control_secret,
-                    EVENT_PATH,
-                    body,
-                )
-                .await
-                {
-                    Ok(()) => Outcome::Delivered,
-                    Err(e) => {
-                        let again = e.worth_retrying();
-                        tracing::warn!(room = event.room(), error = %e, again, "could not deliver an event to the edge");
-                        if again {
-                            Outcome::Failed
-                        } else {
-                            Outcome::Refused
-                        }
+            match timeout {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = wake.notified() => {}
                     }
-                },
-            };
-            let mut o = self.outbox.lock().unwrap();
-            let dropped = o.dropped;
-            o.sent(Instant::now(), outcome);
-            if o.dropped > dropped {
-                tracing::warn!(room = event.room(), "gave up on an event for the edge");
+                }
+                None => wake.notified().await,
+            }
+        }
+    }
+
+    async fn post_event(&self, event: &SfuEvent) -> Outcome {
+        let (Some(edge), Ok(body)) = (self.cfg.edge_url.as_deref(), serde_json::to_vec(event))
+        else {
+            return Outcome::Refused;
+        };
+        match crate::heartbeat::post_signed(
+            &self.http,
+            edge,
+            &self.cfg.control_secret,
+            EVENT_PATH,
+            body,
+        )
+        .await
+        {
+            Ok(()) => Outcome::Delivered,
+            Err(e) => {
+                let again = e.worth_retrying();
+                tracing::warn!(room = event.room(), error = %e, again, "could not deliver an event to the edge");
+                if again {
+                    Outcome::Failed
+                } else {
+                    Outcome::Refused
+                }
             }
         }
     }
@@ -1506,6 +1526,8 @@ impl Media {
             };
             if r.peers.lock().unwrap().is_empty() {
                 rooms.remove(room);
+                // Nothing more to tell the edge about it.
+                self.outbox.lock().unwrap().forget_room(room);
             }
             if peer.is_some() {
                 r.speaker.lock().unwrap().remove(id);
@@ -1721,113 +1743,70 @@ async fn forward_loop(
         // Layers to ask a keyframe of (bit per layer).
         let mut want_keyframe: u8 = 0;
         let asked = published.keyframe_wanted.swap(false, Ordering::Relaxed);
+        let pin = PacketIn {
+            layer,
+            ssrc,
+            seq: pkt.header.sequence_number,
+            timestamp: pkt.header.timestamp,
+            payload_type: pkt.header.payload_type,
+            keyframe,
+            padding,
+            vp8,
+        };
         for sub in subs.iter() {
-            let mapped = {
-                let mut st = sub.state.lock().unwrap();
-                let st = &mut *st;
-                if !st.ready || !sub.connected.load(Ordering::Relaxed) {
-                    if let Some(sel) = st.selector.as_mut() {
-                        sel.observe(layer, now_ms);
-                    }
-                    continue;
-                }
+            let step = {
+                // A keyframe this subscriber asked for (a stale NACK), or one asked for everyone.
                 let mine = sub.keyframe_wanted.swap(false, Ordering::Relaxed);
-                if let Some(sel) = st.selector.as_mut() {
-                    let verdict = sel.on_packet(layer, keyframe, now_ms);
-                    if let Some(l) = sel.tick(now_ms) {
-                        want_keyframe |= 1 << l;
-                    }
-                    if asked || mine {
-                        if let Some(c) = sel.current() {
-                            want_keyframe |= 1 << c;
-                        }
-                    }
-                    if verdict == Verdict::Switch {
-                        // A new start (another layer, or the same one after the tile was hidden):
-                        // numbering follows on from the last packet sent.
-                        st.rewriter.restart();
-                        metrics.layer_switches.inc();
-                        tracing::debug!(subscriber = %sub.subscriber, publisher = %published.publisher, layer, "layer switch");
-                    }
-                    if verdict == Verdict::Drop {
-                        continue;
-                    }
-                } else {
-                    if st.want.is_none() {
-                        continue; // hidden tile
-                    }
-                    if asked || mine {
-                        want_keyframe |= 1;
-                    }
-                    if st.need_keyframe {
-                        if !keyframe {
-                            want_keyframe |= 1;
-                            continue;
-                        }
-                        st.need_keyframe = false;
-                        st.rewriter.restart();
-                    }
-                }
-                if padding {
-                    st.rewriter.skip(ssrc, pkt.header.sequence_number);
-                    continue;
-                }
-                st.rewriter
-                    .map(
-                        pkt.header.payload_type,
-                        pkt.header.sequence_number,
-                        pkt.header.timestamp,
-                        ssrc,
-                        now_us,
-                    )
-                    .map(|m| {
-                        st.forwarded.mark(m.seq, now_ms);
-                        if keyframe {
-                            st.forwarded.keyframe_at(m.seq);
-                        }
-                        let ids = vp8.map(|ids| (ids, st.rewriter.map_vp8(ids)));
-                        (m, ids)
-                    })
+                sub.state.lock().unwrap().on_packet(
+                    &pin,
+                    sub.connected.load(Ordering::Relaxed),
+                    asked || mine,
+                    now_us,
+                )
             };
-            match mapped {
-                Ok((m, ids)) => {
-                    let payload = match ids {
-                        // Renumbered (this subscriber has switched layers): its own copy. The
-                        // only allocation of ours on this path.
-                        Some((from, to)) if from != to => {
-                            let mut p = pkt.payload.to_vec();
-                            vp8_set_ids(&mut p, &to);
-                            p.into()
-                        }
-                        _ => pkt.payload.clone(),
-                    };
-                    let out = rtp::Packet {
-                        header: rtp::header::Header {
-                            version: 2,
-                            marker: pkt.header.marker,
-                            payload_type: m.payload_type,
-                            sequence_number: m.seq,
-                            timestamp: m.timestamp,
-                            ssrc: m.ssrc,
-                            ..Default::default()
-                        },
-                        payload,
-                    };
-                    if sub.local.write_rtp(out).await.is_ok() {
-                        sub.sent
-                            .fetch_add(pkt.payload.len() as u64 + 12, Ordering::Relaxed);
-                        sub.sent_packets.fetch_add(1, Ordering::Relaxed);
-                        metrics.forwarded_packets.inc();
-                        metrics
-                            .forwarded_bytes
-                            .inc_by(pkt.payload.len() as u64 + 12);
-                    } else {
-                        metrics.dropped_packets.inc();
-                    }
+            want_keyframe |= step.keyframe_layers;
+            if step.switched && published.simulcast {
+                metrics.layer_switches.inc();
+                tracing::debug!(subscriber = %sub.subscriber, publisher = %published.publisher, layer, "layer switch");
+            }
+            if step.dropped {
+                metrics.dropped_packets.inc();
+            }
+            let Some((m, renumbered)) = step.send else {
+                continue;
+            };
+            let payload = match renumbered {
+                // Renumbered (this subscriber has switched layers): its own copy. The only
+                // allocation of ours on this path.
+                Some(to) => {
+                    let mut p = pkt.payload.to_vec();
+                    vp8_set_ids(&mut p, &to);
+                    p.into()
                 }
-                Err(_) => {
-                    metrics.dropped_packets.inc();
-                }
+                None => pkt.payload.clone(),
+            };
+            let out = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    marker: pkt.header.marker,
+                    payload_type: m.payload_type,
+                    sequence_number: m.seq,
+                    timestamp: m.timestamp,
+                    ssrc: m.ssrc,
+                    ..Default::default()
+                },
+                payload,
+            };
+            if sub.local.write_rtp(out).await.is_ok() {
+                sub.sent
+                    .fetch_add(pkt.payload.len() as u64 + 12, Ordering::Relaxed);
+                sub.sent_packets.fetch_add(1, Ordering::Relaxed);
+                metrics.forwarded_packets.inc();
+                metrics
+                    .forwarded_bytes
+                    .inc_by(pkt.payload.len() as u64 + 12);
+            } else {
+                metrics.dropped_packets.inc();
             }
         }
         want_keyframe |= pending_pli;

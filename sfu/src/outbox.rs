@@ -1,15 +1,19 @@
-//! What the SFU tells the edge about its rooms (dynacast layers, active speaker), pure: events go
-//! out one at a time in the order they happened, each with a version that rises with every event
-//! (µs of the SFU's wall clock, strictly increasing), and one the edge did not take is sent again
-//! with backoff. A newer event about the same thing (see [`SfuEvent::key`]) supersedes a queued
-//! one, so the queue holds at most one event per publisher and room. The room applies an event
-//! only if it is newer than the last it applied, so a repeat changes nothing.
+//! What the SFU tells the edge about its rooms (dynacast layers, active speaker), pure. Each event
+//! has a key — what it is about ([`SfuEvent::key`]: a publisher's layers, a room's speaker) — and a
+//! version that rises with every event (µs of the SFU's wall clock, strictly increasing). Per key,
+//! only the newest event matters, and events go out in order: one post per key at a time; a newer
+//! event waits for the post in flight and supersedes any older one still waiting. Different keys
+//! go out side by side (up to [`MAX_IN_FLIGHT`]), so one room whose Durable Object is slow holds
+//! up no other room. A post the edge did not take is sent again with backoff, for as long as the
+//! room is here ([`Outbox::forget_room`] when it leaves): the newest state must arrive, or the
+//! publisher's encoders and the SFU disagree until something else changes. An answer that refuses
+//! the event for what it is (a 4xx other than 408/429) is final. The room applies an event only
+//! if it is newer than the last it applied, so a repeat changes nothing.
 //!
-//! The shell (`media.rs`) feeds it: [`Outbox::push`] when something happens, [`Outbox::poll_send`]
-//! for the next event to post, [`Outbox::sent`] with the outcome, and sleeps until
-//! [`Outbox::poll_timeout`] or the next push.
+//! The shell (`media.rs`) feeds it: [`Outbox::push`] when something happens,
+//! [`Outbox::poll_send`] for the next event to post (repeatedly), [`Outbox::sent`] with each
+//! outcome, and sleeps until [`Outbox::poll_timeout`] or the next push or outcome.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use edgemeet_shared::protocol::SfuEvent;
@@ -17,10 +21,12 @@ use edgemeet_shared::protocol::SfuEvent;
 /// The first retry's delay; each further one doubles it, up to [`MAX_RETRY`].
 pub const FIRST_RETRY: Duration = Duration::from_millis(100);
 pub const MAX_RETRY: Duration = Duration::from_secs(5);
-/// An event the edge has not taken for this long is dropped (the room has moved on or is gone).
-pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
-/// At most this many events wait (one per publisher and room; more only with that many rooms).
+/// Posts in flight at once (each for another key).
+pub const MAX_IN_FLIGHT: usize = 4;
+/// At most this many keys wait (one per publisher and room; the oldest waiting one goes beyond).
 pub const MAX_QUEUED: usize = 4_096;
+/// An SFU offer the edge could not take is sent again for this long (see `media.rs`).
+pub const OFFER_GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 
 /// The delay before retry number `attempt` (0 = the first retry).
 pub fn backoff(attempt: u32) -> Duration {
@@ -33,23 +39,32 @@ pub fn backoff(attempt: u32) -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
-    /// The edge answered that it will never take it (a 4xx other than 408/429): not sent again.
+    /// The edge answered that it will never take it: not sent again.
     Refused,
     /// Unreachable, timed out, or a 5xx / 408 / 429: sent again later.
     Failed,
 }
 
+#[derive(Debug)]
+struct Entry {
+    key: String,
+    event: SfuEvent,
+    in_flight: bool,
+    /// A newer event for the key, come while `event` was in flight.
+    next: Option<SfuEvent>,
+    /// The room left while in flight: gone once the post ends.
+    forgotten: bool,
+    attempts: u32,
+    retry_at: Option<Instant>,
+}
+
 #[derive(Debug, Default)]
 pub struct Outbox {
-    queue: VecDeque<SfuEvent>,
+    /// In arrival order of their keys.
+    entries: Vec<Entry>,
     last_version: u64,
-    /// The head is being posted.
-    in_flight: bool,
-    /// Failed tries of the head, when its first try was, and when it may go again.
-    attempts: u32,
-    first_try: Option<Instant>,
-    retry_at: Option<Instant>,
-    /// Events dropped (superseded ones are not counted: nothing was lost).
+    /// Events dropped: refused, or pushed out of a full queue (superseded ones are not counted:
+    /// nothing was lost).
     pub dropped: u64,
 }
 
@@ -59,89 +74,118 @@ impl Outbox {
         let version = unix_us.max(self.last_version + 1);
         self.last_version = version;
         event.set_version(version);
-        // A queued event about the same thing is superseded (not the one being posted).
         let key = event.key();
-        let keep_head = usize::from(self.in_flight);
-        let mut i = 0;
-        self.queue.retain(|e| {
-            i += 1;
-            i <= keep_head || e.key() != key
-        });
-        if self.queue.len() >= MAX_QUEUED {
-            // The oldest not being posted goes.
-            if self.queue.remove(keep_head).is_some() {
-                self.dropped += 1;
-                if keep_head == 0 {
-                    self.reset_head();
-                }
+        if let Some(e) = self.entries.iter_mut().find(|e| e.key == key) {
+            if e.in_flight {
+                e.next = Some(event);
+                e.forgotten = false;
+            } else {
+                // New content: goes at once, whatever the older one's backoff was.
+                e.event = event;
+                e.attempts = 0;
+                e.retry_at = None;
             }
-        }
-        self.queue.push_back(event);
-    }
-
-    /// The next event to post now, if any (then nothing more until [`Outbox::sent`]).
-    pub fn poll_send(&mut self, now: Instant) -> Option<SfuEvent> {
-        if self.in_flight || self.retry_at.is_some_and(|t| now < t) {
-            return None;
-        }
-        let e = self.queue.front()?.clone();
-        self.in_flight = true;
-        self.first_try.get_or_insert(now);
-        Some(e)
-    }
-
-    /// The post of the event [`Outbox::poll_send`] gave ended with `outcome`.
-    pub fn sent(&mut self, now: Instant, outcome: Outcome) {
-        if !self.in_flight {
             return;
         }
-        self.in_flight = false;
-        let given_up = self
-            .first_try
-            .is_some_and(|t| now.saturating_duration_since(t) >= GIVE_UP_AFTER);
-        match outcome {
-            Outcome::Delivered => {
-                self.queue.pop_front();
-                self.reset_head();
-            }
-            Outcome::Refused => {
-                self.queue.pop_front();
+        if self.entries.len() >= MAX_QUEUED {
+            if let Some(i) = self.entries.iter().position(|e| !e.in_flight) {
+                self.entries.remove(i);
                 self.dropped += 1;
-                self.reset_head();
-            }
-            Outcome::Failed if given_up => {
-                self.queue.pop_front();
-                self.dropped += 1;
-                self.reset_head();
-            }
-            Outcome::Failed => {
-                self.retry_at = Some(now + backoff(self.attempts));
-                self.attempts += 1;
             }
         }
+        self.entries.push(Entry {
+            key,
+            event,
+            in_flight: false,
+            next: None,
+            forgotten: false,
+            attempts: 0,
+            retry_at: None,
+        });
     }
 
-    /// When to call [`Outbox::poll_send`] again without a push (`None`: only after a push or
-    /// [`Outbox::sent`]).
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.in_flight || self.queue.is_empty() {
+    /// The next event to post now, if any: call until `None`.
+    pub fn poll_send(&mut self, now: Instant) -> Option<SfuEvent> {
+        if self.entries.iter().filter(|e| e.in_flight).count() >= MAX_IN_FLIGHT {
             return None;
         }
-        self.retry_at
+        let e = self
+            .entries
+            .iter_mut()
+            .find(|e| !e.in_flight && e.retry_at.is_none_or(|t| t <= now))?;
+        e.in_flight = true;
+        Some(e.event.clone())
     }
 
+    /// The post of `event` (as [`Outbox::poll_send`] gave it) ended with `outcome`.
+    pub fn sent(&mut self, now: Instant, event: &SfuEvent, outcome: Outcome) {
+        let key = event.key();
+        let Some(i) = self
+            .entries
+            .iter()
+            .position(|e| e.key == key && e.in_flight)
+        else {
+            return;
+        };
+        let e = &mut self.entries[i];
+        e.in_flight = false;
+        if let Some(newer) = e.next.take() {
+            // Whatever became of the older one, the newer one goes next, at once.
+            e.event = newer;
+            e.attempts = 0;
+            e.retry_at = None;
+            return;
+        }
+        match outcome {
+            _ if e.forgotten => {
+                self.entries.remove(i);
+            }
+            Outcome::Delivered => {
+                self.entries.remove(i);
+            }
+            Outcome::Refused => {
+                self.entries.remove(i);
+                self.dropped += 1;
+            }
+            Outcome::Failed => {
+                e.retry_at = Some(now + backoff(e.attempts));
+                e.attempts += 1;
+            }
+        }
+    }
+
+    /// The room left this SFU: its events are not sent any more.
+    pub fn forget_room(&mut self, room: &str) {
+        self.entries.retain_mut(|e| {
+            if e.event.room() != room {
+                return true;
+            }
+            if e.in_flight {
+                e.next = None;
+                e.forgotten = true;
+                return true;
+            }
+            false
+        });
+    }
+
+    /// When to call [`Outbox::poll_send`] again without a push or an outcome: the earliest retry
+    /// (`None`: nothing waits on time).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.entries
+            .iter()
+            .filter(|e| !e.in_flight)
+            .filter_map(|e| e.retry_at)
+            .min()
+    }
+
+    /// Keys waiting or in flight.
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
-
-    fn reset_head(&mut self) {
-        self.attempts = 0;
-        self.first_try = None;
-        self.retry_at = None;
+        self.entries.is_empty()
     }
 }
 
@@ -179,21 +223,25 @@ mod tests {
         }
     }
 
+    /// Posts everything that can go now, each with `outcome`; returns (who, version) in order.
+    fn deliver_all(o: &mut Outbox, now: Instant, outcome: Outcome) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        while let Some(e) = o.poll_send(now) {
+            out.push((who(&e), e.version().unwrap()));
+            o.sent(now, &e, outcome);
+        }
+        out
+    }
+
     #[test]
-    fn events_go_out_one_at_a_time_in_order_with_rising_versions() {
+    fn events_go_out_in_order_with_strictly_rising_versions() {
         let t0 = Instant::now();
         let mut o = Outbox::default();
         o.push(1_000, speaker("r", "a"));
         o.push(1_000, layers("r", "a", true)); // same clock reading: still a higher version
         o.push(900, layers("r", "b", false)); // the clock went back: still higher
-        let mut seen = Vec::new();
-        while let Some(e) = o.poll_send(t0) {
-            assert_eq!(o.poll_send(t0), None, "one in flight at a time");
-            seen.push((who(&e), e.version().unwrap()));
-            o.sent(t0, Outcome::Delivered);
-        }
         assert_eq!(
-            seen,
+            deliver_all(&mut o, t0, Outcome::Delivered),
             [
                 ("a".to_string(), 1_000),
                 ("a:true".to_string(), 1_001),
@@ -204,88 +252,112 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_post_is_retried_with_backoff_and_later_events_wait_their_turn() {
+    fn one_post_per_key_at_a_time_the_newest_waits_and_goes_next() {
+        let t0 = Instant::now();
+        let mut o = Outbox::default();
+        o.push(1, layers("r", "a", true));
+        let first = o.poll_send(t0).unwrap();
+        o.push(2, layers("r", "a", false));
+        o.push(3, layers("r", "a", true));
+        assert_eq!(o.poll_send(t0), None, "the key's post is in flight");
+        // However the first one ended, the newest goes next (never the superseded one).
+        o.sent(t0, &first, Outcome::Failed);
+        let next = o.poll_send(t0).unwrap();
+        assert_eq!(
+            (who(&next), next.version()),
+            ("a:true".to_string(), Some(3))
+        );
+        o.sent(t0, &next, Outcome::Delivered);
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn different_keys_go_side_by_side_up_to_the_limit() {
+        let t0 = Instant::now();
+        let mut o = Outbox::default();
+        for i in 0..6 {
+            o.push(i, speaker(&format!("room{i}"), "a"));
+        }
+        let mut in_flight = Vec::new();
+        while let Some(e) = o.poll_send(t0) {
+            in_flight.push(e);
+        }
+        assert_eq!(
+            in_flight.len(),
+            MAX_IN_FLIGHT,
+            "a slow room holds up no other room"
+        );
+        o.sent(t0, &in_flight[0], Outcome::Delivered);
+        assert_eq!(o.poll_send(t0).unwrap().room(), "room4");
+    }
+
+    #[test]
+    fn a_failed_post_is_retried_with_backoff_for_as_long_as_it_takes() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut o = Outbox::default();
         o.push(1, speaker("r", "a"));
         let first = o.poll_send(t0).unwrap();
-        o.push(2, layers("r", "a", true));
-        o.sent(t0, Outcome::Failed);
+        o.sent(t0, &first, Outcome::Failed);
         assert_eq!(o.poll_timeout(), Some(ms(100)));
         assert_eq!(o.poll_send(ms(99)), None, "not before the backoff");
         let again = o.poll_send(ms(100)).unwrap();
         assert_eq!(again, first, "the same event, same version");
-        o.sent(ms(100), Outcome::Failed);
+        o.sent(ms(100), &again, Outcome::Failed);
         assert_eq!(o.poll_timeout(), Some(ms(300)), "doubled");
-        assert_eq!(o.poll_send(ms(300)), Some(first));
-        o.sent(ms(300), Outcome::Delivered);
-        assert_eq!(o.poll_timeout(), None, "the next goes at once");
-        assert_eq!(who(&o.poll_send(ms(300)).unwrap()), "a:true");
+        // Minutes of failures: still there, retried every MAX_RETRY.
+        let mut now = ms(300);
+        for _ in 0..100 {
+            let e = o.poll_send(now).unwrap();
+            o.sent(now, &e, Outcome::Failed);
+            now = o.poll_timeout().unwrap();
+        }
+        assert!(now.duration_since(t0) > Duration::from_secs(300));
+        assert_eq!(o.poll_timeout().unwrap() - now, Duration::ZERO);
+        let e = o.poll_send(now).unwrap();
+        o.sent(now, &e, Outcome::Delivered);
+        assert!(o.is_empty());
+        assert_eq!(o.dropped, 0);
     }
 
     #[test]
-    fn a_newer_event_about_the_same_thing_supersedes_a_queued_one_not_the_one_in_flight() {
-        let t0 = Instant::now();
-        let mut o = Outbox::default();
-        o.push(1, layers("r", "a", true));
-        let in_flight = o.poll_send(t0).unwrap();
-        o.push(2, layers("r", "a", false));
-        o.push(3, speaker("r", "x"));
-        o.push(4, layers("r", "a", true));
-        o.push(5, speaker("r", "y"));
-        o.push(6, speaker("q", "z")); // another room: its own key
-        assert_eq!(
-            o.len(),
-            4,
-            "in flight + newest a-layers + newest r-speaker + q-speaker"
-        );
-        o.sent(t0, Outcome::Delivered);
-        let rest: Vec<_> = std::iter::from_fn(|| {
-            let e = o.poll_send(t0)?;
-            o.sent(t0, Outcome::Delivered);
-            Some((who(&e), e.version().unwrap()))
-        })
-        .collect();
-        assert_eq!(who(&in_flight), "a:true");
-        assert_eq!(
-            rest,
-            [
-                ("a:true".to_string(), 4),
-                ("y".to_string(), 5),
-                ("z".to_string(), 6)
-            ]
-        );
-    }
-
-    #[test]
-    fn refused_or_too_old_events_are_dropped_and_counted() {
+    fn a_newer_event_replacing_one_in_backoff_goes_at_once() {
+        // Found in review: the newer event inherited the older one's backoff.
         let t0 = Instant::now();
         let mut o = Outbox::default();
         o.push(1, speaker("r", "a"));
-        o.poll_send(t0).unwrap();
-        o.sent(t0, Outcome::Refused);
+        let e = o.poll_send(t0).unwrap();
+        o.sent(t0, &e, Outcome::Failed);
+        o.push(2, speaker("r", "b"));
+        let e = o.poll_send(t0).expect("no backoff for new content");
+        assert_eq!(who(&e), "b");
+    }
+
+    #[test]
+    fn refused_events_are_dropped_and_counted() {
+        let t0 = Instant::now();
+        let mut o = Outbox::default();
+        o.push(1, speaker("r", "a"));
+        assert_eq!(deliver_all(&mut o, t0, Outcome::Refused).len(), 1);
         assert!(o.is_empty());
         assert_eq!(o.dropped, 1);
+    }
 
-        o.push(2, speaker("r", "b"));
-        let mut now = t0;
-        let mut tries = 0;
-        while o.poll_send(now).is_some() {
-            tries += 1;
-            o.sent(now, Outcome::Failed);
-            match o.poll_timeout() {
-                Some(t) => now = t,
-                None => break,
-            }
-        }
-        assert!(o.is_empty(), "given up");
-        assert_eq!(o.dropped, 2);
-        assert!(
-            now.duration_since(t0) >= GIVE_UP_AFTER && tries < 20,
-            "gave up after {:?} and {tries} tries",
-            now.duration_since(t0)
+    #[test]
+    fn a_room_that_left_is_forgotten_even_mid_post() {
+        let t0 = Instant::now();
+        let mut o = Outbox::default();
+        o.push(1, speaker("r", "a"));
+        o.push(2, layers("q", "b", true));
+        let in_flight = o.poll_send(t0).unwrap();
+        o.push(3, speaker("r", "c")); // waits behind the post in flight
+        o.forget_room("r");
+        o.sent(t0, &in_flight, Outcome::Failed);
+        assert_eq!(
+            deliver_all(&mut o, t0, Outcome::Delivered),
+            [("b:true".to_string(), 2)]
         );
+        assert!(o.is_empty());
     }
 
     #[test]
@@ -297,13 +369,10 @@ mod tests {
         }
         assert_eq!(o.len(), MAX_QUEUED);
         assert_eq!(o.dropped, 10);
-        // The newest are kept.
-        let mut last = None;
-        while let Some(e) = o.poll_send(t0) {
-            last = Some(e.room().to_string());
-            o.sent(t0, Outcome::Delivered);
-        }
-        assert_eq!(last.as_deref(), Some(&*format!("room{}", MAX_QUEUED + 9)));
+        let sent = deliver_all(&mut o, t0, Outcome::Delivered);
+        assert_eq!(sent.len(), MAX_QUEUED, "the newest are kept");
+        // Versions are 1, 2, … here (the clock reads 0, 1, …: each is above the last).
+        assert_eq!(sent.last().unwrap().1, (MAX_QUEUED + 10) as u64);
     }
 
     #[test]

@@ -454,7 +454,8 @@ pub struct SfuSignal {
 
 /// The SFU's other callbacks to the edge (`POST /api/sfu/event`), for one room.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+// Unknown fields are ignored (not refused): an SFU newer than the edge may say more.
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum SfuEvent {
     /// Which camera layers of `participant` anyone receives (see `ServerMessage::PublishLayers`).
     PublishLayers {
