@@ -62,6 +62,10 @@ struct Args {
     /// One point (1x50), a short window.
     #[arg(long)]
     quick: bool,
+    /// Runs of each point (a fresh SFU each time); with more than one, the median µs/pkt is
+    /// printed too (runs differ by ±15 % on a shared machine).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// Seconds measured per point (after a warm-up).
     #[arg(long, default_value_t = 10)]
     secs: u64,
@@ -556,8 +560,11 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
         "1st video"
     );
     for p in &points {
-        let f = run_point(&args, p, clips.clone()).await?;
-        println!(
+        let mut per_packet = Vec::new();
+        for _ in 0..args.runs.max(1) {
+            let f = run_point(&args, p, clips.clone()).await?;
+            per_packet.push(f.us_per_packet);
+            println!(
             "{:<12} {:>5} {:>7} {:>9.0} {:>8.2} {:>6.1}% {:>10} {:>7.3} {:>5.2}/{:<5.2}ms {:>11.2} {:>8.1}% {:>5.0}/{:<5.0}ms{}",
             f.label,
             f.peers,
@@ -584,6 +591,18 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
                 String::new()
             }
         );
+        }
+        if per_packet.len() > 1 {
+            per_packet.sort_by(f64::total_cmp);
+            println!(
+                "{:<12} µs/pkt over {} runs: median {:.2}, min {:.2}, max {:.2}",
+                p.label,
+                per_packet.len(),
+                per_packet[per_packet.len() / 2],
+                per_packet[0],
+                per_packet[per_packet.len() - 1]
+            );
+        }
     }
     println!(
         "streams: camera streams forwarded (publisher → viewer, with its microphone); µs/pkt: SFU CPU \

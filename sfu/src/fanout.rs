@@ -17,7 +17,7 @@
 use crate::codec::Vp8Ids;
 use crate::downlink::Forwarded;
 use crate::forward::{Mapped, Negotiated, Rewriter};
-use crate::layers::{LayerSelector, Verdict};
+use crate::layers::{LayerSelector, Verdict, KEYFRAME_REQUEST_INTERVAL_MS, LAYERS};
 
 /// What the shell knows about a packet of the published track.
 #[derive(Debug, Clone, Copy)]
@@ -179,6 +179,41 @@ impl SubForward {
             Err(_) => step.dropped = true,
         }
         step
+    }
+}
+
+/// Keyframe requests to a publisher's track, paced: at most one per layer every
+/// [`KEYFRAME_REQUEST_INTERVAL_MS`]; a wish that comes sooner is kept and asked on a later packet.
+#[derive(Debug, Clone, Default)]
+pub struct KeyframePacer {
+    last: [Option<u64>; LAYERS],
+    pending: u8,
+}
+
+impl KeyframePacer {
+    /// No wish is held back: a packet with no new wish needs no call.
+    pub fn idle(&self) -> bool {
+        self.pending == 0
+    }
+
+    /// `wanted`: layers (bit per layer) a keyframe is wished of with this packet; `known(l)`: the
+    /// layer's SSRC is known (a request needs it; a wish for an unknown layer is dropped).
+    /// Returns the layers to ask now.
+    pub fn on_packet(&mut self, wanted: u8, known: impl Fn(usize) -> bool, now_ms: u64) -> u8 {
+        let wanted = wanted | std::mem::take(&mut self.pending);
+        let mut ask = 0u8;
+        for (l, last) in self.last.iter_mut().enumerate() {
+            if wanted & (1 << l) == 0 || !known(l) {
+                continue;
+            }
+            if last.is_some_and(|t| now_ms.saturating_sub(t) < KEYFRAME_REQUEST_INTERVAL_MS) {
+                self.pending |= 1 << l; // not yet: kept for a later packet
+                continue;
+            }
+            *last = Some(now_ms);
+            ask |= 1 << l;
+        }
+        ask
     }
 }
 
@@ -388,5 +423,32 @@ mod tests {
         p.payload_type = 96;
         let st = s.on_packet(&p, true, false, MS);
         assert!(st.dropped && st.send.is_none());
+    }
+
+    #[test]
+    fn keyframe_requests_are_paced_per_layer_and_a_held_wish_goes_later() {
+        let mut k = KeyframePacer::default();
+        let all = |_| true;
+        assert_eq!(
+            k.on_packet(0b001, all, 1_000),
+            0b001,
+            "the first goes at once"
+        );
+        assert_eq!(k.on_packet(0b001, all, 1_100), 0, "too soon: held");
+        assert_eq!(
+            k.on_packet(0b100, all, 1_200),
+            0b100,
+            "another layer has its own pace"
+        );
+        assert_eq!(k.on_packet(0, all, 1_400), 0, "still too soon for layer 0");
+        assert_eq!(
+            k.on_packet(0, all, 1_500),
+            0b001,
+            "the held wish goes on a later packet"
+        );
+        assert_eq!(k.on_packet(0, all, 3_000), 0, "and only once");
+        // A layer whose SSRC is not known yet cannot be asked: the wish is dropped.
+        assert_eq!(k.on_packet(0b010, |l| l != 1, 3_000), 0);
+        assert_eq!(k.on_packet(0, all, 3_000), 0);
     }
 }

@@ -12,6 +12,7 @@ pub mod layers;
 pub mod load;
 pub mod media;
 pub mod metrics;
+pub mod negotiation;
 pub mod offer;
 pub mod outbox;
 pub mod speaker;

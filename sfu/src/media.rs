@@ -66,10 +66,11 @@ use webrtc::runtime::Runtime;
 
 use crate::codec::{starts_keyframe, vp8_ids, vp8_set_ids, VideoCodec};
 use crate::downlink::{camera_cap, nacked_seqs, DownlinkEstimator};
-use crate::fanout::{PacketIn, SubForward};
+use crate::fanout::{KeyframePacer, PacketIn, SubForward};
 use crate::forward::Negotiated;
 use crate::layers::LAYERS;
 use crate::metrics::Metrics;
+use crate::negotiation::{AfterFailure, Begin, Negotiation};
 use crate::offer::{OfferLayout, TrackKind};
 use crate::outbox::{Outbox, Outcome};
 use crate::speaker::SpeakerDetector;
@@ -78,8 +79,6 @@ use crate::speaker::SpeakerDetector;
 pub const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(5);
 /// …and failed (freed) after this.
 pub const ICE_FAILED_AFTER: Duration = Duration::from_secs(15);
-/// Ask a publisher for a keyframe at most this often per track.
-pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// Longest wait for our own ICE candidates before answering without them.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 pub const SIGNAL_PATH: &str = "/api/sfu/signal";
@@ -252,14 +251,6 @@ impl Peer {
             },
         }
     }
-}
-
-#[derive(Default)]
-struct Negotiation {
-    /// We sent an offer and wait for its answer.
-    awaiting_answer: bool,
-    /// Tracks changed meanwhile: offer again once answered.
-    again: bool,
 }
 
 struct Published {
@@ -838,14 +829,18 @@ impl Media {
             RTCSessionDescription::answer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
         let again = {
             let mut neg = slow("neg lock (answer)", peer.negotiation.lock()).await;
-            if !neg.awaiting_answer {
+            if !neg.awaiting_answer() {
                 return Err(MediaError::NoOfferPending);
             }
-            slow("set_remote(answer)", peer.pc.set_remote_description(desc))
-                .await
-                .map_err(|e| MediaError::BadSdp(e.to_string()))?;
-            neg.awaiting_answer = false;
-            std::mem::take(&mut neg.again)
+            if let Err(e) = slow("set_remote(answer)", peer.pc.set_remote_description(desc)).await {
+                // Not waiting for an answer any more: a change queued meanwhile gets a new offer.
+                if neg.answer_failed() {
+                    drop(neg);
+                    self.spawn_renegotiate(peer.clone());
+                }
+                return Err(MediaError::BadSdp(e.to_string()));
+            }
+            neg.answer_applied()
         };
         self.mark_ready(&peer).await;
         if again {
@@ -1080,86 +1075,71 @@ impl Media {
         if peer.closed.load(Ordering::SeqCst) {
             return;
         }
-        let sdp = {
+        let (sdp, generation) = {
             let mut neg = peer.negotiation.lock().await;
-            if neg.awaiting_answer {
-                neg.again = true;
+            if neg.begin() == Begin::Queued {
                 return;
             }
             let offer = match slow("create_offer", peer.pc.create_offer(None)).await {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::warn!(participant = %peer.id, error = %e, "create_offer failed");
+                    neg.offer_failed();
                     return;
                 }
             };
             if let Err(e) = slow("set_local(offer)", peer.pc.set_local_description(offer)).await {
                 tracing::warn!(participant = %peer.id, error = %e, "set_local_description(offer) failed");
+                neg.offer_failed();
                 return;
             }
             match Self::local_sdp(&peer.pc, &peer.gathered).await {
-                Ok(sdp) => {
-                    neg.awaiting_answer = true;
-                    sdp
-                }
+                Ok(sdp) => (sdp, neg.offer_ready(Instant::now())),
                 Err(e) => {
                     tracing::warn!(participant = %peer.id, error = %e, "no local offer");
+                    neg.offer_failed();
                     return;
                 }
             }
         };
-        // The edge may be briefly unreachable, or the room's Durable Object busy: the offer goes
-        // again with backoff (the same offer: it is our local description) until it is taken, the
-        // edge refuses it for good, or `OFFER_GIVE_UP_AFTER` — and only while it is still the offer
-        // this session waits on (an answer that came anyway, a newer offer, or a new session of
-        // the participant ends the retries).
-        let started = Instant::now();
-        let mut attempt = 0;
+        // The edge may be briefly unreachable, or the room's Durable Object busy: the same offer
+        // goes again while it is still the one this session waits on (see `negotiation.rs`). A
+        // session replaced while the offer was made sends nothing.
         loop {
-            if attempt > 0 && !self.offer_still_pending(&peer, &sdp).await {
-                return;
-            }
-            let Err(e) = self.send_offer(&peer.room, &peer.id, sdp.clone()).await else {
-                return;
-            };
-            let again = e.worth_retrying()
-                && !peer.closed.load(Ordering::SeqCst)
-                && started.elapsed() < crate::outbox::OFFER_GIVE_UP_AFTER;
-            tracing::warn!(room = %peer.room, participant = %peer.id, error = %e, again, "could not deliver offer through the edge");
-            if !again {
-                let queued = {
-                    let mut neg = peer.negotiation.lock().await;
-                    neg.awaiting_answer = false;
-                    std::mem::take(&mut neg.again)
-                };
-                if queued {
-                    // Changes made meanwhile still need an offer of their own.
-                    self.spawn_renegotiate(peer);
-                }
-                return;
-            }
-            tokio::time::sleep(crate::outbox::backoff(attempt)).await;
-            attempt += 1;
-        }
-    }
-
-    /// Is `sdp` still the offer `peer` waits for an answer to, and `peer` the participant's
-    /// current session?
-    async fn offer_still_pending(&self, peer: &Arc<Peer>, sdp: &str) -> bool {
-        if peer.closed.load(Ordering::SeqCst)
-            || !self
+            let current = self
                 .peer(&peer.room, &peer.id)
-                .is_some_and(|p| Arc::ptr_eq(&p, peer))
-        {
-            return false;
+                .is_some_and(|p| Arc::ptr_eq(&p, &peer));
+            if !current || peer.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            let failure = match self.send_offer(&peer.room, &peer.id, sdp.clone()).await {
+                Ok(()) => {
+                    peer.negotiation.lock().await.delivered(generation);
+                    return;
+                }
+                Err(e) => e,
+            };
+            let after = peer.negotiation.lock().await.delivery_failed(
+                Instant::now(),
+                generation,
+                failure.worth_retrying() && !peer.closed.load(Ordering::SeqCst),
+            );
+            tracing::warn!(room = %peer.room, participant = %peer.id, error = %failure, ?after, "could not deliver offer through the edge");
+            match after {
+                AfterFailure::Retry(delay) => tokio::time::sleep(delay).await,
+                AfterFailure::GiveUp { start_queued } => {
+                    if start_queued {
+                        // Changes made meanwhile still need an offer of their own.
+                        self.spawn_renegotiate(peer);
+                    }
+                    return;
+                }
+            }
+            // An answer that came anyway, or a newer offer, ends the resends.
+            if !peer.negotiation.lock().await.still_pending(generation) {
+                return;
+            }
         }
-        let neg = peer.negotiation.lock().await;
-        neg.awaiting_answer
-            && peer
-                .pc
-                .local_description()
-                .await
-                .is_some_and(|d| d.sdp == sdp)
     }
 
     async fn send_offer(
@@ -1650,9 +1630,8 @@ async fn forward_loop(
     metrics: Arc<Metrics>,
     epoch: Instant,
 ) {
-    let mut last_pli: [Option<Instant>; LAYERS] = [None; LAYERS];
-    // Keyframes wished for but not yet asked for (rate limit): asked on a later packet.
-    let mut pending_pli: u8 = 0;
+    // Keyframe requests to this track, paced per layer (pure: `fanout::KeyframePacer`).
+    let mut pacer = KeyframePacer::default();
     // SSRC → simulcast layer (None: not a layer we forward), learned on each SSRC's first packet.
     let mut layer_of: HashMap<u32, Option<usize>> = HashMap::new();
     let mut unknown = 0u32;
@@ -1755,14 +1734,15 @@ async fn forward_loop(
         };
         for sub in subs.iter() {
             let step = {
-                // A keyframe this subscriber asked for (a stale NACK), or one asked for everyone.
-                let mine = sub.keyframe_wanted.swap(false, Ordering::Relaxed);
-                sub.state.lock().unwrap().on_packet(
-                    &pin,
-                    sub.connected.load(Ordering::Relaxed),
-                    asked || mine,
-                    now_us,
-                )
+                let mut st = sub.state.lock().unwrap();
+                let connected = sub.connected.load(Ordering::Relaxed);
+                // A keyframe this subscriber asked for (a stale NACK), or one asked for everyone;
+                // its own wish waits while it cannot receive.
+                let mine = connected
+                    && st.ready
+                    && sub.keyframe_wanted.load(Ordering::Relaxed)
+                    && sub.keyframe_wanted.swap(false, Ordering::Relaxed);
+                st.on_packet(&pin, connected, asked || mine, now_us)
             };
             want_keyframe |= step.keyframe_layers;
             if step.switched && published.simulcast {
@@ -1809,28 +1789,26 @@ async fn forward_loop(
                 metrics.dropped_packets.inc();
             }
         }
-        want_keyframe |= pending_pli;
-        pending_pli = 0;
-        if published.video.is_none() || want_keyframe == 0 {
+        if published.video.is_none() || (want_keyframe == 0 && pacer.idle()) {
             continue;
         }
-        for (l, last) in last_pli.iter_mut().enumerate() {
-            if want_keyframe & (1 << l) == 0 {
-                continue;
-            }
-            let media_ssrc = if published.simulcast {
-                match published.layer_ssrcs.lock().unwrap()[l] {
-                    Some(s) => s,
-                    None => continue,
-                }
+        let ssrcs = if published.simulcast {
+            *published.layer_ssrcs.lock().unwrap()
+        } else {
+            [None; LAYERS]
+        };
+        let ssrc_of = |l: usize| {
+            if published.simulcast {
+                ssrcs[l]
             } else {
-                published.media_ssrc
-            };
-            if last.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
-                pending_pli |= 1 << l; // not yet: keep the wish for a later packet
-                continue;
+                (l == 0).then_some(published.media_ssrc)
             }
-            *last = Some(now);
+        };
+        let ask = pacer.on_packet(want_keyframe, |l| ssrc_of(l).is_some(), now_ms);
+        for l in (0..LAYERS).filter(|l| ask & (1 << l) != 0) {
+            let Some(media_ssrc) = ssrc_of(l) else {
+                continue;
+            };
             metrics.keyframe_requests.inc();
             let pli = PictureLossIndication {
                 sender_ssrc: 0,

@@ -96,6 +96,9 @@ enum Cmd {
         /// Seconds measured per point.
         #[arg(long, default_value_t = 10)]
         secs: u64,
+        /// Runs of each point (the median µs per packet is printed too).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
         /// Points: PxS (P publishers, S subscribers in one room), PxS@R (R rooms), +sim
         /// (simulcast with tile sizes). Default: 1x10 1x50 1x100 4x50 10x0@2+sim 1x300.
         points: Vec<String>,
@@ -139,8 +142,9 @@ fn main() -> ExitCode {
             quick,
             floor,
             secs,
+            runs,
             points,
-        } => load(quick, floor, secs, &points),
+        } => load(quick, floor, secs, runs, &points),
         Cmd::Impair(imp) => {
             // Ctrl-C / SIGTERM end the impairment cleanly (its rules come out).
             STACK_UP.store(true, Ordering::SeqCst);
@@ -623,7 +627,7 @@ fn soak(minutes: u64) -> Result<()> {
     r
 }
 
-fn load(quick: bool, floor: bool, secs: u64, points: &[String]) -> Result<()> {
+fn load(quick: bool, floor: bool, secs: u64, runs: usize, points: &[String]) -> Result<()> {
     let p = setup::Paths::new();
     if cmd::output(Command::new("vpxenc").arg("--help")).is_none() {
         // libvpx's own encoder makes the clips the publishers loop (once, kept in target/).
@@ -664,6 +668,7 @@ fn load(quick: bool, floor: bool, secs: u64, points: &[String]) -> Result<()> {
         .arg("--logs")
         .arg(p.target().join("edgemeet-logs/load"))
         .args(["--secs", &secs.to_string()])
+        .args(["--runs", &runs.to_string()])
         .args(points)
         .current_dir(&p.root);
     if quick {
