@@ -104,11 +104,24 @@ async function received(page, pubId) {
 /** What the publisher's camera sends: per simulcast layer, frames per second and what limits it. */
 async function sent(page) {
   return page.evaluate(async () => {
+    const pc = window.edgemeetPc;
+    // Which layers dynacast leaves on (the page sets `encodings[].active` as the SFU asks) and the
+    // browser's own send estimate: a layer missing with `active` on is the browser's choice.
+    const active = {};
+    for (const snd of pc.getSenders()) {
+      for (const e of snd.getParameters().encodings ?? []) if (e.rid) active[e.rid] = e.active;
+    }
     const o = [];
-    (await window.edgemeetPc.getStats()).forEach((s) => {
-      if (s.type === "outbound-rtp" && s.kind === "video" && s.rid) o.push(`${s.rid} ${s.frameWidth ?? 0}px ${(s.framesPerSecond ?? 0).toFixed(0)} fps ${s.qualityLimitationReason}`);
+    let estimate = null;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "outbound-rtp" && s.kind === "video" && s.rid) {
+        const on = active[s.rid] === false ? "off" : "on";
+        o.push(`${s.rid} ${on} ${s.frameWidth ?? 0}px ${(s.framesPerSecond ?? 0).toFixed(0)} fps ${s.qualityLimitationReason}`);
+      }
+      if (s.type === "candidate-pair" && s.nominated && s.availableOutgoingBitrate) estimate = s.availableOutgoingBitrate;
     });
-    return o.sort().join(", ");
+    const est = estimate === null ? "no send estimate" : `send estimate ${(estimate / 1e6).toFixed(2)} Mbit/s`;
+    return `${o.sort().join(", ")} (${est})`;
   });
 }
 

@@ -1810,6 +1810,8 @@ async fn forward_loop(
                 continue;
             };
             metrics.keyframe_requests.inc();
+            // At most two a second per layer (paced): not a per-packet log line.
+            tracing::debug!(publisher = %published.publisher, layer = l, "keyframe asked");
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
                 media_ssrc,
