@@ -1,16 +1,21 @@
 //! The media shell: webrtc-rs PeerConnections, one per participant, and the per-track forwarding
-//! loop. Decisions (header rewriting, where a subscriber may start) come from the pure cores in
-//! [`crate::forward`] and [`crate::codec`]; this module only moves packets and session descriptions.
+//! loop. What is decided about rooms (who receives what at which layer, dynacast, the speaker,
+//! downlink estimates) comes from the pure [`SfuCore`]: this module feeds it inputs, performs its
+//! outputs per room in order (a room's effect task), and runs its timers. Per-packet decisions
+//! (layer switches, header rewriting, keyframe pacing) come from the pure cores in
+//! [`crate::fanout`], [`crate::forward`] and [`crate::codec`].
 //!
 //! # Lifetimes and the close cascade
 //! - A **room** exists while it has a participant; the last one leaving removes it.
 //! - A **participant** (`Peer`) is created by its first offer and lives until the edge says it left
 //!   (`DELETE …/participants/{id}`), or its PeerConnection fails or closes (ICE consent lost: no
 //!   answer to keep-alives for [`ICE_FAILED_AFTER`]), or the SFU shuts down.
-//! - Removing a participant: (1) it leaves the room map, so nobody subscribes to it again; (2) each
-//!   track it published is taken off every subscriber's PeerConnection and those subscribers get a new
-//!   offer; (3) its own subscriptions are taken off the publishers' fan-out lists; (4) its
-//!   PeerConnection is closed, which ends the remote tracks, which ends their forwarding loops.
+//! - Removing a participant: (1) it leaves the room map, so nobody subscribes to it again; (2) the
+//!   core's `Leave` decides: each track it published comes off every subscriber (`Unsubscribe`,
+//!   then `Renegotiate` for each of them), its own receptions come off the publishers' fan-out;
+//!   (3) its tracks and receptions stop being forwarded at once and its PeerConnection is closed,
+//!   which ends the remote tracks, which ends their forwarding loops; (4) the room's effect task
+//!   performs the core's outputs (transceivers removed, new offers sent).
 //!
 //! # Hot path
 //! One task per published track reads its packets and writes each to every subscriber's local track.
@@ -21,13 +26,12 @@
 //! webrtc-rs's own `write_rtp` adds a channel hop into the subscriber's PeerConnection driver; see
 //! ARCHITECTURE.md for the plan to drive `rtc` directly once that shows in the load figures.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use edgemeet_shared::media::layer_for_tile;
-use edgemeet_shared::protocol::{ErrorCode, SfuEvent, SfuSignal, Source, TileView};
+use edgemeet_shared::protocol::{ErrorCode, SfuEvent, SfuSignal, TileView};
 use rtc::interceptor::{
     Attribute, Interceptor, Packet as IPacket, Registry, Slot, StreamInfo, TaggedPacket,
 };
@@ -65,7 +69,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use webrtc::runtime::Runtime;
 
 use crate::codec::{starts_keyframe, vp8_ids, vp8_set_ids, VideoCodec};
-use crate::downlink::{camera_cap, nacked_seqs, DownlinkEstimator};
+use crate::downlink::nacked_seqs;
 use crate::fanout::{KeyframePacer, PacketIn, SubForward};
 use crate::forward::Negotiated;
 use crate::layers::LAYERS;
@@ -73,7 +77,8 @@ use crate::metrics::Metrics;
 use crate::negotiation::{AfterFailure, Begin, Negotiation};
 use crate::offer::{OfferLayout, TrackKind};
 use crate::outbox::{Outbox, Outcome};
-use crate::speaker::SpeakerDetector;
+use crate::sfu_core::{block_bit, CoreError, Input, Output, SfuCore, SubId, TrackId};
+pub use crate::sfu_core::{BLOCK_AUDIO, BLOCK_SCREEN, BLOCK_VIDEO};
 
 /// ICE consent: a PeerConnection whose peer stops answering is "disconnected" after this…
 pub const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(5);
@@ -83,14 +88,6 @@ pub const ICE_FAILED_AFTER: Duration = Duration::from_secs(15);
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 pub const SIGNAL_PATH: &str = "/api/sfu/signal";
 pub const EVENT_PATH: &str = "/api/sfu/event";
-/// How often the room's active speaker is re-evaluated.
-const SPEAKER_TICK: Duration = Duration::from_millis(200);
-/// Camera layer a subscriber gets before its browser said how big it shows the tile.
-const DEFAULT_CAMERA_LAYER: usize = 1;
-/// Dynacast leaves a new camera's layers all on this long: the browser's bandwidth estimate ramps
-/// up on real traffic, so a layer turned on later (a tile made big) starts within a second or two
-/// instead of waiting for the estimate to climb from the few hundred kbit/s of the lowest layer.
-const DYNACAST_WARMUP: Duration = Duration::from_secs(6);
 
 /// Payload types this SFU offers to subscribers (what Chrome uses by default, too).
 const PT_OPUS: u8 = 111;
@@ -148,7 +145,13 @@ pub struct Media {
     cfg: MediaConfig,
     metrics: Arc<Metrics>,
     runtime: Arc<dyn Runtime>,
+    /// The webrtc-rs side of each room. Lock order: `core`, then `rooms`, then a room's maps.
     rooms: Mutex<HashMap<String, Arc<RoomMedia>>>,
+    /// Every room's media decisions (pure: [`SfuCore`]); its outputs are performed per room, in
+    /// order, by each room's effect task.
+    core: Mutex<SfuCore>,
+    core_running: AtomicBool,
+    core_wake: Arc<tokio::sync::Notify>,
     next_port: AtomicU32,
     next_session: std::sync::atomic::AtomicU64,
     draining: AtomicBool,
@@ -163,28 +166,22 @@ pub struct Media {
 
 impl Drop for Media {
     fn drop(&mut self) {
-        // The event sender waits on this: woken, it finds the SFU gone and ends.
+        // The event sender and the core's timer wait on these: woken, they find the SFU gone and end.
         self.outbox_wake.notify_one();
+        self.core_wake.notify_one();
     }
 }
 
+/// The webrtc-rs objects of one room (what is decided about them lives in the core).
 struct RoomMedia {
     name: String,
     peers: Mutex<HashMap<String, Arc<Peer>>>,
-    speaker: Mutex<SpeakerDetector>,
-}
-
-impl RoomMedia {
-    /// Every track published by the participants `which` accepts (a snapshot; no lock is kept).
-    fn published(&self, which: impl Fn(&Peer) -> bool) -> Vec<Arc<Published>> {
-        self.peers
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|p| which(p))
-            .flat_map(|p| p.published.lock().unwrap().clone())
-            .collect()
-    }
+    /// Published tracks, by the core's id.
+    tracks: Mutex<HashMap<TrackId, Arc<Published>>>,
+    /// Receptions, by the core's id.
+    subs: Mutex<HashMap<SubId, Arc<SubTrack>>>,
+    /// The core's outputs for this room, performed in order by [`Media::perform_effects`].
+    effects: tokio::sync::mpsc::UnboundedSender<Output>,
 }
 
 struct Peer {
@@ -197,76 +194,32 @@ struct Peer {
     pc: Arc<dyn PeerConnection>,
     gathered: watch::Receiver<bool>,
     negotiation: tokio::sync::Mutex<Negotiation>,
-    /// Tracks this participant receives, by (publisher, kind).
-    subscriptions: Mutex<HashMap<(String, &'static str), Arc<SubTrack>>>,
-    /// Subscriptions being set up (between the check and the insert there is an await): a second
-    /// subscribe to the same track meanwhile must not add a second transceiver — two m-lines with
-    /// the same msid make the browser refuse the whole offer ("Duplicate a=msid lines").
-    subscribing: Mutex<std::collections::HashSet<(String, &'static str)>>,
-    published: Mutex<Vec<Arc<Published>>>,
     closed: AtomicBool,
     /// What its offer said about its tracks.
     layout: OfferLayout,
-    /// How big it shows each remote video (device pixels, 0 = hidden), by (publisher, source).
-    views: Mutex<HashMap<(String, Source), u32>>,
     /// What a host stopped ([`BLOCK_AUDIO`] | [`BLOCK_VIDEO`] | [`BLOCK_SCREEN`]): not forwarded.
     /// Shared with its published tracks' forwarding loops (one atomic load per packet).
     blocked: Arc<AtomicU8>,
-    /// What its downlink carries, from the loss in its receiver reports.
-    downlink: Mutex<DownlinkEstimator>,
     /// Bytes forwarded to it so far (for the downlink estimate).
     sent: Arc<std::sync::atomic::AtomicU64>,
     /// Packets forwarded to it so far (the share it NACKs is its loss before repair).
     sent_packets: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl Peer {
-    /// The layer `publisher`'s `track` should reach this participant at (`None`: nothing).
-    fn want(&self, publisher: &str, track: TrackKind) -> Option<usize> {
-        let views = self.views.lock().unwrap();
-        match track {
-            TrackKind::Mic | TrackKind::ScreenAudio => Some(0),
-            TrackKind::Camera => {
-                let tile = match views.get(&(publisher.to_string(), Source::Camera)) {
-                    Some(&h) => layer_for_tile(h, 1.0),
-                    None => Some(DEFAULT_CAMERA_LAYER),
-                };
-                // The downlink's share for each shown camera, after the shown screens.
-                let shown = |s: Source| {
-                    views
-                        .iter()
-                        .filter(|((_, src), h)| *src == s && **h > 0)
-                        .count()
-                };
-                let cap = camera_cap(
-                    self.downlink.lock().unwrap().estimate_bps(),
-                    shown(Source::Screen),
-                    shown(Source::Camera).max(1),
-                );
-                tile.map(|l| l.min(cap))
-            }
-            TrackKind::Screen => match views.get(&(publisher.to_string(), Source::Screen)) {
-                Some(0) => None,
-                _ => Some(0),
-            },
-        }
-    }
-}
-
 struct Published {
+    id: TrackId,
     publisher: String,
+    /// The publisher's session it came in.
+    session: u64,
+    room: String,
     track: TrackKind,
     kind: &'static str,
     /// Sent as simulcast (rids): packets are told apart by SSRC → layer.
     simulcast: bool,
     /// SSRC of each simulcast layer once seen (for keyframe requests).
     layer_ssrcs: Mutex<[Option<u32>; LAYERS]>,
-    /// Dynacast: the layers last asked of the publisher.
-    active_layers: Mutex<Option<Vec<bool>>>,
-    published_at: Instant,
     /// Microphone: where its RFC 6464 audio level is, for the active speaker.
     audio_level_id: Option<u8>,
-    room: Weak<RoomMedia>,
     codec: RTCRtpCodec,
     video: Option<VideoCodec>,
     media_ssrc: u32,
@@ -277,22 +230,8 @@ struct Published {
     block_bit: u8,
 }
 
-/// A host stopped the microphone.
-pub const BLOCK_AUDIO: u8 = 1;
-/// A host stopped the camera.
-pub const BLOCK_VIDEO: u8 = 2;
-/// A host stopped the screen share (and its audio).
-pub const BLOCK_SCREEN: u8 = 4;
-
-fn block_bit(kind: TrackKind) -> u8 {
-    match kind {
-        TrackKind::Mic => BLOCK_AUDIO,
-        TrackKind::Camera => BLOCK_VIDEO,
-        TrackKind::Screen | TrackKind::ScreenAudio => BLOCK_SCREEN,
-    }
-}
-
 struct SubTrack {
+    id: SubId,
     subscriber: String,
     /// The subscriber's forwarded-bytes counter.
     sent: Arc<std::sync::atomic::AtomicU64>,
@@ -513,8 +452,8 @@ impl PeerConnectionEventHandler for PeerHandler {
         // meanwhile — not even this participant's outgoing packets, on which other forwarding
         // loops wait. Subscribing others calls into *their* PeerConnections: do it elsewhere.
         if let Some(media) = self.media.upgrade() {
-            let (room, peer) = (self.room.clone(), self.peer.clone());
-            tokio::spawn(async move { media.on_track(&room, &peer, track).await });
+            let (room, peer, session) = (self.room.clone(), self.peer.clone(), self.session);
+            tokio::spawn(async move { media.on_track(&room, &peer, session, track).await });
         }
     }
 }
@@ -523,16 +462,20 @@ impl Media {
     pub fn new(cfg: MediaConfig, metrics: Arc<Metrics>) -> Arc<Media> {
         let runtime =
             webrtc::runtime::default_runtime().expect("webrtc built with its tokio runtime");
+        let epoch = Instant::now();
         Arc::new_cyclic(|me| Media {
             next_port: AtomicU32::new(cfg.udp_ports.0 as u32),
             next_session: std::sync::atomic::AtomicU64::new(1),
+            core: Mutex::new(SfuCore::new(epoch, cfg.id.clone())),
+            core_running: AtomicBool::new(false),
+            core_wake: Arc::new(tokio::sync::Notify::new()),
             cfg,
             metrics,
             runtime,
             rooms: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             http: reqwest::Client::new(),
-            epoch: Instant::now(),
+            epoch,
             me: me.clone(),
             outbox: Mutex::new(Outbox::default()),
             outbox_running: AtomicBool::new(false),
@@ -603,23 +546,142 @@ impl Media {
 
     /// Rooms and who is in them (for `/v1/rooms`, tests and operators).
     pub fn describe(&self) -> serde_json::Value {
-        let rooms = self.rooms.lock().unwrap();
-        let mut out = serde_json::Map::new();
-        for (name, room) in rooms.iter() {
-            let peers = room.peers.lock().unwrap();
-            let list: Vec<serde_json::Value> = peers
-                .values()
-                .map(|p| {
-                    let published: Vec<&str> = p.published.lock().unwrap().iter().map(|t| t.kind).collect();
-                    let downlink_bps = p.downlink.lock().unwrap().estimate_bps() as u64;
-                    let receiving: Vec<String> =
-                        p.subscriptions.lock().unwrap().keys().map(|(who, kind)| format!("{who}/{kind}")).collect();
-                    serde_json::json!({ "id": p.id, "published": published, "receiving": receiving, "downlink_bps": downlink_bps })
-                })
-                .collect();
-            out.insert(name.clone(), serde_json::Value::Array(list));
+        self.core.lock().unwrap().describe()
+    }
+
+    /// Feeds the core, then hands what it decided to the rooms' effect tasks (under the core's
+    /// lock, so effects keep the order in which they were decided).
+    fn apply(&self, input: Input) -> Result<(), CoreError> {
+        let mut core = self.core.lock().unwrap();
+        let result = core.handle_input(Instant::now(), input);
+        self.dispatch(&mut core);
+        drop(core);
+        self.wake_core();
+        result
+    }
+
+    fn dispatch(&self, core: &mut SfuCore) {
+        while let Some(out) = core.poll_output() {
+            let room = match &out {
+                Output::Event(event) => {
+                    if matches!(event, SfuEvent::PublishLayers { .. }) {
+                        self.metrics.dynacast_updates.inc();
+                    }
+                    self.spawn_event(event.clone());
+                    continue;
+                }
+                Output::RoomGone { room } => {
+                    // Nothing more to tell the edge about it.
+                    self.outbox.lock().unwrap().forget_room(room);
+                    continue;
+                }
+                Output::Subscribe { room, .. }
+                | Output::Unsubscribe { room, .. }
+                | Output::Renegotiate { room, .. }
+                | Output::SetWant { room, .. }
+                | Output::Keyframe { room, .. } => room,
+            };
+            // A room already gone from here has no session left to act on.
+            if let Some(r) = self.room(room) {
+                let _ = r.effects.send(out);
+            }
         }
-        serde_json::Value::Object(out)
+    }
+
+    /// Runs the core's timers (speaker ticks, dynacast warm-ups) for as long as the SFU runs.
+    fn wake_core(&self) {
+        if !self.core_running.swap(true, Ordering::SeqCst) {
+            tokio::spawn(Self::drive_core(self.me.clone(), self.core_wake.clone()));
+        }
+        self.core_wake.notify_one();
+    }
+
+    async fn drive_core(me: Weak<Media>, wake: Arc<tokio::sync::Notify>) {
+        loop {
+            let next = {
+                let Some(media) = me.upgrade() else { return };
+                let mut core = media.core.lock().unwrap();
+                let now = Instant::now();
+                if core.poll_timeout().is_some_and(|t| t <= now) {
+                    core.handle_timeout(now);
+                    media.dispatch(&mut core);
+                }
+                core.poll_timeout()
+            };
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = wake.notified() => {}
+                    }
+                }
+                None => wake.notified().await,
+            }
+        }
+    }
+
+    /// A room's effect task: performs the core's outputs for it one after another (a transceiver
+    /// added before the offer that announces it, taken off after). Ends with the room.
+    async fn perform_effects(
+        me: Weak<Media>,
+        room: Weak<RoomMedia>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Output>,
+    ) {
+        while let Some(out) = rx.recv().await {
+            let (Some(media), Some(room)) = (me.upgrade(), room.upgrade()) else {
+                continue;
+            };
+            media.perform(&room, out).await;
+        }
+    }
+
+    async fn perform(&self, room: &Arc<RoomMedia>, out: Output) {
+        match out {
+            Output::Subscribe {
+                sub,
+                subscriber,
+                track,
+                ..
+            } => self.subscribe(room, sub, &subscriber, track).await,
+            Output::Unsubscribe {
+                sub,
+                subscriber,
+                track,
+                remove_track,
+                ..
+            } => {
+                let s = room.subs.lock().unwrap().remove(&sub);
+                let published = room.tracks.lock().unwrap().get(&track).cloned();
+                if let Some(p) = published {
+                    let mut list = p.subscribers.write().unwrap();
+                    let next: Vec<Arc<SubTrack>> =
+                        list.iter().filter(|s| s.id != sub).cloned().collect();
+                    *list = Arc::new(next);
+                }
+                let peer = room.peers.lock().unwrap().get(&subscriber).cloned();
+                if let (true, Some(s), Some(peer)) = (remove_track, s, peer) {
+                    let _ = slow("remove_track", peer.pc.remove_track(&s.sender)).await;
+                }
+            }
+            Output::Renegotiate { peer, .. } => {
+                let peer = room.peers.lock().unwrap().get(&peer).cloned();
+                if let Some(peer) = peer {
+                    self.spawn_renegotiate(peer);
+                }
+            }
+            Output::SetWant { sub, want, .. } => {
+                let s = room.subs.lock().unwrap().get(&sub).cloned();
+                if let Some(s) = s {
+                    s.state.lock().unwrap().set_want(want);
+                }
+            }
+            Output::Keyframe { track, .. } => {
+                if let Some(p) = room.tracks.lock().unwrap().get(&track) {
+                    p.keyframe_wanted.store(true, Ordering::Relaxed);
+                }
+            }
+            Output::Event(_) | Output::RoomGone { .. } => {} // handled in `dispatch`
+        }
     }
 
     async fn build_pc(
@@ -716,6 +778,9 @@ impl Media {
     /// A participant's offer starts a new media session (a browser offers once per PeerConnection;
     /// later renegotiations are ours). A session it had before is replaced. Returns our answer.
     /// `blocked`: what a host has stopped of theirs (not forwarded from the first packet).
+    /// A participant's offer starts a new media session (a browser offers once per PeerConnection;
+    /// later renegotiations are ours). A session it had before is replaced. Returns our answer.
+    /// `blocked`: what a host has stopped of theirs (not forwarded from the first packet).
     pub async fn offer(
         &self,
         room: &str,
@@ -743,44 +808,48 @@ impl Media {
             pc: pc.clone(),
             gathered,
             negotiation: tokio::sync::Mutex::new(Negotiation::default()),
-            subscriptions: Mutex::new(HashMap::new()),
-            subscribing: Mutex::new(std::collections::HashSet::new()),
-            published: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             layout,
-            views: Mutex::new(HashMap::new()),
             blocked: Arc::new(AtomicU8::new(blocked)),
-            downlink: Mutex::new(DownlinkEstimator::new()),
             sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             sent_packets: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         });
-        // Hold the negotiation from before anyone can see this peer until our answer is read:
-        // a track published meanwhile may subscribe it, and its offer must wait for this answer.
+        // Hold the negotiation from before anyone can see this peer until our answer is read.
         let neg = peer.negotiation.lock().await;
-        let (old, created) = {
+        let (old, r) = {
             let mut rooms = self.rooms.lock().unwrap();
-            let mut created = None;
             let r = rooms
                 .entry(room.to_string())
                 .or_insert_with(|| {
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                     let r = Arc::new(RoomMedia {
                         name: room.into(),
                         peers: Mutex::new(HashMap::new()),
-                        speaker: Mutex::new(SpeakerDetector::new()),
+                        tracks: Mutex::new(HashMap::new()),
+                        subs: Mutex::new(HashMap::new()),
+                        effects: tx,
                     });
-                    created = Some(r.clone());
+                    tokio::spawn(Self::perform_effects(
+                        self.me.clone(),
+                        Arc::downgrade(&r),
+                        rx,
+                    ));
                     r
                 })
                 .clone();
-            let mut peers = r.peers.lock().unwrap();
-            (peers.insert(id.to_string(), peer.clone()), created)
+            let old = r.peers.lock().unwrap().insert(id.to_string(), peer.clone());
+            (old, r)
         };
-        if let Some(r) = created {
-            self.spawn_speaker_ticker(&r);
-        }
         if let Some(old) = old {
-            self.close_peer(old, "replaced by a new session").await;
+            self.close_peer(&r, old).await;
         }
+        // The core ends the earlier session itself (its tracks leave everyone).
+        let _ = self.apply(Input::Join {
+            room: room.into(),
+            peer: id.into(),
+            session,
+            blocked,
+        });
         self.update_gauges();
         let result = async {
             pc.set_remote_description(desc)
@@ -795,21 +864,12 @@ impl Media {
         match result {
             Ok(answer) => {
                 tracing::info!(room, participant = id, "media session started");
-                // Everything already published in the room: subscribe and offer it.
-                let others: Vec<Arc<Published>> = self
-                    .room(room)
-                    .map(|r| r.published(|p| p.id != id))
-                    .unwrap_or_default();
-                let mut added = false;
-                for p in others {
-                    added |= self.subscribe(&peer, &p).await;
-                }
-                if added {
-                    self.spawn_renegotiate(peer.clone());
-                    if let Some(r) = self.room(room) {
-                        self.update_dynacast(&r);
-                    }
-                }
+                // Everything already published in the room: subscribed and offered.
+                let _ = self.apply(Input::Answered {
+                    room: room.into(),
+                    peer: id.into(),
+                    session,
+                });
                 Ok(answer)
             }
             Err(e) => {
@@ -820,7 +880,6 @@ impl Media {
         }
     }
 
-    /// The participant's answer to our last offer.
     pub async fn answer(&self, room: &str, id: &str, sdp: String) -> Result<(), MediaError> {
         let peer = self
             .peer(room, id)
@@ -852,11 +911,15 @@ impl Media {
     /// After a negotiation: subscriptions not yet flowing learn their payload type and start (at
     /// the next keyframe, which we ask for).
     async fn mark_ready(&self, peer: &Arc<Peer>) {
-        let subs: Vec<Arc<SubTrack>> = peer
-            .subscriptions
+        let Some(room) = self.room(&peer.room) else {
+            return;
+        };
+        let subs: Vec<Arc<SubTrack>> = room
+            .subs
             .lock()
             .unwrap()
             .values()
+            .filter(|s| s.subscriber == peer.id)
             .cloned()
             .collect();
         for sub in subs {
@@ -891,7 +954,8 @@ impl Media {
     /// rate-limited, which once cost joins ~500 ms).
     fn request_keyframes_for(&self, room: &str, subscriber: &str) {
         let Some(room) = self.room(room) else { return };
-        for p in room.published(|_| true) {
+        let tracks: Vec<Arc<Published>> = room.tracks.lock().unwrap().values().cloned().collect();
+        for p in tracks {
             if p.video.is_none() {
                 continue;
             }
@@ -906,30 +970,24 @@ impl Media {
         }
     }
 
-    /// Adds `published` to `peer`'s PeerConnection. False if it already had it.
-    async fn subscribe(&self, peer: &Arc<Peer>, published: &Arc<Published>) -> bool {
-        let key = (published.publisher.clone(), published.kind);
-        {
-            // Check and reserve in one step (the lock order is subscriptions, then subscribing).
-            let subs = peer.subscriptions.lock().unwrap();
-            if peer.closed.load(Ordering::SeqCst)
-                || subs.contains_key(&key)
-                || !peer.subscribing.lock().unwrap().insert(key.clone())
-            {
-                return false;
-            }
+    /// Performs the core's `Subscribe`: adds the track to the subscriber's PeerConnection as a
+    /// new send-only transceiver and into the track's fan-out.
+    async fn subscribe(&self, room: &Arc<RoomMedia>, id: SubId, subscriber: &str, track: TrackId) {
+        let peer = room.peers.lock().unwrap().get(subscriber).cloned();
+        let published = room.tracks.lock().unwrap().get(&track).cloned();
+        let (Some(peer), Some(published)) = (peer, published) else {
+            // Gone meanwhile: the core hears it (or already did, and ignores this).
+            let _ = self.apply(Input::SubscribeFailed {
+                room: room.name.clone(),
+                sub: id,
+            });
+            return;
+        };
+        if peer.closed.load(Ordering::SeqCst) {
+            return; // its session is ending; the core is told by whoever closed it
         }
-        // Released however this returns: the subscription is in `subscriptions` by then, or
-        // was not made.
-        struct Reserved<'a>(&'a Peer, (String, &'static str));
-        impl Drop for Reserved<'_> {
-            fn drop(&mut self) {
-                self.0.subscribing.lock().unwrap().remove(&self.1);
-            }
-        }
-        let _reserved = Reserved(peer.as_ref(), key.clone());
         let ssrc: u32 = rand_ssrc();
-        let kind = if published.kind == "audio" {
+        let kind = if published.track.is_audio() {
             RtpCodecKind::Audio
         } else {
             RtpCodecKind::Video
@@ -962,19 +1020,32 @@ impl Media {
             .add_transceiver_from_track(local.clone() as Arc<dyn TrackLocal>, Some(init));
         let sender = match slow("add_transceiver", sender).await {
             Ok(t) => match slow("sender", t.sender()).await {
-                Ok(Some(s)) => s,
+                Ok(Some(s)) => Some(s),
                 _ => {
                     tracing::warn!(subscriber = %peer.id, "new transceiver has no sender");
-                    return false;
+                    None
                 }
             },
             Err(e) => {
                 tracing::warn!(subscriber = %peer.id, error = %e, "add_transceiver_from_track failed");
-                return false;
+                None
             }
         };
-        let clock = published.codec.clock_rate;
+        let Some(sender) = sender else {
+            let _ = self.apply(Input::SubscribeFailed {
+                room: room.name.clone(),
+                sub: id,
+            });
+            return;
+        };
+        // The layer wanted now (a view may have changed while the transceiver was added); none:
+        // the reception ended meanwhile, and the transceiver goes again.
+        let Some(want) = self.core.lock().unwrap().sub_want(&room.name, id) else {
+            let _ = slow("remove_track", peer.pc.remove_track(&sender)).await;
+            return;
+        };
         let sub = Arc::new(SubTrack {
+            id,
             subscriber: peer.id.clone(),
             sent: peer.sent.clone(),
             sent_packets: peer.sent_packets.clone(),
@@ -984,30 +1055,25 @@ impl Media {
             sender,
             ssrc,
             state: Mutex::new(SubForward::new(
-                peer.want(&published.publisher, published.track),
+                want,
                 published.simulcast,
                 published.video.is_some(),
                 ssrc,
-                clock,
+                published.codec.clock_rate,
             )),
         });
-        {
-            let mut subs = peer.subscriptions.lock().unwrap();
-            if subs.contains_key(&key) {
-                return false;
-            }
-            subs.insert(key, sub.clone());
-        }
+        room.subs.lock().unwrap().insert(id, sub.clone());
         {
             let mut list = published.subscribers.write().unwrap();
             let mut next: Vec<Arc<SubTrack>> = list.as_ref().clone();
             next.push(sub.clone());
             *list = Arc::new(next);
         }
-        // Keyframe requests from this subscriber go to the publisher; its receiver reports feed
-        // its downlink estimate.
-        let p = Arc::downgrade(published);
-        let (media, subscriber) = (self.me.clone(), Arc::downgrade(peer));
+        // Keyframe requests from this subscriber go to the publisher; its receiver reports and
+        // NACKs feed its downlink estimate (in the core).
+        let p = Arc::downgrade(&published);
+        let media = self.me.clone();
+        let (room, subscriber) = (room.name.clone(), peer.id.clone());
         let epoch = self.epoch;
         let this = Arc::downgrade(&sub);
         self.runtime.spawn(Box::pin(async move {
@@ -1015,7 +1081,11 @@ impl Media {
                 let TrackLocalEvent::OnRtcpPacket(packets) = evt else {
                     continue;
                 };
-                let Some(p) = p.upgrade() else { break };
+                let (Some(p), Some(this), Some(media)) =
+                    (p.upgrade(), this.upgrade(), media.upgrade())
+                else {
+                    break;
+                };
                 // Loss over all the streams the report covers (their mean).
                 let (mut lost, mut blocks) = (0u32, 0u32);
                 for pkt in &packets {
@@ -1027,11 +1097,7 @@ impl Media {
                             lost += block.fraction_lost as u32;
                             blocks += 1;
                         }
-                    } else if let (Some(nack), Some(s), Some(this)) = (
-                        any.downcast_ref::<TransportLayerNack>(),
-                        subscriber.upgrade(),
-                        this.upgrade(),
-                    ) {
+                    } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                         // Only numbers forwarded to it: a gap the publisher's own loss left is
                         // asked for too, and is not this downlink's loss.
                         let pairs = nack.nacks.iter().map(|n| (n.packet_id, n.lost_packets));
@@ -1049,20 +1115,25 @@ impl Media {
                             // it receives does (the other subscribers' layers are left alone).
                             this.keyframe_wanted.store(true, Ordering::Relaxed);
                         }
-                        s.downlink
-                            .lock()
-                            .unwrap()
-                            .on_nacked_seqs(nack.media_ssrc, seqs);
+                        let _ = media.apply(Input::Nacked {
+                            room: room.clone(),
+                            peer: subscriber.clone(),
+                            ssrc: nack.media_ssrc,
+                            seqs,
+                        });
                     }
                 }
-                if let (true, Some(m), Some(s)) =
-                    (blocks > 0, media.upgrade(), subscriber.upgrade())
-                {
-                    m.on_receiver_report(&s, (lost / blocks) as u8);
+                if let Some(mean) = lost.checked_div(blocks) {
+                    let _ = media.apply(Input::ReceiverReport {
+                        room: room.clone(),
+                        peer: subscriber.clone(),
+                        fraction_lost: mean as u8,
+                        bytes_sent: this.sent.load(Ordering::Relaxed),
+                        packets_sent: this.sent_packets.load(Ordering::Relaxed),
+                    });
                 }
             }
         }));
-        true
     }
 
     fn spawn_renegotiate(&self, peer: Arc<Peer>) {
@@ -1171,13 +1242,17 @@ impl Media {
         .await
     }
 
-    /// A track arrived from `publisher`: fan it out to everyone else in the room.
-    async fn on_track(&self, room: &str, publisher: &str, track: Arc<dyn TrackRemote>) {
-        let Some(peer) = self.peer(room, publisher) else {
-            return;
-        };
-        let Some(room_media) = self.room(room) else {
-            return;
+    /// A track arrived from `publisher`'s session `session`: the core fans it out to everyone else
+    /// in the room, and its forwarding loop starts.
+    async fn on_track(
+        &self,
+        room: &str,
+        publisher: &str,
+        session: u64,
+        track: Arc<dyn TrackRemote>,
+    ) {
+        let Some(peer) = self.peer(room, publisher).filter(|p| p.session == session) else {
+            return; // a session replaced meanwhile
         };
         let audio = kind_name(track.kind().await) == "audio";
         let kind = peer.layout.kind_of(&track.track_id().await, audio);
@@ -1192,68 +1267,71 @@ impl Media {
             return;
         }
         let simulcast = !audio && track.rid(media_ssrc).await.is_some();
-        {
+        let published = {
+            let mut core = self.core.lock().unwrap();
             // One track of each kind per participant: anything else it sends is not forwarded.
-            let published = peer.published.lock().unwrap();
-            if published.iter().any(|p| p.track == kind) {
-                tracing::warn!(
-                    room,
-                    publisher,
-                    kind = kind.name(),
-                    "ignoring an extra track"
-                );
-                self.metrics.dropped_packets.inc();
-                return;
-            }
-        }
-        let published = Arc::new(Published {
-            publisher: publisher.into(),
-            track: kind,
-            kind: kind.name(),
-            simulcast,
-            layer_ssrcs: Mutex::new([None; LAYERS]),
-            active_layers: Mutex::new(None),
-            published_at: Instant::now(),
-            audio_level_id: (kind == TrackKind::Mic)
-                .then_some(peer.layout.audio_level_id)
-                .flatten(),
-            room: Arc::downgrade(&room_media),
-            video: VideoCodec::from_mime(&codec.mime_type),
-            codec,
-            media_ssrc,
-            subscribers: RwLock::new(Arc::new(Vec::new())),
-            keyframe_wanted: AtomicBool::new(false),
-            blocked: peer.blocked.clone(),
-            block_bit: block_bit(kind),
-        });
-        peer.published.lock().unwrap().push(published.clone());
-        tracing::info!(room, publisher, kind = kind.name(), simulcast, mime = %published.codec.mime_type, "track published");
-        let others: Vec<Arc<Peer>> = room_media
-            .peers
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|p| p.id != publisher)
-            .cloned()
-            .collect();
-        for other in others {
-            if self.subscribe(&other, &published).await {
-                self.spawn_renegotiate(other);
-            }
-        }
-        if simulcast {
-            // Dynacast starts after the warm-up.
-            let (media, room) = (self.me.clone(), Arc::downgrade(&room_media));
-            tokio::spawn(async move {
-                tokio::time::sleep(DYNACAST_WARMUP).await;
-                if let (Some(m), Some(r)) = (media.upgrade(), room.upgrade()) {
-                    m.update_dynacast(&r);
+            let id = match core.publish(room, publisher, kind) {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::warn!(room, publisher, kind = kind.name(), error = %e, "ignoring a track");
+                    self.metrics.dropped_packets.inc();
+                    return;
                 }
+            };
+            let Some(room_media) = self.room(room) else {
+                return;
+            };
+            let published = Arc::new(Published {
+                id,
+                publisher: publisher.into(),
+                session,
+                room: room.into(),
+                track: kind,
+                kind: kind.name(),
+                simulcast,
+                layer_ssrcs: Mutex::new([None; LAYERS]),
+                audio_level_id: (kind == TrackKind::Mic)
+                    .then_some(peer.layout.audio_level_id)
+                    .flatten(),
+                video: VideoCodec::from_mime(&codec.mime_type),
+                codec,
+                media_ssrc,
+                subscribers: RwLock::new(Arc::new(Vec::new())),
+                keyframe_wanted: AtomicBool::new(false),
+                blocked: peer.blocked.clone(),
+                block_bit: block_bit(kind),
             });
-        }
+            // In the room's map before the core's `Subscribe`s for it can be performed.
+            room_media
+                .tracks
+                .lock()
+                .unwrap()
+                .insert(id, published.clone());
+            let _ = core.handle_input(
+                Instant::now(),
+                Input::Published {
+                    room: room.into(),
+                    peer: publisher.into(),
+                    track: id,
+                    kind,
+                    simulcast,
+                    video: published.video.is_some(),
+                },
+            );
+            self.dispatch(&mut core);
+            published
+        };
+        self.wake_core();
+        tracing::info!(room, publisher, kind = kind.name(), simulcast, mime = %published.codec.mime_type, "track published");
         let metrics = self.metrics.clone();
         let epoch = self.epoch;
-        tokio::spawn(forward_loop(track, published, metrics, epoch));
+        tokio::spawn(forward_loop(
+            track,
+            published,
+            metrics,
+            epoch,
+            self.me.clone(),
+        ));
     }
 
     /// A host stopped (or let back on) some of `id`'s media: their packets of those kinds are
@@ -1263,12 +1341,12 @@ impl Media {
             .peer(room, id)
             .ok_or_else(|| MediaError::UnknownParticipant(id.into()))?;
         let before = peer.blocked.swap(bits, Ordering::Relaxed);
-        let lifted = before & !bits;
-        for p in peer.published.lock().unwrap().iter() {
-            if lifted & p.block_bit != 0 && p.video.is_some() {
-                p.keyframe_wanted.store(true, Ordering::Relaxed);
-            }
-        }
+        self.apply(Input::Block {
+            room: room.into(),
+            peer: id.into(),
+            bits,
+        })
+        .map_err(|_| MediaError::UnknownParticipant(id.into()))?;
         if before != bits {
             tracing::info!(
                 room,
@@ -1283,121 +1361,12 @@ impl Media {
     /// A participant's browser says how big it shows each remote video: each subscription's layer
     /// follows (hidden: nothing), and the publishers learn which layers anyone still needs.
     pub fn set_views(&self, room: &str, id: &str, views: Vec<TileView>) -> Result<(), MediaError> {
-        let peer = self
-            .peer(room, id)
-            .ok_or_else(|| MediaError::UnknownParticipant(id.into()))?;
-        *peer.views.lock().unwrap() = views
-            .into_iter()
-            .map(|v| ((v.publisher, v.source), v.height))
-            .collect();
-        self.apply_wants(&peer);
-        Ok(())
-    }
-
-    /// A subscriber's receiver report: its downlink estimate moves, and with it, perhaps, the
-    /// layers it gets.
-    fn on_receiver_report(&self, peer: &Arc<Peer>, fraction_lost: u8) {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let sent = peer.sent.load(Ordering::Relaxed);
-        let packets = peer.sent_packets.load(Ordering::Relaxed);
-        let (before, after) = {
-            let mut d = peer.downlink.lock().unwrap();
-            let before = d.estimate_bps();
-            (before, d.on_report(fraction_lost, sent, packets, now))
-        };
-        if (after - before).abs() > 1.0 {
-            if after < before {
-                let loss_pct = (peer.downlink.lock().unwrap().last_loss() * 100.0).round();
-                tracing::info!(room = %peer.room, participant = %peer.id, loss_pct, estimate_bps = after as u64, "downlink estimate lowered");
-            }
-            self.apply_wants(peer);
-        }
-    }
-
-    /// Re-derives the layer of each of `peer`'s video subscriptions (tile size, downlink) and
-    /// updates the publishers' dynacast.
-    fn apply_wants(&self, peer: &Arc<Peer>) {
-        let subs: Vec<((String, &'static str), Arc<SubTrack>)> = peer
-            .subscriptions
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for ((publisher, kind), sub) in subs {
-            let track = match kind {
-                "video" => TrackKind::Camera,
-                "screen" => TrackKind::Screen,
-                _ => continue,
-            };
-            let want = peer.want(&publisher, track);
-            sub.state.lock().unwrap().set_want(want);
-        }
-        if let Some(r) = self.room(&peer.room) {
-            self.update_dynacast(&r);
-        }
-    }
-
-    /// Dynacast: for each simulcast camera in the room, the layers any subscriber wants; a change
-    /// goes to the publisher, whose browser stops (or restarts) encoding the others. The lowest
-    /// layer always stays on, so a newcomer's first frame never waits for an encoder to start.
-    fn update_dynacast(&self, room: &Arc<RoomMedia>) {
-        let peers: HashMap<String, Arc<Peer>> = room.peers.lock().unwrap().clone();
-        for p in room.published(|_| true) {
-            if !p.simulcast || p.published_at.elapsed() < DYNACAST_WARMUP {
-                continue;
-            }
-            let top = p
-                .subscribers
-                .read()
-                .unwrap()
-                .iter()
-                .filter_map(|s| peers.get(&s.subscriber)?.want(&p.publisher, p.track))
-                .max()
-                .unwrap_or(0);
-            let active: Vec<bool> = (0..LAYERS).map(|l| l <= top).collect();
-            {
-                let mut last = p.active_layers.lock().unwrap();
-                if last.as_ref() == Some(&active) {
-                    continue;
-                }
-                *last = Some(active.clone());
-            }
-            self.metrics.dynacast_updates.inc();
-            self.spawn_event(SfuEvent::PublishLayers {
-                room: room.name.clone(),
-                participant: p.publisher.clone(),
-                active,
-                sfu: Some(self.cfg.id.clone()),
-                version: None, // given by the outbox
-            });
-        }
-    }
-
-    /// Every [`SPEAKER_TICK`], the room's speaker detector decides; a change goes to the edge.
-    fn spawn_speaker_ticker(&self, room: &Arc<RoomMedia>) {
-        let room = Arc::downgrade(room);
-        let media = self.me.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(SPEAKER_TICK);
-            loop {
-                every.tick().await;
-                let (Some(room), Some(media)) = (room.upgrade(), media.upgrade()) else {
-                    break;
-                };
-                let now = media.epoch.elapsed().as_millis() as u64;
-                let change = room.speaker.lock().unwrap().tick(now);
-                if let Some(id) = change {
-                    tracing::debug!(room = %room.name, speaker = %id, "active speaker");
-                    media.spawn_event(SfuEvent::ActiveSpeaker {
-                        room: room.name.clone(),
-                        participant: Some(id),
-                        sfu: Some(media.cfg.id.clone()),
-                        version: None, // given by the outbox
-                    });
-                }
-            }
-        });
+        self.apply(Input::Views {
+            room: room.into(),
+            peer: id.into(),
+            views,
+        })
+        .map_err(|_| MediaError::UnknownParticipant(id.into()))
     }
 
     /// Queues `event` for the edge (see [`crate::outbox`]): per key in order, sent again until the
@@ -1492,7 +1461,7 @@ impl Media {
     }
 
     async fn remove_where(&self, room: &str, id: &str, session: Option<u64>, why: &str) {
-        let peer = {
+        let (peer, r) = {
             let mut rooms = self.rooms.lock().unwrap();
             let Some(r) = rooms.get(room).cloned() else {
                 return;
@@ -1506,69 +1475,52 @@ impl Media {
             };
             if r.peers.lock().unwrap().is_empty() {
                 rooms.remove(room);
-                // Nothing more to tell the edge about it.
-                self.outbox.lock().unwrap().forget_room(room);
-            }
-            if peer.is_some() {
-                r.speaker.lock().unwrap().remove(id);
             }
             (peer, r)
         };
-        let (peer, r) = peer;
         if let Some(peer) = peer {
             tracing::info!(room, participant = id, why, "media session ended");
-            self.close_peer(peer, why).await;
-            self.update_dynacast(&r);
+            // The core takes its tracks off everyone (new offers) and its receptions off the
+            // publishers; then its own PeerConnection closes.
+            let _ = self.apply(Input::Leave {
+                room: room.into(),
+                peer: id.into(),
+                session: Some(peer.session),
+            });
+            self.close_peer(&r, peer).await;
         }
         self.update_gauges();
     }
 
-    async fn close_peer(&self, peer: Arc<Peer>, _why: &str) {
+    /// Closes a session's PeerConnection; its tracks and receptions stop being forwarded at once
+    /// (the core's `Unsubscribe`s, performed after, take them off the other sessions).
+    async fn close_peer(&self, room: &Arc<RoomMedia>, peer: Arc<Peer>) {
         if peer.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Its tracks leave every subscriber.
-        let published: Vec<Arc<Published>> = std::mem::take(&mut *peer.published.lock().unwrap());
-        let room = self.room(&peer.room);
-        for p in &published {
-            let subs: Arc<Vec<Arc<SubTrack>>> =
-                std::mem::take(&mut *p.subscribers.write().unwrap());
-            let mut touched = HashSet::new();
-            for s in subs.iter() {
-                let Some(sub_peer) = room
-                    .as_ref()
-                    .and_then(|r| r.peers.lock().unwrap().get(&s.subscriber).cloned())
-                else {
-                    continue;
-                };
-                sub_peer
-                    .subscriptions
-                    .lock()
-                    .unwrap()
-                    .remove(&(p.publisher.clone(), p.kind));
-                let _ = slow("remove_track", sub_peer.pc.remove_track(&s.sender)).await;
-                if touched.insert(sub_peer.id.clone()) {
-                    self.spawn_renegotiate(sub_peer);
+        let tracks: Vec<Arc<Published>> = {
+            let mut map = room.tracks.lock().unwrap();
+            let mine: Vec<TrackId> = map
+                .values()
+                .filter(|p| p.publisher == peer.id && p.session == peer.session)
+                .map(|p| p.id)
+                .collect();
+            for id in &mine {
+                if let Some(p) = map.remove(id) {
+                    *p.subscribers.write().unwrap() = Arc::new(Vec::new());
                 }
             }
-        }
-        // Its subscriptions leave every publisher's fan-out.
-        let mine: Vec<((String, &'static str), Arc<SubTrack>)> =
-            peer.subscriptions.lock().unwrap().drain().collect();
-        if let Some(r) = &room {
-            for p in r.published(|_| true) {
-                if mine
+            map.values().cloned().collect()
+        };
+        for p in tracks {
+            let mut list = p.subscribers.write().unwrap();
+            if list.iter().any(|s| s.subscriber == peer.id) {
+                let next: Vec<Arc<SubTrack>> = list
                     .iter()
-                    .any(|((who, kind), _)| *who == p.publisher && *kind == p.kind)
-                {
-                    let mut list = p.subscribers.write().unwrap();
-                    let next: Vec<Arc<SubTrack>> = list
-                        .iter()
-                        .filter(|s| s.subscriber != peer.id)
-                        .cloned()
-                        .collect();
-                    *list = Arc::new(next);
-                }
+                    .filter(|s| s.subscriber != peer.id)
+                    .cloned()
+                    .collect();
+                *list = Arc::new(next);
             }
         }
         let _ = peer.pc.close().await;
@@ -1629,6 +1581,7 @@ async fn forward_loop(
     published: Arc<Published>,
     metrics: Arc<Metrics>,
     epoch: Instant,
+    media: Weak<Media>,
 ) {
     // Keyframe requests to this track, paced per layer (pure: `fanout::KeyframePacer`).
     let mut pacer = KeyframePacer::default();
@@ -1696,18 +1649,19 @@ async fn forward_loop(
         let now = Instant::now();
         let now_us = now.duration_since(epoch).as_micros() as u64;
         let now_ms = now_us / 1000;
-        if let (false, Some(id), Some(room)) =
-            (blocked, published.audio_level_id, published.room.upgrade())
-        {
-            if let Some(level) = pkt
-                .header
-                .get_extension(id)
-                .and_then(|b| b.first().copied())
-            {
-                room.speaker
-                    .lock()
-                    .unwrap()
-                    .observe(&published.publisher, level & 0x7f, now_ms);
+        if let (false, Some(id)) = (blocked, published.audio_level_id) {
+            if let (Some(level), Some(media)) = (
+                pkt.header
+                    .get_extension(id)
+                    .and_then(|b| b.first().copied()),
+                media.upgrade(),
+            ) {
+                let _ = media.core.lock().unwrap().handle_audio_level(
+                    now,
+                    &published.room,
+                    &published.publisher,
+                    level,
+                );
             }
         }
         let keyframe = !padding

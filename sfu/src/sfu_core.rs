@@ -1,0 +1,1259 @@
+//! The SFU's media decisions for every room (sans-IO, like str0m's `Rtc` and quinn-proto's
+//! `Connection`): who is in which room, what each one publishes, who receives what and at which
+//! layer, dynacast, the active speaker and the downlink estimates. The shell (`media.rs`) feeds it
+//! [`Input`]s with the time, performs the [`Output`]s it polls (add a transceiver, send an offer, post
+//! an event) and wakes it at [`SfuCore::poll_timeout`]. No clock reads, locks, sockets or tokio in here.
+//!
+//! What it does not own yet: the per-packet state of each subscription (layer selector, rewriter,
+//! keyframe wish: [`crate::fanout`]) and each session's offer/answer state
+//! ([`crate::negotiation`]), both pure too but kept beside the webrtc-rs objects they act on until
+//! the worker threads of the new engine own them with the rest (ARCHITECTURE.md, "SFU engine").
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use edgemeet_shared::media::layer_for_tile;
+use edgemeet_shared::protocol::{SfuEvent, Source, TileView};
+use thiserror::Error;
+
+use crate::downlink::{camera_cap, DownlinkEstimator};
+use crate::layers::LAYERS;
+use crate::offer::TrackKind;
+use crate::speaker::SpeakerDetector;
+
+/// How often each room's active speaker is re-evaluated.
+pub const SPEAKER_TICK: Duration = Duration::from_millis(200);
+/// Camera layer a subscriber gets before its browser said how big it shows the tile.
+pub const DEFAULT_CAMERA_LAYER: usize = 1;
+/// Dynacast leaves a new camera's layers all on this long: the browser's bandwidth estimate ramps
+/// up on real traffic, so a layer turned on later (a tile made big) starts within a second or two
+/// instead of waiting for the estimate to climb from the few hundred kbit/s of the lowest layer.
+pub const DYNACAST_WARMUP: Duration = Duration::from_secs(6);
+
+/// A published track, named by the core.
+pub type TrackId = u64;
+/// One participant's reception of one track, named by the core.
+pub type SubId = u64;
+
+/// A host stopped the microphone.
+pub const BLOCK_AUDIO: u8 = 1;
+/// A host stopped the camera.
+pub const BLOCK_VIDEO: u8 = 2;
+/// A host stopped the screen share (and its audio).
+pub const BLOCK_SCREEN: u8 = 4;
+
+/// Which blocked bit stops a track of this kind.
+pub fn block_bit(kind: TrackKind) -> u8 {
+    match kind {
+        TrackKind::Mic => BLOCK_AUDIO,
+        TrackKind::Camera => BLOCK_VIDEO,
+        TrackKind::Screen | TrackKind::ScreenAudio => BLOCK_SCREEN,
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CoreError {
+    #[error("participant {0} has no media session here")]
+    UnknownParticipant(String),
+    #[error("this session of the participant has been replaced")]
+    StaleSession,
+    #[error("participant {0} already publishes a {1} track")]
+    ExtraTrack(String, &'static str),
+}
+
+/// What the shell tells the core.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A participant's offer started session `session` (replacing any earlier one, which the shell
+    /// closes; its tracks and receptions end here).
+    Join {
+        room: String,
+        peer: String,
+        session: u64,
+        blocked: u8,
+    },
+    /// Our answer to that offer is out: it can now receive what the room publishes.
+    Answered {
+        room: String,
+        peer: String,
+        session: u64,
+    },
+    /// The session ended (the edge says it left, its connection failed, the SFU stops). A
+    /// `session` that is no longer the current one changes nothing.
+    Leave {
+        room: String,
+        peer: String,
+        session: Option<u64>,
+    },
+    /// A track arrived from `peer` (see [`SfuCore::publish`] for the id).
+    Published {
+        room: String,
+        peer: String,
+        track: TrackId,
+        kind: TrackKind,
+        simulcast: bool,
+        video: bool,
+    },
+    /// The shell could not add `sub`'s track to the subscriber's session.
+    SubscribeFailed { room: String, sub: SubId },
+    /// How big `peer` shows each remote video (device pixels; 0 = hidden).
+    Views {
+        room: String,
+        peer: String,
+        views: Vec<TileView>,
+    },
+    /// What a host stopped of `peer`'s (`BLOCK_*` bits).
+    Block {
+        room: String,
+        peer: String,
+        bits: u8,
+    },
+    /// A receiver report from `peer`: the loss it saw, and what was forwarded to it so far.
+    ReceiverReport {
+        room: String,
+        peer: String,
+        fraction_lost: u8,
+        bytes_sent: u64,
+        packets_sent: u64,
+    },
+    /// Sequence numbers `peer` NACKed that were forwarded to it.
+    Nacked {
+        room: String,
+        peer: String,
+        ssrc: u32,
+        seqs: Vec<u16>,
+    },
+}
+
+/// What the core asks the shell to do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Add `track` to `subscriber`'s session (a new send-only transceiver) as `sub`, forwarding at
+    /// layer `want` (`None`: nothing until it is shown).
+    Subscribe {
+        room: String,
+        sub: SubId,
+        subscriber: String,
+        track: TrackId,
+        want: Option<usize>,
+    },
+    /// `sub` ends. `remove_track`: take the track off the subscriber's session (false when that
+    /// session itself is ending).
+    Unsubscribe {
+        room: String,
+        sub: SubId,
+        subscriber: String,
+        track: TrackId,
+        remove_track: bool,
+    },
+    /// `peer`'s session needs a new offer (its received tracks changed).
+    Renegotiate { room: String, peer: String },
+    /// `sub` is wanted at another layer now (`None`: hidden).
+    SetWant {
+        room: String,
+        sub: SubId,
+        want: Option<usize>,
+    },
+    /// Ask `track`'s publisher for a keyframe (a host let it back on).
+    Keyframe { room: String, track: TrackId },
+    /// For the edge (dynacast, active speaker).
+    Event(SfuEvent),
+    /// The room has no one left.
+    RoomGone { room: String },
+}
+
+#[derive(Debug)]
+struct Member {
+    session: u64,
+    /// Our answer is out: it takes part in subscriptions.
+    answered: bool,
+    blocked: u8,
+    /// (publisher, source) → rendered height; absent: not said yet.
+    views: HashMap<(String, Source), u32>,
+    downlink: DownlinkEstimator,
+    published: Vec<TrackId>,
+    /// What it receives: (track → sub).
+    receiving: BTreeMap<TrackId, SubId>,
+}
+
+#[derive(Debug)]
+struct Track {
+    publisher: String,
+    kind: TrackKind,
+    simulcast: bool,
+    video: bool,
+    published_at: Instant,
+    /// Dynacast waits for the warm-up to pass.
+    warm: bool,
+    /// Dynacast: the layers last asked of the publisher.
+    active_layers: Option<Vec<bool>>,
+    subs: BTreeSet<SubId>,
+}
+
+#[derive(Debug)]
+struct Sub {
+    subscriber: String,
+    track: TrackId,
+    want: Option<usize>,
+}
+
+#[derive(Debug)]
+struct RoomState {
+    members: BTreeMap<String, Member>,
+    tracks: BTreeMap<TrackId, Track>,
+    subs: HashMap<SubId, Sub>,
+    speaker: SpeakerDetector,
+    next_speaker_tick: Instant,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct SfuCore {
+    /// Time zero of the millisecond clocks inside (speaker, downlink).
+    epoch: Instant,
+    sfu_id: String,
+    rooms: BTreeMap<String, RoomState>,
+    next_id: u64,
+    out: VecDeque<Output>,
+}
+
+impl SfuCore {
+    /// `sfu_id` is named in the events this SFU sends.
+    pub fn new(epoch: Instant, sfu_id: impl Into<String>) -> SfuCore {
+        SfuCore {
+            epoch,
+            sfu_id: sfu_id.into(),
+            rooms: BTreeMap::new(),
+            next_id: 1,
+            out: VecDeque::new(),
+        }
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// An id for a track about to be reported with [`Input::Published`], or why it is not
+    /// forwarded (one track of each kind per participant).
+    pub fn publish(
+        &mut self,
+        room: &str,
+        peer: &str,
+        kind: TrackKind,
+    ) -> Result<TrackId, CoreError> {
+        let member = self
+            .rooms
+            .get(room)
+            .and_then(|r| r.members.get(peer))
+            .ok_or_else(|| CoreError::UnknownParticipant(peer.into()))?;
+        let taken = member.published.iter().any(|t| {
+            self.rooms[room]
+                .tracks
+                .get(t)
+                .is_some_and(|t| t.kind == kind)
+        });
+        if taken {
+            return Err(CoreError::ExtraTrack(peer.into(), kind.name()));
+        }
+        Ok(self.id())
+    }
+
+    /// Feeds one input. An input about someone unknown (already gone) is refused and changes
+    /// nothing.
+    pub fn handle_input(&mut self, now: Instant, input: Input) -> Result<(), CoreError> {
+        match input {
+            Input::Join {
+                room,
+                peer,
+                session,
+                blocked,
+            } => {
+                if self
+                    .rooms
+                    .get(&room)
+                    .is_some_and(|r| r.members.contains_key(&peer))
+                {
+                    self.leave(now, &room, &peer, None);
+                }
+                let r = self.rooms.entry(room).or_insert_with(|| RoomState {
+                    members: BTreeMap::new(),
+                    tracks: BTreeMap::new(),
+                    subs: HashMap::new(),
+                    speaker: SpeakerDetector::new(),
+                    next_speaker_tick: now + SPEAKER_TICK,
+                });
+                r.members.insert(
+                    peer,
+                    Member {
+                        session,
+                        answered: false,
+                        blocked,
+                        views: HashMap::new(),
+                        downlink: DownlinkEstimator::new(),
+                        published: Vec::new(),
+                        receiving: BTreeMap::new(),
+                    },
+                );
+                Ok(())
+            }
+            Input::Answered {
+                room,
+                peer,
+                session,
+            } => {
+                let m = self.member_mut(&room, &peer)?;
+                if m.session != session {
+                    return Err(CoreError::StaleSession);
+                }
+                m.answered = true;
+                let tracks: Vec<TrackId> = self.rooms[&room]
+                    .tracks
+                    .iter()
+                    .filter(|(_, t)| t.publisher != peer)
+                    .map(|(id, _)| *id)
+                    .collect();
+                let mut added = false;
+                for t in tracks {
+                    added |= self.subscribe(&room, &peer, t);
+                }
+                if added {
+                    self.out.push_back(Output::Renegotiate {
+                        room: room.clone(),
+                        peer,
+                    });
+                    self.update_dynacast(now, &room);
+                }
+                Ok(())
+            }
+            Input::Leave {
+                room,
+                peer,
+                session,
+            } => {
+                let current = self
+                    .rooms
+                    .get(&room)
+                    .and_then(|r| r.members.get(&peer))
+                    .ok_or_else(|| CoreError::UnknownParticipant(peer.clone()))?;
+                if session.is_some_and(|s| s != current.session) {
+                    return Err(CoreError::StaleSession);
+                }
+                self.leave(now, &room, &peer, session);
+                Ok(())
+            }
+            Input::Published {
+                room,
+                peer,
+                track,
+                kind,
+                simulcast,
+                video,
+            } => {
+                self.member_mut(&room, &peer)?.published.push(track);
+                let r = self.rooms.get_mut(&room).expect("member's room");
+                r.tracks.insert(
+                    track,
+                    Track {
+                        publisher: peer.clone(),
+                        kind,
+                        simulcast,
+                        video,
+                        published_at: now,
+                        warm: !simulcast,
+                        active_layers: None,
+                        subs: BTreeSet::new(),
+                    },
+                );
+                let others: Vec<String> = r
+                    .members
+                    .iter()
+                    .filter(|(id, m)| **id != peer && m.answered)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for other in others {
+                    if self.subscribe(&room, &other, track) {
+                        self.out.push_back(Output::Renegotiate {
+                            room: room.clone(),
+                            peer: other,
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Input::SubscribeFailed { room, sub } => {
+                let r = self
+                    .rooms
+                    .get_mut(&room)
+                    .ok_or_else(|| CoreError::UnknownParticipant(String::new()))?;
+                if let Some(s) = r.subs.remove(&sub) {
+                    if let Some(t) = r.tracks.get_mut(&s.track) {
+                        t.subs.remove(&sub);
+                    }
+                    if let Some(m) = r.members.get_mut(&s.subscriber) {
+                        m.receiving.remove(&s.track);
+                    }
+                }
+                Ok(())
+            }
+            Input::Views { room, peer, views } => {
+                self.member_mut(&room, &peer)?.views = views
+                    .into_iter()
+                    .map(|v| ((v.publisher, v.source), v.height))
+                    .collect();
+                self.apply_wants(now, &room, &peer);
+                Ok(())
+            }
+            Input::Block { room, peer, bits } => {
+                let m = self.member_mut(&room, &peer)?;
+                let lifted = m.blocked & !bits;
+                m.blocked = bits;
+                let published = m.published.clone();
+                let r = &self.rooms[&room];
+                for t in published {
+                    if r.tracks
+                        .get(&t)
+                        .is_some_and(|tr| tr.video && lifted & block_bit(tr.kind) != 0)
+                    {
+                        self.out.push_back(Output::Keyframe {
+                            room: room.clone(),
+                            track: t,
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Input::ReceiverReport {
+                room,
+                peer,
+                fraction_lost,
+                bytes_sent,
+                packets_sent,
+            } => {
+                let ms = self.ms(now);
+                let d = &mut self.member_mut(&room, &peer)?.downlink;
+                let before = d.estimate_bps();
+                let after = d.on_report(fraction_lost, bytes_sent, packets_sent, ms);
+                if (after - before).abs() > 1.0 {
+                    self.apply_wants(now, &room, &peer);
+                }
+                Ok(())
+            }
+            Input::Nacked {
+                room,
+                peer,
+                ssrc,
+                seqs,
+            } => {
+                self.member_mut(&room, &peer)?
+                    .downlink
+                    .on_nacked_seqs(ssrc, seqs);
+                Ok(())
+            }
+        }
+    }
+
+    /// One audio packet's RFC 6464 level from `peer`'s microphone (per packet: takes names by
+    /// reference and allocates nothing).
+    pub fn handle_audio_level(
+        &mut self,
+        now: Instant,
+        room: &str,
+        peer: &str,
+        level: u8,
+    ) -> Result<(), CoreError> {
+        let ms = self.ms(now);
+        let r = self
+            .rooms
+            .get_mut(room)
+            .filter(|r| r.members.contains_key(peer))
+            .ok_or_else(|| CoreError::UnknownParticipant(peer.into()))?;
+        r.speaker.observe(peer, level & 0x7f, ms);
+        Ok(())
+    }
+
+    /// The next thing to do, in the order decided.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`SfuCore::handle_timeout`] is due next (`None`: no room, nothing to wake for).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.rooms
+            .values()
+            .flat_map(|r| {
+                let warmups = r
+                    .tracks
+                    .values()
+                    .filter(|t| !t.warm)
+                    .map(|t| t.published_at + DYNACAST_WARMUP);
+                std::iter::once(r.next_speaker_tick).chain(warmups)
+            })
+            .min()
+    }
+
+    /// Speaker ticks and dynacast warm-ups that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ms = self.ms(now);
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for name in names {
+            let r = self.rooms.get_mut(&name).expect("listed");
+            if now >= r.next_speaker_tick {
+                // A shell that woke late catches up with one tick, not many.
+                r.next_speaker_tick = (r.next_speaker_tick + SPEAKER_TICK).max(now);
+                if let Some(id) = r.speaker.tick(ms) {
+                    self.out.push_back(Output::Event(SfuEvent::ActiveSpeaker {
+                        room: name.clone(),
+                        participant: Some(id),
+                        sfu: Some(self.sfu_id.clone()),
+                        version: None, // given by the outbox
+                    }));
+                }
+            }
+            let r = self.rooms.get_mut(&name).expect("listed");
+            let mut warmed = false;
+            for t in r.tracks.values_mut() {
+                if !t.warm && now >= t.published_at + DYNACAST_WARMUP {
+                    t.warm = true;
+                    warmed = true;
+                }
+            }
+            if warmed {
+                self.update_dynacast(now, &name);
+            }
+        }
+    }
+
+    fn member_mut(&mut self, room: &str, peer: &str) -> Result<&mut Member, CoreError> {
+        self.rooms
+            .get_mut(room)
+            .and_then(|r| r.members.get_mut(peer))
+            .ok_or_else(|| CoreError::UnknownParticipant(peer.into()))
+    }
+
+    /// The layer `publisher`'s `kind` track should reach `m` at (`None`: nothing).
+    fn want(m: &Member, publisher: &str, kind: TrackKind) -> Option<usize> {
+        match kind {
+            TrackKind::Mic | TrackKind::ScreenAudio => Some(0),
+            TrackKind::Camera => {
+                let tile = match m.views.get(&(publisher.to_string(), Source::Camera)) {
+                    Some(&h) => layer_for_tile(h, 1.0),
+                    None => Some(DEFAULT_CAMERA_LAYER),
+                };
+                // The downlink's share for each shown camera, after the shown screens.
+                let shown = |s: Source| {
+                    m.views
+                        .iter()
+                        .filter(|((_, src), h)| *src == s && **h > 0)
+                        .count()
+                };
+                let cap = camera_cap(
+                    m.downlink.estimate_bps(),
+                    shown(Source::Screen),
+                    shown(Source::Camera).max(1),
+                );
+                tile.map(|l| l.min(cap))
+            }
+            TrackKind::Screen => match m.views.get(&(publisher.to_string(), Source::Screen)) {
+                Some(0) => None,
+                _ => Some(0),
+            },
+        }
+    }
+
+    /// `subscriber` receives `track` from now on. False if it already did.
+    fn subscribe(&mut self, room: &str, subscriber: &str, track: TrackId) -> bool {
+        let sub = self.id();
+        let r = self.rooms.get_mut(room).expect("caller checked the room");
+        let Some(t) = r.tracks.get_mut(&track) else {
+            return false;
+        };
+        let Some(m) = r.members.get_mut(subscriber) else {
+            return false;
+        };
+        if m.receiving.contains_key(&track) {
+            return false;
+        }
+        let want = Self::want(m, &t.publisher, t.kind);
+        m.receiving.insert(track, sub);
+        t.subs.insert(sub);
+        r.subs.insert(
+            sub,
+            Sub {
+                subscriber: subscriber.into(),
+                track,
+                want,
+            },
+        );
+        self.out.push_back(Output::Subscribe {
+            room: room.into(),
+            sub,
+            subscriber: subscriber.into(),
+            track,
+            want,
+        });
+        true
+    }
+
+    fn leave(&mut self, now: Instant, room: &str, peer: &str, _session: Option<u64>) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(m) = r.members.remove(peer) else {
+            return;
+        };
+        r.speaker.remove(peer);
+        // Its tracks leave every subscriber, who get a new offer.
+        let mut touched = BTreeSet::new();
+        for t in &m.published {
+            let Some(track) = r.tracks.remove(t) else {
+                continue;
+            };
+            for sub in track.subs {
+                let Some(s) = r.subs.remove(&sub) else {
+                    continue;
+                };
+                if let Some(other) = r.members.get_mut(&s.subscriber) {
+                    other.receiving.remove(t);
+                }
+                self.out.push_back(Output::Unsubscribe {
+                    room: room.into(),
+                    sub,
+                    subscriber: s.subscriber.clone(),
+                    track: *t,
+                    remove_track: true,
+                });
+                touched.insert(s.subscriber);
+            }
+        }
+        for who in touched {
+            self.out.push_back(Output::Renegotiate {
+                room: room.into(),
+                peer: who,
+            });
+        }
+        // Its receptions leave the publishers' fan-out (its session closes with it).
+        for (track, sub) in m.receiving {
+            r.subs.remove(&sub);
+            if let Some(t) = r.tracks.get_mut(&track) {
+                t.subs.remove(&sub);
+            }
+            self.out.push_back(Output::Unsubscribe {
+                room: room.into(),
+                sub,
+                subscriber: peer.into(),
+                track,
+                remove_track: false,
+            });
+        }
+        if r.members.is_empty() {
+            self.rooms.remove(room);
+            self.out.push_back(Output::RoomGone { room: room.into() });
+        } else {
+            self.update_dynacast(now, room);
+        }
+    }
+
+    /// Re-derives the layer of each of `peer`'s video receptions (tile size, downlink), then the
+    /// publishers' dynacast.
+    fn apply_wants(&mut self, now: Instant, room: &str, peer: &str) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(m) = r.members.get(peer) else {
+            return;
+        };
+        for (track, sub) in &m.receiving {
+            let (Some(t), Some(s)) = (r.tracks.get(track), r.subs.get_mut(sub)) else {
+                continue;
+            };
+            if !t.video {
+                continue;
+            }
+            let want = Self::want(m, &t.publisher, t.kind);
+            if s.want != want {
+                s.want = want;
+                self.out.push_back(Output::SetWant {
+                    room: room.into(),
+                    sub: *sub,
+                    want,
+                });
+            }
+        }
+        self.update_dynacast(now, room);
+    }
+
+    /// Dynacast: for each warmed-up simulcast camera, the layers any subscriber wants; a change goes
+    /// to the publisher, whose browser stops (or restarts) encoding the others. The lowest layer
+    /// always stays on, so a newcomer's first frame never waits for an encoder to start.
+    fn update_dynacast(&mut self, _now: Instant, room: &str) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        for t in r.tracks.values_mut() {
+            if !t.simulcast || !t.warm {
+                continue;
+            }
+            let top = t
+                .subs
+                .iter()
+                .filter_map(|s| r.subs.get(s)?.want)
+                .max()
+                .unwrap_or(0);
+            let active: Vec<bool> = (0..LAYERS).map(|l| l <= top).collect();
+            if t.active_layers.as_ref() == Some(&active) {
+                continue;
+            }
+            t.active_layers = Some(active.clone());
+            self.out.push_back(Output::Event(SfuEvent::PublishLayers {
+                room: room.into(),
+                participant: t.publisher.clone(),
+                active,
+                sfu: Some(self.sfu_id.clone()),
+                version: None, // given by the outbox
+            }));
+        }
+    }
+
+    // ----- reads for the shell, `/v1/rooms` and tests -----
+
+    /// Whether `sub` is still a reception (the shell adds a transceiver after an await: one made
+    /// for a reception that ended meanwhile is taken off again).
+    pub fn has_sub(&self, room: &str, sub: SubId) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|r| r.subs.contains_key(&sub))
+    }
+
+    /// The current session of `peer`, if it has one here.
+    pub fn session(&self, room: &str, peer: &str) -> Option<u64> {
+        Some(self.rooms.get(room)?.members.get(peer)?.session)
+    }
+
+    /// The layer `sub` is wanted at now.
+    pub fn sub_want(&self, room: &str, sub: SubId) -> Option<Option<usize>> {
+        Some(self.rooms.get(room)?.subs.get(&sub)?.want)
+    }
+
+    pub fn speaker(&self, room: &str) -> Option<&str> {
+        self.rooms.get(room)?.speaker.current()
+    }
+
+    /// Rooms and who is in them: what each publishes, receives and its downlink estimate.
+    pub fn describe(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for (name, r) in &self.rooms {
+            let list: Vec<serde_json::Value> = r
+                .members
+                .iter()
+                .map(|(id, m)| {
+                    let published: Vec<&str> = m
+                        .published
+                        .iter()
+                        .filter_map(|t| Some(r.tracks.get(t)?.kind.name()))
+                        .collect();
+                    let receiving: Vec<String> = m
+                        .receiving
+                        .keys()
+                        .filter_map(|t| {
+                            let t = r.tracks.get(t)?;
+                            Some(format!("{}/{}", t.publisher, t.kind.name()))
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "id": id,
+                        "published": published,
+                        "receiving": receiving,
+                        "downlink_bps": m.downlink.estimate_bps() as u64,
+                    })
+                })
+                .collect();
+            out.insert(name.clone(), serde_json::Value::Array(list));
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: &str = "room";
+
+    struct Sim {
+        core: SfuCore,
+        now: Instant,
+        session: u64,
+    }
+
+    impl Sim {
+        fn new() -> Sim {
+            let now = Instant::now();
+            Sim {
+                core: SfuCore::new(now, "sfu-test"),
+                now,
+                session: 0,
+            }
+        }
+
+        fn input(&mut self, i: Input) {
+            self.core.handle_input(self.now, i).unwrap();
+        }
+
+        fn outputs(&mut self) -> Vec<Output> {
+            std::iter::from_fn(|| self.core.poll_output()).collect()
+        }
+
+        /// Joins and answers `peer` in `room`; returns its session.
+        fn join_in(&mut self, room: &str, peer: &str) -> u64 {
+            self.session += 1;
+            let session = self.session;
+            self.input(Input::Join {
+                room: room.into(),
+                peer: peer.into(),
+                session,
+                blocked: 0,
+            });
+            self.input(Input::Answered {
+                room: room.into(),
+                peer: peer.into(),
+                session,
+            });
+            session
+        }
+
+        fn join(&mut self, peer: &str) -> u64 {
+            self.join_in(R, peer)
+        }
+
+        fn publish_in(
+            &mut self,
+            room: &str,
+            peer: &str,
+            kind: TrackKind,
+            simulcast: bool,
+        ) -> TrackId {
+            let track = self.core.publish(room, peer, kind).unwrap();
+            self.input(Input::Published {
+                room: room.into(),
+                peer: peer.into(),
+                track,
+                kind,
+                simulcast,
+                video: !kind.is_audio(),
+            });
+            track
+        }
+
+        fn publish(&mut self, peer: &str, kind: TrackKind, simulcast: bool) -> TrackId {
+            self.publish_in(R, peer, kind, simulcast)
+        }
+
+        /// Runs the clock forward to `at`, waking at every timeout on the way (as the shell does).
+        fn advance(&mut self, by: Duration) {
+            let end = self.now + by;
+            while let Some(t) = self.core.poll_timeout().filter(|t| *t <= end) {
+                self.now = t.max(self.now);
+                self.core.handle_timeout(self.now);
+            }
+            self.now = end;
+        }
+
+        fn subscribes(out: &[Output]) -> Vec<(String, TrackId, Option<usize>)> {
+            out.iter()
+                .filter_map(|o| match o {
+                    Output::Subscribe {
+                        subscriber,
+                        track,
+                        want,
+                        ..
+                    } => Some((subscriber.clone(), *track, *want)),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn layers(out: &[Output]) -> Vec<(String, Vec<bool>)> {
+            out.iter()
+                .filter_map(|o| match o {
+                    Output::Event(SfuEvent::PublishLayers {
+                        participant,
+                        active,
+                        ..
+                    }) => Some((participant.clone(), active.clone())),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn view(publisher: &str, source: Source, height: u32) -> TileView {
+        TileView {
+            publisher: publisher.into(),
+            source,
+            height,
+        }
+    }
+
+    #[test]
+    fn a_track_reaches_everyone_answered_and_a_late_joiner_after_its_answer() {
+        let mut s = Sim::new();
+        s.join("ada");
+        s.join("bob");
+        s.outputs();
+        let cam = s.publish("ada", TrackKind::Camera, false);
+        let out = s.outputs();
+        assert_eq!(
+            Sim::subscribes(&out),
+            vec![("bob".into(), cam, Some(DEFAULT_CAMERA_LAYER))]
+        );
+        assert!(out.contains(&Output::Renegotiate {
+            room: R.into(),
+            peer: "bob".into()
+        }));
+        // Joined but not answered: nothing yet (a transceiver added before our answer would be
+        // matched against its own offer).
+        s.input(Input::Join {
+            room: R.into(),
+            peer: "cy".into(),
+            session: 99,
+            blocked: 0,
+        });
+        let mic = s.publish("bob", TrackKind::Mic, false);
+        let out = s.outputs();
+        assert_eq!(Sim::subscribes(&out), vec![("ada".into(), mic, Some(0))]);
+        s.input(Input::Answered {
+            room: R.into(),
+            peer: "cy".into(),
+            session: 99,
+        });
+        let out = s.outputs();
+        let mut got = Sim::subscribes(&out);
+        got.sort_by_key(|(_, t, _)| *t);
+        assert_eq!(
+            got,
+            vec![
+                ("cy".into(), cam, Some(DEFAULT_CAMERA_LAYER)),
+                ("cy".into(), mic, Some(0))
+            ]
+        );
+        assert_eq!(
+            out.iter()
+                .filter(|o| matches!(o, Output::Renegotiate { peer, .. } if peer == "cy"))
+                .count(),
+            1,
+            "one offer for both tracks"
+        );
+    }
+
+    #[test]
+    fn a_second_track_of_a_kind_is_refused_and_an_unknown_sender_too() {
+        let mut s = Sim::new();
+        s.join("ada");
+        s.publish("ada", TrackKind::Camera, false);
+        assert_eq!(
+            s.core.publish(R, "ada", TrackKind::Camera),
+            Err(CoreError::ExtraTrack("ada".into(), "video"))
+        );
+        assert!(s.core.publish(R, "ada", TrackKind::Screen).is_ok());
+        assert_eq!(
+            s.core.publish(R, "zed", TrackKind::Mic),
+            Err(CoreError::UnknownParticipant("zed".into()))
+        );
+        assert!(s.core.handle_audio_level(s.now, R, "zed", 3).is_err());
+    }
+
+    #[test]
+    fn leaving_takes_its_tracks_off_everyone_and_its_receptions_off_the_publishers() {
+        let mut s = Sim::new();
+        s.join("ada");
+        s.join("bob");
+        s.join("cy");
+        let a_cam = s.publish("ada", TrackKind::Camera, false);
+        let b_mic = s.publish("bob", TrackKind::Mic, false);
+        s.outputs();
+        s.input(Input::Leave {
+            room: R.into(),
+            peer: "ada".into(),
+            session: None,
+        });
+        let out = s.outputs();
+        let offs: Vec<(String, TrackId, bool)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Unsubscribe {
+                    subscriber,
+                    track,
+                    remove_track,
+                    ..
+                } => Some((subscriber.clone(), *track, *remove_track)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            offs,
+            vec![
+                ("bob".into(), a_cam, true),
+                ("cy".into(), a_cam, true),
+                ("ada".into(), b_mic, false)
+            ]
+        );
+        let renegotiated: Vec<&str> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Renegotiate { peer, .. } => Some(peer.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(renegotiated, vec!["bob", "cy"]);
+        let d = s.core.describe();
+        assert_eq!(d[R].as_array().unwrap().len(), 2);
+        assert_eq!(d[R][0]["receiving"], serde_json::json!([]));
+        assert_eq!(d[R][1]["receiving"], serde_json::json!(["bob/audio"]));
+        // The last one out ends the room.
+        s.input(Input::Leave {
+            room: R.into(),
+            peer: "bob".into(),
+            session: None,
+        });
+        s.input(Input::Leave {
+            room: R.into(),
+            peer: "cy".into(),
+            session: None,
+        });
+        assert!(s.outputs().contains(&Output::RoomGone { room: R.into() }));
+        assert_eq!(s.core.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_replaced_session_is_left_once_and_its_stale_leave_changes_nothing() {
+        let mut s = Sim::new();
+        let old = s.join("ada");
+        s.join("bob");
+        let cam = s.publish("ada", TrackKind::Camera, false);
+        s.outputs();
+        // Ada reloads: a new offer, a new session.
+        let new = s.join("ada");
+        let out = s.outputs();
+        assert!(out.iter().any(|o| matches!(o, Output::Unsubscribe { track, subscriber, .. } if *track == cam && subscriber == "bob")));
+        assert_eq!(
+            s.core.handle_input(
+                s.now,
+                Input::Leave {
+                    room: R.into(),
+                    peer: "ada".into(),
+                    session: Some(old)
+                }
+            ),
+            Err(CoreError::StaleSession)
+        );
+        assert_eq!(s.core.session(R, "ada"), Some(new));
+        assert!(s.outputs().is_empty());
+    }
+
+    #[test]
+    fn views_and_downlink_pick_each_layer_and_dynacast_follows_after_the_warmup() {
+        let mut s = Sim::new();
+        s.join("ada");
+        s.join("bob");
+        s.join("cy");
+        let cam = s.publish("ada", TrackKind::Camera, true);
+        s.outputs();
+        // Bob shows Ada big, Cy small: layers 2 and 0. No dynacast during the warm-up.
+        s.input(Input::Views {
+            room: R.into(),
+            peer: "bob".into(),
+            views: vec![view("ada", Source::Camera, 720)],
+        });
+        s.input(Input::Views {
+            room: R.into(),
+            peer: "cy".into(),
+            views: vec![view("ada", Source::Camera, 180)],
+        });
+        let out = s.outputs();
+        let wants: Vec<Option<usize>> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::SetWant { want, .. } => Some(*want),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(wants, vec![Some(2), Some(0)]);
+        assert!(Sim::layers(&out).is_empty(), "warming up");
+        s.advance(DYNACAST_WARMUP);
+        let out = s.outputs();
+        assert_eq!(
+            Sim::layers(&out),
+            vec![("ada".into(), vec![true, true, true])]
+        );
+        // Bob hides the tile: only layer 0 is still needed.
+        s.input(Input::Views {
+            room: R.into(),
+            peer: "bob".into(),
+            views: vec![view("ada", Source::Camera, 0)],
+        });
+        let out = s.outputs();
+        assert!(out.contains(&Output::SetWant {
+            room: R.into(),
+            sub: out
+                .iter()
+                .find_map(|o| match o {
+                    Output::SetWant { sub, .. } => Some(*sub),
+                    _ => None,
+                })
+                .unwrap(),
+            want: None
+        }));
+        assert_eq!(
+            Sim::layers(&out),
+            vec![("ada".into(), vec![true, false, false])]
+        );
+        // Cy's downlink collapses under loss: its 180p stays (the lowest is never cut).
+        for i in 0..20u64 {
+            s.now += Duration::from_millis(1_000);
+            s.input(Input::ReceiverReport {
+                room: R.into(),
+                peer: "cy".into(),
+                fraction_lost: 128,
+                bytes_sent: i * 50_000,
+                packets_sent: i * 60,
+            });
+        }
+        assert!(Sim::layers(&s.outputs()).is_empty());
+        // Cy shows Ada big but its downlink is poor: capped below 720p.
+        s.input(Input::Views {
+            room: R.into(),
+            peer: "cy".into(),
+            views: vec![view("ada", Source::Camera, 720)],
+        });
+        let out = s.outputs();
+        let want = out.iter().find_map(|o| match o {
+            Output::SetWant { want, .. } => Some(*want),
+            _ => None,
+        });
+        assert!(
+            matches!(want, None | Some(Some(0)) | Some(Some(1))),
+            "{want:?}"
+        );
+        let _ = cam;
+    }
+
+    #[test]
+    fn the_loudest_becomes_speaker_after_the_switch_delay_and_the_event_says_so() {
+        let mut s = Sim::new();
+        s.join("ada");
+        s.join("bob");
+        s.publish("ada", TrackKind::Mic, false);
+        s.publish("bob", TrackKind::Mic, false);
+        s.outputs();
+        let mut speakers = Vec::new();
+        for _ in 0..100 {
+            // 20 ms audio frames: Bob loud, Ada near silence.
+            s.now += Duration::from_millis(20);
+            s.core.handle_audio_level(s.now, R, "bob", 20).unwrap();
+            s.core.handle_audio_level(s.now, R, "ada", 120).unwrap();
+            if s.core.poll_timeout().is_some_and(|t| t <= s.now) {
+                s.core.handle_timeout(s.now);
+            }
+            for o in s.outputs() {
+                if let Output::Event(SfuEvent::ActiveSpeaker { participant, .. }) = o {
+                    speakers.push(participant);
+                }
+            }
+        }
+        assert_eq!(
+            speakers,
+            vec![Some("bob".to_string())],
+            "one change, no flapping"
+        );
+        assert_eq!(s.core.speaker(R), Some("bob"));
+    }
+
+    #[test]
+    fn lifting_a_block_asks_for_a_keyframe_of_that_video_only() {
+        let mut s = Sim::new();
+        s.join("ada");
+        let cam = s.publish("ada", TrackKind::Camera, false);
+        s.publish("ada", TrackKind::Mic, false);
+        let screen = s.publish("ada", TrackKind::Screen, false);
+        s.outputs();
+        s.input(Input::Block {
+            room: R.into(),
+            peer: "ada".into(),
+            bits: BLOCK_VIDEO | BLOCK_AUDIO | BLOCK_SCREEN,
+        });
+        assert!(s.outputs().is_empty());
+        s.input(Input::Block {
+            room: R.into(),
+            peer: "ada".into(),
+            bits: BLOCK_SCREEN,
+        });
+        assert_eq!(
+            s.outputs(),
+            vec![Output::Keyframe {
+                room: R.into(),
+                track: cam
+            }]
+        );
+        let _ = screen;
+    }
+
+    #[test]
+    fn rooms_are_separate_and_a_failed_subscription_is_forgotten() {
+        let mut s = Sim::new();
+        s.join_in("one", "ada");
+        s.join_in("one", "bob");
+        s.join_in("two", "cy");
+        s.join_in("two", "dee");
+        let a = s.publish_in("one", "ada", TrackKind::Camera, false);
+        let c = s.publish_in("two", "cy", TrackKind::Camera, false);
+        let out = s.outputs();
+        assert_eq!(
+            Sim::subscribes(&out),
+            vec![
+                ("bob".into(), a, Some(DEFAULT_CAMERA_LAYER)),
+                ("dee".into(), c, Some(DEFAULT_CAMERA_LAYER))
+            ]
+        );
+        let sub = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Subscribe {
+                    sub, subscriber, ..
+                } if subscriber == "dee" => Some(*sub),
+                _ => None,
+            })
+            .unwrap();
+        s.input(Input::SubscribeFailed {
+            room: "two".into(),
+            sub,
+        });
+        assert!(!s.core.has_sub("two", sub));
+        assert_eq!(
+            s.core.describe()["two"][1]["receiving"],
+            serde_json::json!([])
+        );
+        assert_eq!(
+            s.core.describe()["one"][1]["receiving"],
+            serde_json::json!(["ada/video"])
+        );
+        // Everyone leaves room one: room two goes on, speaker ticks and all.
+        for p in ["ada", "bob"] {
+            s.input(Input::Leave {
+                room: "one".into(),
+                peer: p.into(),
+                session: None,
+            });
+        }
+        assert!(s
+            .outputs()
+            .contains(&Output::RoomGone { room: "one".into() }));
+        assert!(s.core.poll_timeout().is_some());
+        assert_eq!(s.core.describe().as_object().unwrap().len(), 1);
+    }
+}
