@@ -233,6 +233,9 @@ struct Published {
 struct SubTrack {
     id: SubId,
     subscriber: String,
+    /// The subscriber's session, and its PeerConnection (where the transceiver was added).
+    session: u64,
+    pc: Arc<dyn PeerConnection>,
     /// The subscriber's forwarded-bytes counter.
     sent: Arc<std::sync::atomic::AtomicU64>,
     /// The subscriber's forwarded-packets counter.
@@ -553,19 +556,33 @@ impl Media {
     /// lock, so effects keep the order in which they were decided).
     fn apply(&self, input: Input) -> Result<(), CoreError> {
         let mut core = self.core.lock().unwrap();
+        let before = core.poll_timeout();
         let result = core.handle_input(Instant::now(), input);
         self.dispatch(&mut core);
+        let after = core.poll_timeout();
         drop(core);
-        self.wake_core();
+        self.wake_core_if_sooner(before, after);
         result
+    }
+
+    /// Wakes the core's timer task when an input made its next deadline sooner.
+    fn wake_core_if_sooner(&self, before: Option<Instant>, after: Option<Instant>) {
+        if after.is_some_and(|a| before.is_none_or(|b| a < b)) {
+            self.wake_core();
+        }
     }
 
     fn dispatch(&self, core: &mut SfuCore) {
         while let Some(out) = core.poll_output() {
             let room = match &out {
                 Output::Event(event) => {
-                    if matches!(event, SfuEvent::PublishLayers { .. }) {
-                        self.metrics.dynacast_updates.inc();
+                    match event {
+                        SfuEvent::PublishLayers { .. } => {
+                            self.metrics.dynacast_updates.inc();
+                        }
+                        SfuEvent::ActiveSpeaker {
+                            room, participant, ..
+                        } => tracing::debug!(room, speaker = ?participant, "active speaker"),
                     }
                     self.spawn_event(event.clone());
                     continue;
@@ -575,11 +592,29 @@ impl Media {
                     self.outbox.lock().unwrap().forget_room(room);
                     continue;
                 }
+                Output::SetWant { room, sub, want } => {
+                    // At once (no PeerConnection call): a reception whose transceiver is still
+                    // being added reads its wish under this same lock when it is inserted.
+                    let s = self
+                        .room(room)
+                        .and_then(|r| r.subs.lock().unwrap().get(sub).cloned());
+                    if let Some(s) = s {
+                        s.state.lock().unwrap().set_want(*want);
+                    }
+                    continue;
+                }
+                Output::Keyframe { room, track } => {
+                    if let Some(p) = self
+                        .room(room)
+                        .and_then(|r| r.tracks.lock().unwrap().get(track).cloned())
+                    {
+                        p.keyframe_wanted.store(true, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 Output::Subscribe { room, .. }
                 | Output::Unsubscribe { room, .. }
-                | Output::Renegotiate { room, .. }
-                | Output::SetWant { room, .. }
-                | Output::Keyframe { room, .. } => room,
+                | Output::Renegotiate { room, .. } => room,
             };
             // A room already gone from here has no session left to act on.
             if let Some(r) = self.room(room) {
@@ -640,12 +675,12 @@ impl Media {
             Output::Subscribe {
                 sub,
                 subscriber,
+                session,
                 track,
                 ..
-            } => self.subscribe(room, sub, &subscriber, track).await,
+            } => self.subscribe(room, sub, &subscriber, session, track).await,
             Output::Unsubscribe {
                 sub,
-                subscriber,
                 track,
                 remove_track,
                 ..
@@ -658,29 +693,22 @@ impl Media {
                         list.iter().filter(|s| s.id != sub).cloned().collect();
                     *list = Arc::new(next);
                 }
-                let peer = room.peers.lock().unwrap().get(&subscriber).cloned();
-                if let (true, Some(s), Some(peer)) = (remove_track, s, peer) {
-                    let _ = slow("remove_track", peer.pc.remove_track(&s.sender)).await;
+                // Off the PeerConnection it was added to (that session's, whatever came since).
+                if let (true, Some(s)) = (remove_track, s) {
+                    let _ = slow("remove_track", s.pc.remove_track(&s.sender)).await;
                 }
             }
-            Output::Renegotiate { peer, .. } => {
+            Output::Renegotiate { peer, session, .. } => {
                 let peer = room.peers.lock().unwrap().get(&peer).cloned();
-                if let Some(peer) = peer {
+                if let Some(peer) = peer.filter(|p| p.session == session) {
                     self.spawn_renegotiate(peer);
                 }
             }
-            Output::SetWant { sub, want, .. } => {
-                let s = room.subs.lock().unwrap().get(&sub).cloned();
-                if let Some(s) = s {
-                    s.state.lock().unwrap().set_want(want);
-                }
-            }
-            Output::Keyframe { track, .. } => {
-                if let Some(p) = room.tracks.lock().unwrap().get(&track) {
-                    p.keyframe_wanted.store(true, Ordering::Relaxed);
-                }
-            }
-            Output::Event(_) | Output::RoomGone { .. } => {} // handled in `dispatch`
+            // Done in `dispatch`.
+            Output::SetWant { .. }
+            | Output::Keyframe { .. }
+            | Output::Event(_)
+            | Output::RoomGone { .. } => {}
         }
     }
 
@@ -778,9 +806,6 @@ impl Media {
     /// A participant's offer starts a new media session (a browser offers once per PeerConnection;
     /// later renegotiations are ours). A session it had before is replaced. Returns our answer.
     /// `blocked`: what a host has stopped of theirs (not forwarded from the first packet).
-    /// A participant's offer starts a new media session (a browser offers once per PeerConnection;
-    /// later renegotiations are ours). A session it had before is replaced. Returns our answer.
-    /// `blocked`: what a host has stopped of theirs (not forwarded from the first packet).
     pub async fn offer(
         &self,
         room: &str,
@@ -816,40 +841,67 @@ impl Media {
         });
         // Hold the negotiation from before anyone can see this peer until our answer is read.
         let neg = peer.negotiation.lock().await;
-        let (old, r) = {
-            let mut rooms = self.rooms.lock().unwrap();
-            let r = rooms
-                .entry(room.to_string())
-                .or_insert_with(|| {
-                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                    let r = Arc::new(RoomMedia {
-                        name: room.into(),
-                        peers: Mutex::new(HashMap::new()),
-                        tracks: Mutex::new(HashMap::new()),
-                        subs: Mutex::new(HashMap::new()),
-                        effects: tx,
-                    });
-                    tokio::spawn(Self::perform_effects(
-                        self.me.clone(),
-                        Arc::downgrade(&r),
-                        rx,
-                    ));
-                    r
-                })
-                .clone();
-            let old = r.peers.lock().unwrap().insert(id.to_string(), peer.clone());
-            (old, r)
+        // Into the room's map and the core in one step (core, then rooms: the lock order), so
+        // both agree on which session is current whatever else is under way.
+        let placed = {
+            let mut core = self.core.lock().unwrap();
+            let before = core.poll_timeout();
+            let placed = {
+                let mut rooms = self.rooms.lock().unwrap();
+                let r = rooms
+                    .entry(room.to_string())
+                    .or_insert_with(|| {
+                        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                        let r = Arc::new(RoomMedia {
+                            name: room.into(),
+                            peers: Mutex::new(HashMap::new()),
+                            tracks: Mutex::new(HashMap::new()),
+                            subs: Mutex::new(HashMap::new()),
+                            effects: tx,
+                        });
+                        tokio::spawn(Self::perform_effects(
+                            self.me.clone(),
+                            Arc::downgrade(&r),
+                            rx,
+                        ));
+                        r
+                    })
+                    .clone();
+                let mut peers = r.peers.lock().unwrap();
+                match peers.get(id) {
+                    // A later offer of the same participant got here first: this one lost.
+                    Some(newer) if newer.session > session => None,
+                    _ => Some((peers.insert(id.to_string(), peer.clone()), r.clone())),
+                }
+            };
+            if placed.is_some() {
+                // The core ends the earlier session itself (its tracks leave everyone).
+                let _ = core.handle_input(
+                    Instant::now(),
+                    Input::Join {
+                        room: room.into(),
+                        peer: id.into(),
+                        session,
+                        blocked,
+                    },
+                );
+                self.dispatch(&mut core);
+            }
+            let after = core.poll_timeout();
+            drop(core);
+            self.wake_core_if_sooner(before, after);
+            placed
+        };
+        let Some((old, r)) = placed else {
+            drop(neg);
+            let _ = pc.close().await;
+            return Err(MediaError::Webrtc(
+                "replaced by a newer offer from the same participant".into(),
+            ));
         };
         if let Some(old) = old {
             self.close_peer(&r, old).await;
         }
-        // The core ends the earlier session itself (its tracks leave everyone).
-        let _ = self.apply(Input::Join {
-            room: room.into(),
-            peer: id.into(),
-            session,
-            blocked,
-        });
         self.update_gauges();
         let result = async {
             pc.set_remote_description(desc)
@@ -919,7 +971,7 @@ impl Media {
             .lock()
             .unwrap()
             .values()
-            .filter(|s| s.subscriber == peer.id)
+            .filter(|s| s.subscriber == peer.id && s.session == peer.session)
             .cloned()
             .collect();
         for sub in subs {
@@ -972,20 +1024,30 @@ impl Media {
 
     /// Performs the core's `Subscribe`: adds the track to the subscriber's PeerConnection as a
     /// new send-only transceiver and into the track's fan-out.
-    async fn subscribe(&self, room: &Arc<RoomMedia>, id: SubId, subscriber: &str, track: TrackId) {
-        let peer = room.peers.lock().unwrap().get(subscriber).cloned();
+    async fn subscribe(
+        &self,
+        room: &Arc<RoomMedia>,
+        id: SubId,
+        subscriber: &str,
+        session: u64,
+        track: TrackId,
+    ) {
+        let peer = room
+            .peers
+            .lock()
+            .unwrap()
+            .get(subscriber)
+            .filter(|p| p.session == session && !p.closed.load(Ordering::SeqCst))
+            .cloned();
         let published = room.tracks.lock().unwrap().get(&track).cloned();
         let (Some(peer), Some(published)) = (peer, published) else {
-            // Gone meanwhile: the core hears it (or already did, and ignores this).
+            // Gone (or replaced) meanwhile: the core hears it, or already did and ignores this.
             let _ = self.apply(Input::SubscribeFailed {
                 room: room.name.clone(),
                 sub: id,
             });
             return;
         };
-        if peer.closed.load(Ordering::SeqCst) {
-            return; // its session is ending; the core is told by whoever closed it
-        }
         let ssrc: u32 = rand_ssrc();
         let kind = if published.track.is_audio() {
             RtpCodecKind::Audio
@@ -1038,15 +1100,11 @@ impl Media {
             });
             return;
         };
-        // The layer wanted now (a view may have changed while the transceiver was added); none:
-        // the reception ended meanwhile, and the transceiver goes again.
-        let Some(want) = self.core.lock().unwrap().sub_want(&room.name, id) else {
-            let _ = slow("remove_track", peer.pc.remove_track(&sender)).await;
-            return;
-        };
         let sub = Arc::new(SubTrack {
             id,
             subscriber: peer.id.clone(),
+            session,
+            pc: peer.pc.clone(),
             sent: peer.sent.clone(),
             sent_packets: peer.sent_packets.clone(),
             connected: peer.connected.clone(),
@@ -1055,14 +1113,28 @@ impl Media {
             sender,
             ssrc,
             state: Mutex::new(SubForward::new(
-                want,
+                None,
                 published.simulcast,
                 published.video.is_some(),
                 ssrc,
                 published.codec.clock_rate,
             )),
         });
-        room.subs.lock().unwrap().insert(id, sub.clone());
+        // The layer wanted now, read and put in place under the core's lock (a `SetWant`
+        // decided meanwhile is applied under it too). None: the reception ended while the
+        // transceiver was being added, and the transceiver goes again.
+        let placed = match self.core.lock().unwrap().sub_want(&room.name, id) {
+            Some(want) => {
+                sub.state.lock().unwrap().set_want(want);
+                room.subs.lock().unwrap().insert(id, sub.clone());
+                true
+            }
+            None => false,
+        };
+        if !placed {
+            let _ = slow("remove_track", peer.pc.remove_track(&sub.sender)).await;
+            return;
+        }
         {
             let mut list = published.subscribers.write().unwrap();
             let mut next: Vec<Arc<SubTrack>> = list.as_ref().clone();
@@ -1118,19 +1190,29 @@ impl Media {
                         let _ = media.apply(Input::Nacked {
                             room: room.clone(),
                             peer: subscriber.clone(),
+                            session,
                             ssrc: nack.media_ssrc,
                             seqs,
                         });
                     }
                 }
                 if let Some(mean) = lost.checked_div(blocks) {
+                    let before = media.core.lock().unwrap().downlink(&room, &subscriber);
                     let _ = media.apply(Input::ReceiverReport {
                         room: room.clone(),
                         peer: subscriber.clone(),
+                        session,
                         fraction_lost: mean as u8,
                         bytes_sent: this.sent.load(Ordering::Relaxed),
                         packets_sent: this.sent_packets.load(Ordering::Relaxed),
                     });
+                    let after = media.core.lock().unwrap().downlink(&room, &subscriber);
+                    if let (Some((b, _)), Some((a, loss))) = (before, after) {
+                        if a < b - 1.0 {
+                            let loss_pct = (loss * 100.0).round();
+                            tracing::info!(room = %room, participant = %subscriber, loss_pct, estimate_bps = a as u64, "downlink estimate lowered");
+                        }
+                    }
                 }
             }
         }));
@@ -1270,7 +1352,7 @@ impl Media {
         let published = {
             let mut core = self.core.lock().unwrap();
             // One track of each kind per participant: anything else it sends is not forwarded.
-            let id = match core.publish(room, publisher, kind) {
+            let id = match core.publish(room, publisher, session, kind) {
                 Ok(id) => id,
                 Err(e) => {
                     tracing::warn!(room, publisher, kind = kind.name(), error = %e, "ignoring a track");
@@ -1307,11 +1389,13 @@ impl Media {
                 .lock()
                 .unwrap()
                 .insert(id, published.clone());
+            let before = core.poll_timeout();
             let _ = core.handle_input(
                 Instant::now(),
                 Input::Published {
                     room: room.into(),
                     peer: publisher.into(),
+                    session,
                     track: id,
                     kind,
                     simulcast,
@@ -1319,9 +1403,11 @@ impl Media {
                 },
             );
             self.dispatch(&mut core);
+            let after = core.poll_timeout();
+            drop(core);
+            self.wake_core_if_sooner(before, after);
             published
         };
-        self.wake_core();
         tracing::info!(room, publisher, kind = kind.name(), simulcast, mime = %published.codec.mime_type, "track published");
         let metrics = self.metrics.clone();
         let epoch = self.epoch;
@@ -1337,16 +1423,24 @@ impl Media {
     /// A host stopped (or let back on) some of `id`'s media: their packets of those kinds are
     /// no longer forwarded. Video let back on starts at a keyframe (asked for at once).
     pub fn block(&self, room: &str, id: &str, bits: u8) -> Result<(), MediaError> {
-        let peer = self
-            .peer(room, id)
-            .ok_or_else(|| MediaError::UnknownParticipant(id.into()))?;
-        let before = peer.blocked.swap(bits, Ordering::Relaxed);
-        self.apply(Input::Block {
-            room: room.into(),
-            peer: id.into(),
-            bits,
-        })
-        .map_err(|_| MediaError::UnknownParticipant(id.into()))?;
+        // The packet path's bits and the core's change together (under the core's lock).
+        let before = {
+            let mut core = self.core.lock().unwrap();
+            let peer = self
+                .peer(room, id)
+                .ok_or_else(|| MediaError::UnknownParticipant(id.into()))?;
+            let before = peer.blocked.swap(bits, Ordering::Relaxed);
+            let _ = core.handle_input(
+                Instant::now(),
+                Input::Block {
+                    room: room.into(),
+                    peer: id.into(),
+                    bits,
+                },
+            );
+            self.dispatch(&mut core);
+            before
+        };
         if before != bits {
             tracing::info!(
                 room,
@@ -1461,32 +1555,43 @@ impl Media {
     }
 
     async fn remove_where(&self, room: &str, id: &str, session: Option<u64>, why: &str) {
+        // Out of the room's map and the core in one step (core, then rooms: the lock order).
         let (peer, r) = {
-            let mut rooms = self.rooms.lock().unwrap();
-            let Some(r) = rooms.get(room).cloned() else {
-                return;
-            };
-            let peer = {
-                let mut peers = r.peers.lock().unwrap();
-                match peers.get(id) {
-                    Some(p) if session.is_none_or(|s| s == p.session) => peers.remove(id),
-                    _ => None,
+            let mut core = self.core.lock().unwrap();
+            let (peer, r) = {
+                let mut rooms = self.rooms.lock().unwrap();
+                let Some(r) = rooms.get(room).cloned() else {
+                    return;
+                };
+                let peer = {
+                    let mut peers = r.peers.lock().unwrap();
+                    match peers.get(id) {
+                        Some(p) if session.is_none_or(|s| s == p.session) => peers.remove(id),
+                        _ => None,
+                    }
+                };
+                if r.peers.lock().unwrap().is_empty() {
+                    rooms.remove(room);
                 }
+                (peer, r)
             };
-            if r.peers.lock().unwrap().is_empty() {
-                rooms.remove(room);
+            if let Some(p) = &peer {
+                // The core takes its tracks off everyone (new offers) and its receptions off
+                // the publishers.
+                let _ = core.handle_input(
+                    Instant::now(),
+                    Input::Leave {
+                        room: room.into(),
+                        peer: id.into(),
+                        session: Some(p.session),
+                    },
+                );
+                self.dispatch(&mut core);
             }
             (peer, r)
         };
         if let Some(peer) = peer {
             tracing::info!(room, participant = id, why, "media session ended");
-            // The core takes its tracks off everyone (new offers) and its receptions off the
-            // publishers; then its own PeerConnection closes.
-            let _ = self.apply(Input::Leave {
-                room: room.into(),
-                peer: id.into(),
-                session: Some(peer.session),
-            });
             self.close_peer(&r, peer).await;
         }
         self.update_gauges();
@@ -1656,12 +1761,12 @@ async fn forward_loop(
                     .and_then(|b| b.first().copied()),
                 media.upgrade(),
             ) {
-                let _ = media.core.lock().unwrap().handle_audio_level(
-                    now,
-                    &published.room,
-                    &published.publisher,
-                    level,
-                );
+                // Also after a panic poisoned the lock: the SFU drains with its audio flowing.
+                let _ = media
+                    .core
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .handle_audio_level(now, &published.room, &published.publisher, level);
             }
         }
         let keyframe = !padding

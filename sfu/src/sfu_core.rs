@@ -65,7 +65,8 @@ pub enum CoreError {
 #[derive(Debug, Clone)]
 pub enum Input {
     /// A participant's offer started session `session` (replacing any earlier one, which the shell
-    /// closes; its tracks and receptions end here).
+    /// closes; its tracks and receptions end here, the room stays). Sessions are numbered in the
+    /// order they were made: one older than the current is refused.
     Join {
         room: String,
         peer: String,
@@ -85,10 +86,11 @@ pub enum Input {
         peer: String,
         session: Option<u64>,
     },
-    /// A track arrived from `peer` (see [`SfuCore::publish`] for the id).
+    /// A track arrived from `peer`'s session `session` (see [`SfuCore::publish`] for the id).
     Published {
         room: String,
         peer: String,
+        session: u64,
         track: TrackId,
         kind: TrackKind,
         simulcast: bool,
@@ -108,18 +110,21 @@ pub enum Input {
         peer: String,
         bits: u8,
     },
-    /// A receiver report from `peer`: the loss it saw, and what was forwarded to it so far.
+    /// A receiver report from `peer`'s session `session`: the loss it saw, and what was forwarded
+    /// to that session so far.
     ReceiverReport {
         room: String,
         peer: String,
+        session: u64,
         fraction_lost: u8,
         bytes_sent: u64,
         packets_sent: u64,
     },
-    /// Sequence numbers `peer` NACKed that were forwarded to it.
+    /// Sequence numbers `peer`'s session `session` NACKed that were forwarded to it.
     Nacked {
         room: String,
         peer: String,
+        session: u64,
         ssrc: u32,
         seqs: Vec<u16>,
     },
@@ -134,6 +139,8 @@ pub enum Output {
         room: String,
         sub: SubId,
         subscriber: String,
+        /// The subscriber's session it is for (a session that replaced it gets its own).
+        session: u64,
         track: TrackId,
         want: Option<usize>,
     },
@@ -143,11 +150,16 @@ pub enum Output {
         room: String,
         sub: SubId,
         subscriber: String,
+        session: u64,
         track: TrackId,
         remove_track: bool,
     },
-    /// `peer`'s session needs a new offer (its received tracks changed).
-    Renegotiate { room: String, peer: String },
+    /// `peer`'s session `session` needs a new offer (its received tracks changed).
+    Renegotiate {
+        room: String,
+        peer: String,
+        session: u64,
+    },
     /// `sub` is wanted at another layer now (`None`: hidden).
     SetWant {
         room: String,
@@ -193,6 +205,7 @@ struct Track {
 #[derive(Debug)]
 struct Sub {
     subscriber: String,
+    session: u64,
     track: TrackId,
     want: Option<usize>,
 }
@@ -245,6 +258,7 @@ impl SfuCore {
         &mut self,
         room: &str,
         peer: &str,
+        session: u64,
         kind: TrackKind,
     ) -> Result<TrackId, CoreError> {
         let member = self
@@ -252,6 +266,9 @@ impl SfuCore {
             .get(room)
             .and_then(|r| r.members.get(peer))
             .ok_or_else(|| CoreError::UnknownParticipant(peer.into()))?;
+        if member.session != session {
+            return Err(CoreError::StaleSession);
+        }
         let taken = member.published.iter().any(|t| {
             self.rooms[room]
                 .tracks
@@ -274,19 +291,18 @@ impl SfuCore {
                 session,
                 blocked,
             } => {
-                if self
-                    .rooms
-                    .get(&room)
-                    .is_some_and(|r| r.members.contains_key(&peer))
-                {
-                    self.leave(now, &room, &peer, None);
+                match self.rooms.get(&room).and_then(|r| r.members.get(&peer)) {
+                    Some(m) if m.session > session => return Err(CoreError::StaleSession),
+                    Some(_) => self.leave(now, &room, &peer, true),
+                    None => {}
                 }
+                let next_tick = self.next_tick(now);
                 let r = self.rooms.entry(room).or_insert_with(|| RoomState {
                     members: BTreeMap::new(),
                     tracks: BTreeMap::new(),
                     subs: HashMap::new(),
                     speaker: SpeakerDetector::new(),
-                    next_speaker_tick: now + SPEAKER_TICK,
+                    next_speaker_tick: next_tick,
                 });
                 r.members.insert(
                     peer,
@@ -326,6 +342,7 @@ impl SfuCore {
                     self.out.push_back(Output::Renegotiate {
                         room: room.clone(),
                         peer,
+                        session,
                     });
                     self.update_dynacast(now, &room);
                 }
@@ -344,18 +361,23 @@ impl SfuCore {
                 if session.is_some_and(|s| s != current.session) {
                     return Err(CoreError::StaleSession);
                 }
-                self.leave(now, &room, &peer, session);
+                self.leave(now, &room, &peer, false);
                 Ok(())
             }
             Input::Published {
                 room,
                 peer,
+                session,
                 track,
                 kind,
                 simulcast,
                 video,
             } => {
-                self.member_mut(&room, &peer)?.published.push(track);
+                let m = self.member_mut(&room, &peer)?;
+                if m.session != session {
+                    return Err(CoreError::StaleSession);
+                }
+                m.published.push(track);
                 let r = self.rooms.get_mut(&room).expect("member's room");
                 r.tracks.insert(
                     track,
@@ -370,17 +392,18 @@ impl SfuCore {
                         subs: BTreeSet::new(),
                     },
                 );
-                let others: Vec<String> = r
+                let others: Vec<(String, u64)> = r
                     .members
                     .iter()
                     .filter(|(id, m)| **id != peer && m.answered)
-                    .map(|(id, _)| id.clone())
+                    .map(|(id, m)| (id.clone(), m.session))
                     .collect();
-                for other in others {
+                for (other, session) in others {
                     if self.subscribe(&room, &other, track) {
                         self.out.push_back(Output::Renegotiate {
                             room: room.clone(),
                             peer: other,
+                            session,
                         });
                     }
                 }
@@ -398,6 +421,8 @@ impl SfuCore {
                     if let Some(m) = r.members.get_mut(&s.subscriber) {
                         m.receiving.remove(&s.track);
                     }
+                    // Its wish may have been what kept an upper layer on.
+                    self.update_dynacast(now, &room);
                 }
                 Ok(())
             }
@@ -431,12 +456,17 @@ impl SfuCore {
             Input::ReceiverReport {
                 room,
                 peer,
+                session,
                 fraction_lost,
                 bytes_sent,
                 packets_sent,
             } => {
                 let ms = self.ms(now);
-                let d = &mut self.member_mut(&room, &peer)?.downlink;
+                let m = self.member_mut(&room, &peer)?;
+                if m.session != session {
+                    return Err(CoreError::StaleSession);
+                }
+                let d = &mut m.downlink;
                 let before = d.estimate_bps();
                 let after = d.on_report(fraction_lost, bytes_sent, packets_sent, ms);
                 if (after - before).abs() > 1.0 {
@@ -447,12 +477,15 @@ impl SfuCore {
             Input::Nacked {
                 room,
                 peer,
+                session,
                 ssrc,
                 seqs,
             } => {
-                self.member_mut(&room, &peer)?
-                    .downlink
-                    .on_nacked_seqs(ssrc, seqs);
+                let m = self.member_mut(&room, &peer)?;
+                if m.session != session {
+                    return Err(CoreError::StaleSession);
+                }
+                m.downlink.on_nacked_seqs(ssrc, seqs);
                 Ok(())
             }
         }
@@ -500,12 +533,14 @@ impl SfuCore {
     /// Speaker ticks and dynacast warm-ups that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         let ms = self.ms(now);
+        let next_tick = self.next_tick(now);
         let names: Vec<String> = self.rooms.keys().cloned().collect();
         for name in names {
             let r = self.rooms.get_mut(&name).expect("listed");
             if now >= r.next_speaker_tick {
-                // A shell that woke late catches up with one tick, not many.
-                r.next_speaker_tick = (r.next_speaker_tick + SPEAKER_TICK).max(now);
+                // Every room ticks on one grid (one wake-up for all of them); a shell that woke
+                // late catches up with one tick, not many.
+                r.next_speaker_tick = next_tick;
                 if let Some(id) = r.speaker.tick(ms) {
                     self.out.push_back(Output::Event(SfuEvent::ActiveSpeaker {
                         room: name.clone(),
@@ -527,6 +562,13 @@ impl SfuCore {
                 self.update_dynacast(now, &name);
             }
         }
+    }
+
+    /// The first speaker tick after `now` on the grid every room shares.
+    fn next_tick(&self, now: Instant) -> Instant {
+        let tick = SPEAKER_TICK.as_micros() as u64;
+        let since = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        self.epoch + Duration::from_micros((since / tick + 1) * tick)
     }
 
     fn member_mut(&mut self, room: &str, peer: &str) -> Result<&mut Member, CoreError> {
@@ -580,12 +622,14 @@ impl SfuCore {
             return false;
         }
         let want = Self::want(m, &t.publisher, t.kind);
+        let session = m.session;
         m.receiving.insert(track, sub);
         t.subs.insert(sub);
         r.subs.insert(
             sub,
             Sub {
                 subscriber: subscriber.into(),
+                session,
                 track,
                 want,
             },
@@ -594,22 +638,27 @@ impl SfuCore {
             room: room.into(),
             sub,
             subscriber: subscriber.into(),
+            session,
             track,
             want,
         });
         true
     }
 
-    fn leave(&mut self, now: Instant, room: &str, peer: &str, _session: Option<u64>) {
+    /// `peer`'s session ends. `replacing`: a new session of it joins at once (the room stays even
+    /// when it was the only one in it, and so does what the speaker detector knows of it).
+    fn leave(&mut self, now: Instant, room: &str, peer: &str, replacing: bool) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
         let Some(m) = r.members.remove(peer) else {
             return;
         };
-        r.speaker.remove(peer);
+        if !replacing {
+            r.speaker.remove(peer);
+        }
         // Its tracks leave every subscriber, who get a new offer.
-        let mut touched = BTreeSet::new();
+        let mut touched = BTreeMap::new();
         for t in &m.published {
             let Some(track) = r.tracks.remove(t) else {
                 continue;
@@ -625,16 +674,18 @@ impl SfuCore {
                     room: room.into(),
                     sub,
                     subscriber: s.subscriber.clone(),
+                    session: s.session,
                     track: *t,
                     remove_track: true,
                 });
-                touched.insert(s.subscriber);
+                touched.insert(s.subscriber, s.session);
             }
         }
-        for who in touched {
+        for (who, session) in touched {
             self.out.push_back(Output::Renegotiate {
                 room: room.into(),
                 peer: who,
+                session,
             });
         }
         // Its receptions leave the publishers' fan-out (its session closes with it).
@@ -647,11 +698,12 @@ impl SfuCore {
                 room: room.into(),
                 sub,
                 subscriber: peer.into(),
+                session: m.session,
                 track,
                 remove_track: false,
             });
         }
-        if r.members.is_empty() {
+        if r.members.is_empty() && !replacing {
             self.rooms.remove(room);
             self.out.push_back(Output::RoomGone { room: room.into() });
         } else {
@@ -740,6 +792,12 @@ impl SfuCore {
         Some(self.rooms.get(room)?.subs.get(&sub)?.want)
     }
 
+    /// `peer`'s downlink estimate (bit/s) and the loss of its last window (0–1).
+    pub fn downlink(&self, room: &str, peer: &str) -> Option<(f64, f64)> {
+        let d = &self.rooms.get(room)?.members.get(peer)?.downlink;
+        Some((d.estimate_bps(), d.last_loss()))
+    }
+
     pub fn speaker(&self, room: &str) -> Option<&str> {
         self.rooms.get(room)?.speaker.current()
     }
@@ -789,6 +847,7 @@ mod tests {
         core: SfuCore,
         now: Instant,
         session: u64,
+        sessions: HashMap<String, u64>,
     }
 
     impl Sim {
@@ -798,6 +857,7 @@ mod tests {
                 core: SfuCore::new(now, "sfu-test"),
                 now,
                 session: 0,
+                sessions: HashMap::new(),
             }
         }
 
@@ -809,21 +869,33 @@ mod tests {
             std::iter::from_fn(|| self.core.poll_output()).collect()
         }
 
-        /// Joins and answers `peer` in `room`; returns its session.
-        fn join_in(&mut self, room: &str, peer: &str) -> u64 {
+        /// A new session of `peer` in `room`, joined but not answered yet.
+        fn join_only(&mut self, room: &str, peer: &str) -> u64 {
             self.session += 1;
             let session = self.session;
+            self.sessions.insert(peer.into(), session);
             self.input(Input::Join {
                 room: room.into(),
                 peer: peer.into(),
                 session,
                 blocked: 0,
             });
+            session
+        }
+
+        fn answer(&mut self, room: &str, peer: &str) {
+            let session = self.sessions[peer];
             self.input(Input::Answered {
                 room: room.into(),
                 peer: peer.into(),
                 session,
             });
+        }
+
+        /// Joins and answers `peer` in `room`; returns its session.
+        fn join_in(&mut self, room: &str, peer: &str) -> u64 {
+            let session = self.join_only(room, peer);
+            self.answer(room, peer);
             session
         }
 
@@ -838,10 +910,12 @@ mod tests {
             kind: TrackKind,
             simulcast: bool,
         ) -> TrackId {
-            let track = self.core.publish(room, peer, kind).unwrap();
+            let session = self.sessions[peer];
+            let track = self.core.publish(room, peer, session, kind).unwrap();
             self.input(Input::Published {
                 room: room.into(),
                 peer: peer.into(),
+                session,
                 track,
                 kind,
                 simulcast,
@@ -854,7 +928,15 @@ mod tests {
             self.publish_in(R, peer, kind, simulcast)
         }
 
-        /// Runs the clock forward to `at`, waking at every timeout on the way (as the shell does).
+        fn views(&mut self, peer: &str, views: Vec<TileView>) {
+            self.input(Input::Views {
+                room: R.into(),
+                peer: peer.into(),
+                views,
+            });
+        }
+
+        /// Runs the clock forward, waking at every timeout on the way (as the shell does).
         fn advance(&mut self, by: Duration) {
             let end = self.now + by;
             while let Some(t) = self.core.poll_timeout().filter(|t| *t <= end) {
@@ -862,6 +944,21 @@ mod tests {
                 self.core.handle_timeout(self.now);
             }
             self.now = end;
+        }
+
+        /// The reception of `track` by `subscriber`, from the outputs so far.
+        fn sub_of(out: &[Output], subscriber: &str, track: TrackId) -> SubId {
+            out.iter()
+                .find_map(|o| match o {
+                    Output::Subscribe {
+                        sub,
+                        subscriber: s,
+                        track: t,
+                        ..
+                    } if s == subscriber && *t == track => Some(*sub),
+                    _ => None,
+                })
+                .expect("subscribed")
         }
 
         fn subscribes(out: &[Output]) -> Vec<(String, TrackId, Option<usize>)> {
@@ -878,6 +975,15 @@ mod tests {
                 .collect()
         }
 
+        fn renegotiated(out: &[Output]) -> Vec<(String, u64)> {
+            out.iter()
+                .filter_map(|o| match o {
+                    Output::Renegotiate { peer, session, .. } => Some((peer.clone(), *session)),
+                    _ => None,
+                })
+                .collect()
+        }
+
         fn layers(out: &[Output]) -> Vec<(String, Vec<bool>)> {
             out.iter()
                 .filter_map(|o| match o {
@@ -886,6 +992,15 @@ mod tests {
                         active,
                         ..
                     }) => Some((participant.clone(), active.clone())),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn wants(out: &[Output]) -> Vec<(SubId, Option<usize>)> {
+            out.iter()
+                .filter_map(|o| match o {
+                    Output::SetWant { sub, want, .. } => Some((*sub, *want)),
                     _ => None,
                 })
                 .collect()
@@ -904,7 +1019,7 @@ mod tests {
     fn a_track_reaches_everyone_answered_and_a_late_joiner_after_its_answer() {
         let mut s = Sim::new();
         s.join("ada");
-        s.join("bob");
+        let bob = s.join("bob");
         s.outputs();
         let cam = s.publish("ada", TrackKind::Camera, false);
         let out = s.outputs();
@@ -912,26 +1027,14 @@ mod tests {
             Sim::subscribes(&out),
             vec![("bob".into(), cam, Some(DEFAULT_CAMERA_LAYER))]
         );
-        assert!(out.contains(&Output::Renegotiate {
-            room: R.into(),
-            peer: "bob".into()
-        }));
+        assert_eq!(Sim::renegotiated(&out), vec![("bob".into(), bob)]);
         // Joined but not answered: nothing yet (a transceiver added before our answer would be
         // matched against its own offer).
-        s.input(Input::Join {
-            room: R.into(),
-            peer: "cy".into(),
-            session: 99,
-            blocked: 0,
-        });
+        let cy = s.join_only(R, "cy");
         let mic = s.publish("bob", TrackKind::Mic, false);
         let out = s.outputs();
         assert_eq!(Sim::subscribes(&out), vec![("ada".into(), mic, Some(0))]);
-        s.input(Input::Answered {
-            room: R.into(),
-            peer: "cy".into(),
-            session: 99,
-        });
+        s.answer(R, "cy");
         let out = s.outputs();
         let mut got = Sim::subscribes(&out);
         got.sort_by_key(|(_, t, _)| *t);
@@ -943,26 +1046,24 @@ mod tests {
             ]
         );
         assert_eq!(
-            out.iter()
-                .filter(|o| matches!(o, Output::Renegotiate { peer, .. } if peer == "cy"))
-                .count(),
-            1,
-            "one offer for both tracks"
+            Sim::renegotiated(&out),
+            vec![("cy".into(), cy)],
+            "one offer for both tracks, for its session"
         );
     }
 
     #[test]
     fn a_second_track_of_a_kind_is_refused_and_an_unknown_sender_too() {
         let mut s = Sim::new();
-        s.join("ada");
+        let ada = s.join("ada");
         s.publish("ada", TrackKind::Camera, false);
         assert_eq!(
-            s.core.publish(R, "ada", TrackKind::Camera),
+            s.core.publish(R, "ada", ada, TrackKind::Camera),
             Err(CoreError::ExtraTrack("ada".into(), "video"))
         );
-        assert!(s.core.publish(R, "ada", TrackKind::Screen).is_ok());
+        assert!(s.core.publish(R, "ada", ada, TrackKind::Screen).is_ok());
         assert_eq!(
-            s.core.publish(R, "zed", TrackKind::Mic),
+            s.core.publish(R, "zed", 1, TrackKind::Mic),
             Err(CoreError::UnknownParticipant("zed".into()))
         );
         assert!(s.core.handle_audio_level(s.now, R, "zed", 3).is_err());
@@ -971,89 +1072,144 @@ mod tests {
     #[test]
     fn leaving_takes_its_tracks_off_everyone_and_its_receptions_off_the_publishers() {
         let mut s = Sim::new();
-        s.join("ada");
-        s.join("bob");
-        s.join("cy");
+        let ada = s.join("ada");
+        let bob = s.join("bob");
+        let cy = s.join("cy");
         let a_cam = s.publish("ada", TrackKind::Camera, false);
+        s.publish("ada", TrackKind::Mic, false);
         let b_mic = s.publish("bob", TrackKind::Mic, false);
         s.outputs();
         s.input(Input::Leave {
             room: R.into(),
             peer: "ada".into(),
-            session: None,
+            session: Some(ada),
         });
         let out = s.outputs();
-        let offs: Vec<(String, TrackId, bool)> = out
+        let offs: Vec<(String, u64, TrackId, bool)> = out
             .iter()
             .filter_map(|o| match o {
                 Output::Unsubscribe {
                     subscriber,
+                    session,
                     track,
                     remove_track,
                     ..
-                } => Some((subscriber.clone(), *track, *remove_track)),
+                } if *track == a_cam || *track == b_mic => {
+                    Some((subscriber.clone(), *session, *track, *remove_track))
+                }
                 _ => None,
             })
             .collect();
         assert_eq!(
             offs,
             vec![
-                ("bob".into(), a_cam, true),
-                ("cy".into(), a_cam, true),
-                ("ada".into(), b_mic, false)
+                ("bob".into(), bob, a_cam, true),
+                ("cy".into(), cy, a_cam, true),
+                ("ada".into(), ada, b_mic, false)
             ]
         );
-        let renegotiated: Vec<&str> = out
-            .iter()
-            .filter_map(|o| match o {
-                Output::Renegotiate { peer, .. } => Some(peer.as_str()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(renegotiated, vec!["bob", "cy"]);
+        assert_eq!(
+            Sim::renegotiated(&out),
+            vec![("bob".into(), bob), ("cy".into(), cy)],
+            "one offer each for both of its tracks"
+        );
         let d = s.core.describe();
         assert_eq!(d[R].as_array().unwrap().len(), 2);
         assert_eq!(d[R][0]["receiving"], serde_json::json!([]));
         assert_eq!(d[R][1]["receiving"], serde_json::json!(["bob/audio"]));
         // The last one out ends the room.
-        s.input(Input::Leave {
-            room: R.into(),
-            peer: "bob".into(),
-            session: None,
-        });
-        s.input(Input::Leave {
-            room: R.into(),
-            peer: "cy".into(),
-            session: None,
-        });
+        for p in ["bob", "cy"] {
+            s.input(Input::Leave {
+                room: R.into(),
+                peer: p.into(),
+                session: None,
+            });
+        }
         assert!(s.outputs().contains(&Output::RoomGone { room: R.into() }));
         assert_eq!(s.core.poll_timeout(), None);
     }
 
     #[test]
-    fn a_replaced_session_is_left_once_and_its_stale_leave_changes_nothing() {
+    fn a_replaced_session_leaves_once_keeps_the_room_and_stale_inputs_change_nothing() {
         let mut s = Sim::new();
         let old = s.join("ada");
-        s.join("bob");
         let cam = s.publish("ada", TrackKind::Camera, false);
         s.outputs();
-        // Ada reloads: a new offer, a new session.
+        // Ada alone reloads: a new offer, a new session. The room stays.
         let new = s.join("ada");
         let out = s.outputs();
-        assert!(out.iter().any(|o| matches!(o, Output::Unsubscribe { track, subscriber, .. } if *track == cam && subscriber == "bob")));
+        assert!(!out.contains(&Output::RoomGone { room: R.into() }));
+        assert_eq!(s.core.session(R, "ada"), Some(new));
+        s.join("bob");
+        let out = s.outputs();
+        assert!(
+            Sim::subscribes(&out).is_empty(),
+            "the old camera went with its session"
+        );
+        let stale = |s: &mut Sim, i: Input| {
+            assert_eq!(s.core.handle_input(s.now, i), Err(CoreError::StaleSession));
+        };
+        stale(
+            &mut s,
+            Input::Leave {
+                room: R.into(),
+                peer: "ada".into(),
+                session: Some(old),
+            },
+        );
+        stale(
+            &mut s,
+            Input::Answered {
+                room: R.into(),
+                peer: "ada".into(),
+                session: old,
+            },
+        );
+        stale(
+            &mut s,
+            Input::Published {
+                room: R.into(),
+                peer: "ada".into(),
+                session: old,
+                track: cam + 100,
+                kind: TrackKind::Camera,
+                simulcast: false,
+                video: true,
+            },
+        );
+        stale(
+            &mut s,
+            Input::ReceiverReport {
+                room: R.into(),
+                peer: "ada".into(),
+                session: old,
+                fraction_lost: 255,
+                bytes_sent: 1,
+                packets_sent: 1,
+            },
+        );
+        // An offer that lost the race to a newer one joins nothing.
+        stale(
+            &mut s,
+            Input::Join {
+                room: R.into(),
+                peer: "ada".into(),
+                session: old,
+                blocked: 0,
+            },
+        );
         assert_eq!(
-            s.core.handle_input(
-                s.now,
-                Input::Leave {
-                    room: R.into(),
-                    peer: "ada".into(),
-                    session: Some(old)
-                }
-            ),
+            s.core.publish(R, "ada", old, TrackKind::Camera),
             Err(CoreError::StaleSession)
         );
-        assert_eq!(s.core.session(R, "ada"), Some(new));
         assert!(s.outputs().is_empty());
+        assert_eq!(s.core.session(R, "ada"), Some(new));
+        // The new session's camera is its own, not refused as an extra track.
+        let cam2 = s.publish("ada", TrackKind::Camera, false);
+        assert_eq!(
+            Sim::subscribes(&s.outputs()),
+            vec![("bob".into(), cam2, Some(DEFAULT_CAMERA_LAYER))]
+        );
     }
 
     #[test]
@@ -1063,27 +1219,16 @@ mod tests {
         s.join("bob");
         s.join("cy");
         let cam = s.publish("ada", TrackKind::Camera, true);
-        s.outputs();
-        // Bob shows Ada big, Cy small: layers 2 and 0. No dynacast during the warm-up.
-        s.input(Input::Views {
-            room: R.into(),
-            peer: "bob".into(),
-            views: vec![view("ada", Source::Camera, 720)],
-        });
-        s.input(Input::Views {
-            room: R.into(),
-            peer: "cy".into(),
-            views: vec![view("ada", Source::Camera, 180)],
-        });
         let out = s.outputs();
-        let wants: Vec<Option<usize>> = out
-            .iter()
-            .filter_map(|o| match o {
-                Output::SetWant { want, .. } => Some(*want),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(wants, vec![Some(2), Some(0)]);
+        let (bob_sub, cy_sub) = (Sim::sub_of(&out, "bob", cam), Sim::sub_of(&out, "cy", cam));
+        // Bob shows Ada big, Cy small: layers 2 and 0. No dynacast during the warm-up.
+        s.views("bob", vec![view("ada", Source::Camera, 720)]);
+        s.views("cy", vec![view("ada", Source::Camera, 180)]);
+        let out = s.outputs();
+        assert_eq!(
+            Sim::wants(&out),
+            vec![(bob_sub, Some(2)), (cy_sub, Some(0))]
+        );
         assert!(Sim::layers(&out).is_empty(), "warming up");
         s.advance(DYNACAST_WARMUP);
         let out = s.outputs();
@@ -1092,72 +1237,95 @@ mod tests {
             vec![("ada".into(), vec![true, true, true])]
         );
         // Bob hides the tile: only layer 0 is still needed.
-        s.input(Input::Views {
-            room: R.into(),
-            peer: "bob".into(),
-            views: vec![view("ada", Source::Camera, 0)],
-        });
+        s.views("bob", vec![view("ada", Source::Camera, 0)]);
         let out = s.outputs();
-        assert!(out.contains(&Output::SetWant {
-            room: R.into(),
-            sub: out
-                .iter()
-                .find_map(|o| match o {
-                    Output::SetWant { sub, .. } => Some(*sub),
-                    _ => None,
-                })
-                .unwrap(),
-            want: None
-        }));
+        assert_eq!(Sim::wants(&out), vec![(bob_sub, None)]);
         assert_eq!(
             Sim::layers(&out),
             vec![("ada".into(), vec![true, false, false])]
         );
-        // Cy's downlink collapses under loss: its 180p stays (the lowest is never cut).
+        // Cy makes Ada big: 720p for it, dynacast turns everything on again.
+        s.views("cy", vec![view("ada", Source::Camera, 720)]);
+        let out = s.outputs();
+        assert_eq!(Sim::wants(&out), vec![(cy_sub, Some(2))]);
+        assert_eq!(
+            Sim::layers(&out),
+            vec![("ada".into(), vec![true, true, true])]
+        );
+        // Then Cy's downlink collapses under loss: the estimate falls, its layer with it, and the
+        // upper layers nobody can take any more are switched off.
+        let cy = s.sessions["cy"];
+        let before = s.core.downlink(R, "cy").unwrap().0;
+        let mut all = Vec::new();
         for i in 0..20u64 {
             s.now += Duration::from_millis(1_000);
             s.input(Input::ReceiverReport {
                 room: R.into(),
                 peer: "cy".into(),
+                session: cy,
                 fraction_lost: 128,
                 bytes_sent: i * 50_000,
                 packets_sent: i * 60,
             });
+            all.extend(s.outputs());
         }
-        assert!(Sim::layers(&s.outputs()).is_empty());
-        // Cy shows Ada big but its downlink is poor: capped below 720p.
-        s.input(Input::Views {
-            room: R.into(),
-            peer: "cy".into(),
-            views: vec![view("ada", Source::Camera, 720)],
-        });
-        let out = s.outputs();
-        let want = out.iter().find_map(|o| match o {
-            Output::SetWant { want, .. } => Some(*want),
-            _ => None,
-        });
-        assert!(
-            matches!(want, None | Some(Some(0)) | Some(Some(1))),
-            "{want:?}"
+        let after = s.core.downlink(R, "cy").unwrap().0;
+        assert!(after < before / 4.0, "{before} → {after}");
+        assert_eq!(s.core.sub_want(R, cy_sub), Some(Some(0)));
+        assert_eq!(Sim::wants(&all).last(), Some(&(cy_sub, Some(0))));
+        assert_eq!(
+            Sim::layers(&all).last(),
+            Some(&("ada".to_string(), vec![true, false, false]))
         );
-        let _ = cam;
+        assert_eq!(
+            s.core.describe()[R][2]["downlink_bps"],
+            serde_json::json!(after as u64)
+        );
     }
 
     #[test]
-    fn the_loudest_becomes_speaker_after_the_switch_delay_and_the_event_says_so() {
+    fn a_failed_subscription_no_longer_holds_a_layer_on() {
         let mut s = Sim::new();
         s.join("ada");
         s.join("bob");
+        let cam = s.publish("ada", TrackKind::Camera, true);
+        let out = s.outputs();
+        let sub = Sim::sub_of(&out, "bob", cam);
+        s.views("bob", vec![view("ada", Source::Camera, 720)]);
+        s.advance(DYNACAST_WARMUP);
+        assert_eq!(
+            Sim::layers(&s.outputs()),
+            vec![("ada".into(), vec![true, true, true])]
+        );
+        s.input(Input::SubscribeFailed {
+            room: R.into(),
+            sub,
+        });
+        assert!(!s.core.has_sub(R, sub));
+        assert_eq!(
+            Sim::layers(&s.outputs()),
+            vec![("ada".into(), vec![true, false, false])]
+        );
+    }
+
+    #[test]
+    fn the_loudest_becomes_speaker_after_the_switch_delay_on_one_tick_grid() {
+        let mut s = Sim::new();
+        s.join("ada");
+        s.join("bob");
+        s.join_in("other", "cy");
         s.publish("ada", TrackKind::Mic, false);
         s.publish("bob", TrackKind::Mic, false);
         s.outputs();
         let mut speakers = Vec::new();
+        let mut wakes = 0;
         for _ in 0..100 {
             // 20 ms audio frames: Bob loud, Ada near silence.
             s.now += Duration::from_millis(20);
             s.core.handle_audio_level(s.now, R, "bob", 20).unwrap();
             s.core.handle_audio_level(s.now, R, "ada", 120).unwrap();
             if s.core.poll_timeout().is_some_and(|t| t <= s.now) {
+                wakes += 1;
                 s.core.handle_timeout(s.now);
             }
             for o in s.outputs() {
@@ -1172,6 +1340,13 @@ mod tests {
             "one change, no flapping"
         );
         assert_eq!(s.core.speaker(R), Some("bob"));
+        // Two rooms, one grid: 2 s of 200 ms ticks is 10 wake-ups, not 20.
+        assert_eq!(wakes, 10);
+        // Late by a second: one tick, and the next one is on the grid again.
+        s.now += Duration::from_millis(1_050);
+        s.core.handle_timeout(s.now);
+        let next = s.core.poll_timeout().unwrap();
+        assert!(next > s.now && next <= s.now + SPEAKER_TICK);
     }
 
     #[test]
@@ -1182,25 +1357,31 @@ mod tests {
         s.publish("ada", TrackKind::Mic, false);
         let screen = s.publish("ada", TrackKind::Screen, false);
         s.outputs();
-        s.input(Input::Block {
-            room: R.into(),
-            peer: "ada".into(),
-            bits: BLOCK_VIDEO | BLOCK_AUDIO | BLOCK_SCREEN,
-        });
-        assert!(s.outputs().is_empty());
-        s.input(Input::Block {
-            room: R.into(),
-            peer: "ada".into(),
-            bits: BLOCK_SCREEN,
-        });
+        let block = |s: &mut Sim, bits: u8| {
+            s.input(Input::Block {
+                room: R.into(),
+                peer: "ada".into(),
+                bits,
+            });
+            s.outputs()
+        };
+        assert!(block(&mut s, BLOCK_VIDEO | BLOCK_AUDIO | BLOCK_SCREEN).is_empty());
+        // The microphone back: audio needs no keyframe.
+        assert!(block(&mut s, BLOCK_VIDEO | BLOCK_SCREEN).is_empty());
         assert_eq!(
-            s.outputs(),
+            block(&mut s, BLOCK_SCREEN),
             vec![Output::Keyframe {
                 room: R.into(),
                 track: cam
             }]
         );
-        let _ = screen;
+        assert_eq!(
+            block(&mut s, 0),
+            vec![Output::Keyframe {
+                room: R.into(),
+                track: screen
+            }]
+        );
     }
 
     #[test]
@@ -1220,15 +1401,7 @@ mod tests {
                 ("dee".into(), c, Some(DEFAULT_CAMERA_LAYER))
             ]
         );
-        let sub = out
-            .iter()
-            .find_map(|o| match o {
-                Output::Subscribe {
-                    sub, subscriber, ..
-                } if subscriber == "dee" => Some(*sub),
-                _ => None,
-            })
-            .unwrap();
+        let sub = Sim::sub_of(&out, "dee", c);
         s.input(Input::SubscribeFailed {
             room: "two".into(),
             sub,
