@@ -12,6 +12,7 @@ mod clip;
 mod edge;
 mod floor;
 mod peer;
+mod sans;
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -313,7 +314,11 @@ async fn run_point(
         .collect();
 
     // Subscribers first, then publishers (each new camera reaches everyone in one renegotiation).
-    let mut all: Vec<(usize, Peer, bool)> = Vec::new();
+    // Subscribers are sans-IO PeerConnections on one thread and socket (`sans.rs`): far cheaper
+    // per packet than the SFU, so the tool is not what limits a point.
+    let host = Arc::new(sans::Host::start(tracks.clone(), epoch)?);
+    let mut subs: Vec<(usize, sans::SubPeer)> = Vec::new();
+    let mut pubs: Vec<(usize, Peer)> = Vec::new();
     let mut n = 0u32;
     for publish in [false, true] {
         for (r, ctx) in ctxs.iter().enumerate() {
@@ -333,37 +338,46 @@ async fn run_point(
                 })
                 .collect();
             for chunk in ids.chunks(8) {
-                let joins = chunk
-                    .iter()
-                    .map(|(id, n)| Peer::join(ctx, &edge, id, *n, publish, point.simulcast));
-                for p in futures_join(joins).await {
-                    all.push((r, p?, publish));
+                if publish {
+                    let joins = chunk
+                        .iter()
+                        .map(|(id, n)| Peer::join(ctx, &edge, id, *n, true, point.simulcast));
+                    for p in futures_join(joins).await {
+                        pubs.push((r, p?));
+                    }
+                } else {
+                    let joins = chunk.iter().map(|(id, n)| host.join(ctx, &edge, id, *n));
+                    for p in futures_join(joins).await {
+                        subs.push((r, p?));
+                    }
                 }
             }
         }
     }
     let publishing = Instant::now();
     let mut senders = Vec::new();
-    for (r, p, publish) in &all {
-        if *publish {
-            let layers = edge.layers(&p.id);
-            senders.extend(p.publish(clips.clone(), point.simulcast, ctxs[*r].epoch, layers));
-        }
+    for (r, p) in &pubs {
+        let layers = edge.layers(&p.id);
+        senders.extend(p.publish(clips.clone(), point.simulcast, ctxs[*r].epoch, layers));
     }
     if point.simulcast {
         // Every viewer shows one camera large (720p tile) and the others small (180p tiles).
-        for (r, p, _) in &all {
-            let views: Vec<TileView> = all
+        let viewers = subs
+            .iter()
+            .map(|(r, s)| (*r, s.id.as_str()))
+            .chain(pubs.iter().map(|(r, p)| (*r, p.id.as_str())));
+        for (r, viewer) in viewers {
+            let views: Vec<TileView> = pubs
                 .iter()
-                .filter(|(r2, q, publish)| r2 == r && *publish && q.id != p.id)
+                .filter(|(r2, q)| *r2 == r && q.id != viewer)
                 .enumerate()
-                .map(|(i, (_, q, _))| TileView {
+                .map(|(i, (_, q))| TileView {
                     publisher: q.id.clone(),
                     source: Source::Camera,
                     height: if i == 0 { 720 } else { 180 },
                 })
                 .collect();
-            p.views(&ctxs[*r], views).await?;
+            peer::post_views(&ctxs[r], viewer, views).await?;
         }
     }
 
@@ -402,14 +416,17 @@ async fn run_point(
     for s in senders {
         s.abort();
     }
-    let failed = all
+    let failed = pubs
         .iter()
-        .filter(|(_, p, _)| p.failed.load(std::sync::atomic::Ordering::Relaxed))
+        .map(|(_, p)| &p.failed)
+        .chain(subs.iter().map(|(_, s)| &s.failed))
+        .filter(|f| f.load(std::sync::atomic::Ordering::Relaxed))
         .count();
     if failed > 0 {
         eprintln!("  {failed} load peers lost their connection during the window");
     }
-    futures_join(all.iter().map(|(_, p, _)| p.pc.close())).await;
+    futures_join(pubs.iter().map(|(_, p)| p.pc.close())).await;
+    drop(host);
     drop(sfu);
 
     let wall = (t1 - t0).as_secs_f64();

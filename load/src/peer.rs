@@ -58,7 +58,15 @@ pub struct TrackStats {
 }
 
 impl TrackStats {
-    fn on_packet(&mut self, p: &rtp::Packet, epoch: Instant, connected_at: Instant) {
+    /// Counters for a new received track.
+    pub fn new(video: bool) -> TrackStats {
+        TrackStats {
+            video,
+            ..Default::default()
+        }
+    }
+
+    pub fn on_packet(&mut self, p: &rtp::Packet, epoch: Instant, connected_at: Instant) {
         let now = Instant::now();
         if self.first_at.is_none() {
             self.first_at = Some(now);
@@ -165,7 +173,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
+pub fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
     match kind {
         RtpCodecKind::Audio => RTCRtpCodec {
             mime_type: "audio/opus".into(),
@@ -264,6 +272,17 @@ pub async fn control_call(
         .map_err(|e| LoadError::Sfu(format!("{method} {path}: {e}")))?;
     let status = res.status().as_u16();
     Ok((status, res.text().await.unwrap_or_default()))
+}
+
+/// Tells the SFU how big participant `id` shows each publisher's camera (device pixels).
+pub async fn post_views(ctx: &Ctx, id: &str, views: Vec<TileView>) -> Result<(), LoadError> {
+    let body = serde_json::to_string(&ViewsBody { views }).unwrap_or_default();
+    let path = format!("/v1/rooms/{}/participants/{id}/views", ctx.room);
+    let (status, text) = control_call(ctx, "POST", &path, body).await?;
+    if status != 204 {
+        return Err(LoadError::Sfu(format!("views for {id}: {status} {text}")));
+    }
+    Ok(())
 }
 
 /// The id the SDP gives the header extension `uri`.
@@ -413,20 +432,6 @@ impl Peer {
             sdes,
             ssrc_base,
         })
-    }
-
-    /// Tells the SFU how big this peer shows each publisher's camera (device pixels).
-    pub async fn views(&self, ctx: &Ctx, views: Vec<TileView>) -> Result<(), LoadError> {
-        let body = serde_json::to_string(&ViewsBody { views }).unwrap_or_default();
-        let path = format!("/v1/rooms/{}/participants/{}/views", ctx.room, self.id);
-        let (status, text) = control_call(ctx, "POST", &path, body).await?;
-        if status != 204 {
-            return Err(LoadError::Sfu(format!(
-                "views for {}: {status} {text}",
-                self.id
-            )));
-        }
-        Ok(())
     }
 
     /// Loops the clips until the task is aborted: the camera at 30 fps (each layer dynacast

@@ -1,0 +1,485 @@
+//! Cheap subscribers: webrtc-rs's sans-IO `rtc` PeerConnections, all driven by one thread over
+//! one UDP socket (no tokio task, channel or socket per PeerConnection). Datagrams are told apart by
+//! the sender's address: each SFU session sends from a port of its own, named in its answer's
+//! candidates. Everything a browser subscriber does on the wire happens here too — ICE, DTLS,
+//! SRTP, receiver reports and NACKs from the default interceptors — but nothing else: packets are
+//! counted ([`TrackStats`]), never decoded.
+//!
+//! Signaling stays async (the SFU's control API over HTTP): a [`SubPeer`] sends the thread commands
+//! (make a PeerConnection and its offer, apply the SFU's answer and wait until connected, answer a
+//! renegotiation) and awaits the reply.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use edgemeet_shared::protocol::SdpBody;
+use rtc::ice::candidate::candidate_host::CandidateHostConfig;
+use rtc::ice::candidate::CandidateConfig;
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{RTCIceCandidate, RTCIceCandidateInit};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::sync::oneshot;
+
+use crate::edge::FakeEdge;
+use crate::peer::{codec, control_call, Ctx, TrackStats, Tracks};
+use crate::LoadError;
+
+/// Payload type of Opus in the default media engine (everything else a subscriber gets is video).
+const PT_OPUS: u8 = 111;
+/// How long the thread waits for a datagram before it looks at its timers and commands again.
+const TICK: Duration = Duration::from_millis(1);
+
+/// The subscriber socket's receive buffer (about 0.2 s of the largest point's traffic).
+const RECEIVE_BUFFER: libc::c_int = 16 << 20;
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+enum Cmd {
+    /// A new PeerConnection offering a microphone it never sends on (a browser that joined muted
+    /// without a camera); replies with its index and offer.
+    Create {
+        id: String,
+        ssrc: u32,
+        reply: Reply<(usize, String, Arc<AtomicBool>)>,
+    },
+    /// The SFU's answer to our offer; replies once ICE and DTLS are up.
+    Answer {
+        idx: usize,
+        sdp: String,
+        reply: Reply<()>,
+    },
+    /// An offer from the SFU (a track added or removed); replies with our answer.
+    Offer {
+        idx: usize,
+        sdp: String,
+        reply: Reply<String>,
+    },
+    /// Close every PeerConnection and end the thread.
+    Stop,
+}
+
+/// The thread and its socket.
+pub struct Host {
+    cmds: mpsc::Sender<Cmd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One subscriber driven by the [`Host`].
+pub struct SubPeer {
+    pub id: String,
+    pub failed: Arc<AtomicBool>,
+}
+
+struct Session {
+    pc: RTCPeerConnection,
+    /// The earliest time its timers want to run (kept so the thread need not ask every session
+    /// on every turn).
+    next: Option<Instant>,
+    tracks: HashMap<String, Arc<Mutex<TrackStats>>>,
+    connected_at: Option<Instant>,
+    on_connected: Option<Reply<()>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Host {
+    /// Binds the socket on 127.0.0.1 and starts the thread. `tracks` receives one entry per track
+    /// any subscriber receives; `epoch` is the clock the send stamps are on.
+    pub fn start(tracks: Tracks, epoch: Instant) -> Result<Host, LoadError> {
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .map_err(|e| LoadError::Io("subscriber socket".into(), e))?;
+        socket
+            .set_read_timeout(Some(TICK))
+            .map_err(|e| LoadError::Io("subscriber socket".into(), e))?;
+        // Every subscriber's packets land in this one socket: a receive buffer of the default size
+        // (~200 KB) overflows under the SFU's bursts and would count as the SFU's loss.
+        grow_receive_buffer(&socket, RECEIVE_BUFFER);
+        let (cmds, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sans-io-subscribers".into())
+            .spawn(move || run(socket, rx, tracks, epoch))
+            .map_err(|e| LoadError::Io("subscriber thread".into(), e))?;
+        Ok(Host {
+            cmds,
+            thread: Some(thread),
+        })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, LoadError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(make(tx))
+            .map_err(|_| LoadError::Peer("the subscriber thread has ended".into()))?;
+        rx.await
+            .map_err(|_| LoadError::Peer("the subscriber thread has ended".into()))?
+            .map_err(LoadError::Peer)
+    }
+
+    /// Joins `id` as a subscriber: offer through the SFU's control API, its answer applied, ICE
+    /// and DTLS up (within 20 s); the SFU's later offers are answered as the browser does.
+    pub async fn join(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        edge: &FakeEdge,
+        id: &str,
+        n: u32,
+    ) -> Result<SubPeer, LoadError> {
+        let ssrc = 0x1000_0000 + n * 16;
+        let (idx, offer, failed) = self
+            .call(|reply| Cmd::Create {
+                id: id.into(),
+                ssrc,
+                reply,
+            })
+            .await?;
+        let inbox = edge.inbox(id);
+        let body = serde_json::to_string(&SdpBody { sdp: offer }).unwrap_or_default();
+        let path = format!("/v1/rooms/{}/participants/{id}/offer", ctx.room);
+        let (status, text) = control_call(ctx, "POST", &path, body).await?;
+        if status != 200 {
+            return Err(LoadError::Sfu(format!("offer for {id}: {status} {text}")));
+        }
+        let answer: SdpBody =
+            serde_json::from_str(&text).map_err(|e| LoadError::Sfu(format!("answer: {e}")))?;
+        let connected = self.call(|reply| Cmd::Answer {
+            idx,
+            sdp: answer.sdp,
+            reply,
+        });
+        tokio::time::timeout(Duration::from_secs(20), connected)
+            .await
+            .map_err(|_| LoadError::Peer(format!("{id}: ICE + DTLS did not connect in 20 s")))??;
+        self.answer_offers(ctx, id, idx, inbox);
+        Ok(SubPeer {
+            id: id.into(),
+            failed,
+        })
+    }
+
+    /// Answers every offer the SFU sends `id`, in order.
+    fn answer_offers(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        id: &str,
+        idx: usize,
+        mut inbox: tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) {
+        let (me, ctx, id) = (self.clone(), ctx.clone(), id.to_string());
+        tokio::spawn(async move {
+            while let Some(sdp) = inbox.recv().await {
+                let answer = match me.call(|reply| Cmd::Offer { idx, sdp, reply }).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        eprintln!("{id}: the SFU's offer was refused: {e}");
+                        continue;
+                    }
+                };
+                let body = serde_json::to_string(&SdpBody { sdp: answer }).unwrap_or_default();
+                let path = format!("/v1/rooms/{}/participants/{id}/answer", ctx.room);
+                match control_call(&ctx, "POST", &path, body).await {
+                    Ok((204, _)) => {}
+                    Ok((s, t)) => eprintln!("{id}: answer refused: {s} {t}"),
+                    Err(e) => eprintln!("{id}: {e}"),
+                }
+            }
+        });
+    }
+
+    /// Closes every session and ends the thread.
+    pub fn stop(&mut self) {
+        let _ = self.cmds.send(Cmd::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Asks for a receive buffer of `bytes`: past the system's limit where allowed (root), else up
+/// to it.
+fn grow_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: a plain setsockopt with an int option value on a socket we own.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                &bytes as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
+}
+
+/// The `ip:port` of every candidate in `sdp`.
+fn candidate_addrs(sdp: &str) -> Vec<SocketAddr> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+        .filter_map(|c| {
+            // foundation component transport priority address port typ …
+            let f: Vec<&str> = c.split_whitespace().collect();
+            let (ip, port) = (f.get(4)?, f.get(5)?);
+            format!("{ip}:{port}").parse().ok()
+        })
+        .collect()
+}
+
+fn new_session(
+    id: &str,
+    ssrc: u32,
+    local: SocketAddr,
+    now: Instant,
+) -> Result<(RTCPeerConnection, String), String> {
+    let e = |e: rtc::shared::error::Error| e.to_string();
+    let mut me = MediaEngine::default();
+    me.register_default_codecs().map_err(e)?;
+    let registry = register_default_interceptors(Registry::new(), &mut me).map_err(e)?;
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(me)
+        .with_setting_engine(
+            SettingEngineBuilder::new()
+                .with_include_loopback_candidate(true)
+                .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+                .build(),
+        )
+        .with_interceptor_registry(registry)
+        .build(now)
+        .map_err(e)?;
+    pc.add_track(MediaStreamTrack::new(
+        format!("{id}-stream"),
+        format!("{id}-mic"),
+        id.into(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec(RtpCodecKind::Audio),
+            ..Default::default()
+        }],
+    ))
+    .map_err(e)?;
+    let offer = pc.create_offer(None).map_err(e)?;
+    pc.set_local_description(now, offer).map_err(e)?;
+    let host = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(e)?;
+    let init: RTCIceCandidateInit = RTCIceCandidate::from(&host).to_json().map_err(e)?;
+    pc.add_local_candidate(init).map_err(e)?;
+    pc.add_local_candidate(RTCIceCandidateInit::default())
+        .map_err(e)?;
+    let sdp = pc.local_description().ok_or("no local description")?.sdp;
+    Ok((pc, sdp))
+}
+
+/// The thread: commands, datagrams, timers, in turn.
+fn run(socket: UdpSocket, cmds: mpsc::Receiver<Cmd>, tracks: Tracks, epoch: Instant) {
+    let Ok(local) = socket.local_addr() else {
+        return;
+    };
+    let mut sessions: Vec<Session> = Vec::new();
+    let mut by_addr: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut buf = vec![0u8; 2048];
+    let mut next_sweep = Instant::now();
+    loop {
+        // Commands.
+        loop {
+            let cmd = match cmds.try_recv() {
+                Ok(c) => c,
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return,
+            };
+            let now = Instant::now();
+            match cmd {
+                Cmd::Create { id, ssrc, reply } => {
+                    let made = new_session(&id, ssrc, local, now).map(|(pc, sdp)| {
+                        let failed = Arc::new(AtomicBool::new(false));
+                        sessions.push(Session {
+                            pc,
+                            next: Some(now),
+                            tracks: HashMap::new(),
+                            connected_at: None,
+                            on_connected: None,
+                            failed: failed.clone(),
+                        });
+                        (sessions.len() - 1, sdp, failed)
+                    });
+                    let _ = reply.send(made);
+                }
+                Cmd::Answer { idx, sdp, reply } => {
+                    let Some(s) = sessions.get_mut(idx) else {
+                        let _ = reply.send(Err("no such session".into()));
+                        continue;
+                    };
+                    for a in candidate_addrs(&sdp) {
+                        by_addr.insert(a, idx);
+                    }
+                    let applied = RTCSessionDescription::answer(sdp)
+                        .and_then(|d| s.pc.set_remote_description(now, d));
+                    match applied {
+                        Ok(()) => s.on_connected = Some(reply),
+                        Err(e) => {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                    }
+                    s.next = Some(now);
+                }
+                Cmd::Offer { idx, sdp, reply } => {
+                    let Some(s) = sessions.get_mut(idx) else {
+                        let _ = reply.send(Err("no such session".into()));
+                        continue;
+                    };
+                    let answered = (|| {
+                        s.pc.set_remote_description(now, RTCSessionDescription::offer(sdp)?)?;
+                        let answer = s.pc.create_answer(None)?;
+                        s.pc.set_local_description(now, answer)?;
+                        Ok::<_, rtc::shared::error::Error>(
+                            s.pc.local_description().map(|d| d.sdp).unwrap_or_default(),
+                        )
+                    })();
+                    let _ = reply.send(answered.map_err(|e| e.to_string()));
+                    s.next = Some(now);
+                    drain(s, &socket, &tracks, epoch);
+                }
+                Cmd::Stop => {
+                    for s in &mut sessions {
+                        let _ = s.pc.close();
+                        drain(s, &socket, &tracks, epoch);
+                    }
+                    return;
+                }
+            }
+        }
+        // Datagrams (up to a batch, then the timers get a turn).
+        for _ in 0..256 {
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let Some(s) = by_addr.get(&from).and_then(|i| sessions.get_mut(*i)) else {
+                        continue;
+                    };
+                    let _ = s.pc.handle_read(TaggedBytesMut {
+                        now: Instant::now(),
+                        transport: TransportContext {
+                            local_addr: local,
+                            peer_addr: from,
+                            ecn: None,
+                            transport_protocol: TransportProtocol::UDP,
+                        },
+                        message: BytesMut::from(&buf[..n]),
+                    });
+                    drain(s, &socket, &tracks, epoch);
+                }
+                Err(_) => break, // nothing within a tick (or an ICMP error): on to the timers
+            }
+        }
+        // Timers.
+        let now = Instant::now();
+        if now >= next_sweep {
+            next_sweep = now + TICK;
+            for s in &mut sessions {
+                if s.next.is_some_and(|t| t <= now) {
+                    let _ = s.pc.handle_timeout(now);
+                    drain(s, &socket, &tracks, epoch);
+                }
+            }
+        }
+    }
+}
+
+/// Everything a session has for us after an input: media (counted), events, datagrams to send.
+fn drain(s: &mut Session, socket: &UdpSocket, tracks: &Tracks, epoch: Instant) {
+    while let Some(ev) = s.pc.poll_event() {
+        match ev {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
+                RTCPeerConnectionState::Connected => {
+                    s.connected_at = Some(Instant::now());
+                    if let Some(r) = s.on_connected.take() {
+                        let _ = r.send(Ok(()));
+                    }
+                }
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                    s.failed.store(true, Ordering::Relaxed);
+                    if let Some(r) = s.on_connected.take() {
+                        let _ = r.send(Err(format!("connection {state}")));
+                    }
+                }
+                _ => {}
+            },
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(_)) => {}
+            _ => {}
+        }
+    }
+    while let Some(msg) = s.pc.poll_read() {
+        if let RTCMessage::RtpPacket(track, p) = msg.message {
+            let stats = s.tracks.entry(track).or_insert_with(|| {
+                let t = Arc::new(Mutex::new(TrackStats::new(
+                    p.header.payload_type != PT_OPUS,
+                )));
+                tracks.lock().unwrap().push(t.clone());
+                t
+            });
+            let connected_at = s.connected_at.unwrap_or_else(Instant::now);
+            stats.lock().unwrap().on_packet(&p, epoch, connected_at);
+        }
+    }
+    while let Some(out) = s.pc.poll_write() {
+        let _ = socket.send_to(&out.message, out.transport.peer_addr);
+    }
+    s.next = s.pc.poll_timeout();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_are_read_from_the_answer() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40001 typ host\r\na=candidate:2 1 udp 2130706431 10.0.0.5 40001 typ host\r\na=mid:0\r\n";
+        assert_eq!(
+            candidate_addrs(sdp),
+            vec![
+                "127.0.0.1:40001".parse::<SocketAddr>().unwrap(),
+                "10.0.0.5:40001".parse().unwrap()
+            ]
+        );
+        assert!(candidate_addrs("a=candidate:junk\r\n").is_empty());
+    }
+}
