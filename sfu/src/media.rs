@@ -80,6 +80,22 @@ use crate::outbox::{Outbox, Outcome};
 use crate::sfu_core::{block_bit, CoreError, Input, Output, SfuCore, SubId, TrackId};
 pub use crate::sfu_core::{BLOCK_AUDIO, BLOCK_SCREEN, BLOCK_VIDEO};
 
+/// Locks a mutex also after a panic poisoned it. A panic takes the SFU out of service (see
+/// `main.rs`): it then only drains — its sessions are removed and closed as the edge moves its
+/// rooms, and audio keeps flowing meanwhile — so a lock a panic left poisoned must not turn every
+/// later call into another panic (a poisoned room map once made each leave fail and the drain last
+/// its full time limit).
+trait LockAnyway<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T>;
+}
+
+impl<T> LockAnyway<T> for Mutex<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T> {
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// ICE consent: a PeerConnection whose peer stops answering is "disconnected" after this…
 pub const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(5);
 /// …and failed (freed) after this.
@@ -491,18 +507,16 @@ impl Media {
     }
 
     fn room(&self, name: &str) -> Option<Arc<RoomMedia>> {
-        self.rooms.lock().unwrap().get(name).cloned()
+        self.rooms.locked().get(name).cloned()
     }
 
     fn peer(&self, room: &str, id: &str) -> Option<Arc<Peer>> {
-        self.room(room)?.peers.lock().unwrap().get(id).cloned()
+        self.room(room)?.peers.locked().get(id).cloned()
     }
 
     /// Participants with a media session in `room`.
     pub fn room_participants(&self, room: &str) -> usize {
-        self.room(room)
-            .map(|r| r.peers.lock().unwrap().len())
-            .unwrap_or(0)
+        self.room(room).map(|r| r.peers.locked().len()).unwrap_or(0)
     }
 
     /// Names of the rooms with media here (also after a panic poisoned the lock).
@@ -537,25 +551,22 @@ impl Media {
     }
 
     fn update_gauges(&self) {
-        let rooms = self.rooms.lock().unwrap();
+        let rooms = self.rooms.locked();
         self.metrics.rooms.set(rooms.len() as i64);
-        self.metrics.participants.set(
-            rooms
-                .values()
-                .map(|r| r.peers.lock().unwrap().len() as i64)
-                .sum(),
-        );
+        self.metrics
+            .participants
+            .set(rooms.values().map(|r| r.peers.locked().len() as i64).sum());
     }
 
     /// Rooms and who is in them (for `/v1/rooms`, tests and operators).
     pub fn describe(&self) -> serde_json::Value {
-        self.core.lock().unwrap().describe()
+        self.core.locked().describe()
     }
 
     /// Feeds the core, then hands what it decided to the rooms' effect tasks (under the core's
     /// lock, so effects keep the order in which they were decided).
     fn apply(&self, input: Input) -> Result<(), CoreError> {
-        let mut core = self.core.lock().unwrap();
+        let mut core = self.core.locked();
         let before = core.poll_timeout();
         let result = core.handle_input(Instant::now(), input);
         self.dispatch(&mut core);
@@ -589,7 +600,7 @@ impl Media {
                 }
                 Output::RoomGone { room } => {
                     // Nothing more to tell the edge about it.
-                    self.outbox.lock().unwrap().forget_room(room);
+                    self.outbox.locked().forget_room(room);
                     continue;
                 }
                 Output::SetWant { room, sub, want } => {
@@ -597,16 +608,16 @@ impl Media {
                     // being added reads its wish under this same lock when it is inserted.
                     let s = self
                         .room(room)
-                        .and_then(|r| r.subs.lock().unwrap().get(sub).cloned());
+                        .and_then(|r| r.subs.locked().get(sub).cloned());
                     if let Some(s) = s {
-                        s.state.lock().unwrap().set_want(*want);
+                        s.state.locked().set_want(*want);
                     }
                     continue;
                 }
                 Output::Keyframe { room, track } => {
                     if let Some(p) = self
                         .room(room)
-                        .and_then(|r| r.tracks.lock().unwrap().get(track).cloned())
+                        .and_then(|r| r.tracks.locked().get(track).cloned())
                     {
                         p.keyframe_wanted.store(true, Ordering::Relaxed);
                     }
@@ -635,7 +646,7 @@ impl Media {
         loop {
             let next = {
                 let Some(media) = me.upgrade() else { return };
-                let mut core = media.core.lock().unwrap();
+                let mut core = media.core.locked();
                 let now = Instant::now();
                 if core.poll_timeout().is_some_and(|t| t <= now) {
                     core.handle_timeout(now);
@@ -685,8 +696,8 @@ impl Media {
                 remove_track,
                 ..
             } => {
-                let s = room.subs.lock().unwrap().remove(&sub);
-                let published = room.tracks.lock().unwrap().get(&track).cloned();
+                let s = room.subs.locked().remove(&sub);
+                let published = room.tracks.locked().get(&track).cloned();
                 if let Some(p) = published {
                     let mut list = p.subscribers.write().unwrap();
                     let next: Vec<Arc<SubTrack>> =
@@ -699,7 +710,7 @@ impl Media {
                 }
             }
             Output::Renegotiate { peer, session, .. } => {
-                let peer = room.peers.lock().unwrap().get(&peer).cloned();
+                let peer = room.peers.locked().get(&peer).cloned();
                 if let Some(peer) = peer.filter(|p| p.session == session) {
                     self.spawn_renegotiate(peer);
                 }
@@ -844,10 +855,10 @@ impl Media {
         // Into the room's map and the core in one step (core, then rooms: the lock order), so
         // both agree on which session is current whatever else is under way.
         let placed = {
-            let mut core = self.core.lock().unwrap();
+            let mut core = self.core.locked();
             let before = core.poll_timeout();
             let placed = {
-                let mut rooms = self.rooms.lock().unwrap();
+                let mut rooms = self.rooms.locked();
                 let r = rooms
                     .entry(room.to_string())
                     .or_insert_with(|| {
@@ -867,7 +878,7 @@ impl Media {
                         r
                     })
                     .clone();
-                let mut peers = r.peers.lock().unwrap();
+                let mut peers = r.peers.locked();
                 match peers.get(id) {
                     // A later offer of the same participant got here first: this one lost.
                     Some(newer) if newer.session > session => None,
@@ -968,14 +979,13 @@ impl Media {
         };
         let subs: Vec<Arc<SubTrack>> = room
             .subs
-            .lock()
-            .unwrap()
+            .locked()
             .values()
             .filter(|s| s.subscriber == peer.id && s.session == peer.session)
             .cloned()
             .collect();
         for sub in subs {
-            if sub.state.lock().unwrap().ready {
+            if sub.state.locked().ready {
                 continue;
             }
             let Ok(params) = slow("get_parameters", sub.sender.get_parameters()).await else {
@@ -993,7 +1003,7 @@ impl Media {
                 tracing::warn!(subscriber = %sub.subscriber, mime = %codec.mime_type, "codec not negotiated with subscriber");
                 continue;
             };
-            let mut st = sub.state.lock().unwrap();
+            let mut st = sub.state.locked();
             st.rewriter
                 .set_negotiated(Negotiated::new().map_all_payload_types_to(pt));
             st.ready = true;
@@ -1006,7 +1016,7 @@ impl Media {
     /// rate-limited, which once cost joins ~500 ms).
     fn request_keyframes_for(&self, room: &str, subscriber: &str) {
         let Some(room) = self.room(room) else { return };
-        let tracks: Vec<Arc<Published>> = room.tracks.lock().unwrap().values().cloned().collect();
+        let tracks: Vec<Arc<Published>> = room.tracks.locked().values().cloned().collect();
         for p in tracks {
             if p.video.is_none() {
                 continue;
@@ -1014,7 +1024,7 @@ impl Media {
             let takes = p.subscribers.read().unwrap().iter().any(|s| {
                 s.subscriber == subscriber
                     && s.connected.load(Ordering::Relaxed)
-                    && s.state.lock().unwrap().ready
+                    && s.state.locked().ready
             });
             if takes {
                 p.keyframe_wanted.store(true, Ordering::Relaxed);
@@ -1034,12 +1044,11 @@ impl Media {
     ) {
         let peer = room
             .peers
-            .lock()
-            .unwrap()
+            .locked()
             .get(subscriber)
             .filter(|p| p.session == session && !p.closed.load(Ordering::SeqCst))
             .cloned();
-        let published = room.tracks.lock().unwrap().get(&track).cloned();
+        let published = room.tracks.locked().get(&track).cloned();
         let (Some(peer), Some(published)) = (peer, published) else {
             // Gone (or replaced) meanwhile: the core hears it, or already did and ignores this.
             let _ = self.apply(Input::SubscribeFailed {
@@ -1123,10 +1132,10 @@ impl Media {
         // The layer wanted now, read and put in place under the core's lock (a `SetWant`
         // decided meanwhile is applied under it too). None: the reception ended while the
         // transceiver was being added, and the transceiver goes again.
-        let placed = match self.core.lock().unwrap().sub_want(&room.name, id) {
+        let placed = match self.core.locked().sub_want(&room.name, id) {
             Some(want) => {
-                sub.state.lock().unwrap().set_want(want);
-                room.subs.lock().unwrap().insert(id, sub.clone());
+                sub.state.locked().set_want(want);
+                room.subs.locked().insert(id, sub.clone());
                 true
             }
             None => false,
@@ -1175,7 +1184,7 @@ impl Media {
                         let pairs = nack.nacks.iter().map(|n| (n.packet_id, n.lost_packets));
                         let now_ms = epoch.elapsed().as_millis() as u64;
                         let (seqs, stale): (Vec<u16>, bool) = {
-                            let st = this.state.lock().unwrap();
+                            let st = this.state.locked();
                             let seqs: Vec<u16> = nacked_seqs(pairs)
                                 .filter(|q| st.forwarded.contains(*q))
                                 .collect();
@@ -1197,7 +1206,7 @@ impl Media {
                     }
                 }
                 if let Some(mean) = lost.checked_div(blocks) {
-                    let before = media.core.lock().unwrap().downlink(&room, &subscriber);
+                    let before = media.core.locked().downlink(&room, &subscriber);
                     let _ = media.apply(Input::ReceiverReport {
                         room: room.clone(),
                         peer: subscriber.clone(),
@@ -1206,7 +1215,7 @@ impl Media {
                         bytes_sent: this.sent.load(Ordering::Relaxed),
                         packets_sent: this.sent_packets.load(Ordering::Relaxed),
                     });
-                    let after = media.core.lock().unwrap().downlink(&room, &subscriber);
+                    let after = media.core.locked().downlink(&room, &subscriber);
                     if let (Some((b, _)), Some((a, loss))) = (before, after) {
                         if a < b - 1.0 {
                             let loss_pct = (loss * 100.0).round();
@@ -1350,7 +1359,7 @@ impl Media {
         }
         let simulcast = !audio && track.rid(media_ssrc).await.is_some();
         let published = {
-            let mut core = self.core.lock().unwrap();
+            let mut core = self.core.locked();
             // One track of each kind per participant: anything else it sends is not forwarded.
             let id = match core.publish(room, publisher, session, kind) {
                 Ok(id) => id,
@@ -1384,11 +1393,7 @@ impl Media {
                 block_bit: block_bit(kind),
             });
             // In the room's map before the core's `Subscribe`s for it can be performed.
-            room_media
-                .tracks
-                .lock()
-                .unwrap()
-                .insert(id, published.clone());
+            room_media.tracks.locked().insert(id, published.clone());
             let before = core.poll_timeout();
             let _ = core.handle_input(
                 Instant::now(),
@@ -1425,7 +1430,7 @@ impl Media {
     pub fn block(&self, room: &str, id: &str, bits: u8) -> Result<(), MediaError> {
         // The packet path's bits and the core's change together (under the core's lock).
         let before = {
-            let mut core = self.core.lock().unwrap();
+            let mut core = self.core.locked();
             let peer = self
                 .peer(room, id)
                 .ok_or_else(|| MediaError::UnknownParticipant(id.into()))?;
@@ -1472,7 +1477,7 @@ impl Media {
         let unix_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        self.outbox.lock().unwrap().push(unix_us, event);
+        self.outbox.locked().push(unix_us, event);
         if !self.outbox_running.swap(true, Ordering::SeqCst) {
             tokio::spawn(Self::send_events(self.me.clone(), self.outbox_wake.clone()));
         }
@@ -1486,7 +1491,7 @@ impl Media {
             let timeout = {
                 let Some(media) = me.upgrade() else { return };
                 let (batch, timeout) = {
-                    let mut o = media.outbox.lock().unwrap();
+                    let mut o = media.outbox.locked();
                     let now = Instant::now();
                     let batch: Vec<SfuEvent> = std::iter::from_fn(|| o.poll_send(now)).collect();
                     (batch, o.poll_timeout())
@@ -1495,11 +1500,7 @@ impl Media {
                     let media = media.clone();
                     tokio::spawn(async move {
                         let outcome = media.post_event(&event).await;
-                        media
-                            .outbox
-                            .lock()
-                            .unwrap()
-                            .sent(Instant::now(), &event, outcome);
+                        media.outbox.locked().sent(Instant::now(), &event, outcome);
                         media.outbox_wake.notify_one();
                     });
                 }
@@ -1557,20 +1558,20 @@ impl Media {
     async fn remove_where(&self, room: &str, id: &str, session: Option<u64>, why: &str) {
         // Out of the room's map and the core in one step (core, then rooms: the lock order).
         let (peer, r) = {
-            let mut core = self.core.lock().unwrap();
+            let mut core = self.core.locked();
             let (peer, r) = {
-                let mut rooms = self.rooms.lock().unwrap();
+                let mut rooms = self.rooms.locked();
                 let Some(r) = rooms.get(room).cloned() else {
                     return;
                 };
                 let peer = {
-                    let mut peers = r.peers.lock().unwrap();
+                    let mut peers = r.peers.locked();
                     match peers.get(id) {
                         Some(p) if session.is_none_or(|s| s == p.session) => peers.remove(id),
                         _ => None,
                     }
                 };
-                if r.peers.lock().unwrap().is_empty() {
+                if r.peers.locked().is_empty() {
                     rooms.remove(room);
                 }
                 (peer, r)
@@ -1604,7 +1605,7 @@ impl Media {
             return;
         }
         let tracks: Vec<Arc<Published>> = {
-            let mut map = room.tracks.lock().unwrap();
+            let mut map = room.tracks.locked();
             let mine: Vec<TrackId> = map
                 .values()
                 .filter(|p| p.publisher == peer.id && p.session == peer.session)
@@ -1635,13 +1636,11 @@ impl Media {
     pub async fn close_all(&self) {
         let all: Vec<(String, String)> = self
             .rooms
-            .lock()
-            .unwrap()
+            .locked()
             .values()
             .flat_map(|r| {
                 r.peers
-                    .lock()
-                    .unwrap()
+                    .locked()
                     .keys()
                     .map(|k| (r.name.clone(), k.clone()))
                     .collect::<Vec<_>>()
@@ -1705,7 +1704,7 @@ async fn forward_loop(
                     .as_deref()
                     .and_then(|r| rids.iter().position(|x| *x == r));
                 if let Some(l) = l {
-                    published.layer_ssrcs.lock().unwrap()[l] = Some(init.ssrc);
+                    published.layer_ssrcs.locked()[l] = Some(init.ssrc);
                     layer_of.insert(init.ssrc, Some(l));
                 }
                 continue;
@@ -1725,7 +1724,7 @@ async fn forward_loop(
                     let rid = track.rid(ssrc).await;
                     let l = rid.and_then(|r| rids.iter().position(|x| *x == r.as_str()));
                     if let Some(l) = l {
-                        published.layer_ssrcs.lock().unwrap()[l] = Some(ssrc);
+                        published.layer_ssrcs.locked()[l] = Some(ssrc);
                         layer_of.insert(ssrc, Some(l));
                     } else {
                         // Not (yet) known as a layer: asked again next time, up to a point.
@@ -1761,12 +1760,12 @@ async fn forward_loop(
                     .and_then(|b| b.first().copied()),
                 media.upgrade(),
             ) {
-                // Also after a panic poisoned the lock: the SFU drains with its audio flowing.
-                let _ = media
-                    .core
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .handle_audio_level(now, &published.room, &published.publisher, level);
+                let _ = media.core.locked().handle_audio_level(
+                    now,
+                    &published.room,
+                    &published.publisher,
+                    level,
+                );
             }
         }
         let keyframe = !padding
@@ -1793,7 +1792,7 @@ async fn forward_loop(
         };
         for sub in subs.iter() {
             let step = {
-                let mut st = sub.state.lock().unwrap();
+                let mut st = sub.state.locked();
                 let connected = sub.connected.load(Ordering::Relaxed);
                 // A keyframe this subscriber asked for (a stale NACK), or one asked for everyone;
                 // its own wish waits while it cannot receive.
@@ -1852,7 +1851,7 @@ async fn forward_loop(
             continue;
         }
         let ssrcs = if published.simulcast {
-            *published.layer_ssrcs.lock().unwrap()
+            *published.layer_ssrcs.locked()
         } else {
             [None; LAYERS]
         };
