@@ -498,6 +498,8 @@ fn bench() -> Result<()> {
                     "edgemeet-sfu",
                     "--bench",
                     "forward",
+                    "--bench",
+                    "rtc_path",
                     "--profile",
                     "sfu",
                 ])
