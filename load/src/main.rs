@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use edgemeet_shared::protocol::{Source, TileView};
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use thiserror::Error;
 
 use crate::edge::FakeEdge;
@@ -76,6 +77,28 @@ struct Args {
     /// The core the SFU is pinned to (this tool takes the others).
     #[arg(long, default_value_t = 0)]
     sfu_cpu: usize,
+    /// SRTP profiles the load peers offer: `chrome` offers only AES-CM + HMAC-SHA1-80, as
+    /// Chromium does by default (what the SFU pays for a browser); `gcm` prefers AES-GCM.
+    #[arg(long, value_enum, default_value_t = Srtp::Chrome)]
+    srtp: Srtp,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Srtp {
+    Chrome,
+    Gcm,
+}
+
+impl Srtp {
+    fn profiles(self) -> Vec<SrtpProtectionProfile> {
+        match self {
+            Srtp::Chrome => vec![SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80],
+            Srtp::Gcm => vec![
+                SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+                SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+            ],
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -310,6 +333,7 @@ async fn run_point(
             http: http.clone(),
             epoch,
             tracks: tracks.clone(),
+            srtp: args.srtp.profiles(),
         })
         .collect();
 
@@ -561,6 +585,13 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
             c.bytes_per_loop as f64 * 8.0 / (c.frames.len() as f64 / clip::FPS as f64) / 1000.0
         );
     }
+    println!(
+        "SRTP: {}",
+        match args.srtp {
+            Srtp::Chrome => "AES-CM + HMAC-SHA1-80, the only profile Chromium offers by default (--srtp gcm: AES-GCM)",
+            Srtp::Gcm => "AES-GCM (--srtp chrome: AES-CM + HMAC-SHA1-80, as Chromium)",
+        }
+    );
     println!(
         "{:<12} {:>5} {:>7} {:>9} {:>8} {:>7} {:>10} {:>7} {:>12} {:>11} {:>9} {:>12}",
         "point",

@@ -247,6 +247,8 @@ pub struct Ctx {
     pub http: reqwest::Client,
     pub epoch: Instant,
     pub tracks: Tracks,
+    /// SRTP profiles the peers offer (in order).
+    pub srtp: Vec<rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile>,
 }
 
 /// A signed control call to the SFU: (status, body).
@@ -340,6 +342,7 @@ impl Peer {
             .with_media_engine(me)
             .with_setting_engine(
                 SettingEngineBuilder::new()
+                    .with_srtp_protection_profiles(ctx.srtp.clone())
                     .with_include_loopback_candidate(true)
                     .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
                     .build(),

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use edgemeet_shared::protocol::SdpBody;
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::ice::candidate::candidate_host::CandidateHostConfig;
 use rtc::ice::candidate::CandidateConfig;
 use rtc::interceptor::Registry;
@@ -58,6 +59,7 @@ enum Cmd {
     Create {
         id: String,
         ssrc: u32,
+        srtp: Vec<SrtpProtectionProfile>,
         reply: Reply<(usize, String, Arc<AtomicBool>)>,
     },
     /// The SFU's answer to our offer; replies once ICE and DTLS are up.
@@ -146,6 +148,7 @@ impl Host {
             .call(|reply| Cmd::Create {
                 id: id.into(),
                 ssrc,
+                srtp: ctx.srtp.clone(),
                 reply,
             })
             .await?;
@@ -254,6 +257,7 @@ fn candidate_addrs(sdp: &str) -> Vec<SocketAddr> {
 fn new_session(
     id: &str,
     ssrc: u32,
+    srtp: Vec<SrtpProtectionProfile>,
     local: SocketAddr,
     now: Instant,
 ) -> Result<(RTCPeerConnection, String), String> {
@@ -266,6 +270,7 @@ fn new_session(
         .with_media_engine(me)
         .with_setting_engine(
             SettingEngineBuilder::new()
+                .with_srtp_protection_profiles(srtp)
                 .with_include_loopback_candidate(true)
                 .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
                 .build(),
@@ -329,8 +334,13 @@ fn run(socket: UdpSocket, cmds: mpsc::Receiver<Cmd>, tracks: Tracks, epoch: Inst
             };
             let now = Instant::now();
             match cmd {
-                Cmd::Create { id, ssrc, reply } => {
-                    let made = new_session(&id, ssrc, local, now).map(|(pc, sdp)| {
+                Cmd::Create {
+                    id,
+                    ssrc,
+                    srtp,
+                    reply,
+                } => {
+                    let made = new_session(&id, ssrc, srtp, local, now).map(|(pc, sdp)| {
                         let failed = Arc::new(AtomicBool::new(false));
                         sessions.push(Session {
                             pc,
