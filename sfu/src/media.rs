@@ -74,7 +74,6 @@ use crate::fanout::{KeyframePacer, PacketIn, SubForward};
 use crate::forward::Negotiated;
 use crate::layers::LAYERS;
 use crate::metrics::Metrics;
-use crate::negotiation::{AfterFailure, Begin, Negotiation};
 use crate::offer::{OfferLayout, TrackKind};
 use crate::outbox::{Outbox, Outcome};
 use crate::sfu_core::{block_bit, CoreError, Input, Output, SfuCore, SubId, TrackId};
@@ -209,7 +208,11 @@ struct Peer {
     room: String,
     pc: Arc<dyn PeerConnection>,
     gathered: watch::Receiver<bool>,
-    negotiation: tokio::sync::Mutex<Negotiation>,
+    /// Serialises what changes its session description (our answer to its offer, our offers, its
+    /// answers): held across those webrtc-rs calls. Whether an offer is due is the core's call.
+    pc_ops: tokio::sync::Mutex<()>,
+    /// Our newest offer to it (generation, SDP), kept for a resend the core asks for.
+    offer: Mutex<Option<(u64, String)>>,
     closed: AtomicBool,
     /// What its offer said about its tracks.
     layout: OfferLayout,
@@ -623,6 +626,20 @@ impl Media {
                     }
                     continue;
                 }
+                Output::SendOffer {
+                    room,
+                    peer,
+                    session,
+                    generation,
+                } => {
+                    let p = self
+                        .peer(room, peer)
+                        .filter(|p| p.session == *session && !p.closed.load(Ordering::SeqCst));
+                    if let Some(p) = p {
+                        self.spawn_send_offer(p, *generation);
+                    }
+                    continue;
+                }
                 Output::Subscribe { room, .. }
                 | Output::Unsubscribe { room, .. }
                 | Output::Renegotiate { room, .. } => room,
@@ -716,7 +733,8 @@ impl Media {
                 }
             }
             // Done in `dispatch`.
-            Output::SetWant { .. }
+            Output::SendOffer { .. }
+            | Output::SetWant { .. }
             | Output::Keyframe { .. }
             | Output::Event(_)
             | Output::RoomGone { .. } => {}
@@ -843,15 +861,17 @@ impl Media {
             room: room.into(),
             pc: pc.clone(),
             gathered,
-            negotiation: tokio::sync::Mutex::new(Negotiation::default()),
+            pc_ops: tokio::sync::Mutex::new(()),
+            offer: Mutex::new(None),
             closed: AtomicBool::new(false),
             layout,
             blocked: Arc::new(AtomicU8::new(blocked)),
             sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             sent_packets: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         });
-        // Hold the negotiation from before anyone can see this peer until our answer is read.
-        let neg = peer.negotiation.lock().await;
+        // Hold its session description from before anyone can see this peer until our answer is
+        // read.
+        let ops = peer.pc_ops.lock().await;
         // Into the room's map and the core in one step (core, then rooms: the lock order), so
         // both agree on which session is current whatever else is under way.
         let placed = {
@@ -904,7 +924,7 @@ impl Media {
             placed
         };
         let Some((old, r)) = placed else {
-            drop(neg);
+            drop(ops);
             let _ = pc.close().await;
             return Err(MediaError::Webrtc(
                 "replaced by a newer offer from the same participant".into(),
@@ -923,12 +943,12 @@ impl Media {
             Self::local_sdp(&pc, &peer.gathered).await
         }
         .await;
-        drop(neg);
+        drop(ops);
         match result {
             Ok(answer) => {
                 tracing::info!(room, participant = id, "media session started");
                 // Everything already published in the room: subscribed and offered.
-                let _ = self.apply(Input::Answered {
+                let _ = self.apply(Input::AnswerSent {
                     room: room.into(),
                     peer: id.into(),
                     session,
@@ -949,25 +969,22 @@ impl Media {
             .ok_or_else(|| MediaError::UnknownParticipant(id.into()))?;
         let desc =
             RTCSessionDescription::answer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
-        let again = {
-            let mut neg = slow("neg lock (answer)", peer.negotiation.lock()).await;
-            if !neg.awaiting_answer() {
+        {
+            let _ops = slow("pc_ops lock (answer)", peer.pc_ops.lock()).await;
+            if !self.core.locked().awaiting_answer(room, id, peer.session) {
                 return Err(MediaError::NoOfferPending);
             }
-            if let Err(e) = slow("set_remote(answer)", peer.pc.set_remote_description(desc)).await {
-                // Not waiting for an answer any more: a change queued meanwhile gets a new offer.
-                if neg.answer_failed() {
-                    drop(neg);
-                    self.spawn_renegotiate(peer.clone());
-                }
-                return Err(MediaError::BadSdp(e.to_string()));
-            }
-            neg.answer_applied()
-        };
-        self.mark_ready(&peer).await;
-        if again {
-            self.spawn_renegotiate(peer);
+            let applied = slow("set_remote(answer)", peer.pc.set_remote_description(desc)).await;
+            // Either way no offer waits any more: a change queued meanwhile gets a new one.
+            let _ = self.apply(Input::Answered {
+                room: room.into(),
+                peer: id.into(),
+                session: peer.session,
+                ok: applied.is_ok(),
+            });
+            applied.map_err(|e| MediaError::BadSdp(e.to_string()))?;
         }
+        self.mark_ready(&peer).await;
         Ok(())
     }
 
@@ -1229,79 +1246,84 @@ impl Media {
 
     fn spawn_renegotiate(&self, peer: Arc<Peer>) {
         let Some(me) = self.me.upgrade() else { return };
-        tokio::spawn(async move { me.renegotiate(peer).await });
+        tokio::spawn(async move { me.make_offer(peer).await });
     }
 
-    /// Sends `peer` a new offer through the edge (or notes that one is due after the pending answer).
-    async fn renegotiate(&self, peer: Arc<Peer>) {
-        if peer.closed.load(Ordering::SeqCst) {
-            return;
+    /// Performs the core's `Renegotiate`: makes an offer (our local description, with its
+    /// candidates) and sends it through the edge.
+    async fn make_offer(&self, peer: Arc<Peer>) {
+        let made = async {
+            let _ops = peer.pc_ops.lock().await;
+            if peer.closed.load(Ordering::SeqCst) {
+                return Err("the session is closing".to_string());
+            }
+            let offer = slow("create_offer", peer.pc.create_offer(None))
+                .await
+                .map_err(|e| format!("create_offer: {e}"))?;
+            slow("set_local(offer)", peer.pc.set_local_description(offer))
+                .await
+                .map_err(|e| format!("set_local_description(offer): {e}"))?;
+            Self::local_sdp(&peer.pc, &peer.gathered)
+                .await
+                .map_err(|e| format!("no local offer: {e}"))
         }
-        let (sdp, generation) = {
-            let mut neg = peer.negotiation.lock().await;
-            if neg.begin() == Begin::Queued {
+        .await;
+        let sdp = match made {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                tracing::warn!(room = %peer.room, participant = %peer.id, error = %e, "could not make an offer");
+                let _ = self.apply(Input::OfferNotMade {
+                    room: peer.room.clone(),
+                    peer: peer.id.clone(),
+                    session: peer.session,
+                });
                 return;
-            }
-            let offer = match slow("create_offer", peer.pc.create_offer(None)).await {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!(participant = %peer.id, error = %e, "create_offer failed");
-                    neg.offer_failed();
-                    return;
-                }
-            };
-            if let Err(e) = slow("set_local(offer)", peer.pc.set_local_description(offer)).await {
-                tracing::warn!(participant = %peer.id, error = %e, "set_local_description(offer) failed");
-                neg.offer_failed();
-                return;
-            }
-            match Self::local_sdp(&peer.pc, &peer.gathered).await {
-                Ok(sdp) => (sdp, neg.offer_ready(Instant::now())),
-                Err(e) => {
-                    tracing::warn!(participant = %peer.id, error = %e, "no local offer");
-                    neg.offer_failed();
-                    return;
-                }
             }
         };
-        // The edge may be briefly unreachable, or the room's Durable Object busy: the same offer
-        // goes again while it is still the one this session waits on (see `negotiation.rs`). A
-        // session replaced while the offer was made sends nothing.
-        loop {
-            let current = self
-                .peer(&peer.room, &peer.id)
-                .is_some_and(|p| Arc::ptr_eq(&p, &peer));
-            if !current || peer.closed.load(Ordering::SeqCst) {
-                return;
+        let generation = {
+            let mut core = self.core.locked();
+            match core.offer_made(Instant::now(), &peer.room, &peer.id, peer.session) {
+                Ok(g) => g,
+                Err(_) => return, // replaced or gone meanwhile: nothing to send
             }
-            let failure = match self.send_offer(&peer.room, &peer.id, sdp.clone()).await {
-                Ok(()) => {
-                    peer.negotiation.lock().await.delivered(generation);
-                    return;
-                }
-                Err(e) => e,
-            };
-            let after = peer.negotiation.lock().await.delivery_failed(
-                Instant::now(),
-                generation,
-                failure.worth_retrying() && !peer.closed.load(Ordering::SeqCst),
-            );
-            tracing::warn!(room = %peer.room, participant = %peer.id, error = %failure, ?after, "could not deliver offer through the edge");
-            match after {
-                AfterFailure::Retry(delay) => tokio::time::sleep(delay).await,
-                AfterFailure::GiveUp { start_queued } => {
-                    if start_queued {
-                        // Changes made meanwhile still need an offer of their own.
-                        self.spawn_renegotiate(peer);
+        };
+        *peer.offer.locked() = Some((generation, sdp));
+        self.spawn_send_offer(peer, generation);
+    }
+
+    /// Posts offer `generation` to the edge and tells the core how it went (it asks for a resend
+    /// with backoff while the failure may pass: see `negotiation.rs`).
+    fn spawn_send_offer(&self, peer: Arc<Peer>, generation: u64) {
+        let Some(me) = self.me.upgrade() else { return };
+        let sdp = peer
+            .offer
+            .locked()
+            .as_ref()
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, sdp)| sdp.clone());
+        let Some(sdp) = sdp else { return };
+        tokio::spawn(async move {
+            let input = match me.send_offer(&peer.room, &peer.id, sdp).await {
+                Ok(()) => Input::OfferDelivered {
+                    room: peer.room.clone(),
+                    peer: peer.id.clone(),
+                    session: peer.session,
+                    generation,
+                },
+                Err(failure) => {
+                    let again = failure.worth_retrying() && !peer.closed.load(Ordering::SeqCst);
+                    tracing::warn!(room = %peer.room, participant = %peer.id, error = %failure, again, "could not deliver offer through the edge");
+                    Input::OfferNotDelivered {
+                        room: peer.room.clone(),
+                        peer: peer.id.clone(),
+                        session: peer.session,
+                        generation,
+                        worth_retrying: again,
                     }
-                    return;
                 }
-            }
-            // An answer that came anyway, or a newer offer, ends the resends.
-            if !peer.negotiation.lock().await.still_pending(generation) {
-                return;
-            }
-        }
+            };
+            let _ = me.apply(input);
+        });
     }
 
     async fn send_offer(

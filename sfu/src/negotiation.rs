@@ -3,9 +3,11 @@
 //! could not take goes again with backoff ([`crate::outbox::backoff`]) while it is still the
 //! offer this session waits on, up to [`OFFER_GIVE_UP_AFTER`]; giving up starts the queued one.
 //!
-//! The shell (`media.rs`) asks [`Negotiation::begin`] when tracks change, makes and sets the offer,
-//! calls [`Negotiation::offer_ready`], posts it, and reports [`Negotiation::delivered`] or
-//! [`Negotiation::delivery_failed`]; before each resend it asks [`Negotiation::still_pending`].
+//! Held per session by the [`crate::sfu_core::SfuCore`], which calls [`Negotiation::begin`] when
+//! a session's tracks change (an offer is made only while none is being made or awaits its
+//! answer), hears from the shell that the offer was made ([`Negotiation::offer_ready`]), taken by
+//! the edge ([`Negotiation::delivered`]) or not ([`Negotiation::delivery_failed`], which also sets
+//! the resend time: [`Negotiation::poll_timeout`] / [`Negotiation::handle_timeout`]), and answered.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,8 @@ pub use crate::outbox::OFFER_GIVE_UP_AFTER;
 
 #[derive(Debug, Default)]
 pub struct Negotiation {
+    /// The shell is making an offer (create, set as local description, gather).
+    making: bool,
     /// We sent an offer and wait for its answer.
     awaiting_answer: bool,
     /// Tracks changed meanwhile: offer again once answered.
@@ -22,6 +26,8 @@ pub struct Negotiation {
     generation: u64,
     /// The newest offer is not yet taken by the edge: since when, and how often it failed.
     delivery: Option<(Instant, u32)>,
+    /// When to send it again after a failed delivery.
+    resend_at: Option<Instant>,
 }
 
 /// What to do when tracks changed.
@@ -29,7 +35,7 @@ pub struct Negotiation {
 pub enum Begin {
     /// Make an offer now.
     Offer,
-    /// One is in flight: another is made after its answer.
+    /// One is being made or in flight: another is made after its answer.
     Queued,
 }
 
@@ -44,24 +50,28 @@ pub enum AfterFailure {
 
 impl Negotiation {
     pub fn begin(&mut self) -> Begin {
-        if self.awaiting_answer {
+        if self.awaiting_answer || self.making {
             self.again = true;
             Begin::Queued
         } else {
+            self.making = true;
             Begin::Offer
         }
     }
 
     /// Making the offer failed (nothing was sent): back to stable.
     pub fn offer_failed(&mut self) {
+        self.making = false;
         self.awaiting_answer = false;
     }
 
     /// Our offer is our local description and goes to the edge now; returns its generation.
     pub fn offer_ready(&mut self, now: Instant) -> u64 {
+        self.making = false;
         self.awaiting_answer = true;
         self.generation += 1;
         self.delivery = Some((now, 0));
+        self.resend_at = None;
         self.generation
     }
 
@@ -69,7 +79,24 @@ impl Negotiation {
     pub fn delivered(&mut self, generation: u64) {
         if generation == self.generation {
             self.delivery = None;
+            self.resend_at = None;
         }
+    }
+
+    /// When the pending offer is due to be sent again.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.resend_at
+    }
+
+    /// The generation to send again now, if its resend is due and it is still pending.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<u64> {
+        if self.resend_at.is_some_and(|t| t <= now) {
+            self.resend_at = None;
+            return self
+                .still_pending(self.generation)
+                .then_some(self.generation);
+        }
+        None
     }
 
     /// The edge did not take offer `generation`; `worth_retrying`: the failure may pass (and the
@@ -93,9 +120,11 @@ impl Negotiation {
         if worth_retrying && now.saturating_duration_since(*since) < OFFER_GIVE_UP_AFTER {
             let delay = backoff(*attempts);
             *attempts += 1;
+            self.resend_at = Some(now + delay);
             return AfterFailure::Retry(delay);
         }
         self.delivery = None;
+        self.resend_at = None;
         self.awaiting_answer = false;
         AfterFailure::GiveUp {
             start_queued: std::mem::take(&mut self.again),
@@ -122,6 +151,7 @@ impl Negotiation {
     pub fn answer_applied(&mut self) -> bool {
         self.awaiting_answer = false;
         self.delivery = None;
+        self.resend_at = None;
         std::mem::take(&mut self.again)
     }
 }
@@ -136,6 +166,7 @@ mod tests {
         let mut n = Negotiation::default();
         assert!(!n.awaiting_answer());
         assert_eq!(n.begin(), Begin::Offer);
+        assert_eq!(n.begin(), Begin::Queued, "one is being made");
         let g = n.offer_ready(t0);
         n.delivered(g);
         assert_eq!(n.begin(), Begin::Queued);
@@ -164,6 +195,12 @@ mod tests {
             AfterFailure::Retry(Duration::from_millis(100))
         );
         assert!(n.still_pending(g));
+        // Sent again when its time comes, once.
+        let at = n.poll_timeout().unwrap();
+        assert_eq!(at, t0 + Duration::from_millis(100));
+        assert_eq!(n.handle_timeout(at - Duration::from_millis(1)), None);
+        assert_eq!(n.handle_timeout(at), Some(g));
+        assert_eq!(n.handle_timeout(at), None);
         assert_eq!(
             n.delivery_failed(t0, g, true),
             AfterFailure::Retry(Duration::from_millis(200))
@@ -204,6 +241,7 @@ mod tests {
         ));
         n.answer_applied();
         assert!(!n.still_pending(g1), "answered: not sent again");
+        assert_eq!(n.poll_timeout(), None);
         assert_eq!(
             n.delivery_failed(t0, g1, true),
             AfterFailure::GiveUp {

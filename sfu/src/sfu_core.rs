@@ -4,10 +4,12 @@
 //! [`Input`]s with the time, performs the [`Output`]s it polls (add a transceiver, send an offer, post
 //! an event) and wakes it at [`SfuCore::poll_timeout`]. No clock reads, locks, sockets or tokio in here.
 //!
+//! It also holds each session's renegotiation state ([`crate::negotiation`]): when to make an offer,
+//! when to send one again the edge did not take, what an answer or a failure means.
+//!
 //! What it does not own yet: the per-packet state of each subscription (layer selector, rewriter,
-//! keyframe wish: [`crate::fanout`]) and each session's offer/answer state
-//! ([`crate::negotiation`]), both pure too but kept beside the webrtc-rs objects they act on until
-//! the worker threads of the new engine own them with the rest (ARCHITECTURE.md, "SFU engine").
+//! keyframe wish: [`crate::fanout`]), pure too but kept beside the webrtc-rs objects it acts on
+//! until the worker threads of the new engine own it with the rest (ARCHITECTURE.md, "SFU engine").
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use thiserror::Error;
 
 use crate::downlink::{camera_cap, DownlinkEstimator};
 use crate::layers::LAYERS;
+use crate::negotiation::{AfterFailure, Begin, Negotiation};
 use crate::offer::TrackKind;
 use crate::speaker::SpeakerDetector;
 
@@ -74,7 +77,7 @@ pub enum Input {
         blocked: u8,
     },
     /// Our answer to that offer is out: it can now receive what the room publishes.
-    Answered {
+    AnswerSent {
         room: String,
         peer: String,
         session: u64,
@@ -98,6 +101,35 @@ pub enum Input {
     },
     /// The shell could not add `sub`'s track to the subscriber's session.
     SubscribeFailed { room: String, sub: SubId },
+    /// The offer asked for with [`Output::Renegotiate`] could not be made (see
+    /// [`SfuCore::offer_made`] for one that was).
+    OfferNotMade {
+        room: String,
+        peer: String,
+        session: u64,
+    },
+    /// The edge took offer `generation` for the participant.
+    OfferDelivered {
+        room: String,
+        peer: String,
+        session: u64,
+        generation: u64,
+    },
+    /// The edge did not take it; `worth_retrying`: the failure may pass.
+    OfferNotDelivered {
+        room: String,
+        peer: String,
+        session: u64,
+        generation: u64,
+        worth_retrying: bool,
+    },
+    /// The participant's answer to our offer was applied (`ok`), or could not be.
+    Answered {
+        room: String,
+        peer: String,
+        session: u64,
+        ok: bool,
+    },
     /// How big `peer` shows each remote video (device pixels; 0 = hidden).
     Views {
         room: String,
@@ -154,11 +186,19 @@ pub enum Output {
         track: TrackId,
         remove_track: bool,
     },
-    /// `peer`'s session `session` needs a new offer (its received tracks changed).
+    /// Make an offer for `peer`'s session `session` (its received tracks changed) and report it
+    /// with [`SfuCore::offer_made`] or [`Input::OfferNotMade`]. Never asked again before that.
     Renegotiate {
         room: String,
         peer: String,
         session: u64,
+    },
+    /// Send (again) offer `generation` of that session to the edge, and report how it went.
+    SendOffer {
+        room: String,
+        peer: String,
+        session: u64,
+        generation: u64,
     },
     /// `sub` is wanted at another layer now (`None`: hidden).
     SetWant {
@@ -186,6 +226,8 @@ struct Member {
     published: Vec<TrackId>,
     /// What it receives: (track → sub).
     receiving: BTreeMap<TrackId, SubId>,
+    /// Our offers to it.
+    neg: Negotiation,
 }
 
 #[derive(Debug)]
@@ -314,11 +356,12 @@ impl SfuCore {
                         downlink: DownlinkEstimator::new(),
                         published: Vec::new(),
                         receiving: BTreeMap::new(),
+                        neg: Negotiation::default(),
                     },
                 );
                 Ok(())
             }
-            Input::Answered {
+            Input::AnswerSent {
                 room,
                 peer,
                 session,
@@ -339,11 +382,7 @@ impl SfuCore {
                     added |= self.subscribe(&room, &peer, t);
                 }
                 if added {
-                    self.out.push_back(Output::Renegotiate {
-                        room: room.clone(),
-                        peer,
-                        session,
-                    });
+                    self.renegotiate(&room, &peer);
                     self.update_dynacast(now, &room);
                 }
                 Ok(())
@@ -398,13 +437,9 @@ impl SfuCore {
                     .filter(|(id, m)| **id != peer && m.answered)
                     .map(|(id, m)| (id.clone(), m.session))
                     .collect();
-                for (other, session) in others {
+                for (other, _) in others {
                     if self.subscribe(&room, &other, track) {
-                        self.out.push_back(Output::Renegotiate {
-                            room: room.clone(),
-                            peer: other,
-                            session,
-                        });
+                        self.renegotiate(&room, &other);
                     }
                 }
                 Ok(())
@@ -423,6 +458,59 @@ impl SfuCore {
                     }
                     // Its wish may have been what kept an upper layer on.
                     self.update_dynacast(now, &room);
+                }
+                Ok(())
+            }
+            Input::OfferNotMade {
+                room,
+                peer,
+                session,
+            } => {
+                self.current(&room, &peer, session)?.neg.offer_failed();
+                Ok(())
+            }
+            Input::OfferDelivered {
+                room,
+                peer,
+                session,
+                generation,
+            } => {
+                self.current(&room, &peer, session)?
+                    .neg
+                    .delivered(generation);
+                Ok(())
+            }
+            Input::OfferNotDelivered {
+                room,
+                peer,
+                session,
+                generation,
+                worth_retrying,
+            } => {
+                let m = self.current(&room, &peer, session)?;
+                // Retry: `poll_timeout` says when (the shell is asked with `SendOffer`).
+                if let AfterFailure::GiveUp { start_queued: true } =
+                    m.neg.delivery_failed(now, generation, worth_retrying)
+                {
+                    // Tracks changed meanwhile: they still need an offer of their own.
+                    self.renegotiate(&room, &peer);
+                }
+                Ok(())
+            }
+            Input::Answered {
+                room,
+                peer,
+                session,
+                ok,
+            } => {
+                let m = self.current(&room, &peer, session)?;
+                let again = if ok {
+                    m.neg.answer_applied()
+                } else {
+                    m.neg.answer_failed()
+                };
+                if again {
+                    self.renegotiate(&room, &peer);
                 }
                 Ok(())
             }
@@ -525,7 +613,10 @@ impl SfuCore {
                     .values()
                     .filter(|t| !t.warm)
                     .map(|t| t.published_at + DYNACAST_WARMUP);
-                std::iter::once(r.next_speaker_tick).chain(warmups)
+                let resends = r.members.values().filter_map(|m| m.neg.poll_timeout());
+                std::iter::once(r.next_speaker_tick)
+                    .chain(warmups)
+                    .chain(resends)
             })
             .min()
     }
@@ -551,6 +642,16 @@ impl SfuCore {
                 }
             }
             let r = self.rooms.get_mut(&name).expect("listed");
+            for (id, m) in r.members.iter_mut() {
+                if let Some(generation) = m.neg.handle_timeout(now) {
+                    self.out.push_back(Output::SendOffer {
+                        room: name.clone(),
+                        peer: id.clone(),
+                        session: m.session,
+                        generation,
+                    });
+                }
+            }
             let mut warmed = false;
             for t in r.tracks.values_mut() {
                 if !t.warm && now >= t.published_at + DYNACAST_WARMUP {
@@ -562,6 +663,53 @@ impl SfuCore {
                 self.update_dynacast(now, &name);
             }
         }
+    }
+
+    /// The offer asked for with [`Output::Renegotiate`] is made (our local description): returns
+    /// its generation, to send now and to report on.
+    pub fn offer_made(
+        &mut self,
+        now: Instant,
+        room: &str,
+        peer: &str,
+        session: u64,
+    ) -> Result<u64, CoreError> {
+        Ok(self.current(room, peer, session)?.neg.offer_ready(now))
+    }
+
+    /// Whether an offer of ours waits for `peer`'s answer (one that does not is refused).
+    pub fn awaiting_answer(&self, room: &str, peer: &str, session: u64) -> bool {
+        self.rooms
+            .get(room)
+            .and_then(|r| r.members.get(peer))
+            .is_some_and(|m| m.session == session && m.neg.awaiting_answer())
+    }
+
+    /// `peer`'s received tracks changed: an offer now, or after the one in flight is answered.
+    fn renegotiate(&mut self, room: &str, peer: &str) {
+        let Some(m) = self
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.members.get_mut(peer))
+        else {
+            return;
+        };
+        if m.neg.begin() == Begin::Offer {
+            self.out.push_back(Output::Renegotiate {
+                room: room.into(),
+                peer: peer.into(),
+                session: m.session,
+            });
+        }
+    }
+
+    /// `peer` if `session` is its current one.
+    fn current(&mut self, room: &str, peer: &str, session: u64) -> Result<&mut Member, CoreError> {
+        let m = self.member_mut(room, peer)?;
+        if m.session != session {
+            return Err(CoreError::StaleSession);
+        }
+        Ok(m)
     }
 
     /// The first speaker tick after `now` on the grid every room shares.
@@ -681,13 +829,6 @@ impl SfuCore {
                 touched.insert(s.subscriber, s.session);
             }
         }
-        for (who, session) in touched {
-            self.out.push_back(Output::Renegotiate {
-                room: room.into(),
-                peer: who,
-                session,
-            });
-        }
         // Its receptions leave the publishers' fan-out (its session closes with it).
         for (track, sub) in m.receiving {
             r.subs.remove(&sub);
@@ -707,6 +848,9 @@ impl SfuCore {
             self.rooms.remove(room);
             self.out.push_back(Output::RoomGone { room: room.into() });
         } else {
+            for who in touched.into_keys() {
+                self.renegotiate(room, &who);
+            }
             self.update_dynacast(now, room);
         }
     }
@@ -865,7 +1009,44 @@ mod tests {
             self.core.handle_input(self.now, i).unwrap();
         }
 
+        /// Everything the core asked for, with every offer made, delivered and answered at once
+        /// (a fast shell and browser); an offer queued meanwhile follows in the same call.
         fn outputs(&mut self) -> Vec<Output> {
+            let mut all = Vec::new();
+            while let Some(o) = self.core.poll_output() {
+                if let Output::Renegotiate {
+                    room,
+                    peer,
+                    session,
+                } = &o
+                {
+                    let (room, peer, session) = (room.clone(), peer.clone(), *session);
+                    // Gone since (as a shell may find): nothing to make.
+                    let Ok(generation) = self.core.offer_made(self.now, &room, &peer, session)
+                    else {
+                        all.push(o);
+                        continue;
+                    };
+                    self.input(Input::OfferDelivered {
+                        room: room.clone(),
+                        peer: peer.clone(),
+                        session,
+                        generation,
+                    });
+                    self.input(Input::Answered {
+                        room,
+                        peer,
+                        session,
+                        ok: true,
+                    });
+                }
+                all.push(o);
+            }
+            all
+        }
+
+        /// The outputs as they come, no offer made or answered.
+        fn raw_outputs(&mut self) -> Vec<Output> {
             std::iter::from_fn(|| self.core.poll_output()).collect()
         }
 
@@ -885,7 +1066,7 @@ mod tests {
 
         fn answer(&mut self, room: &str, peer: &str) {
             let session = self.sessions[peer];
-            self.input(Input::Answered {
+            self.input(Input::AnswerSent {
                 room: room.into(),
                 peer: peer.into(),
                 session,
@@ -1159,7 +1340,7 @@ mod tests {
         );
         stale(
             &mut s,
-            Input::Answered {
+            Input::AnswerSent {
                 room: R.into(),
                 peer: "ada".into(),
                 session: old,
@@ -1428,5 +1609,123 @@ mod tests {
             .contains(&Output::RoomGone { room: "one".into() }));
         assert!(s.core.poll_timeout().is_some());
         assert_eq!(s.core.describe().as_object().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn one_offer_at_a_time_per_session_and_an_offer_the_edge_missed_goes_again() {
+        let mut s = Sim::new();
+        s.join("ada");
+        let bob = s.join("bob");
+        s.outputs();
+        // Ada publishes her camera: Bob gets an offer to make. Her microphone meanwhile waits.
+        s.publish("ada", TrackKind::Camera, false);
+        let out = s.raw_outputs();
+        assert_eq!(Sim::renegotiated(&out), vec![("bob".into(), bob)]);
+        s.publish("ada", TrackKind::Mic, false);
+        assert!(
+            Sim::renegotiated(&s.raw_outputs()).is_empty(),
+            "one is being made"
+        );
+        let g1 = s.core.offer_made(s.now, R, "bob", bob).unwrap();
+        assert!(s.core.awaiting_answer(R, "bob", bob));
+        // The edge is briefly unreachable: the same offer goes again after the backoff.
+        s.input(Input::OfferNotDelivered {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            generation: g1,
+            worth_retrying: true,
+        });
+        assert!(s.raw_outputs().is_empty());
+        s.advance(Duration::from_millis(100));
+        let again: Vec<Output> = s
+            .raw_outputs()
+            .into_iter()
+            .filter(|o| matches!(o, Output::SendOffer { .. }))
+            .collect();
+        assert_eq!(
+            again,
+            vec![Output::SendOffer {
+                room: R.into(),
+                peer: "bob".into(),
+                session: bob,
+                generation: g1
+            }]
+        );
+        s.input(Input::OfferDelivered {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            generation: g1,
+        });
+        s.advance(Duration::from_secs(1));
+        assert!(
+            !s.raw_outputs()
+                .iter()
+                .any(|o| matches!(o, Output::SendOffer { .. })),
+            "taken: not sent again"
+        );
+        // Bob answers: the change queued meanwhile (the microphone) gets its offer now.
+        s.input(Input::Answered {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            ok: true,
+        });
+        assert_eq!(
+            Sim::renegotiated(&s.raw_outputs()),
+            vec![("bob".into(), bob)]
+        );
+        assert!(!s.core.awaiting_answer(R, "bob", bob));
+        // That offer cannot be made: stable again, the next change asks afresh.
+        s.input(Input::OfferNotMade {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+        });
+        s.publish("ada", TrackKind::Screen, false);
+        assert_eq!(
+            Sim::renegotiated(&s.raw_outputs()),
+            vec![("bob".into(), bob)]
+        );
+    }
+
+    #[test]
+    fn an_offer_given_up_on_starts_the_queued_one_and_a_bad_answer_does_not_block() {
+        let mut s = Sim::new();
+        s.join("ada");
+        let bob = s.join("bob");
+        s.outputs();
+        s.publish("ada", TrackKind::Camera, false);
+        s.raw_outputs();
+        let g = s.core.offer_made(s.now, R, "bob", bob).unwrap();
+        s.publish("ada", TrackKind::Mic, false); // queued
+        s.raw_outputs();
+        s.input(Input::OfferNotDelivered {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            generation: g,
+            worth_retrying: false,
+        });
+        assert_eq!(
+            Sim::renegotiated(&s.raw_outputs()),
+            vec![("bob".into(), bob)]
+        );
+        let g2 = s.core.offer_made(s.now, R, "bob", bob).unwrap();
+        assert!(g2 > g);
+        s.publish("ada", TrackKind::Screen, false); // queued behind g2
+        s.raw_outputs();
+        s.input(Input::Answered {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            ok: false,
+        });
+        assert_eq!(
+            Sim::renegotiated(&s.raw_outputs()),
+            vec![("bob".into(), bob)],
+            "a bad answer leaves nothing waiting forever"
+        );
     }
 }
