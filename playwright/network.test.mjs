@@ -247,6 +247,10 @@ test("a 3 s outage of one viewer's media: video and audio are back within 2 s of
   const links = [];
   try {
     await until(vera, call.patId, "Pat's video decodes", (s) => s.video?.frames > 30, 20000);
+    // The layer the outage must not cost: 720p flows first (Pat's browser ramps its send estimate
+    // up over several seconds before it encodes that layer; cut earlier, the test once found 640
+    // px after the outage that had been 640 px before it too).
+    await until(vera, call.patId, "Pat's 1280-px layer arrives", (s) => s.video?.width === 1280, 30000);
     const me = await vera.getByRole("group", { name: "Vera (you)" }).getAttribute("data-participant");
     await vera.evaluate(() => (window.edgemeetPc.__beforeOutage = true));
     const port = String((await sfuMediaAddr(vera)).port);
