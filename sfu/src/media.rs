@@ -95,6 +95,23 @@ impl<T> LockAnyway<T> for Mutex<T> {
     }
 }
 
+/// The same for the fan-out lists' read-write locks.
+trait RwAnyway<T> {
+    fn read_anyway(&self) -> std::sync::RwLockReadGuard<'_, T>;
+    fn write_anyway(&self) -> std::sync::RwLockWriteGuard<'_, T>;
+}
+
+impl<T> RwAnyway<T> for RwLock<T> {
+    fn read_anyway(&self) -> std::sync::RwLockReadGuard<'_, T> {
+        self.read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    fn write_anyway(&self) -> std::sync::RwLockWriteGuard<'_, T> {
+        self.write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// ICE consent: a PeerConnection whose peer stops answering is "disconnected" after this…
 pub const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(5);
 /// …and failed (freed) after this.
@@ -635,8 +652,29 @@ impl Media {
                     let p = self
                         .peer(room, peer)
                         .filter(|p| p.session == *session && !p.closed.load(Ordering::SeqCst));
-                    if let Some(p) = p {
-                        self.spawn_send_offer(p, *generation);
+                    let Some(p) = p else { continue }; // its session is ending
+                    let sdp = p
+                        .offer
+                        .locked()
+                        .as_ref()
+                        .filter(|(g, _)| g == generation)
+                        .map(|(_, sdp)| sdp.clone());
+                    match sdp {
+                        Some(sdp) => self.spawn_send_offer(p, *generation, sdp),
+                        // Not the offer kept (cannot happen while both change under this lock):
+                        // give it up rather than leave the session waiting for it forever.
+                        None => {
+                            let _ = core.handle_input(
+                                Instant::now(),
+                                Input::OfferNotDelivered {
+                                    room: room.clone(),
+                                    peer: peer.clone(),
+                                    session: *session,
+                                    generation: *generation,
+                                    worth_retrying: false,
+                                },
+                            );
+                        }
                     }
                     continue;
                 }
@@ -716,7 +754,7 @@ impl Media {
                 let s = room.subs.locked().remove(&sub);
                 let published = room.tracks.locked().get(&track).cloned();
                 if let Some(p) = published {
-                    let mut list = p.subscribers.write().unwrap();
+                    let mut list = p.subscribers.write_anyway();
                     let next: Vec<Arc<SubTrack>> =
                         list.iter().filter(|s| s.id != sub).cloned().collect();
                     *list = Arc::new(next);
@@ -975,6 +1013,10 @@ impl Media {
                 return Err(MediaError::NoOfferPending);
             }
             let applied = slow("set_remote(answer)", peer.pc.set_remote_description(desc)).await;
+            if applied.is_ok() {
+                // Before the next offer may start (it waits for this lock and the core).
+                self.mark_ready(&peer).await;
+            }
             // Either way no offer waits any more: a change queued meanwhile gets a new one.
             let _ = self.apply(Input::Answered {
                 room: room.into(),
@@ -984,7 +1026,6 @@ impl Media {
             });
             applied.map_err(|e| MediaError::BadSdp(e.to_string()))?;
         }
-        self.mark_ready(&peer).await;
         Ok(())
     }
 
@@ -1038,7 +1079,7 @@ impl Media {
             if p.video.is_none() {
                 continue;
             }
-            let takes = p.subscribers.read().unwrap().iter().any(|s| {
+            let takes = p.subscribers.read_anyway().iter().any(|s| {
                 s.subscriber == subscriber
                     && s.connected.load(Ordering::Relaxed)
                     && s.state.locked().ready
@@ -1162,7 +1203,7 @@ impl Media {
             return;
         }
         {
-            let mut list = published.subscribers.write().unwrap();
+            let mut list = published.subscribers.write_anyway();
             let mut next: Vec<Arc<SubTrack>> = list.as_ref().clone();
             next.push(sub.clone());
             *list = Arc::new(next);
@@ -1255,23 +1296,26 @@ impl Media {
         let made = async {
             let _ops = peer.pc_ops.lock().await;
             if peer.closed.load(Ordering::SeqCst) {
-                return Err("the session is closing".to_string());
+                return Err(None);
             }
             let offer = slow("create_offer", peer.pc.create_offer(None))
                 .await
-                .map_err(|e| format!("create_offer: {e}"))?;
+                .map_err(|e| Some(format!("create_offer: {e}")))?;
             slow("set_local(offer)", peer.pc.set_local_description(offer))
                 .await
-                .map_err(|e| format!("set_local_description(offer): {e}"))?;
+                .map_err(|e| Some(format!("set_local_description(offer): {e}")))?;
             Self::local_sdp(&peer.pc, &peer.gathered)
                 .await
-                .map_err(|e| format!("no local offer: {e}"))
+                .map_err(|e| Some(format!("no local offer: {e}")))
         }
         .await;
         let sdp = match made {
             Ok(sdp) => sdp,
             Err(e) => {
-                tracing::warn!(room = %peer.room, participant = %peer.id, error = %e, "could not make an offer");
+                // None: the session is closing (nothing worth a warning).
+                if let Some(e) = e {
+                    tracing::warn!(room = %peer.room, participant = %peer.id, error = %e, "could not make an offer");
+                }
                 let _ = self.apply(Input::OfferNotMade {
                     room: peer.room.clone(),
                     peer: peer.id.clone(),
@@ -1283,25 +1327,21 @@ impl Media {
         let generation = {
             let mut core = self.core.locked();
             match core.offer_made(Instant::now(), &peer.room, &peer.id, peer.session) {
-                Ok(g) => g,
+                // Kept under the core's lock, so a resend the core asks for finds this one.
+                Ok(g) => {
+                    *peer.offer.locked() = Some((g, sdp.clone()));
+                    g
+                }
                 Err(_) => return, // replaced or gone meanwhile: nothing to send
             }
         };
-        *peer.offer.locked() = Some((generation, sdp));
-        self.spawn_send_offer(peer, generation);
+        self.spawn_send_offer(peer, generation, sdp);
     }
 
     /// Posts offer `generation` to the edge and tells the core how it went (it asks for a resend
     /// with backoff while the failure may pass: see `negotiation.rs`).
-    fn spawn_send_offer(&self, peer: Arc<Peer>, generation: u64) {
+    fn spawn_send_offer(&self, peer: Arc<Peer>, generation: u64, sdp: String) {
         let Some(me) = self.me.upgrade() else { return };
-        let sdp = peer
-            .offer
-            .locked()
-            .as_ref()
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, sdp)| sdp.clone());
-        let Some(sdp) = sdp else { return };
         tokio::spawn(async move {
             let input = match me.send_offer(&peer.room, &peer.id, sdp).await {
                 Ok(()) => Input::OfferDelivered {
@@ -1635,13 +1675,13 @@ impl Media {
                 .collect();
             for id in &mine {
                 if let Some(p) = map.remove(id) {
-                    *p.subscribers.write().unwrap() = Arc::new(Vec::new());
+                    *p.subscribers.write_anyway() = Arc::new(Vec::new());
                 }
             }
             map.values().cloned().collect()
         };
         for p in tracks {
-            let mut list = p.subscribers.write().unwrap();
+            let mut list = p.subscribers.write_anyway();
             if list.iter().any(|s| s.subscriber == peer.id) {
                 let next: Vec<Arc<SubTrack>> = list
                     .iter()
@@ -1798,7 +1838,7 @@ async fn forward_loop(
         // VP8 picture numbering, renumbered per subscriber after a layer switch.
         let vp8 =
             (!padding && published.video == Some(VideoCodec::Vp8)).then(|| vp8_ids(&pkt.payload));
-        let subs = published.subscribers.read().unwrap().clone();
+        let subs = published.subscribers.read_anyway().clone();
         // Layers to ask a keyframe of (bit per layer).
         let mut want_keyframe: u8 = 0;
         let asked = published.keyframe_wanted.swap(false, Ordering::Relaxed);

@@ -42,7 +42,7 @@ pub enum Begin {
 /// What to do after a failed delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterFailure {
-    /// Send the same offer again after this long (ask [`Negotiation::still_pending`] first).
+    /// The same offer goes again after this long ([`Negotiation::poll_timeout`] says when).
     Retry(Duration),
     /// Stop; `start_queued`: tracks changed meanwhile, make a new offer now.
     GiveUp { start_queued: bool },
@@ -59,10 +59,12 @@ impl Negotiation {
         }
     }
 
-    /// Making the offer failed (nothing was sent): back to stable.
-    pub fn offer_failed(&mut self) {
+    /// Making the offer failed (nothing was sent): back to stable; returns whether tracks changed
+    /// while it was being made (make one for them now).
+    pub fn offer_failed(&mut self) -> bool {
         self.making = false;
         self.awaiting_answer = false;
+        std::mem::take(&mut self.again)
     }
 
     /// Our offer is our local description and goes to the edge now; returns its generation.

@@ -466,7 +466,10 @@ impl SfuCore {
                 peer,
                 session,
             } => {
-                self.current(&room, &peer, session)?.neg.offer_failed();
+                if self.current(&room, &peer, session)?.neg.offer_failed() {
+                    // What changed while it was being made still needs an offer.
+                    self.renegotiate(&room, &peer);
+                }
                 Ok(())
             }
             Input::OfferDelivered {
@@ -1727,5 +1730,45 @@ mod tests {
             vec![("bob".into(), bob)],
             "a bad answer leaves nothing waiting forever"
         );
+    }
+
+    #[test]
+    fn a_change_made_while_an_offer_could_not_be_made_gets_its_own() {
+        let mut s = Sim::new();
+        s.join("ada");
+        let bob = s.join("bob");
+        s.outputs();
+        s.publish("ada", TrackKind::Camera, false);
+        assert_eq!(
+            Sim::renegotiated(&s.raw_outputs()),
+            vec![("bob".into(), bob)]
+        );
+        s.publish("ada", TrackKind::Mic, false); // while it is being made
+        assert!(Sim::renegotiated(&s.raw_outputs()).is_empty());
+        s.input(Input::OfferNotMade {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+        });
+        assert_eq!(
+            Sim::renegotiated(&s.raw_outputs()),
+            vec![("bob".into(), bob)],
+            "the microphone is not left unoffered"
+        );
+        // Made and answered, nothing more is due.
+        let g = s.core.offer_made(s.now, R, "bob", bob).unwrap();
+        s.input(Input::OfferDelivered {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            generation: g,
+        });
+        s.input(Input::Answered {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            ok: true,
+        });
+        assert!(Sim::renegotiated(&s.raw_outputs()).is_empty());
     }
 }
