@@ -2475,6 +2475,28 @@ impl RTCPeerConnection {
             .stats
             .snapshot_with_selector(now, selector)
     }
+
+    /// Protects an RTP packet the application marshalled itself (header and payload) with this
+    /// connection's outbound SRTP context, for media that does not go through an `RTCRtpSender`
+    /// (an SFU's forwarded packets): the returned datagram goes to the selected candidate pair as
+    /// it is. Nothing of the sender pipeline sees the packet — no interceptor (sender reports,
+    /// NACK responses, transport-wide sequence numbers) and no statistics — so the caller does
+    /// what it needs of those itself. Fails until DTLS has completed.
+    ///
+    /// edgemeet patch 3 (see `EDGEMEET_PATCH.md`).
+    pub fn protect_rtp(&mut self, packet: &[u8]) -> Result<bytes::BytesMut> {
+        match self
+            .pipeline_context
+            .srtp_handler_context
+            .local_srtp_context
+            .as_mut()
+        {
+            Some(context) => context.encrypt_rtp(packet),
+            None => Err(Error::Other(
+                "SRTP is not set up yet: DTLS has not completed".to_string(),
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
