@@ -276,6 +276,17 @@ pub async fn control_call(
     Ok((status, res.text().await.unwrap_or_default()))
 }
 
+/// Offers `sdp` as participant `id` through the SFU's control API; returns the SFU's answer.
+pub async fn post_offer(ctx: &Ctx, id: &str, sdp: String) -> Result<SdpBody, LoadError> {
+    let body = serde_json::to_string(&SdpBody { sdp }).unwrap_or_default();
+    let path = format!("/v1/rooms/{}/participants/{id}/offer", ctx.room);
+    let (status, text) = control_call(ctx, "POST", &path, body).await?;
+    if status != 200 {
+        return Err(LoadError::Sfu(format!("offer for {id}: {status} {text}")));
+    }
+    serde_json::from_str(&text).map_err(|e| LoadError::Sfu(format!("answer: {e}")))
+}
+
 /// Tells the SFU how big participant `id` shows each publisher's camera (device pixels).
 pub async fn post_views(ctx: &Ctx, id: &str, views: Vec<TileView>) -> Result<(), LoadError> {
     let body = serde_json::to_string(&ViewsBody { views }).unwrap_or_default();
@@ -391,14 +402,7 @@ impl Peer {
             .await
             .ok_or_else(|| LoadError::Peer("no local description".into()))?
             .sdp;
-        let body = serde_json::to_string(&SdpBody { sdp }).unwrap_or_default();
-        let path = format!("/v1/rooms/{}/participants/{id}/offer", ctx.room);
-        let (status, text) = control_call(ctx, "POST", &path, body).await?;
-        if status != 200 {
-            return Err(LoadError::Sfu(format!("offer for {id}: {status} {text}")));
-        }
-        let answer: SdpBody =
-            serde_json::from_str(&text).map_err(|e| LoadError::Sfu(format!("answer: {e}")))?;
+        let answer = post_offer(ctx, id, sdp).await?;
         let local = pc
             .local_description()
             .await

@@ -40,7 +40,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::oneshot;
 
 use crate::edge::FakeEdge;
-use crate::peer::{codec, control_call, Ctx, TrackStats, Tracks};
+use crate::peer::{codec, control_call, post_offer, Ctx, TrackStats, Tracks};
 use crate::LoadError;
 
 /// Payload type of Opus in the default media engine (everything else a subscriber gets is video).
@@ -153,14 +153,7 @@ impl Host {
             })
             .await?;
         let inbox = edge.inbox(id);
-        let body = serde_json::to_string(&SdpBody { sdp: offer }).unwrap_or_default();
-        let path = format!("/v1/rooms/{}/participants/{id}/offer", ctx.room);
-        let (status, text) = control_call(ctx, "POST", &path, body).await?;
-        if status != 200 {
-            return Err(LoadError::Sfu(format!("offer for {id}: {status} {text}")));
-        }
-        let answer: SdpBody =
-            serde_json::from_str(&text).map_err(|e| LoadError::Sfu(format!("answer: {e}")))?;
+        let answer = post_offer(ctx, id, offer).await?;
         let connected = self.call(|reply| Cmd::Answer {
             idx,
             sdp: answer.sdp,
