@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod negotiation;
 pub mod offer;
 pub mod outbox;
+pub mod rtcp_up;
 pub mod sfu_core;
 pub mod speaker;
 

@@ -32,9 +32,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use edgemeet_shared::protocol::{ErrorCode, SfuEvent, SfuSignal, TileView};
-use rtc::interceptor::{
-    Attribute, Interceptor, Packet as IPacket, Registry, Slot, StreamInfo, TaggedPacket,
-};
+use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
@@ -54,7 +52,6 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use rtc::sansio::Protocol;
 use thiserror::Error;
 use tokio::sync::watch;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -76,6 +73,7 @@ use crate::layers::LAYERS;
 use crate::metrics::Metrics;
 use crate::offer::{OfferLayout, TrackKind};
 use crate::outbox::{Outbox, Outcome};
+use crate::rtcp_up::RtcpToApplication;
 use crate::sfu_core::{block_bit, CoreError, Input, Output, SfuCore, SubId, TrackId};
 pub use crate::sfu_core::{BLOCK_AUDIO, BLOCK_SCREEN, BLOCK_VIDEO};
 
@@ -384,62 +382,6 @@ fn media_engine() -> Result<MediaEngine, MediaError> {
     )
     .map_err(webrtc_err)?;
     Ok(me)
-}
-
-/// Passes inbound keyframe requests (PLI, FIR) from subscribers up to the application, which
-/// relays them to the publisher, and their receiver reports and NACKs, which feed their downlink
-/// estimate (loss after and before repair); every other inbound RTCP packet stays with the
-/// interceptors.
-struct KeyframeRequests {
-    read: std::collections::VecDeque<TaggedPacket>,
-    write: std::collections::VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let IPacket::Rtcp(packets) = &msg.message.packet {
-            let wanted: Vec<Box<dyn rtc::rtcp::Packet>> = packets
-                .iter()
-                .filter(|p| {
-                    p.as_any().is::<PictureLossIndication>()
-                        || p.as_any().is::<FullIntraRequest>()
-                        || p.as_any().is::<ReceiverReport>()
-                        || p.as_any().is::<TransportLayerNack>()
-                })
-                .cloned()
-                .collect();
-            if wanted.is_empty() {
-                return Ok(());
-            }
-            msg.message.packet = IPacket::Rtcp(wanted);
-            msg.message.add(Attribute::DeliverToApplication);
-        }
-        self.read.push_back(msg);
-        Ok(())
-    }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for KeyframeRequests {
-    fn bind_local_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
 struct PeerHandler {
@@ -801,13 +743,8 @@ impl Media {
             let mut me = media_engine()?;
             let registry =
                 register_default_interceptors(Registry::new(), &mut me).map_err(webrtc_err)?;
-            let registry = registry.with(
-                Slot::from(14_000),
-                KeyframeRequests {
-                    read: Default::default(),
-                    write: Default::default(),
-                },
-            );
+            // Subscribers' keyframe requests, receiver reports and NACKs come up to us.
+            let registry = registry.with(Slot::from(14_000), RtcpToApplication::feedback());
             let settings = SettingEngineBuilder::new()
                 .with_include_loopback_candidate(true)
                 // No mDNS: a browser that hides its address behind a `.local` name still reaches
