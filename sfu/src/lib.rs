@@ -5,6 +5,7 @@ pub mod codec;
 pub mod config;
 pub mod control;
 pub mod downlink;
+pub mod edge_link;
 pub mod fanout;
 pub mod forward;
 pub mod heartbeat;

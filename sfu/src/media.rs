@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use edgemeet_shared::protocol::{ErrorCode, SfuEvent, SfuSignal, TileView};
+use edgemeet_shared::protocol::{ErrorCode, SfuEvent, TileView};
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -67,12 +67,12 @@ use webrtc::runtime::Runtime;
 
 use crate::codec::{starts_keyframe, vp8_ids, vp8_set_ids, VideoCodec};
 use crate::downlink::nacked_seqs;
+use crate::edge_link::EdgeLink;
 use crate::fanout::{KeyframePacer, PacketIn, SubForward};
 use crate::forward::Negotiated;
 use crate::layers::LAYERS;
 use crate::metrics::Metrics;
 use crate::offer::{OfferLayout, TrackKind};
-use crate::outbox::{Outbox, Outcome};
 use crate::rtcp_up::RtcpToApplication;
 use crate::sfu_core::{block_bit, CoreError, Input, Output, SfuCore, SubId, TrackId};
 pub use crate::sfu_core::{BLOCK_AUDIO, BLOCK_SCREEN, BLOCK_VIDEO};
@@ -116,8 +116,6 @@ pub const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(5);
 pub const ICE_FAILED_AFTER: Duration = Duration::from_secs(15);
 /// Longest wait for our own ICE candidates before answering without them.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
-pub const SIGNAL_PATH: &str = "/api/sfu/signal";
-pub const EVENT_PATH: &str = "/api/sfu/event";
 
 /// Payload types this SFU offers to subscribers (what Chrome uses by default, too).
 const PT_OPUS: u8 = 111;
@@ -185,19 +183,15 @@ pub struct Media {
     next_port: AtomicU32,
     next_session: std::sync::atomic::AtomicU64,
     draining: AtomicBool,
-    http: reqwest::Client,
     epoch: Instant,
     me: Weak<Media>,
-    /// Events for the edge (dynacast, speaker) and the task that sends them.
-    outbox: Mutex<Outbox>,
-    outbox_running: AtomicBool,
-    outbox_wake: Arc<tokio::sync::Notify>,
+    /// Offers and events to the edge.
+    edge: Arc<EdgeLink>,
 }
 
 impl Drop for Media {
     fn drop(&mut self) {
-        // The event sender and the core's timer wait on these: woken, they find the SFU gone and end.
-        self.outbox_wake.notify_one();
+        // The core's timer waits on this: woken, it finds the SFU gone and ends.
         self.core_wake.notify_one();
     }
 }
@@ -444,6 +438,11 @@ impl Media {
         let runtime =
             webrtc::runtime::default_runtime().expect("webrtc built with its tokio runtime");
         let epoch = Instant::now();
+        let edge = EdgeLink::new(
+            cfg.edge_url.clone(),
+            cfg.control_secret.clone(),
+            cfg.id.clone(),
+        );
         Arc::new_cyclic(|me| Media {
             next_port: AtomicU32::new(cfg.udp_ports.0 as u32),
             next_session: std::sync::atomic::AtomicU64::new(1),
@@ -455,12 +454,9 @@ impl Media {
             runtime,
             rooms: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
-            http: reqwest::Client::new(),
             epoch,
             me: me.clone(),
-            outbox: Mutex::new(Outbox::default()),
-            outbox_running: AtomicBool::new(false),
-            outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            edge,
         })
     }
 
@@ -557,12 +553,12 @@ impl Media {
                             room, participant, ..
                         } => tracing::debug!(room, speaker = ?participant, "active speaker"),
                     }
-                    self.spawn_event(event.clone());
+                    self.edge.push_event(event.clone());
                     continue;
                 }
                 Output::RoomGone { room } => {
                     // Nothing more to tell the edge about it.
-                    self.outbox.locked().forget_room(room);
+                    self.edge.forget_room(room);
                     continue;
                 }
                 Output::SetWant { room, sub, want } => {
@@ -1280,7 +1276,7 @@ impl Media {
     fn spawn_send_offer(&self, peer: Arc<Peer>, generation: u64, sdp: String) {
         let Some(me) = self.me.upgrade() else { return };
         tokio::spawn(async move {
-            let input = match me.send_offer(&peer.room, &peer.id, sdp).await {
+            let input = match me.edge.send_offer(&peer.room, &peer.id, sdp).await {
                 Ok(()) => Input::OfferDelivered {
                     room: peer.room.clone(),
                     peer: peer.id.clone(),
@@ -1301,35 +1297,6 @@ impl Media {
             };
             let _ = me.apply(input);
         });
-    }
-
-    async fn send_offer(
-        &self,
-        room: &str,
-        participant: &str,
-        sdp: String,
-    ) -> Result<(), crate::heartbeat::EdgeCallError> {
-        use crate::heartbeat::EdgeCallError;
-        let edge = self
-            .cfg
-            .edge_url
-            .as_deref()
-            .ok_or_else(|| EdgeCallError::Request("no edge_url configured".into()))?;
-        let body = serde_json::to_vec(&SfuSignal {
-            room: room.into(),
-            participant: participant.into(),
-            sdp,
-            sfu: Some(self.cfg.id.clone()),
-        })
-        .map_err(|e| EdgeCallError::Request(e.to_string()))?;
-        crate::heartbeat::post_signed(
-            &self.http,
-            edge,
-            &self.cfg.control_secret,
-            SIGNAL_PATH,
-            body,
-        )
-        .await
     }
 
     /// A track arrived from `publisher`'s session `session`: the core fans it out to everyone else
@@ -1465,83 +1432,6 @@ impl Media {
             views,
         })
         .map_err(|_| MediaError::UnknownParticipant(id.into()))
-    }
-
-    /// Queues `event` for the edge (see [`crate::outbox`]): per key in order, sent again until the
-    /// edge took it, superseded by a newer one about the same thing.
-    fn spawn_event(&self, event: SfuEvent) {
-        if self.cfg.edge_url.is_none() {
-            return;
-        }
-        let unix_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        self.outbox.locked().push(unix_us, event);
-        if !self.outbox_running.swap(true, Ordering::SeqCst) {
-            tokio::spawn(Self::send_events(self.me.clone(), self.outbox_wake.clone()));
-        }
-        self.outbox_wake.notify_one();
-    }
-
-    /// Posts the outbox's events to the edge for as long as the SFU runs (it holds the SFU only
-    /// while it works: a dropped `Media` wakes it and it ends).
-    async fn send_events(me: Weak<Media>, wake: Arc<tokio::sync::Notify>) {
-        loop {
-            let timeout = {
-                let Some(media) = me.upgrade() else { return };
-                let (batch, timeout) = {
-                    let mut o = media.outbox.locked();
-                    let now = Instant::now();
-                    let batch: Vec<SfuEvent> = std::iter::from_fn(|| o.poll_send(now)).collect();
-                    (batch, o.poll_timeout())
-                };
-                for event in batch {
-                    let media = media.clone();
-                    tokio::spawn(async move {
-                        let outcome = media.post_event(&event).await;
-                        media.outbox.locked().sent(Instant::now(), &event, outcome);
-                        media.outbox_wake.notify_one();
-                    });
-                }
-                timeout
-            };
-            match timeout {
-                Some(at) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at.into()) => {}
-                        _ = wake.notified() => {}
-                    }
-                }
-                None => wake.notified().await,
-            }
-        }
-    }
-
-    async fn post_event(&self, event: &SfuEvent) -> Outcome {
-        let (Some(edge), Ok(body)) = (self.cfg.edge_url.as_deref(), serde_json::to_vec(event))
-        else {
-            return Outcome::Refused;
-        };
-        match crate::heartbeat::post_signed(
-            &self.http,
-            edge,
-            &self.cfg.control_secret,
-            EVENT_PATH,
-            body,
-        )
-        .await
-        {
-            Ok(()) => Outcome::Delivered,
-            Err(e) => {
-                let again = e.worth_retrying();
-                tracing::warn!(room = event.room(), error = %e, again, "could not deliver an event to the edge");
-                if again {
-                    Outcome::Failed
-                } else {
-                    Outcome::Refused
-                }
-            }
-        }
     }
 
     /// Frees a participant (see the module docs for the cascade). Idempotent.
