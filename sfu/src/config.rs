@@ -80,6 +80,19 @@ pub struct Args {
     /// Secret shared with the edge for signed control requests.
     #[arg(long, env = "EDGEMEET_SFU_CONTROL_SECRET", hide_env_values = true)]
     pub control_secret: Option<String>,
+    /// Which media engine forwards packets (see ARCHITECTURE.md): `async` (webrtc-rs's async
+    /// PeerConnections, the default) or `sans` (sans-IO sessions on one worker thread).
+    #[arg(long, env = "EDGEMEET_SFU_ENGINE", value_enum)]
+    pub engine: Option<EngineKind>,
+}
+
+/// The media engine (see [`Args::engine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Async,
+    Sans,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +110,7 @@ struct FileConfig {
     capacity: Option<u32>,
     edge_url: Option<String>,
     control_secret: Option<String>,
+    engine: Option<EngineKind>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -111,6 +125,7 @@ pub struct Config {
     pub capacity: u32,
     pub edge_url: Option<String>,
     pub control_secret: String,
+    pub engine: EngineKind,
 }
 
 impl std::fmt::Debug for Config {
@@ -126,6 +141,7 @@ impl std::fmt::Debug for Config {
             .field("capacity", &self.capacity)
             .field("edge_url", &self.edge_url)
             .field("control_secret", &"<redacted>")
+            .field("engine", &self.engine)
             .finish()
     }
 }
@@ -231,6 +247,7 @@ fn merge(a: Args, f: FileConfig) -> Result<Config, ConfigError> {
         capacity,
         edge_url,
         control_secret,
+        engine: a.engine.or(f.engine).unwrap_or_default(),
     })
 }
 
@@ -257,6 +274,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(c.public_url, "http://127.0.0.1:7000");
         assert_eq!(c.udp_ports, (40_000, 40_999));
+        assert_eq!(c.engine, EngineKind::Async);
         assert!(
             !format!("{c:?}").contains(SECRET),
             "secret must not be logged"

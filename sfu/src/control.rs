@@ -188,7 +188,7 @@ pub async fn views(
     if req.views.len() > MAX_VIEWS {
         return error(ErrorCode::BadRequest, format!("at most {MAX_VIEWS} views"));
     }
-    match s.media.set_views(&room, &id, req.views) {
+    match s.media.set_views(&room, &id, req.views).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => error(e.code(), e.to_string()),
     }
@@ -214,7 +214,7 @@ pub async fn block(
             )
         }
     };
-    match s.media.block(&room, &id, block_bits(&req)) {
+    match s.media.block(&room, &id, block_bits(&req)).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => error(e.code(), e.to_string()),
     }
@@ -271,7 +271,7 @@ pub async fn rooms(
     if let Err(r) = verify_signature(&s, &method, &uri, &headers, b"") {
         return r;
     }
-    Json(s.media.describe()).into_response()
+    Json(s.media.describe().await).into_response()
 }
 
 /// `POST /v1/test/panic` (only with `EDGEMEET_SFU_TEST_PANIC=1`): a task panics holding the room
@@ -285,7 +285,7 @@ pub async fn test_panic(
     if let Err(r) = verify_signature(&s, &method, &uri, &headers, b"") {
         return r;
     }
-    let media = s.media.clone();
-    tokio::spawn(async move { media.panic_holding_rooms_lock() });
+    let state = s.clone();
+    tokio::spawn(async move { state.media.panic_holding_rooms_lock() });
     StatusCode::ACCEPTED.into_response()
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod downlink;
 pub mod edge_link;
+pub mod engine;
 pub mod fanout;
 pub mod forward;
 pub mod heartbeat;
@@ -40,23 +41,133 @@ pub struct AppState {
     pub failed: AtomicBool,
     /// Asks `main` to drain and stop (a panic).
     pub stop: tokio::sync::Notify,
-    pub media: Arc<media::Media>,
+    pub media: MediaHandle,
+}
+
+/// The media engine this SFU runs (see `config::EngineKind`), behind one set of calls.
+pub enum MediaHandle {
+    Async(Arc<media::Media>),
+    Sans(Arc<engine::Engine>),
+}
+
+impl MediaHandle {
+    pub fn set_draining(&self) {
+        match self {
+            MediaHandle::Async(m) => m.set_draining(),
+            MediaHandle::Sans(e) => e.set_draining(),
+        }
+    }
+
+    pub async fn offer(
+        &self,
+        room: &str,
+        id: &str,
+        sdp: String,
+        blocked: u8,
+    ) -> Result<String, media::MediaError> {
+        match self {
+            MediaHandle::Async(m) => m.offer(room, id, sdp, blocked).await,
+            MediaHandle::Sans(e) => e.offer(room, id, sdp, blocked).await,
+        }
+    }
+
+    pub async fn answer(&self, room: &str, id: &str, sdp: String) -> Result<(), media::MediaError> {
+        match self {
+            MediaHandle::Async(m) => m.answer(room, id, sdp).await,
+            MediaHandle::Sans(e) => e.answer(room, id, sdp).await,
+        }
+    }
+
+    pub async fn set_views(
+        &self,
+        room: &str,
+        id: &str,
+        views: Vec<edgemeet_shared::protocol::TileView>,
+    ) -> Result<(), media::MediaError> {
+        match self {
+            MediaHandle::Async(m) => m.set_views(room, id, views),
+            MediaHandle::Sans(e) => e.set_views(room, id, views).await,
+        }
+    }
+
+    pub async fn block(&self, room: &str, id: &str, bits: u8) -> Result<(), media::MediaError> {
+        match self {
+            MediaHandle::Async(m) => m.block(room, id, bits),
+            MediaHandle::Sans(e) => e.block(room, id, bits).await,
+        }
+    }
+
+    pub async fn remove_peer(&self, room: &str, id: &str, why: &str) {
+        match self {
+            MediaHandle::Async(m) => m.remove_peer(room, id, why).await,
+            MediaHandle::Sans(e) => e.remove_peer(room, id, why).await,
+        }
+    }
+
+    pub async fn describe(&self) -> serde_json::Value {
+        match self {
+            MediaHandle::Async(m) => m.describe(),
+            MediaHandle::Sans(e) => e.describe().await,
+        }
+    }
+
+    pub fn room_participants(&self, room: &str) -> usize {
+        match self {
+            MediaHandle::Async(m) => m.room_participants(room),
+            MediaHandle::Sans(e) => e.room_participants(room),
+        }
+    }
+
+    pub fn room_names(&self) -> Vec<String> {
+        match self {
+            MediaHandle::Async(m) => m.room_names(),
+            MediaHandle::Sans(e) => e.room_names(),
+        }
+    }
+
+    pub fn participant_count(&self) -> usize {
+        match self {
+            MediaHandle::Async(m) => m.participant_count(),
+            MediaHandle::Sans(e) => e.participant_count(),
+        }
+    }
+
+    pub async fn close_all(&self) {
+        match self {
+            MediaHandle::Async(m) => m.close_all().await,
+            MediaHandle::Sans(e) => e.close_all().await,
+        }
+    }
+
+    /// For the panic test only (see `control::test_panic`).
+    pub fn panic_holding_rooms_lock(&self) {
+        match self {
+            MediaHandle::Async(m) => m.panic_holding_rooms_lock(),
+            MediaHandle::Sans(e) => e.panic_holding_rooms_lock(),
+        }
+    }
 }
 
 impl AppState {
     pub fn new(config: config::Config) -> Arc<AppState> {
         let metrics = Arc::new(metrics::Metrics::new(&config));
-        let media = media::Media::new(
-            media::MediaConfig {
-                media_ip: config.media_ip,
-                udp_ports: config.udp_ports,
-                capacity: config.capacity,
-                edge_url: config.edge_url.clone(),
-                control_secret: config.control_secret.clone(),
-                id: config.id.clone(),
-            },
-            metrics.clone(),
-        );
+        let cfg = media::MediaConfig {
+            media_ip: config.media_ip,
+            udp_ports: config.udp_ports,
+            capacity: config.capacity,
+            edge_url: config.edge_url.clone(),
+            control_secret: config.control_secret.clone(),
+            id: config.id.clone(),
+        };
+        let media = match config.engine {
+            config::EngineKind::Async => {
+                MediaHandle::Async(media::Media::new(cfg, metrics.clone()))
+            }
+            config::EngineKind::Sans => MediaHandle::Sans(
+                engine::Engine::new(cfg, metrics.clone())
+                    .expect("the media engine's thread and poller start"),
+            ),
+        };
         Arc::new(AppState {
             config,
             metrics,

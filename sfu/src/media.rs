@@ -286,7 +286,7 @@ fn kind_name(kind: RtpCodecKind) -> &'static str {
     }
 }
 
-fn offered_pt(mime: &str) -> Option<u8> {
+pub(crate) fn offered_pt(mime: &str) -> Option<u8> {
     let m = mime.to_ascii_lowercase();
     if m == MIME_TYPE_OPUS.to_ascii_lowercase() {
         Some(PT_OPUS)
@@ -299,7 +299,7 @@ fn offered_pt(mime: &str) -> Option<u8> {
     }
 }
 
-fn media_engine() -> Result<MediaEngine, MediaError> {
+pub(crate) fn media_engine() -> Result<MediaEngine, MediaError> {
     let mut me = MediaEngine::default();
     let video_fb = || {
         vec![
@@ -1556,7 +1556,7 @@ async fn slow<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     }
 }
 
-fn rand_ssrc() -> u32 {
+pub(crate) fn rand_ssrc() -> u32 {
     // Any non-zero value unique within the subscriber's session will do; mix time and a counter.
     static COUNTER: AtomicU32 = AtomicU32::new(1);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,1583 @@
+//! The sans-IO media engine (step 2 of the engine in ARCHITECTURE.md): every PeerConnection is a
+//! webrtc-rs `rtc::RTCPeerConnection` driven by one worker thread, which also owns the
+//! [`SfuCore`] and every published track's fan-out. No tokio task, channel hop, lock or async
+//! driver per packet: a publisher's datagram is read, unprotected by its session, and written to
+//! each subscriber's session in the same turn of the loop.
+//!
+//! - **Sockets:** one UDP socket per session (a port from the configured range, as the async
+//!   engine), all registered with one `mio::Poll`; one socket per thread for every session comes
+//!   next (step 2b: datagrams told apart by STUN USERNAME, then by address).
+//! - **Control:** the HTTP handlers call [`Engine`]'s async methods, which send the thread a
+//!   command and await its reply; the thread wakes on a `mio::Waker`. What goes to the edge
+//!   (offers, events) leaves the thread through a channel to one tokio task ([`EdgeLink`]); how
+//!   an offer went comes back as a command.
+//! - **Per packet:** [`SubForward`] decides per subscriber (layer, rewrite, keyframe wait), and the
+//!   packet goes through the subscriber's `RTCRtpSender::write_rtp` (rtc's interceptors: sender
+//!   reports, NACK responder; SRTP) and out of its socket. Step 3 replaces that write with
+//!   `protect_rtp` and batched sends.
+//!
+//! Selected with `--engine sans` (`EDGEMEET_SFU_ENGINE=sans`); the async engine (`media.rs`)
+//! stays the default until this one passes every end-to-end test.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use edgemeet_shared::protocol::{SfuEvent, TileView};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use rtc::ice::candidate::candidate_host::CandidateHostConfig;
+use rtc::ice::candidate::CandidateConfig;
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::sync::oneshot;
+
+use crate::codec::{starts_keyframe, vp8_ids, vp8_set_ids, VideoCodec};
+use crate::downlink::nacked_seqs;
+use crate::edge_link::EdgeLink;
+use crate::fanout::{KeyframePacer, PacketIn, SubForward};
+use crate::forward::Negotiated;
+use crate::layers::LAYERS;
+use crate::media::{
+    media_engine, offered_pt, rand_ssrc, MediaConfig, MediaError, ICE_DISCONNECTED_AFTER,
+    ICE_FAILED_AFTER,
+};
+use crate::metrics::Metrics;
+use crate::offer::{OfferLayout, TrackKind};
+use crate::rtcp_up::RtcpToApplication;
+use crate::sfu_core::{block_bit, Input, Output, SfuCore, SubId, TrackId};
+
+const WAKER: Token = Token(usize::MAX);
+/// The largest datagram read.
+const MTU: usize = 1500;
+
+type Reply<T> = oneshot::Sender<Result<T, MediaError>>;
+
+enum Cmd {
+    Offer {
+        room: String,
+        peer: String,
+        sdp: String,
+        blocked: u8,
+        reply: Reply<String>,
+    },
+    Answer {
+        room: String,
+        peer: String,
+        sdp: String,
+        reply: Reply<()>,
+    },
+    Views {
+        room: String,
+        peer: String,
+        views: Vec<TileView>,
+        reply: Reply<()>,
+    },
+    Block {
+        room: String,
+        peer: String,
+        bits: u8,
+        reply: Reply<()>,
+    },
+    Leave {
+        room: String,
+        peer: String,
+        why: String,
+        reply: oneshot::Sender<()>,
+    },
+    Describe {
+        reply: oneshot::Sender<serde_json::Value>,
+    },
+    /// How an offer's delivery went (from the edge task).
+    Core(Input),
+    Stop,
+}
+
+/// What leaves the thread for the edge.
+enum Outward {
+    Offer {
+        room: String,
+        peer: String,
+        session: u64,
+        generation: u64,
+        sdp: String,
+    },
+    Event(SfuEvent),
+    RoomGone(String),
+}
+
+/// Read by the HTTP side without asking the thread (heartbeat, drain).
+#[derive(Default)]
+struct Shared {
+    /// Participants per room.
+    rooms: Mutex<HashMap<String, usize>>,
+}
+
+/// The handle the HTTP side holds.
+pub struct Engine {
+    cmds: mpsc::Sender<Cmd>,
+    waker: Arc<Waker>,
+    shared: Arc<Shared>,
+    draining: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Starts the worker thread and the edge task (needs a tokio runtime).
+    pub fn new(cfg: MediaConfig, metrics: Arc<Metrics>) -> std::io::Result<Arc<Engine>> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (cmds, rx) = mpsc::channel();
+        let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let draining = Arc::new(AtomicBool::new(false));
+        let edge = EdgeLink::new(
+            cfg.edge_url.clone(),
+            cfg.control_secret.clone(),
+            cfg.id.clone(),
+        );
+        let epoch = Instant::now();
+        let worker = Worker {
+            poll,
+            core: SfuCore::new(epoch, cfg.id.clone()),
+            next_port: cfg.udp_ports.0 as u32,
+            cfg,
+            metrics,
+            epoch,
+            sessions: Vec::new(),
+            free: Vec::new(),
+            members: HashMap::new(),
+            tracks: HashMap::new(),
+            subs: HashMap::new(),
+            out: out_tx,
+            shared: shared.clone(),
+            draining: draining.clone(),
+            next_session: 1,
+            buf: vec![0u8; MTU],
+        };
+        let thread = std::thread::Builder::new()
+            .name("sfu-engine".into())
+            .spawn(move || worker.run(rx))?;
+        let engine = Arc::new(Engine {
+            cmds,
+            waker,
+            shared,
+            draining,
+            thread: Mutex::new(Some(thread)),
+        });
+        tokio::spawn(edge_task(Arc::downgrade(&engine), edge, out_rx));
+        Ok(engine)
+    }
+
+    fn send(&self, cmd: Cmd) -> bool {
+        self.cmds.send(cmd).is_ok() && self.waker.wake().is_ok()
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, MediaError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(make(tx)) {
+            return Err(MediaError::Webrtc("the media engine has stopped".into()));
+        }
+        rx.await
+            .map_err(|_| MediaError::Webrtc("the media engine has stopped".into()))?
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub async fn offer(
+        &self,
+        room: &str,
+        id: &str,
+        sdp: String,
+        blocked: u8,
+    ) -> Result<String, MediaError> {
+        self.call(|reply| Cmd::Offer {
+            room: room.into(),
+            peer: id.into(),
+            sdp,
+            blocked,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn answer(&self, room: &str, id: &str, sdp: String) -> Result<(), MediaError> {
+        self.call(|reply| Cmd::Answer {
+            room: room.into(),
+            peer: id.into(),
+            sdp,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn set_views(
+        &self,
+        room: &str,
+        id: &str,
+        views: Vec<TileView>,
+    ) -> Result<(), MediaError> {
+        self.call(|reply| Cmd::Views {
+            room: room.into(),
+            peer: id.into(),
+            views,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn block(&self, room: &str, id: &str, bits: u8) -> Result<(), MediaError> {
+        self.call(|reply| Cmd::Block {
+            room: room.into(),
+            peer: id.into(),
+            bits,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn remove_peer(&self, room: &str, id: &str, why: &str) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Cmd::Leave {
+            room: room.into(),
+            peer: id.into(),
+            why: why.into(),
+            reply: tx,
+        }) {
+            let _ = rx.await;
+        }
+    }
+
+    pub async fn describe(&self) -> serde_json::Value {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Cmd::Describe { reply: tx }) {
+            return serde_json::json!({});
+        }
+        rx.await.unwrap_or_else(|_| serde_json::json!({}))
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.shared
+            .rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn room_participants(&self, room: &str) -> usize {
+        self.rooms().get(room).copied().unwrap_or(0)
+    }
+
+    pub fn room_names(&self) -> Vec<String> {
+        self.rooms().keys().cloned().collect()
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.rooms().values().sum()
+    }
+
+    /// For the panic test only (see `control::test_panic`): panics holding the room counts' lock.
+    pub fn panic_holding_rooms_lock(&self) {
+        let _rooms = self.shared.rooms.lock();
+        panic!("test panic while holding the room counts");
+    }
+
+    /// Closes every session and ends the thread.
+    pub async fn close_all(&self) {
+        self.send(Cmd::Stop);
+        let t = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(t) = t {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.cmds.send(Cmd::Stop);
+        let _ = self.waker.wake();
+    }
+}
+
+/// Sends the thread's offers and events to the edge; how an offer went goes back to the thread.
+async fn edge_task(
+    engine: std::sync::Weak<Engine>,
+    edge: Arc<EdgeLink>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Outward>,
+) {
+    while let Some(out) = rx.recv().await {
+        match out {
+            Outward::Event(e) => edge.push_event(e),
+            Outward::RoomGone(room) => edge.forget_room(&room),
+            Outward::Offer {
+                room,
+                peer,
+                session,
+                generation,
+                sdp,
+            } => {
+                let (edge, engine) = (edge.clone(), engine.clone());
+                tokio::spawn(async move {
+                    let input = match edge.send_offer(&room, &peer, sdp).await {
+                        Ok(()) => Input::OfferDelivered {
+                            room,
+                            peer,
+                            session,
+                            generation,
+                        },
+                        Err(failure) => {
+                            let again = failure.worth_retrying();
+                            tracing::warn!(room, participant = peer, error = %failure, again, "could not deliver offer through the edge");
+                            Input::OfferNotDelivered {
+                                room,
+                                peer,
+                                session,
+                                generation,
+                                worth_retrying: again,
+                            }
+                        }
+                    };
+                    if let Some(engine) = engine.upgrade() {
+                        engine.send(Cmd::Core(input));
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// One participant's session.
+struct Session {
+    /// The core's session number.
+    id: u64,
+    room: String,
+    peer: String,
+    pc: RTCPeerConnection,
+    socket: UdpSocket,
+    local: SocketAddr,
+    /// When its timers want to run.
+    next: Option<Instant>,
+    connected: bool,
+    layout: OfferLayout,
+    /// What a host stopped of its media.
+    blocked: u8,
+    /// Forwarded to it so far (for the downlink estimate).
+    sent_bytes: u64,
+    sent_packets: u64,
+    /// Our newest offer to it (generation, SDP), kept for a resend.
+    offer: Option<(u64, String)>,
+    /// Its remote tracks (by rtc's track id) → what they were published as.
+    published: HashMap<String, TrackId>,
+    /// Our local tracks on it (by track id) → the reception each carries.
+    sending: HashMap<String, SubId>,
+}
+
+/// A published track and its fan-out.
+struct Published {
+    kind: TrackKind,
+    room: String,
+    publisher: String,
+    slot: usize,
+    simulcast: bool,
+    codec: RTCRtpCodec,
+    video: Option<VideoCodec>,
+    media_ssrc: u32,
+    receiver: RTCRtpReceiverId,
+    layer_ssrcs: [Option<u32>; LAYERS],
+    /// SSRC → layer (None: not a layer we forward), learned from each layer's rid.
+    layer_of: HashMap<u32, Option<usize>>,
+    audio_level_id: Option<u8>,
+    block_bit: u8,
+    subs: Vec<SubId>,
+    keyframe_wanted: bool,
+    pacer: KeyframePacer,
+}
+
+/// One reception: a published track sent to one subscriber's session.
+struct Sub {
+    slot: usize,
+    session: u64,
+    track: TrackId,
+    sender: RTCRtpSenderId,
+    /// The subscriber asked for a keyframe of what it receives (a stale NACK).
+    keyframe_wanted: bool,
+    fwd: SubForward,
+}
+
+struct Worker {
+    poll: Poll,
+    cfg: MediaConfig,
+    metrics: Arc<Metrics>,
+    epoch: Instant,
+    core: SfuCore,
+    /// By slot (the socket's token); a freed slot is reused.
+    sessions: Vec<Option<Session>>,
+    free: Vec<usize>,
+    /// (room, participant) → slot of its current session.
+    members: HashMap<(String, String), usize>,
+    tracks: HashMap<TrackId, Published>,
+    subs: HashMap<SubId, Sub>,
+    out: tokio::sync::mpsc::UnboundedSender<Outward>,
+    shared: Arc<Shared>,
+    draining: Arc<AtomicBool>,
+    next_port: u32,
+    next_session: u64,
+    buf: Vec<u8>,
+}
+
+fn webrtc_err(e: impl std::fmt::Display) -> MediaError {
+    MediaError::Webrtc(e.to_string())
+}
+
+impl Worker {
+    fn run(mut self, cmds: mpsc::Receiver<Cmd>) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self.next_deadline().map(|t| {
+                t.saturating_duration_since(Instant::now())
+                    .max(Duration::from_micros(100))
+            });
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "engine poll failed");
+                    return;
+                }
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                self.readable(ev.token().0);
+            }
+            loop {
+                match cmds.try_recv() {
+                    Ok(Cmd::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
+                        self.stop();
+                        return;
+                    }
+                    Ok(cmd) => self.command(cmd),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                }
+            }
+            self.timers();
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.sessions
+            .iter()
+            .flatten()
+            .filter_map(|s| s.next)
+            .chain(self.core.poll_timeout())
+            .min()
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+            self.perform();
+        }
+        for slot in 0..self.sessions.len() {
+            let due = self.sessions[slot]
+                .as_ref()
+                .is_some_and(|s| s.next.is_some_and(|t| t <= now));
+            if due {
+                if let Some(s) = self.sessions[slot].as_mut() {
+                    let _ = s.pc.handle_timeout(now);
+                }
+                self.drain(slot);
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        for slot in 0..self.sessions.len() {
+            if let Some(s) = self.sessions[slot].as_mut() {
+                let _ = s.pc.close();
+            }
+            self.flush(slot);
+        }
+        self.sessions.clear();
+        self.rooms_changed();
+    }
+
+    // ---- datagrams ----
+
+    fn readable(&mut self, slot: usize) {
+        loop {
+            let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
+                return;
+            };
+            let (n, from) = match s.socket.recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => continue, // an ICMP error for an earlier send
+            };
+            let msg = TaggedBytesMut {
+                now: Instant::now(),
+                transport: TransportContext {
+                    local_addr: s.local,
+                    peer_addr: from,
+                    ecn: None,
+                    transport_protocol: TransportProtocol::UDP,
+                },
+                message: BytesMut::from(&self.buf[..n]),
+            };
+            let _ = s.pc.handle_read(msg);
+            self.drain(slot);
+        }
+    }
+
+    /// Sends what a session has to send.
+    fn flush(&mut self, slot: usize) {
+        let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        while let Some(out) = s.pc.poll_write() {
+            let _ = s.socket.send_to(&out.message, out.transport.peer_addr);
+        }
+    }
+
+    /// Everything a session has for us after an input: events, media, datagrams, its next timer.
+    fn drain(&mut self, slot: usize) {
+        loop {
+            let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
+                return;
+            };
+            if let Some(ev) = s.pc.poll_event() {
+                self.event(slot, ev);
+                continue;
+            }
+            if let Some(msg) = s.pc.poll_read() {
+                match msg.message {
+                    RTCMessage::RtpPacket(track, p) => self.forward(slot, &track, p),
+                    RTCMessage::RtcpPacket(track, packets) => self.feedback(slot, &track, packets),
+                    _ => {}
+                }
+                continue;
+            }
+            break;
+        }
+        self.flush(slot);
+        if let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) {
+            s.next = s.pc.poll_timeout();
+        }
+    }
+
+    fn event(&mut self, slot: usize, ev: RTCPeerConnectionEvent) {
+        match ev {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let Some(s) = self.sessions[slot].as_mut() else {
+                    return;
+                };
+                tracing::debug!(room = %s.room, participant = %s.peer, %state, "connection state");
+                match state {
+                    RTCPeerConnectionState::Connected if !s.connected => {
+                        s.connected = true;
+                        // Packets sent before DTLS completes are dropped: only now can a keyframe
+                        // reach it.
+                        self.keyframes_for(slot);
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        let (room, peer, id) = (s.room.clone(), s.peer.clone(), s.id);
+                        self.end(&room, &peer, Some(id), &format!("PeerConnection {state}"));
+                    }
+                    _ => {}
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                self.track_open(slot, init)
+            }
+            _ => {}
+        }
+    }
+
+    /// Asks for a keyframe of every video the session at `slot` receives and can now take.
+    fn keyframes_for(&mut self, slot: usize) {
+        for sub in self.subs.values().filter(|s| s.slot == slot && s.fwd.ready) {
+            if let Some(p) = self.tracks.get_mut(&sub.track) {
+                if p.video.is_some() {
+                    p.keyframe_wanted = true;
+                }
+            }
+        }
+    }
+
+    /// A remote track (or a simulcast layer of one) opened: published through the core.
+    fn track_open(&mut self, slot: usize, init: RTCTrackEventInit) {
+        let Some(s) = self.sessions[slot].as_mut() else {
+            return;
+        };
+        let track_id = init.track_id.clone();
+        let rids = edgemeet_shared::media::CAMERA_SIMULCAST.map(|l| l.rid);
+        let layer = init
+            .rid
+            .as_deref()
+            .and_then(|r| rids.iter().position(|x| *x == r));
+        if let Some(&id) = s.published.get(&track_id) {
+            // Another layer of a simulcast track.
+            if let (Some(p), Some(l)) = (self.tracks.get_mut(&id), layer) {
+                p.layer_ssrcs[l] = Some(init.ssrc);
+                p.layer_of.insert(init.ssrc, Some(l));
+            }
+            return;
+        }
+        let (audio, codec) = {
+            let Some(receiver) = s.pc.rtp_receiver(init.receiver_id) else {
+                return;
+            };
+            let track = receiver.track();
+            (
+                track.kind() == RtpCodecKind::Audio,
+                track.codec(init.ssrc).cloned(),
+            )
+        };
+        let Some(codec) = codec else {
+            return;
+        };
+        let (room, publisher, session) = (s.room.clone(), s.peer.clone(), s.id);
+        if offered_pt(&codec.mime_type).is_none() {
+            tracing::warn!(room, publisher, mime = %codec.mime_type, "ignoring a track in a codec this SFU does not forward");
+            return;
+        }
+        let kind = s.layout.kind_of(&track_id, audio);
+        let simulcast = !audio && init.rid.is_some();
+        let id = match self.core.publish(&room, &publisher, session, kind) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(room, publisher, kind = kind.name(), error = %e, "ignoring a track");
+                self.metrics.dropped_packets.inc();
+                return;
+            }
+        };
+        s.published.insert(track_id, id);
+        let mut layer_ssrcs = [None; LAYERS];
+        let mut layer_of = HashMap::new();
+        if let (true, Some(l)) = (simulcast, layer) {
+            layer_ssrcs[l] = Some(init.ssrc);
+            layer_of.insert(init.ssrc, Some(l));
+        }
+        let video = VideoCodec::from_mime(&codec.mime_type);
+        self.tracks.insert(
+            id,
+            Published {
+                kind,
+                room: room.clone(),
+                publisher: publisher.clone(),
+                slot,
+                simulcast,
+                video,
+                media_ssrc: init.ssrc,
+                receiver: init.receiver_id,
+                layer_ssrcs,
+                layer_of,
+                audio_level_id: (kind == TrackKind::Mic)
+                    .then_some(s.layout.audio_level_id)
+                    .flatten(),
+                block_bit: block_bit(kind),
+                subs: Vec::new(),
+                keyframe_wanted: false,
+                pacer: KeyframePacer::default(),
+                codec,
+            },
+        );
+        tracing::info!(
+            room,
+            publisher,
+            kind = kind.name(),
+            simulcast,
+            "track published"
+        );
+        let _ = self.core.handle_input(
+            Instant::now(),
+            Input::Published {
+                room,
+                peer: publisher,
+                session,
+                track: id,
+                kind,
+                simulcast,
+                video: video.is_some(),
+            },
+        );
+        self.perform();
+    }
+
+    // ---- the packet path ----
+
+    /// One packet of a published track, to every subscriber.
+    fn forward(&mut self, slot: usize, track: &str, pkt: rtp::Packet) {
+        let Some(s) = self.sessions[slot].as_ref() else {
+            return;
+        };
+        let Some(&id) = s.published.get(track) else {
+            self.metrics.dropped_packets.inc();
+            return;
+        };
+        let blocked_bits = s.blocked;
+        let Some(p) = self.tracks.get_mut(&id) else {
+            return;
+        };
+        let blocked = blocked_bits & p.block_bit != 0;
+        let padding = pkt.payload.is_empty() || blocked;
+        let ssrc = pkt.header.ssrc;
+        let layer = if p.simulcast {
+            match p.layer_of.get(&ssrc).copied().flatten() {
+                Some(l) => l,
+                None => {
+                    self.metrics.dropped_packets.inc();
+                    return;
+                }
+            }
+        } else if ssrc != p.media_ssrc {
+            self.metrics.dropped_packets.inc();
+            return;
+        } else {
+            0
+        };
+        let now = Instant::now();
+        let now_us = now.duration_since(self.epoch).as_micros() as u64;
+        if let (false, Some(ext)) = (blocked, p.audio_level_id) {
+            if let Some(level) = pkt
+                .header
+                .get_extension(ext)
+                .and_then(|b| b.first().copied())
+            {
+                // Levels only feed the speaker's next tick: nothing to perform now.
+                let _ = self
+                    .core
+                    .handle_audio_level(now, &p.room, &p.publisher, level);
+            }
+        }
+        let keyframe = !padding
+            && p.video
+                .map(|c| starts_keyframe(c, &pkt.payload))
+                .unwrap_or(true);
+        let vp8 = (!padding && p.video == Some(VideoCodec::Vp8)).then(|| vp8_ids(&pkt.payload));
+        let asked = std::mem::take(&mut p.keyframe_wanted);
+        let pin = PacketIn {
+            layer,
+            ssrc,
+            seq: pkt.header.sequence_number,
+            timestamp: pkt.header.timestamp,
+            payload_type: pkt.header.payload_type,
+            keyframe,
+            padding,
+            vp8,
+        };
+        let mut want_keyframe: u8 = 0;
+        for i in 0..p.subs.len() {
+            let Some(sub) = self.subs.get_mut(&p.subs[i]) else {
+                continue;
+            };
+            let Some(dst) = self.sessions[sub.slot]
+                .as_mut()
+                .filter(|d| d.id == sub.session)
+            else {
+                continue;
+            };
+            let connected = dst.connected;
+            let mine = connected && sub.fwd.ready && std::mem::take(&mut sub.keyframe_wanted);
+            let step = sub.fwd.on_packet(&pin, connected, asked || mine, now_us);
+            want_keyframe |= step.keyframe_layers;
+            if step.switched && p.simulcast {
+                self.metrics.layer_switches.inc();
+            }
+            if step.dropped {
+                self.metrics.dropped_packets.inc();
+            }
+            let Some((m, renumbered)) = step.send else {
+                continue;
+            };
+            let payload = match renumbered {
+                Some(to) => {
+                    let mut b = pkt.payload.to_vec();
+                    vp8_set_ids(&mut b, &to);
+                    b.into()
+                }
+                None => pkt.payload.clone(),
+            };
+            let out = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    marker: pkt.header.marker,
+                    payload_type: m.payload_type,
+                    sequence_number: m.seq,
+                    timestamp: m.timestamp,
+                    ssrc: m.ssrc,
+                    ..Default::default()
+                },
+                payload,
+            };
+            let len = pkt.payload.len() as u64 + 12;
+            let written = dst
+                .pc
+                .rtp_sender(sub.sender)
+                .map(|mut snd| snd.write_rtp(now, out));
+            if let Some(Ok(())) = written {
+                dst.sent_bytes += len;
+                dst.sent_packets += 1;
+                self.metrics.forwarded_packets.inc();
+                self.metrics.forwarded_bytes.inc_by(len);
+                while let Some(d) = dst.pc.poll_write() {
+                    let _ = dst.socket.send_to(&d.message, d.transport.peer_addr);
+                }
+            } else {
+                self.metrics.dropped_packets.inc();
+            }
+        }
+        if p.video.is_none() || (want_keyframe == 0 && p.pacer.idle()) {
+            return;
+        }
+        let (simulcast, ssrcs, media_ssrc) = (p.simulcast, p.layer_ssrcs, p.media_ssrc);
+        let ssrc_of = |l: usize| {
+            if simulcast {
+                ssrcs[l]
+            } else {
+                (l == 0).then_some(media_ssrc)
+            }
+        };
+        let ask = p
+            .pacer
+            .on_packet(want_keyframe, |l| ssrc_of(l).is_some(), now_us / 1000);
+        if ask == 0 {
+            return;
+        }
+        let (receiver, pub_slot) = (p.receiver, p.slot);
+        let plis: Vec<Box<dyn rtc::rtcp::Packet>> = (0..LAYERS)
+            .filter(|l| ask & (1 << l) != 0)
+            .filter_map(ssrc_of)
+            .map(|media_ssrc| {
+                self.metrics.keyframe_requests.inc();
+                Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                }) as Box<dyn rtc::rtcp::Packet>
+            })
+            .collect();
+        if let Some(s) = self.sessions[pub_slot].as_mut() {
+            if let Some(mut r) = s.pc.rtp_receiver(receiver) {
+                let _ = r.write_rtcp(now, plis);
+            }
+        }
+        // Sent when the publisher's session is drained (we are inside it, or flush it now).
+        self.flush(pub_slot);
+    }
+
+    /// RTCP from a subscriber about one of our local tracks: keyframe requests to the publisher,
+    /// receiver reports and NACKs into the core.
+    fn feedback(&mut self, slot: usize, track: &str, packets: Vec<Box<dyn rtc::rtcp::Packet>>) {
+        let Some(s) = self.sessions[slot].as_ref() else {
+            return;
+        };
+        let Some(&sub_id) = s.sending.get(track) else {
+            return;
+        };
+        let (room, peer, session) = (s.room.clone(), s.peer.clone(), s.id);
+        let (sent_bytes, sent_packets) = (s.sent_bytes, s.sent_packets);
+        let now = Instant::now();
+        let now_ms = now.duration_since(self.epoch).as_millis() as u64;
+        let (mut lost, mut blocks) = (0u32, 0u32);
+        for pkt in &packets {
+            let any = pkt.as_any();
+            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                let track = self.subs.get(&sub_id).map(|s| s.track);
+                if let Some(p) = track.and_then(|t| self.tracks.get_mut(&t)) {
+                    p.keyframe_wanted = true;
+                }
+            } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                for block in &rr.reports {
+                    lost += block.fraction_lost as u32;
+                    blocks += 1;
+                }
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                let Some(sub) = self.subs.get_mut(&sub_id) else {
+                    continue;
+                };
+                let pairs = nack.nacks.iter().map(|n| (n.packet_id, n.lost_packets));
+                let seqs: Vec<u16> = nacked_seqs(pairs)
+                    .filter(|q| sub.fwd.forwarded.contains(*q))
+                    .collect();
+                if sub.fwd.forwarded.stale_nack(seqs.iter().copied(), now_ms) {
+                    sub.keyframe_wanted = true;
+                }
+                let _ = self.core.handle_input(
+                    now,
+                    Input::Nacked {
+                        room: room.clone(),
+                        peer: peer.clone(),
+                        session,
+                        ssrc: nack.media_ssrc,
+                        seqs,
+                    },
+                );
+            }
+        }
+        if let Some(mean) = lost.checked_div(blocks) {
+            let _ = self.core.handle_input(
+                now,
+                Input::ReceiverReport {
+                    room,
+                    peer,
+                    session,
+                    fraction_lost: mean as u8,
+                    bytes_sent: sent_bytes,
+                    packets_sent: sent_packets,
+                },
+            );
+        }
+        self.perform();
+    }
+
+    // ---- the core's outputs ----
+
+    fn perform(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Event(event) => {
+                    if matches!(event, SfuEvent::PublishLayers { .. }) {
+                        self.metrics.dynacast_updates.inc();
+                    }
+                    let _ = self.out.send(Outward::Event(event));
+                }
+                Output::RoomGone { room } => {
+                    let _ = self.out.send(Outward::RoomGone(room));
+                }
+                Output::SetWant { sub, want, .. } => {
+                    if let Some(s) = self.subs.get_mut(&sub) {
+                        s.fwd.set_want(want);
+                    }
+                }
+                Output::Keyframe { track, .. } => {
+                    if let Some(p) = self.tracks.get_mut(&track) {
+                        p.keyframe_wanted = true;
+                    }
+                }
+                Output::Subscribe {
+                    room,
+                    sub,
+                    subscriber,
+                    session,
+                    track,
+                    want,
+                } => self.subscribe(room, sub, &subscriber, session, track, want),
+                Output::Unsubscribe {
+                    sub,
+                    track,
+                    remove_track,
+                    ..
+                } => {
+                    if let Some(p) = self.tracks.get_mut(&track) {
+                        p.subs.retain(|s| *s != sub);
+                    }
+                    if let Some(s) = self.subs.remove(&sub) {
+                        if let Some(d) =
+                            self.sessions[s.slot].as_mut().filter(|d| d.id == s.session)
+                        {
+                            d.sending.retain(|_, v| *v != sub);
+                            if remove_track {
+                                let _ = d.pc.remove_track(s.sender);
+                            }
+                        }
+                    }
+                }
+                Output::Renegotiate {
+                    room,
+                    peer,
+                    session,
+                } => self.renegotiate(&room, &peer, session),
+                Output::SendOffer {
+                    room,
+                    peer,
+                    session,
+                    generation,
+                } => {
+                    let sdp = self
+                        .session_of(&room, &peer, session)
+                        .and_then(|s| s.offer.as_ref())
+                        .filter(|(g, _)| *g == generation)
+                        .map(|(_, sdp)| sdp.clone());
+                    match sdp {
+                        Some(sdp) => {
+                            let _ = self.out.send(Outward::Offer {
+                                room,
+                                peer,
+                                session,
+                                generation,
+                                sdp,
+                            });
+                        }
+                        None => {
+                            let _ = self.core.handle_input(
+                                Instant::now(),
+                                Input::OfferNotDelivered {
+                                    room,
+                                    peer,
+                                    session,
+                                    generation,
+                                    worth_retrying: false,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn session_of(&mut self, room: &str, peer: &str, session: u64) -> Option<&mut Session> {
+        let slot = *self.members.get(&(room.to_string(), peer.to_string()))?;
+        self.sessions[slot].as_mut().filter(|s| s.id == session)
+    }
+
+    fn subscribe(
+        &mut self,
+        room: String,
+        sub: SubId,
+        subscriber: &str,
+        session: u64,
+        track: TrackId,
+        want: Option<usize>,
+    ) {
+        let slot = self
+            .members
+            .get(&(room.clone(), subscriber.to_string()))
+            .copied();
+        let (Some(slot), Some(p)) = (slot, self.tracks.get(&track)) else {
+            let _ = self
+                .core
+                .handle_input(Instant::now(), Input::SubscribeFailed { room, sub });
+            return;
+        };
+        let Some(d) = self.sessions[slot].as_mut().filter(|d| d.id == session) else {
+            let _ = self
+                .core
+                .handle_input(Instant::now(), Input::SubscribeFailed { room, sub });
+            return;
+        };
+        let ssrc = rand_ssrc();
+        let kind = p.kind;
+        let encoding = RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: p.codec.clone(),
+            ..Default::default()
+        };
+        let stream = kind.stream_id(&p.publisher);
+        let track_id = format!("{}-{}", p.publisher, kind.name());
+        let local = MediaStreamTrack::new(
+            stream.clone(),
+            track_id.clone(),
+            format!("{} {}", p.publisher, kind.name()),
+            if kind.is_audio() {
+                RtpCodecKind::Audio
+            } else {
+                RtpCodecKind::Video
+            },
+            vec![encoding.clone()],
+        );
+        // Always a new sendonly transceiver: `add_track` would reuse the participant's own
+        // publishing transceiver of the same kind, which its browser never receives on.
+        let added = d.pc.add_transceiver_from_track(
+            local,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![stream],
+                send_encodings: vec![encoding],
+            }),
+        );
+        let t = match added {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(subscriber, error = %e, "add_transceiver_from_track failed");
+                let _ = self
+                    .core
+                    .handle_input(Instant::now(), Input::SubscribeFailed { room, sub });
+                return;
+            }
+        };
+        d.sending.insert(track_id, sub);
+        let fwd = SubForward::new(
+            want,
+            p.simulcast,
+            p.video.is_some(),
+            ssrc,
+            p.codec.clock_rate,
+        );
+        self.subs.insert(
+            sub,
+            Sub {
+                slot,
+                session,
+                track,
+                sender: RTCRtpSenderId::from(t),
+                keyframe_wanted: false,
+                fwd,
+            },
+        );
+        if let Some(p) = self.tracks.get_mut(&track) {
+            p.subs.push(sub);
+        }
+    }
+
+    /// Makes an offer for a session and sends it through the edge.
+    fn renegotiate(&mut self, room: &str, peer: &str, session: u64) {
+        let now = Instant::now();
+        let made = match self.session_of(room, peer, session) {
+            None => return,
+            Some(s) => (|| {
+                let offer = s.pc.create_offer(None)?;
+                s.pc.set_local_description(now, offer)?;
+                Ok::<_, rtc::shared::error::Error>(
+                    s.pc.local_description().map(|d| d.sdp).unwrap_or_default(),
+                )
+            })(),
+        };
+        let sdp = match made {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                tracing::warn!(room, participant = peer, error = %e, "could not make an offer");
+                let _ = self.core.handle_input(
+                    now,
+                    Input::OfferNotMade {
+                        room: room.into(),
+                        peer: peer.into(),
+                        session,
+                    },
+                );
+                return;
+            }
+        };
+        let Ok(generation) = self.core.offer_made(now, room, peer, session) else {
+            return;
+        };
+        if let Some(s) = self.session_of(room, peer, session) {
+            s.offer = Some((generation, sdp.clone()));
+        }
+        let _ = self.out.send(Outward::Offer {
+            room: room.into(),
+            peer: peer.into(),
+            session,
+            generation,
+            sdp,
+        });
+    }
+
+    // ---- commands ----
+
+    fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Offer {
+                room,
+                peer,
+                sdp,
+                blocked,
+                reply,
+            } => {
+                let r = self.offer(&room, &peer, sdp, blocked);
+                let _ = reply.send(r);
+            }
+            Cmd::Answer {
+                room,
+                peer,
+                sdp,
+                reply,
+            } => {
+                let r = self.answer(&room, &peer, sdp);
+                let _ = reply.send(r);
+            }
+            Cmd::Views {
+                room,
+                peer,
+                views,
+                reply,
+            } => {
+                let r = self
+                    .core
+                    .handle_input(
+                        Instant::now(),
+                        Input::Views {
+                            room,
+                            peer: peer.clone(),
+                            views,
+                        },
+                    )
+                    .map_err(|_| MediaError::UnknownParticipant(peer));
+                self.perform();
+                let _ = reply.send(r);
+            }
+            Cmd::Block {
+                room,
+                peer,
+                bits,
+                reply,
+            } => {
+                let slot = self.members.get(&(room.clone(), peer.clone())).copied();
+                let Some(s) = slot.and_then(|slot| self.sessions[slot].as_mut()) else {
+                    let _ = reply.send(Err(MediaError::UnknownParticipant(peer)));
+                    return;
+                };
+                if s.blocked != bits {
+                    tracing::info!(
+                        room,
+                        participant = peer,
+                        blocked = bits,
+                        "media blocked by a host"
+                    );
+                }
+                s.blocked = bits;
+                let _ = self
+                    .core
+                    .handle_input(Instant::now(), Input::Block { room, peer, bits });
+                self.perform();
+                let _ = reply.send(Ok(()));
+            }
+            Cmd::Leave {
+                room,
+                peer,
+                why,
+                reply,
+            } => {
+                self.end(&room, &peer, None, &why);
+                let _ = reply.send(());
+            }
+            Cmd::Describe { reply } => {
+                let _ = reply.send(self.core.describe());
+            }
+            Cmd::Core(input) => {
+                let _ = self.core.handle_input(Instant::now(), input);
+                self.perform();
+            }
+            Cmd::Stop => {}
+        }
+    }
+
+    fn bind(&mut self) -> Result<(UdpSocket, SocketAddr), MediaError> {
+        let (lo, hi) = self.cfg.udp_ports;
+        let span = (hi - lo) as u32 + 1;
+        for _ in 0..span.min(64) {
+            let port = lo as u32 + (self.next_port - lo as u32) % span;
+            self.next_port = self.next_port.wrapping_add(1);
+            let addr = SocketAddr::new(self.cfg.media_ip, port as u16);
+            if let Ok(s) = UdpSocket::bind(addr) {
+                return Ok((s, addr));
+            }
+        }
+        Err(MediaError::NoPort(lo, hi))
+    }
+
+    fn build_pc(&self, local: SocketAddr, now: Instant) -> Result<RTCPeerConnection, MediaError> {
+        let mut me = media_engine()?;
+        let registry =
+            register_default_interceptors(Registry::new(), &mut me).map_err(webrtc_err)?;
+        let registry = registry.with(Slot::from(14_000), RtcpToApplication::feedback());
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .with_ice_timeouts(
+                Some(ICE_DISCONNECTED_AFTER),
+                Some(ICE_FAILED_AFTER),
+                Some(Duration::from_secs(2)),
+            )
+            .build();
+        let _ = local;
+        RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(me)
+            .with_setting_engine(settings)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .map_err(webrtc_err)
+    }
+
+    fn offer(
+        &mut self,
+        room: &str,
+        peer: &str,
+        sdp: String,
+        blocked: u8,
+    ) -> Result<String, MediaError> {
+        let layout = crate::offer::parse(&sdp);
+        let desc =
+            RTCSessionDescription::offer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
+        let key = (room.to_string(), peer.to_string());
+        if !self.shared_has_room(room) && self.draining.load(Ordering::SeqCst) {
+            return Err(MediaError::Draining);
+        }
+        let count: usize = self.sessions.iter().flatten().count();
+        if count as u32 >= self.cfg.capacity && !self.members.contains_key(&key) {
+            return Err(MediaError::Full(self.cfg.capacity));
+        }
+        let now = Instant::now();
+        let (socket, local) = self.bind()?;
+        let mut pc = self.build_pc(local, now)?;
+        let answer = (|| {
+            pc.set_remote_description(now, desc)
+                .map_err(|e| MediaError::BadSdp(e.to_string()))?;
+            let answer = pc.create_answer(None).map_err(webrtc_err)?;
+            pc.set_local_description(now, answer).map_err(webrtc_err)?;
+            let host = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: local.ip().to_string(),
+                    port: local.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .new_candidate_host()
+            .map_err(webrtc_err)?;
+            let init: RTCIceCandidateInit =
+                RTCIceCandidate::from(&host).to_json().map_err(webrtc_err)?;
+            pc.add_local_candidate(init).map_err(webrtc_err)?;
+            pc.add_local_candidate(RTCIceCandidateInit::default())
+                .map_err(webrtc_err)?;
+            pc.local_description()
+                .map(|d| d.sdp)
+                .ok_or_else(|| MediaError::Webrtc("no local description".into()))
+        })();
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = pc.close();
+                return Err(e);
+            }
+        };
+        let session = self.next_session;
+        self.next_session += 1;
+        // A session it had before ends (the core replaces it on `Join`).
+        if let Some(old) = self.members.get(&key).copied() {
+            self.close_slot(old);
+        }
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.sessions.push(None);
+            self.sessions.len() - 1
+        });
+        let mut socket = socket;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut socket, Token(slot), Interest::READABLE)
+        {
+            self.free.push(slot);
+            let _ = pc.close();
+            return Err(webrtc_err(e));
+        }
+        self.sessions[slot] = Some(Session {
+            id: session,
+            room: room.into(),
+            peer: peer.into(),
+            pc,
+            socket,
+            local,
+            next: Some(now),
+            connected: false,
+            layout,
+            blocked,
+            sent_bytes: 0,
+            sent_packets: 0,
+            offer: None,
+            published: HashMap::new(),
+            sending: HashMap::new(),
+        });
+        self.members.insert(key, slot);
+        self.rooms_changed();
+        let _ = self.core.handle_input(
+            now,
+            Input::Join {
+                room: room.into(),
+                peer: peer.into(),
+                session,
+                blocked,
+            },
+        );
+        self.perform();
+        tracing::info!(room, participant = peer, "media session started");
+        let _ = self.core.handle_input(
+            now,
+            Input::AnswerSent {
+                room: room.into(),
+                peer: peer.into(),
+                session,
+            },
+        );
+        self.perform();
+        self.drain(slot);
+        Ok(answer)
+    }
+
+    fn shared_has_room(&self, room: &str) -> bool {
+        self.members.keys().any(|(r, _)| r == room)
+    }
+
+    fn answer(&mut self, room: &str, peer: &str, sdp: String) -> Result<(), MediaError> {
+        let slot = self
+            .members
+            .get(&(room.to_string(), peer.to_string()))
+            .copied()
+            .ok_or_else(|| MediaError::UnknownParticipant(peer.into()))?;
+        let desc =
+            RTCSessionDescription::answer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
+        let Some(s) = self.sessions[slot].as_mut() else {
+            return Err(MediaError::UnknownParticipant(peer.into()));
+        };
+        let session = s.id;
+        if !self.core.awaiting_answer(room, peer, session) {
+            return Err(MediaError::NoOfferPending);
+        }
+        let applied = s.pc.set_remote_description(Instant::now(), desc);
+        if applied.is_ok() {
+            self.mark_ready(slot);
+        }
+        let _ = self.core.handle_input(
+            Instant::now(),
+            Input::Answered {
+                room: room.into(),
+                peer: peer.into(),
+                session,
+                ok: applied.is_ok(),
+            },
+        );
+        self.perform();
+        self.drain(slot);
+        applied.map_err(|e| MediaError::BadSdp(e.to_string()))
+    }
+
+    /// After a negotiation: receptions not yet flowing learn their payload type and start (at
+    /// the next keyframe, asked for).
+    fn mark_ready(&mut self, slot: usize) {
+        let Some(s) = self.sessions[slot].as_mut() else {
+            return;
+        };
+        let connected = s.connected;
+        for sub in self
+            .subs
+            .values_mut()
+            .filter(|x| x.slot == slot && x.session == s.id)
+        {
+            if sub.fwd.ready {
+                continue;
+            }
+            let Some(p) = self.tracks.get(&sub.track) else {
+                continue;
+            };
+            let Some(mut sender) = s.pc.rtp_sender(sub.sender) else {
+                continue;
+            };
+            let pt = sender
+                .get_parameters()
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| {
+                    c.rtp_codec
+                        .mime_type
+                        .eq_ignore_ascii_case(&p.codec.mime_type)
+                })
+                .map(|c| c.payload_type);
+            let Some(pt) = pt else {
+                tracing::warn!(subscriber = %s.peer, mime = %p.codec.mime_type, "codec not negotiated with subscriber");
+                continue;
+            };
+            sub.fwd
+                .rewriter
+                .set_negotiated(Negotiated::new().map_all_payload_types_to(pt));
+            sub.fwd.ready = true;
+        }
+        if connected {
+            self.keyframes_for(slot);
+        }
+    }
+
+    /// Ends a participant's session (`session`: only if it is still that one).
+    fn end(&mut self, room: &str, peer: &str, session: Option<u64>, why: &str) {
+        let key = (room.to_string(), peer.to_string());
+        let Some(&slot) = self.members.get(&key) else {
+            return;
+        };
+        let Some(s) = self.sessions[slot].as_ref() else {
+            return;
+        };
+        if session.is_some_and(|id| id != s.id) {
+            return;
+        }
+        let id = s.id;
+        self.members.remove(&key);
+        let _ = self.core.handle_input(
+            Instant::now(),
+            Input::Leave {
+                room: room.into(),
+                peer: peer.into(),
+                session: Some(id),
+            },
+        );
+        self.close_slot(slot);
+        self.rooms_changed();
+        tracing::info!(room, participant = peer, why, "media session ended");
+        self.perform();
+    }
+
+    /// Closes the session in `slot` and forgets its tracks (the core was told, or is told next).
+    fn close_slot(&mut self, slot: usize) {
+        let Some(mut s) = self.sessions[slot].take() else {
+            return;
+        };
+        let _ = s.pc.close();
+        while let Some(out) = s.pc.poll_write() {
+            let _ = s.socket.send_to(&out.message, out.transport.peer_addr);
+        }
+        let _ = self.poll.registry().deregister(&mut s.socket);
+        for id in s.published.values() {
+            self.tracks.remove(id);
+        }
+        self.free.push(slot);
+    }
+
+    fn rooms_changed(&self) {
+        let mut rooms: HashMap<String, usize> = HashMap::new();
+        for (room, _) in self.members.keys() {
+            *rooms.entry(room.clone()).or_default() += 1;
+        }
+        self.metrics.rooms.set(rooms.len() as i64);
+        self.metrics.participants.set(self.members.len() as i64);
+        *self
+            .shared
+            .rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = rooms;
+    }
+}
