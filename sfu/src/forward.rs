@@ -343,6 +343,11 @@ impl Rewriter {
         }
     }
 
+    /// The SSRC this subscriber's track is sent with.
+    pub fn out_ssrc(&self) -> u32 {
+        self.out_ssrc
+    }
+
     /// Rewrites `buf` in place for this subscriber. `now_us` is the packet's arrival time.
     /// A packet from an SSRC other than the current source switches to it: the caller decides when
     /// (e.g. only on a keyframe of the target layer).

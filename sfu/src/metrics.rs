@@ -26,6 +26,7 @@ pub struct Metrics {
     pub keyframe_requests: Counter,
     pub dynacast_updates: Counter,
     pub layer_switches: Counter,
+    pub retransmitted_packets: Counter,
 }
 
 impl Metrics {
@@ -43,6 +44,7 @@ impl Metrics {
             keyframe_requests: Counter::default(),
             dynacast_updates: Counter::default(),
             layer_switches: Counter::default(),
+            retransmitted_packets: Counter::default(),
         };
         registry.register(
             "build",
@@ -98,6 +100,11 @@ impl Metrics {
             "layer_switches",
             "Simulcast layer switches (a subscriber moved to another layer)",
             m.layer_switches.clone(),
+        );
+        registry.register(
+            "retransmitted_packets",
+            "Packets sent again to a subscriber that NACKed them (sans-IO engine)",
+            m.retransmitted_packets.clone(),
         );
         Metrics { registry, ..m }
     }
