@@ -39,6 +39,8 @@ pub enum ConfigError {
     BadCapacity,
     #[error("control secret must be at least 32 bytes (it is {0})")]
     WeakSecret(usize),
+    #[error("media_ip {0} is not an address browsers can reach: set media_ip (--media-ip) to this SFU's public address")]
+    UnspecifiedMediaIp(IpAddr),
 }
 
 /// Flags and environment. Every field is optional here; [`load`] merges them over the file.
@@ -80,8 +82,9 @@ pub struct Args {
     /// Secret shared with the edge for signed control requests.
     #[arg(long, env = "EDGEMEET_SFU_CONTROL_SECRET", hide_env_values = true)]
     pub control_secret: Option<String>,
-    /// Which media engine forwards packets (see ARCHITECTURE.md): `async` (webrtc-rs's async
-    /// PeerConnections, the default) or `sans` (sans-IO sessions on one worker thread).
+    /// Which media engine forwards packets (see ARCHITECTURE.md): `sans` (sans-IO sessions on one
+    /// worker thread, the default) or `async` (webrtc-rs's async PeerConnections, the engine
+    /// before it).
     #[arg(long, env = "EDGEMEET_SFU_ENGINE", value_enum)]
     pub engine: Option<EngineKind>,
 }
@@ -90,8 +93,8 @@ pub struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
-    #[default]
     Async,
+    #[default]
     Sans,
 }
 
@@ -207,6 +210,12 @@ fn merge(a: Args, f: FileConfig) -> Result<Config, ConfigError> {
         return Err(ConfigError::BadPublicUrl(public_url));
     }
     let media_ip = a.media_ip.or(f.media_ip).unwrap_or(listen.ip());
+    let engine = a.engine.or(f.engine).unwrap_or_default();
+    // The sans-IO engine announces exactly this address in its ICE candidates (the async one
+    // gathered every interface's when it was unspecified).
+    if media_ip.is_unspecified() && engine == EngineKind::Sans {
+        return Err(ConfigError::UnspecifiedMediaIp(media_ip));
+    }
     let lo = a.udp_port_min.or(f.udp_port_min).unwrap_or(40_000);
     let hi = a.udp_port_max.or(f.udp_port_max).unwrap_or(40_999);
     if lo == 0 || lo > hi {
@@ -247,7 +256,7 @@ fn merge(a: Args, f: FileConfig) -> Result<Config, ConfigError> {
         capacity,
         edge_url,
         control_secret,
-        engine: a.engine.or(f.engine).unwrap_or_default(),
+        engine,
     })
 }
 
@@ -274,7 +283,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(c.public_url, "http://127.0.0.1:7000");
         assert_eq!(c.udp_ports, (40_000, 40_999));
-        assert_eq!(c.engine, EngineKind::Async);
+        assert_eq!(c.engine, EngineKind::Sans);
         assert!(
             !format!("{c:?}").contains(SECRET),
             "secret must not be logged"
@@ -354,6 +363,13 @@ mod tests {
                     ..args()
                 },
                 "capacity",
+            ),
+            (
+                Args {
+                    listen: Some("0.0.0.0:7000".parse().unwrap()),
+                    ..args()
+                },
+                "media_ip 0.0.0.0",
             ),
             (
                 Args {

@@ -21,8 +21,8 @@
 //!   left out of the registry: its reports would count nothing). Batched sends (`sendmmsg`,
 //!   GSO) and one socket per thread are next.
 //!
-//! Selected with `--engine sans` (`EDGEMEET_SFU_ENGINE=sans`); the async engine (`media.rs`)
-//! stays the default until this one passes every end-to-end test.
+//! The default engine (`--engine sans`, `EDGEMEET_SFU_ENGINE`); `--engine async` runs the one
+//! before it (`media.rs`, webrtc-rs's async PeerConnections), kept while this one proves itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -59,7 +59,8 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{
-    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId,
+    RTCRtpTransceiverInit,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -81,8 +82,11 @@ use crate::rtcp_up::RtcpToApplication;
 use crate::sfu_core::{block_bit, Input, Output, SfuCore, SubId, TrackId};
 
 const WAKER: Token = Token(usize::MAX);
-/// The largest datagram read.
-const MTU: usize = 1500;
+/// The largest datagram read (longer ones would be cut and fail SRTP/DTLS).
+const MTU: usize = 2048;
+/// Datagrams read from one socket per turn of the loop: a flooded port must not keep the thread
+/// from everyone else (the rest is read next turn).
+const READ_BUDGET: usize = 64;
 
 type Reply<T> = oneshot::Sender<Result<T, MediaError>>;
 
@@ -188,6 +192,8 @@ impl Engine {
             next_session: 1,
             buf: vec![0u8; MTU],
             send_buf: Vec::with_capacity(MTU + 64),
+            backlog: Vec::new(),
+            core_next: None,
         };
         let thread = std::thread::Builder::new()
             .name("sfu-engine".into())
@@ -443,6 +449,7 @@ struct Sub {
     session: u64,
     track: TrackId,
     sender: RTCRtpSenderId,
+    transceiver: RTCRtpTransceiverId,
     /// The subscriber asked for a keyframe of what it receives (a stale NACK).
     keyframe_wanted: bool,
     fwd: SubForward,
@@ -523,20 +530,29 @@ fn send_rtp(dst: &mut Session, buf: &mut Vec<u8>, p: &SentPacket, ssrc: u32) -> 
 /// The remote address of the session's selected ICE pair.
 fn selected_remote(pc: &mut RTCPeerConnection) -> Option<SocketAddr> {
     let receivers: Vec<RTCRtpReceiverId> = pc.get_receivers().collect();
+    let senders: Vec<RTCRtpSenderId> = pc.get_senders().collect();
+    let mut pair = None;
     for id in receivers {
-        let pair = pc.rtp_receiver(id).and_then(|r| {
-            r.transport()
-                .map(|t| t.ice_transport().get_selected_candidate_pair())
+        pair = pair.or_else(|| {
+            pc.rtp_receiver(id).and_then(|r| {
+                r.transport()
+                    .and_then(|t| t.ice_transport().get_selected_candidate_pair())
+            })
         });
-        if let Some(Some(pair)) = pair {
-            let r = pair.remote();
-            return format!("{}:{}", r.address, r.port)
-                .parse()
-                .ok()
-                .or_else(|| format!("[{}]:{}", r.address, r.port).parse().ok());
-        }
     }
-    None
+    for id in senders {
+        pair = pair.or_else(|| {
+            pc.rtp_sender(id).and_then(|r| {
+                r.transport()
+                    .and_then(|t| t.ice_transport().get_selected_candidate_pair())
+            })
+        });
+    }
+    let r = pair?.remote().clone();
+    format!("{}:{}", r.address, r.port)
+        .parse()
+        .ok()
+        .or_else(|| format!("[{}]:{}", r.address, r.port).parse().ok())
 }
 
 /// `t` as a 64-bit NTP timestamp.
@@ -568,6 +584,10 @@ struct Worker {
     buf: Vec<u8>,
     /// Where each forwarded packet is built before SRTP.
     send_buf: Vec<u8>,
+    /// Sockets left readable when their turn's budget ran out (mio is edge-triggered).
+    backlog: Vec<usize>,
+    /// The core's next deadline, kept after each input (asking walks every room).
+    core_next: Option<Instant>,
 }
 
 fn webrtc_err(e: impl std::fmt::Display) -> MediaError {
@@ -578,21 +598,32 @@ impl Worker {
     fn run(mut self, cmds: mpsc::Receiver<Cmd>) {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = self.next_deadline().map(|t| {
-                t.saturating_duration_since(Instant::now())
-                    .max(Duration::from_micros(100))
-            });
+            let timeout = if self.backlog.is_empty() {
+                self.next_deadline().map(|t| {
+                    t.saturating_duration_since(Instant::now())
+                        .max(Duration::from_micros(100))
+                })
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "engine poll failed");
-                    return;
+                    // Nothing can be forwarded any more: fail like a panic does (out of the
+                    // registry, drained, exit), not a healthy-looking SFU that forwards nothing.
+                    self.stop();
+                    panic!("the media engine's poll failed: {e}");
                 }
             }
+            let mut ready: Vec<usize> = std::mem::take(&mut self.backlog);
             for ev in events.iter() {
-                if ev.token() == WAKER {
-                    continue;
+                if ev.token() != WAKER && !ready.contains(&ev.token().0) {
+                    ready.push(ev.token().0);
                 }
-                self.readable(ev.token().0);
+            }
+            for slot in ready {
+                if self.readable(slot) {
+                    self.backlog.push(slot);
+                }
             }
             loop {
                 match cmds.try_recv() {
@@ -612,14 +643,14 @@ impl Worker {
         self.sessions
             .iter()
             .flatten()
-            .filter_map(|s| s.next)
-            .chain(self.core.poll_timeout())
+            .flat_map(|s| s.next.into_iter().chain([s.tick_at]))
+            .chain(self.core_next)
             .min()
     }
 
     fn timers(&mut self) {
         let now = Instant::now();
-        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+        if self.core_next.is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
             self.perform();
         }
@@ -635,9 +666,18 @@ impl Worker {
                 .is_some_and(|s| s.next.is_some_and(|t| t <= now));
             if due {
                 if let Some(s) = self.sessions[slot].as_mut() {
-                    let _ = s.pc.handle_timeout(now);
+                    if let Err(e) = s.pc.handle_timeout(now) {
+                        tracing::debug!(room = %s.room, participant = %s.peer, error = %e, "session timer failed");
+                    }
                 }
                 self.drain(slot);
+                // A timer that failed before the later handlers ran leaves its deadline in the
+                // past: look again shortly rather than spin.
+                if let Some(s) = self.sessions[slot].as_mut() {
+                    if s.next.is_some_and(|t| t <= now) {
+                        s.next = Some(now + Duration::from_millis(5));
+                    }
+                }
             }
         }
     }
@@ -654,11 +694,7 @@ impl Worker {
         }
         s.remote = selected_remote(&mut s.pc).or(s.remote);
         let wall = std::time::SystemTime::now();
-        for sub in self
-            .subs
-            .values()
-            .filter(|x| x.slot == slot && x.session == s.id)
-        {
+        for sub in s.sending.values().filter_map(|id| self.subs.get(id)) {
             let Some((ts, at)) = sub.report.last else {
                 continue;
             };
@@ -685,28 +721,46 @@ impl Worker {
     }
 
     fn stop(&mut self) {
-        for slot in 0..self.sessions.len() {
-            if let Some(s) = self.sessions[slot].as_mut() {
-                let _ = s.pc.close();
-            }
-            self.flush(slot);
+        let members: Vec<(String, String)> = self.members.keys().cloned().collect();
+        for (room, peer) in members {
+            self.end(&room, &peer, None, "the SFU is shutting down");
         }
-        self.sessions.clear();
+        for slot in 0..self.sessions.len() {
+            self.close_slot(slot);
+        }
         self.rooms_changed();
     }
 
     // ---- datagrams ----
 
-    fn readable(&mut self, slot: usize) {
-        loop {
+    /// Reads a session's socket, up to [`READ_BUDGET`] datagrams. Returns whether it may have
+    /// more (its turn ran out).
+    fn readable(&mut self, slot: usize) -> bool {
+        let mut errors = 0;
+        for _ in 0..READ_BUDGET {
             let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
-                return;
+                return false;
             };
             let (n, from) = match s.socket.recv_from(&mut self.buf) {
                 Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(_) => continue, // an ICMP error for an earlier send
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    // An ICMP error for an earlier send clears once read; one that repeats
+                    // waits for the next turn.
+                    errors += 1;
+                    if errors > 4 {
+                        tracing::debug!(room = %s.room, participant = %s.peer, error = %e, "socket errors");
+                        return true;
+                    }
+                    continue;
+                }
             };
+            if s.connected && s.remote != Some(from) {
+                // ICE may have moved to another pair: media follows it at once.
+                if let Some(r) = selected_remote(&mut s.pc) {
+                    s.remote = Some(r);
+                }
+            }
             let msg = TaggedBytesMut {
                 now: Instant::now(),
                 transport: TransportContext {
@@ -717,9 +771,12 @@ impl Worker {
                 },
                 message: BytesMut::from(&self.buf[..n]),
             };
-            let _ = s.pc.handle_read(msg);
+            if let Err(e) = s.pc.handle_read(msg) {
+                tracing::trace!(error = %e, "datagram refused");
+            }
             self.drain(slot);
         }
+        true
     }
 
     /// Sends what a session has to send.
@@ -789,7 +846,13 @@ impl Worker {
 
     /// Asks for a keyframe of every video the session at `slot` receives and can now take.
     fn keyframes_for(&mut self, slot: usize) {
-        for sub in self.subs.values().filter(|s| s.slot == slot && s.fwd.ready) {
+        let Some(s) = self.sessions[slot].as_ref() else {
+            return;
+        };
+        for sub in s.sending.values().filter_map(|id| self.subs.get(id)) {
+            if !sub.fwd.ready {
+                continue;
+            }
             if let Some(p) = self.tracks.get_mut(&sub.track) {
                 if p.video.is_some() {
                     p.keyframe_wanted = true;
@@ -1083,6 +1146,9 @@ impl Worker {
                 let Some(sub) = self.subs.get_mut(&sub_id) else {
                     continue;
                 };
+                if nack.media_ssrc != sub.fwd.rewriter.out_ssrc() {
+                    continue;
+                }
                 let pairs = nack.nacks.iter().map(|n| (n.packet_id, n.lost_packets));
                 let seqs: Vec<u16> = nacked_seqs(pairs)
                     .filter(|q| sub.fwd.forwarded.contains(*q))
@@ -1137,6 +1203,11 @@ impl Worker {
     // ---- the core's outputs ----
 
     fn perform(&mut self) {
+        self.perform_outputs();
+        self.core_next = self.core.poll_timeout();
+    }
+
+    fn perform_outputs(&mut self) {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Event(event) => {
@@ -1313,6 +1384,7 @@ impl Worker {
                 session,
                 track,
                 sender: RTCRtpSenderId::from(t),
+                transceiver: t,
                 keyframe_wanted: false,
                 sent: video.then(SentRing::new),
                 report: SendReport::default(),
@@ -1556,10 +1628,6 @@ impl Worker {
         };
         let session = self.next_session;
         self.next_session += 1;
-        // A session it had before ends (the core replaces it on `Join`).
-        if let Some(old) = self.members.get(&key).copied() {
-            self.close_slot(old);
-        }
         let slot = self.free.pop().unwrap_or_else(|| {
             self.sessions.push(None);
             self.sessions.len() - 1
@@ -1570,9 +1638,14 @@ impl Worker {
             .registry()
             .register(&mut socket, Token(slot), Interest::READABLE)
         {
+            // Nothing changed: a session it had goes on.
             self.free.push(slot);
             let _ = pc.close();
             return Err(webrtc_err(e));
+        }
+        // A session it had before ends (the core replaces it on `Join`).
+        if let Some(old) = self.members.get(&key).copied() {
+            self.close_slot(old);
         }
         self.sessions[slot] = Some(Session {
             id: session,
@@ -1663,12 +1736,19 @@ impl Worker {
             return;
         };
         let connected = s.connected;
-        for sub in self
-            .subs
-            .values_mut()
-            .filter(|x| x.slot == slot && x.session == s.id)
-        {
+        for id in s.sending.values() {
+            let Some(sub) = self.subs.get_mut(id) else {
+                continue;
+            };
             if sub.fwd.ready {
+                continue;
+            }
+            // Not in a description the browser has answered yet (added while our offer was out):
+            // it starts with the next answer.
+            let negotiated =
+                s.pc.rtp_transceiver(sub.transceiver)
+                    .is_some_and(|t| t.mid().is_some());
+            if !negotiated {
                 continue;
             }
             let Some(p) = self.tracks.get(&sub.track) else {
@@ -1708,13 +1788,29 @@ impl Worker {
         let Some(&slot) = self.members.get(&key) else {
             return;
         };
-        let Some(s) = self.sessions[slot].as_ref() else {
+        let current = self.sessions[slot]
+            .as_ref()
+            .filter(|s| s.room == room && s.peer == peer)
+            .map(|s| s.id);
+        let Some(id) = current else {
+            // Its slot holds no session of its (cannot happen: a member's slot is freed only
+            // with it); forget it all the same.
+            self.members.remove(&key);
+            let _ = self.core.handle_input(
+                Instant::now(),
+                Input::Leave {
+                    room: room.into(),
+                    peer: peer.into(),
+                    session: None,
+                },
+            );
+            self.rooms_changed();
+            self.perform();
             return;
         };
-        if session.is_some_and(|id| id != s.id) {
+        if session.is_some_and(|s| s != id) {
             return;
         }
-        let id = s.id;
         self.members.remove(&key);
         let _ = self.core.handle_input(
             Instant::now(),

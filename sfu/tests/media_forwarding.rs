@@ -436,9 +436,20 @@ async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publishes_two_subscribe_with_rewritten_ssrcs_and_rising_sequence_numbers() {
+    forwarding_case(&[]).await
+}
+
+/// The same on the async engine (`--engine async`, the one before the sans-IO engine), which stays
+/// selectable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_async_engine_forwards_the_same() {
+    forwarding_case(&[("EDGEMEET_SFU_ENGINE", "async")]).await
+}
+
+async fn forwarding_case(env: &[(&str, &str)]) {
     let (edge, inboxes, _log) = fake_edge().await;
     let port = free_port();
-    let _sfu = start_sfu(port, edge);
+    let _sfu = start_sfu_env(port, edge, env);
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while reqwest::get(format!("{base}/healthz")).await.is_err() {
