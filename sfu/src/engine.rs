@@ -80,6 +80,7 @@ use crate::metrics::Metrics;
 use crate::offer::{OfferLayout, TrackKind};
 use crate::rtcp_up::RtcpToApplication;
 use crate::sfu_core::{block_bit, Input, Output, SfuCore, SubId, TrackId};
+use crate::udp_batch;
 
 const WAKER: Token = Token(usize::MAX);
 /// The largest datagram read (longer ones would be cut and fail SRTP/DTLS).
@@ -194,6 +195,8 @@ impl Engine {
             send_buf: Vec::with_capacity(MTU + 64),
             backlog: Vec::new(),
             core_next: None,
+            stopping: false,
+            dirty: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("sfu-engine".into())
@@ -416,6 +419,8 @@ struct Session {
     sent_packets: u64,
     /// Our newest offer to it (generation, SDP), kept for a resend.
     offer: Option<(u64, String)>,
+    /// Media protected this turn, waiting for one batched send ([`flush_queue`]).
+    queue: Vec<BytesMut>,
     /// Its remote tracks (by rtc's track id) → what they were published as.
     published: HashMap<String, TrackId>,
     /// Our local tracks on it (by track id) → the reception each carries.
@@ -509,11 +514,22 @@ struct SendReport {
 const TICK: Duration = Duration::from_secs(1);
 
 /// Builds the RTP header (12 bytes: no CSRC, no extension) and payload into `buf`, protects it
-/// with `dst`'s SRTP context and sends it to `dst`'s selected remote address.
-fn send_rtp(dst: &mut Session, buf: &mut Vec<u8>, p: &SentPacket, ssrc: u32) -> bool {
-    let Some(remote) = dst.remote else {
+/// with `dst`'s SRTP context and queues it for `dst`'s selected remote address (sent with the
+/// rest of the turn's packets to it: [`flush_queue`]). `dirty` gets `slot` when its queue starts.
+fn send_rtp(
+    dst: &mut Session,
+    slot: usize,
+    dirty: &mut Vec<usize>,
+    buf: &mut Vec<u8>,
+    p: &SentPacket,
+    ssrc: u32,
+) -> bool {
+    if dst.remote.is_none() && dst.connected {
+        dst.remote = selected_remote(&mut dst.pc);
+    }
+    if dst.remote.is_none() {
         return false;
-    };
+    }
     buf.clear();
     buf.push(0x80);
     buf.push(((p.marker as u8) << 7) | (p.payload_type & 0x7f));
@@ -522,9 +538,40 @@ fn send_rtp(dst: &mut Session, buf: &mut Vec<u8>, p: &SentPacket, ssrc: u32) -> 
     buf.extend_from_slice(&ssrc.to_be_bytes());
     buf.extend_from_slice(&p.payload);
     match dst.pc.protect_rtp(buf) {
-        Ok(out) => dst.socket.send_to(&out, remote).is_ok(),
+        Ok(out) => {
+            if dst.queue.is_empty() {
+                dirty.push(slot);
+            }
+            dst.queue.push(out);
+            if dst.queue.len() >= udp_batch::MAX_BATCH {
+                flush_queue(dst);
+            }
+            true
+        }
         Err(_) => false,
     }
+}
+
+/// Sends a session's queued media in one `sendmmsg` (equal-sized runs segmented by the kernel).
+/// Returns how many the socket refused (a full buffer: NACKs bring them back from the ring).
+fn flush_queue(dst: &mut Session) -> usize {
+    if dst.queue.is_empty() {
+        return 0;
+    }
+    let Some(remote) = dst.remote else {
+        let n = dst.queue.len();
+        dst.queue.clear();
+        return n;
+    };
+    let mut refs: [&[u8]; udp_batch::MAX_BATCH] = [&[]; udp_batch::MAX_BATCH];
+    let n = dst.queue.len().min(udp_batch::MAX_BATCH);
+    for (r, q) in refs.iter_mut().zip(&dst.queue) {
+        *r = q;
+    }
+    use std::os::fd::AsRawFd;
+    let sent = udp_batch::send_batch(dst.socket.as_raw_fd(), remote, &refs[..n]);
+    dst.queue.clear();
+    n - sent
 }
 
 /// The remote address of the session's selected ICE pair.
@@ -588,6 +635,10 @@ struct Worker {
     backlog: Vec<usize>,
     /// The core's next deadline, kept after each input (asking walks every room).
     core_next: Option<Instant>,
+    /// Shutting down: nobody is offered anything any more, the edge is told nothing.
+    stopping: bool,
+    /// Sessions with queued media (sent at the end of the turn).
+    dirty: Vec<usize>,
 }
 
 fn webrtc_err(e: impl std::fmt::Display) -> MediaError {
@@ -636,7 +687,22 @@ impl Worker {
                 }
             }
             self.timers();
+            self.flush_media();
         }
+    }
+
+    /// Sends every session's queued media (one batched send per session).
+    fn flush_media(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for slot in dirty.drain(..) {
+            if let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) {
+                let refused = flush_queue(s);
+                if refused > 0 {
+                    self.metrics.dropped_packets.inc_by(refused as u64);
+                }
+            }
+        }
+        self.dirty = dirty;
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -721,6 +787,7 @@ impl Worker {
     }
 
     fn stop(&mut self) {
+        self.stopping = true;
         let members: Vec<(String, String)> = self.members.keys().cloned().collect();
         for (room, peer) in members {
             self.end(&room, &peer, None, "the SFU is shutting down");
@@ -755,12 +822,7 @@ impl Worker {
                     continue;
                 }
             };
-            if s.connected && s.remote != Some(from) {
-                // ICE may have moved to another pair: media follows it at once.
-                if let Some(r) = selected_remote(&mut s.pc) {
-                    s.remote = Some(r);
-                }
-            }
+            let moved = s.connected && s.remote != Some(from);
             let msg = TaggedBytesMut {
                 now: Instant::now(),
                 transport: TransportContext {
@@ -773,6 +835,13 @@ impl Worker {
             };
             if let Err(e) = s.pc.handle_read(msg) {
                 tracing::trace!(error = %e, "datagram refused");
+            }
+            if moved {
+                // From another address than media goes to: ICE may have moved to another pair
+                // (after this datagram), and media follows at once.
+                if let Some(r) = selected_remote(&mut s.pc) {
+                    s.remote = Some(r);
+                }
             }
             self.drain(slot);
         }
@@ -1063,15 +1132,25 @@ impl Worker {
                 payload,
             };
             let len = pkt.payload.len() as u64 + 12;
-            if send_rtp(dst, &mut self.send_buf, &sent, m.ssrc) {
+            let ok = send_rtp(
+                dst,
+                sub.slot,
+                &mut self.dirty,
+                &mut self.send_buf,
+                &sent,
+                m.ssrc,
+            );
+            // Numbered and remembered as forwarded either way: one the socket refused is
+            // asked for again (NACK) and sent from the ring.
+            if let Some(ring) = sub.sent.as_mut() {
+                ring.put(sent);
+            }
+            if ok {
                 dst.sent_bytes += len;
                 dst.sent_packets += 1;
                 sub.report.packets = sub.report.packets.wrapping_add(1);
                 sub.report.octets = sub.report.octets.wrapping_add(pkt.payload.len() as u32);
                 sub.report.last = Some((m.timestamp, now));
-                if let Some(ring) = sub.sent.as_mut() {
-                    ring.put(sent);
-                }
                 self.metrics.forwarded_packets.inc();
                 self.metrics.forwarded_bytes.inc_by(len);
             } else {
@@ -1166,7 +1245,8 @@ impl Worker {
                     let ssrc = sub.fwd.rewriter.out_ssrc();
                     for q in &seqs {
                         if let Some(p) = ring.get(*q) {
-                            if send_rtp(dst, &mut self.send_buf, p, ssrc) {
+                            if send_rtp(dst, sub.slot, &mut self.dirty, &mut self.send_buf, p, ssrc)
+                            {
                                 self.metrics.retransmitted_packets.inc();
                             }
                         }
@@ -1209,6 +1289,14 @@ impl Worker {
 
     fn perform_outputs(&mut self) {
         while let Some(out) = self.core.poll_output() {
+            if self.stopping
+                && matches!(
+                    out,
+                    Output::Renegotiate { .. } | Output::SendOffer { .. } | Output::Event(_)
+                )
+            {
+                continue;
+            }
             match out {
                 Output::Event(event) => {
                     if matches!(event, SfuEvent::PublishLayers { .. }) {
@@ -1663,6 +1751,7 @@ impl Worker {
             sent_bytes: 0,
             sent_packets: 0,
             offer: None,
+            queue: Vec::with_capacity(udp_batch::MAX_BATCH),
             published: HashMap::new(),
             sending: HashMap::new(),
         });
