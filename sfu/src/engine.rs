@@ -1,11 +1,15 @@
-//! The sans-IO media engine (step 2 of the engine in ARCHITECTURE.md): every PeerConnection is a
-//! webrtc-rs `rtc::RTCPeerConnection` driven by one worker thread, which also owns the
-//! [`SfuCore`] and every published track's fan-out. No tokio task, channel hop, lock or async
-//! driver per packet: a publisher's datagram is read, unprotected by its session, and written to
-//! each subscriber's session in the same turn of the loop.
+//! The sans-IO media engine (steps 2–4 of the engine in ARCHITECTURE.md): every PeerConnection is
+//! a webrtc-rs `rtc::RTCPeerConnection` driven by a worker thread, which also owns an
+//! [`SfuCore`] for its rooms and every published track's fan-out. No tokio task, channel hop,
+//! lock or async driver per packet: a publisher's datagram is read, unprotected by its session,
+//! and queued for each subscriber's session in the same turn of the loop.
+//!
+//! - **Workers:** one per core (at most 8); a room lives on the worker its name hashes to
+//!   ([`worker_of`]), so its fan-out never crosses a thread. The SFU's capacity and room counts
+//!   are summed over the workers ([`Shared`]).
 //!
 //! - **Sockets:** one UDP socket per session (a port from the configured range, as the async
-//!   engine), all registered with one `mio::Poll`; one socket per thread for every session comes
+//!   engine), all registered with the worker's `mio::Poll`; one socket per thread comes
 //!   next (step 2b: datagrams told apart by STUN USERNAME, then by address).
 //! - **Control:** the HTTP handlers call [`Engine`]'s async methods, which send the thread a
 //!   command and await its reply; the thread wakes on a `mio::Waker`. What goes to the edge
@@ -144,81 +148,129 @@ enum Outward {
     RoomGone(String),
 }
 
-/// Read by the HTTP side without asking the thread (heartbeat, drain).
-#[derive(Default)]
+/// Read by the HTTP side without asking the threads (heartbeat, drain), and by each worker for
+/// the SFU's capacity.
 struct Shared {
-    /// Participants per room.
-    rooms: Mutex<HashMap<String, usize>>,
+    /// Participants per room, per worker.
+    rooms: Vec<Mutex<HashMap<String, usize>>>,
 }
 
-/// The handle the HTTP side holds.
-pub struct Engine {
+impl Shared {
+    fn worker(&self, k: usize) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.rooms[k]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn participants(&self) -> usize {
+        (0..self.rooms.len())
+            .map(|k| self.worker(k).values().sum::<usize>())
+            .sum()
+    }
+}
+
+/// One worker thread, as the HTTP side reaches it.
+struct WorkerHandle {
     cmds: mpsc::Sender<Cmd>,
-    waker: Arc<Waker>,
-    shared: Arc<Shared>,
-    draining: Arc<AtomicBool>,
+    waker: Waker,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// The handle the HTTP side holds: the worker threads (a room lives on one of them, chosen by
+/// its name, so its fan-out never crosses a thread).
+pub struct Engine {
+    workers: Vec<WorkerHandle>,
+    shared: Arc<Shared>,
+    draining: Arc<AtomicBool>,
+}
+
+/// How many worker threads: one per core, at most 8.
+fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8))
+}
+
+/// The worker `room` lives on, of `n` (FNV-1a of its name: stable across runs).
+pub fn worker_of(room: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n.max(1) as u64) as usize
+}
+
 impl Engine {
-    /// Starts the worker thread and the edge task (needs a tokio runtime).
+    /// Starts one worker thread per core and the edge task (needs a tokio runtime).
     pub fn new(cfg: MediaConfig, metrics: Arc<Metrics>) -> std::io::Result<Arc<Engine>> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (cmds, rx) = mpsc::channel();
+        Engine::with_workers(cfg, metrics, worker_count())
+    }
+
+    /// Starts `n` worker threads and the edge task.
+    pub fn with_workers(
+        cfg: MediaConfig,
+        metrics: Arc<Metrics>,
+        n: usize,
+    ) -> std::io::Result<Arc<Engine>> {
+        let n = n.max(1);
         let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            rooms: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
+        });
         let draining = Arc::new(AtomicBool::new(false));
         let edge = EdgeLink::new(
             cfg.edge_url.clone(),
             cfg.control_secret.clone(),
             cfg.id.clone(),
         );
-        let epoch = Instant::now();
-        let worker = Worker {
-            poll,
-            core: SfuCore::new(epoch, cfg.id.clone()),
-            next_port: cfg.udp_ports.0 as u32,
-            cfg,
-            metrics,
-            epoch,
-            sessions: Vec::new(),
-            free: Vec::new(),
-            members: HashMap::new(),
-            tracks: HashMap::new(),
-            subs: HashMap::new(),
-            out: out_tx,
-            shared: shared.clone(),
-            draining: draining.clone(),
-            next_session: 1,
-            buf: vec![0u8; MTU],
-            send_buf: Vec::with_capacity(MTU + 64),
-            backlog: Vec::new(),
-            core_next: None,
-            stopping: false,
-            dirty: Vec::new(),
-        };
-        let thread = std::thread::Builder::new()
-            .name("sfu-engine".into())
-            .spawn(move || worker.run(rx))?;
+        let mut workers = Vec::with_capacity(n);
+        for k in 0..n {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            let (cmds, rx) = mpsc::channel();
+            let worker = Worker::new(
+                k,
+                n,
+                poll,
+                cfg.clone(),
+                metrics.clone(),
+                out_tx.clone(),
+                shared.clone(),
+                draining.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("sfu-engine-{k}"))
+                .spawn(move || worker.run(rx))?;
+            workers.push(WorkerHandle {
+                cmds,
+                waker,
+                thread: Mutex::new(Some(thread)),
+            });
+        }
         let engine = Arc::new(Engine {
-            cmds,
-            waker,
+            workers,
             shared,
             draining,
-            thread: Mutex::new(Some(thread)),
         });
         tokio::spawn(edge_task(Arc::downgrade(&engine), edge, out_rx));
         Ok(engine)
     }
 
-    fn send(&self, cmd: Cmd) -> bool {
-        self.cmds.send(cmd).is_ok() && self.waker.wake().is_ok()
+    fn to_room(&self, room: &str, cmd: Cmd) -> bool {
+        self.to_worker(worker_of(room, self.workers.len()), cmd)
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, MediaError> {
+    fn to_worker(&self, k: usize, cmd: Cmd) -> bool {
+        let w = &self.workers[k];
+        w.cmds.send(cmd).is_ok() && w.waker.wake().is_ok()
+    }
+
+    async fn call<T>(
+        &self,
+        room: &str,
+        make: impl FnOnce(Reply<T>) -> Cmd,
+    ) -> Result<T, MediaError> {
         let (tx, rx) = oneshot::channel();
-        if !self.send(make(tx)) {
+        if !self.to_room(room, make(tx)) {
             return Err(MediaError::Webrtc("the media engine has stopped".into()));
         }
         rx.await
@@ -236,7 +288,7 @@ impl Engine {
         sdp: String,
         blocked: u8,
     ) -> Result<String, MediaError> {
-        self.call(|reply| Cmd::Offer {
+        self.call(room, |reply| Cmd::Offer {
             room: room.into(),
             peer: id.into(),
             sdp,
@@ -247,7 +299,7 @@ impl Engine {
     }
 
     pub async fn answer(&self, room: &str, id: &str, sdp: String) -> Result<(), MediaError> {
-        self.call(|reply| Cmd::Answer {
+        self.call(room, |reply| Cmd::Answer {
             room: room.into(),
             peer: id.into(),
             sdp,
@@ -262,7 +314,7 @@ impl Engine {
         id: &str,
         views: Vec<TileView>,
     ) -> Result<(), MediaError> {
-        self.call(|reply| Cmd::Views {
+        self.call(room, |reply| Cmd::Views {
             room: room.into(),
             peer: id.into(),
             views,
@@ -272,7 +324,7 @@ impl Engine {
     }
 
     pub async fn block(&self, room: &str, id: &str, bits: u8) -> Result<(), MediaError> {
-        self.call(|reply| Cmd::Block {
+        self.call(room, |reply| Cmd::Block {
             room: room.into(),
             peer: id.into(),
             bits,
@@ -283,67 +335,77 @@ impl Engine {
 
     pub async fn remove_peer(&self, room: &str, id: &str, why: &str) {
         let (tx, rx) = oneshot::channel();
-        if self.send(Cmd::Leave {
+        let cmd = Cmd::Leave {
             room: room.into(),
             peer: id.into(),
             why: why.into(),
             reply: tx,
-        }) {
+        };
+        if self.to_room(room, cmd) {
             let _ = rx.await;
         }
     }
 
+    /// Every worker's rooms, as one object (room → members).
     pub async fn describe(&self) -> serde_json::Value {
-        let (tx, rx) = oneshot::channel();
-        if !self.send(Cmd::Describe { reply: tx }) {
-            return serde_json::json!({});
+        let mut out = serde_json::Map::new();
+        for k in 0..self.workers.len() {
+            let (tx, rx) = oneshot::channel();
+            if !self.to_worker(k, Cmd::Describe { reply: tx }) {
+                continue;
+            }
+            if let Ok(serde_json::Value::Object(rooms)) = rx.await {
+                out.extend(rooms);
+            }
         }
-        rx.await.unwrap_or_else(|_| serde_json::json!({}))
-    }
-
-    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.shared
-            .rooms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        serde_json::Value::Object(out)
     }
 
     pub fn room_participants(&self, room: &str) -> usize {
-        self.rooms().get(room).copied().unwrap_or(0)
+        let k = worker_of(room, self.workers.len());
+        self.shared.worker(k).get(room).copied().unwrap_or(0)
     }
 
     pub fn room_names(&self) -> Vec<String> {
-        self.rooms().keys().cloned().collect()
+        (0..self.workers.len())
+            .flat_map(|k| self.shared.worker(k).keys().cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     pub fn participant_count(&self) -> usize {
-        self.rooms().values().sum()
+        self.shared.participants()
     }
 
     /// For the panic test only (see `control::test_panic`): panics holding the room counts' lock.
     pub fn panic_holding_rooms_lock(&self) {
-        let _rooms = self.shared.rooms.lock();
+        let _rooms = self.shared.rooms[0].lock();
         panic!("test panic while holding the room counts");
     }
 
-    /// Closes every session and ends the thread.
+    /// Closes every session and ends the threads.
     pub async fn close_all(&self) {
-        self.send(Cmd::Stop);
-        let t = self
-            .thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(t) = t {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        for k in 0..self.workers.len() {
+            self.to_worker(k, Cmd::Stop);
+        }
+        for w in &self.workers {
+            let t = w
+                .thread
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(t) = t {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
         }
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        let _ = self.cmds.send(Cmd::Stop);
-        let _ = self.waker.wake();
+        for w in &self.workers {
+            let _ = w.cmds.send(Cmd::Stop);
+            let _ = w.waker.wake();
+        }
     }
 }
 
@@ -366,6 +428,7 @@ async fn edge_task(
             } => {
                 let (edge, engine) = (edge.clone(), engine.clone());
                 tokio::spawn(async move {
+                    let target = room.clone();
                     let input = match edge.send_offer(&room, &peer, sdp).await {
                         Ok(()) => Input::OfferDelivered {
                             room,
@@ -386,7 +449,7 @@ async fn edge_task(
                         }
                     };
                     if let Some(engine) = engine.upgrade() {
-                        engine.send(Cmd::Core(input));
+                        engine.to_room(&target, Cmd::Core(input));
                     }
                 });
             }
@@ -611,6 +674,8 @@ fn ntp(t: std::time::SystemTime) -> u64 {
 }
 
 struct Worker {
+    /// Which of the engine's workers this is.
+    index: usize,
     poll: Poll,
     cfg: MediaConfig,
     metrics: Arc<Metrics>,
@@ -646,6 +711,49 @@ fn webrtc_err(e: impl std::fmt::Display) -> MediaError {
 }
 
 impl Worker {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        index: usize,
+        of: usize,
+        poll: Poll,
+        cfg: MediaConfig,
+        metrics: Arc<Metrics>,
+        out: tokio::sync::mpsc::UnboundedSender<Outward>,
+        shared: Arc<Shared>,
+        draining: Arc<AtomicBool>,
+    ) -> Worker {
+        let epoch = Instant::now();
+        // Workers start at different places in the port range (a port taken is skipped anyway).
+        let (lo, hi) = cfg.udp_ports;
+        let span = (hi - lo) as u32 + 1;
+        Worker {
+            index,
+            poll,
+            core: SfuCore::new(epoch, cfg.id.clone()),
+            next_port: lo as u32 + span * index as u32 / of.max(1) as u32,
+            cfg,
+            metrics,
+            epoch,
+            sessions: Vec::new(),
+            free: Vec::new(),
+            members: HashMap::new(),
+            tracks: HashMap::new(),
+            subs: HashMap::new(),
+            out,
+            shared,
+            draining,
+            // Session numbers need only rise per participant, and a participant stays on its
+            // room's worker.
+            next_session: 1,
+            buf: vec![0u8; MTU],
+            send_buf: Vec::with_capacity(MTU + 64),
+            backlog: Vec::new(),
+            core_next: None,
+            stopping: false,
+            dirty: Vec::new(),
+        }
+    }
+
     fn run(mut self, cmds: mpsc::Receiver<Cmd>) {
         let mut events = Events::with_capacity(256);
         loop {
@@ -1674,7 +1782,8 @@ impl Worker {
         if !self.shared_has_room(room) && self.draining.load(Ordering::SeqCst) {
             return Err(MediaError::Draining);
         }
-        let count: usize = self.sessions.iter().flatten().count();
+        // Capacity is the SFU's, over every worker.
+        let count = self.shared.participants();
         if count as u32 >= self.cfg.capacity && !self.members.contains_key(&key) {
             return Err(MediaError::Full(self.cfg.capacity));
         }
@@ -1936,12 +2045,62 @@ impl Worker {
         for (room, _) in self.members.keys() {
             *rooms.entry(room.clone()).or_default() += 1;
         }
-        self.metrics.rooms.set(rooms.len() as i64);
-        self.metrics.participants.set(self.members.len() as i64);
-        *self
-            .shared
-            .rooms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = rooms;
+        *self.shared.worker(self.index) = rooms;
+        // The gauges count every worker's.
+        let all_rooms: usize = (0..self.shared.rooms.len())
+            .map(|k| self.shared.worker(k).len())
+            .sum();
+        self.metrics.rooms.set(all_rooms as i64);
+        self.metrics
+            .participants
+            .set(self.shared.participants() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_always_lives_on_the_same_worker_and_rooms_spread() {
+        assert_eq!(worker_of("standup", 2), worker_of("standup", 2));
+        assert_eq!(worker_of("anything", 1), 0);
+        let on_first = (0..1000)
+            .filter(|i| worker_of(&format!("room-{i}"), 2) == 0)
+            .count();
+        assert!(
+            (400..600).contains(&on_first),
+            "{on_first} of 1000 on worker 0"
+        );
+        assert!((0..1000).all(|i| worker_of(&format!("r{i}"), 3) < 3));
+    }
+
+    #[test]
+    fn a_sent_packet_is_found_by_its_number_until_a_later_one_takes_its_place() {
+        let mut ring = SentRing::new();
+        let p = |seq| SentPacket {
+            seq,
+            timestamp: 0,
+            marker: false,
+            payload_type: 96,
+            payload: bytes::Bytes::new(),
+        };
+        ring.put(p(65_535));
+        ring.put(p(0));
+        assert!(ring.get(65_535).is_some() && ring.get(0).is_some());
+        assert!(ring.get(1).is_none());
+        ring.put(p((65_535u32 + SENT_RING as u32) as u16));
+        assert!(
+            ring.get(65_535).is_none(),
+            "overwritten by a number a ring later"
+        );
+    }
+
+    #[test]
+    fn ntp_time_counts_from_1900() {
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(1_500);
+        let n = ntp(t);
+        assert_eq!(n >> 32, 2_208_988_801);
+        assert_eq!(n & 0xffff_ffff, 1 << 31);
     }
 }
