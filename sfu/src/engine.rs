@@ -1373,17 +1373,30 @@ impl Worker {
             }
         }
         if let Some(mean) = lost.checked_div(blocks) {
+            let before = self.core.downlink(&room, &peer);
             let _ = self.core.handle_input(
                 now,
                 Input::ReceiverReport {
-                    room,
-                    peer,
+                    room: room.clone(),
+                    peer: peer.clone(),
                     session,
                     fraction_lost: mean as u8,
                     bytes_sent: sent_bytes,
                     packets_sent: sent_packets,
                 },
             );
+            if let (Some((b, _)), Some((a, loss))) = (before, self.core.downlink(&room, &peer)) {
+                if a < b - 1.0 {
+                    let loss_pct = (loss * 100.0).round();
+                    tracing::info!(
+                        room,
+                        participant = peer,
+                        loss_pct,
+                        estimate_bps = a as u64,
+                        "downlink estimate lowered"
+                    );
+                }
+            }
         }
         self.perform();
     }
