@@ -484,6 +484,8 @@ struct Session {
     offer: Option<(u64, String)>,
     /// Media protected this turn, waiting for one batched send ([`flush_queue`]).
     queue: Vec<BytesMut>,
+    /// Queued media the socket refused, not yet counted in the metrics.
+    refused: u64,
     /// Its remote tracks (by rtc's track id) → what they were published as.
     published: HashMap<String, TrackId>,
     /// Our local tracks on it (by track id) → the reception each carries.
@@ -616,15 +618,16 @@ fn send_rtp(
 }
 
 /// Sends a session's queued media in one `sendmmsg` (equal-sized runs segmented by the kernel).
-/// Returns how many the socket refused (a full buffer: NACKs bring them back from the ring).
-fn flush_queue(dst: &mut Session) -> usize {
+/// What the socket refused (a full buffer: NACKs bring it back from the ring) is counted in
+/// `dst.refused`.
+fn flush_queue(dst: &mut Session) {
     if dst.queue.is_empty() {
-        return 0;
+        return;
     }
     let Some(remote) = dst.remote else {
-        let n = dst.queue.len();
+        dst.refused += dst.queue.len() as u64;
         dst.queue.clear();
-        return n;
+        return;
     };
     let mut refs: [&[u8]; udp_batch::MAX_BATCH] = [&[]; udp_batch::MAX_BATCH];
     let n = dst.queue.len().min(udp_batch::MAX_BATCH);
@@ -634,7 +637,7 @@ fn flush_queue(dst: &mut Session) -> usize {
     use std::os::fd::AsRawFd;
     let sent = udp_batch::send_batch(dst.socket.as_raw_fd(), remote, &refs[..n]);
     dst.queue.clear();
-    n - sent
+    dst.refused += (n - sent) as u64;
 }
 
 /// The remote address of the session's selected ICE pair.
@@ -784,6 +787,8 @@ impl Worker {
                     self.backlog.push(slot);
                 }
             }
+            // What the datagrams read brought goes out now, not after the commands and timers.
+            self.flush_media();
             loop {
                 match cmds.try_recv() {
                     Ok(Cmd::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
@@ -804,9 +809,11 @@ impl Worker {
         let mut dirty = std::mem::take(&mut self.dirty);
         for slot in dirty.drain(..) {
             if let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) {
-                let refused = flush_queue(s);
-                if refused > 0 {
-                    self.metrics.dropped_packets.inc_by(refused as u64);
+                flush_queue(s);
+                if s.refused > 0 {
+                    self.metrics
+                        .dropped_packets
+                        .inc_by(std::mem::take(&mut s.refused));
                 }
             }
         }
@@ -867,6 +874,8 @@ impl Worker {
             return;
         }
         s.remote = selected_remote(&mut s.pc).or(s.remote);
+        // The report counts what is queued: that goes first.
+        flush_queue(s);
         let wall = std::time::SystemTime::now();
         for sub in s.sending.values().filter_map(|id| self.subs.get(id)) {
             let Some((ts, at)) = sub.report.last else {
@@ -1874,6 +1883,7 @@ impl Worker {
             sent_packets: 0,
             offer: None,
             queue: Vec::with_capacity(udp_batch::MAX_BATCH),
+            refused: 0,
             published: HashMap::new(),
             sending: HashMap::new(),
         });

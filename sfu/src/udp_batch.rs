@@ -92,9 +92,14 @@ fn sockaddr(to: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 struct Cmsg([u8; 32]);
 
 /// Sends `packets` (at most [`MAX_BATCH`]) to `to` on the UDP socket `fd`: equal-sized runs as
-/// one segmented message each (where the kernel can), all messages in one `sendmmsg`. Returns
-/// how many datagrams the kernel took (the rest were refused: a full socket buffer).
+/// one segmented message each (where the kernel can), all messages in one `sendmmsg` (again from
+/// where it stopped, if it stops early). Returns how many datagrams the kernel took; the rest were
+/// refused (a full socket buffer).
 pub fn send_batch(fd: RawFd, to: SocketAddr, packets: &[&[u8]]) -> usize {
+    send(fd, to, packets, GSO_OK.load(Ordering::Relaxed))
+}
+
+fn send(fd: RawFd, to: SocketAddr, packets: &[&[u8]], gso: bool) -> usize {
     let packets = &packets[..packets.len().min(MAX_BATCH)];
     if packets.is_empty() {
         return 0;
@@ -105,7 +110,6 @@ pub fn send_batch(fd: RawFd, to: SocketAddr, packets: &[&[u8]]) -> usize {
         *l = p.len();
     }
     let mut runs = [(0usize, 0usize); MAX_BATCH];
-    let gso = GSO_OK.load(Ordering::Relaxed);
     let n_runs = if gso {
         gso_runs(&lens[..packets.len()], &mut runs)
     } else {
@@ -115,7 +119,7 @@ pub fn send_batch(fd: RawFd, to: SocketAddr, packets: &[&[u8]]) -> usize {
         packets.len()
     };
     // SAFETY: all-zero iovec, mmsghdr are valid empty values; every pointer set below points into
-    // locals that outlive the sendmmsg call.
+    // locals that outlive the sendmmsg calls.
     let mut iov: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
     for (v, p) in iov.iter_mut().zip(packets) {
         v.iov_base = p.as_ptr() as *mut libc::c_void;
@@ -128,7 +132,8 @@ pub fn send_batch(fd: RawFd, to: SocketAddr, packets: &[&[u8]]) -> usize {
         let m = &mut msgs[k].msg_hdr;
         m.msg_name = &mut addr as *mut _ as *mut libc::c_void;
         m.msg_namelen = addr_len;
-        m.msg_iov = &mut iov[start];
+        // SAFETY: `start + count <= packets.len() <= MAX_BATCH`: within `iov`.
+        m.msg_iov = unsafe { iov.as_mut_ptr().add(start) };
         m.msg_iovlen = count as _;
         if count > 1 {
             // SAFETY: the control buffer is 32 bytes, enough for CMSG_SPACE(2), and aligned.
@@ -144,20 +149,36 @@ pub fn send_batch(fd: RawFd, to: SocketAddr, packets: &[&[u8]]) -> usize {
             }
         }
     }
-    // SAFETY: `msgs[..n_runs]` point at live iovecs, addresses and control buffers.
-    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n_runs as u32, 0) };
-    if sent < 0 {
-        let e = std::io::Error::last_os_error();
-        if gso && matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) {
-            // No segmentation offload here (or not for this route): each datagram on its own
-            // from now on.
-            GSO_OK.store(false, Ordering::Relaxed);
-            tracing::info!(error = %e, "UDP segmentation offload refused: sending datagrams one by one");
-            return send_batch(fd, to, packets);
+    let mut k = 0;
+    let mut delivered = 0;
+    while k < n_runs {
+        // SAFETY: `msgs[k..n_runs]` point at live iovecs, addresses and control buffers.
+        let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr().add(k), (n_runs - k) as u32, 0) };
+        if r > 0 {
+            delivered += runs[k..k + r as usize]
+                .iter()
+                .map(|(_, c)| c)
+                .sum::<usize>();
+            k += r as usize;
+            continue;
         }
-        return 0;
+        // Message `k` failed (a later one's error is reported when the call is made again from
+        // it, so this is always the failing one).
+        let e = std::io::Error::last_os_error();
+        let (start, count) = runs[k];
+        let segmentation = count > 1 && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL));
+        if !segmentation {
+            break; // a full buffer (or worse): the rest waits for a NACK or is lost
+        }
+        if e.raw_os_error() == Some(libc::EIO) && GSO_OK.swap(false, Ordering::Relaxed) {
+            // No segmentation offload on this machine: each datagram on its own from now on.
+            tracing::info!(error = %e, "UDP segmentation offload refused: sending datagrams one by one");
+        }
+        // This run one datagram at a time (EINVAL: too long a segment for this route), then on.
+        delivered += send(fd, to, &packets[start..start + count], false);
+        k += 1;
     }
-    runs[..sent as usize].iter().map(|(_, c)| c).sum()
+    delivered
 }
 
 #[cfg(test)]
