@@ -153,6 +153,9 @@ enum Outward {
 struct Shared {
     /// Participants per room, per worker.
     rooms: Vec<Mutex<HashMap<String, usize>>>,
+    /// Participants admitted on every worker: a place is taken here before a session is made,
+    /// so two workers cannot both take the last one.
+    admitted: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -160,6 +163,21 @@ impl Shared {
         self.rooms[k]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a place for a new participant, if the SFU has one left.
+    fn admit(&self, capacity: usize) -> bool {
+        self.admitted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        let _ = self
+            .admitted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
     fn participants(&self) -> usize {
@@ -215,6 +233,7 @@ impl Engine {
         let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             rooms: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
+            admitted: std::sync::atomic::AtomicUsize::new(0),
         });
         let draining = Arc::new(AtomicBool::new(false));
         let edge = EdgeLink::new(
@@ -1805,7 +1824,7 @@ impl Worker {
             return Err(MediaError::Draining);
         }
         // Capacity is the SFU's, over every worker.
-        let count = self.shared.participants();
+        let count = self.shared.admitted.load(Ordering::SeqCst);
         if count as u32 >= self.cfg.capacity && !self.members.contains_key(&key) {
             return Err(MediaError::Full(self.cfg.capacity));
         }
@@ -1845,6 +1864,12 @@ impl Worker {
                 return Err(e);
             }
         };
+        // A new participant takes its place now (the check above is only the early answer).
+        let new_member = !self.members.contains_key(&key);
+        if new_member && !self.shared.admit(self.cfg.capacity as usize) {
+            let _ = pc.close();
+            return Err(MediaError::Full(self.cfg.capacity));
+        }
         let session = self.next_session;
         self.next_session += 1;
         let slot = self.free.pop().unwrap_or_else(|| {
@@ -1859,6 +1884,9 @@ impl Worker {
         {
             // Nothing changed: a session it had goes on.
             self.free.push(slot);
+            if new_member {
+                self.shared.release();
+            }
             let _ = pc.close();
             return Err(webrtc_err(e));
         }
@@ -2017,6 +2045,7 @@ impl Worker {
             // Its slot holds no session of its (cannot happen: a member's slot is freed only
             // with it); forget it all the same.
             self.members.remove(&key);
+            self.shared.release();
             let _ = self.core.handle_input(
                 Instant::now(),
                 Input::Leave {
@@ -2033,6 +2062,7 @@ impl Worker {
             return;
         }
         self.members.remove(&key);
+        self.shared.release();
         let _ = self.core.handle_input(
             Instant::now(),
             Input::Leave {
@@ -2117,6 +2147,32 @@ mod tests {
             ring.get(65_535).is_none(),
             "overwritten by a number a ring later"
         );
+    }
+
+    #[test]
+    fn the_last_place_goes_to_one_worker_only() {
+        let shared = Arc::new(Shared {
+            rooms: vec![Mutex::new(HashMap::new()), Mutex::new(HashMap::new())],
+            admitted: std::sync::atomic::AtomicUsize::new(0),
+        });
+        // Two threads race for 100 places of 1,000 asked.
+        let taken: usize = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let shared = shared.clone();
+                    s.spawn(move || (0..500).filter(|_| shared.admit(100)).count())
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(taken, 100);
+        shared.release();
+        assert!(shared.admit(100), "a place freed is taken again");
+        assert!(!shared.admit(100));
+        for _ in 0..200 {
+            shared.release(); // never below zero
+        }
+        assert_eq!(shared.admitted.load(Ordering::SeqCst), 0);
     }
 
     #[test]
