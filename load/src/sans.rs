@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use edgemeet_shared::protocol::SdpBody;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc::ice::candidate::candidate_host::CandidateHostConfig;
-use rtc::ice::candidate::CandidateConfig;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -30,7 +28,6 @@ use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{RTCIceCandidate, RTCIceCandidateInit};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -288,22 +285,7 @@ fn new_session(
     .map_err(e)?;
     let offer = pc.create_offer(None).map_err(e)?;
     pc.set_local_description(now, offer).map_err(e)?;
-    let host = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: local.ip().to_string(),
-            port: local.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .map_err(e)?;
-    let init: RTCIceCandidateInit = RTCIceCandidate::from(&host).to_json().map_err(e)?;
-    pc.add_local_candidate(init).map_err(e)?;
-    pc.add_local_candidate(RTCIceCandidateInit::default())
-        .map_err(e)?;
+    edgemeet_sfu::engine::add_host_candidate(&mut pc, local).map_err(e)?;
     let sdp = pc.local_description().ok_or("no local description")?.sdp;
     Ok((pc, sdp))
 }

@@ -687,6 +687,28 @@ fn selected_remote(pc: &mut RTCPeerConnection) -> Option<SocketAddr> {
         .or_else(|| format!("[{}]:{}", r.address, r.port).parse().ok())
 }
 
+/// Gives a sans-IO session its one candidate, the UDP socket it reads (`local`), and says there
+/// are no more (no gathering: the address is known). Used by the load tool's subscribers too.
+pub fn add_host_candidate(
+    pc: &mut RTCPeerConnection,
+    local: SocketAddr,
+) -> Result<(), rtc::shared::error::Error> {
+    let host = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    let init: RTCIceCandidateInit = RTCIceCandidate::from(&host).to_json()?;
+    pc.add_local_candidate(init)?;
+    pc.add_local_candidate(RTCIceCandidateInit::default())
+}
+
 /// `t` as a 64-bit NTP timestamp.
 fn ntp(t: std::time::SystemTime) -> u64 {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -1836,23 +1858,7 @@ impl Worker {
                 .map_err(|e| MediaError::BadSdp(e.to_string()))?;
             let answer = pc.create_answer(None).map_err(webrtc_err)?;
             pc.set_local_description(now, answer).map_err(webrtc_err)?;
-            let host = CandidateHostConfig {
-                base_config: CandidateConfig {
-                    network: "udp".to_owned(),
-                    address: local.ip().to_string(),
-                    port: local.port(),
-                    component: 1,
-                    ..Default::default()
-                },
-                ..Default::default()
-            }
-            .new_candidate_host()
-            .map_err(webrtc_err)?;
-            let init: RTCIceCandidateInit =
-                RTCIceCandidate::from(&host).to_json().map_err(webrtc_err)?;
-            pc.add_local_candidate(init).map_err(webrtc_err)?;
-            pc.add_local_candidate(RTCIceCandidateInit::default())
-                .map_err(webrtc_err)?;
+            add_host_candidate(&mut pc, local).map_err(webrtc_err)?;
             pc.local_description()
                 .map(|d| d.sdp)
                 .ok_or_else(|| MediaError::Webrtc("no local description".into()))
