@@ -425,7 +425,10 @@ async fn run_point(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let missing = want_video.saturating_sub(video_now());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Warm-up: long enough for the SFU's per-stream retransmission rings (512 packets, ~3.2 s
+    // of a 720p layer) and send queues to fill, so the window measures the steady state and not
+    // the first touch of their memory (on this VM a fresh 2 MB page costs ~0.1 ms to zero).
+    tokio::time::sleep(Duration::from_secs(4)).await;
 
     // The window.
     let _ = take_all(&ctxs[0]);

@@ -16,10 +16,11 @@
 //!   (offers, events) leaves the thread through a channel to one tokio task ([`EdgeLink`]); how
 //!   an offer went comes back as a command.
 //! - **Per packet:** [`SubForward`] decides per subscriber (layer, rewrite, keyframe wait); the
-//!   engine builds the packet (12-byte header + the shared payload) in one reused buffer,
-//!   protects it with the subscriber session's own SRTP context (`protect_rtp`, vendor/rtc patch
-//!   3) and sends it to the session's selected ICE address — rtc's sender pipeline is not on
-//!   the path. What its interceptors did for those packets the engine does itself: a ring of
+//!   engine builds the packet (12-byte header + the shared payload) straight into the
+//!   subscriber session's send queue (one buffer that keeps its capacity), protects it there
+//!   with the session's own outbound SRTP keys ([`SrtpOut`], from rtc's `local_srtp_keys`,
+//!   vendor/rtc patch 4; the rollover counter beside the stream) and sends it to the session's
+//!   selected ICE address — rtc's sender pipeline is not on the path. What its interceptors did for those packets the engine does itself: a ring of
 //!   the last [`SENT_RING`] packets per video reception answers NACKs, and each session's
 //!   one-second tick sends a sender report per stream (so rtc's sender-report interceptor is
 //!   left out of the registry: its reports would count nothing). Batched sends (`sendmmsg`,
@@ -84,6 +85,7 @@ use crate::metrics::Metrics;
 use crate::offer::{OfferLayout, TrackKind};
 use crate::rtcp_up::RtcpToApplication;
 use crate::sfu_core::{block_bit, Input, Output, SfuCore, SubId, TrackId};
+use crate::srtp_out::{Roc, SrtpOut};
 use crate::udp_batch;
 
 const WAKER: Token = Token(usize::MAX);
@@ -502,7 +504,9 @@ struct Session {
     /// Our newest offer to it (generation, SDP), kept for a resend.
     offer: Option<(u64, String)>,
     /// Media protected this turn, waiting for one batched send ([`flush_queue`]).
-    queue: Vec<BytesMut>,
+    queue: OutQueue,
+    /// Its outbound SRTP keys, derived when the first packet goes to it after DTLS.
+    srtp: Option<SrtpOut>,
     /// Queued media the socket refused, not yet counted in the metrics.
     refused: u64,
     /// Its remote tracks (by rtc's track id) → what they were published as.
@@ -546,6 +550,8 @@ struct Sub {
     sent: Option<SentRing>,
     /// For its sender reports.
     report: SendReport,
+    /// Its SRTP rollover counter.
+    roc: Roc,
 }
 
 /// How many packets a video reception keeps for retransmission (~0.5 s of a 720p layer).
@@ -604,7 +610,7 @@ fn send_rtp(
     dst: &mut Session,
     slot: usize,
     dirty: &mut Vec<usize>,
-    buf: &mut Vec<u8>,
+    roc: &mut Roc,
     p: &SentPacket,
     ssrc: u32,
 ) -> bool {
@@ -614,25 +620,53 @@ fn send_rtp(
     if dst.remote.is_none() {
         return false;
     }
-    buf.clear();
-    buf.push(0x80);
-    buf.push(((p.marker as u8) << 7) | (p.payload_type & 0x7f));
-    buf.extend_from_slice(&p.seq.to_be_bytes());
-    buf.extend_from_slice(&p.timestamp.to_be_bytes());
-    buf.extend_from_slice(&ssrc.to_be_bytes());
-    buf.extend_from_slice(&p.payload);
-    match dst.pc.protect_rtp(buf) {
-        Ok(out) => {
-            if dst.queue.is_empty() {
-                dirty.push(slot);
-            }
-            dst.queue.push(out);
-            if dst.queue.len() >= udp_batch::MAX_BATCH {
-                flush_queue(dst);
-            }
-            true
-        }
-        Err(_) => false,
+    if dst.srtp.is_none() {
+        dst.srtp = dst.pc.local_srtp_keys().and_then(|k| SrtpOut::new(k).ok());
+    }
+    let Some(srtp) = dst.srtp.as_ref() else {
+        return false;
+    };
+    let q = &mut dst.queue;
+    let start = q.data.len();
+    q.data.push(0x80);
+    q.data
+        .push(((p.marker as u8) << 7) | (p.payload_type & 0x7f));
+    q.data.extend_from_slice(&p.seq.to_be_bytes());
+    q.data.extend_from_slice(&p.timestamp.to_be_bytes());
+    q.data.extend_from_slice(&ssrc.to_be_bytes());
+    q.data.extend_from_slice(&p.payload);
+    srtp.protect(&mut q.data, start, 12, roc.for_seq(p.seq));
+    if q.spans.is_empty() {
+        dirty.push(slot);
+    }
+    q.spans.push((start, q.data.len()));
+    if q.spans.len() >= udp_batch::MAX_BATCH {
+        flush_queue(dst);
+    }
+    true
+}
+
+/// A session's protected media waiting for its batched send: the datagrams one after another
+/// in one buffer that keeps its capacity, so queueing allocates nothing once warm.
+#[derive(Default)]
+struct OutQueue {
+    data: Vec<u8>,
+    /// Each datagram's range in `data`.
+    spans: Vec<(usize, usize)>,
+}
+
+impl OutQueue {
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.spans.clear();
     }
 }
 
@@ -650,8 +684,8 @@ fn flush_queue(dst: &mut Session) {
     };
     let mut refs: [&[u8]; udp_batch::MAX_BATCH] = [&[]; udp_batch::MAX_BATCH];
     let n = dst.queue.len().min(udp_batch::MAX_BATCH);
-    for (r, q) in refs.iter_mut().zip(&dst.queue) {
-        *r = q;
+    for (r, &(a, b)) in refs.iter_mut().zip(&dst.queue.spans) {
+        *r = &dst.queue.data[a..b];
     }
     use std::os::fd::AsRawFd;
     let sent = udp_batch::send_batch(dst.socket.as_raw_fd(), remote, &refs[..n]);
@@ -738,8 +772,6 @@ struct Worker {
     next_port: u32,
     next_session: u64,
     buf: Vec<u8>,
-    /// Where each forwarded packet is built before SRTP.
-    send_buf: Vec<u8>,
     /// Sockets left readable when their turn's budget ran out (mio is edge-triggered).
     backlog: Vec<usize>,
     /// The core's next deadline, kept after each input (asking walks every room).
@@ -790,7 +822,6 @@ impl Worker {
             // room's worker.
             next_session: 1,
             buf: vec![0u8; MTU],
-            send_buf: Vec::with_capacity(MTU + 64),
             backlog: Vec::new(),
             core_next: None,
             stopping: false,
@@ -1290,14 +1321,7 @@ impl Worker {
                 payload,
             };
             let len = pkt.payload.len() as u64 + 12;
-            let ok = send_rtp(
-                dst,
-                sub.slot,
-                &mut self.dirty,
-                &mut self.send_buf,
-                &sent,
-                m.ssrc,
-            );
+            let ok = send_rtp(dst, sub.slot, &mut self.dirty, &mut sub.roc, &sent, m.ssrc);
             // Numbered and remembered as forwarded either way: one the socket refused is
             // asked for again (NACK) and sent from the ring.
             if let Some(ring) = sub.sent.as_mut() {
@@ -1403,8 +1427,7 @@ impl Worker {
                     let ssrc = sub.fwd.rewriter.out_ssrc();
                     for q in &seqs {
                         if let Some(p) = ring.get(*q) {
-                            if send_rtp(dst, sub.slot, &mut self.dirty, &mut self.send_buf, p, ssrc)
-                            {
+                            if send_rtp(dst, sub.slot, &mut self.dirty, &mut sub.roc, p, ssrc) {
                                 self.metrics.retransmitted_packets.inc();
                             }
                         }
@@ -1647,6 +1670,7 @@ impl Worker {
                 keyframe_wanted: false,
                 sent: video.then(SentRing::new),
                 report: SendReport::default(),
+                roc: Roc::default(),
                 fwd,
             },
         );
@@ -1916,7 +1940,8 @@ impl Worker {
             sent_bytes: 0,
             sent_packets: 0,
             offer: None,
-            queue: Vec::with_capacity(udp_batch::MAX_BATCH),
+            queue: OutQueue::default(),
+            srtp: None,
             refused: 0,
             published: HashMap::new(),
             sending: HashMap::new(),

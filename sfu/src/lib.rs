@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod rtcp_up;
 pub mod sfu_core;
 pub mod speaker;
+pub mod srtp_out;
 pub mod udp_batch;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,9 @@
 //! The SFU engine's media path outside webrtc-rs's sender pipeline: an RTP packet the application
 //! built, protected with a connected session's own SRTP context (`RTCPeerConnection::protect_rtp`,
 //! vendor/rtc patch 3), is read by the other end exactly as sent — with either SRTP profile a
-//! browser may choose.
+//! browser may choose. So is one the engine protects in its own buffer with the session's
+//! exported keys (`local_srtp_keys`, patch 4, and `edgemeet_sfu::srtp_out`), across a
+//! sequence-number wrap.
 
 mod rtc_pair;
 
@@ -53,6 +55,31 @@ fn a_packet_protected_with_the_sessions_context_arrives_as_sent() {
 }
 
 #[test]
+fn a_packet_the_engine_protects_in_place_arrives_as_sent_across_a_wrap() {
+    use edgemeet_sfu::srtp_out::{Roc, SrtpOut};
+    for profile in [
+        SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+        SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+    ] {
+        let (a, mut b, _) = connect(profile, true);
+        let out = SrtpOut::new(a.pc.local_srtp_keys().expect("keys after DTLS")).unwrap();
+        let mut roc = Roc::default();
+        let mut buf = Vec::new();
+        for seq in (65_500..=65_535u16).chain(0..40) {
+            let payload = Bytes::from(vec![(seq % 251) as u8; 1_000 + (seq % 7) as usize]);
+            buf.clear();
+            buf.extend_from_slice(&[0xaa; 3]);
+            buf.extend_from_slice(&marshal(&packet(seq, &payload)));
+            out.protect(&mut buf, 3, 12, roc.for_seq(seq));
+            let got = receive(&mut b, &a, BytesMut::from(&buf[3..]));
+            assert_eq!(got.len(), 1, "{profile:?}: packet {seq} was not read");
+            assert_eq!(got[0].header.sequence_number, seq);
+            assert_eq!(got[0].payload, payload, "{profile:?}: payload of {seq}");
+        }
+    }
+}
+
+#[test]
 fn before_dtls_there_is_nothing_to_protect_with() {
     let now = std::time::Instant::now();
     let mut e = rtc_pair::end(
@@ -63,4 +90,5 @@ fn before_dtls_there_is_nothing_to_protect_with() {
     );
     let p = packet(1, &Bytes::from_static(&[1; 10]));
     assert!(e.pc.protect_rtp(&marshal(&p)).is_err());
+    assert!(e.pc.local_srtp_keys().is_none());
 }

@@ -53,6 +53,10 @@ pub(crate) struct DtlsTransport {
     // certificate.
     pub(crate) remote_certificates: Vec<Vec<u8>>,
 
+    /// The outbound SRTP master key and salt with their profile, kept at handshake completion
+    /// for `RTCPeerConnection::local_srtp_keys` (edgemeet patch 4).
+    pub(crate) local_srtp_keys: Option<crate::peer_connection::LocalSrtpKeys>,
+
     // From SettingEngine
     pub(crate) answering_dtls_role: RTCDtlsRole,
     pub(crate) srtp_protection_profiles: Vec<SrtpProtectionProfile>,
@@ -115,6 +119,7 @@ impl DtlsTransport {
             dtls_role: RTCDtlsRole::Auto,
             dtls_handshake_config: None,
             dtls_endpoint: None,
+            local_srtp_keys: None,
             state: RTCDtlsTransportState::New,
             certificates,
             remote_certificates: vec![],
