@@ -263,6 +263,74 @@ async fn sfu_metric(http: &reqwest::Client, base: &str, name: &str) -> Option<f6
         .and_then(|v| v.parse().ok())
 }
 
+/// The SFU's forwarding delay histogram (sans-IO engine).
+const DELAY: &str = "edgemeet_sfu_forward_delay_seconds";
+
+/// A histogram's buckets from the SFU's /metrics: (upper bound, cumulative count), in order.
+async fn sfu_histogram(http: &reqwest::Client, base: &str, name: &str) -> Vec<(f64, f64)> {
+    let Some(text) = async {
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+    .await
+    else {
+        return Vec::new();
+    };
+    parse_buckets(&text, name)
+}
+
+fn parse_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `q` quantile of what a histogram counted between two readings, interpolated within its
+/// bucket as Prometheus's `histogram_quantile` does (NaN when nothing was counted).
+fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let counts: Vec<(f64, f64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let was = before.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
+            (le, n - was)
+        })
+        .collect();
+    let Some(&(_, total)) = counts.last() else {
+        return f64::NAN;
+    };
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, n) in &counts {
+        if n >= rank {
+            if le.is_infinite() {
+                return lower.0;
+            }
+            let within = (rank - lower.1) / (n - lower.1).max(1e-9);
+            return lower.0 + (le - lower.0) * within;
+        }
+        lower = (le, n);
+    }
+    lower.0
+}
+
 struct Figures {
     label: String,
     peers: usize,
@@ -274,6 +342,8 @@ struct Figures {
     loss_pct: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The SFU's own forwarding delay (socket → a subscriber's copy sent), p50 and p99, µs.
+    sfu_delay_us: (f64, f64),
     rss_per_peer_mb: f64,
     load_cpu: f64,
     first_video_ms: (f64, f64),
@@ -433,10 +503,12 @@ async fn run_point(
     // The window.
     let _ = take_all(&ctxs[0]);
     let fwd0 = sfu_metric(&http, &sfu.base, "edgemeet_sfu_forwarded_packets_total").await;
+    let delay0 = sfu_histogram(&http, &sfu.base, DELAY).await;
     let (cpu0, me0, t0) = (cpu_time(pid), cpu_time(std::process::id()), Instant::now());
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     let (cpu1, me1, t1) = (cpu_time(pid), cpu_time(std::process::id()), Instant::now());
     let fwd1 = sfu_metric(&http, &sfu.base, "edgemeet_sfu_forwarded_packets_total").await;
+    let delay1 = sfu_histogram(&http, &sfu.base, DELAY).await;
     let stats = take_all(&ctxs[0]);
     let rss = rss_bytes(pid);
 
@@ -494,6 +566,10 @@ async fn run_point(
         loss_pct: 100.0 * lost as f64 / (received + lost).max(1) as f64,
         p50_ms: percentile(&lat, 0.5) / 1000.0,
         p99_ms: percentile(&lat, 0.99) / 1000.0,
+        sfu_delay_us: (
+            histogram_quantile(&delay0, &delay1, 0.5) * 1e6,
+            histogram_quantile(&delay0, &delay1, 0.99) * 1e6,
+        ),
         rss_per_peer_mb: rss.saturating_sub(rss_idle) as f64 / peers as f64 / 1_048_576.0,
         load_cpu: me1.saturating_sub(me0).as_secs_f64() / wall,
         first_video_ms: (
@@ -596,7 +672,7 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
         }
     );
     println!(
-        "{:<12} {:>5} {:>7} {:>9} {:>8} {:>7} {:>10} {:>7} {:>12} {:>11} {:>9} {:>12}",
+        "{:<12} {:>5} {:>7} {:>9} {:>8} {:>7} {:>10} {:>7} {:>12} {:>13} {:>11} {:>9} {:>12}",
         "point",
         "peers",
         "streams",
@@ -606,6 +682,7 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
         "streams/cpu",
         "loss %",
         "lat p50/p99",
+        "SFU p50/p99",
         "MB/peer",
         "load cpu",
         "1st video"
@@ -616,7 +693,7 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
             let f = run_point(&args, p, clips.clone()).await?;
             per_packet.push(f.us_per_packet);
             println!(
-            "{:<12} {:>5} {:>7} {:>9.0} {:>8.2} {:>6.1}% {:>10} {:>7.3} {:>5.2}/{:<5.2}ms {:>11.2} {:>8.1}% {:>5.0}/{:<5.0}ms{}",
+            "{:<12} {:>5} {:>7} {:>9.0} {:>8.2} {:>6.1}% {:>10} {:>7.3} {:>5.2}/{:<5.2}ms {:>5.0}/{:<5.0}µs {:>11.2} {:>8.1}% {:>5.0}/{:<5.0}ms{}",
             f.label,
             f.peers,
             f.streams,
@@ -632,6 +709,8 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
             f.loss_pct,
             f.p50_ms,
             f.p99_ms,
+            f.sfu_delay_us.0,
+            f.sfu_delay_us.1,
             f.rss_per_peer_mb,
             f.load_cpu * 100.0,
             f.first_video_ms.0,
@@ -659,7 +738,9 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
         "streams: camera streams forwarded (publisher → viewer, with its microphone); µs/pkt: SFU CPU \
          time / forwarded packets (audio and video); streams/cpu: streams one fully used core would \
          forward at this cost; lat: send → receive inside this tool (both ends' webrtc-rs included); \
-         1st video: connection → first camera packet, p50/max"
+         SFU: the SFU's own forwarding delay as each subscriber sees it, a packet's arrival at the \
+         SFU's socket (kernel time) → its copy handed to the kernel (the oldest of each batch; sans \
+         engine); 1st video: connection → first camera packet, p50/max"
     );
     Ok(())
 }
@@ -667,6 +748,24 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_histogram_quantile_counts_only_the_window() {
+        let text = |counts: [u32; 4]| {
+            format!(
+                "x_bucket{{le=\"0.0001\"}} {}\nx_bucket{{le=\"0.001\"}} {}\nx_bucket{{le=\"0.01\"}} {}\nx_bucket{{le=\"+Inf\"}} {}\nx_count {}\n",
+                counts[0], counts[1], counts[2], counts[3], counts[3]
+            )
+        };
+        let before = parse_buckets(&text([50, 50, 50, 50]), "x");
+        assert_eq!(before.len(), 4);
+        // In the window: 100 between 0.1 and 1 ms.
+        let after = parse_buckets(&text([50, 150, 150, 150]), "x");
+        let p50 = histogram_quantile(&before, &after, 0.5);
+        assert!((p50 - 0.00055).abs() < 1e-9, "{p50}");
+        assert!(histogram_quantile(&before, &before, 0.5).is_nan());
+        assert!(histogram_quantile(&[], &[], 0.5).is_nan());
+    }
 
     #[test]
     fn points_parse() {

@@ -181,10 +181,137 @@ fn send(fd: RawFd, to: SocketAddr, packets: &[&[u8]], gso: bool) -> usize {
     delivered
 }
 
+/// Asks the kernel to stamp each datagram the socket receives with the time it arrived
+/// (`SO_TIMESTAMPNS`, the realtime clock), read back by [`recv_timed`].
+pub fn enable_rx_timestamps(fd: RawFd) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket option with an int argument of the given size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &on as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The realtime clock now, as [`recv_timed`] stamps datagrams.
+pub fn realtime_now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Receives one datagram into `buf`: its length, sender and, where the socket has
+/// [`enable_rx_timestamps`], when the kernel received it (since the Unix epoch, realtime clock).
+pub fn recv_timed(
+    fd: RawFd,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<std::time::Duration>)> {
+    // SAFETY: zeroed sockaddr_storage and msghdr are valid; every pointer set below outlives
+    // the call, and the control buffer is aligned for cmsghdr.
+    let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut control = Cmsg([0; 32]);
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = &mut from as *mut _ as *mut libc::c_void;
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = control.0.len() as _;
+    // SAFETY: msg describes valid buffers (above).
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let addr = socket_addr(&from).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "sender is not IPv4 or IPv6",
+        )
+    })?;
+    let mut at = None;
+    // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_* walk within them.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                at = Some(std::time::Duration::new(
+                    ts.tv_sec as u64,
+                    ts.tv_nsec as u32,
+                ));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, addr, at))
+}
+
+fn socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match s.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says it holds a sockaddr_in.
+            let a = unsafe { &*(s as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::from((
+                u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says it holds a sockaddr_in6.
+            let a = unsafe { &*(s as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                a.sin6_addr.s6_addr.into(),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_datagram_comes_with_when_the_kernel_received_it() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut buf = [0u8; 64];
+        // Without the option: no time.
+        tx.send_to(b"one", rx.local_addr().unwrap()).unwrap();
+        let (n, from, at) = recv_timed(rx.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(
+            (&buf[..n], from, at),
+            (&b"one"[..], tx.local_addr().unwrap(), None)
+        );
+        enable_rx_timestamps(rx.as_raw_fd()).unwrap();
+        let before = realtime_now();
+        tx.send_to(b"two", rx.local_addr().unwrap()).unwrap();
+        let (n, _, at) = recv_timed(rx.as_raw_fd(), &mut buf).unwrap();
+        let after = realtime_now();
+        assert_eq!(&buf[..n], b"two");
+        let at = at.expect("a receive time");
+        assert!(
+            before <= at && at <= after,
+            "{before:?} <= {at:?} <= {after:?}"
+        );
+    }
 
     fn runs_of(lens: &[usize]) -> Vec<(usize, usize)> {
         let mut r = [(0, 0); MAX_BATCH];
