@@ -99,6 +99,11 @@ enum Cmd {
         /// Runs of each point (the median µs per packet is printed too).
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// Run in a network namespace of its own whose loopback hands what it receives to the
+        /// load tool's core (RPS), so the SFU's CPU holds its own sends and not the subscribers'
+        /// receiving kernel path too, as on a real network (needs root).
+        #[arg(long)]
+        rps: bool,
         /// Points: PxS (P publishers, S subscribers in one room), PxS@R (R rooms), +sim
         /// (simulcast with tile sizes). Default: 1x10 1x50 1x100 4x50 10x0@2+sim 1x300.
         points: Vec<String>,
@@ -143,8 +148,9 @@ fn main() -> ExitCode {
             floor,
             secs,
             runs,
+            rps,
             points,
-        } => load(quick, floor, secs, runs, &points),
+        } => load(quick, floor, secs, runs, rps, &points),
         Cmd::Impair(imp) => {
             // Ctrl-C / SIGTERM end the impairment cleanly (its rules come out).
             STACK_UP.store(true, Ordering::SeqCst);
@@ -629,7 +635,14 @@ fn soak(minutes: u64) -> Result<()> {
     r
 }
 
-fn load(quick: bool, floor: bool, secs: u64, runs: usize, points: &[String]) -> Result<()> {
+fn load(
+    quick: bool,
+    floor: bool,
+    secs: u64,
+    runs: usize,
+    rps: bool,
+    points: &[String],
+) -> Result<()> {
     let p = setup::Paths::new();
     if cmd::output(Command::new("vpxenc").arg("--help")).is_none() {
         // libvpx's own encoder makes the clips the publishers loop (once, kept in target/).
@@ -679,6 +692,31 @@ fn load(quick: bool, floor: bool, secs: u64, runs: usize, points: &[String]) -> 
     if floor {
         c.arg("--floor");
     }
+    // Left (and deleted) when this returns.
+    if rps && cores < 2 {
+        note("--rps needs two cores (the load tool's to steer to): measuring without it");
+    }
+    let _ns = if rps && cores >= 2 {
+        let ns = netns::Netns::enter()?;
+        // `ip netns exec` mounts the namespace's own /sys for the command, so this writes its
+        // loopback's setting and never the machine's.
+        cmd::run(
+            "receive steering",
+            Command::new(setup::IP).args([
+                "netns",
+                "exec",
+                &ns.name,
+                "sh",
+                "-c",
+                "echo 2 > /sys/class/net/lo/queues/rx-0/rps_cpus",
+            ]),
+            "RPS needs a kernel built with CONFIG_RPS",
+        )?;
+        note("loopback receive processing steered to core 1 (the load tool's): the SFU's CPU holds its sends only");
+        Some(ns)
+    } else {
+        None
+    };
     step("load (SFU pinned to core 0)", || {
         cmd::run(
             "load",
