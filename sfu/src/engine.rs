@@ -82,13 +82,12 @@ use crate::media::{
     media_engine, offered_pt, rand_ssrc, MediaConfig, MediaError, ICE_DISCONNECTED_AFTER,
     ICE_FAILED_AFTER,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{LocalCounts, LocalHistogram, Metrics};
 use crate::offer::{OfferLayout, TrackKind};
 use crate::rtcp_up::RtcpToApplication;
 use crate::sfu_core::{block_bit, Input, Output, SfuCore, SubId, TrackId};
 use crate::srtp_out::{Roc, SrtpOut};
 use crate::udp_batch;
-use prometheus_client::metrics::histogram::Histogram;
 
 const WAKER: Token = Token(usize::MAX);
 /// The largest datagram read (longer ones would be cut and fail SRTP/DTLS).
@@ -621,7 +620,7 @@ fn send_rtp(
     p: &SentPacket,
     ssrc: u32,
     rx: Duration,
-    delay: &Histogram,
+    delay: &mut LocalHistogram,
 ) -> bool {
     if dst.remote.is_none() && dst.connected {
         dst.remote = selected_remote(&mut dst.pc);
@@ -691,7 +690,7 @@ impl OutQueue {
 ///
 /// Observes in `delay` how long the oldest of them took from the SFU's socket to here: the
 /// forwarding delay as this subscriber sees it (once per batch, not per packet).
-fn flush_queue(dst: &mut Session, delay: &Histogram) {
+fn flush_queue(dst: &mut Session, delay: &mut LocalHistogram) {
     if dst.queue.is_empty() {
         return;
     }
@@ -796,6 +795,8 @@ struct Worker {
     buf: Vec<u8>,
     /// Sockets left readable when their turn's budget ran out (mio is edge-triggered).
     backlog: Vec<usize>,
+    /// What this thread counted this turn, added to the shared metrics at its end.
+    counts: LocalCounts,
     /// When the datagram being handled reached its socket (realtime clock, the kernel's stamp):
     /// what it makes the engine send carries it, for the forwarding delay metric.
     rx_at: Duration,
@@ -849,6 +850,7 @@ impl Worker {
             buf: vec![0u8; MTU],
             backlog: Vec::new(),
             rx_at: Duration::ZERO,
+            counts: LocalCounts::default(),
             core_next: None,
             stopping: false,
             dirty: Vec::new(),
@@ -899,6 +901,7 @@ impl Worker {
             }
             self.timers();
             self.flush_media();
+            self.metrics.add(&mut self.counts);
         }
     }
 
@@ -907,12 +910,8 @@ impl Worker {
         let mut dirty = std::mem::take(&mut self.dirty);
         for slot in dirty.drain(..) {
             if let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) {
-                flush_queue(s, &self.metrics.forward_delay);
-                if s.refused > 0 {
-                    self.metrics
-                        .dropped_packets
-                        .inc_by(std::mem::take(&mut s.refused));
-                }
+                flush_queue(s, &mut self.counts.forward_delay);
+                self.counts.dropped_packets += std::mem::take(&mut s.refused);
             }
         }
         self.dirty = dirty;
@@ -973,7 +972,7 @@ impl Worker {
         }
         s.remote = selected_remote(&mut s.pc).or(s.remote);
         // The report counts what is queued: that goes first.
-        flush_queue(s, &self.metrics.forward_delay);
+        flush_queue(s, &mut self.counts.forward_delay);
         let wall = std::time::SystemTime::now();
         for sub in s.sending.values().filter_map(|id| self.subs.get(id)) {
             let Some((ts, at)) = sub.report.last else {
@@ -1194,7 +1193,7 @@ impl Worker {
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!(room, publisher, kind = kind.name(), error = %e, "ignoring a track");
-                self.metrics.dropped_packets.inc();
+                self.counts.dropped_packets += 1;
                 return;
             }
         };
@@ -1259,7 +1258,7 @@ impl Worker {
             return;
         };
         let Some(&id) = s.published.get(track) else {
-            self.metrics.dropped_packets.inc();
+            self.counts.dropped_packets += 1;
             return;
         };
         let blocked_bits = s.blocked;
@@ -1273,12 +1272,12 @@ impl Worker {
             match p.layer_of.get(&ssrc).copied().flatten() {
                 Some(l) => l,
                 None => {
-                    self.metrics.dropped_packets.inc();
+                    self.counts.dropped_packets += 1;
                     return;
                 }
             }
         } else if ssrc != p.media_ssrc {
-            self.metrics.dropped_packets.inc();
+            self.counts.dropped_packets += 1;
             return;
         } else {
             0
@@ -1329,10 +1328,10 @@ impl Worker {
             let step = sub.fwd.on_packet(&pin, connected, asked || mine, now_us);
             want_keyframe |= step.keyframe_layers;
             if step.switched && p.simulcast {
-                self.metrics.layer_switches.inc();
+                self.counts.layer_switches += 1;
             }
             if step.dropped {
-                self.metrics.dropped_packets.inc();
+                self.counts.dropped_packets += 1;
             }
             let Some((m, renumbered)) = step.send else {
                 continue;
@@ -1354,7 +1353,7 @@ impl Worker {
                 &sent,
                 m.ssrc,
                 self.rx_at,
-                &self.metrics.forward_delay,
+                &mut self.counts.forward_delay,
             );
             // Numbered and remembered as forwarded either way: one the socket refused is
             // asked for again (NACK) and sent from the ring.
@@ -1367,10 +1366,10 @@ impl Worker {
                 sub.report.packets = sub.report.packets.wrapping_add(1);
                 sub.report.octets = sub.report.octets.wrapping_add(pkt.payload.len() as u32);
                 sub.report.last = Some((m.timestamp, now));
-                self.metrics.forwarded_packets.inc();
-                self.metrics.forwarded_bytes.inc_by(len);
+                self.counts.forwarded_packets += 1;
+                self.counts.forwarded_bytes += len;
             } else {
-                self.metrics.dropped_packets.inc();
+                self.counts.dropped_packets += 1;
             }
         }
         if p.video.is_none() || (want_keyframe == 0 && p.pacer.idle()) {
@@ -1469,9 +1468,9 @@ impl Worker {
                                 p,
                                 ssrc,
                                 self.rx_at,
-                                &self.metrics.forward_delay,
+                                &mut self.counts.forward_delay,
                             ) {
-                                self.metrics.retransmitted_packets.inc();
+                                self.counts.retransmitted_packets += 1;
                             }
                         }
                     }

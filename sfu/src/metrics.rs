@@ -4,9 +4,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::Config;
 
@@ -16,10 +17,93 @@ pub struct ResultLabel {
 }
 
 /// Bucket bounds of `forward_delay_seconds`: fine below the 1 ms the SFU-engine issue asks for.
-pub const FORWARD_DELAY_BUCKETS: [f64; 14] = [
+pub const FORWARD_DELAY_BUCKETS: [f64; BUCKETS] = [
     25e-6, 50e-6, 100e-6, 200e-6, 300e-6, 500e-6, 750e-6, 1e-3, 1.5e-3, 2e-3, 5e-3, 10e-3, 20e-3,
     50e-3,
 ];
+
+const BUCKETS: usize = 14;
+
+/// What one media worker thread counted since it last added to the shared metrics: plain
+/// numbers, so the per-packet path does no atomic operation on a cache line another thread
+/// writes; the worker adds them to [`Metrics`] once per turn of its loop ([`Metrics::add`]).
+#[derive(Debug, Default, Clone)]
+pub struct LocalCounts {
+    pub forwarded_packets: u64,
+    pub forwarded_bytes: u64,
+    pub dropped_packets: u64,
+    pub retransmitted_packets: u64,
+    pub layer_switches: u64,
+    pub keyframe_requests: u64,
+    pub forward_delay: LocalHistogram,
+}
+
+/// A histogram filled by one thread, added to a [`SharedHistogram`] now and then.
+#[derive(Debug, Default, Clone)]
+pub struct LocalHistogram {
+    /// Per bucket of [`FORWARD_DELAY_BUCKETS`] (not cumulative), and one past the last.
+    counts: [u64; BUCKETS + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl LocalHistogram {
+    pub fn observe(&mut self, v: f64) {
+        let i = FORWARD_DELAY_BUCKETS
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(BUCKETS);
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+/// The sum of every thread's [`LocalHistogram`], encoded as an OpenMetrics histogram.
+#[derive(Debug, Default)]
+pub struct SharedHistogram {
+    counts: [AtomicU64; BUCKETS + 1],
+    /// Nanoseconds.
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl SharedHistogram {
+    fn add(&self, local: &LocalHistogram) {
+        for (c, n) in self.counts.iter().zip(local.counts) {
+            if n > 0 {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        self.sum_ns
+            .fetch_add((local.sum * 1e9) as u64, Ordering::Relaxed);
+        self.count.fetch_add(local.count, Ordering::Relaxed);
+    }
+
+    /// Appends the histogram named `name` (with the registry's prefix) to OpenMetrics text.
+    fn encode(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}.");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count {}", self.count.load(Ordering::Relaxed));
+        let mut cumulative = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            match FORWARD_DELAY_BUCKETS.get(i) {
+                Some(le) => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -34,7 +118,8 @@ pub struct Metrics {
     pub dynacast_updates: Counter,
     pub layer_switches: Counter,
     pub retransmitted_packets: Counter,
-    pub forward_delay: Histogram,
+    /// Filled by the sans-IO engine's workers ([`LocalCounts`]); encoded by [`Metrics::encode`].
+    pub forward_delay: SharedHistogram,
 }
 
 impl Metrics {
@@ -53,7 +138,7 @@ impl Metrics {
             dynacast_updates: Counter::default(),
             layer_switches: Counter::default(),
             retransmitted_packets: Counter::default(),
-            forward_delay: Histogram::new(FORWARD_DELAY_BUCKETS.iter().copied()),
+            forward_delay: SharedHistogram::default(),
         };
         registry.register(
             "build",
@@ -115,11 +200,6 @@ impl Metrics {
             "Packets sent again to a subscriber that NACKed them (sans-IO engine)",
             m.retransmitted_packets.clone(),
         );
-        registry.register(
-            "forward_delay_seconds",
-            "Per batch of media sent to a subscriber: from the arrival of its oldest packet at the SFU's socket to the batch handed to the kernel (sans-IO engine)",
-            m.forward_delay.clone(),
-        );
         Metrics { registry, ..m }
     }
 
@@ -127,6 +207,86 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
+        // The histogram the workers sum into goes before the end marker.
+        let eof = out.rfind("# EOF").unwrap_or(out.len());
+        let tail = out.split_off(eof);
+        self.forward_delay.encode(
+            "edgemeet_sfu_forward_delay_seconds",
+            "Per batch of media sent to a subscriber: from the arrival of its oldest packet at the SFU's socket to the batch handed to the kernel (sans-IO engine)",
+            &mut out,
+        );
+        out.push_str(&tail);
         out
+    }
+
+    /// Adds what a worker thread counted, and zeroes it.
+    pub fn add(&self, local: &mut LocalCounts) {
+        let l = std::mem::take(local);
+        let add = |c: &Counter, n: u64| {
+            if n > 0 {
+                c.inc_by(n);
+            }
+        };
+        add(&self.forwarded_packets, l.forwarded_packets);
+        add(&self.forwarded_bytes, l.forwarded_bytes);
+        add(&self.dropped_packets, l.dropped_packets);
+        add(&self.retransmitted_packets, l.retransmitted_packets);
+        add(&self.layer_switches, l.layer_switches);
+        add(&self.keyframe_requests, l.keyframe_requests);
+        if l.forward_delay.count > 0 {
+            self.forward_delay.add(&l.forward_delay);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_threads_count_adds_up_in_the_exported_text() {
+        let m = Metrics::new(&crate::config::Config {
+            id: "sfu-a".into(),
+            region: "eu-west".into(),
+            location: edgemeet_shared::region::GeoPoint { lat: 0.0, lon: 0.0 },
+            listen: "127.0.0.1:0".parse().unwrap(),
+            public_url: "http://127.0.0.1".into(),
+            media_ip: "127.0.0.1".parse().unwrap(),
+            udp_ports: (40_000, 40_100),
+            capacity: 10,
+            edge_url: None,
+            control_secret: "x".repeat(32),
+            engine: crate::config::EngineKind::default(),
+        });
+        let mut a = LocalCounts {
+            forwarded_packets: 5,
+            forwarded_bytes: 6_000,
+            ..LocalCounts::default()
+        };
+        a.forward_delay.observe(0.000_04);
+        a.forward_delay.observe(0.003);
+        let mut b = LocalCounts {
+            forwarded_packets: 2,
+            ..LocalCounts::default()
+        };
+        b.forward_delay.observe(1.0);
+        m.add(&mut a);
+        m.add(&mut b);
+        assert_eq!(a.forwarded_packets, 0, "added once only");
+        m.add(&mut a);
+        let text = m.encode();
+        assert!(
+            text.contains("edgemeet_sfu_forwarded_packets_total 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("edgemeet_sfu_forwarded_bytes_total 6000\n"));
+        assert!(
+            text.contains("edgemeet_sfu_forward_delay_seconds_bucket{le=\"0.00005\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("edgemeet_sfu_forward_delay_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(text.contains("edgemeet_sfu_forward_delay_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("edgemeet_sfu_forward_delay_seconds_count 3\n"));
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
     }
 }
