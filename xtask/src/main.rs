@@ -104,6 +104,10 @@ enum Cmd {
         /// receiving kernel path too, as on a real network (needs root).
         #[arg(long)]
         rps: bool,
+        /// SRTP profile the load peers offer: `chrome` (AES-CM + HMAC-SHA1-80, the default, as
+        /// Chromium) or `gcm` (AES-GCM).
+        #[arg(long)]
+        srtp: Option<String>,
         /// Points: PxS (P publishers, S subscribers in one room), PxS@R (R rooms), +sim
         /// (simulcast with tile sizes). Default: 1x10 1x50 1x100 4x50 10x0@2+sim 1x300.
         points: Vec<String>,
@@ -149,8 +153,9 @@ fn main() -> ExitCode {
             secs,
             runs,
             rps,
+            srtp,
             points,
-        } => load(quick, floor, secs, runs, rps, &points),
+        } => load(quick, floor, secs, runs, rps, srtp.as_deref(), &points),
         Cmd::Impair(imp) => {
             // Ctrl-C / SIGTERM end the impairment cleanly (its rules come out).
             STACK_UP.store(true, Ordering::SeqCst);
@@ -641,6 +646,7 @@ fn load(
     secs: u64,
     runs: usize,
     rps: bool,
+    srtp: Option<&str>,
     points: &[String],
 ) -> Result<()> {
     let p = setup::Paths::new();
@@ -691,6 +697,9 @@ fn load(
     }
     if floor {
         c.arg("--floor");
+    }
+    if let Some(srtp) = srtp {
+        c.args(["--srtp", srtp]);
     }
     // Left (and deleted) when this returns.
     if rps && cores < 2 {
