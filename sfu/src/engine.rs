@@ -508,6 +508,8 @@ struct Session {
     queue: OutQueue,
     /// Its outbound SRTP keys, derived when the first packet goes to it after DTLS.
     srtp: Option<SrtpOut>,
+    /// Its keys were refused (said once in the log).
+    srtp_refused: bool,
     /// Queued media the socket refused, not yet counted in the metrics.
     refused: u64,
     /// Its remote tracks (by rtc's track id) → what they were published as.
@@ -555,7 +557,7 @@ struct Sub {
     roc: Roc,
 }
 
-/// How many packets a video reception keeps for retransmission (~0.5 s of a 720p layer).
+/// How many packets a video reception keeps for retransmission (~3.2 s of a 720p layer).
 const SENT_RING: usize = 512;
 
 /// One packet sent to a subscriber, as it was sent (before SRTP); the payload is shared.
@@ -629,7 +631,14 @@ fn send_rtp(
         return false;
     }
     if dst.srtp.is_none() {
-        dst.srtp = dst.pc.local_srtp_keys().and_then(|k| SrtpOut::new(k).ok());
+        match dst.pc.local_srtp_keys().map(SrtpOut::new) {
+            Some(Ok(out)) => dst.srtp = Some(out),
+            Some(Err(e)) if !dst.srtp_refused => {
+                dst.srtp_refused = true;
+                tracing::warn!(room = %dst.room, participant = %dst.peer, error = %e, "no media can be sent to this session");
+            }
+            _ => {}
+        }
     }
     let Some(srtp) = dst.srtp.as_ref() else {
         return false;
@@ -694,11 +703,6 @@ fn flush_queue(dst: &mut Session, delay: &mut LocalHistogram) {
     if dst.queue.is_empty() {
         return;
     }
-    delay.observe(
-        udp_batch::realtime_now()
-            .saturating_sub(dst.queue.oldest)
-            .as_secs_f64(),
-    );
     let Some(remote) = dst.remote else {
         dst.refused += dst.queue.len() as u64;
         dst.queue.clear();
@@ -710,6 +714,11 @@ fn flush_queue(dst: &mut Session, delay: &mut LocalHistogram) {
         *r = &dst.queue.data[a..b];
     }
     let sent = udp_batch::send_batch(dst.socket.as_raw_fd(), remote, &refs[..n]);
+    delay.observe(
+        udp_batch::realtime_now()
+            .saturating_sub(dst.queue.oldest)
+            .as_secs_f64(),
+    );
     dst.queue.clear();
     dst.refused += (n - sent) as u64;
 }
@@ -849,7 +858,7 @@ impl Worker {
             next_session: 1,
             buf: vec![0u8; MTU],
             backlog: Vec::new(),
-            rx_at: Duration::ZERO,
+            rx_at: udp_batch::realtime_now(),
             counts: LocalCounts::default(),
             core_next: None,
             stopping: false,
@@ -928,6 +937,8 @@ impl Worker {
 
     fn timers(&mut self) {
         let now = Instant::now();
+        // What timers send (a NACK answered late, say) is measured from now.
+        self.rx_at = udp_batch::realtime_now();
         if self.core_next.is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
             self.perform();
@@ -1010,6 +1021,7 @@ impl Worker {
             self.close_slot(slot);
         }
         self.rooms_changed();
+        self.metrics.add(&mut self.counts);
     }
 
     // ---- datagrams ----
@@ -1767,6 +1779,7 @@ impl Worker {
     // ---- commands ----
 
     fn command(&mut self, cmd: Cmd) {
+        self.rx_at = udp_batch::realtime_now();
         match cmd {
             Cmd::Offer {
                 room,
@@ -1986,6 +1999,7 @@ impl Worker {
             offer: None,
             queue: OutQueue::default(),
             srtp: None,
+            srtp_refused: false,
             refused: 0,
             published: HashMap::new(),
             sending: HashMap::new(),
@@ -2157,6 +2171,8 @@ impl Worker {
         let Some(mut s) = self.sessions[slot].take() else {
             return;
         };
+        // Counted as forwarded when queued, never sent: dropped.
+        self.counts.dropped_packets += s.refused + s.queue.len() as u64;
         let _ = s.pc.close();
         while let Some(out) = s.pc.poll_write() {
             let _ = s.socket.send_to(&out.message, out.transport.peer_addr);

@@ -34,7 +34,6 @@ pub struct LocalCounts {
     pub dropped_packets: u64,
     pub retransmitted_packets: u64,
     pub layer_switches: u64,
-    pub keyframe_requests: u64,
     pub forward_delay: LocalHistogram,
 }
 
@@ -82,6 +81,14 @@ impl SharedHistogram {
 
     /// Appends the histogram named `name` (with the registry's prefix) to OpenMetrics text.
     fn encode(&self, name: &str, help: &str, out: &mut String) {
+        // Buckets first, and the count is their total: a scrape during a worker's `add` may
+        // miss part of that turn, but never shows a count that disagrees with the buckets.
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
         let _ = writeln!(out, "# HELP {name} {help}.");
         let _ = writeln!(out, "# TYPE {name} histogram");
         let _ = writeln!(
@@ -89,10 +96,10 @@ impl SharedHistogram {
             "{name}_sum {}",
             self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
         );
-        let _ = writeln!(out, "{name}_count {}", self.count.load(Ordering::Relaxed));
+        let _ = writeln!(out, "{name}_count {total}");
         let mut cumulative = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            cumulative += c.load(Ordering::Relaxed);
+        for (i, c) in counts.into_iter().enumerate() {
+            cumulative += c;
             match FORWARD_DELAY_BUCKETS.get(i) {
                 Some(le) => {
                     let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
@@ -232,7 +239,6 @@ impl Metrics {
         add(&self.dropped_packets, l.dropped_packets);
         add(&self.retransmitted_packets, l.retransmitted_packets);
         add(&self.layer_switches, l.layer_switches);
-        add(&self.keyframe_requests, l.keyframe_requests);
         if l.forward_delay.count > 0 {
             self.forward_delay.add(&l.forward_delay);
         }

@@ -30,6 +30,8 @@ pub enum SrtpError {
     },
     #[error("the AES-GCM key was refused by the cipher")]
     GcmKey,
+    #[error("the SRTP profile {0} is not one this SFU protects with")]
+    Profile(&'static str),
 }
 
 /// The labels of RFC 3711 section 4.3.1 this module derives.
@@ -132,7 +134,10 @@ impl SrtpOut {
                     salt,
                 }
             }
-            _ => {
+            ProtectionProfile::Aes128CmHmacSha1_80
+            | ProtectionProfile::Aes128CmHmacSha1_32
+            | ProtectionProfile::Aes256CmHmacSha1_80
+            | ProtectionProfile::Aes256CmHmacSha1_32 => {
                 let cipher = Aes::new(session_key).ok_or_else(bad)?;
                 let mut salt = [0u8; 14];
                 derive(&prf, &keys.master_salt, LABEL_SRTP_SALT, &mut salt);
@@ -152,6 +157,7 @@ impl SrtpOut {
                     tag_len: profile.rtp_auth_tag_len(),
                 }
             }
+            other => return Err(SrtpError::Profile(profile_name(other))),
         };
         session_key.fill(0);
         Ok(SrtpOut { protect })

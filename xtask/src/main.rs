@@ -100,8 +100,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         runs: usize,
         /// Run in a network namespace of its own whose loopback hands what it receives to the
-        /// load tool's core (RPS), so the SFU's CPU holds its own sends and not the subscribers'
-        /// receiving kernel path too, as on a real network (needs root).
+        /// load tool's core (RPS), so the SFU's CPU no longer includes the subscribers' receiving
+        /// kernel path (nor its own ingress: that moves too) (needs root).
         #[arg(long)]
         rps: bool,
         /// SRTP profile the load peers offer: `chrome` (AES-CM + HMAC-SHA1-80, the default, as
@@ -721,7 +721,7 @@ fn load(
             ]),
             "RPS needs a kernel built with CONFIG_RPS",
         )?;
-        note("loopback receive processing steered to core 1 (the load tool's): the SFU's CPU holds its sends only");
+        note("loopback receive processing steered to core 1 (the load tool's): the SFU's CPU leaves out every receiving kernel path, the subscribers' and its own ingress");
         Some(ns)
     } else {
         None
