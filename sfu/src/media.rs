@@ -1727,7 +1727,10 @@ async fn forward_loop(
             if sub.local.write_rtp(out).await.is_ok() {
                 sub.sent
                     .fetch_add(pkt.payload.len() as u64 + 12, Ordering::Relaxed);
-                sub.sent_packets.fetch_add(1, Ordering::Relaxed);
+                if published.video.is_some() {
+                    // What a NACK can name (see the downlink estimate).
+                    sub.sent_packets.fetch_add(1, Ordering::Relaxed);
+                }
                 metrics.forwarded_packets.inc();
                 metrics
                     .forwarded_bytes
