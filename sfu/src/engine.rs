@@ -42,10 +42,10 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rtc::ice::candidate::candidate_host::CandidateHostConfig;
 use rtc::ice::candidate::CandidateConfig;
-use rtc::interceptor::{ReceiverReportBuilder, Registry, Slot};
+use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -61,6 +61,7 @@ use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, TYPE_RTCP_FB_NACK};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -1889,10 +1890,24 @@ impl Worker {
 
     fn build_pc(&self, local: SocketAddr, now: Instant) -> Result<RTCPeerConnection, MediaError> {
         let mut me = media_engine()?;
-        // rtc's defaults without the sender-report interceptor: what is forwarded never goes
-        // through rtc's sender pipeline, so its reports would name no packets; the engine sends
-        // its own ([`Worker::tick`]). NACKs from subscribers are answered from [`SentRing`].
-        let registry = configure_nack(Registry::new(), &mut me);
+        // rtc's defaults without the sender-report interceptor and the NACK responder: what is
+        // forwarded never goes through rtc's sender pipeline, so its reports would name no
+        // packets (the engine sends its own, [`Worker::tick`]) and the responder's send buffers
+        // (1,024 packets, ~115 KB, per outgoing video stream: over 1 MB per participant in a
+        // room of ten) would stay empty — NACKs from subscribers are answered from
+        // [`SentRing`]. NACK feedback is still offered for video, and the generator NACKs what
+        // publishers lose.
+        for parameter in ["", "pli"] {
+            me.register_feedback(
+                RTCPFeedback {
+                    typ: TYPE_RTCP_FB_NACK.to_owned(),
+                    parameter: parameter.to_owned(),
+                },
+                RtpCodecKind::Video,
+            );
+        }
+        let registry =
+            Registry::new().with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
         configure_simulcast_extension_headers(&mut me).map_err(webrtc_err)?;
         let registry = configure_twcc_receiver_only(registry, &mut me).map_err(webrtc_err)?;
         let registry = registry
