@@ -21,8 +21,12 @@
 //!   (under 90 % of the rate sent then times one minus its loss), the loss is the link's own
 //!   (radio, a bad cable) and sending less does not help: the estimate holds instead of sliding
 //!   to the lowest layer, and each window still losing at least [`LOSS_LOW`] at that lower rate
-//!   confirms it. Above [`LOSS_RANDOM_MAX`] it is congestion anyway, and the finding lapses after
-//!   a hold without confirmation.
+//!   confirms it. Above [`LOSS_RANDOM_MAX`] it is congestion anyway; the finding lapses after a
+//!   hold without confirmation, or after two clean windows running (one lucky window is noise, as
+//!   one lossy one is).
+//! - **A window holds enough packets to judge.** It closes after [`WINDOW_MS`] once
+//!   [`NACK_SAMPLE`] packets a NACK can name (video) went out in it, or after [`MAX_WINDOW_MS`]:
+//!   one NACK among a layer-0 stream's ~18 packets a second is not 5.5 % loss.
 //! - **A decrease is judged once it reaches what is sent.** A simulcast switch waits for the new
 //!   layer's keyframe, so the window after a decrease may still carry the old rate and its loss;
 //!   for up to [`SETTLE_MS`] such windows do not decrease again (above [`LOSS_RANDOM_MAX`] they
@@ -57,8 +61,12 @@ pub const MAX_BPS: f64 = 50_000_000.0;
 pub const LOSS_HIGH: f64 = 0.05;
 /// …below this one it increases.
 pub const LOSS_LOW: f64 = 0.02;
-/// The estimate decides once per window of this many milliseconds.
+/// The estimate decides once per window of this many milliseconds…
 pub const WINDOW_MS: Millis = 1_000;
+/// …once that many packets a NACK can name went out in it (one NACK among a layer-0 stream's
+/// ~18 packets a second would read as 5.5 % loss), or [`MAX_WINDOW_MS`] passed.
+pub const NACK_SAMPLE: u64 = 50;
+pub const MAX_WINDOW_MS: Millis = 3_000;
 /// No report for this long is an outage, not congestion: what the subscriber NACKs in the window
 /// after it (everything the outage swallowed) does not count.
 pub const OUTAGE_MS: Millis = 2_500;
@@ -78,7 +86,7 @@ pub const SCREEN_BPS: f64 = 1_500_000.0;
 #[derive(Debug, Clone)]
 pub struct DownlinkEstimator {
     estimate: f64,
-    /// The previous report was lossy too.
+    /// The previous window was lossy (over [`LOSS_HIGH`]).
     lossy: bool,
     /// The previous window was clean (under [`LOSS_LOW`]).
     clean: bool,
@@ -344,6 +352,7 @@ impl DownlinkEstimator {
             // Back from an outage: the window after it is not counted.
             self.resume_at = now + WINDOW_MS;
             self.lossy = false;
+            self.clean = false;
         }
         self.last_report = Some(now);
         if now < self.resume_at {
@@ -357,7 +366,9 @@ impl DownlinkEstimator {
         };
         self.reported.0 += fraction_lost as u32;
         self.reported.1 += 1;
-        if now < t + WINDOW_MS {
+        if now < t + WINDOW_MS
+            || (packets_sent.saturating_sub(p) < NACK_SAMPLE && now < t + MAX_WINDOW_MS)
+        {
             return self.estimate;
         }
         // The window closes: its loss is the larger of the reports' mean (after repair) and the
@@ -672,8 +683,8 @@ mod tests {
 
     #[test]
     fn random_loss_hovering_around_the_threshold_does_not_slide_later() {
-        // 10 % of the video lost but the audio (never NACKed) counted too: what a window reads
-        // hovers around 5 %, rarely above it two windows running (measured: a lossy viewer moved
+        // What a window reads hovering around 5 %, rarely above it two windows running (measured
+        // when audio, never NACKed, was still counted in what was sent: a lossy viewer moved
         // from 640 to 320 px some 20 s after the first decrease, when the finding had lapsed).
         let (mut d, mut t, mut b, mut p, mut s) = (DownlinkEstimator::new(), 0, 0, 0, 0u16);
         d.on_report(0, 0, 0, 0);
@@ -716,6 +727,19 @@ mod tests {
                 layer_for_bandwidth(now as u64) >= 1,
                 "window {i} after the lucky one slid to the lowest layer ({now})"
             );
+        }
+    }
+
+    #[test]
+    fn a_sparse_streams_occasional_nack_is_not_congestion() {
+        // One layer-0 camera (~18 packets a second) at ~1 % random loss: two NACKs in two
+        // seconds running, then none for eight. Per one-second window that read as 5.5 % twice.
+        let (mut d, mut t, mut b, mut p, mut s) = (DownlinkEstimator::new(), 0, 0, 0, 0u16);
+        d.on_report(0, 0, 0, 0);
+        for second in 0..60 {
+            let loss = if second % 10 < 2 { 1.0 / 18.0 } else { 0.0 };
+            let now = window(&mut d, &mut t, &mut b, &mut p, &mut s, 150_000.0, loss);
+            assert!(now >= INITIAL_BPS, "decreased at second {second}: {now}");
         }
     }
 

@@ -1375,7 +1375,7 @@ impl Worker {
             }
             if ok {
                 dst.sent_bytes += len;
-                if sub.sent.is_some() {
+                if p.video.is_some() {
                     // Video only: the NACKed share of the downlink estimate is taken of what a
                     // NACK can name (audio is never NACKed; counting it halved a 640 px
                     // viewer's measured loss and let the "link's own loss" finding lapse).
