@@ -20,11 +20,12 @@
 //!   subscriber session's send queue (one buffer that keeps its capacity), protects it there
 //!   with the session's own outbound SRTP keys ([`SrtpOut`], from rtc's `local_srtp_keys`,
 //!   vendor/rtc patch 4; the rollover counter beside the stream) and sends it to the session's
-//!   selected ICE address — rtc's sender pipeline is not on the path. What its interceptors did for those packets the engine does itself: a ring of
-//!   the last [`SENT_RING`] packets per video reception answers NACKs, and each session's
-//!   one-second tick sends a sender report per stream (so rtc's sender-report interceptor is
-//!   left out of the registry: its reports would count nothing). Batched sends (`sendmmsg`,
-//!   GSO) and one socket per thread are next.
+//!   selected ICE address — rtc's sender pipeline is not on the path. Each session's queue
+//!   goes out at the end of the turn's reads in one `sendmmsg`, equal-sized runs as one UDP GSO
+//!   message each (`udp_batch`). What rtc's interceptors did for those packets the engine does
+//!   itself: a ring of the last [`SENT_RING`] packets per video reception answers NACKs, and
+//!   each session's one-second tick sends a sender report per stream (so rtc's sender-report
+//!   interceptor and NACK responder are left out of the registry).
 //!
 //! The default engine (`--engine sans`, `EDGEMEET_SFU_ENGINE`); `--engine async` runs the one
 //! before it (`media.rs`, webrtc-rs's async PeerConnections), kept while this one proves itself.
@@ -61,7 +62,6 @@ use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, TYPE_RTCP_FB_NACK};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -1895,17 +1895,8 @@ impl Worker {
         // packets (the engine sends its own, [`Worker::tick`]) and the responder's send buffers
         // (1,024 packets, ~115 KB, per outgoing video stream: over 1 MB per participant in a
         // room of ten) would stay empty — NACKs from subscribers are answered from
-        // [`SentRing`]. NACK feedback is still offered for video, and the generator NACKs what
-        // publishers lose.
-        for parameter in ["", "pli"] {
-            me.register_feedback(
-                RTCPFeedback {
-                    typ: TYPE_RTCP_FB_NACK.to_owned(),
-                    parameter: parameter.to_owned(),
-                },
-                RtpCodecKind::Video,
-            );
-        }
+        // [`SentRing`]. NACK feedback is offered for video by `media_engine` already; the
+        // generator NACKs what publishers lose.
         let registry =
             Registry::new().with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
         configure_simulcast_extension_headers(&mut me).map_err(webrtc_err)?;
