@@ -35,11 +35,12 @@ use crate::{post_to, random_id, token_key};
 
 pub const BINDING: &str = "ROOMS";
 
-/// The room's tables: its own row, one row per member, one per revoked token.
+/// The room's tables: its own row, one row per member, one per revoked token, chat message, poll.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS members (id TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, until INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS chat (n INTEGER PRIMARY KEY, v TEXT NOT NULL);";
+CREATE TABLE IF NOT EXISTS chat (n INTEGER PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS polls (n INTEGER PRIMARY KEY, v TEXT NOT NULL);";
 
 /// What each accepted socket carries through hibernation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,12 +153,16 @@ impl RoomObject {
         let chat: Vec<ValueRow> = sql
             .exec("SELECT v FROM chat ORDER BY n", None)?
             .to_array()?;
+        let polls: Vec<ValueRow> = sql
+            .exec("SELECT v FROM polls ORDER BY n", None)?
+            .to_array()?;
         let (room, errors) = Room::restore(
             name.unwrap_or_default(),
             Some(&meta.v),
             members.iter().map(|m| (m.id.as_str(), m.v.as_str())),
             revoked.iter().map(|r| (r.jti.as_str(), r.until as u64)),
             chat.iter().map(|c| c.v.as_str()),
+            polls.iter().map(|p| p.v.as_str()),
         );
         for e in errors {
             worker::console_error!("room {}: {e}", room.name());
@@ -198,6 +203,15 @@ impl RoomObject {
                     vec![(n as i64).into(), v.into()],
                 )?,
                 None => self.sql_exec("DELETE FROM chat WHERE n = ?", vec![(n as i64).into()])?,
+            }
+        }
+        for (n, row) in c.polls {
+            match row {
+                Some(v) => self.sql_exec(
+                    "INSERT OR REPLACE INTO polls (n, v) VALUES (?, ?)",
+                    vec![(n as i64).into(), v.into()],
+                )?,
+                None => self.sql_exec("DELETE FROM polls WHERE n = ?", vec![(n as i64).into()])?,
             }
         }
         for (jti, until) in c.revoked {

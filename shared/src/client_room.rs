@@ -1,7 +1,8 @@
 //! The room as a browser sees it: a pure reducer over [`ServerMessage`]s, so the UI only renders.
 
 use crate::protocol::{
-    ChatMessage, MediaKind, ParticipantInfo, RoomSettings, ServerMessage, Waiter, CHAT_HISTORY,
+    ChatMessage, MediaKind, ParticipantInfo, PollView, RoomSettings, ServerMessage, Waiter,
+    CHAT_HISTORY,
 };
 use crate::token::Role;
 
@@ -23,6 +24,8 @@ pub struct ClientRoom {
     pub waiting: Vec<Waiter>,
     /// In the waiting room of this room (not let in yet).
     pub waiting_in: Option<String>,
+    /// The meeting's polls as this browser may see them, oldest first.
+    pub polls: Vec<PollView>,
 }
 
 impl ClientRoom {
@@ -42,7 +45,24 @@ impl ClientRoom {
                 self.chat = room.chat.clone();
                 self.waiting = room.waiting.clone();
                 self.waiting_in = None;
+                self.polls = room.polls.clone();
                 None
+            }
+            ServerMessage::Poll { poll } => {
+                let Some(old) = self.polls.iter_mut().find(|p| p.id == poll.id) else {
+                    let i = self.polls.partition_point(|p| p.id < poll.id);
+                    self.polls.insert(i, poll.clone());
+                    return poll
+                        .open
+                        .then(|| format!("{} started a poll: {}", poll.by, poll.question));
+                };
+                let notice = match (old.open, poll.open, old.shared, poll.shared) {
+                    (true, false, ..) => Some(format!("Poll ended: {}", poll.question)),
+                    (_, _, false, true) => Some(format!("Poll results shared: {}", poll.question)),
+                    _ => None,
+                };
+                *old = poll.clone();
+                notice
             }
             ServerMessage::Waiting { room } => {
                 self.waiting_in = Some(room.clone());
@@ -235,6 +255,7 @@ mod tests {
             settings: RoomSettings::default(),
             chat: Vec::new(),
             waiting: Vec::new(),
+            polls: Vec::new(),
         };
         assert_eq!(
             r.apply(&ServerMessage::Snapshot {

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     TooManyRequests,
     /// Already done (a chat message sent again with the same client id): nothing changed.
     Duplicate,
+    /// A second vote in a poll (one per person): refused, the first one stands.
+    AlreadyVoted,
     Internal,
 }
 
@@ -46,7 +48,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => 503,
             ErrorCode::PasswordRequired | ErrorCode::WrongPassword => 401,
             ErrorCode::TooManyRequests => 429,
-            ErrorCode::Duplicate => 409,
+            ErrorCode::Duplicate | ErrorCode::AlreadyVoted => 409,
             ErrorCode::Internal => 500,
         }
     }

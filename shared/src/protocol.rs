@@ -106,6 +106,25 @@ pub enum ClientMessage {
     },
     /// Host only: end the meeting for everyone.
     EndMeeting {},
+    /// Host or co-host: launch a poll (2 to [`MAX_POLL_OPTIONS`] options, at most
+    /// [`MAX_POLL_BYTES`] of text in all). Everyone is sent `poll`.
+    CreatePoll {
+        question: String,
+        options: Vec<String>,
+        /// More than one option may be chosen.
+        #[serde(default)]
+        multiple: bool,
+        /// Nobody, hosts included, learns who chose what.
+        #[serde(default)]
+        anonymous: bool,
+    },
+    /// Vote in open poll `poll`: the chosen options' positions (one for a single-choice poll).
+    /// Once per person; a vote cannot be changed.
+    Vote { poll: u64, choices: Vec<u32> },
+    /// Host or co-host: show poll `poll`'s results to everyone (live while it is open).
+    SharePollResults { poll: u64 },
+    /// Host or co-host: end poll `poll` (no more votes; its results are kept for the meeting).
+    EndPoll { poll: u64 },
 }
 
 /// What a host can stop for someone.
@@ -177,6 +196,53 @@ pub struct ChatMessage {
     pub at: u64,
     /// The sender's page's id for it (a resend is recognised).
     pub client_id: String,
+}
+
+/// Most polls a meeting keeps.
+pub const MAX_POLLS: usize = 128;
+/// Most bytes of text (question and options) in one poll.
+pub const MAX_POLL_BYTES: usize = 1024;
+/// Fewest and most options a poll has.
+pub const MIN_POLL_OPTIONS: usize = 2;
+pub const MAX_POLL_OPTIONS: usize = 10;
+
+/// One poll as a participant may see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PollView {
+    /// The room's number for it (rising).
+    pub id: u64,
+    pub question: String,
+    pub options: Vec<String>,
+    pub multiple: bool,
+    pub anonymous: bool,
+    /// Who launched it (their name then).
+    pub by: String,
+    /// Milliseconds since the epoch.
+    pub created_at: u64,
+    /// Still taking votes.
+    pub open: bool,
+    /// A host showed the results to everyone.
+    pub shared: bool,
+    /// This person (this browser) has voted.
+    pub voted: bool,
+    /// What this person chose (named polls only: an anonymous poll keeps no one's choice).
+    #[serde(default)]
+    pub my_choices: Vec<u32>,
+    /// The results, for hosts and co-hosts, and for everyone once shared.
+    #[serde(default)]
+    pub results: Option<PollResults>,
+}
+
+/// A poll's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PollResults {
+    /// Votes per option, in the options' order.
+    pub counts: Vec<u32>,
+    /// How many people voted.
+    pub voters: u32,
+    /// Named polls: who chose each option (names when they voted); empty for anonymous ones.
+    #[serde(default)]
+    pub names: Vec<Vec<String>>,
 }
 
 /// Someone in the waiting room, as hosts see them.
@@ -333,6 +399,10 @@ pub enum ServerMessage {
     },
     /// The host ended the meeting (the socket closes next).
     MeetingEnded {},
+    /// A poll was launched or changed (a vote, results shared, ended), as you may see it.
+    Poll {
+        poll: PollView,
+    },
 
     Error {
         code: ErrorCode,
@@ -364,6 +434,9 @@ pub struct RoomSnapshot {
     /// Who is waiting (only hosts and co-hosts are told).
     #[serde(default)]
     pub waiting: Vec<Waiter>,
+    /// The meeting's polls as this participant may see them, oldest first.
+    #[serde(default)]
+    pub polls: Vec<PollView>,
 }
 
 pub fn default_max_screen_sharers() -> u32 {

@@ -656,6 +656,7 @@ mod tests {
                 settings: Default::default(),
                 chat: Vec::new(),
                 waiting: Vec::new(),
+                polls: Vec::new(),
             },
             resumed,
         }

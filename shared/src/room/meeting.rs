@@ -725,6 +725,10 @@ impl Room {
                 to,
                 client_id,
             } => self.chat(now, conn, id, text, to, client_id),
+            msg @ (ClientMessage::CreatePoll { .. }
+            | ClientMessage::Vote { .. }
+            | ClientMessage::SharePollResults { .. }
+            | ClientMessage::EndPoll { .. }) => self.poll_action(now, conn, &id, msg),
             ClientMessage::DeleteChat { id: msg_id } => {
                 if !moderator {
                     return forbidden("hosts and co-hosts can delete messages");
@@ -947,6 +951,8 @@ impl Room {
                         },
                     ));
                 }
+                // Poll results come (or go) with the role.
+                out.extend(self.polls_to(&target));
                 out
             }
             ClientMessage::UpdateSettings { mut settings } => {
@@ -1014,7 +1020,7 @@ impl Room {
         }
     }
 
-    fn name_of(&self, id: &str) -> String {
+    pub(super) fn name_of(&self, id: &str) -> String {
         self.members
             .get(id)
             .map(|m| m.info.name.clone())
@@ -1363,6 +1369,7 @@ impl Room {
         let revoked = std::mem::take(&mut self.revoked);
         let old_members: Vec<String> = self.members.keys().cloned().collect();
         let old_chat: Vec<u64> = self.chat.iter().map(|m| m.id).collect();
+        let old_polls: Vec<u64> = self.polls.iter().map(|p| p.id).collect();
         let mut fresh = Room::new(name);
         fresh.revoked = revoked; // tokens out there stay refused until they expire
                                  // Tokens of the ended meeting bring nobody into the next one.
@@ -1377,6 +1384,7 @@ impl Room {
         self.dirty.meta = true;
         self.dirty.members.extend(old_members);
         self.dirty.chat.extend(old_chat);
+        self.dirty.polls.extend(old_polls);
         out
     }
 }

@@ -19,6 +19,7 @@
 //! - token refresh: members get a fresh room token over their socket before theirs expires.
 
 mod meeting;
+mod polls;
 mod sfu;
 mod store;
 #[cfg(test)]
@@ -263,6 +264,9 @@ struct Meta {
     /// The next chat message's number.
     #[serde(default)]
     chat_next: u64,
+    /// The next poll's number.
+    #[serde(default)]
+    poll_next: u64,
     /// The door's generation: it goes up whenever the host tightens who gets in (lock, waiting
     /// room, password) and when the meeting ends. A token let in under an older one brings nobody
     /// new in (members resume whatever their token says).
@@ -297,6 +301,8 @@ pub struct Room {
     revoked: BTreeMap<String, u64>,
     /// The chat, oldest first (at most [`CHAT_HISTORY`]); one stored row per message.
     chat: VecDeque<ChatMessage>,
+    /// The meeting's polls, oldest first (at most [`crate::protocol::MAX_POLLS`]); a row each.
+    polls: Vec<polls::Poll>,
     /// Rate limits and wrong passwords (not stored: a restart forgets them).
     limits: meeting::Limits,
     out: VecDeque<Output>,
@@ -310,6 +316,7 @@ impl PartialEq for Room {
             && self.members == other.members
             && self.revoked == other.revoked
             && self.chat == other.chat
+            && self.polls == other.polls
     }
 }
 
@@ -328,6 +335,7 @@ impl Room {
                 waiting: Vec::new(),
                 bans: BTreeSet::new(),
                 chat_next: 1,
+                poll_next: 1,
                 door: 0,
                 meeting_door: 0,
                 host_bid: None,
@@ -338,6 +346,7 @@ impl Room {
             members: BTreeMap::new(),
             revoked: BTreeMap::new(),
             chat: VecDeque::new(),
+            polls: Vec::new(),
             limits: meeting::Limits::default(),
             out: VecDeque::new(),
             dirty: store::Dirty::default(),
@@ -405,6 +414,7 @@ impl Room {
             settings: self.meta.settings.clone(),
             chat: Vec::new(),
             waiting: Vec::new(),
+            polls: Vec::new(),
         }
     }
 
@@ -413,6 +423,7 @@ impl Room {
     pub fn snapshot_for(&self, id: &str) -> RoomSnapshot {
         let mut s = self.snapshot();
         s.chat = self.chat_for(id);
+        s.polls = self.polls_for(id);
         if self.is_moderator(id) {
             s.waiting = self.waiting_list();
         }
@@ -1306,6 +1317,8 @@ impl Room {
                         },
                     ));
                 }
+                // And the polls' results.
+                out.extend(self.polls_to(&new));
             }
         }
         if self.members.is_empty() {

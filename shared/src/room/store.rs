@@ -1,8 +1,8 @@
 //! What the room persists, and how it comes back.
 //!
-//! The room is three kinds of rows: its own (settings, host, SFU and its health), one per member
+//! The room is five kinds of rows: its own (settings, host, SFU and its health), one per member
 //! (including an SFU offer held for a member who is away, and their token's lifetime), one per
-//! revoked token. Every change marks what it touched; after each input the core hands the shell
+//! revoked token, one per chat message, one per poll. Every change marks what it touched; after each input the core hands the shell
 //! exactly those rows ([`Changes`]: JSON to upsert, or a delete), and [`Room::restore`] rebuilds the
 //! room from whatever rows are stored. The shell never decides what to save.
 
@@ -19,6 +19,7 @@ pub(super) struct Dirty {
     pub members: IdSet,
     pub revoked: IdSet,
     pub chat: std::collections::BTreeSet<u64>,
+    pub polls: std::collections::BTreeSet<u64>,
 }
 
 /// Rows to write after one input. JSON values are opaque to the shell.
@@ -32,6 +33,8 @@ pub struct Changes {
     pub revoked: Vec<(String, Option<u64>)>,
     /// Chat rows by number: `Some(json)` to write, `None` to delete (deleted or too old).
     pub chat: Vec<(u64, Option<String>)>,
+    /// Poll rows by number: `Some(json)` to write, `None` to delete (the meeting ended).
+    pub polls: Vec<(u64, Option<String>)>,
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -42,6 +45,8 @@ pub enum RestoreError {
     Member { id: String, error: String },
     #[error("a stored chat row is unreadable: {0}")]
     Chat(String),
+    #[error("a stored poll row is unreadable: {0}")]
+    Poll(String),
 }
 
 impl Room {
@@ -52,6 +57,7 @@ impl Room {
             && dirty.members.is_empty()
             && dirty.revoked.is_empty()
             && dirty.chat.is_empty()
+            && dirty.polls.is_empty()
         {
             return None;
         }
@@ -89,11 +95,24 @@ impl Room {
                 (n, row)
             })
             .collect();
+        let polls = dirty
+            .polls
+            .into_iter()
+            .map(|n| {
+                let row = self
+                    .polls
+                    .iter()
+                    .find(|p| p.id == n)
+                    .map(|p| serde_json::to_string(p).expect("poll row serialises"));
+                (n, row)
+            })
+            .collect();
         Some(Changes {
             meta,
             members,
             revoked,
             chat,
+            polls,
         })
     }
 
@@ -105,6 +124,7 @@ impl Room {
         members: impl IntoIterator<Item = (&'a str, &'a str)>,
         revoked: impl IntoIterator<Item = (&'a str, u64)>,
         chat: impl IntoIterator<Item = &'a str>,
+        polls: impl IntoIterator<Item = &'a str>,
     ) -> (Room, Vec<RestoreError>) {
         let mut errors = Vec::new();
         let mut rows = BTreeMap::new();
@@ -161,6 +181,24 @@ impl Room {
             .collect();
         messages.sort_by_key(|m| m.id);
         room.chat = messages.into();
+        let mut polls: Vec<super::polls::Poll> = polls
+            .into_iter()
+            .filter_map(|json| match serde_json::from_str(json) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errors.push(RestoreError::Poll(e.to_string()));
+                    None
+                }
+            })
+            .collect();
+        polls.sort_by_key(|p| p.id);
+        // A poll's number is never given twice (a room row older than its polls).
+        if let Some(last) = polls.last() {
+            if room.meta.poll_next <= last.id {
+                room.meta.poll_next = last.id + 1;
+            }
+        }
+        room.polls = polls;
         // A host who is no longer stored (an unreadable row, or the room row itself) hands over
         // like one who left.
         let hostless = room

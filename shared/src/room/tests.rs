@@ -18,6 +18,7 @@ struct Sim {
     members: BTreeMap<String, String>,
     revoked: BTreeMap<String, u64>,
     chat: BTreeMap<u64, String>,
+    polls: BTreeMap<u64, String>,
     warnings: Vec<String>,
 }
 
@@ -42,6 +43,7 @@ impl Sim {
             members: BTreeMap::new(),
             revoked: BTreeMap::new(),
             chat: BTreeMap::new(),
+            polls: BTreeMap::new(),
             warnings: Vec::new(),
         }
     }
@@ -92,6 +94,12 @@ impl Sim {
                 None => self.chat.remove(&n),
             };
         }
+        for (n, row) in c.polls {
+            match row {
+                Some(json) => self.polls.insert(n, json),
+                None => self.polls.remove(&n),
+            };
+        }
     }
 
     fn restored(&self) -> Room {
@@ -101,6 +109,7 @@ impl Sim {
             self.members.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             self.revoked.iter().map(|(k, v)| (k.as_str(), *v)),
             self.chat.values().map(String::as_str),
+            self.polls.values().map(String::as_str),
         );
         assert_eq!(errors, vec![]);
         room
@@ -1932,6 +1941,7 @@ fn an_unreadable_row_loses_only_itself() {
         r.members.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         [],
         [],
+        [],
     );
     assert_eq!(errors.len(), 1);
     assert_eq!(room.snapshot().participants.len(), 2);
@@ -1946,6 +1956,7 @@ fn an_unreadable_row_loses_only_itself() {
         "r",
         r.meta.as_deref(),
         [("a", r.members["a"].as_str()), ("b", "garbage")],
+        [],
         [],
         [],
     );
@@ -1964,6 +1975,7 @@ fn a_room_restored_without_its_name_takes_it_from_its_members() {
         r.members.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         [],
         [],
+        [],
     );
     assert_eq!(room.name(), "r");
     let mut room = room;
@@ -1974,7 +1986,7 @@ fn a_room_restored_without_its_name_takes_it_from_its_members() {
     });
     assert!(meta.is_some_and(|m| m.contains("\"name\":\"r\"")));
     // Nobody to ask: nothing is written.
-    let (mut empty, _) = Room::restore("", Some("{broken"), [], [], []);
+    let (mut empty, _) = Room::restore("", Some("{broken"), [], [], [], []);
     empty.handle_input(1, Input::Timeout);
     assert!(!std::iter::from_fn(|| empty.poll_output()).any(|o| matches!(o, Output::Persist(_))));
 }
@@ -2040,7 +2052,7 @@ mod meeting {
     use super::*;
     use crate::protocol::{MediaKind, RoomSettings};
 
-    fn claims_with(id: &str, bid: &str, waiting: bool) -> Claims {
+    pub(super) fn claims_with(id: &str, bid: &str, waiting: bool) -> Claims {
         Claims {
             bid: Some(bid.into()),
             waiting,
@@ -2061,7 +2073,7 @@ mod meeting {
         r
     }
 
-    fn send(r: &mut Sim, conn: &str, msg: ClientMessage) -> Vec<Output> {
+    pub(super) fn send(r: &mut Sim, conn: &str, msg: ClientMessage) -> Vec<Output> {
         frame_at(r, 100, conn, &msg)
     }
 
@@ -2144,6 +2156,14 @@ mod meeting {
                 password: Some("secret".into()),
             },
             ClientMessage::EndMeeting {},
+            ClientMessage::CreatePoll {
+                question: "Lunch?".into(),
+                options: vec!["Yes".into(), "No".into()],
+                multiple: false,
+                anonymous: false,
+            },
+            ClientMessage::SharePollResults { poll: 1 },
+            ClientMessage::EndPoll { poll: 1 },
         ];
         for msg in actions {
             let before = r.room.clone();
@@ -4219,5 +4239,347 @@ mod meeting {
             !r.may_relay(&claims("c")),
             "a token from the meeting that ended"
         );
+    }
+}
+
+mod polls {
+    use super::meeting::{claims_with, send};
+    use super::*;
+    use crate::protocol::{PollView, MAX_POLLS};
+
+    fn poll(question: &str, options: &[&str], multiple: bool, anonymous: bool) -> ClientMessage {
+        ClientMessage::CreatePoll {
+            question: question.into(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+            multiple,
+            anonymous,
+        }
+    }
+
+    fn vote(poll: u64, choices: &[u32]) -> ClientMessage {
+        ClientMessage::Vote {
+            poll,
+            choices: choices.to_vec(),
+        }
+    }
+
+    /// The poll views sent to `conn`.
+    fn views(fx: &[Output], conn: &str) -> Vec<PollView> {
+        fx.iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    conn: c,
+                    msg: ServerMessage::Poll { poll },
+                } if c == conn => Some(poll.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn error_text(fx: &[Output]) -> Option<(ErrorCode, String)> {
+        fx.iter().find_map(|o| match o {
+            Output::Send {
+                msg: ServerMessage::Error { code, message },
+                ..
+            } => Some((*code, message.clone())),
+            _ => None,
+        })
+    }
+
+    /// Host a (c1), participants b (c2) and c (c3), each in a browser of their own.
+    fn room() -> Sim {
+        let mut r = Sim::new("r");
+        for (id, conn) in [("a", "c1"), ("b", "c2"), ("c", "c3")] {
+            r.run(
+                0,
+                Input::Connect {
+                    conn: conn.into(),
+                    claims: claims_with(id, &format!("browser-{id}"), false),
+                },
+            );
+        }
+        r
+    }
+
+    #[test]
+    fn a_poll_is_launched_voted_once_shared_and_ended() {
+        let mut r = room();
+        let fx = send(
+            &mut r,
+            "c1",
+            poll("Lunch at noon?", &["Yes", "No", "Later"], false, false),
+        );
+        for conn in ["c1", "c2", "c3"] {
+            let v = views(&fx, conn);
+            assert_eq!(v.len(), 1, "{conn} is told of the new poll");
+            assert_eq!(v[0].id, 1);
+            assert_eq!(v[0].question, "Lunch at noon?");
+            assert_eq!(v[0].by, "name-a");
+            assert!(v[0].open && !v[0].voted);
+            // Only the host sees results (none yet).
+            assert_eq!(v[0].results.is_some(), conn == "c1", "{conn}");
+        }
+        // b votes: b's page learns it voted (no results), the host sees the count, c hears nothing.
+        let fx = send(&mut r, "c2", vote(1, &[2]));
+        let b = views(&fx, "c2");
+        assert!(b[0].voted && b[0].results.is_none());
+        assert_eq!(b[0].my_choices, vec![2]);
+        let a = views(&fx, "c1");
+        let res = a[0].results.as_ref().unwrap();
+        assert_eq!(res.counts, vec![0, 0, 1]);
+        assert_eq!(res.voters, 1);
+        assert_eq!(res.names[2], vec!["name-b".to_string()]);
+        assert!(views(&fx, "c3").is_empty());
+        // A second vote is refused and changes nothing.
+        let before = r.room.clone();
+        let fx = send(&mut r, "c2", vote(1, &[0]));
+        assert_eq!(
+            error_text(&fx),
+            Some((
+                ErrorCode::AlreadyVoted,
+                "You have already voted in this poll.".into()
+            ))
+        );
+        assert_eq!(r.room, before);
+        // Shared: everyone sees the results, live.
+        let fx = send(&mut r, "c1", ClientMessage::SharePollResults { poll: 1 });
+        assert_eq!(
+            views(&fx, "c3")[0].results.as_ref().unwrap().counts,
+            vec![0, 0, 1]
+        );
+        let fx = send(&mut r, "c3", vote(1, &[0]));
+        assert_eq!(
+            views(&fx, "c2")[0].results.as_ref().unwrap().counts,
+            vec![1, 0, 1]
+        );
+        // Ended: everyone is told; a vote now is refused.
+        let fx = send(&mut r, "c1", ClientMessage::EndPoll { poll: 1 });
+        assert!(["c1", "c2", "c3"].iter().all(|c| !views(&fx, c)[0].open));
+        let fx = send(&mut r, "c1", vote(1, &[1]));
+        assert_eq!(
+            error_text(&fx),
+            Some((ErrorCode::BadRequest, "This poll has ended.".into()))
+        );
+        // The ended poll and its results stay for the meeting.
+        let kept = r.room.polls_for("a");
+        assert_eq!(kept[0].results.as_ref().unwrap().counts, vec![1, 0, 1]);
+    }
+
+    #[test]
+    fn bad_polls_and_bad_votes_are_refused_in_words_and_change_nothing() {
+        let mut r = room();
+        let long = "x".repeat(1000);
+        let refused = [
+            (poll("  ", &["a", "b"], false, false), "Write a question."),
+            (
+                poll("Q", &["a"], false, false),
+                "A poll has 2 to 10 options.",
+            ),
+            (
+                poll(
+                    "Q",
+                    &["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"],
+                    false,
+                    false,
+                ),
+                "A poll has 2 to 10 options.",
+            ),
+            (
+                poll("Q", &["a", " "], false, false),
+                "Every option needs some text.",
+            ),
+            (
+                poll("Q", &["Yes", "yes"], false, false),
+                "Two options say the same: \"yes\".",
+            ),
+            (
+                poll(&long, &[&"y".repeat(30), "b"], false, false),
+                "A poll's question and options are at most 1024 bytes together.",
+            ),
+        ];
+        for (msg, words) in refused {
+            let before = r.room.clone();
+            let fx = send(&mut r, "c1", msg.clone());
+            assert_eq!(
+                error_text(&fx),
+                Some((ErrorCode::BadRequest, words.into())),
+                "{msg:?}"
+            );
+            assert_eq!(r.room, before);
+        }
+        send(&mut r, "c1", poll("One?", &["a", "b", "c"], false, false));
+        send(&mut r, "c1", poll("Many?", &["a", "b", "c"], true, false));
+        let bad_votes = [
+            (
+                vote(1, &[0, 1]),
+                ErrorCode::BadRequest,
+                "Choose one option.",
+            ),
+            (vote(1, &[]), ErrorCode::BadRequest, "Choose one option."),
+            (
+                vote(2, &[]),
+                ErrorCode::BadRequest,
+                "Choose at least one option.",
+            ),
+            (
+                vote(1, &[3]),
+                ErrorCode::BadRequest,
+                "That option is not in the poll.",
+            ),
+            (vote(9, &[0]), ErrorCode::NotFound, "There is no such poll."),
+        ];
+        for (msg, code, words) in bad_votes {
+            let before = r.room.clone();
+            let fx = send(&mut r, "c2", msg.clone());
+            assert_eq!(error_text(&fx), Some((code, words.into())), "{msg:?}");
+            assert_eq!(r.room, before);
+        }
+        // Several choices where allowed; a choice named twice counts once.
+        let fx = send(&mut r, "c2", vote(2, &[2, 0, 2]));
+        assert_eq!(
+            views(&fx, "c1")[0].results.as_ref().unwrap().counts,
+            vec![1, 0, 1]
+        );
+        // Participants launch, share and end nothing.
+        for msg in [
+            poll("Mine?", &["a", "b"], false, false),
+            ClientMessage::SharePollResults { poll: 1 },
+            ClientMessage::EndPoll { poll: 1 },
+        ] {
+            let fx = send(&mut r, "c3", msg);
+            assert!(is_error(&fx, ErrorCode::Forbidden));
+        }
+        assert!(r.room.polls_for("c").iter().all(|p| p.open && !p.shared));
+    }
+
+    #[test]
+    fn a_meeting_keeps_at_most_128_polls() {
+        let mut r = room();
+        for i in 0..MAX_POLLS {
+            // (Paced: the room refuses more than 50 frames a second.)
+            let msg = poll(&format!("Q{i}"), &["a", "b"], false, false);
+            let fx = frame_at(&mut r, 100 + i as u64 * 100, "c1", &msg);
+            assert!(error_text(&fx).is_none());
+        }
+        let msg = poll("One more?", &["a", "b"], false, false);
+        let fx = frame_at(&mut r, 20_000, "c1", &msg);
+        assert_eq!(
+            error_text(&fx),
+            Some((
+                ErrorCode::BadRequest,
+                "This meeting has 128 polls, the most it can keep.".into()
+            ))
+        );
+        // A joiner's snapshot carries them all (they fit), oldest first.
+        let fx = r.run(
+            20_100,
+            Input::Connect {
+                conn: "c4".into(),
+                claims: claims_with("d", "browser-d", false),
+            },
+        );
+        let snap = fx.iter().find_map(|o| match o {
+            Output::Send {
+                msg: ServerMessage::Snapshot { room, .. },
+                ..
+            } => Some(room.clone()),
+            _ => None,
+        });
+        let polls = snap.unwrap().polls;
+        assert_eq!(polls.len(), MAX_POLLS);
+        assert_eq!(polls[0].question, "Q0");
+    }
+
+    #[test]
+    fn an_anonymous_poll_keeps_no_ones_choice_not_even_in_storage() {
+        let mut r = room();
+        send(
+            &mut r,
+            "c1",
+            poll("Secret?", &["Alpha", "Beta"], false, true),
+        );
+        let fx = send(&mut r, "c2", vote(1, &[1]));
+        let b = &views(&fx, "c2")[0];
+        assert!(b.voted && b.my_choices.is_empty());
+        let host = &views(&fx, "c1")[0];
+        let res = host.results.as_ref().unwrap();
+        assert_eq!(res.counts, vec![0, 1]);
+        assert!(res.names.is_empty());
+        let row = &r.polls[&1];
+        assert!(!row.contains("name-b"), "{row}");
+        assert!(!row.contains("\"choices\""), "{row}");
+        // Still once per person.
+        let fx = send(&mut r, "c2", vote(1, &[0]));
+        assert!(is_error(&fx, ErrorCode::AlreadyVoted));
+    }
+
+    #[test]
+    fn one_vote_per_browser_also_from_a_second_tab_or_after_coming_back() {
+        let mut r = room();
+        send(&mut r, "c1", poll("Q?", &["a", "b"], false, false));
+        send(&mut r, "c2", vote(1, &[0]));
+        // Another tab of b's browser: a member of its own, the same browser.
+        let fx = r.run(
+            200,
+            Input::Connect {
+                conn: "c5".into(),
+                claims: claims_with("b2", "browser-b", false),
+            },
+        );
+        let snap = fx.iter().find_map(|o| match o {
+            Output::Send {
+                conn,
+                msg: ServerMessage::Snapshot { room, .. },
+            } if conn == "c5" => Some(room.clone()),
+            _ => None,
+        });
+        let p = &snap.unwrap().polls[0];
+        assert!(
+            p.voted,
+            "the late joiner sees the open poll, already voted from this browser"
+        );
+        assert_eq!(p.my_choices, vec![0]);
+        let fx = send(&mut r, "c5", vote(1, &[1]));
+        assert!(is_error(&fx, ErrorCode::AlreadyVoted));
+    }
+
+    #[test]
+    fn polls_survive_eviction_follow_roles_and_go_with_the_meeting() {
+        let mut r = room();
+        send(&mut r, "c1", poll("Q?", &["a", "b"], false, false));
+        send(&mut r, "c2", vote(1, &[1]));
+        r.evict(300, &["c1", "c2", "c3"]);
+        assert_eq!(
+            r.room.polls_for("a")[0].results.as_ref().unwrap().counts,
+            vec![0, 1]
+        );
+        // Numbers go on after eviction.
+        let fx = send(&mut r, "c1", poll("Next?", &["a", "b"], false, false));
+        assert_eq!(views(&fx, "c1")[0].id, 2);
+        // c becomes a co-host: the results come with the role, and go with it.
+        let fx = send(
+            &mut r,
+            "c1",
+            ClientMessage::SetCohost {
+                id: "c".into(),
+                cohost: true,
+            },
+        );
+        let c = views(&fx, "c3");
+        assert_eq!(c.len(), 2);
+        assert!(c.iter().all(|p| p.results.is_some()));
+        let fx = send(
+            &mut r,
+            "c1",
+            ClientMessage::SetCohost {
+                id: "c".into(),
+                cohost: false,
+            },
+        );
+        assert!(views(&fx, "c3").iter().all(|p| p.results.is_none()));
+        // The meeting ends: its polls go (rows deleted), the next meeting starts at 1.
+        send(&mut r, "c1", ClientMessage::EndMeeting {});
+        assert!(r.polls.is_empty());
+        assert!(r.room.polls_for("a").is_empty());
     }
 }
