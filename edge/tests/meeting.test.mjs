@@ -163,3 +163,48 @@ test("people in the waiting room get no TURN credentials; members do", async () 
   const after = await fetch(`${BASE}/api/rooms/${r}/ice-servers`, { headers: { authorization: `Bearer ${fresh.token}` } });
   assert.equal(after.status, 403, "removed: no relay");
 });
+
+test("polls in workerd: the host launches, one vote per browser (a second tab's is refused), results survive eviction", async () => {
+  const r = room();
+  const host = await member(r, "Host");
+  const bob = await member(r, "Bob");
+  const bobTab = await member(r, "Bob", bob.cookie); // the same browser, another tab
+  const cy = await member(r, "Cy");
+  // Participants launch nothing.
+  bob.ws.send({ type: "create_poll", question: "Mine?", options: ["A", "B"] });
+  assert.equal((await bob.ws.next((f) => f.type === "error", "refusal")).code, "forbidden");
+  host.ws.send({ type: "create_poll", question: "Lunch?", options: ["Soup", "Salad"] });
+  for (const p of [host, bob, bobTab, cy]) {
+    const f = await p.ws.next((f) => f.type === "poll", "the new poll");
+    assert.equal(f.poll.question, "Lunch?");
+    assert.equal(f.poll.results !== null && f.poll.results !== undefined, p === host, "only the host sees results");
+  }
+  bob.ws.send({ type: "vote", poll: 1, choices: [1] });
+  // Bob's other tab is told this browser voted; its own vote is then refused.
+  assert.deepEqual((await bobTab.ws.next((f) => f.type === "poll" && f.poll.voted, "voted mark")).poll.my_choices, [1]);
+  bobTab.ws.send({ type: "vote", poll: 1, choices: [0] });
+  const twice = await bobTab.ws.next((f) => f.type === "error", "second vote");
+  assert.deepEqual([twice.code, twice.message], ["already_voted", "You have already voted in this poll."]);
+  cy.ws.send({ type: "vote", poll: 1, choices: [1] });
+  const live = await host.ws.next((f) => f.type === "poll" && f.poll.results?.voters === 2, "live results");
+  assert.deepEqual(live.poll.results.counts, [0, 2]);
+  assert.deepEqual(live.poll.results.names[1].sort(), ["Bob", "Cy"]);
+  // The room object loses its memory: the poll comes back from its SQLite rows.
+  const ev = await fetch(`${BASE}/api/dev/rooms/${r}/evict`, { method: "POST", body: JSON.stringify({ mode: "memory" }) });
+  assert.equal(ev.status, 200);
+  host.ws.send({ type: "share_poll_results", poll: 1 });
+  host.ws.send({ type: "end_poll", poll: 1 });
+  const ended = await cy.ws.next((f) => f.type === "poll" && !f.poll.open, "ended");
+  assert.deepEqual(ended.poll.results.counts, [0, 2], "shared results, counted before the eviction");
+  // A late joiner sees the ended poll with its shared results; a vote now is refused in words.
+  const late = await joinWith(r, "Dee");
+  const dee = connect(late.body.ws_url);
+  const snap = await dee.next((f) => f.type === "snapshot");
+  assert.equal(snap.room.polls.length, 1);
+  assert.equal(snap.room.polls[0].open, false);
+  assert.deepEqual(snap.room.polls[0].results.counts, [0, 2]);
+  dee.send({ type: "vote", poll: 1, choices: [0] });
+  assert.equal((await dee.next((f) => f.type === "error", "vote on an ended poll")).message, "This poll has ended.");
+  for (const p of [host, bob, bobTab, cy]) p.ws.ws.close(1000);
+  dee.ws.close(1000);
+});

@@ -144,6 +144,13 @@ pub fn ControlBar(ui: RoomUi) -> impl IntoView {
         0 => "Chat".to_string(),
         n => format!("Chat ({n} new)"),
     });
+    let polls_label =
+        Signal::derive(
+            move || match m.model.with(|r| super::polls::unanswered(&r.polls)) {
+                0 => "Polls".to_string(),
+                n => format!("Polls ({n} to answer)"),
+            },
+        );
     let waiting = Signal::derive(move || m.model.with(|r| r.waiting.len()));
     let people_label = Signal::derive(move || match (moderator.get(), waiting.get()) {
         (true, n) if n > 0 => format!("Participants ({n} waiting)"),
@@ -231,6 +238,8 @@ pub fn ControlBar(ui: RoomUi) -> impl IntoView {
                             <button type="button" aria-label=format!("React {e}") on:click=move |_| { close_more(true); react(e) }>{*e}</button>
                         }).collect_view()}
                     </div>
+                    <button type="button" aria-expanded=move || is_open(Panel::Polls).get().to_string()
+                        on:click=move |_| panel_from_more(Panel::Polls)>{polls_label}</button>
                     <button type="button" on:click=move |_| { close_more(true); toggle_view() }>{view_label}</button>
                     <button type="button" aria-expanded=move || is_open(Panel::Stats).get().to_string()
                         on:click=move |_| panel_from_more(Panel::Stats)>"Stats"</button>

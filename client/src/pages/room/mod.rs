@@ -5,6 +5,7 @@
 mod chat;
 pub mod controls;
 mod panels;
+mod polls;
 mod settings;
 mod stage;
 
@@ -20,6 +21,7 @@ pub enum Panel {
     Chat,
     Settings,
     Stats,
+    Polls,
 }
 
 impl Panel {
@@ -29,6 +31,7 @@ impl Panel {
             Panel::Chat => "Chat",
             Panel::Settings => "Meeting settings",
             Panel::Stats => "Media statistics",
+            Panel::Polls => "Polls",
         }
     }
 }
@@ -41,6 +44,9 @@ pub struct RoomUi {
     pub speaker_view: RwSignal<bool>,
     /// Grid page shown when not everyone fits.
     pub page: RwSignal<u32>,
+    /// The newest poll this person has seen in the polls panel or set aside ("Not now"): the
+    /// banner offers only newer ones.
+    pub poll_seen: RwSignal<u64>,
     /// The control that opened the panel: focus goes back to it when the panel closes.
     opener: StoredValue<Option<web_sys::HtmlElement>, LocalStorage>,
 }
@@ -85,8 +91,29 @@ pub fn RoomPage() -> impl IntoView {
         panel: RwSignal::new(None),
         speaker_view: RwSignal::new(false),
         page: RwSignal::new(0),
+        poll_seen: RwSignal::new(0),
         opener: StoredValue::new_local(None),
     };
+    // The polls panel open: every poll in it is seen.
+    Effect::new(move |_| {
+        if ui.panel.get() == Some(Panel::Polls) {
+            let newest = m.model.with(|r| r.polls.last().map_or(0, |p| p.id));
+            if newest > ui.poll_seen.get_untracked() {
+                ui.poll_seen.set(newest);
+            }
+        }
+    });
+    // A poll to answer that this person has not seen yet: offered in a banner.
+    let new_poll = Memo::new(move |_| {
+        let seen = ui.poll_seen.get();
+        m.model.with(|r| {
+            r.polls
+                .iter()
+                .rev()
+                .find(|p| p.open && !p.voted && p.id > seen)
+                .map(|p| (p.id, format!("{} started a poll: {}", p.by, p.question)))
+        })
+    });
     let status = move || {
         m.model.with(|r| {
             let via = r
@@ -122,6 +149,15 @@ pub fn RoomPage() -> impl IntoView {
                 <span id="ask-unmute-text">{move || m.unmute_request.get().map(|by| format!("{by} asks you to unmute")).unwrap_or_default()}</span>
                 <button type="button" class="primary" on:click=move |_| { m.unmute_request.set(None); m.mic_on.set(true) }>"Unmute"</button>
                 <button type="button" on:click=move |_| m.unmute_request.set(None)>"Not now"</button>
+            </div>
+            <div class="poll-banner" role="region" aria-label="New poll"
+                hidden=move || new_poll.get().is_none() || ui.panel.get() == Some(Panel::Polls)>
+                <span>{move || new_poll.get().map(|p| p.1).unwrap_or_default()}</span>
+                <button type="button" class="primary"
+                    on:click=move |_| ui.toggle_panel(Panel::Polls, None)>"Answer the poll"</button>
+                <button type="button" on:click=move |_| {
+                    if let Some((id, _)) = new_poll.get_untracked() { ui.poll_seen.set(id) }
+                }>"Not now"</button>
             </div>
             <controls::ControlBar ui />
             <div class="toasts" role="log" aria-live="polite" data-testid="toasts">

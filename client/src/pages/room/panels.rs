@@ -36,6 +36,9 @@ pub fn SidePanel(ui: RoomUi) -> impl IntoView {
                 <Show when=move || open(Panel::Chat).get()>
                     <super::chat::ChatPanel />
                 </Show>
+                <Show when=move || open(Panel::Polls).get()>
+                    <super::polls::PollsPanel />
+                </Show>
                 <Show when=move || open(Panel::Settings).get()>
                     <super::settings::SettingsPanel />
                 </Show>
