@@ -24,7 +24,7 @@ fn id(who: u8) -> String {
 fn message(u: &mut Unstructured) -> arbitrary::Result<ClientMessage> {
     let who = id(u.arbitrary()?);
     let kind = *u.choose(&[MediaKind::Audio, MediaKind::Video, MediaKind::Screen])?;
-    Ok(match u.int_in_range(0..=24u8)? {
+    Ok(match u.int_in_range(0..=28u8)? {
         0 => ClientMessage::Hello {
             version: u.int_in_range(0..=3)?,
         },
@@ -92,6 +92,22 @@ fn message(u: &mut Unstructured) -> arbitrary::Result<ClientMessage> {
         22 => ClientMessage::SetCohost {
             id: who,
             cohost: u.arbitrary()?,
+        },
+        24 => ClientMessage::CreatePoll {
+            question: u.arbitrary()?,
+            options: u.arbitrary()?,
+            multiple: u.arbitrary()?,
+            anonymous: u.arbitrary()?,
+        },
+        25 => ClientMessage::Vote {
+            poll: u.int_in_range(0..=3)?,
+            choices: u.arbitrary()?,
+        },
+        26 => ClientMessage::SharePollResults {
+            poll: u.int_in_range(0..=3)?,
+        },
+        27 => ClientMessage::EndPoll {
+            poll: u.int_in_range(0..=3)?,
         },
         23 => ClientMessage::UpdateSettings {
             settings: RoomSettings {
@@ -179,6 +195,7 @@ struct Rows {
     members: BTreeMap<String, String>,
     revoked: BTreeMap<String, u64>,
     chat: BTreeMap<u64, String>,
+    polls: BTreeMap<u64, String>,
 }
 
 impl Rows {
@@ -204,6 +221,12 @@ impl Rows {
                 None => self.chat.remove(&k),
             };
         }
+        for (k, v) in c.polls {
+            match v {
+                Some(v) => self.polls.insert(k, v),
+                None => self.polls.remove(&k),
+            };
+        }
     }
 
     fn restore(&self, name: &str) -> Room {
@@ -213,6 +236,7 @@ impl Rows {
             self.members.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             self.revoked.iter().map(|(k, v)| (k.as_str(), *v)),
             self.chat.values().map(String::as_str),
+            self.polls.values().map(String::as_str),
         );
         assert!(errors.is_empty(), "stored rows unreadable: {errors:?}");
         room

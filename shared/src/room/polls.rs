@@ -4,7 +4,9 @@
 //!
 //! "Once" is per browser (its identity cookie, or the participant id without one): leaving and
 //! joining again, or a second tab, does not give a second vote. An anonymous poll keeps only who
-//! voted and the counts, never who chose what — not even for hosts, not even in storage.
+//! voted and the counts, never who chose what: no view and no stored row pairs a voter with a
+//! choice. What that does not hide (as in Jitsi): a host watching the live count move as one
+//! person votes, or someone comparing successive versions of the stored row, can pair them.
 //!
 //! Each poll is one stored row; everything here is decided by the room core and authorised here.
 
@@ -107,6 +109,12 @@ fn voter(m: &Member) -> String {
 impl Poll {
     fn is_open(&self) -> bool {
         self.ended_at.is_none()
+    }
+
+    /// A stored row whose counts do not match its options (damaged storage) gets one count per
+    /// option, so nothing indexes past them.
+    pub(super) fn repair(&mut self) {
+        self.counts.resize(self.options.len(), 0);
     }
 }
 
@@ -221,7 +229,9 @@ impl Room {
             return Err(PollError::NoSuchOption);
         }
         for &c in &choices {
-            poll.counts[c as usize] += 1;
+            if let Some(n) = poll.counts.get_mut(c as usize) {
+                *n += 1;
+            }
         }
         poll.voters.insert(key.clone());
         if !poll.anonymous {
@@ -346,20 +356,28 @@ impl Room {
             .collect()
     }
 
-    /// The polls as member `id` sees them, oldest first: the newest that fit a snapshot.
+    /// The polls as member `id` sees them, oldest first: every open one (there is a ballot to
+    /// show), then the newest ended ones that fit a snapshot.
     pub(super) fn polls_for(&self, id: &str) -> Vec<PollView> {
+        let size = |v: &PollView| serde_json::to_string(v).map_or(0, |s| s.len());
         let mut budget = SNAPSHOT_POLL_BYTES;
-        let mut views = Vec::new();
-        for p in self.polls.iter().rev() {
+        let mut views: Vec<PollView> = self
+            .polls
+            .iter()
+            .filter(|p| p.is_open())
+            .map(|p| self.poll_view(p, id))
+            .collect();
+        budget = budget.saturating_sub(views.iter().map(size).sum());
+        for p in self.polls.iter().rev().filter(|p| !p.is_open()) {
             let v = self.poll_view(p, id);
-            let size = serde_json::to_string(&v).map(|s| s.len()).unwrap_or(0);
-            if size > budget {
+            let n = size(&v);
+            if n > budget {
                 break;
             }
-            budget -= size;
+            budget -= n;
             views.push(v);
         }
-        views.reverse();
+        views.sort_by_key(|v| v.id);
         views
     }
 }

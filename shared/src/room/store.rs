@@ -192,6 +192,9 @@ impl Room {
             })
             .collect();
         polls.sort_by_key(|p| p.id);
+        for p in &mut polls {
+            p.repair();
+        }
         // A poll's number is never given twice (a room row older than its polls).
         if let Some(last) = polls.last() {
             if room.meta.poll_next <= last.id {
