@@ -1440,6 +1440,15 @@ impl Worker {
         let (room, peer, session) = (s.room.clone(), s.peer.clone(), s.id);
         let (sent_bytes, sent_packets) = (s.sent_bytes, s.sent_packets);
         let now = Instant::now();
+        // Back after an outage? The core asks for keyframes (`SubKeyframe`).
+        let _ = self.core.handle_input(
+            now,
+            Input::Heard {
+                room: room.clone(),
+                peer: peer.clone(),
+                session,
+            },
+        );
         let now_ms = now.duration_since(self.epoch).as_millis() as u64;
         let (mut lost, mut blocks) = (0u32, 0u32);
         for pkt in &packets {
@@ -1569,6 +1578,11 @@ impl Worker {
                 Output::Keyframe { track, .. } => {
                     if let Some(p) = self.tracks.get_mut(&track) {
                         p.keyframe_wanted = true;
+                    }
+                }
+                Output::SubKeyframe { sub, .. } => {
+                    if let Some(s) = self.subs.get_mut(&sub) {
+                        s.keyframe_wanted = true;
                     }
                 }
                 Output::Subscribe {

@@ -572,7 +572,7 @@ impl Media {
                     }
                     continue;
                 }
-                Output::Keyframe { room, track } => {
+                Output::Keyframe { room, track } | Output::SubKeyframe { room, track, .. } => {
                     if let Some(p) = self
                         .room(room)
                         .and_then(|r| r.tracks.locked().get(track).cloned())
@@ -712,6 +712,7 @@ impl Media {
             Output::SendOffer { .. }
             | Output::SetWant { .. }
             | Output::Keyframe { .. }
+            | Output::SubKeyframe { .. }
             | Output::Event(_)
             | Output::RoomGone { .. } => {}
         }
@@ -1158,6 +1159,12 @@ impl Media {
                 else {
                     break;
                 };
+                // Back after an outage? The core asks for keyframes (`SubKeyframe`).
+                let _ = media.apply(Input::Heard {
+                    room: room.clone(),
+                    peer: subscriber.clone(),
+                    session,
+                });
                 // Loss over all the streams the report covers (their mean).
                 let (mut lost, mut blocks) = (0u32, 0u32);
                 for pkt in &packets {

@@ -123,6 +123,15 @@ pub enum Input {
         generation: u64,
         worth_retrying: bool,
     },
+    /// RTCP came from `peer`'s session (any kind). After a silence of
+    /// [`crate::downlink::OUTAGE_MS`] it is back from an outage: its decoders lost their
+    /// reference chain and may have asked for a keyframe while nothing got through, so each
+    /// video it receives gets one ([`Output::SubKeyframe`]).
+    Heard {
+        room: String,
+        peer: String,
+        session: u64,
+    },
     /// The participant's answer to our offer was applied (`ok`), or could not be.
     Answered {
         room: String,
@@ -208,6 +217,13 @@ pub enum Output {
     },
     /// Ask `track`'s publisher for a keyframe (a host let it back on).
     Keyframe { room: String, track: TrackId },
+    /// Reception `sub` (of `track`) needs a keyframe of the layer it gets: its subscriber is back
+    /// from an outage.
+    SubKeyframe {
+        room: String,
+        sub: SubId,
+        track: TrackId,
+    },
     /// For the edge (dynacast, active speaker).
     Event(SfuEvent),
     /// The room has no one left.
@@ -226,6 +242,8 @@ struct Member {
     published: Vec<TrackId>,
     /// What it receives: (track → sub).
     receiving: BTreeMap<TrackId, SubId>,
+    /// When RTCP last came from it (ms of the core's clock).
+    heard_ms: Option<u64>,
     /// Our offers to it.
     neg: Negotiation,
 }
@@ -356,6 +374,7 @@ impl SfuCore {
                         downlink: DownlinkEstimator::new(),
                         published: Vec::new(),
                         receiving: BTreeMap::new(),
+                        heard_ms: None,
                         neg: Negotiation::default(),
                     },
                 );
@@ -514,6 +533,35 @@ impl SfuCore {
                 };
                 if again {
                     self.renegotiate(&room, &peer);
+                }
+                Ok(())
+            }
+            Input::Heard {
+                room,
+                peer,
+                session,
+            } => {
+                let ms = self.ms(now);
+                let m = self.current(&room, &peer, session)?;
+                let back = m
+                    .heard_ms
+                    .is_some_and(|h| ms >= h + crate::downlink::OUTAGE_MS);
+                m.heard_ms = Some(ms);
+                if back {
+                    let r = &self.rooms[&room];
+                    let videos: Vec<(SubId, TrackId)> = r.members[&peer]
+                        .receiving
+                        .iter()
+                        .filter(|(t, _)| r.tracks.get(t).is_some_and(|t| t.video))
+                        .map(|(t, s)| (*s, *t))
+                        .collect();
+                    for (sub, track) in videos {
+                        self.out.push_back(Output::SubKeyframe {
+                            room: room.clone(),
+                            sub,
+                            track,
+                        });
+                    }
                 }
                 Ok(())
             }
@@ -1531,6 +1579,54 @@ mod tests {
         s.core.handle_timeout(s.now);
         let next = s.core.poll_timeout().unwrap();
         assert!(next > s.now && next <= s.now + SPEAKER_TICK);
+    }
+
+    #[test]
+    fn a_subscriber_heard_again_after_an_outage_gets_a_keyframe_of_each_video() {
+        let mut s = Sim::new();
+        s.join("ada");
+        let cam = s.publish("ada", TrackKind::Camera, true);
+        s.publish("ada", TrackKind::Mic, false);
+        let bob = s.join("bob");
+        let out = s.outputs();
+        let cam_sub = Sim::sub_of(&out, "bob", cam);
+        let heard = |s: &mut Sim| {
+            s.input(Input::Heard {
+                room: R.into(),
+                peer: "bob".into(),
+                session: bob,
+            });
+            s.outputs()
+                .into_iter()
+                .filter(|o| matches!(o, Output::SubKeyframe { .. }))
+                .collect::<Vec<_>>()
+        };
+        // RTCP every second or so: nothing to do.
+        for _ in 0..5 {
+            assert!(heard(&mut s).is_empty());
+            s.advance(Duration::from_millis(1_500));
+        }
+        // Nothing for 3 s (the link was down), then RTCP again: a keyframe of the camera only.
+        s.advance(Duration::from_millis(1_500));
+        assert_eq!(
+            heard(&mut s),
+            vec![Output::SubKeyframe {
+                room: R.into(),
+                sub: cam_sub,
+                track: cam
+            }]
+        );
+        assert!(heard(&mut s).is_empty(), "once per return");
+        // A stale session's RTCP changes nothing.
+        let err = s.core.handle_input(
+            s.now,
+            Input::Heard {
+                room: R.into(),
+                peer: "bob".into(),
+                session: bob + 100,
+            },
+        );
+        assert_eq!(err, Err(CoreError::StaleSession));
     }
 
     #[test]

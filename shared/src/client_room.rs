@@ -335,4 +335,45 @@ mod tests {
         assert_eq!(initials("  "), "");
         assert_eq!(initials("Jean Claude Van"), "JC");
     }
+
+    #[test]
+    fn polls_arrive_in_order_and_changes_are_told_in_words() {
+        let mut r = room();
+        let poll = |id: u64, open: bool, shared: bool| ServerMessage::Poll {
+            poll: crate::protocol::PollView {
+                id,
+                question: format!("Q{id}?"),
+                options: vec!["a".into(), "b".into()],
+                multiple: false,
+                anonymous: false,
+                by: "Ada".into(),
+                created_at: 0,
+                open,
+                shared,
+                voted: false,
+                my_choices: Vec::new(),
+                results: None,
+            },
+        };
+        assert_eq!(
+            r.apply(&poll(2, true, false)),
+            Some("Ada started a poll: Q2?".into())
+        );
+        assert_eq!(
+            r.apply(&poll(1, false, false)),
+            None,
+            "an ended poll told late is no news"
+        );
+        assert_eq!(r.polls.iter().map(|p| p.id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(r.apply(&poll(2, true, false)), None, "a vote is no news");
+        assert_eq!(
+            r.apply(&poll(2, true, true)),
+            Some("Poll results shared: Q2?".into())
+        );
+        assert_eq!(
+            r.apply(&poll(2, false, true)),
+            Some("Poll ended: Q2?".into())
+        );
+        assert_eq!(r.polls.len(), 2);
+    }
 }

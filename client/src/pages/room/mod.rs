@@ -154,7 +154,15 @@ pub fn RoomPage() -> impl IntoView {
                 hidden=move || new_poll.get().is_none() || ui.panel.get() == Some(Panel::Polls)>
                 <span>{move || new_poll.get().map(|p| p.1).unwrap_or_default()}</span>
                 <button type="button" class="primary"
-                    on:click=move |_| ui.toggle_panel(Panel::Polls, None)>"Answer the poll"</button>
+                    on:click=move |_| {
+                        // Focus returns to "More" (where "Polls" lives) when the panel closes.
+                        let more = document()
+                            .query_selector(".more-button")
+                            .ok()
+                            .flatten()
+                            .and_then(|e| wasm_bindgen::JsCast::dyn_into::<web_sys::HtmlElement>(e).ok());
+                        ui.toggle_panel(Panel::Polls, more)
+                    }>"Answer the poll"</button>
                 <button type="button" on:click=move |_| {
                     if let Some((id, _)) = new_poll.get_untracked() { ui.poll_seen.set(id) }
                 }>"Not now"</button>

@@ -84,6 +84,11 @@ fn NewPoll(
     let question = RwSignal::new(String::new());
     // Options with keys of their own, so removing one keeps the others' boxes.
     let next_key = StoredValue::new(2u32);
+    let fresh_options = move || {
+        let k = next_key.get_value();
+        next_key.set_value(k + 2);
+        vec![(k, String::new()), (k + 1, String::new())]
+    };
     let options = RwSignal::new(vec![(0u32, String::new()), (1u32, String::new())]);
     let multiple = RwSignal::new(false);
     let anonymous = RwSignal::new(false);
@@ -100,18 +105,36 @@ fn NewPoll(
             Some("Every option needs some text.".to_string())
         } else if bytes() > MAX_POLL_BYTES {
             Some(format!(
-                "The question and options are too long together ({} of {MAX_POLL_BYTES} bytes).",
-                bytes()
+                "The question and options are too long together (at most {MAX_POLL_BYTES} bytes)."
             ))
         } else {
-            None
+            options.with(|o| {
+                o.iter().enumerate().find_map(|(i, (_, t))| {
+                    let t = t.trim().to_lowercase();
+                    o[..i]
+                        .iter()
+                        .any(|(_, u)| u.trim().to_lowercase() == t)
+                        .then(|| "Two options say the same.".to_string())
+                })
+            })
         }
     };
-    let fresh_options = move || {
-        let k = next_key.get_value();
-        next_key.set_value(k + 2);
-        vec![(k, String::new()), (k + 1, String::new())]
-    };
+    // Launched: the form is cleared (and closed) once the room sends the new poll back; refused
+    // (the room's words appear as a notice), the draft stays. Sent but never answered (the
+    // connection dropped), the button works again after a few seconds.
+    let pending = RwSignal::new(None::<u64>);
+    Effect::new(move |_| {
+        let Some(after) = pending.get() else { return };
+        if m.model.with(|r| r.polls.iter().any(|p| p.id > after)) {
+            pending.set(None);
+            question.set(String::new());
+            options.set(fresh_options());
+            multiple.set(false);
+            anonymous.set(false);
+            tried.set(false);
+            on_launch.run(());
+        }
+    });
     let shown_problem = move || {
         let started = tried.get()
             || question.with(|q| !q.trim().is_empty())
@@ -127,6 +150,19 @@ fn NewPoll(
             tried.set(true);
             return;
         }
+        if pending.get_untracked().is_some() {
+            return;
+        }
+        let newest = m
+            .model
+            .with_untracked(|r| r.polls.last().map_or(0, |p| p.id));
+        pending.set(Some(newest));
+        set_timeout(
+            move || {
+                let _ = pending.try_set(None);
+            },
+            std::time::Duration::from_secs(5),
+        );
         m.send(&ClientMessage::CreatePoll {
             question: question.get_untracked(),
             options: options
@@ -137,12 +173,6 @@ fn NewPoll(
             multiple: multiple.get_untracked(),
             anonymous: anonymous.get_untracked(),
         });
-        question.set(String::new());
-        options.set(fresh_options());
-        multiple.set(false);
-        anonymous.set(false);
-        tried.set(false);
-        on_launch.run(());
     };
     let add = move |_| {
         let k = next_key.get_value();
@@ -210,31 +240,59 @@ fn NewPoll(
                 <button type="button" hidden=move || !can_cancel.get()
                     on:click=move |_| on_launch.run(())>"Cancel"</button>
                 <button type="submit" class="primary" aria-describedby="new-poll-problem"
-                    aria-disabled=move || problem().is_some().to_string()>"Launch poll"</button>
+                    aria-disabled=move || (problem().is_some() || pending.get().is_some()).to_string()>"Launch poll"</button>
             </div>
         </form>
     }
 }
 
 /// One poll: the question, a ballot while it is open and unanswered, the results when this person
-/// may see them, and the host's actions.
+/// may see them, and the host's actions. Each part is drawn from a memo of its own: a vote by
+/// someone else changes the results, never the ballot someone is filling in (or its focus).
 #[component]
 fn PollCard(id: u64) -> impl IntoView {
     let m = use_meeting();
     let moderator = is_moderator();
-    // Memoised: the card is drawn again only when this poll changes, not on every room change
-    // (which would take focus away from someone choosing).
-    let poll = Memo::new(move |_| {
-        m.model
-            .with(|r| r.polls.iter().find(|p| p.id == id).cloned())
+    let part = move |f: fn(&PollView) -> Option<PollView>| {
+        Memo::new(move |_| {
+            m.model
+                .with(|r| r.polls.iter().find(|p| p.id == id).and_then(f))
+        })
+    };
+    // What each part shows, the rest blanked so a change elsewhere leaves it alone.
+    let head = part(|p| {
+        Some(PollView {
+            results: None,
+            voted: false,
+            my_choices: Vec::new(),
+            shared: false,
+            ..p.clone()
+        })
     });
-    // The choices being made (kept while the card is redrawn).
+    let ballot = part(|p| {
+        (p.open && !p.voted).then(|| PollView {
+            results: None,
+            shared: false,
+            ..p.clone()
+        })
+    });
+    let mine = part(|p| p.voted.then(|| p.clone()));
+    let results = part(|p| p.results.is_some().then(|| p.clone()));
+    let admin = part(|p| {
+        Some(PollView {
+            results: None,
+            voted: false,
+            my_choices: Vec::new(),
+            ..p.clone()
+        })
+    });
+    // The choices being made, and a vote on its way (the room's answer clears it; if none comes —
+    // the socket was down, the frame refused — the button works again after a few seconds).
     let chosen = RwSignal::new(Vec::<u32>::new());
     let sent = RwSignal::new(false);
-    move || {
-        poll.get().map(|p| {
-            let heading = format!("poll-{id}-question");
-            let labelled_by = heading.clone();
+    let heading = format!("poll-{id}-question");
+    let head_view = move || {
+        head.get().map(|p| {
             let state = format!(
                 "By {} · {}{}{}",
                 p.by,
@@ -242,108 +300,128 @@ fn PollCard(id: u64) -> impl IntoView {
                 if p.anonymous { " · anonymous" } else { "" },
                 if p.multiple { " · choose any" } else { "" }
             );
-            let q = p.question.clone();
-            let ballot = (p.open && !p.voted).then(|| {
-                let kind = if p.multiple { "checkbox" } else { "radio" };
-                let name = format!("poll-{id}-choice");
-                let multiple = p.multiple;
-                let vote = move || {
-                    let choices = chosen.get_untracked();
-                    if choices.is_empty() || sent.get_untracked() {
-                        return;
-                    }
-                    sent.set(true);
-                    m.send(&ClientMessage::Vote { poll: id, choices });
-                };
-                view! {
-                    <form class="ballot" on:submit=move |ev| { ev.prevent_default(); vote() }>
-                        <fieldset>
-                            <legend>{if multiple { "Choose one or more" } else { "Choose one" }}</legend>
-                            {p.options.iter().enumerate().map(|(i, o)| {
-                                let i = i as u32;
-                                view! {
-                                    <label class="check">
-                                        <input type=kind name=name.clone()
-                                            prop:checked=move || chosen.with(|c| c.contains(&i))
-                                            on:change=move |ev| {
-                                                let on = event_target_checked(&ev);
-                                                chosen.update(|c| {
-                                                    if !multiple { c.clear(); }
-                                                    c.retain(|x| *x != i);
-                                                    if on { c.push(i); }
-                                                });
-                                            } />
-                                        {o.clone()}
-                                    </label>
-                                }
-                            }).collect_view()}
-                        </fieldset>
-                        <button type="submit" class="primary" aria-label=format!("Vote: {q}")
-                            aria-disabled=move || (chosen.with(Vec::is_empty) || sent.get()).to_string()>"Vote"</button>
-                    </form>
-                }
-            });
-            let voted = p.voted.then(|| {
-                let mine: Vec<String> = p
-                    .my_choices
-                    .iter()
-                    .filter_map(|&c| p.options.get(c as usize).cloned())
-                    .collect();
-                let text = if mine.is_empty() {
-                    "You voted.".to_string()
-                } else {
-                    format!("You voted: {}.", mine.join(", "))
-                };
-                view! { <p class="voted">{text}</p> }
-            });
-            let results = p.results.clone().map(|res| {
-                let total: u32 = res.counts.iter().sum();
-                let rows = p.options.iter().enumerate().map(|(i, o)| {
-                    let n = res.counts.get(i).copied().unwrap_or(0);
-                    let pct = if total == 0 { 0 } else { (n * 100 + total / 2) / total };
-                    let names = res.names.get(i).filter(|n| !n.is_empty()).map(|n| n.join(", "));
-                    let votes = if n == 1 { "1 vote".to_string() } else { format!("{n} votes") };
-                    view! {
-                        <li data-testid="poll-result">
-                            <span class="option">{o.clone()}</span>
-                            <span class="count">{format!("{votes} · {pct}%")}</span>
-                            <span class="bar" aria-hidden="true"><span style=format!("width: {pct}%")></span></span>
-                            {names.map(|n| view! { <span class="names">{n}</span> })}
-                        </li>
-                    }
-                }).collect_view();
-                let who = match res.voters {
-                    1 => "1 person voted".to_string(),
-                    n => format!("{n} people voted"),
-                };
-                let seen = if p.shared { "Everyone sees these results." } else { "Only hosts and co-hosts see these results." };
-                view! {
-                    <ol class="results" aria-label=format!("Results: {}", p.question)>{rows}</ol>
-                    <p class="hint">{format!("{who}. {seen}")}</p>
-                }
-            });
-            let (shared, open) = (p.shared, p.open);
-            let actions = moderator.get().then(|| {
-                let (q1, q2) = (q.clone(), q.clone());
-                view! {
-                    <div class="row poll-actions">
-                        <button type="button" hidden=shared aria-label=format!("Share results: {q1}")
-                            on:click=move |_| m.send(&ClientMessage::SharePollResults { poll: id })>"Share results"</button>
-                        <button type="button" hidden=!open aria-label=format!("End poll: {q2}")
-                            on:click=move |_| m.send(&ClientMessage::EndPoll { poll: id })>"End poll"</button>
-                    </div>
-                }
-            });
             view! {
-                <li class="poll" data-testid="poll" aria-labelledby=labelled_by>
-                    <h3 id=heading>{p.question.clone()}</h3>
-                    <p class="meta">{state}</p>
-                    {ballot}
-                    {voted}
-                    {results}
-                    {actions}
-                </li>
+                <h3 id=format!("poll-{id}-question")>{p.question.clone()}</h3>
+                <p class="meta">{state}</p>
             }
         })
+    };
+    let ballot_view = move || {
+        ballot.get().map(|p| {
+            let kind = if p.multiple { "checkbox" } else { "radio" };
+            let name = format!("poll-{id}-choice");
+            let multiple = p.multiple;
+            let q = p.question.clone();
+            let vote = move || {
+                let choices = chosen.get_untracked();
+                if choices.is_empty() || sent.get_untracked() {
+                    return;
+                }
+                sent.set(true);
+                m.send(&ClientMessage::Vote { poll: id, choices });
+                set_timeout(
+                    move || {
+                        let _ = sent.try_set(false);
+                    },
+                    std::time::Duration::from_secs(3),
+                );
+            };
+            view! {
+                <form class="ballot" on:submit=move |ev| { ev.prevent_default(); vote() }>
+                    <fieldset>
+                        <legend>{if multiple { "Choose one or more" } else { "Choose one" }}</legend>
+                        {p.options.iter().enumerate().map(|(i, o)| {
+                            let i = i as u32;
+                            view! {
+                                <label class="check">
+                                    <input type=kind name=name.clone()
+                                        prop:checked=move || chosen.with(|c| c.contains(&i))
+                                        on:change=move |ev| {
+                                            let on = event_target_checked(&ev);
+                                            chosen.update(|c| {
+                                                if !multiple { c.clear(); }
+                                                c.retain(|x| *x != i);
+                                                if on { c.push(i); }
+                                            });
+                                        } />
+                                    {o.clone()}
+                                </label>
+                            }
+                        }).collect_view()}
+                    </fieldset>
+                    <button type="submit" class="primary" aria-label=format!("Vote: {q}")
+                        aria-disabled=move || (chosen.with(Vec::is_empty) || sent.get()).to_string()>"Vote"</button>
+                </form>
+            }
+        })
+    };
+    let mine_view = move || {
+        mine.get().map(|p| {
+            let picked: Vec<String> = p
+                .my_choices
+                .iter()
+                .filter_map(|&c| p.options.get(c as usize).cloned())
+                .collect();
+            let text = if picked.is_empty() {
+                "You voted.".to_string()
+            } else {
+                format!("You voted: {}.", picked.join(", "))
+            };
+            view! { <p class="voted">{text}</p> }
+        })
+    };
+    let results_view = move || {
+        results.get().and_then(|p| {
+            let res = p.results.clone()?;
+            // Shares of the people who voted (several choices each in a multiple-choice poll).
+            let voters = res.voters;
+            let rows = p.options.iter().enumerate().map(|(i, o)| {
+                let n = res.counts.get(i).copied().unwrap_or(0);
+                let pct = if voters == 0 { 0 } else { (n * 100 + voters / 2) / voters };
+                let names = res.names.get(i).filter(|n| !n.is_empty()).map(|n| n.join(", "));
+                let votes = if n == 1 { "1 vote".to_string() } else { format!("{n} votes") };
+                view! {
+                    <li data-testid="poll-result">
+                        <span class="option">{o.clone()}</span>
+                        <span class="count">{format!("{votes} · {pct}%")}</span>
+                        <span class="bar" aria-hidden="true"><span style=format!("width: {pct}%")></span></span>
+                        {names.map(|n| view! { <span class="names">{n}</span> })}
+                    </li>
+                }
+            }).collect_view();
+            let who = match voters {
+                1 => "1 person voted".to_string(),
+                n => format!("{n} people voted"),
+            };
+            let seen = if p.shared { "Everyone sees these results." } else { "Only hosts and co-hosts see these results." };
+            Some(view! {
+                <ol class="results" aria-label=format!("Results: {}", p.question)>{rows}</ol>
+                <p class="hint">{format!("{who}. {seen}")}</p>
+            })
+        })
+    };
+    let admin_view = move || {
+        let p = admin.get()?;
+        if !moderator.get() || (p.shared && !p.open) {
+            return None;
+        }
+        let q = p.question.clone();
+        Some(view! {
+            <div class="row poll-actions">
+                <button type="button" hidden=p.shared aria-label=format!("Share results: {q}")
+                    on:click=move |_| m.send(&ClientMessage::SharePollResults { poll: id })>"Share results"</button>
+                <button type="button" hidden=!p.open aria-label=format!("End poll: {}", p.question)
+                    on:click=move |_| m.send(&ClientMessage::EndPoll { poll: id })>"End poll"</button>
+            </div>
+        })
+    };
+    view! {
+        <li class="poll" data-testid="poll" aria-labelledby=heading>
+            {head_view}
+            {ballot_view}
+            {mine_view}
+            {results_view}
+            {admin_view}
+        </li>
     }
 }
