@@ -1440,15 +1440,24 @@ impl Worker {
         let (room, peer, session) = (s.room.clone(), s.peer.clone(), s.id);
         let (sent_bytes, sent_packets) = (s.sent_bytes, s.sent_packets);
         let now = Instant::now();
-        // Back after an outage? The core asks for keyframes (`SubKeyframe`).
-        let _ = self.core.handle_input(
-            now,
-            Input::Heard {
-                room: room.clone(),
-                peer: peer.clone(),
-                session,
-            },
-        );
+        // Back after an outage? The core asks for keyframes (`SubKeyframe`). Video RTCP only: a
+        // viewer getting no video (tiles hidden, cameras off) sends only audio reports, seconds
+        // apart, which would read as an outage each time.
+        let video = self
+            .subs
+            .get(&sub_id)
+            .and_then(|s| self.tracks.get(&s.track))
+            .is_some_and(|p| p.video.is_some());
+        if video {
+            let _ = self.core.handle_input(
+                now,
+                Input::Heard {
+                    room: room.clone(),
+                    peer: peer.clone(),
+                    session,
+                },
+            );
+        }
         let now_ms = now.duration_since(self.epoch).as_millis() as u64;
         let (mut lost, mut blocks) = (0u32, 0u32);
         for pkt in &packets {

@@ -1159,12 +1159,15 @@ impl Media {
                 else {
                     break;
                 };
-                // Back after an outage? The core asks for keyframes (`SubKeyframe`).
-                let _ = media.apply(Input::Heard {
-                    room: room.clone(),
-                    peer: subscriber.clone(),
-                    session,
-                });
+                // Back after an outage? The core asks for keyframes (`SubKeyframe`). Video RTCP
+                // only: a viewer getting no video sends only audio reports, seconds apart.
+                if p.video.is_some() {
+                    let _ = media.apply(Input::Heard {
+                        room: room.clone(),
+                        peer: subscriber.clone(),
+                        session,
+                    });
+                }
                 // Loss over all the streams the report covers (their mean).
                 let (mut lost, mut blocks) = (0u32, 0u32);
                 for pkt in &packets {

@@ -123,7 +123,8 @@ pub enum Input {
         generation: u64,
         worth_retrying: bool,
     },
-    /// RTCP came from `peer`'s session (any kind). After a silence of
+    /// RTCP about a video it receives came from `peer`'s session (the shell leaves audio's out:
+    /// a viewer receiving no video reports only on audio, seconds apart). After a silence of
     /// [`crate::downlink::OUTAGE_MS`] it is back from an outage: its decoders lost their
     /// reference chain and may have asked for a keyframe while nothing got through, so each
     /// video it receives gets one ([`Output::SubKeyframe`]).

@@ -121,11 +121,17 @@ fn NewPoll(
     };
     // Launched: the form is cleared (and closed) once the room sends the new poll back; refused
     // (the room's words appear as a notice), the draft stays. Sent but never answered (the
-    // connection dropped), the button works again after a few seconds.
+    // connection dropped), or refused, the button works again after 3 s.
     let pending = RwSignal::new(None::<u64>);
     Effect::new(move |_| {
         let Some(after) = pending.get() else { return };
-        if m.model.with(|r| r.polls.iter().any(|p| p.id > after)) {
+        // This poll (another host's new one leaves the draft alone).
+        let q = question.get_untracked();
+        if m.model.with(|r| {
+            r.polls
+                .iter()
+                .any(|p| p.id > after && p.question == q.trim())
+        }) {
             pending.set(None);
             question.set(String::new());
             options.set(fresh_options());
@@ -161,7 +167,7 @@ fn NewPoll(
             move || {
                 let _ = pending.try_set(None);
             },
-            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(3),
         );
         m.send(&ClientMessage::CreatePoll {
             question: question.get_untracked(),
@@ -276,7 +282,13 @@ fn PollCard(id: u64) -> impl IntoView {
             ..p.clone()
         })
     });
-    let mine = part(|p| p.voted.then(|| p.clone()));
+    let mine = part(|p| {
+        p.voted.then(|| PollView {
+            results: None,
+            shared: false,
+            ..p.clone()
+        })
+    });
     let results = part(|p| p.results.is_some().then(|| p.clone()));
     let admin = part(|p| {
         Some(PollView {
