@@ -14,8 +14,8 @@ use std::collections::VecDeque;
 use edgemeet_shared::control;
 use edgemeet_shared::error::{ErrorCode, WireError};
 use edgemeet_shared::protocol::{
-    BlockBody, OfferBody, SdpBody, ServerMessage, SfuDraining, SfuEvent, SfuSignal, ViewsBody,
-    MAX_FRAME_BYTES,
+    BlockBody, OfferBody, ScopeBody, SdpBody, ServerMessage, SfuDraining, SfuEvent, SfuSignal,
+    ViewsBody, MAX_FRAME_BYTES,
 };
 use edgemeet_shared::region::SfuChoice;
 use edgemeet_shared::room::{
@@ -488,10 +488,17 @@ impl RoomObject {
         };
         let base = format!("/v1/rooms/{room}/participants/{participant}");
         let (method, path, body) = match call {
-            SfuCall::Offer { sdp, block, .. } => (
+            SfuCall::Offer {
+                sdp, block, scope, ..
+            } => (
                 Method::Post,
                 format!("{base}/offer"),
-                to_json(&OfferBody { sdp, block }),
+                to_json(&OfferBody { sdp, block, scope }),
+            ),
+            SfuCall::Scope { scope } => (
+                Method::Post,
+                format!("{base}/scope"),
+                to_json(&ScopeBody { scope }),
             ),
             SfuCall::Answer { sdp } => (
                 Method::Post,

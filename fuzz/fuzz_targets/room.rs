@@ -24,7 +24,7 @@ fn id(who: u8) -> String {
 fn message(u: &mut Unstructured) -> arbitrary::Result<ClientMessage> {
     let who = id(u.arbitrary()?);
     let kind = *u.choose(&[MediaKind::Audio, MediaKind::Video, MediaKind::Screen])?;
-    Ok(match u.int_in_range(0..=28u8)? {
+    Ok(match u.int_in_range(0..=33u8)? {
         0 => ClientMessage::Hello {
             version: u.int_in_range(0..=3)?,
         },
@@ -108,6 +108,27 @@ fn message(u: &mut Unstructured) -> arbitrary::Result<ClientMessage> {
         },
         27 => ClientMessage::EndPoll {
             poll: u.int_in_range(0..=3)?,
+        },
+        28 => ClientMessage::SetBreakouts {
+            rooms: (0..u.int_in_range(0..=3)?)
+                .map(|i| format!("room {i}"))
+                .collect(),
+            assigned: (0..u.int_in_range(0..=4)?)
+                .map(|_| Ok((id(u.arbitrary()?), u.int_in_range(0..=4)?)))
+                .collect::<arbitrary::Result<_>>()?,
+            let_choose: u.arbitrary()?,
+        },
+        29 => ClientMessage::OpenBreakouts {
+            minutes: u.arbitrary()?,
+        },
+        30 => ClientMessage::CloseBreakouts {
+            seconds: u.int_in_range(0..=40)?,
+        },
+        31 => ClientMessage::JoinBreakout {
+            room: u.int_in_range(0..=4)?,
+        },
+        32 => ClientMessage::BreakoutMessage {
+            text: u.arbitrary()?,
         },
         23 => ClientMessage::UpdateSettings {
             settings: RoomSettings {
@@ -275,6 +296,22 @@ fn run(room: &mut Room, rows: &mut Rows, open: &mut Vec<String>, now: u64, input
             );
         }
     }
+    // Breakout rooms: everyone is in one that exists, and in the main room while they are closed.
+    for p in &snap.participants {
+        assert!(
+            p.scope as usize <= snap.breakouts.rooms.len(),
+            "{} in room {} of {}",
+            p.id,
+            p.scope,
+            snap.breakouts.rooms.len()
+        );
+        assert!(
+            snap.breakouts.open || p.scope == 0,
+            "{} in room {} with the rooms closed",
+            p.id,
+            p.scope
+        );
+    }
     assert_eq!(
         rows.restore(room.name()),
         *room,
@@ -395,6 +432,7 @@ fuzz_target!(|steps: Vec<Step>| {
                     SfuCallKind::Offer {
                         id: 1,
                         block: Default::default(),
+                        scope: status as u32 % 3,
                     }
                 } else {
                     SfuCallKind::Block

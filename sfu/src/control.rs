@@ -24,7 +24,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use edgemeet_shared::control as signing;
 use edgemeet_shared::protocol::{
-    normalize_room_name, BlockBody, ErrorCode, OfferBody, SdpBody, ViewsBody, WireError, MAX_VIEWS,
+    normalize_room_name, BlockBody, ErrorCode, OfferBody, ScopeBody, SdpBody, ViewsBody, WireError,
+    MAX_VIEWS,
 };
 
 use crate::AppState;
@@ -132,7 +133,7 @@ pub async fn offer(
     };
     match s
         .media
-        .offer(&room, &id, req.sdp, block_bits(&req.block))
+        .offer(&room, &id, req.sdp, block_bits(&req.block), req.scope)
         .await
     {
         Ok(sdp) => Json(SdpBody { sdp }).into_response(),
@@ -216,6 +217,37 @@ pub async fn block(
     };
     match s.media.block(&room, &id, block_bits(&req)).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(e.code(), e.to_string()),
+    }
+}
+
+/// `POST …/participants/{id}/scope`: the participant moved to another part of the room (a
+/// breakout room, or back to the main room).
+pub async fn scope(
+    State(s): State<Arc<AppState>>,
+    Path((room, id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check(&s, &method, &uri, &headers, &body, &room, &id) {
+        return r;
+    }
+    let req: ScopeBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                ErrorCode::BadRequest,
+                format!("body must be {{\"scope\": a number}}: {e}"),
+            )
+        }
+    };
+    match s.media.set_scope(&room, &id, req.scope).await {
+        Ok(()) => {
+            tracing::info!(room, participant = id, scope = req.scope, "moved");
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => error(e.code(), e.to_string()),
     }
 }

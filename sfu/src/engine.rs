@@ -105,6 +105,7 @@ enum Cmd {
         peer: String,
         sdp: String,
         blocked: u8,
+        scope: u32,
         reply: Reply<String>,
     },
     Answer {
@@ -123,6 +124,12 @@ enum Cmd {
         room: String,
         peer: String,
         bits: u8,
+        reply: Reply<()>,
+    },
+    Scope {
+        room: String,
+        peer: String,
+        scope: u32,
         reply: Reply<()>,
     },
     Leave {
@@ -310,12 +317,14 @@ impl Engine {
         id: &str,
         sdp: String,
         blocked: u8,
+        scope: u32,
     ) -> Result<String, MediaError> {
         self.call(room, |reply| Cmd::Offer {
             room: room.into(),
             peer: id.into(),
             sdp,
             blocked,
+            scope,
             reply,
         })
         .await
@@ -341,6 +350,16 @@ impl Engine {
             room: room.into(),
             peer: id.into(),
             views,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn set_scope(&self, room: &str, id: &str, scope: u32) -> Result<(), MediaError> {
+        self.call(room, |reply| Cmd::Scope {
+            room: room.into(),
+            peer: id.into(),
+            scope,
             reply,
         })
         .await
@@ -1815,9 +1834,10 @@ impl Worker {
                 peer,
                 sdp,
                 blocked,
+                scope,
                 reply,
             } => {
-                let r = self.offer(&room, &peer, sdp, blocked);
+                let r = self.offer(&room, &peer, sdp, blocked, scope);
                 let _ = reply.send(r);
             }
             Cmd::Answer {
@@ -1843,6 +1863,26 @@ impl Worker {
                             room,
                             peer: peer.clone(),
                             views,
+                        },
+                    )
+                    .map_err(|_| MediaError::UnknownParticipant(peer));
+                self.perform();
+                let _ = reply.send(r);
+            }
+            Cmd::Scope {
+                room,
+                peer,
+                scope,
+                reply,
+            } => {
+                let r = self
+                    .core
+                    .handle_input(
+                        Instant::now(),
+                        Input::Scope {
+                            room,
+                            peer: peer.clone(),
+                            scope,
                         },
                     )
                     .map_err(|_| MediaError::UnknownParticipant(peer));
@@ -1952,6 +1992,7 @@ impl Worker {
         peer: &str,
         sdp: String,
         blocked: u8,
+        scope: u32,
     ) -> Result<String, MediaError> {
         let layout = crate::offer::parse(&sdp);
         let desc =
@@ -2047,6 +2088,7 @@ impl Worker {
                 peer: peer.into(),
                 session,
                 blocked,
+                scope,
             },
         );
         self.perform();

@@ -66,10 +66,23 @@ impl MediaHandle {
         id: &str,
         sdp: String,
         blocked: u8,
+        scope: u32,
     ) -> Result<String, media::MediaError> {
         match self {
-            MediaHandle::Async(m) => m.offer(room, id, sdp, blocked).await,
-            MediaHandle::Sans(e) => e.offer(room, id, sdp, blocked).await,
+            MediaHandle::Async(m) => m.offer(room, id, sdp, blocked, scope).await,
+            MediaHandle::Sans(e) => e.offer(room, id, sdp, blocked, scope).await,
+        }
+    }
+
+    pub async fn set_scope(
+        &self,
+        room: &str,
+        id: &str,
+        scope: u32,
+    ) -> Result<(), media::MediaError> {
+        match self {
+            MediaHandle::Async(m) => m.set_scope(room, id, scope),
+            MediaHandle::Sans(e) => e.set_scope(room, id, scope).await,
         }
     }
 
@@ -223,6 +236,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/rooms/{room}/participants/{id}/block",
             post(control::block),
+        )
+        .route(
+            "/v1/rooms/{room}/participants/{id}/scope",
+            post(control::scope),
         )
         .route("/v1/rooms/{room}/participants/{id}", delete(control::leave));
     // Tests only (the variable is never set in a deployment): a signed request makes a task

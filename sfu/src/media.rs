@@ -813,6 +813,7 @@ impl Media {
         id: &str,
         sdp: String,
         blocked: u8,
+        scope: u32,
     ) -> Result<String, MediaError> {
         let layout = crate::offer::parse(&sdp);
         let desc =
@@ -886,6 +887,7 @@ impl Media {
                         peer: id.into(),
                         session,
                         blocked,
+                        scope,
                     },
                 );
                 self.dispatch(&mut core);
@@ -1440,6 +1442,17 @@ impl Media {
             room: room.into(),
             peer: id.into(),
             views,
+        })
+        .map_err(|_| MediaError::UnknownParticipant(id.into()))
+    }
+
+    /// A participant moved to another part of the room (a breakout room, or back): it receives
+    /// what people there publish, and only that.
+    pub fn set_scope(&self, room: &str, id: &str, scope: u32) -> Result<(), MediaError> {
+        self.apply(Input::Scope {
+            room: room.into(),
+            peer: id.into(),
+            scope,
         })
         .map_err(|_| MediaError::UnknownParticipant(id.into()))
     }

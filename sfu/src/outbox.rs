@@ -197,6 +197,7 @@ mod tests {
         SfuEvent::ActiveSpeaker {
             room: room.into(),
             participant: Some(who.into()),
+            scope: 0,
             sfu: Some("s".into()),
             version: None,
         }

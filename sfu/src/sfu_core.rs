@@ -75,6 +75,16 @@ pub enum Input {
         peer: String,
         session: u64,
         blocked: u8,
+        /// The part of the room it is in (0: the main room; a breakout room's number): it
+        /// receives only the tracks of people in the same scope.
+        scope: u32,
+    },
+    /// `peer` moved to another part of the room ([`Input::Join`]'s `scope`): what it receives
+    /// from people it left ends, what people it joined publish starts, each side gets a new offer.
+    Scope {
+        room: String,
+        peer: String,
+        scope: u32,
     },
     /// Our answer to that offer is out: it can now receive what the room publishes.
     AnswerSent {
@@ -234,6 +244,8 @@ pub enum Output {
 #[derive(Debug)]
 struct Member {
     session: u64,
+    /// The part of the room it is in (see [`Input::Join`]).
+    scope: u32,
     /// Our answer is out: it takes part in subscriptions.
     answered: bool,
     blocked: u8,
@@ -276,8 +288,23 @@ struct RoomState {
     members: BTreeMap<String, Member>,
     tracks: BTreeMap<TrackId, Track>,
     subs: HashMap<SubId, Sub>,
-    speaker: SpeakerDetector,
+    /// One active speaker per scope (a breakout room has its own).
+    speakers: BTreeMap<u32, SpeakerDetector>,
     next_speaker_tick: Instant,
+}
+
+impl RoomState {
+    /// Whether `subscriber` should receive `track` (someone else's, in the same scope).
+    fn shares_scope(&self, subscriber: &str, track: &Track) -> bool {
+        track.publisher != subscriber
+            && match (
+                self.members.get(subscriber),
+                self.members.get(&track.publisher),
+            ) {
+                (Some(a), Some(b)) => a.scope == b.scope,
+                _ => false,
+            }
+    }
 }
 
 /// See the module docs.
@@ -351,6 +378,7 @@ impl SfuCore {
                 peer,
                 session,
                 blocked,
+                scope,
             } => {
                 match self.rooms.get(&room).and_then(|r| r.members.get(&peer)) {
                     Some(m) if m.session > session => return Err(CoreError::StaleSession),
@@ -362,13 +390,14 @@ impl SfuCore {
                     members: BTreeMap::new(),
                     tracks: BTreeMap::new(),
                     subs: HashMap::new(),
-                    speaker: SpeakerDetector::new(),
+                    speakers: BTreeMap::new(),
                     next_speaker_tick: next_tick,
                 });
                 r.members.insert(
                     peer,
                     Member {
                         session,
+                        scope,
                         answered: false,
                         blocked,
                         views: HashMap::new(),
@@ -391,10 +420,11 @@ impl SfuCore {
                     return Err(CoreError::StaleSession);
                 }
                 m.answered = true;
-                let tracks: Vec<TrackId> = self.rooms[&room]
+                let r = &self.rooms[&room];
+                let tracks: Vec<TrackId> = r
                     .tracks
                     .iter()
-                    .filter(|(_, t)| t.publisher != peer)
+                    .filter(|(_, t)| r.shares_scope(&peer, t))
                     .map(|(id, _)| *id)
                     .collect();
                 let mut added = false;
@@ -451,10 +481,11 @@ impl SfuCore {
                         subs: BTreeSet::new(),
                     },
                 );
+                let scope = r.members[&peer].scope;
                 let others: Vec<(String, u64)> = r
                     .members
                     .iter()
-                    .filter(|(id, m)| **id != peer && m.answered)
+                    .filter(|(id, m)| **id != peer && m.answered && m.scope == scope)
                     .map(|(id, m)| (id.clone(), m.session))
                     .collect();
                 for (other, _) in others {
@@ -566,6 +597,7 @@ impl SfuCore {
                 }
                 Ok(())
             }
+            Input::Scope { room, peer, scope } => self.move_scope(now, &room, &peer, scope),
             Input::Views { room, peer, views } => {
                 self.member_mut(&room, &peer)?.views = views
                     .into_iter()
@@ -644,9 +676,20 @@ impl SfuCore {
         let r = self
             .rooms
             .get_mut(room)
-            .filter(|r| r.members.contains_key(peer))
             .ok_or_else(|| CoreError::UnknownParticipant(peer.into()))?;
-        r.speaker.observe(peer, level & 0x7f, ms);
+        let scope = r
+            .members
+            .get(peer)
+            .ok_or_else(|| CoreError::UnknownParticipant(peer.into()))?
+            .scope;
+        if let Some(d) = r.speakers.get_mut(&scope) {
+            d.observe(peer, level & 0x7f, ms);
+        } else {
+            // First level heard in this scope (not per packet: once per scope).
+            let mut d = SpeakerDetector::new();
+            d.observe(peer, level & 0x7f, ms);
+            r.speakers.insert(scope, d);
+        }
         Ok(())
     }
 
@@ -684,13 +727,16 @@ impl SfuCore {
                 // Every room ticks on one grid (one wake-up for all of them); a shell that woke
                 // late catches up with one tick, not many.
                 r.next_speaker_tick = next_tick;
-                if let Some(id) = r.speaker.tick(ms) {
-                    self.out.push_back(Output::Event(SfuEvent::ActiveSpeaker {
-                        room: name.clone(),
-                        participant: Some(id),
-                        sfu: Some(self.sfu_id.clone()),
-                        version: None, // given by the outbox
-                    }));
+                for (scope, d) in r.speakers.iter_mut() {
+                    if let Some(id) = d.tick(ms) {
+                        self.out.push_back(Output::Event(SfuEvent::ActiveSpeaker {
+                            room: name.clone(),
+                            participant: Some(id),
+                            scope: *scope,
+                            sfu: Some(self.sfu_id.clone()),
+                            version: None, // given by the outbox
+                        }));
+                    }
                 }
             }
             let r = self.rooms.get_mut(&name).expect("listed");
@@ -855,7 +901,9 @@ impl SfuCore {
             return;
         };
         if !replacing {
-            r.speaker.remove(peer);
+            if let Some(d) = r.speakers.get_mut(&m.scope) {
+                d.remove(peer);
+            }
         }
         // Its tracks leave every subscriber, who get a new offer.
         let mut touched = BTreeMap::new();
@@ -905,6 +953,86 @@ impl SfuCore {
             }
             self.update_dynacast(now, room);
         }
+    }
+
+    /// `peer` moves to `scope`: receptions across scopes end (both ways), receptions within the
+    /// new scope start (both ways), and everyone touched gets a new offer.
+    fn move_scope(
+        &mut self,
+        now: Instant,
+        room: &str,
+        peer: &str,
+        scope: u32,
+    ) -> Result<(), CoreError> {
+        let m = self.member_mut(room, peer)?;
+        let old = m.scope;
+        if old == scope {
+            return Ok(());
+        }
+        m.scope = scope;
+        let r = self.rooms.get_mut(room).expect("member's room");
+        // Whoever spoke in the old scope is no longer heard there.
+        if let Some(d) = r.speakers.get_mut(&old) {
+            d.remove(peer);
+        }
+        // Receptions that now cross scopes end: what `peer` receives, and what others receive of
+        // `peer`'s tracks.
+        let crossing: Vec<SubId> = r
+            .subs
+            .iter()
+            .filter(|(_, s)| {
+                r.tracks.get(&s.track).is_some_and(|t| {
+                    (s.subscriber == peer || t.publisher == peer)
+                        && !r.shares_scope(&s.subscriber, t)
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        for sub in crossing {
+            let Some(s) = r.subs.remove(&sub) else {
+                continue;
+            };
+            if let Some(t) = r.tracks.get_mut(&s.track) {
+                t.subs.remove(&sub);
+            }
+            if let Some(other) = r.members.get_mut(&s.subscriber) {
+                other.receiving.remove(&s.track);
+            }
+            self.out.push_back(Output::Unsubscribe {
+                room: room.into(),
+                sub,
+                subscriber: s.subscriber.clone(),
+                session: s.session,
+                track: s.track,
+                remove_track: true,
+            });
+            touched.insert(s.subscriber);
+        }
+        // Receptions within the new scope start.
+        let r = &self.rooms[room];
+        let mut wanted: Vec<(String, TrackId)> = Vec::new();
+        for (tid, t) in &r.tracks {
+            if t.publisher == peer {
+                for (other, om) in &r.members {
+                    if om.answered && r.shares_scope(other, t) {
+                        wanted.push((other.clone(), *tid));
+                    }
+                }
+            } else if r.members[peer].answered && r.shares_scope(peer, t) {
+                wanted.push((peer.to_string(), *tid));
+            }
+        }
+        for (who, track) in wanted {
+            if self.subscribe(room, &who, track) {
+                touched.insert(who);
+            }
+        }
+        for who in touched {
+            self.renegotiate(room, &who);
+        }
+        self.update_dynacast(now, room);
+        Ok(())
     }
 
     /// Re-derives the layer of each of `peer`'s video receptions (tile size, downlink), then the
@@ -994,8 +1122,19 @@ impl SfuCore {
         Some((d.estimate_bps(), d.last_loss()))
     }
 
+    /// The active speaker of the main room.
     pub fn speaker(&self, room: &str) -> Option<&str> {
-        self.rooms.get(room)?.speaker.current()
+        self.scope_speaker(room, 0)
+    }
+
+    /// The active speaker of one scope of the room (a breakout room's number; 0: the main room).
+    pub fn scope_speaker(&self, room: &str, scope: u32) -> Option<&str> {
+        self.rooms.get(room)?.speakers.get(&scope)?.current()
+    }
+
+    /// The scope `peer` is in.
+    pub fn scope(&self, room: &str, peer: &str) -> Option<u32> {
+        Some(self.rooms.get(room)?.members.get(peer)?.scope)
     }
 
     /// Rooms and who is in them: what each publishes, receives and its downlink estimate.
@@ -1112,6 +1251,7 @@ mod tests {
                 peer: peer.into(),
                 session,
                 blocked: 0,
+                scope: 0,
             });
             session
         }
@@ -1429,6 +1569,7 @@ mod tests {
                 peer: "ada".into(),
                 session: old,
                 blocked: 0,
+                scope: 0,
             },
         );
         assert_eq!(
@@ -1580,6 +1721,140 @@ mod tests {
         s.core.handle_timeout(s.now);
         let next = s.core.poll_timeout().unwrap();
         assert!(next > s.now && next <= s.now + SPEAKER_TICK);
+    }
+
+    #[test]
+    fn breakout_scopes_carry_only_their_own_media_and_speaker_and_moving_back_restores_all() {
+        let mut s = Sim::new();
+        let mut tracks = HashMap::new();
+        for p in ["ada", "bob", "cy", "dee"] {
+            s.join(p);
+            tracks.insert(p, s.publish(p, TrackKind::Camera, false));
+        }
+        let everyone = s.outputs();
+        assert_eq!(
+            Sim::subscribes(&everyone).len(),
+            12,
+            "all see all in the main room"
+        );
+        let receives = |s: &Sim, p: &str| -> BTreeSet<String> {
+            let r = &s.core.rooms[R];
+            r.members[p]
+                .receiving
+                .keys()
+                .map(|t| r.tracks[t].publisher.clone())
+                .collect()
+        };
+        // Ada and Bob to room 1, Cy and Dee to room 2.
+        for (p, scope) in [("ada", 1), ("bob", 1), ("cy", 2), ("dee", 2)] {
+            s.input(Input::Scope {
+                room: R.into(),
+                peer: p.into(),
+                scope,
+            });
+        }
+        let moved = s.outputs();
+        assert_eq!(receives(&s, "ada"), BTreeSet::from(["bob".to_string()]));
+        assert_eq!(receives(&s, "bob"), BTreeSet::from(["ada".to_string()]));
+        assert_eq!(receives(&s, "cy"), BTreeSet::from(["dee".to_string()]));
+        assert_eq!(receives(&s, "dee"), BTreeSet::from(["cy".to_string()]));
+        // Every ended reception takes its track off the session (a new offer says so). One move
+        // at a time: Ada first leaves Bob too (6), Bob leaves Cy and Dee (4), Cy leaves Dee (2);
+        // Bob and Ada, Dee and Cy meet again.
+        let removed = moved
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Unsubscribe {
+                        remove_track: true,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(removed, 12);
+        let mut touched: Vec<String> = Sim::renegotiated(&moved)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        touched.sort();
+        touched.dedup();
+        assert_eq!(touched, ["ada", "bob", "cy", "dee"]);
+        // A camera published in room 2 reaches room 2 only.
+        s.join("eve");
+        s.input(Input::Scope {
+            room: R.into(),
+            peer: "eve".into(),
+            scope: 2,
+        });
+        s.outputs();
+        s.publish("eve", TrackKind::Mic, false);
+        let out = s.outputs();
+        let mut to: Vec<String> = Sim::subscribes(&out)
+            .into_iter()
+            .map(|(p, _, _)| p)
+            .collect();
+        to.sort();
+        assert_eq!(to, ["cy", "dee"]);
+        assert_eq!(s.core.scope(R, "eve"), Some(2));
+        // Each room has its own speaker.
+        s.publish("ada", TrackKind::Mic, false);
+        s.outputs();
+        let mut speakers = BTreeMap::new();
+        for _ in 0..100 {
+            s.now += Duration::from_millis(20);
+            s.core.handle_audio_level(s.now, R, "ada", 20).unwrap();
+            s.core.handle_audio_level(s.now, R, "eve", 25).unwrap();
+            if s.core.poll_timeout().is_some_and(|t| t <= s.now) {
+                s.core.handle_timeout(s.now);
+            }
+            for o in s.outputs() {
+                if let Output::Event(SfuEvent::ActiveSpeaker {
+                    participant, scope, ..
+                }) = o
+                {
+                    speakers.insert(scope, participant);
+                }
+            }
+        }
+        assert_eq!(
+            speakers,
+            BTreeMap::from([(1, Some("ada".to_string())), (2, Some("eve".to_string()))])
+        );
+        assert_eq!(s.core.scope_speaker(R, 1), Some("ada"));
+        assert_eq!(
+            s.core.speaker(R),
+            None,
+            "nobody speaks in the empty main room"
+        );
+        // Moving to the scope one is in changes nothing.
+        s.input(Input::Scope {
+            room: R.into(),
+            peer: "ada".into(),
+            scope: 1,
+        });
+        assert!(s.outputs().is_empty());
+        // Everyone back: everyone receives everyone again.
+        for p in ["ada", "bob", "cy", "dee", "eve"] {
+            s.input(Input::Scope {
+                room: R.into(),
+                peer: p.into(),
+                scope: 0,
+            });
+        }
+        s.outputs();
+        for p in ["ada", "bob", "cy", "dee", "eve"] {
+            let expected: BTreeSet<String> = ["ada", "bob", "cy", "dee", "eve"]
+                .into_iter()
+                .filter(|o| *o != p)
+                .map(String::from)
+                .collect();
+            assert_eq!(receives(&s, p), expected, "{p}");
+        }
+        // (Ada's mic and camera both: a publisher's tracks all follow it.)
+        assert_eq!(s.core.rooms[R].members["bob"].receiving.len(), 5);
+        let _ = tracks;
     }
 
     #[test]

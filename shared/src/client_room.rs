@@ -1,8 +1,8 @@
 //! The room as a browser sees it: a pure reducer over [`ServerMessage`]s, so the UI only renders.
 
 use crate::protocol::{
-    ChatMessage, MediaKind, ParticipantInfo, PollView, RoomSettings, ServerMessage, Waiter,
-    CHAT_HISTORY,
+    BreakoutView, ChatMessage, MediaKind, ParticipantInfo, PollView, RoomSettings, ServerMessage,
+    Waiter, CHAT_HISTORY,
 };
 use crate::token::Role;
 
@@ -26,6 +26,10 @@ pub struct ClientRoom {
     pub waiting_in: Option<String>,
     /// The meeting's polls as this browser may see them, oldest first.
     pub polls: Vec<PollView>,
+    /// The breakout rooms.
+    pub breakouts: BreakoutView,
+    /// The latest host message to every room (from, text), until the rooms close.
+    pub announcement: Option<(String, String)>,
 }
 
 impl ClientRoom {
@@ -46,7 +50,55 @@ impl ClientRoom {
                 self.waiting = room.waiting.clone();
                 self.waiting_in = None;
                 self.polls = room.polls.clone();
+                self.breakouts = (*room.breakouts).clone();
                 None
+            }
+            ServerMessage::Breakouts { breakouts } => {
+                let was = std::mem::replace(&mut self.breakouts, breakouts.clone());
+                let scope = self.scope();
+                match (was.open, breakouts.open) {
+                    (false, true) => Some("Breakout rooms are open".into()),
+                    (true, false) => {
+                        self.announcement = None;
+                        Some("Breakout rooms are closed".into())
+                    }
+                    (true, true) if was.closing_at.is_none() && breakouts.closing_at.is_some() => {
+                        (scope != 0).then(|| "Breakout rooms are closing".into())
+                    }
+                    _ => None,
+                }
+            }
+            ServerMessage::ParticipantMoved { id, scope } => {
+                let p = self.participants.iter_mut().find(|p| &p.id == id)?;
+                p.scope = *scope;
+                let name = p.name.clone();
+                if self.is_me(id) {
+                    return None; // `moved` says it
+                }
+                let mine = self.scope();
+                if *scope == mine && self.breakouts.open {
+                    Some(format!("{name} joined {}", self.room_name(mine)))
+                } else {
+                    None
+                }
+            }
+            ServerMessage::Moved {
+                scope,
+                chat,
+                speaker,
+            } => {
+                if let Some(me) = self.me.clone() {
+                    if let Some(p) = self.participants.iter_mut().find(|p| p.id == me) {
+                        p.scope = *scope;
+                    }
+                }
+                self.chat = chat.clone();
+                self.speaker = speaker.clone();
+                Some(format!("You are in {}", self.room_name(*scope)))
+            }
+            ServerMessage::BreakoutBroadcast { from, text } => {
+                self.announcement = Some((from.clone(), text.clone()));
+                Some(format!("{from} to all rooms: {text}"))
             }
             ServerMessage::Poll { poll } => {
                 let Some(old) = self.polls.iter_mut().find(|p| p.id == poll.id) else {
@@ -205,13 +257,45 @@ impl ClientRoom {
         self.me.as_deref() == Some(id)
     }
 
-    /// Everyone but me, in join order.
+    /// Everyone I see and hear but me (those in my breakout room, or in the main room), in join
+    /// order.
     pub fn others(&self) -> Vec<ParticipantInfo> {
+        let scope = self.scope();
+        self.participants
+            .iter()
+            .filter(|p| !self.is_me(&p.id) && p.scope == scope)
+            .cloned()
+            .collect()
+    }
+
+    /// Everyone but me, wherever they are, in join order.
+    pub fn everyone_else(&self) -> Vec<ParticipantInfo> {
         self.participants
             .iter()
             .filter(|p| !self.is_me(&p.id))
             .cloned()
             .collect()
+    }
+
+    /// The breakout room I am in (0: the main room).
+    pub fn scope(&self) -> u32 {
+        self.participants
+            .iter()
+            .find(|p| self.is_me(&p.id))
+            .map_or(0, |p| p.scope)
+    }
+
+    /// What people call room `scope`: "the main room", or the breakout room's name.
+    pub fn room_name(&self, scope: u32) -> String {
+        match scope {
+            0 => "the main room".into(),
+            n => self
+                .breakouts
+                .rooms
+                .get(n as usize - 1)
+                .cloned()
+                .unwrap_or_else(|| format!("room {n}")),
+        }
     }
 }
 
@@ -240,6 +324,7 @@ mod tests {
             away: false,
             screen: false,
             hand: None,
+            scope: 0,
         }
     }
 
@@ -256,6 +341,7 @@ mod tests {
             chat: Vec::new(),
             waiting: Vec::new(),
             polls: Vec::new(),
+            breakouts: Default::default(),
         };
         assert_eq!(
             r.apply(&ServerMessage::Snapshot {

@@ -5,6 +5,8 @@
 //! [`ErrorCode::UnsupportedVersion`]. Adding a message or an optional field is not a version bump;
 //! changing the meaning of one is.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::error::{ErrorCode, WireError};
@@ -125,6 +127,71 @@ pub enum ClientMessage {
     SharePollResults { poll: u64 },
     /// Host or co-host: end poll `poll` (no more votes; its results are kept for the meeting).
     EndPoll { poll: u64 },
+    /// Host or co-host: the breakout rooms (names; room `n` is `rooms[n - 1]`), who goes where
+    /// (participant id → room number) and whether people may pick a room themselves. While the
+    /// rooms are open, someone whose room changed moves at once; rooms can be added or renamed,
+    /// not removed.
+    SetBreakouts {
+        rooms: Vec<String>,
+        #[serde(default)]
+        assigned: BTreeMap<String, u32>,
+        #[serde(default)]
+        let_choose: bool,
+    },
+    /// Host or co-host: open the rooms (everyone assigned goes to theirs), for `minutes` if set;
+    /// then a closing countdown starts on its own.
+    OpenBreakouts {
+        #[serde(default)]
+        minutes: Option<u32>,
+    },
+    /// Host or co-host: everyone is back in the main room after `seconds` (shown to everyone as a
+    /// countdown; 0: at once).
+    CloseBreakouts {
+        #[serde(default = "default_close_seconds")]
+        seconds: u32,
+    },
+    /// Go to breakout room `room` (0: the main room). Hosts and co-hosts: any room, any time the
+    /// rooms are open; others: back to the main room, or any room when they may choose.
+    JoinBreakout { room: u32 },
+    /// Host or co-host: a message shown as a banner to everyone, in every room.
+    BreakoutMessage { text: String },
+}
+
+/// Most breakout rooms a meeting has.
+pub const MAX_BREAKOUT_ROOMS: usize = 50;
+/// Most characters of a breakout room's name.
+pub const MAX_BREAKOUT_NAME_CHARS: usize = 64;
+/// Longest a breakout timer runs.
+pub const MAX_BREAKOUT_MINUTES: u32 = 24 * 60;
+/// Longest closing countdown.
+pub const MAX_BREAKOUT_CLOSE_SECONDS: u32 = 600;
+/// The closing countdown when a host does not say, and when the timer runs out.
+pub const BREAKOUT_CLOSE_SECONDS: u32 = 30;
+
+pub fn default_close_seconds() -> u32 {
+    BREAKOUT_CLOSE_SECONDS
+}
+
+/// The breakout rooms as everyone sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BreakoutView {
+    /// Room names: room `n` (its number everywhere else) is `rooms[n - 1]`.
+    pub rooms: Vec<String>,
+    /// Who goes where when the rooms open (participant id → room number).
+    #[serde(default)]
+    pub assigned: BTreeMap<String, u32>,
+    /// People may pick a room themselves.
+    #[serde(default)]
+    pub let_choose: bool,
+    /// The rooms are open (people are in them).
+    #[serde(default)]
+    pub open: bool,
+    /// The timer: when the closing countdown starts on its own (ms since the epoch).
+    #[serde(default)]
+    pub ends_at: Option<u64>,
+    /// The closing countdown: everyone is back in the main room then (ms since the epoch).
+    #[serde(default)]
+    pub closing_at: Option<u64>,
 }
 
 /// What a host can stop for someone.
@@ -196,6 +263,10 @@ pub struct ChatMessage {
     pub at: u64,
     /// The sender's page's id for it (a resend is recognised).
     pub client_id: String,
+    /// The breakout room it was sent in (0: the main room): only people there read it (private
+    /// messages go wherever their reader is).
+    #[serde(default)]
+    pub scope: u32,
 }
 
 /// Most polls a meeting keeps.
@@ -403,6 +474,27 @@ pub enum ServerMessage {
     Poll {
         poll: PollView,
     },
+    /// The breakout rooms changed (plan, opened, timer, closing countdown, closed).
+    Breakouts {
+        breakouts: BreakoutView,
+    },
+    /// `id` moved to breakout room `scope` (0: the main room).
+    ParticipantMoved {
+        id: String,
+        scope: u32,
+    },
+    /// You moved to breakout room `scope` (0: the main room): its chat and its speaker. Media
+    /// follows on the same connection (the SFU sends a new offer).
+    Moved {
+        scope: u32,
+        chat: Vec<ChatMessage>,
+        speaker: Option<String>,
+    },
+    /// A host's (`from`, a name) message to every room.
+    BreakoutBroadcast {
+        from: String,
+        text: String,
+    },
 
     Error {
         code: ErrorCode,
@@ -437,6 +529,9 @@ pub struct RoomSnapshot {
     /// The meeting's polls as this participant may see them, oldest first.
     #[serde(default)]
     pub polls: Vec<PollView>,
+    /// (Boxed: it would make every [`ServerMessage`] as big as a snapshot.)
+    #[serde(default)]
+    pub breakouts: Box<BreakoutView>,
 }
 
 pub fn default_max_screen_sharers() -> u32 {
@@ -462,6 +557,9 @@ pub struct ParticipantInfo {
     /// Hand raised at (ms since the epoch), if raised.
     #[serde(default)]
     pub hand: Option<u64>,
+    /// The breakout room they are in (0: the main room).
+    #[serde(default)]
+    pub scope: u32,
 }
 
 /// Answer of `POST /api/rooms/{room}/join`.
@@ -510,6 +608,18 @@ pub struct OfferBody {
     pub sdp: String,
     #[serde(default)]
     pub block: BlockBody,
+    /// The part of the room the participant is in (0: the main room; a breakout room's number):
+    /// the session receives only what people in the same part publish.
+    #[serde(default)]
+    pub scope: u32,
+}
+
+/// Body of `POST {sfu}/v1/rooms/{room}/participants/{id}/scope`: the participant moved to another
+/// part of the room (see [`OfferBody::scope`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeBody {
+    pub scope: u32,
 }
 
 /// The SFU's callback to the edge (`POST /api/sfu/signal`): a new offer for one participant.
@@ -545,10 +655,13 @@ pub enum SfuEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<u64>,
     },
-    /// The room's active speaker changed.
+    /// The active speaker of one part of the room changed.
     ActiveSpeaker {
         room: String,
         participant: Option<String>,
+        /// Which part: 0 the main room, or a breakout room's number (each has its own speaker).
+        #[serde(default)]
+        scope: u32,
         #[serde(default)]
         sfu: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -586,7 +699,7 @@ impl SfuEvent {
             SfuEvent::PublishLayers {
                 room, participant, ..
             } => format!("{room}/layers/{participant}"),
-            SfuEvent::ActiveSpeaker { room, .. } => format!("{room}/speaker"),
+            SfuEvent::ActiveSpeaker { room, scope, .. } => format!("{room}/speaker/{scope}"),
         }
     }
 

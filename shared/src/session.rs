@@ -648,6 +648,7 @@ mod tests {
                     away: false,
                     screen: false,
                     hand: None,
+                    scope: 0,
                 }],
                 sfu: Some("us-east".into()),
                 host: Some("me".into()),
@@ -657,6 +658,7 @@ mod tests {
                 chat: Vec::new(),
                 waiting: Vec::new(),
                 polls: Vec::new(),
+                breakouts: Default::default(),
             },
             resumed,
         }
@@ -1265,6 +1267,7 @@ mod tests {
                     text: "x".into(),
                     at: 0,
                     client_id: id.into(),
+                    scope: 0,
                 },
             },
         };

@@ -303,7 +303,7 @@ impl Room {
             .chat
             .iter()
             .rev()
-            .filter(|m| m.to.is_none() || m.from == id || m.to.as_deref() == Some(id))
+            .filter(|m| self.may_read(id, m))
             .take_while(|m| {
                 let size = serde_json::to_vec(m).map_or(SNAPSHOT_CHAT_BYTES, |j| j.len() + 1);
                 budget = budget.saturating_sub(size);
@@ -729,15 +729,22 @@ impl Room {
             | ClientMessage::Vote { .. }
             | ClientMessage::SharePollResults { .. }
             | ClientMessage::EndPoll { .. }) => self.poll_action(now, conn, &id, msg),
+            msg @ (ClientMessage::SetBreakouts { .. }
+            | ClientMessage::OpenBreakouts { .. }
+            | ClientMessage::CloseBreakouts { .. }
+            | ClientMessage::JoinBreakout { .. }
+            | ClientMessage::BreakoutMessage { .. }) => self.breakout_action(now, conn, &id, msg),
             ClientMessage::DeleteChat { id: msg_id } => {
                 if !moderator {
                     return forbidden("hosts and co-hosts can delete messages");
                 }
-                // A private message is theirs: a moderator not in it cannot see it, nor delete it.
-                let Some(i) = self.chat.iter().position(|m| {
-                    m.id == msg_id
-                        && (m.to.is_none() || m.from == id || m.to.as_deref() == Some(id.as_str()))
-                }) else {
+                // A private message is theirs: a moderator not in it cannot see it, nor delete it;
+                // nor one of another breakout room's chat.
+                let Some(i) = self
+                    .chat
+                    .iter()
+                    .position(|m| m.id == msg_id && self.may_read(&id, m))
+                else {
                     return bad("There is no such message.");
                 };
                 let Some(gone) = self.chat.remove(i) else {
@@ -746,7 +753,7 @@ impl Room {
                 self.dirty.chat.insert(msg_id);
                 let msg = ServerMessage::ChatDeleted { id: msg_id };
                 match gone.to {
-                    None => vec![Output::Broadcast { except: None, msg }],
+                    None => self.to_scope(gone.scope, msg),
                     Some(to) => {
                         let mut out = self.to_member(&gone.from, msg.clone());
                         out.extend(self.to_member(&to, msg));
@@ -776,10 +783,8 @@ impl Room {
                         "You are sending reactions too fast.".into(),
                     );
                 }
-                vec![Output::Broadcast {
-                    except: None,
-                    msg: ServerMessage::Reaction { id, emoji },
-                }]
+                let scope = self.scope_of(&id);
+                self.to_scope(scope, ServerMessage::Reaction { id, emoji })
             }
             ClientMessage::Hand { raised } => {
                 if let Some(refused) = self.hand_toggle_limit(now, &id, &conn) {
@@ -1307,6 +1312,7 @@ impl Room {
             text,
             at: now,
             client_id: client_id.clone(),
+            scope: m.info.scope,
         };
         self.meta.chat_next += 1;
         self.dirty.meta = true;
@@ -1324,9 +1330,10 @@ impl Room {
                 self.dirty.chat.insert(old.id);
             }
         }
+        let scope = message.scope;
         let msg = ServerMessage::ChatMessage { message };
         match to {
-            None => vec![Output::Broadcast { except: None, msg }],
+            None => self.to_scope(scope, msg),
             Some(t) => {
                 let mut out = self.to_member(&t, msg.clone());
                 out.push(Output::Send { conn, msg });

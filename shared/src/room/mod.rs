@@ -18,6 +18,7 @@
 //!   lost if the object hibernates or is evicted ([`Room::restore`] brings it back);
 //! - token refresh: members get a fresh room token over their socket before theirs expires.
 
+mod breakout;
 mod meeting;
 mod polls;
 mod sfu;
@@ -39,6 +40,7 @@ use crate::region::SfuChoice;
 use crate::token::{Claims, Grants, Role, LEEWAY_SECS, MAX_TOKEN_TTL_SECS};
 use crate::Millis;
 
+pub use breakout::{even_split, BreakoutError};
 pub use meeting::{
     address_key, Admission, JoinAsk, PasswordCheck, PreJoin, IDLE_END_MS, MAX_WAITING,
     WRONG_PASSWORDS_PER_MINUTE,
@@ -121,6 +123,8 @@ pub enum SfuCall {
         sdp: String,
         id: u64,
         block: crate::protocol::BlockBody,
+        /// The breakout room they are in (0: the main room).
+        scope: u32,
     },
     /// Here is the answer to the SFU's last offer.
     Answer { sdp: String },
@@ -134,6 +138,8 @@ pub enum SfuCall {
         video: bool,
         screen: bool,
     },
+    /// The participant moved to breakout room `scope` (0: the main room).
+    Scope { scope: u32 },
 }
 
 /// What the shell must do. Everything that needs an answer is fed back as an [`Input`].
@@ -237,9 +243,12 @@ struct Meta {
     name: String,
     /// The first member to join hosts; when the host leaves, the longest-present member does.
     host: Option<String>,
-    /// Who the SFU last said is speaking.
+    /// Who the SFU last said is speaking, in each scope (0: the main room; a breakout room).
     #[serde(default)]
-    speaker: Option<String>,
+    speakers: BTreeMap<u32, String>,
+    /// The breakout rooms (see [`breakout`]).
+    #[serde(default)]
+    breakouts: crate::protocol::BreakoutView,
     /// The version of the last event applied, by `"{sfu}|{event key}"` (see
     /// [`SfuEvent::key`]): a repeated or overtaken event is ignored.
     #[serde(default)]
@@ -326,7 +335,8 @@ impl Room {
             meta: Meta {
                 name: name.into(),
                 host: None,
-                speaker: None,
+                speakers: BTreeMap::new(),
+                breakouts: Default::default(),
                 event_versions: BTreeMap::new(),
                 max_screen_sharers: crate::protocol::default_max_screen_sharers(),
                 media: sfu::Media::default(),
@@ -409,12 +419,13 @@ impl Room {
             participants,
             sfu: self.sfu().map(|c| c.id.clone()),
             host: self.meta.host.clone(),
-            speaker: self.meta.speaker.clone(),
+            speaker: self.meta.speakers.get(&0).cloned(),
             max_screen_sharers: self.meta.max_screen_sharers,
             settings: self.meta.settings.clone(),
             chat: Vec::new(),
             waiting: Vec::new(),
             polls: Vec::new(),
+            breakouts: Box::new(self.breakout_view()),
         }
     }
 
@@ -424,6 +435,7 @@ impl Room {
         let mut s = self.snapshot();
         s.chat = self.chat_for(id);
         s.polls = self.polls_for(id);
+        s.speaker = self.meta.speakers.get(&self.scope_of(id)).cloned();
         if self.is_moderator(id) {
             s.waiting = self.waiting_list();
         }
@@ -459,6 +471,7 @@ impl Room {
             .filter_map(Member::refresh_at);
         away.chain(refresh)
             .chain(self.meta.media.deadline(!self.members.is_empty()))
+            .chain(self.breakout_deadline())
             .min()
     }
 
@@ -570,19 +583,23 @@ impl Room {
                 }
                 self.to_member(&participant, ServerMessage::PublishLayers { active })
             }
-            Input::SfuEvent(SfuEvent::ActiveSpeaker { participant, .. }) => {
+            Input::SfuEvent(SfuEvent::ActiveSpeaker {
+                participant, scope, ..
+            }) => {
+                // Only someone present, in that scope (a late event about someone who moved on
+                // changes nothing).
                 let known = participant
                     .as_ref()
-                    .is_none_or(|p| self.members.contains_key(p));
-                if !known || self.meta.speaker == participant {
+                    .is_none_or(|p| self.members.get(p).is_some_and(|m| m.info.scope == scope));
+                if !known || self.meta.speakers.get(&scope) == participant.as_ref() {
                     return Vec::new();
                 }
-                self.meta.speaker = participant.clone();
+                match &participant {
+                    Some(p) => self.meta.speakers.insert(scope, p.clone()),
+                    None => self.meta.speakers.remove(&scope),
+                };
                 self.dirty.meta = true;
-                vec![Output::Broadcast {
-                    except: None,
-                    msg: ServerMessage::ActiveSpeaker { id: participant },
-                }]
+                self.to_scope(scope, ServerMessage::ActiveSpeaker { id: participant })
             }
             Input::SfuDraining { sfu } => {
                 let occupied = !self.members.is_empty();
@@ -668,6 +685,7 @@ impl Room {
             .map(|(id, _)| id.clone())
             .collect();
         let mut out: Vec<Output> = gone.iter().flat_map(|id| self.remove(now, id)).collect();
+        out.extend(self.breakout_timeout(now));
         // Fresh tokens for connected members whose token is a third from its end.
         let due: Vec<String> = self
             .members
@@ -818,6 +836,7 @@ impl Room {
                 stopped.audio = true;
             }
             let info = ParticipantInfo {
+                scope: 0, // joining while breakout rooms are open: the main room
                 id: claims.sub.clone(),
                 name: claims.name.clone(),
                 role,
@@ -988,14 +1007,17 @@ impl Room {
                 if let Err(e) = check_sdp(&sdp) {
                     return error_to(conn, e.code, e.message);
                 }
-                // A new session starts with what a host stopped still blocked.
+                // A new session starts with what a host stopped still blocked, in the member's
+                // breakout room.
                 let block = self.block_of(&id);
+                let scope = self.scope_of(&id);
                 self.call_sfu(
                     id,
                     SfuCall::Offer {
                         sdp,
                         id: offer_id,
                         block,
+                        scope,
                     },
                 )
             }
@@ -1061,7 +1083,13 @@ impl Room {
                         return error_to(conn, ErrorCode::Forbidden, message.into());
                     }
                 }
-                let sharers = self.members.values().filter(|m| m.info.screen).count() as u32;
+                // Sharers in the same room (each breakout room has its own screen).
+                let scope = m.info.scope;
+                let sharers = self
+                    .members
+                    .values()
+                    .filter(|m| m.info.screen && m.info.scope == scope)
+                    .count() as u32;
                 if sharing && sharers >= self.meta.max_screen_sharers {
                     return error_to(
                         conn,
@@ -1151,7 +1179,10 @@ impl Room {
         let current = self.sfu().is_some_and(|c| c.id == sfu);
         let mut out = Vec::new();
         match (&call, &reply) {
-            (SfuCallKind::Offer { id, block }, HttpReply::Answered { status: 200, body }) => {
+            (
+                SfuCallKind::Offer { id, block, scope },
+                HttpReply::Answered { status: 200, body },
+            ) => {
                 match serde_json::from_str::<crate::protocol::SdpBody>(body) {
                     Ok(b) if current => {
                         out.extend(self.to_member(
@@ -1165,6 +1196,16 @@ impl Room {
                         // session: tell the new one.
                         if self.block_of(&participant) != *block {
                             out.extend(self.block_call(&participant));
+                        }
+                        // So does a move to another breakout room.
+                        let now_in = self.scope_of(&participant);
+                        if now_in != *scope && self.members.contains_key(&participant) {
+                            out.extend(
+                                self.call_sfu(
+                                    participant.clone(),
+                                    SfuCall::Scope { scope: now_in },
+                                ),
+                            );
                         }
                     }
                     Ok(_) => {} // an answer from the SFU the room has since left
@@ -1183,6 +1224,8 @@ impl Room {
             (SfuCallKind::Views, HttpReply::Answered { status: 404, .. }) => {}
             // A block for someone with no media session yet: their offer will carry it.
             (SfuCallKind::Block, HttpReply::Answered { status: 404, .. }) => {}
+            // A move for someone with no media session yet: likewise.
+            (SfuCallKind::Scope, HttpReply::Answered { status: 404, .. }) => {}
             (SfuCallKind::Views | SfuCallKind::Leave, HttpReply::Answered { status, body }) => {
                 out.push(Output::Warn(format!(
                     "SFU {sfu}: {call:?} for {participant} answered {status}: {}",
@@ -1279,8 +1322,8 @@ impl Room {
                 self.dirty.meta = true;
             }
         }
-        if self.meta.speaker.as_deref() == Some(id) {
-            self.meta.speaker = None; // everyone drops the leaver's tile anyway
+        if self.meta.speakers.values().any(|s| s == id) {
+            self.meta.speakers.retain(|_, s| s != id); // everyone drops the leaver's tile anyway
             self.dirty.meta = true;
         }
         let mut out = vec![Output::Broadcast {

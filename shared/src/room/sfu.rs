@@ -58,24 +58,31 @@ pub enum SfuCallKind {
     Offer {
         id: u64,
         block: crate::protocol::BlockBody,
+        /// The scope it was sent with.
+        scope: u32,
     },
     Answer,
     Leave,
     Views,
     Block,
+    Scope,
 }
 
 impl SfuCall {
     pub fn kind(&self) -> SfuCallKind {
         match self {
-            SfuCall::Offer { id, block, .. } => SfuCallKind::Offer {
+            SfuCall::Offer {
+                id, block, scope, ..
+            } => SfuCallKind::Offer {
                 id: *id,
                 block: *block,
+                scope: *scope,
             },
             SfuCall::Answer { .. } => SfuCallKind::Answer,
             SfuCall::Leave => SfuCallKind::Leave,
             SfuCall::Views { .. } => SfuCallKind::Views,
             SfuCall::Block { .. } => SfuCallKind::Block,
+            SfuCall::Scope { .. } => SfuCallKind::Scope,
         }
     }
 }

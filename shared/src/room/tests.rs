@@ -711,6 +711,7 @@ fn an_offer_goes_to_the_sfu_and_its_answer_back_to_the_sender_only() {
         sdp: SDP.into(),
         id: 7,
         block: not_sharing(),
+        scope: 0,
     };
     let fx = frame(
         &mut r,
@@ -920,7 +921,8 @@ fn leaving_frees_the_participant_on_the_sfu_and_late_sfu_messages_go_nowhere() {
                 participant: "b".into(),
                 call: SfuCallKind::Offer {
                     id: 1,
-                    block: not_sharing()
+                    block: not_sharing(),
+                    scope: 0,
                 },
                 reply: answered(200, r#"{"sdp":"a"}"#),
             }
@@ -951,6 +953,7 @@ fn sfu_refusals_reach_only_the_participant_concerned() {
             call: SfuCallKind::Offer {
                 id: 1,
                 block: not_sharing(),
+                scope: 0,
             },
             reply: answered(400, r#"{"code":"bad_sdp","message":"m"}"#),
         },
@@ -1024,6 +1027,7 @@ fn a_repeated_or_overtaken_sfu_event_changes_nothing() {
     let speaker = |p: &str, version: u64| {
         Input::SfuEvent(SfuEvent::ActiveSpeaker {
             room: "r".into(),
+            scope: 0,
             participant: Some(p.into()),
             sfu: Some("sfu-1".into()),
             version: Some(version),
@@ -1108,6 +1112,7 @@ fn sfu_events_reach_the_publisher_or_everyone() {
     let speaker = |p: Option<&str>| {
         Input::SfuEvent(SfuEvent::ActiveSpeaker {
             room: "r".into(),
+            scope: 0,
             participant: p.map(String::from),
             sfu: None,
             version: None,
@@ -1380,6 +1385,7 @@ fn a_drain_notice_right_after_a_move_still_moves_the_room() {
             call: SfuCallKind::Offer {
                 id: 1,
                 block: not_sharing(),
+                scope: 0,
             },
             reply: gone(),
         },
@@ -1574,6 +1580,7 @@ fn an_unreachable_call_right_after_a_move_checks_the_new_sfu() {
             call: SfuCallKind::Offer {
                 id: 2,
                 block: not_sharing(),
+                scope: 0,
             },
             reply: gone(),
         },
@@ -3991,7 +3998,11 @@ mod meeting {
             Input::SfuReply {
                 sfu: "sfu-1".into(),
                 participant: "b".into(),
-                call: SfuCallKind::Offer { id: 9, block },
+                call: SfuCallKind::Offer {
+                    id: 9,
+                    block,
+                    scope: 0,
+                },
                 reply: answered(200, r#"{"sdp":"a"}"#),
             },
         );
@@ -4005,6 +4016,7 @@ mod meeting {
                 call: SfuCallKind::Offer {
                     id: 10,
                     block: r.block_of("b"),
+                    scope: 0,
                 },
                 reply: answered(200, r#"{"sdp":"a"}"#),
             },
@@ -4581,5 +4593,445 @@ mod polls {
         send(&mut r, "c1", ClientMessage::EndMeeting {});
         assert!(r.polls.is_empty());
         assert!(r.room.polls_for("a").is_empty());
+    }
+}
+
+mod breakouts {
+    use super::meeting::send;
+    use super::*;
+    use crate::protocol::{BreakoutView, REACTIONS};
+
+    /// Host a (c1), participants b (c2), c (c3), d (c4), on sfu-1.
+    fn room() -> Sim {
+        let mut r = with_sfu("a");
+        connect(&mut r, "b", "c2");
+        connect(&mut r, "c", "c3");
+        connect(&mut r, "d", "c4");
+        r
+    }
+
+    const CONNS: [&str; 4] = ["c1", "c2", "c3", "c4"];
+
+    /// The connections `msg` (as `pick` finds it) reaches.
+    fn reached(fx: &[Output], pick: impl Fn(&ServerMessage) -> bool) -> Vec<String> {
+        let mut to: Vec<String> = fx
+            .iter()
+            .flat_map(|o| match o {
+                Output::Broadcast { except, msg } if pick(msg) => CONNS
+                    .iter()
+                    .filter(|c| except.as_deref() != Some(**c))
+                    .map(|c| c.to_string())
+                    .collect(),
+                Output::Send { conn, msg } if pick(msg) => vec![conn.clone()],
+                _ => Vec::new(),
+            })
+            .collect();
+        to.sort();
+        to.dedup();
+        to
+    }
+
+    fn error(fx: &[Output]) -> Option<(ErrorCode, String)> {
+        fx.iter().find_map(|o| match o {
+            Output::Send {
+                msg: ServerMessage::Error { code, message },
+                ..
+            } => Some((*code, message.clone())),
+            _ => None,
+        })
+    }
+
+    /// The SFU scope calls made, by participant.
+    fn scope_calls(fx: &[Output]) -> BTreeMap<String, u32> {
+        fx.iter()
+            .filter_map(|o| match o {
+                Output::Sfu {
+                    participant,
+                    call: SfuCall::Scope { scope },
+                    ..
+                } => Some((participant.clone(), *scope)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn plan(rooms: &[&str], assigned: &[(&str, u32)], let_choose: bool) -> ClientMessage {
+        ClientMessage::SetBreakouts {
+            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+            assigned: assigned.iter().map(|(p, n)| (p.to_string(), *n)).collect(),
+            let_choose,
+        }
+    }
+
+    fn chat(text: &str, client_id: &str) -> ClientMessage {
+        ClientMessage::Chat {
+            text: text.into(),
+            to: None,
+            client_id: client_id.into(),
+        }
+    }
+
+    /// Two rooms of two: a and b in "Red", c and d in "Blue"; open.
+    fn opened() -> Sim {
+        let mut r = room();
+        send(
+            &mut r,
+            "c1",
+            plan(
+                &["Red", "Blue"],
+                &[("a", 1), ("b", 1), ("c", 2), ("d", 2)],
+                false,
+            ),
+        );
+        send(&mut r, "c1", ClientMessage::OpenBreakouts { minutes: None });
+        r
+    }
+
+    #[test]
+    fn only_hosts_plan_and_a_plan_is_checked() {
+        let mut r = room();
+        let before = r.room.clone();
+        let fx = send(&mut r, "c2", plan(&["One"], &[], false));
+        assert_eq!(
+            error(&fx),
+            Some((
+                ErrorCode::Forbidden,
+                "Only hosts and co-hosts can plan breakout rooms.".into()
+            ))
+        );
+        for (bad, says) in [
+            (
+                plan(&["One", " "], &[], false),
+                "Every breakout room needs a name.",
+            ),
+            (
+                plan(&["One", "one"], &[], false),
+                "Two rooms are called \"one\".",
+            ),
+            (
+                plan(&["One"], &[("b", 2)], false),
+                "There is no such breakout room.",
+            ),
+            (
+                plan(&["One"], &[("b", 0)], false),
+                "There is no such breakout room.",
+            ),
+        ] {
+            let fx = send(&mut r, "c1", bad);
+            assert_eq!(error(&fx).map(|e| e.1).as_deref(), Some(says));
+        }
+        let fx = send(&mut r, "c2", ClientMessage::OpenBreakouts { minutes: None });
+        assert_eq!(error(&fx).map(|e| e.0), Some(ErrorCode::Forbidden));
+        let fx = send(&mut r, "c1", ClientMessage::OpenBreakouts { minutes: None });
+        assert_eq!(
+            error(&fx).map(|e| e.1).as_deref(),
+            Some("Add at least one breakout room first.")
+        );
+        assert_eq!(r.room, before, "refusals change nothing");
+        // A good plan reaches everyone; nobody moves before the rooms open.
+        let fx = send(&mut r, "c1", plan(&["One", "Two"], &[("b", 2)], true));
+        assert_eq!(
+            reached(&fx, |m| matches!(m, ServerMessage::Breakouts { .. })),
+            CONNS
+        );
+        assert!(scope_calls(&fx).is_empty());
+        assert_eq!(r.scope_of("b"), 0);
+    }
+
+    #[test]
+    fn opening_moves_everyone_assigned_and_each_room_keeps_its_chat_reactions_and_speaker() {
+        let mut r = opened();
+        for (p, n) in [("a", 1), ("b", 1), ("c", 2), ("d", 2)] {
+            assert_eq!(r.scope_of(p), n);
+        }
+        // The moves reached the SFU: checked on a fresh open below. Chat in Blue stays in Blue.
+        let fx = send(&mut r, "c3", chat("hi blue", "m1"));
+        assert_eq!(
+            reached(&fx, |m| matches!(m, ServerMessage::ChatMessage { .. })),
+            ["c3", "c4"]
+        );
+        assert_eq!(r.chat_for("d").len(), 1);
+        assert!(r.chat_for("a").is_empty(), "Red does not read Blue's chat");
+        // A private message crosses rooms.
+        let fx = send(
+            &mut r,
+            "c2",
+            ClientMessage::Chat {
+                text: "psst".into(),
+                to: Some("c".into()),
+                client_id: "m2".into(),
+            },
+        );
+        assert_eq!(
+            reached(&fx, |m| matches!(m, ServerMessage::ChatMessage { .. })),
+            ["c2", "c3"]
+        );
+        // A host cannot delete a message of a room they are not in.
+        let fx = send(&mut r, "c1", ClientMessage::DeleteChat { id: 0 });
+        assert_eq!(
+            error(&fx).map(|e| e.1).as_deref(),
+            Some("There is no such message.")
+        );
+        let fx = send(
+            &mut r,
+            "c2",
+            ClientMessage::React {
+                emoji: REACTIONS[0].into(),
+            },
+        );
+        assert_eq!(
+            reached(&fx, |m| matches!(m, ServerMessage::Reaction { .. })),
+            ["c1", "c2"]
+        );
+        // The SFU's speaker of Blue is told in Blue only; one naming someone not in Blue is
+        // ignored.
+        let speaker = |p: &str, scope: u32| {
+            Input::SfuEvent(SfuEvent::ActiveSpeaker {
+                room: "r".into(),
+                participant: Some(p.into()),
+                scope,
+                sfu: None,
+                version: None,
+            })
+        };
+        let fx = r.run(200, speaker("d", 2));
+        assert_eq!(
+            reached(&fx, |m| matches!(m, ServerMessage::ActiveSpeaker { .. })),
+            ["c3", "c4"]
+        );
+        assert!(r.run(201, speaker("a", 2)).is_empty());
+        assert_eq!(r.snapshot_for("c").speaker.as_deref(), Some("d"));
+        assert_eq!(r.snapshot_for("a").speaker, None);
+        // A newcomer lands in the main room and sees the plan and where everyone is.
+        let fx = connect(&mut r, "e", "c5");
+        let snap = fx
+            .iter()
+            .find_map(|o| match o {
+                Output::Send {
+                    msg: ServerMessage::Snapshot { room, .. },
+                    ..
+                } => Some(room.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(snap.breakouts.open);
+        assert_eq!(snap.breakouts.rooms, ["Red", "Blue"]);
+        let scope = |id: &str| snap.participants.iter().find(|p| p.id == id).unwrap().scope;
+        assert_eq!((scope("e"), scope("b"), scope("d")), (0, 1, 2));
+        assert!(snap.chat.is_empty());
+        // Screens are shared per room: Red sharing does not stop Blue (one sharer allowed).
+        send(&mut r, "c2", ClientMessage::SetScreen { sharing: true });
+        let fx = send(&mut r, "c3", ClientMessage::SetScreen { sharing: true });
+        assert_eq!(error(&fx), None);
+        let fx = send(&mut r, "c4", ClientMessage::SetScreen { sharing: true });
+        assert_eq!(error(&fx).map(|e| e.0), Some(ErrorCode::Forbidden));
+    }
+
+    #[test]
+    fn a_move_tells_everyone_gives_the_mover_the_rooms_chat_and_tells_the_sfu() {
+        let mut r = room();
+        send(
+            &mut r,
+            "c1",
+            plan(&["Red", "Blue"], &[("b", 1), ("c", 2)], false),
+        );
+        let fx = send(&mut r, "c1", ClientMessage::OpenBreakouts { minutes: None });
+        assert_eq!(
+            scope_calls(&fx),
+            BTreeMap::from([("b".into(), 1), ("c".into(), 2)])
+        );
+        assert_eq!(
+            reached(
+                &fx,
+                |m| matches!(m, ServerMessage::ParticipantMoved { id, .. } if id == "b")
+            ),
+            CONNS
+        );
+        assert_eq!(
+            reached(&fx, |m| matches!(m, ServerMessage::Moved { scope: 1, .. })),
+            ["c2"]
+        );
+        // d was not assigned: stays in the main room, may not pick a room, may not message.
+        let fx = send(&mut r, "c4", ClientMessage::JoinBreakout { room: 1 });
+        assert_eq!(
+            error(&fx),
+            Some((
+                ErrorCode::Forbidden,
+                "The host assigns the breakout rooms in this meeting.".into()
+            ))
+        );
+        let fx = send(
+            &mut r,
+            "c4",
+            ClientMessage::BreakoutMessage { text: "hi".into() },
+        );
+        assert_eq!(error(&fx).map(|e| e.0), Some(ErrorCode::Forbidden));
+        // b goes back to the main room on their own; the host visits Blue.
+        let fx = send(&mut r, "c2", ClientMessage::JoinBreakout { room: 0 });
+        assert_eq!(scope_calls(&fx), BTreeMap::from([("b".into(), 0)]));
+        send(&mut r, "c1", ClientMessage::JoinBreakout { room: 2 });
+        assert_eq!(r.scope_of("a"), 2);
+        let fx = send(&mut r, "c1", ClientMessage::JoinBreakout { room: 3 });
+        assert_eq!(error(&fx).map(|e| e.0), Some(ErrorCode::NotFound));
+        // Let people choose: d picks Red.
+        send(
+            &mut r,
+            "c1",
+            plan(&["Red", "Blue"], &[("b", 1), ("c", 2)], true),
+        );
+        send(&mut r, "c4", ClientMessage::JoinBreakout { room: 1 });
+        assert_eq!(r.scope_of("d"), 1);
+        // A new assignment while open moves that person now; rooms cannot be removed.
+        let fx = send(
+            &mut r,
+            "c1",
+            plan(&["Red", "Blue"], &[("b", 1), ("c", 1)], true),
+        );
+        assert_eq!(scope_calls(&fx), BTreeMap::from([("c".into(), 1)]));
+        let fx = send(&mut r, "c1", plan(&["Red"], &[], true));
+        assert_eq!(
+            error(&fx).map(|e| e.1).as_deref(),
+            Some("Close the rooms before removing one.")
+        );
+        // The host's message reaches every room.
+        let fx = send(
+            &mut r,
+            "c1",
+            ClientMessage::BreakoutMessage {
+                text: "Five minutes left".into(),
+            },
+        );
+        assert_eq!(
+            reached(
+                &fx,
+                |m| matches!(m, ServerMessage::BreakoutBroadcast { text, .. } if text == "Five minutes left")
+            ),
+            CONNS
+        );
+    }
+
+    #[test]
+    fn the_timer_starts_a_countdown_that_brings_everyone_back() {
+        let mut r = room();
+        send(
+            &mut r,
+            "c1",
+            plan(&["Red", "Blue"], &[("b", 1), ("c", 2), ("d", 2)], false),
+        );
+        let fx = send(
+            &mut r,
+            "c1",
+            ClientMessage::OpenBreakouts { minutes: Some(0) },
+        );
+        assert_eq!(
+            error(&fx).map(|e| e.1).as_deref(),
+            Some("A timer runs 1 to 1440 minutes.")
+        );
+        // Opened at 100 ms for 2 minutes.
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::OpenBreakouts { minutes: Some(2) },
+        );
+        let ends = 100 + 120_000;
+        assert_eq!(r.room.meta.breakouts.ends_at, Some(ends));
+        assert_eq!(r.poll_timeout(), Some(ends));
+        r.run(ends - 1, Input::Timeout);
+        assert_eq!(
+            r.room.meta.breakouts.closing_at, None,
+            "not before the time"
+        );
+        // Time is up: a 30 s countdown everyone sees.
+        let fx = r.run(ends, Input::Timeout);
+        let closing = ends + 30_000;
+        assert_eq!(
+            reached(
+                &fx,
+                |m| matches!(m, ServerMessage::Breakouts { breakouts: BreakoutView { closing_at: Some(c), open: true, .. } } if *c == closing)
+            ),
+            CONNS
+        );
+        assert_eq!(r.poll_timeout(), Some(closing));
+        assert_eq!(r.scope_of("c"), 2, "still in Blue during the countdown");
+        // A later countdown asked for does not postpone it; a sooner one brings it forward.
+        frame_at(
+            &mut r,
+            ends + 1,
+            "c1",
+            &ClientMessage::CloseBreakouts { seconds: 60 },
+        );
+        assert_eq!(r.room.meta.breakouts.closing_at, Some(closing));
+        // The countdown ends (also after an eviction: the plan and scopes are stored).
+        let mut back = r.restored();
+        assert_eq!(back.poll_timeout().map(|t| t >= closing), Some(true));
+        back.handle_input(closing, Input::Timeout);
+        let fx = r.run(closing, Input::Timeout);
+        assert_eq!(
+            scope_calls(&fx),
+            BTreeMap::from([("b".into(), 0), ("c".into(), 0), ("d".into(), 0)])
+        );
+        assert!(["a", "b", "c", "d"].iter().all(|p| r.scope_of(p) == 0));
+        assert!(!r.room.meta.breakouts.open);
+        assert_eq!(
+            r.room.meta.breakouts.rooms,
+            ["Red", "Blue"],
+            "the plan stays"
+        );
+        assert!(["a", "b", "c", "d"].iter().all(|p| back.scope_of(p) == 0));
+        // Closing now: at once.
+        send(&mut r, "c1", ClientMessage::OpenBreakouts { minutes: None });
+        assert_eq!(r.scope_of("b"), 1);
+        send(&mut r, "c1", ClientMessage::CloseBreakouts { seconds: 0 });
+        assert_eq!(r.scope_of("b"), 0);
+        let fx = send(&mut r, "c1", ClientMessage::CloseBreakouts { seconds: 0 });
+        assert_eq!(
+            error(&fx).map(|e| e.1).as_deref(),
+            Some("The breakout rooms are not open.")
+        );
+    }
+
+    #[test]
+    fn a_new_media_session_starts_in_its_room_and_a_move_during_the_offer_is_sent_again() {
+        let mut r = opened();
+        let fx = send(
+            &mut r,
+            "c3",
+            ClientMessage::Offer {
+                sdp: SDP.into(),
+                id: 4,
+            },
+        );
+        assert!(fx.iter().any(|o| matches!(
+            o,
+            Output::Sfu {
+                call: SfuCall::Offer { scope: 2, .. },
+                ..
+            }
+        )));
+        send(&mut r, "c1", ClientMessage::CloseBreakouts { seconds: 0 });
+        let fx = r.run(
+            150,
+            Input::SfuReply {
+                sfu: "sfu-1".into(),
+                participant: "c".into(),
+                call: SfuCallKind::Offer {
+                    id: 4,
+                    block: r.block_of("c"),
+                    scope: 2,
+                },
+                reply: answered(200, r#"{"sdp":"a"}"#),
+            },
+        );
+        assert_eq!(scope_calls(&fx), BTreeMap::from([("c".into(), 0)]));
+    }
+
+    #[test]
+    fn even_split_spreads_people_over_rooms() {
+        let people: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let s = even_split(&people, 2);
+        let sizes = |n| s.values().filter(|v| **v == n).count();
+        assert_eq!((sizes(1), sizes(2)), (3, 2));
+        assert!(even_split(&people, 0).is_empty());
+        assert_eq!(even_split(&people, 9).values().max(), Some(&5));
     }
 }
