@@ -415,6 +415,66 @@ mod tests {
     }
 
     #[test]
+    fn breakout_rooms_show_only_room_mates_and_say_where_i_am() {
+        use crate::protocol::BreakoutView;
+        let mut r = room(); // me: b
+        r.apply(&ServerMessage::ParticipantJoined {
+            participant: p("c", "Cy"),
+        });
+        let plan = BreakoutView {
+            rooms: vec!["Red".into(), "Blue".into()],
+            open: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            r.apply(&ServerMessage::Breakouts {
+                breakouts: plan.clone()
+            })
+            .as_deref(),
+            Some("Breakout rooms are open")
+        );
+        let moved = |id: &str, scope| ServerMessage::ParticipantMoved {
+            id: id.into(),
+            scope,
+        };
+        r.apply(&moved("b", 2));
+        assert_eq!(
+            r.apply(&ServerMessage::Moved {
+                scope: 2,
+                chat: Vec::new(),
+                speaker: None,
+            })
+            .as_deref(),
+            Some("You are in Blue")
+        );
+        assert!(r.others().is_empty(), "alone in Blue");
+        assert_eq!(r.everyone_else().len(), 2);
+        assert_eq!(r.apply(&moved("c", 2)).as_deref(), Some("Cy joined Blue"));
+        let ids: Vec<String> = r.others().into_iter().map(|p| p.id).collect();
+        assert_eq!(ids, ["c"]);
+        assert_eq!(
+            r.apply(&ServerMessage::BreakoutBroadcast {
+                from: "Ada".into(),
+                text: "Two minutes".into()
+            })
+            .as_deref(),
+            Some("Ada to all rooms: Two minutes")
+        );
+        assert_eq!(r.announcement, Some(("Ada".into(), "Two minutes".into())));
+        let closed = BreakoutView {
+            open: false,
+            ..plan
+        };
+        assert_eq!(
+            r.apply(&ServerMessage::Breakouts { breakouts: closed })
+                .as_deref(),
+            Some("Breakout rooms are closed")
+        );
+        assert_eq!(r.announcement, None);
+        assert_eq!(r.room_name(0), "the main room");
+    }
+
+    #[test]
     fn initials_for_tiles() {
         assert_eq!(initials("ada lovelace"), "AL");
         assert_eq!(initials("Grace"), "G");

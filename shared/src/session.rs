@@ -495,6 +495,25 @@ impl Session {
         if let Some(notice) = self.room.apply(&msg) {
             self.out.push_back(Action::Toast(notice));
         }
+        // Breakout rooms: the streams of people no longer in my room go (the SFU's next offer
+        // takes their tracks off; they come back as new tracks if we meet again).
+        match &msg {
+            ServerMessage::ParticipantMoved { id, scope }
+                if !self.room.is_me(id) && *scope != self.room.scope() =>
+            {
+                self.out.push_back(Action::Forget { id: id.clone() });
+            }
+            ServerMessage::Moved { scope, .. } => {
+                for p in self.room.everyone_else() {
+                    if p.scope != *scope {
+                        self.out.push_back(Action::Forget { id: p.id });
+                    }
+                }
+                // Nothing arrives until the new offer is answered: no stall meanwhile.
+                self.media.packets_since = now;
+            }
+            _ => {}
+        }
         if let ServerMessage::SfuChanged { .. } = msg {
             // The room's media moved: a new PeerConnection to the new SFU (mute state kept).
             self.start_media(now);
@@ -588,8 +607,10 @@ impl Session {
         if !self.in_room || !self.media.started {
             return;
         }
+        // Alone in a breakout room (or the main room): nothing is expected to arrive.
+        let alone = self.room.others().is_empty();
         let m = &mut self.media;
-        if total != m.packets {
+        if total != m.packets || alone {
             m.packets = total;
             m.packets_since = now;
             return;
@@ -966,6 +987,18 @@ mod tests {
     #[test]
     fn remote_media_that_stops_arriving_is_reported_at_most_every_two_seconds() {
         let mut s = joined();
+        let ann = |msg| SessionInput::SocketMessage { socket: 1, msg };
+        let mut info = match snapshot(false) {
+            ServerMessage::Snapshot { room, .. } => room.participants[0].clone(),
+            _ => unreachable!(),
+        };
+        info.id = "ann".into();
+        info.role = Role::Participant;
+        run(
+            &mut s,
+            0,
+            ann(ServerMessage::ParticipantJoined { participant: info }),
+        );
         run(&mut s, 0, SessionInput::MediaState(PcState::Connected));
         let mut reported = Vec::new();
         let mut now = 0;
@@ -980,6 +1013,23 @@ mod tests {
         assert_eq!(now, 7_000);
         // Stalled from t=1000: first report once > 1 s passed (t=2250), then every > 2 s.
         assert_eq!(reported, vec![2_250, 4_500, 6_750]);
+        // Ann goes to a breakout room: her streams go, and with nobody left to hear from,
+        // silence is no stall.
+        let a = run(
+            &mut s,
+            7_000,
+            ann(ServerMessage::ParticipantMoved {
+                id: "ann".into(),
+                scope: 1,
+            }),
+        );
+        assert!(a
+            .iter()
+            .any(|a| matches!(a, Action::Forget { id } if id == "ann")));
+        for i in 1..=20u64 {
+            let a = run(&mut s, 7_000 + i * 250, SessionInput::InboundPackets(400.0));
+            assert_eq!(reports(&a), 0);
+        }
     }
 
     #[test]
