@@ -576,6 +576,114 @@ async fn forwarding_case(env: &[(&str, &str)]) {
     let _ = publisher.pc.close().await;
 }
 
+/// Breakout rooms: a participant moved to another scope stops receiving the main room's media
+/// and receives what is published in its own; a bad move is refused in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_receives_only_its_own_media() {
+    scope_case(&[]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_async_engine_keeps_scopes_apart_too() {
+    scope_case(&[("EDGEMEET_SFU_ENGINE", "async")]).await
+}
+
+async fn scope_case(env: &[(&str, &str)]) {
+    let (_sfu, base, inboxes, _log) = sfu_with_edge_env(env).await;
+    let mut subs = Vec::new();
+    for (i, id) in ["sub-a", "sub-b"].into_iter().enumerate() {
+        let mut p = test_peer(RtpCodecKind::Audio, 0x3000 + i as u32).await;
+        let rx = inbox(id, &inboxes);
+        p.join(&base, id).await;
+        answer_offers(p.pc.clone(), base.clone(), id, rx);
+        subs.push(p);
+    }
+    let mut publisher = test_peer(RtpCodecKind::Video, PUB_SSRC).await;
+    let rx = inbox("pub", &inboxes);
+    publisher.join(&base, "pub").await;
+    answer_offers(publisher.pc.clone(), base.clone(), "pub", rx);
+    let sender = send_video(publisher.track.clone());
+    let count = |i: usize| subs[i].received.lock().unwrap().packets.len();
+    wait_until(
+        "both receive the main room's video",
+        Duration::from_secs(20),
+        || count(0) >= 30 && count(1) >= 30,
+    )
+    .await;
+
+    let scope = |id: &str, body: &str| {
+        let (base, path, body) = (
+            base.clone(),
+            format!("/v1/rooms/{ROOM}/participants/{id}/scope"),
+            body.to_string(),
+        );
+        async move { control_call(&base, "POST", &path, body).await }
+    };
+    let receiving = || async {
+        let (_, rooms) = control_call(&base, "GET", "/v1/rooms", String::new()).await;
+        let rooms: serde_json::Value = serde_json::from_str(&rooms).unwrap();
+        let by = |id: &str| {
+            rooms[ROOM]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["id"] == id)
+                .map(|p| p["receiving"].as_array().unwrap().len())
+                .unwrap()
+        };
+        (by("sub-a"), by("sub-b"))
+    };
+    // sub-b to breakout room 1: alone there, it receives nothing from the main room.
+    let (status, text) = scope("sub-b", r#"{"scope":1}"#).await;
+    assert_eq!(status, 204, "{text}");
+    assert_eq!(
+        receiving().await,
+        (1, 0),
+        "sub-a: the publisher; sub-b: nothing"
+    );
+    // (A quiet window, not a wait for an event: what was on the wire at the move lands.)
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (a0, b0) = (count(0), count(1));
+    wait_until("sub-a receives 30 more", Duration::from_secs(10), || {
+        count(0) >= a0 + 30
+    })
+    .await;
+    assert_eq!(
+        count(1),
+        b0,
+        "nothing from the main room reaches breakout room 1"
+    );
+    // The publisher joins sub-b in room 1: now sub-b receives it and sub-a does not.
+    let (status, _) = scope("pub", r#"{"scope":1}"#).await;
+    assert_eq!(status, 204);
+    assert_eq!(receiving().await, (0, 1));
+    let b1 = count(1);
+    wait_until(
+        "sub-b receives the publisher in room 1",
+        Duration::from_secs(20),
+        || count(1) >= b1 + 30,
+    )
+    .await;
+    let a1 = count(0);
+    let b2 = count(1);
+    wait_until("sub-b receives 30 more", Duration::from_secs(10), || {
+        count(1) >= b2 + 30
+    })
+    .await;
+    assert_eq!(count(0), a1, "the main room hears nothing from room 1");
+    // Bad requests: words, no change.
+    let (status, text) = scope("sub-b", r#"{"scope":"one"}"#).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("scope"), "{text}");
+    let (status, _) = scope("nobody", r#"{"scope":1}"#).await;
+    assert_eq!(status, 404);
+    sender.abort();
+    for s in subs {
+        let _ = s.pc.close().await;
+    }
+    let _ = publisher.pc.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_control_requests_get_clear_errors() {
     let (edge, _inboxes, _log) = fake_edge().await;
