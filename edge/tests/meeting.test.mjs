@@ -208,3 +208,59 @@ test("polls in workerd: the host launches, one vote per browser (a second tab's 
   for (const p of [host, bob, bobTab, cy]) p.ws.ws.close(1000);
   dee.ws.close(1000);
 });
+
+test("breakout rooms in workerd: people move, each room's chat stays in it, the closing countdown (the DO's alarm, after an eviction) brings everyone back", async () => {
+  const r = room();
+  const host = await member(r, "Host");
+  const bob = await member(r, "Bob");
+  const cy = await member(r, "Cy");
+  const dee = await member(r, "Dee");
+  bob.ws.send({ type: "set_breakouts", rooms: ["Red"], assigned: {} });
+  assert.equal((await bob.ws.next((f) => f.type === "error", "refusal")).code, "forbidden");
+  host.ws.send({
+    type: "set_breakouts",
+    rooms: ["Red", "Blue"],
+    assigned: { [bob.id]: 1, [cy.id]: 2, [dee.id]: 2 },
+  });
+  for (const p of [host, bob, cy, dee]) await p.ws.next((f) => f.type === "breakouts", "the plan");
+  host.ws.send({ type: "open_breakouts" });
+  for (const [p, scope] of [[bob, 1], [cy, 2], [dee, 2]]) {
+    const m = await p.ws.next((f) => f.type === "moved", "moved");
+    assert.equal(m.scope, scope);
+  }
+  const seen = await host.ws.next((f) => f.type === "participant_moved" && f.id === dee.id, "host sees Dee move");
+  assert.equal(seen.scope, 2);
+  // Blue's chat reaches Blue only.
+  cy.ws.send({ type: "chat", text: "hello blue", client_id: "b1" });
+  assert.equal((await dee.ws.next((f) => f.type === "chat_message", "Dee's copy")).message.scope, 2);
+  for (const p of [host, bob]) {
+    p.ws.send({ type: "ping", nonce: 7 });
+    await p.ws.next((f) => f.type === "pong");
+    assert.deepEqual(p.ws.frames.filter((f) => f.type === "chat_message"), [], "not in Blue");
+  }
+  // A message to every room.
+  host.ws.send({ type: "breakout_message", text: "One minute left" });
+  for (const p of [bob, cy, dee]) {
+    assert.equal((await p.ws.next((f) => f.type === "breakout_broadcast", "banner")).text, "One minute left");
+  }
+  // The object loses its memory; the plan and where everyone is come back from storage, and the
+  // countdown runs on the object's alarm.
+  const ev = await fetch(`${BASE}/api/dev/rooms/${r}/evict`, { method: "POST", body: JSON.stringify({ mode: "memory" }) });
+  assert.equal(ev.status, 200);
+  host.ws.send({ type: "close_breakouts", seconds: 1 });
+  const closing = await bob.ws.next((f) => f.type === "breakouts" && f.breakouts.closing_at, "countdown");
+  assert.ok(closing.breakouts.open);
+  for (const p of [bob, cy, dee]) {
+    const back = await p.ws.next((f) => f.type === "moved" && f.scope === 0, "back in the main room", 10_000);
+    assert.deepEqual(back.chat, [], "the main room's chat (empty)");
+  }
+  const closed = await host.ws.next((f) => f.type === "breakouts" && !f.breakouts.open, "closed");
+  assert.deepEqual(closed.breakouts.rooms, ["Red", "Blue"], "the plan stays");
+  // A late joiner lands in the main room with everyone.
+  const late = await joinWith(r, "Eve");
+  const eve = connect(late.body.ws_url);
+  const snap = await eve.next((f) => f.type === "snapshot");
+  assert.deepEqual(snap.room.participants.map((p) => p.scope), [0, 0, 0, 0, 0]);
+  for (const p of [host, bob, cy, dee]) p.ws.ws.close(1000);
+  eve.ws.close(1000);
+});

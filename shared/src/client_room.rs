@@ -97,8 +97,9 @@ impl ClientRoom {
                 Some(format!("You are in {}", self.room_name(*scope)))
             }
             ServerMessage::BreakoutBroadcast { from, text } => {
+                // Shown (and announced) in the breakout banner, not as a passing notice.
                 self.announcement = Some((from.clone(), text.clone()));
-                Some(format!("{from} to all rooms: {text}"))
+                None
             }
             ServerMessage::Poll { poll } => {
                 let Some(old) = self.polls.iter_mut().find(|p| p.id == poll.id) else {
@@ -458,7 +459,7 @@ mod tests {
                 text: "Two minutes".into()
             })
             .as_deref(),
-            Some("Ada to all rooms: Two minutes")
+            None
         );
         assert_eq!(r.announcement, Some(("Ada".into(), "Two minutes".into())));
         let closed = BreakoutView {

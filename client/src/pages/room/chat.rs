@@ -134,7 +134,7 @@ pub fn ChatPanel() -> impl IntoView {
                 <label>"To"
                     <select prop:value=to on:change=move |ev| set_to.set(event_target_value(&ev))>
                         <option value="">"Everyone"</option>
-                        <For each=move || m.model.with(|r| r.others()) key=|p| p.id.clone() let:p>
+                        <For each=move || m.model.with(|r| r.everyone_else()) key=|p| p.id.clone() let:p>
                             <option value=p.id.clone()>{format!("{} (privately)", p.name)}</option>
                         </For>
                     </select>

@@ -124,6 +124,7 @@ pub fn ControlBar(ui: RoomUi) -> impl IntoView {
         }
         .to_string()
     });
+    let breakouts_open = Memo::new(move |_| m.model.with(|r| r.breakouts.open));
     let moderator = Signal::derive(move || {
         m.model.with(|r| {
             r.participants
@@ -240,6 +241,9 @@ pub fn ControlBar(ui: RoomUi) -> impl IntoView {
                     </div>
                     <button type="button" aria-expanded=move || is_open(Panel::Polls).get().to_string()
                         on:click=move |_| panel_from_more(Panel::Polls)>{polls_label}</button>
+                    <button type="button" hidden=move || !moderator.get() && !breakouts_open.get()
+                        aria-expanded=move || is_open(Panel::Breakouts).get().to_string()
+                        on:click=move |_| panel_from_more(Panel::Breakouts)>"Breakout rooms"</button>
                     <button type="button" on:click=move |_| { close_more(true); toggle_view() }>{view_label}</button>
                     <button type="button" aria-expanded=move || is_open(Panel::Stats).get().to_string()
                         on:click=move |_| panel_from_more(Panel::Stats)>"Stats"</button>

@@ -2,6 +2,7 @@
 //! (participants, statistics; beside the stage on wide screens, a sheet over it on narrow ones),
 //! the control bar, and notices.
 
+mod breakouts;
 mod chat;
 pub mod controls;
 mod panels;
@@ -22,6 +23,7 @@ pub enum Panel {
     Settings,
     Stats,
     Polls,
+    Breakouts,
 }
 
 impl Panel {
@@ -32,6 +34,7 @@ impl Panel {
             Panel::Settings => "Meeting settings",
             Panel::Stats => "Media statistics",
             Panel::Polls => "Polls",
+            Panel::Breakouts => "Breakout rooms",
         }
     }
 }
@@ -121,7 +124,21 @@ pub fn RoomPage() -> impl IntoView {
                 .as_ref()
                 .map(|s| format!(" · media via {s}"))
                 .unwrap_or_default();
-            format!("{} in the room{via}", r.participants.len())
+            // In a breakout room: how many are in it, and how many in the meeting.
+            match r.scope() {
+                0 if r.breakouts.open => format!(
+                    "Main room: {} of {}{via}",
+                    r.others().len() + 1,
+                    r.participants.len()
+                ),
+                0 => format!("{} in the room{via}", r.participants.len()),
+                n => format!(
+                    "{}: {} of {}{via}",
+                    r.room_name(n),
+                    r.others().len() + 1,
+                    r.participants.len()
+                ),
+            }
         })
     };
     // Problems first: on a phone the end of the line is cut off.
@@ -150,6 +167,16 @@ pub fn RoomPage() -> impl IntoView {
                 <button type="button" class="primary" on:click=move |_| { m.unmute_request.set(None); m.mic_on.set(true) }>"Unmute"</button>
                 <button type="button" on:click=move |_| m.unmute_request.set(None)>"Not now"</button>
             </div>
+            <breakouts::BreakoutBanner on_open_panel=Callback::new(move |_| {
+                let more = document()
+                    .query_selector(".more-button")
+                    .ok()
+                    .flatten()
+                    .and_then(|e| wasm_bindgen::JsCast::dyn_into::<web_sys::HtmlElement>(e).ok());
+                if ui.panel.get_untracked() != Some(Panel::Breakouts) {
+                    ui.toggle_panel(Panel::Breakouts, more)
+                }
+            }) />
             <div class="poll-banner" role="region" aria-label="New poll"
                 hidden=move || new_poll.get().is_none() || ui.panel.get() == Some(Panel::Polls)>
                 <span>{move || new_poll.get().map(|p| p.1).unwrap_or_default()}</span>

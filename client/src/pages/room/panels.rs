@@ -39,6 +39,9 @@ pub fn SidePanel(ui: RoomUi) -> impl IntoView {
                 <Show when=move || open(Panel::Polls).get()>
                     <super::polls::PollsPanel />
                 </Show>
+                <Show when=move || open(Panel::Breakouts).get()>
+                    <super::breakouts::BreakoutsPanel />
+                </Show>
                 <Show when=move || open(Panel::Settings).get()>
                     <super::settings::SettingsPanel />
                 </Show>
@@ -97,7 +100,7 @@ fn ParticipantsPanel() -> impl IntoView {
         </section>
         <ul class="people" aria-label="People in the room">
             <For each=people
-                key=|p| (p.id.clone(), p.audio_muted, p.video_muted, p.role, p.away, p.hand, p.screen) let:p>
+                key=|p| (p.id.clone(), p.audio_muted, p.video_muted, p.role, p.away, p.hand, p.screen, p.scope) let:p>
                 {
                     let is_me = p.id == me();
                     let role = p.role;
@@ -128,6 +131,7 @@ fn ParticipantsPanel() -> impl IntoView {
                                 {if p.video_muted { " · Camera off" } else { "" }}
                                 {if p.screen { " · Sharing" } else { "" }}
                                 {if p.away { " · Reconnecting" } else { "" }}
+                                {(p.scope != 0).then(|| format!(" · In {}", m.model.with_untracked(|r| r.room_name(p.scope))))}
                             </span>
                             <span class="actions" hidden=move || is_me || !moderator()>
                                 <button type="button" hidden=p.audio_muted aria-label=format!("Mute {name}")
