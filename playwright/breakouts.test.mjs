@@ -133,6 +133,19 @@ test("breakout rooms: two rooms of two decode only each other, a message reaches
     await pages[n].getByRole("region", { name: "Breakout rooms" }).getByText("Ann to all rooms: Two minutes left").waitFor({ timeout: 5000 });
   }
   await pages.Dee.screenshot({ path: join(ARTIFACTS, "breakouts-participant.png") });
+  // On a phone: the banner, the stage and the host's panel still fit (the panel is a sheet).
+  await ann.setViewportSize({ width: 390, height: 844 });
+  await ann.screenshot({ path: join(ARTIFACTS, "breakouts-host-390.png") });
+  const fits = await ann.evaluate(() => {
+    const inView = (el) => { const r = el.getBoundingClientRect(); return r.width > 0 && r.left >= 0 && r.right <= innerWidth + 1 && r.top >= 0 && r.bottom <= innerHeight + 1; };
+    return {
+      banner: inView(document.querySelector(".breakout-banner")),
+      close: inView(document.querySelector("aside.panel .close")),
+      wide: document.documentElement.scrollWidth <= innerWidth + 1,
+    };
+  });
+  assert.deepEqual(fits, { banner: true, close: true, wide: true }, "390-px phone");
+  await ann.setViewportSize({ width: 1280, height: 800 });
 
   // Close all rooms after a 10 s countdown everyone sees; then all four are back together.
   await panel.getByRole("combobox", { name: "Close after" }).selectOption({ label: "10 seconds" });

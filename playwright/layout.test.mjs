@@ -118,7 +118,7 @@ for (const [w, h] of [[1280, 800], [390, 844]]) {
         people += 1;
       }
       await page.getByTestId("room-status").getByText(`${n} in the room`).waitFor({ timeout: 5000 });
-      for (const panel of [null, "Participants", "Chat", "Polls", "Meeting settings", "Stats", "Speaker view"]) {
+      for (const panel of [null, "Participants", "Chat", "Polls", "Breakout rooms", "Meeting settings", "Stats", "Speaker view"]) {
         const speaker = panel === "Speaker view";
         if (speaker) await choose(page, "Speaker view");
         else if (panel) await openPanel(page, panel);
