@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use edgemeet_shared::control;
 use edgemeet_shared::error::{ErrorCode, WireError};
 use edgemeet_shared::protocol::{
-    BlockBody, OfferBody, ScopeBody, SdpBody, ServerMessage, SfuDraining, SfuEvent, SfuSignal,
+    BlockBody, OfferBody, ScopesBody, SdpBody, ServerMessage, SfuDraining, SfuEvent, SfuSignal,
     ViewsBody, MAX_FRAME_BYTES,
 };
 use edgemeet_shared::region::SfuChoice;
@@ -495,10 +495,11 @@ impl RoomObject {
                 format!("{base}/offer"),
                 to_json(&OfferBody { sdp, block, scope }),
             ),
-            SfuCall::Scope { scope } => (
+            // About the whole room, not one participant.
+            SfuCall::Scopes { version, scopes } => (
                 Method::Post,
-                format!("{base}/scope"),
-                to_json(&ScopeBody { scope }),
+                format!("/v1/rooms/{room}/scopes"),
+                to_json(&ScopesBody { version, scopes }),
             ),
             SfuCall::Answer { sdp } => (
                 Method::Post,

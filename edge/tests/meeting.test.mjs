@@ -241,7 +241,8 @@ test("breakout rooms in workerd: people move, each room's chat stays in it, the 
   // A message to every room.
   host.ws.send({ type: "breakout_message", text: "One minute left" });
   for (const p of [bob, cy, dee]) {
-    assert.equal((await p.ws.next((f) => f.type === "breakout_broadcast", "banner")).text, "One minute left");
+    const f = await p.ws.next((f) => f.type === "breakouts" && f.breakouts.message, "banner");
+    assert.deepEqual(f.breakouts.message, { from: "Host", text: "One minute left" });
   }
   // The object loses its memory; the plan and where everyone is come back from storage, and the
   // countdown runs on the object's alarm.

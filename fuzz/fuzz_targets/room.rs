@@ -434,8 +434,12 @@ fuzz_target!(|steps: Vec<Step>| {
                         block: Default::default(),
                         scope: status as u32 % 3,
                     }
-                } else {
+                } else if status % 2 == 0 {
                     SfuCallKind::Block
+                } else {
+                    SfuCallKind::Scopes {
+                        version: status as u64 % 4,
+                    }
                 },
                 reply: match status % 5 {
                     0 => HttpReply::Unreachable {

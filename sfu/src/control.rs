@@ -24,8 +24,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use edgemeet_shared::control as signing;
 use edgemeet_shared::protocol::{
-    normalize_room_name, BlockBody, ErrorCode, OfferBody, ScopeBody, SdpBody, ViewsBody, WireError,
-    MAX_VIEWS,
+    normalize_room_name, BlockBody, ErrorCode, OfferBody, ScopesBody, SdpBody, ViewsBody,
+    WireError, MAX_VIEWS,
 };
 
 use crate::AppState;
@@ -221,36 +221,61 @@ pub async fn block(
     }
 }
 
-/// `POST …/participants/{id}/scope`: the participant moved to another part of the room (a
-/// breakout room, or back to the main room).
-pub async fn scope(
+/// `POST /v1/rooms/{room}/scopes`: where everyone in the room is now (breakout rooms; whole
+/// state with a rising version, see [`ScopesBody`]). 204 also for a room not here yet: each
+/// joiner's offer says where they are.
+pub async fn scopes(
     State(s): State<Arc<AppState>>,
-    Path((room, id)): Path<(String, String)>,
+    Path(room): Path<String>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check(&s, &method, &uri, &headers, &body, &room, &id) {
+    if let Err(r) = verify_signature(&s, &method, &uri, &headers, &body) {
         return r;
     }
-    let req: ScopeBody = match serde_json::from_slice(&body) {
+    if normalize_room_name(&room).ok().as_deref() != Some(room.as_str()) {
+        return error(ErrorCode::BadRequest, "bad room name");
+    }
+    let req: ScopesBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             return error(
                 ErrorCode::BadRequest,
-                format!("body must be {{\"scope\": a number}}: {e}"),
+                format!(
+                    "body must be {{\"version\": a number, \"scopes\": {{participant: room number}}}}: {e}"
+                ),
             )
         }
     };
-    match s.media.set_scope(&room, &id, req.scope).await {
+    if req.scopes.len() > MAX_SCOPES {
+        return error(
+            ErrorCode::BadRequest,
+            format!("at most {MAX_SCOPES} participants"),
+        );
+    }
+    let moved = req.scopes.len();
+    match s
+        .media
+        .set_scopes(&room, req.version, req.scopes.into_iter().collect())
+        .await
+    {
         Ok(()) => {
-            tracing::info!(room, participant = id, scope = req.scope, "moved");
+            tracing::info!(
+                room,
+                version = req.version,
+                in_breakout_rooms = moved,
+                "breakout scopes"
+            );
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => error(e.code(), e.to_string()),
     }
 }
+
+/// Most participants one scopes call names.
+const MAX_SCOPES: usize = 10_000;
 
 /// A block body as the media layer's bits.
 fn block_bits(b: &BlockBody) -> u8 {

@@ -126,10 +126,10 @@ enum Cmd {
         bits: u8,
         reply: Reply<()>,
     },
-    Scope {
+    Scopes {
         room: String,
-        peer: String,
-        scope: u32,
+        version: u64,
+        scopes: Vec<(String, u32)>,
         reply: Reply<()>,
     },
     Leave {
@@ -355,11 +355,16 @@ impl Engine {
         .await
     }
 
-    pub async fn set_scope(&self, room: &str, id: &str, scope: u32) -> Result<(), MediaError> {
-        self.call(room, |reply| Cmd::Scope {
+    pub async fn set_scopes(
+        &self,
+        room: &str,
+        version: u64,
+        scopes: Vec<(String, u32)>,
+    ) -> Result<(), MediaError> {
+        self.call(room, |reply| Cmd::Scopes {
             room: room.into(),
-            peer: id.into(),
-            scope,
+            version,
+            scopes,
             reply,
         })
         .await
@@ -1869,25 +1874,22 @@ impl Worker {
                 self.perform();
                 let _ = reply.send(r);
             }
-            Cmd::Scope {
+            Cmd::Scopes {
                 room,
-                peer,
-                scope,
+                version,
+                scopes,
                 reply,
             } => {
-                let r = self
-                    .core
-                    .handle_input(
-                        Instant::now(),
-                        Input::Scope {
-                            room,
-                            peer: peer.clone(),
-                            scope,
-                        },
-                    )
-                    .map_err(|_| MediaError::UnknownParticipant(peer));
+                let _ = self.core.handle_input(
+                    Instant::now(),
+                    Input::Scopes {
+                        room,
+                        version,
+                        scopes,
+                    },
+                );
                 self.perform();
-                let _ = reply.send(r);
+                let _ = reply.send(Ok(()));
             }
             Cmd::Block {
                 room,

@@ -74,15 +74,18 @@ impl MediaHandle {
         }
     }
 
-    pub async fn set_scope(
+    pub async fn set_scopes(
         &self,
         room: &str,
-        id: &str,
-        scope: u32,
+        version: u64,
+        scopes: Vec<(String, u32)>,
     ) -> Result<(), media::MediaError> {
         match self {
-            MediaHandle::Async(m) => m.set_scope(room, id, scope),
-            MediaHandle::Sans(e) => e.set_scope(room, id, scope).await,
+            MediaHandle::Async(m) => {
+                m.set_scopes(room, version, scopes);
+                Ok(())
+            }
+            MediaHandle::Sans(e) => e.set_scopes(room, version, scopes).await,
         }
     }
 
@@ -237,10 +240,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/rooms/{room}/participants/{id}/block",
             post(control::block),
         )
-        .route(
-            "/v1/rooms/{room}/participants/{id}/scope",
-            post(control::scope),
-        )
+        .route("/v1/rooms/{room}/scopes", post(control::scopes))
         .route("/v1/rooms/{room}/participants/{id}", delete(control::leave));
     // Tests only (the variable is never set in a deployment): a signed request makes a task
     // panic while it holds the room map's lock, as a bug would.

@@ -1446,15 +1446,14 @@ impl Media {
         .map_err(|_| MediaError::UnknownParticipant(id.into()))
     }
 
-    /// A participant moved to another part of the room (a breakout room, or back): it receives
-    /// what people there publish, and only that.
-    pub fn set_scope(&self, room: &str, id: &str, scope: u32) -> Result<(), MediaError> {
-        self.apply(Input::Scope {
+    /// Where everyone in the room is now (breakout rooms): each receives what people in the same
+    /// room publish, and only that.
+    pub fn set_scopes(&self, room: &str, version: u64, scopes: Vec<(String, u32)>) {
+        let _ = self.apply(Input::Scopes {
             room: room.into(),
-            peer: id.into(),
-            scope,
-        })
-        .map_err(|_| MediaError::UnknownParticipant(id.into()))
+            version,
+            scopes,
+        });
     }
 
     /// Frees a participant (see the module docs for the cascade). Idempotent.

@@ -611,10 +611,10 @@ async fn scope_case(env: &[(&str, &str)]) {
     )
     .await;
 
-    let scope = |id: &str, body: &str| {
+    let scopes = |body: &str| {
         let (base, path, body) = (
             base.clone(),
-            format!("/v1/rooms/{ROOM}/participants/{id}/scope"),
+            format!("/v1/rooms/{ROOM}/scopes"),
             body.to_string(),
         );
         async move { control_call(&base, "POST", &path, body).await }
@@ -634,7 +634,7 @@ async fn scope_case(env: &[(&str, &str)]) {
         (by("sub-a"), by("sub-b"))
     };
     // sub-b to breakout room 1: alone there, it receives nothing from the main room.
-    let (status, text) = scope("sub-b", r#"{"scope":1}"#).await;
+    let (status, text) = scopes(r#"{"version":1,"scopes":{"sub-b":1}}"#).await;
     assert_eq!(status, 204, "{text}");
     assert_eq!(
         receiving().await,
@@ -654,7 +654,7 @@ async fn scope_case(env: &[(&str, &str)]) {
         "nothing from the main room reaches breakout room 1"
     );
     // The publisher joins sub-b in room 1: now sub-b receives it and sub-a does not.
-    let (status, _) = scope("pub", r#"{"scope":1}"#).await;
+    let (status, _) = scopes(r#"{"version":2,"scopes":{"sub-b":1,"pub":1}}"#).await;
     assert_eq!(status, 204);
     assert_eq!(receiving().await, (0, 1));
     let b1 = count(1);
@@ -672,11 +672,13 @@ async fn scope_case(env: &[(&str, &str)]) {
     .await;
     assert_eq!(count(0), a1, "the main room hears nothing from room 1");
     // Bad requests: words, no change.
-    let (status, text) = scope("sub-b", r#"{"scope":"one"}"#).await;
+    let (status, text) = scopes(r#"{"version":3,"scopes":{"sub-b":"one"}}"#).await;
     assert_eq!(status, 400, "{text}");
-    assert!(text.contains("scope"), "{text}");
-    let (status, _) = scope("nobody", r#"{"scope":1}"#).await;
-    assert_eq!(status, 404);
+    assert!(text.contains("scopes"), "{text}");
+    // An older version arriving late changes nothing.
+    let (status, _) = scopes(r#"{"version":1,"scopes":{"sub-b":1}}"#).await;
+    assert_eq!(status, 204);
+    assert_eq!(receiving().await, (0, 1));
     sender.abort();
     for s in subs {
         let _ = s.pc.close().await;

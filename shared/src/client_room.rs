@@ -28,8 +28,6 @@ pub struct ClientRoom {
     pub polls: Vec<PollView>,
     /// The breakout rooms.
     pub breakouts: BreakoutView,
-    /// The latest host message to every room (from, text), until the rooms close.
-    pub announcement: Option<(String, String)>,
 }
 
 impl ClientRoom {
@@ -58,10 +56,7 @@ impl ClientRoom {
                 let scope = self.scope();
                 match (was.open, breakouts.open) {
                     (false, true) => Some("Breakout rooms are open".into()),
-                    (true, false) => {
-                        self.announcement = None;
-                        Some("Breakout rooms are closed".into())
-                    }
+                    (true, false) => Some("Breakout rooms are closed".into()),
                     (true, true) if was.closing_at.is_none() && breakouts.closing_at.is_some() => {
                         (scope != 0).then(|| "Breakout rooms are closing".into())
                     }
@@ -95,11 +90,6 @@ impl ClientRoom {
                 self.chat = chat.clone();
                 self.speaker = speaker.clone();
                 Some(format!("You are in {}", self.room_name(*scope)))
-            }
-            ServerMessage::BreakoutBroadcast { from, text } => {
-                // Shown (and announced) in the breakout banner, not as a passing notice.
-                self.announcement = Some((from.clone(), text.clone()));
-                None
             }
             ServerMessage::Poll { poll } => {
                 let Some(old) = self.polls.iter_mut().find(|p| p.id == poll.id) else {
@@ -453,15 +443,19 @@ mod tests {
         assert_eq!(r.apply(&moved("c", 2)).as_deref(), Some("Cy joined Blue"));
         let ids: Vec<String> = r.others().into_iter().map(|p| p.id).collect();
         assert_eq!(ids, ["c"]);
-        assert_eq!(
-            r.apply(&ServerMessage::BreakoutBroadcast {
+        // A host's message to every room arrives with the plan (shown in the banner, no notice).
+        let noted = BreakoutView {
+            message: Some(crate::protocol::BreakoutNote {
                 from: "Ada".into(),
-                text: "Two minutes".into()
-            })
-            .as_deref(),
+                text: "Two minutes".into(),
+            }),
+            ..plan.clone()
+        };
+        assert_eq!(
+            r.apply(&ServerMessage::Breakouts { breakouts: noted }),
             None
         );
-        assert_eq!(r.announcement, Some(("Ada".into(), "Two minutes".into())));
+        assert_eq!(r.breakouts.message.as_ref().unwrap().text, "Two minutes");
         let closed = BreakoutView {
             open: false,
             ..plan
@@ -471,7 +465,6 @@ mod tests {
                 .as_deref(),
             Some("Breakout rooms are closed")
         );
-        assert_eq!(r.announcement, None);
         assert_eq!(r.room_name(0), "the main room");
     }
 

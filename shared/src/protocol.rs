@@ -192,6 +192,17 @@ pub struct BreakoutView {
     /// The closing countdown: everyone is back in the main room then (ms since the epoch).
     #[serde(default)]
     pub closing_at: Option<u64>,
+    /// A host's latest message to every room (until the rooms close).
+    #[serde(default)]
+    pub message: Option<BreakoutNote>,
+}
+
+/// A host's message to every breakout room.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BreakoutNote {
+    /// Who sent it (their name).
+    pub from: String,
+    pub text: String,
 }
 
 /// What a host can stop for someone.
@@ -490,11 +501,6 @@ pub enum ServerMessage {
         chat: Vec<ChatMessage>,
         speaker: Option<String>,
     },
-    /// A host's (`from`, a name) message to every room.
-    BreakoutBroadcast {
-        from: String,
-        text: String,
-    },
 
     Error {
         code: ErrorCode,
@@ -609,17 +615,26 @@ pub struct OfferBody {
     #[serde(default)]
     pub block: BlockBody,
     /// The part of the room the participant is in (0: the main room; a breakout room's number):
-    /// the session receives only what people in the same part publish.
-    #[serde(default)]
+    /// the session receives only what people in the same part publish. (Left out when 0: an SFU
+    /// from before breakout rooms takes the offer.)
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub scope: u32,
 }
 
-/// Body of `POST {sfu}/v1/rooms/{room}/participants/{id}/scope`: the participant moved to another
-/// part of the room (see [`OfferBody::scope`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Body of `POST {sfu}/v1/rooms/{room}/scopes`: where everyone in the room is now (participant
+/// id → breakout room number; anyone not named is in the main room). Whole state, not a change:
+/// `version` rises with every change, and an SFU applies only a version at least as new as the
+/// last it applied (calls may arrive out of order; the same one may be sent again).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ScopeBody {
-    pub scope: u32,
+pub struct ScopesBody {
+    pub version: u64,
+    #[serde(default)]
+    pub scopes: BTreeMap<String, u32>,
 }
 
 /// The SFU's callback to the edge (`POST /api/sfu/signal`): a new offer for one participant.

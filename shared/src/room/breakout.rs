@@ -15,19 +15,53 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::{error_to, ConnId, Output, Room, SfuCall};
 use crate::error::ErrorCode;
 use crate::protocol::{
-    BreakoutView, ChatMessage, ClientMessage, ServerMessage, BREAKOUT_CLOSE_SECONDS,
+    BreakoutNote, BreakoutView, ChatMessage, ClientMessage, ServerMessage, BREAKOUT_CLOSE_SECONDS,
     MAX_BREAKOUT_CLOSE_SECONDS, MAX_BREAKOUT_MINUTES, MAX_BREAKOUT_NAME_CHARS, MAX_BREAKOUT_ROOMS,
     MAX_CHAT_CHARS,
 };
 use crate::Millis;
 
-/// Most assignments a plan holds (people who left stay assigned, in case they come back).
+/// Most assignments a plan holds.
 const MAX_ASSIGNED: usize = 1_000;
+/// A scopes call the SFU did not take is sent again after this long.
+pub const SCOPES_RETRY_MS: Millis = 1_000;
+
+/// Where everyone is, as the SFU must learn it (stored in the room's row: an eviction between a
+/// move and its call does not lose the call).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub(super) struct ScopeSync {
+    /// Rises with every change of anyone's scope.
+    version: u64,
+    /// The newest version the SFU took.
+    acked: u64,
+    /// A call failed: send the latest state again then.
+    retry_at: Option<Millis>,
+}
+
+impl ScopeSync {
+    pub(super) fn acked(&mut self, version: u64) {
+        self.acked = self.acked.max(version);
+        if self.acked >= self.version {
+            self.retry_at = None;
+        }
+    }
+
+    pub(super) fn failed(&mut self, now: Millis, version: u64) {
+        if version >= self.version && self.acked < self.version {
+            self.retry_at = Some(now + SCOPES_RETRY_MS);
+        }
+    }
+
+    pub(super) fn retry_at(&self) -> Option<Millis> {
+        self.retry_at.filter(|_| self.acked < self.version)
+    }
+}
 
 /// What a breakout action was refused for. Each has a wire code and words for people.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -111,6 +145,53 @@ impl Room {
         done.unwrap_or_else(|e| error_to(conn, e.code(), e.to_string()))
     }
 
+    /// Where everyone is, to the SFU, as it is now (whole state, this version).
+    pub(super) fn scopes_call(&self) -> Vec<Output> {
+        let scopes = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.info.scope != 0)
+            .map(|(id, m)| (id.clone(), m.info.scope))
+            .collect();
+        self.call_sfu(
+            String::new(),
+            SfuCall::Scopes {
+                version: self.meta.scopes.version,
+                scopes,
+            },
+        )
+    }
+
+    /// Someone's scope changed: a new version for the SFU.
+    fn scopes_changed(&mut self) -> Vec<Output> {
+        self.meta.scopes.version += 1;
+        self.meta.scopes.retry_at = None;
+        self.dirty.meta = true;
+        self.scopes_call()
+    }
+
+    /// A failed scopes call's retry is due.
+    pub(super) fn scopes_retry(&mut self, now: Millis) -> Vec<Output> {
+        match self.meta.scopes.retry_at() {
+            Some(at) if now >= at => {
+                self.meta.scopes.retry_at = None;
+                self.dirty.meta = true;
+                self.scopes_call()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The latest state again if the SFU has not taken it (after an eviction: the call may have
+    /// been lost with the object).
+    pub(super) fn scopes_unsent(&self) -> Vec<Output> {
+        if self.meta.scopes.acked < self.meta.scopes.version {
+            self.scopes_call()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// The scope (breakout room, 0: main) member `id` is in.
     pub(super) fn scope_of(&self, id: &str) -> u32 {
         self.members.get(id).map_or(0, |m| m.info.scope)
@@ -192,6 +273,11 @@ impl Room {
                 return Err(BreakoutError::SameName(r.clone()));
             }
         }
+        // Only people here: ids are per join, so someone who left will not come back as them.
+        let assigned: BTreeMap<String, u32> = assigned
+            .into_iter()
+            .filter(|(p, _)| self.members.contains_key(p))
+            .collect();
         if assigned.len() > MAX_ASSIGNED {
             return Err(BreakoutError::TooManyAssigned);
         }
@@ -221,10 +307,23 @@ impl Room {
         b.let_choose = let_choose;
         self.dirty.meta = true;
         let mut out = vec![self.breakouts_changed()];
-        for (m, scope) in moves {
-            out.extend(self.move_to(&m, scope));
-        }
+        out.extend(self.move_all(moves));
         Ok(out)
+    }
+
+    /// Moves these members; the SFU hears of all of them at once.
+    fn move_all(&mut self, moves: Vec<(String, u32)>) -> Vec<Output> {
+        let mut out = Vec::new();
+        let mut moved = false;
+        for (m, scope) in moves {
+            let o = self.move_to(&m, scope);
+            moved |= !o.is_empty();
+            out.extend(o);
+        }
+        if moved {
+            out.extend(self.scopes_changed());
+        }
+        out
     }
 
     fn open_breakouts(
@@ -254,9 +353,7 @@ impl Room {
             .filter_map(|m| Some((m.clone(), *self.meta.breakouts.assigned.get(m)?)))
             .collect();
         let mut out = vec![self.breakouts_changed()];
-        for (m, scope) in moves {
-            out.extend(self.move_to(&m, scope));
-        }
+        out.extend(self.move_all(moves));
         Ok(out)
     }
 
@@ -289,23 +386,31 @@ impl Room {
         Ok(vec![self.breakouts_changed()])
     }
 
-    /// Everyone back in the main room; the plan stays for opening again.
+    /// Everyone back in the main room; the plan stays for opening again. The rooms' chats go
+    /// (the next people in a room of that number must not read this group's conversation).
     fn close_now(&mut self) -> Vec<Output> {
         let b = &mut self.meta.breakouts;
         b.open = false;
         b.ends_at = None;
         b.closing_at = None;
+        b.message = None;
         self.dirty.meta = true;
+        let gone: Vec<u64> = self
+            .chat
+            .iter()
+            .filter(|c| c.to.is_none() && c.scope != 0)
+            .map(|c| c.id)
+            .collect();
+        self.chat.retain(|c| !(c.to.is_none() && c.scope != 0));
+        self.dirty.chat.extend(gone);
         let mut out = vec![self.breakouts_changed()];
-        let away: Vec<String> = self
+        let away: Vec<(String, u32)> = self
             .members
             .values()
             .filter(|m| m.info.scope != 0)
-            .map(|m| m.info.id.clone())
+            .map(|m| (m.info.id.clone(), 0))
             .collect();
-        for m in away {
-            out.extend(self.move_to(&m, 0));
-        }
+        out.extend(self.move_all(away));
         out
     }
 
@@ -317,11 +422,13 @@ impl Room {
         if room != 0 && !b.open {
             return Err(BreakoutError::NotOpen);
         }
-        // Anyone may go back to the main room; a room of one's choice only if hosts allow it.
-        if room != 0 && !b.let_choose && !self.is_moderator(id) {
+        // Anyone may go back to the main room, and to the room they were given; another room of
+        // their choice only if hosts allow it.
+        let theirs = b.assigned.get(id) == Some(&room);
+        if room != 0 && !theirs && !b.let_choose && !self.is_moderator(id) {
             return Err(BreakoutError::MayNotChoose);
         }
-        Ok(self.move_to(id, room))
+        Ok(self.move_all(vec![(id.to_string(), room)]))
     }
 
     fn breakout_message(&mut self, id: &str, text: String) -> Result<Vec<Output>, BreakoutError> {
@@ -338,33 +445,39 @@ impl Room {
         if text.chars().count() > MAX_CHAT_CHARS {
             return Err(BreakoutError::MessageTooLong);
         }
-        Ok(vec![Output::Broadcast {
-            except: None,
-            msg: ServerMessage::BreakoutBroadcast {
-                from: self.name_of(id),
-                text,
-            },
-        }])
+        self.meta.breakouts.message = Some(BreakoutNote {
+            from: self.name_of(id),
+            text,
+        });
+        self.dirty.meta = true;
+        Ok(vec![self.breakouts_changed()])
     }
 
     /// Member `id` moves to `scope`: everyone learns where they are, they get that scope's chat
-    /// and speaker, and the SFU forwards them that scope's media (a new offer follows).
-    pub(super) fn move_to(&mut self, id: &str, scope: u32) -> Vec<Output> {
+    /// and speaker, and (they were its speaker) the room they left has none now. The caller tells
+    /// the SFU ([`Room::move_all`]), which forwards them that scope's media (a new offer follows).
+    fn move_to(&mut self, id: &str, scope: u32) -> Vec<Output> {
         let Some(m) = self.members.get_mut(id) else {
             return Vec::new();
         };
         if m.info.scope == scope {
             return Vec::new();
         }
-        m.info.scope = scope;
+        let old = std::mem::replace(&mut m.info.scope, scope);
         self.dirty.members.insert(id.to_string());
-        let mut out = vec![Output::Broadcast {
+        let mut out = Vec::new();
+        if self.meta.speakers.get(&old).is_some_and(|s| s == id) {
+            self.meta.speakers.remove(&old);
+            self.dirty.meta = true;
+            out.extend(self.to_scope(old, ServerMessage::ActiveSpeaker { id: None }));
+        }
+        out.push(Output::Broadcast {
             except: None,
             msg: ServerMessage::ParticipantMoved {
                 id: id.to_string(),
                 scope,
             },
-        }];
+        });
         out.extend(self.to_member(
             id,
             ServerMessage::Moved {
@@ -373,9 +486,6 @@ impl Room {
                 speaker: self.meta.speakers.get(&scope).cloned(),
             },
         ));
-        // (Whatever the SFU's health: a session it has follows now, and one set up later is
-        // told its scope with its offer.)
-        out.extend(self.call_sfu(id.to_string(), SfuCall::Scope { scope }));
         out
     }
 

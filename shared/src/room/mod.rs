@@ -138,8 +138,13 @@ pub enum SfuCall {
         video: bool,
         screen: bool,
     },
-    /// The participant moved to breakout room `scope` (0: the main room).
-    Scope { scope: u32 },
+    /// Where everyone is now (breakout rooms; not a call for one participant: the shell ignores
+    /// the participant it names): member id → room number, the main room left out. Whole state
+    /// with a rising `version`: the SFU applies only a version at least as new as its last.
+    Scopes {
+        version: u64,
+        scopes: BTreeMap<String, u32>,
+    },
 }
 
 /// What the shell must do. Everything that needs an answer is fed back as an [`Input`].
@@ -249,6 +254,10 @@ struct Meta {
     /// The breakout rooms (see [`breakout`]).
     #[serde(default)]
     breakouts: crate::protocol::BreakoutView,
+    /// Where everyone is, as the SFU must learn it: the version of the latest state, the latest
+    /// one the SFU took, and when to send it again after a failed call.
+    #[serde(default)]
+    scopes: breakout::ScopeSync,
     /// The version of the last event applied, by `"{sfu}|{event key}"` (see
     /// [`SfuEvent::key`]): a repeated or overtaken event is ignored.
     #[serde(default)]
@@ -337,6 +346,7 @@ impl Room {
                 host: None,
                 speakers: BTreeMap::new(),
                 breakouts: Default::default(),
+                scopes: Default::default(),
                 event_versions: BTreeMap::new(),
                 max_screen_sharers: crate::protocol::default_max_screen_sharers(),
                 media: sfu::Media::default(),
@@ -472,6 +482,7 @@ impl Room {
         away.chain(refresh)
             .chain(self.meta.media.deadline(!self.members.is_empty()))
             .chain(self.breakout_deadline())
+            .chain(self.meta.scopes.retry_at())
             .min()
     }
 
@@ -522,6 +533,8 @@ impl Room {
                 for w in lost {
                     out.extend(self.unwait(&w));
                 }
+                // Where everyone is may not have reached the SFU before the object went.
+                out.extend(self.scopes_unsent());
                 // Sockets that survived but belong to nobody stored: they reconnect.
                 out.extend(
                     open.into_iter()
@@ -686,6 +699,7 @@ impl Room {
             .collect();
         let mut out: Vec<Output> = gone.iter().flat_map(|id| self.remove(now, id)).collect();
         out.extend(self.breakout_timeout(now));
+        out.extend(self.scopes_retry(now));
         // Fresh tokens for connected members whose token is a third from its end.
         let due: Vec<String> = self
             .members
@@ -1197,15 +1211,10 @@ impl Room {
                         if self.block_of(&participant) != *block {
                             out.extend(self.block_call(&participant));
                         }
-                        // So does a move to another breakout room.
+                        // So does a move to another breakout room (the latest state again).
                         let now_in = self.scope_of(&participant);
                         if now_in != *scope && self.members.contains_key(&participant) {
-                            out.extend(
-                                self.call_sfu(
-                                    participant.clone(),
-                                    SfuCall::Scope { scope: now_in },
-                                ),
-                            );
+                            out.extend(self.scopes_call());
                         }
                     }
                     Ok(_) => {} // an answer from the SFU the room has since left
@@ -1218,14 +1227,27 @@ impl Room {
                     )),
                 }
             }
+            (SfuCallKind::Scopes { version }, HttpReply::Answered { status, .. })
+                if (200..300).contains(status) =>
+            {
+                self.meta.scopes.acked(*version);
+                self.dirty.meta = true;
+            }
+            // Not taken: sent again shortly.
+            (SfuCallKind::Scopes { version }, HttpReply::Answered { status, body }) => {
+                self.meta.scopes.failed(now, *version);
+                self.dirty.meta = true;
+                out.push(Output::Warn(format!(
+                    "SFU {sfu}: breakout scopes answered {status}: {}",
+                    body.chars().take(200).collect::<String>()
+                )));
+            }
             (_, HttpReply::Answered { status, .. }) if (200..300).contains(status) => {}
             // Tile sizes are a hint, sent again on the next change: an SFU that does not know the
             // participant yet (a new session still being set up) is no error for anyone.
             (SfuCallKind::Views, HttpReply::Answered { status: 404, .. }) => {}
             // A block for someone with no media session yet: their offer will carry it.
             (SfuCallKind::Block, HttpReply::Answered { status: 404, .. }) => {}
-            // A move for someone with no media session yet: likewise.
-            (SfuCallKind::Scope, HttpReply::Answered { status: 404, .. }) => {}
             (SfuCallKind::Views | SfuCallKind::Leave, HttpReply::Answered { status, body }) => {
                 out.push(Output::Warn(format!(
                     "SFU {sfu}: {call:?} for {participant} answered {status}: {}",
@@ -1248,6 +1270,10 @@ impl Room {
             }
             (_, HttpReply::Answered { .. }) => {}
             (_, HttpReply::Unreachable { reason }) => {
+                if let SfuCallKind::Scopes { version } = call {
+                    self.meta.scopes.failed(now, version);
+                    self.dirty.meta = true;
+                }
                 out.push(Output::Warn(format!(
                     "SFU {sfu}: {call:?} for {participant} did not reach it: {reason}"
                 )));

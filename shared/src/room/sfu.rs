@@ -65,7 +65,9 @@ pub enum SfuCallKind {
     Leave,
     Views,
     Block,
-    Scope,
+    Scopes {
+        version: u64,
+    },
 }
 
 impl SfuCall {
@@ -82,7 +84,7 @@ impl SfuCall {
             SfuCall::Leave => SfuCallKind::Leave,
             SfuCall::Views { .. } => SfuCallKind::Views,
             SfuCall::Block { .. } => SfuCallKind::Block,
-            SfuCall::Scope { .. } => SfuCallKind::Scope,
+            SfuCall::Scopes { version, .. } => SfuCallKind::Scopes { version: *version },
         }
     }
 }

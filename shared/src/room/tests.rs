@@ -4600,6 +4600,7 @@ mod breakouts {
     use super::meeting::send;
     use super::*;
     use crate::protocol::{BreakoutView, REACTIONS};
+    use crate::room::breakout::SCOPES_RETRY_MS;
 
     /// Host a (c1), participants b (c2), c (c3), d (c4), on sfu-1.
     fn room() -> Sim {
@@ -4641,18 +4642,33 @@ mod breakouts {
         })
     }
 
-    /// The SFU scope calls made, by participant.
-    fn scope_calls(fx: &[Output]) -> BTreeMap<String, u32> {
-        fx.iter()
+    /// Where everyone is as the last scopes call to the SFU said (breakout rooms only), if one
+    /// was made.
+    fn scope_calls(fx: &[Output]) -> Option<BTreeMap<String, u32>> {
+        let calls: Vec<_> = fx
+            .iter()
             .filter_map(|o| match o {
                 Output::Sfu {
-                    participant,
-                    call: SfuCall::Scope { scope },
+                    call: SfuCall::Scopes { scopes, .. },
                     ..
-                } => Some((participant.clone(), *scope)),
+                } => Some(scopes.clone()),
                 _ => None,
             })
-            .collect()
+            .collect();
+        assert!(calls.len() <= 1, "one call per change: {calls:?}");
+        calls.into_iter().next()
+    }
+
+    fn version(fx: &[Output]) -> u64 {
+        fx.iter()
+            .find_map(|o| match o {
+                Output::Sfu {
+                    call: SfuCall::Scopes { version, .. },
+                    ..
+                } => Some(*version),
+                _ => None,
+            })
+            .expect("a scopes call")
     }
 
     fn plan(rooms: &[&str], assigned: &[(&str, u32)], let_choose: bool) -> ClientMessage {
@@ -4734,7 +4750,7 @@ mod breakouts {
             reached(&fx, |m| matches!(m, ServerMessage::Breakouts { .. })),
             CONNS
         );
-        assert!(scope_calls(&fx).is_empty());
+        assert_eq!(scope_calls(&fx), None);
         assert_eq!(r.scope_of("b"), 0);
     }
 
@@ -4838,7 +4854,7 @@ mod breakouts {
         let fx = send(&mut r, "c1", ClientMessage::OpenBreakouts { minutes: None });
         assert_eq!(
             scope_calls(&fx),
-            BTreeMap::from([("b".into(), 1), ("c".into(), 2)])
+            Some(BTreeMap::from([("b".into(), 1), ("c".into(), 2)]))
         );
         assert_eq!(
             reached(
@@ -4868,7 +4884,13 @@ mod breakouts {
         assert_eq!(error(&fx).map(|e| e.0), Some(ErrorCode::Forbidden));
         // b goes back to the main room on their own; the host visits Blue.
         let fx = send(&mut r, "c2", ClientMessage::JoinBreakout { room: 0 });
-        assert_eq!(scope_calls(&fx), BTreeMap::from([("b".into(), 0)]));
+        assert_eq!(scope_calls(&fx), Some(BTreeMap::from([("c".into(), 2)])));
+        // ... and may go back to the room they were given, though not choose another.
+        send(&mut r, "c2", ClientMessage::JoinBreakout { room: 1 });
+        assert_eq!(r.scope_of("b"), 1);
+        let fx = send(&mut r, "c2", ClientMessage::JoinBreakout { room: 2 });
+        assert_eq!(error(&fx).map(|e| e.0), Some(ErrorCode::Forbidden));
+        send(&mut r, "c2", ClientMessage::JoinBreakout { room: 0 });
         send(&mut r, "c1", ClientMessage::JoinBreakout { room: 2 });
         assert_eq!(r.scope_of("a"), 2);
         let fx = send(&mut r, "c1", ClientMessage::JoinBreakout { room: 3 });
@@ -4887,7 +4909,14 @@ mod breakouts {
             "c1",
             plan(&["Red", "Blue"], &[("b", 1), ("c", 1)], true),
         );
-        assert_eq!(scope_calls(&fx), BTreeMap::from([("c".into(), 1)]));
+        assert_eq!(
+            scope_calls(&fx),
+            Some(BTreeMap::from([
+                ("a".into(), 2),
+                ("c".into(), 1),
+                ("d".into(), 1)
+            ]))
+        );
         let fx = send(&mut r, "c1", plan(&["Red"], &[], true));
         assert_eq!(
             error(&fx).map(|e| e.1).as_deref(),
@@ -4904,10 +4933,12 @@ mod breakouts {
         assert_eq!(
             reached(
                 &fx,
-                |m| matches!(m, ServerMessage::BreakoutBroadcast { text, .. } if text == "Five minutes left")
+                |m| matches!(m, ServerMessage::Breakouts { breakouts } if breakouts.message.as_ref().is_some_and(|n| n.text == "Five minutes left" && n.from == "name-a"))
             ),
             CONNS
         );
+        // A joiner sees it too (it stays until the rooms close).
+        assert!(r.snapshot_for("b").breakouts.message.is_some());
     }
 
     #[test]
@@ -4968,7 +4999,8 @@ mod breakouts {
         let fx = r.run(closing, Input::Timeout);
         assert_eq!(
             scope_calls(&fx),
-            BTreeMap::from([("b".into(), 0), ("c".into(), 0), ("d".into(), 0)])
+            Some(BTreeMap::new()),
+            "everyone in the main room"
         );
         assert!(["a", "b", "c", "d"].iter().all(|p| r.scope_of(p) == 0));
         assert!(!r.room.meta.breakouts.open);
@@ -5022,7 +5054,94 @@ mod breakouts {
                 reply: answered(200, r#"{"sdp":"a"}"#),
             },
         );
-        assert_eq!(scope_calls(&fx), BTreeMap::from([("c".into(), 0)]));
+        assert_eq!(scope_calls(&fx), Some(BTreeMap::new()));
+    }
+
+    #[test]
+    fn the_sfu_gets_every_change_once_in_order_and_again_until_it_took_it() {
+        let mut r = room();
+        send(
+            &mut r,
+            "c1",
+            plan(&["Red", "Blue"], &[("b", 1), ("c", 2)], true),
+        );
+        let fx = send(&mut r, "c1", ClientMessage::OpenBreakouts { minutes: None });
+        let v1 = version(&fx);
+        let fx = send(&mut r, "c4", ClientMessage::JoinBreakout { room: 2 });
+        let v2 = version(&fx);
+        assert!(v2 > v1, "each change a newer version");
+        let reply = |version, reply| Input::SfuReply {
+            sfu: "sfu-1".into(),
+            participant: String::new(),
+            call: SfuCallKind::Scopes { version },
+            reply,
+        };
+        // The newer one is taken; the older one failing after it changes nothing.
+        r.run(200, reply(v2, answered(204, "")));
+        r.run(201, reply(v1, answered(500, "{}")));
+        assert_eq!(r.room.meta.scopes.retry_at(), None);
+        // A move whose call fails is sent again (the latest state) a second later, until taken.
+        let fx = frame_at(&mut r, 300, "c4", &ClientMessage::JoinBreakout { room: 1 });
+        let v3 = version(&fx);
+        r.run(310, reply(v3, answered(503, "{}")));
+        assert_eq!(r.room.meta.scopes.retry_at(), Some(310 + SCOPES_RETRY_MS));
+        assert!(r.poll_timeout().is_some_and(|t| t <= 310 + SCOPES_RETRY_MS));
+        let fx = r.run(310 + SCOPES_RETRY_MS, Input::Timeout);
+        assert_eq!(
+            scope_calls(&fx),
+            Some(BTreeMap::from([
+                ("b".into(), 1),
+                ("c".into(), 2),
+                ("d".into(), 1)
+            ]))
+        );
+        assert_eq!(version(&fx), v3);
+        // The object is evicted before the SFU took it: it is sent again on restore.
+        let fx = r.evict(2_000, &["c1", "c2", "c3", "c4"]);
+        assert_eq!(version(&fx), v3);
+        r.run(2_100, reply(v3, answered(204, "")));
+        let fx = r.evict(3_000, &["c1", "c2", "c3", "c4"]);
+        assert_eq!(scope_calls(&fx), None, "taken: not sent again");
+    }
+
+    #[test]
+    fn a_speaker_who_leaves_a_room_is_no_longer_its_speaker_and_its_chat_ends_with_it() {
+        let mut r = opened();
+        let fx = r.run(
+            200,
+            Input::SfuEvent(SfuEvent::ActiveSpeaker {
+                room: "r".into(),
+                participant: Some("c".into()),
+                scope: 2,
+                sfu: None,
+                version: None,
+            }),
+        );
+        assert_eq!(
+            reached(&fx, |m| matches!(
+                m,
+                ServerMessage::ActiveSpeaker { id: Some(_) }
+            )),
+            ["c3", "c4"]
+        );
+        send(&mut r, "c3", chat("blue only", "m1"));
+        let fx = send(&mut r, "c3", ClientMessage::JoinBreakout { room: 0 });
+        assert_eq!(error(&fx).map(|e| e.1), None);
+        assert_eq!(
+            reached(&fx, |m| matches!(
+                m,
+                ServerMessage::ActiveSpeaker { id: None }
+            )),
+            ["c4"],
+            "Blue has no speaker now"
+        );
+        assert_eq!(r.snapshot_for("d").speaker, None);
+        // Closing ends the rooms' chats: the next group in Blue starts with an empty one.
+        assert_eq!(r.chat_for("d").len(), 1);
+        send(&mut r, "c1", ClientMessage::CloseBreakouts { seconds: 0 });
+        assert!(r.room.chat.is_empty());
+        send(&mut r, "c1", ClientMessage::OpenBreakouts { minutes: None });
+        assert!(r.chat_for("d").is_empty());
     }
 
     #[test]

@@ -86,6 +86,13 @@ fn Attendee() -> impl IntoView {
     let m = use_meeting();
     let b = Memo::new(move |_| m.model.with(|r| r.breakouts.clone()));
     let here = Memo::new(move |_| m.model.with(|r| r.scope()));
+    // The room a host gave me, if any.
+    let given = Memo::new(move |_| {
+        m.model.with(|r| {
+            r.me.as_ref()
+                .and_then(|me| r.breakouts.assigned.get(me).copied())
+        })
+    });
     view! {
         <p class="hint">{move || {
             let b = b.get();
@@ -98,6 +105,10 @@ fn Attendee() -> impl IntoView {
             }
         }}</p>
         <RoomList can_join=Signal::derive(move || b.get().open && b.get().let_choose) />
+        <button type="button" hidden=move || !b.get().open || given.get().is_none_or(|n| n == here.get())
+            on:click=move |_| if let Some(room) = given.get_untracked() { m.send(&ClientMessage::JoinBreakout { room }) }>
+            {move || format!("Back to {}", given.get().map(|n| m.model.with(|r| r.room_name(n))).unwrap_or_default())}
+        </button>
         <button type="button" hidden=move || here.get() == 0
             on:click=move |_| m.send(&ClientMessage::JoinBreakout { room: 0 })>"Return to the main room"</button>
     }
@@ -215,22 +226,24 @@ fn Planner() -> impl IntoView {
             .map(|(i, n)| (i as u32 + 1, n))
             .collect::<Vec<_>>()
     };
+    let room_numbers = move || (1..=rooms.get().len() as u32).collect::<Vec<_>>();
     view! {
         <section aria-labelledby="bo-rooms">
             <h3 id="bo-rooms">"Rooms"</h3>
             <p class="hint" hidden=move || !rooms.get().is_empty()>"Add rooms, put people in them, then open them."</p>
             <ol class="breakout-names">
-                <For each=numbered key=|(n, name)| (*n, name.clone()) let:((n, name))>
+                <For each=room_numbers key=|n| *n let:n>
                     {
                         let id = format!("bo-name-{n}");
-                        let original = StoredValue::new(name.clone());
+                        // The room's name as the room has it (a refused rename shows it again).
+                        let name = Memo::new(move |_| rooms.with(|r| r.get(n as usize - 1).cloned().unwrap_or_default()));
                         view! {
                             <li>
                                 <label for=id.clone()>{format!("Room {n} name")}</label>
-                                <input id=id type="text" maxlength=MAX_BREAKOUT_NAME_CHARS.to_string() prop:value=name
+                                <input id=id.clone() type="text" maxlength=MAX_BREAKOUT_NAME_CHARS.to_string() prop:value=move || name.get()
                                     on:change=move |ev| {
                                         let v = event_target_value(&ev);
-                                        if v.trim() != original.get_value() {
+                                        if v.trim() != name.get_untracked() {
                                             send_plan(|b| if let Some(r) = b.rooms.get_mut(n as usize - 1) { *r = v });
                                         }
                                     } />
@@ -263,24 +276,38 @@ fn Planner() -> impl IntoView {
                         let (pid, name) = p;
                         let sel = format!("bo-who-{pid}");
                         let pid = StoredValue::new(pid);
-                        let chosen = move || pid.with_value(|p| b.get().assigned.get(p).copied().unwrap_or(0)).to_string();
+                        let chosen = move || pid.with_value(|p| b.get().assigned.get(p).copied().unwrap_or(0));
+                        // While the rooms are open a choice moves the person: it waits for "Move"
+                        // (a keyboard user going through the list with the arrows moves nobody).
+                        let pending = RwSignal::new(None::<u32>);
+                        let shown = move || pending.get().unwrap_or_else(chosen).to_string();
+                        let apply = move |v: u32| {
+                            let p = pid.get_value();
+                            pending.set(None);
+                            send_plan(|b| { if v == 0 { b.assigned.remove(&p); } else { b.assigned.insert(p, v); } });
+                        };
+                        let move_name = name.clone();
                         let now_in = move || pid.with_value(|p| m.model.with(|r| {
                             r.participants.iter().find(|x| &x.id == p).map(|x| x.scope).unwrap_or(0)
                         }));
                         view! {
                             <li>
                                 <label for=sel.clone()>{name.clone()}</label>
-                                <select id=sel aria-label=format!("Room for {name}")
+                                <select id=sel aria-label=format!("Room for {name}") prop:value=shown
                                     on:change=move |ev| {
                                         let v: u32 = event_target_value(&ev).parse().unwrap_or(0);
-                                        let p = pid.get_value();
-                                        send_plan(|b| { if v == 0 { b.assigned.remove(&p); } else { b.assigned.insert(p, v); } });
+                                        if open.get_untracked() { pending.set(Some(v).filter(|v| *v != chosen())) } else { apply(v) }
                                     }>
-                                    <option value="0" selected=move || chosen() == "0">"Not assigned"</option>
+                                    // (`selected` for the first drawing, before the options exist for
+                                    // the select's value; the value for every change after.)
+                                    <option value="0" selected=move || shown() == "0">"Not assigned"</option>
                                     {move || numbered().into_iter().map(|(n, r)| view! {
-                                        <option value=n.to_string() selected=move || chosen() == n.to_string()>{r}</option>
+                                        <option value=n.to_string() selected=move || shown() == n.to_string()>{r}</option>
                                     }).collect_view()}
                                 </select>
+                                <button type="button" class="primary" hidden=move || pending.get().is_none()
+                                    aria-label=format!("Move {move_name}")
+                                    on:click=move |_| if let Some(v) = pending.get_untracked() { apply(v) }>"Move"</button>
                                 <span class="now-in" hidden=move || !open.get() || now_in() == 0>
                                     {move || m.model.with(|r| format!("in {}", r.room_name(now_in())))}
                                 </span>
@@ -350,7 +377,7 @@ pub fn BreakoutBanner(on_open_panel: Callback<()>) -> impl IntoView {
     };
     let dismissed = RwSignal::new(None::<(String, String)>);
     let announcement = move || {
-        let a = m.model.with(|r| r.announcement.clone());
+        let a = b.get().message.map(|n| (n.from, n.text));
         a.filter(|a| dismissed.get().as_ref() != Some(a))
     };
     let choose = move || {
@@ -368,7 +395,7 @@ pub fn BreakoutBanner(on_open_panel: Callback<()>) -> impl IntoView {
             <div class="announcement" role="status" hidden=move || announcement().is_none()>
                 <span>{move || announcement().map(|(from, text)| format!("{from} to all rooms: {text}")).unwrap_or_default()}</span>
                 <button type="button" aria-label="Dismiss the message to all rooms"
-                    on:click=move |_| dismissed.set(m.model.with_untracked(|r| r.announcement.clone()))>"Dismiss"</button>
+                    on:click=move |_| dismissed.set(b.get_untracked().message.map(|n| (n.from, n.text)))>"Dismiss"</button>
             </div>
         </div>
     }
