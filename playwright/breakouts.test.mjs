@@ -3,7 +3,8 @@
 // them; each page then receives media from its room-mate only (getStats: packets rising only on
 // the room-mate's streams) and shows only that tile; a message to all rooms reaches both rooms;
 // "Close all rooms" with a countdown brings all four back, and each decodes the other three again.
-// Prints how long a move takes to the first remote frame in the new room.
+// Prints how long a move takes to the first remote frame in the new room; room-mates who move
+// together keep decoding each other without a gap.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -100,12 +101,17 @@ test("breakout rooms: two rooms of two decode only each other, a message reaches
     await panel.getByRole("combobox", { name: `Room for ${who}` }).selectOption({ label: to });
   }
   await ann.waitForFunction(() => document.querySelectorAll(".breakout-people select").length === 3);
-  // Opening moves everyone assigned at once.
+  // Opening moves everyone assigned at once. Cy and Dee move together: Cy keeps decoding the
+  // stream of Dee it had, without a gap (no new track, frames rising through the move).
   const beforeCy = await streams(pages.Cy);
-  const opened = Date.now();
+  const [deeStream, deeBefore] = Object.entries(beforeCy).find(([, x]) => x.track === `${ids.Dee}-video`);
   await panel.getByRole("button", { name: "Open rooms" }).click();
-  const cyFirst = await firstNewFrame(pages.Cy, ids.Dee, beforeCy);
-  console.log(`open rooms → Cy's first frame of Dee in Blue: ${cyFirst} ms (${Date.now() - opened} ms since the click)`);
+  await pages.Cy.getByTestId("breakout-where").getByText("You are in Blue").waitFor();
+  const deeAfter = (await streams(pages.Cy))[deeStream];
+  assert.ok(deeAfter && deeAfter.frames > deeBefore.frames, `Cy still decodes Dee's stream ${deeStream} across the move`);
+  await decodesOnly(pages.Cy, "Cy in Blue", [ids.Dee]);
+  const deeLater = (await streams(pages.Cy))[deeStream];
+  assert.ok(deeLater.frames > deeAfter.frames, "the same stream, still decoding");
   // The host visits Red: her first frame of Bob there.
   const beforeAnn = await streams(ann);
   await panel.getByRole("button", { name: "Join Red" }).click();
