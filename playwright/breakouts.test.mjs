@@ -168,6 +168,14 @@ test("breakout rooms: two rooms of two decode only each other, a message reaches
   for (const n of names) {
     const took = await decodesOnly(pages[n], `${n} back in the main room`, others(n));
     console.log(`${n}: decoding all three again ${took} ms after the rooms closed`);
+    // What a person sees: each of the three tiles plays a live video again (not a stream left
+    // over from before the move).
+    for (const o of names.filter((m) => m !== n)) {
+      await pages[n].waitForFunction((name) => {
+        const v = document.querySelector(`[role="group"][aria-label="${name}"] video`);
+        return !!v && v.videoWidth > 0 && !!v.srcObject && v.srcObject.getVideoTracks().some((t) => t.readyState === "live");
+      }, o, { timeout: 5000 });
+    }
   }
   for (const p of Object.values(pages)) await p.close();
 });

@@ -221,6 +221,24 @@ impl Call {
                 return;
             };
             let id = stream.id();
+            // Breakout rooms: the SFU's offer takes a track off when its owner leaves my room; a
+            // stream left with none is forgotten (the tile shows initials, not a black frame), and
+            // one that comes back arrives as a new track.
+            let (gone_id, gone_stream) = (id.clone(), stream.clone());
+            let onremove = Closure::<dyn FnMut()>::new(move || {
+                if gone_stream.get_tracks().length() == 0 {
+                    remote.update(|m| {
+                        let same = m.get(&gone_id).is_some_and(|s| {
+                            JsValue::from(s.clone()) == JsValue::from(gone_stream.clone())
+                        });
+                        if same {
+                            m.remove(&gone_id);
+                        }
+                    });
+                }
+            });
+            stream.set_onremovetrack(Some(onremove.as_ref().unchecked_ref()));
+            onremove.forget();
             remote.update(|m| {
                 m.insert(id, stream);
             });

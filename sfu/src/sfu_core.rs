@@ -318,9 +318,15 @@ pub struct SfuCore {
     epoch: Instant,
     sfu_id: String,
     rooms: BTreeMap<String, RoomState>,
+    /// The last scopes version of rooms not here (yet, or any more): a late older call for a
+    /// room that comes back must not undo a newer one (bounded: see [`MAX_GONE_VERSIONS`]).
+    gone_versions: HashMap<String, u64>,
     next_id: u64,
     out: VecDeque<Output>,
 }
+
+/// Most rooms whose scopes version is remembered while they are not here.
+const MAX_GONE_VERSIONS: usize = 10_000;
 
 impl SfuCore {
     /// `sfu_id` is named in the events this SFU sends.
@@ -329,6 +335,7 @@ impl SfuCore {
             epoch,
             sfu_id: sfu_id.into(),
             rooms: BTreeMap::new(),
+            gone_versions: HashMap::new(),
             next_id: 1,
             out: VecDeque::new(),
         }
@@ -390,13 +397,14 @@ impl SfuCore {
                     None => {}
                 }
                 let next_tick = self.next_tick(now);
+                let scope_version = self.gone_versions.remove(&room).unwrap_or(0);
                 let r = self.rooms.entry(room).or_insert_with(|| RoomState {
                     members: BTreeMap::new(),
                     tracks: BTreeMap::new(),
                     subs: HashMap::new(),
                     speakers: BTreeMap::new(),
                     next_speaker_tick: next_tick,
-                    scope_version: 0,
+                    scope_version,
                 });
                 r.members.insert(
                     peer,
@@ -607,8 +615,10 @@ impl SfuCore {
                 version,
                 scopes,
             } => {
-                // A room nobody has joined here yet: each joiner's offer says where they are.
+                // A room nobody has joined here yet: each joiner's offer says where they are (its
+                // version is kept, so an older call arriving later is still ignored).
                 let Some(r) = self.rooms.get_mut(&room) else {
+                    self.remember_version(room, version);
                     return Ok(());
                 };
                 if version < r.scope_version {
@@ -830,6 +840,18 @@ impl SfuCore {
         }
     }
 
+    fn remember_version(&mut self, room: String, version: u64) {
+        if version == 0 {
+            return;
+        }
+        if self.gone_versions.len() >= MAX_GONE_VERSIONS && !self.gone_versions.contains_key(&room)
+        {
+            self.gone_versions.clear(); // forgetting only weakens the ordering of late calls
+        }
+        let v = self.gone_versions.entry(room).or_insert(0);
+        *v = (*v).max(version);
+    }
+
     /// `peer` if `session` is its current one.
     fn current(&mut self, room: &str, peer: &str, session: u64) -> Result<&mut Member, CoreError> {
         let m = self.member_mut(room, peer)?;
@@ -974,7 +996,9 @@ impl SfuCore {
             });
         }
         if r.members.is_empty() && !replacing {
-            self.rooms.remove(room);
+            if let Some(gone) = self.rooms.remove(room) {
+                self.remember_version(room.to_string(), gone.scope_version);
+            }
             self.out.push_back(Output::RoomGone { room: room.into() });
         } else {
             for who in touched.into_keys() {
@@ -1894,13 +1918,21 @@ mod tests {
         }
         // (Ada's mic and camera both: a publisher's tracks all follow it.)
         assert_eq!(s.core.rooms[R].members["bob"].receiving.len(), 5);
-        // Scopes for a room nobody joined here: nothing to do.
+        // Scopes for a room nobody joined here: nothing to do now, but its version is kept: an
+        // older call arriving after someone joined changes nothing.
         s.input(Input::Scopes {
-            room: "nowhere".into(),
+            room: "later".into(),
             version: 9,
             scopes: vec![("x".into(), 1)],
         });
         assert!(s.outputs().is_empty());
+        s.join_in("later", "x");
+        s.input(Input::Scopes {
+            room: "later".into(),
+            version: 8,
+            scopes: vec![("x".into(), 2)],
+        });
+        assert_eq!(s.core.scope("later", "x"), Some(0), "older than 9: ignored");
     }
 
     #[test]

@@ -58,6 +58,12 @@ impl ScopeSync {
         }
     }
 
+    /// Nothing more to send (nobody is left, or the SFU refused it for good).
+    pub(super) fn settle(&mut self) {
+        self.acked = self.version;
+        self.retry_at = None;
+    }
+
     pub(super) fn retry_at(&self) -> Option<Millis> {
         self.retry_at.filter(|_| self.acked < self.version)
     }
@@ -163,7 +169,7 @@ impl Room {
     }
 
     /// Someone's scope changed: a new version for the SFU.
-    fn scopes_changed(&mut self) -> Vec<Output> {
+    pub(super) fn scopes_changed(&mut self) -> Vec<Output> {
         self.meta.scopes.version += 1;
         self.meta.scopes.retry_at = None;
         self.dirty.meta = true;

@@ -1211,10 +1211,11 @@ impl Room {
                         if self.block_of(&participant) != *block {
                             out.extend(self.block_call(&participant));
                         }
-                        // So does a move to another breakout room (the latest state again).
+                        // So does a move to another breakout room (the latest state again, as a
+                        // new version: tracked until the SFU takes it).
                         let now_in = self.scope_of(&participant);
                         if now_in != *scope && self.members.contains_key(&participant) {
-                            out.extend(self.scopes_call());
+                            out.extend(self.scopes_changed());
                         }
                     }
                     Ok(_) => {} // an answer from the SFU the room has since left
@@ -1233,9 +1234,15 @@ impl Room {
                 self.meta.scopes.acked(*version);
                 self.dirty.meta = true;
             }
-            // Not taken: sent again shortly.
+            // Not taken: sent again shortly — unless the SFU refused it for good (a 4xx other than
+            // a timeout or "too many": an SFU without breakout rooms; each offer still carries
+            // its member's room).
             (SfuCallKind::Scopes { version }, HttpReply::Answered { status, body }) => {
-                self.meta.scopes.failed(now, *version);
+                if (400..500).contains(status) && !matches!(status, 408 | 429) {
+                    self.meta.scopes.settle();
+                } else {
+                    self.meta.scopes.failed(now, *version);
+                }
                 self.dirty.meta = true;
                 out.push(Output::Warn(format!(
                     "SFU {sfu}: breakout scopes answered {status}: {}",
@@ -1391,8 +1398,10 @@ impl Room {
             }
         }
         if self.members.is_empty() {
-            // Nobody left to move: the next first joiner gets a room's SFU afresh.
+            // Nobody left to move: the next first joiner gets a room's SFU afresh (and tells it
+            // where they are with their offer).
             self.meta.media.emptied(now);
+            self.meta.scopes.settle();
             self.meta.empty_since = Some(now);
             self.dirty.meta = true;
         }

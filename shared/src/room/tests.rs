@@ -5102,6 +5102,40 @@ mod breakouts {
         r.run(2_100, reply(v3, answered(204, "")));
         let fx = r.evict(3_000, &["c1", "c2", "c3", "c4"]);
         assert_eq!(scope_calls(&fx), None, "taken: not sent again");
+        // An SFU that refuses the call for good (a 4xx other than 408/429) is not asked again
+        // each second; a timeout or "too many" is.
+        let fx = frame_at(
+            &mut r,
+            3_100,
+            "c4",
+            &ClientMessage::JoinBreakout { room: 2 },
+        );
+        let v4 = version(&fx);
+        r.run(3_110, reply(v4, answered(429, "{}")));
+        assert_eq!(r.room.meta.scopes.retry_at(), Some(3_110 + SCOPES_RETRY_MS));
+        r.run(3_120, reply(v4, answered(404, "{}")));
+        assert_eq!(r.room.meta.scopes.retry_at(), None);
+        assert!(r.poll_timeout().is_none_or(|t| t > 3_120 + SCOPES_RETRY_MS));
+        // Nobody left: nothing is owed to the SFU (the next joiner's offer says where they are).
+        let fx = frame_at(
+            &mut r,
+            3_200,
+            "c4",
+            &ClientMessage::JoinBreakout { room: 1 },
+        );
+        let v5 = version(&fx);
+        r.run(3_210, reply(v5, answered(503, "{}")));
+        assert!(r.room.meta.scopes.retry_at().is_some());
+        for c in ["c1", "c2", "c3", "c4"] {
+            r.run(
+                3_300,
+                Input::Disconnect {
+                    conn: c.into(),
+                    clean: true,
+                },
+            );
+        }
+        assert_eq!(r.room.meta.scopes.retry_at(), None);
     }
 
     #[test]

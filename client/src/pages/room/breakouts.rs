@@ -246,6 +246,11 @@ fn Planner() -> impl IntoView {
                                         if v.trim() != name.get_untracked() {
                                             send_plan(|b| if let Some(r) = b.rooms.get_mut(n as usize - 1) { *r = v });
                                         }
+                                        // The box shows the room's name: the new one once the room
+                                        // takes it, the old one again if it refuses (and says why).
+                                        if let Some(input) = ev.target().and_then(|t| wasm_bindgen::JsCast::dyn_into::<web_sys::HtmlInputElement>(t).ok()) {
+                                            input.set_value(&name.get_untracked());
+                                        }
                                     } />
                                 <button type="button" hidden=move || open.get()
                                     aria-label=move || format!("Remove room {n}")
@@ -276,10 +281,21 @@ fn Planner() -> impl IntoView {
                         let (pid, name) = p;
                         let sel = format!("bo-who-{pid}");
                         let pid = StoredValue::new(pid);
-                        let chosen = move || pid.with_value(|p| b.get().assigned.get(p).copied().unwrap_or(0));
+                        let chosen = move || pid.with_value(|p| b.with(|b| b.assigned.get(p).copied().unwrap_or(0)));
+                        let chosen_now = move || pid.with_value(|p| b.with_untracked(|b| b.assigned.get(p).copied().unwrap_or(0)));
                         // While the rooms are open a choice moves the person: it waits for "Move"
                         // (a keyboard user going through the list with the arrows moves nobody).
                         let pending = RwSignal::new(None::<u32>);
+                        // A wish overtaken (rooms closed, the same room given by someone else, its
+                        // room removed) is dropped.
+                        Effect::new(move |_| {
+                            let rooms = b.with(|b| b.rooms.len() as u32);
+                            if let Some(p) = pending.get() {
+                                if !open.get() || p == chosen() || p > rooms {
+                                    pending.set(None);
+                                }
+                            }
+                        });
                         let shown = move || pending.get().unwrap_or_else(chosen).to_string();
                         let apply = move |v: u32| {
                             let p = pid.get_value();
@@ -296,7 +312,7 @@ fn Planner() -> impl IntoView {
                                 <select id=sel aria-label=format!("Room for {name}") prop:value=shown
                                     on:change=move |ev| {
                                         let v: u32 = event_target_value(&ev).parse().unwrap_or(0);
-                                        if open.get_untracked() { pending.set(Some(v).filter(|v| *v != chosen())) } else { apply(v) }
+                                        if open.get_untracked() { pending.set(Some(v).filter(|v| *v != chosen_now())) } else { apply(v) }
                                     }>
                                     // (`selected` for the first drawing, before the options exist for
                                     // the select's value; the value for every change after.)

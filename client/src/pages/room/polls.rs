@@ -389,7 +389,7 @@ fn PollCard(id: u64) -> impl IntoView {
             let voters = res.voters;
             let rows = p.options.iter().enumerate().map(|(i, o)| {
                 let n = res.counts.get(i).copied().unwrap_or(0);
-                let pct = if voters == 0 { 0 } else { (n * 100 + voters / 2) / voters };
+                let pct = (n * 100 + voters / 2).checked_div(voters).unwrap_or(0);
                 let names = res.names.get(i).filter(|n| !n.is_empty()).map(|n| n.join(", "));
                 let votes = if n == 1 { "1 vote".to_string() } else { format!("{n} votes") };
                 view! {

@@ -230,7 +230,9 @@ fn follow_stream(m: Meeting, key: StoredValue<String>, video: NodeRef<Video>, au
     Effect::new(move |_| {
         let s = key.with_value(|k| m.remote.with(|r| r.get(k).cloned()));
         if let (Some(v), Some(s)) = (video.get(), s) {
-            if v.src_object().map(|o| o.id()) != Some(s.id()) {
+            // The same stream object (a stream that came back has the same id, not the same
+            // object).
+            if v.src_object().map(JsValue::from) != Some(JsValue::from(s.clone())) {
                 v.set_src_object(Some(&s));
             }
             if audio_out {
