@@ -3,7 +3,8 @@
 //! `edgemeet_shared::layout` — all unit-tested natively.
 //!
 //! - `meeting`: the meeting's shared state (context) and the shell around the session core
-//! - `pages::prejoin`, `pages::room` (stage, controls, panels): the two screens
+//! - `pages::prejoin`, `pages::room` (stage, controls, panels): the two screens; `pages::account`
+//!   (`/account`): sign in, create an account, manage it
 //! - `call`: the RTCPeerConnection; `media`: capture; `views`: tile sizes for the SFU
 
 mod call;
@@ -32,14 +33,19 @@ fn App() -> impl IntoView {
         .next()
         .unwrap_or_default()
         .to_string();
+    // `/account` is the account page ("account" is not a room name: see normalize_room_name).
+    if room == "account" {
+        return view! { <pages::account::AccountPage /> }.into_any();
+    }
     let meeting = Meeting::new();
     provide_context(meeting);
     let screen = Memo::new(move |_| meeting.screen.get());
-    move || match screen.get() {
+    (move || match screen.get() {
         Screen::Room => view! { <pages::room::RoomPage /> }.into_any(),
         Screen::Waiting => view! { <pages::waiting::WaitingPage /> }.into_any(),
         Screen::PreJoin => {
             view! { <pages::prejoin::PreJoin initial_room=room.clone() /> }.into_any()
         }
-    }
+    })
+    .into_any()
 }

@@ -1,5 +1,6 @@
 //! The edge's error type: every failure becomes `{code, message}` JSON with the matching status.
 
+use edgemeet_shared::account::AccountError;
 use edgemeet_shared::control::ControlAuthError;
 use edgemeet_shared::protocol::{ErrorCode, WireError};
 use edgemeet_shared::token::TokenError;
@@ -32,6 +33,9 @@ pub enum EdgeError {
     /// An error answered by one of our Durable Objects, passed on as it is.
     #[error("{}", .0.message)]
     Upstream(WireError),
+    /// An account action refused (edgemeet_shared::account's rules).
+    #[error("{0}")]
+    Account(#[from] AccountError),
     #[error("internal error: {0}")]
     Worker(#[from] worker::Error),
 }
@@ -47,6 +51,7 @@ impl EdgeError {
             EdgeError::Unavailable(_) => ErrorCode::Unavailable,
             EdgeError::Refused { code, .. } => *code,
             EdgeError::Upstream(e) => e.code,
+            EdgeError::Account(e) => e.code(),
             EdgeError::Config(_) | EdgeError::Worker(_) => ErrorCode::Internal,
         }
     }
@@ -61,12 +66,15 @@ impl EdgeError {
                 retry_after_secs: Some(s),
                 ..
             } => Some(*s),
+            EdgeError::Account(e) => e.retry_after_secs(),
             _ => None,
         };
-        let body = WireError {
-            code,
-            message: self.to_string(),
+        // The runtime's own errors (D1's carry SQL and stack traces) stay in the log.
+        let message = match &self {
+            EdgeError::Worker(_) => "Something went wrong on our side. Try again.".to_string(),
+            _ => self.to_string(),
         };
+        let body = WireError { code, message };
         worker::Response::from_json(&body)
             .map(|r| r.with_status(code.http_status()))
             .inspect(|r| {

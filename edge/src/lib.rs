@@ -9,9 +9,12 @@
 //! - `POST /api/sfu/draining`         — a signed notice from a stopping SFU: its rooms move
 //! - `POST /api/rooms/{room}/join`    — a room token and the room WebSocket URL
 //! - `GET  /api/rooms/{room}/ws`      — the room's signaling WebSocket (token in the query)
+//! - `/api/account/…`                 — accounts on D1: register, sign in/out, password, delete,
+//!   download my data (`accounts.rs`)
 //! - `POST /api/dev/rooms/{room}/evict` — dev/test only (var `DEV_OVERRIDES`): reset the room's
 //!   object, as an eviction or a runtime restart would
 
+mod accounts;
 mod error;
 mod password;
 mod registry;
@@ -95,6 +98,7 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
                 .get_by_name(&normalize_room_name(room).map_err(EdgeError::BadRequest)?)?;
             Ok(stub.fetch_with_request(req).await?)
         }
+        (_, ["api", "account", rest @ ..]) => accounts::route(req, &env, rest).await,
         (_, ["api", ..]) => Err(EdgeError::NotFound(format!(
             "no API route {} {path}",
             req.method()
@@ -338,7 +342,7 @@ fn cf_location(req: &Request) -> Option<GeoPoint> {
 }
 
 /// The client's address: the platform's `cf-connecting-ip` (on the dev stack, a test may say).
-fn client_addr(req: &Request, env: &Env) -> EdgeResult<String> {
+pub(crate) fn client_addr(req: &Request, env: &Env) -> EdgeResult<String> {
     if dev_overrides(env) {
         if let Some(a) = req.headers().get(DEV_ADDR_HEADER)? {
             return Ok(a);

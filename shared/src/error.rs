@@ -31,6 +31,8 @@ pub enum ErrorCode {
     Duplicate,
     /// A second vote in a poll (one per person): refused, the first one stands.
     AlreadyVoted,
+    /// An account with this email address already exists.
+    AccountExists,
     Internal,
 }
 
@@ -48,7 +50,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => 503,
             ErrorCode::PasswordRequired | ErrorCode::WrongPassword => 401,
             ErrorCode::TooManyRequests => 429,
-            ErrorCode::Duplicate | ErrorCode::AlreadyVoted => 409,
+            ErrorCode::Duplicate | ErrorCode::AlreadyVoted | ErrorCode::AccountExists => 409,
             ErrorCode::Internal => 500,
         }
     }

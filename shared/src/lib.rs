@@ -7,6 +7,7 @@
 //! Feature `auth` (on by default; the browser builds without it) adds signing and verifying: room
 //! tokens, control-plane signatures and TURN credentials.
 
+pub mod account;
 pub mod client_room;
 #[cfg(feature = "auth")]
 pub mod control;

@@ -802,8 +802,11 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, WireError> {
     })
 }
 
-/// Room names: 1–64 characters of `a-z`, `0-9`, `-`, `_`; case is folded. Anything else is refused
-/// with a message a person can act on.
+/// Paths of the app's own pages (`/account`, …): no room may take them.
+pub const RESERVED_ROOM_NAMES: &[&str] = &["account", "api", "meetings", "recordings"];
+
+/// Room names: 1–64 characters of `a-z`, `0-9`, `-`, `_`, not one of [`RESERVED_ROOM_NAMES`];
+/// case is folded. Anything else is refused with a message a person can act on.
 pub fn normalize_room_name(raw: &str) -> Result<String, String> {
     let name = raw.trim().to_ascii_lowercase();
     if name.is_empty() {
@@ -818,6 +821,11 @@ pub fn normalize_room_name(raw: &str) -> Result<String, String> {
     {
         return Err(format!(
             "Room name has '{c}': use letters, digits, '-' and '_' only."
+        ));
+    }
+    if RESERVED_ROOM_NAMES.contains(&name.as_str()) {
+        return Err(format!(
+            "\"{name}\" is the name of a page of edgemeet, not a room: choose another name."
         ));
     }
     Ok(name)
@@ -892,6 +900,9 @@ mod tests {
         assert!(normalize_room_name("a b").unwrap_err().contains("' '"));
         assert!(normalize_room_name(&"a".repeat(65)).is_err());
         assert!(normalize_room_name("../etc").is_err());
+        assert!(normalize_room_name("Account")
+            .unwrap_err()
+            .contains("page of edgemeet"));
     }
 
     #[test]

@@ -743,6 +743,18 @@ fn deploy() -> Result<()> {
     step("build client", || build::build_client(&tools))?;
     step("build edge", || build::build_edge(&tools))?;
     let p = &tools.paths;
+    step("D1 migrations (remote)", || {
+        cmd::run(
+            "D1 migrations (remote)",
+            Command::new(p.node22())
+                .arg(p.wrangler_js())
+                .args(["d1", "migrations", "apply", "DB", "--remote"])
+                .current_dir(p.root.join("edge"))
+                .env("CI", "true")
+                .env("WRANGLER_SEND_METRICS", "false"),
+            "create the database first (`wrangler d1 create edgemeet`) and put its database_id in edge/wrangler.toml",
+        )
+    })?;
     step("wrangler deploy", || {
         cmd::run(
             "wrangler deploy",

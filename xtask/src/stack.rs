@@ -139,6 +139,22 @@ impl Stack {
             cfg.turn_port
         );
 
+        // The local D1 (accounts) gets every migration in edge/migrations first.
+        let persist = paths.target().join("wrangler-state").join(cfg.name);
+        crate::cmd::run(
+            "D1 migrations (local)",
+            Command::new(paths.node22())
+                .arg(paths.wrangler_js())
+                .args(["d1", "migrations", "apply", "DB", "--local", "--persist-to"])
+                .arg(&persist)
+                .current_dir(paths.root.join("edge"))
+                .env("CI", "true") // no confirmation prompt
+                .env("WRANGLER_SEND_METRICS", "false")
+                .env("WRANGLER_LOG_PATH", log_dir.join("wrangler-debug"))
+                .env("PATH", crate::cmd::path_with(&[&paths.node22_dir()])),
+            "read the SQL error above: a migration in edge/migrations does not apply",
+        )?;
+
         let mut wrangler = Command::new(paths.node22());
         wrangler
             .arg(paths.wrangler_js())
@@ -160,7 +176,7 @@ impl Stack {
             .args(["--var", "DEV_OVERRIDES:true"])
             .args(["--var", &format!("TURN_URLS:{turn_urls}")])
             .arg("--persist-to")
-            .arg(paths.target().join("wrangler-state").join(cfg.name))
+            .arg(&persist)
             .current_dir(paths.root.join("edge"))
             .env("WRANGLER_SEND_METRICS", "false")
             .env("WRANGLER_LOG_PATH", log_dir.join("wrangler-debug"))

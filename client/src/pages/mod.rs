@@ -1,5 +1,7 @@
-//! The app's pages: pre-join and the room. Which one shows is the meeting's `screen`.
+//! The app's pages: pre-join and the room (which one shows is the meeting's `screen`), and the
+//! account page at `/account`.
 
+pub mod account;
 pub mod prejoin;
 pub mod room;
 pub mod waiting;

@@ -110,6 +110,21 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         }
     });
 
+    // Signed in? (Optional: anyone joins by link.) The account's name fills an empty name box.
+    let account = RwSignal::new(None::<edgemeet_shared::account::AccountView>);
+    spawn_local(async move {
+        if let Ok(Some(a)) = crate::pages::account::current_account().await {
+            // (The page may be gone by now: joined already.)
+            if name
+                .try_get_untracked()
+                .is_some_and(|n| n.trim().is_empty())
+            {
+                set_name.try_set(a.name.clone());
+            }
+            account.try_set(Some(a));
+        }
+    });
+
     // Media-server status.
     spawn_local(async move {
         let r = async {
@@ -218,6 +233,12 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
             </div>
             <form class="join" on:submit=join novalidate=true>
                 <h1>"Ready to join?"</h1>
+                <p class="account-line" data-testid="account-line">
+                    {move || match account.get() {
+                        Some(a) => view! { {format!("Signed in as {}", a.name)} " · " <a href="/account">"Your account"</a> }.into_any(),
+                        None => view! { <a href="/account">"Sign in or create an account"</a> " (not needed to join)" }.into_any(),
+                    }}
+                </p>
                 <label>"Your name"
                     <input type="text" name="name" autocomplete="name" maxlength="64" required=true
                         prop:value=name on:input=move |ev| set_name.set(event_target_value(&ev)) />
