@@ -41,22 +41,22 @@ const SIGNIN_LIMITER: &str = "SIGNIN_LIMITER";
 const SIGNIN_LIMIT_PERIOD_SECS: u64 = 60;
 
 /// What one request brings: where it was sent, its session token and bookmark.
-struct Ctx {
-    token: Option<String>,
+pub(crate) struct Ctx {
+    pub token: Option<String>,
     /// The bookmark the request came with (valid-looking only).
-    bookmark: Option<String>,
-    db: D1DatabaseSession,
-    now: Millis,
-    addr: String,
-    user_agent: String,
+    pub bookmark: Option<String>,
+    pub db: D1DatabaseSession,
+    pub now: Millis,
+    pub addr: String,
+    pub user_agent: String,
 }
 
 /// The user row (the hash stays here, in the edge, for checking).
 #[derive(Debug, Deserialize)]
-struct UserRow {
-    id: String,
-    email: String,
-    name: String,
+pub(crate) struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub name: String,
     password_hash: String,
     created_at: f64,
     #[serde(default)]
@@ -92,8 +92,8 @@ struct SessionRow {
     user_agent: String,
 }
 
-pub async fn route(req: Request, env: &Env, rest: &[&str]) -> EdgeResult<Response> {
-    let mut ctx = context(&req, env)?;
+/// Refuses a state-changing request from another site (CSRF), or without a JSON body.
+pub(crate) fn same_origin_only(req: &Request) -> EdgeResult<()> {
     let method = req.method();
     if method != Method::Get {
         let headers = req.headers();
@@ -110,7 +110,13 @@ pub async fn route(req: Request, env: &Env, rest: &[&str]) -> EdgeResult<Respons
             content_type: content_type.as_deref(),
         })?;
     }
-    let res = match (method, rest) {
+    Ok(())
+}
+
+pub async fn route(req: Request, env: &Env, rest: &[&str]) -> EdgeResult<Response> {
+    let mut ctx = context(&req, env)?;
+    same_origin_only(&req)?;
+    let res = match (req.method(), rest) {
         (Method::Post, ["register"]) => register(req, env, &mut ctx).await,
         (Method::Post, ["signin"]) => sign_in(req, env, &mut ctx).await,
         (Method::Post, ["signout"]) => sign_out(&mut ctx).await,
@@ -130,15 +136,26 @@ pub async fn route(req: Request, env: &Env, rest: &[&str]) -> EdgeResult<Respons
     with_bookmark(res.unwrap_or_else(EdgeError::into_response), &ctx)
 }
 
-fn context(req: &Request, env: &Env) -> EdgeResult<Ctx> {
+pub(crate) fn context(req: &Request, env: &Env) -> EdgeResult<Ctx> {
+    context_with(req, env, true)
+}
+
+/// A context without the session (where accounts cannot be: plain HTTP off loopback).
+pub(crate) fn context_signed_out(req: &Request, env: &Env) -> EdgeResult<Ctx> {
+    context_with(req, env, false)
+}
+
+fn context_with(req: &Request, env: &Env, accounts_here: bool) -> EdgeResult<Ctx> {
     let url = req.url()?;
     let headers = req.headers();
     let cookies = headers.get("cookie")?.unwrap_or_default();
     let scheme = url.scheme().to_string();
     let host = url.host_str().unwrap_or_default().to_string();
-    account::check_transport(&scheme, &host)?;
+    if accounts_here {
+        account::check_transport(&scheme, &host)?;
+    }
     let token = account::cookie(&cookies, account::SESSION_COOKIE)
-        .filter(|t| account::is_session_token(t))
+        .filter(|t| accounts_here && account::is_session_token(t))
         .map(str::to_string);
     let bookmark = headers
         .get(BOOKMARK_HEADER)?
@@ -174,7 +191,7 @@ fn context(req: &Request, env: &Env) -> EdgeResult<Ctx> {
 /// The answer with the D1 session's latest bookmark (cookie and header) when it moved on from
 /// the one the request brought (a bookmark D1 does not know is not echoed back for ever: its
 /// cookie expires in [`account::BOOKMARK_TTL_SECS`]).
-fn with_bookmark(res: Response, ctx: &Ctx) -> EdgeResult<Response> {
+pub(crate) fn with_bookmark(res: Response, ctx: &Ctx) -> EdgeResult<Response> {
     let latest = ctx
         .db
         .get_bookmark()?
@@ -190,7 +207,7 @@ fn with_bookmark(res: Response, ctx: &Ctx) -> EdgeResult<Response> {
 /// Most bytes an account request's body may have.
 const MAX_BODY: usize = 16 * 1024;
 
-async fn body<T: DeserializeOwned>(mut req: Request) -> EdgeResult<T> {
+pub(crate) async fn body<T: DeserializeOwned>(mut req: Request) -> EdgeResult<T> {
     let too_large = || EdgeError::BadRequest("The request is too large.".into());
     let declared = req.headers().get("content-length")?;
     if declared
@@ -206,21 +223,21 @@ async fn body<T: DeserializeOwned>(mut req: Request) -> EdgeResult<T> {
     serde_json::from_str(&text).map_err(|e| EdgeError::BadRequest(format!("request body: {e}")))
 }
 
-fn stmt(ctx: &Ctx, sql: &str, args: &[JsValue]) -> EdgeResult<D1PreparedStatement> {
+pub(crate) fn stmt(ctx: &Ctx, sql: &str, args: &[JsValue]) -> EdgeResult<D1PreparedStatement> {
     Ok(ctx.db.prepare(sql).bind(args)?)
 }
 
-fn n(v: Millis) -> JsValue {
+pub(crate) fn n(v: Millis) -> JsValue {
     JsValue::from_f64(v as f64)
 }
 
-fn s(v: &str) -> JsValue {
+pub(crate) fn s(v: &str) -> JsValue {
     JsValue::from_str(v)
 }
 
 /// Per client address, every sign-in and registration attempt counts (the binding; without it —
 /// a misconfigured deployment — attempts go on, and the log says so).
-async fn address_limit(env: &Env, ctx: &Ctx, what: &str) -> EdgeResult<()> {
+pub(crate) async fn address_limit(env: &Env, ctx: &Ctx, what: &str) -> EdgeResult<()> {
     let limiter = match env.rate_limiter(SIGNIN_LIMITER) {
         Ok(l) => l,
         Err(e) => {
@@ -275,7 +292,7 @@ async fn user_by_email(ctx: &Ctx, email: &str) -> EdgeResult<Option<UserRow>> {
 }
 
 /// The signed-in person, from the session cookie (expired or unknown → signed out).
-async fn signed_in(ctx: &Ctx) -> EdgeResult<UserRow> {
+pub(crate) async fn signed_in(ctx: &Ctx) -> EdgeResult<UserRow> {
     let Some(token) = &ctx.token else {
         return Err(AccountError::SignedOut.into());
     };

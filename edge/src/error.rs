@@ -3,6 +3,7 @@
 use edgemeet_shared::account::AccountError;
 use edgemeet_shared::control::ControlAuthError;
 use edgemeet_shared::protocol::{ErrorCode, WireError};
+use edgemeet_shared::schedule::ScheduleError;
 use edgemeet_shared::token::TokenError;
 use thiserror::Error;
 
@@ -36,6 +37,9 @@ pub enum EdgeError {
     /// An account action refused (edgemeet_shared::account's rules).
     #[error("{0}")]
     Account(#[from] AccountError),
+    /// A scheduled meeting refused (edgemeet_shared::schedule's rules).
+    #[error("{0}")]
+    Schedule(#[from] ScheduleError),
     #[error("internal error: {0}")]
     Worker(#[from] worker::Error),
 }
@@ -52,6 +56,7 @@ impl EdgeError {
             EdgeError::Refused { code, .. } => *code,
             EdgeError::Upstream(e) => e.code,
             EdgeError::Account(e) => e.code(),
+            EdgeError::Schedule(e) => e.code(),
             EdgeError::Config(_) | EdgeError::Worker(_) => ErrorCode::Internal,
         }
     }

@@ -11,11 +11,14 @@
 //! - `GET  /api/rooms/{room}/ws`      — the room's signaling WebSocket (token in the query)
 //! - `/api/account/…`                 — accounts on D1: register, sign in/out, password, delete,
 //!   download my data (`accounts.rs`)
+//! - `/api/meetings/…`                — scheduled meetings on D1: schedule, upcoming, change,
+//!   cancel, invitation `.ics` (`meetings.rs`)
 //! - `POST /api/dev/rooms/{room}/evict` — dev/test only (var `DEV_OVERRIDES`): reset the room's
 //!   object, as an eviction or a runtime restart would
 
 mod accounts;
 mod error;
+mod meetings;
 mod password;
 mod registry;
 mod room;
@@ -99,6 +102,7 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
             Ok(stub.fetch_with_request(req).await?)
         }
         (_, ["api", "account", rest @ ..]) => accounts::route(req, &env, rest).await,
+        (_, ["api", "meetings", rest @ ..]) => meetings::route(req, &env, rest).await,
         (_, ["api", ..]) => Err(EdgeError::NotFound(format!(
             "no API route {} {path}",
             req.method()
@@ -458,12 +462,23 @@ async fn join(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
         _ => TOKEN_TTL_SECS,
     };
     let stub = env.durable_object(room::BINDING)?.get_by_name(room)?;
-    let password = password::check(&stub, room, &identity, &addr, body.password).await?;
+    // A scheduled meeting's room: D1 says whose it is, and the joiner's session who they are.
+    let scheduled = meetings::join_info(&req, env, room).await?;
+    let password = password::check(
+        &stub,
+        room,
+        &identity,
+        &addr,
+        body.password,
+        scheduled.as_ref().map(|(_, hash)| hash.clone()),
+    )
+    .await?;
     let ask = JoinAsk {
         name: name.clone(),
         identity: identity.clone(),
         addr,
         password,
+        scheduled: scheduled.map(|(ask, _)| ask),
     };
     let ask = serde_json::to_string(&ask).map_err(|e| EdgeError::Config(e.to_string()))?;
     let mut res = post_to(&stub, &format!("https://room/join?room={room}"), ask).await?;

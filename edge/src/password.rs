@@ -38,12 +38,16 @@ pub fn verify(password: &str, hash: &str) -> bool {
 /// (`/password`): a refusal that no password would change (ban, lock, too many wrong passwords)
 /// comes back before any hashing, and a password given for a room that exists without one is
 /// not hashed at all.
+///
+/// `scheduled`: a scheduled meeting's hash from D1 (`Some(None)`: it has none) — checked instead
+/// of the room's, and never taken as a new room's.
 pub async fn check(
     stub: &Stub,
     room: &str,
     identity: &str,
     addr: &str,
     given: Option<String>,
+    scheduled: Option<Option<String>>,
 ) -> EdgeResult<PasswordCheck> {
     let given = given.filter(|p| !p.is_empty());
     if given
@@ -77,6 +81,13 @@ pub async fn check(
     let Some(given) = given else {
         return Ok(PasswordCheck::NotGiven);
     };
+    if let Some(known) = scheduled {
+        return Ok(match known {
+            Some(h) if verify(&given, &h) => PasswordCheck::Correct,
+            Some(_) => PasswordCheck::Wrong,
+            None => PasswordCheck::NotGiven,
+        });
+    }
     Ok(match pre.hash {
         Some(h) if verify(&given, &h) => PasswordCheck::Correct,
         Some(_) => PasswordCheck::Wrong,

@@ -99,3 +99,34 @@ export async function droppableSocket(path) {
   return child;
 }
 
+
+/** A browser stand-in: its cookies, its address, and same-origin headers on every request. */
+export function accountBrowser() {
+  const jar = new Map();
+  const addr = newAddr();
+  const b = {
+    jar,
+    addr,
+    async req(method, path, body, headers = {}) {
+      const h = { "sec-fetch-site": "same-origin", origin: BASE, "x-edgemeet-dev-addr": addr, ...headers };
+      if (jar.size) h.cookie = [...jar].map(([k, v]) => `${k}=${v}`).join("; ");
+      if (body !== undefined) h["content-type"] ??= "application/json";
+      const started = performance.now();
+      const res = await fetch(`${BASE}${path}`, { method, headers: h, body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body) });
+      const ms = performance.now() - started;
+      const cookies = res.headers.getSetCookie();
+      for (const c of cookies) {
+        const [kv] = c.split(";");
+        const i = kv.indexOf("=");
+        const [k, v] = [kv.slice(0, i), kv.slice(i + 1)];
+        if (/Max-Age=0/.test(c)) jar.delete(k); else jar.set(k, v);
+      }
+      const text = await res.text();
+      let json = null;
+      try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+      return { status: res.status, json, text, cookies, headers: res.headers, ms };
+    },
+  };
+  return b;
+}
+

@@ -354,6 +354,7 @@ fuzz_target!(|steps: Vec<Step>| {
                     2 => PasswordCheck::Wrong,
                     _ => PasswordCheck::New("$argon2id$fuzz".into()),
                 },
+                scheduled: None,
             }),
             Step::Connect {
                 who,

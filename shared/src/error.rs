@@ -33,6 +33,8 @@ pub enum ErrorCode {
     AlreadyVoted,
     /// An account with this email address already exists.
     AccountExists,
+    /// Not possible in the thing's current state (a cancelled meeting changed).
+    Conflict,
     Internal,
 }
 
@@ -50,7 +52,10 @@ impl ErrorCode {
             ErrorCode::Unavailable => 503,
             ErrorCode::PasswordRequired | ErrorCode::WrongPassword => 401,
             ErrorCode::TooManyRequests => 429,
-            ErrorCode::Duplicate | ErrorCode::AlreadyVoted | ErrorCode::AccountExists => 409,
+            ErrorCode::Duplicate
+            | ErrorCode::AlreadyVoted
+            | ErrorCode::AccountExists
+            | ErrorCode::Conflict => 409,
             ErrorCode::Internal => 500,
         }
     }

@@ -5,7 +5,8 @@
 //! so the same code runs in the browser (wasm32), in the edge worker (wasm32) and in the SFU.
 //!
 //! Feature `auth` (on by default; the browser builds without it) adds signing and verifying: room
-//! tokens, control-plane signatures and TURN credentials.
+//! tokens, control-plane signatures and TURN credentials. Feature `calendar` (on by default; the
+//! browser builds without it) adds scheduled meetings' time zones, recurrence and `.ics`.
 
 pub mod account;
 pub mod client_room;
@@ -17,6 +18,7 @@ pub mod media;
 pub mod protocol;
 pub mod region;
 pub mod room;
+pub mod schedule;
 pub mod session;
 pub mod token;
 #[cfg(feature = "auth")]

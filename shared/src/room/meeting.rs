@@ -256,7 +256,43 @@ pub struct JoinAsk {
     /// The client's address (wrong passwords are limited per address and room).
     pub addr: String,
     pub password: PasswordCheck,
+    /// A scheduled meeting's room (the edge read the meeting from D1): who this joiner is in it.
+    #[serde(default)]
+    pub scheduled: Option<ScheduledAsk>,
 }
+
+/// What the edge knows of a scheduled meeting and of the person joining it (from D1 and the
+/// session cookie). The room decides with it: the owner hosts whenever they come, named co-hosts
+/// are co-hosts, nobody else hosts by being first, and others wait for a host when the meeting has
+/// its waiting room on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledAsk {
+    /// The meeting's id.
+    pub meeting: String,
+    /// The joiner's part in it (signed in as the owner, or as a co-host named by email).
+    pub role: Option<crate::schedule::MeetingRole>,
+    /// The joiner is signed in to an account.
+    pub signed_in: bool,
+    /// Only signed-in people may join.
+    pub only_signed_in: bool,
+    /// The meeting starts with its waiting room on.
+    pub waiting_room: bool,
+    /// The meeting has a password (its hash is in D1; `password` says what the edge found).
+    pub has_password: bool,
+}
+
+/// A scheduled meeting's room: which browsers are its owner's and its co-hosts' (learned as they
+/// join signed in), so they get their roles when their socket connects.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledRoom {
+    pub meeting: String,
+    pub owners: std::collections::BTreeSet<String>,
+    pub cohosts: std::collections::BTreeSet<String>,
+}
+
+/// Most browsers remembered per role of a scheduled meeting (the oldest go first... any one goes:
+/// it is asked again at its next join).
+const MAX_SCHEDULED_BROWSERS: usize = 256;
 
 /// The room's answer to [`JoinAsk`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -370,9 +406,11 @@ impl Room {
         self.members.is_empty() && self.meta.waiting.is_empty() && self.meta.host_bid.is_none()
     }
 
-    /// Is `identity` the meeting's host (present or not)?
+    /// Is `identity` the meeting's host (present or not), or a scheduled meeting's owner?
     pub(super) fn is_host_identity(&self, identity: Option<&str>) -> bool {
-        identity.is_some() && identity == self.meta.host_bid.as_deref()
+        identity.is_some()
+            && (identity == self.meta.host_bid.as_deref()
+                || self.scheduled_role(identity) == Some(crate::schedule::MeetingRole::Owner))
     }
 
     /// What the room says before a joiner's password is checked: its hash, whether it is new, and
@@ -472,28 +510,47 @@ impl Room {
         };
         let fresh = self.is_fresh();
         let mut skip_waiting = false;
-        match (&self.meta.password_hash, ask.password) {
-            (Some(_), PasswordCheck::NotGiven) => {
+        let scheduled = ask.scheduled.clone();
+        let privileged = scheduled.as_ref().is_some_and(|s| s.role.is_some());
+        if let Some(s) = &scheduled {
+            if s.only_signed_in && !s.signed_in {
+                return refuse(
+                    ErrorCode::Unauthorized,
+                    "Only people signed in to an account can join this meeting. Sign in, then join.",
+                );
+            }
+        }
+        // A scheduled meeting's password is in D1 (the edge checked it); its owner and co-hosts
+        // need none. An ad-hoc room's is the room's own.
+        let has_password = match &scheduled {
+            Some(s) => s.has_password && !privileged,
+            None => self.meta.password_hash.is_some(),
+        };
+        match (has_password, ask.password) {
+            (true, PasswordCheck::NotGiven) => {
                 return refuse(
                     ErrorCode::PasswordRequired,
                     "This meeting needs a password.",
                 )
             }
-            (Some(_), PasswordCheck::Wrong | PasswordCheck::New(_)) => {
+            (true, PasswordCheck::Wrong | PasswordCheck::New(_)) => {
                 self.wrong_password(now, &ask.addr);
                 return refuse(ErrorCode::WrongPassword, "That password is not right.");
             }
-            (Some(_), PasswordCheck::Correct) => {
+            (true, PasswordCheck::Correct) => {
                 skip_waiting = self.meta.settings.password_skips_waiting
             }
-            (None, PasswordCheck::New(hash)) if fresh => {
+            (false, PasswordCheck::New(hash)) if fresh && scheduled.is_none() => {
                 // Created with a password: it is the room's, and its waiting room is on.
                 self.meta.password_hash = Some(hash);
                 self.meta.settings.has_password = true;
                 self.meta.settings.waiting_room = true;
                 self.dirty.meta = true;
             }
-            (None, _) => {}
+            (false, _) => {}
+        }
+        if let Some(s) = &scheduled {
+            return self.scheduled_admission(s, &ask.identity, fresh, skip_waiting);
         }
         // The first one into a new room hosts it, and the host (by browser) comes back in; others
         // wait if the waiting room is on — also while no host is there to let them in: arriving
@@ -511,6 +568,103 @@ impl Room {
         Admission::Enter {
             grants: Grants::max_for(Role::Participant),
             door: self.meta.door,
+        }
+    }
+
+    /// Admission to a scheduled meeting (its password and sign-in rule checked already): the
+    /// owner and co-hosts come in (and the room remembers their browsers for their roles); others
+    /// wait while the waiting room is on — also as the first to arrive (being first makes nobody
+    /// the host of a scheduled meeting).
+    fn scheduled_admission(
+        &mut self,
+        s: &ScheduledAsk,
+        identity: &str,
+        fresh: bool,
+        skip_waiting: bool,
+    ) -> Admission {
+        let known = self
+            .meta
+            .scheduled
+            .as_ref()
+            .is_some_and(|r| r.meeting == s.meeting);
+        if !known {
+            self.meta.scheduled = Some(ScheduledRoom {
+                meeting: s.meeting.clone(),
+                ..Default::default()
+            });
+        }
+        if fresh || !known {
+            // A new meeting starts with the schedule's waiting room.
+            self.meta.settings.waiting_room = s.waiting_room;
+        }
+        let room = self.meta.scheduled.as_mut().expect("set above");
+        let set = match s.role {
+            Some(crate::schedule::MeetingRole::Owner) => Some(&mut room.owners),
+            Some(crate::schedule::MeetingRole::Cohost) => Some(&mut room.cohosts),
+            None => None,
+        };
+        if let Some(set) = set {
+            if !set.contains(identity) {
+                if set.len() >= MAX_SCHEDULED_BROWSERS {
+                    set.pop_first();
+                }
+                set.insert(identity.to_string());
+            }
+        }
+        self.dirty.meta = true;
+        let host_back = self.is_host_identity(Some(identity));
+        if s.role.is_none() && !host_back && self.meta.settings.waiting_room && !skip_waiting {
+            if self.meta.waiting.len() >= MAX_WAITING {
+                return Admission::Refused {
+                    code: ErrorCode::Unavailable,
+                    message: "The waiting room is full. Try again in a while.".into(),
+                    retry_after_ms: None,
+                };
+            }
+            return Admission::Wait;
+        }
+        Admission::Enter {
+            grants: Grants::max_for(Role::Participant),
+            door: self.meta.door,
+        }
+    }
+
+    /// The scheduled meeting's owner arrived: whoever hosted meanwhile is a co-host again if the
+    /// meeting names them, else a participant.
+    pub(super) fn host_taken_from(&mut self, previous: &str) -> Vec<Output> {
+        let bid = self
+            .members
+            .get(previous)
+            .and_then(|m| m.claims.bid.clone());
+        let role = match self.scheduled_role(bid.as_deref()) {
+            Some(crate::schedule::MeetingRole::Cohost) => Role::Cohost,
+            _ => Role::Participant,
+        };
+        let Some(m) = self.members.get_mut(previous) else {
+            return Vec::new();
+        };
+        m.info.role = role;
+        self.dirty.members.insert(previous.to_string());
+        let mut out = vec![Output::Broadcast {
+            except: None,
+            msg: ServerMessage::RoleChanged {
+                id: previous.to_string(),
+                role,
+            },
+        }];
+        out.extend(self.polls_to(previous));
+        out
+    }
+
+    /// A browser's role in the scheduled meeting this room is (none in an ad-hoc room).
+    pub(super) fn scheduled_role(&self, bid: Option<&str>) -> Option<crate::schedule::MeetingRole> {
+        let (r, bid) = (self.meta.scheduled.as_ref()?, bid?);
+        if r.owners.contains(bid) {
+            Some(crate::schedule::MeetingRole::Owner)
+        } else if r.cohosts.contains(bid) {
+            Some(crate::schedule::MeetingRole::Cohost)
+        } else {
+            None
         }
     }
 

@@ -42,8 +42,8 @@ use crate::Millis;
 
 pub use breakout::{even_split, BreakoutError};
 pub use meeting::{
-    address_key, Admission, JoinAsk, PasswordCheck, PreJoin, IDLE_END_MS, MAX_WAITING,
-    WRONG_PASSWORDS_PER_MINUTE,
+    address_key, Admission, JoinAsk, PasswordCheck, PreJoin, ScheduledAsk, ScheduledRoom,
+    IDLE_END_MS, MAX_WAITING, WRONG_PASSWORDS_PER_MINUTE,
 };
 pub use sfu::{HttpReply, SfuCallKind, FIND_RETRY_MS, PROBE_LOST_MS, SETTLE_MS};
 pub use store::{Changes, RestoreError};
@@ -307,6 +307,9 @@ struct Meta {
     /// Wrong passwords by client address (per minute; stored, so an eviction does not reset it).
     #[serde(default)]
     wrong_passwords: BTreeMap<String, VecDeque<Millis>>,
+    /// A scheduled meeting's room: its owner's and co-hosts' browsers.
+    #[serde(default)]
+    scheduled: Option<meeting::ScheduledRoom>,
 }
 
 /// The room. See the module docs.
@@ -362,6 +365,7 @@ impl Room {
                 held: BTreeMap::new(),
                 empty_since: None,
                 wrong_passwords: BTreeMap::new(),
+                scheduled: None,
             },
             members: BTreeMap::new(),
             revoked: BTreeMap::new(),
@@ -818,18 +822,31 @@ impl Room {
                 });
             }
         } else {
-            let becomes_host = self.meta.host.is_none();
+            // Who hosts: in a scheduled meeting its owner, whenever they come (taking over from
+            // whoever hosts meanwhile), and nobody else by arriving first; in an ad-hoc room the
+            // first one in.
+            let scheduled_role = self.scheduled_role(claims.bid.as_deref());
+            let becomes_host = match (&self.meta.scheduled, scheduled_role) {
+                (Some(_), Some(crate::schedule::MeetingRole::Owner)) => true,
+                (Some(_), _) => false,
+                (None, _) => self.meta.host.is_none(),
+            };
+            let took_over = becomes_host && self.meta.host.is_some();
             if becomes_host {
+                if let Some(previous) = self.meta.host.take() {
+                    out.extend(self.host_taken_from(&previous));
+                }
                 self.meta.host = Some(claims.sub.clone());
                 self.meta.host_bid = claims.bid.clone();
             }
             self.meta.empty_since = None;
             self.dirty.meta = true;
             // The room decides who hosts: a token claiming it makes nobody a second host.
-            let role = match (becomes_host, claims.role) {
-                (true, _) => Role::Host,
-                (false, Role::Host) => Role::Participant,
-                (false, r) => r,
+            let role = match (becomes_host, scheduled_role, claims.role) {
+                (true, _, _) => Role::Host,
+                (false, Some(crate::schedule::MeetingRole::Cohost), _) => Role::Cohost,
+                (false, _, Role::Host) => Role::Participant,
+                (false, _, r) => r,
             };
             // What a host stopped of this browser before it left holds; in a meeting where
             // participants may not unmute themselves, they arrive muted.
@@ -882,6 +899,15 @@ impl Room {
                     recent_chat: VecDeque::new(),
                 },
             );
+            if took_over {
+                // (The newcomer learns it from the snapshot.)
+                out.push(Output::Broadcast {
+                    except: Some(conn.clone()),
+                    msg: ServerMessage::HostChanged {
+                        id: claims.sub.clone(),
+                    },
+                });
+            }
         }
         // After the snapshot: what a host has stopped of theirs stays off on their page too.
         out.extend(self.stops_on_arrival(&claims.sub, &conn));

@@ -203,13 +203,14 @@ impl Room {
         }
         room.polls = polls;
         // A host who is no longer stored (an unreadable row, or the room row itself) hands over
-        // like one who left.
+        // like one who left. (A scheduled meeting may be without a host: until its owner comes.)
         let hostless = room
             .meta
             .host
             .as_ref()
             .is_none_or(|h| !room.members.contains_key(h));
-        if hostless && !room.members.is_empty() {
+        let may_be_hostless = room.meta.scheduled.is_some() && room.meta.host.is_none();
+        if hostless && !may_be_hostless && !room.members.is_empty() {
             room.meta.host = room
                 .members
                 .iter()

@@ -2090,6 +2090,7 @@ mod meeting {
             identity: bid.into(),
             addr: "198.51.100.7".into(),
             password,
+            scheduled: None,
         })
     }
 
@@ -3529,6 +3530,7 @@ mod meeting {
                 identity: "bx".into(),
                 addr: addr.into(),
                 password: PasswordCheck::Wrong,
+                scheduled: None,
             })
         };
         for (i, addr) in ["2001:db8:1:2::a", "2001:db8:1:2::b", "2001:db8:1:2:ffff::1"]
@@ -5186,5 +5188,266 @@ mod breakouts {
         assert_eq!((sizes(1), sizes(2)), (3, 2));
         assert!(even_split(&people, 0).is_empty());
         assert_eq!(even_split(&people, 9).values().max(), Some(&5));
+    }
+}
+
+/// Scheduled meetings: the owner hosts whenever they come, named co-hosts are co-hosts, being
+/// first makes nobody host, others wait while the waiting room is on, and the meeting's
+/// sign-in rule and password are the room's to enforce.
+mod scheduled {
+    use super::meeting::claims_with;
+    use super::*;
+    use crate::room::meeting::ScheduledAsk;
+    use crate::schedule::MeetingRole;
+
+    fn ask(
+        bid: &str,
+        role: Option<MeetingRole>,
+        signed_in: bool,
+        password: PasswordCheck,
+    ) -> Input {
+        Input::Join(JoinAsk {
+            name: bid.into(),
+            identity: bid.into(),
+            addr: "198.51.100.9".into(),
+            password,
+            scheduled: Some(ScheduledAsk {
+                meeting: "mtg1".into(),
+                role,
+                signed_in,
+                only_signed_in: false,
+                waiting_room: true,
+                has_password: false,
+            }),
+        })
+    }
+
+    fn answer(fx: &[Output]) -> Admission {
+        fx.iter()
+            .find_map(|o| match o {
+                Output::JoinAnswer(a) => Some(a.clone()),
+                _ => None,
+            })
+            .expect("an answer")
+    }
+
+    fn enter(r: &mut Sim, now: Millis, id: &str, conn: &str) -> Vec<Output> {
+        r.run(
+            now,
+            Input::Connect {
+                conn: conn.into(),
+                claims: claims_with(id, &format!("b-{id}"), false),
+            },
+        )
+    }
+
+    fn role(r: &Sim, id: &str) -> Role {
+        r.room
+            .snapshot_for(id)
+            .participants
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.role)
+            .expect("present")
+    }
+
+    #[test]
+    fn the_owner_hosts_whenever_they_come_and_being_first_makes_nobody_host() {
+        let mut r = Sim::new("r");
+        // A guest first: the meeting's waiting room holds them (no first-joiner host here).
+        let fx = r.run(10, ask("b-guest", None, false, PasswordCheck::NotGiven));
+        assert_eq!(answer(&fx), Admission::Wait);
+        // A named co-host comes in and is a co-host, not the host.
+        let fx = r.run(
+            20,
+            ask(
+                "b-co",
+                Some(MeetingRole::Cohost),
+                true,
+                PasswordCheck::NotGiven,
+            ),
+        );
+        assert!(matches!(answer(&fx), Admission::Enter { .. }), "{fx:?}");
+        enter(&mut r, 21, "co", "c-co");
+        assert_eq!(role(&r, "co"), Role::Cohost);
+        assert_eq!(r.room.snapshot_for("co").host, None, "nobody hosts yet");
+        // The owner comes: host.
+        let fx = r.run(
+            30,
+            ask(
+                "b-own",
+                Some(MeetingRole::Owner),
+                true,
+                PasswordCheck::NotGiven,
+            ),
+        );
+        assert!(matches!(answer(&fx), Admission::Enter { .. }));
+        enter(&mut r, 31, "own", "c-own");
+        assert_eq!(role(&r, "own"), Role::Host);
+        // The owner leaves: the longest present hosts meanwhile…
+        r.run(
+            40,
+            Input::Disconnect {
+                conn: "c-own".into(),
+                clean: true,
+            },
+        );
+        assert_eq!(role(&r, "co"), Role::Host);
+        // …until the owner is back: host again, the co-host a co-host again, everyone told.
+        r.run(
+            50,
+            ask(
+                "b-own",
+                Some(MeetingRole::Owner),
+                true,
+                PasswordCheck::NotGiven,
+            ),
+        );
+        let fx = enter(&mut r, 51, "own", "c-own2");
+        assert_eq!(role(&r, "own"), Role::Host);
+        assert_eq!(role(&r, "co"), Role::Cohost);
+        assert!(fx.iter().any(|o| matches!(o, Output::Broadcast { msg: ServerMessage::RoleChanged { id, role: Role::Cohost }, .. } if id == "co")), "{fx:?}");
+        assert!(fx.iter().any(|o| matches!(o, Output::Broadcast { msg: ServerMessage::HostChanged { id }, .. } if id == "own")), "{fx:?}");
+        // A guest with a token claiming to host is a participant.
+        r.run(
+            60,
+            Input::Frame {
+                conn: "c-own2".into(),
+                text: serde_json::to_string(&ClientMessage::UpdateSettings {
+                    settings: crate::protocol::RoomSettings {
+                        waiting_room: false,
+                        ..Default::default()
+                    },
+                })
+                .unwrap(),
+            },
+        );
+        let fx = r.run(70, ask("b-late", None, false, PasswordCheck::NotGiven));
+        assert!(
+            matches!(answer(&fx), Admission::Enter { .. }),
+            "waiting room off: in"
+        );
+        r.run(
+            71,
+            Input::Connect {
+                conn: "c-late".into(),
+                claims: Claims {
+                    role: Role::Host,
+                    ..claims_with("late", "b-late", false)
+                },
+            },
+        );
+        assert_eq!(role(&r, "late"), Role::Participant);
+        // All of it survives an eviction: the owner's browser still hosts when it comes back.
+        r.run(
+            80,
+            Input::Disconnect {
+                conn: "c-own2".into(),
+                clean: true,
+            },
+        );
+        r.evict(90, &["c-co", "c-late"]);
+        r.run(
+            100,
+            ask(
+                "b-own",
+                Some(MeetingRole::Owner),
+                true,
+                PasswordCheck::NotGiven,
+            ),
+        );
+        enter(&mut r, 101, "own", "c-own3");
+        assert_eq!(role(&r, "own"), Role::Host);
+    }
+
+    #[test]
+    fn the_sign_in_rule_and_the_password_are_enforced_by_the_room() {
+        let mut r = Sim::new("r");
+        let with = |bid: &str, role, signed_in, only, has_password, password| {
+            Input::Join(JoinAsk {
+                name: bid.into(),
+                identity: bid.into(),
+                addr: "198.51.100.10".into(),
+                password,
+                scheduled: Some(ScheduledAsk {
+                    meeting: "mtg2".into(),
+                    role,
+                    signed_in,
+                    only_signed_in: only,
+                    waiting_room: false,
+                    has_password,
+                }),
+            })
+        };
+        let fx = r.run(
+            10,
+            with("b1", None, false, true, false, PasswordCheck::NotGiven),
+        );
+        assert!(
+            matches!(answer(&fx), Admission::Refused { code: ErrorCode::Unauthorized, ref message, .. } if message.contains("signed in")),
+            "{fx:?}"
+        );
+        let fx = r.run(
+            11,
+            with("b1", None, true, true, false, PasswordCheck::NotGiven),
+        );
+        assert!(
+            matches!(answer(&fx), Admission::Enter { .. }),
+            "signed in: in (waiting room off)"
+        );
+        let fx = r.run(
+            12,
+            with("b2", None, true, false, true, PasswordCheck::NotGiven),
+        );
+        assert!(matches!(
+            answer(&fx),
+            Admission::Refused {
+                code: ErrorCode::PasswordRequired,
+                ..
+            }
+        ));
+        let fx = r.run(
+            13,
+            with("b2", None, true, false, true, PasswordCheck::Wrong),
+        );
+        assert!(matches!(
+            answer(&fx),
+            Admission::Refused {
+                code: ErrorCode::WrongPassword,
+                ..
+            }
+        ));
+        let fx = r.run(
+            14,
+            with("b2", None, true, false, true, PasswordCheck::Correct),
+        );
+        assert!(matches!(answer(&fx), Admission::Enter { .. }));
+        // The owner needs no password to their own meeting.
+        let fx = r.run(
+            15,
+            with(
+                "b3",
+                Some(MeetingRole::Owner),
+                true,
+                false,
+                true,
+                PasswordCheck::NotGiven,
+            ),
+        );
+        assert!(matches!(answer(&fx), Admission::Enter { .. }));
+        // A password the edge hashed for an ad-hoc room is not taken by a scheduled one.
+        let fx = r.run(
+            16,
+            with(
+                "b4",
+                None,
+                true,
+                false,
+                false,
+                PasswordCheck::New("$argon2id$x".into()),
+            ),
+        );
+        assert!(matches!(answer(&fx), Admission::Enter { .. }));
+        assert!(r.room.pre_join(17, "b5", "198.51.100.11").hash.is_none());
     }
 }
