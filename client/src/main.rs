@@ -4,7 +4,8 @@
 //!
 //! - `meeting`: the meeting's shared state (context) and the shell around the session core
 //! - `pages::prejoin`, `pages::room` (stage, controls, panels): the two screens; `pages::account`
-//!   (`/account`): sign in, create an account, manage it
+//!   (`/account`): sign in, create an account, manage it; `pages::meetings` (`/meetings`):
+//!   schedule, list, change, cancel meetings
 //! - `call`: the RTCPeerConnection; `media`: capture; `views`: tile sizes for the SFU
 
 mod call;
@@ -36,6 +37,9 @@ fn App() -> impl IntoView {
     // `/account` is the account page ("account" is not a room name: see normalize_room_name).
     if room == "account" {
         return view! { <pages::account::AccountPage /> }.into_any();
+    }
+    if room == "meetings" {
+        return view! { <pages::meetings::MeetingsPage /> }.into_any();
     }
     let meeting = Meeting::new();
     provide_context(meeting);

@@ -116,6 +116,8 @@ pub enum ScheduleError {
     BadOccurrences,
     #[error("This meeting would be over before it starts: choose a time in the future.")]
     InThePast,
+    #[error("Choose a start within the next five years.")]
+    StartOutOfRange,
     #[error("Co-host \"{0}\" is not an email address.")]
     BadCohost(String),
     #[error("At most {MAX_COHOSTS} co-hosts.")]
@@ -193,6 +195,13 @@ pub fn check_form(
     }
     let start = parse_start(&form.start)?;
     let tz = parse_tz(&form.time_zone)?;
+    // From a year ago to five years ahead (a typo of a year is refused, and the arithmetic on
+    // occurrences stays far from chrono's limits).
+    const YEAR_MS: Millis = 366 * 24 * 3600 * 1000;
+    let start_ms = to_utc_ms(tz, start);
+    if start_ms.saturating_add(YEAR_MS) < now || start_ms > now.saturating_add(5 * YEAR_MS) {
+        return Err(ScheduleError::StartOutOfRange);
+    }
     if !(MIN_DURATION_MINUTES..=MAX_DURATION_MINUTES).contains(&form.duration_minutes) {
         return Err(ScheduleError::BadDuration);
     }
@@ -346,7 +355,6 @@ impl Invitation<'_> {
         };
         let s = self.schedule;
         let start = s.start_local();
-        let end = start + Duration::minutes(s.duration_minutes as i64);
         let stamp = Utc
             .timestamp_millis_opt(self.now as i64)
             .single()
@@ -364,13 +372,11 @@ impl Invitation<'_> {
                 date_time: start,
                 tzid: s.time_zone.clone(),
             })
-            .ends(CalendarDateTime::WithTimezone {
-                date_time: end,
-                tzid: s.time_zone.clone(),
-            })
+            // (A duration, not an end: an occurrence across a clock change lasts what it lasts.)
+            .add_property("DURATION", format!("PT{}M", s.duration_minutes))
             .append_property(
                 Property::new("ORGANIZER", format!("mailto:{}", self.organizer_email))
-                    .add_parameter("CN", self.organizer_name)
+                    .add_parameter("CN", &self.organizer_name.replace('"', ""))
                     .done(),
             );
         if let Some(freq) = s.recurrence.freq() {
@@ -384,16 +390,19 @@ impl Invitation<'_> {
         } else {
             event.status(EventStatus::Confirmed);
         }
-        let mut cal = Calendar::new();
-        cal.append_property(Property::new(
-            "METHOD",
-            if self.cancelled { "CANCEL" } else { "REQUEST" },
-        ))
-        .append_property(Property::new(
-            "PRODID",
-            "-//edgemeet//scheduled meetings//EN",
-        ))
-        .push(event.done());
+        // (`Calendar::empty`: exactly one PRODID — ours.)
+        let mut cal = Calendar::empty();
+        cal.append_property(Property::new("VERSION", "2.0"))
+            .append_property(Property::new(
+                "PRODID",
+                "-//edgemeet//scheduled meetings//EN",
+            ))
+            .append_property(Property::new("CALSCALE", "GREGORIAN"))
+            .append_property(Property::new(
+                "METHOD",
+                if self.cancelled { "CANCEL" } else { "REQUEST" },
+            ))
+            .push(event.done());
         cal.done().to_string()
     }
 
@@ -667,7 +676,8 @@ mod tests {
         assert_eq!(ev.get_sequence(), Some(2));
         assert_eq!(ev.get_summary(), Some("Weekly sync"));
         assert!(ev.get_description().unwrap().contains("has a password"));
-        assert!(!text.contains("secret"), "never the password itself");
+        assert_eq!(text.matches("PRODID").count(), 1, "{text}");
+        assert!(text.contains("DURATION:PT60M"), "{text}");
         assert_eq!(ev.get_attendees().len(), 1);
         // Cancelled: METHOD:CANCEL, STATUS:CANCELLED, same UID, a higher sequence.
         let cancel = Invitation {

@@ -268,6 +268,7 @@ fn SignedIn(me: RwSignal<Option<Option<AccountView>>>, account: AccountView) -> 
             <p data-testid="signed-in-as">{format!("Signed in as {} ({})", account.name, account.email)}</p>
             <div class="row">
                 <button type="button" on:click=sign_out disabled=move || busy.get()>"Sign out"</button>
+                <a class="button" href="/meetings">"Your meetings"</a>
                 <a class="button" href="/api/account/data" download="edgemeet-my-data.json">"Download my data"</a>
             </div>
             <p class="status" role="status">{move || notice.get().unwrap_or_default()}</p>

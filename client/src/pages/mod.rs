@@ -1,7 +1,8 @@
 //! The app's pages: pre-join and the room (which one shows is the meeting's `screen`), and the
-//! account page at `/account`.
+//! account page at `/account`, the meetings page at `/meetings`.
 
 pub mod account;
+pub mod meetings;
 pub mod prejoin;
 pub mod room;
 pub mod waiting;

@@ -598,18 +598,20 @@ impl Room {
             self.meta.settings.waiting_room = s.waiting_room;
         }
         let room = self.meta.scheduled.as_mut().expect("set above");
+        // The browser's role is what this join says now: one signed out, or no longer named,
+        // loses the one it had.
+        room.owners.remove(identity);
+        room.cohosts.remove(identity);
         let set = match s.role {
             Some(crate::schedule::MeetingRole::Owner) => Some(&mut room.owners),
             Some(crate::schedule::MeetingRole::Cohost) => Some(&mut room.cohosts),
             None => None,
         };
         if let Some(set) = set {
-            if !set.contains(identity) {
-                if set.len() >= MAX_SCHEDULED_BROWSERS {
-                    set.pop_first();
-                }
-                set.insert(identity.to_string());
+            if set.len() >= MAX_SCHEDULED_BROWSERS {
+                set.pop_first();
             }
+            set.insert(identity.to_string());
         }
         self.dirty.meta = true;
         let host_back = self.is_host_identity(Some(identity));
@@ -654,6 +656,26 @@ impl Room {
         }];
         out.extend(self.polls_to(previous));
         out
+    }
+
+    /// Who hosts when the host leaves: the longest-present member (ties: smallest id); in a
+    /// scheduled meeting only its owner's other tabs, then named co-hosts — never a guest.
+    pub(super) fn successor(&self) -> Option<String> {
+        use crate::schedule::MeetingRole;
+        let scheduled = self.meta.scheduled.is_some();
+        self.members
+            .iter()
+            .filter_map(|(id, m)| {
+                let rank = match self.scheduled_role(m.claims.bid.as_deref()) {
+                    Some(MeetingRole::Owner) => 0,
+                    Some(MeetingRole::Cohost) => 1,
+                    None if scheduled => return None,
+                    None => 2,
+                };
+                Some(((rank, m.joined_at, id.clone()), id))
+            })
+            .min_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, id)| id.clone())
     }
 
     /// A browser's role in the scheduled meeting this room is (none in an ad-hoc room).
@@ -1154,6 +1176,9 @@ impl Room {
             ClientMessage::SetPassword { password } => {
                 if !moderator {
                     return forbidden("hosts and co-hosts can set the password");
+                }
+                if self.meta.scheduled.is_some() {
+                    return bad("This meeting's password is part of its schedule: its owner changes it on the Meetings page.");
                 }
                 match password {
                     None => {

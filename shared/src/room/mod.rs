@@ -826,8 +826,15 @@ impl Room {
             // whoever hosts meanwhile), and nobody else by arriving first; in an ad-hoc room the
             // first one in.
             let scheduled_role = self.scheduled_role(claims.bid.as_deref());
+            // (The owner's second tab does not take the host from their first.)
+            let host_is_this_browser = self
+                .meta
+                .host
+                .as_ref()
+                .and_then(|h| self.members.get(h))
+                .is_some_and(|m| m.claims.bid.is_some() && m.claims.bid == claims.bid);
             let becomes_host = match (&self.meta.scheduled, scheduled_role) {
-                (Some(_), Some(crate::schedule::MeetingRole::Owner)) => true,
+                (Some(_), Some(crate::schedule::MeetingRole::Owner)) => !host_is_this_browser,
                 (Some(_), _) => false,
                 (None, _) => self.meta.host.is_none(),
             };
@@ -1393,17 +1400,19 @@ impl Room {
             out.extend(self.call_sfu(id.to_string(), SfuCall::Leave));
         }
         if self.meta.host.as_deref() == Some(id) {
-            // Hand over to the longest-present member (ties: smallest id), or to nobody.
-            self.meta.host = self
-                .members
-                .iter()
-                .min_by_key(|(mid, m)| (m.joined_at, (*mid).clone()))
-                .map(|(mid, _)| mid.clone());
+            // Hand over to the longest-present member (ties: smallest id) — in a scheduled
+            // meeting only to its owner's other tabs or a named co-host —, or to nobody.
+            self.meta.host = self.successor();
             self.dirty.meta = true;
             if let Some(new) = self.meta.host.clone() {
+                let scheduled = self.meta.scheduled.is_some();
                 if let Some(m) = self.members.get_mut(&new) {
                     m.info.role = Role::Host;
-                    self.meta.host_bid = m.claims.bid.clone();
+                    // (A co-host standing in for a scheduled meeting's owner does not become
+                    // the browser the room lets back in as host.)
+                    if !scheduled {
+                        self.meta.host_bid = m.claims.bid.clone();
+                    }
                     self.dirty.members.insert(new.clone());
                 }
                 out.push(Output::Broadcast {

@@ -211,11 +211,8 @@ impl Room {
             .is_none_or(|h| !room.members.contains_key(h));
         let may_be_hostless = room.meta.scheduled.is_some() && room.meta.host.is_none();
         if hostless && !may_be_hostless && !room.members.is_empty() {
-            room.meta.host = room
-                .members
-                .iter()
-                .min_by_key(|(id, m)| (m.joined_at, (*id).clone()))
-                .map(|(id, _)| id.clone());
+            // (In a scheduled meeting: its owner or a co-host, else nobody.)
+            room.meta.host = room.successor();
             if let Some(m) = room
                 .meta
                 .host
@@ -223,7 +220,9 @@ impl Room {
                 .and_then(|h| room.members.get_mut(&h))
             {
                 m.info.role = crate::token::Role::Host;
-                room.meta.host_bid = m.claims.bid.clone();
+                if room.meta.scheduled.is_none() {
+                    room.meta.host_bid = m.claims.bid.clone();
+                }
                 room.dirty.members.insert(m.info.id.clone());
             }
             room.dirty.meta = !room.meta.name.is_empty();

@@ -5361,6 +5361,106 @@ mod scheduled {
     }
 
     #[test]
+    fn a_guest_never_hosts_a_scheduled_meeting_and_a_role_ends_with_its_session() {
+        let mut r = Sim::new("r");
+        r.run(
+            10,
+            ask(
+                "b-own",
+                Some(MeetingRole::Owner),
+                true,
+                PasswordCheck::NotGiven,
+            ),
+        );
+        enter(&mut r, 11, "own", "c-own");
+        // Waiting room off; a guest comes in first, a co-host after.
+        r.run(
+            12,
+            Input::Frame {
+                conn: "c-own".into(),
+                text: serde_json::to_string(&ClientMessage::UpdateSettings {
+                    settings: crate::protocol::RoomSettings {
+                        waiting_room: false,
+                        ..Default::default()
+                    },
+                })
+                .unwrap(),
+            },
+        );
+        r.run(13, ask("b-guest", None, false, PasswordCheck::NotGiven));
+        enter(&mut r, 14, "guest", "c-guest");
+        r.run(
+            15,
+            ask(
+                "b-co",
+                Some(MeetingRole::Cohost),
+                true,
+                PasswordCheck::NotGiven,
+            ),
+        );
+        enter(&mut r, 16, "co", "c-co");
+        // The owner leaves: the co-host stands in, not the guest who came first.
+        r.run(
+            20,
+            Input::Disconnect {
+                conn: "c-own".into(),
+                clean: true,
+            },
+        );
+        assert_eq!(role(&r, "co"), Role::Host);
+        assert_eq!(role(&r, "guest"), Role::Participant);
+        // The co-host leaves too: nobody hosts (not the guest), also after an eviction.
+        r.run(
+            30,
+            Input::Disconnect {
+                conn: "c-co".into(),
+                clean: true,
+            },
+        );
+        assert_eq!(r.room.snapshot_for("guest").host, None);
+        r.evict(40, &["c-guest"]);
+        assert_eq!(r.room.snapshot_for("guest").host, None);
+        assert_eq!(role(&r, "guest"), Role::Participant);
+        // A browser whose session no longer names it (signed out, or no longer a co-host) loses
+        // the role it had.
+        r.run(50, ask("b-co", None, false, PasswordCheck::NotGiven));
+        enter(&mut r, 51, "co", "c-co2");
+        assert_eq!(role(&r, "co"), Role::Participant);
+        // The meeting's password is its schedule's: not set from inside the room.
+        r.run(
+            60,
+            ask(
+                "b-own",
+                Some(MeetingRole::Owner),
+                true,
+                PasswordCheck::NotGiven,
+            ),
+        );
+        enter(&mut r, 61, "own", "c-own2");
+        assert_eq!(role(&r, "own"), Role::Host);
+        let fx = r.run(
+            62,
+            Input::Frame {
+                conn: "c-own2".into(),
+                text: serde_json::to_string(&ClientMessage::SetPassword {
+                    password: Some("x".into()),
+                })
+                .unwrap(),
+            },
+        );
+        assert!(is_error(&fx, ErrorCode::BadRequest), "{fx:?}");
+        // The owner's second tab does not take the host from the first.
+        r.run(
+            63,
+            Input::Connect {
+                conn: "c-own-tab2".into(),
+                claims: claims_with("own-tab2", "b-own", false),
+            },
+        );
+        assert_eq!(r.room.snapshot_for("own").host.as_deref(), Some("own"));
+    }
+
+    #[test]
     fn the_sign_in_rule_and_the_password_are_enforced_by_the_room() {
         let mut r = Sim::new("r");
         let with = |bid: &str, role, signed_in, only, has_password, password| {
