@@ -51,6 +51,20 @@ test("schedule a meeting, invite by link, the guest waits until the owner comes,
   assert.ok(overflow <= 0, `no sideways scrolling on a phone (${overflow} px)`);
   await page.setViewportSize({ width: 1280, height: 800 });
 
+  // A meeting starting in five minutes is announced at the top, with a way in.
+  const soon = await page.evaluate(() => {
+    const d = new Date(Date.now() + 5 * 60_000);
+    const p = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+  });
+  await page.getByLabel("Title").fill("Stand-up");
+  await page.getByLabel("Starts").fill(soon);
+  await page.getByLabel("Repeats").selectOption("none");
+  await page.getByRole("button", { name: "Schedule" }).click();
+  const reminder = page.locator(".reminder").filter({ hasText: /Stand-up starts in [45] minutes\./ });
+  await reminder.waitFor({ timeout: 10000 });
+  assert.equal(await reminder.getByRole("link", { name: "Join now" }).count(), 1);
+
   // The invitation: copied as text with the link, downloaded as a calendar file.
   // (What the page hands the clipboard is recorded: reading the clipboard back needs a focused,
   // visible window, which a headless browser is not.)

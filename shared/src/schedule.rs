@@ -429,6 +429,23 @@ impl Invitation<'_> {
     }
 }
 
+/// The reminder for an occurrence from `start` to `end` at `now`, in words ("starts in 8
+/// minutes", "has started"), from [`REMINDER_BEFORE_MS`] before it until it ends; `None` outside.
+pub fn reminder_due(start: Millis, end: Millis, now: Millis) -> Option<String> {
+    if now >= end || now + REMINDER_BEFORE_MS < start {
+        return None;
+    }
+    if now >= start {
+        return Some("has started.".into());
+    }
+    let minutes = (start - now).div_ceil(60_000);
+    Some(if minutes == 1 {
+        "starts in 1 minute.".into()
+    } else {
+        format!("starts in {minutes} minutes.")
+    })
+}
+
 /// What someone may do with a meeting: its owner everything, a co-host or an invitee see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -703,6 +720,25 @@ mod tests {
             words.contains("Join: https://meet.example.org/m-0123"),
             "{words}"
         );
+    }
+
+    #[test]
+    fn a_reminder_shows_ten_minutes_before_until_the_end() {
+        let (start, end) = (1_000_000_000, 1_000_000_000 + 3_600_000);
+        assert_eq!(reminder_due(start, end, start - 10 * 60_000 - 1), None);
+        assert_eq!(
+            reminder_due(start, end, start - 10 * 60_000).as_deref(),
+            Some("starts in 10 minutes.")
+        );
+        assert_eq!(
+            reminder_due(start, end, start - 30_000).as_deref(),
+            Some("starts in 1 minute.")
+        );
+        assert_eq!(
+            reminder_due(start, end, start + 5).as_deref(),
+            Some("has started.")
+        );
+        assert_eq!(reminder_due(start, end, end), None);
     }
 
     #[test]

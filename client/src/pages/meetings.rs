@@ -302,10 +302,40 @@ pub fn MeetingsPage() -> impl IntoView {
         });
     };
     let repeats = move || fields.recurrence.get() != "none";
+    // Reminders: a meeting starting within ten minutes (or on now) is said at the top, with
+    // Join; the clock is looked at every 15 s.
+    let now = RwSignal::new(js_sys::Date::now() as u64);
+    let tick = set_interval_with_handle(
+        move || now.set(js_sys::Date::now() as u64),
+        std::time::Duration::from_secs(15),
+    );
+    on_cleanup(move || {
+        if let Ok(t) = tick {
+            t.clear();
+        }
+    });
+    let soon = move || {
+        let t = now.get();
+        meetings.with(|ms| {
+            ms.iter()
+                .filter_map(|m| {
+                    let (start, end) = (m.next_start?, m.next_end?);
+                    let due = edgemeet_shared::schedule::reminder_due(start, end, t)?;
+                    Some((m.schedule.title.clone(), m.room.clone(), due))
+                })
+                .collect::<Vec<_>>()
+        })
+    };
     view! {
         <main class="account meetings">
             <nav class="account-nav"><a href="/">"← Back to joining a meeting"</a>" · "<a href="/account">"Your account"</a></nav>
             <h1>"Your meetings"</h1>
+            <For each=soon key=|(t, r, d)| (t.clone(), r.clone(), d.clone()) let:due>
+                <p class="reminder" role="status">
+                    {format!("{} {} ", due.0, due.2)}
+                    <a class="button" href=format!("/{}", due.1)>"Join now"</a>
+                </p>
+            </For>
             <p class="error" role="alert">{move || error.get().unwrap_or_default()}</p>
             <p class="status" role="status" data-testid="meetings-notice">{move || notice.get().unwrap_or_default()}</p>
             <Show when=move || signed_in.get() == Some(false)>
