@@ -284,11 +284,24 @@ fn set_session_cookie(res: &Response, token: Option<&str>) -> EdgeResult<()> {
 async fn user_by_email(ctx: &Ctx, email: &str) -> EdgeResult<Option<UserRow>> {
     Ok(stmt(
         ctx,
-        "SELECT id, email, name, password_hash, created_at, failed_logins, failed_since FROM users WHERE email = ?1",
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"),
         &[s(email)],
     )?
     .first::<UserRow>(None)
     .await?)
+}
+
+/// The columns of a [`UserRow`].
+const USER_COLUMNS: &str =
+    "id, email, name, password_hash, created_at, failed_logins, failed_since";
+
+/// Ends the session whose cookie holds `token`.
+fn end_session(ctx: &Ctx, token: &str) -> EdgeResult<D1PreparedStatement> {
+    stmt(
+        ctx,
+        "DELETE FROM sessions WHERE key = ?1",
+        &[s(&account::session_key(token))],
+    )
 }
 
 /// The signed-in person, from the session cookie (expired or unknown → signed out).
@@ -340,7 +353,7 @@ async fn reserve_attempt(ctx: &Ctx, user: &UserRow) -> EdgeResult<()> {
         // Someone else's attempt came first: count on top of theirs.
         let Some(now) = stmt(
             ctx,
-            "SELECT id, email, name, password_hash, created_at, failed_logins, failed_since FROM users WHERE id = ?1",
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
             &[s(&user.id)],
         )?
         .first::<UserRow>(None)
@@ -404,11 +417,7 @@ async fn register(req: Request, env: &Env, ctx: &mut Ctx) -> EdgeResult<Response
     let mut batch = vec![user, session];
     // A session this browser had (another account's) ends: one browser, one session.
     if let Some(old) = &ctx.token {
-        batch.push(stmt(
-            ctx,
-            "DELETE FROM sessions WHERE key = ?1",
-            &[s(&account::session_key(old))],
-        )?);
+        batch.push(end_session(ctx, old)?);
     }
     // One batch: all rows or none. A taken email fails on the UNIQUE index (no race between
     // a lookup and the insert).
@@ -457,11 +466,7 @@ async fn sign_in(req: Request, env: &Env, ctx: &mut Ctx) -> EdgeResult<Response>
         )?,
     ];
     if let Some(old) = &ctx.token {
-        batch.push(stmt(
-            ctx,
-            "DELETE FROM sessions WHERE key = ?1",
-            &[s(&account::session_key(old))],
-        )?);
+        batch.push(end_session(ctx, old)?);
     }
     ctx.db.batch(batch).await?;
     let res = Response::from_json(&user.view())?;
@@ -471,13 +476,7 @@ async fn sign_in(req: Request, env: &Env, ctx: &mut Ctx) -> EdgeResult<Response>
 
 async fn sign_out(ctx: &mut Ctx) -> EdgeResult<Response> {
     if let Some(token) = &ctx.token {
-        stmt(
-            ctx,
-            "DELETE FROM sessions WHERE key = ?1",
-            &[s(&account::session_key(token))],
-        )?
-        .run()
-        .await?;
+        end_session(ctx, token)?.run().await?;
     }
     let res = Response::empty()?.with_status(204);
     set_session_cookie(&res, None)?;
