@@ -205,6 +205,14 @@ impl Forwarded {
         self.keyframe = Some(seq);
     }
 
+    /// Is `seq` worth sending again when NACKed? Only if it was forwarded and no keyframe was
+    /// forwarded after it: the receiver decodes from that keyframe on, and packets from before it
+    /// arriving after it (hundreds, after an outage whose NACK crossed the keyframe on the way)
+    /// left Chromium holding every later frame undecoded until its own 3-s timeout.
+    pub fn worth_resending(&self, seq: u16) -> bool {
+        self.contains(seq) && !self.keyframe.is_some_and(|k| seq_before(seq, k))
+    }
+
     /// Does a NACK for `seqs`, arriving at `now_ms`, ask for a packet the subscriber has been
     /// missing for more than [`STALE_NACK_MS`] (see there: it needs a keyframe)? Missing since the
     /// next packet forwarded after it went out — a receiver notices a loss only then — and not
@@ -575,6 +583,29 @@ mod tests {
         g.mark(8, u32::MAX as u64 - 100);
         assert!(!g.stale_nack([7], u32::MAX as u64 + 200));
         assert!(g.stale_nack([7], u32::MAX as u64 + 2_000));
+    }
+
+    #[test]
+    fn what_a_keyframe_forwarded_since_repaired_is_not_sent_again() {
+        // A 3-s outage: packets 100..400 went into the void; the link returns, a keyframe asked
+        // for by the receiver's own PLI is forwarded from 400 on, and only then does its NACK
+        // for the outage arrive (the two crossed on the way).
+        let mut f = Forwarded::default();
+        for i in 0..420u16 {
+            f.mark(i, i as u64 * 10);
+        }
+        assert!((100..420).all(|q| f.worth_resending(q)), "no keyframe yet: all worth it");
+        f.keyframe_at(400);
+        assert!((100..400).all(|q| !f.worth_resending(q)), "before the keyframe: none");
+        assert!((400..420).all(|q| f.worth_resending(q)), "the keyframe and after: all");
+        // Never forwarded (the publisher's own loss) or not yet: nothing to send.
+        assert!(!f.worth_resending(420));
+        let mut g = Forwarded::default();
+        g.mark(65_530, 0);
+        g.mark(2, 10);
+        g.keyframe_at(65_534);
+        assert!(!g.worth_resending(65_530), "before a keyframe across the wrap");
+        assert!(g.worth_resending(2), "after it, past the wrap");
     }
 
     #[test]

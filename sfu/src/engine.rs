@@ -1519,6 +1519,10 @@ impl Worker {
                 ) {
                     let ssrc = sub.fwd.rewriter.out_ssrc();
                     for q in &seqs {
+                        // Nothing from before a keyframe sent since (see `worth_resending`).
+                        if !sub.fwd.forwarded.worth_resending(*q) {
+                            continue;
+                        }
                         if let Some(p) = ring.get(*q) {
                             if send_rtp(
                                 dst,
