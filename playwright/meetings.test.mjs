@@ -1,6 +1,7 @@
 // A scheduled meeting end to end: sign up, schedule it on /meetings, copy and download its
 // invitation, open the link as a guest in another browser (the guest waits: the waiting room is
-// on and being first makes nobody host), the owner joins and is the host, and lets the guest in.
+// on and being first makes nobody host), the owner joins and is the host, and lets the guest in;
+// when both have left, the owner reads the meeting's report (and downloads it as CSV).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -101,7 +102,42 @@ test("schedule a meeting, invite by link, the guest waits until the owner comes,
   await guest.getByRole("group", { name: "Gwen Guest (you)" }).waitFor({ timeout: 10000 });
   // The guest sees the owner as the host.
   await guest.getByRole("group", { name: "Olga Owner" }).getByText("Host", { exact: true }).waitFor({ timeout: 10000 });
-  assert.deepEqual(errors, []);
+  // Both leave: the report lists both, with how long each was in.
+  await guest.waitForTimeout(1500); // (a meeting of a few seconds: the durations are then > 1 s)
+  await guest.getByRole("button", { name: "Leave" }).click();
+  await page.getByRole("button", { name: "Leave" }).click();
   await guestBrowser.close();
+  await page.goto(`${BASE}/meetings`);
+  const reports = page.getByRole("region", { name: "Meeting reports" });
+  const entry = reports.getByRole("listitem", { name: "Quarterly planning" });
+  // (The room writes its report a second after the last one leaves: look again until it is in.)
+  for (let tries = 0; ; tries++) {
+    if (/2 people/.test((await entry.textContent({ timeout: 2000 }).catch(() => "")) ?? "") && !/going on now/.test(await entry.textContent())) break;
+    assert.ok(tries < 20, `the report never listed both: ${await reports.textContent()}`);
+    await page.waitForTimeout(500);
+    await page.reload();
+  }
+  await entry.getByRole("button", { name: "View report" }).click();
+  const report = page.getByRole("region", { name: "Report: Quarterly planning" });
+  const table = report.getByRole("table", { name: "Who attended" });
+  await table.waitFor();
+  const rows = await table.locator("tbody tr").evaluateAll((trs) => trs.map((tr) => [...tr.children].map((c) => c.textContent)));
+  assert.deepEqual(rows.map((r) => r[0]).sort(), ["Gwen Guest", "Olga Owner"], JSON.stringify(rows));
+  for (const r of rows) {
+    assert.notEqual(r[2], "still in", `${r[0]} left`);
+    // A few seconds to a minute: "under a minute" or "1 min".
+    assert.match(r[3], /^(under a minute|1 min)$/, `${r[0]}'s time: ${r[3]}`);
+  }
+  assert.match(await report.textContent(), /2 attended, at most 2 at once/);
+  await page.screenshot({ path: join(ARTIFACTS, "meeting-report-1280.png"), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ path: join(ARTIFACTS, "meeting-report-390.png"), fullPage: true });
+  const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(wide <= 0, `the report fits a phone (${wide} px too wide)`);
+  const [csv] = await Promise.all([page.waitForEvent("download"), entry.getByRole("link", { name: "Download report (CSV)" }).click()]);
+  const lines = readFileSync(await csv.path(), "utf8").trim().split("\n");
+  assert.equal(lines.length, 3, lines.join("\n"));
+  assert.ok(lines.some((l) => l.startsWith("Gwen Guest,")) && lines.some((l) => l.startsWith("Olga Owner,")), lines.join("\n"));
+  assert.deepEqual(errors, []);
   await page.close();
 });

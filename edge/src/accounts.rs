@@ -558,9 +558,40 @@ async fn my_data(ctx: &Ctx) -> EdgeResult<Response> {
             })
         })
         .collect();
+    // The meetings they scheduled (with the schedule as stored) and the runs their reports cover.
+    let mut meetings: Vec<serde_json::Value> = stmt(
+        ctx,
+        "SELECT id, room, schedule, cancelled, created_at, updated_at FROM meetings WHERE owner_id = ?1 ORDER BY created_at",
+        &[s(&user.id)],
+    )?
+    .all()
+    .await?
+    .results()?;
+    for m in &mut meetings {
+        if let Some(text) = m
+            .get("schedule")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+        {
+            m["schedule"] = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        }
+    }
+    let runs: Vec<serde_json::Value> = stmt(
+        ctx,
+        "SELECT r.meeting_id, r.started_at, r.ended_at, r.chat_messages, \
+         (SELECT COUNT(DISTINCT a.person) FROM attendance a \
+          WHERE a.meeting_id = r.meeting_id AND a.started_at = r.started_at) AS attendees \
+         FROM meeting_runs r JOIN meetings m ON m.id = r.meeting_id WHERE m.owner_id = ?1 ORDER BY r.started_at",
+        &[s(&user.id)],
+    )?
+    .all()
+    .await?
+    .results()?;
     let data = serde_json::json!({
         "exported_at": ctx.now,
         "account": user.view(),
+        "meetings": meetings,
+        "meeting_reports": runs,
         "sign_in": {
             "failed_logins": user.failed_logins.unwrap_or(0.0) as u64,
             "failed_since": user.failed_since.map(|s| s as Millis),

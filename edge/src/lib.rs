@@ -13,6 +13,8 @@
 //!   download my data (`accounts.rs`)
 //! - `/api/meetings/…`                — scheduled meetings on D1: schedule, upcoming, change,
 //!   cancel, invitation `.ics` (`meetings.rs`)
+//! - `/api/reports/…`                 — meeting reports on D1: the owner's list, one report (JSON),
+//!   its CSV (`reports.rs`)
 //! - `POST /api/dev/rooms/{room}/evict` — dev/test only (var `DEV_OVERRIDES`): reset the room's
 //!   object, as an eviction or a runtime restart would
 
@@ -21,6 +23,7 @@ mod error;
 mod meetings;
 mod password;
 mod registry;
+mod reports;
 mod room;
 
 use edgemeet_shared::control;
@@ -103,6 +106,7 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
         }
         (_, ["api", "account", rest @ ..]) => accounts::route(req, &env, rest).await,
         (_, ["api", "meetings", rest @ ..]) => meetings::route(req, &env, rest).await,
+        (_, ["api", "reports", rest @ ..]) => reports::route(req, &env, rest).await,
         (_, ["api", ..]) => Err(EdgeError::NotFound(format!(
             "no API route {} {path}",
             req.method()

@@ -18,6 +18,7 @@ use edgemeet_shared::protocol::{
     ViewsBody, MAX_FRAME_BYTES,
 };
 use edgemeet_shared::region::SfuChoice;
+use edgemeet_shared::report::ReportRow;
 use edgemeet_shared::room::{
     Admission, Changes, HttpReply, Input, JoinAsk, Output, Room, SfuCall, CLOSE_TOO_BIG,
     WAITING_TAG,
@@ -35,12 +36,14 @@ use crate::{post_to, random_id, token_key};
 
 pub const BINDING: &str = "ROOMS";
 
-/// The room's tables: its own row, one row per member, one per revoked token, chat message, poll.
+/// The room's tables: its own row, one row per member, one per revoked token, chat message, poll,
+/// and per report row waiting for D1.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS members (id TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, until INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS chat (n INTEGER PRIMARY KEY, v TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS polls (n INTEGER PRIMARY KEY, v TEXT NOT NULL);";
+CREATE TABLE IF NOT EXISTS polls (n INTEGER PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS report (n INTEGER PRIMARY KEY, v TEXT NOT NULL);";
 
 /// What each accepted socket carries through hibernation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +106,10 @@ enum Job {
         reason: String,
     },
     Hash(String),
+    Report {
+        upto: u64,
+        rows: Vec<ReportRow>,
+    },
 }
 
 impl RoomObject {
@@ -156,7 +163,10 @@ impl RoomObject {
         let polls: Vec<ValueRow> = sql
             .exec("SELECT v FROM polls ORDER BY n", None)?
             .to_array()?;
-        let (room, errors) = Room::restore(
+        let report: Vec<ValueRow> = sql
+            .exec("SELECT v FROM report ORDER BY n", None)?
+            .to_array()?;
+        let (mut room, mut errors) = Room::restore(
             name.unwrap_or_default(),
             Some(&meta.v),
             members.iter().map(|m| (m.id.as_str(), m.v.as_str())),
@@ -164,6 +174,7 @@ impl RoomObject {
             chat.iter().map(|c| c.v.as_str()),
             polls.iter().map(|p| p.v.as_str()),
         );
+        errors.extend(room.restore_report_outbox(report.iter().map(|r| r.v.as_str())));
         for e in errors {
             worker::console_error!("room {}: {e}", room.name());
         }
@@ -212,6 +223,15 @@ impl RoomObject {
                     vec![(n as i64).into(), v.into()],
                 )?,
                 None => self.sql_exec("DELETE FROM polls WHERE n = ?", vec![(n as i64).into()])?,
+            }
+        }
+        for (n, row) in c.report {
+            match row {
+                Some(v) => self.sql_exec(
+                    "INSERT OR REPLACE INTO report (n, v) VALUES (?, ?)",
+                    vec![(n as i64).into(), v.into()],
+                )?,
+                None => self.sql_exec("DELETE FROM report WHERE n = ?", vec![(n as i64).into()])?,
             }
         }
         for (jti, until) in c.revoked {
@@ -287,6 +307,7 @@ impl RoomObject {
                     Output::ProbeSfu { sfu } => jobs.push(Job::Probe(sfu)),
                     Output::FindSfu { failed, exclude } => jobs.push(Job::Find { failed, exclude }),
                     Output::SfuDown { sfu, reason } => jobs.push(Job::Down { sfu, reason }),
+                    Output::WriteReport { upto, rows } => jobs.push(Job::Report { upto, rows }),
                 }
             }
             for job in jobs {
@@ -430,6 +451,16 @@ impl RoomObject {
                 .await
                 .unwrap_or_else(|e: worker::Error| Err(e.to_string()));
                 Some(Input::SfuFound { result })
+            }
+            Job::Report { upto, rows } => {
+                let ok = match crate::reports::write(&self.env, &rows).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        worker::console_warn!("room {room}: report rows not written yet: {e}");
+                        false
+                    }
+                };
+                Some(Input::ReportWritten { upto, ok })
             }
             Job::Hash(password) => Some(Input::PasswordHashed {
                 hash: crate::password::hash(&password)

@@ -1,6 +1,7 @@
 // Scheduled meetings on the real local D1 (wrangler dev, workerd): schedule, list, change, cancel,
 // the invitation (.ics), and joining one: the owner hosts, named co-hosts are co-hosts, others
 // wait, the sign-in rule and the meeting's password hold, a cancelled or unknown meeting is refused.
+// And the reports the meetings' rooms write: attendance, totals, CSV, a 500-person one timed.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { BASE, accountBrowser, connect } from "./helpers.mjs";
@@ -171,4 +172,135 @@ test("a scheduled meeting's sign-in rule and password are kept; its owner needs 
   assert.equal(own.status, 200, JSON.stringify(own.body));
   assert.equal(own.role, "host", "the owner hosts, though someone came first");
   for (const x of [right, own]) x.sock?.ws.close();
+});
+
+/** Leaves cleanly (the tab closed) and waits until the socket is closed. */
+async function leave(j) {
+  j.sock.ws.close(1000);
+  await j.sock.closed;
+}
+
+/** Polls the owner's report list until `ok(listing)` holds for `meetingId`'s run. */
+async function reportWhen(owner, meetingId, ok, what, ms = 15000) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    const r = await owner.req("GET", "/api/reports");
+    assert.equal(r.status, 200, r.text);
+    last = r.json.reports.find((x) => x.meeting === meetingId);
+    if (last && ok(last)) return last;
+    assert.ok(Date.now() < deadline, `${what}: not within ${ms} ms; last ${JSON.stringify(last)}`);
+    await new Promise((res) => setTimeout(res, 200));
+  }
+}
+
+test("a meeting's report: who came and went (twice for one who left and came back), chat and poll totals, a CSV; only its owner reads it", async () => {
+  const owner = await person("owner", "Olga Owner");
+  const stranger = await person("stranger", "Sam Stranger");
+  const made = await owner.req("POST", "/api/meetings", form({ title: "Retro", recurrence: "none", occurrences: undefined, waiting_room: false }));
+  assert.equal(made.status, 201, made.text);
+  const m = made.json;
+
+  const o = await joinAs(owner, m.room, "Olga");
+  assert.equal(o.role, "host");
+  const ann = accountBrowser();
+  const a = await joinAs(ann, m.room, "Robert'); DROP TABLE attendance;--");
+  const bea = accountBrowser();
+  const b1 = await joinAs(bea, m.room, "Bea");
+  assert.ok(!a.waiting && !b1.waiting, "the waiting room is off");
+  a.sock.send({ type: "chat", text: "hello", client_id: "c1" });
+  o.sock.send({ type: "chat", text: "welcome", client_id: "c2" });
+  o.sock.send({ type: "create_poll", question: "Again next week?", options: ["Yes", "No"] });
+  await a.sock.next((f) => f.type === "poll", "the poll");
+  a.sock.send({ type: "vote", poll: 1, choices: [0] });
+  b1.sock.send({ type: "vote", poll: 1, choices: [1] });
+  await b1.sock.next((f) => f.type === "poll" && f.poll.voted, "Bea's vote taken");
+  o.sock.send({ type: "end_poll", poll: 1 });
+  await o.sock.next((f) => f.type === "poll" && !f.poll.open, "the poll ended");
+  // Bea leaves and comes back from the same browser: one person, two stints.
+  await leave(b1);
+  const b2 = await joinAs(bea, m.room, "Bea");
+  // While it goes on, the report says so.
+  const running = await reportWhen(owner, m.id, (x) => x.attendees === 3, "three people in the running meeting's report");
+  assert.equal(running.ended_at, null);
+  assert.equal(running.title, "Retro");
+  for (const j of [a, b2, o]) await leave(j);
+  const done = await reportWhen(owner, m.id, (x) => x.ended_at !== null, "the report's end after everyone left");
+
+  const r = await owner.req("GET", `/api/reports/${m.id}/${done.started_at}`);
+  assert.equal(r.status, 200, r.text);
+  const rep = r.json;
+  assert.deepEqual(rep.attendees.map((x) => x.name), ["Olga", "Robert'); DROP TABLE attendance;--", "Bea"], "stored literally, in order of arrival");
+  assert.equal(rep.attendees[2].stints.length, 2, "Bea left and came back");
+  assert.ok(rep.attendees.every((x) => x.stints.every((s) => s.left !== null && s.left >= s.joined)), JSON.stringify(rep.attendees));
+  assert.ok(rep.attendees.every((x) => x.total_ms > 0 && x.total_ms <= rep.duration_ms), JSON.stringify(rep));
+  assert.equal(rep.peak, 3);
+  assert.equal(rep.chat_messages, 2);
+  assert.equal(rep.ended_at, done.ended_at);
+  assert.ok(rep.duration_ms > 0 && rep.duration_ms < 120_000, `duration ${rep.duration_ms}`);
+  assert.deepEqual(rep.polls.map((p) => [p.question, p.counts, p.voters, p.open]), [["Again next week?", [1, 1], 2, false]]);
+
+  const csv = await owner.req("GET", `/api/reports/${m.id}/${done.started_at}/report.csv`);
+  assert.equal(csv.status, 200, csv.text);
+  assert.match(csv.headers.get("content-type"), /^text\/csv/);
+  assert.match(csv.headers.get("content-disposition"), /^attachment; filename="Retro-\d{4}-\d{2}-\d{2}\.csv"$/);
+  const lines = csv.text.trim().split("\n");
+  assert.equal(lines[0], "Name,Joined (Europe/Berlin),Left (Europe/Berlin),Minutes,Total minutes");
+  assert.equal(lines.length, 1 + 4, "a line per stint");
+  assert.match(lines[2], /^Robert'\); DROP TABLE attendance;--,\d{4}-/, "stored and written literally");
+
+  // Nobody else reads it: another account, a signed-out browser, a made-up run.
+  assert.equal((await stranger.req("GET", `/api/reports/${m.id}/${done.started_at}`)).status, 404);
+  assert.equal((await stranger.req("GET", "/api/reports")).json.reports.length, 0);
+  assert.equal((await accountBrowser().req("GET", `/api/reports/${m.id}/${done.started_at}`)).status, 401);
+  assert.equal((await owner.req("GET", `/api/reports/${m.id}/12345`)).status, 404);
+  assert.equal((await owner.req("GET", `/api/reports/${m.id}/not-a-time`)).status, 404);
+  // The owner's data download lists the meeting and its report's run.
+  const data = (await owner.req("GET", "/api/account/data")).json;
+  assert.ok(data.meetings.some((x) => x.id === m.id && x.schedule.title === "Retro"));
+  assert.ok(data.meeting_reports.some((x) => x.meeting_id === m.id && x.attendees === 3));
+});
+
+test("a 500-person meeting's report: every arrival and departure is in it, and it is made in a moment (figures)", async () => {
+  const owner = await person("owner", "Olga Owner");
+  const made = await owner.req("POST", "/api/meetings", form({ title: "All hands", recurrence: "none", occurrences: undefined, waiting_room: false }));
+  assert.equal(made.status, 201, made.text);
+  const m = made.json;
+  const o = await joinAs(owner, m.room, "Olga");
+  const N = 500;
+  const BATCH = 25;
+  const t0 = performance.now();
+  // 25 at a time come in, then go (500 people all at once would be 250,000 frames of "joined").
+  for (let i = 0; i < N; i += BATCH) {
+    const group = await Promise.all(
+      Array.from({ length: Math.min(BATCH, N - i) }, (_, k) => joinAs(accountBrowser(), m.room, `Guest ${i + k + 1}`)),
+    );
+    assert.ok(group.every((g) => g.status === 200 && !g.waiting), JSON.stringify(group.find((g) => g.status !== 200)?.body));
+    await Promise.all(group.map(leave));
+  }
+  const joined = performance.now() - t0;
+  await leave(o);
+  const done = await reportWhen(owner, m.id, (x) => x.ended_at !== null && x.attendees === N + 1, `${N + 1} attendees in the report`, 60000);
+  const times = { json: [], csv: [] };
+  let rep;
+  let csv;
+  for (let k = 0; k < 5; k++) {
+    const r = await owner.req("GET", `/api/reports/${m.id}/${done.started_at}`);
+    assert.equal(r.status, 200, r.text);
+    times.json.push(r.ms);
+    rep = r.json;
+    const c = await owner.req("GET", `/api/reports/${m.id}/${done.started_at}/report.csv`);
+    assert.equal(c.status, 200);
+    times.csv.push(c.ms);
+    csv = c.text;
+  }
+  assert.equal(rep.attendees.length, N + 1);
+  assert.ok(rep.attendees.every((x) => x.stints.length === 1 && x.stints[0].left !== null), "everyone came once and left");
+  assert.ok(rep.peak >= 2 && rep.peak <= BATCH + 1, `peak ${rep.peak}`);
+  assert.equal(csv.trim().split("\n").length, N + 2);
+  const p50 = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  console.log(
+    `figure: report of a ${N + 1}-person meeting (${2 * (N + 1)} attendance rows): JSON p50 ${p50(times.json).toFixed(1)} ms, CSV p50 ${p50(times.csv).toFixed(1)} ms ` +
+      `(workerd, local D1); ${N} people came and went in ${(joined / 1000).toFixed(1)} s, ${BATCH} at a time`,
+  );
 });

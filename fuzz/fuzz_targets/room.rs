@@ -1,6 +1,7 @@
 //! The room core under any sequence of inputs: joins, connects (waiting or not, any door, any
 //! browser), every client message with ids from the room or not, raw text frames, drops, clean
-//! leaves, SFU replies, hashed passwords, time passing and evictions. After every input: no panic,
+//! leaves, SFU replies, hashed passwords, report batches written or not, time passing and
+//! evictions (scheduled meetings' joins too). After every input: no panic,
 //! at most one host and they are a member, nobody both waiting and in the room, and the rows the
 //! core asked to store rebuild exactly the room in memory.
 #![no_main]
@@ -10,8 +11,10 @@ use arbitrary::{Arbitrary, Unstructured};
 use edgemeet_shared::protocol::{ClientMessage, MediaKind, RoomSettings, Source, TileView};
 use edgemeet_shared::region::SfuChoice;
 use edgemeet_shared::room::{
-    Changes, HttpReply, Input, JoinAsk, Output, PasswordCheck, Room, SfuCallKind,
+    Changes, HttpReply, Input, JoinAsk, Output, PasswordCheck, Room, ScheduledAsk, SfuCallKind,
+    MAX_OUTBOX,
 };
+use edgemeet_shared::schedule::MeetingRole;
 use edgemeet_shared::token::{Claims, Grants, Role};
 use libfuzzer_sys::fuzz_target;
 
@@ -207,6 +210,10 @@ enum Step {
     Hashed {
         ok: bool,
     },
+    /// The outcome of the last report batch the room handed out.
+    ReportWritten {
+        ok: bool,
+    },
 }
 
 /// The rows the core asked to store, as the DO keeps them.
@@ -217,6 +224,9 @@ struct Rows {
     revoked: BTreeMap<String, u64>,
     chat: BTreeMap<u64, String>,
     polls: BTreeMap<u64, String>,
+    report: BTreeMap<u64, String>,
+    /// The last report batch handed out (not a stored row).
+    report_upto: Option<u64>,
 }
 
 impl Rows {
@@ -248,10 +258,16 @@ impl Rows {
                 None => self.polls.remove(&k),
             };
         }
+        for (k, v) in c.report {
+            match v {
+                Some(v) => self.report.insert(k, v),
+                None => self.report.remove(&k),
+            };
+        }
     }
 
     fn restore(&self, name: &str) -> Room {
-        let (room, errors) = Room::restore(
+        let (mut room, errors) = Room::restore(
             name,
             self.meta.as_deref(),
             self.members.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -260,6 +276,11 @@ impl Rows {
             self.polls.values().map(String::as_str),
         );
         assert!(errors.is_empty(), "stored rows unreadable: {errors:?}");
+        let errors = room.restore_report_outbox(self.report.values().map(String::as_str));
+        assert!(
+            errors.is_empty(),
+            "stored report rows unreadable: {errors:?}"
+        );
         room
     }
 }
@@ -270,10 +291,26 @@ fn run(room: &mut Room, rows: &mut Rows, open: &mut Vec<String>, now: u64, input
         match o {
             Output::Persist(c) => rows.apply(c),
             Output::Close { conn, .. } => open.retain(|c| *c != conn),
+            Output::WriteReport { upto, rows: batch } => {
+                assert!(
+                    !batch.is_empty() && batch.len() <= 100,
+                    "a batch of {}",
+                    batch.len()
+                );
+                assert!(
+                    batch.windows(2).all(|w| w[0].seq() < w[1].seq()),
+                    "in order"
+                );
+                rows.report_upto = Some(upto);
+            }
             _ => {}
         }
     }
     // Invariants.
+    assert!(
+        room.report_outbox().count() <= MAX_OUTBOX + 8,
+        "the report outbox grew past its bound"
+    );
     let snap = room.snapshot();
     let hosts = snap
         .participants
@@ -354,7 +391,16 @@ fuzz_target!(|steps: Vec<Step>| {
                     2 => PasswordCheck::Wrong,
                     _ => PasswordCheck::New("$argon2id$fuzz".into()),
                 },
-                scheduled: None,
+                // Half the time a scheduled meeting's join (owner, co-host or guest).
+                scheduled: (password & 8 != 0).then(|| ScheduledAsk {
+                    meeting: "mtg".into(),
+                    role: [Some(MeetingRole::Owner), Some(MeetingRole::Cohost), None]
+                        [browser as usize % 3],
+                    signed_in: browser % 3 != 2,
+                    only_signed_in: false,
+                    waiting_room: password & 16 != 0,
+                    has_password: false,
+                }),
             }),
             Step::Connect {
                 who,
@@ -466,6 +512,10 @@ fuzz_target!(|steps: Vec<Step>| {
             },
             Step::Hashed { ok } => Input::PasswordHashed {
                 hash: ok.then(|| "$argon2id$new".into()),
+            },
+            Step::ReportWritten { ok } => Input::ReportWritten {
+                upto: rows.report_upto.unwrap_or(0),
+                ok,
             },
         };
         now += 1;

@@ -594,17 +594,29 @@ mod tests {
         for i in 0..420u16 {
             f.mark(i, i as u64 * 10);
         }
-        assert!((100..420).all(|q| f.worth_resending(q)), "no keyframe yet: all worth it");
+        assert!(
+            (100..420).all(|q| f.worth_resending(q)),
+            "no keyframe yet: all worth it"
+        );
         f.keyframe_at(400);
-        assert!((100..400).all(|q| !f.worth_resending(q)), "before the keyframe: none");
-        assert!((400..420).all(|q| f.worth_resending(q)), "the keyframe and after: all");
+        assert!(
+            (100..400).all(|q| !f.worth_resending(q)),
+            "before the keyframe: none"
+        );
+        assert!(
+            (400..420).all(|q| f.worth_resending(q)),
+            "the keyframe and after: all"
+        );
         // Never forwarded (the publisher's own loss) or not yet: nothing to send.
         assert!(!f.worth_resending(420));
         let mut g = Forwarded::default();
         g.mark(65_530, 0);
         g.mark(2, 10);
         g.keyframe_at(65_534);
-        assert!(!g.worth_resending(65_530), "before a keyframe across the wrap");
+        assert!(
+            !g.worth_resending(65_530),
+            "before a keyframe across the wrap"
+        );
         assert!(g.worth_resending(2), "after it, past the wrap");
     }
 

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod media;
 pub mod protocol;
 pub mod region;
+pub mod report;
 pub mod room;
 pub mod schedule;
 pub mod session;

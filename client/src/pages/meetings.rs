@@ -3,6 +3,7 @@
 //! (`edgemeet_shared::schedule`); the page shows its words.
 
 use edgemeet_shared::protocol::WireError;
+use edgemeet_shared::report::{MeetingReport, ReportListing};
 use edgemeet_shared::schedule::{MeetingForm, MeetingRole, MeetingView, Recurrence};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -13,6 +14,11 @@ use crate::pages::account::current_account;
 #[derive(Debug, Clone, Deserialize)]
 struct Upcoming {
     meetings: Vec<MeetingView>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Reports {
+    reports: Vec<ReportListing>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +46,28 @@ async fn load() -> Result<Vec<MeetingView>, String> {
         .await
         .map(|u| u.meetings)
         .map_err(|e| e.to_string())
+}
+
+/// GET `url` as JSON, the server's words on failure.
+async fn get<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
+    let res = gloo_net::http::Request::get(url)
+        .send()
+        .await
+        .map_err(|e| format!("Cannot reach the server: {e}"))?;
+    if !res.ok() {
+        return Err(failure(res).await);
+    }
+    res.json::<T>().await.map_err(|e| e.to_string())
+}
+
+/// A length of time in words: "45 min", "1 h 05 min", "under a minute".
+fn duration(ms: u64) -> String {
+    let min = ms / 60_000;
+    match min {
+        0 => "under a minute".into(),
+        m if m < 60 => format!("{m} min"),
+        m => format!("{} h {:02} min", m / 60, m % 60),
+    }
 }
 
 /// The browser's time zone (IANA name), for a new meeting's default.
@@ -164,13 +192,36 @@ pub fn MeetingsPage() -> impl IntoView {
     let meetings = RwSignal::new(Vec::<MeetingView>::new());
     let error = RwSignal::new(None::<String>);
     let notice = RwSignal::new(None::<String>);
+    let reports = RwSignal::new(Vec::<ReportListing>::new());
+    // The report open below the list, if any.
+    let report = RwSignal::new(None::<MeetingReport>);
+    let report_heading = NodeRef::<leptos::html::H3>::new();
     let refresh = move || {
         spawn_local(async move {
             match load().await {
                 Ok(m) => meetings.set(m),
                 Err(e) => error.set(Some(e)),
             }
+            match get::<Reports>("/api/reports").await {
+                Ok(r) => reports.set(r.reports),
+                Err(e) => error.set(Some(e)),
+            }
         })
+    };
+    let open_report = move |meeting: String, started: u64| {
+        error.set(None);
+        spawn_local(async move {
+            match get::<MeetingReport>(&format!("/api/reports/{meeting}/{started}")).await {
+                Ok(r) => {
+                    report.set(Some(r));
+                    // The report shows below the list: focus (and so the view) goes there.
+                    if let Some(h) = report_heading.get_untracked() {
+                        let _ = h.focus();
+                    }
+                }
+                Err(e) => error.set(Some(e)),
+            }
+        });
     };
     spawn_local(async move {
         match current_account().await {
@@ -385,6 +436,84 @@ pub fn MeetingsPage() -> impl IntoView {
                             }
                         </For>
                     </ul>
+                </section>
+                <section aria-labelledby="reports-title">
+                    <h2 id="reports-title">"Meeting reports"</h2>
+                    <Show when=move || reports.with(Vec::is_empty)>
+                        <p class="hint">"After a meeting you scheduled, its report is here: who came, when, and for how long."</p>
+                    </Show>
+                    <ul class="meeting-list">
+                        <For each=move || reports.get() key=|r| (r.meeting.clone(), r.started_at, r.ended_at, r.attendees) let:r>
+                            {
+                                let (meeting, started) = (r.meeting.clone(), r.started_at);
+                                let (label, label_id) = (format!("report-{meeting}-{started}"), format!("report-{meeting}-{started}"));
+                                let people = match r.attendees { 1 => "1 person".to_string(), n => format!("{n} people") };
+                                let state = match r.ended_at {
+                                    Some(e) => duration(e.saturating_sub(started)),
+                                    None => "going on now".into(),
+                                };
+                                view! {
+                                    <li class="meeting" aria-labelledby=label>
+                                        <h3 id=label_id>{r.title.clone()}</h3>
+                                        <p class="when">{format!("{} · {state} · {people}", local_time(started))}</p>
+                                        <div class="row">
+                                            <button type="button" on:click={
+                                                let meeting = meeting.clone();
+                                                move |_| open_report(meeting.clone(), started)
+                                            }>"View report"</button>
+                                            <a class="button" href=format!("/api/reports/{meeting}/{started}/report.csv") download="">"Download report (CSV)"</a>
+                                        </div>
+                                    </li>
+                                }
+                            }
+                        </For>
+                    </ul>
+                    <section class="report" aria-labelledby="report-heading" hidden=move || report.with(Option::is_none)>
+                        <h3 id="report-heading" tabindex="-1" node_ref=report_heading>
+                            {move || report.with(|r| r.as_ref().map(|r| format!("Report: {}", r.title)).unwrap_or_default())}
+                        </h3>
+                        {move || report.get().map(|r| {
+                            let ended = match r.ended_at {
+                                Some(e) => format!("ended {}", local_time(e)),
+                                None => "still going on".into(),
+                            };
+                            let polls = r.polls.clone();
+                            view! {
+                                <p>{format!("Started {}, {ended}; {} long.", local_time(r.started_at), duration(r.duration_ms))}</p>
+                                <p>{format!("{} attended, at most {} at once; {} chat messages.", r.attendees.len(), r.peak, r.chat_messages)}</p>
+                                <div class="table-scroll">
+                                    <table class="report-table">
+                                        <caption>"Who attended"</caption>
+                                        <thead><tr><th scope="col">"Name"</th><th scope="col">"Joined"</th><th scope="col">"Left"</th><th scope="col">"In the meeting"</th></tr></thead>
+                                        <tbody>
+                                            {r.attendees.iter().flat_map(|a| {
+                                                let total = duration(a.total_ms);
+                                                a.stints.iter().enumerate().map(move |(i, s)| view! {
+                                                    <tr>
+                                                        <th scope="row">{a.name.clone()}</th>
+                                                        <td>{local_time(s.joined)}</td>
+                                                        <td>{s.left.map(local_time).unwrap_or_else(|| "still in".into())}</td>
+                                                        <td>{if i == 0 { total.clone() } else { String::new() }}</td>
+                                                    </tr>
+                                                }).collect::<Vec<_>>()
+                                            }).collect::<Vec<_>>()}
+                                        </tbody>
+                                    </table>
+                                </div>
+                                <Show when={ let n = polls.len(); move || n > 0 }>
+                                    <h4>"Polls"</h4>
+                                </Show>
+                                <ul class="report-polls">
+                                    {polls.iter().map(|p| {
+                                        let results: Vec<String> = p.options.iter().zip(&p.counts).map(|(o, c)| format!("{o}: {c}")).collect();
+                                        let voters = match p.voters { 1 => "1 voter".to_string(), n => format!("{n} voters") };
+                                        view! { <li><strong>{p.question.clone()}</strong>{format!(" — {} ({voters}{})", results.join(", "), if p.open { ", still open at the end" } else { "" })}</li> }
+                                    }).collect::<Vec<_>>()}
+                                </ul>
+                            }
+                        })}
+                        <button type="button" on:click=move |_| report.set(None)>"Close report"</button>
+                    </section>
                 </section>
                 <form class="join account-form" on:submit=submit novalidate=true aria-labelledby="schedule-title">
                     <h2 id="schedule-title" tabindex="-1" node_ref=form_heading>{move || if editing.get().is_some() { "Change the meeting" } else { "Schedule a meeting" }}</h2>

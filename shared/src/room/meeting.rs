@@ -1495,6 +1495,7 @@ impl Room {
         };
         self.meta.chat_next += 1;
         self.dirty.meta = true;
+        self.report_chat(now);
         if let Some(m) = self.members.get_mut(&id) {
             m.recent_chat.push_back(client_id);
             if m.recent_chat.len() > RECENT_CHAT_IDS {
@@ -1524,6 +1525,8 @@ impl Room {
     /// The host ended the meeting: everyone is told and let go, the SFU frees the room, and the
     /// room starts over (a later join to the same name is a new meeting).
     fn end(&mut self, now: Millis) -> Vec<Output> {
+        // The report first: everyone in leaves now, and the totals (polls too) are final.
+        self.report_end(now);
         let mut out = vec![Output::Broadcast {
             except: None,
             msg: ServerMessage::MeetingEnded {},
@@ -1566,6 +1569,9 @@ impl Room {
         fresh.meta.media.emptied(now);
         fresh.dirty = std::mem::take(&mut self.dirty);
         fresh.out = std::mem::take(&mut self.out);
+        // The report's rows still waiting for D1 go out all the same, numbered on.
+        fresh.outbox = std::mem::take(&mut self.outbox);
+        fresh.meta.report = std::mem::take(&mut self.meta.report);
         *self = fresh;
         self.dirty.meta = true;
         self.dirty.members.extend(old_members);

@@ -21,6 +21,7 @@
 mod breakout;
 mod meeting;
 mod polls;
+mod report;
 mod sfu;
 mod store;
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub use meeting::{
     address_key, Admission, JoinAsk, PasswordCheck, PreJoin, ScheduledAsk, ScheduledRoom,
     IDLE_END_MS, MAX_WAITING, WRONG_PASSWORDS_PER_MINUTE,
 };
+pub use report::{MAX_OUTBOX, REPORT_BATCH_MS, REPORT_BATCH_ROWS, REPORT_RETRY_MAX_MS};
 pub use sfu::{HttpReply, SfuCallKind, FIND_RETRY_MS, PROBE_LOST_MS, SETTLE_MS};
 pub use store::{Changes, RestoreError};
 
@@ -82,6 +84,8 @@ pub enum Input {
     Restored { open: Vec<ConnId> },
     /// The time [`Room::poll_timeout`] asked for has come (the DO's alarm).
     Timeout,
+    /// The outcome of [`Output::WriteReport`] for the batch up to `upto`.
+    ReportWritten { upto: u64, ok: bool },
     /// The registry's choice of SFU for a first joiner (asked for because
     /// [`Room::sfu_for_join`] said none is kept).
     SfuChosen { choice: SfuChoice },
@@ -201,6 +205,11 @@ pub enum Output {
     HashPassword {
         password: String,
     },
+    /// Write these report rows to D1 (one batch, in order); feed back [`Input::ReportWritten`].
+    WriteReport {
+        upto: u64,
+        rows: Vec<crate::report::ReportRow>,
+    },
     /// Something an operator should see in the logs.
     Warn(String),
 }
@@ -310,6 +319,9 @@ struct Meta {
     /// A scheduled meeting's room: its owner's and co-hosts' browsers.
     #[serde(default)]
     scheduled: Option<meeting::ScheduledRoom>,
+    /// The run of a scheduled meeting being reported.
+    #[serde(default)]
+    report: report::ReportBook,
 }
 
 /// The room. See the module docs.
@@ -326,6 +338,8 @@ pub struct Room {
     polls: Vec<polls::Poll>,
     /// Rate limits and wrong passwords (not stored: a restart forgets them).
     limits: meeting::Limits,
+    /// Report rows waiting for D1 (a stored row each).
+    outbox: report::Outbox,
     out: VecDeque<Output>,
     dirty: store::Dirty,
 }
@@ -338,6 +352,7 @@ impl PartialEq for Room {
             && self.revoked == other.revoked
             && self.chat == other.chat
             && self.polls == other.polls
+            && self.outbox.rows == other.outbox.rows
     }
 }
 
@@ -366,12 +381,14 @@ impl Room {
                 empty_since: None,
                 wrong_passwords: BTreeMap::new(),
                 scheduled: None,
+                report: Default::default(),
             },
             members: BTreeMap::new(),
             revoked: BTreeMap::new(),
             chat: VecDeque::new(),
             polls: Vec::new(),
             limits: meeting::Limits::default(),
+            outbox: Default::default(),
             out: VecDeque::new(),
             dirty: store::Dirty::default(),
         }
@@ -487,6 +504,7 @@ impl Room {
             .chain(self.meta.media.deadline(!self.members.is_empty()))
             .chain(self.breakout_deadline())
             .chain(self.meta.scopes.retry_at())
+            .chain(self.outbox.deadline())
             .min()
     }
 
@@ -539,6 +557,8 @@ impl Room {
                 }
                 // Where everyone is may not have reached the SFU before the object went.
                 out.extend(self.scopes_unsent());
+                // Report rows that may not have reached D1 go again.
+                self.report_restored(now);
                 // Sockets that survived but belong to nobody stored: they reconnect.
                 out.extend(
                     open.into_iter()
@@ -550,6 +570,7 @@ impl Room {
                 out
             }
             Input::Timeout => self.timeout(now),
+            Input::ReportWritten { upto, ok } => self.report_written(now, upto, ok),
             Input::SfuChosen { choice } => {
                 let occupied = !self.members.is_empty();
                 if self.meta.media.choose(now, choice, occupied) {
@@ -704,6 +725,7 @@ impl Room {
         let mut out: Vec<Output> = gone.iter().flat_map(|id| self.remove(now, id)).collect();
         out.extend(self.breakout_timeout(now));
         out.extend(self.scopes_retry(now));
+        out.extend(self.report_timeout(now));
         // Fresh tokens for connected members whose token is a third from its end.
         let due: Vec<String> = self
             .members
@@ -906,6 +928,7 @@ impl Room {
                     recent_chat: VecDeque::new(),
                 },
             );
+            self.report_arrived(now, &claims.sub);
             if took_over {
                 // (The newcomer learns it from the snapshot.)
                 out.push(Output::Broadcast {
@@ -1377,6 +1400,8 @@ impl Room {
         };
         self.dirty.members.insert(id.to_string());
         self.limits.forget(id);
+        // (One who dropped and never came back left when they dropped.)
+        self.report_left(now, &gone, gone.away_since.unwrap_or(now));
         // Leaving does not undo a host's stop: it waits for the same browser to come back.
         if let Some(bid) = gone.claims.bid.clone() {
             let mut held = gone.stopped;

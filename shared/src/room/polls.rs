@@ -111,6 +111,19 @@ impl Poll {
         self.ended_at.is_none()
     }
 
+    /// What the meeting's report keeps of it: the counts (never who chose what).
+    pub(super) fn summary(&self) -> crate::report::PollSummary {
+        crate::report::PollSummary {
+            question: self.question.clone(),
+            options: self.options.clone(),
+            counts: self.counts.clone(),
+            voters: self.voters.len() as u32,
+            multiple: self.multiple,
+            anonymous: self.anonymous,
+            open: self.is_open(),
+        }
+    }
+
     /// A stored row whose counts do not match its options (damaged storage) gets one count per
     /// option, so nothing indexes past them.
     pub(super) fn repair(&mut self) {
@@ -267,6 +280,8 @@ impl Room {
         }
         poll.ended_at = Some(now);
         self.dirty.polls.insert(n);
+        // Its results are final: into the meeting's report.
+        self.report_totals(now);
         Ok(self.poll_to(n, |_, _| true))
     }
 

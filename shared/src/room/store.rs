@@ -20,6 +20,7 @@ pub(super) struct Dirty {
     pub revoked: IdSet,
     pub chat: std::collections::BTreeSet<u64>,
     pub polls: std::collections::BTreeSet<u64>,
+    pub report: std::collections::BTreeSet<u64>,
 }
 
 /// Rows to write after one input. JSON values are opaque to the shell.
@@ -35,6 +36,9 @@ pub struct Changes {
     pub chat: Vec<(u64, Option<String>)>,
     /// Poll rows by number: `Some(json)` to write, `None` to delete (the meeting ended).
     pub polls: Vec<(u64, Option<String>)>,
+    /// Report rows waiting for D1, by number: `Some(json)` to write, `None` to delete (written, or
+    /// superseded). Read back with [`Room::restore_report_outbox`].
+    pub report: Vec<(u64, Option<String>)>,
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -47,6 +51,8 @@ pub enum RestoreError {
     Chat(String),
     #[error("a stored poll row is unreadable: {0}")]
     Poll(String),
+    #[error("a stored report row is unreadable: {0}")]
+    Report(String),
 }
 
 impl Room {
@@ -58,6 +64,7 @@ impl Room {
             && dirty.revoked.is_empty()
             && dirty.chat.is_empty()
             && dirty.polls.is_empty()
+            && dirty.report.is_empty()
         {
             return None;
         }
@@ -107,12 +114,25 @@ impl Room {
                 (n, row)
             })
             .collect();
+        let report = dirty
+            .report
+            .into_iter()
+            .map(|n| {
+                let row = self
+                    .outbox
+                    .rows
+                    .get(&n)
+                    .map(|r| serde_json::to_string(r).expect("report row serialises"));
+                (n, row)
+            })
+            .collect();
         Some(Changes {
             meta,
             members,
             revoked,
             chat,
             polls,
+            report,
         })
     }
 

@@ -19,6 +19,7 @@ struct Sim {
     revoked: BTreeMap<String, u64>,
     chat: BTreeMap<u64, String>,
     polls: BTreeMap<u64, String>,
+    report: BTreeMap<u64, String>,
     warnings: Vec<String>,
 }
 
@@ -44,6 +45,7 @@ impl Sim {
             revoked: BTreeMap::new(),
             chat: BTreeMap::new(),
             polls: BTreeMap::new(),
+            report: BTreeMap::new(),
             warnings: Vec::new(),
         }
     }
@@ -100,10 +102,16 @@ impl Sim {
                 None => self.polls.remove(&n),
             };
         }
+        for (n, row) in c.report {
+            match row {
+                Some(json) => self.report.insert(n, json),
+                None => self.report.remove(&n),
+            };
+        }
     }
 
     fn restored(&self) -> Room {
-        let (room, errors) = Room::restore(
+        let (mut room, errors) = Room::restore(
             self.room.name(),
             self.meta.as_deref(),
             self.members.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -111,6 +119,8 @@ impl Sim {
             self.chat.values().map(String::as_str),
             self.polls.values().map(String::as_str),
         );
+        assert_eq!(errors, vec![]);
+        let errors = room.restore_report_outbox(self.report.values().map(String::as_str));
         assert_eq!(errors, vec![]);
         room
     }
@@ -5549,5 +5559,312 @@ mod scheduled {
         );
         assert!(matches!(answer(&fx), Admission::Enter { .. }));
         assert!(r.room.pre_join(17, "b5", "198.51.100.11").hash.is_none());
+    }
+}
+
+mod report {
+    use super::meeting::claims_with;
+    use super::*;
+    use crate::report::ReportRow;
+    use crate::room::meeting::ScheduledAsk;
+    use crate::schedule::MeetingRole;
+
+    /// `bid` asks to join the scheduled meeting "mtg1" (waiting room off), then connects as `id`.
+    fn come(r: &mut Sim, now: Millis, id: &str, owner: bool) {
+        let bid = format!("b-{id}");
+        let fx = r.run(
+            now,
+            Input::Join(JoinAsk {
+                name: id.into(),
+                identity: bid.clone(),
+                addr: "198.51.100.9".into(),
+                password: PasswordCheck::NotGiven,
+                scheduled: Some(ScheduledAsk {
+                    meeting: "mtg1".into(),
+                    role: owner.then_some(MeetingRole::Owner),
+                    signed_in: owner,
+                    only_signed_in: false,
+                    waiting_room: false,
+                    has_password: false,
+                }),
+            }),
+        );
+        let door = fx
+            .iter()
+            .find_map(|o| match o {
+                Output::JoinAnswer(Admission::Enter { door, .. }) => Some(*door),
+                _ => None,
+            })
+            .expect("let in");
+        r.run(
+            now,
+            Input::Connect {
+                conn: format!("c-{id}"),
+                claims: Claims {
+                    name: format!("Name {id}"),
+                    door,
+                    ..claims_with(id, &bid, false)
+                },
+            },
+        );
+    }
+
+    fn writes(fx: &[Output]) -> Vec<(u64, Vec<ReportRow>)> {
+        fx.iter()
+            .filter_map(|o| match o {
+                Output::WriteReport { upto, rows } => Some((*upto, rows.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    type Came = (u32, bool, Millis);
+    type Totals = (Option<Millis>, u32);
+
+    /// (person, joined, at) of the attendance rows; and the totals rows' (ended, chat).
+    fn summary(rows: &[ReportRow]) -> (Vec<Came>, Vec<Totals>) {
+        let mut att = Vec::new();
+        let mut totals = Vec::new();
+        for r in rows {
+            match r {
+                ReportRow::Attendance {
+                    person, joined, at, ..
+                } => att.push((*person, *joined, *at)),
+                ReportRow::Run { ended, chat, .. } => totals.push((*ended, *chat)),
+            }
+        }
+        (att, totals)
+    }
+
+    fn chat(r: &mut Sim, now: Millis, id: &str, n: u32) {
+        frame_at(
+            r,
+            now,
+            &format!("c-{id}"),
+            &ClientMessage::Chat {
+                text: "hello".into(),
+                to: None,
+                client_id: format!("m{n}"),
+            },
+        );
+    }
+
+    #[test]
+    fn a_scheduled_meeting_writes_who_came_and_went_in_batches_retried_and_kept_through_an_eviction(
+    ) {
+        let mut r = Sim::new("r");
+        come(&mut r, 1_000, "own", true);
+        // Nothing goes out at once: rows gather for a second.
+        assert!(r
+            .poll_timeout()
+            .is_some_and(|t| t <= 1_000 + REPORT_BATCH_MS));
+        assert!(writes(&r.run(1_500, Input::Timeout)).is_empty());
+        come(&mut r, 1_500, "g", false);
+        chat(&mut r, 1_800, "g", 1);
+        chat(&mut r, 1_900, "own", 2);
+        let w = writes(&r.run(2_000, Input::Timeout));
+        assert_eq!(w.len(), 1, "one batch");
+        let (upto, rows) = &w[0];
+        let (att, totals) = summary(rows);
+        assert_eq!(att, vec![(0, true, 1_000), (1, true, 1_500)]);
+        // The totals once, the newest (two chat messages): the older ones were superseded.
+        assert_eq!(totals, vec![(None, 2)]);
+        assert_eq!(*upto, rows.last().unwrap().seq());
+        assert!(
+            matches!(&rows[0], ReportRow::Attendance { meeting, started: 1_000, .. } if meeting == "mtg1")
+        );
+        // One batch at a time: nothing more goes while it is out.
+        chat(&mut r, 2_100, "g", 3);
+        assert!(writes(&r.run(3_500, Input::Timeout)).is_empty());
+        r.run(
+            3_600,
+            Input::ReportWritten {
+                upto: *upto,
+                ok: true,
+            },
+        );
+        assert_eq!(r.report_outbox().count(), 1, "only the newer totals wait");
+        let w = writes(&r.run(3_600, Input::Timeout));
+        assert_eq!(summary(&w[0].1).1, vec![(None, 3)]);
+        r.run(
+            3_700,
+            Input::ReportWritten {
+                upto: w[0].0,
+                ok: true,
+            },
+        );
+        assert_eq!(r.report_outbox().count(), 0);
+        // The guest's connection drops and never comes back: they left when it dropped.
+        r.run(
+            4_000,
+            Input::Disconnect {
+                conn: "c-g".into(),
+                clean: false,
+            },
+        );
+        assert!(r.report_outbox().next().is_none(), "away is not gone");
+        r.run(4_000 + RECONNECT_GRACE_MS, Input::Timeout);
+        r.run(
+            15_000,
+            Input::Disconnect {
+                conn: "c-own".into(),
+                clean: true,
+            },
+        );
+        let w = writes(&r.run(16_000, Input::Timeout));
+        let (att, totals) = summary(&w[0].1);
+        assert_eq!(att, vec![(1, false, 4_000), (0, false, 15_000)]);
+        assert_eq!(
+            totals,
+            vec![(Some(15_000), 3)],
+            "the last one out ends the run"
+        );
+        // D1 fails: tried again after 1 s, then 2 s…
+        r.run(
+            16_100,
+            Input::ReportWritten {
+                upto: w[0].0,
+                ok: false,
+            },
+        );
+        assert_eq!(r.poll_timeout(), Some(17_100));
+        assert!(writes(&r.run(17_000, Input::Timeout)).is_empty());
+        let again = writes(&r.run(17_100, Input::Timeout));
+        assert_eq!(again, w, "the same rows again");
+        r.run(
+            17_200,
+            Input::ReportWritten {
+                upto: w[0].0,
+                ok: false,
+            },
+        );
+        assert_eq!(r.poll_timeout(), Some(19_200));
+        // Evicted with the batch out: the rows are stored, and go again once it is back.
+        r.evict(18_000, &[]);
+        assert_eq!(r.report_outbox().count(), 3);
+        let after = writes(&r.run(18_000, Input::Timeout));
+        assert_eq!(after, w);
+        // A late outcome from before the eviction changes nothing; the new one does.
+        r.run(
+            18_100,
+            Input::ReportWritten {
+                upto: w[0].0 + 100,
+                ok: true,
+            },
+        );
+        assert_eq!(r.report_outbox().count(), 3);
+        r.run(
+            18_200,
+            Input::ReportWritten {
+                upto: w[0].0,
+                ok: true,
+            },
+        );
+        assert_eq!(r.report_outbox().count(), 0);
+        assert_eq!(r.poll_timeout(), None, "nothing left to do");
+    }
+
+    #[test]
+    fn ending_the_meeting_closes_the_run_with_its_polls_and_the_next_person_starts_another() {
+        let mut r = Sim::new("r");
+        come(&mut r, 1_000, "own", true);
+        come(&mut r, 1_100, "g", false);
+        // A second tab of the guest's browser is the same person.
+        r.run(
+            1_200,
+            Input::Connect {
+                conn: "c-g2".into(),
+                claims: claims_with("g2", "b-g", false),
+            },
+        );
+        frame_at(
+            &mut r,
+            1_300,
+            "c-own",
+            &ClientMessage::CreatePoll {
+                question: "Lunch?".into(),
+                options: vec!["Yes".into(), "No".into()],
+                multiple: false,
+                anonymous: true,
+            },
+        );
+        frame_at(
+            &mut r,
+            1_400,
+            "c-g",
+            &ClientMessage::Vote {
+                poll: 1,
+                choices: vec![0],
+            },
+        );
+        let fx = frame_at(&mut r, 5_000, "c-own", &ClientMessage::EndMeeting {});
+        assert!(
+            writes(&fx).is_empty(),
+            "written on the timer, not with the meeting's end"
+        );
+        let w = writes(&r.run(6_000, Input::Timeout));
+        let rows = &w[0].1;
+        let (att, totals) = summary(rows);
+        assert_eq!(
+            att,
+            vec![
+                (0, true, 1_000),
+                (1, true, 1_100),
+                (1, true, 1_200),
+                // (Everyone in leaves with the meeting's end: g, g2, own.)
+                (1, false, 5_000),
+                (1, false, 5_000),
+                (0, false, 5_000),
+            ]
+        );
+        assert_eq!(totals, vec![(Some(5_000), 0)]);
+        let polls = rows
+            .iter()
+            .find_map(|r| match r {
+                ReportRow::Run { polls, .. } => Some(polls.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(polls.len(), 1);
+        assert_eq!((polls[0].counts.clone(), polls[0].voters), (vec![1, 0], 1));
+        assert!(polls[0].open, "still open when the meeting ended");
+        // The next person starts a new run, numbered on (rows of the old one may still wait).
+        let last = w[0].0;
+        r.run(
+            6_100,
+            Input::ReportWritten {
+                upto: last,
+                ok: true,
+            },
+        );
+        come(&mut r, 9_000, "g", false);
+        let w2 = writes(&r.run(10_000, Input::Timeout));
+        assert!(w2[0].1.iter().all(|row| row.seq() > last));
+        assert!(w2[0].1.iter().all(|row| row.run() == ("mtg1", 9_000)));
+        assert_eq!(summary(&w2[0].1).0, vec![(0, true, 9_000)]);
+    }
+
+    #[test]
+    fn an_ad_hoc_room_writes_no_report() {
+        let mut r = Sim::new("r");
+        r.run(
+            1_000,
+            Input::Connect {
+                conn: "c1".into(),
+                claims: claims_with("a", "b-a", false),
+            },
+        );
+        frame_at(
+            &mut r,
+            1_100,
+            "c1",
+            &ClientMessage::Chat {
+                text: "x".into(),
+                to: None,
+                client_id: "z".into(),
+            },
+        );
+        assert_eq!(r.report_outbox().count(), 0);
+        assert!(writes(&r.run(5_000, Input::Timeout)).is_empty());
     }
 }

@@ -35,9 +35,14 @@ fn observe_size(el: NodeRef<Section>) -> RwSignal<(f64, f64)> {
         let measure = move || (d.client_width() as f64, d.client_height() as f64);
         size.set(measure());
         let cb = Closure::<dyn FnMut()>::new(move || {
+            // The observer outlives the room page by one last call (its element going away):
+            // the size is gone by then.
+            let Some(before) = size.try_get_untracked() else {
+                return;
+            };
             let now = measure();
-            if size.get_untracked() != now {
-                size.set(now);
+            if before != now {
+                let _ = size.try_set(now);
             }
         });
         if let Ok(ro) = web_sys::ResizeObserver::new(cb.as_ref().unchecked_ref()) {
