@@ -24,6 +24,7 @@ use edgemeet_shared::account::{
     SESSION_TTL_MS,
 };
 use edgemeet_shared::protocol::ErrorCode;
+use edgemeet_shared::schedule::{check_defaults, MeetingDefaults};
 use edgemeet_shared::Millis;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use wasm_bindgen::JsValue;
@@ -63,6 +64,9 @@ pub(crate) struct UserRow {
     failed_logins: Option<f64>,
     #[serde(default)]
     failed_since: Option<f64>,
+    /// JSON of `MeetingDefaults` (NULL: the usual ones).
+    #[serde(default)]
+    meeting_defaults: Option<String>,
 }
 
 impl UserRow {
@@ -72,6 +76,11 @@ impl UserRow {
             email: self.email.clone(),
             name: self.name.clone(),
             created_at: self.created_at as Millis,
+            meeting_defaults: self
+                .meeting_defaults
+                .as_deref()
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default(),
         }
     }
 
@@ -127,6 +136,7 @@ pub async fn route(req: Request, env: &Env, rest: &[&str]) -> EdgeResult<Respons
         (Method::Post, ["password"]) => change_password(req, env, &mut ctx).await,
         (Method::Post, ["delete"]) => delete(req, env, &mut ctx).await,
         (Method::Get, ["data"]) => my_data(&ctx).await,
+        (Method::Put, ["defaults"]) => save_defaults(req, &ctx).await,
         (m, _) => Err(EdgeError::NotFound(format!(
             "no account route {m} /api/account/{}",
             rest.join("/")
@@ -293,7 +303,7 @@ async fn user_by_email(ctx: &Ctx, email: &str) -> EdgeResult<Option<UserRow>> {
 
 /// The columns of a [`UserRow`].
 const USER_COLUMNS: &str =
-    "id, email, name, password_hash, created_at, failed_logins, failed_since";
+    "id, email, name, password_hash, created_at, failed_logins, failed_since, meeting_defaults";
 
 /// Ends the session whose cookie holds `token`.
 fn end_session(ctx: &Ctx, token: &str) -> EdgeResult<D1PreparedStatement> {
@@ -311,7 +321,7 @@ pub(crate) async fn signed_in(ctx: &Ctx) -> EdgeResult<UserRow> {
     };
     stmt(
         ctx,
-        "SELECT u.id, u.email, u.name, u.password_hash, u.created_at, u.failed_logins, u.failed_since \
+        "SELECT u.id, u.email, u.name, u.password_hash, u.created_at, u.failed_logins, u.failed_since, u.meeting_defaults \
          FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.key = ?1 AND s.expires_at > ?2",
         &[s(&account::session_key(token)), n(ctx.now)],
     )?
@@ -434,6 +444,7 @@ async fn register(req: Request, env: &Env, ctx: &mut Ctx) -> EdgeResult<Response
         email,
         name,
         created_at: ctx.now,
+        meeting_defaults: Default::default(),
     };
     let res = Response::from_json(&view)?.with_status(201);
     set_session_cookie(&res, Some(&token))?;
@@ -536,6 +547,24 @@ async fn delete(req: Request, env: &Env, ctx: &mut Ctx) -> EdgeResult<Response> 
 
 /// Everything stored about the signed-in person (not the password hash: it is not theirs to
 /// read back, and says nothing about them).
+/// `PUT /api/account/defaults` a `MeetingDefaults` → the account, with them saved.
+async fn save_defaults(req: Request, ctx: &Ctx) -> EdgeResult<Response> {
+    let user = signed_in(ctx).await?;
+    let asked: MeetingDefaults = body(req).await?;
+    let defaults = check_defaults(&asked)?;
+    let json = serde_json::to_string(&defaults).map_err(|e| EdgeError::Config(e.to_string()))?;
+    stmt(
+        ctx,
+        "UPDATE users SET meeting_defaults = ?2 WHERE id = ?1",
+        &[s(&user.id), s(&json)],
+    )?
+    .run()
+    .await?;
+    let mut view = user.view();
+    view.meeting_defaults = defaults;
+    Ok(Response::from_json(&view)?)
+}
+
 async fn my_data(ctx: &Ctx) -> EdgeResult<Response> {
     let user = signed_in(ctx).await?;
     let sessions: Vec<SessionRow> = stmt(

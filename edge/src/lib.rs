@@ -23,6 +23,7 @@ mod error;
 mod meetings;
 mod password;
 mod registry;
+mod reminders;
 mod reports;
 mod room;
 
@@ -38,7 +39,10 @@ use edgemeet_shared::room::{address_key, Admission, JoinAsk};
 use edgemeet_shared::token::{Claims, Grants, Role, TokenKey};
 use edgemeet_shared::turn;
 use serde_json::json;
-use worker::{event, Context, Env, Method, Request, RequestInit, Response, Stub, Url};
+use worker::{
+    event, Context, Env, Method, Request, RequestInit, Response, ScheduleContext, ScheduledEvent,
+    Stub, Url,
+};
 
 use error::{EdgeError, EdgeResult};
 pub use registry::SfuRegistry;
@@ -63,6 +67,17 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     Ok(route(req, env)
         .await
         .unwrap_or_else(EdgeError::into_response))
+}
+
+/// The cron trigger (every minute): scheduled meetings' reminders (`reminders.rs`).
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    let now = worker::Date::now().as_millis();
+    match reminders::run(&env, now).await {
+        Ok(0) => {}
+        Ok(n) => worker::console_log!("reminders: {n} marked"),
+        Err(e) => worker::console_error!("reminders: {e}"),
+    }
 }
 
 async fn route(req: Request, env: Env) -> EdgeResult<Response> {

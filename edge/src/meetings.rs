@@ -63,6 +63,7 @@ impl MeetingRow {
             role,
             next_start: next.map(|o| o.0),
             next_end: next.map(|o| o.1),
+            reminder: false,
         })
     }
 }
@@ -135,8 +136,8 @@ async fn create(req: Request, env: &Env, ctx: &mut Ctx, user: &UserRow) -> EdgeR
     let json = serde_json::to_string(&sched).map_err(|e| EdgeError::Config(e.to_string()))?;
     let mut batch = vec![stmt(
         ctx,
-        "INSERT INTO meetings (id, owner_id, room, schedule, password_hash, sequence, cancelled, ends_at, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7, ?7)",
+        "INSERT INTO meetings (id, owner_id, room, schedule, password_hash, sequence, cancelled, ends_at, created_at, updated_at, remind_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7, ?7, 0)",
         &[
             s(&id),
             s(&user.id),
@@ -177,6 +178,27 @@ async fn upcoming(ctx: &Ctx, user: &UserRow) -> EdgeResult<Response> {
         if let Some(role) = role_of(&sched, &r.owner_id, &user.id, &user.email) {
             views.push(r.view(role, ctx.now)?);
         }
+    }
+    // The reminders the cron marked: the page shows a meeting's when its next occurrence has one.
+    #[derive(Deserialize)]
+    struct Marked {
+        meeting_id: String,
+        starts_at: f64,
+    }
+    let marked: Vec<Marked> = stmt(
+        ctx,
+        "SELECT r.meeting_id, r.starts_at FROM reminders r JOIN meetings m ON m.id = r.meeting_id \
+         WHERE m.cancelled = 0 AND r.starts_at > ?2 - 86400000 AND (m.owner_id = ?1 OR m.id IN \
+         (SELECT meeting_id FROM meeting_cohosts WHERE email = ?3))",
+        &[s(&user.id), n(ctx.now), s(&user.email)],
+    )?
+    .all()
+    .await?
+    .results()?;
+    for v in &mut views {
+        v.reminder = marked
+            .iter()
+            .any(|r| r.meeting_id == v.id && Some(r.starts_at as Millis) == v.next_start);
     }
     views.sort_by_key(|v| v.next_start);
     Ok(Response::from_json(
@@ -234,7 +256,7 @@ async fn update(req: Request, ctx: &mut Ctx, user: &UserRow, id: &str) -> EdgeRe
         // (Two edits at once: the last one wins, each with its own sequence number.)
         stmt(
             ctx,
-            "UPDATE meetings SET schedule = ?2, password_hash = ?3, sequence = sequence + 1, ends_at = ?4, updated_at = ?5 \
+            "UPDATE meetings SET schedule = ?2, password_hash = ?3, sequence = sequence + 1, ends_at = ?4, updated_at = ?5, remind_at = 0 \
              WHERE id = ?1",
             &[
                 s(&row.id),
@@ -264,7 +286,7 @@ async fn cancel(ctx: &mut Ctx, user: &UserRow, id: &str) -> EdgeResult<Response>
     if row.cancelled == 0.0 {
         stmt(
             ctx,
-            "UPDATE meetings SET cancelled = 1, sequence = sequence + 1, updated_at = ?2 WHERE id = ?1",
+            "UPDATE meetings SET cancelled = 1, sequence = sequence + 1, updated_at = ?2, remind_at = NULL WHERE id = ?1",
             &[s(&row.id), n(ctx.now)],
         )?
         .run()

@@ -210,6 +210,7 @@ async fn one(ctx: &Ctx, user: &UserRow, meeting: &str, started: &str) -> EdgeRes
         chat: run.chat_messages as u32,
         polls,
     };
+    let truncated = events.len() >= MAX_ROWS as usize;
     let events: Vec<AttendanceEvent> = events
         .into_iter()
         .map(|e| AttendanceEvent {
@@ -220,7 +221,7 @@ async fn one(ctx: &Ctx, user: &UserRow, meeting: &str, started: &str) -> EdgeRes
             at: e.at as Millis,
         })
         .collect();
-    Ok(aggregate(&totals, &events, ctx.now))
+    Ok(aggregate(&totals, &events, ctx.now, truncated))
 }
 
 fn csv(report: &MeetingReport) -> EdgeResult<Response> {

@@ -36,6 +36,9 @@ use crate::{post_to, random_id, token_key};
 
 pub const BINDING: &str = "ROOMS";
 
+/// How long a batch of report rows may take to write before the room moves on (and tries again).
+const REPORT_WRITE_LIMIT_MS: u64 = 10_000;
+
 /// The room's tables: its own row, one row per member, one per revoked token, chat message, poll,
 /// and per report row waiting for D1.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -453,10 +456,22 @@ impl RoomObject {
                 Some(Input::SfuFound { result })
             }
             Job::Report { upto, rows } => {
-                let ok = match crate::reports::write(&self.env, &rows).await {
-                    Ok(()) => true,
-                    Err(e) => {
+                // Bounded (the core also counts a batch unanswered for long as failed): the room's
+                // step, and its alarm, wait for it.
+                let write = Box::pin(crate::reports::write(&self.env, &rows));
+                let limit = Box::pin(worker::Delay::from(std::time::Duration::from_millis(
+                    REPORT_WRITE_LIMIT_MS,
+                )));
+                let ok = match futures_util::future::select(write, limit).await {
+                    futures_util::future::Either::Left((Ok(()), _)) => true,
+                    futures_util::future::Either::Left((Err(e), _)) => {
                         worker::console_warn!("room {room}: report rows not written yet: {e}");
+                        false
+                    }
+                    futures_util::future::Either::Right(_) => {
+                        worker::console_warn!(
+                            "room {room}: D1 took over {REPORT_WRITE_LIMIT_MS} ms to write report rows"
+                        );
                         false
                     }
                 };

@@ -276,3 +276,30 @@ test("measure: argon2id in workerd, sign-in p50 against an account read", async 
   console.log(`accounts in workerd: sign-in p50 ${s.toFixed(1)} ms, account read p50 ${r.toFixed(1)} ms, so one argon2id check (19 MiB, t=2) ≈ ${(s - r).toFixed(1)} ms; register ${reg.ms.toFixed(1)} ms`);
   assert.ok(s > r, "a sign-in hashes; a read does not");
 });
+
+test("meeting defaults are saved with the account, checked in words, and read back everywhere the account is", async () => {
+  const b = browser();
+  const r = await b.req("POST", "/api/account/register", { email: email("def"), name: "Dee Faults", password: PASSWORD });
+  assert.equal(r.status, 201, r.text);
+  assert.deepEqual(r.json.meeting_defaults, { waiting_room: true, only_signed_in: false, duration_minutes: 60, time_zone: "" }, "the usual ones first");
+  const mine = { waiting_room: false, only_signed_in: true, duration_minutes: 30, time_zone: " Asia/Tokyo " };
+  const saved = await b.req("PUT", "/api/account/defaults", mine);
+  assert.equal(saved.status, 200, saved.text);
+  assert.deepEqual(saved.json.meeting_defaults, { ...mine, time_zone: "Asia/Tokyo" });
+  // Read back (with the bookmark the write left: read-your-writes), and in "Download my data".
+  assert.deepEqual((await b.req("GET", "/api/account")).json.meeting_defaults, saved.json.meeting_defaults);
+  assert.deepEqual((await b.req("GET", "/api/account/data")).json.account.meeting_defaults, saved.json.meeting_defaults);
+  for (const [bad, re] of [
+    [{ ...mine, duration_minutes: 2 }, /5 minutes/],
+    [{ ...mine, time_zone: "Mars/Olympus" }, /not a time zone we know/],
+    [{ ...mine, duration_minutes: "long" }, /./],
+  ]) {
+    const res = await b.req("PUT", "/api/account/defaults", bad);
+    assert.equal(res.status, 400, `${JSON.stringify(bad)}: ${res.text}`);
+    assert.match(res.json.message, re);
+  }
+  assert.deepEqual((await b.req("GET", "/api/account")).json.meeting_defaults, saved.json.meeting_defaults, "a refusal changes nothing");
+  // From another site, or signed out: nothing.
+  assert.equal((await b.req("PUT", "/api/account/defaults", mine, { "sec-fetch-site": "cross-site", origin: "https://evil.example" })).status, 403);
+  assert.equal((await browser().req("PUT", "/api/account/defaults", mine)).status, 401);
+});

@@ -304,3 +304,31 @@ test("a 500-person meeting's report: every arrival and departure is in it, and i
       `(workerd, local D1); ${N} people came and went in ${(joined / 1000).toFixed(1)} s, ${BATCH} at a time`,
   );
 });
+
+test("the reminder cron marks a meeting starting within ten minutes (for its co-hosts too), not one starting later nor a cancelled one", async () => {
+  const owner = await person("owner", "Rita Reminder");
+  const co = await person("cohost", "Cal Cohost");
+  // Wall-clock times in UTC, `min` minutes from now (to the minute, so a little sooner).
+  const at = (min) => new Date(Date.now() + min * 60_000).toISOString().slice(0, 16);
+  const one = { time_zone: "UTC", recurrence: "none", occurrences: undefined, cohosts: [co.email] };
+  const soon = (await owner.req("POST", "/api/meetings", form({ ...one, title: "Soon", start: at(6) }))).json;
+  const later = (await owner.req("POST", "/api/meetings", form({ ...one, title: "Later", start: at(31) }))).json;
+  const gone = (await owner.req("POST", "/api/meetings", form({ ...one, title: "Called off", start: at(6) }))).json;
+  assert.equal((await owner.req("POST", `/api/meetings/${gone.id}/cancel`, {})).status, 204);
+  // The platform runs the scheduled handler every minute; here it runs now.
+  const run = await fetch(`${BASE}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*`);
+  assert.equal(run.status, 200, await run.text());
+  for (const who of [owner, co]) {
+    const list = (await who.req("GET", "/api/meetings")).json.meetings;
+    assert.equal(list.find((m) => m.id === soon.id)?.reminder, true, "starts within ten minutes");
+    assert.equal(list.find((m) => m.id === later.id)?.reminder, false, "starts in half an hour");
+    assert.equal(list.find((m) => m.id === gone.id), undefined, "cancelled");
+  }
+  // Running again marks nothing twice and changes nothing.
+  assert.equal((await fetch(`${BASE}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*`)).status, 200);
+  assert.equal((await owner.req("GET", "/api/meetings")).json.meetings.find((m) => m.id === soon.id)?.reminder, true);
+  // Moved to tomorrow: the mark was for the old time; the page no longer shows it.
+  const moved = await owner.req("PUT", `/api/meetings/${soon.id}`, form({ ...one, title: "Soon", start: at(24 * 60) }));
+  assert.equal(moved.status, 200, moved.text);
+  assert.equal((await owner.req("GET", "/api/meetings")).json.meetings.find((m) => m.id === soon.id)?.reminder, false);
+});

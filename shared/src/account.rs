@@ -323,6 +323,9 @@ pub struct AccountView {
     pub email: String,
     pub name: String,
     pub created_at: Millis,
+    /// What the meetings they schedule start from.
+    #[serde(default)]
+    pub meeting_defaults: crate::schedule::MeetingDefaults,
 }
 
 /// `POST /api/account/register`

@@ -1,5 +1,5 @@
 //! Meeting reports: what a scheduled meeting's room writes to D1 while it runs, and the report its
-//! owner and co-hosts read afterwards (JSON for the page, CSV to download).
+//! owner reads afterwards (JSON for the page, CSV to download).
 //!
 //! A **run** is one meeting from the first person in to its end (the host ended it, or the room
 //! stayed empty until it started over). The room core ([`crate::room`]) numbers what happens in a
@@ -136,6 +136,9 @@ pub struct MeetingReport {
     /// In order of first arrival.
     pub attendees: Vec<Attendee>,
     pub polls: Vec<PollSummary>,
+    /// Only the first rows could be read: who came later is missing.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// A run in the list of reports.
@@ -151,7 +154,16 @@ pub struct ReportListing {
 
 /// Builds the report of `run` from its attendance rows (any order; duplicates of a number count
 /// once). A stint still open is closed at the run's end, or runs until `now` while it goes on.
-pub fn aggregate(run: &RunTotals, events: &[AttendanceEvent], now: Millis) -> MeetingReport {
+/// Rows are matched in the room's order, but a departure's time may be earlier than rows numbered
+/// before it (one who dropped leaves when their connection did, ten seconds before the room knew):
+/// a stint ends at its latest departure, and the most people in at once is counted by time.
+/// `truncated`: the rows are only the first of the run's.
+pub fn aggregate(
+    run: &RunTotals,
+    events: &[AttendanceEvent],
+    now: Millis,
+    truncated: bool,
+) -> MeetingReport {
     let mut events: Vec<&AttendanceEvent> = events.iter().collect();
     events.sort_by_key(|e| e.seq);
     events.dedup_by_key(|e| e.seq);
@@ -163,15 +175,17 @@ pub fn aggregate(run: &RunTotals, events: &[AttendanceEvent], now: Millis) -> Me
         /// Connections in now (two tabs: two).
         open: u32,
         stints: Vec<Stint>,
+        /// The latest departure in the stint going on.
+        latest: Millis,
     }
     let mut people: BTreeMap<u32, Person> = BTreeMap::new();
-    let (mut present, mut peak) = (0u32, 0u32);
     for e in events {
         let p = people.entry(e.person).or_insert_with(|| Person {
             name: e.name.clone(),
             first: e.seq,
             open: 0,
             stints: Vec::new(),
+            latest: 0,
         });
         p.name.clone_from(&e.name);
         if e.joined {
@@ -181,21 +195,21 @@ pub fn aggregate(run: &RunTotals, events: &[AttendanceEvent], now: Millis) -> Me
                     joined: e.at,
                     left: None,
                 });
-                present += 1;
-                peak = peak.max(present);
+                p.latest = 0;
             }
         } else if p.open > 0 {
             p.open -= 1;
+            p.latest = p.latest.max(e.at);
             if p.open == 0 {
                 if let Some(s) = p.stints.last_mut() {
-                    s.left = Some(e.at.max(s.joined));
+                    s.left = Some(p.latest.max(s.joined));
                 }
-                present -= 1;
             }
         }
     }
     let mut attendees: Vec<(u64, Attendee)> = people
         .into_values()
+        .filter(|p| !p.stints.is_empty()) // a departure whose arrival was not recorded
         .map(|mut p| {
             if run.ended.is_some() {
                 // The run is over: whoever was still counted in left with it.
@@ -219,6 +233,18 @@ pub fn aggregate(run: &RunTotals, events: &[AttendanceEvent], now: Millis) -> Me
         })
         .collect();
     attendees.sort_by_key(|(first, _)| *first);
+    // The most people in at once: every stint's start and end by time, ends first at a tie.
+    let mut edges: Vec<(Millis, i32)> = attendees
+        .iter()
+        .flat_map(|(_, a)| a.stints.iter())
+        .flat_map(|s| [(s.joined, 1), (s.left.unwrap_or(Millis::MAX), -1)])
+        .collect();
+    edges.sort();
+    let (mut present, mut peak) = (0i32, 0i32);
+    for (_, d) in edges {
+        present += d;
+        peak = peak.max(present);
+    }
     MeetingReport {
         meeting: run.meeting.clone(),
         title: run.title.clone(),
@@ -226,10 +252,11 @@ pub fn aggregate(run: &RunTotals, events: &[AttendanceEvent], now: Millis) -> Me
         started_at: run.started,
         ended_at: run.ended,
         duration_ms: end.saturating_sub(run.started),
-        peak,
+        peak: peak as u32,
         chat_messages: run.chat,
         attendees: attendees.into_iter().map(|(_, a)| a).collect(),
         polls: run.polls.clone(),
+        truncated,
     }
 }
 
@@ -363,7 +390,7 @@ mod tests {
         // Rows may come back in any order, and a retried batch twice.
         let mut shuffled: Vec<AttendanceEvent> = events.iter().rev().cloned().collect();
         shuffled.push(events[2].clone());
-        let r = aggregate(&run(Some(T0 + 32 * MIN)), &shuffled, T0 + 99 * MIN);
+        let r = aggregate(&run(Some(T0 + 32 * MIN)), &shuffled, T0 + 99 * MIN, false);
         assert_eq!(r.duration_ms, 32 * MIN);
         assert_eq!(r.peak, 3);
         assert_eq!(r.chat_messages, 3);
@@ -398,7 +425,7 @@ mod tests {
             ev(3, 0, "Ada", false, T0 + 5 * MIN),
             ev(4, 1, "Bob", true, T0 + 6 * MIN),
         ];
-        let r = aggregate(&run(None), &events, T0 + 10 * MIN);
+        let r = aggregate(&run(None), &events, T0 + 10 * MIN, false);
         assert_eq!(r.peak, 2, "Ada twice is one person");
         assert_eq!(r.attendees[0].stints.len(), 1);
         assert_eq!(
@@ -410,19 +437,46 @@ mod tests {
         assert_eq!(r.ended_at, None);
         assert_eq!(r.duration_ms, 10 * MIN);
         // Ended: whoever was still counted in left with it.
-        let r = aggregate(&run(Some(T0 + 8 * MIN)), &events, T0 + 60 * MIN);
+        let r = aggregate(&run(Some(T0 + 8 * MIN)), &events, T0 + 60 * MIN, false);
         assert_eq!(r.attendees[0].stints[0].left, Some(T0 + 8 * MIN));
         assert_eq!(r.attendees[1].total_ms, 2 * MIN);
     }
 
     #[test]
     fn a_departure_without_an_arrival_and_an_empty_run_change_nothing() {
-        let r = aggregate(&run(Some(T0)), &[ev(1, 4, "Eve", false, T0)], T0);
+        let r = aggregate(&run(Some(T0)), &[ev(1, 4, "Eve", false, T0)], T0, false);
         assert_eq!(r.peak, 0);
-        assert!(r.attendees[0].stints.is_empty());
-        let r = aggregate(&run(Some(T0 + MIN)), &[], T0 + 2 * MIN);
+        assert!(r.attendees.is_empty(), "nobody came");
+        let r = aggregate(&run(Some(T0 + MIN)), &[], T0 + 2 * MIN, false);
         assert!(r.attendees.is_empty());
         assert_eq!(r.duration_ms, MIN);
+    }
+
+    #[test]
+    fn a_departure_dated_when_the_connection_dropped_ends_the_stint_and_the_peak_by_time() {
+        // Two tabs: the first drops at 100 (the room learns it ten seconds later), the second
+        // leaves cleanly at 105, numbered before the first's departure.
+        let tabs = [
+            ev(1, 0, "Ada", true, 0),
+            ev(2, 0, "Ada", true, 50),
+            ev(3, 0, "Ada", false, 105),
+            ev(4, 0, "Ada", false, 100),
+        ];
+        let r = aggregate(&run(Some(200)), &tabs, 200, false);
+        assert_eq!(
+            r.attendees[0].stints[0].left,
+            Some(105),
+            "her latest departure"
+        );
+        // Bob dropped at 100; Cy came at 105; the room removed Bob after that, dated 100: they
+        // were never in together.
+        let apart = [
+            ev(1, 0, "Bob", true, 0),
+            ev(2, 1, "Cy", true, 105),
+            ev(3, 0, "Bob", false, 100),
+        ];
+        assert_eq!(aggregate(&run(Some(200)), &apart, 200, false).peak, 1);
+        assert!(aggregate(&run(Some(200)), &apart, 200, true).truncated);
     }
 
     #[test]
@@ -432,7 +486,7 @@ mod tests {
             ev(2, 0, "=HYPERLINK(\"x\")", false, T0 + 90_000),
             ev(3, 1, "Bob, Jr.", true, T0 + MIN),
         ];
-        let csv = aggregate(&run(Some(T0 + 3 * MIN)), &events, T0)
+        let csv = aggregate(&run(Some(T0 + 3 * MIN)), &events, T0, false)
             .csv()
             .unwrap();
         let lines: Vec<&str> = csv.lines().collect();

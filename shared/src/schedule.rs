@@ -99,6 +99,52 @@ fn yes() -> bool {
     true
 }
 
+fn sixty() -> u32 {
+    60
+}
+
+/// A person's defaults for the meetings they schedule, saved with their account: the schedule
+/// form starts from them (every meeting can still differ).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeetingDefaults {
+    #[serde(default = "yes")]
+    pub waiting_room: bool,
+    #[serde(default)]
+    pub only_signed_in: bool,
+    #[serde(default = "sixty")]
+    pub duration_minutes: u32,
+    /// An IANA name; empty: the browser's own.
+    #[serde(default)]
+    pub time_zone: String,
+}
+
+impl Default for MeetingDefaults {
+    fn default() -> Self {
+        MeetingDefaults {
+            waiting_room: true,
+            only_signed_in: false,
+            duration_minutes: 60,
+            time_zone: String::new(),
+        }
+    }
+}
+
+/// Checks defaults to save: the duration a meeting may have, a time zone that exists (or none).
+#[cfg(feature = "calendar")]
+pub fn check_defaults(d: &MeetingDefaults) -> Result<MeetingDefaults, ScheduleError> {
+    if !(MIN_DURATION_MINUTES..=MAX_DURATION_MINUTES).contains(&d.duration_minutes) {
+        return Err(ScheduleError::BadDuration);
+    }
+    let time_zone = match d.time_zone.trim() {
+        "" => String::new(),
+        tz => parse_tz(tz)?.name().to_string(),
+    };
+    Ok(MeetingDefaults {
+        time_zone,
+        ..d.clone()
+    })
+}
+
 /// Why a schedule was refused (each with its wire code and words for people).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ScheduleError {
@@ -446,6 +492,25 @@ pub fn reminder_due(start: Millis, end: Millis, now: Millis) -> Option<String> {
     })
 }
 
+/// What the reminder cron does with a meeting at `now`: the occurrence whose reminder is due (its
+/// start; due from [`REMINDER_BEFORE_MS`] before it until it ends), and when to look at the
+/// meeting again (the next occurrence's reminder time; `None`: no occurrence is left).
+#[cfg(feature = "calendar")]
+pub fn reminder_step(sched: &Schedule, now: Millis) -> (Option<Millis>, Option<Millis>) {
+    let mut left = sched.occurrences_iter().skip_while(|&(_, end)| end <= now);
+    let Some((start, _)) = left.next() else {
+        return (None, None);
+    };
+    let at = start.saturating_sub(REMINDER_BEFORE_MS);
+    if at > now {
+        return (None, Some(at));
+    }
+    let next = left
+        .next()
+        .map(|(s, _)| s.saturating_sub(REMINDER_BEFORE_MS));
+    (Some(start), next)
+}
+
 /// What someone may do with a meeting: its owner everything, a co-host or an invitee see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -497,6 +562,9 @@ pub struct MeetingView {
     pub next_end: Option<Millis>,
     /// The schedule in words ("Thu 3 Dec 2026, 10:00–11:00 (Europe/Berlin), weekly, 4 times").
     pub when: String,
+    /// The reminder cron marked the next occurrence's reminder (it starts within ten minutes).
+    #[serde(default)]
+    pub reminder: bool,
 }
 
 #[cfg(all(test, feature = "calendar"))]
@@ -739,6 +807,83 @@ mod tests {
             Some("has started.")
         );
         assert_eq!(reminder_due(start, end, end), None);
+    }
+
+    #[test]
+    fn defaults_are_checked_like_a_schedule_and_old_rows_read_as_the_usual_ones() {
+        let ok = MeetingDefaults {
+            waiting_room: false,
+            only_signed_in: true,
+            duration_minutes: 30,
+            time_zone: " Europe/Berlin ".into(),
+        };
+        assert_eq!(check_defaults(&ok).unwrap().time_zone, "Europe/Berlin");
+        let none = MeetingDefaults {
+            time_zone: "".into(),
+            ..ok.clone()
+        };
+        assert_eq!(check_defaults(&none).unwrap().time_zone, "");
+        for (bad, err) in [
+            (
+                MeetingDefaults {
+                    duration_minutes: 4,
+                    ..ok.clone()
+                },
+                ScheduleError::BadDuration,
+            ),
+            (
+                MeetingDefaults {
+                    time_zone: "Mars/Olympus".into(),
+                    ..ok.clone()
+                },
+                ScheduleError::BadTimeZone("Mars/Olympus".into()),
+            ),
+        ] {
+            assert_eq!(check_defaults(&bad), Err(err));
+        }
+        // An account saved before a field existed gets its usual value.
+        let old: MeetingDefaults = serde_json::from_str(r#"{"only_signed_in":true}"#).unwrap();
+        assert_eq!(
+            old,
+            MeetingDefaults {
+                only_signed_in: true,
+                ..MeetingDefaults::default()
+            }
+        );
+    }
+
+    #[test]
+    fn the_reminder_cron_marks_each_occurrence_once_in_its_window_and_sleeps_between() {
+        // Daily at 10:00 UTC, one hour, three times from 3 December.
+        let (s, _) = check_form(
+            &MeetingForm {
+                recurrence: Recurrence::Daily,
+                occurrences: Some(3),
+                ..form("2026-12-03T10:00", "UTC")
+            },
+            NOV_2026,
+        )
+        .unwrap();
+        let first = ms("2026-12-03T10:00:00Z");
+        let day = 86_400_000;
+        // Long before: nothing due; look again ten minutes before the first.
+        assert_eq!(
+            reminder_step(&s, NOV_2026),
+            (None, Some(first - REMINDER_BEFORE_MS))
+        );
+        // In the window (and while it is on): the first is due; next, the second's window.
+        let next = Some(first + day - REMINDER_BEFORE_MS);
+        assert_eq!(
+            reminder_step(&s, first - REMINDER_BEFORE_MS),
+            (Some(first), next)
+        );
+        assert_eq!(reminder_step(&s, first + 59 * 60_000), (Some(first), next));
+        // Once it ended, the second is what comes.
+        assert_eq!(reminder_step(&s, first + 3_600_000), (None, next));
+        // The last one due: nothing to look at after it; all over: nothing at all.
+        let last = first + 2 * day;
+        assert_eq!(reminder_step(&s, last - 60_000), (Some(last), None));
+        assert_eq!(reminder_step(&s, last + 3_600_000), (None, None));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,8 @@ pub struct Stack {
     procs: Vec<Proc>,
     pub url: String,
     pub log_dir: PathBuf,
+    /// The edge's cron, as the platform would run it (see [`Stack::run_cron`]); false stops it.
+    cron: Arc<AtomicBool>,
 }
 
 impl Stack {
@@ -99,6 +102,7 @@ impl Stack {
             procs: Vec::new(),
             url: url.clone(),
             log_dir: log_dir.clone(),
+            cron: Arc::new(AtomicBool::new(true)),
         };
 
         // TURN first: the edge hands out its URLs.
@@ -174,6 +178,10 @@ impl Stack {
             // Dev/test only: lets requests fake their location (x-edgemeet-dev-location); a deployed
             // worker has no such var and ignores the header.
             .args(["--var", "DEV_OVERRIDES:true"])
+            // wrangler dev never runs the cron triggers itself: `/cdn-cgi/handler/scheduled` runs
+            // the scheduled handler, which `run_cron` calls every minute (and tests when they need
+            // it now).
+            .arg("--test-scheduled")
             .args(["--var", &format!("TURN_URLS:{turn_urls}")])
             .arg("--persist-to")
             .arg(&persist)
@@ -184,6 +192,7 @@ impl Stack {
         stack.spawn("edge", wrangler, cfg.echo)?;
         // SFUs heartbeat from their first second: start them once the edge answers.
         stack.wait_for_edge(Duration::from_secs(90))?;
+        stack.run_cron();
 
         for (i, (id, region, lat, lon)) in DEV_REGIONS.iter().enumerate() {
             let port = cfg.sfu_ports[i];
@@ -358,9 +367,40 @@ impl Stack {
         }
     }
 
+    /// Runs the edge's scheduled handler (`[triggers] crons` in wrangler.toml: every minute) the
+    /// way the platform does once deployed, at the start of every minute, until the stack stops.
+    fn run_cron(&self) {
+        let (on, url) = (
+            self.cron.clone(),
+            format!("{}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*", self.url),
+        );
+        std::thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into();
+            while on.load(Ordering::SeqCst) {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                // To the next whole minute, in steps short enough to stop soon.
+                let mut wait = 60_000 - (now.as_millis() % 60_000) as u64;
+                while wait > 0 && on.load(Ordering::SeqCst) {
+                    let step = wait.min(500);
+                    std::thread::sleep(Duration::from_millis(step));
+                    wait -= step;
+                }
+                if on.load(Ordering::SeqCst) {
+                    let _ = agent.get(&url).call();
+                }
+            }
+        });
+    }
+
     /// Stops every child, last started first (SFUs tell the edge they are draining before it goes):
     /// SIGTERM to its process group, SIGKILL after 5 s, and SIGKILL to whatever is left in the group.
     pub fn stop(&mut self) {
+        self.cron.store(false, Ordering::SeqCst);
         for p in self.procs.iter_mut().rev() {
             let group = -(p.child.id() as i32);
             unsafe { libc::kill(group, libc::SIGTERM) };

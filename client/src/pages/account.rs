@@ -1,5 +1,5 @@
-//! The account page (`/account`): sign in or create an account; once signed in, sign out, change
-//! the password, download one's data, delete the account. The rules (what an email or password
+//! The account page (`/account`): sign in or create an account; once signed in, sign out, the
+//! defaults for new meetings, change the password, download one's data, delete the account. The rules (what an email or password
 //! must be) are checked by the edge with `edgemeet_shared::account`; the page shows its words.
 
 use edgemeet_shared::account::{
@@ -7,6 +7,7 @@ use edgemeet_shared::account::{
     MIN_PASSWORD_CHARS,
 };
 use edgemeet_shared::protocol::WireError;
+use edgemeet_shared::schedule::MeetingDefaults;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde::Serialize;
@@ -202,6 +203,62 @@ fn SignedIn(me: RwSignal<Option<Option<AccountView>>>, account: AccountView) -> 
     let delete_pw = RwSignal::new(String::new());
     let del_error = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
+    // Defaults for new meetings, as saved with the account.
+    let d = account.meeting_defaults.clone();
+    let (d_waiting, d_signed_in) = (
+        RwSignal::new(d.waiting_room),
+        RwSignal::new(d.only_signed_in),
+    );
+    let d_duration = RwSignal::new(d.duration_minutes.to_string());
+    let d_zone = RwSignal::new(d.time_zone.clone());
+    let d_notice = RwSignal::new(None::<String>);
+    let d_error = RwSignal::new(None::<String>);
+    let save_defaults = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        if busy.get_untracked() {
+            return;
+        }
+        d_error.set(None);
+        d_notice.set(None);
+        let Ok(duration_minutes) = d_duration.get_untracked().trim().parse::<u32>() else {
+            d_error.set(Some("Give the length in minutes, like 45.".into()));
+            return;
+        };
+        let body = MeetingDefaults {
+            waiting_room: d_waiting.get_untracked(),
+            only_signed_in: d_signed_in.get_untracked(),
+            duration_minutes,
+            time_zone: d_zone.get_untracked(),
+        };
+        busy.set(true);
+        spawn_local(async move {
+            let res = async {
+                let res = gloo_net::http::Request::put("/api/account/defaults")
+                    .json(&body)
+                    .map_err(|e| e.to_string())?
+                    .send()
+                    .await
+                    .map_err(|e| format!("Cannot reach the server: {e}"))?;
+                if res.ok() {
+                    res.json::<AccountView>().await.map_err(|e| e.to_string())
+                } else {
+                    let status = res.status();
+                    Err(failure(res, status).await)
+                }
+            }
+            .await;
+            busy.set(false);
+            match res {
+                Ok(v) => {
+                    d_zone.set(v.meeting_defaults.time_zone);
+                    d_notice.set(Some(
+                        "Saved: the meetings you schedule start from these.".into(),
+                    ));
+                }
+                Err(e) => d_error.set(Some(e)),
+            }
+        });
+    };
     let sign_out = move |_| {
         if busy.get_untracked() {
             return;
@@ -273,6 +330,30 @@ fn SignedIn(me: RwSignal<Option<Option<AccountView>>>, account: AccountView) -> 
             </div>
             <p class="status" role="status">{move || notice.get().unwrap_or_default()}</p>
         </section>
+        <form class="join account-form" on:submit=save_defaults novalidate=true aria-labelledby="defaults-title">
+            <h2 id="defaults-title">"Defaults for new meetings"</h2>
+            <label class="check">
+                <input type="checkbox" name="default-waiting-room" prop:checked=d_waiting
+                    on:change=move |ev| d_waiting.set(event_target_checked(&ev)) />
+                "Waiting room on"
+            </label>
+            <label class="check">
+                <input type="checkbox" name="default-only-signed-in" prop:checked=d_signed_in
+                    on:change=move |ev| d_signed_in.set(event_target_checked(&ev)) />
+                "Only signed-in people can join"
+            </label>
+            <label>"Length (minutes)"
+                <input type="number" name="default-duration" min="5" max="1440" step="5"
+                    prop:value=d_duration on:input=move |ev| d_duration.set(event_target_value(&ev)) />
+            </label>
+            <label>"Time zone (empty: this browser's)"
+                <input type="text" name="default-time-zone" autocomplete="off" placeholder="for example Europe/Berlin"
+                    prop:value=d_zone on:input=move |ev| d_zone.set(event_target_value(&ev)) />
+            </label>
+            <p class="error" role="alert">{move || d_error.get().unwrap_or_default()}</p>
+            <p class="status" role="status">{move || d_notice.get().unwrap_or_default()}</p>
+            <button type="submit" class="primary" disabled=move || busy.get()>"Save defaults"</button>
+        </form>
         <form class="join account-form" on:submit=change novalidate=true aria-labelledby="pw-title">
             <h2 id="pw-title">"Change password"</h2>
             <label>"Current password"

@@ -4,7 +4,9 @@
 
 use edgemeet_shared::protocol::WireError;
 use edgemeet_shared::report::{MeetingReport, ReportListing};
-use edgemeet_shared::schedule::{MeetingForm, MeetingRole, MeetingView, Recurrence};
+use edgemeet_shared::schedule::{
+    MeetingDefaults, MeetingForm, MeetingRole, MeetingView, Recurrence,
+};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde::Deserialize;
@@ -98,6 +100,8 @@ struct Fields {
     waiting_room: RwSignal<bool>,
     only_signed_in: RwSignal<bool>,
     cohosts: RwSignal<String>,
+    /// The account's defaults a new meeting starts from.
+    defaults: RwSignal<MeetingDefaults>,
 }
 
 impl Fields {
@@ -113,6 +117,15 @@ impl Fields {
             waiting_room: RwSignal::new(true),
             only_signed_in: RwSignal::new(false),
             cohosts: RwSignal::new(String::new()),
+            defaults: RwSignal::new(MeetingDefaults::default()),
+        }
+    }
+
+    /// The account's defaults arrived: an empty form starts from them.
+    fn use_defaults(&self, d: MeetingDefaults) {
+        self.defaults.set(d);
+        if self.title.get_untracked().is_empty() {
+            self.clear();
         }
     }
 
@@ -138,16 +151,20 @@ impl Fields {
     }
 
     fn clear(&self) {
-        let fresh = Fields::new();
+        let d = self.defaults.get_untracked();
         self.title.set(String::new());
         self.start.set(String::new());
-        self.time_zone.set(fresh.time_zone.get_untracked());
-        self.duration.set("60".into());
+        self.time_zone.set(if d.time_zone.is_empty() {
+            browser_time_zone()
+        } else {
+            d.time_zone.clone()
+        });
+        self.duration.set(d.duration_minutes.to_string());
         self.recurrence.set("none".into());
         self.occurrences.set("4".into());
         self.password.set(String::new());
-        self.waiting_room.set(true);
-        self.only_signed_in.set(false);
+        self.waiting_room.set(d.waiting_room);
+        self.only_signed_in.set(d.only_signed_in);
         self.cohosts.set(String::new());
     }
 
@@ -223,9 +240,11 @@ pub fn MeetingsPage() -> impl IntoView {
             }
         });
     };
+    let fields = Fields::new();
     spawn_local(async move {
         match current_account().await {
-            Ok(Some(_)) => {
+            Ok(Some(a)) => {
+                fields.use_defaults(a.meeting_defaults);
                 signed_in.set(Some(true));
                 refresh();
             }
@@ -236,7 +255,6 @@ pub fn MeetingsPage() -> impl IntoView {
             }
         }
     });
-    let fields = Fields::new();
     let editing = RwSignal::new(None::<String>);
     let form_heading = NodeRef::<leptos::html::H2>::new();
     let busy = RwSignal::new(false);
@@ -353,15 +371,28 @@ pub fn MeetingsPage() -> impl IntoView {
         });
     };
     let repeats = move || fields.recurrence.get() != "none";
-    // Reminders: a meeting starting within ten minutes (or on now) is said at the top, with
-    // Join; the clock is looked at every 15 s.
+    // Reminders: a meeting whose reminder the server's cron marked (it starts within ten
+    // minutes, or is on now) is said at the top, with Join; the clock is looked at every 15 s,
+    // the list asked again every minute.
     let now = RwSignal::new(js_sys::Date::now() as u64);
     let tick = set_interval_with_handle(
         move || now.set(js_sys::Date::now() as u64),
         std::time::Duration::from_secs(15),
     );
+    let reload = set_interval_with_handle(
+        move || {
+            if signed_in.get_untracked() == Some(true) {
+                spawn_local(async move {
+                    if let Ok(m) = load().await {
+                        let _ = meetings.try_set(m);
+                    }
+                });
+            }
+        },
+        std::time::Duration::from_secs(60),
+    );
     on_cleanup(move || {
-        if let Ok(t) = tick {
+        for t in [tick, reload].into_iter().flatten() {
             t.clear();
         }
     });
@@ -369,6 +400,7 @@ pub fn MeetingsPage() -> impl IntoView {
         let t = now.get();
         meetings.with(|ms| {
             ms.iter()
+                .filter(|m| m.reminder)
                 .filter_map(|m| {
                     let (start, end) = (m.next_start?, m.next_end?);
                     let due = edgemeet_shared::schedule::reminder_due(start, end, t)?;
@@ -481,6 +513,9 @@ pub fn MeetingsPage() -> impl IntoView {
                             view! {
                                 <p>{format!("Started {}, {ended}; {} long.", local_time(r.started_at), duration(r.duration_ms))}</p>
                                 <p>{format!("{} attended, at most {} at once; {} chat messages.", r.attendees.len(), r.peak, r.chat_messages)}</p>
+                                <Show when=move || r.truncated>
+                                    <p class="error">"This meeting had too many comings and goings to show them all: who came last may be missing."</p>
+                                </Show>
                                 <div class="table-scroll">
                                     <table class="report-table">
                                         <caption>"Who attended"</caption>

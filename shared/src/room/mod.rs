@@ -46,7 +46,10 @@ pub use meeting::{
     address_key, Admission, JoinAsk, PasswordCheck, PreJoin, ScheduledAsk, ScheduledRoom,
     IDLE_END_MS, MAX_WAITING, WRONG_PASSWORDS_PER_MINUTE,
 };
-pub use report::{MAX_OUTBOX, REPORT_BATCH_MS, REPORT_BATCH_ROWS, REPORT_RETRY_MAX_MS};
+pub use report::{
+    MAX_OUTBOX, MAX_PEOPLE, MAX_STINTS, REPORT_BATCH_MS, REPORT_BATCH_ROWS, REPORT_RETRY_MAX_MS,
+    REPORT_WRITE_TIMEOUT_MS,
+};
 pub use sfu::{HttpReply, SfuCallKind, FIND_RETRY_MS, PROBE_LOST_MS, SETTLE_MS};
 pub use store::{Changes, RestoreError};
 

@@ -281,7 +281,7 @@ impl Room {
         poll.ended_at = Some(now);
         self.dirty.polls.insert(n);
         // Its results are final: into the meeting's report.
-        self.report_totals(now);
+        self.report_polls(now);
         Ok(self.poll_to(n, |_, _| true))
     }
 

@@ -4,34 +4,49 @@
 //! The room numbers what happens in a run — arrivals, departures, the totals (chat messages,
 //! polls) — as [`ReportRow`]s and keeps them in an **outbox**: each row is also a stored row of the
 //! room (so an eviction loses none), and goes to D1 in batches the shell writes
-//! ([`Output::WriteReport`], its outcome fed back as [`Input::ReportWritten`]). Writing never holds
+//! ([`Output::WriteReport`], its outcome fed back as [`super::Input::ReportWritten`]). Writing never holds
 //! up the meeting: a batch goes out on the room's timer ([`REPORT_BATCH_MS`] after the first row
-//! waiting, at most [`REPORT_BATCH_ROWS`] at a time), one batch at a time; a failed one is tried
-//! again after 1, 2, 4… s (at most [`REPORT_RETRY_MAX_MS`]). Rows are idempotent in D1 (keyed by
-//! their number; totals only replace older totals), so a batch written twice — its outcome lost
-//! with an eviction — changes nothing. Totals waiting to go out are replaced by newer ones rather
-//! than queued (a busy chat writes its count once per batch). At most [`MAX_OUTBOX`] rows wait:
-//! past that (D1 down for hours), new arrivals and departures are dropped with a warning and the
-//! meeting goes on.
+//! waiting, at most [`REPORT_BATCH_ROWS`] at a time — halved after each failure —), one batch at a
+//! time; a failed one (or one unanswered for [`REPORT_WRITE_TIMEOUT_MS`]) is tried again after 1,
+//! 2, 4… s (at most [`REPORT_RETRY_MAX_MS`]; the backoff is stored, an eviction keeps it). Rows are
+//! idempotent in D1 (keyed by their number; totals only replace older totals), so a batch written
+//! twice — its outcome lost with an eviction — changes nothing. The totals are made once per batch
+//! (a busy chat marks them changed; the row is built when the batch goes). Bounds: [`MAX_OUTBOX`]
+//! rows wait (past that, with D1 down for hours, arrivals and departures are dropped with a
+//! warning and the meeting goes on); [`MAX_PEOPLE`] browsers and [`MAX_STINTS`] arrivals per
+//! browser are recorded in a run (someone connecting in a loop stops adding rows); a departure is
+//! recorded only for a recorded arrival, and the last one out ends the run either way.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Output, Room};
-use crate::report::{PollSummary, ReportRow};
+
+/// Whether the run's totals wait for a batch.
+fn run_needs_totals(book: &ReportBook) -> bool {
+    book.run.as_ref().is_some_and(|r| r.totals_pending)
+}
+use crate::report::ReportRow;
 use crate::Millis;
 
 /// Rows gather this long before a batch goes out.
 pub const REPORT_BATCH_MS: Millis = 1_000;
-/// The most rows in one batch (D1 takes a batch as one transaction).
+/// The most rows in one batch (D1 takes a batch as one transaction); after failures, half as many
+/// each time (down to one), so one row D1 refuses does not hold back all the others for ever.
 pub const REPORT_BATCH_ROWS: usize = 100;
 /// The longest wait before a failed batch is tried again.
 pub const REPORT_RETRY_MAX_MS: Millis = 60_000;
+/// A batch with no outcome after this long counts as failed (a write that hangs).
+pub const REPORT_WRITE_TIMEOUT_MS: Millis = 20_000;
 /// The most rows waiting to be written.
 pub const MAX_OUTBOX: usize = 5_000;
-/// The most browsers numbered in one run (the rest share the last number).
-const MAX_PEOPLE: usize = 10_000;
+/// The most browsers numbered in one run: beyond them, arrivals and departures are not recorded
+/// (the numbers are kept with the room's own row).
+pub const MAX_PEOPLE: usize = 1_000;
+/// The most arrivals recorded for one browser in one run: someone connecting and leaving in a
+/// loop stops adding rows there (and cannot push everyone else's out of the report).
+pub const MAX_STINTS: u32 = 100;
 
 /// What the room remembers of the run being reported (stored with the room's row).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -39,6 +54,12 @@ pub(super) struct ReportBook {
     run: Option<Run>,
     /// The next row's number (never reused: rows of an older run may still be waiting).
     next_seq: u64,
+    /// Failed batches running, and when the next try is due (kept: an eviction does not reset
+    /// the backoff).
+    #[serde(default)]
+    failures: u32,
+    #[serde(default)]
+    retry_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,8 +68,14 @@ struct Run {
     started: Millis,
     ended: Option<Millis>,
     chat: u32,
-    /// Browser identity (or participant id without one) → number in this run.
-    people: BTreeMap<String, u32>,
+    /// Browser identity (or participant id without one) → (number in this run, arrivals recorded).
+    people: BTreeMap<String, (u32, u32)>,
+    /// Members whose arrival was recorded (their departure is, then).
+    #[serde(default)]
+    recorded: std::collections::BTreeSet<String>,
+    /// The totals changed since the last totals row: one goes with the next batch.
+    #[serde(default)]
+    totals_pending: bool,
 }
 
 /// Rows waiting for D1, and how writing them goes (the rows are stored; the rest is not: after an
@@ -56,17 +83,29 @@ struct Run {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Outbox {
     pub(super) rows: BTreeMap<u64, ReportRow>,
-    /// The batch out now: rows up to this number.
-    in_flight: Option<u64>,
+    /// The batch out now: rows up to this number, and since when.
+    in_flight: Option<(u64, Millis)>,
     /// When the next batch goes.
     due: Option<Millis>,
-    failures: u32,
+    /// The "full" warning was given (again once it has room).
+    warned_full: bool,
 }
 
 impl Outbox {
     pub(super) fn deadline(&self) -> Option<Millis> {
-        self.in_flight.is_none().then_some(self.due).flatten()
+        match self.in_flight {
+            Some((_, since)) => Some(since + REPORT_WRITE_TIMEOUT_MS),
+            None => self.due,
+        }
     }
+}
+
+/// Who a member is across a run: their browser, or the participant without one.
+fn who(m: &super::Member) -> String {
+    m.claims
+        .bid
+        .clone()
+        .unwrap_or_else(|| format!("p:{}", m.info.id))
 }
 
 impl Room {
@@ -78,14 +117,17 @@ impl Room {
         let Some(m) = self.members.get(id) else {
             return;
         };
-        let who = m.claims.bid.clone().unwrap_or_else(|| format!("p:{id}"));
-        let name = m.info.name.clone();
-        let new_run = self
+        let (who, name) = (who(m), m.info.name.clone());
+        if self
             .meta
             .report
             .run
             .as_ref()
-            .is_none_or(|r| r.meeting != meeting);
+            .is_some_and(|r| r.meeting != meeting)
+        {
+            self.report_end(now); // (a room is one meeting's: not expected)
+        }
+        let new_run = self.meta.report.run.is_none();
         if new_run {
             self.meta.report.run = Some(Run {
                 meeting,
@@ -93,103 +135,137 @@ impl Room {
                 ended: None,
                 chat: 0,
                 people: BTreeMap::new(),
+                recorded: Default::default(),
+                totals_pending: true,
             });
         }
         let run = self.meta.report.run.as_mut().expect("set above");
-        let reopened = run.ended.take().is_some();
-        let next = run.people.len() as u32;
-        let person = match run.people.get(&who) {
-            Some(n) => *n,
-            None if run.people.len() < MAX_PEOPLE => {
-                run.people.insert(who, next);
-                next
-            }
-            None => next.saturating_sub(1),
-        };
-        self.dirty.meta = true;
-        if new_run || reopened {
-            self.report_totals(now);
+        if run.ended.take().is_some() {
+            run.totals_pending = true; // going on again
         }
-        self.report_attendance(now, person, name, true, now);
+        let (next, room_for_more) = (run.people.len() as u32, run.people.len() < MAX_PEOPLE);
+        let person = match run.people.get_mut(&who) {
+            Some((n, arrivals)) if *arrivals < MAX_STINTS => {
+                *arrivals += 1;
+                Some(*n)
+            }
+            Some(_) => None,
+            None if room_for_more => {
+                run.people.insert(who, (next, 1));
+                Some(next)
+            }
+            None => None,
+        };
+        if person.is_some() {
+            run.recorded.insert(id.to_string());
+        }
+        self.dirty.meta = true;
+        if run_needs_totals(&self.meta.report) {
+            self.report_due(now);
+        }
+        if let Some(person) = person {
+            self.report_attendance(now, person, name, true, now);
+        }
     }
 
     /// Member `gone` left at `at` (when their connection dropped, for one who never came back).
     pub(super) fn report_left(&mut self, now: Millis, gone: &super::Member, at: Millis) {
-        let Some(run) = self.meta.report.run.as_ref() else {
+        let Some(run) = self.meta.report.run.as_mut() else {
             return;
         };
-        let who = gone
-            .claims
-            .bid
-            .clone()
-            .unwrap_or_else(|| format!("p:{}", gone.info.id));
-        let Some(person) = run.people.get(&who).copied() else {
-            return;
-        };
-        self.report_attendance(now, person, gone.info.name.clone(), false, at);
+        let person = run
+            .recorded
+            .remove(&gone.info.id)
+            .then(|| run.people.get(&who(gone)).map(|(n, _)| *n))
+            .flatten();
         if self.members.is_empty() {
-            if let Some(run) = self.meta.report.run.as_mut() {
-                run.ended = Some(now);
-            }
-            self.report_totals(now);
+            // The last one out ends the run (until someone comes back).
+            run.ended = Some(at.max(run.started));
+            run.totals_pending = true;
+        }
+        self.dirty.meta = true;
+        if let Some(person) = person {
+            self.report_attendance(now, person, gone.info.name.clone(), false, at);
+        }
+        if run_needs_totals(&self.meta.report) {
+            self.report_due(now);
         }
     }
 
-    /// A chat message went out in the meeting.
+    /// A chat message went out in the meeting: the count goes with the next batch.
     pub(super) fn report_chat(&mut self, now: Millis) {
         if let Some(run) = self.meta.report.run.as_mut() {
             run.chat = run.chat.saturating_add(1);
-            self.report_totals(now);
+            run.totals_pending = true;
+            self.report_due(now);
         }
     }
 
-    /// The meeting ends now (the host ended it, or it starts over): everyone in leaves, the totals
-    /// are final, and the next person in starts a new run.
-    pub(super) fn report_end(&mut self, now: Millis) {
-        if self.meta.report.run.is_none() {
-            return;
+    /// A poll's results changed for good (it ended): they go with the next batch.
+    pub(super) fn report_polls(&mut self, now: Millis) {
+        if let Some(run) = self.meta.report.run.as_mut() {
+            run.totals_pending = true;
+            self.dirty.meta = true;
+            self.report_due(now);
         }
-        let members: Vec<super::Member> = self.members.values().cloned().collect();
-        for m in &members {
-            let who = m
-                .claims
-                .bid
-                .clone()
-                .unwrap_or_else(|| format!("p:{}", m.info.id));
-            let person = self
-                .meta
-                .report
-                .run
-                .as_ref()
-                .and_then(|r| r.people.get(&who).copied());
-            if let Some(person) = person {
-                self.report_attendance(now, person, m.info.name.clone(), false, now);
-            }
+    }
+
+    /// The meeting ends now (the host ended it, or it starts over): everyone in leaves (one away
+    /// left when their connection dropped), the totals are final, and the next person in starts
+    /// a new run.
+    pub(super) fn report_end(&mut self, now: Millis) {
+        let Some(run) = self.meta.report.run.as_ref() else {
+            return;
+        };
+        let leaving: Vec<(u32, String, Millis)> = self
+            .members
+            .values()
+            .filter(|m| run.recorded.contains(&m.info.id))
+            .filter_map(|m| {
+                let n = run.people.get(&who(m))?.0;
+                Some((n, m.info.name.clone(), m.away_since.unwrap_or(now)))
+            })
+            .collect();
+        for (person, name, at) in leaving {
+            self.report_attendance(now, person, name, false, at);
         }
         if let Some(run) = self.meta.report.run.as_mut() {
             run.ended.get_or_insert(now);
         }
-        self.report_totals(now);
+        self.queue_totals(now);
         self.meta.report.run = None;
         self.dirty.meta = true;
     }
 
-    /// The run's totals changed (or its polls did): a totals row replaces any still waiting.
-    pub(super) fn report_totals(&mut self, now: Millis) {
-        let Some(run) = self.meta.report.run.as_ref() else {
+    /// A batch is to go at the latest [`REPORT_BATCH_MS`] from now (or when a retry is due).
+    fn report_due(&mut self, now: Millis) {
+        if self.outbox.due.is_none() {
+            self.outbox.due = Some(
+                self.meta
+                    .report
+                    .retry_at
+                    .unwrap_or(0)
+                    .max(now + REPORT_BATCH_MS),
+            );
+        }
+    }
+
+    /// The run's totals as a row (it replaces any still waiting).
+    fn queue_totals(&mut self, now: Millis) {
+        let Some(run) = self.meta.report.run.as_mut() else {
             return;
         };
-        let polls: Vec<PollSummary> = self.polls.iter().map(|p| p.summary()).collect();
+        run.totals_pending = false;
         let row = ReportRow::Run {
             meeting: run.meeting.clone(),
             started: run.started,
             seq: 0, // numbered in `queue`
             ended: run.ended,
             chat: run.chat,
-            polls,
+            polls: self.polls.iter().map(|p| p.summary()).collect(),
         };
         // Older totals of the same run not yet out are superseded.
-        let in_flight = self.outbox.in_flight;
+        let in_flight = self.outbox.in_flight.map(|(upto, _)| upto);
         let stale: Vec<u64> = self
             .outbox
             .rows
@@ -235,7 +311,8 @@ impl Room {
     fn queue(&mut self, now: Millis, mut row: ReportRow) {
         let is_totals = matches!(row, ReportRow::Run { .. });
         if self.outbox.rows.len() >= MAX_OUTBOX && !is_totals {
-            if self.outbox.rows.len() == MAX_OUTBOX {
+            if !self.outbox.warned_full {
+                self.outbox.warned_full = true;
                 self.out.push_back(Output::Warn(format!(
                     "the meeting report's outbox is full ({MAX_OUTBOX} rows): arrivals and departures are not recorded until D1 takes some"
                 )));
@@ -250,52 +327,72 @@ impl Room {
         self.outbox.rows.insert(seq, row);
         self.dirty.report.insert(seq);
         self.dirty.meta = true;
-        if self.outbox.due.is_none() && self.outbox.failures == 0 {
-            self.outbox.due = Some(now + REPORT_BATCH_MS);
-        }
+        self.report_due(now);
     }
 
-    /// The report's timer: a batch goes out if one is due.
+    /// The report's timer: a batch goes out if one is due; one out too long counts as failed.
     pub(super) fn report_timeout(&mut self, now: Millis) -> Vec<Output> {
-        if self.outbox.in_flight.is_some() || self.outbox.due.is_none_or(|d| now < d) {
-            return Vec::new();
+        let mut out = Vec::new();
+        if let Some((upto, since)) = self.outbox.in_flight {
+            if now < since + REPORT_WRITE_TIMEOUT_MS {
+                return out;
+            }
+            out.extend(self.report_written(now, upto, false));
+        }
+        if self.outbox.due.is_none_or(|d| now < d) {
+            return out;
         }
         self.outbox.due = None;
-        let rows: Vec<ReportRow> = self
-            .outbox
-            .rows
-            .values()
-            .take(REPORT_BATCH_ROWS)
-            .cloned()
-            .collect();
+        if self
+            .meta
+            .report
+            .run
+            .as_ref()
+            .is_some_and(|r| r.totals_pending)
+        {
+            self.queue_totals(now);
+            self.outbox.due = None;
+        }
+        let size = (REPORT_BATCH_ROWS >> self.meta.report.failures.min(7)).max(1);
+        let rows: Vec<ReportRow> = self.outbox.rows.values().take(size).cloned().collect();
         let Some(upto) = rows.last().map(ReportRow::seq) else {
-            return Vec::new();
+            return out;
         };
-        self.outbox.in_flight = Some(upto);
-        vec![Output::WriteReport { upto, rows }]
+        self.outbox.in_flight = Some((upto, now));
+        out.push(Output::WriteReport { upto, rows });
+        out
     }
 
     /// What became of the batch up to `upto`.
     pub(super) fn report_written(&mut self, now: Millis, upto: u64, ok: bool) -> Vec<Output> {
-        if self.outbox.in_flight != Some(upto) {
-            return Vec::new(); // from before an eviction: its rows go again anyway
+        if self.outbox.in_flight.map(|(u, _)| u) != Some(upto) {
+            return Vec::new(); // from before an eviction or a timeout: its rows go again anyway
         }
         self.outbox.in_flight = None;
+        self.dirty.meta = true;
         if ok {
-            self.outbox.failures = 0;
+            self.meta.report.failures = 0;
+            self.meta.report.retry_at = None;
             let done: Vec<u64> = self.outbox.rows.range(..=upto).map(|(s, _)| *s).collect();
             for seq in done {
                 self.outbox.rows.remove(&seq);
                 self.dirty.report.insert(seq);
             }
+            if self.outbox.rows.len() < MAX_OUTBOX {
+                self.outbox.warned_full = false;
+            }
             // More waiting: the next batch at once (they have gathered already).
-            self.outbox.due = (!self.outbox.rows.is_empty()).then_some(now);
+            self.outbox.due = (!self.outbox.rows.is_empty())
+                .then_some(now)
+                .or(self.outbox.due);
             Vec::new()
         } else {
-            self.outbox.failures = self.outbox.failures.saturating_add(1);
-            let wait = (1_000u64 << (self.outbox.failures - 1).min(6)).min(REPORT_RETRY_MAX_MS);
+            let report = &mut self.meta.report;
+            report.failures = report.failures.saturating_add(1);
+            let wait = (1_000u64 << (report.failures - 1).min(6)).min(REPORT_RETRY_MAX_MS);
+            report.retry_at = Some(now + wait);
             self.outbox.due = Some(now + wait);
-            if self.outbox.failures == 3 {
+            if report.failures == 3 {
                 vec![Output::Warn(format!(
                     "the meeting report could not be written three times running; trying every {} s at most",
                     REPORT_RETRY_MAX_MS / 1000
@@ -307,11 +404,17 @@ impl Room {
     }
 
     /// After a restore: rows stored in the outbox go out again (what was in flight may not have
-    /// arrived).
+    /// arrived), when a retry is due if D1 was failing.
     pub(super) fn report_restored(&mut self, now: Millis) {
         self.outbox.in_flight = None;
-        self.outbox.failures = 0;
-        self.outbox.due = (!self.outbox.rows.is_empty()).then_some(now);
+        let pending = !self.outbox.rows.is_empty()
+            || self
+                .meta
+                .report
+                .run
+                .as_ref()
+                .is_some_and(|r| r.totals_pending);
+        self.outbox.due = pending.then(|| self.meta.report.retry_at.unwrap_or(now).max(now));
     }
 
     /// Puts back the outbox's stored rows (JSON, as [`super::Changes::report`] wrote them).

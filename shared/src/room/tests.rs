@@ -5567,6 +5567,7 @@ mod report {
     use super::*;
     use crate::report::ReportRow;
     use crate::room::meeting::ScheduledAsk;
+    use crate::room::report::{MAX_STINTS, REPORT_WRITE_TIMEOUT_MS};
     use crate::schedule::MeetingRole;
 
     /// `bid` asks to join the scheduled meeting "mtg1" (waiting room off), then connects as `id`.
@@ -5683,7 +5684,11 @@ mod report {
                 ok: true,
             },
         );
-        assert_eq!(r.report_outbox().count(), 1, "only the newer totals wait");
+        assert_eq!(
+            r.report_outbox().count(),
+            0,
+            "the newer totals are made with the batch"
+        );
         let w = writes(&r.run(3_600, Input::Timeout));
         assert_eq!(summary(&w[0].1).1, vec![(None, 3)]);
         r.run(
@@ -5739,14 +5744,16 @@ mod report {
             },
         );
         assert_eq!(r.poll_timeout(), Some(19_200));
-        // Evicted with the batch out: the rows are stored, and go again once it is back.
+        // Evicted meanwhile: the rows are stored, and go again when the retry is due (the backoff
+        // is kept too).
         r.evict(18_000, &[]);
         assert_eq!(r.report_outbox().count(), 3);
-        let after = writes(&r.run(18_000, Input::Timeout));
-        assert_eq!(after, w);
+        assert_eq!(r.poll_timeout(), Some(19_200));
+        let after = writes(&r.run(19_200, Input::Timeout));
+        assert_eq!(after[0].1, w[0].1);
         // A late outcome from before the eviction changes nothing; the new one does.
         r.run(
-            18_100,
+            19_250,
             Input::ReportWritten {
                 upto: w[0].0 + 100,
                 ok: true,
@@ -5754,7 +5761,7 @@ mod report {
         );
         assert_eq!(r.report_outbox().count(), 3);
         r.run(
-            18_200,
+            19_300,
             Input::ReportWritten {
                 upto: w[0].0,
                 ok: true,
@@ -5762,6 +5769,85 @@ mod report {
         );
         assert_eq!(r.report_outbox().count(), 0);
         assert_eq!(r.poll_timeout(), None, "nothing left to do");
+        // A write that never answers counts as failed after a while, and goes again.
+        come(&mut r, 30_000, "own", true);
+        let w = writes(&r.run(31_000, Input::Timeout));
+        assert_eq!(w.len(), 1);
+        assert_eq!(r.poll_timeout(), Some(31_000 + REPORT_WRITE_TIMEOUT_MS));
+        let again = writes(&r.run(31_000 + REPORT_WRITE_TIMEOUT_MS, Input::Timeout));
+        assert!(again.is_empty(), "first the wait after a failure");
+        let again = writes(&r.run(32_000 + REPORT_WRITE_TIMEOUT_MS, Input::Timeout));
+        assert_eq!(again[0].1, w[0].1);
+    }
+
+    #[test]
+    fn someone_coming_and_going_in_a_loop_stops_adding_rows_and_the_last_one_out_still_ends_the_run(
+    ) {
+        let mut r = Sim::new("r");
+        come(&mut r, 1_000, "own", true);
+        let mut t = 2_000;
+        let mut rows = Vec::new();
+        for k in 0..(MAX_STINTS + 20) {
+            let id = format!("g{k}");
+            r.run(
+                t,
+                Input::Connect {
+                    conn: format!("c-{id}"),
+                    claims: claims_with(&id, "b-loop", false),
+                },
+            );
+            r.run(
+                t + 1,
+                Input::Disconnect {
+                    conn: format!("c-{id}"),
+                    clean: true,
+                },
+            );
+            t += 10;
+            // The outbox is written as it goes.
+            for (upto, batch) in writes(&r.run(t, Input::Timeout)) {
+                rows.extend(batch);
+                r.run(t, Input::ReportWritten { upto, ok: true });
+            }
+        }
+        r.run(
+            t,
+            Input::Disconnect {
+                conn: "c-own".into(),
+                clean: true,
+            },
+        );
+        for _ in 0..10 {
+            t += 2_000;
+            for (upto, batch) in writes(&r.run(t, Input::Timeout)) {
+                rows.extend(batch);
+                r.run(t, Input::ReportWritten { upto, ok: true });
+            }
+        }
+        assert_eq!(
+            summary(&rows).1.last(),
+            Some(&(Some(t - 20_000), 0)),
+            "ended"
+        );
+        assert!(
+            summary(&rows).0.contains(&(0, false, t - 20_000)),
+            "the owner's departure"
+        );
+        let looped = summary(&rows)
+            .0
+            .iter()
+            .filter(|(p, j, _)| *p == 1 && *j)
+            .count();
+        assert_eq!(
+            looped, MAX_STINTS as usize,
+            "arrivals recorded for the looping browser"
+        );
+        let gone = summary(&rows)
+            .0
+            .iter()
+            .filter(|(p, j, _)| *p == 1 && !*j)
+            .count();
+        assert_eq!(gone, looped, "each recorded arrival's departure, no other");
     }
 
     #[test]
