@@ -545,8 +545,6 @@ async fn delete(req: Request, env: &Env, ctx: &mut Ctx) -> EdgeResult<Response> 
     Ok(res)
 }
 
-/// Everything stored about the signed-in person (not the password hash: it is not theirs to
-/// read back, and says nothing about them).
 /// `PUT /api/account/defaults` a `MeetingDefaults` → the account, with them saved.
 async fn save_defaults(req: Request, ctx: &Ctx) -> EdgeResult<Response> {
     let user = signed_in(ctx).await?;
@@ -565,6 +563,8 @@ async fn save_defaults(req: Request, ctx: &Ctx) -> EdgeResult<Response> {
     Ok(Response::from_json(&view)?)
 }
 
+/// Everything stored about the signed-in person (not the password hash: it is not theirs to
+/// read back, and says nothing about them).
 async fn my_data(ctx: &Ctx) -> EdgeResult<Response> {
     let user = signed_in(ctx).await?;
     let sessions: Vec<SessionRow> = stmt(
@@ -609,7 +609,7 @@ async fn my_data(ctx: &Ctx) -> EdgeResult<Response> {
         ctx,
         "SELECT r.meeting_id, r.started_at, r.ended_at, r.chat_messages, \
          (SELECT COUNT(DISTINCT a.person) FROM attendance a \
-          WHERE a.meeting_id = r.meeting_id AND a.started_at = r.started_at) AS attendees \
+          WHERE a.joined = 1 AND a.meeting_id = r.meeting_id AND a.started_at = r.started_at) AS attendees \
          FROM meeting_runs r JOIN meetings m ON m.id = r.meeting_id WHERE m.owner_id = ?1 ORDER BY r.started_at",
         &[s(&user.id)],
     )?

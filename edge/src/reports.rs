@@ -127,8 +127,8 @@ async fn list(ctx: &Ctx, user: &UserRow) -> EdgeResult<Response> {
     let rows: Vec<ListRow> = stmt(
         ctx,
         "SELECT r.meeting_id, r.started_at, r.ended_at, m.schedule, \
-         (SELECT COUNT(DISTINCT a.person) FROM attendance a \
-          WHERE a.meeting_id = r.meeting_id AND a.started_at = r.started_at) AS attendees \
+         (SELECT COUNT(DISTINCT a.person) FROM attendance a WHERE a.joined = 1 AND \
+          a.meeting_id = r.meeting_id AND a.started_at = r.started_at) AS attendees \
          FROM meeting_runs r JOIN meetings m ON m.id = r.meeting_id \
          WHERE m.owner_id = ?1 ORDER BY r.started_at DESC LIMIT ?2",
         &[s(&user.id), n(Millis::from(LIST_LIMIT))],
@@ -194,7 +194,7 @@ async fn one(ctx: &Ctx, user: &UserRow, meeting: &str, started: &str) -> EdgeRes
         ctx,
         "SELECT seq, person, name, joined, at FROM attendance \
          WHERE meeting_id = ?1 AND started_at = ?2 ORDER BY seq LIMIT ?3",
-        &[s(meeting), n(started), n(Millis::from(MAX_ROWS))],
+        &[s(meeting), n(started), n(Millis::from(MAX_ROWS) + 1)],
     )?
     .all()
     .await?
@@ -210,9 +210,10 @@ async fn one(ctx: &Ctx, user: &UserRow, meeting: &str, started: &str) -> EdgeRes
         chat: run.chat_messages as u32,
         polls,
     };
-    let truncated = events.len() >= MAX_ROWS as usize;
+    let truncated = events.len() > MAX_ROWS as usize;
     let events: Vec<AttendanceEvent> = events
         .into_iter()
+        .take(MAX_ROWS as usize)
         .map(|e| AttendanceEvent {
             seq: e.seq as u64,
             person: e.person as u32,

@@ -497,18 +497,19 @@ pub fn reminder_due(start: Millis, end: Millis, now: Millis) -> Option<String> {
 /// meeting again (the next occurrence's reminder time; `None`: no occurrence is left).
 #[cfg(feature = "calendar")]
 pub fn reminder_step(sched: &Schedule, now: Millis) -> (Option<Millis>, Option<Millis>) {
-    let mut left = sched.occurrences_iter().skip_while(|&(_, end)| end <= now);
-    let Some((start, _)) = left.next() else {
-        return (None, None);
-    };
-    let at = start.saturating_sub(REMINDER_BEFORE_MS);
-    if at > now {
-        return (None, Some(at));
-    }
-    let next = left
-        .next()
-        .map(|(s, _)| s.saturating_sub(REMINDER_BEFORE_MS));
-    (Some(start), next)
+    let at = |start: Millis| start.saturating_sub(REMINDER_BEFORE_MS);
+    // The latest occurrence in its window (back-to-back or overlapping ones: the one coming up,
+    // not the one still on), and the first whose window is still ahead.
+    let due = sched
+        .occurrences_iter()
+        .filter(|&(start, end)| at(start) <= now && now < end)
+        .last()
+        .map(|(start, _)| start);
+    let next = sched
+        .occurrences_iter()
+        .map(|(start, _)| at(start))
+        .find(|&a| a > now);
+    (due, next)
 }
 
 /// What someone may do with a meeting: its owner everything, a co-host or an invitee see it.
@@ -884,6 +885,27 @@ mod tests {
         let last = first + 2 * day;
         assert_eq!(reminder_step(&s, last - 60_000), (Some(last), None));
         assert_eq!(reminder_step(&s, last + 3_600_000), (None, None));
+        // Back to back (24 h every day): ten minutes before the second, the second is due —
+        // not the first, still on — and the next look is the third's window.
+        let (s, _) = check_form(
+            &MeetingForm {
+                recurrence: Recurrence::Daily,
+                occurrences: Some(3),
+                duration_minutes: 1440,
+                ..form("2026-12-03T10:00", "UTC")
+            },
+            NOV_2026,
+        )
+        .unwrap();
+        let second = first + day;
+        assert_eq!(
+            reminder_step(&s, second - 60_000),
+            (Some(second), Some(second + day - REMINDER_BEFORE_MS))
+        );
+        assert_eq!(
+            reminder_step(&s, second - REMINDER_BEFORE_MS - 1),
+            (Some(first), Some(second - REMINDER_BEFORE_MS))
+        );
     }
 
     #[test]

@@ -123,8 +123,11 @@ impl Fields {
 
     /// The account's defaults arrived: an empty form starts from them.
     fn use_defaults(&self, d: MeetingDefaults) {
-        self.defaults.set(d);
-        if self.title.get_untracked().is_empty() {
+        // (The page may be gone by the time the account arrives: then nothing.)
+        if self.defaults.try_set(d).is_some() {
+            return;
+        }
+        if self.title.try_get_untracked().is_some_and(|t| t.is_empty()) {
             self.clear();
         }
     }

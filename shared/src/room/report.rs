@@ -33,7 +33,7 @@ use crate::Millis;
 /// Rows gather this long before a batch goes out.
 pub const REPORT_BATCH_MS: Millis = 1_000;
 /// The most rows in one batch (D1 takes a batch as one transaction); after failures, half as many
-/// each time (down to one), so one row D1 refuses does not hold back all the others for ever.
+/// each time (down to one: a batch too big for D1's limits gets through).
 pub const REPORT_BATCH_ROWS: usize = 100;
 /// The longest wait before a failed batch is tried again.
 pub const REPORT_RETRY_MAX_MS: Millis = 60_000;
@@ -76,6 +76,10 @@ struct Run {
     /// The totals changed since the last totals row: one goes with the next batch.
     #[serde(default)]
     totals_pending: bool,
+    /// The latest departure's time (one who dropped leaves when their connection did, which may
+    /// be before someone who left after them): the run ends no sooner.
+    #[serde(default)]
+    last_left: Millis,
 }
 
 /// Rows waiting for D1, and how writing them goes (the rows are stored; the rest is not: after an
@@ -137,6 +141,7 @@ impl Room {
                 people: BTreeMap::new(),
                 recorded: Default::default(),
                 totals_pending: true,
+                last_left: 0,
             });
         }
         let run = self.meta.report.run.as_mut().expect("set above");
@@ -178,9 +183,10 @@ impl Room {
             .remove(&gone.info.id)
             .then(|| run.people.get(&who(gone)).map(|(n, _)| *n))
             .flatten();
+        run.last_left = run.last_left.max(at);
         if self.members.is_empty() {
             // The last one out ends the run (until someone comes back).
-            run.ended = Some(at.max(run.started));
+            run.ended = Some(run.last_left.max(run.started));
             run.totals_pending = true;
         }
         self.dirty.meta = true;

@@ -5931,6 +5931,42 @@ mod report {
     }
 
     #[test]
+    fn the_run_ends_with_its_latest_departure_not_with_the_last_one_the_room_removed() {
+        let mut r = Sim::new("r");
+        come(&mut r, 1_000, "own", true);
+        come(&mut r, 1_100, "g", false);
+        // The owner's connection drops at 2,000; the guest leaves at 2,500; the owner's grace
+        // ends later and they are removed, dated 2,000.
+        r.run(
+            2_000,
+            Input::Disconnect {
+                conn: "c-own".into(),
+                clean: false,
+            },
+        );
+        r.run(
+            2_500,
+            Input::Disconnect {
+                conn: "c-g".into(),
+                clean: true,
+            },
+        );
+        let mut rows = Vec::new();
+        for t in [2_000 + RECONNECT_GRACE_MS, 20_000, 30_000] {
+            for (upto, batch) in writes(&r.run(t, Input::Timeout)) {
+                rows.extend(batch);
+                r.run(t, Input::ReportWritten { upto, ok: true });
+            }
+        }
+        let (att, totals) = summary(&rows);
+        assert!(
+            att.contains(&(0, false, 2_000)) && att.contains(&(1, false, 2_500)),
+            "{att:?}"
+        );
+        assert_eq!(totals.last(), Some(&(Some(2_500), 0)));
+    }
+
+    #[test]
     fn an_ad_hoc_room_writes_no_report() {
         let mut r = Sim::new("r");
         r.run(
