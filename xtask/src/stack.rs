@@ -58,7 +58,7 @@ impl StackConfig {
             edge_port: free_port(),
             inspector_port: free_port(),
             sfu_ports: [free_port(), free_port(), free_port()],
-            udp_base: 41_000,
+            udp_base: TEST_UDP_BASE,
             turn_port: free_port(),
             echo: false,
             name: "test",
@@ -67,11 +67,53 @@ impl StackConfig {
     }
 }
 
+/// Test stacks' ports sit below the kernel's ephemeral range (32768–60999 by default): a port
+/// picked from inside it is free only until something else asks the kernel for "any port" — an
+/// outgoing connection, or wrangler, which picks its own servers' ports that way while it starts,
+/// long before the SFUs bind theirs (a CI run lost an SFU so: "Address already in use" on every
+/// restart). The media and relay ports are the 400 from [`TEST_UDP_BASE`]; TCP ports come after.
+const TEST_UDP_BASE: u16 = 20_000;
+const TEST_TCP_PORTS: std::ops::Range<u16> = 20_500..32_000;
+
+/// A port free on 127.0.0.1 for TCP and UDP now, outside the ephemeral range, and never handed out
+/// twice by this process (three SFUs, the edge and coturn each need their own).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u16>().ok()))
+        .unwrap_or(32_768);
+    let (lo, hi) = (
+        TEST_TCP_PORTS.start,
+        TEST_TCP_PORTS.end.min(ephemeral_low),
+    );
+    if hi <= lo {
+        // A machine whose ephemeral range starts this low: let the kernel pick, as before.
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(0);
+    }
+    let span = u32::from(hi - lo);
+    // Two test processes at once (a dev stack beside tests has fixed ports) start apart.
+    let next = NEXT.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        AtomicU32::new(std::process::id().wrapping_mul(7_919).wrapping_add(nanos) % span)
+    });
+    for _ in 0..span {
+        let port = lo + (next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    0
 }
 
 struct Proc {
