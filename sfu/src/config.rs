@@ -87,6 +87,10 @@ pub struct Args {
     /// before it).
     #[arg(long, env = "EDGEMEET_SFU_ENGINE", value_enum)]
     pub engine: Option<EngineKind>,
+    /// Where recordings are written while they run (default: `edgemeet-recordings` in the
+    /// system's temporary directory).
+    #[arg(long, env = "EDGEMEET_SFU_RECORD_DIR")]
+    pub record_dir: Option<PathBuf>,
 }
 
 /// The media engine (see [`Args::engine`]).
@@ -114,6 +118,7 @@ struct FileConfig {
     edge_url: Option<String>,
     control_secret: Option<String>,
     engine: Option<EngineKind>,
+    record_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -129,6 +134,7 @@ pub struct Config {
     pub edge_url: Option<String>,
     pub control_secret: String,
     pub engine: EngineKind,
+    pub record_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Config {
@@ -145,6 +151,7 @@ impl std::fmt::Debug for Config {
             .field("edge_url", &self.edge_url)
             .field("control_secret", &"<redacted>")
             .field("engine", &self.engine)
+            .field("record_dir", &self.record_dir)
             .finish()
     }
 }
@@ -257,6 +264,10 @@ fn merge(a: Args, f: FileConfig) -> Result<Config, ConfigError> {
         edge_url,
         control_secret,
         engine,
+        record_dir: a
+            .record_dir
+            .or(f.record_dir)
+            .unwrap_or_else(|| std::env::temp_dir().join("edgemeet-recordings")),
     })
 }
 

@@ -24,7 +24,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use edgemeet_shared::control as signing;
 use edgemeet_shared::protocol::{
-    normalize_room_name, BlockBody, ErrorCode, OfferBody, ScopesBody, SdpBody, ViewsBody,
+    normalize_room_name, valid_recording_id, BlockBody, ErrorCode, OfferBody, RecordBody, ScopesBody,
+    SdpBody, ViewsBody,
     WireError, MAX_VIEWS,
 };
 
@@ -217,6 +218,52 @@ pub async fn block(
     };
     match s.media.block(&room, &id, block_bits(&req)).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(e.code(), e.to_string()),
+    }
+}
+
+/// `POST /v1/rooms/{room}/recording`: whether the room is recorded, and as which recording
+/// (whole state with a rising version, see [`RecordBody`]). 204 also for a room not here yet: it
+/// is recorded from its first track here.
+pub async fn record(
+    State(s): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = verify_signature(&s, &method, &uri, &headers, &body) {
+        return r;
+    }
+    if normalize_room_name(&room).ok().as_deref() != Some(room.as_str()) {
+        return error(ErrorCode::BadRequest, "bad room name");
+    }
+    let req: RecordBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                ErrorCode::BadRequest,
+                format!(
+                    "body must be {{\"version\": a number, \"recording\": an id or null}}: {e}"
+                ),
+            )
+        }
+    };
+    if let Some(id) = &req.recording {
+        if !valid_recording_id(id) {
+            return error(
+                ErrorCode::BadRequest,
+                "a recording id is 1 to 64 letters, digits, - or _",
+            );
+        }
+    }
+    let on = req.recording.clone();
+    match s.media.record(&room, req.version, req.recording).await {
+        Ok(()) => {
+            tracing::info!(room, version = req.version, recording = ?on, "recording");
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => error(e.code(), e.to_string()),
     }
 }

@@ -85,6 +85,8 @@ use crate::media::{
 };
 use crate::metrics::{LocalCounts, LocalHistogram, Metrics};
 use crate::offer::{OfferLayout, TrackKind};
+use crate::record::track::{RecCodec, RecPacket};
+use crate::record::{RecMsg, RecorderHandle};
 use crate::rtcp_up::RtcpToApplication;
 use crate::sfu_core::{block_bit, Input, Output, SfuCore, SubId, TrackId};
 use crate::srtp_out::{Roc, SrtpOut};
@@ -131,6 +133,16 @@ enum Cmd {
         version: u64,
         scopes: Vec<(String, u32)>,
         reply: Reply<()>,
+    },
+    Record {
+        room: String,
+        version: u64,
+        recording: Option<String>,
+        reply: Reply<()>,
+    },
+    /// The recorder needs a keyframe of this recorded track.
+    RecordKeyframe {
+        track: TrackId,
     },
     Leave {
         room: String,
@@ -201,7 +213,7 @@ impl Shared {
 /// One worker thread, as the HTTP side reaches it.
 struct WorkerHandle {
     cmds: mpsc::Sender<Cmd>,
-    waker: Waker,
+    waker: Arc<Waker>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -255,9 +267,9 @@ impl Engine {
         let mut workers = Vec::with_capacity(n);
         for k in 0..n {
             let poll = Poll::new()?;
-            let waker = Waker::new(poll.registry(), WAKER)?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (cmds, rx) = mpsc::channel();
-            let worker = Worker::new(
+            let mut worker = Worker::new(
                 k,
                 n,
                 poll,
@@ -267,6 +279,7 @@ impl Engine {
                 shared.clone(),
                 draining.clone(),
             );
+            worker.to_self = Some((cmds.clone(), waker.clone()));
             let thread = std::thread::Builder::new()
                 .name(format!("sfu-engine-{k}"))
                 .spawn(move || worker.run(rx))?;
@@ -365,6 +378,21 @@ impl Engine {
             room: room.into(),
             version,
             scopes,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn record(
+        &self,
+        room: &str,
+        version: u64,
+        recording: Option<String>,
+    ) -> Result<(), MediaError> {
+        self.call(room, |reply| Cmd::Record {
+            room: room.into(),
+            version,
+            recording,
             reply,
         })
         .await
@@ -562,6 +590,15 @@ struct Published {
     subs: Vec<SubId>,
     keyframe_wanted: bool,
     pacer: KeyframePacer,
+    /// Recorded: its packets also go to the recorder thread.
+    rec: Option<RecTap>,
+}
+
+/// A recorded track's own reception, as a subscriber's: the top layer it gets (switching down
+/// and back as the publisher's layers come and go), numbered as one continuous stream.
+struct RecTap {
+    fwd: SubForward,
+    keyframe_wanted: bool,
 }
 
 /// One reception: a published track sent to one subscriber's session.
@@ -840,6 +877,12 @@ struct Worker {
     stopping: bool,
     /// Sessions with queued media (sent at the end of the turn).
     dirty: Vec<usize>,
+    /// This worker's recorder thread, started with its first recorded track.
+    recorder: Option<RecorderHandle>,
+    /// The wall clock (µs since the Unix epoch) at `epoch`: recorded packets' arrival times.
+    wall_epoch_us: u64,
+    /// How the recorder thread reaches this worker (its keyframe requests).
+    to_self: Option<(mpsc::Sender<Cmd>, Arc<Waker>)>,
 }
 
 fn webrtc_err(e: impl std::fmt::Display) -> MediaError {
@@ -888,6 +931,9 @@ impl Worker {
             core_next: None,
             stopping: false,
             dirty: Vec::new(),
+            recorder: None,
+            wall_epoch_us: crate::record::wall_us(),
+            to_self: None,
         }
     }
 
@@ -1047,6 +1093,9 @@ impl Worker {
         }
         self.rooms_changed();
         self.metrics.add(&mut self.counts);
+        if let Some(r) = self.recorder.take() {
+            r.stop(); // every file finished and every segment written before the SFU exits
+        }
     }
 
     // ---- datagrams ----
@@ -1263,6 +1312,7 @@ impl Worker {
                 keyframe_wanted: false,
                 pacer: KeyframePacer::default(),
                 codec,
+                rec: None,
             },
         );
         tracing::info!(
@@ -1350,6 +1400,24 @@ impl Worker {
             vp8,
         };
         let mut want_keyframe: u8 = 0;
+        if let (Some(tap), Some(rec)) = (p.rec.as_mut(), self.recorder.as_ref()) {
+            let asked = std::mem::take(&mut tap.keyframe_wanted);
+            let step = tap.fwd.on_packet(&pin, true, asked, now_us);
+            want_keyframe |= step.keyframe_layers;
+            if let Some((m, _)) = step.send {
+                let pkt = RecPacket {
+                    seq: m.seq,
+                    timestamp: m.timestamp,
+                    marker: pkt.header.marker,
+                    payload: pkt.payload.clone(),
+                };
+                if rec.packet(id, self.wall_epoch_us + now_us, pkt) {
+                    self.counts.recorded_packets += 1;
+                } else {
+                    self.counts.record_dropped += 1;
+                }
+            }
+        }
         for i in 0..p.subs.len() {
             let Some(sub) = self.subs.get_mut(&p.subs[i]) else {
                 continue;
@@ -1582,6 +1650,74 @@ impl Worker {
 
     // ---- the core's outputs ----
 
+    /// Starts recording a published track (the recorder thread with the first one).
+    fn record_track(&mut self, room: String, track: TrackId, recording: String) {
+        let Some(p) = self.tracks.get(&track) else {
+            return;
+        };
+        let codec = match (p.kind.is_audio(), p.video) {
+            (true, _) => RecCodec::Opus,
+            (false, Some(VideoCodec::Vp8)) => RecCodec::Vp8,
+            (false, _) => {
+                tracing::warn!(room, participant = %p.publisher, codec = %p.codec.mime_type,
+                    "a track in a codec the recorder does not write is not recorded");
+                return;
+            }
+        };
+        if self.recorder.is_none() {
+            let Some((cmds, waker)) = self.to_self.clone() else {
+                return;
+            };
+            let keyframe = Box::new(move |track: u64| {
+                if cmds.send(Cmd::RecordKeyframe { track }).is_ok() {
+                    let _ = waker.wake();
+                }
+            });
+            let done = Box::new(|_: &std::path::Path, _: &crate::record::SegmentSummary| {});
+            match crate::record::spawn(
+                self.cfg.record_dir.clone(),
+                self.cfg.id.clone(),
+                keyframe,
+                done,
+            ) {
+                Ok(r) => self.recorder = Some(r),
+                Err(e) => {
+                    tracing::error!(error = %e, "the recorder thread did not start");
+                    return;
+                }
+            }
+        }
+        let Some(p) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        let top = if p.simulcast { LAYERS - 1 } else { 0 };
+        let mut fwd = SubForward::new(
+            Some(top),
+            p.simulcast,
+            p.video.is_some(),
+            0,
+            codec.clock_rate(),
+        );
+        fwd.ready = true;
+        fwd.rewriter
+            .set_negotiated(Negotiated::new().map_all_payload_types_to(0)); // the recorder reads none
+        p.rec = Some(RecTap {
+            fwd,
+            keyframe_wanted: false,
+        });
+        let msg = RecMsg::Track {
+            key: track,
+            recording,
+            room,
+            participant: p.publisher.clone(),
+            kind: p.kind.name(),
+            codec,
+        };
+        if let Some(r) = &self.recorder {
+            r.send(msg);
+        }
+    }
+
     fn perform(&mut self) {
         self.perform_outputs();
         self.core_next = self.core.poll_timeout();
@@ -1606,6 +1742,25 @@ impl Worker {
                 }
                 Output::RoomGone { room } => {
                     let _ = self.out.send(Outward::RoomGone(room));
+                }
+                Output::RecordTrack {
+                    room,
+                    track,
+                    recording,
+                } => self.record_track(room, track, recording),
+                Output::RecordTrackEnd { track, .. } => {
+                    if let Some(p) = self.tracks.get_mut(&track) {
+                        if p.rec.take().is_some() {
+                            if let Some(r) = &self.recorder {
+                                r.send(RecMsg::EndTrack { key: track });
+                            }
+                        }
+                    }
+                }
+                Output::RecordingEnd { room, recording } => {
+                    if let Some(r) = &self.recorder {
+                        r.send(RecMsg::End { recording, room });
+                    }
                 }
                 Output::SetWant { sub, want, .. } => {
                     if let Some(s) = self.subs.get_mut(&sub) {
@@ -1877,6 +2032,28 @@ impl Worker {
                     .map_err(|_| MediaError::UnknownParticipant(peer));
                 self.perform();
                 let _ = reply.send(r);
+            }
+            Cmd::Record {
+                room,
+                version,
+                recording,
+                reply,
+            } => {
+                let _ = self.core.handle_input(
+                    Instant::now(),
+                    Input::Record {
+                        room,
+                        version,
+                        recording,
+                    },
+                );
+                self.perform();
+                let _ = reply.send(Ok(()));
+            }
+            Cmd::RecordKeyframe { track } => {
+                if let Some(tap) = self.tracks.get_mut(&track).and_then(|p| p.rec.as_mut()) {
+                    tap.keyframe_wanted = true;
+                }
             }
             Cmd::Scopes {
                 room,

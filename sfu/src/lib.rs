@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod negotiation;
 pub mod offer;
 pub mod outbox;
+pub mod record;
 pub mod rtcp_up;
 pub mod sfu_core;
 pub mod speaker;
@@ -86,6 +87,21 @@ impl MediaHandle {
                 Ok(())
             }
             MediaHandle::Sans(e) => e.set_scopes(room, version, scopes).await,
+        }
+    }
+
+    /// Whether (and as which recording) the room is recorded: see `RecordBody`.
+    pub async fn record(
+        &self,
+        room: &str,
+        version: u64,
+        recording: Option<String>,
+    ) -> Result<(), media::MediaError> {
+        match self {
+            MediaHandle::Async(_) => Err(media::MediaError::Webrtc(
+                "this SFU runs the async engine, which cannot record (run --engine sans)".into(),
+            )),
+            MediaHandle::Sans(e) => e.record(room, version, recording).await,
         }
     }
 
@@ -176,6 +192,7 @@ impl AppState {
             edge_url: config.edge_url.clone(),
             control_secret: config.control_secret.clone(),
             id: config.id.clone(),
+            record_dir: config.record_dir.clone(),
         };
         let media = match config.engine {
             config::EngineKind::Async => {
@@ -241,6 +258,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(control::block),
         )
         .route("/v1/rooms/{room}/scopes", post(control::scopes))
+        .route("/v1/rooms/{room}/recording", post(control::record))
         .route("/v1/rooms/{room}/participants/{id}", delete(control::leave));
     // Tests only (the variable is never set in a deployment): a signed request makes a task
     // panic while it holds the room map's lock, as a bug would.

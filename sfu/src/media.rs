@@ -167,6 +167,8 @@ pub struct MediaConfig {
     pub control_secret: String,
     /// This SFU's id, named in offers and events so a room can tell them from another SFU's.
     pub id: String,
+    /// Where recordings are written (the sans engine records; see `record`).
+    pub record_dir: std::path::PathBuf,
 }
 
 pub struct Media {
@@ -561,6 +563,10 @@ impl Media {
                     self.edge.forget_room(room);
                     continue;
                 }
+                // This engine records nothing (it is never asked: see `MediaHandle::record`).
+                Output::RecordTrack { .. }
+                | Output::RecordTrackEnd { .. }
+                | Output::RecordingEnd { .. } => continue,
                 Output::SetWant { room, sub, want } => {
                     // At once (no PeerConnection call): a reception whose transceiver is still
                     // being added reads its wish under this same lock when it is inserted.
@@ -714,7 +720,10 @@ impl Media {
             | Output::Keyframe { .. }
             | Output::SubKeyframe { .. }
             | Output::Event(_)
-            | Output::RoomGone { .. } => {}
+            | Output::RoomGone { .. }
+            | Output::RecordTrack { .. }
+            | Output::RecordTrackEnd { .. }
+            | Output::RecordingEnd { .. } => {}
         }
     }
 

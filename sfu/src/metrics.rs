@@ -34,6 +34,8 @@ pub struct LocalCounts {
     pub dropped_packets: u64,
     pub retransmitted_packets: u64,
     pub layer_switches: u64,
+    pub recorded_packets: u64,
+    pub record_dropped: u64,
     pub forward_delay: LocalHistogram,
 }
 
@@ -125,6 +127,8 @@ pub struct Metrics {
     pub dynacast_updates: Counter,
     pub layer_switches: Counter,
     pub retransmitted_packets: Counter,
+    pub recorded_packets: Counter,
+    pub record_dropped: Counter,
     /// Filled by the sans-IO engine's workers ([`LocalCounts`]); encoded by [`Metrics::encode`].
     pub forward_delay: SharedHistogram,
 }
@@ -145,6 +149,8 @@ impl Metrics {
             dynacast_updates: Counter::default(),
             layer_switches: Counter::default(),
             retransmitted_packets: Counter::default(),
+            recorded_packets: Counter::default(),
+            record_dropped: Counter::default(),
             forward_delay: SharedHistogram::default(),
         };
         registry.register(
@@ -207,6 +213,16 @@ impl Metrics {
             "Packets sent again to a subscriber that NACKed them (sans-IO engine)",
             m.retransmitted_packets.clone(),
         );
+        registry.register(
+            "recorded_packets",
+            "RTP packets handed to the recorder",
+            m.recorded_packets.clone(),
+        );
+        registry.register(
+            "record_dropped_packets",
+            "RTP packets not recorded: the recorder was too far behind",
+            m.record_dropped.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -239,6 +255,8 @@ impl Metrics {
         add(&self.dropped_packets, l.dropped_packets);
         add(&self.retransmitted_packets, l.retransmitted_packets);
         add(&self.layer_switches, l.layer_switches);
+        add(&self.recorded_packets, l.recorded_packets);
+        add(&self.record_dropped, l.record_dropped);
         if l.forward_delay.count > 0 {
             self.forward_delay.add(&l.forward_delay);
         }
@@ -263,6 +281,7 @@ mod tests {
             edge_url: None,
             control_secret: "x".repeat(32),
             engine: crate::config::EngineKind::default(),
+            record_dir: std::env::temp_dir(),
         });
         let mut a = LocalCounts {
             forwarded_packets: 5,

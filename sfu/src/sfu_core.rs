@@ -88,6 +88,15 @@ pub enum Input {
         version: u64,
         scopes: Vec<(String, u32)>,
     },
+    /// The room is recorded as `recording` (`None`: not recorded), as of `version` (an older or
+    /// repeated version changes nothing; for a room not here yet it is kept for when it comes).
+    /// Every published track is recorded while it is on (a simulcast camera at its top layer,
+    /// which dynacast then keeps on); another id ends the recording before and starts a new one.
+    Record {
+        room: String,
+        version: u64,
+        recording: Option<String>,
+    },
     /// Our answer to that offer is out: it can now receive what the room publishes.
     AnswerSent {
         room: String,
@@ -241,6 +250,16 @@ pub enum Output {
     Event(SfuEvent),
     /// The room has no one left.
     RoomGone { room: String },
+    /// Record `track` (its packets go to the recorder) as part of `recording`.
+    RecordTrack {
+        room: String,
+        track: TrackId,
+        recording: String,
+    },
+    /// `track` is recorded no more (its publisher left, or the recording stopped): its file ends.
+    RecordTrackEnd { room: String, track: TrackId },
+    /// The room's part of `recording` on this SFU ends (its tracks' ends came first).
+    RecordingEnd { room: String, recording: String },
 }
 
 #[derive(Debug)]
@@ -275,6 +294,8 @@ struct Track {
     /// Dynacast: the layers last asked of the publisher.
     active_layers: Option<Vec<bool>>,
     subs: BTreeSet<SubId>,
+    /// Its packets go to the recorder.
+    recorded: bool,
 }
 
 #[derive(Debug)]
@@ -295,6 +316,9 @@ struct RoomState {
     next_speaker_tick: Instant,
     /// The version of the last [`Input::Scopes`] applied.
     scope_version: u64,
+    /// What [`Input::Record`] last said, and its version.
+    recording: Option<String>,
+    record_version: u64,
 }
 
 impl RoomState {
@@ -321,6 +345,9 @@ pub struct SfuCore {
     /// The last scopes version of rooms not here (yet, or any more): a late older call for a
     /// room that comes back must not undo a newer one (bounded: see [`MAX_GONE_VERSIONS`]).
     gone_versions: HashMap<String, u64>,
+    /// Likewise the last [`Input::Record`] of rooms not here: a room recorded when everyone here
+    /// left (an outage, a failover) is recorded again when someone comes back.
+    gone_records: HashMap<String, (u64, Option<String>)>,
     next_id: u64,
     out: VecDeque<Output>,
 }
@@ -336,6 +363,7 @@ impl SfuCore {
             sfu_id: sfu_id.into(),
             rooms: BTreeMap::new(),
             gone_versions: HashMap::new(),
+            gone_records: HashMap::new(),
             next_id: 1,
             out: VecDeque::new(),
         }
@@ -398,6 +426,8 @@ impl SfuCore {
                 }
                 let next_tick = self.next_tick(now);
                 let scope_version = self.gone_versions.remove(&room).unwrap_or(0);
+                let (record_version, recording) =
+                    self.gone_records.remove(&room).unwrap_or((0, None));
                 let r = self.rooms.entry(room).or_insert_with(|| RoomState {
                     members: BTreeMap::new(),
                     tracks: BTreeMap::new(),
@@ -405,6 +435,8 @@ impl SfuCore {
                     speakers: BTreeMap::new(),
                     next_speaker_tick: next_tick,
                     scope_version,
+                    recording,
+                    record_version,
                 });
                 r.members.insert(
                     peer,
@@ -492,8 +524,17 @@ impl SfuCore {
                         warm: !simulcast,
                         active_layers: None,
                         subs: BTreeSet::new(),
+                        recorded: r.recording.is_some(),
                     },
                 );
+                if let Some(recording) = r.recording.clone() {
+                    self.out.push_back(Output::RecordTrack {
+                        room: room.clone(),
+                        track,
+                        recording,
+                    });
+                }
+                let r = self.rooms.get_mut(&room).expect("member's room");
                 let scope = r.members[&peer].scope;
                 let others: Vec<(String, u64)> = r
                     .members
@@ -635,6 +676,58 @@ impl SfuCore {
                     })
                     .collect();
                 self.move_scopes(now, &room, moves);
+                Ok(())
+            }
+            Input::Record {
+                room,
+                version,
+                recording,
+            } => {
+                let Some(r) = self.rooms.get_mut(&room) else {
+                    let newer = self
+                        .gone_records
+                        .get(&room)
+                        .is_none_or(|(v, _)| version > *v);
+                    if newer {
+                        self.remember_record(room, version, recording);
+                    }
+                    return Ok(());
+                };
+                if version <= r.record_version {
+                    return Ok(()); // repeated, or overtaken by a newer one
+                }
+                r.record_version = version;
+                if r.recording == recording {
+                    return Ok(());
+                }
+                let before = std::mem::replace(&mut r.recording, recording.clone());
+                let mut tracks: Vec<TrackId> = Vec::new();
+                for (id, t) in r.tracks.iter_mut() {
+                    if t.recorded {
+                        self.out.push_back(Output::RecordTrackEnd {
+                            room: room.clone(),
+                            track: *id,
+                        });
+                    }
+                    t.recorded = recording.is_some();
+                    tracks.push(*id);
+                }
+                if let Some(before) = before {
+                    self.out.push_back(Output::RecordingEnd {
+                        room: room.clone(),
+                        recording: before,
+                    });
+                }
+                if let Some(recording) = recording {
+                    for track in tracks {
+                        self.out.push_back(Output::RecordTrack {
+                            room: room.clone(),
+                            track,
+                            recording: recording.clone(),
+                        });
+                    }
+                }
+                self.update_dynacast(now, &room);
                 Ok(())
             }
             Input::Views { room, peer, views } => {
@@ -852,6 +945,16 @@ impl SfuCore {
         *v = (*v).max(version);
     }
 
+    fn remember_record(&mut self, room: String, version: u64, recording: Option<String>) {
+        if version == 0 {
+            return;
+        }
+        if self.gone_records.len() >= MAX_GONE_VERSIONS && !self.gone_records.contains_key(&room) {
+            self.gone_records.clear();
+        }
+        self.gone_records.insert(room, (version, recording));
+    }
+
     /// `peer` if `session` is its current one.
     fn current(&mut self, room: &str, peer: &str, session: u64) -> Result<&mut Member, CoreError> {
         let m = self.member_mut(room, peer)?;
@@ -962,6 +1065,12 @@ impl SfuCore {
             let Some(track) = r.tracks.remove(t) else {
                 continue;
             };
+            if track.recorded {
+                self.out.push_back(Output::RecordTrackEnd {
+                    room: room.into(),
+                    track: *t,
+                });
+            }
             for sub in track.subs {
                 let Some(s) = r.subs.remove(&sub) else {
                     continue;
@@ -998,6 +1107,13 @@ impl SfuCore {
         if r.members.is_empty() && !replacing {
             if let Some(gone) = self.rooms.remove(room) {
                 self.remember_version(room.to_string(), gone.scope_version);
+                if let Some(recording) = gone.recording.clone() {
+                    self.out.push_back(Output::RecordingEnd {
+                        room: room.into(),
+                        recording,
+                    });
+                }
+                self.remember_record(room.to_string(), gone.record_version, gone.recording);
             }
             self.out.push_back(Output::RoomGone { room: room.into() });
         } else {
@@ -1129,10 +1245,13 @@ impl SfuCore {
             if !t.simulcast || !t.warm {
                 continue;
             }
+            // A recording takes the best picture there is.
+            let recorded = t.recorded.then_some(LAYERS - 1);
             let top = t
                 .subs
                 .iter()
                 .filter_map(|s| r.subs.get(s)?.want)
+                .chain(recorded)
                 .max()
                 .unwrap_or(0);
             let active: Vec<bool> = (0..LAYERS).map(|l| l <= top).collect();
@@ -1638,6 +1757,125 @@ mod tests {
             Sim::subscribes(&s.outputs()),
             vec![("bob".into(), cam2, Some(DEFAULT_CAMERA_LAYER))]
         );
+    }
+
+    fn records(out: &[Output]) -> Vec<String> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::RecordTrack {
+                    track, recording, ..
+                } => Some(format!("+{track:?} {recording}")),
+                Output::RecordTrackEnd { track, .. } => Some(format!("-{track:?}")),
+                Output::RecordingEnd { recording, .. } => Some(format!("end {recording}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn record(s: &mut Sim, room: &str, version: u64, recording: Option<&str>) {
+        s.input(Input::Record {
+            room: room.into(),
+            version,
+            recording: recording.map(Into::into),
+        });
+    }
+
+    #[test]
+    fn a_recording_takes_every_track_at_the_top_layer_follows_joins_and_leaves_and_versions() {
+        let mut s = Sim::new();
+        s.join("ada");
+        s.join("bob");
+        let mic = s.publish("ada", TrackKind::Mic, false);
+        let cam = s.publish("ada", TrackKind::Camera, true);
+        let out = s.outputs();
+        let bob_sub = Sim::sub_of(&out, "bob", cam);
+        s.views("bob", vec![view("ada", Source::Camera, 180)]);
+        s.advance(DYNACAST_WARMUP);
+        let out = s.outputs();
+        assert_eq!(Sim::wants(&out), vec![(bob_sub, Some(0))]);
+        assert_eq!(Sim::layers(&out), vec![("ada".into(), vec![true, false, false])]);
+        assert!(records(&out).is_empty());
+
+        // Recording starts: both tracks, and the camera's top layer back on although Bob's tile
+        // is small.
+        record(&mut s, R, 1, Some("rec-1"));
+        let out = s.outputs();
+        assert_eq!(records(&out), vec![format!("+{mic:?} rec-1"), format!("+{cam:?} rec-1")]);
+        assert_eq!(Sim::layers(&out), vec![("ada".into(), vec![true, true, true])]);
+        // The same call again, or an older one, changes nothing.
+        record(&mut s, R, 1, Some("rec-1"));
+        record(&mut s, R, 0, None);
+        assert!(s.outputs().is_empty());
+
+        // A track published while recording is recorded; one whose publisher leaves ends.
+        let bob_mic = s.publish("bob", TrackKind::Mic, false);
+        assert_eq!(records(&s.outputs()), vec![format!("+{bob_mic:?} rec-1")]);
+        s.input(Input::Leave {
+            room: R.into(),
+            peer: "bob".into(),
+            session: None,
+        });
+        let out = s.outputs();
+        assert_eq!(records(&out), vec![format!("-{bob_mic:?}")]);
+        // Nobody watches the camera any more: only the recording holds its layers on.
+        assert!(Sim::layers(&out).is_empty());
+
+        // Stopped: every file ends, then the recording; dynacast drops to what viewers want.
+        record(&mut s, R, 2, None);
+        let out = s.outputs();
+        assert_eq!(
+            records(&out),
+            vec![format!("-{mic:?}"), format!("-{cam:?}"), "end rec-1".into()]
+        );
+        assert_eq!(Sim::layers(&out), vec![("ada".into(), vec![true, false, false])]);
+
+        // Another recording: the last one left started again.
+        record(&mut s, R, 3, Some("rec-2"));
+        assert_eq!(
+            records(&s.outputs()),
+            vec![format!("+{mic:?} rec-2"), format!("+{cam:?} rec-2")]
+        );
+        record(&mut s, R, 4, Some("rec-3"));
+        assert_eq!(
+            records(&s.outputs()),
+            vec![
+                format!("-{mic:?}"),
+                format!("-{cam:?}"),
+                "end rec-2".into(),
+                format!("+{mic:?} rec-3"),
+                format!("+{cam:?} rec-3")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_room_recorded_before_anyone_is_here_or_after_all_left_is_recorded_when_they_come() {
+        let mut s = Sim::new();
+        // Told before the first join (a failover: the edge sends the room's state again).
+        record(&mut s, "later", 5, Some("rec-a"));
+        record(&mut s, "later", 4, None); // older: ignored
+        s.join_in("later", "ada");
+        let mic = s.publish_in("later", "ada", TrackKind::Mic, false);
+        assert_eq!(records(&s.outputs()), vec![format!("+{mic:?} rec-a")]);
+        // Everyone leaves: the file and this SFU's part end; back again, it records again.
+        s.input(Input::Leave {
+            room: "later".into(),
+            peer: "ada".into(),
+            session: None,
+        });
+        assert_eq!(
+            records(&s.outputs()),
+            vec![format!("-{mic:?}"), "end rec-a".into()]
+        );
+        s.join_in("later", "ada");
+        let mic2 = s.publish_in("later", "ada", TrackKind::Mic, false);
+        assert_eq!(records(&s.outputs()), vec![format!("+{mic2:?} rec-a")]);
+        // A stop for a room not here is kept too: it does not record on return.
+        record(&mut s, "other", 2, Some("rec-b"));
+        record(&mut s, "other", 3, None);
+        s.join_in("other", "bob");
+        s.publish_in("other", "bob", TrackKind::Mic, false);
+        assert!(records(&s.outputs()).is_empty());
     }
 
     #[test]

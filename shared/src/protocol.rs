@@ -637,6 +637,26 @@ pub struct ScopesBody {
     pub scopes: BTreeMap<String, u32>,
 }
 
+/// Body of `POST {sfu}/v1/rooms/{room}/recording`: whether the room is recorded, and as which
+/// recording (`None`: not recorded). Whole state with a rising `version`, like [`ScopesBody`]: an
+/// SFU applies only a version newer than the last it applied, and keeps it for a room that is not
+/// there yet (a failover: the new SFU records from the first person who arrives).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordBody {
+    pub version: u64,
+    #[serde(default)]
+    pub recording: Option<String>,
+}
+
+/// A recording's id: 1–64 letters, digits, `-` or `_` (it names a directory and R2 keys).
+pub fn valid_recording_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The SFU's callback to the edge (`POST /api/sfu/signal`): a new offer for one participant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

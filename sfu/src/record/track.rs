@@ -1,0 +1,637 @@
+//! One recorded track, pure (no clock reads, files or threads): RTP packets in, in any order and
+//! with losses, whole frames out with their presentation time; a keyframe request out when a loss
+//! cannot be repaired. The recorder thread ([`super::Recorder`]) feeds it and writes its frames.
+//!
+//! - **Reorder.** Packets wait in a buffer keyed by their unwrapped sequence number and leave in
+//!   order. A missing one is waited for [`REORDER_WAIT_US`] (long enough for the SFU's NACK to the
+//!   publisher and the retransmission to come back) or until [`REORDER_MAX`] packets wait behind it;
+//!   then it is lost, and packets older than what already left are late and dropped.
+//! - **Frames.** Opus: one packet, one frame. VP8 (RFC 7741): the payload descriptor is stripped by
+//!   webrtc-rs's depacketizer, a frame starts with S=1 in partition 0 and ends at the marker (or
+//!   when the timestamp changes). A frame that lost a packet, or whose start was lost, is dropped.
+//! - **Keyframe wait.** Video starts at a keyframe, and after a loss it cannot repair waits for the
+//!   next one (what follows a lost frame would not decode), asking the publisher for it at most
+//!   every [`KEYFRAME_RETRY_US`].
+//! - **Time.** The RTP timestamp is unwrapped (32 bits) and counted from the first frame written:
+//!   a pause (camera off) stays a pause in the file. The wall-clock time of that first frame (its
+//!   first packet's arrival, on the clock the shell passes in) is the track's start: the manifest
+//!   aligns tracks by it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp::packetizer::Depacketizer;
+
+/// How long a missing packet is waited for before it counts as lost.
+pub const REORDER_WAIT_US: u64 = 300_000;
+/// Most packets waiting behind a missing one.
+pub const REORDER_MAX: usize = 512;
+/// A keyframe is asked for again after this long without one.
+pub const KEYFRAME_RETRY_US: u64 = 1_000_000;
+/// A frame larger than this is not a camera's or a screen's: dropped.
+pub const MAX_FRAME_BYTES: usize = 8 << 20;
+
+/// The codecs recorded (what the SFU negotiates with browsers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecCodec {
+    Opus,
+    Vp8,
+}
+
+impl RecCodec {
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            RecCodec::Opus => 48_000,
+            RecCodec::Vp8 => 90_000,
+        }
+    }
+
+    pub fn is_video(self) -> bool {
+        self == RecCodec::Vp8
+    }
+}
+
+/// One RTP packet of the track, as forwarded (sequence numbers and timestamps continuous across
+/// simulcast layer switches and publisher reconnects).
+#[derive(Debug, Clone)]
+pub struct RecPacket {
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Bytes,
+}
+
+/// A whole frame for the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Nanoseconds from the track's first frame; never less than the frame before.
+    pub pts_ns: u64,
+    pub keyframe: bool,
+    /// A VP8 keyframe's picture size.
+    pub size: Option<(u32, u32)>,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecOutput {
+    Frame(Frame),
+    /// Ask the publisher for a keyframe of what is recorded.
+    KeyframeWanted,
+}
+
+/// What happened to the track's packets, for the manifest and the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecStats {
+    pub frames: u64,
+    pub keyframes: u64,
+    pub bytes: u64,
+    /// Frames not written: incomplete, or waiting for a keyframe.
+    pub dropped_frames: u64,
+    pub lost_packets: u64,
+    /// Came after their place had been given up on (or twice).
+    pub late_packets: u64,
+}
+
+#[derive(Debug)]
+struct Partial {
+    ts: u64,
+    keyframe: bool,
+    broken: bool,
+    data: Vec<u8>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct TrackRecorder {
+    codec: RecCodec,
+    buf: BTreeMap<u64, RecPacket>,
+    /// The highest sequence number seen, unwrapped.
+    highest: Option<u64>,
+    /// The next sequence number to leave the buffer.
+    next: Option<u64>,
+    /// Since when the packet at `next` is missing while later ones wait.
+    missing_since: Option<u64>,
+    cur: Option<Partial>,
+    need_keyframe: bool,
+    last_request: Option<u64>,
+    last_ts: Option<u64>,
+    /// (unwrapped RTP timestamp, wall-clock µs) of the first frame written.
+    origin: Option<(u64, u64)>,
+    last_pts: u64,
+    /// When the packet being processed arrived (the start of a frame begun with it).
+    arrived_us: u64,
+    frame_arrived_us: u64,
+    out: VecDeque<RecOutput>,
+    pub stats: RecStats,
+}
+
+/// `x` (16 or 32 bits wide, `bits`) unwrapped to the value nearest `near`.
+fn unwrap(x: u64, near: u64, bits: u32) -> u64 {
+    let span = 1u64 << bits;
+    let base = near & !(span - 1);
+    [base.wrapping_sub(span), base, base + span]
+        .into_iter()
+        .map(|b| b.wrapping_add(x))
+        .filter(|c| *c < u64::MAX / 2)
+        .min_by_key(|c| c.abs_diff(near))
+        .unwrap_or(x)
+}
+
+impl TrackRecorder {
+    pub fn new(codec: RecCodec) -> TrackRecorder {
+        TrackRecorder {
+            codec,
+            buf: BTreeMap::new(),
+            highest: None,
+            next: None,
+            missing_since: None,
+            cur: None,
+            need_keyframe: codec.is_video(),
+            last_request: None,
+            last_ts: None,
+            origin: None,
+            last_pts: 0,
+            arrived_us: 0,
+            frame_arrived_us: 0,
+            out: VecDeque::new(),
+            stats: RecStats::default(),
+        }
+    }
+
+    pub fn codec(&self) -> RecCodec {
+        self.codec
+    }
+
+    /// Wall-clock µs (the shell's clock) of the first frame written, once there is one.
+    pub fn start_us(&self) -> Option<u64> {
+        self.origin.map(|(_, wall)| wall)
+    }
+
+    /// Nanoseconds from the first frame to the last one written.
+    pub fn duration_ns(&self) -> u64 {
+        self.last_pts
+    }
+
+    /// One packet, arrived at `now_us`.
+    pub fn handle_packet(&mut self, now_us: u64, p: RecPacket) {
+        let seq = match self.highest {
+            None => u64::from(p.seq) + (1 << 16), // room to unwrap below the first
+            Some(h) => unwrap(u64::from(p.seq), h, 16),
+        };
+        self.highest = Some(self.highest.map_or(seq, |h| h.max(seq)));
+        let next = *self.next.get_or_insert(seq);
+        if seq < next || self.buf.contains_key(&seq) {
+            self.stats.late_packets += 1;
+            return;
+        }
+        self.buf.insert(seq, p);
+        self.arrived_us = now_us;
+        self.release(now_us);
+    }
+
+    /// Time passed: a packet waited for long enough counts as lost.
+    pub fn handle_timeout(&mut self, now_us: u64) {
+        self.release(now_us);
+    }
+
+    /// When [`TrackRecorder::handle_timeout`] is due.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.missing_since.map(|t| t + REORDER_WAIT_US)
+    }
+
+    pub fn poll_output(&mut self) -> Option<RecOutput> {
+        self.out.pop_front()
+    }
+
+    /// The recording stops: what waits is written as far as it goes (a frame still missing its
+    /// end is dropped).
+    pub fn finish(&mut self, now_us: u64) {
+        while !self.buf.is_empty() {
+            self.skip_gap(now_us);
+            self.release(now_us);
+        }
+        if let Some(p) = self.cur.take() {
+            if self.codec == RecCodec::Opus {
+                self.finish_frame(now_us, p);
+            } else {
+                self.stats.dropped_frames += 1;
+            }
+        }
+    }
+
+    fn release(&mut self, now_us: u64) {
+        loop {
+            let Some(next) = self.next else { return };
+            if let Some(p) = self.buf.remove(&next) {
+                self.next = Some(next + 1);
+                self.missing_since = None;
+                self.process(now_us, p);
+                continue;
+            }
+            if self.buf.is_empty() {
+                self.missing_since = None;
+                return;
+            }
+            let since = *self.missing_since.get_or_insert(now_us);
+            if now_us.saturating_sub(since) >= REORDER_WAIT_US || self.buf.len() > REORDER_MAX {
+                self.skip_gap(now_us);
+                continue;
+            }
+            return;
+        }
+    }
+
+    /// The packets before the first waiting one are lost.
+    fn skip_gap(&mut self, now_us: u64) {
+        let (Some(next), Some(&first)) = (self.next, self.buf.keys().next()) else {
+            return;
+        };
+        if first > next {
+            self.stats.lost_packets += first - next;
+            self.next = Some(first);
+            self.missing_since = None;
+            self.on_loss(now_us);
+        }
+    }
+
+    fn on_loss(&mut self, now_us: u64) {
+        if let Some(p) = self.cur.as_mut() {
+            p.broken = true;
+        }
+        if self.codec.is_video() {
+            // What follows a lost piece of a frame refers to it: wait for a keyframe.
+            self.need_keyframe = true;
+            self.ask_keyframe(now_us);
+        }
+    }
+
+    fn ask_keyframe(&mut self, now_us: u64) {
+        if self
+            .last_request
+            .is_some_and(|t| now_us.saturating_sub(t) < KEYFRAME_RETRY_US)
+        {
+            return;
+        }
+        self.last_request = Some(now_us);
+        self.out.push_back(RecOutput::KeyframeWanted);
+    }
+
+    fn unwrap_ts(&mut self, ts: u32) -> u64 {
+        let t = match self.last_ts {
+            None => u64::from(ts) + (1 << 32),
+            Some(l) => unwrap(u64::from(ts), l, 32),
+        };
+        self.last_ts = Some(t);
+        t
+    }
+
+    fn process(&mut self, now_us: u64, p: RecPacket) {
+        if p.payload.is_empty() {
+            return; // padding
+        }
+        let ts = self.unwrap_ts(p.timestamp);
+        match self.codec {
+            RecCodec::Opus => {
+                self.frame_arrived_us = self.arrived_us;
+                let frame = Partial {
+                    ts,
+                    keyframe: true,
+                    broken: false,
+                    data: p.payload.to_vec(),
+                };
+                self.finish_frame(now_us, frame);
+            }
+            RecCodec::Vp8 => {
+                if self.cur.as_ref().is_some_and(|c| c.ts != ts) {
+                    // The frame ended without its marker: it is whole as far as we know.
+                    let done = self.cur.take().expect("checked");
+                    self.finish_frame(now_us, done);
+                }
+                let mut vp8 = Vp8Packet::default();
+                let Ok(data) = vp8.depacketize(&p.payload) else {
+                    if let Some(c) = self.cur.as_mut() {
+                        c.broken = true;
+                    }
+                    return;
+                };
+                let cur = self.cur.get_or_insert_with(|| {
+                    let start = vp8.s == 1 && vp8.pid == 0;
+                    Partial {
+                        ts,
+                        // RFC 6386 §9.1: the frame tag's lowest bit is 0 on a keyframe.
+                        keyframe: start && data.first().is_some_and(|b| b & 1 == 0),
+                        // Its start was lost: the rest of it is useless.
+                        broken: !start,
+                        data: Vec::new(),
+                    }
+                });
+                if cur.data.is_empty() {
+                    self.frame_arrived_us = self.arrived_us;
+                }
+                if cur.data.len() + data.len() > MAX_FRAME_BYTES {
+                    cur.broken = true;
+                } else if !cur.broken {
+                    cur.data.extend_from_slice(&data);
+                }
+                if p.marker {
+                    let done = self.cur.take().expect("just set");
+                    self.finish_frame(now_us, done);
+                }
+            }
+        }
+    }
+
+    fn finish_frame(&mut self, now_us: u64, f: Partial) {
+        if f.broken || f.data.is_empty() {
+            self.stats.dropped_frames += 1;
+            return;
+        }
+        let size = if self.codec.is_video() && f.keyframe {
+            vp8_size(&f.data)
+        } else {
+            None
+        };
+        if self.codec.is_video() {
+            if self.need_keyframe && !(f.keyframe && size.is_some()) {
+                self.stats.dropped_frames += 1;
+                self.ask_keyframe(now_us);
+                return;
+            }
+            if f.keyframe {
+                self.need_keyframe = false;
+            }
+        }
+        let (origin_ts, _) = *self.origin.get_or_insert((f.ts, self.frame_arrived_us));
+        let ticks = f.ts.saturating_sub(origin_ts);
+        let pts = (ticks as u128 * 1_000_000_000 / u128::from(self.codec.clock_rate())) as u64;
+        // A file's times never go back (a timestamp older than the last frame's is clamped).
+        let pts_ns = pts.max(self.last_pts);
+        self.last_pts = pts_ns;
+        self.stats.frames += 1;
+        self.stats.bytes += f.data.len() as u64;
+        if f.keyframe && self.codec.is_video() {
+            self.stats.keyframes += 1;
+        }
+        self.out.push_back(RecOutput::Frame(Frame {
+            pts_ns,
+            keyframe: f.keyframe,
+            size,
+            data: f.data,
+        }));
+    }
+}
+
+/// A VP8 keyframe's width and height (RFC 6386 §9.1: after the 3-byte frame tag, the start code
+/// 9d 01 2a, then 14-bit width and height, little-endian, with 2 bits of scaling each).
+pub fn vp8_size(frame: &[u8]) -> Option<(u32, u32)> {
+    if frame.len() < 10 || frame[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u32::from(u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff);
+    let h = u32::from(u16::from_le_bytes([frame[8], frame[9]]) & 0x3fff);
+    (w > 0 && h > 0).then_some((w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000;
+
+    /// A VP8 packet: descriptor (S bit on the first of a frame), then for the first packet of a
+    /// keyframe a frame tag + start code + 640x360; `n` marks the payload.
+    fn vp8(seq: u16, ts: u32, first: bool, last: bool, key: bool, n: u8) -> RecPacket {
+        let mut b = vec![if first { 0x10 } else { 0x00 }];
+        if first {
+            let tag = if key { 0x00 } else { 0x01 };
+            b.extend_from_slice(&[tag, 0, 0]);
+            if key {
+                b.extend_from_slice(&[0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+            }
+        }
+        b.extend_from_slice(&[n; 4]);
+        RecPacket {
+            seq,
+            timestamp: ts,
+            marker: last,
+            payload: Bytes::from(b),
+        }
+    }
+
+    fn opus(seq: u16, ts: u32) -> RecPacket {
+        RecPacket {
+            seq,
+            timestamp: ts,
+            marker: false,
+            payload: Bytes::from(vec![0xfc, seq as u8]),
+        }
+    }
+
+    fn drain(r: &mut TrackRecorder) -> (Vec<Frame>, usize) {
+        let (mut frames, mut asks) = (Vec::new(), 0);
+        while let Some(o) = r.poll_output() {
+            match o {
+                RecOutput::Frame(f) => frames.push(f),
+                RecOutput::KeyframeWanted => asks += 1,
+            }
+        }
+        (frames, asks)
+    }
+
+    /// Frame `i` of a 30 fps stream in two packets (a keyframe every `gop`).
+    fn frame_packets(i: u16, gop: u16) -> [RecPacket; 2] {
+        let ts = 1_000 + u32::from(i) * 3_000;
+        let key = i % gop == 0;
+        [
+            vp8(2 * i, ts, true, false, key, i as u8),
+            vp8(2 * i + 1, ts, false, true, key, i as u8),
+        ]
+    }
+
+    #[test]
+    fn vp8_frames_in_order_come_out_whole_timed_from_the_first_with_its_size() {
+        let mut r = TrackRecorder::new(RecCodec::Vp8);
+        for i in 0..10 {
+            for p in frame_packets(i, 5) {
+                r.handle_packet(1_000_000 + u64::from(i) * 33 * MS, p);
+            }
+        }
+        let (frames, asks) = drain(&mut r);
+        assert_eq!(asks, 0);
+        assert_eq!(frames.len(), 10);
+        assert_eq!(frames[0].pts_ns, 0);
+        assert_eq!(frames[3].pts_ns, 100_000_000); // 9,000 ticks of 90 kHz
+        assert_eq!(frames[0].size, Some((640, 360)));
+        assert!(frames[0].keyframe && frames[5].keyframe && !frames[1].keyframe);
+        // The descriptor is gone: the frame is the two payloads, joined.
+        assert_eq!(frames[1].data, [[0x01, 0, 0].as_slice(), &[1; 4], &[1; 4]].concat());
+        assert_eq!(r.start_us(), Some(1_000_000));
+        assert_eq!(r.stats.frames, 10);
+        assert_eq!(r.stats.keyframes, 2);
+    }
+
+    #[test]
+    fn video_waits_for_its_first_keyframe_and_asks_for_one_at_most_each_second() {
+        let mut r = TrackRecorder::new(RecCodec::Vp8);
+        // Starts mid-GOP: frames 1..11 are deltas, 12 is the next keyframe.
+        for i in 1..14 {
+            for p in frame_packets(i, 12) {
+                r.handle_packet(u64::from(i) * 100 * MS, p);
+            }
+        }
+        let (frames, asks) = drain(&mut r);
+        assert_eq!(frames.len(), 2, "frames 12 and 13");
+        assert!(frames[0].keyframe);
+        assert_eq!(frames[0].pts_ns, 0);
+        // Asked at frame 1 (100 ms) and again at frame 11 (1,100 ms), not in between.
+        assert_eq!(asks, 2);
+        assert_eq!(r.stats.dropped_frames, 11);
+        assert_eq!(r.start_us(), Some(1_200 * MS));
+    }
+
+    #[test]
+    fn reordered_packets_are_put_back_in_order_without_a_loss() {
+        let mut r = TrackRecorder::new(RecCodec::Vp8);
+        let mut pkts: Vec<RecPacket> = (0..6).flat_map(|i| frame_packets(i, 30)).collect();
+        pkts.swap(2, 3); // frame 1's two packets
+        pkts.swap(5, 7); // across frames 2 and 3
+        for (n, p) in pkts.into_iter().enumerate() {
+            r.handle_packet(n as u64 * 10 * MS, p);
+        }
+        let (frames, asks) = drain(&mut r);
+        assert_eq!((frames.len(), asks), (6, 0));
+        assert_eq!(r.stats.lost_packets, 0);
+        assert!(frames.windows(2).all(|w| w[0].pts_ns < w[1].pts_ns));
+    }
+
+    #[test]
+    fn a_lost_packet_is_waited_for_then_its_frame_and_the_rest_up_to_a_keyframe_are_dropped() {
+        let mut r = TrackRecorder::new(RecCodec::Vp8);
+        let mut t = 0;
+        for i in 0..20u16 {
+            for p in frame_packets(i, 10) {
+                t += 10 * MS;
+                if p.seq == 7 {
+                    continue; // frame 3's second packet never comes
+                }
+                r.handle_packet(t, p);
+            }
+        }
+        // 300 ms after it went missing nothing waited in vain: frames 0..3 and...
+        let (frames, asks) = drain(&mut r);
+        assert_eq!(r.stats.lost_packets, 1);
+        assert_eq!(asks, 1, "one keyframe request for the loss");
+        let pts: Vec<u64> = frames.iter().map(|f| f.pts_ns / 1_000_000).collect();
+        // Frames 0, 1, 2, then 10..19 (3 is broken, 4..9 refer to it).
+        assert_eq!(pts, [0, 33, 66, 333, 366, 400, 433, 466, 500, 533, 566, 600, 633]);
+        assert!(frames[3].keyframe);
+    }
+
+    #[test]
+    fn a_missing_packet_that_comes_back_in_time_repairs_the_frame() {
+        let mut r = TrackRecorder::new(RecCodec::Vp8);
+        let pkts: Vec<RecPacket> = (0..4).flat_map(|i| frame_packets(i, 30)).collect();
+        let late = pkts[3].clone();
+        for (n, p) in pkts.into_iter().enumerate() {
+            if n != 3 {
+                r.handle_packet(n as u64 * MS, p);
+            }
+        }
+        assert_eq!(r.poll_timeout(), Some(4 * MS + REORDER_WAIT_US));
+        r.handle_packet(250 * MS, late); // a retransmission, before the wait ends
+        let (frames, asks) = drain(&mut r);
+        assert_eq!((frames.len(), asks, r.stats.lost_packets), (4, 0, 0));
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_wait_ends_by_timeout_and_a_packet_after_that_is_late() {
+        let mut r = TrackRecorder::new(RecCodec::Opus);
+        r.handle_packet(0, opus(10, 0));
+        r.handle_packet(20 * MS, opus(12, 1_920));
+        assert_eq!(drain(&mut r).0.len(), 1);
+        r.handle_timeout(20 * MS + REORDER_WAIT_US - 1);
+        assert_eq!(drain(&mut r).0.len(), 0);
+        r.handle_timeout(20 * MS + REORDER_WAIT_US);
+        let (frames, asks) = drain(&mut r);
+        // Audio asks for nothing: the 20 ms are a gap in the time line.
+        assert_eq!((frames.len(), asks), (1, 0));
+        assert_eq!(frames[0].pts_ns, 40_000_000);
+        r.handle_packet(400 * MS, opus(11, 960));
+        assert_eq!(r.stats.late_packets, 1);
+        assert_eq!(r.stats.lost_packets, 1);
+    }
+
+    #[test]
+    fn a_full_buffer_gives_up_on_the_missing_packet_at_once() {
+        let mut r = TrackRecorder::new(RecCodec::Opus);
+        r.handle_packet(0, opus(0, 0));
+        for s in 2..(REORDER_MAX as u16 + 3) {
+            r.handle_packet(MS, opus(s, u32::from(s) * 960));
+        }
+        assert_eq!(r.stats.lost_packets, 1);
+        assert_eq!(drain(&mut r).0.len(), REORDER_MAX + 2);
+    }
+
+    #[test]
+    fn sequence_numbers_and_timestamps_wrap() {
+        let mut r = TrackRecorder::new(RecCodec::Opus);
+        let mut ts = u32::MAX - 960 * 2;
+        for i in 0..6u16 {
+            r.handle_packet(u64::from(i) * 20 * MS, opus(65_533u16.wrapping_add(i), ts));
+            ts = ts.wrapping_add(960);
+        }
+        let (frames, _) = drain(&mut r);
+        let pts: Vec<u64> = frames.iter().map(|f| f.pts_ns / 1_000_000).collect();
+        assert_eq!(pts, [0, 20, 40, 60, 80, 100]);
+        assert_eq!(r.stats.lost_packets + r.stats.late_packets, 0);
+    }
+
+    #[test]
+    fn finishing_writes_what_waits_and_drops_a_frame_without_its_end() {
+        let mut r = TrackRecorder::new(RecCodec::Vp8);
+        let [a, b] = frame_packets(0, 30);
+        let [c, _] = frame_packets(1, 30);
+        let [e, f] = frame_packets(2, 30);
+        r.handle_packet(0, a);
+        r.handle_packet(0, b);
+        r.handle_packet(MS, e);
+        r.handle_packet(MS, f);
+        r.handle_packet(MS, c); // frame 1's end never comes; frame 2 waits behind it
+        r.finish(2 * MS);
+        let (frames, _) = drain(&mut r);
+        // Frame 2 follows a loss and is not a keyframe: only frame 0 is written.
+        assert_eq!(frames.len(), 1);
+        assert!(r.buf.is_empty());
+    }
+
+    #[test]
+    fn garbage_never_panics_and_an_oversized_frame_is_dropped() {
+        let mut r = TrackRecorder::new(RecCodec::Vp8);
+        for (i, len) in [0usize, 1, 2, 3, 5, 11].into_iter().enumerate() {
+            r.handle_packet(
+                i as u64,
+                RecPacket {
+                    seq: i as u16,
+                    timestamp: 7,
+                    marker: true,
+                    payload: Bytes::from(vec![0xff; len]),
+                },
+            );
+        }
+        let [a, _] = frame_packets(0, 1);
+        let mut big = a.clone();
+        big.seq = 6;
+        big.timestamp = 99;
+        r.handle_packet(10, big);
+        let mut tail = a;
+        tail.seq = 7;
+        tail.timestamp = 99;
+        tail.marker = true;
+        tail.payload = Bytes::from([vec![0u8], vec![1; MAX_FRAME_BYTES]].concat());
+        r.handle_packet(11, tail);
+        assert_eq!(drain(&mut r).0.len(), 0);
+        assert_eq!(vp8_size(&[0; 3]), None);
+    }
+}
