@@ -24,9 +24,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use edgemeet_shared::control as signing;
 use edgemeet_shared::protocol::{
-    normalize_room_name, valid_recording_id, BlockBody, ErrorCode, OfferBody, RecordBody, ScopesBody,
-    SdpBody, ViewsBody,
-    WireError, MAX_VIEWS,
+    normalize_room_name, valid_recording_id, BlockBody, ErrorCode, OfferBody, RecordBody,
+    ScopesBody, SdpBody, ViewsBody, WireError, MAX_VIEWS,
 };
 
 use crate::AppState;

@@ -1793,15 +1793,24 @@ mod tests {
         s.advance(DYNACAST_WARMUP);
         let out = s.outputs();
         assert_eq!(Sim::wants(&out), vec![(bob_sub, Some(0))]);
-        assert_eq!(Sim::layers(&out), vec![("ada".into(), vec![true, false, false])]);
+        assert_eq!(
+            Sim::layers(&out),
+            vec![("ada".into(), vec![true, false, false])]
+        );
         assert!(records(&out).is_empty());
 
         // Recording starts: both tracks, and the camera's top layer back on although Bob's tile
         // is small.
         record(&mut s, R, 1, Some("rec-1"));
         let out = s.outputs();
-        assert_eq!(records(&out), vec![format!("+{mic:?} rec-1"), format!("+{cam:?} rec-1")]);
-        assert_eq!(Sim::layers(&out), vec![("ada".into(), vec![true, true, true])]);
+        assert_eq!(
+            records(&out),
+            vec![format!("+{mic:?} rec-1"), format!("+{cam:?} rec-1")]
+        );
+        assert_eq!(
+            Sim::layers(&out),
+            vec![("ada".into(), vec![true, true, true])]
+        );
         // The same call again, or an older one, changes nothing.
         record(&mut s, R, 1, Some("rec-1"));
         record(&mut s, R, 0, None);
@@ -1827,7 +1836,10 @@ mod tests {
             records(&out),
             vec![format!("-{mic:?}"), format!("-{cam:?}"), "end rec-1".into()]
         );
-        assert_eq!(Sim::layers(&out), vec![("ada".into(), vec![true, false, false])]);
+        assert_eq!(
+            Sim::layers(&out),
+            vec![("ada".into(), vec![true, false, false])]
+        );
 
         // Another recording: the last one left started again.
         record(&mut s, R, 3, Some("rec-2"));

@@ -281,6 +281,24 @@ fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
     }
 }
 
+/// A track of `kind` to send, with its own SSRC.
+fn local_track(kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("stream-{ssrc}"),
+        format!("track-{ssrc}"),
+        "test".into(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec(kind),
+            ..Default::default()
+        }],
+    )))
+}
+
 /// A peer that sends one track of `kind` (like a browser publishing its camera or microphone).
 async fn test_peer(kind: RtpCodecKind, ssrc: u32) -> TestPeer {
     let mut me = MediaEngine::default();
@@ -318,20 +336,7 @@ async fn test_peer(kind: RtpCodecKind, ssrc: u32) -> TestPeer {
         .await
         .unwrap();
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        format!("stream-{ssrc}"),
-        format!("track-{ssrc}"),
-        "test".into(),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: codec(kind),
-            ..Default::default()
-        }],
-    )));
+    let track = local_track(kind, ssrc);
     pc.add_track(track.clone() as Arc<dyn TrackLocal>)
         .await
         .unwrap();
@@ -935,4 +940,281 @@ async fn a_panic_takes_the_sfu_out_drains_its_rooms_and_ends_it() {
     };
     assert_eq!(status.code(), Some(70), "{status}");
     let _ = p.pc.close().await;
+}
+
+/// Real media for the recording test, made by ffmpeg (Debian's, installed by `cargo xtask setup`):
+/// 11 s of a moving test picture in VP8 (320x240, 30 fps, a keyframe a second) as IVF, and of a
+/// tone in Opus (20 ms packets, one per Ogg page).
+fn recording_clips(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (ivf, ogg) = (dir.join("clip.ivf"), dir.join("clip.ogg"));
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-map",
+            "0:v",
+            "-t",
+            "11",
+            "-c:v",
+            "libvpx",
+            "-deadline",
+            "realtime",
+        ])
+        .args(["-g", "30", "-b:v", "300k", "-y"])
+        .arg(&ivf)
+        .args(["-map", "1:a", "-t", "11", "-c:a", "libopus", "-ac", "2"])
+        .args(["-page_duration", "20000", "-y"])
+        .arg(&ogg)
+        .status()
+        .expect("ffmpeg (Debian package ffmpeg; `cargo xtask setup` installs it)");
+    assert!(status.success(), "ffmpeg made the clips");
+    (ivf, ogg)
+}
+
+/// `ffprobe`'s JSON about a file.
+fn probe(file: &std::path::Path) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-of", "json"])
+        .args([
+            "-show_entries",
+            "format=duration:stream=codec_name,width,height,nb_read_frames",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe (Debian package ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// ffmpeg decodes the whole file (from `seek` seconds on) without one error.
+fn decodes(file: &std::path::Path, seek: &str) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-ss", seek, "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{} from {seek} s decodes: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_publisher_becomes_one_seekable_webm_file_per_track() {
+    use rtc::media::io::ivf_reader::IVFReader;
+    use rtc::media::io::ogg_reader::OggReader;
+    use rtc::rtp::codec::vp8::Vp8Payloader;
+    use rtc::rtp::packetizer::Payloader;
+
+    let work = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("recording-test");
+    let _ = std::fs::remove_dir_all(&work);
+    let (ivf, ogg) = recording_clips(&work.join("clips"));
+    let rec_dir = work.join("recordings");
+    let rec_dir_s = rec_dir.display().to_string();
+    let (_sfu, base, inboxes, _log) =
+        sfu_with_edge_env(&[("EDGEMEET_SFU_RECORD_DIR", rec_dir_s.as_str())]).await;
+
+    // Recorded before anyone is here: the room records from its first track.
+    let path = format!("/v1/rooms/{ROOM}/recording");
+    let (status, text) = control_call(
+        &base,
+        "POST",
+        &path,
+        r#"{"version":1,"recording":"rec-test"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 204, "{text}");
+    // A bad id is refused in words.
+    let (status, text) = control_call(
+        &base,
+        "POST",
+        &path,
+        r#"{"version":9,"recording":"../x"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(text.contains("letters, digits"), "{text}");
+
+    let mut publisher = test_peer(RtpCodecKind::Video, PUB_SSRC).await;
+    let audio = local_track(RtpCodecKind::Audio, 0x5151_5151);
+    publisher
+        .pc
+        .add_track(audio.clone() as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    let rx = inbox("pub", &inboxes);
+    publisher.join(&base, "pub").await;
+    answer_offers(publisher.pc.clone(), base.clone(), "pub", rx);
+
+    // 10 s of media, paced as a browser sends it.
+    let (mut frames, mut pages) = (Vec::new(), Vec::new());
+    let (mut r, _) =
+        IVFReader::new(std::io::BufReader::new(std::fs::File::open(&ivf).unwrap())).unwrap();
+    let mut payloader = Vp8Payloader::default();
+    while let Ok((f, _)) = r.parse_next_frame() {
+        frames.push(payloader.payload(1_200, &f.freeze()).unwrap());
+    }
+    let (mut r, _) = OggReader::new(
+        std::io::BufReader::new(std::fs::File::open(&ogg).unwrap()),
+        true,
+    )
+    .unwrap();
+    while let Ok((page, _)) = r.parse_next_page() {
+        if !page.starts_with(b"OpusTags") {
+            pages.push(page.freeze());
+        }
+    }
+    assert!(
+        frames.len() >= 300 && pages.len() >= 500,
+        "{} frames, {} pages",
+        frames.len(),
+        pages.len()
+    );
+    let video = publisher.track.clone();
+    let start = Instant::now();
+    let (mut vseq, mut aseq) = (100u16, 200u16);
+    let (mut vi, mut ai) = (0usize, 0usize);
+    while start.elapsed() < Duration::from_secs(10) {
+        let t = start.elapsed().as_millis() as usize;
+        while ai * 20 <= t {
+            let p = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    payload_type: 111,
+                    sequence_number: aseq,
+                    timestamp: 5_000u32.wrapping_add(ai as u32 * 960),
+                    ssrc: 0x5151_5151,
+                    ..Default::default()
+                },
+                payload: pages[ai % pages.len()].clone(),
+            };
+            let _ = audio.write_rtp(p).await;
+            aseq = aseq.wrapping_add(1);
+            ai += 1;
+        }
+        while vi * 100 / 3 <= t {
+            let payloads = &frames[vi % frames.len()];
+            for (k, payload) in payloads.iter().enumerate() {
+                let p = rtp::Packet {
+                    header: rtp::header::Header {
+                        version: 2,
+                        marker: k + 1 == payloads.len(),
+                        payload_type: 96,
+                        sequence_number: vseq,
+                        timestamp: 7_000u32.wrapping_add(vi as u32 * 3_000),
+                        ssrc: PUB_SSRC,
+                        ..Default::default()
+                    },
+                    payload: payload.clone(),
+                };
+                let _ = video.write_rtp(p).await;
+                vseq = vseq.wrapping_add(1);
+            }
+            vi += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Stopped: the files are finished and the segment written.
+    let stopped = Instant::now();
+    let (status, text) = control_call(
+        &base,
+        "POST",
+        &path,
+        r#"{"version":2,"recording":null}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 204, "{text}");
+    let rec = rec_dir.join("rec-test");
+    let mut summary = None;
+    wait_until("segment.json is written", Duration::from_secs(10), || {
+        summary = std::fs::read_dir(&rec).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path().join("segment.json"))
+                .find(|p| p.exists())
+        });
+        summary.is_some()
+    })
+    .await;
+    println!(
+        "stop -> segment written: {} ms",
+        stopped.elapsed().as_millis()
+    );
+    let summary_path = summary.unwrap();
+    let seg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    let dir = summary_path.parent().unwrap();
+    assert_eq!(seg["recording"], "rec-test");
+    assert_eq!(seg["room"], ROOM);
+    let tracks = seg["tracks"].as_array().unwrap();
+    assert_eq!(tracks.len(), 2, "{seg}");
+    let find = |kind: &str| {
+        tracks
+            .iter()
+            .find(|t| t["kind"] == kind)
+            .unwrap_or_else(|| panic!("{kind} in {seg}"))
+    };
+    let (a, v) = (find("audio"), find("video"));
+    assert_eq!(
+        (a["codec"].as_str(), v["codec"].as_str()),
+        (Some("opus"), Some("vp8"))
+    );
+    assert_eq!(a["participant"], "pub");
+    // Both start together (within a frame or two of each other).
+    let skew = a["start_us"].as_i64().unwrap() - v["start_us"].as_i64().unwrap();
+    assert!(
+        skew.abs() < 100_000,
+        "audio and video start {skew} µs apart"
+    );
+    for t in [a, v] {
+        let file = dir.join(t["file"].as_str().unwrap());
+        let info = probe(&file);
+        let duration: f64 = info["format"]["duration"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (9.5..=10.5).contains(&duration),
+            "{}: {duration} s",
+            file.display()
+        );
+        let stream = &info["streams"][0];
+        let frames: u64 = stream["nb_read_frames"].as_str().unwrap().parse().unwrap();
+        if t["kind"] == "video" {
+            assert_eq!(stream["codec_name"], "vp8");
+            assert_eq!(
+                (stream["width"].as_u64(), stream["height"].as_u64()),
+                (Some(320), Some(240))
+            );
+            assert!(frames >= 285, "{frames} video frames in 10 s");
+        } else {
+            assert_eq!(stream["codec_name"], "opus");
+            assert!(frames >= 480, "{frames} audio frames in 10 s");
+        }
+        // The index players seek with (Cues, ID 1C 53 BB 6B) is in the file.
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            bytes.windows(4).any(|w| w == [0x1c, 0x53, 0xbb, 0x6b]),
+            "{} has cues",
+            file.display()
+        );
+        decodes(&file, "0");
+        decodes(&file, "5");
+        println!(
+            "{}: {duration:.2} s, {frames} frames, {} bytes",
+            t["file"],
+            bytes.len()
+        );
+    }
+    let _ = publisher.pc.close().await;
 }

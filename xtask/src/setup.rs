@@ -153,6 +153,10 @@ pub fn setup(needs: Needs) -> Result<Tools> {
         )
     })?;
     step("coturn (TURN server)", ensure_coturn)?;
+    step(
+        "ffmpeg (the recording tests make media and check files with it)",
+        ensure_ffmpeg,
+    )?;
     if needs.browser {
         step("iptables and tc (impaired-network tests)", ensure_netfilter)?;
         step("Chromium", ensure_chromium)?;
@@ -412,6 +416,24 @@ fn ensure_coturn() -> Result<()> {
             format!("{} still missing after install", bin.display()),
             "install Debian's coturn package",
         ))
+    }
+}
+
+fn ensure_ffmpeg() -> Result<()> {
+    let found = |b: &str| output(Command::new(b).arg("-version"));
+    if found("ffmpeg").is_none() || found("ffprobe").is_none() {
+        apt_install("ffmpeg", &["ffmpeg"])?;
+    }
+    match found("ffmpeg") {
+        Some(v) if found("ffprobe").is_some() => {
+            note(v.lines().next().unwrap_or_default());
+            Ok(())
+        }
+        _ => Err(fail(
+            "ffmpeg",
+            "ffmpeg or ffprobe still missing after install",
+            "install Debian's ffmpeg package",
+        )),
     }
 }
 

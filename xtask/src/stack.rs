@@ -83,12 +83,13 @@ pub fn free_port() -> u16 {
     static NEXT: OnceLock<AtomicU32> = OnceLock::new();
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u16>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u16>().ok())
+        })
         .unwrap_or(32_768);
-    let (lo, hi) = (
-        TEST_TCP_PORTS.start,
-        TEST_TCP_PORTS.end.min(ephemeral_low),
-    );
+    let (lo, hi) = (TEST_TCP_PORTS.start, TEST_TCP_PORTS.end.min(ephemeral_low));
     if hi <= lo {
         // A machine whose ephemeral range starts this low: let the kernel pick, as before.
         return std::net::TcpListener::bind("127.0.0.1:0")

@@ -9,9 +9,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
-use webm::mux::{
-    AudioCodecId, Segment, SegmentBuilder, SegmentMode, Track, VideoCodecId, Writer,
-};
+use webm::mux::{AudioCodecId, Segment, SegmentBuilder, SegmentMode, Track, VideoCodecId, Writer};
 
 use super::track::{Frame, RecCodec};
 

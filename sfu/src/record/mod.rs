@@ -89,6 +89,9 @@ pub struct SegmentSummary {
     pub tracks: Vec<TrackSummary>,
 }
 
+/// Called on the recorder thread with each segment written (its `segment.json` and contents).
+pub type SegmentDone = Box<dyn Fn(&Path, &SegmentSummary) + Send>;
+
 /// The media worker's side: sends, counts the backlog.
 pub struct RecorderHandle {
     tx: mpsc::Sender<RecMsg>,
@@ -151,7 +154,7 @@ struct Recorder {
     /// Asks the worker for a keyframe of a recorded track.
     keyframe: Box<dyn Fn(u64) + Send>,
     /// Told of each segment written (its `segment.json` path and contents).
-    done: Box<dyn Fn(&Path, &SegmentSummary) + Send>,
+    done: SegmentDone,
 }
 
 /// Starts a recorder thread writing under `dir`. `keyframe(key)` is called (on that thread)
@@ -160,7 +163,7 @@ pub fn spawn(
     dir: PathBuf,
     sfu: String,
     keyframe: Box<dyn Fn(u64) + Send>,
-    done: Box<dyn Fn(&Path, &SegmentSummary) + Send>,
+    done: SegmentDone,
 ) -> std::io::Result<RecorderHandle> {
     let (tx, rx) = mpsc::channel();
     let backlog = Arc::new(AtomicUsize::new(0));
@@ -388,7 +391,10 @@ impl Recorder {
         let path = seg.dir.join("segment.json");
         let written = std::fs::create_dir_all(&seg.dir).and_then(|()| {
             let tmp = seg.dir.join("segment.json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&summary).unwrap_or_default())?;
+            std::fs::write(
+                &tmp,
+                serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+            )?;
             std::fs::rename(&tmp, &path)
         });
         match written {

@@ -442,7 +442,7 @@ mod tests {
     /// Frame `i` of a 30 fps stream in two packets (a keyframe every `gop`).
     fn frame_packets(i: u16, gop: u16) -> [RecPacket; 2] {
         let ts = 1_000 + u32::from(i) * 3_000;
-        let key = i % gop == 0;
+        let key = i.is_multiple_of(gop);
         [
             vp8(2 * i, ts, true, false, key, i as u8),
             vp8(2 * i + 1, ts, false, true, key, i as u8),
@@ -465,7 +465,10 @@ mod tests {
         assert_eq!(frames[0].size, Some((640, 360)));
         assert!(frames[0].keyframe && frames[5].keyframe && !frames[1].keyframe);
         // The descriptor is gone: the frame is the two payloads, joined.
-        assert_eq!(frames[1].data, [[0x01, 0, 0].as_slice(), &[1; 4], &[1; 4]].concat());
+        assert_eq!(
+            frames[1].data,
+            [[0x01, 0, 0].as_slice(), &[1; 4], &[1; 4]].concat()
+        );
         assert_eq!(r.start_us(), Some(1_000_000));
         assert_eq!(r.stats.frames, 10);
         assert_eq!(r.stats.keyframes, 2);
@@ -524,7 +527,10 @@ mod tests {
         assert_eq!(asks, 1, "one keyframe request for the loss");
         let pts: Vec<u64> = frames.iter().map(|f| f.pts_ns / 1_000_000).collect();
         // Frames 0, 1, 2, then 10..19 (3 is broken, 4..9 refer to it).
-        assert_eq!(pts, [0, 33, 66, 333, 366, 400, 433, 466, 500, 533, 566, 600, 633]);
+        assert_eq!(
+            pts,
+            [0, 33, 66, 333, 366, 400, 433, 466, 500, 533, 566, 600, 633]
+        );
         assert!(frames[3].keyframe);
     }
 
