@@ -1,8 +1,8 @@
 //! The room as a browser sees it: a pure reducer over [`ServerMessage`]s, so the UI only renders.
 
 use crate::protocol::{
-    BreakoutView, ChatMessage, MediaKind, ParticipantInfo, PollView, RoomSettings, ServerMessage,
-    Waiter, CHAT_HISTORY,
+    BreakoutView, ChatMessage, MediaKind, ParticipantInfo, PollView, RecordingView, RoomSettings,
+    ServerMessage, Waiter, CHAT_HISTORY,
 };
 use crate::token::Role;
 
@@ -28,6 +28,8 @@ pub struct ClientRoom {
     pub polls: Vec<PollView>,
     /// The breakout rooms.
     pub breakouts: BreakoutView,
+    /// The meeting is being recorded.
+    pub recording: Option<RecordingView>,
 }
 
 impl ClientRoom {
@@ -49,7 +51,16 @@ impl ClientRoom {
                 self.waiting_in = None;
                 self.polls = room.polls.clone();
                 self.breakouts = (*room.breakouts).clone();
+                self.recording = room.recording.as_deref().cloned();
                 None
+            }
+            ServerMessage::Recording { recording } => {
+                let was = std::mem::replace(&mut self.recording, recording.clone());
+                match (was.is_some(), recording) {
+                    (false, Some(r)) => Some(format!("{} started recording", r.by)),
+                    (true, None) => Some("Recording stopped".into()),
+                    _ => None,
+                }
             }
             ServerMessage::Breakouts { breakouts } => {
                 let was = std::mem::replace(&mut self.breakouts, breakouts.clone());
@@ -333,6 +344,7 @@ mod tests {
             waiting: Vec::new(),
             polls: Vec::new(),
             breakouts: Default::default(),
+            recording: None,
         };
         assert_eq!(
             r.apply(&ServerMessage::Snapshot {

@@ -127,6 +127,8 @@ pub enum ClientMessage {
     SharePollResults { poll: u64 },
     /// Host or co-host: end poll `poll` (no more votes; its results are kept for the meeting).
     EndPoll { poll: u64 },
+    /// Host or co-host: start (`true`) or stop recording the meeting.
+    SetRecording { on: bool },
     /// Host or co-host: the breakout rooms (names; room `n` is `rooms[n - 1]`), who goes where
     /// (participant id → room number) and whether people may pick a room themselves. While the
     /// rooms are open, someone whose room changed moves at once; rooms can be added or renamed,
@@ -278,6 +280,9 @@ pub struct ChatMessage {
     /// messages go wherever their reader is).
     #[serde(default)]
     pub scope: u32,
+    /// A notice from the meeting itself (a recording started or stopped), not from a person.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notice: bool,
 }
 
 /// Most polls a meeting keeps.
@@ -481,6 +486,10 @@ pub enum ServerMessage {
     },
     /// The host ended the meeting (the socket closes next).
     MeetingEnded {},
+    /// The meeting is being recorded since `recording.started_at` (`None`: not any more).
+    Recording {
+        recording: Option<RecordingView>,
+    },
     /// A poll was launched or changed (a vote, results shared, ended), as you may see it.
     Poll {
         poll: PollView,
@@ -538,6 +547,19 @@ pub struct RoomSnapshot {
     /// (Boxed: it would make every [`ServerMessage`] as big as a snapshot.)
     #[serde(default)]
     pub breakouts: Box<BreakoutView>,
+    /// The meeting is being recorded (everyone sees an indicator while it is). (Boxed, as
+    /// `breakouts`.)
+    #[serde(default)]
+    pub recording: Option<Box<RecordingView>>,
+}
+
+/// A recording running in the meeting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingView {
+    /// Milliseconds since the epoch.
+    pub started_at: u64,
+    /// The name of who started it.
+    pub by: String,
 }
 
 pub fn default_max_screen_sharers() -> u32 {

@@ -669,6 +669,7 @@ mod tests {
                 waiting: Vec::new(),
                 polls: Vec::new(),
                 breakouts: Default::default(),
+                recording: None,
             },
             resumed,
         }
@@ -1306,6 +1307,7 @@ mod tests {
                     at: 0,
                     client_id: id.into(),
                     scope: 0,
+                    notice: false,
                 },
             },
         };

@@ -32,8 +32,8 @@ const MAX_ASSIGNED: usize = 1_000;
 /// A scopes call the SFU did not take is sent again after this long.
 pub const SCOPES_RETRY_MS: Millis = 1_000;
 
-/// Where everyone is, as the SFU must learn it (stored in the room's row: an eviction between a
-/// move and its call does not lose the call).
+/// A whole state the SFU must learn — where everyone is, or the recording — with its version
+/// (stored in the room's row: an eviction between a change and its call does not lose the call).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub(super) struct ScopeSync {
     /// Rises with every change of anyone's scope.
@@ -66,6 +66,25 @@ impl ScopeSync {
 
     pub(super) fn retry_at(&self) -> Option<Millis> {
         self.retry_at.filter(|_| self.acked < self.version)
+    }
+
+    /// A new state to send (the recording's uses this too).
+    pub(super) fn bump(&mut self) {
+        self.version += 1;
+        self.retry_at = None;
+    }
+
+    pub(super) fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub(super) fn clear_retry(&mut self) {
+        self.retry_at = None;
+    }
+
+    /// The SFU has not taken the latest state.
+    pub(super) fn unacked(&self) -> bool {
+        self.acked < self.version
     }
 }
 

@@ -910,6 +910,7 @@ impl Room {
             | ClientMessage::CloseBreakouts { .. }
             | ClientMessage::JoinBreakout { .. }
             | ClientMessage::BreakoutMessage { .. }) => self.breakout_action(now, conn, &id, msg),
+            ClientMessage::SetRecording { on } => self.set_recording(now, conn, &id, on),
             ClientMessage::DeleteChat { id: msg_id } => {
                 if !moderator {
                     return forbidden("hosts and co-hosts can delete messages");
@@ -1492,6 +1493,7 @@ impl Room {
             at: now,
             client_id: client_id.clone(),
             scope: m.info.scope,
+            notice: false,
         };
         self.meta.chat_next += 1;
         self.dirty.meta = true;
@@ -1527,10 +1529,12 @@ impl Room {
     fn end(&mut self, now: Millis) -> Vec<Output> {
         // The report first: everyone in leaves now, and the totals (polls too) are final.
         self.report_end(now);
-        let mut out = vec![Output::Broadcast {
+        // A recording ends with the meeting.
+        let mut out = self.stop_recording(now, None);
+        out.push(Output::Broadcast {
             except: None,
             msg: ServerMessage::MeetingEnded {},
-        }];
+        });
         let conns: Vec<ConnId> = self
             .members
             .values()
@@ -1567,6 +1571,11 @@ impl Room {
         fresh.meta.wrong_passwords = std::mem::take(&mut self.meta.wrong_passwords);
         fresh.meta.media = std::mem::take(&mut self.meta.media);
         fresh.meta.media.emptied(now);
+        // The SFU applies only rising versions, and remembers the last for a room that left:
+        // the next meeting's breakout rooms and recordings count on from this one's.
+        fresh.meta.scopes = std::mem::take(&mut self.meta.scopes);
+        fresh.meta.scopes.settle();
+        fresh.meta.recording.sync = std::mem::take(&mut self.meta.recording.sync);
         fresh.dirty = std::mem::take(&mut self.dirty);
         fresh.out = std::mem::take(&mut self.out);
         // The report's rows still waiting for D1 go out all the same, numbered on.

@@ -21,6 +21,7 @@
 mod breakout;
 mod meeting;
 mod polls;
+mod recording;
 mod report;
 mod sfu;
 mod store;
@@ -46,6 +47,7 @@ pub use meeting::{
     address_key, Admission, JoinAsk, PasswordCheck, PreJoin, ScheduledAsk, ScheduledRoom,
     IDLE_END_MS, MAX_WAITING, WRONG_PASSWORDS_PER_MINUTE,
 };
+pub use recording::{RecordingError, RecordingRow};
 pub use report::{
     MAX_OUTBOX, MAX_PEOPLE, MAX_STINTS, REPORT_BATCH_MS, REPORT_BATCH_ROWS, REPORT_RETRY_MAX_MS,
     REPORT_WRITE_TIMEOUT_MS,
@@ -119,6 +121,8 @@ pub enum Input {
     Join(JoinAsk),
     /// The hash of the password a host set ([`Output::HashPassword`]); `None` if it failed.
     PasswordHashed { hash: Option<String> },
+    /// The id made for the recording a host asked for ([`Output::MintRecordingId`]).
+    RecordingMinted { id: String },
 }
 
 /// What the DO must ask the room's SFU, on behalf of one participant.
@@ -151,6 +155,12 @@ pub enum SfuCall {
     Scopes {
         version: u64,
         scopes: BTreeMap<String, u32>,
+    },
+    /// Whether the room is recorded, as which recording (not a call for one participant either).
+    /// Whole state with a rising `version`, like `Scopes`.
+    Record {
+        version: u64,
+        recording: Option<String>,
     },
 }
 
@@ -212,6 +222,15 @@ pub enum Output {
     WriteReport {
         upto: u64,
         rows: Vec<crate::report::ReportRow>,
+    },
+    /// Make a new recording's id (128 random bits, hex); feed back [`Input::RecordingMinted`].
+    MintRecordingId,
+    /// A recording started: write down who may watch it.
+    RecordingStarted(RecordingRow),
+    /// The recording `id` ended at `ended_at`.
+    RecordingStopped {
+        id: String,
+        ended_at: Millis,
     },
     /// Something an operator should see in the logs.
     Warn(String),
@@ -325,6 +344,9 @@ struct Meta {
     /// The run of a scheduled meeting being reported.
     #[serde(default)]
     report: report::ReportBook,
+    /// The recording, if one runs, and the SFU's copy of it.
+    #[serde(default)]
+    recording: recording::RecordingState,
 }
 
 /// The room. See the module docs.
@@ -385,6 +407,7 @@ impl Room {
                 wrong_passwords: BTreeMap::new(),
                 scheduled: None,
                 report: Default::default(),
+                recording: Default::default(),
             },
             members: BTreeMap::new(),
             revoked: BTreeMap::new(),
@@ -460,6 +483,7 @@ impl Room {
             waiting: Vec::new(),
             polls: Vec::new(),
             breakouts: Box::new(self.breakout_view()),
+            recording: self.recording().map(Box::new),
         }
     }
 
@@ -507,6 +531,7 @@ impl Room {
             .chain(self.meta.media.deadline(!self.members.is_empty()))
             .chain(self.breakout_deadline())
             .chain(self.meta.scopes.retry_at())
+            .chain(self.record_retry_at())
             .chain(self.outbox.deadline())
             .min()
     }
@@ -536,6 +561,7 @@ impl Room {
             }
             Input::Join(ask) => self.join(now, ask),
             Input::PasswordHashed { hash } => self.password_hashed(hash),
+            Input::RecordingMinted { id } => self.recording_minted(now, id),
             Input::Restored { open } => {
                 let gone: Vec<String> = self
                     .members
@@ -558,8 +584,10 @@ impl Room {
                 for w in lost {
                     out.extend(self.unwait(&w));
                 }
-                // Where everyone is may not have reached the SFU before the object went.
+                // Where everyone is may not have reached the SFU before the object went; nor
+                // whether it records.
                 out.extend(self.scopes_unsent());
+                out.extend(self.record_unsent());
                 // Report rows that may not have reached D1 go again.
                 self.report_restored(now);
                 // Sockets that survived but belong to nobody stored: they reconnect.
@@ -728,6 +756,7 @@ impl Room {
         let mut out: Vec<Output> = gone.iter().flat_map(|id| self.remove(now, id)).collect();
         out.extend(self.breakout_timeout(now));
         out.extend(self.scopes_retry(now));
+        out.extend(self.record_retry(now));
         out.extend(self.report_timeout(now));
         // Fresh tokens for connected members whose token is a third from its end.
         let due: Vec<String> = self
@@ -1287,6 +1316,24 @@ impl Room {
                     )),
                 }
             }
+            (SfuCallKind::Record { version }, HttpReply::Answered { status, .. })
+                if (200..300).contains(status) =>
+            {
+                self.meta.recording.sync.acked(*version);
+                self.dirty.meta = true;
+            }
+            (SfuCallKind::Record { version }, HttpReply::Answered { status, body }) => {
+                if (400..500).contains(status) && !matches!(status, 408 | 429) {
+                    self.meta.recording.sync.settle();
+                } else {
+                    self.meta.recording.sync.failed(now, *version);
+                }
+                self.dirty.meta = true;
+                out.push(Output::Warn(format!(
+                    "SFU {sfu}: recording answered {status}: {}",
+                    body.chars().take(200).collect::<String>()
+                )));
+            }
             (SfuCallKind::Scopes { version }, HttpReply::Answered { status, .. })
                 if (200..300).contains(status) =>
             {
@@ -1338,6 +1385,10 @@ impl Room {
             (_, HttpReply::Unreachable { reason }) => {
                 if let SfuCallKind::Scopes { version } = call {
                     self.meta.scopes.failed(now, version);
+                    self.dirty.meta = true;
+                }
+                if let SfuCallKind::Record { version } = call {
+                    self.meta.recording.sync.failed(now, version);
                     self.dirty.meta = true;
                 }
                 out.push(Output::Warn(format!(
@@ -1392,6 +1443,8 @@ impl Room {
                     except: None,
                     msg: ServerMessage::SfuChanged { sfu, reason },
                 });
+                // A recording goes on there (a new segment).
+                all.extend(self.record_moved());
                 all
             }
         }
@@ -1461,6 +1514,8 @@ impl Room {
             }
         }
         if self.members.is_empty() {
+            // Nobody to record: the recording ends with the meeting.
+            out.extend(self.stop_recording(now, None));
             // Nobody left to move: the next first joiner gets a room's SFU afresh (and tells it
             // where they are with their offer).
             self.meta.media.emptied(now);

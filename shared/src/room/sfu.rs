@@ -68,6 +68,9 @@ pub enum SfuCallKind {
     Scopes {
         version: u64,
     },
+    Record {
+        version: u64,
+    },
 }
 
 impl SfuCall {
@@ -85,6 +88,7 @@ impl SfuCall {
             SfuCall::Views { .. } => SfuCallKind::Views,
             SfuCall::Block { .. } => SfuCallKind::Block,
             SfuCall::Scopes { version, .. } => SfuCallKind::Scopes { version: *version },
+            SfuCall::Record { version, .. } => SfuCallKind::Record { version: *version },
         }
     }
 }

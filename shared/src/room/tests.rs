@@ -5990,3 +5990,242 @@ mod report {
         assert!(writes(&r.run(5_000, Input::Timeout)).is_empty());
     }
 }
+
+mod recording {
+    use super::meeting::send;
+    use super::*;
+    use crate::protocol::RecordingView;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    /// Host a (c1), participant b (c2), on sfu-1.
+    fn room() -> Sim {
+        let mut r = with_sfu("a");
+        connect(&mut r, "b", "c2");
+        r
+    }
+
+    fn record_calls(fx: &[Output]) -> Vec<(String, u64, Option<String>)> {
+        fx.iter()
+            .filter_map(|o| match o {
+                Output::Sfu {
+                    sfu,
+                    call: SfuCall::Record { version, recording },
+                    ..
+                } => Some((sfu.id.clone(), *version, recording.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn states(fx: &[Output]) -> Vec<Option<RecordingView>> {
+        fx.iter()
+            .filter_map(|o| match o {
+                Output::Broadcast {
+                    msg: ServerMessage::Recording { recording },
+                    ..
+                } => Some(recording.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn notices(fx: &[Output]) -> Vec<String> {
+        fx.iter()
+            .filter_map(|o| match o {
+                Output::Broadcast {
+                    msg: ServerMessage::ChatMessage { message },
+                    ..
+                } if message.notice => Some(message.text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn start(r: &mut Sim) -> Vec<Output> {
+        let fx = send(r, "c1", ClientMessage::SetRecording { on: true });
+        assert_eq!(fx, vec![Output::MintRecordingId]);
+        r.run(200, Input::RecordingMinted { id: ID.into() })
+    }
+
+    #[test]
+    fn only_hosts_and_cohosts_record_and_everyone_is_told_in_the_room_and_the_chat() {
+        let mut r = room();
+        let fx = send(&mut r, "c2", ClientMessage::SetRecording { on: true });
+        assert!(is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
+        assert_eq!(r.room.recording(), None);
+
+        let fx = start(&mut r);
+        let view = RecordingView {
+            started_at: 200,
+            by: "name-a".into(),
+        };
+        assert_eq!(states(&fx), vec![Some(view.clone())]);
+        assert_eq!(notices(&fx), vec!["name-a started recording the meeting."]);
+        assert_eq!(
+            record_calls(&fx),
+            vec![("sfu-1".into(), 1, Some(ID.into()))]
+        );
+        assert!(fx.iter().any(|o| matches!(o,
+            Output::RecordingStarted(row) if row.id == ID && row.room == "r" && row.by == "name-a")));
+        // A joiner learns it with the room; a second start changes nothing.
+        let fx = connect(&mut r, "c", "c3");
+        let snap = fx
+            .iter()
+            .find_map(|o| match o {
+                Output::Send {
+                    msg: ServerMessage::Snapshot { room, .. },
+                    ..
+                } => Some(room.recording.as_deref().cloned()),
+                _ => None,
+            })
+            .expect("a snapshot");
+        assert_eq!(snap, Some(view.clone()));
+        let fx = send(&mut r, "c1", ClientMessage::SetRecording { on: true });
+        assert!(record_calls(&fx).is_empty() && !fx.contains(&Output::MintRecordingId));
+
+        // A participant cannot stop it; the host can.
+        let fx = send(&mut r, "c2", ClientMessage::SetRecording { on: false });
+        assert!(is_error(&fx, ErrorCode::Forbidden));
+        let fx = r.run(
+            9_000,
+            Input::Frame {
+                conn: "c1".into(),
+                text: serde_json::to_string(&ClientMessage::SetRecording { on: false }).unwrap(),
+            },
+        );
+        assert_eq!(states(&fx), vec![None]);
+        assert_eq!(notices(&fx), vec!["name-a stopped the recording."]);
+        assert_eq!(record_calls(&fx), vec![("sfu-1".into(), 2, None)]);
+        assert!(fx.contains(&Output::RecordingStopped {
+            id: ID.into(),
+            ended_at: 9_000
+        }));
+        // The notices are in the chat for who comes later.
+        assert_eq!(
+            r.room.chat.iter().filter(|m| m.notice).count(),
+            2,
+            "{:?}",
+            r.room.chat
+        );
+    }
+
+    #[test]
+    fn a_start_waits_for_its_id_and_a_host_who_lost_the_role_meanwhile_starts_nothing() {
+        let mut r = room();
+        let fx = send(&mut r, "c1", ClientMessage::SetRecording { on: true });
+        assert_eq!(fx, vec![Output::MintRecordingId]);
+        // A second click before the id: no second id.
+        assert!(send(&mut r, "c1", ClientMessage::SetRecording { on: true }).is_empty());
+        // A bad id from the shell is refused (logged), and starts nothing.
+        let fx = r.run(150, Input::RecordingMinted { id: "../x".into() });
+        assert!(states(&fx).is_empty());
+        assert_eq!(r.room.recording(), None);
+        // An id nobody asked for starts nothing either.
+        assert!(r
+            .run(160, Input::RecordingMinted { id: ID.into() })
+            .is_empty());
+    }
+
+    #[test]
+    fn the_sfu_gets_it_until_it_took_it_after_an_eviction_and_on_the_sfu_it_moves_to() {
+        let mut r = room();
+        let fx = start(&mut r);
+        let (call, v) = (
+            SfuCall::Record {
+                version: 1,
+                recording: Some(ID.into()),
+            },
+            1,
+        );
+        assert_eq!(record_calls(&fx).len(), v);
+        // Unreachable: sent again a second later.
+        let fx = r.run(
+            300,
+            Input::SfuReply {
+                sfu: "sfu-1".into(),
+                participant: String::new(),
+                call: call.kind(),
+                reply: HttpReply::Unreachable {
+                    reason: "refused".into(),
+                },
+            },
+        );
+        assert!(record_calls(&fx).is_empty());
+        assert_eq!(r.room.poll_timeout(), Some(1_300));
+        let fx = r.run(1_300, Input::Timeout);
+        assert_eq!(
+            record_calls(&fx),
+            vec![("sfu-1".into(), 1, Some(ID.into()))]
+        );
+        // Evicted before the SFU answered: the state goes again.
+        let fx = r.evict(1_400, &["c1", "c2"]);
+        assert_eq!(
+            record_calls(&fx),
+            vec![("sfu-1".into(), 1, Some(ID.into()))]
+        );
+        // Taken: nothing more.
+        r.run(
+            1_500,
+            Input::SfuReply {
+                sfu: "sfu-1".into(),
+                participant: String::new(),
+                call: call.kind(),
+                reply: answered(204, ""),
+            },
+        );
+        assert!(record_calls(&r.evict(1_600, &["c1", "c2"])).is_empty());
+        // The SFU drains: the room moves, and the new SFU records from now on (a new version).
+        let fx = r.run(
+            2_000,
+            Input::SfuDraining {
+                sfu: "sfu-1".into(),
+            },
+        );
+        let mut all = fx;
+        if !all.iter().any(|o| {
+            matches!(
+                o,
+                Output::Broadcast {
+                    msg: ServerMessage::SfuChanged { .. },
+                    ..
+                }
+            )
+        }) {
+            all.extend(r.run(
+                2_100,
+                Input::SfuFound {
+                    result: Ok(choice("sfu-2")),
+                },
+            ));
+        }
+        assert_eq!(
+            record_calls(&all),
+            vec![("sfu-2".into(), 2, Some(ID.into()))]
+        );
+    }
+
+    #[test]
+    fn the_recording_ends_when_the_last_person_leaves_or_the_meeting_ends() {
+        let mut r = room();
+        start(&mut r);
+        send(&mut r, "c2", ClientMessage::Leave {});
+        assert!(r.room.recording().is_some(), "one is still in");
+        let fx = send(&mut r, "c1", ClientMessage::Leave {});
+        assert!(fx
+            .iter()
+            .any(|o| matches!(o, Output::RecordingStopped { .. })));
+        assert_eq!(r.room.recording(), None);
+
+        let mut r = room();
+        start(&mut r);
+        let fx = send(&mut r, "c1", ClientMessage::EndMeeting {});
+        assert!(fx
+            .iter()
+            .any(|o| matches!(o, Output::RecordingStopped { .. })));
+        // The next meeting's recording counts on from this one's version (the SFU keeps the
+        // last it applied for the room).
+        assert_eq!(r.room.meta.recording.sync.version(), 2);
+        assert_eq!(r.room.recording(), None);
+    }
+}
