@@ -264,6 +264,12 @@ impl Engine {
             cfg.control_secret.clone(),
             cfg.id.clone(),
         );
+        // Finished recording segments go to the edge from here (and what an earlier run left).
+        let uploads = crate::record::upload::spawn(
+            cfg.edge_url.clone(),
+            cfg.control_secret.clone(),
+            cfg.record_dir.clone(),
+        );
         let mut workers = Vec::with_capacity(n);
         for k in 0..n {
             let poll = Poll::new()?;
@@ -280,6 +286,7 @@ impl Engine {
                 draining.clone(),
             );
             worker.to_self = Some((cmds.clone(), waker.clone()));
+            worker.uploads = Some(uploads.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("sfu-engine-{k}"))
                 .spawn(move || worker.run(rx))?;
@@ -883,6 +890,8 @@ struct Worker {
     wall_epoch_us: u64,
     /// How the recorder thread reaches this worker (its keyframe requests).
     to_self: Option<(mpsc::Sender<Cmd>, Arc<Waker>)>,
+    /// The uploader: each segment written goes to the edge.
+    uploads: Option<tokio::sync::mpsc::UnboundedSender<std::path::PathBuf>>,
 }
 
 fn webrtc_err(e: impl std::fmt::Display) -> MediaError {
@@ -934,6 +943,7 @@ impl Worker {
             recorder: None,
             wall_epoch_us: crate::record::wall_us(),
             to_self: None,
+            uploads: None,
         }
     }
 
@@ -1673,7 +1683,14 @@ impl Worker {
                     let _ = waker.wake();
                 }
             });
-            let done = Box::new(|_: &std::path::Path, _: &crate::record::SegmentSummary| {});
+            let uploads = self.uploads.clone();
+            let done = Box::new(
+                move |path: &std::path::Path, _: &crate::record::SegmentSummary| {
+                    if let Some(u) = &uploads {
+                        let _ = u.send(path.to_path_buf());
+                    }
+                },
+            );
             match crate::record::spawn(
                 self.cfg.record_dir.clone(),
                 self.cfg.id.clone(),

@@ -63,6 +63,8 @@ struct EdgeLog {
     refused_events: Mutex<u32>,
     /// Drain notices taken.
     draining: Mutex<Vec<String>>,
+    /// Recording uploads taken: path → body (files by `PUT`, `segment.json` by `POST`).
+    uploads: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 fn verified(headers: &HeaderMap, path: &str, body: &[u8]) -> bool {
@@ -126,11 +128,44 @@ async fn fake_edge() -> (SocketAddr, Inboxes, Arc<EdgeLog>) {
     async fn beat() -> StatusCode {
         StatusCode::NO_CONTENT
     }
+    async fn upload(
+        State((_, log)): State<St>,
+        method: axum::http::Method,
+        uri: axum::http::Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> StatusCode {
+        let sig = headers
+            .get(control::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let path = uri.path_and_query().map_or("", |p| p.as_str());
+        if control::verify(
+            SECRET.as_bytes(),
+            sig,
+            method.as_str(),
+            path,
+            &body,
+            now_ms(),
+        )
+        .is_err()
+        {
+            return StatusCode::UNAUTHORIZED;
+        }
+        log.uploads
+            .lock()
+            .unwrap()
+            .insert(uri.path().to_string(), body.to_vec());
+        StatusCode::NO_CONTENT
+    }
     let app = Router::new()
         .route("/api/sfu/signal", post(signal))
         .route("/api/sfu/event", post(event))
         .route("/api/sfu/draining", post(draining))
         .route("/api/sfu/heartbeat", post(beat))
+        .route(
+            "/api/sfu/recordings/{*rest}",
+            axum::routing::put(upload).post(upload),
+        )
         .with_state((inboxes.clone(), log.clone()));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -1021,7 +1056,7 @@ async fn a_recorded_publisher_becomes_one_seekable_webm_file_per_track() {
     let (ivf, ogg) = recording_clips(&work.join("clips"));
     let rec_dir = work.join("recordings");
     let rec_dir_s = rec_dir.display().to_string();
-    let (_sfu, base, inboxes, _log) =
+    let (_sfu, base, inboxes, log) =
         sfu_with_edge_env(&[("EDGEMEET_SFU_RECORD_DIR", rec_dir_s.as_str())]).await;
 
     // Recorded before anyone is here: the room records from its first track.
@@ -1124,7 +1159,7 @@ async fn a_recorded_publisher_becomes_one_seekable_webm_file_per_track() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Stopped: the files are finished and the segment written.
+    // Stopped: the files are finished, the segment written and both uploaded to the edge.
     let stopped = Instant::now();
     let (status, text) = control_call(
         &base,
@@ -1134,25 +1169,41 @@ async fn a_recorded_publisher_becomes_one_seekable_webm_file_per_track() {
     )
     .await;
     assert_eq!(status, 204, "{text}");
-    let rec = rec_dir.join("rec-test");
+    let prefix = "/api/sfu/recordings/rec-test/";
     let mut summary = None;
-    wait_until("segment.json is written", Duration::from_secs(10), || {
-        summary = std::fs::read_dir(&rec).ok().and_then(|d| {
-            d.flatten()
-                .map(|e| e.path().join("segment.json"))
-                .find(|p| p.exists())
-        });
-        summary.is_some()
-    })
+    wait_until(
+        "segment.json reaches the edge",
+        Duration::from_secs(15),
+        || {
+            summary = log
+                .uploads
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(k, _)| k.starts_with(prefix) && k[prefix.len()..].split('/').count() == 1)
+                .map(|(_, v)| v.clone());
+            summary.is_some()
+        },
+    )
     .await;
     println!(
-        "stop -> segment written: {} ms",
+        "stop -> segment uploaded: {} ms",
         stopped.elapsed().as_millis()
     );
-    let summary_path = summary.unwrap();
-    let seg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
-    let dir = summary_path.parent().unwrap();
+    let seg: serde_json::Value = serde_json::from_slice(&summary.unwrap()).unwrap();
+    // What the edge got, as files to probe; the SFU's own copy is gone once uploaded.
+    let dir = work.join("uploaded");
+    std::fs::create_dir_all(&dir).unwrap();
+    let segment = seg["segment"].as_str().unwrap();
+    for (k, v) in log.uploads.lock().unwrap().iter() {
+        if let Some(file) = k.strip_prefix(&format!("{prefix}{segment}/")) {
+            std::fs::write(dir.join(file), v).unwrap();
+        }
+    }
+    wait_until("the SFU's copy is deleted", Duration::from_secs(5), || {
+        !rec_dir.join("rec-test").exists()
+    })
+    .await;
     assert_eq!(seg["recording"], "rec-test");
     assert_eq!(seg["room"], ROOM);
     let tracks = seg["tracks"].as_array().unwrap();

@@ -16,6 +16,7 @@ pub mod error;
 pub mod layout;
 pub mod media;
 pub mod protocol;
+pub mod recording;
 pub mod region;
 pub mod report;
 pub mod room;

@@ -11,14 +11,13 @@
 
 pub mod file;
 pub mod track;
+pub mod upload;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde::Serialize;
 
 use file::TrackFile;
 use track::{RecCodec, RecOutput, RecPacket, RecStats, TrackRecorder};
@@ -60,34 +59,7 @@ pub enum RecMsg {
     Stop,
 }
 
-/// One file of a segment, as `segment.json` lists it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TrackSummary {
-    pub file: String,
-    pub participant: String,
-    /// "audio", "video", "screen" or "screen_audio".
-    pub kind: &'static str,
-    pub codec: &'static str,
-    /// Wall-clock µs of its first frame: tracks are aligned by it.
-    pub start_us: u64,
-    pub duration_ms: u64,
-    pub frames: u64,
-    pub bytes: u64,
-    pub lost_packets: u64,
-    pub dropped_frames: u64,
-}
-
-/// `segment.json`: one SFU's part of a recording.
-#[derive(Debug, Clone, Serialize)]
-pub struct SegmentSummary {
-    pub recording: String,
-    pub room: String,
-    pub segment: String,
-    pub sfu: String,
-    pub started_us: u64,
-    pub ended_us: u64,
-    pub tracks: Vec<TrackSummary>,
-}
+pub use edgemeet_shared::recording::{SegmentSummary, TrackSummary};
 
 /// Called on the recorder thread with each segment written (its `segment.json` and contents).
 pub type SegmentDone = Box<dyn Fn(&Path, &SegmentSummary) + Send>;
@@ -344,11 +316,12 @@ impl Recorder {
         let summary = TrackSummary {
             file: t.name,
             participant: t.participant,
-            kind: t.kind,
+            kind: t.kind.to_string(),
             codec: match t.rec.codec() {
                 RecCodec::Opus => "opus",
                 RecCodec::Vp8 => "vp8",
-            },
+            }
+            .to_string(),
             start_us: t.rec.start_us().unwrap_or(0),
             duration_ms: t.rec.duration_ns() / 1_000_000,
             frames: stats.frames,

@@ -1,0 +1,250 @@
+//! Finished segments go to the edge, which keeps them in R2: each track's file, then
+//! `segment.json` (the edge writes the recording's manifest from it). Every request is signed with
+//! the control key over its method, path (with the query) and body. A file up to [`PART`] bytes
+//! goes in one `PUT`; a larger one as an R2 multipart upload of equal [`PART`]-byte parts (R2
+//! wants parts of at least 5 MiB, all but the last of one size). A failed segment is sent again
+//! with backoff (1 s doubling to a minute) until the edge has it; then the local copy goes.
+//! Segments left on disk by an earlier run (the SFU stopped before its upload was done) are sent
+//! at start.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edgemeet_shared::control;
+use edgemeet_shared::recording::SegmentSummary;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+/// Bytes per multipart part (and the largest file sent in one request).
+pub const PART: usize = 8 << 20;
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Where the edge takes a recording's files: `{RECORDINGS_PATH}/{recording}/{segment}[/{file}]`.
+pub const RECORDINGS_PATH: &str = "/api/sfu/recordings";
+
+/// Starts the uploader (needs a tokio runtime): send it each `segment.json` written. Without an
+/// edge, segments stay on disk.
+pub fn spawn(edge: Option<String>, secret: String, dir: PathBuf) -> mpsc::UnboundedSender<PathBuf> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(edge, secret, dir, rx));
+    tx
+}
+
+/// Every `segment.json` under `dir` (`{recording}/{segment}/segment.json`).
+fn left_over(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for rec in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for seg in std::fs::read_dir(rec.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = seg.path().join("segment.json");
+            if p.is_file() {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+async fn run(
+    edge: Option<String>,
+    secret: String,
+    dir: PathBuf,
+    mut rx: mpsc::UnboundedReceiver<PathBuf>,
+) {
+    let Some(edge) = edge else {
+        while let Some(p) = rx.recv().await {
+            tracing::warn!(segment = %p.display(), "no edge to upload the recording to: it stays on disk");
+        }
+        return;
+    };
+    let client = reqwest::Client::new();
+    let mut queue: std::collections::VecDeque<PathBuf> = left_over(&dir).into();
+    if !queue.is_empty() {
+        tracing::info!(
+            segments = queue.len(),
+            "uploading recordings left by an earlier run"
+        );
+    }
+    let mut delay = RETRY_FIRST;
+    loop {
+        while let Ok(p) = rx.try_recv() {
+            queue.push_back(p);
+        }
+        let Some(path) = queue.pop_front() else {
+            match rx.recv().await {
+                Some(p) => queue.push_back(p),
+                None => return,
+            }
+            continue;
+        };
+        let started = std::time::Instant::now();
+        match upload_segment(&client, &edge, &secret, &path).await {
+            Ok(bytes) => {
+                delay = RETRY_FIRST;
+                tracing::info!(segment = %path.display(), bytes, ms = started.elapsed().as_millis() as u64, "recording segment uploaded");
+                if let Some(seg_dir) = path.parent() {
+                    let _ = std::fs::remove_dir_all(seg_dir);
+                    if let Some(rec_dir) = seg_dir.parent() {
+                        let _ = std::fs::remove_dir(rec_dir); // only if empty
+                    }
+                }
+            }
+            Err(UploadError::Gone(why)) => {
+                // The edge will never take it (the recording was deleted): keep nothing.
+                tracing::warn!(segment = %path.display(), why, "recording segment refused for good");
+                if let Some(seg_dir) = path.parent() {
+                    let _ = std::fs::remove_dir_all(seg_dir);
+                }
+            }
+            Err(UploadError::Again(why)) => {
+                tracing::warn!(segment = %path.display(), why, retry_in_s = delay.as_secs(), "recording upload failed");
+                queue.push_back(path);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+enum UploadError {
+    /// Worth sending again later.
+    Again(String),
+    /// Refused for good (404/410: the recording is gone; 400: it never will be taken).
+    Gone(String),
+}
+
+async fn call(
+    client: &reqwest::Client,
+    edge: &str,
+    secret: &str,
+    method: reqwest::Method,
+    path_and_query: &str,
+    body: Vec<u8>,
+) -> Result<String, UploadError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let sig = control::sign(
+        secret.as_bytes(),
+        method.as_str(),
+        path_and_query,
+        &body,
+        now,
+    )
+    .map_err(|e| UploadError::Again(e.to_string()))?;
+    let res = client
+        .request(method, format!("{edge}{path_and_query}"))
+        .header(control::SIGNATURE_HEADER, sig)
+        .timeout(Duration::from_secs(60))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| UploadError::Again(e.to_string()))?;
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap_or_default();
+    match status {
+        200..=299 => Ok(text),
+        400 | 404 | 410 => Err(UploadError::Gone(format!("{status}: {text}"))),
+        _ => Err(UploadError::Again(format!("{status}: {text}"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct Created {
+    upload_id: String,
+}
+
+#[derive(Deserialize, serde::Serialize)]
+struct Part {
+    part: u16,
+    etag: String,
+}
+
+/// One file: in one `PUT`, or as a multipart upload.
+async fn upload_file(
+    client: &reqwest::Client,
+    edge: &str,
+    secret: &str,
+    path: &str,
+    file: &Path,
+) -> Result<u64, UploadError> {
+    let bytes = tokio::fs::read(file)
+        .await
+        .map_err(|e| UploadError::Gone(format!("{}: {e}", file.display())))?;
+    let size = bytes.len() as u64;
+    if bytes.len() <= PART {
+        call(client, edge, secret, reqwest::Method::PUT, path, bytes).await?;
+        return Ok(size);
+    }
+    let created = call(
+        client,
+        edge,
+        secret,
+        reqwest::Method::POST,
+        &format!("{path}?uploads"),
+        Vec::new(),
+    )
+    .await?;
+    let upload: Created =
+        serde_json::from_str(&created).map_err(|e| UploadError::Again(e.to_string()))?;
+    let mut parts = Vec::new();
+    for (i, chunk) in bytes.chunks(PART).enumerate() {
+        let n = i as u16 + 1;
+        let q = format!("{path}?upload={}&part={n}", upload.upload_id);
+        let answer = call(
+            client,
+            edge,
+            secret,
+            reqwest::Method::PUT,
+            &q,
+            chunk.to_vec(),
+        )
+        .await?;
+        let part: Part =
+            serde_json::from_str(&answer).map_err(|e| UploadError::Again(e.to_string()))?;
+        parts.push(part);
+    }
+    let body = serde_json::to_vec(&serde_json::json!({ "parts": parts })).unwrap_or_default();
+    call(
+        client,
+        edge,
+        secret,
+        reqwest::Method::POST,
+        &format!("{path}?upload={}&complete", upload.upload_id),
+        body,
+    )
+    .await?;
+    Ok(size)
+}
+
+async fn upload_segment(
+    client: &reqwest::Client,
+    edge: &str,
+    secret: &str,
+    summary_path: &Path,
+) -> Result<u64, UploadError> {
+    let json = tokio::fs::read(summary_path)
+        .await
+        .map_err(|e| UploadError::Gone(format!("{}: {e}", summary_path.display())))?;
+    let seg: SegmentSummary =
+        serde_json::from_slice(&json).map_err(|e| UploadError::Gone(e.to_string()))?;
+    let dir = summary_path.parent().unwrap_or(Path::new("."));
+    let base = format!("{RECORDINGS_PATH}/{}/{}", seg.recording, seg.segment);
+    let mut total = 0;
+    for t in &seg.tracks {
+        total += upload_file(
+            client,
+            edge,
+            secret,
+            &format!("{base}/{}", t.file),
+            &dir.join(&t.file),
+        )
+        .await?;
+    }
+    call(client, edge, secret, reqwest::Method::POST, &base, json).await?;
+    Ok(total)
+}
