@@ -5,7 +5,8 @@
 //! - `meeting`: the meeting's shared state (context) and the shell around the session core
 //! - `pages::prejoin`, `pages::room` (stage, controls, panels): the two screens; `pages::account`
 //!   (`/account`): sign in, create an account, manage it; `pages::meetings` (`/meetings`):
-//!   schedule, list, change, cancel meetings
+//!   schedule, list, change, cancel meetings; `pages::recordings` (`/recordings`): list, play back,
+//!   download and delete recordings
 //! - `call`: the RTCPeerConnection; `media`: capture; `views`: tile sizes for the SFU
 
 mod call;
@@ -40,6 +41,9 @@ fn App() -> impl IntoView {
     }
     if room == "meetings" {
         return view! { <pages::meetings::MeetingsPage /> }.into_any();
+    }
+    if room == "recordings" {
+        return view! { <pages::recordings::RecordingsPage /> }.into_any();
     }
     let meeting = Meeting::new();
     provide_context(meeting);

@@ -22,6 +22,7 @@ mod accounts;
 mod error;
 mod meetings;
 mod password;
+mod recordings;
 mod registry;
 mod reminders;
 mod reports;
@@ -122,6 +123,10 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
         (_, ["api", "account", rest @ ..]) => accounts::route(req, &env, rest).await,
         (_, ["api", "meetings", rest @ ..]) => meetings::route(req, &env, rest).await,
         (_, ["api", "reports", rest @ ..]) => reports::route(req, &env, rest).await,
+        (_, ["api", "recordings", rest @ ..]) => recordings::route(req, &env, rest).await,
+        (_, ["api", "sfu", "recordings", rest @ ..]) => {
+            recordings::sfu_route(req, &env, rest).await
+        }
         (_, ["api", ..]) => Err(EdgeError::NotFound(format!(
             "no API route {} {path}",
             req.method()
@@ -130,7 +135,7 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
     }
 }
 
-fn secret(env: &Env, name: &str) -> EdgeResult<String> {
+pub(crate) fn secret(env: &Env, name: &str) -> EdgeResult<String> {
     env.secret(name).map(|s| s.to_string()).map_err(|_| {
         EdgeError::Config(format!(
             "secret {name} is not set (wrangler secret put {name}, or .dev.vars)"
@@ -435,15 +440,19 @@ pub(crate) async fn post_to(stub: &Stub, url: &str, body: String) -> worker::Res
 /// The cookie holding the browser's identity (a removed person's browser cannot come back).
 const IDENTITY_COOKIE: &str = "edgemeet-id";
 
-/// The browser's identity from its cookie, or a new one (and the `Set-Cookie` that keeps it).
-fn identity(req: &Request) -> EdgeResult<(String, Option<String>)> {
+/// The browser's identity from its cookie, if it has one.
+pub(crate) fn known_identity(req: &Request) -> EdgeResult<Option<String>> {
     let cookies = req.headers().get("cookie")?.unwrap_or_default();
-    let known = cookies.split(';').find_map(|c| {
+    Ok(cookies.split(';').find_map(|c| {
         let (k, v) = c.trim().split_once('=')?;
         (k == IDENTITY_COOKIE && v.len() == 32 && v.chars().all(|c| c.is_ascii_hexdigit()))
             .then(|| v.to_string())
-    });
-    if let Some(id) = known {
+    }))
+}
+
+/// The browser's identity from its cookie, or a new one (and the `Set-Cookie` that keeps it).
+fn identity(req: &Request) -> EdgeResult<(String, Option<String>)> {
+    if let Some(id) = known_identity(req)? {
         return Ok((id, None));
     }
     let id = random_id();

@@ -14,8 +14,8 @@ use std::collections::VecDeque;
 use edgemeet_shared::control;
 use edgemeet_shared::error::{ErrorCode, WireError};
 use edgemeet_shared::protocol::{
-    BlockBody, OfferBody, ScopesBody, SdpBody, ServerMessage, SfuDraining, SfuEvent, SfuSignal,
-    ViewsBody, MAX_FRAME_BYTES,
+    BlockBody, OfferBody, RecordBody, ScopesBody, SdpBody, ServerMessage, SfuDraining, SfuEvent,
+    SfuSignal, ViewsBody, MAX_FRAME_BYTES,
 };
 use edgemeet_shared::region::SfuChoice;
 use edgemeet_shared::report::ReportRow;
@@ -112,6 +112,14 @@ enum Job {
     Report {
         upto: u64,
         rows: Vec<ReportRow>,
+    },
+    /// A new recording's id (128 random bits).
+    MintRecordingId,
+    RecordingStarted(edgemeet_shared::room::RecordingRow),
+    RecordingStopped {
+        id: String,
+        ended_at: u64,
+        names: std::collections::BTreeMap<String, String>,
     },
 }
 
@@ -311,6 +319,17 @@ impl RoomObject {
                     Output::FindSfu { failed, exclude } => jobs.push(Job::Find { failed, exclude }),
                     Output::SfuDown { sfu, reason } => jobs.push(Job::Down { sfu, reason }),
                     Output::WriteReport { upto, rows } => jobs.push(Job::Report { upto, rows }),
+                    Output::MintRecordingId => jobs.push(Job::MintRecordingId),
+                    Output::RecordingStarted(row) => jobs.push(Job::RecordingStarted(row)),
+                    Output::RecordingStopped {
+                        id,
+                        ended_at,
+                        names,
+                    } => jobs.push(Job::RecordingStopped {
+                        id,
+                        ended_at,
+                        names,
+                    }),
                 }
             }
             for job in jobs {
@@ -455,6 +474,33 @@ impl RoomObject {
                 .unwrap_or_else(|e: worker::Error| Err(e.to_string()));
                 Some(Input::SfuFound { result })
             }
+            Job::MintRecordingId => Some(Input::RecordingMinted {
+                id: crate::random_id(),
+            }),
+            // Who may watch it: written before the SFU has anything to upload (tried three times;
+            // a recording D1 never heard of is refused by the upload and dropped by the SFU).
+            Job::RecordingStarted(row) => {
+                for attempt in 1..=3 {
+                    match crate::recordings::started(&self.env, &row).await {
+                        Ok(()) => break,
+                        Err(e) => worker::console_error!(
+                            "room {room}: recording {} not written down (attempt {attempt}): {e}",
+                            row.id
+                        ),
+                    }
+                }
+                None
+            }
+            Job::RecordingStopped {
+                id,
+                ended_at,
+                names,
+            } => {
+                if let Err(e) = crate::recordings::stopped(&self.env, &id, ended_at, &names).await {
+                    worker::console_error!("room {room}: recording {id}'s end not written: {e}");
+                }
+                None
+            }
             Job::Report { upto, rows } => {
                 // Bounded (the core also counts a batch unanswered for long as failed): the room's
                 // step, and its alarm, wait for it.
@@ -546,6 +592,11 @@ impl RoomObject {
                 Method::Post,
                 format!("/v1/rooms/{room}/scopes"),
                 to_json(&ScopesBody { version, scopes }),
+            ),
+            SfuCall::Record { version, recording } => (
+                Method::Post,
+                format!("/v1/rooms/{room}/recording"),
+                to_json(&RecordBody { version, recording }),
             ),
             SfuCall::Answer { sdp } => (
                 Method::Post,

@@ -59,6 +59,9 @@ pub struct Manifest {
     pub bytes: u64,
     /// In time order; each track's `start_us` places it on the recording's time line.
     pub segments: Vec<SegmentSummary>,
+    /// Who is who: participant id (as the files name them) → name.
+    #[serde(default)]
+    pub names: std::collections::BTreeMap<String, String>,
 }
 
 /// The manifest of a recording from its segments (any order; a segment reported twice counts
@@ -89,6 +92,61 @@ pub fn manifest(
         duration_ms: (end_us - start_us) / 1_000,
         bytes: tracks().map(|t| t.bytes).sum(),
         segments,
+        names: Default::default(),
+    }
+}
+
+/// One file as the player places it on the recording's time line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaybackTrack {
+    /// Where the edge serves it.
+    pub url: String,
+    pub participant: String,
+    pub kind: String,
+    /// Milliseconds from the recording's start to the file's first frame.
+    pub offset_ms: u64,
+    pub duration_ms: u64,
+}
+
+impl PlaybackTrack {
+    pub fn is_video(&self) -> bool {
+        self.kind == "video" || self.kind == "screen"
+    }
+
+    /// Where in its file the player should be at `at_ms` of the recording (seconds), if the file
+    /// plays then.
+    pub fn position(&self, at_ms: u64) -> Option<f64> {
+        (at_ms >= self.offset_ms && at_ms < self.offset_ms + self.duration_ms)
+            .then(|| (at_ms - self.offset_ms) as f64 / 1_000.0)
+    }
+}
+
+/// Every file of a recording, placed on its time line.
+pub fn playback_tracks(m: &Manifest) -> Vec<PlaybackTrack> {
+    m.segments
+        .iter()
+        .flat_map(|s| {
+            s.tracks.iter().map(move |t| PlaybackTrack {
+                url: format!("/api/recordings/{}/{}/{}", m.recording, s.segment, t.file),
+                participant: m
+                    .names
+                    .get(&t.participant)
+                    .cloned()
+                    .unwrap_or_else(|| t.participant.clone()),
+                kind: t.kind.clone(),
+                offset_ms: t.start_us.saturating_sub(m.start_us) / 1_000,
+                duration_ms: t.duration_ms,
+            })
+        })
+        .collect()
+}
+
+/// `m:ss` (or `h:mm:ss`) for a time line position.
+pub fn clock(ms: u64) -> String {
+    let s = ms / 1_000;
+    match (s / 3_600, s / 60 % 60, s % 60) {
+        (0, m, s) => format!("{m}:{s:02}"),
+        (h, m, s) => format!("{h}:{m:02}:{s:02}"),
     }
 }
 
@@ -141,6 +199,15 @@ pub fn may_watch(
 ) -> bool {
     let same = |a: Option<&str>, b: Option<&str>| matches!((a, b), (Some(a), Some(b)) if a == b);
     same(started_by_browser, browser) || same(meeting_owner, user)
+}
+
+/// What D1 keeps of a browser's identity (its cookie): a SHA-256, never the identity itself.
+#[cfg(feature = "auth")]
+pub fn browser_key(identity: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(
+        format!("recording-browser:{identity}").as_bytes(),
+    ))
 }
 
 /// A `Range: bytes=…` request the edge cannot serve.
@@ -257,6 +324,30 @@ mod tests {
         assert_eq!(m.bytes, 300);
         let empty = manifest("rec", "r", 5, None, "Ada", Vec::new());
         assert_eq!((empty.duration_ms, empty.bytes), (0, 0));
+    }
+
+    #[test]
+    fn the_player_places_each_file_on_the_recordings_time_line() {
+        let a = segment(
+            "a",
+            1_000_000,
+            vec![track("001-video.webm", 1_000_000, 4_000)],
+        );
+        let mut audio = track("002-audio.webm", 1_500_000, 3_000);
+        audio.kind = "audio".into();
+        let b = segment("b", 6_000_000, vec![audio]);
+        let m = manifest("rec", "r", 5, None, "Ada", vec![a, b]);
+        let t = playback_tracks(&m);
+        assert_eq!(t[0].url, "/api/recordings/rec/a/001-video.webm");
+        assert_eq!((t[0].offset_ms, t[1].offset_ms), (0, 500));
+        assert!(t[0].is_video() && !t[1].is_video());
+        assert_eq!(t[1].position(400), None);
+        assert_eq!(t[1].position(1_500), Some(1.0));
+        assert_eq!(t[1].position(3_500), None);
+        assert_eq!(
+            (clock(65_000), clock(3_725_000)),
+            ("1:05".into(), "1:02:05".into())
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ struct OneMeeting {
     invitation: String,
 }
 
-async fn failure(res: gloo_net::http::Response) -> String {
+pub(crate) async fn failure(res: gloo_net::http::Response) -> String {
     let status = res.status();
     res.json::<WireError>()
         .await
@@ -51,7 +51,7 @@ async fn load() -> Result<Vec<MeetingView>, String> {
 }
 
 /// GET `url` as JSON, the server's words on failure.
-async fn get<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
+pub(crate) async fn get<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
     let res = gloo_net::http::Request::get(url)
         .send()
         .await
@@ -82,7 +82,7 @@ fn browser_time_zone() -> String {
 }
 
 /// A time (ms since the epoch) in the browser's own words and zone.
-fn local_time(ms: u64) -> String {
+pub(crate) fn local_time(ms: u64) -> String {
     let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
     String::from(d.to_locale_string("default", &js_sys::Object::new()))
 }
@@ -414,7 +414,7 @@ pub fn MeetingsPage() -> impl IntoView {
     };
     view! {
         <main class="account meetings">
-            <nav class="account-nav"><a href="/">"← Back to joining a meeting"</a>" · "<a href="/account">"Your account"</a></nav>
+            <nav class="account-nav"><a href="/">"← Back to joining a meeting"</a>" · "<a href="/account">"Your account"</a>" · "<a href="/recordings">"Recordings"</a></nav>
             <h1>"Your meetings"</h1>
             <For each=soon key=|(t, r, d)| (t.clone(), r.clone(), d.clone()) let:due>
                 <p class="reminder" role="status">

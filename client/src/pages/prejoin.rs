@@ -235,8 +235,8 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                 <h1>"Ready to join?"</h1>
                 <p class="account-line" data-testid="account-line">
                     {move || match account.get() {
-                        Some(a) => view! { {format!("Signed in as {}", a.name)} " · " <a href="/account">"Your account"</a> " · " <a href="/meetings">"Your meetings"</a> }.into_any(),
-                        None => view! { <a href="/account">"Sign in or create an account"</a> " (not needed to join)" }.into_any(),
+                        Some(a) => view! { {format!("Signed in as {}", a.name)} " · " <a href="/account">"Your account"</a> " · " <a href="/meetings">"Your meetings"</a> " · " <a href="/recordings">"Recordings"</a> }.into_any(),
+                        None => view! { <a href="/account">"Sign in or create an account"</a> " (not needed to join)" " · " <a href="/recordings">"Recordings"</a> }.into_any(),
                     }}
                 </p>
                 <label>"Your name"

@@ -227,10 +227,12 @@ pub enum Output {
     MintRecordingId,
     /// A recording started: write down who may watch it.
     RecordingStarted(RecordingRow),
-    /// The recording `id` ended at `ended_at`.
+    /// The recording `id` ended at `ended_at`; `names`: who was in it (participant id → name:
+    /// its files are named by participant ids).
     RecordingStopped {
         id: String,
         ended_at: Millis,
+        names: BTreeMap<String, String>,
     },
     /// Something an operator should see in the logs.
     Warn(String),
@@ -945,6 +947,8 @@ impl Room {
                     participant: info.clone(),
                 },
             });
+            // A recording names who is in its files.
+            self.recording_named(&info.id, &info.name);
             self.members.insert(
                 claims.sub.clone(),
                 Member {

@@ -10,6 +10,8 @@
 //!
 //! [`Input::RecordingMinted`]: super::Input::RecordingMinted
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -42,7 +44,14 @@ struct Current {
     by_id: String,
     #[serde(default)]
     by_bid: Option<String>,
+    /// Everyone who was in the meeting while it recorded (participant id → name), at most
+    /// [`MAX_NAMES`].
+    #[serde(default)]
+    names: BTreeMap<String, String>,
 }
+
+/// The most names a recording keeps.
+pub const MAX_NAMES: usize = 2_000;
 
 /// What a recording action was refused for.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -82,6 +91,16 @@ impl Room {
             started_at: c.started_at,
             by: c.by.clone(),
         })
+    }
+
+    /// Someone joined: if a recording runs, it names them.
+    pub(super) fn recording_named(&mut self, id: &str, name: &str) {
+        if let Some(c) = self.meta.recording.current.as_mut() {
+            if c.names.len() < MAX_NAMES || c.names.contains_key(id) {
+                c.names.insert(id.to_string(), name.to_string());
+                self.dirty.meta = true;
+            }
+        }
     }
 
     /// `ClientMessage::SetRecording` from member `id`.
@@ -146,6 +165,12 @@ impl Room {
             by: m.info.name.clone(),
             by_id: asker.clone(),
             by_bid: m.claims.bid.clone(),
+            names: self
+                .members
+                .values()
+                .take(MAX_NAMES)
+                .map(|m| (m.info.id.clone(), m.info.name.clone()))
+                .collect(),
         };
         let row = RecordingRow {
             id: rec_id,
@@ -176,6 +201,7 @@ impl Room {
         let mut out = vec![Output::RecordingStopped {
             id: c.id,
             ended_at: now,
+            names: c.names,
         }];
         out.extend(self.recording_changed(now, notice));
         out

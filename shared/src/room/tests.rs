@@ -6097,9 +6097,15 @@ mod recording {
         assert_eq!(states(&fx), vec![None]);
         assert_eq!(notices(&fx), vec!["name-a stopped the recording."]);
         assert_eq!(record_calls(&fx), vec![("sfu-1".into(), 2, None)]);
+        // Who was in it, by the ids its files carry (c joined while it ran).
+        let names: BTreeMap<String, String> = ["a", "b", "c"]
+            .iter()
+            .map(|p| (p.to_string(), format!("name-{p}")))
+            .collect();
         assert!(fx.contains(&Output::RecordingStopped {
             id: ID.into(),
-            ended_at: 9_000
+            ended_at: 9_000,
+            names
         }));
         // The notices are in the chat for who comes later.
         assert_eq!(

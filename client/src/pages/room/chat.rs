@@ -89,6 +89,16 @@ pub fn ChatPanel() -> impl IntoView {
         }
     };
     let line = move |c: ChatMessage| {
+        if c.notice {
+            // From the meeting itself (a recording started or stopped): no sender, no delete.
+            return view! {
+                <li class="chat-line notice" data-testid="chat-message">
+                    <span class="meta"><time>{time_of(c.at)}</time></span>
+                    <span class="text">{c.text.clone()}</span>
+                </li>
+            }
+            .into_any();
+        }
         let mine = m.model.with_untracked(|r| r.is_me(&c.from));
         let private = c.to.as_ref().map(|t| {
             if mine {
@@ -113,6 +123,7 @@ pub fn ChatPanel() -> impl IntoView {
                     on:click=move |_| m.send(&ClientMessage::DeleteChat { id })>"Delete"</button>
             </li>
         }
+        .into_any()
     };
     // The newest message in view: the conversation scrolls to its end whenever it grows.
     let log_ref = NodeRef::<leptos::html::Ol>::new();

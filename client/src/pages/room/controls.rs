@@ -125,6 +125,7 @@ pub fn ControlBar(ui: RoomUi) -> impl IntoView {
         .to_string()
     });
     let breakouts_open = Memo::new(move |_| m.model.with(|r| r.breakouts.open));
+    let recording = Memo::new(move |_| m.model.with(|r| r.recording.is_some()));
     let moderator = Signal::derive(move || {
         m.model.with(|r| {
             r.participants
@@ -244,6 +245,11 @@ pub fn ControlBar(ui: RoomUi) -> impl IntoView {
                     <button type="button" hidden=move || !moderator.get() && !breakouts_open.get()
                         aria-expanded=move || is_open(Panel::Breakouts).get().to_string()
                         on:click=move |_| panel_from_more(Panel::Breakouts)>"Breakout rooms"</button>
+                    <button type="button" hidden=move || !moderator.get()
+                        on:click=move |_| {
+                            close_more(true);
+                            m.send(&ClientMessage::SetRecording { on: !recording.get_untracked() })
+                        }>{move || if recording.get() { "Stop recording" } else { "Record" }}</button>
                     <button type="button" on:click=move |_| { close_more(true); toggle_view() }>{view_label}</button>
                     <button type="button" aria-expanded=move || is_open(Panel::Stats).get().to_string()
                         on:click=move |_| panel_from_more(Panel::Stats)>"Stats"</button>

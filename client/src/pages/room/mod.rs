@@ -151,6 +151,10 @@ pub fn RoomPage() -> impl IntoView {
         <main class="room" class:panel-open=move || ui.panel.get().is_some()>
             <header class="room-bar">
                 <h1>{move || m.model.with(|r| r.name.clone())}</h1>
+                <span class="rec-indicator" role="status" title="This meeting is being recorded"
+                    hidden=move || m.model.with(|r| r.recording.is_none())>
+                    <span class="dot" aria-hidden="true"></span>"Recording"
+                </span>
                 <span class="status" role="status" data-testid="room-status">
                     {move || if m.reconnecting.get() { "Reconnecting… · " } else { "" }}
                     <span data-testid="media-state">{media}</span>
