@@ -87,7 +87,7 @@ pub struct Args {
     /// before it).
     #[arg(long, env = "EDGEMEET_SFU_ENGINE", value_enum)]
     pub engine: Option<EngineKind>,
-    /// Where recordings are written while they run (default: `edgemeet-recordings` in the
+    /// Where recordings are written while they run (default: `edgemeet-recordings/{id}` in the
     /// system's temporary directory).
     #[arg(long, env = "EDGEMEET_SFU_RECORD_DIR")]
     pub record_dir: Option<PathBuf>,
@@ -252,6 +252,11 @@ fn merge(a: Args, f: FileConfig) -> Result<Config, ConfigError> {
     if control_secret.len() < 32 {
         return Err(ConfigError::WeakSecret(control_secret.len()));
     }
+    // One directory per SFU: two on one machine never take each other's leftovers.
+    let record_dir = a
+        .record_dir
+        .or(f.record_dir)
+        .unwrap_or_else(|| std::env::temp_dir().join("edgemeet-recordings").join(&id));
     Ok(Config {
         id,
         region,
@@ -264,10 +269,7 @@ fn merge(a: Args, f: FileConfig) -> Result<Config, ConfigError> {
         edge_url,
         control_secret,
         engine,
-        record_dir: a
-            .record_dir
-            .or(f.record_dir)
-            .unwrap_or_else(|| std::env::temp_dir().join("edgemeet-recordings")),
+        record_dir,
     })
 }
 

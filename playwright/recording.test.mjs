@@ -1,0 +1,149 @@
+// Recording end to end, in real Chromium against the real stack (the SFU records, workerd's local
+// D1 and R2 keep it): a host records two people for 10 s, both see the indicator and the notices,
+// the recording appears on the host's recordings page, the player plays every camera and
+// microphone in sync and seeks, files come in byte ranges, and another browser gets 403.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
+import { joinAs as joinAsIn, press, decoding } from "./call.mjs";
+
+const browser = browserForFile();
+
+/** Joins as `name` as a browser of its own (its identity cookie, set at join, then put aside). */
+async function person(name, room) {
+  const page = await joinAsIn(browser.context, BASE, name, room);
+  const cookies = await browser.context.cookies();
+  await browser.context.clearCookies();
+  return { page, cookies };
+}
+
+/** Makes `who`'s browser identity the one the context's requests carry. */
+async function as(who) {
+  await browser.context.clearCookies();
+  await browser.context.addCookies(who.cookies);
+}
+
+const indicator = (page) => page.locator("header.room-bar").getByRole("status").filter({ hasText: "Recording" });
+
+test("a host records two people for 10 s; the player plays it back in sync and seeks; another browser gets 403", async () => {
+  const room = `rec-${Math.random().toString(36).slice(2, 8)}`;
+  const hana = await person("Hana", room);
+  const gus = await person("Gus", room);
+
+  // Only hosts and co-hosts are offered Record.
+  await gus.page.getByRole("button", { name: "More" }).click();
+  assert.equal(await gus.page.locator("#more-actions").getByRole("button", { name: "Record", exact: true }).isVisible(), false);
+  await gus.page.getByRole("button", { name: "More" }).click();
+  await press(hana.page, "Record");
+  for (const p of [hana.page, gus.page]) {
+    await indicator(p).waitFor({ timeout: 10000 });
+    await p.getByTestId("toasts").getByText("Hana started recording").waitFor({ timeout: 5000 });
+  }
+  // Ten seconds of the call, both decoding each other the whole time.
+  const started = Date.now();
+  let checks = 0;
+  while (Date.now() - started < 10_000) {
+    for (const p of [hana.page, gus.page]) assert.equal(await decoding(p), 1, "each decodes the other while recording");
+    checks++;
+    await hana.page.waitForTimeout(1000); // the interval between checks
+  }
+  assert.ok(checks >= 8);
+  await hana.page.screenshot({ path: join(ARTIFACTS, "recording-room-1280.png") });
+  await press(hana.page, "Stop recording");
+  const stopped = Date.now();
+  for (const p of [hana.page, gus.page]) await indicator(p).waitFor({ state: "hidden", timeout: 10000 });
+  // The notices are in the chat.
+  // (The bar's button counts the notices: "Chat (2 new)".)
+  await gus.page.locator("nav.controls").getByRole("button", { name: /^Chat \(2 new\)$/ }).click();
+  await gus.page.getByRole("log", { name: "Messages" }).getByText("Hana stopped the recording.").waitFor({ timeout: 5000 });
+
+  // Hana's recordings page lists it once the SFU has uploaded it: about ten seconds long.
+  await as(hana);
+  const list = await browser.context.newPage();
+  await list.goto(`${BASE}/recordings`);
+  const item = list.getByRole("listitem", { name: new RegExp(`^${room} on `) });
+  let playable;
+  for (let tries = 0; ; tries++) {
+    const text = (await item.textContent({ timeout: 1000 }).catch(() => "")) ?? "";
+    const m = /(\d+):(\d\d) ·/.exec(text);
+    if (m && Number(m[1]) * 60 + Number(m[2]) >= 9 && !/recording now/.test(text)) break;
+    assert.ok(tries < 40, `the recording never appeared whole: ${await list.locator("main").textContent()}`);
+    await list.waitForTimeout(500); // a poll interval, at most 40 looks
+    await list.reload();
+  }
+  playable = Date.now() - stopped;
+  console.log(`# stop -> listed and playable: ${playable} ms`);
+  const m = /(\d+):(\d\d) ·/.exec(await item.textContent());
+  const listed = Number(m[1]) * 60 + Number(m[2]);
+  assert.ok(listed >= 9 && listed <= 12, `listed as ${listed} s`);
+
+  await item.getByRole("button", { name: "Play" }).click();
+  const player = list.getByRole("region", { name: /^Playing: / });
+  await player.waitFor();
+  const videos = player.locator("video");
+  const audios = player.locator("audio");
+  assert.equal(await videos.count(), 2, "both cameras");
+  assert.equal(await audios.count(), 2, "both microphones");
+  assert.deepEqual(
+    (await player.locator("video, audio").evaluateAll((els) => els.map((e) => e.getAttribute("aria-label")))).sort(),
+    ["Gus (audio)", "Gus (video)", "Hana (audio)", "Hana (video)"],
+  );
+  await player.getByRole("button", { name: "Play", exact: true }).click();
+  // Time moves, and every video decodes frames and advances.
+  const state = () =>
+    videos.evaluateAll((vs) => vs.map((v) => ({ t: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames, w: v.videoWidth })));
+  await list.waitForFunction(() => [...document.querySelectorAll(".player video")].every((v) => v.currentTime > 1.5 && v.getVideoPlaybackQuality().totalVideoFrames > 20), null, { timeout: 15000 });
+  const a = await state();
+  for (const v of a) assert.ok(v.w > 0, `a picture: ${JSON.stringify(a)}`);
+  // In sync: the two cameras within a third of a second of each other.
+  assert.ok(Math.abs(a[0].t - a[1].t) < 0.35, `in sync: ${JSON.stringify(a)}`);
+  await list.screenshot({ path: join(ARTIFACTS, "recording-player-1280.png"), fullPage: true });
+
+  // Seek to 5 s: every file follows at once (the edge serves byte ranges from R2).
+  await player.getByRole("button", { name: "Pause" }).click();
+  await player.getByRole("slider", { name: "Position" }).fill("5");
+  await player.getByTestId("player-time").getByText(/^0:05 \//).waitFor({ timeout: 5000 });
+  await list.waitForFunction(() => [...document.querySelectorAll(".player video, .player audio")].every((e) => Math.abs(e.currentTime - 5) < 0.6 && e.readyState >= 2), null, { timeout: 10000 });
+  await player.getByRole("button", { name: "Play", exact: true }).click();
+  await list.waitForFunction(() => [...document.querySelectorAll(".player video")].every((v) => v.currentTime > 5.8), null, { timeout: 10000 });
+
+  // A byte range comes back as 206; the manifest names the files.
+  const id = await list.evaluate(async () => (await (await fetch("/api/recordings")).json()).recordings[0].id);
+  const probe = await list.evaluate(async (id) => {
+    const man = await (await fetch(`/api/recordings/${id}`)).json();
+    const seg = man.segments[0];
+    const r = await fetch(`/api/recordings/${id}/${seg.segment}/${seg.tracks[0].file}`, { headers: { Range: "bytes=0-99" } });
+    const body = await r.arrayBuffer();
+    return { status: r.status, range: r.headers.get("content-range"), len: body.byteLength, files: man.segments.flatMap((s) => s.tracks).length };
+  }, id);
+  assert.equal(probe.status, 206);
+  assert.match(probe.range, /^bytes 0-99\/\d+$/);
+  assert.equal(probe.len, 100);
+  assert.equal(probe.files, 4);
+  await list.setViewportSize({ width: 390, height: 844 });
+  await list.screenshot({ path: join(ARTIFACTS, "recording-player-390.png"), fullPage: true });
+  const wide = await list.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(wide <= 0, `the player fits a phone (${wide} px too wide)`);
+
+  // Gus's browser may not watch it: the manifest and the files are refused, and his list is empty.
+  await as(gus);
+  const other = await browser.context.newPage();
+  await other.goto(`${BASE}/recordings`);
+  const refused = await other.evaluate(async (id) => {
+    const man = await fetch(`/api/recordings/${id}`);
+    const list = await (await fetch("/api/recordings")).json();
+    return { man: man.status, listed: list.recordings.length };
+  }, id);
+  assert.deepEqual(refused, { man: 403, listed: 0 });
+
+  // Hana deletes it: gone from the list and from R2.
+  await as(hana);
+  await list.setViewportSize({ width: 1280, height: 800 });
+  list.once("dialog", (d) => d.accept());
+  await item.getByRole("button", { name: "Delete recording" }).click();
+  await item.waitFor({ state: "detached", timeout: 5000 });
+  const gone = await list.evaluate(async (id) => (await fetch(`/api/recordings/${id}`)).status, id);
+  assert.equal(gone, 404);
+  for (const p of [hana.page, gus.page, list, other]) await p.close();
+});
