@@ -40,6 +40,11 @@ test("a host records two people for 10 s; the player plays it back in sync and s
     await indicator(p).waitFor({ timeout: 10000 });
     await p.getByTestId("toasts").getByText("Hana started recording").waitFor({ timeout: 5000 });
   }
+  // Someone about to join is told before they do.
+  const late = await browser.context.newPage();
+  await late.goto(`${BASE}/${room}`);
+  await late.getByTestId("recording-notice").getByText("This meeting is being recorded.", { exact: false }).waitFor({ timeout: 5000 });
+  await late.close();
   // Ten seconds of the call, both decoding each other the whole time.
   const started = Date.now();
   let checks = 0;
@@ -53,6 +58,13 @@ test("a host records two people for 10 s; the player plays it back in sync and s
   await press(hana.page, "Stop recording");
   const stopped = Date.now();
   for (const p of [hana.page, gus.page]) await indicator(p).waitFor({ state: "hidden", timeout: 10000 });
+  const after = await browser.context.newPage();
+  const asked = after.waitForResponse((r) => r.url().endsWith(`/api/rooms/${room}/status`));
+  await after.goto(`${BASE}/${room}`);
+  assert.deepEqual(await (await asked).json(), { recording: false });
+  await after.getByRole("button", { name: "Join" }).waitFor();
+  assert.equal(await after.getByTestId("recording-notice").isVisible(), false, "not recording any more");
+  await after.close();
   // The notices are in the chat.
   // (The bar's button counts the notices: "Chat (2 new)".)
   await gus.page.locator("nav.controls").getByRole("button", { name: /^Chat \(2 new\)$/ }).click();

@@ -94,6 +94,12 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
             let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
             room_ice_servers(&req, &env, &room).await
         }
+        (Method::Get, ["api", "rooms", room, "status"]) => {
+            let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
+            let stub = env.durable_object(room::BINDING)?.get_by_name(&room)?;
+            let url = format!("https://room/status?room={room}");
+            Ok(stub.fetch_with_str(&url).await?)
+        }
         (Method::Post, ["api", "rooms", room, "join"]) => {
             let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
             join(req, &env, &room).await

@@ -830,6 +830,19 @@ impl DurableObject for RoomObject {
                 Err(e) => Ok(EdgeError::from(e).into_response()),
             };
         }
+        if req.method() == Method::Get && req.path() == "/status" {
+            // What the pre-join page tells someone before they join: whether it records.
+            let name = ask_room(&req)?;
+            if let Some(restored) = self.load(Some(&name))? {
+                self.step(Some(&name), restored).await?;
+            }
+            let recording = self
+                .room
+                .borrow()
+                .as_ref()
+                .is_some_and(|r| r.recording().is_some());
+            return Response::from_json(&serde_json::json!({ "recording": recording }));
+        }
         if req.method() == Method::Get && req.path() == "/password" {
             // Before the worker checks a joiner's password against the stored hash (not here:
             // hashing would stall the room's only thread): the hash, and a refusal no password

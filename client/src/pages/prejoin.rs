@@ -41,6 +41,20 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
             .unwrap_or_default(),
     );
     let (room, set_room) = signal(initial_room);
+    // Told before joining: whether the meeting is being recorded (asked again as the room name
+    // changes; a name that is not a room yet is not recorded).
+    let recorded = LocalResource::new(move || {
+        let r = room.get();
+        async move {
+            let name = edgemeet_shared::protocol::normalize_room_name(&r).ok()?;
+            let res = gloo_net::http::Request::get(&format!("/api/rooms/{name}/status"))
+                .send()
+                .await
+                .ok()?;
+            let v: serde_json::Value = res.json().await.ok()?;
+            v["recording"].as_bool()
+        }
+    });
     let (password, set_password) = signal(String::new());
     let password_ref = NodeRef::<leptos::html::Input>::new();
     let (form_error, set_form_error) = signal(None::<String>);
@@ -283,6 +297,11 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                     </div>
                 </Show>
                 <p class="error" role="alert" data-testid="form-error">{error}</p>
+                <p class="rec-notice" role="status" data-testid="recording-notice"
+                    hidden=move || recorded.get().flatten() != Some(true)>
+                    <span class="rec-indicator"><span class="dot" aria-hidden="true"></span>"Recording"</span>
+                    " This meeting is being recorded. By joining you agree to be in the recording."
+                </p>
                 <button type="submit" class="primary" disabled=move || joining.get()>
                     {move || if joining.get() { "Joining…" } else { "Join" }}
                 </button>
