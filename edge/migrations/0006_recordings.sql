@@ -10,7 +10,11 @@ CREATE TABLE recordings (
     ended_at        INTEGER,                     -- NULL: still recording
     started_by      TEXT NOT NULL,               -- the name of who started it
     browser_key     TEXT,                        -- SHA-256 of the starting browser's identity: it may watch
-    names           TEXT                         -- JSON: participant id (as the files name them) -> name
+    names           TEXT,                        -- JSON: participant id (as the files name them) -> name
+    duration_ms     INTEGER NOT NULL DEFAULT 0,  -- from the manifest, as segments come in
+    bytes           INTEGER NOT NULL DEFAULT 0,
+    segments        INTEGER NOT NULL DEFAULT 0,
+    deleted_at      INTEGER                      -- deleted by its owner: files gone, later uploads refused (410)
 );
 CREATE INDEX recordings_by_browser ON recordings (browser_key, started_at);
 CREATE INDEX recordings_by_meeting ON recordings (meeting_id, started_at);

@@ -99,13 +99,31 @@ pub async fn stopped(
     if let Some(rec) = recording_row(&db, id).await.ok().flatten() {
         if let Ok(m) = build_manifest(&db, &rec).await {
             if !m.segments.is_empty() {
-                env.bucket(BUCKET)?
-                    .put(manifest_key(id), serde_json::to_vec(&m).unwrap_or_default())
-                    .execute()
-                    .await?;
+                let _ = save_manifest(&db, &env.bucket(BUCKET)?, &m).await;
             }
         }
     }
+    Ok(())
+}
+
+/// The manifest into R2, and its totals onto the row (the list reads only rows).
+async fn save_manifest(db: &worker::D1Database, bucket: &Bucket, m: &Manifest) -> EdgeResult<()> {
+    bucket
+        .put(
+            manifest_key(&m.recording),
+            serde_json::to_vec(m).unwrap_or_default(),
+        )
+        .execute()
+        .await?;
+    db.prepare("UPDATE recordings SET duration_ms = ?2, bytes = ?3, segments = ?4 WHERE id = ?1")
+        .bind(&[
+            s(&m.recording),
+            n(m.duration_ms),
+            n(m.bytes),
+            n(m.segments.len() as Millis),
+        ])?
+        .run()
+        .await?;
     Ok(())
 }
 
@@ -122,14 +140,37 @@ struct RecRow {
     browser_key: Option<String>,
     #[serde(default)]
     names: Option<String>,
+    #[serde(default)]
+    duration_ms: f64,
+    #[serde(default)]
+    bytes: f64,
+    #[serde(default)]
+    segments: f64,
+    #[serde(default)]
+    deleted_at: Option<f64>,
+}
+
+/// A segment that starts this long after its recording ended is not part of it (an SFU's stale
+/// state): refused for good.
+const LATE_SEGMENT_MS: Millis = 60_000;
+
+const REC_COLUMNS: &str = "id, room, meeting_id, started_at, ended_at, started_by, browser_key, \
+     names, duration_ms, bytes, segments, deleted_at";
+
+/// "Refused for good" to an SFU: it drops what it holds of this recording.
+fn gone(why: &str) -> EdgeError {
+    EdgeError::Refused {
+        code: edgemeet_shared::protocol::ErrorCode::Gone,
+        message: why.into(),
+        retry_after_secs: None,
+    }
 }
 
 async fn recording_row(db: &worker::D1Database, id: &str) -> EdgeResult<Option<RecRow>> {
     Ok(db
-        .prepare(
-            "SELECT id, room, meeting_id, started_at, ended_at, started_by, browser_key, names \
-             FROM recordings WHERE id = ?1",
-        )
+        .prepare(format!(
+            "SELECT {REC_COLUMNS} FROM recordings WHERE id = ?1"
+        ))
         .bind(&[s(id)])?
         .first::<RecRow>(None)
         .await?)
@@ -225,9 +266,13 @@ pub async fn sfu_route(mut req: Request, env: &Env, rest: &[&str]) -> EdgeResult
         ));
     }
     let db = env.d1(accounts::BINDING)?;
+    // Not known yet (its row is on its way): the SFU tries again later.
     let Some(rec) = recording_row(&db, id).await? else {
-        return Err(EdgeError::NotFound(format!("no recording {id}")));
+        return Err(EdgeError::NotFound(format!("no recording {id} (yet)")));
     };
+    if rec.deleted_at.is_some() {
+        return Err(gone("this recording was deleted"));
+    }
     let bucket = env.bucket(BUCKET)?;
     let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
     let q = |k: &str| query.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
@@ -284,7 +329,13 @@ pub async fn sfu_route(mut req: Request, env: &Env, rest: &[&str]) -> EdgeResult
             }
             let seg: SegmentSummary = serde_json::from_slice(&body)
                 .map_err(|e| EdgeError::BadRequest(format!("segment.json: {e}")))?;
-            check_segment(id, &seg).map_err(|e| EdgeError::BadRequest(e.to_string()))?;
+            check_segment(id, &seg).map_err(|e| gone(&e.to_string()))?;
+            if rec
+                .ended_at
+                .is_some_and(|e| seg.started_us / 1_000 > e as Millis + LATE_SEGMENT_MS)
+            {
+                return Err(gone("this segment began long after the recording ended"));
+            }
             if seg.segment != segment {
                 return Err(EdgeError::BadRequest(
                     "segment.json names another segment".into(),
@@ -303,10 +354,7 @@ pub async fn sfu_route(mut req: Request, env: &Env, rest: &[&str]) -> EdgeResult
             .run()
             .await?;
             let m = build_manifest(&db, &rec).await?;
-            bucket
-                .put(manifest_key(id), serde_json::to_vec(&m).unwrap_or_default())
-                .execute()
-                .await?;
+            save_manifest(&db, &bucket, &m).await?;
             Ok(Response::empty()?.with_status(204))
         }
         _ => Err(EdgeError::NotFound("no such recording route".into())),
@@ -340,8 +388,7 @@ async fn watchable(ctx: &Ctx, who: &Viewer, id: &str) -> EdgeResult<RecRow> {
     }
     let rec: Option<RecRow> = stmt(
         ctx,
-        "SELECT id, room, meeting_id, started_at, ended_at, started_by, browser_key, names \
-         FROM recordings WHERE id = ?1",
+        &format!("SELECT {REC_COLUMNS} FROM recordings WHERE id = ?1 AND deleted_at IS NULL"),
         &[s(id)],
     )?
     .first(None)
@@ -453,9 +500,11 @@ async fn list(ctx: &Ctx, who: &Viewer) -> EdgeResult<Response> {
     }
     let rows: Vec<RecRow> = stmt(
         ctx,
-        "SELECT r.id, r.room, r.meeting_id, r.started_at, r.ended_at, r.started_by, r.browser_key, r.names \
+        "SELECT r.id, r.room, r.meeting_id, r.started_at, r.ended_at, r.started_by, r.browser_key, \
+         r.names, r.duration_ms, r.bytes, r.segments, r.deleted_at \
          FROM recordings r LEFT JOIN meetings m ON m.id = r.meeting_id \
-         WHERE (?1 IS NOT NULL AND r.browser_key = ?1) OR (?2 IS NOT NULL AND m.owner_id = ?2) \
+         WHERE r.deleted_at IS NULL AND ((?1 IS NOT NULL AND r.browser_key = ?1) \
+         OR (?2 IS NOT NULL AND m.owner_id = ?2)) \
          ORDER BY r.started_at DESC LIMIT ?3",
         &[
             opt(who.browser.as_deref()),
@@ -466,20 +515,19 @@ async fn list(ctx: &Ctx, who: &Viewer) -> EdgeResult<Response> {
     .all()
     .await?
     .results()?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let m = build_manifest_ctx(ctx, &r).await?;
-        out.push(Listing {
+    let out: Vec<Listing> = rows
+        .into_iter()
+        .map(|r| Listing {
             id: r.id,
             room: r.room,
             started_at: r.started_at as Millis,
             ended_at: r.ended_at.map(|e| e as Millis),
             by: r.started_by,
-            duration_ms: m.duration_ms,
-            bytes: m.bytes,
-            segments: m.segments.len(),
-        });
-    }
+            duration_ms: r.duration_ms as u64,
+            bytes: r.bytes as u64,
+            segments: r.segments as usize,
+        })
+        .collect();
     Ok(Response::from_json(
         &serde_json::json!({ "recordings": out }),
     )?)
@@ -559,6 +607,8 @@ async fn delete(ctx: &Ctx, bucket: &Bucket, id: &str) -> EdgeResult<Response> {
             None => break,
         }
     }
+    // The row stays as a tombstone (no names, no totals): an SFU still holding a segment of it is
+    // told it is gone for good.
     stmt(
         ctx,
         "DELETE FROM recording_segments WHERE recording_id = ?1",
@@ -566,8 +616,13 @@ async fn delete(ctx: &Ctx, bucket: &Bucket, id: &str) -> EdgeResult<Response> {
     )?
     .run()
     .await?;
-    stmt(ctx, "DELETE FROM recordings WHERE id = ?1", &[s(id)])?
-        .run()
-        .await?;
+    stmt(
+        ctx,
+        "UPDATE recordings SET deleted_at = ?2, names = NULL, started_by = '', duration_ms = 0, \
+         bytes = 0, segments = 0 WHERE id = ?1",
+        &[s(id), n(ctx.now)],
+    )?
+    .run()
+    .await?;
     Ok(Response::empty()?.with_status(204))
 }

@@ -117,7 +117,7 @@ enum Job {
     MintRecordingId,
     RecordingStarted(edgemeet_shared::room::RecordingRow),
     RecordingStopped {
-        id: String,
+        row: edgemeet_shared::room::RecordingRow,
         ended_at: u64,
         names: std::collections::BTreeMap<String, String>,
     },
@@ -322,11 +322,11 @@ impl RoomObject {
                     Output::MintRecordingId => jobs.push(Job::MintRecordingId),
                     Output::RecordingStarted(row) => jobs.push(Job::RecordingStarted(row)),
                     Output::RecordingStopped {
-                        id,
+                        row,
                         ended_at,
                         names,
                     } => jobs.push(Job::RecordingStopped {
-                        id,
+                        row,
                         ended_at,
                         names,
                     }),
@@ -492,10 +492,13 @@ impl RoomObject {
                 None
             }
             Job::RecordingStopped {
-                id,
+                row,
                 ended_at,
                 names,
             } => {
+                // The start's row again (its write may have failed, or not landed yet), then its end.
+                let id = row.id.clone();
+                let _ = crate::recordings::started(&self.env, &row).await;
                 if let Err(e) = crate::recordings::stopped(&self.env, &id, ended_at, &names).await {
                     worker::console_error!("room {room}: recording {id}'s end not written: {e}");
                 }

@@ -101,6 +101,9 @@ const READ_BUDGET: usize = 64;
 
 type Reply<T> = oneshot::Sender<Result<T, MediaError>>;
 
+/// How long a stopping SFU waits for its recordings to reach the edge.
+const UPLOAD_AT_STOP: Duration = Duration::from_secs(20);
+
 enum Cmd {
     Offer {
         room: String,
@@ -223,6 +226,8 @@ pub struct Engine {
     workers: Vec<WorkerHandle>,
     shared: Arc<Shared>,
     draining: Arc<AtomicBool>,
+    /// Recording segments on their way to the edge.
+    uploads: crate::record::upload::Uploads,
 }
 
 /// How many worker threads: one per core, at most 8.
@@ -300,6 +305,7 @@ impl Engine {
             workers,
             shared,
             draining,
+            uploads,
         });
         tokio::spawn(edge_task(Arc::downgrade(&engine), edge, out_rx));
         Ok(engine)
@@ -479,6 +485,11 @@ impl Engine {
                 let _ = tokio::task::spawn_blocking(move || t.join()).await;
             }
         }
+        // The workers finished every recording's files: they go to the edge before the SFU
+        // exits (what does not make it is sent by its next start).
+        if !self.uploads.flushed(UPLOAD_AT_STOP).await {
+            tracing::warn!("recordings still uploading at stop: sent when this SFU starts again");
+        }
     }
 }
 
@@ -597,8 +608,8 @@ struct Published {
     subs: Vec<SubId>,
     keyframe_wanted: bool,
     pacer: KeyframePacer,
-    /// Recorded: its packets also go to the recorder thread.
-    rec: Option<RecTap>,
+    /// Recorded: its packets also go to the recorder thread (boxed: most tracks never are).
+    rec: Option<Box<RecTap>>,
 }
 
 /// A recorded track's own reception, as a subscriber's: the top layer it gets (switching down
@@ -606,6 +617,9 @@ struct Published {
 struct RecTap {
     fwd: SubForward,
     keyframe_wanted: bool,
+    /// Packets were held back (a host stopped the track): the recorder learns of the gap
+    /// before the next one it gets (what follows refers to frames it never saw).
+    gap: bool,
 }
 
 /// One reception: a published track sent to one subscriber's session.
@@ -891,7 +905,7 @@ struct Worker {
     /// How the recorder thread reaches this worker (its keyframe requests).
     to_self: Option<(mpsc::Sender<Cmd>, Arc<Waker>)>,
     /// The uploader: each segment written goes to the edge.
-    uploads: Option<tokio::sync::mpsc::UnboundedSender<std::path::PathBuf>>,
+    uploads: Option<crate::record::upload::Uploads>,
 }
 
 fn webrtc_err(e: impl std::fmt::Display) -> MediaError {
@@ -1414,7 +1428,13 @@ impl Worker {
             let asked = std::mem::take(&mut tap.keyframe_wanted);
             let step = tap.fwd.on_packet(&pin, true, asked, now_us);
             want_keyframe |= step.keyframe_layers;
+            if blocked && p.video.is_some() {
+                tap.gap = true;
+            }
             if let Some((m, _)) = step.send {
+                if std::mem::take(&mut tap.gap) {
+                    rec.send(RecMsg::Gap { key: id });
+                }
                 let pkt = RecPacket {
                     seq: m.seq,
                     timestamp: m.timestamp,
@@ -1687,13 +1707,14 @@ impl Worker {
             let done = Box::new(
                 move |path: &std::path::Path, _: &crate::record::SegmentSummary| {
                     if let Some(u) = &uploads {
-                        let _ = u.send(path.to_path_buf());
+                        u.send(path.to_path_buf());
                     }
                 },
             );
             match crate::record::spawn(
                 self.cfg.record_dir.clone(),
                 self.cfg.id.clone(),
+                (self.epoch, self.wall_epoch_us),
                 keyframe,
                 done,
             ) {
@@ -1718,10 +1739,11 @@ impl Worker {
         fwd.ready = true;
         fwd.rewriter
             .set_negotiated(Negotiated::new().map_all_payload_types_to(0)); // the recorder reads none
-        p.rec = Some(RecTap {
+        p.rec = Some(Box::new(RecTap {
             fwd,
             keyframe_wanted: false,
-        });
+            gap: false,
+        }));
         let msg = RecMsg::Track {
             key: track,
             recording,
@@ -2455,7 +2477,13 @@ impl Worker {
         }
         let _ = self.poll.registry().deregister(&mut s.socket);
         for id in s.published.values() {
-            self.tracks.remove(id);
+            // A recorded track's file ends with it (the core's RecordTrackEnd for it comes after
+            // the track is gone from here).
+            if self.tracks.remove(id).is_some_and(|p| p.rec.is_some()) {
+                if let Some(r) = &self.recorder {
+                    r.send(RecMsg::EndTrack { key: *id });
+                }
+            }
         }
         self.free.push(slot);
     }

@@ -98,7 +98,8 @@ impl MediaHandle {
         recording: Option<String>,
     ) -> Result<(), media::MediaError> {
         match self {
-            MediaHandle::Async(_) => Err(media::MediaError::Webrtc(
+            // A 4xx: the room does not ask again every second.
+            MediaHandle::Async(_) => Err(media::MediaError::Unsupported(
                 "this SFU runs the async engine, which cannot record (run --engine sans)".into(),
             )),
             MediaHandle::Sans(e) => e.record(room, version, recording).await,

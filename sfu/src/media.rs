@@ -138,6 +138,8 @@ pub enum MediaError {
     NoPort(u16, u16),
     #[error("webrtc: {0}")]
     Webrtc(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl MediaError {
@@ -149,6 +151,7 @@ impl MediaError {
                 ErrorCode::NoMediaServer
             }
             MediaError::Webrtc(_) => ErrorCode::MediaServerError,
+            MediaError::Unsupported(_) => ErrorCode::BadRequest,
         }
     }
 }

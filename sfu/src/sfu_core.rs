@@ -347,10 +347,16 @@ pub struct SfuCore {
     gone_versions: HashMap<String, u64>,
     /// Likewise the last [`Input::Record`] of rooms not here: a room recorded when everyone here
     /// left (an outage, a failover) is recorded again when someone comes back.
-    gone_records: HashMap<String, (u64, Option<String>)>,
+    gone_records: HashMap<String, (u64, Option<String>, Instant)>,
     next_id: u64,
     out: VecDeque<Output>,
 }
+
+/// How long a room not here stays recorded for its next arrival: a failover's joiners come within
+/// seconds. Later, only the version is kept: a room that left this SFU for another and comes back
+/// days later must not be recorded by an old state nobody sees (the room sends it again anyway
+/// when it moves here).
+pub const RECORD_KEPT_FOR: Duration = Duration::from_secs(60);
 
 /// Most rooms whose scopes version is remembered while they are not here.
 const MAX_GONE_VERSIONS: usize = 10_000;
@@ -426,8 +432,13 @@ impl SfuCore {
                 }
                 let next_tick = self.next_tick(now);
                 let scope_version = self.gone_versions.remove(&room).unwrap_or(0);
-                let (record_version, recording) =
-                    self.gone_records.remove(&room).unwrap_or((0, None));
+                let (record_version, recording) = match self.gone_records.remove(&room) {
+                    Some((v, rec, at)) if now.saturating_duration_since(at) <= RECORD_KEPT_FOR => {
+                        (v, rec)
+                    }
+                    Some((v, _, _)) => (v, None),
+                    None => (0, None),
+                };
                 let r = self.rooms.entry(room).or_insert_with(|| RoomState {
                     members: BTreeMap::new(),
                     tracks: BTreeMap::new(),
@@ -687,9 +698,9 @@ impl SfuCore {
                     let newer = self
                         .gone_records
                         .get(&room)
-                        .is_none_or(|(v, _)| version > *v);
+                        .is_none_or(|(v, _, _)| version > *v);
                     if newer {
-                        self.remember_record(room, version, recording);
+                        self.remember_record(now, room, version, recording);
                     }
                     return Ok(());
                 };
@@ -945,14 +956,20 @@ impl SfuCore {
         *v = (*v).max(version);
     }
 
-    fn remember_record(&mut self, room: String, version: u64, recording: Option<String>) {
+    fn remember_record(
+        &mut self,
+        now: Instant,
+        room: String,
+        version: u64,
+        recording: Option<String>,
+    ) {
         if version == 0 {
             return;
         }
         if self.gone_records.len() >= MAX_GONE_VERSIONS && !self.gone_records.contains_key(&room) {
             self.gone_records.clear();
         }
-        self.gone_records.insert(room, (version, recording));
+        self.gone_records.insert(room, (version, recording, now));
     }
 
     /// `peer` if `session` is its current one.
@@ -1113,7 +1130,7 @@ impl SfuCore {
                         recording,
                     });
                 }
-                self.remember_record(room.to_string(), gone.record_version, gone.recording);
+                self.remember_record(now, room.to_string(), gone.record_version, gone.recording);
             }
             self.out.push_back(Output::RoomGone { room: room.into() });
         } else {
@@ -1882,6 +1899,20 @@ mod tests {
         s.join_in("later", "ada");
         let mic2 = s.publish_in("later", "ada", TrackKind::Mic, false);
         assert_eq!(records(&s.outputs()), vec![format!("+{mic2:?} rec-a")]);
+        // Back after more than a minute: that old state records nothing any more (the room sends
+        // it again when it moves here), but its version still orders later calls.
+        s.input(Input::Leave {
+            room: "later".into(),
+            peer: "ada".into(),
+            session: None,
+        });
+        s.outputs();
+        s.advance(RECORD_KEPT_FOR + Duration::from_secs(1));
+        s.join_in("later", "ada");
+        s.publish_in("later", "ada", TrackKind::Mic, false);
+        assert!(records(&s.outputs()).is_empty());
+        record(&mut s, "later", 5, Some("rec-old"));
+        assert!(records(&s.outputs()).is_empty(), "an old version");
         // A stop for a room not here is kept too: it does not record on return.
         record(&mut s, "other", 2, Some("rec-b"));
         record(&mut s, "other", 3, None);

@@ -63,8 +63,12 @@ struct EdgeLog {
     refused_events: Mutex<u32>,
     /// Drain notices taken.
     draining: Mutex<Vec<String>>,
-    /// Recording uploads taken: path → body (files by `PUT`, `segment.json` by `POST`).
+    /// Recording uploads taken: path → body (files by `PUT` or multipart, `segment.json` by
+    /// `POST`).
     uploads: Mutex<HashMap<String, Vec<u8>>>,
+    /// Multipart parts taken: (path, part) → body; and the files that came in parts.
+    parts: Mutex<HashMap<(String, u16), Vec<u8>>>,
+    multipart: Mutex<Vec<String>>,
 }
 
 fn verified(headers: &HeaderMap, path: &str, body: &[u8]) -> bool {
@@ -134,28 +138,62 @@ async fn fake_edge() -> (SocketAddr, Inboxes, Arc<EdgeLog>) {
         uri: axum::http::Uri,
         headers: HeaderMap,
         body: Bytes,
-    ) -> StatusCode {
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
         let sig = headers
             .get(control::SIGNATURE_HEADER)
             .and_then(|v| v.to_str().ok());
-        let path = uri.path_and_query().map_or("", |p| p.as_str());
+        let signed = uri.path_and_query().map_or("", |p| p.as_str());
         if control::verify(
             SECRET.as_bytes(),
             sig,
             method.as_str(),
-            path,
+            signed,
             &body,
             now_ms(),
         )
         .is_err()
         {
-            return StatusCode::UNAUTHORIZED;
+            return StatusCode::UNAUTHORIZED.into_response();
         }
-        log.uploads
-            .lock()
-            .unwrap()
-            .insert(uri.path().to_string(), body.to_vec());
-        StatusCode::NO_CONTENT
+        let path = uri.path().to_string();
+        let q: HashMap<String, String> = uri
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        // R2's upload ids hold characters a query must escape.
+        const UPLOAD_ID: &str = "up+load/id=&1";
+        if q.contains_key("uploads") {
+            let body = serde_json::json!({ "upload_id": UPLOAD_ID }).to_string();
+            return (StatusCode::OK, body).into_response();
+        }
+        if let Some(id) = q.get("upload") {
+            if id != UPLOAD_ID {
+                return StatusCode::BAD_REQUEST.into_response();
+            }
+            if let Some(n) = q.get("part").and_then(|n| n.parse::<u16>().ok()) {
+                log.parts.lock().unwrap().insert((path, n), body.to_vec());
+                let body = serde_json::json!({ "part": n, "etag": format!("e{n}") }).to_string();
+                return (StatusCode::OK, body).into_response();
+            }
+            let mut parts = log.parts.lock().unwrap();
+            let mut whole = Vec::new();
+            for n in 1u16.. {
+                match parts.remove(&(path.clone(), n)) {
+                    Some(p) => whole.extend_from_slice(&p),
+                    None => break,
+                }
+            }
+            log.multipart.lock().unwrap().push(path.clone());
+            log.uploads.lock().unwrap().insert(path, whole);
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        log.uploads.lock().unwrap().insert(path, body.to_vec());
+        StatusCode::NO_CONTENT.into_response()
     }
     let app = Router::new()
         .route("/api/sfu/signal", post(signal))
@@ -1056,8 +1094,13 @@ async fn a_recorded_publisher_becomes_one_seekable_webm_file_per_track() {
     let (ivf, ogg) = recording_clips(&work.join("clips"));
     let rec_dir = work.join("recordings");
     let rec_dir_s = rec_dir.display().to_string();
-    let (_sfu, base, inboxes, log) =
-        sfu_with_edge_env(&[("EDGEMEET_SFU_RECORD_DIR", rec_dir_s.as_str())]).await;
+    // Parts of 200 KB: the video file (about 280 KB) goes as a multipart upload, the audio
+    // (about 150 KB) in one request.
+    let (_sfu, base, inboxes, log) = sfu_with_edge_env(&[
+        ("EDGEMEET_SFU_RECORD_DIR", rec_dir_s.as_str()),
+        ("EDGEMEET_SFU_UPLOAD_PART", "200000"),
+    ])
+    .await;
 
     // Recorded before anyone is here: the room records from its first track.
     let path = format!("/v1/rooms/{ROOM}/recording");
@@ -1201,11 +1244,14 @@ async fn a_recorded_publisher_becomes_one_seekable_webm_file_per_track() {
         }
     }
     wait_until("the SFU's copy is deleted", Duration::from_secs(5), || {
-        !rec_dir.join("rec-test").exists()
+        std::fs::read_dir(rec_dir.join("rec-test")).is_ok_and(|mut d| d.next().is_none())
     })
     .await;
     assert_eq!(seg["recording"], "rec-test");
     assert_eq!(seg["room"], ROOM);
+    let multipart = log.multipart.lock().unwrap().clone();
+    assert_eq!(multipart.len(), 1, "the video came in parts: {multipart:?}");
+    assert!(multipart[0].ends_with("-video.webm"), "{multipart:?}");
     let tracks = seg["tracks"].as_array().unwrap();
     assert_eq!(tracks.len(), 2, "{seg}");
     let find = |kind: &str| {

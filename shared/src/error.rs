@@ -35,6 +35,8 @@ pub enum ErrorCode {
     AccountExists,
     /// Not possible in the thing's current state (a cancelled meeting changed).
     Conflict,
+    /// Gone for good (a deleted recording): do not send it again.
+    Gone,
     Internal,
 }
 
@@ -56,6 +58,7 @@ impl ErrorCode {
             | ErrorCode::AlreadyVoted
             | ErrorCode::AccountExists
             | ErrorCode::Conflict => 409,
+            ErrorCode::Gone => 410,
             ErrorCode::Internal => 500,
         }
     }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use file::TrackFile;
 use track::{RecCodec, RecOutput, RecPacket, RecStats, TrackRecorder};
@@ -53,6 +53,9 @@ pub enum RecMsg {
     },
     /// Its file ends.
     EndTrack { key: u64 },
+    /// Packets of it were held back upstream (a host stopped it): what comes next may refer to
+    /// frames the recorder never saw.
+    Gap { key: u64 },
     /// This SFU's part of `recording` in `room` ends: `segment.json` is written.
     End { recording: String, room: String },
     /// Finish everything (the SFU stops).
@@ -127,6 +130,10 @@ struct Recorder {
     keyframe: Box<dyn Fn(u64) + Send>,
     /// Told of each segment written (its `segment.json` path and contents).
     done: SegmentDone,
+    /// The worker's clock: packets' arrival times and this thread's deadlines are on one time
+    /// line (the wall clock when the worker started, plus a monotonic clock since).
+    epoch: Instant,
+    wall_epoch_us: u64,
 }
 
 /// Starts a recorder thread writing under `dir`. `keyframe(key)` is called (on that thread)
@@ -134,6 +141,7 @@ struct Recorder {
 pub fn spawn(
     dir: PathBuf,
     sfu: String,
+    clock: (Instant, u64),
     keyframe: Box<dyn Fn(u64) + Send>,
     done: SegmentDone,
 ) -> std::io::Result<RecorderHandle> {
@@ -147,6 +155,8 @@ pub fn spawn(
         backlog: backlog.clone(),
         keyframe,
         done,
+        epoch: clock.0,
+        wall_epoch_us: clock.1,
     };
     let thread = std::thread::Builder::new()
         .name("recorder".into())
@@ -173,6 +183,11 @@ fn safe(name: &str) -> String {
 }
 
 impl Recorder {
+    /// Now, on the worker's time line (µs).
+    fn now(&self) -> u64 {
+        self.wall_epoch_us + self.epoch.elapsed().as_micros() as u64
+    }
+
     fn run(&mut self, rx: mpsc::Receiver<RecMsg>) {
         loop {
             let wait = self
@@ -180,7 +195,7 @@ impl Recorder {
                 .values()
                 .filter_map(|t| t.rec.poll_timeout())
                 .min()
-                .map(|t| Duration::from_micros(t.saturating_sub(wall_us())))
+                .map(|t| Duration::from_micros(t.saturating_sub(self.now())))
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(1));
             match rx.recv_timeout(wait) {
@@ -191,7 +206,7 @@ impl Recorder {
                 Ok(msg) => self.handle(msg),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            let now = wall_us();
+            let now = self.now();
             let due: Vec<u64> = self
                 .tracks
                 .iter()
@@ -217,7 +232,7 @@ impl Recorder {
                 kind,
                 codec,
             } => {
-                let now = wall_us();
+                let now = self.now();
                 let seg_key = (recording.clone(), room.clone());
                 let seg = self.segments.entry(seg_key).or_insert_with(|| {
                     let name = format!("{}-{}", safe(&self.sfu), now / 1_000);
@@ -257,6 +272,13 @@ impl Recorder {
                     t.rec.handle_packet(at_us, pkt);
                     self.drain(key);
                 }
+            }
+            RecMsg::Gap { key } => {
+                let now = self.now();
+                if let Some(t) = self.tracks.get_mut(&key) {
+                    t.rec.mark_gap(now);
+                }
+                self.drain(key);
             }
             RecMsg::EndTrack { key } => {
                 if let Some(t) = self.tracks.remove(&key) {
@@ -301,7 +323,7 @@ impl Recorder {
     }
 
     fn finish_track(&mut self, key: u64, mut t: Recorded) {
-        t.rec.finish(wall_us());
+        t.rec.finish(self.now());
         self.tracks.insert(key, t);
         self.drain(key);
         let t = self.tracks.remove(&key).expect("just put back");
@@ -358,7 +380,7 @@ impl Recorder {
             segment: seg.name,
             sfu: self.sfu.clone(),
             started_us: seg.started_us,
-            ended_us: wall_us(),
+            ended_us: self.now(),
             tracks: seg.tracks,
         };
         let path = seg.dir.join("segment.json");

@@ -204,6 +204,12 @@ impl TrackRecorder {
         self.out.pop_front()
     }
 
+    /// Packets were held back upstream (a host stopped the track): the frame in progress is
+    /// broken, and video waits for a keyframe.
+    pub fn mark_gap(&mut self, now_us: u64) {
+        self.on_loss(now_us);
+    }
+
     /// The recording stops: what waits is written as far as it goes (a frame still missing its
     /// end is dropped).
     pub fn finish(&mut self, now_us: u64) {
@@ -304,8 +310,10 @@ impl TrackRecorder {
             }
             RecCodec::Vp8 => {
                 if self.cur.as_ref().is_some_and(|c| c.ts != ts) {
-                    // The frame ended without its marker: it is whole as far as we know.
-                    let done = self.cur.take().expect("checked");
+                    // The frame ended without its marker (its last packet was lost, or held
+                    // back): it cannot be whole.
+                    let mut done = self.cur.take().expect("checked");
+                    done.broken = true;
                     self.finish_frame(now_us, done);
                 }
                 let mut vp8 = Vp8Packet::default();
@@ -345,6 +353,11 @@ impl TrackRecorder {
     fn finish_frame(&mut self, now_us: u64, f: Partial) {
         if f.broken || f.data.is_empty() {
             self.stats.dropped_frames += 1;
+            if self.codec.is_video() {
+                // What follows may refer to it: wait for a keyframe.
+                self.need_keyframe = true;
+                self.ask_keyframe(now_us);
+            }
             return;
         }
         let size = if self.codec.is_video() && f.keyframe {
@@ -610,6 +623,37 @@ mod tests {
         // Frame 2 follows a loss and is not a keyframe: only frame 0 is written.
         assert_eq!(frames.len(), 1);
         assert!(r.buf.is_empty());
+    }
+
+    #[test]
+    fn a_gap_upstream_or_a_frame_without_its_end_makes_video_wait_for_a_keyframe() {
+        let mut r = TrackRecorder::new(RecCodec::Vp8);
+        let pkts: Vec<RecPacket> = (0..12).flat_map(|i| frame_packets(i, 10)).collect();
+        for p in &pkts[..4] {
+            r.handle_packet(0, p.clone());
+        }
+        // A host stopped the camera for a while: the numbers close up, the gap is told.
+        r.mark_gap(MS);
+        for p in &pkts[4..] {
+            r.handle_packet(2 * MS, p.clone());
+        }
+        let (frames, asks) = drain(&mut r);
+        let keys: Vec<bool> = frames.iter().map(|f| f.keyframe).collect();
+        assert_eq!(keys, [true, false, true, false], "frames 0, 1, then 10, 11");
+        assert_eq!(asks, 1);
+        // A frame whose marker never came (the timestamp moved on) is dropped, and so is what
+        // follows until a keyframe.
+        let mut r = TrackRecorder::new(RecCodec::Vp8);
+        let [a, b] = frame_packets(0, 30);
+        let [c, _] = frame_packets(1, 30);
+        let mut next = frame_packets(2, 30);
+        next[0].seq = 3;
+        next[1].seq = 4;
+        for p in [a, b, c, next[0].clone(), next[1].clone()] {
+            r.handle_packet(0, p);
+        }
+        let (frames, asks) = drain(&mut r);
+        assert_eq!((frames.len(), asks), (1, 1));
     }
 
     #[test]

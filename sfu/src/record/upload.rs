@@ -8,6 +8,8 @@
 //! at start.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use edgemeet_shared::control;
@@ -17,18 +19,70 @@ use tokio::sync::mpsc;
 
 /// Bytes per multipart part (and the largest file sent in one request).
 pub const PART: usize = 8 << 20;
+
+/// [`PART`], or for tests `EDGEMEET_SFU_UPLOAD_PART` bytes (R2 itself wants ≥ 5 MiB).
+fn part_size() -> usize {
+    std::env::var("EDGEMEET_SFU_UPLOAD_PART")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &usize| *n >= 1024)
+        .unwrap_or(PART)
+}
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Where the edge takes a recording's files: `{RECORDINGS_PATH}/{recording}/{segment}[/{file}]`.
 pub const RECORDINGS_PATH: &str = "/api/sfu/recordings";
 
+/// The uploader's side for the media workers: segments to send, and how many are not sent yet.
+#[derive(Clone)]
+pub struct Uploads {
+    tx: mpsc::UnboundedSender<PathBuf>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Uploads {
+    pub fn send(&self, segment_json: PathBuf) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(segment_json).is_err() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits (at most `limit`) until every segment queued has gone to the edge, or for good: a
+    /// stopping SFU uploads what it just finished (what is left is sent by its next start).
+    pub async fn flushed(&self, limit: Duration) -> bool {
+        let end = tokio::time::Instant::now() + limit;
+        while self.pending.load(Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+}
+
 /// Starts the uploader (needs a tokio runtime): send it each `segment.json` written. Without an
 /// edge, segments stay on disk.
-pub fn spawn(edge: Option<String>, secret: String, dir: PathBuf) -> mpsc::UnboundedSender<PathBuf> {
+pub fn spawn(edge: Option<String>, secret: String, dir: PathBuf) -> Uploads {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(edge, secret, dir, rx));
-    tx
+    let pending = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(run(edge, secret, dir, rx, pending.clone()));
+    Uploads { tx, pending }
+}
+
+/// An upload id as a query value (R2's ids hold characters a query would read otherwise).
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Every `segment.json` under `dir` (`{recording}/{segment}/segment.json`).
@@ -54,15 +108,18 @@ async fn run(
     secret: String,
     dir: PathBuf,
     mut rx: mpsc::UnboundedReceiver<PathBuf>,
+    pending: Arc<AtomicUsize>,
 ) {
     let Some(edge) = edge else {
         while let Some(p) = rx.recv().await {
+            pending.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(segment = %p.display(), "no edge to upload the recording to: it stays on disk");
         }
         return;
     };
     let client = reqwest::Client::new();
     let mut queue: std::collections::VecDeque<PathBuf> = left_over(&dir).into();
+    pending.fetch_add(queue.len(), Ordering::SeqCst);
     if !queue.is_empty() {
         tracing::info!(
             segments = queue.len(),
@@ -86,19 +143,20 @@ async fn run(
             Ok(bytes) => {
                 delay = RETRY_FIRST;
                 tracing::info!(segment = %path.display(), bytes, ms = started.elapsed().as_millis() as u64, "recording segment uploaded");
+                // (Not the recording's directory: the recorder may be making its next segment.)
                 if let Some(seg_dir) = path.parent() {
                     let _ = std::fs::remove_dir_all(seg_dir);
-                    if let Some(rec_dir) = seg_dir.parent() {
-                        let _ = std::fs::remove_dir(rec_dir); // only if empty
-                    }
                 }
+                pending.fetch_sub(1, Ordering::SeqCst);
             }
             Err(UploadError::Gone(why)) => {
-                // The edge will never take it (the recording was deleted): keep nothing.
+                // The edge will never take it (the recording was deleted, or had ended long
+                // before): keep nothing.
                 tracing::warn!(segment = %path.display(), why, "recording segment refused for good");
                 if let Some(seg_dir) = path.parent() {
                     let _ = std::fs::remove_dir_all(seg_dir);
                 }
+                pending.fetch_sub(1, Ordering::SeqCst);
             }
             Err(UploadError::Again(why)) => {
                 tracing::warn!(segment = %path.display(), why, retry_in_s = delay.as_secs(), "recording upload failed");
@@ -111,9 +169,11 @@ async fn run(
 }
 
 enum UploadError {
-    /// Worth sending again later.
+    /// Worth sending again later (anything else that went wrong: an edge without the route yet,
+    /// a recording D1 has not heard of yet).
     Again(String),
-    /// Refused for good (404/410: the recording is gone; 400: it never will be taken).
+    /// Refused for good: 410, the edge's word for a recording deleted or ended long before this
+    /// segment; or a segment this SFU cannot read.
     Gone(String),
 }
 
@@ -148,7 +208,7 @@ async fn call(
     let text = res.text().await.unwrap_or_default();
     match status {
         200..=299 => Ok(text),
-        400 | 404 | 410 => Err(UploadError::Gone(format!("{status}: {text}"))),
+        410 => Err(UploadError::Gone(format!("{status}: {text}"))),
         _ => Err(UploadError::Again(format!("{status}: {text}"))),
     }
 }
@@ -164,19 +224,37 @@ struct Part {
     etag: String,
 }
 
-/// One file: in one `PUT`, or as a multipart upload.
+/// `len` bytes of `file` from `offset` (one part at a time: an hour of camera is never read into
+/// memory whole).
+async fn read_part(file: &Path, offset: u64, len: usize) -> Result<Vec<u8>, UploadError> {
+    let file = file.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&file)?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(len);
+        f.take(len as u64).read_to_end(&mut buf)?;
+        Ok::<_, std::io::Error>(buf)
+    })
+    .await
+    .map_err(|e| UploadError::Again(e.to_string()))?
+    .map_err(|e| UploadError::Gone(e.to_string()))
+}
+
+/// One file: in one `PUT`, or as a multipart upload of `part`-byte parts.
 async fn upload_file(
     client: &reqwest::Client,
     edge: &str,
     secret: &str,
     path: &str,
     file: &Path,
+    part: usize,
 ) -> Result<u64, UploadError> {
-    let bytes = tokio::fs::read(file)
-        .await
-        .map_err(|e| UploadError::Gone(format!("{}: {e}", file.display())))?;
-    let size = bytes.len() as u64;
-    if bytes.len() <= PART {
+    let size = std::fs::metadata(file)
+        .map_err(|e| UploadError::Gone(format!("{}: {e}", file.display())))?
+        .len();
+    if size <= part as u64 {
+        let bytes = read_part(file, 0, part).await?;
         call(client, edge, secret, reqwest::Method::PUT, path, bytes).await?;
         return Ok(size);
     }
@@ -191,22 +269,21 @@ async fn upload_file(
     .await?;
     let upload: Created =
         serde_json::from_str(&created).map_err(|e| UploadError::Again(e.to_string()))?;
+    let id = query_value(&upload.upload_id);
     let mut parts = Vec::new();
-    for (i, chunk) in bytes.chunks(PART).enumerate() {
-        let n = i as u16 + 1;
-        let q = format!("{path}?upload={}&part={n}", upload.upload_id);
-        let answer = call(
-            client,
-            edge,
-            secret,
-            reqwest::Method::PUT,
-            &q,
-            chunk.to_vec(),
-        )
-        .await?;
-        let part: Part =
+    let mut offset = 0u64;
+    while offset < size {
+        let n = parts.len() as u16 + 1;
+        let chunk = read_part(file, offset, part).await?;
+        if chunk.is_empty() {
+            return Err(UploadError::Gone(format!("{} shrank", file.display())));
+        }
+        offset += chunk.len() as u64;
+        let q = format!("{path}?upload={id}&part={n}");
+        let answer = call(client, edge, secret, reqwest::Method::PUT, &q, chunk).await?;
+        let done: Part =
             serde_json::from_str(&answer).map_err(|e| UploadError::Again(e.to_string()))?;
-        parts.push(part);
+        parts.push(done);
     }
     let body = serde_json::to_vec(&serde_json::json!({ "parts": parts })).unwrap_or_default();
     call(
@@ -214,7 +291,7 @@ async fn upload_file(
         edge,
         secret,
         reqwest::Method::POST,
-        &format!("{path}?upload={}&complete", upload.upload_id),
+        &format!("{path}?upload={id}&complete"),
         body,
     )
     .await?;
@@ -242,6 +319,7 @@ async fn upload_segment(
             secret,
             &format!("{base}/{}", t.file),
             &dir.join(&t.file),
+            part_size(),
         )
         .await?;
     }

@@ -230,7 +230,8 @@ pub enum Output {
     /// The recording `id` ended at `ended_at`; `names`: who was in it (participant id → name:
     /// its files are named by participant ids).
     RecordingStopped {
-        id: String,
+        /// What [`Output::RecordingStarted`] wrote (again: that write may have failed).
+        row: RecordingRow,
         ended_at: Millis,
         names: BTreeMap<String, String>,
     },
@@ -1327,7 +1328,13 @@ impl Room {
                 self.dirty.meta = true;
             }
             (SfuCallKind::Record { version }, HttpReply::Answered { status, body }) => {
-                if (400..500).contains(status) && !matches!(status, 408 | 429) {
+                // Refused for good only counts for the latest state, from the room's SFU: an
+                // old call's (or the old SFU's) refusal must not stop the newer one's retries.
+                if (400..500).contains(status)
+                    && !matches!(status, 408 | 429)
+                    && current
+                    && *version == self.meta.recording.sync.version()
+                {
                     self.meta.recording.sync.settle();
                 } else {
                     self.meta.recording.sync.failed(now, *version);

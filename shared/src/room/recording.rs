@@ -27,9 +27,10 @@ pub(super) struct RecordingState {
     /// The recording running now.
     #[serde(default)]
     current: Option<Current>,
-    /// A start waiting for its id: who asked.
+    /// A start waiting for its id: who asked, and when (an id that never comes is given up on
+    /// after [`MINT_WAIT_MS`], so a later click works).
     #[serde(default)]
-    pending: Option<String>,
+    pending: Option<(String, Millis)>,
     /// The SFU's copy: the version of the latest state, the latest it took, when to retry.
     #[serde(default)]
     pub(super) sync: ScopeSync,
@@ -49,6 +50,9 @@ struct Current {
     #[serde(default)]
     names: BTreeMap<String, String>,
 }
+
+/// How long a start waits for its id.
+pub const MINT_WAIT_MS: Millis = 10_000;
 
 /// The most names a recording keeps.
 pub const MAX_NAMES: usize = 2_000;
@@ -93,6 +97,17 @@ impl Room {
         })
     }
 
+    fn row_of(&self, c: &Current) -> RecordingRow {
+        RecordingRow {
+            id: c.id.clone(),
+            room: self.meta.name.clone(),
+            meeting: self.meta.scheduled.as_ref().map(|s| s.meeting.clone()),
+            started_at: c.started_at,
+            by: c.by.clone(),
+            by_bid: c.by_bid.clone(),
+        }
+    }
+
     /// Someone joined: if a recording runs, it names them.
     pub(super) fn recording_named(&mut self, id: &str, name: &str) {
         if let Some(c) = self.meta.recording.current.as_mut() {
@@ -128,14 +143,18 @@ impl Room {
                 }]
             }
             (true, false) => {
-                let first = self.meta.recording.pending.is_none();
-                self.meta.recording.pending = Some(id.to_string());
-                self.dirty.meta = true;
-                if first {
-                    vec![Output::MintRecordingId]
-                } else {
-                    Vec::new() // one id is on its way already
+                let first = self
+                    .meta
+                    .recording
+                    .pending
+                    .as_ref()
+                    .is_none_or(|(_, at)| now >= at + MINT_WAIT_MS);
+                if !first {
+                    return Vec::new(); // one id is on its way already
                 }
+                self.meta.recording.pending = Some((id.to_string(), now));
+                self.dirty.meta = true;
+                vec![Output::MintRecordingId]
             }
             (false, true) => {
                 let name = self.members.get(id).map(|m| m.info.name.clone());
@@ -146,7 +165,7 @@ impl Room {
 
     /// The shell made the id of the recording asked for: it starts (if its asker may still).
     pub(super) fn recording_minted(&mut self, now: Millis, rec_id: String) -> Vec<Output> {
-        let Some(asker) = self.meta.recording.pending.take() else {
+        let Some((asker, _)) = self.meta.recording.pending.take() else {
             return Vec::new();
         };
         self.dirty.meta = true;
@@ -172,14 +191,7 @@ impl Room {
                 .map(|m| (m.info.id.clone(), m.info.name.clone()))
                 .collect(),
         };
-        let row = RecordingRow {
-            id: rec_id,
-            room: self.meta.name.clone(),
-            meeting: self.meta.scheduled.as_ref().map(|s| s.meeting.clone()),
-            started_at: now,
-            by: current.by.clone(),
-            by_bid: current.by_bid.clone(),
-        };
+        let row = self.row_of(&current);
         let notice = format!("{} started recording the meeting.", current.by);
         self.meta.recording.current = Some(current);
         let mut out = vec![Output::RecordingStarted(row)];
@@ -199,7 +211,7 @@ impl Room {
             None => "The recording stopped.".to_string(),
         };
         let mut out = vec![Output::RecordingStopped {
-            id: c.id,
+            row: self.row_of(&c),
             ended_at: now,
             names: c.names,
         }];

@@ -5995,6 +5995,7 @@ mod recording {
     use super::meeting::send;
     use super::*;
     use crate::protocol::RecordingView;
+    use crate::room::recording::MINT_WAIT_MS;
 
     const ID: &str = "0123456789abcdef0123456789abcdef";
 
@@ -6102,11 +6103,8 @@ mod recording {
             .iter()
             .map(|p| (p.to_string(), format!("name-{p}")))
             .collect();
-        assert!(fx.contains(&Output::RecordingStopped {
-            id: ID.into(),
-            ended_at: 9_000,
-            names
-        }));
+        assert!(fx.iter().any(|o| matches!(o,
+            Output::RecordingStopped { row, ended_at: 9_000, names: n } if row.id == ID && *n == names)));
         // The notices are in the chat for who comes later.
         assert_eq!(
             r.room.chat.iter().filter(|m| m.notice).count(),
@@ -6131,6 +6129,22 @@ mod recording {
         assert!(r
             .run(160, Input::RecordingMinted { id: ID.into() })
             .is_empty());
+        // An id that never comes: a later click asks again (after the wait), not before.
+        let fx = frame_at(&mut r, 200, "c1", &ClientMessage::SetRecording { on: true });
+        assert_eq!(fx, vec![Output::MintRecordingId]);
+        assert!(frame_at(&mut r, 300, "c1", &ClientMessage::SetRecording { on: true }).is_empty());
+        let fx = frame_at(
+            &mut r,
+            200 + MINT_WAIT_MS,
+            "c1",
+            &ClientMessage::SetRecording { on: true },
+        );
+        assert_eq!(
+            fx,
+            vec![Output::MintRecordingId],
+            "{:?}",
+            r.room.meta.recording
+        );
     }
 
     #[test]
