@@ -81,6 +81,10 @@ struct Args {
     /// Chromium does by default (what the SFU pays for a browser); `gcm` prefers AES-GCM.
     #[arg(long, value_enum, default_value_t = Srtp::Chrome)]
     srtp: Srtp,
+    /// Record every room (every published track) while measuring: the SFU's CPU with recording,
+    /// to compare with the same point without.
+    #[arg(long)]
+    record: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -199,6 +203,9 @@ fn start_sfu(args: &Args, edge: &FakeEdge, point: &Point, peers: usize) -> Resul
         .args(["--udp-port-min", &udp.to_string()])
         .args(["--udp-port-max", &(udp + peers as u16 + 19).to_string()])
         .args(["--capacity", "100000"])
+        // (`--record`: the files stay there; the fake edge takes no uploads.)
+        .arg("--record-dir")
+        .arg(args.logs.join("recordings"))
         .env("EDGEMEET_SFU_CONTROL_SECRET", SECRET)
         .env(
             "EDGEMEET_LOG",
@@ -407,6 +414,16 @@ async fn run_point(
         })
         .collect();
 
+    if args.record {
+        for (r, ctx) in ctxs.iter().enumerate() {
+            let path = format!("/v1/rooms/{}/recording", ctx.room);
+            let body = format!(r#"{{"version":1,"recording":"load-{r}"}}"#);
+            let (status, text) = peer::control_call(ctx, "POST", &path, body).await?;
+            if status != 204 {
+                return Err(LoadError::Sfu(format!("recording: {status} {text}")));
+            }
+        }
+    }
     // Subscribers first, then publishers (each new camera reaches everyone in one renegotiation).
     // Subscribers are sans-IO PeerConnections on one thread and socket (`sans.rs`): far cheaper
     // per packet than the SFU, so the tool is not what limits a point.

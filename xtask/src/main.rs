@@ -108,6 +108,10 @@ enum Cmd {
         /// Chromium) or `gcm` (AES-GCM).
         #[arg(long)]
         srtp: Option<String>,
+        /// Record every room while measuring (compare with the same point without: the SFU's CPU
+        /// per recorded track).
+        #[arg(long)]
+        record: bool,
         /// Points: PxS (P publishers, S subscribers in one room), PxS@R (R rooms), +sim
         /// (simulcast with tile sizes). Default: 1x10 1x50 1x100 4x50 10x0@2+sim 1x300.
         points: Vec<String>,
@@ -154,8 +158,20 @@ fn main() -> ExitCode {
             runs,
             rps,
             srtp,
+            record,
             points,
-        } => load(quick, floor, secs, runs, rps, srtp.as_deref(), &points),
+        } => load(
+            LoadOpts {
+                quick,
+                floor,
+                secs,
+                runs,
+                rps,
+                record,
+            },
+            srtp.as_deref(),
+            &points,
+        ),
         Cmd::Impair(imp) => {
             // Ctrl-C / SIGTERM end the impairment cleanly (its rules come out).
             STACK_UP.store(true, Ordering::SeqCst);
@@ -640,15 +656,25 @@ fn soak(minutes: u64) -> Result<()> {
     r
 }
 
-fn load(
+/// `cargo xtask load`'s switches.
+struct LoadOpts {
     quick: bool,
     floor: bool,
     secs: u64,
     runs: usize,
     rps: bool,
-    srtp: Option<&str>,
-    points: &[String],
-) -> Result<()> {
+    record: bool,
+}
+
+fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
+    let LoadOpts {
+        quick,
+        floor,
+        secs,
+        runs,
+        rps,
+        record,
+    } = o;
     let p = setup::Paths::new();
     if cmd::output(Command::new("vpxenc").arg("--help")).is_none() {
         // libvpx's own encoder makes the clips the publishers loop (once, kept in target/).
@@ -697,6 +723,9 @@ fn load(
     }
     if floor {
         c.arg("--floor");
+    }
+    if record {
+        c.arg("--record");
     }
     if let Some(srtp) = srtp {
         c.args(["--srtp", srtp]);

@@ -118,7 +118,13 @@ async fn run(
         return;
     };
     let client = reqwest::Client::new();
-    let mut queue: std::collections::VecDeque<PathBuf> = left_over(&dir).into();
+    // Each segment with when it may go (again) and its backoff: one the edge refuses for now
+    // waits on its own, never holding up the others.
+    let now = tokio::time::Instant::now();
+    let mut queue: Vec<Waiting> = left_over(&dir)
+        .into_iter()
+        .map(|path| Waiting::new(path, now))
+        .collect();
     pending.fetch_add(queue.len(), Ordering::SeqCst);
     if !queue.is_empty() {
         tracing::info!(
@@ -126,49 +132,91 @@ async fn run(
             "uploading recordings left by an earlier run"
         );
     }
-    let mut delay = RETRY_FIRST;
     loop {
         while let Ok(p) = rx.try_recv() {
-            queue.push_back(p);
+            queue.push(Waiting::new(p, tokio::time::Instant::now()));
         }
-        let Some(path) = queue.pop_front() else {
-            match rx.recv().await {
-                Some(p) => queue.push_back(p),
-                None => return,
+        let now = tokio::time::Instant::now();
+        let Some(i) = queue.iter().position(|w| w.at <= now) else {
+            let next = queue.iter().map(|w| w.at).min();
+            tokio::select! {
+                got = rx.recv() => match got {
+                    Some(p) => queue.push(Waiting::new(p, tokio::time::Instant::now())),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(next.unwrap_or(now + RETRY_MAX)), if next.is_some() => {}
             }
             continue;
         };
+        let mut w = queue.swap_remove(i);
         let started = std::time::Instant::now();
-        match upload_segment(&client, &edge, &secret, &path).await {
+        match upload_segment(&client, &edge, &secret, &w.path).await {
             Ok(bytes) => {
-                delay = RETRY_FIRST;
-                tracing::info!(segment = %path.display(), bytes, ms = started.elapsed().as_millis() as u64, "recording segment uploaded");
-                // (Not the recording's directory: the recorder may be making its next segment.)
-                if let Some(seg_dir) = path.parent() {
-                    let _ = std::fs::remove_dir_all(seg_dir);
-                }
-                pending.fetch_sub(1, Ordering::SeqCst);
+                tracing::info!(segment = %w.path.display(), bytes, ms = started.elapsed().as_millis() as u64, "recording segment uploaded");
             }
             Err(UploadError::Gone(why)) => {
                 // The edge will never take it (the recording was deleted, or had ended long
                 // before): keep nothing.
-                tracing::warn!(segment = %path.display(), why, "recording segment refused for good");
-                if let Some(seg_dir) = path.parent() {
-                    let _ = std::fs::remove_dir_all(seg_dir);
-                }
-                pending.fetch_sub(1, Ordering::SeqCst);
+                tracing::warn!(segment = %w.path.display(), why, "recording segment refused for good");
             }
-            Err(UploadError::Again(why)) => {
-                tracing::warn!(segment = %path.display(), why, retry_in_s = delay.as_secs(), "recording upload failed");
-                queue.push_back(path);
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RETRY_MAX);
+            Err(UploadError::Unknown(why)) if w.unknown + 1 > UNKNOWN_TRIES => {
+                // Its recording never reached the edge's database (an hour of asking): nobody
+                // could ever watch it.
+                tracing::error!(segment = %w.path.display(), why, "recording unknown to the edge for an hour: dropped");
             }
+            Err(e) => {
+                let why = match e {
+                    UploadError::Unknown(why) => {
+                        w.unknown += 1;
+                        why
+                    }
+                    UploadError::Again(why) | UploadError::Gone(why) => why,
+                };
+                tracing::warn!(segment = %w.path.display(), why, retry_in_s = w.delay.as_secs(), "recording upload failed");
+                w.at = tokio::time::Instant::now() + w.delay;
+                w.delay = (w.delay * 2).min(RETRY_MAX);
+                queue.push(w);
+                continue;
+            }
+        }
+        // Done with it (sent, or never to be): the local copy goes. (Not the recording's
+        // directory: the recorder may be making its next segment.)
+        if let Some(seg_dir) = w.path.parent() {
+            let _ = std::fs::remove_dir_all(seg_dir);
+        }
+        pending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A segment waiting to be uploaded.
+struct Waiting {
+    path: PathBuf,
+    /// Not before then.
+    at: tokio::time::Instant,
+    /// The next wait after a failure.
+    delay: Duration,
+    /// "No such recording (yet)" answers so far.
+    unknown: u32,
+}
+
+impl Waiting {
+    fn new(path: PathBuf, at: tokio::time::Instant) -> Waiting {
+        Waiting {
+            path,
+            at,
+            delay: RETRY_FIRST,
+            unknown: 0,
         }
     }
 }
 
+/// Answers "no such recording (yet)" a segment gets before it is dropped (about an hour at the
+/// longest backoff).
+const UNKNOWN_TRIES: u32 = 60;
+
 enum UploadError {
+    /// The edge does not know the recording (yet: its row may be on its way).
+    Unknown(String),
     /// Worth sending again later (anything else that went wrong: an edge without the route yet,
     /// a recording D1 has not heard of yet).
     Again(String),
@@ -209,6 +257,7 @@ async fn call(
     match status {
         200..=299 => Ok(text),
         410 => Err(UploadError::Gone(format!("{status}: {text}"))),
+        404 => Err(UploadError::Unknown(format!("{status}: {text}"))),
         _ => Err(UploadError::Again(format!("{status}: {text}"))),
     }
 }
