@@ -56,7 +56,7 @@ export async function roomSfu(page) {
 }
 
 /** The SFU processes' pid by id, from `/api/health`. */
-async function sfuPidOf(base, id) {
+export async function sfuPidOf(base, id) {
   const health = await (await fetch(`${base}/api/health`)).json();
   const sfu = health.sfus.find((s) => s.id === id);
   if (!sfu) throw new Error(`the registry does not list SFU ${id}`);

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
-import { joinAs as joinAsIn, press, decoding } from "./call.mjs";
+import { joinAs as joinAsIn, press, decoding, roomSfu, sfuPidOf, mediaReport, until } from "./call.mjs";
 
 const browser = browserForFile();
 
@@ -187,4 +187,81 @@ test("a host records two people for 10 s; the player plays it back in sync and s
   const gone = await list.evaluate(async (id) => (await fetch(`/api/recordings/${id}`)).status, id);
   assert.equal(gone, 404);
   for (const p of [hana.page, gus.page, list, other]) await p.close();
+});
+
+test("the room's SFU killed mid-recording: the next SFU records on, the killed one's part is recovered at its restart, both play", async () => {
+  const room = `recfail-${Math.random().toString(36).slice(2, 8)}`;
+  const ada = await person("Ada", room);
+  const ben = await person("Ben", room);
+  const both = [ada.page, ben.page];
+  for (const p of both) await until(p, "a remote video", (s) => Object.values(s).some((x) => x.kind === "video" && x.framesDecoded > 10), 15000);
+  await press(ada.page, "Record");
+  await indicator(ada.page).waitFor({ timeout: 10000 });
+  // Four seconds on the first SFU, then kill -9.
+  const t0 = Date.now();
+  while (Date.now() - t0 < 4000) {
+    for (const p of both) assert.equal(await decoding(p), 1);
+    await ada.page.waitForTimeout(1000); // the interval between checks
+  }
+  const from = await roomSfu(ada.page);
+  process.kill(await sfuPidOf(BASE, from), "SIGKILL");
+  // The call moves; the recording goes on there (the indicator never goes).
+  for (const p of both) {
+    const deadline = Date.now() + 20000;
+    while (!((await roomSfu(p)) !== from && (await decoding(p)) === 1)) {
+      assert.ok(Date.now() < deadline, `the call moved off ${from}: ${await mediaReport(p)}`);
+      await p.waitForTimeout(200); // a poll interval
+    }
+    assert.ok(await indicator(p).isVisible(), "still recording after the move");
+  }
+  const t1 = Date.now();
+  while (Date.now() - t1 < 4000) {
+    for (const p of both) assert.equal(await decoding(p), 1);
+    await ada.page.waitForTimeout(1000); // the interval between checks
+  }
+  await press(ada.page, "Stop recording");
+  await indicator(ada.page).waitFor({ state: "hidden", timeout: 10000 });
+
+  // The stack starts the killed SFU again (3 s later): it finishes the files it left and uploads
+  // them. The manifest then has two segments, one from each SFU.
+  await as(ada);
+  const list = await browser.context.newPage();
+  await list.goto(`${BASE}/recordings`);
+  let man;
+  for (let tries = 0; ; tries++) {
+    man = await list.evaluate(async (room) => {
+      const r = (await (await fetch("/api/recordings")).json()).recordings.find((x) => x.room === room);
+      return r ? await (await fetch(`/api/recordings/${r.id}`)).json() : null;
+    }, room);
+    if (man?.segments?.length === 2 && man.ended_at) break;
+    assert.ok(tries < 60, `two segments: ${JSON.stringify(man?.segments?.map((s) => [s.sfu, s.tracks.length]))}`);
+    await list.waitForTimeout(1000); // a poll interval, at most a minute
+  }
+  const sfus = man.segments.map((s) => s.sfu);
+  assert.equal(sfus[0], from, "the killed SFU's part first");
+  assert.notEqual(sfus[1], from);
+  for (const s of man.segments) {
+    assert.equal(s.tracks.filter((t) => t.kind === "video").length, 2, `both cameras in ${s.sfu}'s part`);
+    for (const t of s.tracks) assert.ok(t.duration_ms >= 1500, `${s.sfu} ${t.file}: ${t.duration_ms} ms`);
+  }
+  console.log(`# killed mid-recording: parts ${man.segments.map((s) => `${s.sfu} ${Math.max(...s.tracks.map((t) => t.duration_ms))} ms`).join(", ")}; recording ${man.duration_ms} ms`);
+
+  // Both parts play: at 1.5 s the first SFU's cameras show a picture, near the end the second's.
+  await list.reload();
+  await list.getByRole("listitem", { name: new RegExp(`^${room} on `) }).getByRole("button", { name: "Play" }).click();
+  const player = list.getByRole("region", { name: /^Playing: / });
+  await player.waitFor();
+  for (const [at, seg] of [[1.5, man.segments[0]], [man.duration_ms / 1000 - 1.5, man.segments[1]]]) {
+    await player.getByRole("slider", { name: "Position" }).fill(String(at));
+    const want = seg.tracks.filter((t) => t.kind === "video").map((t) => `/api/recordings/${man.recording}/${seg.segment}/${t.file}`);
+    await list.waitForFunction(
+      (want) => want.every((u) => {
+        const v = document.querySelector(`.player video[data-track="${u}"]`);
+        return v && !v.hidden && v.readyState >= 2 && v.videoWidth > 0;
+      }),
+      want,
+      { timeout: 10000 },
+    );
+  }
+  for (const p of [...both, list]) await p.close();
 });

@@ -10,6 +10,7 @@
 //! segment ends `segment.json` (see [`SegmentSummary`]), written last.
 
 pub mod file;
+pub mod recover;
 pub mod track;
 pub mod upload;
 
@@ -108,6 +109,9 @@ struct Recorded {
     name: String,
     dir: PathBuf,
     failed: bool,
+    /// What `segment.part.json` says (written with the segment's first file): a segment a
+    /// killed SFU leaves is recovered from it at the next start.
+    head: recover::SegmentHead,
 }
 
 struct Segment {
@@ -166,6 +170,13 @@ pub fn spawn(
         backlog,
         thread: Some(thread),
     })
+}
+
+fn codec_name(c: RecCodec) -> &'static str {
+    match c {
+        RecCodec::Opus => "opus",
+        RecCodec::Vp8 => "vp8",
+    }
 }
 
 /// A name safe as one path component (ids come from the edge, signed, but still).
@@ -248,6 +259,13 @@ impl Recorder {
                 let name = format!("{:03}-{}.webm", seg.next_file, safe(kind));
                 seg.next_file += 1;
                 let dir = seg.dir.clone();
+                let head = recover::SegmentHead {
+                    recording: recording.clone(),
+                    room: room.clone(),
+                    segment: seg.name.clone(),
+                    sfu: self.sfu.clone(),
+                    started_us: seg.started_us,
+                };
                 if let Some(old) = self.tracks.remove(&key) {
                     self.finish_track(key, old);
                 }
@@ -263,6 +281,7 @@ impl Recorder {
                         name,
                         dir,
                         failed: false,
+                        head,
                     },
                 );
             }
@@ -302,6 +321,23 @@ impl Recorder {
                     let written = match t.file.as_mut() {
                         Some(file) => file.add(&f),
                         None => std::fs::create_dir_all(&t.dir)
+                            .and_then(|()| {
+                                // What a restart needs to finish this file if the SFU is killed.
+                                let part = t.dir.join(recover::PART_FILE);
+                                if !part.exists() {
+                                    std::fs::write(&part, serde_json::to_vec(&t.head)?)?;
+                                }
+                                let side = recover::TrackHead {
+                                    participant: t.participant.clone(),
+                                    kind: t.kind.to_string(),
+                                    codec: codec_name(t.rec.codec()).to_string(),
+                                    start_us: t.rec.start_us().unwrap_or(0),
+                                };
+                                std::fs::write(
+                                    t.dir.join(format!("{}.json", t.name)),
+                                    serde_json::to_vec(&side)?,
+                                )
+                            })
                             .map_err(|e| file::FileError::Create(t.dir.clone(), e))
                             .and_then(|()| {
                                 TrackFile::create(&t.dir.join(&t.name), t.rec.codec(), &f)
@@ -339,11 +375,7 @@ impl Recorder {
             file: t.name,
             participant: t.participant,
             kind: t.kind.to_string(),
-            codec: match t.rec.codec() {
-                RecCodec::Opus => "opus",
-                RecCodec::Vp8 => "vp8",
-            }
-            .to_string(),
+            codec: codec_name(t.rec.codec()).to_string(),
             start_us: t.rec.start_us().unwrap_or(0),
             duration_ms: t.rec.duration_ns() / 1_000_000,
             frames: stats.frames,

@@ -85,7 +85,9 @@ fn query_value(v: &str) -> String {
         .collect()
 }
 
-/// Every `segment.json` under `dir` (`{recording}/{segment}/segment.json`).
+/// Every `segment.json` under `dir` (`{recording}/{segment}/segment.json`), and those of segments
+/// a killed SFU left unfinished, recovered first (`recover.rs`; one with nothing to recover goes).
+/// Runs before this SFU records anything.
 fn left_over(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for rec in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -97,6 +99,13 @@ fn left_over(dir: &Path) -> Vec<PathBuf> {
             let p = seg.path().join("segment.json");
             if p.is_file() {
                 found.push(p);
+            } else if seg.path().join(super::recover::PART_FILE).is_file() {
+                match super::recover::recover_segment(&seg.path()) {
+                    Some(p) => found.push(p),
+                    None => {
+                        let _ = std::fs::remove_dir_all(seg.path());
+                    }
+                }
             }
         }
     }
@@ -121,7 +130,10 @@ async fn run(
     // Each segment with when it may go (again) and its backoff: one the edge refuses for now
     // waits on its own, never holding up the others.
     let now = tokio::time::Instant::now();
-    let mut queue: Vec<Waiting> = left_over(&dir)
+    let found = tokio::task::spawn_blocking(move || left_over(&dir))
+        .await
+        .unwrap_or_default();
+    let mut queue: Vec<Waiting> = found
         .into_iter()
         .map(|path| Waiting::new(path, now))
         .collect();
