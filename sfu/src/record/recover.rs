@@ -177,7 +177,8 @@ fn block(b: &[u8], cluster_tc: u64, scale: u64, codec: RecCodec) -> Option<Frame
     if data.is_empty() {
         return None;
     }
-    let tc = (cluster_tc as i64 + i64::from(rel)).max(0) as u64;
+    // (Garbage time codes saturate rather than overflow.)
+    let tc = cluster_tc.saturating_add_signed(i64::from(rel));
     let keyframe = match codec {
         RecCodec::Opus => true,
         RecCodec::Vp8 => data[0] & 1 == 0,
@@ -186,7 +187,7 @@ fn block(b: &[u8], cluster_tc: u64, scale: u64, codec: RecCodec) -> Option<Frame
         .then(|| vp8_size(&data))
         .flatten();
     Some(Frame {
-        pts_ns: tc * scale,
+        pts_ns: tc.saturating_mul(scale),
         keyframe,
         size,
         data,
@@ -203,19 +204,27 @@ fn codec_of(name: &str) -> Option<RecCodec> {
 
 /// Finishes a segment a killed SFU left (see the module docs): its `segment.json`, or `None` when
 /// there is nothing to recover (then the directory can go).
-pub fn recover_segment(dir: &Path) -> Option<PathBuf> {
-    let head: SegmentHead =
-        serde_json::from_slice(&std::fs::read(dir.join(PART_FILE)).ok()?).ok()?;
+pub fn recover_segment(dir: &Path) -> Recovered {
+    let Some(head) = std::fs::read(dir.join(PART_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<SegmentHead>(&b).ok())
+    else {
+        return Recovered::Failed("segment.part.json unreadable".into());
+    };
     let mut tracks = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "webm"))
-        .collect();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(d) => d
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "webm"))
+            .collect(),
+        Err(e) => return Recovered::Failed(e.to_string()),
+    };
     files.sort();
     for path in files {
-        let name = path.file_name()?.to_string_lossy().into_owned();
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
         let side = dir.join(format!("{name}.json"));
         let Some(t) = std::fs::read(&side)
             .ok()
@@ -226,18 +235,26 @@ pub fn recover_segment(dir: &Path) -> Option<PathBuf> {
         let Some(codec) = codec_of(&t.codec) else {
             continue;
         };
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            // Kept for the next start (a full disk, say): never lost for a passing error.
+            Err(e) => return Recovered::Failed(format!("{}: {e}", path.display())),
         };
         let frames = read_frames(&bytes, codec);
+        drop(bytes);
         let Some(first) = frames.first() else {
             let _ = std::fs::remove_file(&path);
             continue;
         };
         let tmp = dir.join(format!("{name}.recovered"));
+        // A frame the muxer refuses (a corrupt time code near the cut) ends the file there.
+        let mut kept = 0;
         let written = TrackFile::create(&tmp, codec, first).and_then(|mut f| {
             for fr in &frames {
-                f.add(fr)?;
+                if f.add(fr).is_err() {
+                    break;
+                }
+                kept += 1;
             }
             f.finish()
         });
@@ -245,10 +262,10 @@ pub fn recover_segment(dir: &Path) -> Option<PathBuf> {
             std::fs::rename(&tmp, &path)
                 .map_err(|e| super::file::FileError::Create(path.clone(), e))
         }) {
-            tracing::warn!(file = %path.display(), error = %e, "a recorded file could not be recovered");
             let _ = std::fs::remove_file(&tmp);
-            continue;
+            return Recovered::Failed(format!("{}: {e}", path.display()));
         }
+        let frames = &frames[..kept];
         let last = frames.last().map_or(0, |f| f.pts_ns);
         tracks.push(TrackSummary {
             file: name,
@@ -264,7 +281,7 @@ pub fn recover_segment(dir: &Path) -> Option<PathBuf> {
         });
     }
     if tracks.is_empty() {
-        return None;
+        return Recovered::Nothing;
     }
     let ended_us = tracks
         .iter()
@@ -283,10 +300,26 @@ pub fn recover_segment(dir: &Path) -> Option<PathBuf> {
     };
     let path = dir.join("segment.json");
     let tmp = dir.join("segment.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&summary).ok()?).ok()?;
-    std::fs::rename(&tmp, &path).ok()?;
+    let written = serde_json::to_vec_pretty(&summary)
+        .map_err(std::io::Error::from)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        return Recovered::Failed(format!("segment.json: {e}"));
+    }
     tracing::info!(segment = %dir.display(), files = summary.tracks.len(), "recovered a segment a stopped SFU left unfinished");
-    Some(path)
+    Recovered::Segment(path)
+}
+
+/// What [`recover_segment`] made of a directory.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recovered {
+    /// Its `segment.json`, ready to upload.
+    Segment(PathBuf),
+    /// Not one frame in any file: the directory can go.
+    Nothing,
+    /// Something failed (disk full, unreadable): everything stays for the next start.
+    Failed(String),
 }
 
 #[cfg(test)]
@@ -375,7 +408,9 @@ mod tests {
             serde_json::to_vec(&side).unwrap(),
         )
         .unwrap();
-        let summary_path = recover_segment(&seg).expect("recovered");
+        let Recovered::Segment(summary_path) = recover_segment(&seg) else {
+            panic!("recovered")
+        };
         let s: SegmentSummary =
             serde_json::from_slice(&std::fs::read(summary_path).unwrap()).unwrap();
         assert_eq!(s.tracks.len(), 1);

@@ -68,7 +68,9 @@ impl Uploads {
 pub fn spawn(edge: Option<String>, secret: String, dir: PathBuf) -> Uploads {
     let (tx, rx) = mpsc::unbounded_channel();
     let pending = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(run(edge, secret, dir, rx, pending.clone()));
+    // Before any worker records: segments from this moment on are this process's own.
+    let since_ms = super::wall_us() / 1_000;
+    tokio::spawn(run(edge, secret, dir, since_ms, rx, pending.clone()));
     Uploads { tx, pending }
 }
 
@@ -86,9 +88,10 @@ fn query_value(v: &str) -> String {
 }
 
 /// Every `segment.json` under `dir` (`{recording}/{segment}/segment.json`), and those of segments
-/// a killed SFU left unfinished, recovered first (`recover.rs`; one with nothing to recover goes).
-/// Runs before this SFU records anything.
-fn left_over(dir: &Path) -> Vec<PathBuf> {
+/// a killed SFU left unfinished, recovered first (`recover.rs`; one with nothing in it goes, one
+/// that fails stays for the next start). A segment this process began (named `{sfu}-{ms}` with
+/// `ms` at or after `since_ms`, this process's start) is being recorded, never touched.
+fn left_over(dir: &Path, since_ms: u64) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for rec in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         for seg in std::fs::read_dir(rec.path())
@@ -99,12 +102,25 @@ fn left_over(dir: &Path) -> Vec<PathBuf> {
             let p = seg.path().join("segment.json");
             if p.is_file() {
                 found.push(p);
-            } else if seg.path().join(super::recover::PART_FILE).is_file() {
-                match super::recover::recover_segment(&seg.path()) {
-                    Some(p) => found.push(p),
-                    None => {
-                        let _ = std::fs::remove_dir_all(seg.path());
-                    }
+                continue;
+            }
+            let began = seg
+                .file_name()
+                .to_string_lossy()
+                .rsplit('-')
+                .next()
+                .and_then(|ms| ms.parse::<u64>().ok());
+            if began.is_none_or(|ms| ms >= since_ms) {
+                continue;
+            }
+            if !seg.path().join(super::recover::PART_FILE).is_file() {
+                continue;
+            }
+            match super::recover::recover_segment(&seg.path()) {
+                super::recover::Recovered::Segment(p) => found.push(p),
+                super::recover::Recovered::Nothing => remove_segment(&seg.path()),
+                super::recover::Recovered::Failed(why) => {
+                    tracing::warn!(segment = %seg.path().display(), why, "could not recover a recording's segment: tried again at the next start")
                 }
             }
         }
@@ -112,10 +128,19 @@ fn left_over(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Deletes a segment's directory, its `segment.part.json` first: a delete cut short never leaves
+/// a directory that looks recoverable with some of its files gone.
+fn remove_segment(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(super::recover::PART_FILE));
+    let _ = std::fs::remove_file(dir.join("segment.json"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 async fn run(
     edge: Option<String>,
     secret: String,
     dir: PathBuf,
+    since_ms: u64,
     mut rx: mpsc::UnboundedReceiver<PathBuf>,
     pending: Arc<AtomicUsize>,
 ) {
@@ -130,7 +155,7 @@ async fn run(
     // Each segment with when it may go (again) and its backoff: one the edge refuses for now
     // waits on its own, never holding up the others.
     let now = tokio::time::Instant::now();
-    let found = tokio::task::spawn_blocking(move || left_over(&dir))
+    let found = tokio::task::spawn_blocking(move || left_over(&dir, since_ms))
         .await
         .unwrap_or_default();
     let mut queue: Vec<Waiting> = found
@@ -194,7 +219,7 @@ async fn run(
         // Done with it (sent, or never to be): the local copy goes. (Not the recording's
         // directory: the recorder may be making its next segment.)
         if let Some(seg_dir) = w.path.parent() {
-            let _ = std::fs::remove_dir_all(seg_dir);
+            remove_segment(seg_dir);
         }
         pending.fetch_sub(1, Ordering::SeqCst);
     }
