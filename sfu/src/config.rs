@@ -291,6 +291,27 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_reads() {
+        let f: FileConfig = toml::from_str(include_str!("../sfu.example.toml")).unwrap();
+        let c = merge(
+            Args {
+                control_secret: Some(SECRET.into()),
+                ..Args::default()
+            },
+            f,
+        )
+        .unwrap();
+        assert_eq!(c.id, "eu-west-1");
+        assert_eq!(
+            c.record_dir,
+            PathBuf::from("/var/lib/edgemeet-sfu/recordings")
+        );
+        // Without it: a directory of this SFU's own.
+        let c = merge(args(), FileConfig::default()).unwrap();
+        assert!(c.record_dir.ends_with("edgemeet-recordings/eu-west"));
+    }
+
+    #[test]
     fn defaults_fill_the_rest() {
         let c = merge(args(), FileConfig::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
