@@ -221,6 +221,22 @@ pub async fn block(
     }
 }
 
+/// A signed call about a whole room: the signature, then the room's name as the edge folds it.
+fn room_call(
+    s: &AppState,
+    room: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Response> {
+    verify_signature(s, method, uri, headers, body)?;
+    if normalize_room_name(room).ok().as_deref() != Some(room) {
+        return Err(error(ErrorCode::BadRequest, "bad room name"));
+    }
+    Ok(())
+}
+
 /// `POST /v1/rooms/{room}/recording`: whether the room is recorded, and as which recording
 /// (whole state with a rising version, see [`RecordBody`]). 204 also for a room not here yet: it
 /// is recorded from its first track here.
@@ -232,11 +248,8 @@ pub async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = verify_signature(&s, &method, &uri, &headers, &body) {
+    if let Err(r) = room_call(&s, &room, &method, &uri, &headers, &body) {
         return r;
-    }
-    if normalize_room_name(&room).ok().as_deref() != Some(room.as_str()) {
-        return error(ErrorCode::BadRequest, "bad room name");
     }
     let req: RecordBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -278,11 +291,8 @@ pub async fn scopes(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = verify_signature(&s, &method, &uri, &headers, &body) {
+    if let Err(r) = room_call(&s, &room, &method, &uri, &headers, &body) {
         return r;
-    }
-    if normalize_room_name(&room).ok().as_deref() != Some(room.as_str()) {
-        return error(ErrorCode::BadRequest, "bad room name");
     }
     let req: ScopesBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
