@@ -19,6 +19,16 @@ export async function joinAs(context, base, name, room) {
   return page;
 }
 
+/** Joins `room` as `name` as a browser of its own: its identity cookie (set at join) is put aside
+ *  and the context's cookie jar emptied, so the next join gets a new identity. Returns the page
+ *  and the cookies it joined with (to act as that browser again). */
+export async function person(context, base, name, room) {
+  const page = await joinAs(context, base, name, room);
+  const cookies = await context.cookies();
+  await context.clearCookies();
+  return { page, cookies };
+}
+
 /** How many remote videos this page's current PeerConnection is decoding (frames rising since the
  *  previous call). */
 export async function decoding(page) {

@@ -5,19 +5,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { browserForFile, BASE } from "./browser.mjs";
-import { joinAs as joinAsIn, press } from "./call.mjs";
+import { joinAs as joinAsIn, person as personIn, press } from "./call.mjs";
 
 const browser = browserForFile();
 
-/** Joins as `name` as a browser of its own: one vote is per browser (its identity cookie, set at
- *  join), so the cookie jar is emptied after each join and the next one gets a new identity.
- *  Returns the page and the cookies it joined with (to open another tab of that browser). */
-async function person(name, room) {
-  const page = await joinAsIn(browser.context, BASE, name, room);
-  const cookies = await browser.context.cookies();
-  await browser.context.clearCookies();
-  return { page, cookies };
-}
+/** Joins as `name` as a browser of its own (one vote, one recording's access, is per browser). */
+const person = (name, room) => personIn(browser.context, BASE, name, room);
 
 /** The poll in `page`'s polls panel whose question is `q`. */
 const card = (page, q) => page.locator("aside.panel").getByRole("listitem").filter({ has: page.getByRole("heading", { name: q, exact: true }) });

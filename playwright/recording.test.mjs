@@ -6,17 +6,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
-import { joinAs as joinAsIn, press, decoding, roomSfu, sfuPidOf, mediaReport, until } from "./call.mjs";
+import { person as personIn, press, decoding, roomSfu, sfuPidOf, mediaReport, until } from "./call.mjs";
 
 const browser = browserForFile();
 
-/** Joins as `name` as a browser of its own (its identity cookie, set at join, then put aside). */
-async function person(name, room) {
-  const page = await joinAsIn(browser.context, BASE, name, room);
-  const cookies = await browser.context.cookies();
-  await browser.context.clearCookies();
-  return { page, cookies };
-}
+/** Joins as `name` as a browser of its own (one vote, one recording's access, is per browser). */
+const person = (name, room) => personIn(browser.context, BASE, name, room);
 
 /** Makes `who`'s browser identity the one the context's requests carry. */
 async function as(who) {
