@@ -1,7 +1,8 @@
 // Recording end to end, in real Chromium against the real stack (the SFU records, workerd's local
 // D1 and R2 keep it): a host records two people for 10 s, both see the indicator and the notices,
 // the recording appears on the host's recordings page, the player plays every camera and
-// microphone in sync and seeks, files come in byte ranges, and another browser gets 403.
+// microphone in sync and seeks, files come in byte ranges, and another browser gets 403; people a
+// scheduled meeting invites may watch its recording, not delete it; a kill -9 mid-recording.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -17,6 +18,17 @@ const person = (name, room) => personIn(browser.context, BASE, name, room);
 async function as(who) {
   await browser.context.clearCookies();
   await browser.context.addCookies(who.cookies);
+}
+
+/** Bytes of recordings the SFUs uploaded and the milliseconds it took, summed over the SFUs. */
+async function uploaded() {
+  let bytes = 0, ms = 0;
+  for (const sfu of (await (await fetch(`${BASE}/api/health`)).json()).sfus) {
+    const text = await (await fetch(new URL("/metrics", sfu.url))).text().catch(() => "");
+    bytes += Number(/^edgemeet_sfu_record_uploaded_bytes_total (\d+)/m.exec(text)?.[1] ?? 0);
+    ms += Number(/^edgemeet_sfu_record_upload_milliseconds_total (\d+)/m.exec(text)?.[1] ?? 0);
+  }
+  return { bytes, ms };
 }
 
 const indicator = (page) => page.locator("header.room-bar").getByRole("status").filter({ hasText: "Recording" });
@@ -51,6 +63,7 @@ test("a host records two people for 10 s; the player plays it back in sync and s
   }
   assert.ok(checks >= 8);
   await hana.page.screenshot({ path: join(ARTIFACTS, "recording-room-1280.png") });
+  const before = await uploaded();
   await press(hana.page, "Stop recording");
   const stopped = Date.now();
   for (const p of [hana.page, gus.page]) await indicator(p).waitFor({ state: "hidden", timeout: 10000 });
@@ -82,6 +95,10 @@ test("a host records two people for 10 s; the player plays it back in sync and s
   }
   playable = Date.now() - stopped;
   console.log(`# stop -> listed and playable: ${playable} ms`);
+  const up = await uploaded();
+  const [bytes, ms] = [up.bytes - before.bytes, up.ms - before.ms];
+  assert.ok(bytes > 500_000, `the SFU uploaded ${bytes} bytes`);
+  console.log(`# upload to the edge's R2: ${(bytes / 1e6).toFixed(2)} MB in ${ms} ms, ${(bytes / 1e3 / Math.max(ms, 1)).toFixed(1)} MB/s`);
   const m = /(\d+):(\d\d) ·/.exec(await item.textContent());
   const listed = Number(m[1]) * 60 + Number(m[2]);
   assert.ok(listed >= 9 && listed <= 12, `listed as ${listed} s`);
@@ -156,6 +173,16 @@ test("a host records two people for 10 s; the player plays it back in sync and s
   assert.match(probe.range, /^bytes 0-99\/\d+$/);
   assert.equal(probe.len, 100);
   assert.equal(probe.files, 4);
+  // Each person's microphone and camera are placed by their browser's RTCP sender reports (when
+  // each was captured: lip sync), not by when its first frame reached the SFU (a camera's comes
+  // later: it is encoded first).
+  const clocks = await list.evaluate(async (id) => (await (await fetch(`/api/recordings/${id}`)).json()).segments
+    .flatMap((s) => s.tracks).map((t) => ({ who: t.participant, kind: t.kind, clock: t.clock, start: t.start_us, arrived: t.arrived_us })), id);
+  assert.deepEqual(clocks.map((t) => t.clock), ["sender-reports", "sender-reports", "sender-reports", "sender-reports"], JSON.stringify(clocks));
+  for (const who of new Set(clocks.map((t) => t.who))) {
+    const [a, v] = ["audio", "video"].map((k) => clocks.find((t) => t.who === who && t.kind === k));
+    console.log(`# camera − microphone start: ${((v.start - a.start) / 1000).toFixed(1)} ms by sender reports, ${((v.arrived - a.arrived) / 1000).toFixed(1)} ms by arrival`);
+  }
   await list.setViewportSize({ width: 390, height: 844 });
   await list.screenshot({ path: join(ARTIFACTS, "recording-player-390.png"), fullPage: true });
   const wide = await list.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
@@ -182,6 +209,74 @@ test("a host records two people for 10 s; the player plays it back in sync and s
   const gone = await list.evaluate(async (id) => (await fetch(`/api/recordings/${id}`)).status, id);
   assert.equal(gone, 404);
   for (const p of [hana.page, gus.page, list, other]) await p.close();
+});
+
+test("people a scheduled meeting invites, signed in, may watch its recording but not delete it; its owner may", async () => {
+  await browser.context.clearCookies();
+  const tag = Math.random().toString(36).slice(2, 10);
+  const [olgaEmail, ivanEmail] = [`olga-${tag}@example.org`, `ivan-${tag}@example.org`];
+  const desk = await browser.context.newPage();
+  await desk.goto(`${BASE}/recordings`);
+  const api = (path, method = "GET", body = null) =>
+    desk.evaluate(async ([path, method, body]) => {
+      const r = await fetch(path, { method, headers: body ? { "content-type": "application/json" } : {}, body: body ? JSON.stringify(body) : undefined });
+      const text = await r.text();
+      return { status: r.status, json: text.startsWith("{") ? JSON.parse(text) : text };
+    }, [path, method, body]);
+  const register = async (email, name) =>
+    assert.equal((await api("/api/account/register", "POST", { email, name, password: "a long enough password" })).status, 201);
+  // Olga schedules a meeting (tomorrow) naming Ivan, and holds it now: she records it.
+  await register(olgaEmail, "Olga Owner");
+  const tomorrow = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10);
+  const made = await api("/api/meetings", "POST", {
+    title: "Review", start: `${tomorrow}T10:00`, time_zone: "UTC", duration_minutes: 30, cohosts: [ivanEmail],
+  });
+  assert.equal(made.status, 201, JSON.stringify(made.json));
+  const room = made.json.room;
+  const olga = await person("Olga", room);
+  await press(olga.page, "Record");
+  await indicator(olga.page).waitFor({ timeout: 10000 });
+  await olga.page.waitForTimeout(3000); // what is recorded: three seconds of Olga's call
+  await press(olga.page, "Stop recording");
+  await indicator(olga.page).waitFor({ state: "hidden", timeout: 10000 });
+
+  // Ivan signs up with the address the meeting names, in a browser of his own: it is listed for
+  // him as shared, he may play and download it, and not delete it.
+  await browser.context.clearCookies();
+  await desk.reload();
+  await register(ivanEmail, "Ivan Invited");
+  let mine;
+  for (let tries = 0; ; tries++) {
+    mine = (await api("/api/recordings")).json.recordings?.find((r) => r.room === room);
+    if (mine?.ended_at && mine.duration_ms > 0) break;
+    assert.ok(tries < 40, `listed for the invited: ${JSON.stringify(mine)}`);
+    await desk.waitForTimeout(500); // a poll interval, at most 40 looks
+  }
+  assert.equal(mine.can_delete, false);
+  const man = await api(`/api/recordings/${mine.id}`);
+  assert.equal(man.status, 200);
+  const file = `/api/recordings/${mine.id}/${man.json.segments[0].segment}/${man.json.segments[0].tracks[0].file}`;
+  assert.equal((await api(file)).status, 200);
+  const refused = await api(`/api/recordings/${mine.id}`, "DELETE");
+  assert.equal(refused.status, 403);
+  assert.match(refused.json.message, /may delete it/);
+  await desk.goto(`${BASE}/recordings`);
+  const item = desk.getByRole("listitem", { name: new RegExp(`^${room} on `) });
+  await item.getByText("shared with you", { exact: false }).waitFor({ timeout: 5000 });
+  assert.equal(await item.getByRole("button", { name: "Play" }).count(), 1);
+  assert.equal(await item.getByRole("button", { name: "Delete recording" }).count(), 0, "no Delete for the invited");
+  // Signed out, his browser may not watch it.
+  assert.equal((await api("/api/account/signout", "POST")).status, 204);
+  assert.equal((await api(`/api/recordings/${mine.id}`)).status, 403);
+
+  // Olga, signed in (in another browser than the one that started it), may delete it.
+  await browser.context.clearCookies();
+  await desk.reload();
+  assert.equal((await api("/api/account/signin", "POST", { email: olgaEmail, password: "a long enough password" })).status, 200);
+  const hers = (await api("/api/recordings")).json.recordings.find((r) => r.room === room);
+  assert.equal(hers.can_delete, true);
+  assert.equal((await api(`/api/recordings/${mine.id}`, "DELETE")).status, 204);
+  for (const p of [olga.page, desk]) await p.close();
 });
 
 test("the room's SFU killed mid-recording: the next SFU records on, the killed one's part is recovered at its restart, both play", async () => {

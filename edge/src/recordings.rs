@@ -11,18 +11,20 @@
 //! - `POST /api/sfu/recordings/{id}/{segment}`: its `segment.json`, last (the manifest follows).
 //!   A recording that does not exist (deleted, or never started) is 404: the SFU drops it.
 //!
-//! For people (the browser that started a recording, and the owner of its scheduled meeting;
-//! anyone else gets 403, on every request):
-//! - `GET /api/recordings` → `{recordings}`: the ones I may watch, newest first;
+//! For people (the browser that started a recording and the owner of its scheduled meeting manage
+//! it; the people the meeting names, signed in with that address, watch it; anyone else gets 403,
+//! on every request — see `edgemeet_shared::recording::access`):
+//! - `GET /api/recordings` → `{recordings}`: the ones I may watch, newest first, each with
+//!   `can_delete`;
 //! - `GET /api/recordings/{id}` → the manifest; `…/{id}/manifest.json` the same as a download;
 //! - `GET /api/recordings/{id}/{segment}/{file}`: a track's WebM, with `Range` (206) for seeking;
-//! - `DELETE /api/recordings/{id}`: gone from R2 and D1.
+//! - `DELETE /api/recordings/{id}`: gone from R2 and D1 (those who manage it only).
 
 use std::collections::BTreeMap;
 
 use edgemeet_shared::control;
 use edgemeet_shared::recording::{
-    browser_key, check_segment, manifest, may_watch, parse_range, valid_name, Manifest,
+    access, browser_key, check_segment, manifest, parse_range, valid_name, Access, Manifest,
     SegmentSummary,
 };
 use edgemeet_shared::room::RecordingRow;
@@ -148,6 +150,11 @@ struct RecRow {
     segments: f64,
     #[serde(default)]
     deleted_at: Option<f64>,
+    /// Only in the listing: its meeting's owner, and whether the one asking is invited to it.
+    #[serde(default)]
+    owner_id: Option<String>,
+    #[serde(default)]
+    invited: Option<f64>,
 }
 
 /// A segment that starts this long after its recording ended is not part of it (an SFU's stale
@@ -370,10 +377,11 @@ fn named_file(id: &str, segment: &str, file: &str) -> EdgeResult<String> {
 
 // ---- for people ----
 
-/// Who is asking: their browser's key and, signed in, their account.
+/// Who is asking: their browser's key and, signed in, their account and its address.
 struct Viewer {
     browser: Option<String>,
     user: Option<String>,
+    email: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -381,8 +389,8 @@ struct OwnerRow {
     owner_id: String,
 }
 
-/// The recording, if `who` may watch it: 404 unknown, 403 someone else's.
-async fn watchable(ctx: &Ctx, who: &Viewer, id: &str) -> EdgeResult<RecRow> {
+/// The recording, if `who` may watch it, and what they may do: 404 unknown, 403 someone else's.
+async fn watchable(ctx: &Ctx, who: &Viewer, id: &str) -> EdgeResult<(RecRow, Access)> {
     if !edgemeet_shared::protocol::valid_recording_id(id) {
         return Err(EdgeError::NotFound("There is no such recording.".into()));
     }
@@ -404,20 +412,32 @@ async fn watchable(ctx: &Ctx, who: &Viewer, id: &str) -> EdgeResult<RecRow> {
         }
         None => None,
     };
-    if may_watch(
+    let invited = match (&rec.meeting_id, &who.email) {
+        (Some(m), Some(email)) => stmt(
+            ctx,
+            "SELECT 1 AS one FROM meeting_cohosts WHERE meeting_id = ?1 AND email = ?2",
+            &[s(m), s(email)],
+        )?
+        .first::<serde_json::Value>(None)
+        .await?
+        .is_some(),
+        _ => false,
+    };
+    match access(
         rec.browser_key.as_deref(),
         owner.as_ref().map(|o| o.owner_id.as_str()),
+        invited,
         who.browser.as_deref(),
         who.user.as_deref(),
     ) {
-        Ok(rec)
-    } else {
-        Err(EdgeError::Refused {
+        Some(a) => Ok((rec, a)),
+        None => Err(EdgeError::Refused {
             code: edgemeet_shared::protocol::ErrorCode::Forbidden,
-            message: "Only whoever started this recording, or the meeting's owner, may watch it."
+            message: "Only whoever started this recording, the meeting's owner and the people it \
+                      invited may watch it."
                 .into(),
             retry_after_secs: None,
-        })
+        }),
     }
 }
 
@@ -431,6 +451,8 @@ struct Listing {
     duration_ms: u64,
     bytes: u64,
     segments: usize,
+    /// They manage it (else they were invited to watch).
+    can_delete: bool,
 }
 
 pub async fn route(req: Request, env: &Env, rest: &[&str]) -> EdgeResult<Response> {
@@ -439,18 +461,20 @@ pub async fn route(req: Request, env: &Env, rest: &[&str]) -> EdgeResult<Respons
         accounts::same_origin_only(&req)?;
     }
     let res = async {
+        let user = accounts::signed_in(&ctx).await.ok();
         let who = Viewer {
             browser: crate::known_identity(&req)?.as_deref().map(browser_key),
-            user: accounts::signed_in(&ctx).await.ok().map(|u| u.id),
+            user: user.as_ref().map(|u| u.id.clone()),
+            email: user.map(|u| u.email),
         };
         match (req.method(), rest) {
             (Method::Get, []) => list(&ctx, &who).await,
             (Method::Get, [id]) => {
-                let rec = watchable(&ctx, &who, id).await?;
+                let (rec, _) = watchable(&ctx, &who, id).await?;
                 Ok(Response::from_json(&build_manifest_ctx(&ctx, &rec).await?)?)
             }
             (Method::Get, [id, "manifest.json"]) => {
-                let rec = watchable(&ctx, &who, id).await?;
+                let (rec, _) = watchable(&ctx, &who, id).await?;
                 let res = Response::from_json(&build_manifest_ctx(&ctx, &rec).await?)?;
                 res.headers().set(
                     "content-disposition",
@@ -459,7 +483,7 @@ pub async fn route(req: Request, env: &Env, rest: &[&str]) -> EdgeResult<Respons
                 Ok(res)
             }
             (Method::Get, [id, segment, file]) => {
-                let rec = watchable(&ctx, &who, id).await?;
+                let (rec, _) = watchable(&ctx, &who, id).await?;
                 if !valid_name(segment) || !valid_name(file) {
                     return Err(EdgeError::NotFound("There is no such file.".into()));
                 }
@@ -470,10 +494,16 @@ pub async fn route(req: Request, env: &Env, rest: &[&str]) -> EdgeResult<Respons
                 )
                 .await
             }
-            (Method::Delete, [id]) => {
-                let rec = watchable(&ctx, &who, id).await?;
-                delete(&ctx, &env.bucket(BUCKET)?, &rec.id).await
-            }
+            (Method::Delete, [id]) => match watchable(&ctx, &who, id).await? {
+                (rec, Access::Manage) => delete(&ctx, &env.bucket(BUCKET)?, &rec.id).await,
+                (_, Access::Watch) => Err(EdgeError::Refused {
+                    code: edgemeet_shared::protocol::ErrorCode::Forbidden,
+                    message: "Only whoever started this recording, or the meeting's owner, may \
+                              delete it."
+                        .into(),
+                    retry_after_secs: None,
+                }),
+            },
             (m, _) => Err(EdgeError::NotFound(format!(
                 "no recordings route {m} /api/recordings/{}",
                 rest.join("/")
@@ -501,14 +531,19 @@ async fn list(ctx: &Ctx, who: &Viewer) -> EdgeResult<Response> {
     let rows: Vec<RecRow> = stmt(
         ctx,
         "SELECT r.id, r.room, r.meeting_id, r.started_at, r.ended_at, r.started_by, r.browser_key, \
-         r.names, r.duration_ms, r.bytes, r.segments, r.deleted_at \
+         r.names, r.duration_ms, r.bytes, r.segments, r.deleted_at, m.owner_id, \
+         (?3 IS NOT NULL AND EXISTS (SELECT 1 FROM meeting_cohosts c \
+           WHERE c.meeting_id = r.meeting_id AND c.email = ?3)) AS invited \
          FROM recordings r LEFT JOIN meetings m ON m.id = r.meeting_id \
          WHERE r.deleted_at IS NULL AND ((?1 IS NOT NULL AND r.browser_key = ?1) \
-         OR (?2 IS NOT NULL AND m.owner_id = ?2)) \
-         ORDER BY r.started_at DESC LIMIT ?3",
+         OR (?2 IS NOT NULL AND m.owner_id = ?2) \
+         OR (?2 IS NOT NULL AND ?3 IS NOT NULL AND EXISTS (SELECT 1 FROM meeting_cohosts c \
+           WHERE c.meeting_id = r.meeting_id AND c.email = ?3))) \
+         ORDER BY r.started_at DESC LIMIT ?4",
         &[
             opt(who.browser.as_deref()),
             opt(who.user.as_deref()),
+            opt(who.email.as_deref()),
             n(Millis::from(LIST_LIMIT)),
         ],
     )?
@@ -517,15 +552,25 @@ async fn list(ctx: &Ctx, who: &Viewer) -> EdgeResult<Response> {
     .results()?;
     let out: Vec<Listing> = rows
         .into_iter()
-        .map(|r| Listing {
-            id: r.id,
-            room: r.room,
-            started_at: r.started_at as Millis,
-            ended_at: r.ended_at.map(|e| e as Millis),
-            by: r.started_by,
-            duration_ms: r.duration_ms as u64,
-            bytes: r.bytes as u64,
-            segments: r.segments as usize,
+        .filter_map(|r| {
+            let a = access(
+                r.browser_key.as_deref(),
+                r.owner_id.as_deref(),
+                r.invited.unwrap_or(0.0) != 0.0,
+                who.browser.as_deref(),
+                who.user.as_deref(),
+            )?;
+            Some(Listing {
+                id: r.id,
+                room: r.room,
+                started_at: r.started_at as Millis,
+                ended_at: r.ended_at.map(|e| e as Millis),
+                by: r.started_by,
+                duration_ms: r.duration_ms as u64,
+                bytes: r.bytes as u64,
+                segments: r.segments as usize,
+                can_delete: a == Access::Manage,
+            })
         })
         .collect();
     Ok(Response::from_json(

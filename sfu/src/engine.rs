@@ -274,6 +274,10 @@ impl Engine {
             cfg.edge_url.clone(),
             cfg.control_secret.clone(),
             cfg.record_dir.clone(),
+            crate::record::upload::UploadCounters {
+                bytes: metrics.record_uploaded_bytes.clone(),
+                ms: metrics.record_upload_ms.clone(),
+            },
         );
         let mut workers = Vec::with_capacity(n);
         for k in 0..n {
@@ -620,6 +624,9 @@ struct RecTap {
     /// Packets were held back (a host stopped the track): the recorder learns of the gap
     /// before the next one it gets (what follows refers to frames it never saw).
     gap: bool,
+    /// The SSRC it last took a packet of and what its forwarder adds to that SSRC's RTP
+    /// timestamps: a sender report of that SSRC is passed on in the recorder's time line.
+    report_map: Option<(u32, u32)>,
 }
 
 /// One reception: a published track sent to one subscriber's session.
@@ -862,6 +869,11 @@ fn ntp(t: std::time::SystemTime) -> u64 {
     let secs = d.as_secs() + 2_208_988_800;
     let frac = ((d.subsec_nanos() as u64) << 32) / 1_000_000_000;
     (secs << 32) | frac
+}
+
+/// A 64-bit NTP timestamp as µs since 1900.
+fn ntp_us(t: u64) -> u64 {
+    (t >> 32) * 1_000_000 + (((t & 0xffff_ffff) * 1_000_000) >> 32)
 }
 
 struct Worker {
@@ -1435,6 +1447,7 @@ impl Worker {
                 if std::mem::take(&mut tap.gap) {
                     rec.send(RecMsg::Gap { key: id });
                 }
+                tap.report_map = Some((ssrc, m.timestamp.wrapping_sub(pkt.header.timestamp)));
                 let pkt = RecPacket {
                     seq: m.seq,
                     timestamp: m.timestamp,
@@ -1550,9 +1563,47 @@ impl Worker {
         self.flush(pub_slot);
     }
 
+    /// A publisher's sender report (it names the SSRC it is about, whatever track webrtc-rs
+    /// routed it to): to the recorder, when that SSRC is what a recording of its track takes.
+    fn sender_report(&mut self, slot: usize, sr: &SenderReport) {
+        let Some(s) = self.sessions[slot].as_ref() else {
+            return;
+        };
+        let Some(rec) = self.recorder.as_ref() else {
+            return;
+        };
+        for &id in s.published.values() {
+            let Some((ssrc, add)) = self
+                .tracks
+                .get(&id)
+                .and_then(|p| p.rec.as_ref())
+                .and_then(|t| t.report_map)
+            else {
+                continue;
+            };
+            if ssrc == sr.ssrc {
+                let now_us = self.epoch.elapsed().as_micros() as u64;
+                rec.send(RecMsg::SenderReport {
+                    key: id,
+                    at_us: self.wall_epoch_us + now_us,
+                    ntp_us: ntp_us(sr.ntp_time),
+                    rtp_ts: sr.rtp_time.wrapping_add(add),
+                });
+            }
+        }
+    }
+
     /// RTCP from a subscriber about one of our local tracks: keyframe requests to the publisher,
     /// receiver reports and NACKs into the core.
     fn feedback(&mut self, slot: usize, track: &str, packets: Vec<Box<dyn rtc::rtcp::Packet>>) {
+        if self.recorder.is_some() {
+            for sr in packets
+                .iter()
+                .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+            {
+                self.sender_report(slot, sr);
+            }
+        }
         let Some(s) = self.sessions[slot].as_ref() else {
             return;
         };
@@ -1743,6 +1794,7 @@ impl Worker {
             fwd,
             keyframe_wanted: false,
             gap: false,
+            report_map: None,
         }));
         let msg = RecMsg::Track {
             key: track,

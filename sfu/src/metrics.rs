@@ -129,6 +129,8 @@ pub struct Metrics {
     pub retransmitted_packets: Counter,
     pub recorded_packets: Counter,
     pub record_dropped: Counter,
+    pub record_uploaded_bytes: Counter,
+    pub record_upload_ms: Counter,
     /// Filled by the sans-IO engine's workers ([`LocalCounts`]); encoded by [`Metrics::encode`].
     pub forward_delay: SharedHistogram,
 }
@@ -151,6 +153,8 @@ impl Metrics {
             retransmitted_packets: Counter::default(),
             recorded_packets: Counter::default(),
             record_dropped: Counter::default(),
+            record_uploaded_bytes: Counter::default(),
+            record_upload_ms: Counter::default(),
             forward_delay: SharedHistogram::default(),
         };
         registry.register(
@@ -222,6 +226,16 @@ impl Metrics {
             "record_dropped_packets",
             "RTP packets not recorded: the recorder was too far behind",
             m.record_dropped.clone(),
+        );
+        registry.register(
+            "record_uploaded_bytes",
+            "Bytes of recorded segments the edge took (files and segment.json)",
+            m.record_uploaded_bytes.clone(),
+        );
+        registry.register(
+            "record_upload_milliseconds",
+            "Time spent uploading the segments the edge took: uploaded bytes over it is the upload throughput",
+            m.record_upload_ms.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -1,8 +1,8 @@
 //! An interceptor that hands chosen inbound RTCP packets up to the application. webrtc-rs keeps
 //! RTCP with its interceptors unless one marks it [`Attribute::DeliverToApplication`]; this one does
 //! that for the packets its filter keeps, and lets everything else pass on to the interceptors only.
-//! The SFU wants subscribers' keyframe requests, receiver reports and NACKs
-//! ([`RtcpToApplication::feedback`]); the load tool's publishers only keyframe requests
+//! The SFU wants subscribers' keyframe requests, receiver reports and NACKs, and publishers'
+//! sender reports ([`RtcpToApplication::feedback`]); the load tool's publishers only keyframe requests
 //! ([`RtcpToApplication::keyframe_requests`]).
 
 use std::collections::VecDeque;
@@ -12,6 +12,7 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket}
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
@@ -29,6 +30,7 @@ fn feedback(p: &dyn rtc::rtcp::Packet) -> bool {
     keyframe_request(p)
         || p.as_any().is::<ReceiverReport>()
         || p.as_any().is::<TransportLayerNack>()
+        || p.as_any().is::<SenderReport>()
 }
 
 impl RtcpToApplication {
@@ -37,7 +39,8 @@ impl RtcpToApplication {
         RtcpToApplication::keeping(keyframe_request)
     }
 
-    /// Keyframe requests, receiver reports (loss after repair) and NACKs (loss before repair).
+    /// Keyframe requests, receiver reports (loss after repair), NACKs (loss before repair) and
+    /// publishers' sender reports (their capture clocks, for recordings).
     pub fn feedback() -> RtcpToApplication {
         RtcpToApplication::keeping(feedback)
     }
@@ -97,7 +100,6 @@ impl Interceptor for RtcpToApplication {
 mod tests {
     use super::*;
     use rtc::interceptor::AttributedPacket;
-    use rtc::rtcp::sender_report::SenderReport;
     use rtc::shared::{TransportContext, TransportMessage};
 
     fn rtcp(packets: Vec<Box<dyn rtc::rtcp::Packet>>) -> TaggedPacket {
@@ -122,6 +124,8 @@ mod tests {
                     "rr"
                 } else if a.is::<TransportLayerNack>() {
                     "nack"
+                } else if a.is::<SenderReport>() {
+                    "sr"
                 } else {
                     "other"
                 }
@@ -143,7 +147,7 @@ mod tests {
         let mut up = RtcpToApplication::feedback();
         up.handle_read(compound()).unwrap();
         let got = up.poll_read().unwrap();
-        assert_eq!(kinds(&got), vec!["rr", "pli", "nack"]);
+        assert_eq!(kinds(&got), vec!["sr", "rr", "pli", "nack"]);
         assert!(got.message.has(&Attribute::DeliverToApplication));
 
         let mut up = RtcpToApplication::keyframe_requests();

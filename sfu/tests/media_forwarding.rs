@@ -1272,6 +1272,14 @@ async fn a_recorded_publisher_becomes_one_seekable_webm_file_per_track() {
         skew.abs() < 100_000,
         "audio and video start {skew} µs apart"
     );
+    // Placed by the publisher's sender reports (webrtc-rs sends them each second), not by arrival.
+    assert_eq!(
+        (a["clock"].as_str(), v["clock"].as_str()),
+        (Some("sender-reports"), Some("sender-reports")),
+        "{seg}"
+    );
+    let by_arrival = a["arrived_us"].as_i64().unwrap() - v["arrived_us"].as_i64().unwrap();
+    println!("# audio − video start: {skew} µs by sender reports, {by_arrival} µs by arrival");
     for t in [a, v] {
         let file = dir.join(t["file"].as_str().unwrap());
         let info = probe(&file);

@@ -9,7 +9,7 @@ use thiserror::Error;
 use crate::Millis;
 
 /// One file of a segment: one track of one participant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackSummary {
     pub file: String,
     pub participant: String,
@@ -17,8 +17,16 @@ pub struct TrackSummary {
     pub kind: String,
     /// "opus" or "vp8".
     pub codec: String,
-    /// Wall-clock µs of its first frame: tracks are aligned by it.
+    /// Wall-clock µs (the SFU's clock) of its first frame: tracks are aligned by it.
     pub start_us: u64,
+    /// How `start_us` was found: "sender-reports" (its capture time from the publisher's RTCP
+    /// sender reports, one offset for all of the publisher's tracks: they play as captured) or
+    /// "arrival" (when its first frame reached the SFU).
+    #[serde(default = "arrival")]
+    pub clock: String,
+    /// When its first frame reached the SFU (µs), whichever clock `start_us` is on.
+    #[serde(default)]
+    pub arrived_us: u64,
     pub duration_ms: u64,
     pub frames: u64,
     pub bytes: u64,
@@ -26,6 +34,10 @@ pub struct TrackSummary {
     pub lost_packets: u64,
     #[serde(default)]
     pub dropped_frames: u64,
+}
+
+fn arrival() -> String {
+    "arrival".into()
 }
 
 /// `segment.json`: one SFU's part of a recording (a failover starts another on the new SFU).
@@ -189,16 +201,36 @@ pub fn check_segment(recording: &str, s: &SegmentSummary) -> Result<(), SegmentE
     Ok(())
 }
 
-/// Who may watch a recording: the browser that started it, and the owner of the scheduled
-/// meeting it belongs to. (Co-hosts are named by e-mail addresses nobody verified: not them.)
-pub fn may_watch(
+/// What someone may do with a recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Watch, download and delete it: the browser that started it, the meeting's owner.
+    Manage,
+    /// Watch and download it: the people the meeting's owner invited (named as co-hosts, signed
+    /// in with that address).
+    Watch,
+}
+
+/// What `browser`/`user` may do with a recording `started_by_browser` of a meeting owned by
+/// `meeting_owner`; `invited` says the signed-in user's address is one the meeting names (an
+/// address is as trusted as the meeting's co-host role already makes it: see ARCHITECTURE.md).
+/// Nobody else may do anything with it.
+pub fn access(
     started_by_browser: Option<&str>,
     meeting_owner: Option<&str>,
+    invited: bool,
     browser: Option<&str>,
     user: Option<&str>,
-) -> bool {
+) -> Option<Access> {
     let same = |a: Option<&str>, b: Option<&str>| matches!((a, b), (Some(a), Some(b)) if a == b);
-    same(started_by_browser, browser) || same(meeting_owner, user)
+    if same(started_by_browser, browser) || same(meeting_owner, user) {
+        Some(Access::Manage)
+    } else if invited && user.is_some() && meeting_owner.is_some() {
+        Some(Access::Watch)
+    } else {
+        None
+    }
 }
 
 /// What D1 keeps of a browser's identity (its cookie): a SHA-256, never the identity itself.
@@ -278,9 +310,18 @@ mod tests {
             duration_ms,
             frames: 1,
             bytes: 100,
-            lost_packets: 0,
-            dropped_frames: 0,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_segment_from_an_sfu_without_sender_report_alignment_reads_as_aligned_by_arrival() {
+        let t: TrackSummary = serde_json::from_str(
+            r#"{"file":"001-audio.webm","participant":"p","kind":"audio","codec":"opus",
+                "start_us":5,"duration_ms":1,"frames":1,"bytes":1}"#,
+        )
+        .unwrap();
+        assert_eq!((t.clock.as_str(), t.arrived_us), ("arrival", 0));
     }
 
     fn segment(name: &str, started_us: u64, tracks: Vec<TrackSummary>) -> SegmentSummary {
@@ -373,12 +414,35 @@ mod tests {
     }
 
     #[test]
-    fn the_starting_browser_and_the_meetings_owner_may_watch_nobody_else() {
-        assert!(may_watch(Some("b1"), None, Some("b1"), None));
-        assert!(!may_watch(Some("b1"), None, Some("b2"), None));
-        assert!(may_watch(None, Some("u1"), None, Some("u1")));
-        assert!(!may_watch(None, Some("u1"), Some("b1"), Some("u2")));
-        assert!(!may_watch(None, None, None, None));
+    fn the_starter_and_the_owner_manage_invited_people_watch_nobody_else_may() {
+        use Access::*;
+        assert_eq!(
+            access(Some("b1"), None, false, Some("b1"), None),
+            Some(Manage)
+        );
+        assert_eq!(access(Some("b1"), None, false, Some("b2"), None), None);
+        assert_eq!(
+            access(None, Some("u1"), false, None, Some("u1")),
+            Some(Manage)
+        );
+        assert_eq!(
+            access(None, Some("u1"), false, Some("b1"), Some("u2")),
+            None
+        );
+        assert_eq!(access(None, None, false, None, None), None);
+        // Invited (the shell found the user's address among the meeting's): watch, not delete.
+        assert_eq!(
+            access(None, Some("u1"), true, Some("b2"), Some("u2")),
+            Some(Watch)
+        );
+        // The owner is the owner even when also named.
+        assert_eq!(
+            access(None, Some("u1"), true, None, Some("u1")),
+            Some(Manage)
+        );
+        // Only signed in, and only for a scheduled meeting's recording.
+        assert_eq!(access(None, Some("u1"), true, Some("b2"), None), None);
+        assert_eq!(access(Some("b1"), None, true, Some("b2"), Some("u2")), None);
     }
 
     #[test]

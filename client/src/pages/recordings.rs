@@ -21,6 +21,9 @@ struct Listing {
     by: String,
     duration_ms: u64,
     bytes: u64,
+    /// Mine to delete (I started it, or own its meeting); else I was invited to watch it.
+    #[serde(default)]
+    can_delete: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,15 +108,22 @@ pub fn RecordingsPage() -> impl IntoView {
                             let what = format!("{} on {}", r.room, local_time(r.started_at));
                             let (id, id2, what2) = (r.id.clone(), r.id.clone(), what.clone());
                             let state = if r.ended_at.is_none() { " · recording now" } else { "" };
+                            let invited = if r.can_delete { "" } else { " · shared with you" };
+                            let can_delete = r.can_delete;
                             view! {
                                 <li class="meeting" aria-label=what.clone()>
                                     <h3>{what.clone()}</h3>
-                                    <p class="hint">{format!("{} · {} · started by {}{state}", clock(r.duration_ms), size(r.bytes), r.by)}</p>
+                                    <p class="hint">{format!("{} · {} · started by {}{state}{invited}", clock(r.duration_ms), size(r.bytes), r.by)}</p>
                                     <div class="row">
                                         <button type="button" class="primary" on:click=move |_| play(id.clone())>"Play"</button>
                                         <a class="button" href=format!("/api/recordings/{}/manifest.json", r.id)
                                             download=format!("recording-{}.json", r.id)>"Download manifest"</a>
-                                        <button type="button" class="danger" on:click=move |_| delete(id2.clone(), what2.clone())>"Delete recording"</button>
+                                        <Show when=move || can_delete>
+                                            <button type="button" class="danger" on:click={
+                                                let (id2, what2) = (id2.clone(), what2.clone());
+                                                move |_| delete(id2.clone(), what2.clone())
+                                            }>"Delete recording"</button>
+                                        </Show>
                                     </div>
                                 </li>
                             }

@@ -21,7 +21,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use file::TrackFile;
-use track::{RecCodec, RecOutput, RecPacket, RecStats, TrackRecorder};
+use track::{RecCodec, RecOutput, RecPacket, RecStats, TrackClock, TrackRecorder};
 
 /// Packets queued for the recorder thread at most; more are dropped (and counted).
 pub const MAX_BACKLOG: usize = 8_192;
@@ -51,6 +51,14 @@ pub enum RecMsg {
         key: u64,
         at_us: u64,
         pkt: RecPacket,
+    },
+    /// An RTCP sender report of its publisher for it, arrived at `at_us` (wall clock): the
+    /// sender's clock (NTP µs) when its RTP clock read `rtp_ts` (as forwarded to the recorder).
+    SenderReport {
+        key: u64,
+        at_us: u64,
+        ntp_us: u64,
+        rtp_ts: u32,
     },
     /// Its file ends.
     EndTrack { key: u64 },
@@ -120,6 +128,8 @@ struct Segment {
     started_us: u64,
     next_file: u32,
     tracks: Vec<TrackSummary>,
+    /// `tracks[i]`'s clock, aligned when the segment ends.
+    clocks: Vec<TrackClock>,
 }
 
 /// The recorder thread's state.
@@ -193,6 +203,23 @@ fn safe(name: &str) -> String {
         .collect()
 }
 
+/// `{file}.json` beside a track's file: what a restart after kill -9 needs to finish it.
+fn write_sidecar(t: &Recorded) -> std::io::Result<()> {
+    let clock = t.rec.clock();
+    let side = recover::TrackHead {
+        participant: t.participant.clone(),
+        kind: t.kind.to_string(),
+        codec: codec_name(t.rec.codec()).to_string(),
+        start_us: t.rec.start_us().unwrap_or(0),
+        capture_us: clock.capture_us,
+        min_offset_us: clock.min_offset_us,
+    };
+    let path = t.dir.join(format!("{}.json", t.name));
+    let tmp = t.dir.join(format!("{}.json.tmp", t.name));
+    std::fs::write(&tmp, serde_json::to_vec(&side)?)?;
+    std::fs::rename(&tmp, &path)
+}
+
 impl Recorder {
     /// Now, on the worker's time line (µs).
     fn now(&self) -> u64 {
@@ -254,6 +281,7 @@ impl Recorder {
                         started_us: now,
                         next_file: 1,
                         tracks: Vec::new(),
+                        clocks: Vec::new(),
                     }
                 });
                 let name = format!("{:03}-{}.webm", seg.next_file, safe(kind));
@@ -292,6 +320,23 @@ impl Recorder {
                     self.drain(key);
                 }
             }
+            RecMsg::SenderReport {
+                key,
+                at_us,
+                ntp_us,
+                rtp_ts,
+            } => {
+                if let Some(t) = self.tracks.get_mut(&key) {
+                    let before = t.rec.clock();
+                    t.rec.handle_sender_report(at_us, ntp_us, rtp_ts);
+                    // A restart after kill -9 aligns by what the sidecar says.
+                    if t.file.is_some() && t.rec.clock() != before {
+                        if let Err(e) = write_sidecar(t) {
+                            tracing::warn!(file = %t.name, error = %e, "updating a recording's sidecar failed");
+                        }
+                    }
+                }
+            }
             RecMsg::Gap { key } => {
                 let now = self.now();
                 if let Some(t) = self.tracks.get_mut(&key) {
@@ -327,16 +372,7 @@ impl Recorder {
                                 if !part.exists() {
                                     std::fs::write(&part, serde_json::to_vec(&t.head)?)?;
                                 }
-                                let side = recover::TrackHead {
-                                    participant: t.participant.clone(),
-                                    kind: t.kind.to_string(),
-                                    codec: codec_name(t.rec.codec()).to_string(),
-                                    start_us: t.rec.start_us().unwrap_or(0),
-                                };
-                                std::fs::write(
-                                    t.dir.join(format!("{}.json", t.name)),
-                                    serde_json::to_vec(&side)?,
-                                )
+                                write_sidecar(t)
                             })
                             .map_err(|e| file::FileError::Create(t.dir.clone(), e))
                             .and_then(|()| {
@@ -371,12 +407,15 @@ impl Recorder {
             return;
         }
         let stats: RecStats = t.rec.stats;
+        let arrived_us = t.rec.start_us().unwrap_or(0);
         let summary = TrackSummary {
             file: t.name,
             participant: t.participant,
             kind: t.kind.to_string(),
             codec: codec_name(t.rec.codec()).to_string(),
-            start_us: t.rec.start_us().unwrap_or(0),
+            start_us: arrived_us,
+            clock: track::StartClock::Arrival.name().into(),
+            arrived_us,
             duration_ms: t.rec.duration_ns() / 1_000_000,
             frames: stats.frames,
             bytes: stats.bytes,
@@ -385,6 +424,7 @@ impl Recorder {
         };
         if let Some(seg) = self.segments.get_mut(&(t.recording, t.room)) {
             seg.tracks.push(summary);
+            seg.clocks.push(t.rec.clock());
         }
     }
 
@@ -400,12 +440,13 @@ impl Recorder {
                 self.finish_track(key, t);
             }
         }
-        let Some(seg) = self
+        let Some(mut seg) = self
             .segments
             .remove(&(recording.to_string(), room.to_string()))
         else {
             return;
         };
+        track::set_starts(&mut seg.tracks, &seg.clocks);
         let summary = SegmentSummary {
             recording: recording.into(),
             room: room.into(),

@@ -17,7 +17,7 @@ use edgemeet_shared::recording::{SegmentSummary, TrackSummary};
 use serde::{Deserialize, Serialize};
 
 use super::file::TrackFile;
-use super::track::{vp8_size, Frame, RecCodec};
+use super::track::{set_starts, vp8_size, Frame, RecCodec, StartClock, TrackClock};
 
 /// Written when a segment begins (what `segment.json` will say, less its tracks and end).
 pub const PART_FILE: &str = "segment.part.json";
@@ -37,7 +37,14 @@ pub struct TrackHead {
     pub participant: String,
     pub kind: String,
     pub codec: String,
+    /// Its first frame's arrival (µs, the SFU's clock).
     pub start_us: u64,
+    /// From the publisher's sender reports, once there are some (see [`super::track::align`]):
+    /// the sidecar is written again as they come.
+    #[serde(default)]
+    pub capture_us: Option<i64>,
+    #[serde(default)]
+    pub min_offset_us: Option<i64>,
 }
 
 const EBML: u32 = 0x1A45_DFA3;
@@ -212,6 +219,7 @@ pub fn recover_segment(dir: &Path) -> Recovered {
         return Recovered::Failed("segment.part.json unreadable".into());
     };
     let mut tracks = Vec::new();
+    let mut clocks = Vec::new();
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(d) => d
             .flatten()
@@ -267,12 +275,19 @@ pub fn recover_segment(dir: &Path) -> Recovered {
         }
         let frames = &frames[..kept];
         let last = frames.last().map_or(0, |f| f.pts_ns);
+        clocks.push(TrackClock {
+            arrived_us: Some(t.start_us),
+            capture_us: t.capture_us,
+            min_offset_us: t.min_offset_us,
+        });
         tracks.push(TrackSummary {
             file: name,
             participant: t.participant,
             kind: t.kind,
             codec: t.codec,
             start_us: t.start_us,
+            clock: StartClock::Arrival.name().into(),
+            arrived_us: t.start_us,
             duration_ms: last / 1_000_000,
             frames: frames.len() as u64,
             bytes: frames.iter().map(|f| f.data.len() as u64).sum(),
@@ -283,6 +298,7 @@ pub fn recover_segment(dir: &Path) -> Recovered {
     if tracks.is_empty() {
         return Recovered::Nothing;
     }
+    set_starts(&mut tracks, &clocks);
     let ended_us = tracks
         .iter()
         .map(|t| t.start_us + t.duration_ms * 1_000)
@@ -390,6 +406,9 @@ mod tests {
             kind: "video".into(),
             codec: "vp8".into(),
             start_us: 6_000,
+            // Sender reports had come: captured on the sender's clock at 1,000, offset 4,000.
+            capture_us: Some(1_000),
+            min_offset_us: Some(4_000),
         };
         std::fs::write(
             seg.join("001-video.webm.json"),
@@ -416,6 +435,11 @@ mod tests {
         assert_eq!(s.tracks.len(), 1);
         assert_eq!(s.tracks[0].frames, part.len() as u64);
         assert_eq!(s.tracks[0].participant, "p1");
+        assert_eq!(s.tracks[0].arrived_us, 6_000);
+        assert_eq!(
+            (s.tracks[0].start_us, s.tracks[0].clock.as_str()),
+            (5_000, "sender-reports")
+        );
         // The rewritten file reads back finished: every frame, and cues now.
         let fixed = std::fs::read(seg.join("001-video.webm")).unwrap();
         assert_eq!(read_frames(&fixed, RecCodec::Vp8).len(), part.len());

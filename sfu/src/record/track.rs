@@ -14,12 +14,17 @@
 //!   every [`KEYFRAME_RETRY_US`].
 //! - **Time.** The RTP timestamp is unwrapped (32 bits) and counted from the first frame written:
 //!   a pause (camera off) stays a pause in the file. The wall-clock time of that first frame (its
-//!   first packet's arrival, on the clock the shell passes in) is the track's start: the manifest
-//!   aligns tracks by it.
+//!   first packet's arrival, on the clock the shell passes in) is the track's start unless the
+//!   publisher's RTCP sender reports say better: a sender report pairs an RTP timestamp with the
+//!   sender's wall clock (NTP), so the first frame's *capture* time on the sender's clock is known
+//!   ([`TrackRecorder::handle_sender_report`]); [`align`] puts every track of one publisher on
+//!   the SFU's clock with one offset, so its microphone and camera line up as they were captured
+//!   (lip sync) rather than as they arrived (video comes later: it is encoded, and paced).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
+use edgemeet_shared::recording::TrackSummary;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packetizer::Depacketizer;
 
@@ -122,6 +127,11 @@ pub struct TrackRecorder {
     /// When the packet being processed arrived (the start of a frame begun with it).
     arrived_us: u64,
     frame_arrived_us: u64,
+    /// The first sender report: (its RTP timestamp, as forwarded; the sender's clock, NTP µs).
+    sender_report: Option<(u32, u64)>,
+    /// The least (arrival on the SFU's clock − the sender's clock) of its sender reports: the
+    /// sender's clock offset plus the least one-way delay.
+    min_offset_us: Option<i64>,
     out: VecDeque<RecOutput>,
     pub stats: RecStats,
 }
@@ -154,6 +164,8 @@ impl TrackRecorder {
             last_pts: 0,
             arrived_us: 0,
             frame_arrived_us: 0,
+            sender_report: None,
+            min_offset_us: None,
             out: VecDeque::new(),
             stats: RecStats::default(),
         }
@@ -166,6 +178,33 @@ impl TrackRecorder {
     /// Wall-clock µs (the shell's clock) of the first frame written, once there is one.
     pub fn start_us(&self) -> Option<u64> {
         self.origin.map(|(_, wall)| wall)
+    }
+
+    /// An RTCP sender report of the track, arrived at `now_us` (the shell's clock): the sender's
+    /// clock read `ntp_us` (µs since 1900) when its RTP clock read `rtp_ts` (as forwarded: in the
+    /// time line the recorder gets).
+    pub fn handle_sender_report(&mut self, now_us: u64, ntp_us: u64, rtp_ts: u32) {
+        self.sender_report.get_or_insert((rtp_ts, ntp_us));
+        let offset = (now_us as i64).saturating_sub(ntp_us as i64);
+        self.min_offset_us = Some(self.min_offset_us.map_or(offset, |m| m.min(offset)));
+    }
+
+    /// What [`align`] needs of this track.
+    pub fn clock(&self) -> TrackClock {
+        let capture_us = match (self.sender_report, self.origin) {
+            (Some((sr_ts, sr_ntp)), Some((origin_ts, _))) => {
+                // Within ±2³¹ ticks (6.6 h of video) of the report.
+                let ticks = i64::from((origin_ts as u32).wrapping_sub(sr_ts) as i32);
+                let us = ticks * 1_000_000 / i64::from(self.codec.clock_rate());
+                Some((sr_ntp as i64).saturating_add(us))
+            }
+            _ => None,
+        };
+        TrackClock {
+            arrived_us: self.start_us(),
+            capture_us,
+            min_offset_us: self.min_offset_us,
+        }
     }
 
     /// Nanoseconds from the first frame to the last one written.
@@ -392,6 +431,96 @@ impl TrackRecorder {
             size,
             data: f.data,
         }));
+    }
+}
+
+/// When a track's first frame was, as [`align`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrackClock {
+    /// Its arrival at the SFU (the shell's clock, µs).
+    pub arrived_us: Option<u64>,
+    /// Its capture on the sender's clock (NTP µs), from a sender report.
+    pub capture_us: Option<i64>,
+    /// See [`TrackRecorder::handle_sender_report`].
+    pub min_offset_us: Option<i64>,
+}
+
+/// How far a start from sender reports may be from the first frame's arrival before the sender's
+/// clock is not believed (it jumped, or lies): a frame is not captured seconds before it arrives.
+pub const MAX_CAPTURE_BEFORE_ARRIVAL_US: i64 = 2_000_000;
+/// And after it (a frame cannot arrive before it is captured; this much is measurement noise: the
+/// sender's clock read when it sent a report, the SFU's when one arrived).
+pub const MAX_CAPTURE_AFTER_ARRIVAL_US: i64 = 50_000;
+
+/// How a track's start was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartClock {
+    /// From the publisher's sender reports: capture time, one offset for all its tracks.
+    SenderReports,
+    /// The first frame's arrival.
+    Arrival,
+}
+
+impl StartClock {
+    pub fn name(self) -> &'static str {
+        match self {
+            StartClock::SenderReports => "sender-reports",
+            StartClock::Arrival => "arrival",
+        }
+    }
+}
+
+/// Each track's start on the SFU's clock (µs), for tracks grouped by publisher (`publisher[i]`
+/// names the publisher of `clocks[i]`). A publisher's tracks use its sender reports when every one
+/// of them has one and each start stays within [`MAX_CAPTURE_BEFORE_ARRIVAL_US`] before its
+/// arrival (and [`MAX_CAPTURE_AFTER_ARRIVAL_US`] after it): then they all share the least offset seen on any of them, so their
+/// distances are the sender's. Otherwise all of them start at their arrivals — never a mix, which
+/// would shift one against the other by the encoder's delay.
+pub fn align<P: PartialEq>(publisher: &[P], clocks: &[TrackClock]) -> Vec<(u64, StartClock)> {
+    let mut out: Vec<(u64, StartClock)> = clocks
+        .iter()
+        .map(|c| (c.arrived_us.unwrap_or(0), StartClock::Arrival))
+        .collect();
+    for i in 0..clocks.len() {
+        if (0..i).any(|j| publisher[j] == publisher[i]) {
+            continue; // its publisher was done
+        }
+        let mine: Vec<usize> = (i..clocks.len())
+            .filter(|&j| publisher[j] == publisher[i])
+            .collect();
+        let Some(offset) = mine.iter().filter_map(|&j| clocks[j].min_offset_us).min() else {
+            continue;
+        };
+        let starts: Option<Vec<u64>> = mine
+            .iter()
+            .map(|&j| {
+                let c = clocks[j];
+                let start = c.capture_us?.checked_add(offset)?;
+                let arrived = c.arrived_us? as i64;
+                let early = arrived.checked_sub(start)?;
+                (-MAX_CAPTURE_AFTER_ARRIVAL_US..=MAX_CAPTURE_BEFORE_ARRIVAL_US)
+                    .contains(&early)
+                    .then_some(start.max(0) as u64)
+            })
+            .collect();
+        if let Some(starts) = starts {
+            for (&j, start) in mine.iter().zip(starts) {
+                out[j] = (start, StartClock::SenderReports);
+            }
+        }
+    }
+    out
+}
+
+/// Sets each track's `start_us` and `clock` by [`align`] (publishers named by `participant`).
+pub fn set_starts(tracks: &mut [TrackSummary], clocks: &[TrackClock]) {
+    let starts = {
+        let who: Vec<&str> = tracks.iter().map(|t| t.participant.as_str()).collect();
+        align(&who, clocks)
+    };
+    for (t, (start, how)) in tracks.iter_mut().zip(starts) {
+        t.start_us = start;
+        t.clock = how.name().into();
     }
 }
 
@@ -683,5 +812,102 @@ mod tests {
         r.handle_packet(11, tail);
         assert_eq!(drain(&mut r).0.len(), 0);
         assert_eq!(vp8_size(&[0; 3]), None);
+    }
+
+    /// A sender's clock (NTP µs since 1900) this far behind or ahead of the SFU's (µs since 1970).
+    const NTP_1970_US: u64 = 2_208_988_800 * 1_000_000;
+
+    #[test]
+    fn a_publishers_microphone_and_camera_line_up_by_capture_time_not_by_arrival() {
+        // One sender, its clock 3 s behind the SFU's; one-way delay 5 ms. Both captured at the
+        // sender's t0 (= SFU's 10 s + 3 s); audio arrives 5 ms later, video (encoded, paced) 45 ms.
+        let skew: i64 = 3_000_000;
+        let t0_sender: u64 = NTP_1970_US + 10_000_000;
+        let sfu = |sender_ntp: u64| (sender_ntp - NTP_1970_US) as i64 + skew;
+        let mut audio = TrackRecorder::new(RecCodec::Opus);
+        let mut video = TrackRecorder::new(RecCodec::Vp8);
+        // Audio: RTP 48 kHz, ts 5_000 at t0; 20-ms packets.
+        for i in 0..10u16 {
+            let at = sfu(t0_sender) as u64 + 5 * MS + u64::from(i) * 20 * MS;
+            audio.handle_packet(at, opus(i, 5_000 + u32::from(i) * 960));
+        }
+        // Video: RTP 90 kHz, ts 1_000 at t0 (frame_packets' first frame).
+        for i in 0..10u16 {
+            let at = sfu(t0_sender) as u64 + 45 * MS + u64::from(i) * 33 * MS;
+            for p in frame_packets(i, 5) {
+                video.handle_packet(at, p);
+            }
+        }
+        drain(&mut audio);
+        drain(&mut video);
+        // Reports a second later: audio's sent at sender t0+1 s (arrives after 5 ms and after
+        // 9 ms), video's at t0+1.2 s (arrives after 7 ms).
+        let report = |r: &mut TrackRecorder, after_us: u64, delay_us: u64, rtp: u32| {
+            r.handle_sender_report(
+                sfu(t0_sender + after_us) as u64 + delay_us,
+                t0_sender + after_us,
+                rtp,
+            )
+        };
+        report(&mut audio, 1_000_000, 5_000, 5_000 + 48_000);
+        report(&mut audio, 2_000_000, 9_000, 5_000 + 96_000);
+        report(&mut video, 1_200_000, 7_000, 1_000 + 108_000);
+
+        let clocks = [audio.clock(), video.clock()];
+        let by_arrival = clocks[1].arrived_us.unwrap() - clocks[0].arrived_us.unwrap();
+        assert_eq!(by_arrival, 40_000, "video arrived 40 ms after audio");
+        let starts = align(&["p1", "p1"], &clocks);
+        assert_eq!(starts[0].1, StartClock::SenderReports);
+        assert_eq!(starts[1].1, StartClock::SenderReports);
+        // Captured together: they start together, 5 ms (the least delay) after the capture.
+        assert_eq!(starts[0].0, starts[1].0);
+        assert_eq!(starts[0].0, sfu(t0_sender) as u64 + 5_000);
+    }
+
+    #[test]
+    fn without_a_report_for_every_track_or_with_a_clock_that_lies_a_publisher_starts_at_arrival() {
+        let clock = |arrived: u64, capture: Option<i64>, offset: Option<i64>| TrackClock {
+            arrived_us: Some(arrived),
+            capture_us: capture,
+            min_offset_us: offset,
+        };
+        // p1: both tracks reported, consistent. p2: its camera has no report yet. p3: its clock
+        // says the frame was captured 5 s before it arrived. p4: 1 s after it arrived.
+        let clocks = [
+            clock(10_010_000, Some(7_000_000), Some(3_005_000)),
+            clock(10_040_000, Some(7_000_000), Some(3_006_000)),
+            clock(20_010_000, Some(1_000), Some(20_000_000)),
+            clock(20_050_000, None, None),
+            clock(30_000_000, Some(0), Some(25_000_000)),
+            clock(40_000_000, Some(0), Some(41_000_000)),
+        ];
+        let starts = align(&["p1", "p1", "p2", "p2", "p3", "p4"], &clocks);
+        assert_eq!(starts[0], (10_005_000, StartClock::SenderReports));
+        assert_eq!(starts[1], (10_005_000, StartClock::SenderReports));
+        assert_eq!(starts[2], (20_010_000, StartClock::Arrival));
+        assert_eq!(starts[3], (20_050_000, StartClock::Arrival));
+        assert_eq!(starts[4], (30_000_000, StartClock::Arrival));
+        assert_eq!(starts[5], (40_000_000, StartClock::Arrival));
+        // A track with no frame at all, garbage offsets: no panic.
+        let odd = [
+            TrackClock::default(),
+            clock(5, Some(i64::MAX), Some(i64::MAX)),
+            clock(u64::MAX, Some(i64::MIN), Some(i64::MIN)),
+        ];
+        let starts = align(&["a", "b", "c"], &odd);
+        assert!(starts.iter().all(|s| s.1 == StartClock::Arrival));
+    }
+
+    #[test]
+    fn a_report_older_than_the_first_frame_or_across_a_wrap_places_it_right() {
+        let mut r = TrackRecorder::new(RecCodec::Opus);
+        // The report comes before the first frame (ts 100 at sender 1 s), the frame's ts wraps.
+        r.handle_sender_report(2_000_000, 1_000_000, u32::MAX - 47_999);
+        r.handle_packet(2_500_000, opus(1, 100));
+        drain(&mut r);
+        let c = r.clock();
+        // u32::MAX - 47_999 → 100 is 48,100 ticks: 1.002083 s later on the sender's clock.
+        assert_eq!(c.capture_us, Some(1_000_000 + 1_002_083));
+        assert_eq!(c.min_offset_us, Some(1_000_000));
     }
 }

@@ -63,14 +63,34 @@ impl Uploads {
     }
 }
 
+/// What the uploader counts for `/metrics`: bytes the edge took, and the time their uploads took.
+#[derive(Clone, Default)]
+pub struct UploadCounters {
+    pub bytes: prometheus_client::metrics::counter::Counter,
+    pub ms: prometheus_client::metrics::counter::Counter,
+}
+
 /// Starts the uploader (needs a tokio runtime): send it each `segment.json` written. Without an
 /// edge, segments stay on disk.
-pub fn spawn(edge: Option<String>, secret: String, dir: PathBuf) -> Uploads {
+pub fn spawn(
+    edge: Option<String>,
+    secret: String,
+    dir: PathBuf,
+    counters: UploadCounters,
+) -> Uploads {
     let (tx, rx) = mpsc::unbounded_channel();
     let pending = Arc::new(AtomicUsize::new(0));
     // Before any worker records: segments from this moment on are this process's own.
     let since_ms = super::wall_us() / 1_000;
-    tokio::spawn(run(edge, secret, dir, since_ms, rx, pending.clone()));
+    tokio::spawn(run(
+        edge,
+        secret,
+        dir,
+        since_ms,
+        rx,
+        pending.clone(),
+        counters,
+    ));
     Uploads { tx, pending }
 }
 
@@ -143,6 +163,7 @@ async fn run(
     since_ms: u64,
     mut rx: mpsc::UnboundedReceiver<PathBuf>,
     pending: Arc<AtomicUsize>,
+    counters: UploadCounters,
 ) {
     let Some(edge) = edge else {
         while let Some(p) = rx.recv().await {
@@ -189,7 +210,10 @@ async fn run(
         let started = std::time::Instant::now();
         match upload_segment(&client, &edge, &secret, &w.path).await {
             Ok(bytes) => {
-                tracing::info!(segment = %w.path.display(), bytes, ms = started.elapsed().as_millis() as u64, "recording segment uploaded");
+                let ms = started.elapsed().as_millis() as u64;
+                counters.bytes.inc_by(bytes);
+                counters.ms.inc_by(ms);
+                tracing::info!(segment = %w.path.display(), bytes, ms, "recording segment uploaded");
             }
             Err(UploadError::Gone(why)) => {
                 // The edge will never take it (the recording was deleted, or had ended long
