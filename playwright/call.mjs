@@ -218,3 +218,28 @@ export async function sfuMediaAddr(page) {
     return remote ? { address: remote.address, port: remote.port } : null;
   });
 }
+
+/** Resolves once every dev SFU is live and not draining again (the stack restarts stopped ones). */
+export async function allLive(base) {
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    const h = await (await fetch(`${base}/api/health`)).json();
+    if (h.live_sfus === 3 && h.sfus.every((s) => s.healthy && !s.draining)) return;
+    assert.ok(Date.now() < deadline, `SFUs not all back: ${JSON.stringify(h.sfus.map((s) => [s.id, s.healthy, s.draining]))}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Resolves when process `pid` has exited (the restart loop starts a new one with another pid). */
+export async function exited(pid, ms) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    assert.ok(Date.now() < deadline, `process ${pid} still runs ${ms} ms later`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -6,34 +6,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { browserForFile, BASE } from "./browser.mjs";
-import { moveAfter } from "./call.mjs";
+import { moveAfter, allLive, exited } from "./call.mjs";
 
 const browser = browserForFile();
-
-/** Resolves once every dev SFU is live and not draining again (the stack restarts stopped ones). */
-async function allLive() {
-  const deadline = Date.now() + 20000;
-  for (;;) {
-    const h = await (await fetch(`${BASE}/api/health`)).json();
-    if (h.live_sfus === 3 && h.sfus.every((s) => s.healthy && !s.draining)) return;
-    assert.ok(Date.now() < deadline, `SFUs not all back: ${JSON.stringify(h.sfus.map((s) => [s.id, s.healthy, s.draining]))}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-/** Resolves when process `pid` has exited (the restart loop starts a new one with another pid). */
-async function exited(pid, ms) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
-    assert.ok(Date.now() < deadline, `process ${pid} still runs ${ms} ms later`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test("kill -9 of the room's SFU: every page decodes remote video again on another SFU", async () => {
   const r = await moveAfter({
@@ -55,7 +30,7 @@ test("kill -9 of the room's SFU: every page decodes remote video again on anothe
 // notice of the SFU it moved to came seconds later and was taken for a stale report. The drain
 // below lands right after a move, inside that window: the room must move again, not stay behind.
 test("SIGTERM right after a failover moves the room again before that SFU exits", async () => {
-  await allLive();
+  await allLive(BASE);
   const [kill, drain] = await moveAfter({
     context: browser.context,
     base: BASE,

@@ -2,12 +2,13 @@
 // D1 and R2 keep it): a host records two people for 10 s, both see the indicator and the notices,
 // the recording appears on the host's recordings page, the player plays every camera and
 // microphone in sync and seeks, files come in byte ranges, and another browser gets 403; people a
-// scheduled meeting invites may watch its recording, not delete it; a kill -9 mid-recording.
+// scheduled meeting invites may watch its recording, not delete it; a kill -9 and a drain (SIGTERM)
+// of the room's SFU mid-recording.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
-import { person as personIn, press, decoding, roomSfu, sfuPidOf, mediaReport, until } from "./call.mjs";
+import { person as personIn, press, decoding, roomSfu, sfuPidOf, mediaReport, until, allLive, exited } from "./call.mjs";
 
 const browser = browserForFile();
 
@@ -24,7 +25,7 @@ async function as(who) {
 async function uploaded() {
   let bytes = 0, ms = 0;
   for (const sfu of (await (await fetch(`${BASE}/api/health`)).json()).sfus) {
-    const text = await (await fetch(new URL("/metrics", sfu.url))).text().catch(() => "");
+    const text = await fetch(new URL("/metrics", sfu.url)).then((r) => r.text()).catch(() => "");
     bytes += Number(/^edgemeet_sfu_record_uploaded_bytes_total (\d+)/m.exec(text)?.[1] ?? 0);
     ms += Number(/^edgemeet_sfu_record_upload_milliseconds_total (\d+)/m.exec(text)?.[1] ?? 0);
   }
@@ -279,15 +280,26 @@ test("people a scheduled meeting invites, signed in, may watch its recording but
   for (const p of [olga.page, desk]) await p.close();
 });
 
-test("the room's SFU killed mid-recording: the next SFU records on, the killed one's part is recovered at its restart, both play", async () => {
-  const room = `recfail-${Math.random().toString(36).slice(2, 8)}`;
+/** The manifest of `room`'s recording as `who`'s browser reads it (or null). */
+async function manifestFor(who, room) {
+  const cookie = who.cookies.map((c) => `${c.name}=${c.value}`).join("; ");
+  const get = async (path) => (await fetch(`${BASE}${path}`, { headers: { cookie } })).json();
+  const r = (await get("/api/recordings")).recordings.find((x) => x.room === room);
+  return r ? get(`/api/recordings/${r.id}`) : null;
+}
+
+/** Ada and Ben in a call record 4 s, then the room's SFU gets `signal`; the call moves (then
+ *  `during` runs), 4 s more are recorded on the next SFU, then Ada stops. Resolves to the recording's
+ *  manifest once it has two segments (at most 25 s after the stop). */
+async function recordAcrossAMove(prefix, signal, during = async () => {}) {
+  const room = `${prefix}-${Math.random().toString(36).slice(2, 8)}`;
   const ada = await person("Ada", room);
   const ben = await person("Ben", room);
   const both = [ada.page, ben.page];
   for (const p of both) await until(p, "a remote video", (s) => Object.values(s).some((x) => x.kind === "video" && x.framesDecoded > 10), 15000);
   await press(ada.page, "Record");
   await indicator(ada.page).waitFor({ timeout: 10000 });
-  // Four seconds on the first SFU, then kill -9.
+  // Four seconds on the first SFU, then the signal.
   const t0 = Date.now();
   while (Date.now() - t0 < 4000) {
     for (const p of both) assert.equal(await decoding(p), 1);
@@ -297,7 +309,8 @@ test("the room's SFU killed mid-recording: the next SFU records on, the killed o
   const pid = await sfuPidOf(BASE, from);
   // Frames counted on the old PeerConnection are not the call back: each page must decode on a new one.
   for (const p of both) await p.evaluate(() => (window.edgemeetPc.__old = true));
-  process.kill(pid, "SIGKILL");
+  process.kill(pid, signal);
+  const signalled = Date.now();
   // The call moves; the recording goes on there (the indicator never goes).
   for (const p of both) {
     const deadline = Date.now() + 12000;
@@ -309,6 +322,7 @@ test("the room's SFU killed mid-recording: the next SFU records on, the killed o
     }
     assert.ok(await indicator(p).isVisible(), "still recording after the move");
   }
+  await during({ ada, room, from, pid, signalled });
   const t1 = Date.now();
   while (Date.now() - t1 < 4000) {
     await ada.page.waitForTimeout(1000); // the interval between checks (frames decoded since the last)
@@ -316,33 +330,33 @@ test("the room's SFU killed mid-recording: the next SFU records on, the killed o
   }
   await press(ada.page, "Stop recording");
   await indicator(ada.page).waitFor({ state: "hidden", timeout: 10000 });
-
-  // The stack starts the killed SFU again (3 s later): it finishes the files it left and uploads
-  // them. The manifest then has two segments, one from each SFU.
-  await as(ada);
-  const list = await browser.context.newPage();
-  await list.goto(`${BASE}/recordings`);
   let man;
   for (let tries = 0; ; tries++) {
-    man = await list.evaluate(async (room) => {
-      const r = (await (await fetch("/api/recordings")).json()).recordings.find((x) => x.room === room);
-      return r ? await (await fetch(`/api/recordings/${r.id}`)).json() : null;
-    }, room);
+    man = await manifestFor(ada, room);
     if (man?.segments?.length === 2 && man.ended_at) break;
     assert.ok(tries < 25, `two segments: ${JSON.stringify(man?.segments?.map((s) => [s.sfu, s.tracks.length]))}`);
-    await list.waitForTimeout(1000); // a poll interval, at most 25 looks
+    await ada.page.waitForTimeout(1000); // a poll interval, at most 25 looks
   }
   const sfus = man.segments.map((s) => s.sfu);
-  assert.equal(sfus[0], from, "the killed SFU's part first");
+  assert.equal(sfus[0], from, "the first SFU's part first");
   assert.notEqual(sfus[1], from);
   for (const s of man.segments) {
     assert.equal(s.tracks.filter((t) => t.kind === "video").length, 2, `both cameras in ${s.sfu}'s part`);
     for (const t of s.tracks) assert.ok(t.duration_ms >= 1500, `${s.sfu} ${t.file}: ${t.duration_ms} ms`);
   }
+  return { ada, ben, room, man, from };
+}
+
+test("the room's SFU killed mid-recording: the next SFU records on, the killed one's part is recovered at its restart, both play", async () => {
+  // The stack starts the killed SFU again (3 s later): it finishes the files it left and uploads
+  // them. The manifest then has two segments, one from each SFU.
+  const { ada, ben, room, man } = await recordAcrossAMove("recfail", "SIGKILL");
   console.log(`# killed mid-recording: parts ${man.segments.map((s) => `${s.sfu} ${Math.max(...s.tracks.map((t) => t.duration_ms))} ms`).join(", ")}; recording ${man.duration_ms} ms`);
 
   // Both parts play: at 1.5 s the first SFU's cameras show a picture, near the end the second's.
-  await list.reload();
+  await as(ada);
+  const list = await browser.context.newPage();
+  await list.goto(`${BASE}/recordings`);
   await list.getByRole("listitem", { name: new RegExp(`^${room} on `) }).getByRole("button", { name: "Play" }).click();
   const player = list.getByRole("region", { name: /^Playing: / });
   await player.waitFor();
@@ -358,5 +372,27 @@ test("the room's SFU killed mid-recording: the next SFU records on, the killed o
       { timeout: 10000 },
     );
   }
-  for (const p of [...both, list]) await p.close();
+  for (const p of [ada.page, ben.page, list]) await p.close();
+});
+
+test("the room's SFU drained mid-recording: it finishes and uploads its part as the room leaves, the next SFU records on", async () => {
+  await allLive(BASE); // the SFU killed before is back
+  const { ada, ben, man } = await recordAcrossAMove("recdrain", "SIGTERM", async ({ ada, room, from, pid, signalled }) => {
+    // While the meeting still records on the next SFU, the drained one's part is there already:
+    // it ended its segment when the room left it and uploaded it before exiting.
+    let man;
+    for (let tries = 0; ; tries++) {
+      man = await manifestFor(ada, room);
+      if (man?.segments?.some((s) => s.sfu === from)) break;
+      assert.ok(tries < 40, `the drained SFU's part, while recording: ${JSON.stringify(man?.segments?.map((s) => s.sfu))}`);
+      await ada.page.waitForTimeout(250); // a poll interval, at most 40 looks
+    }
+    console.log(`# drained mid-recording: its part listed ${Date.now() - signalled} ms after SIGTERM`);
+    await exited(pid, 5000);
+    console.log(`# drained mid-recording: the SFU exited ${Date.now() - signalled} ms after SIGTERM`);
+  });
+  console.log(`# drained mid-recording: parts ${man.segments.map((s) => `${s.sfu} ${Math.max(...s.tracks.map((t) => t.duration_ms))} ms`).join(", ")}; recording ${man.duration_ms} ms`);
+  assert.ok(man.segments[0].tracks.every((t) => t.duration_ms >= 3000), `the drained SFU's part is whole: ${JSON.stringify(man.segments[0].tracks)}`);
+  for (const p of [ada.page, ben.page]) await p.close();
+  await allLive(BASE);
 });

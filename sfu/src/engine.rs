@@ -627,7 +627,16 @@ struct RecTap {
     /// The SSRC it last took a packet of and what its forwarder adds to that SSRC's RTP
     /// timestamps: a sender report of that SSRC is passed on in the recorder's time line.
     report_map: Option<(u32, u32)>,
+    /// Counts the changes of `report_map` (the recorder maps RTP time per source).
+    source: u32,
+    /// When it last passed a sender report on (µs, the worker's clock): at most one per
+    /// [`REPORT_EVERY_US`].
+    last_report_us: Option<u64>,
 }
+
+/// A recorded track's sender reports go to the recorder at most this often (browsers send one
+/// a second or less; a flood is not passed on).
+const REPORT_EVERY_US: u64 = 250_000;
 
 /// One reception: a published track sent to one subscriber's session.
 struct Sub {
@@ -1447,7 +1456,15 @@ impl Worker {
                 if std::mem::take(&mut tap.gap) {
                     rec.send(RecMsg::Gap { key: id });
                 }
-                tap.report_map = Some((ssrc, m.timestamp.wrapping_sub(pkt.header.timestamp)));
+                let map = (ssrc, m.timestamp.wrapping_sub(pkt.header.timestamp));
+                if tap.report_map != Some(map) {
+                    tap.report_map = Some(map);
+                    tap.source = tap.source.wrapping_add(1);
+                    rec.send(RecMsg::Source {
+                        key: id,
+                        source: tap.source,
+                    });
+                }
                 let pkt = RecPacket {
                     seq: m.seq,
                     timestamp: m.timestamp,
@@ -1572,24 +1589,29 @@ impl Worker {
         let Some(rec) = self.recorder.as_ref() else {
             return;
         };
+        let now_us = self.epoch.elapsed().as_micros() as u64;
         for &id in s.published.values() {
-            let Some((ssrc, add)) = self
-                .tracks
-                .get(&id)
-                .and_then(|p| p.rec.as_ref())
-                .and_then(|t| t.report_map)
-            else {
+            let Some(tap) = self.tracks.get_mut(&id).and_then(|p| p.rec.as_mut()) else {
                 continue;
             };
-            if ssrc == sr.ssrc {
-                let now_us = self.epoch.elapsed().as_micros() as u64;
-                rec.send(RecMsg::SenderReport {
-                    key: id,
-                    at_us: self.wall_epoch_us + now_us,
-                    ntp_us: ntp_us(sr.ntp_time),
-                    rtp_ts: sr.rtp_time.wrapping_add(add),
-                });
+            let Some((ssrc, add)) = tap.report_map else {
+                continue;
+            };
+            if ssrc != sr.ssrc
+                || tap
+                    .last_report_us
+                    .is_some_and(|t| now_us.saturating_sub(t) < REPORT_EVERY_US)
+            {
+                continue;
             }
+            tap.last_report_us = Some(now_us);
+            rec.send(RecMsg::SenderReport {
+                key: id,
+                at_us: self.wall_epoch_us + now_us,
+                ntp_us: ntp_us(sr.ntp_time),
+                rtp_ts: sr.rtp_time.wrapping_add(add),
+                source: tap.source,
+            });
         }
     }
 
@@ -1795,6 +1817,8 @@ impl Worker {
             keyframe_wanted: false,
             gap: false,
             report_map: None,
+            source: 0,
+            last_report_us: None,
         }));
         let msg = RecMsg::Track {
             key: track,

@@ -52,14 +52,18 @@ pub enum RecMsg {
         at_us: u64,
         pkt: RecPacket,
     },
-    /// An RTCP sender report of its publisher for it, arrived at `at_us` (wall clock): the
-    /// sender's clock (NTP µs) when its RTP clock read `rtp_ts` (as forwarded to the recorder).
+    /// An RTCP sender report of its publisher for source `source` of it, arrived at `at_us`
+    /// (wall clock): the sender's clock (NTP µs) when its RTP clock read `rtp_ts` (as forwarded
+    /// to the recorder).
     SenderReport {
         key: u64,
         at_us: u64,
         ntp_us: u64,
         rtp_ts: u32,
+        source: u32,
     },
+    /// Its packets come from source `source` from now on (the forwarder switched layers).
+    Source { key: u64, source: u32 },
     /// Its file ends.
     EndTrack { key: u64 },
     /// Packets of it were held back upstream (a host stopped it): what comes next may refer to
@@ -325,16 +329,22 @@ impl Recorder {
                 at_us,
                 ntp_us,
                 rtp_ts,
+                source,
             } => {
                 if let Some(t) = self.tracks.get_mut(&key) {
                     let before = t.rec.clock();
-                    t.rec.handle_sender_report(at_us, ntp_us, rtp_ts);
+                    t.rec.handle_sender_report(at_us, ntp_us, rtp_ts, source);
                     // A restart after kill -9 aligns by what the sidecar says.
                     if t.file.is_some() && t.rec.clock() != before {
                         if let Err(e) = write_sidecar(t) {
                             tracing::warn!(file = %t.name, error = %e, "updating a recording's sidecar failed");
                         }
                     }
+                }
+            }
+            RecMsg::Source { key, source } => {
+                if let Some(t) = self.tracks.get_mut(&key) {
+                    t.rec.handle_source(source);
                 }
             }
             RecMsg::Gap { key } => {

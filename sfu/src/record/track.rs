@@ -127,11 +127,13 @@ pub struct TrackRecorder {
     /// When the packet being processed arrived (the start of a frame begun with it).
     arrived_us: u64,
     frame_arrived_us: u64,
-    /// The first sender report: (its RTP timestamp, as forwarded; the sender's clock, NTP µs).
-    sender_report: Option<(u32, u64)>,
-    /// The least (arrival on the SFU's clock − the sender's clock) of its sender reports: the
-    /// sender's clock offset plus the least one-way delay.
-    min_offset_us: Option<i64>,
+    /// What the recorder gets comes from this source (the SFU's forwarder numbers each layer it
+    /// switches to: RTP timestamps map to the sender's clock per source).
+    source: u32,
+    /// The source of the first frame written.
+    origin_source: Option<u32>,
+    /// Sender reports, per source (at most [`MAX_SOURCES`]).
+    reports: Vec<SourceReports>,
     out: VecDeque<RecOutput>,
     pub stats: RecStats,
 }
@@ -164,8 +166,9 @@ impl TrackRecorder {
             last_pts: 0,
             arrived_us: 0,
             frame_arrived_us: 0,
-            sender_report: None,
-            min_offset_us: None,
+            source: 0,
+            origin_source: None,
+            reports: Vec::new(),
             out: VecDeque::new(),
             stats: RecStats::default(),
         }
@@ -180,30 +183,72 @@ impl TrackRecorder {
         self.origin.map(|(_, wall)| wall)
     }
 
-    /// An RTCP sender report of the track, arrived at `now_us` (the shell's clock): the sender's
-    /// clock read `ntp_us` (µs since 1900) when its RTP clock read `rtp_ts` (as forwarded: in the
-    /// time line the recorder gets).
-    pub fn handle_sender_report(&mut self, now_us: u64, ntp_us: u64, rtp_ts: u32) {
-        self.sender_report.get_or_insert((rtp_ts, ntp_us));
-        let offset = (now_us as i64).saturating_sub(ntp_us as i64);
-        self.min_offset_us = Some(self.min_offset_us.map_or(offset, |m| m.min(offset)));
+    /// What follows comes from source `source` (the SFU switched layers: another RTP clock).
+    pub fn handle_source(&mut self, source: u32) {
+        self.source = source;
     }
 
-    /// What [`align`] needs of this track.
+    /// An RTCP sender report of source `source`, arrived at `now_us` (the shell's clock): the
+    /// sender's clock read `ntp_us` (µs since 1900) when its RTP clock read `rtp_ts` (as
+    /// forwarded: in the time line the recorder gets). A source's first report maps its RTP
+    /// clock to the sender's; the next ones (up to [`REPORTS_USED`], each consistent with the
+    /// first within [`MAX_REPORT_STEP_US`] — a sender whose clock stepped is not believed) only
+    /// lower the offset (arrival − sender's clock: its clock's offset plus the least one-way
+    /// delay).
+    pub fn handle_sender_report(&mut self, now_us: u64, ntp_us: u64, rtp_ts: u32, source: u32) {
+        let offset = (now_us as i64).saturating_sub(ntp_us as i64);
+        let rate = i64::from(self.codec.clock_rate());
+        if let Some(r) = self.reports.iter_mut().find(|r| r.source == source) {
+            if r.used >= REPORTS_USED {
+                return;
+            }
+            let ticks = i64::from(rtp_ts.wrapping_sub(r.rtp_ts) as i32);
+            let expected = (r.ntp_us as i64).saturating_add(ticks * 1_000_000 / rate);
+            if (ntp_us as i64).saturating_sub(expected).abs() > MAX_REPORT_STEP_US {
+                return;
+            }
+            r.used += 1;
+            r.min_offset_us = r.min_offset_us.min(offset);
+            return;
+        }
+        if self.reports.len() >= MAX_SOURCES {
+            // The oldest that is not the first frame's source makes room.
+            let keep = self.origin_source;
+            match self.reports.iter().position(|r| Some(r.source) != keep) {
+                Some(i) => {
+                    self.reports.remove(i);
+                }
+                None => return,
+            }
+        }
+        self.reports.push(SourceReports {
+            source,
+            rtp_ts,
+            ntp_us,
+            min_offset_us: offset,
+            used: 1,
+        });
+    }
+
+    /// What [`align`] needs of this track: the first frame's capture, from its source's reports.
     pub fn clock(&self) -> TrackClock {
-        let capture_us = match (self.sender_report, self.origin) {
-            (Some((sr_ts, sr_ntp)), Some((origin_ts, _))) => {
+        let reports = self
+            .reports
+            .iter()
+            .find(|r| self.origin_source == Some(r.source));
+        let capture_us = match (reports, self.origin) {
+            (Some(r), Some((origin_ts, _))) => {
                 // Within ±2³¹ ticks (6.6 h of video) of the report.
-                let ticks = i64::from((origin_ts as u32).wrapping_sub(sr_ts) as i32);
+                let ticks = i64::from((origin_ts as u32).wrapping_sub(r.rtp_ts) as i32);
                 let us = ticks * 1_000_000 / i64::from(self.codec.clock_rate());
-                Some((sr_ntp as i64).saturating_add(us))
+                Some((r.ntp_us as i64).saturating_add(us))
             }
             _ => None,
         };
         TrackClock {
             arrived_us: self.start_us(),
             capture_us,
-            min_offset_us: self.min_offset_us,
+            min_offset_us: reports.map(|r| r.min_offset_us),
         }
     }
 
@@ -414,6 +459,9 @@ impl TrackRecorder {
                 self.need_keyframe = false;
             }
         }
+        if self.origin.is_none() {
+            self.origin_source = Some(self.source);
+        }
         let (origin_ts, _) = *self.origin.get_or_insert((f.ts, self.frame_arrived_us));
         let ticks = f.ts.saturating_sub(origin_ts);
         let pts = (ticks as u128 * 1_000_000_000 / u128::from(self.codec.clock_rate())) as u64;
@@ -432,6 +480,26 @@ impl TrackRecorder {
             data: f.data,
         }));
     }
+}
+
+/// Sources whose sender reports a track keeps.
+pub const MAX_SOURCES: usize = 8;
+/// Sender reports of one source used (a meeting's first ~10 s of video, ~50 s of audio: the
+/// offset is the one at the start; a flood of reports costs nothing after).
+pub const REPORTS_USED: u32 = 10;
+/// How far a report may put the sender's clock from where its source's first report and the RTP
+/// clock put it: more, and its clock stepped (the report is not used).
+pub const MAX_REPORT_STEP_US: i64 = 20_000;
+
+/// One source's sender reports: its first (RTP timestamp as forwarded, the sender's clock then)
+/// and the least offset seen.
+#[derive(Debug, Clone, Copy)]
+struct SourceReports {
+    source: u32,
+    rtp_ts: u32,
+    ntp_us: u64,
+    min_offset_us: i64,
+    used: u32,
 }
 
 /// When a track's first frame was, as [`align`] reads it.
@@ -847,6 +915,7 @@ mod tests {
                 sfu(t0_sender + after_us) as u64 + delay_us,
                 t0_sender + after_us,
                 rtp,
+                0,
             )
         };
         report(&mut audio, 1_000_000, 5_000, 5_000 + 48_000);
@@ -902,12 +971,54 @@ mod tests {
     fn a_report_older_than_the_first_frame_or_across_a_wrap_places_it_right() {
         let mut r = TrackRecorder::new(RecCodec::Opus);
         // The report comes before the first frame (ts 100 at sender 1 s), the frame's ts wraps.
-        r.handle_sender_report(2_000_000, 1_000_000, u32::MAX - 47_999);
+        r.handle_sender_report(2_000_000, 1_000_000, u32::MAX - 47_999, 0);
         r.handle_packet(2_500_000, opus(1, 100));
         drain(&mut r);
         let c = r.clock();
         // u32::MAX - 47_999 → 100 is 48,100 ticks: 1.002083 s later on the sender's clock.
         assert_eq!(c.capture_us, Some(1_000_000 + 1_002_083));
         assert_eq!(c.min_offset_us, Some(1_000_000));
+    }
+
+    #[test]
+    fn reports_map_only_the_first_frames_source_and_a_stepped_clock_or_a_flood_is_not_believed() {
+        let mut r = TrackRecorder::new(RecCodec::Vp8);
+        r.handle_source(1);
+        for i in 0..3u16 {
+            for p in frame_packets(i, 5) {
+                r.handle_packet(1_000_000 + u64::from(i) * 33 * MS, p);
+            }
+        }
+        assert_eq!(drain(&mut r).0.len(), 3);
+        // The forwarder switched layers (source 2) before a report came: source 2's RTP clock is
+        // another one, its reports do not place the first frame.
+        r.handle_source(2);
+        r.handle_sender_report(2_000_000, 5_000_000, 91_000, 2);
+        assert_eq!(r.clock().capture_us, None, "not the first frame's source");
+        // Source 1's report does: the first frame (ts 1,000) was captured a second before it.
+        r.handle_sender_report(2_100_000, 7_000_000, 91_000, 1);
+        let c = r.clock();
+        assert_eq!(c.capture_us, Some(6_000_000));
+        assert_eq!(c.min_offset_us, Some(2_100_000 - 7_000_000));
+        // A report whose clock stepped a second ahead of its RTP clock: not believed.
+        r.handle_sender_report(3_100_000, 9_000_000, 181_000, 1);
+        assert_eq!(r.clock().min_offset_us, Some(-4_900_000));
+        // A flood of consistent reports, each a µs "faster": only the first few count.
+        for k in 1..=20u32 {
+            r.handle_sender_report(
+                2_100_000 + u64::from(k) * 1_000_000 - u64::from(k),
+                7_000_000 + u64::from(k) * 1_000_000,
+                91_000 + k * 90_000,
+                1,
+            );
+        }
+        let used = u64::from(REPORTS_USED) - 1;
+        assert_eq!(r.clock().min_offset_us, Some(-4_900_000 - used as i64));
+        // Reports of many other sources never push out the first frame's.
+        for src in 10..30 {
+            r.handle_sender_report(4_000_000, 1, 0, src);
+        }
+        assert_eq!(r.clock().capture_us, Some(6_000_000));
+        assert!(r.reports.len() <= MAX_SOURCES);
     }
 }

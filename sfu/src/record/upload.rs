@@ -38,22 +38,25 @@ pub const RECORDINGS_PATH: &str = "/api/sfu/recordings";
 #[derive(Clone)]
 pub struct Uploads {
     tx: mpsc::UnboundedSender<PathBuf>,
-    pending: Arc<AtomicUsize>,
+    /// Segments not yet tried once (queued, or their first upload under way).
+    untried: Arc<AtomicUsize>,
 }
 
 impl Uploads {
     pub fn send(&self, segment_json: PathBuf) {
-        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.untried.fetch_add(1, Ordering::SeqCst);
         if self.tx.send(segment_json).is_err() {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
+            self.untried.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    /// Waits (at most `limit`) until every segment queued has gone to the edge, or for good: a
-    /// stopping SFU uploads what it just finished (what is left is sent by its next start).
+    /// Waits (at most `limit`) until every segment queued has been tried once: a stopping SFU
+    /// uploads what it just finished. One the edge did not take stays on disk for the next start
+    /// — a stop never waits out a backoff (a stale segment of a recording the edge does not know
+    /// would hold every stop for the whole limit).
     pub async fn flushed(&self, limit: Duration) -> bool {
         let end = tokio::time::Instant::now() + limit;
-        while self.pending.load(Ordering::SeqCst) > 0 {
+        while self.untried.load(Ordering::SeqCst) > 0 {
             if tokio::time::Instant::now() >= end {
                 return false;
             }
@@ -79,7 +82,7 @@ pub fn spawn(
     counters: UploadCounters,
 ) -> Uploads {
     let (tx, rx) = mpsc::unbounded_channel();
-    let pending = Arc::new(AtomicUsize::new(0));
+    let untried = Arc::new(AtomicUsize::new(0));
     // Before any worker records: segments from this moment on are this process's own.
     let since_ms = super::wall_us() / 1_000;
     tokio::spawn(run(
@@ -88,10 +91,10 @@ pub fn spawn(
         dir,
         since_ms,
         rx,
-        pending.clone(),
+        untried.clone(),
         counters,
     ));
-    Uploads { tx, pending }
+    Uploads { tx, untried }
 }
 
 /// An upload id as a query value (R2's ids hold characters a query would read otherwise).
@@ -162,12 +165,12 @@ async fn run(
     dir: PathBuf,
     since_ms: u64,
     mut rx: mpsc::UnboundedReceiver<PathBuf>,
-    pending: Arc<AtomicUsize>,
+    untried: Arc<AtomicUsize>,
     counters: UploadCounters,
 ) {
     let Some(edge) = edge else {
         while let Some(p) = rx.recv().await {
-            pending.fetch_sub(1, Ordering::SeqCst);
+            untried.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(segment = %p.display(), "no edge to upload the recording to: it stays on disk");
         }
         return;
@@ -183,7 +186,7 @@ async fn run(
         .into_iter()
         .map(|path| Waiting::new(path, now))
         .collect();
-    pending.fetch_add(queue.len(), Ordering::SeqCst);
+    untried.fetch_add(queue.len(), Ordering::SeqCst);
     if !queue.is_empty() {
         tracing::info!(
             segments = queue.len(),
@@ -208,7 +211,11 @@ async fn run(
         };
         let mut w = queue.swap_remove(i);
         let started = std::time::Instant::now();
-        match upload_segment(&client, &edge, &secret, &w.path).await {
+        let result = upload_segment(&client, &edge, &secret, &w.path).await;
+        if !std::mem::replace(&mut w.tried, true) {
+            untried.fetch_sub(1, Ordering::SeqCst);
+        }
+        match result {
             Ok(bytes) => {
                 let ms = started.elapsed().as_millis() as u64;
                 counters.bytes.inc_by(bytes);
@@ -245,7 +252,6 @@ async fn run(
         if let Some(seg_dir) = w.path.parent() {
             remove_segment(seg_dir);
         }
-        pending.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -258,6 +264,8 @@ struct Waiting {
     delay: Duration,
     /// "No such recording (yet)" answers so far.
     unknown: u32,
+    /// Its first upload is done (counted out of [`Uploads::flushed`]'s wait).
+    tried: bool,
 }
 
 impl Waiting {
@@ -267,6 +275,7 @@ impl Waiting {
             at,
             delay: RETRY_FIRST,
             unknown: 0,
+            tried: false,
         }
     }
 }
