@@ -243,3 +243,13 @@ export async function exited(pid, ms) {
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** Ticks a setting in the meeting settings panel (hosts and co-hosts). */
+export async function setting(page, label, on = true) {
+  await press(page, "Meeting settings");
+  const box = page.locator("aside.panel").getByLabel(label);
+  if ((await box.isChecked()) !== on) await box.click();
+  await page.waitForFunction(([l, v]) => [...document.querySelectorAll("aside.panel label.check")]
+    .find((x) => x.textContent.includes(l))?.querySelector("input").checked === v, [label, on], { timeout: 3000 });
+  await page.locator("aside.panel").getByRole("button", { name: "Close meeting settings" }).click();
+}

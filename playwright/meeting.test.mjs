@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { browserForFile, launch, BASE, ARTIFACTS } from "./browser.mjs";
-import { joinAs as joinAsIn, idOf, inbound, until, press, tile } from "./call.mjs";
+import { joinAs as joinAsIn, idOf, inbound, until, press, tile, setting } from "./call.mjs";
 
 const browser = browserForFile();
 const joinAs = (name, room) => joinAsIn(browser.context, BASE, name, room);
@@ -20,16 +20,6 @@ async function ask(name, room, { password, context = browser.context } = {}) {
   if (password) await page.getByLabel("Meeting password (if it has one)").fill(password);
   await page.getByRole("button", { name: "Join" }).click();
   return page;
-}
-
-/** Ticks a setting in the meeting settings panel (hosts and co-hosts). */
-async function setting(page, label, on = true) {
-  await press(page, "Meeting settings");
-  const box = page.locator("aside.panel").getByLabel(label);
-  if ((await box.isChecked()) !== on) await box.click();
-  await page.waitForFunction(([l, v]) => [...document.querySelectorAll("aside.panel label.check")]
-    .find((x) => x.textContent.includes(l))?.querySelector("input").checked === v, [label, on], { timeout: 3000 });
-  await page.locator("aside.panel").getByRole("button", { name: "Close meeting settings" }).click();
 }
 
 /** Decoded frames of `fromId`'s video on `page` (0 if none arrives). */

@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
-import { person as personIn, press, decoding, roomSfu, sfuPidOf, mediaReport, until, allLive, exited } from "./call.mjs";
+import { person as personIn, press, decoding, roomSfu, sfuPidOf, mediaReport, until, allLive, exited, setting } from "./call.mjs";
 
 const browser = browserForFile();
 
@@ -39,10 +39,22 @@ test("a host records two people for 10 s; the player plays it back in sync and s
   const hana = await person("Hana", room);
   const gus = await person("Gus", room);
 
-  // Only hosts and co-hosts are offered Record.
+  // Only the host and co-hosts are offered Record.
   await gus.page.getByRole("button", { name: "More" }).click();
   await gus.page.locator("#more-actions").getByRole("button", { name: "Stats" }).waitFor();
   assert.equal(await gus.page.locator("#more-actions").getByRole("button", { name: "Record", exact: true }).count(), 0, "no Record for a participant");
+  await gus.page.getByRole("button", { name: "More" }).click();
+  // Made a co-host, Gus is offered Record — until Hana, the host, says co-hosts may not record.
+  const gusRecord = gus.page.locator("#more-actions").getByRole("button", { name: "Record", exact: true });
+  await press(hana.page, "Participants");
+  await hana.page.getByRole("button", { name: "Make Gus a co-host" }).click();
+  await hana.page.getByRole("button", { name: "Remove co-host role from Gus" }).waitFor();
+  await gus.page.getByRole("button", { name: "More" }).click();
+  await gusRecord.waitFor({ timeout: 5000 });
+  await gus.page.getByRole("button", { name: "More" }).click();
+  await setting(hana.page, "Co-hosts may start and stop a recording", false);
+  await gus.page.getByRole("button", { name: "More" }).click();
+  await gusRecord.waitFor({ state: "hidden", timeout: 5000 });
   await gus.page.getByRole("button", { name: "More" }).click();
   await press(hana.page, "Record");
   for (const p of [hana.page, gus.page]) {

@@ -259,6 +259,20 @@ impl ClientRoom {
         self.me.as_deref() == Some(id)
     }
 
+    /// My role, once I am in.
+    pub fn my_role(&self) -> Option<Role> {
+        self.participants
+            .iter()
+            .find(|p| self.is_me(&p.id))
+            .map(|p| p.role)
+    }
+
+    /// I may start and stop a recording (the room's rule: `RoomSettings::may_record`).
+    pub fn may_record(&self) -> bool {
+        self.my_role()
+            .is_some_and(|role| self.settings.may_record(role))
+    }
+
     /// Everyone I see and hear but me (those in my breakout room, or in the main room), in join
     /// order.
     pub fn others(&self) -> Vec<ParticipantInfo> {
@@ -355,6 +369,27 @@ mod tests {
             None
         );
         r
+    }
+
+    #[test]
+    fn record_is_offered_to_the_host_and_to_co_hosts_while_the_host_allows_it() {
+        let mut r = room(); // I am b, a participant
+        assert!(!r.may_record());
+        r.apply(&ServerMessage::RoleChanged {
+            id: "b".into(),
+            role: Role::Cohost,
+        });
+        assert!(r.may_record());
+        let mut no = r.settings.clone();
+        no.cohosts_may_record = false;
+        r.apply(&ServerMessage::Settings { settings: no });
+        assert!(!r.may_record());
+        r.apply(&ServerMessage::RoleChanged {
+            id: "b".into(),
+            role: Role::Host,
+        });
+        assert!(r.may_record());
+        assert!(!ClientRoom::default().may_record(), "not in yet");
     }
 
     #[test]

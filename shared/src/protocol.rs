@@ -243,6 +243,20 @@ pub struct RoomSettings {
     pub may_chat: bool,
     /// Participants may react.
     pub may_react: bool,
+    /// Co-hosts (not only the host) may start and stop a recording. Only the host changes it.
+    pub cohosts_may_record: bool,
+}
+
+impl RoomSettings {
+    /// Someone with `role` may start and stop a recording: the host, and co-hosts unless the host
+    /// said no. (The room core decides with it; pages show or hide Record by it.)
+    pub fn may_record(&self, role: Role) -> bool {
+        match role {
+            Role::Host => true,
+            Role::Cohost => self.cohosts_may_record,
+            Role::Participant | Role::Viewer => false,
+        }
+    }
 }
 
 impl Default for RoomSettings {
@@ -256,6 +270,7 @@ impl Default for RoomSettings {
             may_unmute: true,
             may_chat: true,
             may_react: true,
+            cohosts_may_record: true,
         }
     }
 }

@@ -313,6 +313,14 @@ pub enum Admission {
 
 impl Room {
     /// Host or co-host.
+    /// Member `id` may start and stop a recording: the host, and co-hosts unless the host said
+    /// no (`RoomSettings::cohosts_may_record`).
+    pub fn may_record(&self, id: &str) -> bool {
+        self.members
+            .get(id)
+            .is_some_and(|m| self.meta.settings.may_record(m.info.role))
+    }
+
     pub fn is_moderator(&self, id: &str) -> bool {
         self.members
             .get(id)
@@ -1140,6 +1148,9 @@ impl Room {
             ClientMessage::UpdateSettings { mut settings } => {
                 if !moderator {
                     return forbidden("hosts and co-hosts can change the meeting's settings");
+                }
+                if !host && settings.cohosts_may_record != self.meta.settings.cohosts_may_record {
+                    return forbidden("the host decides whether co-hosts may record");
                 }
                 settings.has_password = self.meta.settings.has_password;
                 if settings == self.meta.settings {

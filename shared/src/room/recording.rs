@@ -60,7 +60,7 @@ pub const MAX_NAMES: usize = 2_000;
 /// What a recording action was refused for.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RecordingError {
-    #[error("Only hosts and co-hosts can start or stop a recording.")]
+    #[error("Only the host, and co-hosts if the host allows it, can start or stop a recording.")]
     Forbidden,
     #[error("A recording id is 1 to 64 letters, digits, - or _.")]
     BadId,
@@ -126,7 +126,7 @@ impl Room {
         id: &str,
         on: bool,
     ) -> Vec<Output> {
-        if !self.is_moderator(id) {
+        if !self.may_record(id) {
             let e = RecordingError::Forbidden;
             return error_to(conn, e.code(), e.to_string());
         }

@@ -6050,6 +6050,67 @@ mod recording {
     }
 
     #[test]
+    fn co_hosts_record_unless_the_host_says_no_and_only_the_host_says_it() {
+        let mut r = room();
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::SetCohost {
+                id: "b".into(),
+                cohost: true,
+            },
+        );
+        // The host says co-hosts may not record; a co-host cannot say otherwise.
+        let mut no = r.room.meta.settings.clone();
+        no.cohosts_may_record = false;
+        let fx = send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: no.clone(),
+            },
+        );
+        assert!(!is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
+        assert!(!r.room.meta.settings.cohosts_may_record);
+        let mut yes = no.clone();
+        yes.cohosts_may_record = true;
+        let fx = send(
+            &mut r,
+            "c2",
+            ClientMessage::UpdateSettings { settings: yes },
+        );
+        assert!(is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
+        assert!(!r.room.meta.settings.cohosts_may_record);
+        // The co-host may still change the other settings (sent with the value as it is).
+        let mut chat_off = no.clone();
+        chat_off.may_chat = false;
+        let fx = send(
+            &mut r,
+            "c2",
+            ClientMessage::UpdateSettings { settings: chat_off },
+        );
+        assert!(!is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
+        assert!(!r.room.meta.settings.may_chat);
+        // Refused to record; the host records, and the co-host may not stop it either.
+        let fx = send(&mut r, "c2", ClientMessage::SetRecording { on: true });
+        assert!(is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
+        start(&mut r);
+        let fx = send(&mut r, "c2", ClientMessage::SetRecording { on: false });
+        assert!(is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
+        assert!(r.room.recording().is_some());
+        // Allowed again: the co-host stops it.
+        let mut yes = r.room.meta.settings.clone();
+        yes.cohosts_may_record = true;
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings { settings: yes },
+        );
+        send(&mut r, "c2", ClientMessage::SetRecording { on: false });
+        assert_eq!(r.room.recording(), None);
+    }
+
+    #[test]
     fn only_hosts_and_cohosts_record_and_everyone_is_told_in_the_room_and_the_chat() {
         let mut r = room();
         let fx = send(&mut r, "c2", ClientMessage::SetRecording { on: true });

@@ -126,6 +126,7 @@ pub fn ControlBar(ui: RoomUi) -> impl IntoView {
     });
     let breakouts_open = Memo::new(move |_| m.model.with(|r| r.breakouts.open));
     let recording = Memo::new(move |_| m.model.with(|r| r.recording.is_some()));
+    let may_record = Memo::new(move |_| m.model.with(|r| r.may_record()));
     let moderator = Signal::derive(move || {
         m.model.with(|r| {
             r.participants
@@ -245,7 +246,7 @@ pub fn ControlBar(ui: RoomUi) -> impl IntoView {
                     <button type="button" hidden=move || !moderator.get() && !breakouts_open.get()
                         aria-expanded=move || is_open(Panel::Breakouts).get().to_string()
                         on:click=move |_| panel_from_more(Panel::Breakouts)>"Breakout rooms"</button>
-                    <button type="button" hidden=move || !moderator.get()
+                    <button type="button" hidden=move || !may_record.get()
                         on:click=move |_| {
                             close_more(true);
                             m.send(&ClientMessage::SetRecording { on: !recording.get_untracked() })

@@ -1,6 +1,6 @@
 //! The meeting's settings, for hosts and co-hosts: who gets in (waiting room, lock, password), what
 //! participants may do (share a screen, unmute themselves, chat, react), muting everyone, and —
-//! for the host — ending the meeting for all.
+//! for the host — whether co-hosts may record, and ending the meeting for all.
 
 use edgemeet_shared::protocol::{ClientMessage, RoomSettings};
 use edgemeet_shared::token::Role;
@@ -96,6 +96,16 @@ pub fn SettingsPanel() -> impl IntoView {
                 "and don't let them unmute themselves"
             </label>
             <button type="button" on:click=move |_| m.send(&ClientMessage::MuteAll { lock: lock_mute.get_untracked() })>"Mute everyone"</button>
+        </fieldset>
+        <fieldset class="setting">
+            <legend>"Recording"</legend>
+            <label class="check">
+                <input type="checkbox" disabled=move || !host()
+                    prop:checked=move || settings().cohosts_may_record
+                    on:change=change(|s, v| s.cohosts_may_record = v) />
+                "Co-hosts may start and stop a recording"
+            </label>
+            <p class="hint" hidden=host>"Only the host changes this."</p>
         </fieldset>
         <fieldset class="setting" hidden=move || !host()>
             <legend>"End the meeting"</legend>
