@@ -2,8 +2,8 @@
 // D1 and R2 keep it): a host records two people for 10 s, both see the indicator and the notices,
 // the recording appears on the host's recordings page, the player plays every camera and
 // microphone in sync and seeks, files come in byte ranges, and another browser gets 403; people a
-// scheduled meeting invites may watch its recording, not delete it; a kill -9 and a drain (SIGTERM)
-// of the room's SFU mid-recording.
+// scheduled meeting invites may watch its recording, not delete it; a recording is of the main
+// room (not of breakout rooms); a kill -9 and a drain (SIGTERM) of the room's SFU mid-recording.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -33,6 +33,14 @@ async function uploaded() {
 }
 
 const indicator = (page) => page.locator("header.room-bar").getByRole("status").filter({ hasText: "Recording" });
+
+/** The manifest of `room`'s recording as `who`'s browser reads it (or null). */
+async function manifestFor(who, room) {
+  const cookie = who.cookies.map((c) => `${c.name}=${c.value}`).join("; ");
+  const get = async (path) => (await fetch(`${BASE}${path}`, { headers: { cookie } })).json();
+  const r = (await get("/api/recordings")).recordings.find((x) => x.room === room);
+  return r ? get(`/api/recordings/${r.id}`) : null;
+}
 
 test("a host records two people for 10 s; the player plays it back in sync and seeks; another browser gets 403", async () => {
   const room = `rec-${Math.random().toString(36).slice(2, 8)}`;
@@ -292,14 +300,6 @@ test("people a scheduled meeting invites, signed in, may watch its recording but
   for (const p of [olga.page, desk]) await p.close();
 });
 
-/** The manifest of `room`'s recording as `who`'s browser reads it (or null). */
-async function manifestFor(who, room) {
-  const cookie = who.cookies.map((c) => `${c.name}=${c.value}`).join("; ");
-  const get = async (path) => (await fetch(`${BASE}${path}`, { headers: { cookie } })).json();
-  const r = (await get("/api/recordings")).recordings.find((x) => x.room === room);
-  return r ? get(`/api/recordings/${r.id}`) : null;
-}
-
 /** Ada and Ben in a call record 4 s, then the room's SFU gets `signal`; the call moves (then
  *  `during` runs), 4 s more are recorded on the next SFU, then Ada stops. Resolves to the recording's
  *  manifest once it has two segments (at most 25 s after the stop). */
@@ -358,6 +358,51 @@ async function recordAcrossAMove(prefix, signal, during = async () => {}) {
   }
   return { ada, ben, room, man, from };
 }
+
+test("a recording is of the main room: someone in a breakout room is not recorded there, and their badge says so", async () => {
+  const room = `recbo-${Math.random().toString(36).slice(2, 8)}`;
+  const ivy = await person("Ivy", room);
+  const jo = await person("Jo", room);
+  await press(ivy.page, "Record");
+  for (const p of [ivy.page, jo.page]) await indicator(p).getByText("Recording", { exact: true }).waitFor({ timeout: 10000 });
+  await ivy.page.waitForTimeout(2000); // what is recorded: two seconds with both in the main room
+  // Jo goes to a breakout room for four seconds (Ivy stays).
+  await press(ivy.page, "Breakout rooms");
+  const panel = ivy.page.locator("aside.panel");
+  await panel.getByRole("button", { name: "Add a room" }).click();
+  await panel.getByRole("combobox", { name: "Room for Jo" }).selectOption({ index: 1 });
+  await panel.getByRole("button", { name: "Open rooms" }).click();
+  await indicator(jo.page).getByText("Recording the main room").waitFor({ timeout: 5000 });
+  assert.match(await indicator(jo.page).getAttribute("title"), /this breakout room is not/);
+  await ivy.page.waitForTimeout(4000); // what is recorded: four seconds with Jo away
+  await panel.getByRole("combobox", { name: "Close after" }).selectOption({ label: "No countdown" });
+  await panel.getByRole("button", { name: "Close all rooms" }).click();
+  await indicator(jo.page).getByText("Recording", { exact: true }).waitFor({ timeout: 10000 });
+  await ivy.page.waitForTimeout(2000); // what is recorded: two seconds together again
+  await press(ivy.page, "Stop recording");
+  await indicator(ivy.page).waitFor({ state: "hidden", timeout: 10000 });
+  let man;
+  for (let tries = 0; ; tries++) {
+    man = await manifestFor(ivy, room);
+    if (man?.ended_at && man.segments.length === 1) break;
+    assert.ok(tries < 25, `the recording: ${JSON.stringify(man)}`);
+    await ivy.page.waitForTimeout(500); // a poll interval, at most 25 looks
+  }
+  const name = Object.fromEntries(Object.entries(man.names));
+  const tracks = man.segments[0].tracks.map((t) => ({ who: name[t.participant], kind: t.kind, from: (t.start_us - man.start_us) / 1e6, ms: t.duration_ms }));
+  const of = (who, kind) => tracks.filter((t) => t.who === who && t.kind === kind).sort((a, b) => a.from - b.from);
+  // Ivy: one file a track, the whole recording. Jo: two (before the breakout and after), and
+  // nothing of the four seconds between.
+  for (const kind of ["audio", "video"]) {
+    assert.equal(of("Ivy", kind).length, 1, JSON.stringify(tracks));
+    const [before, after] = of("Jo", kind);
+    assert.ok(before && after && of("Jo", kind).length === 2, `Jo's ${kind}: ${JSON.stringify(tracks)}`);
+    const away = after.from - (before.from + before.ms / 1000);
+    assert.ok(away > 3, `Jo's ${kind} not recorded while away: ${away.toFixed(1)} s gap (${JSON.stringify(tracks)})`);
+  }
+  console.log(`# a breakout room mid-recording: Jo's files ${of("Jo", "video").map((t) => `${t.from.toFixed(1)}+${(t.ms / 1000).toFixed(1)} s`).join(", ")}; recording ${man.duration_ms} ms`);
+  for (const p of [ivy.page, jo.page]) await p.close();
+});
 
 test("the room's SFU killed mid-recording: the next SFU records on, the killed one's part is recovered at its restart, both play", async () => {
   // The stack starts the killed SFU again (3 s later): it finishes the files it left and uploads

@@ -523,6 +523,8 @@ impl SfuCore {
                     return Err(CoreError::StaleSession);
                 }
                 m.published.push(track);
+                // A recording is of the main room: not of breakout rooms.
+                let in_main = m.scope == 0;
                 let r = self.rooms.get_mut(&room).expect("member's room");
                 r.tracks.insert(
                     track,
@@ -535,10 +537,10 @@ impl SfuCore {
                         warm: !simulcast,
                         active_layers: None,
                         subs: BTreeSet::new(),
-                        recorded: r.recording.is_some(),
+                        recorded: r.recording.is_some() && in_main,
                     },
                 );
-                if let Some(recording) = r.recording.clone() {
+                if let Some(recording) = r.recording.clone().filter(|_| in_main) {
                     self.out.push_back(Output::RecordTrack {
                         room: room.clone(),
                         track,
@@ -713,6 +715,12 @@ impl SfuCore {
                 }
                 let before = std::mem::replace(&mut r.recording, recording.clone());
                 let mut tracks: Vec<TrackId> = Vec::new();
+                let main: BTreeSet<String> = r
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.scope == 0)
+                    .map(|(id, _)| id.clone())
+                    .collect();
                 for (id, t) in r.tracks.iter_mut() {
                     if t.recorded {
                         self.out.push_back(Output::RecordTrackEnd {
@@ -720,8 +728,11 @@ impl SfuCore {
                             track: *id,
                         });
                     }
-                    t.recorded = recording.is_some();
-                    tracks.push(*id);
+                    // A recording is of the main room: not of breakout rooms.
+                    t.recorded = recording.is_some() && main.contains(&t.publisher);
+                    if t.recorded {
+                        tracks.push(*id);
+                    }
                 }
                 if let Some(before) = before {
                     self.out.push_back(Output::RecordingEnd {
@@ -1157,6 +1168,29 @@ impl SfuCore {
                 continue;
             };
             let old = std::mem::replace(&mut m.scope, *scope);
+            // A recording is of the main room: a publisher's tracks leave it with them, and
+            // come back (new files) when they do.
+            if let Some(recording) = r.recording.clone() {
+                let main = *scope == 0;
+                for (id, t) in r.tracks.iter_mut().filter(|(_, t)| &t.publisher == peer) {
+                    if t.recorded == main {
+                        continue;
+                    }
+                    t.recorded = main;
+                    self.out.push_back(if main {
+                        Output::RecordTrack {
+                            room: room.into(),
+                            track: *id,
+                            recording: recording.clone(),
+                        }
+                    } else {
+                        Output::RecordTrackEnd {
+                            room: room.into(),
+                            track: *id,
+                        }
+                    });
+                }
+            }
             if let Some(Some(None)) = r.speakers.get_mut(&old).map(|d| d.remove(peer)) {
                 self.out.push_back(Output::Event(SfuEvent::ActiveSpeaker {
                     room: room.into(),
@@ -1795,6 +1829,53 @@ mod tests {
             version,
             recording: recording.map(Into::into),
         });
+    }
+
+    #[test]
+    fn a_recording_is_of_the_main_room_people_in_breakout_rooms_are_not_recorded_there() {
+        let mut s = Sim::new();
+        s.join("ada");
+        s.join("bob");
+        let ada_mic = s.publish("ada", TrackKind::Mic, false);
+        let bob_mic = s.publish("bob", TrackKind::Mic, false);
+        s.outputs();
+        let scopes = |s: &mut Sim, version: u64, to: &[(&str, u32)]| {
+            s.input(Input::Scopes {
+                room: R.into(),
+                version,
+                scopes: to.iter().map(|(p, n)| (p.to_string(), *n)).collect(),
+            });
+        };
+        // Bob is in a breakout room when the recording starts: only Ada is recorded.
+        scopes(&mut s, 1, &[("bob", 1)]);
+        s.outputs();
+        record(&mut s, R, 1, Some("rec-1"));
+        assert_eq!(records(&s.outputs()), vec![format!("+{ada_mic:?} rec-1")]);
+        // What Bob publishes there is not recorded either.
+        let bob_cam = s.publish("bob", TrackKind::Camera, false);
+        assert!(records(&s.outputs()).is_empty());
+        // Back in the main room: his tracks are (new files); Ada off to a breakout: hers end.
+        scopes(&mut s, 2, &[("ada", 2)]);
+        assert_eq!(
+            records(&s.outputs()),
+            vec![
+                format!("-{ada_mic:?}"),
+                format!("+{bob_mic:?} rec-1"),
+                format!("+{bob_cam:?} rec-1")
+            ]
+        );
+        // The same scopes again change nothing; stopping ends what is recorded.
+        scopes(&mut s, 3, &[("ada", 2)]);
+        assert!(records(&s.outputs()).is_empty());
+        record(&mut s, R, 2, None);
+        assert_eq!(
+            records(&s.outputs()),
+            vec![
+                format!("-{bob_mic:?}"),
+                format!("-{bob_cam:?}"),
+                "end rec-1".into()
+            ]
+        );
     }
 
     #[test]

@@ -151,9 +151,12 @@ pub fn RoomPage() -> impl IntoView {
         <main class="room" class:panel-open=move || ui.panel.get().is_some()>
             <header class="room-bar">
                 <h1>{move || m.model.with(|r| r.name.clone())}</h1>
-                <span class="rec-indicator" role="status" title="This meeting is being recorded"
+                // A recording is of the main room: in a breakout room, the badge says so.
+                <span class="rec-indicator" role="status"
+                    title=move || if m.model.with(|r| r.scope()) == 0 { "This meeting is being recorded" } else { "The main room is being recorded; this breakout room is not" }
                     hidden=move || m.model.with(|r| r.recording.is_none())>
-                    <span class="dot" aria-hidden="true"></span>"Recording"
+                    <span class="dot" aria-hidden="true"></span>
+                    {move || if m.model.with(|r| r.scope()) == 0 { "Recording" } else { "Recording the main room" }}
                 </span>
                 <span class="status" role="status" data-testid="room-status">
                     {move || if m.reconnecting.get() { "Reconnecting… · " } else { "" }}
