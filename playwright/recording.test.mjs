@@ -62,7 +62,9 @@ test("a host records two people for 10 s; the player plays it back in sync and s
   await gus.page.getByRole("button", { name: "More" }).click();
   await setting(hana.page, "Co-hosts may start and stop a recording", false);
   await gus.page.getByRole("button", { name: "More" }).click();
+  await gus.page.locator("#more-actions").getByRole("button", { name: "Stats" }).waitFor();
   await gusRecord.waitFor({ state: "hidden", timeout: 5000 });
+  assert.equal(await gusRecord.isVisible(), false, "no Record for a co-host the host said no to");
   await gus.page.getByRole("button", { name: "More" }).click();
   await press(hana.page, "Record");
   for (const p of [hana.page, gus.page]) {

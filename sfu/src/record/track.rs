@@ -110,7 +110,8 @@ struct Partial {
 #[derive(Debug)]
 pub struct TrackRecorder {
     codec: RecCodec,
-    buf: BTreeMap<u64, RecPacket>,
+    /// Each waiting packet with the source it came from.
+    buf: BTreeMap<u64, (RecPacket, u32)>,
     /// The highest sequence number seen, unwrapped.
     highest: Option<u64>,
     /// The next sequence number to leave the buffer.
@@ -130,8 +131,9 @@ pub struct TrackRecorder {
     /// What the recorder gets comes from this source (the SFU's forwarder numbers each layer it
     /// switches to: RTP timestamps map to the sender's clock per source).
     source: u32,
-    /// The source of the first frame written.
+    /// The source of the first frame written, and of the frame being rebuilt.
     origin_source: Option<u32>,
+    frame_source: u32,
     /// Sender reports, per source (at most [`MAX_SOURCES`]).
     reports: Vec<SourceReports>,
     out: VecDeque<RecOutput>,
@@ -168,6 +170,7 @@ impl TrackRecorder {
             frame_arrived_us: 0,
             source: 0,
             origin_source: None,
+            frame_source: 0,
             reports: Vec::new(),
             out: VecDeque::new(),
             stats: RecStats::default(),
@@ -232,10 +235,20 @@ impl TrackRecorder {
 
     /// What [`align`] needs of this track: the first frame's capture, from its source's reports.
     pub fn clock(&self) -> TrackClock {
+        // The first frame's source's reports; failing those (it sent none before the forwarder
+        // switched layers — a recording that starts while a camera's top layer is off does), the
+        // next source's: the forwarded time line runs on across a switch, to a few ms.
         let reports = self
             .reports
             .iter()
-            .find(|r| self.origin_source == Some(r.source));
+            .find(|r| self.origin_source == Some(r.source))
+            .or_else(|| {
+                let origin = self.origin_source?;
+                self.reports
+                    .iter()
+                    .filter(|r| r.source.wrapping_sub(origin) < u32::MAX / 2)
+                    .min_by_key(|r| r.source.wrapping_sub(origin))
+            });
         let capture_us = match (reports, self.origin) {
             (Some(r), Some((origin_ts, _))) => {
                 // Within ±2³¹ ticks (6.6 h of video) of the report.
@@ -269,7 +282,7 @@ impl TrackRecorder {
             self.stats.late_packets += 1;
             return;
         }
-        self.buf.insert(seq, p);
+        self.buf.insert(seq, (p, self.source));
         self.arrived_us = now_us;
         self.release(now_us);
     }
@@ -313,10 +326,10 @@ impl TrackRecorder {
     fn release(&mut self, now_us: u64) {
         loop {
             let Some(next) = self.next else { return };
-            if let Some(p) = self.buf.remove(&next) {
+            if let Some((p, source)) = self.buf.remove(&next) {
                 self.next = Some(next + 1);
                 self.missing_since = None;
-                self.process(now_us, p);
+                self.process(now_us, p, source);
                 continue;
             }
             if self.buf.is_empty() {
@@ -376,7 +389,7 @@ impl TrackRecorder {
         t
     }
 
-    fn process(&mut self, now_us: u64, p: RecPacket) {
+    fn process(&mut self, now_us: u64, p: RecPacket, source: u32) {
         if p.payload.is_empty() {
             return; // padding
         }
@@ -384,6 +397,7 @@ impl TrackRecorder {
         match self.codec {
             RecCodec::Opus => {
                 self.frame_arrived_us = self.arrived_us;
+                self.frame_source = source;
                 let frame = Partial {
                     ts,
                     keyframe: true,
@@ -420,6 +434,7 @@ impl TrackRecorder {
                 });
                 if cur.data.is_empty() {
                     self.frame_arrived_us = self.arrived_us;
+                    self.frame_source = source;
                 }
                 if cur.data.len() + data.len() > MAX_FRAME_BYTES {
                     cur.broken = true;
@@ -460,7 +475,7 @@ impl TrackRecorder {
             }
         }
         if self.origin.is_none() {
-            self.origin_source = Some(self.source);
+            self.origin_source = Some(self.frame_source);
         }
         let (origin_ts, _) = *self.origin.get_or_insert((f.ts, self.frame_arrived_us));
         let ticks = f.ts.saturating_sub(origin_ts);
@@ -981,6 +996,19 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_held_in_the_reorder_buffer_keeps_the_source_it_came_from() {
+        let mut r = TrackRecorder::new(RecCodec::Vp8);
+        r.handle_source(1);
+        // The keyframe's second packet is late: the switch to source 2 is announced meanwhile.
+        let [a, b] = frame_packets(0, 5);
+        r.handle_packet(1_000_000, a);
+        r.handle_source(2);
+        r.handle_packet(1_010_000, b);
+        assert_eq!(drain(&mut r).0.len(), 1);
+        assert_eq!(r.origin_source, Some(1));
+    }
+
+    #[test]
     fn reports_map_only_the_first_frames_source_and_a_stepped_clock_or_a_flood_is_not_believed() {
         let mut r = TrackRecorder::new(RecCodec::Vp8);
         r.handle_source(1);
@@ -994,7 +1022,11 @@ mod tests {
         // another one, its reports do not place the first frame.
         r.handle_source(2);
         r.handle_sender_report(2_000_000, 5_000_000, 91_000, 2);
-        assert_eq!(r.clock().capture_us, None, "not the first frame's source");
+        assert_eq!(
+            r.clock().capture_us,
+            Some(4_000_000),
+            "the next source's, until the first frame's own comes"
+        );
         // Source 1's report does: the first frame (ts 1,000) was captured a second before it.
         r.handle_sender_report(2_100_000, 7_000_000, 91_000, 1);
         let c = r.clock();

@@ -198,7 +198,12 @@ async fn run(
             queue.push(Waiting::new(p, tokio::time::Instant::now()));
         }
         let now = tokio::time::Instant::now();
-        let Some(i) = queue.iter().position(|w| w.at <= now) else {
+        // A segment never tried goes before old ones due again (a stop waits for the first).
+        let due = queue
+            .iter()
+            .position(|w| w.at <= now && !w.tried)
+            .or_else(|| queue.iter().position(|w| w.at <= now));
+        let Some(i) = due else {
             let next = queue.iter().map(|w| w.at).min();
             tokio::select! {
                 got = rx.recv() => match got {

@@ -312,7 +312,6 @@ pub enum Admission {
 }
 
 impl Room {
-    /// Host or co-host.
     /// Member `id` may start and stop a recording: the host, and co-hosts unless the host said
     /// no (`RoomSettings::cohosts_may_record`).
     pub fn may_record(&self, id: &str) -> bool {
@@ -321,6 +320,7 @@ impl Room {
             .is_some_and(|m| self.meta.settings.may_record(m.info.role))
     }
 
+    /// Host or co-host.
     pub fn is_moderator(&self, id: &str) -> bool {
         self.members
             .get(id)
@@ -1149,10 +1149,12 @@ impl Room {
                 if !moderator {
                     return forbidden("hosts and co-hosts can change the meeting's settings");
                 }
-                if !host && settings.cohosts_may_record != self.meta.settings.cohosts_may_record {
-                    return forbidden("the host decides whether co-hosts may record");
-                }
                 settings.has_password = self.meta.settings.has_password;
+                // Only the host decides whether co-hosts record: a co-host's settings carry the
+                // value as it is (a page that had not heard of the host's change yet included).
+                if !host {
+                    settings.cohosts_may_record = self.meta.settings.cohosts_may_record;
+                }
                 if settings == self.meta.settings {
                     return Vec::new();
                 }

@@ -169,7 +169,7 @@ impl Room {
             return Vec::new();
         };
         self.dirty.meta = true;
-        if self.meta.recording.current.is_some() || !self.is_moderator(&asker) {
+        if self.meta.recording.current.is_some() || !self.may_record(&asker) {
             return Vec::new();
         }
         if !crate::protocol::valid_recording_id(&rec_id) {

@@ -6079,11 +6079,13 @@ mod recording {
             "c2",
             ClientMessage::UpdateSettings { settings: yes },
         );
-        assert!(is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
+        assert!(fx.is_empty(), "{fx:?}");
         assert!(!r.room.meta.settings.cohosts_may_record);
-        // The co-host may still change the other settings (sent with the value as it is).
+        // The co-host may still change the other settings, even from a page that had not heard
+        // of the host's change yet: the host's word stands.
         let mut chat_off = no.clone();
         chat_off.may_chat = false;
+        chat_off.cohosts_may_record = true;
         let fx = send(
             &mut r,
             "c2",
@@ -6091,6 +6093,7 @@ mod recording {
         );
         assert!(!is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
         assert!(!r.room.meta.settings.may_chat);
+        assert!(!r.room.meta.settings.cohosts_may_record);
         // Refused to record; the host records, and the co-host may not stop it either.
         let fx = send(&mut r, "c2", ClientMessage::SetRecording { on: true });
         assert!(is_error(&fx, ErrorCode::Forbidden), "{fx:?}");
@@ -6107,6 +6110,15 @@ mod recording {
             ClientMessage::UpdateSettings { settings: yes },
         );
         send(&mut r, "c2", ClientMessage::SetRecording { on: false });
+        assert_eq!(r.room.recording(), None);
+
+        // A co-host's start whose id comes after the host said no does not start.
+        let fx = send(&mut r, "c2", ClientMessage::SetRecording { on: true });
+        assert_eq!(fx, vec![Output::MintRecordingId]);
+        let mut no = r.room.meta.settings.clone();
+        no.cohosts_may_record = false;
+        send(&mut r, "c1", ClientMessage::UpdateSettings { settings: no });
+        r.run(300, Input::RecordingMinted { id: ID.into() });
         assert_eq!(r.room.recording(), None);
     }
 
