@@ -253,3 +253,20 @@ export async function setting(page, label, on = true) {
     .find((x) => x.textContent.includes(l))?.querySelector("input").checked === v, [label, on], { timeout: 3000 });
   await page.locator("aside.panel").getByRole("button", { name: "Close meeting settings" }).click();
 }
+
+/** Makes `who`'s browser identity (the cookies `person` returned) the one `context`'s requests carry. */
+export async function actAs(context, who) {
+  await context.clearCookies();
+  await context.addCookies(who.cookies);
+}
+
+/** The room page's "Recording" badge. */
+export const recordingIndicator = (page) => page.locator("header.room-bar").getByRole("status").filter({ hasText: "Recording" });
+
+/** The manifest of `room`'s recording as the browser with `who.cookies` reads it (or null). */
+export async function manifestFor(base, who, room) {
+  const cookie = who.cookies.map((c) => `${c.name}=${c.value}`).join("; ");
+  const get = async (path) => (await fetch(`${base}${path}`, { headers: { cookie } })).json();
+  const r = (await get("/api/recordings")).recordings.find((x) => x.room === room);
+  return r ? get(`/api/recordings/${r.id}`) : null;
+}

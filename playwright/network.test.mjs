@@ -1,5 +1,6 @@
-// Bad networks, end to end: one page's media link gets random loss and delay, a total outage, or a
-// rate cap, while the others' links stay clean; what each page receives is read from getStats().
+// Bad networks, end to end: one page's media link gets random loss and delay, a delay alone (the
+// picture age the page shows rises by it), a total outage, or a rate cap, while the others' links
+// stay clean; what each page receives is read from getStats().
 //
 // `cargo xtask test` runs this file in a network namespace it made for it, with a stack of its own
 // there; `cargo xtask impair` (EDGEMEET_IMPAIR) shapes the UDP packets of one page's media
@@ -235,6 +236,41 @@ test("10 % loss and 100 ms delay on one viewer's downlink: NACKs repair the vide
     // Its frame rate depends on this 2-core machine's load as much as on the SFU: it has to keep
     // decoding; the layer is the SFU's decision.
     assert.ok(c.fps >= 15, `the clean viewer decodes ${c.fps.toFixed(1)} fps`);
+  } finally {
+    await stopAll(links);
+    await call.close();
+  }
+});
+
+test("150 ms more delay on one viewer's downlink: the picture age it shows rises by about 150 ms and Pat's badge drops from excellent", async () => {
+  const call = await callWith(newRoom("delay"), ["Vera"]);
+  const [vera] = call.pages;
+  const links = [];
+  // The latency Vera's statistics panel shows for Pat's video (a median of the last 5 s).
+  const cell = vera.locator(`[data-testid="stats-row"][data-stream="${call.patId}"] [data-testid="latency"]`);
+  const shown = async () => Number(/^(\d+) ms$/.exec((await cell.textContent({ timeout: 1000 }).catch(() => "")) ?? "")?.[1] ?? NaN);
+  try {
+    await until(vera, call.patId, "Pat's video arrives", (s) => s.video?.frames > 30, 30000);
+    await press(vera, "Stats");
+    await cell.filter({ hasText: /^\d+ ms$/ }).waitFor({ timeout: 10000 });
+    await vera.getByRole("img", { name: "Pat: excellent connection" }).waitFor({ timeout: 10000 });
+    await vera.waitForTimeout(5000); // a whole window of the clean link
+    const before = await shown();
+    const port = String((await sfuMediaAddr(vera)).port);
+    links.push(await impair(["--sport", port, "--delay", "150"]));
+    const impairedAt = Date.now();
+    // The 5-s window holds only delayed frames, and the jitter buffer has settled after the
+    // step, 8 s on; look until 14 s.
+    let after = before;
+    while (Date.now() - impairedAt < 14000) {
+      await vera.waitForTimeout(500); // a poll interval
+      after = await shown();
+      if (after - before >= 150 - 40 && Date.now() - impairedAt > 8000) break;
+    }
+    const badge = vera.getByRole("img", { name: /^Pat: (good|poor) connection$/ });
+    await badge.waitFor({ timeout: 5000 });
+    console.log(`figure: 150 ms downlink delay: Pat's picture ${before} ms old before, ${after} ms after (+${after - before}); badge "${await badge.getAttribute("aria-label")}"`);
+    assert.ok(Math.abs(after - before - 150) <= 40, `the picture age rose by ${after - before} ms (${before} → ${after})`);
   } finally {
     await stopAll(links);
     await call.close();

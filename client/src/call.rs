@@ -14,6 +14,7 @@
 //! Remote tracks arrive in streams whose id is the publisher's participant id (camera and
 //! microphone) or `{id}~screen` (screen share); the room view shows each stream in its own tile.
 
+use edgemeet_shared::health::{answer_with_capture_time, with_capture_time};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -263,11 +264,9 @@ impl Call {
             .ok()
             .and_then(|s| s.as_string())
             .unwrap_or_default();
-        let init = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
-        init.set_sdp(&sdp);
-        JsFuture::from(pc.set_local_description(&init))
-            .await
-            .map_err(err)?;
+        // Capture times on what we send and receive (glass-to-glass latency): browsers do not
+        // offer the extension by themselves. A browser that refuses the edited offer uses its own.
+        set_local(&pc, RtcSdpType::Offer, &with_capture_time(&sdp), &sdp).await?;
         wait_for_candidates(&pc).await;
         let sdp = pc.local_description().map(|d| d.sdp()).unwrap_or(sdp);
         // Replaced meanwhile (devices changed, a restart, TURN servers came)? Then this one is moot.
@@ -347,9 +346,9 @@ impl Call {
                     .await
                     .map_err(err)?;
             }
-            ServerMessage::Offer { sdp } => {
+            ServerMessage::Offer { sdp: offer } => {
                 let init = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
-                init.set_sdp(&sdp);
+                init.set_sdp(&offer);
                 JsFuture::from(pc.set_remote_description(&init))
                     .await
                     .map_err(err)?;
@@ -358,11 +357,9 @@ impl Call {
                     .ok()
                     .and_then(|s| s.as_string())
                     .unwrap_or_default();
-                let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
-                init.set_sdp(&sdp);
-                JsFuture::from(pc.set_local_description(&init))
-                    .await
-                    .map_err(err)?;
+                // Capture times on what we receive (the browser does not take them by itself).
+                let edited = answer_with_capture_time(&offer, &sdp);
+                set_local(&pc, RtcSdpType::Answer, &edited, &sdp).await?;
                 let sdp = pc.local_description().map(|d| d.sdp()).unwrap_or(sdp);
                 (self.0.send)(ClientMessage::Answer { sdp });
             }
@@ -517,6 +514,33 @@ impl Call {
             m.remove(id);
             m.remove(&format!("{id}~screen"));
         });
+    }
+}
+
+/// Sets `edited` as the local description, or `original` (what the browser made) when the
+/// browser refuses the edit.
+async fn set_local(
+    pc: &RtcPeerConnection,
+    kind: RtcSdpType,
+    edited: &str,
+    original: &str,
+) -> Result<(), String> {
+    let init = RtcSessionDescriptionInit::new(kind);
+    init.set_sdp(edited);
+    match JsFuture::from(pc.set_local_description(&init)).await {
+        Ok(_) => Ok(()),
+        Err(e) if edited != original => {
+            web_sys::console::warn_1(
+                &format!("the browser refused the capture-time extension: {}", err(e)).into(),
+            );
+            let init = RtcSessionDescriptionInit::new(kind);
+            init.set_sdp(original);
+            JsFuture::from(pc.set_local_description(&init))
+                .await
+                .map(|_| ())
+                .map_err(err)
+        }
+        Err(e) => Err(err(e)),
     }
 }
 

@@ -10,6 +10,7 @@
 //! - `call`: the RTCPeerConnection; `media`: capture; `views`: tile sizes for the SFU
 
 mod call;
+mod health;
 mod media;
 mod meeting;
 mod pages;

@@ -57,6 +57,8 @@ pub struct Meeting {
     pub unmute_request: RwSignal<Option<String>>,
     /// The newest chat message this person has seen (the chat panel was open).
     pub chat_seen: RwSignal<u64>,
+    /// Per remote video (and this page itself: `health::ME`): latency, size, quality band.
+    pub health: crate::health::Health,
     session: StoredValue<Session, LocalStorage>,
     socket: StoredValue<Option<(u64, WebSocket)>, LocalStorage>,
     timer: StoredValue<Option<i32>>,
@@ -93,6 +95,7 @@ impl Meeting {
             reactions: RwSignal::new(Vec::new()),
             unmute_request: RwSignal::new(None),
             chat_seen: RwSignal::new(0),
+            health: RwSignal::new(std::collections::HashMap::new()),
             session: StoredValue::new_local(Session::new()),
             socket: StoredValue::new_local(None),
             timer: StoredValue::new(None),

@@ -27,7 +27,7 @@ fn id(who: u8) -> String {
 fn message(u: &mut Unstructured) -> arbitrary::Result<ClientMessage> {
     let who = id(u.arbitrary()?);
     let kind = *u.choose(&[MediaKind::Audio, MediaKind::Video, MediaKind::Screen])?;
-    Ok(match u.int_in_range(0..=33u8)? {
+    Ok(match u.int_in_range(0..=35u8)? {
         0 => ClientMessage::Hello {
             version: u.int_in_range(0..=3)?,
         },
@@ -143,7 +143,17 @@ fn message(u: &mut Unstructured) -> arbitrary::Result<ClientMessage> {
                 may_unmute: u.arbitrary()?,
                 may_chat: u.arbitrary()?,
                 may_react: u.arbitrary()?,
+                cohosts_may_record: u.arbitrary()?,
             },
+        },
+        33 => ClientMessage::SetRecording { on: u.arbitrary()? },
+        34 => ClientMessage::Quality {
+            quality: *u.choose(&[
+                edgemeet_shared::health::Quality::Excellent,
+                edgemeet_shared::health::Quality::Good,
+                edgemeet_shared::health::Quality::Poor,
+                edgemeet_shared::health::Quality::Lost,
+            ])?,
         },
         _ => {
             if u.arbitrary()? {

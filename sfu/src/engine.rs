@@ -572,6 +572,9 @@ struct Session {
     /// Its next tick: sender reports, the selected pair looked up again.
     tick_at: Instant,
     layout: OfferLayout,
+    /// The absolute-capture-time extension ids (audio, video) its answers accepted: what the
+    /// packets sent to it carry.
+    capture_out: [Option<u8>; 2],
     /// What a host stopped of its media.
     blocked: u8,
     /// Forwarded to it so far (for the downlink estimate).
@@ -608,6 +611,8 @@ struct Published {
     /// SSRC → layer (None: not a layer we forward), learned from each layer's rid.
     layer_of: HashMap<u32, Option<usize>>,
     audio_level_id: Option<u8>,
+    /// The publisher's absolute-capture-time extension id for this track's kind.
+    capture_id: Option<u8>,
     block_bit: u8,
     subs: Vec<SubId>,
     keyframe_wanted: bool,
@@ -670,6 +675,31 @@ struct SentPacket {
     /// VP8 picture numbers written over the payload's as it is copied into the send queue (a
     /// subscriber that switched layers), so the shared payload is never copied for it.
     vp8: Option<Vp8Ids>,
+    /// The absolute-capture-time extension as the publisher sent it, and the subscriber's id
+    /// for it: written into the header (the only extension forwarded).
+    capture: Option<(u8, CaptureExt)>,
+}
+
+/// An absolute-capture-time extension's element data (8 bytes, or 16 with the clock offset).
+#[derive(Clone, Copy)]
+struct CaptureExt {
+    len: u8,
+    data: [u8; 16],
+}
+
+impl CaptureExt {
+    /// The capture timestamp of an extension as a publisher sent it. Its estimated clock offset
+    /// (the 16-byte form) is the capture system's against the *publisher's* clock; receivers read
+    /// it against their sender's — this SFU, whose offset to the publisher is not known here — so
+    /// it is not passed on: the short form goes (the offset unknown, as the extension allows).
+    fn new(b: &[u8]) -> Option<CaptureExt> {
+        if b.len() != 8 && b.len() != 16 {
+            return None;
+        }
+        let mut data = [0; 16];
+        data[..8].copy_from_slice(&b[..8]);
+        Some(CaptureExt { len: 8, data })
+    }
 }
 
 /// The last [`SENT_RING`] packets sent to one subscriber stream, by sequence number.
@@ -708,7 +738,8 @@ struct SendReport {
 /// Sessions tick this often: a sender report per stream sent to it, the selected pair checked.
 const TICK: Duration = Duration::from_secs(1);
 
-/// Builds the RTP header (12 bytes: no CSRC, no extension) and payload into `buf`, protects it
+/// Builds the RTP header (12 bytes, no CSRC; with the absolute-capture-time extension when the
+/// packet has one for this subscriber) and payload into `buf`, protects it
 /// with `dst`'s SRTP context and queues it for `dst`'s selected remote address (sent with the
 /// rest of the turn's packets to it: [`flush_queue`]). `dirty` gets `slot` when its queue starts.
 /// The packet, for the forwarding delay metric, reached the SFU at `rx` (realtime clock).
@@ -744,17 +775,8 @@ fn send_rtp(
     };
     let q = &mut dst.queue;
     let start = q.data.len();
-    q.data.push(0x80);
-    q.data
-        .push(((p.marker as u8) << 7) | (p.payload_type & 0x7f));
-    q.data.extend_from_slice(&p.seq.to_be_bytes());
-    q.data.extend_from_slice(&p.timestamp.to_be_bytes());
-    q.data.extend_from_slice(&ssrc.to_be_bytes());
-    q.data.extend_from_slice(&p.payload);
-    if let Some(ids) = &p.vp8 {
-        vp8_set_ids(&mut q.data[start + 12..], ids);
-    }
-    srtp.protect(&mut q.data, start, 12, roc.for_seq(p.seq));
+    let header = write_rtp(&mut q.data, p, ssrc);
+    srtp.protect(&mut q.data, start, header, roc.for_seq(p.seq));
     if q.spans.is_empty() {
         dirty.push(slot);
         q.oldest = rx;
@@ -764,6 +786,43 @@ fn send_rtp(
         flush_queue(dst, delay);
     }
     true
+}
+
+/// Appends `p` as an RTP packet of `ssrc` to `buf` (before SRTP); returns its header's length.
+/// No CSRC; the absolute-capture-time extension (RFC 8285 one-byte form) when `p` has one.
+fn write_rtp(buf: &mut Vec<u8>, p: &SentPacket, ssrc: u32) -> usize {
+    let start = buf.len();
+    buf.push(if p.capture.is_some() { 0x90 } else { 0x80 });
+    buf.push(((p.marker as u8) << 7) | (p.payload_type & 0x7f));
+    buf.extend_from_slice(&p.seq.to_be_bytes());
+    buf.extend_from_slice(&p.timestamp.to_be_bytes());
+    buf.extend_from_slice(&ssrc.to_be_bytes());
+    let mut header = 12;
+    if let Some((id, c)) = &p.capture {
+        // RFC 8285: the profile (0xBEDE one-byte form for ids 1–14, 0x1000 two-byte form above),
+        // the length in 32-bit words, the element, zero padding.
+        let len = usize::from(c.len);
+        let (profile, element) = if *id <= 14 {
+            ([0xBE, 0xDE], 1 + len)
+        } else {
+            ([0x10, 0x00], 2 + len)
+        };
+        let words = element.div_ceil(4);
+        buf.extend_from_slice(&[profile[0], profile[1], 0, words as u8]);
+        if *id <= 14 {
+            buf.push((id << 4) | (c.len - 1));
+        } else {
+            buf.extend_from_slice(&[*id, c.len]);
+        }
+        buf.extend_from_slice(&c.data[..len]);
+        buf.resize(start + 16 + words * 4, 0);
+        header = 16 + words * 4;
+    }
+    buf.extend_from_slice(&p.payload);
+    if let Some(ids) = &p.vp8 {
+        vp8_set_ids(&mut buf[start + header..], ids);
+    }
+    header
 }
 
 /// A session's protected media waiting for its batched send: the datagrams one after another
@@ -1352,6 +1411,7 @@ impl Worker {
                 audio_level_id: (kind == TrackKind::Mic)
                     .then_some(s.layout.audio_level_id)
                     .flatten(),
+                capture_id: s.layout.capture_ids[usize::from(video.is_some())],
                 block_bit: block_bit(kind),
                 subs: Vec::new(),
                 keyframe_wanted: false,
@@ -1478,6 +1538,11 @@ impl Worker {
                 }
             }
         }
+        let capture = p
+            .capture_id
+            .and_then(|id| pkt.header.get_extension(id))
+            .and_then(|b| CaptureExt::new(&b));
+        let kind = usize::from(p.video.is_some());
         for i in 0..p.subs.len() {
             let Some(sub) = self.subs.get_mut(&p.subs[i]) else {
                 continue;
@@ -1508,6 +1573,7 @@ impl Worker {
                 payload_type: m.payload_type,
                 payload: pkt.payload.clone(),
                 vp8: renumbered,
+                capture: capture.and_then(|c| Some((dst.capture_out[kind]?, c))),
             };
             let len = pkt.payload.len() as u64 + 12;
             let ok = send_rtp(
@@ -2365,6 +2431,8 @@ impl Worker {
             connected: false,
             remote: None,
             tick_at: now + TICK,
+            // Nothing is sent to it before it answers one of our offers.
+            capture_out: [None; 2],
             layout,
             blocked,
             sent_bytes: 0,
@@ -2414,6 +2482,7 @@ impl Worker {
             .get(&(room.to_string(), peer.to_string()))
             .copied()
             .ok_or_else(|| MediaError::UnknownParticipant(peer.into()))?;
+        let capture_out = crate::offer::parse(&sdp).capture_ids;
         let desc =
             RTCSessionDescription::answer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
         let Some(s) = self.sessions[slot].as_mut() else {
@@ -2425,6 +2494,7 @@ impl Worker {
         }
         let applied = s.pc.set_remote_description(Instant::now(), desc);
         if applied.is_ok() {
+            s.capture_out = capture_out;
             self.mark_ready(slot);
         }
         let _ = self.core.handle_input(
@@ -2600,6 +2670,58 @@ mod tests {
     }
 
     #[test]
+    fn a_forwarded_packet_carries_the_capture_time_under_the_subscribers_id_and_reads_back() {
+        use rtc::shared::marshal::Unmarshal;
+        for (id, data) in [
+            (11u8, &[1u8, 2, 3, 4, 5, 6, 7, 8][..]),
+            (11, &[9u8; 16][..]),
+            // A two-byte id (Chromium's offers use all fourteen one-byte ones).
+            (15, &[7u8; 8][..]),
+            (200, &[5u8; 16][..]),
+        ] {
+            // (The 16-byte form goes on as the 8-byte one: its clock offset is the publisher's.)
+            let p = SentPacket {
+                seq: 7,
+                timestamp: 90_000,
+                marker: true,
+                payload_type: 96,
+                payload: bytes::Bytes::from_static(&[0xAA; 20]),
+                vp8: None,
+                capture: Some((id, CaptureExt::new(data).unwrap())),
+            };
+            let mut buf = vec![0xFF; 3]; // what the queue held before
+            let header = write_rtp(&mut buf, &p, 0x1234);
+            assert_eq!(header % 4, 0);
+            let back = rtp::Packet::unmarshal(&mut &buf[3..]).unwrap();
+            assert_eq!(back.header.get_extension(id).as_deref(), Some(&data[..8]));
+            assert_eq!(
+                (
+                    back.header.sequence_number,
+                    back.header.ssrc,
+                    back.header.marker
+                ),
+                (7, 0x1234, true)
+            );
+            assert_eq!(back.payload.as_ref(), &[0xAA; 20]);
+            assert_eq!(buf.len() - 3, header + 20);
+        }
+        // Without one: the plain 12-byte header, as before.
+        let p = SentPacket {
+            seq: 1,
+            timestamp: 0,
+            marker: false,
+            payload_type: 111,
+            payload: bytes::Bytes::from_static(&[1, 2]),
+            vp8: None,
+            capture: None,
+        };
+        let mut buf = Vec::new();
+        assert_eq!(write_rtp(&mut buf, &p, 1), 12);
+        assert_eq!(buf.len(), 14);
+        assert!(CaptureExt::new(&[0; 5]).is_none());
+    }
+
+    #[test]
     fn a_sent_packet_is_found_by_its_number_until_a_later_one_takes_its_place() {
         let mut ring = SentRing::new();
         let p = |seq| SentPacket {
@@ -2609,6 +2731,7 @@ mod tests {
             payload_type: 96,
             payload: bytes::Bytes::new(),
             vp8: None,
+            capture: None,
         };
         ring.put(p(65_535));
         ring.put(p(0));

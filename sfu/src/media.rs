@@ -380,6 +380,17 @@ pub(crate) fn media_engine() -> Result<MediaEngine, MediaError> {
         None,
     )
     .map_err(webrtc_err)?;
+    // (After audio levels: their id stays what it was.) Absolute capture time, forwarded as it came (receivers show how old a frame is).
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        me.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: crate::offer::ABS_CAPTURE_TIME_URI.to_owned(),
+            },
+            kind,
+            None,
+        )
+        .map_err(webrtc_err)?;
+    }
     Ok(me)
 }
 

@@ -208,6 +208,11 @@ impl ClientRoom {
                 p.video_muted = *video_muted;
                 None
             }
+            ServerMessage::QualityChanged { id, quality } => {
+                let p = self.participants.iter_mut().find(|p| &p.id == id)?;
+                p.quality = Some(*quality);
+                None
+            }
             ServerMessage::HostChanged { id } => {
                 self.host = Some(id.clone());
                 let p = self.participants.iter_mut().find(|p| &p.id == id)?;
@@ -341,6 +346,7 @@ mod tests {
             screen: false,
             hand: None,
             scope: 0,
+            quality: None,
         }
     }
 
@@ -369,6 +375,23 @@ mod tests {
             None
         );
         r
+    }
+
+    #[test]
+    fn a_participants_own_quality_is_kept_on_them_quietly() {
+        use crate::health::Quality;
+        let mut r = room();
+        let said = r.apply(&ServerMessage::QualityChanged {
+            id: "a".into(),
+            quality: Quality::Poor,
+        });
+        assert_eq!(said, None);
+        assert_eq!(r.participants[0].quality, Some(Quality::Poor));
+        // Someone unknown: ignored.
+        r.apply(&ServerMessage::QualityChanged {
+            id: "zz".into(),
+            quality: Quality::Good,
+        });
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod client_room;
 #[cfg(feature = "auth")]
 pub mod control;
 pub mod error;
+pub mod health;
 pub mod layout;
 pub mod media;
 pub mod protocol;

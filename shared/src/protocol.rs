@@ -129,6 +129,9 @@ pub enum ClientMessage {
     EndPoll { poll: u64 },
     /// Host or co-host: start (`true`) or stop recording the meeting.
     SetRecording { on: bool },
+    /// This page's own connection quality as it measures it (sent when it changes): everyone's
+    /// tile of this person shows it.
+    Quality { quality: crate::health::Quality },
     /// Host or co-host: the breakout rooms (names; room `n` is `rooms[n - 1]`), who goes where
     /// (participant id → room number) and whether people may pick a room themselves. While the
     /// rooms are open, someone whose room changed moves at once; rooms can be added or renamed,
@@ -412,6 +415,11 @@ pub enum ServerMessage {
     HostChanged {
         id: String,
     },
+    /// `id`'s own connection quality, as their page measures it.
+    QualityChanged {
+        id: String,
+        quality: crate::health::Quality,
+    },
     Pong {
         nonce: u64,
     },
@@ -603,6 +611,9 @@ pub struct ParticipantInfo {
     /// The breakout room they are in (0: the main room).
     #[serde(default)]
     pub scope: u32,
+    /// Their own connection quality, as their page last reported it.
+    #[serde(default)]
+    pub quality: Option<crate::health::Quality>,
 }
 
 /// Answer of `POST /api/rooms/{room}/join`.

@@ -659,6 +659,7 @@ mod tests {
                     screen: false,
                     hand: None,
                     scope: 0,
+                    quality: None,
                 }],
                 sfu: Some("us-east".into()),
                 host: Some("me".into()),

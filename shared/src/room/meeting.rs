@@ -129,6 +129,7 @@ impl Limits {
         self.chat.remove(id);
         self.reactions.remove(id);
         self.reactions.remove(&format!("hand:{id}"));
+        self.reactions.remove(&format!("quality:{id}"));
     }
 
     /// A socket closed: its frame counter goes.
@@ -970,6 +971,38 @@ impl Room {
                 }
                 let scope = self.scope_of(&id);
                 self.to_scope(scope, ServerMessage::Reaction { id, emoji })
+            }
+            ClientMessage::Quality { quality } => {
+                let Some(m) = self.members.get_mut(&id) else {
+                    return Vec::new();
+                };
+                if m.info.quality == Some(quality) {
+                    return Vec::new();
+                }
+                // A page reports a change at most every few seconds; more is dropped quietly
+                // (the next change brings the band up to date).
+                if admit_event(
+                    &mut self.limits.reactions,
+                    &format!("quality:{id}"),
+                    now,
+                    1_000,
+                    1,
+                )
+                .is_err()
+                {
+                    return Vec::new();
+                }
+                let Some(m) = self.members.get_mut(&id) else {
+                    return Vec::new();
+                };
+                // Stored with the member like the rest of it (the room rebuilds from its rows); a
+                // page changes it seldom: it holds a band three polls before telling it.
+                m.info.quality = Some(quality);
+                self.dirty.members.insert(id.clone());
+                vec![Output::Broadcast {
+                    except: None,
+                    msg: ServerMessage::QualityChanged { id, quality },
+                }]
             }
             ClientMessage::Hand { raised } => {
                 if let Some(refused) = self.hand_toggle_limit(now, &id, &conn) {

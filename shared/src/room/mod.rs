@@ -940,6 +940,7 @@ impl Room {
                 away: false,
                 screen: false,
                 hand: None,
+                quality: None,
             };
             // To everyone else: the newcomer learns about itself from the snapshot.
             out.push(Output::Broadcast {

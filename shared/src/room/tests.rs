@@ -2903,6 +2903,34 @@ mod meeting {
     }
 
     #[test]
+    fn a_page_reports_its_own_connection_quality_and_everyone_learns_it_on_change_only() {
+        use crate::health::Quality;
+        let mut r = room();
+        let q = |quality| ClientMessage::Quality { quality };
+        let fx = frame_at(&mut r, 1_000, "c2", &q(Quality::Excellent));
+        assert_eq!(
+            broadcasts(&fx),
+            vec![&ServerMessage::QualityChanged {
+                id: "b".into(),
+                quality: Quality::Excellent
+            }]
+        );
+        // The same again: nothing. A change within the second after the last: dropped quietly.
+        assert!(frame_at(&mut r, 1_500, "c2", &q(Quality::Excellent)).is_empty());
+        assert!(frame_at(&mut r, 1_600, "c2", &q(Quality::Poor)).is_empty());
+        let fx = frame_at(&mut r, 2_100, "c2", &q(Quality::Poor));
+        assert_eq!(broadcasts(&fx).len(), 1);
+        // A joiner learns it with the room.
+        let b = r
+            .snapshot()
+            .participants
+            .into_iter()
+            .find(|p| p.id == "b")
+            .unwrap();
+        assert_eq!(b.quality, Some(Quality::Poor));
+    }
+
+    #[test]
     fn raised_hands_keep_their_order_and_hosts_lower_them() {
         let mut r = room();
         frame_at(&mut r, 500, "c3", &ClientMessage::Hand { raised: true });

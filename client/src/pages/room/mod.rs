@@ -90,6 +90,7 @@ impl RoomUi {
 #[component]
 pub fn RoomPage() -> impl IntoView {
     let m = use_meeting();
+    crate::health::watch(m);
     let ui = RoomUi {
         panel: RwSignal::new(None),
         speaker_view: RwSignal::new(false),

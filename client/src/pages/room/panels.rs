@@ -296,7 +296,7 @@ fn StatsPanel(open: Signal<bool>) -> impl IntoView {
         <div class="stats" data-testid="stats-panel" hidden=move || !open.get()>
             <p class="hint" hidden=move || !rows.with(Vec::is_empty)>"No video is arriving yet."</p>
             <table hidden=move || rows.with(Vec::is_empty)>
-                <thead><tr><th scope="col">"From"</th><th scope="col">"Layer"</th><th scope="col">"Size"</th><th scope="col">"fps"</th><th scope="col">"kbps"</th></tr></thead>
+                <thead><tr><th scope="col">"From"</th><th scope="col">"Layer"</th><th scope="col">"Size"</th><th scope="col">"fps"</th><th scope="col">"kbps"</th><th scope="col">"Latency"</th></tr></thead>
                 <tbody>
                     <For each=move || rows.get() key=|r| (r.stream.clone(), r.layer.clone(), r.width, r.height, r.fps as u32, r.kbps as u32) let:r>
                         <tr data-testid="stats-row" data-stream=r.stream.clone() data-layer=r.layer.clone()
@@ -306,6 +306,13 @@ fn StatsPanel(open: Signal<bool>) -> impl IntoView {
                             <td>{format!("{}×{}", r.width, r.height)}</td>
                             <td>{format!("{:.0}", r.fps)}</td>
                             <td>{format!("{:.0}", r.kbps)}</td>
+                            <td data-testid="latency">{
+                                let stream = r.stream.clone();
+                                move || match m.health.with(|h| h.get(&stream).and_then(|x| x.latency_ms)) {
+                                    Some(ms) => format!("{ms:.0} ms"),
+                                    None => "not measured".to_string(),
+                                }
+                            }</td>
                         </tr>
                     </For>
                 </tbody>

@@ -3,6 +3,7 @@
 //! grid that fits, paged when tiles would get too small, or one tile big (a shared screen, or the
 //! active speaker in speaker view) with a filmstrip.
 
+use crate::health::QualityBadge;
 use edgemeet_shared::client_room::initials;
 use edgemeet_shared::layout::{arrange, Arrangement, Rect};
 use edgemeet_shared::protocol::ParticipantInfo;
@@ -202,6 +203,7 @@ fn MeTile(rect: Signal<Option<Rect>>) -> impl IntoView {
             <div class="avatar" hidden=move || m.cam_on.get()>{move || initials(&me_name())}</div>
             <span class="name">{move || format!("{} (you)", me_name())}</span>
             <span class="badges">
+                <QualityBadge stream=crate::health::ME.to_string() who=Signal::derive(move || format!("{} (you)", me_name())) />
                 <span class="badge" hidden=move || m.mic_on.get()>"Muted"</span>
                 <span class="badge hand" hidden=move || !mine(|p| p.hand.is_some())>"✋ Hand raised"</span>
             </span>
@@ -276,6 +278,7 @@ fn PersonTile(id: String, rect: Signal<Option<Rect>>, featured: Signal<bool>) ->
             <div class="avatar" hidden=move || has_media() && !flag(|i| i.video_muted)>{move || initials(&name())}</div>
             <span class="name">{name}</span>
             <span class="badges">
+                <QualityBadge stream=id.clone() who=Signal::derive(name) />
                 <span class="badge" data-testid="muted" hidden=move || !flag(|i| i.audio_muted)>"Muted"</span>
                 <span class="badge" data-testid="camera-off" hidden=move || !flag(|i| i.video_muted)>"Camera off"</span>
                 <span class="badge host" hidden=move || !flag(|i| i.role == Role::Host)>"Host"</span>
@@ -313,6 +316,9 @@ fn ScreenTile(id: String, rect: Signal<Option<Rect>>, featured: Signal<bool>) ->
             <video node_ref=video autoplay=true playsinline=true data-testid="screen-video"
                 data-publisher=id.clone() data-source="screen" aria-hidden="true"></video>
             <span class="name">{move || format!("{}'s screen", name())}</span>
+            <span class="badges">
+                <QualityBadge stream=format!("{id}~screen") who=Signal::derive(move || format!("{}'s screen", name())) />
+            </span>
         </div>
     }
 }
