@@ -88,6 +88,7 @@ use crate::offer::{OfferLayout, TrackKind};
 use crate::record::track::{RecCodec, RecPacket};
 use crate::record::{RecMsg, RecorderHandle};
 use crate::rtcp_up::RtcpToApplication;
+use crate::rtp_out::{write_header, CaptureExt};
 use crate::sfu_core::{block_bit, Input, Output, SfuCore, SubId, TrackId};
 use crate::srtp_out::{Roc, SrtpOut};
 use crate::udp_batch;
@@ -680,28 +681,6 @@ struct SentPacket {
     capture: Option<(u8, CaptureExt)>,
 }
 
-/// An absolute-capture-time extension's element data (8 bytes, or 16 with the clock offset).
-#[derive(Clone, Copy)]
-struct CaptureExt {
-    len: u8,
-    data: [u8; 16],
-}
-
-impl CaptureExt {
-    /// The capture timestamp of an extension as a publisher sent it. Its estimated clock offset
-    /// (the 16-byte form) is the capture system's against the *publisher's* clock; receivers read
-    /// it against their sender's — this SFU, whose offset to the publisher is not known here — so
-    /// it is not passed on: the short form goes (the offset unknown, as the extension allows).
-    fn new(b: &[u8]) -> Option<CaptureExt> {
-        if b.len() != 8 && b.len() != 16 {
-            return None;
-        }
-        let mut data = [0; 16];
-        data[..8].copy_from_slice(&b[..8]);
-        Some(CaptureExt { len: 8, data })
-    }
-}
-
 /// The last [`SENT_RING`] packets sent to one subscriber stream, by sequence number.
 struct SentRing {
     slots: Vec<Option<SentPacket>>,
@@ -792,32 +771,15 @@ fn send_rtp(
 /// No CSRC; the absolute-capture-time extension (RFC 8285 one-byte form) when `p` has one.
 fn write_rtp(buf: &mut Vec<u8>, p: &SentPacket, ssrc: u32) -> usize {
     let start = buf.len();
-    buf.push(if p.capture.is_some() { 0x90 } else { 0x80 });
-    buf.push(((p.marker as u8) << 7) | (p.payload_type & 0x7f));
-    buf.extend_from_slice(&p.seq.to_be_bytes());
-    buf.extend_from_slice(&p.timestamp.to_be_bytes());
-    buf.extend_from_slice(&ssrc.to_be_bytes());
-    let mut header = 12;
-    if let Some((id, c)) = &p.capture {
-        // RFC 8285: the profile (0xBEDE one-byte form for ids 1–14, 0x1000 two-byte form above),
-        // the length in 32-bit words, the element, zero padding.
-        let len = usize::from(c.len);
-        let (profile, element) = if *id <= 14 {
-            ([0xBE, 0xDE], 1 + len)
-        } else {
-            ([0x10, 0x00], 2 + len)
-        };
-        let words = element.div_ceil(4);
-        buf.extend_from_slice(&[profile[0], profile[1], 0, words as u8]);
-        if *id <= 14 {
-            buf.push((id << 4) | (c.len - 1));
-        } else {
-            buf.extend_from_slice(&[*id, c.len]);
-        }
-        buf.extend_from_slice(&c.data[..len]);
-        buf.resize(start + 16 + words * 4, 0);
-        header = 16 + words * 4;
-    }
+    let header = write_header(
+        buf,
+        p.seq,
+        p.timestamp,
+        p.marker,
+        p.payload_type,
+        ssrc,
+        p.capture.as_ref(),
+    );
     buf.extend_from_slice(&p.payload);
     if let Some(ids) = &p.vp8 {
         vp8_set_ids(&mut buf[start + header..], ids);
@@ -2667,58 +2629,6 @@ mod tests {
             "{on_first} of 1000 on worker 0"
         );
         assert!((0..1000).all(|i| worker_of(&format!("r{i}"), 3) < 3));
-    }
-
-    #[test]
-    fn a_forwarded_packet_carries_the_capture_time_under_the_subscribers_id_and_reads_back() {
-        use rtc::shared::marshal::Unmarshal;
-        for (id, data) in [
-            (11u8, &[1u8, 2, 3, 4, 5, 6, 7, 8][..]),
-            (11, &[9u8; 16][..]),
-            // A two-byte id (Chromium's offers use all fourteen one-byte ones).
-            (15, &[7u8; 8][..]),
-            (200, &[5u8; 16][..]),
-        ] {
-            // (The 16-byte form goes on as the 8-byte one: its clock offset is the publisher's.)
-            let p = SentPacket {
-                seq: 7,
-                timestamp: 90_000,
-                marker: true,
-                payload_type: 96,
-                payload: bytes::Bytes::from_static(&[0xAA; 20]),
-                vp8: None,
-                capture: Some((id, CaptureExt::new(data).unwrap())),
-            };
-            let mut buf = vec![0xFF; 3]; // what the queue held before
-            let header = write_rtp(&mut buf, &p, 0x1234);
-            assert_eq!(header % 4, 0);
-            let back = rtp::Packet::unmarshal(&mut &buf[3..]).unwrap();
-            assert_eq!(back.header.get_extension(id).as_deref(), Some(&data[..8]));
-            assert_eq!(
-                (
-                    back.header.sequence_number,
-                    back.header.ssrc,
-                    back.header.marker
-                ),
-                (7, 0x1234, true)
-            );
-            assert_eq!(back.payload.as_ref(), &[0xAA; 20]);
-            assert_eq!(buf.len() - 3, header + 20);
-        }
-        // Without one: the plain 12-byte header, as before.
-        let p = SentPacket {
-            seq: 1,
-            timestamp: 0,
-            marker: false,
-            payload_type: 111,
-            payload: bytes::Bytes::from_static(&[1, 2]),
-            vp8: None,
-            capture: None,
-        };
-        let mut buf = Vec::new();
-        assert_eq!(write_rtp(&mut buf, &p, 1), 12);
-        assert_eq!(buf.len(), 14);
-        assert!(CaptureExt::new(&[0; 5]).is_none());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod offer;
 pub mod outbox;
 pub mod record;
 pub mod rtcp_up;
+pub mod rtp_out;
 pub mod sfu_core;
 pub mod speaker;
 pub mod srtp_out;
