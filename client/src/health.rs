@@ -6,8 +6,11 @@
 
 use std::collections::HashMap;
 
-use edgemeet_shared::health::{glass_to_glass_ms, score, worst, LatencyWindow, LinkStats, Quality};
+use edgemeet_shared::health::{
+    glass_to_glass_ms, layers_short, score, worst, LatencyWindow, LinkStats, Quality,
+};
 use edgemeet_shared::media::layer_for_height;
+use edgemeet_shared::media::layer_for_tile;
 use edgemeet_shared::protocol::ClientMessage;
 use js_sys::{Array, Reflect};
 use leptos::prelude::*;
@@ -195,6 +198,18 @@ pub fn watch(m: Meeting) {
                 let latency_ms = windows
                     .try_with_value(|w| w.get(&stream).and_then(|w| w.p50(now)))
                     .flatten();
+                // The layer this camera's tile asks for (as `views.rs` measures it) against the
+                // one that arrives.
+                let height = num(&stat, "frameHeight").unwrap_or(0.0) as u32;
+                let wanted = (!stream.ends_with("~screen"))
+                    .then(|| {
+                        let sel =
+                            format!("video[data-publisher=\"{stream}\"][data-source=\"camera\"]");
+                        let el = web_sys::window()?.document()?.query_selector(&sel).ok()??;
+                        let dpr = web_sys::window()?.device_pixel_ratio();
+                        layer_for_tile(el.client_height().max(0) as u32, dpr)
+                    })
+                    .flatten();
                 let link = before.map(|b| {
                     let lost = (now_seen.lost - b.lost).max(0.0);
                     let got = (now_seen.received - b.received).max(0.0);
@@ -209,14 +224,13 @@ pub fn watch(m: Meeting) {
                         latency_ms: latency_ms.unwrap_or(0.0),
                         frozen: (now_seen.frozen_s - b.frozen_s) * 1000.0
                             / (now_seen.at_ms - b.at_ms).max(1.0),
-                        layers_short: 0,
+                        layers_short: layers_short(wanted, height),
                         limited: false,
                         // A video with no packets is as often a camera turned off or a tile the
                         // SFU pauses as a lost link: a lost link shows as the person "away".
                         silent_ms: 0.0,
                     }
                 });
-                let height = num(&stat, "frameHeight").unwrap_or(0.0) as u32;
                 out.insert(
                     stream.clone(),
                     StreamHealth {

@@ -195,6 +195,21 @@ pub struct LinkStats {
     pub silent_ms: f64,
 }
 
+/// How many camera layers below the one its tile asks for (`layer_for_tile`) a picture of
+/// `received_height` is: the SFU forwards less than wanted (the viewer's downlink is short) or the
+/// publisher sends less (its uplink or CPU is). 0 when unknown or as wanted.
+pub fn layers_short(wanted: Option<usize>, received_height: u32) -> u8 {
+    let (Some(wanted), Some(rid)) = (wanted, crate::media::layer_for_height(received_height))
+    else {
+        return 0;
+    };
+    let got = crate::media::CAMERA_SIMULCAST
+        .iter()
+        .position(|l| l.rid == rid)
+        .unwrap_or(0);
+    wanted.saturating_sub(got).min(usize::from(u8::MAX)) as u8
+}
+
 /// No media for this long: the connection is lost.
 pub const LOST_AFTER_MS: f64 = 4_000.0;
 
@@ -487,6 +502,12 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
         let (s, _) = score(&junk);
         assert!(s.is_finite() && (0.0..=100.0).contains(&s));
         assert_eq!(Quality::Poor.words(), "poor connection");
+        // A 180-px picture in a tile that asks for 720p is two layers short; as wanted, none.
+        assert_eq!(layers_short(Some(2), 180), 2);
+        assert_eq!(layers_short(Some(1), 360), 0);
+        assert_eq!(layers_short(Some(0), 720), 0);
+        assert_eq!(layers_short(None, 180), 0);
+        assert_eq!(layers_short(Some(2), 0), 0);
         use Quality::*;
         assert_eq!(worst(Some(Excellent), Some(Poor)), Some(Poor));
         assert_eq!(worst(Some(Lost), Some(Good)), Some(Lost));
