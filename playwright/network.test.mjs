@@ -261,7 +261,8 @@ test("150 ms more delay on one viewer's downlink: the picture age it shows rises
   }, call.patId);
   const held = (a, b) => (1000 * (b.delay - a.delay)) / Math.max(1, b.count - a.count);
   try {
-    await until(vera, call.patId, "Pat's video arrives", (s) => s.video?.frames > 30, 30000);
+    // Pat's 1280-px layer first: Vera's speaker-view tile asks for it (a lower one costs the score).
+    await until(vera, call.patId, "Pat's 1280-px layer arrives", (s) => s.video?.width === 1280 && s.video.frames > 30, 30000);
     await press(vera, "Stats");
     await cell.filter({ hasText: /^\d+ ms$/ }).waitFor({ timeout: 10000 });
     await vera.getByRole("img", { name: "Pat: excellent connection" }).waitFor({ timeout: 10000 });

@@ -77,21 +77,27 @@ fn owners(m: Meeting) -> HashMap<String, String> {
     })
 }
 
-/// Counters of one inbound video between two polls.
+/// Counters of one inbound video at one poll.
 #[derive(Clone, Copy, Default)]
 struct Seen {
     at_ms: f64,
     lost: f64,
     received: f64,
     frozen_s: f64,
+    /// The tallest picture of it seen so far (its camera's top layer).
+    top: u32,
 }
+
+/// Loss and freezes are judged over this long (a browser counts a freeze when it ends: over one
+/// poll a short one would read as a frozen second).
+const JUDGE_OVER_MS: f64 = 5_000.0;
 
 /// Starts the polls (call once per room page); they stop with it.
 pub fn watch(m: Meeting) {
     let windows = StoredValue::new_local(HashMap::<String, LatencyWindow>::new());
     // This page's own band over the last polls (it is told to the room once it held for three).
     let mine_seen = StoredValue::new_local(Vec::<Quality>::new());
-    let seen = StoredValue::new_local(HashMap::<String, Seen>::new());
+    let seen = StoredValue::new_local(HashMap::<String, std::collections::VecDeque<Seen>>::new());
     let sample = move || {
         let Some(pc) = m.call.get_value().and_then(|c| c.peer_connection()) else {
             return;
@@ -184,28 +190,41 @@ pub fn watch(m: Meeting) {
                 let Some(stream) = owners.get(&track).cloned() else {
                     continue;
                 };
-                let now_seen = Seen {
+                let height = num(&stat, "frameHeight").unwrap_or(0.0) as u32;
+                let mut now_seen = Seen {
                     at_ms: now,
                     lost: num(&stat, "packetsLost").unwrap_or(0.0),
                     received: num(&stat, "packetsReceived").unwrap_or(0.0),
                     frozen_s: num(&stat, "totalFreezesDuration").unwrap_or(0.0),
+                    top: height,
                 };
-                // (The page may have left the room while the stats were gathered.)
-                let Some(before) = seen.try_update_value(|s| s.insert(stream.clone(), now_seen))
-                else {
+                // The oldest poll of the last few seconds (the page may have left the room while
+                // the stats were gathered: then nothing).
+                let Some(before) = seen.try_update_value(|s| {
+                    let h = s.entry(stream.clone()).or_default();
+                    now_seen.top = h.back().map_or(height, |b| b.top.max(height));
+                    h.push_back(now_seen);
+                    while h.len() > 2 && h.front().is_some_and(|f| now - f.at_ms > JUDGE_OVER_MS) {
+                        h.pop_front();
+                    }
+                    h.front().copied().filter(|f| f.at_ms < now)
+                }) else {
                     return;
                 };
                 let latency_ms = windows
                     .try_with_value(|w| w.get(&stream).and_then(|w| w.p50(now)))
                     .flatten();
-                // The layer this camera's tile asks for (as `views.rs` measures it) against the
-                // one that arrives.
-                let height = num(&stat, "frameHeight").unwrap_or(0.0) as u32;
+                // The layer this camera's tile asks for (as `views.rs` measures it: nothing while
+                // the page is hidden) against the one that arrives.
                 let wanted = (!stream.ends_with("~screen"))
                     .then(|| {
+                        let doc = web_sys::window()?.document()?;
+                        if doc.hidden() {
+                            return None;
+                        }
                         let sel =
                             format!("video[data-publisher=\"{stream}\"][data-source=\"camera\"]");
-                        let el = web_sys::window()?.document()?.query_selector(&sel).ok()??;
+                        let el = doc.query_selector(&sel).ok()??;
                         let dpr = web_sys::window()?.device_pixel_ratio();
                         layer_for_tile(el.client_height().max(0) as u32, dpr)
                     })
@@ -224,7 +243,7 @@ pub fn watch(m: Meeting) {
                         latency_ms: latency_ms.unwrap_or(0.0),
                         frozen: (now_seen.frozen_s - b.frozen_s) * 1000.0
                             / (now_seen.at_ms - b.at_ms).max(1.0),
-                        layers_short: layers_short(wanted, height),
+                        layers_short: layers_short(wanted, height, now_seen.top),
                         limited: false,
                         // A video with no packets is as often a camera turned off or a tile the
                         // SFU pauses as a lost link: a lost link shows as the person "away".

@@ -16,7 +16,7 @@
 //!   (offers, events) leaves the thread through a channel to one tokio task ([`EdgeLink`]); how
 //!   an offer went comes back as a command.
 //! - **Per packet:** [`SubForward`] decides per subscriber (layer, rewrite, keyframe wait); the
-//!   engine builds the packet (12-byte header + the shared payload) straight into the
+//!   engine builds the packet (header — with the capture-time extension when it has one — + the shared payload) straight into the
 //!   subscriber session's send queue (one buffer that keeps its capacity), protects it there
 //!   with the session's own outbound SRTP keys ([`SrtpOut`], from rtc's `local_srtp_keys`,
 //!   vendor/rtc patch 4; the rollover counter beside the stream) and sends it to the session's
@@ -768,7 +768,8 @@ fn send_rtp(
 }
 
 /// Appends `p` as an RTP packet of `ssrc` to `buf` (before SRTP); returns its header's length.
-/// No CSRC; the absolute-capture-time extension (RFC 8285 one-byte form) when `p` has one.
+/// No CSRC; the absolute-capture-time extension (`rtp_out::write_header`: one- or two-byte form)
+/// when `p` has one.
 fn write_rtp(buf: &mut Vec<u8>, p: &SentPacket, ssrc: u32) -> usize {
     let start = buf.len();
     let header = write_header(

@@ -197,17 +197,23 @@ pub struct LinkStats {
 
 /// How many camera layers below the one its tile asks for (`layer_for_tile`) a picture of
 /// `received_height` is: the SFU forwards less than wanted (the viewer's downlink is short) or the
-/// publisher sends less (its uplink or CPU is). 0 when unknown or as wanted.
-pub fn layers_short(wanted: Option<usize>, received_height: u32) -> u8 {
-    let (Some(wanted), Some(rid)) = (wanted, crate::media::layer_for_height(received_height))
+/// publisher sends less (its uplink or CPU is). The layers halve the height each, from the
+/// tallest picture of that camera seen (`top_height`: a 480p webcam's top layer is its top).
+/// 0 when unknown or as wanted.
+pub fn layers_short(wanted: Option<usize>, received_height: u32, top_height: u32) -> u8 {
+    let (Some(wanted), true) = (wanted, received_height > 0 && top_height >= received_height)
     else {
         return 0;
     };
-    let got = crate::media::CAMERA_SIMULCAST
-        .iter()
-        .position(|l| l.rid == rid)
-        .unwrap_or(0);
-    wanted.saturating_sub(got).min(usize::from(u8::MAX)) as u8
+    let top = crate::media::CAMERA_SIMULCAST.len() - 1;
+    let below = (f64::from(top_height) / f64::from(received_height))
+        .log2()
+        .round() as usize;
+    let got = top.saturating_sub(below);
+    wanted
+        .min(top)
+        .saturating_sub(got)
+        .min(usize::from(u8::MAX)) as u8
 }
 
 /// No media for this long: the connection is lost.
@@ -503,11 +509,16 @@ m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
         assert!(s.is_finite() && (0.0..=100.0).contains(&s));
         assert_eq!(Quality::Poor.words(), "poor connection");
         // A 180-px picture in a tile that asks for 720p is two layers short; as wanted, none.
-        assert_eq!(layers_short(Some(2), 180), 2);
-        assert_eq!(layers_short(Some(1), 360), 0);
-        assert_eq!(layers_short(Some(0), 720), 0);
-        assert_eq!(layers_short(None, 180), 0);
-        assert_eq!(layers_short(Some(2), 0), 0);
+        assert_eq!(layers_short(Some(2), 180, 720), 2);
+        assert_eq!(layers_short(Some(1), 360, 720), 0);
+        assert_eq!(layers_short(Some(0), 720, 720), 0);
+        assert_eq!(layers_short(None, 180, 720), 0);
+        assert_eq!(layers_short(Some(2), 0, 720), 0);
+        // A 480p webcam: its top layer is its top, not a short one.
+        assert_eq!(layers_short(Some(2), 480, 480), 0);
+        assert_eq!(layers_short(Some(2), 240, 480), 1);
+        // Nonsense (taller than the tallest seen): nothing.
+        assert_eq!(layers_short(Some(2), 720, 360), 0);
         use Quality::*;
         assert_eq!(worst(Some(Excellent), Some(Poor)), Some(Poor));
         assert_eq!(worst(Some(Lost), Some(Good)), Some(Lost));
