@@ -133,8 +133,11 @@ impl Room {
         match (on, self.meta.recording.current.is_some()) {
             (true, true) | (false, false) => {
                 // Already so (a second host's click crossed the first's): nothing changes; the
-                // asker gets the state again (their page may have missed it).
-                self.meta.recording.pending = None;
+                // asker gets the state again (their page may have missed it). A start still
+                // waiting for its id is called off (stored: the room rebuilds from its rows).
+                if self.meta.recording.pending.take().is_some() {
+                    self.dirty.meta = true;
+                }
                 vec![Output::Send {
                     conn,
                     msg: ServerMessage::Recording {
@@ -201,7 +204,9 @@ impl Room {
 
     /// The recording stops (`by`: who stopped it; `None`: the meeting ended or emptied).
     pub(super) fn stop_recording(&mut self, now: Millis, by: Option<String>) -> Vec<Output> {
-        self.meta.recording.pending = None;
+        if self.meta.recording.pending.take().is_some() {
+            self.dirty.meta = true;
+        }
         let Some(c) = self.meta.recording.current.take() else {
             return Vec::new();
         };
