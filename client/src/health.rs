@@ -63,7 +63,7 @@ fn text(o: &JsValue, k: &str) -> Option<String> {
 }
 
 /// Track id → stream id of the remote streams now shown.
-fn owners(m: Meeting) -> HashMap<String, String> {
+pub fn owners(m: Meeting) -> HashMap<String, String> {
     m.remote.with_untracked(|r| {
         r.iter()
             .flat_map(|(id, s)| {

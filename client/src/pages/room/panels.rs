@@ -194,17 +194,7 @@ fn StatsPanel(open: Signal<bool>) -> impl IntoView {
             return;
         };
         // track id → stream id
-        let owners: HashMap<String, String> = m.remote.with_untracked(|r| {
-            r.iter()
-                .flat_map(|(id, s)| {
-                    s.get_tracks()
-                        .iter()
-                        .filter_map(|t| t.dyn_into::<web_sys::MediaStreamTrack>().ok())
-                        .map(|t| (t.id(), id.clone()))
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        });
+        let owners = crate::health::owners(m);
         spawn_local(async move {
             let Ok(report) = JsFuture::from(pc.get_stats()).await else {
                 return;
