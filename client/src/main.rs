@@ -13,6 +13,7 @@ mod call;
 mod health;
 mod media;
 mod meeting;
+mod netcheck;
 mod pages;
 mod views;
 

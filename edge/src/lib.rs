@@ -9,6 +9,8 @@
 //! - `POST /api/sfu/draining`         — a signed notice from a stopping SFU: its rooms move
 //! - `POST /api/rooms/{room}/join`    — a room token and the room WebSocket URL
 //! - `GET  /api/rooms/{room}/ws`      — the room's signaling WebSocket (token in the query)
+//! - `POST /api/rooms/{room}/probe`   — a pre-join connection check: throwaway sessions on the SFU a
+//!   join would get, and short-lived TURN credentials (`netcheck`)
 //! - `/api/account/…`                 — accounts on D1: register, sign in/out, password, delete,
 //!   download my data (`accounts.rs`)
 //! - `/api/meetings/…`                — scheduled meetings on D1: schedule, upcoming, change,
@@ -99,6 +101,10 @@ async fn route(req: Request, env: Env) -> EdgeResult<Response> {
             let stub = env.durable_object(room::BINDING)?.get_by_name(&room)?;
             let url = format!("https://room/status?room={room}");
             Ok(stub.fetch_with_str(&url).await?)
+        }
+        (Method::Post, ["api", "rooms", room, "probe"]) => {
+            let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
+            probe(req, &env, &room).await
         }
         (Method::Post, ["api", "rooms", room, "join"]) => {
             let room = normalize_room_name(room).map_err(EdgeError::BadRequest)?;
@@ -228,6 +234,11 @@ async fn heartbeat(mut req: Request, env: &Env) -> EdgeResult<Response> {
 /// made from `TURN_SECRET` (a secret shared with coturn), valid for an hour. Empty when TURN is not
 /// set up.
 fn turn_servers(env: &Env, who: &str) -> Vec<turn::IceServer> {
+    turn_servers_for(env, who, turn::MAX_TTL_SECS)
+}
+
+/// TURN servers for `who`, valid for `ttl_secs` (at most an hour).
+fn turn_servers_for(env: &Env, who: &str, ttl_secs: u64) -> Vec<turn::IceServer> {
     let urls = env
         .var("TURN_URLS")
         .map(|v| turn::parse_urls(&v.to_string()))
@@ -240,7 +251,7 @@ fn turn_servers(env: &Env, who: &str) -> Vec<turn::IceServer> {
                 urls,
                 who,
                 now,
-                turn::MAX_TTL_SECS,
+                ttl_secs,
             )]
         }
         _ => Vec::new(),
@@ -409,6 +420,111 @@ async fn join_limit(env: &Env, addr: &str) -> EdgeResult<()> {
         ),
         retry_after_secs: Some(JOIN_LIMIT_PERIOD_SECS),
     })
+}
+
+/// The Workers rate-limiting binding for connection checks: per client address, 30 a minute
+/// (wrangler.toml) — a pre-join page runs one by itself and on each "Test my connection".
+const PROBE_LIMITER: &str = "PROBE_LIMITER";
+
+/// `POST /api/rooms/{room}/probe` `{offers}`: a pre-join connection check (`netcheck`). The SFU a
+/// join would get now (the one the room keeps, else the registry's nearest) makes a throwaway
+/// session per offer; the page gets the answers, that SFU's region and TURN credentials for
+/// [`netcheck::PROBE_TURN_TTL_SECS`] — no room token is needed (nobody has one before joining;
+/// the relay still reaches only the SFUs' media address). Limited per client address.
+async fn probe(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
+    use edgemeet_shared::netcheck::{self, ProbeAnswers, ProbeReply, ProbeRequest};
+    let addr = client_addr(&req, env)?;
+    match env.rate_limiter(PROBE_LIMITER) {
+        Ok(limiter) => {
+            if !limiter
+                .limit(format!("probe:{}", address_key(&addr)))
+                .await?
+                .success
+            {
+                return Err(EdgeError::Refused {
+                    code: ErrorCode::TooManyRequests,
+                    message: "Too many connection checks from your network. Try again in a minute."
+                        .into(),
+                    retry_after_secs: Some(60),
+                });
+            }
+        }
+        Err(e) => {
+            worker::console_warn!("no {PROBE_LIMITER} binding, checks are not rate-limited: {e}")
+        }
+    }
+    let body: ProbeRequest = req.json().await.map_err(|e| {
+        EdgeError::BadRequest(format!(
+            "a connection check's body is {{\"offers\": [sdp, …]}}: {e}"
+        ))
+    })?;
+    netcheck::check_probe(&body).map_err(EdgeError::Upstream)?;
+    let location = client_location(
+        cf_location(&req),
+        req.headers().get(DEV_LOCATION_HEADER)?.as_deref(),
+        dev_overrides(env),
+    );
+    // The room's SFU while it has one, else the registry's choice for this location.
+    let stub = env.durable_object(room::BINDING)?.get_by_name(room)?;
+    let kept: Option<SfuChoice> = stub
+        .fetch_with_str(&format!("https://room/probe-sfu?room={room}"))
+        .await?
+        .json()
+        .await?;
+    let sfu = match kept {
+        Some(c) => c,
+        None => {
+            let registry = env
+                .durable_object(registry::BINDING)?
+                .get_by_name(registry::NAME)?;
+            let ask = serde_json::to_string(&registry::ChooseRequest {
+                room: room.to_string(),
+                location,
+            })
+            .map_err(|e| EdgeError::Config(e.to_string()))?;
+            let mut res = post_to(&registry, "https://registry/choose", ask).await?;
+            if res.status_code() != 200 {
+                return Err(EdgeError::Upstream(res.json().await?));
+            }
+            res.json().await?
+        }
+    };
+    let secret = secret(env, "CONTROL_SECRET")?;
+    let sent = serde_json::to_string(&body).map_err(|e| EdgeError::Config(e.to_string()))?;
+    let reply = room::with_timeout(
+        5_000,
+        room::sfu_request(&secret, &sfu.url, Method::Post, "/v1/probe", sent),
+    )
+    .await;
+    let answers = match reply {
+        edgemeet_shared::room::HttpReply::Answered { status: 200, body } => {
+            serde_json::from_str::<ProbeAnswers>(&body)
+                .map_err(|e| EdgeError::Config(format!("the media server's probe answer: {e}")))?
+                .answers
+        }
+        edgemeet_shared::room::HttpReply::Answered { status, body } => {
+            let err = serde_json::from_str::<edgemeet_shared::protocol::WireError>(&body)
+                .unwrap_or_else(|_| edgemeet_shared::protocol::WireError {
+                    code: ErrorCode::MediaServerError,
+                    message: format!("the media server answered {status}"),
+                });
+            return Err(EdgeError::Upstream(err));
+        }
+        edgemeet_shared::room::HttpReply::Unreachable { reason } => {
+            worker::console_warn!("connection check: {} unreachable: {reason}", sfu.id);
+            return Err(EdgeError::Upstream(edgemeet_shared::protocol::WireError {
+                code: ErrorCode::NoMediaServer,
+                message: "The media server did not answer. Try again in a moment.".into(),
+            }));
+        }
+    };
+    let ice_servers = turn_servers_for(env, "probe", netcheck::PROBE_TURN_TTL_SECS);
+    Ok(Response::from_json(&ProbeReply {
+        answers,
+        ice_servers: serde_json::to_value(ice_servers)
+            .map_err(|e| EdgeError::Config(e.to_string()))?,
+        region: sfu.region,
+    })?)
 }
 
 /// Only the local dev/test stack sets DEV_OVERRIDES (`wrangler dev --var`); a deployed worker never

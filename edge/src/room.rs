@@ -704,7 +704,10 @@ const PROBE_TIMEOUT_MS: u64 = 1_000;
 const CALL_TIMEOUT_MS: u64 = 5_000;
 
 /// `req` within `ms`, or unreachable.
-async fn with_timeout(ms: u64, req: impl std::future::Future<Output = HttpReply>) -> HttpReply {
+pub(crate) async fn with_timeout(
+    ms: u64,
+    req: impl std::future::Future<Output = HttpReply>,
+) -> HttpReply {
     use futures_util::future::{select, Either};
     let timeout = Box::pin(worker::Delay::from(std::time::Duration::from_millis(ms)));
     match select(Box::pin(req), timeout).await {
@@ -716,7 +719,7 @@ async fn with_timeout(ms: u64, req: impl std::future::Future<Output = HttpReply>
 }
 
 /// A signed request to an SFU's control API.
-async fn sfu_request(
+pub(crate) async fn sfu_request(
     secret: &str,
     base_url: &str,
     method: Method,
@@ -832,6 +835,21 @@ impl DurableObject for RoomObject {
                 .into_response()),
                 Err(e) => Ok(EdgeError::from(e).into_response()),
             };
+        }
+        if req.method() == Method::Get && req.path() == "/probe-sfu" {
+            // A pre-join connection check goes where a join would: the SFU the room keeps
+            // (null: none, the registry's choice then). Nothing changes here.
+            let name = ask_room(&req)?;
+            if let Some(restored) = self.load(Some(&name))? {
+                self.step(Some(&name), restored).await?;
+            }
+            let now = worker::Date::now().as_millis();
+            let kept = self
+                .room
+                .borrow()
+                .as_ref()
+                .and_then(|r| r.sfu_for_join(now));
+            return Response::from_json(&kept);
         }
         if req.method() == Method::Get && req.path() == "/status" {
             // What the pre-join page tells someone before they join: whether it records.

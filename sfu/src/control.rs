@@ -8,6 +8,8 @@
 //! - `POST /v1/rooms/{room}/participants/{id}/block` `{audio, video, screen}` → 204 (a host stopped
 //!   them: those tracks are not forwarded)
 //! - `DELETE /v1/rooms/{room}/participants/{id}` → 204 (participant left; frees everything)
+//! - `POST /v1/probe` `{offers: [sdp, …]}` → `{answers: [sdp, …]}` (a pre-join connection check:
+//!   one throwaway session per offer, `edgemeet_shared::netcheck`)
 //! - `GET /v1/rooms` → who is in which room, what they publish and receive
 //! - `GET /v1/rooms/{room}` → `{known, participants, draining}`
 
@@ -23,6 +25,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use edgemeet_shared::control as signing;
+use edgemeet_shared::netcheck::{check_probe, ProbeAnswers, ProbeRequest};
 use edgemeet_shared::protocol::{
     normalize_room_name, valid_recording_id, BlockBody, ErrorCode, OfferBody, RecordBody,
     ScopesBody, SdpBody, ViewsBody, WireError, MAX_VIEWS,
@@ -142,6 +145,47 @@ pub async fn offer(
             error(e.code(), e.to_string())
         }
     }
+}
+
+/// `POST /v1/probe`: a pre-join connection check's sessions, one per offer (1–3), answered in
+/// order; if one cannot be made, none is answered (the ones made close on their own).
+pub async fn probe(
+    State(s): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = verify_signature(&s, &method, &uri, &headers, &body) {
+        return r;
+    }
+    let req: ProbeRequest = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                ErrorCode::BadRequest,
+                format!("body must be {{\"offers\": [sdp, …]}}: {e}"),
+            )
+        }
+    };
+    if let Err(e) = check_probe(&req) {
+        return (
+            StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+            Json(e),
+        )
+            .into_response();
+    }
+    let mut answers = Vec::with_capacity(req.offers.len());
+    for sdp in req.offers {
+        match s.media.probe(sdp).await {
+            Ok(a) => answers.push(a),
+            Err(e) => {
+                tracing::info!(error = %e, "connection check refused");
+                return error(e.code(), e.to_string());
+            }
+        }
+    }
+    Json(ProbeAnswers { answers }).into_response()
 }
 
 pub async fn answer(

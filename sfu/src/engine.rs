@@ -102,6 +102,12 @@ const READ_BUDGET: usize = 64;
 
 type Reply<T> = oneshot::Sender<Result<T, MediaError>>;
 
+/// A connection check's session lives this long at most (`netcheck::PROBE_LIFETIME_SECS`).
+const PROBE_LIFETIME: Duration =
+    Duration::from_secs(edgemeet_shared::netcheck::PROBE_LIFETIME_SECS);
+/// Connection checks' sessions one worker holds at once (three per check).
+const PROBES_PER_WORKER: usize = 24;
+
 /// How long a stopping SFU waits for its recordings to reach the edge.
 const UPLOAD_AT_STOP: Duration = Duration::from_secs(20);
 
@@ -156,6 +162,11 @@ enum Cmd {
     },
     Describe {
         reply: oneshot::Sender<serde_json::Value>,
+    },
+    /// A pre-join connection check: a throwaway session (`netcheck`).
+    Probe {
+        sdp: String,
+        reply: Reply<String>,
     },
     /// How an offer's delivery went (from the edge task).
     Core(Input),
@@ -229,6 +240,8 @@ pub struct Engine {
     draining: Arc<AtomicBool>,
     /// Recording segments on their way to the edge.
     uploads: crate::record::upload::Uploads,
+    /// Spreads connection checks over the workers.
+    next_probe: std::sync::atomic::AtomicUsize,
 }
 
 /// How many worker threads: one per core, at most 8.
@@ -311,6 +324,7 @@ impl Engine {
             shared,
             draining,
             uploads,
+            next_probe: std::sync::atomic::AtomicUsize::new(0),
         });
         tokio::spawn(edge_task(Arc::downgrade(&engine), edge, out_rx));
         Ok(engine)
@@ -359,6 +373,18 @@ impl Engine {
             reply,
         })
         .await
+    }
+
+    /// A connection check's throwaway session for `sdp` (no room, nothing forwarded, closed
+    /// after [`PROBE_LIFETIME`]): our answer.
+    pub async fn probe(&self, sdp: String) -> Result<String, MediaError> {
+        let k = self.next_probe.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        let (tx, rx) = oneshot::channel();
+        if !self.to_worker(k, Cmd::Probe { sdp, reply: tx }) {
+            return Err(MediaError::Webrtc("the media engine has stopped".into()));
+        }
+        rx.await
+            .map_err(|_| MediaError::Webrtc("the media engine has stopped".into()))?
     }
 
     pub async fn answer(&self, room: &str, id: &str, sdp: String) -> Result<(), MediaError> {
@@ -587,6 +613,8 @@ struct Session {
     queue: OutQueue,
     /// Its outbound SRTP keys, derived when the first packet goes to it after DTLS.
     srtp: Option<SrtpOut>,
+    /// A connection check's session (no room, no member, nothing forwarded): when it ends.
+    probe: Option<Instant>,
     /// Its keys were refused (said once in the log).
     srtp_refused: bool,
     /// Queued media the socket refused, not yet counted in the metrics.
@@ -949,6 +977,8 @@ struct Worker {
     to_self: Option<(mpsc::Sender<Cmd>, Arc<Waker>)>,
     /// The uploader: each segment written goes to the edge.
     uploads: Option<crate::record::upload::Uploads>,
+    /// Connection checks' sessions open on this worker.
+    probes: usize,
 }
 
 fn webrtc_err(e: impl std::fmt::Display) -> MediaError {
@@ -1001,6 +1031,7 @@ impl Worker {
             wall_epoch_us: crate::record::wall_us(),
             to_self: None,
             uploads: None,
+            probes: 0,
         }
     }
 
@@ -1068,7 +1099,7 @@ impl Worker {
         self.sessions
             .iter()
             .flatten()
-            .flat_map(|s| s.next.into_iter().chain([s.tick_at]))
+            .flat_map(|s| s.next.into_iter().chain([s.tick_at]).chain(s.probe))
             .chain(self.core_next)
             .min()
     }
@@ -1082,6 +1113,13 @@ impl Worker {
             self.perform();
         }
         for slot in 0..self.sessions.len() {
+            if self.sessions[slot]
+                .as_ref()
+                .is_some_and(|s| s.probe.is_some_and(|end| end <= now))
+            {
+                self.close_probe(slot);
+                continue;
+            }
             if self.sessions[slot]
                 .as_ref()
                 .is_some_and(|s| s.tick_at <= now)
@@ -1242,6 +1280,11 @@ impl Worker {
                 continue;
             }
             if let Some(msg) = s.pc.poll_read() {
+                if s.probe.is_some() {
+                    // A connection check's video only feeds the congestion feedback rtc's
+                    // interceptor sends back; it goes nowhere.
+                    continue;
+                }
                 match msg.message {
                     RTCMessage::RtpPacket(track, p) => self.forward(slot, &track, p),
                     RTCMessage::RtcpPacket(track, packets) => self.feedback(slot, &track, packets),
@@ -1272,6 +1315,11 @@ impl Worker {
                         // reach it.
                         self.keyframes_for(slot);
                     }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                        if s.probe.is_some() =>
+                    {
+                        self.close_probe(slot);
+                    }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                         let (room, peer, id) = (s.room.clone(), s.peer.clone(), s.id);
                         self.end(&room, &peer, Some(id), &format!("PeerConnection {state}"));
@@ -1279,7 +1327,11 @@ impl Worker {
                     _ => {}
                 }
             }
-            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
+                if self.sessions[slot]
+                    .as_ref()
+                    .is_some_and(|s| s.probe.is_none()) =>
+            {
                 self.track_open(slot, init)
             }
             _ => {}
@@ -2148,6 +2200,10 @@ impl Worker {
                 let r = self.offer(&room, &peer, sdp, blocked, scope);
                 let _ = reply.send(r);
             }
+            Cmd::Probe { sdp, reply } => {
+                let r = self.probe(sdp);
+                let _ = reply.send(r);
+            }
             Cmd::Answer {
                 room,
                 peer,
@@ -2403,6 +2459,7 @@ impl Worker {
             offer: None,
             queue: OutQueue::default(),
             srtp: None,
+            probe: None,
             srtp_refused: false,
             refused: 0,
             published: HashMap::new(),
@@ -2433,6 +2490,98 @@ impl Worker {
         self.perform();
         self.drain(slot);
         Ok(answer)
+    }
+
+    /// A connection check's session: ICE, DTLS and rtc's receive pipeline (its congestion
+    /// feedback is what the page's upload estimate comes from), nothing else — no member, no room,
+    /// no track published, nothing forwarded; closed after [`PROBE_LIFETIME`], when it fails or
+    /// when the page closes it. At most [`PROBES_PER_WORKER`] at once; none on a draining SFU.
+    fn probe(&mut self, sdp: String) -> Result<String, MediaError> {
+        if self.draining.load(Ordering::SeqCst) || self.stopping {
+            return Err(MediaError::Draining);
+        }
+        if self.probes >= PROBES_PER_WORKER {
+            return Err(MediaError::Busy(
+                "too many connection checks at once on this media server; try again in a few seconds".into(),
+            ));
+        }
+        let desc =
+            RTCSessionDescription::offer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
+        let now = Instant::now();
+        let (mut socket, local) = self.bind()?;
+        let mut pc = self.build_pc(local, now)?;
+        let answer = (|| {
+            pc.set_remote_description(now, desc)
+                .map_err(|e| MediaError::BadSdp(e.to_string()))?;
+            let answer = pc.create_answer(None).map_err(webrtc_err)?;
+            pc.set_local_description(now, answer).map_err(webrtc_err)?;
+            add_host_candidate(&mut pc, local).map_err(webrtc_err)?;
+            pc.local_description()
+                .map(|d| d.sdp)
+                .ok_or_else(|| MediaError::Webrtc("no local description".into()))
+        })();
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = pc.close();
+                return Err(e);
+            }
+        };
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.sessions.push(None);
+            self.sessions.len() - 1
+        });
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut socket, Token(slot), Interest::READABLE)
+        {
+            self.free.push(slot);
+            let _ = pc.close();
+            return Err(webrtc_err(e));
+        }
+        let id = self.next_session;
+        self.next_session += 1;
+        self.sessions[slot] = Some(Session {
+            id,
+            room: String::new(),
+            peer: format!("probe-{id}"),
+            pc,
+            socket,
+            local,
+            next: Some(now),
+            connected: false,
+            remote: None,
+            tick_at: now + TICK,
+            capture_out: [None; 2],
+            layout: crate::offer::OfferLayout::default(),
+            blocked: 0,
+            sent_bytes: 0,
+            sent_packets: 0,
+            offer: None,
+            queue: OutQueue::default(),
+            srtp: None,
+            probe: Some(now + PROBE_LIFETIME),
+            srtp_refused: false,
+            refused: 0,
+            published: HashMap::new(),
+            sending: HashMap::new(),
+        });
+        self.probes += 1;
+        self.metrics.probes.inc();
+        self.drain(slot);
+        Ok(answer)
+    }
+
+    /// A connection check's session ends.
+    fn close_probe(&mut self, slot: usize) {
+        if self.sessions[slot]
+            .as_ref()
+            .is_some_and(|s| s.probe.is_some())
+        {
+            self.close_slot(slot);
+            self.probes = self.probes.saturating_sub(1);
+        }
     }
 
     fn shared_has_room(&self, room: &str) -> bool {

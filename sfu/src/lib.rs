@@ -76,6 +76,16 @@ impl MediaHandle {
         }
     }
 
+    /// A pre-join connection check's throwaway session (the sans-IO engine only).
+    pub async fn probe(&self, sdp: String) -> Result<String, media::MediaError> {
+        match self {
+            MediaHandle::Async(_) => Err(media::MediaError::Unsupported(
+                "this media server's engine runs no connection checks".into(),
+            )),
+            MediaHandle::Sans(e) => e.probe(sdp).await,
+        }
+    }
+
     pub async fn set_scopes(
         &self,
         room: &str,
@@ -242,6 +252,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/v1/rooms", get(control::rooms))
+        .route("/v1/probe", post(control::probe))
         .route("/v1/rooms/{room}", get(control::room))
         .route(
             "/v1/rooms/{room}/participants/{id}/offer",

@@ -140,6 +140,8 @@ pub enum MediaError {
     Webrtc(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl MediaError {
@@ -152,6 +154,7 @@ impl MediaError {
             }
             MediaError::Webrtc(_) => ErrorCode::MediaServerError,
             MediaError::Unsupported(_) => ErrorCode::BadRequest,
+            MediaError::Busy(_) => ErrorCode::TooManyRequests,
         }
     }
 }

@@ -131,6 +131,8 @@ pub struct Metrics {
     pub record_dropped: Counter,
     pub record_uploaded_bytes: Counter,
     pub record_upload_ms: Counter,
+    /// Connection checks' sessions made (pre-join network check).
+    pub probes: Counter,
     /// Filled by the sans-IO engine's workers ([`LocalCounts`]); encoded by [`Metrics::encode`].
     pub forward_delay: SharedHistogram,
 }
@@ -155,6 +157,7 @@ impl Metrics {
             record_dropped: Counter::default(),
             record_uploaded_bytes: Counter::default(),
             record_upload_ms: Counter::default(),
+            probes: Counter::default(),
             forward_delay: SharedHistogram::default(),
         };
         registry.register(
@@ -236,6 +239,11 @@ impl Metrics {
             "record_upload_milliseconds",
             "Time spent uploading the segments the edge took: uploaded bytes over it is the upload throughput",
             m.record_upload_ms.clone(),
+        );
+        registry.register(
+            "probes",
+            "Connection checks' throwaway sessions made (a pre-join check makes one per path)",
+            m.probes.clone(),
         );
         Metrics { registry, ..m }
     }

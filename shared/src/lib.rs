@@ -16,6 +16,7 @@ pub mod error;
 pub mod health;
 pub mod layout;
 pub mod media;
+pub mod netcheck;
 pub mod protocol;
 pub mod recording;
 pub mod region;

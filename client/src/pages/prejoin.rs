@@ -12,6 +12,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::media;
 use crate::meeting::use_meeting;
+use crate::netcheck;
 use crate::pages::room::controls::{CameraButton, MicButton};
 
 const NAME_KEY: &str = "edgemeet.display_name";
@@ -152,8 +153,59 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         set_health.set(Some(r));
     });
 
+    // The network check: once by itself shortly after the page opens (quiet: one line, no
+    // popup), and on "Test my connection". Joining calls a running one off.
+    let (check, set_check) = signal(None::<Result<edgemeet_shared::netcheck::Verdict, String>>);
+    let (checking, set_checking) = signal(false);
+    let cancel = StoredValue::new_local(None::<netcheck::Cancel>);
+    let run_check = move |quiet: bool| {
+        let Ok(r) = normalize_room_name(&room.get_untracked()) else {
+            if !quiet {
+                set_check.set(Some(Err(
+                    "type a room name first: the check goes to that meeting's media server.".into(),
+                )));
+            }
+            return;
+        };
+        if checking.get_untracked() {
+            return;
+        }
+        let c = netcheck::Cancel::default();
+        cancel.set_value(Some(c.clone()));
+        set_checking.set(true);
+        spawn_local(async move {
+            let out = netcheck::run(&r, true, c.clone()).await;
+            if c.is_cancelled() {
+                return; // joined meanwhile: the page is going
+            }
+            if let Ok((observed, _)) = &out {
+                // Tests compare what the page says with what was measured.
+                if let Ok(js) = serde_wasm_bindgen_value(observed) {
+                    let _ = js_sys::Reflect::set(&window(), &"edgemeetNetcheck".into(), &js);
+                }
+            }
+            set_check.try_set(Some(out.map(|(_, v)| v)));
+            set_checking.try_set(false);
+        });
+    };
+    let auto = set_timeout_with_handle(
+        move || run_check(true),
+        std::time::Duration::from_millis(1_500),
+    );
+    on_cleanup(move || {
+        if let Ok(t) = auto {
+            t.clear();
+        }
+        if let Some(c) = cancel.get_value() {
+            c.cancel();
+        }
+    });
+
     let join = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
+        if let Some(c) = cancel.get_value() {
+            c.cancel();
+        }
         let display = match normalize_display_name(&name.get_untracked()) {
             Ok(n) => n,
             Err(e) => return set_form_error.set(Some(e)),
@@ -307,9 +359,56 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
                 </button>
                 <p class="status" data-testid="joined" role="status">{move || m.notice.get().unwrap_or_default()}</p>
                 <p class="status" data-testid="health">{health_view}</p>
+                <section class="netcheck" aria-labelledby="netcheck-heading">
+                    <div class="netcheck-head">
+                        <h2 id="netcheck-heading">"Your connection"</h2>
+                    <button type="button" class="secondary" disabled=move || checking.get()
+                            on:click=move |_| run_check(false)>
+                            {move || if checking.get() { "Testing…" } else { "Test my connection" }}
+                        </button>
+                    </div>
+                    <p role="status" data-testid="netcheck" class=move || match check.get() {
+                        Some(Ok(v)) => format!("netcheck-result {}", grade_class(v.grade)),
+                        Some(Err(_)) => "netcheck-result fair".to_string(),
+                        None => "netcheck-result".to_string(),
+                    }>
+                        {move || match (checking.get(), check.get()) {
+                            (true, _) => "Checking your connection…".to_string(),
+                            (false, Some(Ok(v))) => v.headline,
+                            (false, Some(Err(e))) => format!("The check did not finish: {e}"),
+                            (false, None) => "Not checked yet.".to_string(),
+                        }}
+                    </p>
+                    <Show when=move || matches!(check.get(), Some(Ok(_))) && !checking.get()>
+                        <details class="netcheck-details">
+                            <summary>"Details"</summary>
+                            <ul>
+                                {move || match check.get() {
+                                    Some(Ok(v)) => v.details.into_iter().map(|d| view! { <li>{d}</li> }).collect_view().into_any(),
+                                    _ => ().into_any(),
+                                }}
+                            </ul>
+                        </details>
+                    </Show>
+
+                </section>
             </form>
         </main>
     }
+}
+
+fn grade_class(g: edgemeet_shared::netcheck::Grade) -> &'static str {
+    use edgemeet_shared::netcheck::Grade;
+    match g {
+        Grade::Good => "good",
+        Grade::Fair | Grade::Relayed => "fair",
+        Grade::Blocked => "bad",
+    }
+}
+
+/// A serialisable value as a JavaScript object (through JSON: no extra crate).
+fn serde_wasm_bindgen_value(v: &impl serde::Serialize) -> Result<JsValue, JsValue> {
+    js_sys::JSON::parse(&serde_json::to_string(v).map_err(|e| JsValue::from_str(&e.to_string()))?)
 }
 
 /// Asks to join; on refusal, the room's code (if it gave one) and its words.
