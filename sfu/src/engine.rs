@@ -1315,7 +1315,11 @@ impl Worker {
                         // reach it.
                         self.keyframes_for(slot);
                     }
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                    // A check the page closed (or lost) ends at the first silence: it is
+                    // only ever useful while the page is looking.
+                    RTCPeerConnectionState::Failed
+                    | RTCPeerConnectionState::Closed
+                    | RTCPeerConnectionState::Disconnected
                         if s.probe.is_some() =>
                     {
                         self.close_probe(slot);
@@ -2494,8 +2498,8 @@ impl Worker {
 
     /// A connection check's session: ICE, DTLS and rtc's receive pipeline (its congestion
     /// feedback is what the page's upload estimate comes from), nothing else — no member, no room,
-    /// no track published, nothing forwarded; closed after [`PROBE_LIFETIME`], when it fails or
-    /// when the page closes it. At most [`PROBES_PER_WORKER`] at once; none on a draining SFU.
+    /// no track published, nothing forwarded; closed after [`PROBE_LIFETIME`], or once ICE
+    /// consent lapses (the page closed it or went away: 5 s). At most [`PROBES_PER_WORKER`] at once; none on a draining SFU.
     fn probe(&mut self, sdp: String) -> Result<String, MediaError> {
         if self.draining.load(Ordering::SeqCst) || self.stopping {
             return Err(MediaError::Draining);
@@ -2569,6 +2573,7 @@ impl Worker {
         });
         self.probes += 1;
         self.metrics.probes.inc();
+        self.metrics.probe_sessions.inc();
         self.drain(slot);
         Ok(answer)
     }
@@ -2581,6 +2586,7 @@ impl Worker {
         {
             self.close_slot(slot);
             self.probes = self.probes.saturating_sub(1);
+            self.metrics.probe_sessions.dec();
         }
     }
 

@@ -133,6 +133,8 @@ pub struct Metrics {
     pub record_upload_ms: Counter,
     /// Connection checks' sessions made (pre-join network check).
     pub probes: Counter,
+    /// Connection checks' sessions open now.
+    pub probe_sessions: Gauge,
     /// Filled by the sans-IO engine's workers ([`LocalCounts`]); encoded by [`Metrics::encode`].
     pub forward_delay: SharedHistogram,
 }
@@ -158,6 +160,7 @@ impl Metrics {
             record_uploaded_bytes: Counter::default(),
             record_upload_ms: Counter::default(),
             probes: Counter::default(),
+            probe_sessions: Gauge::default(),
             forward_delay: SharedHistogram::default(),
         };
         registry.register(
@@ -244,6 +247,11 @@ impl Metrics {
             "probes",
             "Connection checks' throwaway sessions made (a pre-join check makes one per path)",
             m.probes.clone(),
+        );
+        registry.register(
+            "probe_sessions",
+            "Connection checks' sessions open now (each closes within 20 s)",
+            m.probe_sessions.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -821,6 +821,102 @@ async fn bad_control_requests_get_clear_errors() {
     assert_eq!(status, 400);
 }
 
+/// A metric's value from `/metrics` (0 when absent).
+async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_check_gets_a_throwaway_session_that_takes_no_part_in_any_room() {
+    let (_sfu, base, _inboxes, log) = sfu_with_edge().await;
+    let http = reqwest::Client::new();
+    // Unsigned: refused. Signed but not 1–3 offers of SDP: refused in words.
+    let res = http
+        .post(format!("{base}/v1/probe"))
+        .body(r#"{"offers":["v=0"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    for (body, code) in [
+        (r#"{"offers":[]}"#, "bad_request"),
+        (r#"{"offers":["hello"]}"#, "bad_sdp"),
+        (r#"{"sdp":"v=0"}"#, "bad_request"),
+    ] {
+        let (status, text) = control_call(&base, "POST", "/v1/probe", body.into()).await;
+        assert_eq!(status, 400, "{body}: {text}");
+        let err: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(err["code"], code, "{text}");
+        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+
+    // A real offer: answered, and the peer connects (ICE + DTLS) and sends video.
+    let mut peer = test_peer(RtpCodecKind::Video, 7_000).await;
+    let offer = peer.pc.create_offer(None).await.unwrap();
+    peer.pc.set_local_description(offer).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(3), peer.gathered.recv()).await;
+    let sdp = peer.pc.local_description().await.unwrap().sdp;
+    let body = serde_json::to_string(&serde_json::json!({ "offers": [sdp] })).unwrap();
+    let (status, text) = control_call(&base, "POST", "/v1/probe", body).await;
+    assert_eq!(status, 200, "{text}");
+    let reply: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let answer = reply["answers"][0].as_str().unwrap().to_string();
+    peer.pc
+        .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), peer.connected.recv())
+        .await
+        .expect("a connection check's session connects");
+    let sending = send_video(peer.track.clone());
+    tokio::time::sleep(Duration::from_millis(1_000)).await; // a second of video to it
+    sending.abort();
+    assert_eq!(metric(&base, "edgemeet_sfu_probes_total").await, 1.0);
+    assert_eq!(metric(&base, "edgemeet_sfu_probe_sessions").await, 1.0);
+    // No room, no participant, nothing published, counted as dropped or told to the edge.
+    let (_, rooms) = control_call(&base, "GET", "/v1/rooms", String::new()).await;
+    assert_eq!(rooms, "{}");
+    assert_eq!(metric(&base, "edgemeet_sfu_participants").await, 0.0);
+    assert_eq!(metric(&base, "edgemeet_sfu_rooms").await, 0.0);
+    assert_eq!(
+        metric(&base, "edgemeet_sfu_dropped_packets_total").await,
+        0.0
+    );
+    assert!(log.events.lock().unwrap().is_empty());
+
+    // The page closes it: the session ends on the SFU too (nothing left open).
+    let _ = peer.pc.close().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&base, "edgemeet_sfu_probe_sessions").await != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed check's session is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_async_engine_refuses_connection_checks_in_words() {
+    let (_sfu, base, _inboxes, _log) = sfu_with_edge_env(&[("EDGEMEET_SFU_ENGINE", "async")]).await;
+    let sdp =
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+    let body = serde_json::to_string(&serde_json::json!({ "offers": [sdp] })).unwrap();
+    let (status, text) = control_call(&base, "POST", "/v1/probe", body).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("runs no connection checks"), "{text}");
+}
+
 /// The SFU binary with a fake edge, up and answering.
 async fn sfu_with_edge() -> (Sfu, String, Inboxes, Arc<EdgeLog>) {
     sfu_with_edge_env(&[]).await
