@@ -176,12 +176,14 @@ async function callWith(room, viewers) {
   return { pat, pages, patId, close: () => Promise.all([pat, ...pages].map((p) => p.close())) };
 }
 
-test("10 % loss and 100 ms delay on one viewer's downlink: NACKs repair the video, audio keeps the link's rate, only that viewer drops a layer", async () => {
+test("10 % loss and 100 ms delay on one viewer's downlink: NACKs repair the video, audio keeps the link's rate, only that viewer drops a layer, everyone sees her badge drop", async () => {
   const call = await callWith(newRoom("lossy"), ["Vera", "Cleo"]);
   const [vera, cleo] = call.pages;
   const links = [];
   try {
     for (const p of [vera, cleo]) await until(p, call.patId, "Pat's 1280-px layer arrives", (s) => s.video?.width === 1280, 30000);
+    // Everyone sees Vera's connection as excellent, before.
+    await cleo.getByRole("img", { name: "Vera: excellent connection" }).waitFor({ timeout: 10000 });
     const port = String((await sfuMediaAddr(vera)).port);
     // The viewer's downlink: what the SFU sends her (her NACKs and reports go up unharmed).
     links.push(await impair(["--sport", port, "--loss", "10", "--delay", "100"]));
@@ -191,6 +193,12 @@ test("10 % loss and 100 ms delay on one viewer's downlink: NACKs repair the vide
     const veraWidths = new Set();
     await until(vera, call.patId, "the lossy viewer gets a lower layer", (s) => s.video?.width > 0 && s.video.width < 1280, 15000);
     const droppedAfter = Date.now() - impairedAt;
+    // Her own page sees nothing wrong with what it sends (camera off, microphone muted): the SFU sees her downlink
+    // lose 10 % and the room tells everyone (100 − 600 × 10 % = 40: poor, or good just under 10 %).
+    const veraBadge = cleo.getByRole("img", { name: /^Vera: (good|poor) connection$/ });
+    await veraBadge.waitFor({ timeout: 10000 });
+    const badgeAfter = Date.now() - impairedAt;
+    const badgeSays = await veraBadge.getAttribute("aria-label");
     // Five seconds on the new layer just after the switch (reported on their own), then fifteen
     // seconds of the bad link, sampled every half second.
     const switched = await received(vera, call.patId);
@@ -216,7 +224,8 @@ test("10 % loss and 100 ms delay on one viewer's downlink: NACKs repair the vide
         `${v.nacks} NACKs, ${v.lostVideo} of ${v.packets} video packets lost after retransmission; audio ${v.audioPps.toFixed(1)} packets/s, ` +
         `${v.concealedPct.toFixed(1)} % concealed; at ${[...veraWidths].join("/")} px (below 1280 after ${droppedAfter} ms); ` +
         `clean viewer ${c.fps.toFixed(1)} fps at ${[...cleoWidths].join("/")}; publisher sends ${await sent(call.pat)}; ` +
-        `in the 5 s after the switch: ${settle.fps.toFixed(1)} fps, ${settle.freezes} freezes (${settle.freezeSecs.toFixed(2)} s)`,
+        `in the 5 s after the switch: ${settle.fps.toFixed(1)} fps, ${settle.freezes} freezes (${settle.freezeSecs.toFixed(2)} s); ` +
+        `Cleo's badge for Vera "${badgeSays}" ${badgeAfter} ms after the loss began (the SFU's judgement)`,
     );
     // The issue's goal: ≥ 20 fps of 30 (22.8–28.4 measured here). A switch costs no freeze: before
     // the SFU renumbered VP8 pictures across layers, the browser held every frame after it for

@@ -97,6 +97,8 @@ pub fn watch(m: Meeting) {
     let windows = StoredValue::new_local(HashMap::<String, LatencyWindow>::new());
     // This page's own band over the last polls (it is told to the room once it held for three).
     let mine_seen = StoredValue::new_local(Vec::<Quality>::new());
+    // The band this page last told the room.
+    let told = StoredValue::new_local(None::<Quality>);
     let seen = StoredValue::new_local(HashMap::<String, std::collections::VecDeque<Seen>>::new());
     let sample = move || {
         let Some(pc) = m.call.get_value().and_then(|c| c.peer_connection()) else {
@@ -276,9 +278,8 @@ pub fn watch(m: Meeting) {
                 },
             );
             m.health.set(out);
-            // Everyone's tile of me shows my own band: the room hears of it when it differs from
-            // what the room has for me and has held for three polls (no flapping at a band's
-            // edge; after a reconnect the room learns it again).
+            // Everyone's tile of me shows my band: the room hears of it when it changed and has
+            // held for three polls (no flapping at a band's edge).
             let Some(held) = mine_seen.try_update_value(|v| {
                 v.push(mine);
                 if v.len() > 3 {
@@ -294,7 +295,12 @@ pub fn watch(m: Meeting) {
                     .find(|p| r.is_me(&p.id))
                     .map(|p| p.quality)
             });
-            if held && known.is_some_and(|k| k != Some(mine)) {
+            // The room shows the worse of this and the SFU's judgement, so what it has may stay
+            // unlike this page's band: tell each change once (and again to a room that has no
+            // band for me: a new session after a rejoin).
+            let told_before = told.get_value();
+            if held && (told_before != Some(mine) || known == Some(None)) && known.is_some() {
+                told.set_value(Some(mine));
                 m.send(&ClientMessage::Quality { quality: mine });
             }
         });

@@ -175,6 +175,9 @@ pub async fn run(room: &str, upload: bool, cancel: Cancel) -> Result<(Observed, 
             .unwrap_or_else(|_| format!("The connection check failed ({status}).")));
     }
     let reply: ProbeReply = res.json().await.map_err(|e| e.to_string())?;
+    if cancel.is_set() {
+        return Err("called off".into());
+    }
     if reply.answers.len() != PathKind::ALL.len() {
         return Err(
             "The media server answered the check in a way this page does not understand.".into(),

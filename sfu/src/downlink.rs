@@ -108,6 +108,8 @@ pub struct DownlinkEstimator {
     last_report: Option<Millis>,
     resume_at: Millis,
     last_loss: f64,
+    /// When the last window closed.
+    closed_at: Option<Millis>,
 }
 
 /// Packets a subscriber NACKed, each counted once: a browser asks again for a packet whose
@@ -316,6 +318,7 @@ impl Default for DownlinkEstimator {
             last_report: None,
             resume_at: 0,
             last_loss: 0.0,
+            closed_at: None,
         }
     }
 }
@@ -343,6 +346,14 @@ impl DownlinkEstimator {
     /// The loss of the last window that closed (0–1).
     pub fn last_loss(&self) -> f64 {
         self.last_loss
+    }
+
+    /// The loss of the last window if it closed within `within` ms of `now` (an older one says
+    /// nothing of the link now: nothing was sent to judge it by since).
+    pub fn recent_loss(&self, now: Millis, within: Millis) -> Option<f64> {
+        self.closed_at
+            .filter(|at| now.saturating_sub(*at) <= within)
+            .map(|_| self.last_loss)
     }
 
     /// A receiver report: `fraction_lost` as in RTCP (0–255 = 0–100 %), `bytes_sent` the total
@@ -390,6 +401,7 @@ impl DownlinkEstimator {
         };
         let loss = reported.max(nacked);
         self.last_loss = loss;
+        self.closed_at = Some(now);
         let sent_bps = bytes_sent.saturating_sub(b) as f64 * 8_000.0 / (now - t) as f64;
         self.last = Some((bytes_sent, packets_sent, self.nacks.total(), now));
         self.reported = (0, 0);

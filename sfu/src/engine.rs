@@ -85,6 +85,7 @@ use crate::media::{
 };
 use crate::metrics::{LocalCounts, LocalHistogram, Metrics};
 use crate::offer::{OfferLayout, TrackKind};
+use crate::quality::SeqCount;
 use crate::record::track::{RecCodec, RecPacket};
 use crate::record::{RecMsg, RecorderHandle};
 use crate::rtcp_up::RtcpToApplication;
@@ -107,6 +108,9 @@ const PROBE_LIFETIME: Duration =
     Duration::from_secs(edgemeet_shared::netcheck::PROBE_LIFETIME_SECS);
 /// Connection checks' sessions one worker holds at once (three per check).
 const PROBES_PER_WORKER: usize = 24;
+/// What a check's session may send us: 3 s of video at the check's 4 Mbit/s cap is 1.5 MB, and
+/// the browser's bandwidth probes add some.
+const PROBE_MAX_BYTES: u64 = 4_000_000;
 
 /// How long a stopping SFU waits for its recordings to reach the edge.
 const UPLOAD_AT_STOP: Duration = Duration::from_secs(20);
@@ -613,8 +617,8 @@ struct Session {
     queue: OutQueue,
     /// Its outbound SRTP keys, derived when the first packet goes to it after DTLS.
     srtp: Option<SrtpOut>,
-    /// A connection check's session (no room, no member, nothing forwarded): when it ends.
-    probe: Option<Instant>,
+    /// A connection check's session (no room, no member, nothing forwarded).
+    probe: Option<Probe>,
     /// Its keys were refused (said once in the log).
     srtp_refused: bool,
     /// Queued media the socket refused, not yet counted in the metrics.
@@ -623,6 +627,27 @@ struct Session {
     published: HashMap<String, TrackId>,
     /// Our local tracks on it (by track id) → the reception each carries.
     sending: HashMap<String, SubId>,
+}
+
+/// A connection check's session's limits.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    /// It ends then, whatever happens.
+    until: Instant,
+    /// Not connected by then: it ends (a check gives a path 6 s).
+    connect_by: Instant,
+    /// Bytes it sent us (ended over [`PROBE_MAX_BYTES`]).
+    bytes: u64,
+}
+
+impl Probe {
+    fn due(&self, connected: bool) -> Instant {
+        if connected {
+            self.until
+        } else {
+            self.until.min(self.connect_by)
+        }
+    }
 }
 
 /// A published track and its fan-out.
@@ -648,6 +673,9 @@ struct Published {
     pacer: KeyframePacer,
     /// Recorded: its packets also go to the recorder thread (boxed: most tracks never are).
     rec: Option<Box<RecTap>>,
+    /// Packets expected and received per layer (the publisher's uplink loss, for the SFU's
+    /// judgement of its connection: [`crate::quality`]).
+    rx: [SeqCount; LAYERS],
 }
 
 /// A recorded track's own reception, as a subscriber's: the top layer it gets (switching down
@@ -1099,7 +1127,12 @@ impl Worker {
         self.sessions
             .iter()
             .flatten()
-            .flat_map(|s| s.next.into_iter().chain([s.tick_at]).chain(s.probe))
+            .flat_map(|s| {
+                s.next
+                    .into_iter()
+                    .chain([s.tick_at])
+                    .chain(s.probe.map(|p| p.due(s.connected)))
+            })
             .chain(self.core_next)
             .min()
     }
@@ -1115,7 +1148,7 @@ impl Worker {
         for slot in 0..self.sessions.len() {
             if self.sessions[slot]
                 .as_ref()
-                .is_some_and(|s| s.probe.is_some_and(|end| end <= now))
+                .is_some_and(|s| s.probe.is_some_and(|p| p.due(s.connected) <= now))
             {
                 self.close_probe(slot);
                 continue;
@@ -1157,6 +1190,35 @@ impl Worker {
         if !s.connected {
             return;
         }
+        if s.probe.is_none() {
+            // What its published streams brought since the last tick: its uplink's loss.
+            let (mut expected, mut received) = (0, 0);
+            for id in s.published.values() {
+                if let Some(p) = self.tracks.get_mut(id) {
+                    for c in p.rx.iter_mut() {
+                        let (e, r) = c.take();
+                        expected += e;
+                        received += r;
+                    }
+                }
+            }
+            if expected > 0 {
+                let (room, peer, session) = (s.room.clone(), s.peer.clone(), s.id);
+                let _ = self.core.handle_input(
+                    now,
+                    Input::Uplink {
+                        room,
+                        peer,
+                        session,
+                        expected,
+                        received,
+                    },
+                );
+            }
+        }
+        let Some(s) = self.sessions[slot].as_mut() else {
+            return;
+        };
         s.remote = selected_remote(&mut s.pc).or(s.remote);
         // The report counts what is queued: that goes first.
         flush_queue(s, &mut self.counts.forward_delay);
@@ -1228,6 +1290,14 @@ impl Worker {
                     continue;
                 }
             };
+            if let Some(p) = s.probe.as_mut() {
+                p.bytes += n as u64;
+                if p.bytes > PROBE_MAX_BYTES {
+                    // More than an upload check sends: not a check any more.
+                    self.close_probe(slot);
+                    return false;
+                }
+            }
             let moved = s.connected && s.remote != Some(from);
             let msg = TaggedBytesMut {
                 now: Instant::now(),
@@ -1308,6 +1378,19 @@ impl Worker {
                 };
                 tracing::debug!(room = %s.room, participant = %s.peer, %state, "connection state");
                 match state {
+                    RTCPeerConnectionState::Connected if s.connected && s.probe.is_none() => {
+                        // Answering ICE again after a silence.
+                        let (room, peer, session) = (s.room.clone(), s.peer.clone(), s.id);
+                        let _ = self.core.handle_input(
+                            Instant::now(),
+                            Input::Link {
+                                room,
+                                peer,
+                                session,
+                                up: true,
+                            },
+                        );
+                    }
                     RTCPeerConnectionState::Connected if !s.connected => {
                         s.connected = true;
                         s.remote = selected_remote(&mut s.pc);
@@ -1323,6 +1406,19 @@ impl Worker {
                         if s.probe.is_some() =>
                     {
                         self.close_probe(slot);
+                    }
+                    RTCPeerConnectionState::Disconnected => {
+                        // Not answering ICE (for 5 s): lost, until it answers again or fails.
+                        let (room, peer, session) = (s.room.clone(), s.peer.clone(), s.id);
+                        let _ = self.core.handle_input(
+                            Instant::now(),
+                            Input::Link {
+                                room,
+                                peer,
+                                session,
+                                up: false,
+                            },
+                        );
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                         let (room, peer, id) = (s.room.clone(), s.peer.clone(), s.id);
@@ -1437,6 +1533,7 @@ impl Worker {
                 pacer: KeyframePacer::default(),
                 codec,
                 rec: None,
+                rx: [SeqCount::default(); LAYERS],
             },
         );
         tracing::info!(
@@ -1493,6 +1590,7 @@ impl Worker {
         } else {
             0
         };
+        p.rx[layer].on_packet(pkt.header.sequence_number);
         let now = Instant::now();
         let now_us = now.duration_since(self.epoch).as_micros() as u64;
         if let (false, Some(ext)) = (blocked, p.audio_level_id) {
@@ -2565,7 +2663,14 @@ impl Worker {
             offer: None,
             queue: OutQueue::default(),
             srtp: None,
-            probe: Some(now + PROBE_LIFETIME),
+            probe: Some(Probe {
+                until: now + PROBE_LIFETIME,
+                connect_by: now
+                    + Duration::from_millis(
+                        edgemeet_shared::netcheck::PATH_TIMEOUT_MS as u64 + 2_000,
+                    ),
+                bytes: 0,
+            }),
             srtp_refused: false,
             refused: 0,
             published: HashMap::new(),

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod negotiation;
 pub mod offer;
 pub mod outbox;
+pub mod quality;
 pub mod record;
 pub mod rtcp_up;
 pub mod rtp_out;

@@ -571,6 +571,8 @@ impl Media {
                         SfuEvent::ActiveSpeaker {
                             room, participant, ..
                         } => tracing::debug!(room, speaker = ?participant, "active speaker"),
+                        // (This engine feeds no uplink counts: it judges by the downlink.)
+                        SfuEvent::Quality { .. } => {}
                     }
                     self.edge.push_event(event.clone());
                     continue;

@@ -221,6 +221,11 @@ mod tests {
                 active,
                 ..
             } => format!("{participant}:{}", active[1]),
+            SfuEvent::Quality {
+                participant,
+                quality,
+                ..
+            } => format!("{participant}:{quality:?}"),
         }
     }
 

@@ -22,6 +22,7 @@ use crate::downlink::{camera_cap, DownlinkEstimator};
 use crate::layers::LAYERS;
 use crate::negotiation::{AfterFailure, Begin, Negotiation};
 use crate::offer::TrackKind;
+use crate::quality::QualityWatch;
 use crate::speaker::SpeakerDetector;
 
 /// How often each room's active speaker is re-evaluated.
@@ -191,6 +192,22 @@ pub enum Input {
         ssrc: u32,
         seqs: Vec<u16>,
     },
+    /// What `peer`'s published streams brought since the last time (packets expected by their
+    /// sequence numbers, and received): its uplink's loss ([`crate::quality`]).
+    Uplink {
+        room: String,
+        peer: String,
+        session: u64,
+        expected: u64,
+        received: u64,
+    },
+    /// `peer`'s media session stopped answering ICE (`up: false`), or answers again.
+    Link {
+        room: String,
+        peer: String,
+        session: u64,
+        up: bool,
+    },
 }
 
 /// What the core asks the shell to do, in order.
@@ -278,6 +295,8 @@ struct Member {
     receiving: BTreeMap<TrackId, SubId>,
     /// When RTCP last came from it (ms of the core's clock).
     heard_ms: Option<u64>,
+    /// Its connection as the SFU judges it (told to the room on change).
+    quality: QualityWatch,
     /// Our offers to it.
     neg: Negotiation,
 }
@@ -350,6 +369,8 @@ pub struct SfuCore {
     gone_records: HashMap<String, (u64, Option<String>, Instant)>,
     next_id: u64,
     out: VecDeque<Output>,
+    /// When everyone's connection is judged next ([`crate::quality::EVERY_MS`]).
+    next_quality: Instant,
 }
 
 /// How long a room not here stays recorded for its next arrival: a failover's joiners come within
@@ -372,6 +393,7 @@ impl SfuCore {
             gone_records: HashMap::new(),
             next_id: 1,
             out: VecDeque::new(),
+            next_quality: epoch,
         }
     }
 
@@ -461,6 +483,7 @@ impl SfuCore {
                         published: Vec::new(),
                         receiving: BTreeMap::new(),
                         heard_ms: None,
+                        quality: QualityWatch::default(),
                         neg: Negotiation::default(),
                     },
                 );
@@ -814,6 +837,27 @@ impl SfuCore {
                 m.downlink.on_nacked_seqs(ssrc, seqs);
                 Ok(())
             }
+            Input::Uplink {
+                room,
+                peer,
+                session,
+                expected,
+                received,
+            } => {
+                self.current(&room, &peer, session)?
+                    .quality
+                    .on_uplink(expected, received);
+                Ok(())
+            }
+            Input::Link {
+                room,
+                peer,
+                session,
+                up,
+            } => {
+                self.current(&room, &peer, session)?.quality.on_link(up);
+                Ok(())
+            }
         }
     }
 
@@ -874,6 +918,13 @@ impl SfuCore {
     pub fn handle_timeout(&mut self, now: Instant) {
         let ms = self.ms(now);
         let next_tick = self.next_tick(now);
+        // Connections are judged on the speaker ticks' grid (no wake-up of their own: every room
+        // ticks every 200 ms), once a second.
+        if now >= self.next_quality {
+            self.next_quality = now + Duration::from_millis(crate::quality::EVERY_MS)
+                - SPEAKER_TICK / 2;
+            self.judge_connections(ms);
+        }
         let names: Vec<String> = self.rooms.keys().cloned().collect();
         for name in names {
             let r = self.rooms.get_mut(&name).expect("listed");
@@ -993,6 +1044,24 @@ impl SfuCore {
     }
 
     /// The first speaker tick after `now` on the grid every room shares.
+    /// Everyone's connection judged (once a second): a band that held is told to the room.
+    fn judge_connections(&mut self, ms: u64) {
+        for (name, r) in self.rooms.iter_mut() {
+            for (id, m) in r.members.iter_mut().filter(|(_, m)| m.answered) {
+                let down = m.downlink.recent_loss(ms, crate::quality::DOWN_STALE_MS);
+                if let Some(quality) = m.quality.evaluate(down) {
+                    self.out.push_back(Output::Event(SfuEvent::Quality {
+                        room: name.clone(),
+                        participant: id.clone(),
+                        quality,
+                        sfu: Some(self.sfu_id.clone()),
+                        version: None, // given by the outbox
+                    }));
+                }
+            }
+        }
+    }
+
     fn next_tick(&self, now: Instant) -> Instant {
         let tick = SPEAKER_TICK.as_micros() as u64;
         let since = now.saturating_duration_since(self.epoch).as_micros() as u64;
@@ -2071,6 +2140,115 @@ mod tests {
             s.core.describe()[R][2]["downlink_bps"],
             serde_json::json!(after as u64)
         );
+    }
+
+    #[test]
+    fn the_sfu_judges_each_connection_by_its_loss_and_tells_the_room_on_change() {
+        use edgemeet_shared::health::Quality;
+        let mut s = Sim::new();
+        let ada = s.join("ada");
+        let bob = s.join("bob");
+        s.publish("ada", TrackKind::Camera, true);
+        s.outputs();
+        let told = |out: &[Output]| -> Vec<(String, Quality)> {
+            out.iter()
+                .filter_map(|o| match o {
+                    Output::Event(SfuEvent::Quality {
+                        participant,
+                        quality,
+                        sfu,
+                        ..
+                    }) => {
+                        assert_eq!(sfu.as_deref(), Some("sfu-test"));
+                        Some((participant.clone(), *quality))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        // Each second: what Ada's camera brought (`up` of 100 packets expected) and Bob's
+        // receiver report (`down`: RTCP's fraction lost, of 256).
+        let mut second = |s: &mut Sim, i: u64, up: u64, down: u8| {
+            s.input(Input::Uplink {
+                room: R.into(),
+                peer: "ada".into(),
+                session: ada,
+                expected: 100,
+                received: up,
+            });
+            s.input(Input::ReceiverReport {
+                room: R.into(),
+                peer: "bob".into(),
+                session: bob,
+                fraction_lost: down,
+                bytes_sent: i * 60_000,
+                packets_sent: i * 100,
+            });
+            s.advance(Duration::from_millis(1_000));
+            told(&s.outputs())
+        };
+        let mut i = 1;
+        let mut run = |s: &mut Sim, n: usize, up: u64, down: u8| {
+            let mut all = Vec::new();
+            for _ in 0..n {
+                all.extend(second(s, i, up, down));
+                i += 1;
+            }
+            all
+        };
+        // Clean: both excellent once they held three judgements, told once.
+        let out = run(&mut s, 5, 100, 0);
+        assert_eq!(
+            out,
+            vec![
+                ("ada".to_string(), Quality::Excellent),
+                ("bob".to_string(), Quality::Excellent)
+            ]
+        );
+        // Bob's downlink loses 10 %: poor (100 − 600 × 0.1 = 40), after the hold.
+        let out = run(&mut s, 5, 100, 26);
+        assert_eq!(out, vec![("bob".to_string(), Quality::Poor)]);
+        // A one-second burst on Ada's uplink is not a bad connection; 5 % for long is good.
+        assert!(run(&mut s, 1, 60, 26).is_empty());
+        let out = run(&mut s, 5, 95, 26);
+        assert_eq!(out, vec![("ada".to_string(), Quality::Good)]);
+        // Bob stops answering ICE: lost; he answers again and his link is clean: excellent.
+        s.input(Input::Link {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            up: false,
+        });
+        let out = run(&mut s, 4, 95, 26);
+        assert_eq!(out, vec![("bob".to_string(), Quality::Lost)]);
+        s.input(Input::Link {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            up: true,
+        });
+        let out = run(&mut s, 5, 100, 0);
+        assert_eq!(
+            out,
+            vec![
+                ("ada".to_string(), Quality::Excellent),
+                ("bob".to_string(), Quality::Excellent)
+            ]
+        );
+        // A stale session's counts change nothing.
+        assert!(s
+            .core
+            .handle_input(
+                s.now,
+                Input::Uplink {
+                    room: R.into(),
+                    peer: "ada".into(),
+                    session: ada + 100,
+                    expected: 100,
+                    received: 0,
+                }
+            )
+            .is_err());
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub enum PathOutcome {
 }
 
 impl PathOutcome {
-    fn works(&self) -> bool {
+    pub fn works(&self) -> bool {
         matches!(self, PathOutcome::Works { .. })
     }
 }
@@ -234,6 +234,12 @@ pub fn verdict(o: &Observed) -> Verdict {
                 },
             )
         }
+        // UDP is known blocked only if the relay over UDP was tried.
+        Some(PathKind::RelayTcp) if o.relay_udp == PathOutcome::NotSetUp => (
+            Grade::Relayed,
+            "Direct connections are blocked: we will relay your call over TCP, expect more delay."
+                .to_string(),
+        ),
         Some(PathKind::RelayTcp) => (
             Grade::Relayed,
             "UDP is blocked: we will relay your call over TCP, expect more delay.".to_string(),
@@ -254,7 +260,7 @@ pub fn verdict(o: &Observed) -> Verdict {
             ),
             (_, Some(u)) if u < upload_full_kbps() => (
                 Grade::Fair,
-                format!("Video will work, in lower quality: your upload is about {}.", rate_words(u)),
+                format!("Video will work, in lower quality: your upload reached {} in the test.", rate_words(u)),
             ),
             (_, Some(_)) => (Grade::Good, "Video will work well.".to_string()),
             (_, None) => (
@@ -275,13 +281,16 @@ pub fn verdict(o: &Observed) -> Verdict {
         };
         details.push(line);
         if p == PathKind::Direct {
-            details
-                .push("Direct (TCP): this server offers none; the relay over TCP stands in".into());
+            details.push(if o.relay_tcp.works() {
+                "Direct (TCP): this server offers none; the relay over TCP stands in".into()
+            } else {
+                "Direct (TCP): this server offers none".into()
+            });
         }
     }
     details.push(match upload {
         Some(u) => format!(
-            "Upload: about {} (the browser's estimate after {} s of video; all three camera layers need {})",
+            "Upload: at least {} (the browser's estimate after {} s of video; all three camera layers need {})",
             rate_words(u),
             UPLOAD_WINDOW_MS / 1000,
             rate_words(upload_full_kbps())
@@ -368,7 +377,7 @@ mod tests {
         assert!(
             v.details
                 .iter()
-                .any(|d| d.starts_with("Upload: about 5.9 Mbit/s")),
+                .any(|d| d.starts_with("Upload: at least 5.9 Mbit/s")),
             "{:?}",
             v.details
         );
@@ -404,6 +413,22 @@ mod tests {
         assert!(v.headline.contains("relay your call"), "{}", v.headline);
         assert_eq!(v.path, Some(PathKind::RelayUdp));
         assert!(v.details.contains(&"Direct (UDP): blocked".to_string()));
+        // Relay over UDP never tried (the server has none): UDP is not known to be blocked.
+        let v = verdict(&observed(
+            PathOutcome::Blocked,
+            PathOutcome::NotSetUp,
+            works(30),
+            Some(3_000),
+        ));
+        assert_eq!(
+            v.headline,
+            "Direct connections are blocked: we will relay your call over TCP, expect more delay."
+        );
+        // Without a working relay over TCP, the details do not promise one.
+        let v = verdict(&observed(works(3), works(4), PathOutcome::Blocked, None));
+        assert!(v
+            .details
+            .contains(&"Direct (TCP): this server offers none".to_string()));
     }
 
     #[test]
@@ -438,7 +463,7 @@ mod tests {
         assert_eq!(v.grade, Grade::Fair);
         assert_eq!(
             v.headline,
-            "Video will work, in lower quality: your upload is about 2.3 Mbit/s."
+            "Video will work, in lower quality: your upload reached 2.3 Mbit/s in the test."
         );
         let v = verdict(&observed(works(3), works(4), works(4), Some(300)));
         assert_eq!(v.headline, "Your upload is slow (300 kbit/s): others may see you only in low quality. Audio will work.");

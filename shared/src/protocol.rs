@@ -750,29 +750,42 @@ pub enum SfuEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<u64>,
     },
+    /// How the SFU judges `participant`'s connection (its uplink's and downlink's loss, whether
+    /// its media session answers): the room shows the worse of this and the page's own report.
+    Quality {
+        room: String,
+        participant: String,
+        quality: crate::health::Quality,
+        #[serde(default)]
+        sfu: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+    },
 }
 
 impl SfuEvent {
     pub fn room(&self) -> &str {
         match self {
-            SfuEvent::PublishLayers { room, .. } | SfuEvent::ActiveSpeaker { room, .. } => room,
+            SfuEvent::PublishLayers { room, .. }
+            | SfuEvent::ActiveSpeaker { room, .. }
+            | SfuEvent::Quality { room, .. } => room,
         }
     }
 
     /// Its version (see [`SfuEvent::PublishLayers`]), if it has one.
     pub fn version(&self) -> Option<u64> {
         match self {
-            SfuEvent::PublishLayers { version, .. } | SfuEvent::ActiveSpeaker { version, .. } => {
-                *version
-            }
+            SfuEvent::PublishLayers { version, .. }
+            | SfuEvent::ActiveSpeaker { version, .. }
+            | SfuEvent::Quality { version, .. } => *version,
         }
     }
 
     pub fn set_version(&mut self, v: u64) {
         match self {
-            SfuEvent::PublishLayers { version, .. } | SfuEvent::ActiveSpeaker { version, .. } => {
-                *version = Some(v)
-            }
+            SfuEvent::PublishLayers { version, .. }
+            | SfuEvent::ActiveSpeaker { version, .. }
+            | SfuEvent::Quality { version, .. } => *version = Some(v),
         }
     }
 
@@ -783,15 +796,18 @@ impl SfuEvent {
                 room, participant, ..
             } => format!("{room}/layers/{participant}"),
             SfuEvent::ActiveSpeaker { room, scope, .. } => format!("{room}/speaker/{scope}"),
+            SfuEvent::Quality {
+                room, participant, ..
+            } => format!("{room}/quality/{participant}"),
         }
     }
 
     /// The SFU that sent it, if it said.
     pub fn sfu(&self) -> Option<&str> {
         match self {
-            SfuEvent::PublishLayers { sfu, .. } | SfuEvent::ActiveSpeaker { sfu, .. } => {
-                sfu.as_deref()
-            }
+            SfuEvent::PublishLayers { sfu, .. }
+            | SfuEvent::ActiveSpeaker { sfu, .. }
+            | SfuEvent::Quality { sfu, .. } => sfu.as_deref(),
         }
     }
 }

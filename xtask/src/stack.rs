@@ -167,6 +167,10 @@ impl Stack {
         .arg(format!("--max-port={}", relay + 99))
         .args(["--realm=edgemeet", "--use-auth-secret"])
         .arg(format!("--static-auth-secret={}", secrets.turn_secret))
+        // An allocation lives at most 10 min unless refreshed (browsers refresh theirs): the
+        // short-lived credentials a connection check hands out cannot hold a relay port for an
+        // hour (coturn's default maximum).
+        .arg("--max-allocate-lifetime=600")
         // Relay to the SFUs' media only (they send and receive on 127.0.0.2 here, everything
         // else listens on 127.0.0.1): every other peer address — the edge, coturn itself,
         // loopback and private ranges — is refused (the TURN-as-SSRF-proxy class of bug).

@@ -176,7 +176,10 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
         spawn_local(async move {
             let out = netcheck::run(&r, true, c.clone()).await;
             if c.is_cancelled() {
-                return; // joined meanwhile: the page is going
+                // Join was pressed meanwhile: if the join is refused (a password, say), the
+                // page stays and the check may be run again.
+                set_checking.try_set(false);
+                return;
             }
             if let Ok((observed, _)) = &out {
                 // Tests compare what the page says with what was measured.
@@ -191,9 +194,10 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
     let auto = set_timeout_with_handle(
         move || run_check(true),
         std::time::Duration::from_millis(1_500),
-    );
+    )
+    .ok();
     on_cleanup(move || {
-        if let Ok(t) = auto {
+        if let Some(t) = auto {
             t.clear();
         }
         if let Some(c) = cancel.get_value() {
@@ -203,6 +207,11 @@ pub fn PreJoin(initial_room: String) -> impl IntoView {
 
     let join = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
+        // A check running (or about to) would compete with the call for the network and the
+        // CPU: it stops; "Test my connection" runs it again if the join is refused.
+        if let Some(t) = auto {
+            t.clear();
+        }
         if let Some(c) = cancel.get_value() {
             c.cancel();
         }

@@ -973,10 +973,10 @@ impl Room {
                 self.to_scope(scope, ServerMessage::Reaction { id, emoji })
             }
             ClientMessage::Quality { quality } => {
-                let Some(m) = self.members.get_mut(&id) else {
+                let Some(m) = self.members.get(&id) else {
                     return Vec::new();
                 };
-                if m.info.quality == Some(quality) {
+                if m.page_quality == Some(quality) {
                     return Vec::new();
                 }
                 // A page reports a change at most every few seconds; more is dropped quietly
@@ -997,12 +997,9 @@ impl Room {
                 };
                 // Stored with the member like the rest of it (the room rebuilds from its rows); a
                 // page changes it seldom: it holds a band three polls before telling it.
-                m.info.quality = Some(quality);
+                m.page_quality = Some(quality);
                 self.dirty.members.insert(id.clone());
-                vec![Output::Broadcast {
-                    except: None,
-                    msg: ServerMessage::QualityChanged { id, quality },
-                }]
+                self.quality_changed(&id)
             }
             ClientMessage::Hand { raised } => {
                 if let Some(refused) = self.hand_toggle_limit(now, &id, &conn) {

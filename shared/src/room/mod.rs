@@ -265,6 +265,13 @@ struct Member {
     /// The page ids of this member's latest chat messages: a resend is recognised.
     #[serde(default)]
     recent_chat: VecDeque<String>,
+    /// Its connection's band as its page reports it (`ClientMessage::Quality`)…
+    #[serde(default)]
+    page_quality: Option<crate::health::Quality>,
+    /// …and as the SFU judges it (`SfuEvent::Quality`): everyone sees the worse
+    /// (`info.quality`).
+    #[serde(default)]
+    sfu_quality: Option<crate::health::Quality>,
 }
 
 impl Member {
@@ -673,6 +680,18 @@ impl Room {
                 self.dirty.meta = true;
                 self.to_scope(scope, ServerMessage::ActiveSpeaker { id: participant })
             }
+            Input::SfuEvent(SfuEvent::Quality {
+                participant,
+                quality,
+                ..
+            }) => {
+                let Some(m) = self.members.get_mut(&participant) else {
+                    return Vec::new();
+                };
+                m.sfu_quality = Some(quality);
+                self.dirty.members.insert(participant.clone());
+                self.quality_changed(&participant)
+            }
             Input::SfuDraining { sfu } => {
                 let occupied = !self.members.is_empty();
                 let out = self.meta.media.draining(now, &sfu, occupied);
@@ -689,6 +708,30 @@ impl Room {
                 self.dirty.meta = true;
                 self.media_verdict(verdict)
             }
+        }
+    }
+
+    /// `id`'s band for everyone: the worse of its page's report and the SFU's judgement, told
+    /// when it changed.
+    pub(crate) fn quality_changed(&mut self, id: &str) -> Vec<Output> {
+        let Some(m) = self.members.get_mut(id) else {
+            return Vec::new();
+        };
+        let shown = crate::health::worst(m.page_quality, m.sfu_quality);
+        if shown == m.info.quality {
+            return Vec::new();
+        }
+        m.info.quality = shown;
+        self.dirty.members.insert(id.to_string());
+        match shown {
+            Some(quality) => vec![Output::Broadcast {
+                except: None,
+                msg: ServerMessage::QualityChanged {
+                    id: id.to_string(),
+                    quality,
+                },
+            }],
+            None => Vec::new(),
         }
     }
 
@@ -714,6 +757,7 @@ impl Room {
         self.meta.event_versions.retain(|k, _| {
             k.starts_with(&prefix)
                 && k.split_once("/layers/")
+                    .or_else(|| k.split_once("/quality/"))
                     .is_none_or(|(_, p)| members.contains_key(p))
         });
         self.meta.event_versions.insert(key, version);
@@ -964,6 +1008,8 @@ impl Room {
                     refreshes: 0,
                     stopped,
                     recent_chat: VecDeque::new(),
+                    page_quality: None,
+                    sfu_quality: None,
                 },
             );
             self.report_arrived(now, &claims.sub);

@@ -1020,6 +1020,87 @@ fn views_go_to_the_sfu_and_too_many_are_refused() {
 }
 
 #[test]
+fn everyone_sees_the_worse_of_a_pages_own_report_and_the_sfus_judgement() {
+    use crate::health::Quality;
+    let mut r = with_sfu("a");
+    connect(&mut r, "b", "c2");
+    let sfu_says = |quality, version: u64, sfu: &str| {
+        Input::SfuEvent(SfuEvent::Quality {
+            room: "r".into(),
+            participant: "b".into(),
+            quality,
+            sfu: Some(sfu.into()),
+            version: Some(version),
+        })
+    };
+    let told = |fx: &[Output]| -> Vec<Quality> {
+        fx.iter()
+            .filter_map(|o| match o {
+                Output::Broadcast {
+                    msg: ServerMessage::QualityChanged { id, quality },
+                    ..
+                } if id == "b" => Some(*quality),
+                _ => None,
+            })
+            .collect()
+    };
+    let page =
+        |r: &mut Sim, at, quality| frame_at(r, at, "c2", &ClientMessage::Quality { quality });
+    // Bob's page says excellent (its sending is fine), the SFU sees his downlink lose 10 %: poor,
+    // for everyone, whatever his page keeps saying.
+    assert_eq!(
+        told(&page(&mut r, 1_000, Quality::Excellent)),
+        vec![Quality::Excellent]
+    );
+    assert_eq!(
+        told(&r.run(2_000, sfu_says(Quality::Poor, 10, "sfu-1"))),
+        vec![Quality::Poor]
+    );
+    assert!(
+        told(&page(&mut r, 3_000, Quality::Good)).is_empty(),
+        "still the SFU's poor"
+    );
+    // A repeat or an older judgement changes nothing; one from an SFU the room is not on neither.
+    assert!(told(&r.run(3_100, sfu_says(Quality::Excellent, 9, "sfu-1"))).is_empty());
+    assert!(told(&r.run(3_200, sfu_says(Quality::Excellent, 50, "sfu-old"))).is_empty());
+    // The SFU sees him recover: his page's own band (good) shows again.
+    assert_eq!(
+        told(&r.run(4_000, sfu_says(Quality::Excellent, 11, "sfu-1"))),
+        vec![Quality::Good]
+    );
+    // Now his page is the worse one.
+    assert_eq!(
+        told(&page(&mut r, 5_000, Quality::Poor)),
+        vec![Quality::Poor]
+    );
+    // Someone not here: nothing.
+    let fx = r.run(
+        6_000,
+        Input::SfuEvent(SfuEvent::Quality {
+            room: "r".into(),
+            participant: "nobody".into(),
+            quality: Quality::Lost,
+            sfu: Some("sfu-1".into()),
+            version: Some(12),
+        }),
+    );
+    assert!(fx.iter().all(|o| !matches!(
+        o,
+        Output::Broadcast {
+            msg: ServerMessage::QualityChanged { .. },
+            ..
+        }
+    )));
+    let b = r
+        .snapshot()
+        .participants
+        .into_iter()
+        .find(|p| p.id == "b")
+        .unwrap();
+    assert_eq!(b.quality, Some(Quality::Poor));
+}
+
+#[test]
 fn a_repeated_or_overtaken_sfu_event_changes_nothing() {
     // The SFU sends an event until the edge took it: the same one may come twice, and an older
     // one after a newer (a retry that overtook nothing, or one the edge answered late).
