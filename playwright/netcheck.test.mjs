@@ -113,7 +113,7 @@ test("the pre-join page checks the connection by itself and on request, and says
 test("without UDP the check says the call will be relayed over TCP, and the call then goes that way", async () => {
   // A browser that may not use UDP (Chromium's own policy, as an administrator sets it: TCP only, no proxy here), so
   // neither its check nor its call can use UDP — whatever the page asks for.
-  const context = await launch(["--force-webrtc-ip-handling-policy=disable_non_proxied_udp"]);
+  const context = await launch(["--webrtc-ip-handling-policy=disable_non_proxied_udp"]);
   try {
     const room = `nc-tcp-${Math.random().toString(36).slice(2, 8)}`;
     const page = await context.newPage();
