@@ -270,3 +270,21 @@ export async function manifestFor(base, who, room) {
   const r = (await get("/api/recordings")).recordings.find((x) => x.room === room);
   return r ? get(`/api/recordings/${r.id}`) : null;
 }
+
+/** Capture → shown (ms) of each remote video's last frame on `page`, by publisher id, computed
+ *  here from getSynchronizationSources() (Unix ms when delivered, NTP ms when captured). */
+export async function latencies(page) {
+  return page.evaluate(() => {
+    const out = {};
+    for (const r of window.edgemeetPc?.getReceivers() ?? []) {
+      if (r.track?.kind !== "video") continue;
+      const s = r.getSynchronizationSources()[0];
+      if (!s || s.captureTimestamp === undefined) continue;
+      const who = [...document.querySelectorAll("video[data-publisher]")]
+        .find((v) => v.srcObject?.getVideoTracks?.().some((t) => t.id === r.track.id))?.dataset.publisher;
+      if (!who) continue;
+      out[who] = { at: s.timestamp, ms: s.timestamp + 2208988800000 - s.captureTimestamp - (s.senderCaptureTimeOffset ?? 0) };
+    }
+    return out;
+  });
+}

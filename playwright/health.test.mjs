@@ -9,28 +9,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
-import { joinAs as joinAsIn, idOf, until, press, inbound } from "./call.mjs";
+import { joinAs as joinAsIn, idOf, until, press, inbound, latencies } from "./call.mjs";
 
 const browser = browserForFile();
 const joinAs = (name, room) => joinAsIn(browser.context, BASE, name, room);
-
-/** Capture → shown (ms) of each remote video's last frame on `page`, by publisher id, computed
- *  here from getSynchronizationSources() (Unix ms when delivered, NTP ms when captured). */
-async function latencies(page) {
-  return page.evaluate(() => {
-    const out = {};
-    for (const r of window.edgemeetPc?.getReceivers() ?? []) {
-      if (r.track?.kind !== "video") continue;
-      const s = r.getSynchronizationSources()[0];
-      if (!s || s.captureTimestamp === undefined) continue;
-      const who = [...document.querySelectorAll("video[data-publisher]")]
-        .find((v) => v.srcObject?.getVideoTracks?.().some((t) => t.id === r.track.id))?.dataset.publisher;
-      if (!who) continue;
-      out[who] = { at: s.timestamp, ms: s.timestamp + 2208988800000 - s.captureTimestamp - (s.senderCaptureTimeOffset ?? 0) };
-    }
-    return out;
-  });
-}
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 

@@ -576,6 +576,20 @@ fn bench() -> Result<()> {
             )
         },
     );
+    let health = step(
+        "call health: glass to glass at 720p, 3 people; the pre-join network check",
+        || {
+            cmd::run(
+                "health bench",
+                Command::new(p.node22())
+                    .arg("bench/health.mjs")
+                    .current_dir(&p.root)
+                    .env("EDGEMEET_URL", &stack.url)
+                    .env("EDGEMEET_CHROMIUM", setup::Paths::chromium()),
+                &format!("stack logs in {}", stack.log_dir.display()),
+            )
+        },
+    );
     let meeting = step(
         "meeting controls: password check, chat fan-out to 50, join → admitted",
         || {
@@ -625,6 +639,7 @@ fn bench() -> Result<()> {
     joined
         .and(moved)
         .and(layers)
+        .and(health)
         .and(meeting)
         .and(abuse)
         .and(networks)
