@@ -98,7 +98,7 @@ pub fn watch(m: Meeting) {
     // This page's own band over the last polls (it is told to the room once it held for three).
     let mine_seen = StoredValue::new_local(Vec::<Quality>::new());
     // The band this page last told the room.
-    let told = StoredValue::new_local(None::<Quality>);
+    let told = StoredValue::new_local(None::<(String, Quality)>);
     let seen = StoredValue::new_local(HashMap::<String, std::collections::VecDeque<Seen>>::new());
     let sample = move || {
         let Some(pc) = m.call.get_value().and_then(|c| c.peer_connection()) else {
@@ -296,12 +296,15 @@ pub fn watch(m: Meeting) {
                     .map(|p| p.quality)
             });
             // The room shows the worse of this and the SFU's judgement, so what it has may stay
-            // unlike this page's band: tell each change once (and again to a room that has no
-            // band for me: a new session after a rejoin).
-            let told_before = told.get_value();
-            if held && (told_before != Some(mine) || known == Some(None)) && known.is_some() {
-                told.set_value(Some(mine));
-                m.send(&ClientMessage::Quality { quality: mine });
+            // unlike this page's band: each change is told once (again if it could not go).
+            // Told per participant id: a rejoin is a new member the room knows no band of.
+            let me_id = m.model.with_untracked(|r| r.me.clone());
+            if held
+                && known.is_some()
+                && told.get_value() != me_id.clone().map(|id| (id, mine))
+                && m.try_send(&ClientMessage::Quality { quality: mine })
+            {
+                told.set_value(me_id.map(|id| (id, mine)));
             }
         });
     };

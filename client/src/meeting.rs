@@ -278,17 +278,19 @@ impl Meeting {
 
     /// Sends a message on the room socket, if it is open (nothing is queued).
     pub fn send(&self, msg: &ClientMessage) {
+        let _ = self.try_send(msg);
+    }
+
+    /// [`Meeting::send`], saying whether it went.
+    pub fn try_send(&self, msg: &ClientMessage) -> bool {
         let Ok(text) = serde_json::to_string(msg) else {
-            return;
+            return false;
         };
         self.socket.with_value(|s| {
-            if let Some((_, ws)) = s
-                .as_ref()
+            s.as_ref()
                 .filter(|(_, ws)| ws.ready_state() == WebSocket::OPEN)
-            {
-                let _ = ws.send_with_str(&text);
-            }
-        });
+                .is_some_and(|(_, ws)| ws.send_with_str(&text).is_ok())
+        })
     }
 
     /// Shows `text` for 4 s.

@@ -422,7 +422,8 @@ async fn join_limit(env: &Env, addr: &str) -> EdgeResult<()> {
     })
 }
 
-/// The Workers rate-limiting binding for connection checks: per client address, 10 a minute
+/// The Workers rate-limiting binding for connection checks: per client address, 30 a minute (an
+/// office behind one address opens many pre-join pages at the hour)
 /// (wrangler.toml) — a pre-join page runs one by itself and on each "Test my connection".
 const PROBE_LIMITER: &str = "PROBE_LIMITER";
 
@@ -433,6 +434,17 @@ const PROBE_LIMITER: &str = "PROBE_LIMITER";
 /// the relay still reaches only the SFUs' media address). Limited per client address.
 async fn probe(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> {
     use edgemeet_shared::netcheck::{self, ProbeAnswers, ProbeReply, ProbeRequest};
+    // A JSON body only: a form or text/plain POST from another site (no CORS preflight) cannot
+    // spend its visitors' checks.
+    if !req
+        .headers()
+        .get("content-type")?
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/json"))
+    {
+        return Err(EdgeError::BadRequest(
+            "a connection check is a JSON request (content-type: application/json)".into(),
+        ));
+    }
     let addr = client_addr(&req, env)?;
     match env.rate_limiter(PROBE_LIMITER) {
         Ok(limiter) => {
@@ -452,17 +464,6 @@ async fn probe(mut req: Request, env: &Env, room: &str) -> EdgeResult<Response> 
         Err(e) => {
             worker::console_warn!("no {PROBE_LIMITER} binding, checks are not rate-limited: {e}")
         }
-    }
-    // A JSON body only: a form or text/plain POST from another site (no CORS preflight) cannot
-    // spend its visitors' checks.
-    if !req
-        .headers()
-        .get("content-type")?
-        .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/json"))
-    {
-        return Err(EdgeError::BadRequest(
-            "a connection check is a JSON request (content-type: application/json)".into(),
-        ));
     }
     let body: ProbeRequest = req.json().await.map_err(|e| {
         EdgeError::BadRequest(format!(

@@ -108,8 +108,10 @@ pub struct DownlinkEstimator {
     last_report: Option<Millis>,
     resume_at: Millis,
     last_loss: f64,
-    /// When the last window closed.
-    closed_at: Option<Millis>,
+    /// The last window that carried video: when it closed and the share of it NACKed (the
+    /// link's own loss before repair; what the publisher lost is never forwarded, so never
+    /// NACKed here).
+    nacked_window: Option<(Millis, f64)>,
 }
 
 /// Packets a subscriber NACKed, each counted once: a browser asks again for a packet whose
@@ -318,7 +320,7 @@ impl Default for DownlinkEstimator {
             last_report: None,
             resume_at: 0,
             last_loss: 0.0,
-            closed_at: None,
+            nacked_window: None,
         }
     }
 }
@@ -348,12 +350,13 @@ impl DownlinkEstimator {
         self.last_loss
     }
 
-    /// The loss of the last window if it closed within `within` ms of `now` (an older one says
-    /// nothing of the link now: nothing was sent to judge it by since).
-    pub fn recent_loss(&self, now: Millis, within: Millis) -> Option<f64> {
-        self.closed_at
-            .filter(|at| now.saturating_sub(*at) <= within)
-            .map(|_| self.last_loss)
+    /// The last window that carried video, if it closed within `within` ms of `now`: when it
+    /// closed and the share of it the subscriber NACKed. Receiver reports are left out: their
+    /// loss counts what the publisher lost too (the SFU forwards its gaps), which is not this
+    /// link's. An older window says nothing of the link now.
+    pub fn recent_window(&self, now: Millis, within: Millis) -> Option<(Millis, f64)> {
+        self.nacked_window
+            .filter(|(at, _)| now.saturating_sub(*at) <= within)
     }
 
     /// A receiver report: `fraction_lost` as in RTCP (0–255 = 0–100 %), `bytes_sent` the total
@@ -401,7 +404,9 @@ impl DownlinkEstimator {
         };
         let loss = reported.max(nacked);
         self.last_loss = loss;
-        self.closed_at = Some(now);
+        if sent > 0 {
+            self.nacked_window = Some((now, nacked));
+        }
         let sent_bps = bytes_sent.saturating_sub(b) as f64 * 8_000.0 / (now - t) as f64;
         self.last = Some((bytes_sent, packets_sent, self.nacks.total(), now));
         self.reported = (0, 0);

@@ -107,7 +107,7 @@ type Reply<T> = oneshot::Sender<Result<T, MediaError>>;
 const PROBE_LIFETIME: Duration =
     Duration::from_secs(edgemeet_shared::netcheck::PROBE_LIFETIME_SECS);
 /// Connection checks' sessions one worker holds at once (three per check).
-const PROBES_PER_WORKER: usize = 24;
+const PROBES_PER_WORKER: usize = 60;
 /// What a check's session may send us: 3 s of video at the check's 4 Mbit/s cap is 1.5 MB, and
 /// the browser's bandwidth probes add some.
 const PROBE_MAX_BYTES: u64 = 4_000_000;
@@ -1393,6 +1393,21 @@ impl Worker {
                     }
                     RTCPeerConnectionState::Connected if !s.connected => {
                         s.connected = true;
+                        if s.probe.is_none() {
+                            // Its connection is judged from now on.
+                            let _ = self.core.handle_input(
+                                Instant::now(),
+                                Input::Link {
+                                    room: s.room.clone(),
+                                    peer: s.peer.clone(),
+                                    session: s.id,
+                                    up: true,
+                                },
+                            );
+                        }
+                        let Some(s) = self.sessions[slot].as_mut() else {
+                            return;
+                        };
                         s.remote = selected_remote(&mut s.pc);
                         // Packets sent before DTLS completes are dropped: only now can a keyframe
                         // reach it.
@@ -1590,7 +1605,7 @@ impl Worker {
         } else {
             0
         };
-        p.rx[layer].on_packet(pkt.header.sequence_number);
+        p.rx[layer].on_packet(ssrc, pkt.header.sequence_number);
         let now = Instant::now();
         let now_us = now.duration_since(self.epoch).as_micros() as u64;
         if let (false, Some(ext)) = (blocked, p.audio_level_id) {

@@ -109,10 +109,26 @@ impl Outbox {
         if self.entries.iter().filter(|e| e.in_flight).count() >= MAX_IN_FLIGHT {
             return None;
         }
-        let e = self
+        // Layers and speakers first (they change what people see now); connection judgements,
+        // which come in bursts (everyone's first one a few seconds after a failover), take at
+        // most half the posts in flight.
+        let ready = |e: &Entry| !e.in_flight && e.retry_at.is_none_or(|t| t <= now);
+        let judging = |e: &Entry| matches!(e.event, SfuEvent::Quality { .. });
+        let judgements_out = self
             .entries
-            .iter_mut()
-            .find(|e| !e.in_flight && e.retry_at.is_none_or(|t| t <= now))?;
+            .iter()
+            .filter(|e| e.in_flight && judging(e))
+            .count();
+        let i = self
+            .entries
+            .iter()
+            .position(|e| ready(e) && !judging(e))
+            .or_else(|| {
+                (judgements_out < MAX_IN_FLIGHT / 2)
+                    .then(|| self.entries.iter().position(|e| ready(e) && judging(e)))
+                    .flatten()
+            })?;
+        let e = &mut self.entries[i];
         e.in_flight = true;
         Some(e.event.clone())
     }
@@ -275,6 +291,30 @@ mod tests {
         );
         o.sent(t0, &next, Outcome::Delivered);
         assert!(o.is_empty());
+    }
+
+    #[test]
+    fn layers_and_speakers_go_before_a_burst_of_connection_judgements() {
+        let t0 = Instant::now();
+        let mut o = Outbox::default();
+        let judged = |who: &str| SfuEvent::Quality {
+            room: "r".into(),
+            participant: who.into(),
+            quality: edgemeet_shared::health::Quality::Excellent,
+            sfu: Some("s".into()),
+            version: None,
+        };
+        for i in 0..10 {
+            o.push(i, judged(&format!("p{i}")));
+        }
+        o.push(20, layers("r", "a", true));
+        o.push(21, speaker("r", "b"));
+        // In flight at once: the layers, the speaker and two judgements (half the posts).
+        let mut out = Vec::new();
+        while let Some(e) = o.poll_send(t0) {
+            out.push(who(&e));
+        }
+        assert_eq!(out, ["a:true", "b", "p0:Excellent", "p1:Excellent"]);
     }
 
     #[test]

@@ -20,32 +20,42 @@ pub const MIN_EXPECTED: u64 = 20;
 pub const DOWN_STALE_MS: u64 = 5_000;
 
 /// Packets of one RTP stream: sequence numbers unwrapped, how many came (no allocation: per packet
-/// on the forwarding path).
+/// on the forwarding path). A new SSRC or a jump of more than [`REBASE_JUMP`] (an encoder
+/// restarted) starts the count again from there.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SeqCount {
+    ssrc: u32,
     first: u64,
     highest: Option<u64>,
     received: u64,
-    /// (expected, received) at the last [`SeqCount::take`].
+    /// (expected, received) of this count at the last [`SeqCount::take`].
     taken: (u64, u64),
+    /// Not yet taken of counts before a restart.
+    carry: (u64, u64),
 }
 
+/// A sequence number this far from the highest one is a new stream, not loss.
+pub const REBASE_JUMP: u64 = 3_000;
+
 impl SeqCount {
-    pub fn on_packet(&mut self, seq: u16) {
-        self.received += 1;
-        let Some(h) = self.highest else {
-            self.first = seq as u64;
-            self.highest = Some(seq as u64);
+    pub fn on_packet(&mut self, ssrc: u32, seq: u16) {
+        let Some(h) = self.highest.filter(|_| self.ssrc == ssrc) else {
+            self.start(ssrc, seq);
             return;
         };
-        // The unwrapped number nearest the highest so far.
+        // The unwrapped number nearest the highest so far (numbers start one cycle up, so one
+        // from before a wrap right after the first still has a place below).
         let cycle = h & !0xffff;
-        let candidates = [cycle.wrapping_sub(0x1_0000), cycle, cycle + 0x1_0000];
-        let ext = candidates
+        let ext = [cycle - 0x1_0000, cycle, cycle + 0x1_0000]
             .into_iter()
-            .map(|c| c.wrapping_add(seq as u64))
+            .map(|c| c + seq as u64)
             .min_by_key(|e| e.abs_diff(h))
             .unwrap_or(h);
+        if ext.abs_diff(h) > REBASE_JUMP {
+            self.start(ssrc, seq);
+            return;
+        }
+        self.received += 1;
         if ext > h {
             self.highest = Some(ext);
         } else if ext < self.first {
@@ -54,16 +64,36 @@ impl SeqCount {
         }
     }
 
-    /// Packets expected and received since the last call.
-    pub fn take(&mut self) -> (u64, u64) {
+    /// Counting starts again at `seq`; what the old count had not given is carried.
+    fn start(&mut self, ssrc: u32, seq: u16) {
+        let (e, r) = self.since_taken();
+        self.carry = (self.carry.0 + e, self.carry.1 + r);
+        self.ssrc = ssrc;
+        self.first = 0x1_0000 + seq as u64;
+        self.highest = Some(self.first);
+        self.received = 1;
+        self.taken = (0, 0);
+    }
+
+    fn since_taken(&self) -> (u64, u64) {
         let expected = self.highest.map_or(0, |h| h - self.first + 1);
-        let now = (expected, self.received);
-        let d = (
-            now.0.saturating_sub(self.taken.0),
-            now.1.saturating_sub(self.taken.1),
+        (
+            expected.saturating_sub(self.taken.0),
+            self.received.saturating_sub(self.taken.1),
+        )
+    }
+
+    /// Packets expected and received since the last call (received never above expected: a
+    /// retransmission counts once).
+    pub fn take(&mut self) -> (u64, u64) {
+        let (e, r) = self.since_taken();
+        let d = (e + self.carry.0, r + self.carry.1);
+        self.taken = (
+            self.highest.map_or(0, |h| h - self.first + 1),
+            self.received,
         );
-        self.taken = now;
-        d
+        self.carry = (0, 0);
+        (d.0, d.1.min(d.0))
     }
 }
 
@@ -78,6 +108,10 @@ pub struct QualityWatch {
     told: Option<Quality>,
     /// Its media session stopped answering ICE.
     down: bool,
+    /// Its media session connected (ICE and DTLS): nothing is judged before.
+    connected: bool,
+    /// The downlink window last judged (when it closed).
+    down_judged: Option<u64>,
 }
 
 impl QualityWatch {
@@ -88,9 +122,10 @@ impl QualityWatch {
         self.up.1 += received;
     }
 
-    /// Its media session's ICE state: answering or not.
+    /// Its media session's ICE state: connected and answering, or not answering.
     pub fn on_link(&mut self, up: bool) {
         self.down = !up;
+        self.connected |= up;
     }
 
     /// The band the room was told last.
@@ -98,17 +133,32 @@ impl QualityWatch {
         self.told
     }
 
-    /// A judgement (once per [`EVERY_MS`]): `down_loss`, the downlink's recent loss if there is
-    /// one. Returns the band when it is new to the room and held [`HOLD`] judgements.
-    pub fn evaluate(&mut self, down_loss: Option<f64>) -> Option<Quality> {
-        let (expected, received) = std::mem::take(&mut self.up);
-        let up_loss = if expected >= MIN_EXPECTED {
+    /// A judgement (once per [`EVERY_MS`]): `down`, the downlink's last window (when it closed,
+    /// its loss) if it closed lately. Judged only on evidence — a new downlink window, or at least
+    /// [`MIN_EXPECTED`] uplink packets (fewer wait for the next judgement) — or a session not
+    /// answering (lost); nothing before the session connected. Returns the band when it is new to
+    /// the room and held [`HOLD`] judgements.
+    pub fn evaluate(&mut self, down: Option<(u64, f64)>) -> Option<Quality> {
+        if !self.connected {
+            self.up = (0, 0);
+            return None;
+        }
+        let fresh_down = down.filter(|(at, _)| self.down_judged != Some(*at));
+        let (expected, received) = self.up;
+        let up_loss = (expected >= MIN_EXPECTED).then(|| {
+            self.up = (0, 0);
             1.0 - (received.min(expected) as f64 / expected as f64)
-        } else {
-            0.0
-        };
+        });
+        if !self.down && up_loss.is_none() && fresh_down.is_none() {
+            return None; // nothing new to judge by
+        }
+        if let Some((at, _)) = fresh_down {
+            self.down_judged = Some(at);
+        }
         let stats = LinkStats {
-            loss: up_loss.max(down_loss.unwrap_or(0.0)),
+            loss: up_loss
+                .unwrap_or(0.0)
+                .max(fresh_down.map_or(0.0, |(_, l)| l)),
             silent_ms: if self.down { f64::INFINITY } else { 0.0 },
             ..LinkStats::default()
         };
@@ -134,34 +184,60 @@ mod tests {
     fn a_stream_counts_what_it_expected_and_got_across_the_wrap_and_reordering() {
         let mut c = SeqCount::default();
         for s in [65_530u16, 65_531, 65_533, 65_532, 65_535, 0, 2, 3] {
-            c.on_packet(s);
+            c.on_packet(7, s);
         }
         // 65,530 … 3 is 10 numbers; 65,534 and 1 never came.
         assert_eq!(c.take(), (10, 8));
         assert_eq!(c.take(), (0, 0), "each call counts from the last");
-        c.on_packet(4);
-        c.on_packet(3); // a retransmission: counted, never more than expected in a judgement
-        assert_eq!(c.take(), (1, 2));
-        // One reordered before the first seen widens the span.
+        c.on_packet(7, 4);
+        c.on_packet(7, 3); // a retransmission: never more received than expected
+        assert_eq!(c.take(), (1, 1));
+        // One reordered before the first seen widens the span, across a wrap too.
         let mut c = SeqCount::default();
-        c.on_packet(10);
-        c.on_packet(9);
-        assert_eq!(c.take(), (2, 2));
+        c.on_packet(7, 2);
+        c.on_packet(7, 65_535);
+        assert_eq!(c.take(), (4, 2));
     }
 
-    /// `n` judgements with this loss; the bands told.
+    #[test]
+    fn a_new_ssrc_or_an_encoder_restart_starts_the_count_again_without_made_up_loss() {
+        let mut c = SeqCount::default();
+        for s in 100u16..110 {
+            c.on_packet(7, s);
+        }
+        // The layer comes back under another SSRC, numbered anywhere.
+        for s in 40_000u16..40_005 {
+            c.on_packet(8, s);
+        }
+        assert_eq!(c.take(), (15, 15));
+        // The same SSRC jumping back (a restarted encoder): counted from there, nothing lost.
+        for s in 5u16..10 {
+            c.on_packet(8, s);
+        }
+        assert_eq!(c.take(), (5, 5));
+    }
+
+    /// `n` judgements with this uplink (expected, received) and a new downlink window each time;
+    /// the bands told.
     fn judge(w: &mut QualityWatch, n: usize, up: (u64, u64), down: Option<f64>) -> Vec<Quality> {
         (0..n)
             .filter_map(|_| {
                 w.on_uplink(up.0, up.1);
-                w.evaluate(down)
+                let at = w.down_judged.map_or(1, |a| a + 1);
+                w.evaluate(down.map(|l| (at, l)))
             })
             .collect()
     }
 
+    fn connected() -> QualityWatch {
+        let mut w = QualityWatch::default();
+        w.on_link(true);
+        w
+    }
+
     #[test]
     fn a_band_is_told_once_it_held_three_seconds_and_again_only_when_it_changes() {
-        let mut w = QualityWatch::default();
+        let mut w = connected();
         // Clean: excellent after three judgements, not repeated.
         assert_eq!(judge(&mut w, 2, (100, 100), Some(0.0)), vec![]);
         assert_eq!(
@@ -179,13 +255,39 @@ mod tests {
         assert_eq!(w.told(), Some(Quality::Poor));
         // 5 % on the way up: 70, good.
         assert_eq!(judge(&mut w, 3, (100, 95), None), vec![Quality::Good]);
-        // Too few packets to judge the uplink by: its loss is not counted.
-        assert_eq!(judge(&mut w, 3, (10, 5), None), vec![Quality::Excellent]);
+    }
+
+    #[test]
+    fn only_evidence_is_judged_and_nothing_before_the_session_connects() {
+        let mut w = QualityWatch::default();
+        // Answered but never connected: no band at all (not "excellent").
+        assert_eq!(judge(&mut w, 5, (0, 0), None), vec![]);
+        w.on_link(true);
+        // Connected, but nothing sent or received yet: still nothing to say.
+        assert_eq!(judge(&mut w, 5, (0, 0), None), vec![]);
+        // Too few uplink packets wait for more (10 + 10 = 20 make a judgement).
+        w.on_uplink(10, 5);
+        assert_eq!(w.evaluate(None), None);
+        assert_eq!(w.seen, vec![]);
+        w.on_uplink(10, 10);
+        assert_eq!(w.evaluate(None), None);
+        // 15 of 20: 25 % lost, 100 − 150 → 0, poor.
+        assert_eq!(w.seen, vec![Quality::Poor]);
+    }
+
+    #[test]
+    fn one_downlink_window_is_judged_once() {
+        let mut w = connected();
+        // A 3-s window's 10 % loss, offered on three judgements: one judgement, nothing told.
+        for _ in 0..3 {
+            assert_eq!(w.evaluate(Some((5_000, 0.10))), None);
+        }
+        assert_eq!(w.seen, vec![Quality::Poor]);
     }
 
     #[test]
     fn a_session_that_stops_answering_is_lost_and_comes_back() {
-        let mut w = QualityWatch::default();
+        let mut w = connected();
         assert_eq!(judge(&mut w, 3, (100, 100), None), vec![Quality::Excellent]);
         w.on_link(false);
         assert_eq!(judge(&mut w, 3, (0, 0), None), vec![Quality::Lost]);

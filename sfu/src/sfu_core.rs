@@ -921,8 +921,8 @@ impl SfuCore {
         // Connections are judged on the speaker ticks' grid (no wake-up of their own: every room
         // ticks every 200 ms), once a second.
         if now >= self.next_quality {
-            self.next_quality = now + Duration::from_millis(crate::quality::EVERY_MS)
-                - SPEAKER_TICK / 2;
+            self.next_quality =
+                now + Duration::from_millis(crate::quality::EVERY_MS) - SPEAKER_TICK / 2;
             self.judge_connections(ms);
         }
         let names: Vec<String> = self.rooms.keys().cloned().collect();
@@ -1043,12 +1043,11 @@ impl SfuCore {
         Ok(m)
     }
 
-    /// The first speaker tick after `now` on the grid every room shares.
     /// Everyone's connection judged (once a second): a band that held is told to the room.
     fn judge_connections(&mut self, ms: u64) {
         for (name, r) in self.rooms.iter_mut() {
             for (id, m) in r.members.iter_mut().filter(|(_, m)| m.answered) {
-                let down = m.downlink.recent_loss(ms, crate::quality::DOWN_STALE_MS);
+                let down = m.downlink.recent_window(ms, crate::quality::DOWN_STALE_MS);
                 if let Some(quality) = m.quality.evaluate(down) {
                     self.out.push_back(Output::Event(SfuEvent::Quality {
                         room: name.clone(),
@@ -1062,6 +1061,7 @@ impl SfuCore {
         }
     }
 
+    /// The first speaker tick after `now` on the grid every room shares.
     fn next_tick(&self, now: Instant) -> Instant {
         let tick = SPEAKER_TICK.as_micros() as u64;
         let since = now.saturating_duration_since(self.epoch).as_micros() as u64;
@@ -2166,9 +2166,22 @@ mod tests {
                 })
                 .collect()
         };
-        // Each second: what Ada's camera brought (`up` of 100 packets expected) and Bob's
-        // receiver report (`down`: RTCP's fraction lost, of 256).
-        let mut second = |s: &mut Sim, i: u64, up: u64, down: u8| {
+        // Nothing is judged before a session connects.
+        s.advance(Duration::from_millis(5_000));
+        assert!(told(&s.outputs()).is_empty());
+        for (peer, session) in [("ada", ada), ("bob", bob)] {
+            s.input(Input::Link {
+                room: R.into(),
+                peer: peer.into(),
+                session,
+                up: true,
+            });
+        }
+        // Each second: what Ada's camera brought (`up` of 100 packets expected), and Bob's
+        // receiver report and NACKs (`down` of the 100 video packets forwarded to him that
+        // second; his reports' own loss figure says 10 % all along — what a lossy publisher's
+        // gaps would make it say — and is not his link's).
+        let second = |s: &mut Sim, i: u64, up: u64, down: u16| {
             s.input(Input::Uplink {
                 room: R.into(),
                 peer: "ada".into(),
@@ -2176,11 +2189,18 @@ mod tests {
                 expected: 100,
                 received: up,
             });
+            s.input(Input::Nacked {
+                room: R.into(),
+                peer: "bob".into(),
+                session: bob,
+                ssrc: 1,
+                seqs: (0..down).map(|k| (i * 100) as u16 + k).collect(),
+            });
             s.input(Input::ReceiverReport {
                 room: R.into(),
                 peer: "bob".into(),
                 session: bob,
-                fraction_lost: down,
+                fraction_lost: 26,
                 bytes_sent: i * 60_000,
                 packets_sent: i * 100,
             });
@@ -2188,7 +2208,7 @@ mod tests {
             told(&s.outputs())
         };
         let mut i = 1;
-        let mut run = |s: &mut Sim, n: usize, up: u64, down: u8| {
+        let mut run = |s: &mut Sim, n: usize, up: u64, down: u16| {
             let mut all = Vec::new();
             for _ in 0..n {
                 all.extend(second(s, i, up, down));
@@ -2206,11 +2226,11 @@ mod tests {
             ]
         );
         // Bob's downlink loses 10 %: poor (100 − 600 × 0.1 = 40), after the hold.
-        let out = run(&mut s, 5, 100, 26);
+        let out = run(&mut s, 5, 100, 10);
         assert_eq!(out, vec![("bob".to_string(), Quality::Poor)]);
         // A one-second burst on Ada's uplink is not a bad connection; 5 % for long is good.
-        assert!(run(&mut s, 1, 60, 26).is_empty());
-        let out = run(&mut s, 5, 95, 26);
+        assert!(run(&mut s, 1, 60, 10).is_empty());
+        let out = run(&mut s, 5, 95, 10);
         assert_eq!(out, vec![("ada".to_string(), Quality::Good)]);
         // Bob stops answering ICE: lost; he answers again and his link is clean: excellent.
         s.input(Input::Link {
@@ -2219,7 +2239,7 @@ mod tests {
             session: bob,
             up: false,
         });
-        let out = run(&mut s, 4, 95, 26);
+        let out = run(&mut s, 4, 95, 10);
         assert_eq!(out, vec![("bob".to_string(), Quality::Lost)]);
         s.input(Input::Link {
             room: R.into(),

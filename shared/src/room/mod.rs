@@ -1488,6 +1488,17 @@ impl Room {
                     }
                 }
                 let mut all = out;
+                // The old SFU's judgements of everyone's connection mean nothing now (the new
+                // one judges them within seconds of their media arriving).
+                let judged: Vec<String> = self
+                    .members
+                    .iter_mut()
+                    .filter_map(|(id, m)| m.sfu_quality.take().map(|_| id.clone()))
+                    .collect();
+                for id in judged {
+                    self.dirty.members.insert(id.clone());
+                    all.extend(self.quality_changed(&id));
+                }
                 // A draining SFU that is still up: end this room's sessions there now, so it
                 // can stop (it waits for them) and stops renegotiating them.
                 if let Some(old) = left {

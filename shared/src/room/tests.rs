@@ -1098,6 +1098,34 @@ fn everyone_sees_the_worse_of_a_pages_own_report_and_the_sfus_judgement() {
         .find(|p| p.id == "b")
         .unwrap();
     assert_eq!(b.quality, Some(Quality::Poor));
+    // The SFU (sfu-1) judges him lost, then dies: the room moves, and the dead SFU's judgement
+    // goes with it — his page's own band shows until the new SFU judges him.
+    assert_eq!(
+        told(&page(&mut r, 7_000, Quality::Good)),
+        vec![Quality::Good]
+    );
+    assert_eq!(
+        told(&r.run(7_100, sfu_says(Quality::Lost, 20, "sfu-1"))),
+        vec![Quality::Lost]
+    );
+    r.run(
+        8_000,
+        Input::SfuDraining {
+            sfu: "sfu-1".into(),
+        },
+    );
+    let fx = r.run(
+        8_100,
+        Input::SfuFound {
+            result: Ok(choice("sfu-2")),
+        },
+    );
+    assert_eq!(moved_to(&fx).as_deref(), Some("sfu-2"));
+    assert_eq!(told(&fx), vec![Quality::Good]);
+    assert_eq!(
+        told(&r.run(9_000, sfu_says(Quality::Excellent, 1, "sfu-2"))),
+        vec![]
+    );
 }
 
 #[test]
