@@ -8,7 +8,10 @@
 use std::collections::BTreeMap;
 
 use arbitrary::{Arbitrary, Unstructured};
-use edgemeet_shared::protocol::{ClientMessage, MediaKind, RoomSettings, Source, TileView};
+use edgemeet_shared::health::Quality;
+use edgemeet_shared::protocol::{
+    ClientMessage, MediaKind, RoomSettings, SfuEvent, Source, TileView,
+};
 use edgemeet_shared::region::SfuChoice;
 use edgemeet_shared::room::{
     Changes, HttpReply, Input, JoinAsk, Output, PasswordCheck, Room, ScheduledAsk, SfuCallKind,
@@ -223,6 +226,14 @@ enum Step {
     /// The outcome of the last report batch the room handed out.
     ReportWritten {
         ok: bool,
+    },
+    /// An event from an SFU (the room's or another), about someone: a connection judgement, a
+    /// publisher's layers or a speaker; any version.
+    SfuEvent {
+        who: u8,
+        kind: u8,
+        version: u8,
+        other_sfu: bool,
     },
 }
 
@@ -527,6 +538,44 @@ fuzz_target!(|steps: Vec<Step>| {
                 upto: rows.report_upto.unwrap_or(0),
                 ok,
             },
+            Step::SfuEvent {
+                who,
+                kind,
+                version,
+                other_sfu,
+            } => {
+                let sfu = Some(if other_sfu { "sfu-9" } else { "sfu-1" }.to_string());
+                let version = Some(version as u64);
+                let participant = id(who);
+                Input::SfuEvent(match kind % 3 {
+                    0 => SfuEvent::Quality {
+                        room: "r".into(),
+                        participant,
+                        quality: [
+                            Quality::Excellent,
+                            Quality::Good,
+                            Quality::Poor,
+                            Quality::Lost,
+                        ][(kind / 3 % 4) as usize],
+                        sfu,
+                        version,
+                    },
+                    1 => SfuEvent::PublishLayers {
+                        room: "r".into(),
+                        participant,
+                        active: vec![true, kind % 2 == 0, false],
+                        sfu,
+                        version,
+                    },
+                    _ => SfuEvent::ActiveSpeaker {
+                        room: "r".into(),
+                        participant: (kind % 2 == 0).then_some(participant),
+                        scope: (kind / 2 % 3) as u32,
+                        sfu,
+                        version,
+                    },
+                })
+            }
         };
         now += 1;
         run(&mut room, &mut rows, &mut open, now, input);
