@@ -297,11 +297,12 @@ pub fn watch(m: Meeting) {
             });
             // The room shows the worse of this and the SFU's judgement, so what it has may stay
             // unlike this page's band: each change is told once (again if it could not go).
-            // Told per participant id: a rejoin is a new member the room knows no band of.
+            // Told per participant id (a rejoin is a new member), and again to a room with no
+            // band for me (a member made again under the same id; the room ignores repeats).
             let me_id = m.model.with_untracked(|r| r.me.clone());
             if held
                 && known.is_some()
-                && told.get_value() != me_id.clone().map(|id| (id, mine))
+                && (told.get_value() != me_id.clone().map(|id| (id, mine)) || known == Some(None))
                 && m.try_send(&ClientMessage::Quality { quality: mine })
             {
                 told.set_value(me_id.map(|id| (id, mine)));

@@ -227,6 +227,12 @@ enum Step {
     ReportWritten {
         ok: bool,
     },
+    /// The room's media moving: an SFU (1–3) draining, the registry's answer (a replacement or
+    /// none), or a probe's outcome.
+    Media {
+        sfu: u8,
+        what: u8,
+    },
     /// An event from an SFU (the room's or another), about someone: a connection judgement, a
     /// publisher's layers or a speaker; any version.
     SfuEvent {
@@ -538,6 +544,31 @@ fuzz_target!(|steps: Vec<Step>| {
                 upto: rows.report_upto.unwrap_or(0),
                 ok,
             },
+            Step::Media { sfu, what } => {
+                let name = format!("sfu-{}", sfu % 3 + 1);
+                match what % 4 {
+                    0 => Input::SfuDraining { sfu: name },
+                    1 => Input::SfuFound {
+                        result: Ok(SfuChoice {
+                            id: name.clone(),
+                            region: name.clone(),
+                            url: format!("http://{name}"),
+                            distance_km: None,
+                            score: 0.0,
+                            reason: "fuzz".into(),
+                        }),
+                    },
+                    2 => Input::SfuFound {
+                        result: Err("none".into()),
+                    },
+                    _ => Input::Probed {
+                        sfu: name,
+                        reply: HttpReply::Unreachable {
+                            reason: "refused".into(),
+                        },
+                    },
+                }
+            }
             Step::SfuEvent {
                 who,
                 kind,

@@ -80,6 +80,9 @@ pub const SETTLE_MS: Millis = 2_500;
 pub const HOLD_MS: Millis = 20_000;
 /// …doubling while congestion keeps coming back, up to this.
 pub const HOLD_MAX_MS: Millis = 160_000;
+/// A window with fewer video packets says nothing of the link's loss for the connection's
+/// judgement ([`DownlinkEstimator::recent_window`]).
+pub const JUDGE_SAMPLE: u64 = 20;
 /// What one screen share is budgeted before cameras get anything.
 pub const SCREEN_BPS: f64 = 1_500_000.0;
 
@@ -404,7 +407,9 @@ impl DownlinkEstimator {
         };
         let loss = reported.max(nacked);
         self.last_loss = loss;
-        if sent > 0 {
+        // Enough video to judge the link by (a still screen share's ten packets with one NACK
+        // are not 10 % loss).
+        if sent >= JUDGE_SAMPLE {
             self.nacked_window = Some((now, nacked));
         }
         let sent_bps = bytes_sent.saturating_sub(b) as f64 * 8_000.0 / (now - t) as f64;

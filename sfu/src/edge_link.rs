@@ -85,7 +85,7 @@ impl EdgeLink {
                     let mut o = outbox(&link.outbox);
                     let now = Instant::now();
                     let batch: Vec<SfuEvent> = std::iter::from_fn(|| o.poll_send(now)).collect();
-                    (batch, o.poll_timeout())
+                    (batch, o.poll_timeout(now))
                 };
                 for event in batch {
                     let link = link.clone();

@@ -110,8 +110,8 @@ impl Outbox {
             return None;
         }
         // Layers and speakers first (they change what people see now); connection judgements,
-        // which come in bursts (everyone's first one a few seconds after a failover), take at
-        // most half the posts in flight.
+        // which come in bursts (everyone's first one a few seconds after a failover), take one
+        // post in flight, at most half of them.
         let ready = |e: &Entry| !e.in_flight && e.retry_at.is_none_or(|t| t <= now);
         let judging = |e: &Entry| matches!(e.event, SfuEvent::Quality { .. });
         let judgements_out = self
@@ -119,15 +119,19 @@ impl Outbox {
             .iter()
             .filter(|e| e.in_flight && judging(e))
             .count();
-        let i = self
-            .entries
-            .iter()
-            .position(|e| ready(e) && !judging(e))
-            .or_else(|| {
-                (judgements_out < MAX_IN_FLIGHT / 2)
-                    .then(|| self.entries.iter().position(|e| ready(e) && judging(e)))
-                    .flatten()
-            })?;
+        let other = || self.entries.iter().position(|e| ready(e) && !judging(e));
+        let judgement = || {
+            (judgements_out < MAX_IN_FLIGHT / 2)
+                .then(|| self.entries.iter().position(|e| ready(e) && judging(e)))
+                .flatten()
+        };
+        // One judgement always has a slot of its own (a steady flow of layers and speakers must
+        // not starve them).
+        let i = if judgements_out == 0 {
+            judgement().or_else(other)
+        } else {
+            other().or_else(judgement)
+        }?;
         let e = &mut self.entries[i];
         e.in_flight = true;
         Some(e.event.clone())
@@ -186,12 +190,14 @@ impl Outbox {
     }
 
     /// When to call [`Outbox::poll_send`] again without a push or an outcome: the earliest retry
-    /// (`None`: nothing waits on time).
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// after `now` (`None`: nothing waits on time). One due already but held back by the posts in
+    /// flight goes when one of them ends (an outcome), not by a timer that would fire at once.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         self.entries
             .iter()
             .filter(|e| !e.in_flight)
             .filter_map(|e| e.retry_at)
+            .filter(|t| *t > now)
             .min()
     }
 
@@ -309,12 +315,21 @@ mod tests {
         }
         o.push(20, layers("r", "a", true));
         o.push(21, speaker("r", "b"));
-        // In flight at once: the layers, the speaker and two judgements (half the posts).
+        // In flight at once: one judgement (its own slot), the layers, the speaker, then a second
+        // judgement (half the posts at most).
         let mut out = Vec::new();
         while let Some(e) = o.poll_send(t0) {
             out.push(who(&e));
         }
-        assert_eq!(out, ["a:true", "b", "p0:Excellent", "p1:Excellent"]);
+        assert_eq!(out, ["p0:Excellent", "a:true", "b", "p1:Excellent"]);
+        // A steady flow of layer events never starves them: with one judgement out and
+        // layers ready, the next free slot after it goes to a judgement again.
+        let p0 = judged("p0");
+        o.sent(t0, &p0, Outcome::Delivered);
+        o.sent(t0, &judged("p1"), Outcome::Delivered);
+        o.push(30, layers("r", "c", true));
+        let next = o.poll_send(t0).unwrap();
+        assert_eq!(who(&next), "p2:Excellent");
     }
 
     #[test]
@@ -345,21 +360,25 @@ mod tests {
         o.push(1, speaker("r", "a"));
         let first = o.poll_send(t0).unwrap();
         o.sent(t0, &first, Outcome::Failed);
-        assert_eq!(o.poll_timeout(), Some(ms(100)));
+        assert_eq!(o.poll_timeout(t0), Some(ms(100)));
         assert_eq!(o.poll_send(ms(99)), None, "not before the backoff");
         let again = o.poll_send(ms(100)).unwrap();
         assert_eq!(again, first, "the same event, same version");
         o.sent(ms(100), &again, Outcome::Failed);
-        assert_eq!(o.poll_timeout(), Some(ms(300)), "doubled");
+        assert_eq!(o.poll_timeout(ms(100)), Some(ms(300)), "doubled");
         // Minutes of failures: still there, retried every MAX_RETRY.
         let mut now = ms(300);
         for _ in 0..100 {
             let e = o.poll_send(now).unwrap();
             o.sent(now, &e, Outcome::Failed);
-            now = o.poll_timeout().unwrap();
+            now = o.poll_timeout(now).unwrap();
         }
         assert!(now.duration_since(t0) > Duration::from_secs(300));
-        assert_eq!(o.poll_timeout().unwrap() - now, Duration::ZERO);
+        assert_eq!(
+            o.poll_timeout(now),
+            None,
+            "due now: the next poll_send takes it"
+        );
         let e = o.poll_send(now).unwrap();
         o.sent(now, &e, Outcome::Delivered);
         assert!(o.is_empty());

@@ -149,7 +149,10 @@ impl QualityWatch {
             self.up = (0, 0);
             1.0 - (received.min(expected) as f64 / expected as f64)
         });
-        if !self.down && up_loss.is_none() && fresh_down.is_none() {
+        // Told lost and answering again: that is news enough (it may send and receive nothing
+        // to judge by, and must not stay lost).
+        let back = !self.down && self.told == Some(Quality::Lost);
+        if !self.down && !back && up_loss.is_none() && fresh_down.is_none() {
             return None; // nothing new to judge by
         }
         if let Some((at, _)) = fresh_down {
@@ -293,5 +296,12 @@ mod tests {
         assert_eq!(judge(&mut w, 3, (0, 0), None), vec![Quality::Lost]);
         w.on_link(true);
         assert_eq!(judge(&mut w, 3, (100, 100), None), vec![Quality::Excellent]);
+        // Back from lost with nothing to judge by (camera and microphone off, no video to
+        // receive): not lost any more.
+        w.on_link(false);
+        assert_eq!(judge(&mut w, 3, (0, 0), None), vec![Quality::Lost]);
+        w.on_link(true);
+        assert_eq!(judge(&mut w, 3, (0, 0), None), vec![Quality::Excellent]);
+        assert_eq!(judge(&mut w, 3, (0, 0), None), vec![], "then nothing more");
     }
 }

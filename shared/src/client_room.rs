@@ -210,7 +210,7 @@ impl ClientRoom {
             }
             ServerMessage::QualityChanged { id, quality } => {
                 let p = self.participants.iter_mut().find(|p| &p.id == id)?;
-                p.quality = Some(*quality);
+                p.quality = *quality;
                 None
             }
             ServerMessage::HostChanged { id } => {
@@ -383,15 +383,21 @@ mod tests {
         let mut r = room();
         let said = r.apply(&ServerMessage::QualityChanged {
             id: "a".into(),
-            quality: Quality::Poor,
+            quality: Some(Quality::Poor),
         });
         assert_eq!(said, None);
         assert_eq!(r.participants[0].quality, Some(Quality::Poor));
         // Someone unknown: ignored.
         r.apply(&ServerMessage::QualityChanged {
             id: "zz".into(),
-            quality: Quality::Good,
+            quality: Some(Quality::Good),
         });
+        // Nobody says anything of them any more: no band.
+        r.apply(&ServerMessage::QualityChanged {
+            id: "a".into(),
+            quality: None,
+        });
+        assert_eq!(r.participants[0].quality, None);
     }
 
     #[test]

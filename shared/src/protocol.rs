@@ -415,10 +415,12 @@ pub enum ServerMessage {
     HostChanged {
         id: String,
     },
-    /// `id`'s own connection quality, as their page measures it.
+    /// `id`'s connection quality: the worse of what their page measures and what the SFU
+    /// judges (none: neither says anything now — a failover dropped the old SFU's judgement).
     QualityChanged {
         id: String,
-        quality: crate::health::Quality,
+        #[serde(default)]
+        quality: Option<crate::health::Quality>,
     },
     Pong {
         nonce: u64,

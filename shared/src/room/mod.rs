@@ -723,16 +723,13 @@ impl Room {
         }
         m.info.quality = shown;
         self.dirty.members.insert(id.to_string());
-        match shown {
-            Some(quality) => vec![Output::Broadcast {
-                except: None,
-                msg: ServerMessage::QualityChanged {
-                    id: id.to_string(),
-                    quality,
-                },
-            }],
-            None => Vec::new(),
-        }
+        vec![Output::Broadcast {
+            except: None,
+            msg: ServerMessage::QualityChanged {
+                id: id.to_string(),
+                quality: shown,
+            },
+        }]
     }
 
     /// Is `event` newer than the last one applied about the same thing from its SFU (which it

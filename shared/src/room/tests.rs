@@ -1033,7 +1033,7 @@ fn everyone_sees_the_worse_of_a_pages_own_report_and_the_sfus_judgement() {
             version: Some(version),
         })
     };
-    let told = |fx: &[Output]| -> Vec<Quality> {
+    let told = |fx: &[Output]| -> Vec<Option<Quality>> {
         fx.iter()
             .filter_map(|o| match o {
                 Output::Broadcast {
@@ -1050,11 +1050,11 @@ fn everyone_sees_the_worse_of_a_pages_own_report_and_the_sfus_judgement() {
     // for everyone, whatever his page keeps saying.
     assert_eq!(
         told(&page(&mut r, 1_000, Quality::Excellent)),
-        vec![Quality::Excellent]
+        vec![Some(Quality::Excellent)]
     );
     assert_eq!(
         told(&r.run(2_000, sfu_says(Quality::Poor, 10, "sfu-1"))),
-        vec![Quality::Poor]
+        vec![Some(Quality::Poor)]
     );
     assert!(
         told(&page(&mut r, 3_000, Quality::Good)).is_empty(),
@@ -1066,12 +1066,12 @@ fn everyone_sees_the_worse_of_a_pages_own_report_and_the_sfus_judgement() {
     // The SFU sees him recover: his page's own band (good) shows again.
     assert_eq!(
         told(&r.run(4_000, sfu_says(Quality::Excellent, 11, "sfu-1"))),
-        vec![Quality::Good]
+        vec![Some(Quality::Good)]
     );
     // Now his page is the worse one.
     assert_eq!(
         told(&page(&mut r, 5_000, Quality::Poor)),
-        vec![Quality::Poor]
+        vec![Some(Quality::Poor)]
     );
     // Someone not here: nothing.
     let fx = r.run(
@@ -1098,15 +1098,32 @@ fn everyone_sees_the_worse_of_a_pages_own_report_and_the_sfus_judgement() {
         .find(|p| p.id == "b")
         .unwrap();
     assert_eq!(b.quality, Some(Quality::Poor));
+    // Ada's page never said anything; the SFU judges her lost.
+    let fx = r.run(
+        6_500,
+        Input::SfuEvent(SfuEvent::Quality {
+            room: "r".into(),
+            participant: "a".into(),
+            quality: Quality::Lost,
+            sfu: Some("sfu-1".into()),
+            version: Some(13),
+        }),
+    );
+    assert!(
+        meeting::broadcasts(&fx).contains(&&ServerMessage::QualityChanged {
+            id: "a".into(),
+            quality: Some(Quality::Lost)
+        })
+    );
     // The SFU (sfu-1) judges him lost, then dies: the room moves, and the dead SFU's judgement
     // goes with it — his page's own band shows until the new SFU judges him.
     assert_eq!(
         told(&page(&mut r, 7_000, Quality::Good)),
-        vec![Quality::Good]
+        vec![Some(Quality::Good)]
     );
     assert_eq!(
         told(&r.run(7_100, sfu_says(Quality::Lost, 20, "sfu-1"))),
-        vec![Quality::Lost]
+        vec![Some(Quality::Lost)]
     );
     r.run(
         8_000,
@@ -1121,7 +1138,14 @@ fn everyone_sees_the_worse_of_a_pages_own_report_and_the_sfus_judgement() {
         },
     );
     assert_eq!(moved_to(&fx).as_deref(), Some("sfu-2"));
-    assert_eq!(told(&fx), vec![Quality::Good]);
+    assert_eq!(told(&fx), vec![Some(Quality::Good)]);
+    // Ada: nobody says anything of her now — everyone is told so (no stale "lost").
+    assert!(
+        meeting::broadcasts(&fx).contains(&&ServerMessage::QualityChanged {
+            id: "a".into(),
+            quality: None
+        })
+    );
     assert_eq!(
         told(&r.run(9_000, sfu_says(Quality::Excellent, 1, "sfu-2"))),
         vec![]
@@ -2231,7 +2255,7 @@ mod meeting {
             .collect()
     }
 
-    fn broadcasts(fx: &[Output]) -> Vec<&ServerMessage> {
+    pub(super) fn broadcasts(fx: &[Output]) -> Vec<&ServerMessage> {
         fx.iter()
             .filter_map(|o| match o {
                 Output::Broadcast { msg, .. } => Some(msg),
@@ -3021,7 +3045,7 @@ mod meeting {
             broadcasts(&fx),
             vec![&ServerMessage::QualityChanged {
                 id: "b".into(),
-                quality: Quality::Excellent
+                quality: Some(Quality::Excellent)
             }]
         );
         // The same again: nothing. A change within the second after the last: dropped quietly.
