@@ -125,8 +125,8 @@ impl Outbox {
                 .then(|| self.entries.iter().position(|e| ready(e) && judging(e)))
                 .flatten()
         };
-        // One judgement always has a slot of its own (a steady flow of layers and speakers must
-        // not starve them).
+        // With no judgement in flight, one goes into the next free slot first (a steady flow of
+        // layers and speakers must not starve them).
         let i = if judgements_out == 0 {
             judgement().or_else(other)
         } else {

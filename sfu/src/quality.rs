@@ -158,10 +158,12 @@ impl QualityWatch {
         if let Some((at, _)) = fresh_down {
             self.down_judged = Some(at);
         }
+        // Back from lost, the latest window stands in for fresh ones (they come every few
+        // seconds on a thin stream; judging the seconds between as clean would flap and never
+        // hold a band).
+        let down_loss = if back { down } else { fresh_down }.map_or(0.0, |(_, l)| l);
         let stats = LinkStats {
-            loss: up_loss
-                .unwrap_or(0.0)
-                .max(fresh_down.map_or(0.0, |(_, l)| l)),
+            loss: up_loss.unwrap_or(0.0).max(down_loss),
             silent_ms: if self.down { f64::INFINITY } else { 0.0 },
             ..LinkStats::default()
         };
@@ -303,5 +305,16 @@ mod tests {
         w.on_link(true);
         assert_eq!(judge(&mut w, 3, (0, 0), None), vec![Quality::Excellent]);
         assert_eq!(judge(&mut w, 3, (0, 0), None), vec![], "then nothing more");
+        // Back from lost on a lossy link whose windows close every other second: poor, not
+        // lost for ever (nor flapping through "excellent" in between).
+        w.on_link(false);
+        assert_eq!(judge(&mut w, 3, (0, 0), None), vec![Quality::Lost]);
+        w.on_link(true);
+        let mut told = Vec::new();
+        for second in 0..8u64 {
+            let window = (10_000 + second / 2 * 2_000, 0.30);
+            told.extend(w.evaluate(Some(window)));
+        }
+        assert_eq!(told, vec![Quality::Poor]);
     }
 }
