@@ -136,8 +136,8 @@ impl QualityWatch {
     /// A judgement (once per [`EVERY_MS`]): `down`, the downlink's last window (when it closed,
     /// its loss) if it closed lately. Judged only on evidence — a new downlink window, or at least
     /// [`MIN_EXPECTED`] uplink packets (fewer wait for the next judgement) — or a session not
-    /// answering (lost); nothing before the session connected. Returns the band when it is new to
-    /// the room and held [`HOLD`] judgements.
+    /// answering (lost); nothing before the session connected. Returns a band new to the room
+    /// once the last [`HOLD`] judgements agree it is at least that bad (or that good).
     pub fn evaluate(&mut self, down: Option<(u64, f64)>) -> Option<Quality> {
         if !self.connected {
             self.up = (0, 0);
@@ -172,12 +172,25 @@ impl QualityWatch {
         if self.seen.len() > HOLD {
             self.seen.remove(0);
         }
-        let held = self.seen.len() == HOLD && self.seen.iter().all(|q| *q == band);
-        if held && self.told != Some(band) {
-            self.told = Some(band);
-            return Some(band);
+        if self.seen.len() < HOLD {
+            return None;
         }
-        None
+        // Hysteresis: a worse band is told once every judgement of the last [`HOLD`] was at
+        // least that bad (the best of them), a better one once every one was at least that good
+        // (the worst of them). A link at a band's edge — 10 % loss scores 40, the poor/good line,
+        // and windows read 8–12 % — then settles on one band instead of never holding any.
+        let best = self.seen.iter().copied().max_by_key(|q| q.rank())?;
+        let worst = self.seen.iter().copied().min_by_key(|q| q.rank())?;
+        let tell = match self.told {
+            None => Some(best),
+            Some(t) if best.rank() < t.rank() => Some(best),
+            Some(t) if worst.rank() > t.rank() => Some(worst),
+            Some(_) => None,
+        };
+        if let Some(q) = tell {
+            self.told = Some(q);
+        }
+        tell
     }
 }
 
@@ -278,6 +291,35 @@ mod tests {
         assert_eq!(w.evaluate(None), None);
         // 15 of 20: 25 % lost, 100 − 150 → 0, poor.
         assert_eq!(w.seen, vec![Quality::Poor]);
+    }
+
+    #[test]
+    fn a_link_at_the_edge_of_two_bands_settles_on_one() {
+        let mut w = connected();
+        assert_eq!(
+            judge(&mut w, 3, (100, 100), Some(0.0)),
+            vec![Quality::Excellent]
+        );
+        // 10 % loss read as 9 % (good) and 11 % (poor) by turns: good, and it stays there.
+        let mut told = Vec::new();
+        for k in 0..10 {
+            told.extend(judge(
+                &mut w,
+                1,
+                (100, 100),
+                Some(if k % 2 == 0 { 0.09 } else { 0.11 }),
+            ));
+        }
+        assert_eq!(told, vec![Quality::Good]);
+        // All three poor: poor. Then all three clean: excellent again.
+        assert_eq!(
+            judge(&mut w, 3, (100, 100), Some(0.11)),
+            vec![Quality::Poor]
+        );
+        assert_eq!(
+            judge(&mut w, 3, (100, 100), Some(0.0)),
+            vec![Quality::Excellent]
+        );
     }
 
     #[test]

@@ -242,7 +242,8 @@ impl Quality {
 }
 
 impl Quality {
-    fn rank(self) -> u8 {
+    /// Lost 0 … excellent 3.
+    pub fn rank(self) -> u8 {
         match self {
             Quality::Lost => 0,
             Quality::Poor => 1,
