@@ -2486,6 +2486,35 @@ impl Worker {
             .map_err(webrtc_err)
     }
 
+    /// A socket from the port range and a PeerConnection that answered `desc` (closed again if it
+    /// could not): what a participant's session and a connection check's both start with.
+    fn answer_offer(
+        &mut self,
+        desc: RTCSessionDescription,
+        now: Instant,
+    ) -> Result<(UdpSocket, SocketAddr, RTCPeerConnection, String), MediaError> {
+        let (socket, local) = self.bind()?;
+        let mut pc = self.build_pc(local, now)?;
+        let answer = (|| {
+            pc.set_remote_description(now, desc)
+                .map_err(|e| MediaError::BadSdp(e.to_string()))?;
+            let answer = pc.create_answer(None).map_err(webrtc_err)?;
+            pc.set_local_description(now, answer).map_err(webrtc_err)?;
+            add_host_candidate(&mut pc, local).map_err(webrtc_err)?;
+            pc.local_description()
+                .map(|d| d.sdp)
+                .ok_or_else(|| MediaError::Webrtc("no local description".into()))
+        })();
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = pc.close();
+                return Err(e);
+            }
+        };
+        Ok((socket, local, pc, answer))
+    }
+
     fn offer(
         &mut self,
         room: &str,
@@ -2507,25 +2536,7 @@ impl Worker {
             return Err(MediaError::Full(self.cfg.capacity));
         }
         let now = Instant::now();
-        let (socket, local) = self.bind()?;
-        let mut pc = self.build_pc(local, now)?;
-        let answer = (|| {
-            pc.set_remote_description(now, desc)
-                .map_err(|e| MediaError::BadSdp(e.to_string()))?;
-            let answer = pc.create_answer(None).map_err(webrtc_err)?;
-            pc.set_local_description(now, answer).map_err(webrtc_err)?;
-            add_host_candidate(&mut pc, local).map_err(webrtc_err)?;
-            pc.local_description()
-                .map(|d| d.sdp)
-                .ok_or_else(|| MediaError::Webrtc("no local description".into()))
-        })();
-        let answer = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = pc.close();
-                return Err(e);
-            }
-        };
+        let (socket, local, mut pc, answer) = self.answer_offer(desc, now)?;
         // A new participant takes its place now (the check above is only the early answer).
         let new_member = !self.members.contains_key(&key);
         if new_member && !self.shared.admit(self.cfg.capacity as usize) {
@@ -2625,25 +2636,7 @@ impl Worker {
         let desc =
             RTCSessionDescription::offer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
         let now = Instant::now();
-        let (mut socket, local) = self.bind()?;
-        let mut pc = self.build_pc(local, now)?;
-        let answer = (|| {
-            pc.set_remote_description(now, desc)
-                .map_err(|e| MediaError::BadSdp(e.to_string()))?;
-            let answer = pc.create_answer(None).map_err(webrtc_err)?;
-            pc.set_local_description(now, answer).map_err(webrtc_err)?;
-            add_host_candidate(&mut pc, local).map_err(webrtc_err)?;
-            pc.local_description()
-                .map(|d| d.sdp)
-                .ok_or_else(|| MediaError::Webrtc("no local description".into()))
-        })();
-        let answer = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = pc.close();
-                return Err(e);
-            }
-        };
+        let (mut socket, local, mut pc, answer) = self.answer_offer(desc, now)?;
         let slot = self.free.pop().unwrap_or_else(|| {
             self.sessions.push(None);
             self.sessions.len() - 1
