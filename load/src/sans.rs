@@ -110,6 +110,7 @@ impl Host {
         // Every subscriber's packets land in this one socket: a receive buffer of the default size
         // (~200 KB) overflows under the SFU's bursts and would count as the SFU's loss.
         grow_receive_buffer(&socket, RECEIVE_BUFFER);
+        enable_gro(&socket);
         let (cmds, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sans-io-subscribers".into())
@@ -231,6 +232,86 @@ fn grow_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
     }
 }
 
+/// Linux's `UDP_GRO` socket option and control message (since 5.0).
+const UDP_GRO: libc::c_int = 104;
+
+/// Lets the kernel hand this socket a sender's segmented datagrams (UDP GSO) whole, as one read
+/// ([`recv_gro`] says the segment size): on loopback the receiving end's kernel path runs in
+/// the *sender's* context, so without this the SFU would be charged for splitting each of its
+/// segmented sends back into datagrams and queueing them one by one here — work a real network
+/// never bills the sender for.
+fn enable_gro(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a plain setsockopt with an int option value on a socket we own.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_GRO,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as u32,
+        );
+    }
+}
+
+/// One read: bytes, sender and the segment size (`n` itself for a single datagram).
+fn recv_gro(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr, usize)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all-zero sockaddr_storage, msghdr and control space are valid empty values; the
+    // pointers set below point into locals and `buf`, which outlive the call.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 8];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `msg` is fully set up above.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = n as usize;
+    let mut seg = n;
+    // SAFETY: walking the control messages the kernel wrote within `control`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let s = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int).max(0) as usize;
+                if s > 0 {
+                    seg = s;
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let from = match addr.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in.
+            let a = unsafe { *(&addr as *const _ as *const libc::sockaddr_in) };
+            SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6.
+            let a = unsafe { *(&addr as *const _ as *const libc::sockaddr_in6) };
+            SocketAddr::from((std::net::Ipv6Addr::from(a.sin6_addr.s6_addr), u16::from_be(a.sin6_port)))
+        }
+        _ => return Err(std::io::Error::other("unknown address family")),
+    };
+    Ok((n, from, seg))
+}
+
 /// The `ip:port` of every candidate in `sdp`.
 fn candidate_addrs(sdp: &str) -> Vec<SocketAddr> {
     sdp.lines()
@@ -297,7 +378,7 @@ fn run(socket: UdpSocket, cmds: mpsc::Receiver<Cmd>, tracks: Tracks, epoch: Inst
     };
     let mut sessions: Vec<Session> = Vec::new();
     let mut by_addr: HashMap<SocketAddr, usize> = HashMap::new();
-    let mut buf = vec![0u8; 2048];
+    let mut buf = vec![0u8; 65_536];
     let mut next_sweep = Instant::now();
     loop {
         // Commands.
@@ -373,24 +454,27 @@ fn run(socket: UdpSocket, cmds: mpsc::Receiver<Cmd>, tracks: Tracks, epoch: Inst
                 }
             }
         }
-        // Datagrams (up to a batch, then the timers get a turn).
+        // Datagrams (up to a batch, then the timers get a turn). With UDP GRO on, one read may
+        // bring several datagrams of one sender, `seg` bytes each (the last may be shorter).
         for _ in 0..256 {
-            match socket.recv_from(&mut buf) {
-                Ok((n, from)) => {
+            match recv_gro(&socket, &mut buf) {
+                Ok((n, from, seg)) => {
                     let Some(s) = by_addr.get(&from).and_then(|i| sessions.get_mut(*i)) else {
                         continue;
                     };
-                    let _ = s.pc.handle_read(TaggedBytesMut {
-                        now: Instant::now(),
-                        transport: TransportContext {
-                            local_addr: local,
-                            peer_addr: from,
-                            ecn: None,
-                            transport_protocol: TransportProtocol::UDP,
-                        },
-                        message: BytesMut::from(&buf[..n]),
-                    });
-                    drain(s, &socket, &tracks, epoch);
+                    for d in buf[..n].chunks(seg.max(1)) {
+                        let _ = s.pc.handle_read(TaggedBytesMut {
+                            now: Instant::now(),
+                            transport: TransportContext {
+                                local_addr: local,
+                                peer_addr: from,
+                                ecn: None,
+                                transport_protocol: TransportProtocol::UDP,
+                            },
+                            message: BytesMut::from(d),
+                        });
+                        drain(s, &socket, &tracks, epoch);
+                    }
                 }
                 Err(_) => break, // nothing within a tick (or an ICMP error): on to the timers
             }
