@@ -181,6 +181,146 @@ fn send(fd: RawFd, to: SocketAddr, packets: &[&[u8]], gso: bool) -> usize {
     delivered
 }
 
+/// Most messages (a GSO run or a datagram each) in one `sendmmsg` of [`send_many`].
+pub const MANY_MSGS: usize = 128;
+/// Most datagrams in one `sendmmsg` of [`send_many`].
+pub const MANY_DATAGRAMS: usize = 512;
+
+/// Sends each destination's datagrams — `dests[i]` is `(to, packets)`, at most [`MAX_BATCH`]
+/// packets — in as few `sendmmsg` calls as fit ([`MANY_MSGS`] messages, [`MANY_DATAGRAMS`]
+/// datagrams each): one call spans many subscribers, equal-sized runs to one subscriber go as
+/// one segmented message each. `sent[i]` gets how many of destination `i`'s datagrams the
+/// kernel took. A message the kernel refuses for its destination alone (unreachable, say) is
+/// skipped; a full socket buffer ends the send (the rest waits for NACKs or is lost).
+pub fn send_many(fd: RawFd, dests: &[(SocketAddr, &[&[u8]])], sent: &mut [usize]) {
+    let gso = GSO_OK.load(Ordering::Relaxed);
+    // SAFETY: all-zero sockaddr_storage, iovec and mmsghdr are valid empty values; every
+    // pointer set below points into these locals or `dests`, which outlive the calls.
+    let mut addrs: [(libc::sockaddr_storage, libc::socklen_t); MANY_MSGS] =
+        unsafe { std::mem::zeroed() };
+    let mut iov: [libc::iovec; MANY_DATAGRAMS] = unsafe { std::mem::zeroed() };
+    let mut cmsgs = [Cmsg([0; 32]); MANY_MSGS];
+    let mut msgs: [libc::mmsghdr; MANY_MSGS] = unsafe { std::mem::zeroed() };
+    // Per message: its destination and run (start, count) within that destination's packets.
+    let mut what = [(0usize, 0usize, 0usize); MANY_MSGS];
+    let mut d = 0;
+    while d < dests.len() {
+        // Fill one call with whole destinations.
+        let (mut n_msgs, mut n_iov, mut n_addr) = (0, 0, 0);
+        while d < dests.len() {
+            let (to, packets) = dests[d];
+            let packets = &packets[..packets.len().min(MAX_BATCH)];
+            let mut lens = [0usize; MAX_BATCH];
+            for (l, p) in lens.iter_mut().zip(packets) {
+                *l = p.len();
+            }
+            let mut runs = [(0usize, 0usize); MAX_BATCH];
+            let n_runs = if gso {
+                gso_runs(&lens[..packets.len()], &mut runs)
+            } else {
+                for (i, r) in runs.iter_mut().enumerate().take(packets.len()) {
+                    *r = (i, 1);
+                }
+                packets.len()
+            };
+            if n_msgs + n_runs > MANY_MSGS
+                || n_iov + packets.len() > MANY_DATAGRAMS
+                || n_addr == MANY_MSGS
+            {
+                break; // the next call's
+            }
+            addrs[n_addr] = sockaddr(to);
+            for (k, p) in packets.iter().enumerate() {
+                iov[n_iov + k].iov_base = p.as_ptr() as *mut libc::c_void;
+                iov[n_iov + k].iov_len = p.len();
+            }
+            for &(start, count) in &runs[..n_runs] {
+                let m = &mut msgs[n_msgs].msg_hdr;
+                *m = unsafe { std::mem::zeroed() };
+                m.msg_name = &mut addrs[n_addr].0 as *mut _ as *mut libc::c_void;
+                m.msg_namelen = addrs[n_addr].1;
+                // SAFETY: `n_iov + start + count <= MANY_DATAGRAMS`: within `iov`.
+                m.msg_iov = unsafe { iov.as_mut_ptr().add(n_iov + start) };
+                m.msg_iovlen = count as _;
+                if count > 1 {
+                    // SAFETY: as in `send`: 32 aligned bytes hold CMSG_SPACE(2).
+                    unsafe {
+                        let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+                        m.msg_control = cmsgs[n_msgs].0.as_mut_ptr() as *mut libc::c_void;
+                        m.msg_controllen = space as _;
+                        let c = libc::CMSG_FIRSTHDR(m);
+                        (*c).cmsg_level = libc::SOL_UDP;
+                        (*c).cmsg_type = UDP_SEGMENT;
+                        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+                        std::ptr::write_unaligned(
+                            libc::CMSG_DATA(c) as *mut u16,
+                            lens[start] as u16,
+                        );
+                    }
+                }
+                what[n_msgs] = (d, start, count);
+                n_msgs += 1;
+            }
+            n_iov += packets.len();
+            n_addr += 1;
+            d += 1;
+        }
+        let mut k = 0;
+        while k < n_msgs {
+            // SAFETY: `msgs[k..n_msgs]` point at live iovecs, addresses and control buffers.
+            let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr().add(k), (n_msgs - k) as u32, 0) };
+            if r > 0 {
+                for &(dest, _, count) in &what[k..k + r as usize] {
+                    sent[dest] += count;
+                }
+                k += r as usize;
+                continue;
+            }
+            // Message `k` failed (a later one's error shows when the call is made again from it).
+            let e = std::io::Error::last_os_error();
+            let (dest, start, count) = what[k];
+            match e.raw_os_error() {
+                Some(libc::EAGAIN | libc::ENOBUFS) => return, // the socket is full
+                Some(code @ (libc::EIO | libc::EINVAL)) if count > 1 => {
+                    if code == libc::EIO && GSO_OK.swap(false, Ordering::Relaxed) {
+                        tracing::info!(error = %e, "UDP segmentation offload refused: sending datagrams one by one");
+                    }
+                    let (to, packets) = dests[dest];
+                    sent[dest] += send(fd, to, &packets[start..start + count], false);
+                }
+                _ => {} // this destination's: the others go on
+            }
+            k += 1;
+        }
+    }
+}
+
+/// Asks for send and receive buffers of `bytes` each: past the system's limit where allowed
+/// (`CAP_NET_ADMIN`), else up to it (`net.core.wmem_max`/`rmem_max`). Best effort.
+pub fn grow_buffers(fd: RawFd, bytes: usize) {
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    for opts in [
+        [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF],
+        [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF],
+    ] {
+        for opt in opts {
+            // SAFETY: a plain setsockopt with an int option value.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    &v as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+        }
+    }
+}
+
 /// Asks the kernel to stamp each datagram the socket receives with the time it arrived
 /// (`SO_TIMESTAMPNS`, the realtime clock), read back by [`recv_timed`].
 pub fn enable_rx_timestamps(fd: RawFd) -> std::io::Result<()> {
@@ -360,5 +500,70 @@ mod tests {
             let n = rx.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], p.as_slice());
         }
+    }
+
+    #[test]
+    fn one_call_reaches_many_receivers_each_with_its_own_datagrams_in_order() {
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rxs: Vec<std::net::UdpSocket> = (0..150)
+            .map(|_| {
+                let r = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                r.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                    .unwrap();
+                r
+            })
+            .collect();
+        // Receiver i gets i % 7 datagrams: a frame's equal parts and a shorter last one, or an
+        // audio packet, or nothing; 150 receivers need more than one call.
+        let payloads: Vec<Vec<Vec<u8>>> = (0..rxs.len())
+            .map(|i| {
+                (0..i % 7)
+                    .map(|k| {
+                        let len = if k + 1 == i % 7 { 300 } else { 1_000 };
+                        vec![(i * 7 + k) as u8; len]
+                    })
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<Vec<&[u8]>> = payloads
+            .iter()
+            .map(|ps| ps.iter().map(|p| p.as_slice()).collect())
+            .collect();
+        let dests: Vec<(SocketAddr, &[&[u8]])> = rxs
+            .iter()
+            .zip(&refs)
+            .map(|(r, ps)| (r.local_addr().unwrap(), ps.as_slice()))
+            .collect();
+        let mut sent = vec![0; dests.len()];
+        send_many(tx.as_raw_fd(), &dests, &mut sent);
+        let mut buf = [0u8; 65_536];
+        for (i, r) in rxs.iter().enumerate() {
+            assert_eq!(sent[i], i % 7, "receiver {i}");
+            for (k, want) in payloads[i].iter().enumerate() {
+                let n = r.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &want[..], "receiver {i}, datagram {k}");
+            }
+            r.set_nonblocking(true).unwrap();
+            assert!(r.recv(&mut buf).is_err(), "receiver {i} got more");
+        }
+    }
+
+    #[test]
+    fn a_destination_the_kernel_refuses_does_not_stop_the_others() {
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let p = [7u8; 100];
+        let ps: [&[u8]; 2] = [&p, &p];
+        // An IPv6 destination on an IPv4 socket: refused for itself alone.
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        let dests = [(v6, &ps[..]), (rx.local_addr().unwrap(), &ps[..])];
+        let mut sent = [0; 2];
+        send_many(tx.as_raw_fd(), &dests, &mut sent);
+        assert_eq!(sent, [0, 2]);
+        let mut buf = [0u8; 256];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 100);
+        assert_eq!(rx.recv(&mut buf).unwrap(), 100);
     }
 }
