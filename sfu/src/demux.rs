@@ -4,12 +4,8 @@
 //! MESSAGE-INTEGRITY proves it was made with that session's ICE password (which only the two
 //! ends of the session know), its sender's address is mapped to the session, again on every
 //! check: an address that changes hands, or a session whose ICE moves to another pair, follows
-//! at once. A check that fails integrity, or names a ufrag nobody here has, goes nowhere: an
-//! outsider's forged check can neither take someone's address nor push theirs out. (A
-//! participant, with its own valid credentials, who can send from a spoofed source address — or
-//! anyone on the path replaying someone's checks — can still move that address to another session
-//! until its owner's next check, a few seconds; as on any SFU that serves many sessions on one
-//! port.) Everything else (DTLS, SRTP, SRTCP, answers to our own checks)
+//! at once. A check that fails integrity goes nowhere (a forged one can neither take someone's
+//! address nor push theirs out). Everything else (DTLS, SRTP, SRTCP, answers to our own checks)
 //! goes by the sender's address.
 //!
 //! An address our session sends a check to is learnt too (the answer names no ufrag), but only
@@ -36,7 +32,7 @@ pub struct Demux {
     by_addr: HashMap<SocketAddr, usize>,
     /// Our ufrag → the session and our ICE password (what its checks are signed with).
     by_ufrag: HashMap<String, (usize, Vec<u8>)>,
-    /// Each session's addresses, least recently confirmed or learnt first.
+    /// Each session's addresses, oldest first.
     addrs: HashMap<usize, Vec<SocketAddr>>,
 }
 
@@ -71,13 +67,14 @@ impl Demux {
     /// The session `datagram` from `from` is for (`None`: nobody here, dropped).
     pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<usize> {
         if let Some(ufrag) = stun_check_ufrag(datagram) {
-            let (slot, pwd) = self.by_ufrag.get(ufrag)?; // for a session long gone
-            let slot = *slot;
-            if !stun_integrity_ok(datagram, pwd) {
-                return None; // forged
+            if let Some((slot, pwd)) = self.by_ufrag.get(ufrag) {
+                let slot = *slot;
+                if !stun_integrity_ok(datagram, pwd) {
+                    return None; // forged, or for a session long gone
+                }
+                self.map(from, slot, true);
+                return Some(slot);
             }
-            self.map(from, slot, true);
-            return Some(slot);
         }
         self.by_addr.get(&from).copied()
     }
@@ -145,11 +142,6 @@ impl Demux {
                 .by_ufrag
                 .values()
                 .all(|(s, _)| self.addrs.contains_key(s))
-    }
-
-    /// The session registered under `ufrag`.
-    pub fn slot_of(&self, ufrag: &str) -> Option<usize> {
-        self.by_ufrag.get(ufrag).map(|(s, _)| *s)
     }
 
     /// Whether `slot` is a registered session.
@@ -338,9 +330,8 @@ mod tests {
         assert_eq!(d.route(addr(5000), b"\x80media"), Some(1));
         assert_eq!(d.route(addr(6000), &check("two", "y")), Some(2));
         assert_eq!(d.route(addr(6000), b"\x80media"), Some(2));
-        // A check for nobody goes nowhere and changes nothing.
-        assert_eq!(d.route(addr(5000), &check("gone", "x")), None);
-        assert_eq!(d.route(addr(5000), b"\x80media"), Some(1));
+        // A check for nobody changes nothing.
+        assert_eq!(d.route(addr(5000), &check("gone", "x")), Some(1));
         // The address changes hands: the newest check wins.
         assert_eq!(d.route(addr(5000), &check("two", "y")), Some(2));
         assert_eq!(d.route(addr(5000), b"\x80media"), Some(2));

@@ -10,9 +10,8 @@
 //!
 //! - **Sockets:** one UDP socket per worker (a port from the configured range) for all its
 //!   sessions, each session's candidate in its answer. A datagram is told apart by its sender's
-//!   address; a STUN check names the session by its USERNAME (our ufrag first) and, once its
-//!   MESSAGE-INTEGRITY verifies with that session's ICE password, maps its address to the
-//!   session (again on every check: an address that moves follows; `demux.rs`). What the
+//!   address; a STUN check names the session by its USERNAME (our ufrag first), which maps its
+//!   address to the session (again on every check: an address that moves follows). What the
 //!   worker sends media to goes out together at the end of the turn's reads, as many
 //!   subscribers' queues per `sendmmsg` as fit ([`Worker::flush_media`]; a full queue goes at
 //!   once).
@@ -25,9 +24,9 @@
 //!   subscriber session's send queue (one buffer that keeps its capacity), protects it there
 //!   with the session's own outbound SRTP keys ([`SrtpOut`], from rtc's `local_srtp_keys`,
 //!   vendor/rtc patch 4; the rollover counter beside the stream) and sends it to the session's
-//!   selected ICE address — rtc's sender pipeline is not on the path. The queues go out at the
-//!   end of the turn's reads, many sessions' per `sendmmsg`, equal-sized runs as one UDP GSO
-//!   message each (`udp_batch::send_many`). What rtc's interceptors did for those packets the engine does
+//!   selected ICE address — rtc's sender pipeline is not on the path. Each session's queue
+//!   goes out at the end of the turn's reads in one `sendmmsg`, equal-sized runs as one UDP GSO
+//!   message each (`udp_batch`). What rtc's interceptors did for those packets the engine does
 //!   itself: a ring of the last [`SENT_RING`] packets per video reception answers NACKs, and
 //!   each session's one-second tick sends a sender report per stream (so rtc's sender-report
 //!   interceptor and NACK responder are left out of the registry).
@@ -959,8 +958,6 @@ fn bind_worker(
             // Without the stamps the delay would start at the read.
             let _ = udp_batch::enable_rx_timestamps(s.as_raw_fd());
             let (snd, rcv) = udp_batch::grow_buffers(s.as_raw_fd(), SOCKET_BUFFER);
-            // The kernel reports twice what it granted (its bookkeeping included).
-            let (snd, rcv) = (snd / 2, rcv / 2);
             if snd < SOCKET_BUFFER || rcv < SOCKET_BUFFER {
                 // Without CAP_NET_ADMIN the system's limits cap them.
                 tracing::warn!(

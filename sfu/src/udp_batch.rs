@@ -299,10 +299,7 @@ pub fn send_many(fd: RawFd, dests: &[(SocketAddr, &[&[u8]])], sent: &mut [usize]
 /// discovery (`IP_PMTUDISC_PROBE`, as QUIC stacks do): media is never fragmented, a segmented
 /// (GSO) send's datagrams included — the kernel left DF off those (the super-datagram is longer
 /// than the route's MTU when it is built) and then had to pick each one an IP ID by hashing its
-/// destination. The trade: on a path whose MTU is below a forwarded packet (~1,250 bytes; DTLS
-/// keeps to 1,200) that packet is dropped rather than fragmented — browsers size theirs for
-/// 1,200-byte paths. On an IPv6 socket only the IPv6 option is set (`media_ip` is one address,
-/// never a dual-stack `::`). Best effort.
+/// destination. Best effort.
 pub fn dont_fragment(fd: RawFd, ipv6: bool) {
     let (level, opt, v) = if ipv6 {
         (
