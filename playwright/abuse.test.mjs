@@ -2,11 +2,7 @@
 // UDP port the SFU uses for one of them — broken RTP (padding longer than the packet, header
 // extensions past the end, 15 CSRCs in 20 bytes), broken RTCP, STUN with bad lengths, DTLS
 // records out of nowhere, empty and oversized datagrams — bounded in count and time, loopback
-// only. The SFU must not fall over and both pages must keep decoding each other. The SFU serves
-// every session of a worker from one port, so the flood shares that socket (and its buffer) with
-// both pages' media; junk from an address no session uses goes no further than the engine's
-// demultiplexer (`sfu/src/demux.rs`: a STUN check must carry a session's ufrag and be signed with
-// its password) — the RTP/RTCP/DTLS parsers behind it are fuzzed (`cargo xtask fuzz`).
+// only. The SFU must not fall over and both pages must keep decoding each other.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import dgram from "node:dgram";

@@ -103,7 +103,7 @@ struct Session {
 }
 
 impl Host {
-    /// Binds the socket (any address, the port shared by every subscriber's 127.1.x.y) and starts the thread. `tracks` receives one entry per track
+    /// Binds the socket on 127.0.0.1 and starts the thread. `tracks` receives one entry per track
     /// any subscriber receives; `epoch` is the clock the send stamps are on.
     pub fn start(tracks: Tracks, epoch: Instant) -> Result<Host, LoadError> {
         // Any address, for the 127.1.x.y ones (only those are read: `sub_index`).

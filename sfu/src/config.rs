@@ -69,8 +69,6 @@ pub struct Args {
     /// IP address announced in ICE candidates for media.
     #[arg(long, env = "EDGEMEET_SFU_MEDIA_IP")]
     pub media_ip: Option<IpAddr>,
-    /// UDP ports for media: the sans-IO engine takes one per worker thread (all its sessions
-    /// share it), the async engine one per participant.
     #[arg(long, env = "EDGEMEET_SFU_UDP_PORT_MIN")]
     pub udp_port_min: Option<u16>,
     #[arg(long, env = "EDGEMEET_SFU_UDP_PORT_MAX")]

@@ -12,9 +12,8 @@
 //!   sessions, each session's candidate in its answer. A datagram is told apart by its sender's
 //!   address; a STUN check names the session by its USERNAME (our ufrag first), which maps its
 //!   address to the session (again on every check: an address that moves follows). What the
-//!   worker sends media to goes out together at the end of the turn's reads, as many
-//!   subscribers' queues per `sendmmsg` as fit ([`Worker::flush_media`]; a full queue goes at
-//!   once).
+//!   worker sends media to goes out in one `sendmmsg` per turn across subscribers
+//!   ([`Worker::flush_media`]).
 //! - **Control:** the HTTP handlers call [`Engine`]'s async methods, which send the thread a
 //!   command and await its reply; the thread wakes on a `mio::Waker`. What goes to the edge
 //!   (offers, events) leaves the thread through a channel to one tokio task ([`EdgeLink`]); how
@@ -78,7 +77,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::oneshot;
 
 use crate::codec::{starts_keyframe, vp8_ids, vp8_set_ids, VideoCodec, Vp8Ids};
-use crate::demux::{sdp_pwd, sdp_ufrag, Demux};
+use crate::demux::{sdp_ufrag, Demux};
 use crate::downlink::nacked_seqs;
 use crate::edge_link::EdgeLink;
 use crate::fanout::{KeyframePacer, PacketIn, SubForward};
@@ -957,17 +956,7 @@ fn bind_worker(
         if let Ok(s) = UdpSocket::bind(addr) {
             // Without the stamps the delay would start at the read.
             let _ = udp_batch::enable_rx_timestamps(s.as_raw_fd());
-            let (snd, rcv) = udp_batch::grow_buffers(s.as_raw_fd(), SOCKET_BUFFER);
-            if snd < SOCKET_BUFFER || rcv < SOCKET_BUFFER {
-                // Without CAP_NET_ADMIN the system's limits cap them.
-                tracing::warn!(
-                    wanted = SOCKET_BUFFER,
-                    send = snd,
-                    receive = rcv,
-                    "the media socket's buffers are smaller than asked: raise net.core.wmem_max and net.core.rmem_max (bursts to many subscribers are dropped otherwise)"
-                );
-            }
-            udp_batch::dont_fragment(s.as_raw_fd(), addr.is_ipv6());
+            udp_batch::grow_buffers(s.as_raw_fd(), SOCKET_BUFFER);
             return Ok((s, addr));
         }
     }
@@ -1055,8 +1044,6 @@ struct Worker {
     stopping: bool,
     /// Sessions with queued media (sent at the end of the turn).
     dirty: Vec<usize>,
-    /// Counts `flush_media`'s sends (where in `dirty` the next one starts).
-    flushes: usize,
     /// This worker's recorder thread, started with its first recorded track.
     recorder: Option<RecorderHandle>,
     /// The wall clock (µs since the Unix epoch) at `epoch`: recorded packets' arrival times.
@@ -1115,7 +1102,6 @@ impl Worker {
             core_next: None,
             stopping: false,
             dirty: Vec::new(),
-            flushes: 0,
             recorder: None,
             wall_epoch_us: crate::record::wall_us(),
             to_self: None,
@@ -1171,15 +1157,9 @@ impl Worker {
     fn flush_media(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         // A session whose full queue went out early (`send_rtp`) and filled again is listed
-        // twice: once here. Each turn starts at another place in the list: when the socket's
-        // buffer is full the send stops, and it must not be the same sessions that lose out.
+        // twice: once here.
         dirty.sort_unstable();
         dirty.dedup();
-        if !dirty.is_empty() {
-            self.flushes = self.flushes.wrapping_add(1);
-            let k = self.flushes % dirty.len();
-            dirty.rotate_left(k);
-        }
         let fd = self.socket.as_raw_fd();
         let mut i = 0;
         while i < dirty.len() {
@@ -2602,14 +2582,13 @@ impl Worker {
     }
 
     /// A PeerConnection on the worker's socket that answered `desc` (closed again if it could
-    /// not), and our ICE ufrag and password in the answer (what its checks are found and
-    /// verified by): what a participant's session and a connection check's
+    /// not), and our ufrag in the answer: what a participant's session and a connection check's
     /// both start with.
     fn answer_offer(
         &mut self,
         desc: RTCSessionDescription,
         now: Instant,
-    ) -> Result<(SocketAddr, RTCPeerConnection, String, (String, String)), MediaError> {
+    ) -> Result<(SocketAddr, RTCPeerConnection, String, String), MediaError> {
         let local = self.local;
         let mut pc = self.build_pc(local, now)?;
         let answer = (|| {
@@ -2622,17 +2601,13 @@ impl Worker {
                 .map(|d| d.sdp)
                 .ok_or_else(|| MediaError::Webrtc("no local description".into()))
         })();
-        let answered = answer.and_then(|a| match (sdp_ufrag(&a), sdp_pwd(&a)) {
-            (Some(u), Some(p)) if !self.demux.has_ufrag(u) => {
-                Ok(((u.to_string(), p.to_string()), a))
-            }
-            (Some(_), Some(_)) => Err(MediaError::Webrtc("ICE ufrag already in use".into())),
-            _ => Err(MediaError::Webrtc(
-                "no ICE credentials in our answer".into(),
-            )),
+        let answered = answer.and_then(|a| match sdp_ufrag(&a) {
+            Some(u) if !self.demux.has_ufrag(u) => Ok((u.to_string(), a)),
+            Some(_) => Err(MediaError::Webrtc("ICE ufrag already in use".into())),
+            None => Err(MediaError::Webrtc("no ICE ufrag in our answer".into())),
         });
         match answered {
-            Ok((ice, answer)) => Ok((local, pc, answer, ice)),
+            Ok((ufrag, answer)) => Ok((local, pc, answer, ufrag)),
             Err(e) => {
                 let _ = pc.close();
                 Err(e)
@@ -2661,7 +2636,7 @@ impl Worker {
             return Err(MediaError::Full(self.cfg.capacity));
         }
         let now = Instant::now();
-        let (local, mut pc, answer, (ufrag, pwd)) = self.answer_offer(desc, now)?;
+        let (local, mut pc, answer, ufrag) = self.answer_offer(desc, now)?;
         // A new participant takes its place now (the check above is only the early answer).
         let new_member = !self.members.contains_key(&key);
         if new_member && !self.shared.admit(self.cfg.capacity as usize) {
@@ -2704,7 +2679,7 @@ impl Worker {
             published: HashMap::new(),
             sending: HashMap::new(),
         });
-        self.demux.add(slot, &ufrag, &pwd);
+        self.demux.add(slot, &ufrag);
         self.members.insert(key, slot);
         self.rooms_changed();
         let _ = self.core.handle_input(
@@ -2748,12 +2723,12 @@ impl Worker {
         let desc =
             RTCSessionDescription::offer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
         let now = Instant::now();
-        let (local, pc, answer, (ufrag, pwd)) = self.answer_offer(desc, now)?;
+        let (local, pc, answer, ufrag) = self.answer_offer(desc, now)?;
         let slot = self.free.pop().unwrap_or_else(|| {
             self.sessions.push(None);
             self.sessions.len() - 1
         });
-        self.demux.add(slot, &ufrag, &pwd);
+        self.demux.add(slot, &ufrag);
         let id = self.next_session;
         self.next_session += 1;
         self.sessions[slot] = Some(Session {

@@ -1,4 +1,4 @@
-//! Sending many datagrams — to one address or to many — in few syscalls: `sendmmsg`, and Linux's UDP generic
+//! Sending many datagrams to one address in few syscalls: `sendmmsg`, and Linux's UDP generic
 //! segmentation offload (`UDP_SEGMENT`) for runs of equal-sized datagrams — a video frame's
 //! packets to one subscriber are mostly that (a packetizer cuts a frame into equal parts, the last
 //! one shorter, or into parts that differ by one byte). [`gso_runs`] (pure) groups the datagrams;
@@ -190,7 +190,7 @@ pub const MANY_DATAGRAMS: usize = 512;
 /// packets — in as few `sendmmsg` calls as fit ([`MANY_MSGS`] messages, [`MANY_DATAGRAMS`]
 /// datagrams each): one call spans many subscribers, equal-sized runs to one subscriber go as
 /// one segmented message each. `sent[i]` gets how many of destination `i`'s datagrams the
-/// kernel took (added: pass zeros). A message the kernel refuses for its destination alone (unreachable, say) is
+/// kernel took. A message the kernel refuses for its destination alone (unreachable, say) is
 /// skipped; a full socket buffer ends the send (the rest waits for NACKs or is lost).
 pub fn send_many(fd: RawFd, dests: &[(SocketAddr, &[&[u8]])], sent: &mut [usize]) {
     let gso = GSO_OK.load(Ordering::Relaxed);
@@ -295,42 +295,9 @@ pub fn send_many(fd: RawFd, dests: &[(SocketAddr, &[&[u8]])], sent: &mut [usize]
     }
 }
 
-/// Every datagram the socket sends has Don't Fragment set, without the kernel's path MTU
-/// discovery (`IP_PMTUDISC_PROBE`, as QUIC stacks do): media is never fragmented, a segmented
-/// (GSO) send's datagrams included — the kernel left DF off those (the super-datagram is longer
-/// than the route's MTU when it is built) and then had to pick each one an IP ID by hashing its
-/// destination. Best effort.
-pub fn dont_fragment(fd: RawFd, ipv6: bool) {
-    let (level, opt, v) = if ipv6 {
-        (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
-            libc::IPV6_PMTUDISC_PROBE,
-        )
-    } else {
-        (
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_PROBE,
-        )
-    };
-    // SAFETY: a plain setsockopt with an int option value.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
 /// Asks for send and receive buffers of `bytes` each: past the system's limit where allowed
-/// (`CAP_NET_ADMIN`), else up to it (`net.core.wmem_max`/`rmem_max`). Returns the sizes the
-/// socket has then (send, receive; the kernel reports twice what it was asked, its bookkeeping
-/// included).
-pub fn grow_buffers(fd: RawFd, bytes: usize) -> (usize, usize) {
+/// (`CAP_NET_ADMIN`), else up to it (`net.core.wmem_max`/`rmem_max`). Best effort.
+pub fn grow_buffers(fd: RawFd, bytes: usize) {
     let v = bytes.min(i32::MAX as usize) as libc::c_int;
     for opts in [
         [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF],
@@ -352,26 +319,6 @@ pub fn grow_buffers(fd: RawFd, bytes: usize) -> (usize, usize) {
             }
         }
     }
-    let get = |opt| {
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: a plain getsockopt into an int of the given size.
-        let r = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                &mut v as *mut libc::c_int as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        if r == 0 {
-            v.max(0) as usize
-        } else {
-            0
-        }
-    };
-    (get(libc::SO_SNDBUF), get(libc::SO_RCVBUF))
 }
 
 /// Asks the kernel to stamp each datagram the socket receives with the time it arrived

@@ -12,15 +12,7 @@ use crate::setup::Paths;
 use crate::step::{fail, note, Result};
 
 /// Every target in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 7] = [
-    "client_message",
-    "room",
-    "rtp",
-    "sdp",
-    "token",
-    "selectors",
-    "demux",
-];
+pub const TARGETS: [&str; 6] = ["client_message", "room", "rtp", "sdp", "token", "selectors"];
 
 const RUSTFLAGS: &str = "-Cpasses=sancov-module \
     -Cllvm-args=-sanitizer-coverage-level=4 \
