@@ -219,24 +219,6 @@ export async function sfuMediaAddr(page) {
   });
 }
 
-/**
- * The page's own end of its media connection, as the SFU sees it: the local candidate of the
- * selected pair (a relay candidate when the call goes through TURN). The SFU serves every session
- * of a worker from one port, so one page's flow is told apart by this address, not by the SFU's.
- */
-export async function pageMediaAddr(page) {
-  return page.evaluate(async () => {
-    const stats = await window.edgemeetPc.getStats();
-    let pair;
-    stats.forEach((s) => {
-      if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
-    });
-    if (!pair) stats.forEach((s) => s.type === "candidate-pair" && s.state === "succeeded" && s.nominated && (pair = s));
-    const local = pair && stats.get(pair.localCandidateId);
-    return local ? { address: local.address, port: local.port } : null;
-  });
-}
-
 /** Resolves once every dev SFU is live and not draining again (the stack restarts stopped ones). */
 export async function allLive(base) {
   const deadline = Date.now() + 20000;

@@ -4,8 +4,7 @@
 //
 // `cargo xtask test` runs this file in a network namespace it made for it, with a stack of its own
 // there; `cargo xtask impair` (EDGEMEET_IMPAIR) shapes the UDP packets of one page's media
-// connection — picked by that page's own port (the SFU serves every session of a worker from one
-// port) — on the namespace's loopback: iptables'
+// connection — picked by the SFU's port for that page — on the namespace's loopback: iptables'
 // `statistic` match for loss, NFQUEUE for delay, an HTB class for the rate cap (this kernel has no
 // netem). Nothing outside that namespace is touched. Figures are printed ("figure: …") for
 // `cargo xtask bench` and the issue's notes.
@@ -13,7 +12,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { browserForFile, BASE, toneWav } from "./browser.mjs";
-import { joinAs as joinAsIn, press, idOf, mediaReport, pageMediaAddr } from "./call.mjs";
+import { joinAs as joinAsIn, press, idOf, mediaReport, sfuMediaAddr } from "./call.mjs";
 
 const IMPAIR = process.env.EDGEMEET_IMPAIR;
 // Publishers' microphones play a steady tone: audio flows at Opus' full 50 packets/s. The fake
@@ -185,9 +184,9 @@ test("10 % loss and 100 ms delay on one viewer's downlink: NACKs repair the vide
     for (const p of [vera, cleo]) await until(p, call.patId, "Pat's 1280-px layer arrives", (s) => s.video?.width === 1280, 30000);
     // Everyone sees Vera's connection as excellent, before.
     await cleo.getByRole("img", { name: "Vera: excellent connection" }).waitFor({ timeout: 10000 });
-    const port = String((await pageMediaAddr(vera)).port);
+    const port = String((await sfuMediaAddr(vera)).port);
     // The viewer's downlink: what the SFU sends her (her NACKs and reports go up unharmed).
-    links.push(await impair(["--dport", port, "--loss", "10", "--delay", "100"]));
+    links.push(await impair(["--sport", port, "--loss", "10", "--delay", "100"]));
     const impairedAt = Date.now();
     // The SFU sees the loss (NACKs, receiver reports) and moves Vera, and only her, down a layer.
     const cleoWidths = new Set();
@@ -280,8 +279,8 @@ test("150 ms more delay on one viewer's downlink: the picture age it shows rises
     await vera.waitForTimeout(5000); // a whole window of the clean link
     const before = await shown();
     const heldBefore = held(b0, await buffer());
-    const port = String((await pageMediaAddr(vera)).port);
-    links.push(await impair(["--dport", port, "--delay", "150"]));
+    const port = String((await sfuMediaAddr(vera)).port);
+    links.push(await impair(["--sport", port, "--delay", "150"]));
     const impairedAt = Date.now();
     // The 5-s window holds only delayed frames, and the jitter buffer has settled after the
     // step, 8 s on: the last 5 s of the buffer's figures are compared with the panel's.
@@ -317,7 +316,7 @@ test("a 3 s outage of one viewer's media: video and audio are back within 2 s of
     await until(vera, call.patId, "Pat's 1280-px layer arrives", (s) => s.video?.width === 1280, 30000);
     const me = await vera.getByRole("group", { name: "Vera (you)" }).getAttribute("data-participant");
     await vera.evaluate(() => (window.edgemeetPc.__beforeOutage = true));
-    const port = String((await pageMediaAddr(vera)).port);
+    const port = String((await sfuMediaAddr(vera)).port);
     links.push(await impair(["--sport", port, "--outage"]));
     links.push(await impair(["--dport", port, "--outage"]));
     const cutAt = Date.now();
@@ -386,8 +385,8 @@ test("a 300 kbit/s cap on one viewer's downlink: that viewer moves to the lowest
   let cap = null;
   try {
     for (const p of [vera, cleo]) await until(p, call.patId, "Pat's 1280-px layer arrives", (s) => s.video?.width === 1280, 30000);
-    const port = String((await pageMediaAddr(vera)).port);
-    cap = await impair(["--dport", port, "--rate", "300"]);
+    const port = String((await sfuMediaAddr(vera)).port);
+    cap = await impair(["--sport", port, "--rate", "300"]);
     const moved = await until(vera, call.patId, "the capped viewer receives the 320-px layer", (s) => s.video?.width > 0 && s.video.width <= 320, 20000);
     // Settled on the low layer (a new frame at it), then eight seconds of it.
     const atSwitch = (await received(vera, call.patId)).video.frames;

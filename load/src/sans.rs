@@ -1,9 +1,7 @@
 //! Cheap subscribers: webrtc-rs's sans-IO `rtc` PeerConnections, all driven by one thread over
-//! one UDP socket (no tokio task, channel or socket per PeerConnection). Each subscriber has an
-//! address of its own on the loopback (127.1.x.y, the socket's port: [`sub_ip`]) — the SFU serves
-//! all of a worker's sessions from one port, so datagrams are told apart by the address they
-//! were sent *to* (`IP_PKTINFO`), and a subscriber's datagrams leave from its own address.
-//! Everything a browser subscriber does on the wire happens here too — ICE, DTLS,
+//! one UDP socket (no tokio task, channel or socket per PeerConnection). Datagrams are told apart by
+//! the sender's address: each SFU session sends from a port of its own, named in its answer's
+//! candidates. Everything a browser subscriber does on the wire happens here too — ICE, DTLS,
 //! SRTP, receiver reports and NACKs from the default interceptors — but nothing else: packets are
 //! counted ([`TrackStats`]), never decoded.
 //!
@@ -91,8 +89,6 @@ pub struct SubPeer {
 
 struct Session {
     pc: RTCPeerConnection,
-    /// Its own address (the socket's port): what it sends from and the SFU sends to.
-    local: SocketAddr,
     /// The earliest time its timers want to run (kept so the thread need not ask every session
     /// on every turn).
     next: Option<Instant>,
@@ -106,8 +102,7 @@ impl Host {
     /// Binds the socket on 127.0.0.1 and starts the thread. `tracks` receives one entry per track
     /// any subscriber receives; `epoch` is the clock the send stamps are on.
     pub fn start(tracks: Tracks, epoch: Instant) -> Result<Host, LoadError> {
-        // Any address, for the 127.1.x.y ones (only those are read: `sub_index`).
-        let socket = UdpSocket::bind("0.0.0.0:0")
+        let socket = UdpSocket::bind("127.0.0.1:0")
             .map_err(|e| LoadError::Io("subscriber socket".into(), e))?;
         socket
             .set_read_timeout(Some(TICK))
@@ -116,7 +111,6 @@ impl Host {
         // (~200 KB) overflows under the SFU's bursts and would count as the SFU's loss.
         grow_receive_buffer(&socket, RECEIVE_BUFFER);
         enable_gro(&socket);
-        enable_pktinfo(&socket);
         let (cmds, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sans-io-subscribers".into())
@@ -238,56 +232,31 @@ fn grow_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
     }
 }
 
-/// Subscriber `i`'s own loopback address: 127.1.x.y (y from 1 to 250).
-fn sub_ip(i: usize) -> std::net::Ipv4Addr {
-    std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8)
-}
-
-/// The subscriber a datagram sent to `ip` is for (the inverse of [`sub_ip`]).
-fn sub_index(ip: std::net::Ipv4Addr) -> Option<usize> {
-    let [a, b, x, y] = ip.octets();
-    (a == 127 && b == 1 && (1..=250).contains(&y)).then(|| x as usize * 250 + (y as usize - 1))
-}
-
 /// Linux's `UDP_GRO` socket option and control message (since 5.0).
 const UDP_GRO: libc::c_int = 104;
 
-/// Sets an int socket option to 1.
-fn set_on(socket: &UdpSocket, level: libc::c_int, opt: libc::c_int) {
+/// Lets the kernel hand this socket a sender's segmented datagrams (UDP GSO) whole, as one read
+/// ([`recv_gro`] says the segment size): on loopback the receiving end's kernel path runs in
+/// the *sender's* context, so without this the SFU would be charged for splitting each of its
+/// segmented sends back into datagrams and queueing them one by one here — work a real network
+/// never bills the sender for.
+fn enable_gro(socket: &UdpSocket) {
     use std::os::fd::AsRawFd;
     let on: libc::c_int = 1;
     // SAFETY: a plain setsockopt with an int option value on a socket we own.
     unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            level,
-            opt,
+            libc::SOL_UDP,
+            UDP_GRO,
             &on as *const libc::c_int as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as u32,
         );
     }
 }
 
-/// Lets the kernel hand the socket a sender's segmented datagrams (UDP GSO) whole, as one read
-/// ([`recv_gro`] says the segment size): on loopback the receiving end's kernel path runs in
-/// the *sender's* context, so without this the SFU would be charged for splitting each of its
-/// segmented sends back into datagrams and queueing them one by one here — work a real network
-/// never bills the sender for.
-fn enable_gro(socket: &UdpSocket) {
-    set_on(socket, libc::SOL_UDP, UDP_GRO);
-}
-
-/// Each read says which address the datagram was sent to (which subscriber it is for).
-fn enable_pktinfo(socket: &UdpSocket) {
-    set_on(socket, libc::IPPROTO_IP, libc::IP_PKTINFO);
-}
-
-/// One read: bytes, sender, the segment size (`n` itself for a single datagram) and the
-/// address it was sent to.
-fn recv_gro(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr, usize, Option<std::net::Ipv4Addr>)> {
+/// One read: bytes, sender and the segment size (`n` itself for a single datagram).
+fn recv_gro(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr, usize)> {
     use std::os::fd::AsRawFd;
     // SAFETY: all-zero sockaddr_storage, msghdr and control space are valid empty values; the
     // pointers set below point into locals and `buf`, which outlive the call.
@@ -296,7 +265,7 @@ fn recv_gro(
         iov_base: buf.as_mut_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
     };
-    let mut control = [0u64; 16];
+    let mut control = [0u64; 8];
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
     msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
@@ -310,89 +279,50 @@ fn recv_gro(
         return Err(std::io::Error::last_os_error());
     }
     let n = n as usize;
-    let (mut seg, mut to) = (n, None);
+    let mut seg = n;
     // SAFETY: walking the control messages the kernel wrote within `control`.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                let s = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
+                let s = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int).max(0) as usize;
                 if s > 0 {
-                    seg = s as usize;
+                    seg = s;
                 }
-            }
-            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
-                let i = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
-                to = Some(std::net::Ipv4Addr::from(u32::from_be(i.ipi_addr.s_addr)));
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    if addr.ss_family as libc::c_int != libc::AF_INET {
-        return Err(std::io::Error::other("not IPv4"));
-    }
-    // SAFETY: the kernel wrote a sockaddr_in.
-    let a = unsafe { *(&addr as *const _ as *const libc::sockaddr_in) };
-    let from = SocketAddr::from((
-        std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-        u16::from_be(a.sin_port),
-    ));
-    Ok((n, from, seg, to))
+    let from = match addr.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in.
+            let a = unsafe { *(&addr as *const _ as *const libc::sockaddr_in) };
+            SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6.
+            let a = unsafe { *(&addr as *const _ as *const libc::sockaddr_in6) };
+            SocketAddr::from((std::net::Ipv6Addr::from(a.sin6_addr.s6_addr), u16::from_be(a.sin6_port)))
+        }
+        _ => return Err(std::io::Error::other("unknown address family")),
+    };
+    Ok((n, from, seg))
 }
 
-/// Sends `data` to `to` from the subscriber's own address `from` (`IP_PKTINFO`).
-fn send_from(
-    socket: &UdpSocket,
-    data: &[u8],
-    to: SocketAddr,
-    from: SocketAddr,
-) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let (SocketAddr::V4(to), SocketAddr::V4(from)) = (to, from) else {
-        return Err(std::io::Error::other("not IPv4"));
-    };
-    let mut dst = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: to.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*to.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let mut control = [0u64; 8];
-    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call, and the
-    // control buffer is aligned and large enough for one in_pktinfo.
-    let r = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = &mut dst as *mut _ as *mut libc::c_void;
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) as _;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::IPPROTO_IP;
-        (*c).cmsg_type = libc::IP_PKTINFO;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as _;
-        let info = libc::in_pktinfo {
-            ipi_ifindex: 0,
-            ipi_spec_dst: libc::in_addr {
-                s_addr: u32::from(*from.ip()).to_be(),
-            },
-            ipi_addr: libc::in_addr { s_addr: 0 },
-        };
-        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut libc::in_pktinfo, info);
-        libc::sendmsg(socket.as_raw_fd(), &msg, 0)
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
-    }
+/// The `ip:port` of every candidate in `sdp`.
+fn candidate_addrs(sdp: &str) -> Vec<SocketAddr> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+        .filter_map(|c| {
+            // foundation component transport priority address port typ …
+            let f: Vec<&str> = c.split_whitespace().collect();
+            let (ip, port) = (f.get(4)?, f.get(5)?);
+            format!("{ip}:{port}").parse().ok()
+        })
+        .collect()
 }
 
 fn new_session(
@@ -443,10 +373,11 @@ fn new_session(
 
 /// The thread: commands, datagrams, timers, in turn.
 fn run(socket: UdpSocket, cmds: mpsc::Receiver<Cmd>, tracks: Tracks, epoch: Instant) {
-    let Ok(port) = socket.local_addr().map(|a| a.port()) else {
+    let Ok(local) = socket.local_addr() else {
         return;
     };
     let mut sessions: Vec<Session> = Vec::new();
+    let mut by_addr: HashMap<SocketAddr, usize> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     let mut next_sweep = Instant::now();
     loop {
@@ -465,12 +396,10 @@ fn run(socket: UdpSocket, cmds: mpsc::Receiver<Cmd>, tracks: Tracks, epoch: Inst
                     srtp,
                     reply,
                 } => {
-                    let local = SocketAddr::from((sub_ip(sessions.len()), port));
                     let made = new_session(&id, ssrc, srtp, local, now).map(|(pc, sdp)| {
                         let failed = Arc::new(AtomicBool::new(false));
                         sessions.push(Session {
                             pc,
-                            local,
                             next: Some(now),
                             tracks: HashMap::new(),
                             connected_at: None,
@@ -486,6 +415,9 @@ fn run(socket: UdpSocket, cmds: mpsc::Receiver<Cmd>, tracks: Tracks, epoch: Inst
                         let _ = reply.send(Err("no such session".into()));
                         continue;
                     };
+                    for a in candidate_addrs(&sdp) {
+                        by_addr.insert(a, idx);
+                    }
                     let applied = RTCSessionDescription::answer(sdp)
                         .and_then(|d| s.pc.set_remote_description(now, d));
                     match applied {
@@ -522,28 +454,29 @@ fn run(socket: UdpSocket, cmds: mpsc::Receiver<Cmd>, tracks: Tracks, epoch: Inst
                 }
             }
         }
-        // Datagrams (up to a batch, then the timers get a turn), each to the subscriber whose
-        // address it was sent to. With UDP GRO on, one read may bring several datagrams of one
-        // sender, `seg` bytes each (the last may be shorter).
+        // Datagrams (up to a batch, then the timers get a turn). With UDP GRO on, one read may
+        // bring several datagrams of one sender, `seg` bytes each (the last may be shorter).
         for _ in 0..256 {
-            let Ok((n, from, seg, to)) = recv_gro(&socket, &mut buf) else {
-                break; // nothing within a tick (or an ICMP error): on to the timers
-            };
-            let Some(s) = to.and_then(sub_index).and_then(|i| sessions.get_mut(i)) else {
-                continue;
-            };
-            for d in buf[..n].chunks(seg.max(1)) {
-                let _ = s.pc.handle_read(TaggedBytesMut {
-                    now: Instant::now(),
-                    transport: TransportContext {
-                        local_addr: s.local,
-                        peer_addr: from,
-                        ecn: None,
-                        transport_protocol: TransportProtocol::UDP,
-                    },
-                    message: BytesMut::from(d),
-                });
-                drain(s, &socket, &tracks, epoch);
+            match recv_gro(&socket, &mut buf) {
+                Ok((n, from, seg)) => {
+                    let Some(s) = by_addr.get(&from).and_then(|i| sessions.get_mut(*i)) else {
+                        continue;
+                    };
+                    for d in buf[..n].chunks(seg.max(1)) {
+                        let _ = s.pc.handle_read(TaggedBytesMut {
+                            now: Instant::now(),
+                            transport: TransportContext {
+                                local_addr: local,
+                                peer_addr: from,
+                                ecn: None,
+                                transport_protocol: TransportProtocol::UDP,
+                            },
+                            message: BytesMut::from(d),
+                        });
+                        drain(s, &socket, &tracks, epoch);
+                    }
+                }
+                Err(_) => break, // nothing within a tick (or an ICMP error): on to the timers
             }
         }
         // Timers.
@@ -597,7 +530,7 @@ fn drain(s: &mut Session, socket: &UdpSocket, tracks: &Tracks, epoch: Instant) {
         }
     }
     while let Some(out) = s.pc.poll_write() {
-        let _ = send_from(socket, &out.message, out.transport.peer_addr, s.local);
+        let _ = socket.send_to(&out.message, out.transport.peer_addr);
     }
     s.next = s.pc.poll_timeout();
 }
@@ -607,11 +540,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subscribers_have_addresses_of_their_own() {
-        for i in [0, 1, 249, 250, 251, 999, 60_000] {
-            assert_eq!(sub_index(sub_ip(i)), Some(i));
-        }
-        assert_eq!(sub_index(std::net::Ipv4Addr::LOCALHOST), None);
-        assert_eq!(sub_index(std::net::Ipv4Addr::new(127, 1, 0, 0)), None);
+    fn candidates_are_read_from_the_answer() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40001 typ host\r\na=candidate:2 1 udp 2130706431 10.0.0.5 40001 typ host\r\na=mid:0\r\n";
+        assert_eq!(
+            candidate_addrs(sdp),
+            vec![
+                "127.0.0.1:40001".parse::<SocketAddr>().unwrap(),
+                "10.0.0.5:40001".parse().unwrap()
+            ]
+        );
+        assert!(candidate_addrs("a=candidate:junk\r\n").is_empty());
     }
 }

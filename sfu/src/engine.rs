@@ -8,12 +8,9 @@
 //!   ([`worker_of`]), so its fan-out never crosses a thread. The SFU's capacity and room counts
 //!   are summed over the workers ([`Shared`]).
 //!
-//! - **Sockets:** one UDP socket per worker (a port from the configured range) for all its
-//!   sessions, each session's candidate in its answer. A datagram is told apart by its sender's
-//!   address; a STUN check names the session by its USERNAME (our ufrag first), which maps its
-//!   address to the session (again on every check: an address that moves follows). What the
-//!   worker sends media to goes out in one `sendmmsg` per turn across subscribers
-//!   ([`Worker::flush_media`]).
+//! - **Sockets:** one UDP socket per session (a port from the configured range, as the async
+//!   engine), all registered with the worker's `mio::Poll`; one socket per thread comes
+//!   next (step 2b: datagrams told apart by STUN USERNAME, then by address).
 //! - **Control:** the HTTP handlers call [`Engine`]'s async methods, which send the thread a
 //!   command and await its reply; the thread wakes on a `mio::Waker`. What goes to the edge
 //!   (offers, events) leaves the thread through a channel to one tokio task ([`EdgeLink`]); how
@@ -77,7 +74,6 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::oneshot;
 
 use crate::codec::{starts_keyframe, vp8_ids, vp8_set_ids, VideoCodec, Vp8Ids};
-use crate::demux::{sdp_ufrag, Demux};
 use crate::downlink::nacked_seqs;
 use crate::edge_link::EdgeLink;
 use crate::fanout::{KeyframePacer, PacketIn, SubForward};
@@ -101,11 +97,9 @@ use crate::udp_batch;
 const WAKER: Token = Token(usize::MAX);
 /// The largest datagram read (longer ones would be cut and fail SRTP/DTLS).
 const MTU: usize = 2048;
-/// Datagrams read from the worker's socket per turn of the loop: what they bring goes out before
-/// more are read, and timers and commands get their turn (the rest is read next turn).
-const READ_BUDGET: usize = 256;
-/// The worker's socket in its poller.
-const SOCKET: Token = Token(usize::MAX - 1);
+/// Datagrams read from one socket per turn of the loop: a flooded port must not keep the thread
+/// from everyone else (the rest is read next turn).
+const READ_BUDGET: usize = 64;
 
 type Reply<T> = oneshot::Sender<Result<T, MediaError>>;
 
@@ -307,15 +301,11 @@ impl Engine {
         for k in 0..n {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-            let (mut socket, local) = bind_worker(&cfg, k, n)?;
-            poll.registry()
-                .register(&mut socket, SOCKET, Interest::READABLE)?;
             let (cmds, rx) = mpsc::channel();
             let mut worker = Worker::new(
                 k,
+                n,
                 poll,
-                socket,
-                local,
                 cfg.clone(),
                 metrics.clone(),
                 out_tx.clone(),
@@ -602,8 +592,7 @@ struct Session {
     room: String,
     peer: String,
     pc: RTCPeerConnection,
-    /// The worker's socket (its fd: every session of a worker shares it) and address.
-    fd: std::os::fd::RawFd,
+    socket: UdpSocket,
     local: SocketAddr,
     /// When its timers want to run.
     next: Option<Instant>,
@@ -901,7 +890,7 @@ fn flush_queue(dst: &mut Session, delay: &mut LocalHistogram) {
     for (r, &(a, b)) in refs.iter_mut().zip(&dst.queue.spans) {
         *r = &dst.queue.data[a..b];
     }
-    let sent = udp_batch::send_batch(dst.fd, remote, &refs[..n]);
+    let sent = udp_batch::send_batch(dst.socket.as_raw_fd(), remote, &refs[..n]);
     delay.observe(
         udp_batch::realtime_now()
             .saturating_sub(dst.queue.oldest)
@@ -938,37 +927,6 @@ fn selected_remote(pc: &mut RTCPeerConnection) -> Option<SocketAddr> {
         .ok()
         .or_else(|| format!("[{}]:{}", r.address, r.port).parse().ok())
 }
-
-/// The worker's socket: the first free port of the configured range from the worker's own place
-/// in it (workers start apart, so two SFUs sharing a range and the workers of one seldom try
-/// the same port), stamped with each datagram's arrival for the forwarding delay metric.
-fn bind_worker(
-    cfg: &MediaConfig,
-    index: usize,
-    of: usize,
-) -> std::io::Result<(UdpSocket, SocketAddr)> {
-    let (lo, hi) = cfg.udp_ports;
-    let span = (hi - lo) as u32 + 1;
-    let first = span * index as u32 / of.max(1) as u32;
-    for k in 0..span {
-        let port = lo as u32 + (first + k) % span;
-        let addr = SocketAddr::new(cfg.media_ip, port as u16);
-        if let Ok(s) = UdpSocket::bind(addr) {
-            // Without the stamps the delay would start at the read.
-            let _ = udp_batch::enable_rx_timestamps(s.as_raw_fd());
-            udp_batch::grow_buffers(s.as_raw_fd(), SOCKET_BUFFER);
-            return Ok((s, addr));
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AddrInUse,
-        MediaError::NoPort(lo, hi).to_string(),
-    ))
-}
-
-/// Send and receive buffer of a worker's socket: every session of the worker shares it (a
-/// keyframe fanned out to 100 subscribers is ~4 MB in a few milliseconds).
-const SOCKET_BUFFER: usize = 8 << 20;
 
 /// Gives a sans-IO session its one candidate, the UDP socket it reads (`local`), and says there
 /// are no more (no gathering: the address is known). Used by the load tool's subscribers too.
@@ -1013,15 +971,7 @@ struct Worker {
     metrics: Arc<Metrics>,
     epoch: Instant,
     core: SfuCore,
-    /// The one UDP socket of all its sessions, and its address (every answer's candidate).
-    socket: UdpSocket,
-    local: SocketAddr,
-    /// Which session a datagram is for (by STUN USERNAME, then by sender).
-    demux: Demux,
-    /// The socket's budget ran out last turn: read it again without waiting (mio is
-    /// edge-triggered).
-    backlog: bool,
-    /// By slot; a freed slot is reused.
+    /// By slot (the socket's token); a freed slot is reused.
     sessions: Vec<Option<Session>>,
     free: Vec<usize>,
     /// (room, participant) → slot of its current session.
@@ -1031,8 +981,11 @@ struct Worker {
     out: tokio::sync::mpsc::UnboundedSender<Outward>,
     shared: Arc<Shared>,
     draining: Arc<AtomicBool>,
+    next_port: u32,
     next_session: u64,
     buf: Vec<u8>,
+    /// Sockets left readable when their turn's budget ran out (mio is edge-triggered).
+    backlog: Vec<usize>,
     /// What this thread counted this turn, added to the shared metrics at its end.
     counts: LocalCounts,
     /// When the datagram being handled reached its socket (realtime clock, the kernel's stamp):
@@ -1064,9 +1017,8 @@ impl Worker {
     #[allow(clippy::too_many_arguments)]
     fn new(
         index: usize,
+        of: usize,
         poll: Poll,
-        socket: UdpSocket,
-        local: SocketAddr,
         cfg: MediaConfig,
         metrics: Arc<Metrics>,
         out: tokio::sync::mpsc::UnboundedSender<Outward>,
@@ -1074,14 +1026,14 @@ impl Worker {
         draining: Arc<AtomicBool>,
     ) -> Worker {
         let epoch = Instant::now();
+        // Workers start at different places in the port range (a port taken is skipped anyway).
+        let (lo, hi) = cfg.udp_ports;
+        let span = (hi - lo) as u32 + 1;
         Worker {
             index,
             poll,
-            socket,
-            local,
-            demux: Demux::default(),
-            backlog: false,
             core: SfuCore::new(epoch, cfg.id.clone()),
+            next_port: lo as u32 + span * index as u32 / of.max(1) as u32,
             cfg,
             metrics,
             epoch,
@@ -1097,6 +1049,7 @@ impl Worker {
             // room's worker.
             next_session: 1,
             buf: vec![0u8; MTU],
+            backlog: Vec::new(),
             rx_at: udp_batch::realtime_now(),
             counts: LocalCounts::default(),
             core_next: None,
@@ -1113,7 +1066,7 @@ impl Worker {
     fn run(mut self, cmds: mpsc::Receiver<Cmd>) {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = if !self.backlog {
+            let timeout = if self.backlog.is_empty() {
                 self.next_deadline().map(|t| {
                     t.saturating_duration_since(Instant::now())
                         .max(Duration::from_micros(100))
@@ -1129,8 +1082,16 @@ impl Worker {
                     panic!("the media engine's poll failed: {e}");
                 }
             }
-            if self.backlog || events.iter().any(|ev| ev.token() == SOCKET) {
-                self.backlog = self.readable();
+            let mut ready: Vec<usize> = std::mem::take(&mut self.backlog);
+            for ev in events.iter() {
+                if ev.token() != WAKER && !ready.contains(&ev.token().0) {
+                    ready.push(ev.token().0);
+                }
+            }
+            for slot in ready {
+                if self.readable(slot) {
+                    self.backlog.push(slot);
+                }
             }
             // What the datagrams read brought goes out now, not after the commands and timers.
             self.flush_media();
@@ -1150,79 +1111,15 @@ impl Worker {
         }
     }
 
-    /// Sends every session's queued media: as many sessions' queues per `sendmmsg` as fit
-    /// (`udp_batch::send_many`: one call spans subscribers, each one's equal-sized runs one
-    /// segmented message). What the socket refused is counted as dropped (NACKs bring it back
-    /// from the ring).
+    /// Sends every session's queued media (one batched send per session).
     fn flush_media(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
-        // A session whose full queue went out early (`send_rtp`) and filled again is listed
-        // twice: once here.
-        dirty.sort_unstable();
-        dirty.dedup();
-        let fd = self.socket.as_raw_fd();
-        let mut i = 0;
-        while i < dirty.len() {
-            // One call's worth of sessions: (slot, first datagram in `refs`, count, to).
-            let mut refs: [&[u8]; udp_batch::MANY_DATAGRAMS] = [&[]; udp_batch::MANY_DATAGRAMS];
-            let mut group = [(0usize, 0usize, 0usize); udp_batch::MANY_MSGS];
-            let mut remotes = [None; udp_batch::MANY_MSGS];
-            let (mut n_group, mut n_refs) = (0, 0);
-            while i < dirty.len() && n_group < udp_batch::MANY_MSGS {
-                let slot = dirty[i];
-                let Some(s) = self
-                    .sessions
-                    .get(slot)
-                    .and_then(|s| s.as_ref())
-                    .filter(|s| !s.queue.is_empty())
-                else {
-                    i += 1;
-                    continue;
-                };
-                let n = s.queue.len().min(udp_batch::MAX_BATCH);
-                if n_refs + n > udp_batch::MANY_DATAGRAMS {
-                    break;
-                }
-                for (r, &(a, b)) in refs[n_refs..n_refs + n].iter_mut().zip(&s.queue.spans) {
-                    *r = &s.queue.data[a..b];
-                }
-                group[n_group] = (slot, n_refs, n);
-                remotes[n_group] = s.remote;
-                n_group += 1;
-                n_refs += n;
-                i += 1;
-            }
-            let mut dests: [(SocketAddr, &[&[u8]]); udp_batch::MANY_MSGS] =
-                [(self.local, &[]); udp_batch::MANY_MSGS];
-            let mut n_dests = 0;
-            let mut dest_of = [usize::MAX; udp_batch::MANY_MSGS];
-            for (g, &(_, start, n)) in group[..n_group].iter().enumerate() {
-                if let Some(to) = remotes[g] {
-                    dests[n_dests] = (to, &refs[start..start + n]);
-                    dest_of[g] = n_dests;
-                    n_dests += 1;
-                }
-            }
-            let mut sent = [0usize; udp_batch::MANY_MSGS];
-            udp_batch::send_many(fd, &dests[..n_dests], &mut sent[..n_dests]);
-            let now = udp_batch::realtime_now();
-            for (g, &(slot, _, n)) in group[..n_group].iter().enumerate() {
-                let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
-                    continue;
-                };
-                let took = sent.get(dest_of[g]).copied().unwrap_or(0);
-                if dest_of[g] != usize::MAX {
-                    self.counts
-                        .forward_delay
-                        .observe(now.saturating_sub(s.queue.oldest).as_secs_f64());
-                }
-                // A queue never holds more than MAX_BATCH (`send_rtp` sends a full one).
-                s.refused += (s.queue.len() - took.min(n)) as u64;
-                s.queue.clear();
+        for slot in dirty.drain(..) {
+            if let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) {
+                flush_queue(s, &mut self.counts.forward_delay);
                 self.counts.dropped_packets += std::mem::take(&mut s.refused);
             }
         }
-        dirty.clear();
         self.dirty = dirty;
     }
 
@@ -1370,39 +1267,35 @@ impl Worker {
 
     // ---- datagrams ----
 
-    /// Reads the worker's socket, up to [`READ_BUDGET`] datagrams, each handed to the session it
-    /// is for ([`Demux::route`]). Returns whether there may be more (the turn ran out).
-    fn readable(&mut self) -> bool {
+    /// Reads a session's socket, up to [`READ_BUDGET`] datagrams. Returns whether it may have
+    /// more (its turn ran out).
+    fn readable(&mut self, slot: usize) -> bool {
         let mut errors = 0;
         for _ in 0..READ_BUDGET {
-            let (n, from, rx_at) =
-                match udp_batch::recv_timed(self.socket.as_raw_fd(), &mut self.buf) {
-                    Ok(r) => r,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-                    Err(e) => {
-                        // An ICMP error for an earlier send clears once read; one that repeats
-                        // waits for the next turn.
-                        errors += 1;
-                        if errors > 4 {
-                            tracing::debug!(error = %e, "socket errors");
-                            return true;
-                        }
-                        continue;
-                    }
-                };
-            let Some(slot) = self.demux.route(from, &self.buf[..n]) else {
-                self.counts.unrouted += 1;
-                continue;
-            };
             let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
-                continue;
+                return false;
+            };
+            let (n, from, rx_at) = match udp_batch::recv_timed(s.socket.as_raw_fd(), &mut self.buf)
+            {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    // An ICMP error for an earlier send clears once read; one that repeats
+                    // waits for the next turn.
+                    errors += 1;
+                    if errors > 4 {
+                        tracing::debug!(room = %s.room, participant = %s.peer, error = %e, "socket errors");
+                        return true;
+                    }
+                    continue;
+                }
             };
             if let Some(p) = s.probe.as_mut() {
                 p.bytes += n as u64;
                 if p.bytes > PROBE_MAX_BYTES {
                     // More than an upload check sends: not a check any more.
                     self.close_probe(slot);
-                    continue;
+                    return false;
                 }
             }
             let moved = s.connected && s.remote != Some(from);
@@ -1436,17 +1329,13 @@ impl Worker {
         true
     }
 
-    /// Sends what a session has to send. A new address it sends to (its ICE checking a
-    /// candidate) is mapped to it unless another session has it: the answer to a check names
-    /// no ufrag.
+    /// Sends what a session has to send.
     fn flush(&mut self, slot: usize) {
         let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
             return;
         };
         while let Some(out) = s.pc.poll_write() {
-            let to = out.transport.peer_addr;
-            let _ = self.socket.send_to(&out.message, to);
-            self.demux.sent_to(to, slot);
+            let _ = s.socket.send_to(&out.message, out.transport.peer_addr);
         }
     }
 
@@ -2546,6 +2435,22 @@ impl Worker {
         }
     }
 
+    fn bind(&mut self) -> Result<(UdpSocket, SocketAddr), MediaError> {
+        let (lo, hi) = self.cfg.udp_ports;
+        let span = (hi - lo) as u32 + 1;
+        for _ in 0..span.min(64) {
+            let port = lo as u32 + (self.next_port - lo as u32) % span;
+            self.next_port = self.next_port.wrapping_add(1);
+            let addr = SocketAddr::new(self.cfg.media_ip, port as u16);
+            if let Ok(s) = UdpSocket::bind(addr) {
+                // For the forwarding delay metric; without it the delay starts at the read.
+                let _ = udp_batch::enable_rx_timestamps(s.as_raw_fd());
+                return Ok((s, addr));
+            }
+        }
+        Err(MediaError::NoPort(lo, hi))
+    }
+
     fn build_pc(&self, local: SocketAddr, now: Instant) -> Result<RTCPeerConnection, MediaError> {
         let mut me = media_engine()?;
         // rtc's defaults without the sender-report interceptor and the NACK responder: what is
@@ -2581,15 +2486,14 @@ impl Worker {
             .map_err(webrtc_err)
     }
 
-    /// A PeerConnection on the worker's socket that answered `desc` (closed again if it could
-    /// not), and our ufrag in the answer: what a participant's session and a connection check's
-    /// both start with.
+    /// A socket from the port range and a PeerConnection that answered `desc` (closed again if it
+    /// could not): what a participant's session and a connection check's both start with.
     fn answer_offer(
         &mut self,
         desc: RTCSessionDescription,
         now: Instant,
-    ) -> Result<(SocketAddr, RTCPeerConnection, String, String), MediaError> {
-        let local = self.local;
+    ) -> Result<(UdpSocket, SocketAddr, RTCPeerConnection, String), MediaError> {
+        let (socket, local) = self.bind()?;
         let mut pc = self.build_pc(local, now)?;
         let answer = (|| {
             pc.set_remote_description(now, desc)
@@ -2601,18 +2505,14 @@ impl Worker {
                 .map(|d| d.sdp)
                 .ok_or_else(|| MediaError::Webrtc("no local description".into()))
         })();
-        let answered = answer.and_then(|a| match sdp_ufrag(&a) {
-            Some(u) if !self.demux.has_ufrag(u) => Ok((u.to_string(), a)),
-            Some(_) => Err(MediaError::Webrtc("ICE ufrag already in use".into())),
-            None => Err(MediaError::Webrtc("no ICE ufrag in our answer".into())),
-        });
-        match answered {
-            Ok((ufrag, answer)) => Ok((local, pc, answer, ufrag)),
+        let answer = match answer {
+            Ok(a) => a,
             Err(e) => {
                 let _ = pc.close();
-                Err(e)
+                return Err(e);
             }
-        }
+        };
+        Ok((socket, local, pc, answer))
     }
 
     fn offer(
@@ -2636,7 +2536,7 @@ impl Worker {
             return Err(MediaError::Full(self.cfg.capacity));
         }
         let now = Instant::now();
-        let (local, mut pc, answer, ufrag) = self.answer_offer(desc, now)?;
+        let (socket, local, mut pc, answer) = self.answer_offer(desc, now)?;
         // A new participant takes its place now (the check above is only the early answer).
         let new_member = !self.members.contains_key(&key);
         if new_member && !self.shared.admit(self.cfg.capacity as usize) {
@@ -2649,6 +2549,20 @@ impl Worker {
             self.sessions.push(None);
             self.sessions.len() - 1
         });
+        let mut socket = socket;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut socket, Token(slot), Interest::READABLE)
+        {
+            // Nothing changed: a session it had goes on.
+            self.free.push(slot);
+            if new_member {
+                self.shared.release();
+            }
+            let _ = pc.close();
+            return Err(webrtc_err(e));
+        }
         // A session it had before ends (the core replaces it on `Join`).
         if let Some(old) = self.members.get(&key).copied() {
             self.close_slot(old);
@@ -2658,7 +2572,7 @@ impl Worker {
             room: room.into(),
             peer: peer.into(),
             pc,
-            fd: self.socket.as_raw_fd(),
+            socket,
             local,
             next: Some(now),
             connected: false,
@@ -2679,7 +2593,6 @@ impl Worker {
             published: HashMap::new(),
             sending: HashMap::new(),
         });
-        self.demux.add(slot, &ufrag);
         self.members.insert(key, slot);
         self.rooms_changed();
         let _ = self.core.handle_input(
@@ -2723,12 +2636,20 @@ impl Worker {
         let desc =
             RTCSessionDescription::offer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
         let now = Instant::now();
-        let (local, pc, answer, ufrag) = self.answer_offer(desc, now)?;
+        let (mut socket, local, mut pc, answer) = self.answer_offer(desc, now)?;
         let slot = self.free.pop().unwrap_or_else(|| {
             self.sessions.push(None);
             self.sessions.len() - 1
         });
-        self.demux.add(slot, &ufrag);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut socket, Token(slot), Interest::READABLE)
+        {
+            self.free.push(slot);
+            let _ = pc.close();
+            return Err(webrtc_err(e));
+        }
         let id = self.next_session;
         self.next_session += 1;
         self.sessions[slot] = Some(Session {
@@ -2736,7 +2657,7 @@ impl Worker {
             room: String::new(),
             peer: format!("probe-{id}"),
             pc,
-            fd: self.socket.as_raw_fd(),
+            socket,
             local,
             next: Some(now),
             connected: false,
@@ -2929,9 +2850,9 @@ impl Worker {
         self.counts.dropped_packets += s.refused + s.queue.len() as u64;
         let _ = s.pc.close();
         while let Some(out) = s.pc.poll_write() {
-            let _ = self.socket.send_to(&out.message, out.transport.peer_addr);
+            let _ = s.socket.send_to(&out.message, out.transport.peer_addr);
         }
-        self.demux.remove(slot);
+        let _ = self.poll.registry().deregister(&mut s.socket);
         for id in s.published.values() {
             // A recorded track's file ends with it (the core's RecordTrackEnd for it comes after
             // the track is gone from here).

@@ -4,7 +4,6 @@
 pub mod codec;
 pub mod config;
 pub mod control;
-pub mod demux;
 pub mod downlink;
 pub mod edge_link;
 pub mod engine;

@@ -36,8 +36,6 @@ pub struct LocalCounts {
     pub layer_switches: u64,
     pub recorded_packets: u64,
     pub record_dropped: u64,
-    /// Datagrams on a worker's socket that no session was for (sans-IO engine).
-    pub unrouted: u64,
     pub forward_delay: LocalHistogram,
 }
 
@@ -131,7 +129,6 @@ pub struct Metrics {
     pub retransmitted_packets: Counter,
     pub recorded_packets: Counter,
     pub record_dropped: Counter,
-    pub unrouted_datagrams: Counter,
     pub record_uploaded_bytes: Counter,
     pub record_upload_ms: Counter,
     /// Connection checks' sessions made (pre-join network check).
@@ -160,7 +157,6 @@ impl Metrics {
             retransmitted_packets: Counter::default(),
             recorded_packets: Counter::default(),
             record_dropped: Counter::default(),
-            unrouted_datagrams: Counter::default(),
             record_uploaded_bytes: Counter::default(),
             record_upload_ms: Counter::default(),
             probes: Counter::default(),
@@ -238,11 +234,6 @@ impl Metrics {
             m.record_dropped.clone(),
         );
         registry.register(
-            "unrouted_datagrams",
-            "Datagrams on the media port that no session was for: neither a STUN check naming one nor from an address one uses (sans-IO engine)",
-            m.unrouted_datagrams.clone(),
-        );
-        registry.register(
             "record_uploaded_bytes",
             "Bytes of recorded segments the edge took (files and segment.json)",
             m.record_uploaded_bytes.clone(),
@@ -296,7 +287,6 @@ impl Metrics {
         add(&self.layer_switches, l.layer_switches);
         add(&self.recorded_packets, l.recorded_packets);
         add(&self.record_dropped, l.record_dropped);
-        add(&self.unrouted_datagrams, l.unrouted);
         if l.forward_delay.count > 0 {
             self.forward_delay.add(&l.forward_delay);
         }
