@@ -285,7 +285,8 @@ fn recv_gro(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Socke
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                let s = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int).max(0) as usize;
+                let s = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int).max(0)
+                    as usize;
                 if s > 0 {
                     seg = s;
                 }
@@ -305,7 +306,10 @@ fn recv_gro(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Socke
         libc::AF_INET6 => {
             // SAFETY: the kernel wrote a sockaddr_in6.
             let a = unsafe { *(&addr as *const _ as *const libc::sockaddr_in6) };
-            SocketAddr::from((std::net::Ipv6Addr::from(a.sin6_addr.s6_addr), u16::from_be(a.sin6_port)))
+            SocketAddr::from((
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+            ))
         }
         _ => return Err(std::io::Error::other("unknown address family")),
     };
