@@ -40,20 +40,12 @@ fn measure(
     pin(cores.0);
     let tx = UdpSocket::bind("127.0.0.1:0")?;
     if gso > 1 {
-        let seg: libc::c_int = size as libc::c_int;
-        // SAFETY: a plain setsockopt with an int option value.
-        let r = unsafe {
-            libc::setsockopt(
-                tx.as_raw_fd(),
-                libc::SOL_UDP,
-                UDP_SEGMENT,
-                &seg as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as u32,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        set_int_opt(
+            tx.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_SEGMENT,
+            size as libc::c_int,
+        )?;
     }
     let mut rx = Vec::new();
     for _ in 0..receivers {
@@ -195,4 +187,28 @@ pub fn run(core: usize) -> std::io::Result<()> {
         println!("  {what:<46} {us:>5.2} µs per datagram ({delivered:.1} % delivered)");
     }
     Ok(())
+}
+
+/// Sets an int socket option.
+pub fn set_int_opt(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: a plain setsockopt with an int option value of the given size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

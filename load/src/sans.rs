@@ -216,17 +216,7 @@ impl Drop for Host {
 fn grow_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
     use std::os::fd::AsRawFd;
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: a plain setsockopt with an int option value on a socket we own.
-        let r = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &bytes as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as u32,
-            )
-        };
-        if r == 0 {
+        if crate::floor::set_int_opt(socket.as_raw_fd(), libc::SOL_SOCKET, opt, bytes).is_ok() {
             return;
         }
     }
@@ -242,17 +232,7 @@ const UDP_GRO: libc::c_int = 104;
 /// never bills the sender for.
 fn enable_gro(socket: &UdpSocket) {
     use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a plain setsockopt with an int option value on a socket we own.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_UDP,
-            UDP_GRO,
-            &on as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as u32,
-        );
-    }
+    let _ = crate::floor::set_int_opt(socket.as_raw_fd(), libc::SOL_UDP, UDP_GRO, 1);
 }
 
 /// One read: bytes, sender and the segment size (`n` itself for a single datagram).
