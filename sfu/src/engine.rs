@@ -91,7 +91,7 @@ use crate::record::{RecMsg, RecorderHandle};
 use crate::rtcp_up::RtcpToApplication;
 use crate::rtp_out::{write_header, CaptureExt};
 use crate::sfu_core::{block_bit, Input, Output, SfuCore, SubId, TrackId};
-use crate::srtp_out::{Roc, SrtpOut};
+use crate::srtp_out::{fill_tags_across, PendingTag, Roc, SrtpOut};
 use crate::udp_batch;
 
 const WAKER: Token = Token(usize::MAX);
@@ -811,7 +811,9 @@ fn send_rtp(
     let q = &mut dst.queue;
     let start = q.data.len();
     let header = write_rtp(&mut q.data, p, ssrc);
-    srtp.protect(&mut q.data, start, header, roc.for_seq(p.seq));
+    if let Some(t) = srtp.encrypt(&mut q.data, start, header, roc.for_seq(p.seq)) {
+        q.tags.push(t);
+    }
     if q.spans.is_empty() {
         dirty.push(slot);
         q.oldest = rx;
@@ -851,6 +853,10 @@ struct OutQueue {
     data: Vec<u8>,
     /// Each datagram's range in `data`.
     spans: Vec<(usize, usize)>,
+    /// The SRTP tags (AES-CM profiles) still to be written into `data`: computed together
+    /// across sessions at the end of the turn (`Engine::flush_media`), or for this session
+    /// alone when it is sent before then (`flush_queue`).
+    tags: Vec<PendingTag>,
     /// When the first of them reached the SFU (realtime clock).
     oldest: Duration,
 }
@@ -867,6 +873,7 @@ impl OutQueue {
     fn clear(&mut self) {
         self.data.clear();
         self.spans.clear();
+        self.tags.clear();
     }
 }
 
@@ -885,6 +892,12 @@ fn flush_queue(dst: &mut Session, delay: &mut LocalHistogram) {
         dst.queue.clear();
         return;
     };
+    if !dst.queue.tags.is_empty() {
+        if let Some(srtp) = dst.srtp.as_ref() {
+            srtp.fill_tags(&mut dst.queue.data, &dst.queue.tags);
+        }
+        dst.queue.tags.clear();
+    }
     let mut refs: [&[u8]; udp_batch::MAX_BATCH] = [&[]; udp_batch::MAX_BATCH];
     let n = dst.queue.len().min(udp_batch::MAX_BATCH);
     for (r, &(a, b)) in refs.iter_mut().zip(&dst.queue.spans) {
@@ -997,6 +1010,9 @@ struct Worker {
     stopping: bool,
     /// Sessions with queued media (sent at the end of the turn).
     dirty: Vec<usize>,
+    /// (slot, index in its queue's pending tags) of every SRTP tag computed at the end of the
+    /// turn, across sessions (kept for its capacity).
+    tag_refs: Vec<(usize, usize)>,
     /// This worker's recorder thread, started with its first recorded track.
     recorder: Option<RecorderHandle>,
     /// The wall clock (µs since the Unix epoch) at `epoch`: recorded packets' arrival times.
@@ -1055,6 +1071,7 @@ impl Worker {
             core_next: None,
             stopping: false,
             dirty: Vec::new(),
+            tag_refs: Vec::new(),
             recorder: None,
             wall_epoch_us: crate::record::wall_us(),
             to_self: None,
@@ -1111,9 +1128,37 @@ impl Worker {
         }
     }
 
-    /// Sends every session's queued media (one batched send per session).
+    /// Sends every session's queued media (one batched send per session), after writing all
+    /// their SRTP tags together (sixteen at a time: a fan-out's copies side by side).
     fn flush_media(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
+        let mut refs = std::mem::take(&mut self.tag_refs);
+        refs.clear();
+        for &slot in &dirty {
+            if let Some(s) = self.sessions.get(slot).and_then(|s| s.as_ref()) {
+                refs.extend((0..s.queue.tags.len()).map(|k| (slot, k)));
+            }
+        }
+        fill_tags_across(
+            refs.len(),
+            &mut self.sessions,
+            |ss, i| {
+                let (slot, k) = refs[i];
+                let s = ss.get(slot)?.as_ref()?;
+                Some((
+                    s.srtp.as_ref()?.hmac_key()?,
+                    &s.queue.data[..],
+                    s.queue.tags[k],
+                ))
+            },
+            |ss, i| Some(&mut ss.get_mut(refs[i].0)?.as_mut()?.queue.data[..]),
+        );
+        for &slot in &dirty {
+            if let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) {
+                s.queue.tags.clear();
+            }
+        }
+        self.tag_refs = refs;
         for slot in dirty.drain(..) {
             if let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) {
                 flush_queue(s, &mut self.counts.forward_delay);

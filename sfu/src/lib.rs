@@ -10,6 +10,7 @@ pub mod engine;
 pub mod fanout;
 pub mod forward;
 pub mod heartbeat;
+pub mod hmac_x16;
 pub mod layers;
 pub mod load;
 pub mod media;

@@ -8,16 +8,18 @@
 //! protects a packet where it lies; the rollover counter lives beside each subscriber stream
 //! ([`Roc`]), which is the only place that numbers it.
 //!
-//! The ciphers are RustCrypto's `aes` (AES-NI when the CPU has it) with `hmac`/`sha1`, and
-//! `ring`'s AES-GCM; this module only lays out RFC 3711 (key derivation, AES-CM counter, HMAC
-//! tag over the packet and the rollover counter) and RFC 7714 (the GCM nonce, the header as
-//! associated data). Its tests check every profile byte for byte against rtc-srtp's own context.
+//! The ciphers are RustCrypto's `aes` (VAES or AES-NI when the CPU has them), HMAC-SHA1 by
+//! [`hmac_x16`] (sixteen tags at once with AVX-512: [`SrtpOut::encrypt`] leaves the tag to be
+//! filled in later, so the engine computes a fan-out's tags together), and `ring`'s AES-GCM;
+//! this module only lays out RFC 3711 (key derivation, AES-CM counter, HMAC tag over the packet
+//! and the rollover counter) and RFC 7714 (the GCM nonce, the header as associated data). Its
+//! tests check every profile byte for byte against rtc-srtp's own context.
 
-use aes::cipher::{BlockEncrypt, KeyInit};
-use hmac::{Hmac, Mac};
+use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use rtc::peer_connection::LocalSrtpKeys;
 use rtc::srtp::protection_profile::ProtectionProfile;
-use sha1::Sha1;
+
+use crate::hmac_x16::{self, HmacKey, Job};
 
 /// Why a session's outbound SRTP could not be set up.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -85,7 +87,7 @@ enum Protect {
     Cm {
         cipher: Aes,
         salt: [u8; 14],
-        auth: Box<Hmac<Sha1>>,
+        auth: Box<HmacKey>,
         tag_len: usize,
     },
     /// AEAD AES-GCM (RFC 7714), 16-byte tag.
@@ -148,8 +150,8 @@ impl SrtpOut {
                     LABEL_SRTP_AUTHENTICATION,
                     &mut auth_key,
                 );
-                let auth = <Hmac<Sha1> as Mac>::new_from_slice(&auth_key)
-                    .expect("HMAC takes a key of any length");
+                let auth = HmacKey::new(&auth_key);
+                auth_key.fill(0);
                 Protect::Cm {
                     cipher,
                     salt,
@@ -166,6 +168,22 @@ impl SrtpOut {
     /// Protects the RTP packet in `buf[start..]` (a `header_len`-byte header, then the payload)
     /// with rollover counter `roc`, in place, and appends its tag.
     pub fn protect(&self, buf: &mut Vec<u8>, start: usize, header_len: usize, roc: u32) {
+        if let Some(t) = self.encrypt(buf, start, header_len, roc) {
+            self.fill_tags(buf, &[t]);
+        }
+    }
+
+    /// [`protect`](Self::protect) but for the tag of the AES-CM profiles, which is left as
+    /// zeros at the end of `buf` for [`fill_tags`](Self::fill_tags) or [`fill_tags_across`]
+    /// to write, so that many packets' tags are computed together. AES-GCM is done whole here
+    /// (`None`).
+    pub fn encrypt(
+        &self,
+        buf: &mut Vec<u8>,
+        start: usize,
+        header_len: usize,
+        roc: u32,
+    ) -> Option<PendingTag> {
         let ssrc = u32::from_be_bytes([
             buf[start + 8],
             buf[start + 9],
@@ -177,8 +195,8 @@ impl SrtpOut {
             Protect::Cm {
                 cipher,
                 salt,
-                auth,
                 tag_len,
+                ..
             } => {
                 // IV = (k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16), i = 2^16 * roc + seq.
                 let mut iv = [0u8; 16];
@@ -189,11 +207,14 @@ impl SrtpOut {
                     *v ^= s;
                 }
                 ctr_xor(cipher, iv, &mut buf[start + header_len..]);
-                let mut mac = (**auth).clone();
-                mac.update(&buf[start..]);
-                mac.update(&roc.to_be_bytes());
-                let tag = mac.finalize().into_bytes();
-                buf.extend_from_slice(&tag[..*tag_len]);
+                let end = buf.len();
+                buf.resize(end + tag_len, 0);
+                Some(PendingTag {
+                    start,
+                    end,
+                    roc,
+                    tag_len: *tag_len as u8,
+                })
             }
             Protect::Gcm { key, salt } => {
                 let mut iv = [0u8; 12];
@@ -212,7 +233,38 @@ impl SrtpOut {
                     )
                     .expect("a packet is far below GCM's length limit");
                 buf.extend_from_slice(tag.as_ref());
+                None
             }
+        }
+    }
+
+    /// Writes the tags [`encrypt`](Self::encrypt) left in `buf` (all of this session's).
+    pub fn fill_tags(&self, buf: &mut [u8], pending: &[PendingTag]) {
+        let Some(key) = self.hmac_key() else {
+            return;
+        };
+        let mut out = [[0u8; hmac_x16::TAG_LEN]; GROUP];
+        for group in pending.chunks(GROUP) {
+            let mut jobs = [Job::EMPTY; GROUP];
+            for (j, t) in jobs.iter_mut().zip(group) {
+                *j = Job {
+                    key,
+                    data: &buf[t.start..t.end],
+                    roc: t.roc,
+                };
+            }
+            hmac_x16::tags(&jobs[..group.len()], &mut out);
+            for (t, tag) in group.iter().zip(&out) {
+                t.write(buf, tag);
+            }
+        }
+    }
+
+    /// The HMAC-SHA1 key of the AES-CM profiles.
+    pub fn hmac_key(&self) -> Option<&HmacKey> {
+        match &self.protect {
+            Protect::Cm { auth, .. } => Some(auth),
+            Protect::Gcm { .. } => None,
         }
     }
 
@@ -225,14 +277,86 @@ impl SrtpOut {
     }
 }
 
+/// Tags computed together: [`hmac_x16`]'s group.
+const GROUP: usize = 16;
+
+/// A packet [`SrtpOut::encrypt`] left without its tag: `buf[start..end]` is what the tag
+/// covers (with `roc`), `buf[end..end + tag_len]` where it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingTag {
+    pub start: usize,
+    pub end: usize,
+    pub roc: u32,
+    pub tag_len: u8,
+}
+
+impl PendingTag {
+    fn write(&self, buf: &mut [u8], tag: &[u8; hmac_x16::TAG_LEN]) {
+        let n = self.tag_len as usize;
+        buf[self.end..self.end + n].copy_from_slice(&tag[..n]);
+    }
+}
+
+/// Writes pending tags of many sessions at once, sixteen at a time (the copies of one packet
+/// for sixteen subscribers, each under its own key): `at(i)` gives item `i`'s key, buffer and
+/// pending tag, `buf_mut(i)` the same buffer to write the tag into.
+pub fn fill_tags_across<'s, S: 's>(
+    items: usize,
+    sessions: &mut S,
+    at: impl Fn(&S, usize) -> Option<(&HmacKey, &[u8], PendingTag)>,
+    mut buf_mut: impl FnMut(&mut S, usize) -> Option<&mut [u8]>,
+) {
+    let mut out = [[0u8; hmac_x16::TAG_LEN]; GROUP];
+    let mut which = [(
+        0usize,
+        PendingTag {
+            start: 0,
+            end: 0,
+            roc: 0,
+            tag_len: 0,
+        },
+    ); GROUP];
+    let mut i = 0;
+    while i < items {
+        let mut n = 0;
+        {
+            let s: &S = sessions;
+            let mut jobs = [Job::EMPTY; GROUP];
+            while i < items && n < GROUP {
+                if let Some((key, buf, t)) = at(s, i) {
+                    jobs[n] = Job {
+                        key,
+                        data: &buf[t.start..t.end],
+                        roc: t.roc,
+                    };
+                    which[n] = (i, t);
+                    n += 1;
+                }
+                i += 1;
+            }
+            hmac_x16::tags(&jobs[..n], &mut out);
+        }
+        for (&(item, t), tag) in which[..n].iter().zip(&out) {
+            if let Some(buf) = buf_mut(sessions, item) {
+                t.write(buf, tag);
+            }
+        }
+    }
+}
+
+/// Counter blocks encrypted per call: a whole 1,500-byte packet, so the cipher's widest
+/// backend (VAES, 64 blocks in parallel) gets them in one go.
+const CTR_BLOCKS: usize = 96;
+
 /// XORs `data` with the AES-CM keystream from counter block `iv` (the block number adds to its
-/// last bytes, which RFC 3711 leaves zero for it), eight blocks at a time so AES-NI pipelines.
+/// last bytes, which RFC 3711 leaves zero for it): all of a packet's counter blocks encrypted in
+/// one call, so AES-NI pipelines and VAES runs four blocks an instruction.
 fn ctr_xor(cipher: &Aes, iv: [u8; 16], data: &mut [u8]) {
     let base = u128::from_be_bytes(iv);
     let mut n: u128 = 0;
-    for chunk in data.chunks_mut(16 * 8) {
+    let mut blocks = [aes::Block::default(); CTR_BLOCKS];
+    for chunk in data.chunks_mut(16 * CTR_BLOCKS) {
         let blocks_needed = chunk.len().div_ceil(16);
-        let mut blocks = [aes::Block::default(); 8];
         for b in blocks.iter_mut().take(blocks_needed) {
             *b = aes::Block::from(base.wrapping_add(n).to_be_bytes());
             n += 1;
@@ -359,6 +483,88 @@ mod tests {
                 assert_eq!(buf.len() - 5 - plain.len(), out.overhead());
             }
         }
+    }
+
+    #[test]
+    fn tags_filled_later_across_sessions_are_the_ones_protect_writes() {
+        // 40 sessions (the 80- and 32-bit tag profiles and GCM mixed), each with a few packets
+        // queued one after another in its own buffer, tags left pending and then written
+        // together as the engine does at the end of a turn: every byte as `protect` makes it.
+        let profiles = [
+            ProtectionProfile::Aes128CmHmacSha1_80,
+            ProtectionProfile::Aes256CmHmacSha1_32,
+            ProtectionProfile::AeadAes128Gcm,
+            ProtectionProfile::Aes128CmHmacSha1_32,
+        ];
+        struct S {
+            out: SrtpOut,
+            buf: Vec<u8>,
+            tags: Vec<PendingTag>,
+            expected: Vec<u8>,
+        }
+        let mut sessions: Vec<S> = (0..40u8)
+            .map(|i| {
+                let mut k = keys(profiles[i as usize % 4]);
+                k.master_key[0] = i;
+                S {
+                    out: SrtpOut::new(&k).unwrap(),
+                    buf: Vec::new(),
+                    tags: Vec::new(),
+                    expected: Vec::new(),
+                }
+            })
+            .collect();
+        for (i, s) in sessions.iter_mut().enumerate() {
+            for j in 0..(1 + i % 3) {
+                let plain = packet((i * 10 + j) as u16, 0x1000 + i as u32, [1188, 60, 0][j % 3]);
+                let roc = (i * j) as u32;
+                let start = s.buf.len();
+                s.buf.extend_from_slice(&plain);
+                if let Some(t) = s.out.encrypt(&mut s.buf, start, 12, roc) {
+                    s.tags.push(t);
+                }
+                let start = s.expected.len();
+                s.expected.extend_from_slice(&plain);
+                s.out.protect(&mut s.expected, start, 12, roc);
+            }
+        }
+        let refs: Vec<(usize, usize)> = sessions
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| (0..s.tags.len()).map(move |k| (i, k)))
+            .collect();
+        assert!(refs.len() > 16, "more than one group");
+        fill_tags_across(
+            refs.len(),
+            &mut sessions,
+            |ss, i| {
+                let (n, k) = refs[i];
+                let s = &ss[n];
+                Some((s.out.hmac_key()?, &s.buf[..], s.tags[k]))
+            },
+            |ss, i| Some(&mut ss[refs[i].0].buf[..]),
+        );
+        for (i, s) in sessions.iter().enumerate() {
+            assert_eq!(s.buf, s.expected, "session {i}");
+        }
+        // One session's own tags (sent before the end of the turn).
+        let s = &mut sessions[0];
+        let mut buf = Vec::new();
+        let mut tags = Vec::new();
+        for j in 0..20u16 {
+            let start = buf.len();
+            buf.extend_from_slice(&packet(j, 9, 300 + j as usize));
+            tags.extend(s.out.encrypt(&mut buf, start, 12, 0));
+        }
+        let mut expected = Vec::new();
+        for j in 0..20u16 {
+            let start = expected.len();
+            expected.extend_from_slice(&packet(j, 9, 300 + j as usize));
+            s.out.protect(&mut expected, start, 12, 0);
+        }
+        assert_ne!(buf, expected, "tags pending");
+        s.out.fill_tags(&mut buf, &tags);
+        assert_eq!(buf, expected);
     }
 
     #[test]
