@@ -161,9 +161,13 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-/// A free run of `n` UDP ports on 127.0.0.1 (the SFU takes one per participant).
+/// A free run of `n` UDP ports on 127.0.0.1 (the SFU takes one per participant). The search
+/// starts at a place this process's id picks, so two load tools run side by side (an A/B run
+/// of two SFU binaries under the same machine conditions) do not both find the same free run.
 fn free_udp_range(n: u16) -> u16 {
-    'next: for start in (20_000u16..60_000).step_by(997) {
+    let first = std::process::id() as usize;
+    'next: for k in 0..40 {
+        let start = 20_000 + ((first + k) % 40) as u16 * 997;
         for p in start..start + n {
             if std::net::UdpSocket::bind(("127.0.0.1", p)).is_err() {
                 continue 'next;

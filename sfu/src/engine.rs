@@ -1010,9 +1010,9 @@ struct Worker {
     stopping: bool,
     /// Sessions with queued media (sent at the end of the turn).
     dirty: Vec<usize>,
-    /// (slot, index in its queue's pending tags) of every SRTP tag computed at the end of the
-    /// turn, across sessions (kept for its capacity).
-    tag_refs: Vec<(usize, usize)>,
+    /// (length covered, slot, index in its queue's pending tags) of every SRTP tag computed at
+    /// the end of the turn, across sessions (kept for its capacity).
+    tag_refs: Vec<(usize, usize, usize)>,
     /// This worker's recorder thread, started with its first recorded track.
     recorder: Option<RecorderHandle>,
     /// The wall clock (µs since the Unix epoch) at `epoch`: recorded packets' arrival times.
@@ -1132,18 +1132,25 @@ impl Worker {
     /// their SRTP tags together (sixteen at a time: a fan-out's copies side by side).
     fn flush_media(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
+        // A session whose queue was sent mid-turn and started again is listed twice.
+        dirty.sort_unstable();
+        dirty.dedup();
         let mut refs = std::mem::take(&mut self.tag_refs);
         refs.clear();
         for &slot in &dirty {
             if let Some(s) = self.sessions.get(slot).and_then(|s| s.as_ref()) {
-                refs.extend((0..s.queue.tags.len()).map(|k| (slot, k)));
+                refs.extend(
+                    (s.queue.tags.iter().enumerate()).map(|(k, t)| (t.end - t.start, slot, k)),
+                );
             }
         }
+        // Equal lengths side by side: a group of sixteen lanes takes as long as its longest.
+        refs.sort_unstable();
         fill_tags_across(
             refs.len(),
             &mut self.sessions,
             |ss, i| {
-                let (slot, k) = refs[i];
+                let (_, slot, k) = refs[i];
                 let s = ss.get(slot)?.as_ref()?;
                 Some((
                     s.srtp.as_ref()?.hmac_key()?,
@@ -1151,7 +1158,7 @@ impl Worker {
                     s.queue.tags[k],
                 ))
             },
-            |ss, i| Some(&mut ss.get_mut(refs[i].0)?.as_mut()?.queue.data[..]),
+            |ss, i| Some(&mut ss.get_mut(refs[i].1)?.as_mut()?.queue.data[..]),
         );
         for &slot in &dirty {
             if let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) {

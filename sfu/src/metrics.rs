@@ -17,12 +17,15 @@ pub struct ResultLabel {
 }
 
 /// Bucket bounds of `forward_delay_seconds`: fine below the 1 ms the SFU-engine issue asks for.
+/// Between 1 and 5 ms every half millisecond or so, where a fan-out's tail lies at 50–100
+/// subscribers: a quantile is interpolated within its bucket, and with 2–5 ms one bucket the
+/// load tool's p99 said little more than "somewhere in 2–5 ms".
 pub const FORWARD_DELAY_BUCKETS: [f64; BUCKETS] = [
-    25e-6, 50e-6, 100e-6, 200e-6, 300e-6, 500e-6, 750e-6, 1e-3, 1.5e-3, 2e-3, 5e-3, 10e-3, 20e-3,
-    50e-3,
+    25e-6, 50e-6, 100e-6, 200e-6, 300e-6, 500e-6, 750e-6, 1e-3, 1.5e-3, 2e-3, 2.5e-3, 3e-3, 4e-3,
+    5e-3, 10e-3, 20e-3, 50e-3,
 ];
 
-const BUCKETS: usize = 14;
+const BUCKETS: usize = 17;
 
 /// What one media worker thread counted since it last added to the shared metrics: plain
 /// numbers, so the per-packet path does no atomic operation on a cache line another thread

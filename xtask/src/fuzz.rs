@@ -12,7 +12,15 @@ use crate::setup::Paths;
 use crate::step::{fail, note, Result};
 
 /// Every target in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 6] = ["client_message", "room", "rtp", "sdp", "token", "selectors"];
+pub const TARGETS: [&str; 7] = [
+    "client_message",
+    "room",
+    "rtp",
+    "sdp",
+    "token",
+    "selectors",
+    "srtp_tags",
+];
 
 const RUSTFLAGS: &str = "-Cpasses=sancov-module \
     -Cllvm-args=-sanitizer-coverage-level=4 \
