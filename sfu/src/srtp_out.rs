@@ -348,20 +348,24 @@ pub fn fill_tags_across<'s, S: 's>(
 /// backend (VAES, 64 blocks in parallel) gets them in one go.
 const CTR_BLOCKS: usize = 96;
 
-/// XORs `data` with the AES-CM keystream from counter block `iv` (the block number adds to its
-/// last bytes, which RFC 3711 leaves zero for it): all of a packet's counter blocks encrypted in
-/// one call, so AES-NI pipelines and VAES runs four blocks an instruction.
+/// XORs `data` with the AES-CM keystream from counter block `iv` (RFC 3711 section 4.1.1: the
+/// block number is added to the IV, whose last 16 bits are zero, so for the at most 2^16 blocks
+/// of a packet it is written into those two bytes): all of a packet's counter blocks encrypted
+/// in one call, so AES-NI pipelines and VAES runs four blocks an instruction.
 fn ctr_xor(cipher: &Aes, iv: [u8; 16], data: &mut [u8]) {
-    let base = u128::from_be_bytes(iv);
-    let mut n: u128 = 0;
+    debug_assert_eq!(&iv[14..], &[0, 0], "the block counter's bytes");
+    debug_assert!(data.len() <= 16 << 16, "at most 2^16 blocks");
+    let mut n: u16 = 0;
     // Not zeroed first: only the blocks a packet needs are written (zeroing all 1.5 kB was
     // as much work as the counter mode itself).
     let mut blocks = [const { std::mem::MaybeUninit::<aes::Block>::uninit() }; CTR_BLOCKS];
     for chunk in data.chunks_mut(16 * CTR_BLOCKS) {
         let blocks_needed = chunk.len().div_ceil(16);
         for b in blocks.iter_mut().take(blocks_needed) {
-            b.write(aes::Block::from(base.wrapping_add(n).to_be_bytes()));
-            n += 1;
+            let mut block = iv;
+            block[14..].copy_from_slice(&n.to_be_bytes());
+            b.write(aes::Block::from(block));
+            n = n.wrapping_add(1);
         }
         let ptr = blocks[..blocks_needed].as_mut_ptr().cast::<aes::Block>();
         // SAFETY: the first `blocks_needed` elements were written just above, and
