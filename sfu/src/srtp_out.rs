@@ -479,7 +479,11 @@ mod tests {
             let mut seqs: Vec<u16> = (65_530..=65_535).collect();
             seqs.extend(0..6);
             for (i, seq) in seqs.into_iter().enumerate() {
-                let plain = packet(seq, 0x1234_5678, [1, 15, 16, 17, 160, 1188][i % 6]);
+                let plain = packet(
+                    seq,
+                    0x1234_5678,
+                    [1, 15, 16, 17, 160, 1188, 1537, 2000][i % 8],
+                );
                 let expected = reference.encrypt_rtp(&plain).unwrap();
                 let mut buf = vec![0xee; 5];
                 buf.extend_from_slice(&plain);
