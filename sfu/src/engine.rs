@@ -1160,14 +1160,11 @@ impl Worker {
             },
             |ss, i| Some(&mut ss.get_mut(refs[i].1)?.as_mut()?.queue.data[..]),
         );
-        for &slot in &dirty {
-            if let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) {
-                s.queue.tags.clear();
-            }
-        }
         self.tag_refs = refs;
         for slot in dirty.drain(..) {
             if let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) {
+                // All written above: `flush_queue` has none left to do alone.
+                s.queue.tags.clear();
                 flush_queue(s, &mut self.counts.forward_delay);
                 self.counts.dropped_packets += std::mem::take(&mut s.refused);
             }
