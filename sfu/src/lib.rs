@@ -1,6 +1,7 @@
 //! edgemeet's regional SFU: the HTTP control API, health, metrics and the heartbeat to the edge.
 //! Media forwarding (webrtc-rs) builds on this shell; its decisions live in a pure core.
 
+pub mod aes_ctr;
 pub mod codec;
 pub mod config;
 pub mod control;

@@ -19,7 +19,7 @@ pub const TARGETS: [&str; 7] = [
     "sdp",
     "token",
     "selectors",
-    "srtp_tags",
+    "srtp_crypto",
 ];
 
 const RUSTFLAGS: &str = "-Cpasses=sancov-module \
