@@ -41,7 +41,11 @@ fuzz_target!(|messages: Vec<Message>| {
         assert_eq!(&mac.finalize().into_bytes()[..], &tag[..]);
     }
     for m in messages {
-        let key = &m.key[..if m.key.len() >= 32 { 32 } else { m.key.len().min(16) }];
+        let key = &m.key[..if m.key.len() >= 32 {
+            32
+        } else {
+            m.key.len().min(16)
+        }];
         let Some(round_keys) = RoundKeys::new(key) else {
             // Not 16 or 32 bytes, or no VAES on this CPU.
             continue;
@@ -57,9 +61,13 @@ fuzz_target!(|messages: Vec<Message>| {
             block[14..].copy_from_slice(&(n as u16).to_be_bytes());
             let mut b = aes::Block::from(block);
             if key.len() == 16 {
-                aes::Aes128::new_from_slice(key).expect("16 bytes").encrypt_block(&mut b);
+                aes::Aes128::new_from_slice(key)
+                    .expect("16 bytes")
+                    .encrypt_block(&mut b);
             } else {
-                aes::Aes256::new_from_slice(key).expect("32 bytes").encrypt_block(&mut b);
+                aes::Aes256::new_from_slice(key)
+                    .expect("32 bytes")
+                    .encrypt_block(&mut b);
             }
             for (d, k) in chunk.iter_mut().zip(b.iter()) {
                 *d ^= k;
