@@ -530,14 +530,6 @@ async fn run_point(
     let (cpu1, me1, t1) = (cpu_time(pid), cpu_time(std::process::id()), Instant::now());
     let fwd1 = sfu_metric(&http, &sfu.base, "edgemeet_sfu_forwarded_packets_total").await;
     let delay1 = sfu_histogram(&http, &sfu.base, DELAY).await;
-    if std::env::var_os("EDGEMEET_LOAD_HIST").is_some() {
-        let mut prev = 0.0;
-        for &(le, n) in &delay1 {
-            let was = delay0.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
-            eprintln!("HIST le {le:e} n {}", n - was - prev);
-            prev = n - was;
-        }
-    }
     let stats = take_all(&ctxs[0]);
     let rss = rss_bytes(pid);
 

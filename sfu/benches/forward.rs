@@ -161,13 +161,21 @@ fn main() {
                     let mut iv = [0u8; 16];
                     iv[8..12].copy_from_slice(&(r as u32).to_be_bytes());
                     let data = &mut copy[12..];
-                    let mut blocks = [aes::Block::default(); 96];
-                    let blocks = &mut blocks[..data.len().div_ceil(16)];
-                    for (n, b) in blocks.iter_mut().enumerate() {
+                    // As srtp_out's `ctr_xor`: only the blocks needed written, none zeroed.
+                    let mut blocks = [const { std::mem::MaybeUninit::<aes::Block>::uninit() }; 96];
+                    let needed = data.len().div_ceil(16);
+                    for (n, b) in blocks.iter_mut().take(needed).enumerate() {
                         let mut block = iv;
                         block[14..].copy_from_slice(&(n as u16).to_be_bytes());
-                        *b = aes::Block::from(block);
+                        b.write(aes::Block::from(block));
                     }
+                    // SAFETY: the first `needed` were written just above; same layout.
+                    let blocks = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            blocks.as_mut_ptr().cast::<aes::Block>(),
+                            needed,
+                        )
+                    };
                     c.encrypt_blocks(blocks);
                     for (d, k) in data.chunks_mut(16).zip(blocks.iter()) {
                         if d.len() == 16 {

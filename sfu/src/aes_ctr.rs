@@ -2,11 +2,11 @@
 //! registers, four blocks an instruction, and XORed into the packet in the same pass.
 //!
 //! Why not RustCrypto's `aes` alone (which [`srtp_out`](crate::srtp_out) still uses for the key
-//! derivation, and for the keystream on CPUs without VAES): per call, its VAES backend
-//! rebuilds its broadcast round keys and block arrays, and the caller has to write every
-//! counter block to memory first and XOR the result back in a second pass. With a forwarded
-//! packet being one call, `perf` at 1x100 in `cargo xtask load` put that set-up and the counter
-//! blocks at ~9 % of the SFU's CPU against 1.6 % for the AES rounds themselves. Here the round
+//! derivation, and for the keystream on CPUs without VAES and AVX-512): per call, its VAES
+//! backend rebuilds its broadcast round keys and block arrays, and the caller has to write
+//! every counter block to memory first and XOR the result back in a second pass. With a
+//! forwarded packet being one call, `perf` at 1x100 in `cargo xtask load` put that set-up at
+//! ~2.6 % and the counter blocks at ~4.5 % of the SFU's CPU, against 1.6 % for the rounds. Here the round
 //! keys are expanded once per session (AES-NI's key-generation assist, as in Intel's AES-NI
 //! white paper) and each packet is one pass: counters, rounds, XOR. Only the block function's
 //! use of the hardware instructions is written here; the tests hold it to the `aes` crate.
