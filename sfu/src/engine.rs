@@ -31,6 +31,8 @@
 //! before it (`media.rs`, webrtc-rs's async PeerConnections), kept while this one proves itself.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1039,8 +1041,11 @@ struct Worker {
     free: Vec<usize>,
     /// (room, participant) → slot of its current session.
     members: HashMap<(String, String), usize>,
-    tracks: HashMap<TrackId, Published>,
-    subs: HashMap<SubId, Sub>,
+    /// Keyed by the core's own sequential numbers (nothing a peer chooses), so hashed with
+    /// FxHash: SipHash per copy (each subscriber's `Sub` looked up in the fan-out) was more
+    /// than the lookup itself.
+    tracks: FxHashMap<TrackId, Published>,
+    subs: FxHashMap<SubId, Sub>,
     out: tokio::sync::mpsc::UnboundedSender<Outward>,
     shared: Arc<Shared>,
     draining: Arc<AtomicBool>,
@@ -1106,8 +1111,8 @@ impl Worker {
             sessions: Vec::new(),
             free: Vec::new(),
             members: HashMap::new(),
-            tracks: HashMap::new(),
-            subs: HashMap::new(),
+            tracks: FxHashMap::default(),
+            subs: FxHashMap::default(),
             out,
             shared,
             draining,
