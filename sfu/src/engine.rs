@@ -31,8 +31,6 @@
 //! before it (`media.rs`, webrtc-rs's async PeerConnections), kept while this one proves itself.
 
 use std::collections::HashMap;
-
-use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,6 +71,7 @@ use rtc::rtp_transceiver::{
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
 use crate::codec::{starts_keyframe, vp8_ids, vp8_set_ids, VideoCodec, Vp8Ids};
@@ -722,7 +721,8 @@ struct Sub {
     roc: Roc,
 }
 
-/// How many packets a video reception keeps for retransmission (~3.2 s of a 720p layer).
+/// How many packets a video reception keeps for retransmission (~3.2 s of a 720p layer; the
+/// payloads themselves are its track's [`PayloadRing`]'s, which may hold them for less).
 const SENT_RING: usize = 512;
 
 /// The payloads of a video track's last packets, each under a number that only grows, so that
@@ -760,6 +760,9 @@ impl PayloadRing {
             .map(|(_, b)| b)
     }
 }
+
+/// A [`SentPacket`]'s `source` when its track keeps no payloads (audio); never a ring's number.
+const NO_PAYLOAD: u64 = u64::MAX;
 
 /// One packet sent to a subscriber, as it was sent (before SRTP); its payload is number
 /// `source` in its track's [`PayloadRing`].
@@ -1653,7 +1656,10 @@ impl Worker {
                 codec,
                 rec: None,
                 payloads: video.map(|_| {
-                    // A subscriber's ring holds one layer's packets; this one every layer's.
+                    // A subscriber's ring holds one layer's packets; this one every layer's:
+                    // ~4 s of all three, so a low layer's NACKs are answered for ~4 s rather
+                    // than its own 512 packets' ~20 s (a NACK over 1 s old asks for a
+                    // keyframe anyway: `stale_nack`).
                     PayloadRing::new(if simulcast { 2 * SENT_RING } else { SENT_RING })
                 }),
                 rx: [SeqCount::default(); LAYERS],
@@ -1784,7 +1790,11 @@ impl Worker {
             .and_then(|b| CaptureExt::new(&b));
         let kind = usize::from(p.video.is_some());
         // Video: kept once for retransmissions, which each subscriber's ring names by number.
-        let source = p.payloads.as_mut().map_or(0, |r| r.put(&pkt.payload));
+        // Padding and held-back packets are never forwarded: they take no slot.
+        let source = match p.payloads.as_mut() {
+            Some(r) if !padding => r.put(&pkt.payload),
+            _ => NO_PAYLOAD,
+        };
         for i in 0..p.subs.len() {
             let Some(sub) = self.subs.get_mut(&p.subs[i]) else {
                 continue;
