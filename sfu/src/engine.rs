@@ -24,8 +24,9 @@
 //!   goes out at the end of the turn's reads in one `sendmmsg`, equal-sized runs as one UDP GSO
 //!   message each (`udp_batch`). What rtc's interceptors did for those packets the engine does
 //!   itself: a ring of the last [`SENT_RING`] packets per video reception answers NACKs, and
-//!   each session's one-second tick sends a sender report per stream (so rtc's sender-report
-//!   interceptor and NACK responder are left out of the registry).
+//!   each session's one-second tick sends a sender report per stream, all of them in one
+//!   compound RTCP packet (so rtc's sender-report interceptor and NACK responder are left out
+//!   of the registry).
 //!
 //! The default engine (`--engine sans`, `EDGEMEET_SFU_ENGINE`); `--engine async` runs the one
 //! before it (`media.rs`, webrtc-rs's async PeerConnections), kept while this one proves itself.
@@ -814,6 +815,10 @@ struct SendReport {
     last: Option<(u32, Instant)>,
 }
 
+/// Sender reports (28 bytes each, no report blocks) in one compound RTCP packet at most: 896
+/// bytes, so a session receiving 50 cameras and microphones still gets whole datagrams.
+const REPORTS_PER_PACKET: usize = 32;
+
 /// Sessions tick this often: a sender report per stream sent to it, the selected pair checked.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -1330,6 +1335,11 @@ impl Worker {
         // The report counts what is queued: that goes first.
         flush_queue(s, &mut self.counts.forward_delay);
         let wall = std::time::SystemTime::now();
+        // Every stream's report in one compound RTCP packet (one datagram; at most
+        // [`REPORTS_PER_PACKET`] each, well under the MTU), sent through the first sender's
+        // track: one per stream was a datagram, a syscall and an skb each.
+        let mut reports: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+        let mut via = None;
         for sub in s.sending.values().filter_map(|id| self.subs.get(id)) {
             let Some((ts, at)) = sub.report.last else {
                 continue;
@@ -1349,8 +1359,17 @@ impl Worker {
                 reports: vec![],
                 profile_extensions: bytes::Bytes::new(),
             };
-            if let Some(mut sender) = s.pc.rtp_sender(sub.sender) {
-                let _ = sender.write_rtcp(now, vec![Box::new(sr)]);
+            let via = *via.get_or_insert(sub.sender);
+            reports.push(Box::new(sr));
+            if reports.len() == REPORTS_PER_PACKET {
+                if let Some(mut sender) = s.pc.rtp_sender(via) {
+                    let _ = sender.write_rtcp(now, std::mem::take(&mut reports));
+                }
+            }
+        }
+        if let (Some(via), false) = (via, reports.is_empty()) {
+            if let Some(mut sender) = s.pc.rtp_sender(via) {
+                let _ = sender.write_rtcp(now, reports);
             }
         }
         self.flush(slot);

@@ -34,7 +34,7 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
-    RTCPeerConnectionState,
+    RTCPeerConnectionState, RTCStatsReportEntry, StatsSelector,
 };
 
 const SECRET: &str = "integration-secret-integration-secret";
@@ -291,6 +291,8 @@ async fn control_call(base: &str, method: &str, path: &str, body: String) -> (u1
 struct Received {
     /// (ssrc, seq) of every RTP packet, in arrival order.
     packets: Vec<(u32, u16)>,
+    /// The same for video tracks only.
+    video: Vec<(u32, u16)>,
 }
 
 struct Handler {
@@ -314,13 +316,15 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let received = self.received.clone();
         tokio::spawn(async move {
+            let video = track.kind().await == RtpCodecKind::Video;
             while let Some(evt) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(p) = evt {
-                    received
-                        .lock()
-                        .unwrap()
-                        .packets
-                        .push((p.header.ssrc, p.header.sequence_number));
+                    let mut r = received.lock().unwrap();
+                    let id = (p.header.ssrc, p.header.sequence_number);
+                    r.packets.push(id);
+                    if video {
+                        r.video.push(id);
+                    }
                 }
             }
         });
@@ -504,6 +508,21 @@ fn vp8_packet(seq: u16, ts: u32, keyframe: bool) -> rtp::Packet {
     }
 }
 
+/// An Opus-sized packet (a silent frame) from `ssrc`.
+fn opus_packet(ssrc: u32, seq: u16, ts: u32) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            payload_type: 111,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+            ..Default::default()
+        },
+        payload: vec![0xf8, 0xff, 0xfe].into(),
+    }
+}
+
 async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -562,30 +581,73 @@ async fn forwarding_case(env: &[(&str, &str)]) {
         }
     });
 
+    // The first subscriber talks (an Opus-sized packet every 20 ms): the second then receives
+    // two streams, each of which needs its sender reports (lip sync, the receiver's RTT).
+    let mic = subs[0].track.clone();
+    let talker = tokio::spawn(async move {
+        let (mut seq, mut ts) = (1u16, 0u32);
+        loop {
+            let _ = mic.write_rtp(opus_packet(0x2000, seq, ts)).await;
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(960);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+
     for (i, s) in subs.iter().enumerate() {
         let r = s.received.clone();
         wait_until(
-            &format!("subscriber {i} receives 60 packets"),
+            &format!("subscriber {i} receives 60 video packets"),
             Duration::from_secs(20),
-            || r.lock().unwrap().packets.len() >= 60,
+            || r.lock().unwrap().video.len() >= 60,
         )
         .await;
     }
+
+    // Sender reports (one a second per stream): the second subscriber has had at least two
+    // for each of its two streams.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let report = subs[1]
+            .pc
+            .get_stats(Instant::now(), StatsSelector::None)
+            .await;
+        let reported: Vec<(u32, u64)> = report
+            .iter()
+            .filter_map(|e| match e {
+                RTCStatsReportEntry::RemoteOutboundRtp(r) => Some((
+                    r.sent_rtp_stream_stats.rtp_stream_stats.ssrc,
+                    r.reports_sent,
+                )),
+                _ => None,
+            })
+            .collect();
+        if reported.len() == 2 && reported.iter().all(|&(_, n)| n >= 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sender reports (ssrc, count) the second subscriber has had: {reported:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     sender.abort();
+    talker.abort();
 
     let mut ssrcs = Vec::new();
     for s in &subs {
         let r = s.received.lock().unwrap();
-        let ssrc = r.packets[0].0;
+        // The video (the second subscriber also receives the first one's audio).
+        let ssrc = r.video[0].0;
         assert_ne!(
             ssrc, PUB_SSRC,
             "the SSRC is rewritten to the subscriber track's"
         );
         assert!(
-            r.packets.iter().all(|(s, _)| *s == ssrc),
+            r.video.iter().all(|(s, _)| *s == ssrc),
             "one SSRC per subscriber track"
         );
-        for w in r.packets.windows(2) {
+        for w in r.video.windows(2) {
             let step = w[1].1.wrapping_sub(w[0].1);
             assert!(
                 (1..100).contains(&step),
@@ -643,11 +705,13 @@ async fn forwarding_case(env: &[(&str, &str)]) {
     let rooms: serde_json::Value = serde_json::from_str(&rooms).unwrap();
     let left = rooms[ROOM].as_array().unwrap();
     assert_eq!(left.len(), 2, "{rooms}");
-    assert!(
-        left.iter()
-            .all(|p| p["receiving"].as_array().unwrap().is_empty()),
-        "{rooms}"
-    );
+    // Only the first subscriber's microphone is still received (by the second).
+    let receiving: Vec<&str> = left
+        .iter()
+        .flat_map(|p| p["receiving"].as_array().unwrap())
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert_eq!(receiving, ["sub-a/audio"], "{rooms}");
     for s in subs {
         let _ = s.pc.close().await;
     }

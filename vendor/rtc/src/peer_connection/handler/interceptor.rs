@@ -758,6 +758,12 @@ impl<'a>
                     .on_fec_packet_received_if_fec(ssrc, payload_bytes);
             }
 
+            // edgemeet patch 5: incoming RTCP reaches the statistics. `process_read_rtcp_for_stats`
+            // was never called, so a receiver's `remote-outbound-rtp` (sender reports) and a
+            // sender's view of receiver reports never moved.
+            if let Packet::Rtcp(rtcp_packets) = &packet {
+                self.process_read_rtcp_for_stats(rtcp_packets, msg.now);
+            }
             self.interceptor.handle_read(TaggedPacket {
                 now: msg.now,
                 transport: msg.transport,
