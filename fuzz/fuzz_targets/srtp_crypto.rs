@@ -74,5 +74,11 @@ fuzz_target!(|messages: Vec<Message>| {
             }
         }
         assert_eq!(got, want, "{}-byte key, {} bytes", key.len(), data.len());
+        // Appended from the source into a buffer that already holds a header.
+        let mut appended = m.iv[..m.iv[0] as usize % 15].to_vec();
+        let header = appended.len();
+        aes_ctr::xor_append(&round_keys, iv, data, &mut appended);
+        assert_eq!(&appended[..header], &m.iv[..header]);
+        assert_eq!(&appended[header..], &want[..], "appended, {} bytes", data.len());
     }
 });

@@ -85,6 +85,11 @@ struct Args {
     /// to compare with the same point without.
     #[arg(long)]
     record: bool,
+    /// Let the SFU's sends wake the subscribers' thread (a blocking read), as before: on loopback
+    /// the SFU is then charged for waking it, which a network never bills the sender for. By
+    /// default the thread drains its socket and sleeps on its own timer (see `sans::Receive`).
+    #[arg(long)]
+    wake_receivers: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -431,7 +436,15 @@ async fn run_point(
     // Subscribers first, then publishers (each new camera reaches everyone in one renegotiation).
     // Subscribers are sans-IO PeerConnections on one thread and socket (`sans.rs`): far cheaper
     // per packet than the SFU, so the tool is not what limits a point.
-    let host = Arc::new(sans::Host::start(tracks.clone(), epoch)?);
+    let host = Arc::new(sans::Host::start(
+        tracks.clone(),
+        epoch,
+        if args.wake_receivers {
+            sans::Receive::Wake
+        } else {
+            sans::Receive::Poll
+        },
+    )?);
     let mut subs: Vec<(usize, sans::SubPeer)> = Vec::new();
     let mut pubs: Vec<(usize, Peer)> = Vec::new();
     let mut n = 0u32;
@@ -758,7 +771,9 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
     println!(
         "streams: camera streams forwarded (publisher → viewer, with its microphone); µs/pkt: SFU CPU \
          time / forwarded packets (audio and video); streams/cpu: streams one fully used core would \
-         forward at this cost; lat: send → receive inside this tool (both ends' webrtc-rs included); \
+         forward at this cost; lat: send → receive inside this tool (both ends' webrtc-rs included; \
+         the subscribers drain their socket and sleep 0.2 ms between, so the SFU's sends do not \
+         wake them — adds ~0.25 ms — unless --wake-receivers); \
          SFU: the SFU's own forwarding delay as each subscriber sees it, a packet's arrival at the \
          SFU's socket (kernel time) → its copy handed to the kernel (the oldest of each batch; sans \
          engine); 1st video: connection → first camera packet, p50/max"

@@ -42,8 +42,30 @@ use crate::LoadError;
 
 /// Payload type of Opus in the default media engine (everything else a subscriber gets is video).
 const PT_OPUS: u8 = 111;
-/// How long the thread waits for a datagram before it looks at its timers and commands again.
+/// How often the thread looks at its sessions' timers, and (with [`Receive::Wake`]) how long a
+/// read waits for a datagram before it looks at its timers and commands again.
 const TICK: Duration = Duration::from_millis(1);
+/// How long the thread sleeps once its socket is empty, unless it waits in the read
+/// ([`Receive::Wake`]).
+const POLL: Duration = Duration::from_micros(200);
+
+/// How the subscribers' thread waits for datagrams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receive {
+    /// Drain the socket without blocking, then sleep [`POLL`] on the thread's own timer. Nobody
+    /// waits on the socket, so the SFU's sends never wake this thread: on loopback the sender
+    /// pays for waking a sleeping receiver (taking the socket's wait-queue lock with interrupts
+    /// off, the scheduler, an inter-processor interrupt — 14 % of the SFU's CPU at 1x100 in
+    /// `perf`), which a network card never charges the sender for. The cost: a packet may wait
+    /// ~0.25 ms here (more when this core is busy) before it is counted, which the tool's own
+    /// latency column shows (the SFU's forwarding delay is measured inside the SFU: the
+    /// receiver's sleep does not enter it). The thread wakes ~4,000 times a second even when
+    /// idle, which the tool's own CPU column includes.
+    Poll,
+    /// Wait in a blocking read (up to [`TICK`]): every datagram may wake the thread, and the
+    /// SFU is charged for it (`--wake-receivers`, to compare).
+    Wake,
+}
 
 /// The subscriber socket's receive buffer (about 0.2 s of the largest point's traffic).
 const RECEIVE_BUFFER: libc::c_int = 16 << 20;
@@ -101,12 +123,14 @@ struct Session {
 impl Host {
     /// Binds the socket on 127.0.0.1 and starts the thread. `tracks` receives one entry per track
     /// any subscriber receives; `epoch` is the clock the send stamps are on.
-    pub fn start(tracks: Tracks, epoch: Instant) -> Result<Host, LoadError> {
+    pub fn start(tracks: Tracks, epoch: Instant, receive: Receive) -> Result<Host, LoadError> {
         let socket = UdpSocket::bind("127.0.0.1:0")
             .map_err(|e| LoadError::Io("subscriber socket".into(), e))?;
-        socket
-            .set_read_timeout(Some(TICK))
-            .map_err(|e| LoadError::Io("subscriber socket".into(), e))?;
+        match receive {
+            Receive::Poll => socket.set_nonblocking(true),
+            Receive::Wake => socket.set_read_timeout(Some(TICK)),
+        }
+        .map_err(|e| LoadError::Io("subscriber socket".into(), e))?;
         // Every subscriber's packets land in this one socket: a receive buffer of the default size
         // (~200 KB) overflows under the SFU's bursts and would count as the SFU's loss.
         grow_receive_buffer(&socket, RECEIVE_BUFFER);
@@ -114,7 +138,7 @@ impl Host {
         let (cmds, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sans-io-subscribers".into())
-            .spawn(move || run(socket, rx, tracks, epoch))
+            .spawn(move || run(socket, rx, tracks, epoch, receive))
             .map_err(|e| LoadError::Io("subscriber thread".into(), e))?;
         Ok(Host {
             cmds,
@@ -356,7 +380,13 @@ fn new_session(
 }
 
 /// The thread: commands, datagrams, timers, in turn.
-fn run(socket: UdpSocket, cmds: mpsc::Receiver<Cmd>, tracks: Tracks, epoch: Instant) {
+fn run(
+    socket: UdpSocket,
+    cmds: mpsc::Receiver<Cmd>,
+    tracks: Tracks,
+    epoch: Instant,
+    receive: Receive,
+) {
     let Ok(local) = socket.local_addr() else {
         return;
     };
@@ -440,9 +470,11 @@ fn run(socket: UdpSocket, cmds: mpsc::Receiver<Cmd>, tracks: Tracks, epoch: Inst
         }
         // Datagrams (up to a batch, then the timers get a turn). With UDP GRO on, one read may
         // bring several datagrams of one sender, `seg` bytes each (the last may be shorter).
+        let mut read = 0;
         for _ in 0..256 {
             match recv_gro(&socket, &mut buf) {
                 Ok((n, from, seg)) => {
+                    read += 1;
                     let Some(s) = by_addr.get(&from).and_then(|i| sessions.get_mut(*i)) else {
                         continue;
                     };
@@ -460,7 +492,8 @@ fn run(socket: UdpSocket, cmds: mpsc::Receiver<Cmd>, tracks: Tracks, epoch: Inst
                         drain(s, &socket, &tracks, epoch);
                     }
                 }
-                Err(_) => break, // nothing within a tick (or an ICMP error): on to the timers
+                // Nothing (within a tick, when blocking) or an ICMP error: on to the timers.
+                Err(_) => break,
             }
         }
         // Timers.
@@ -473,6 +506,9 @@ fn run(socket: UdpSocket, cmds: mpsc::Receiver<Cmd>, tracks: Tracks, epoch: Inst
                     drain(s, &socket, &tracks, epoch);
                 }
             }
+        }
+        if receive == Receive::Poll && read == 0 {
+            std::thread::sleep(POLL);
         }
     }
 }

@@ -56,20 +56,48 @@ impl RoundKeys {
 /// with `n` (big-endian) in its last two bytes, which RFC 3711's IV leaves zero — a packet has
 /// fewer than 2^16 blocks.
 pub fn xor(keys: &RoundKeys, iv: [u8; 16], data: &mut [u8]) {
+    let p = data.as_mut_ptr();
+    // SAFETY: `data` is valid for reads and writes of its length; the source and destination
+    // being the same bytes is allowed (each block is read before it is written).
+    unsafe { xor_raw(keys, iv, p, p, data.len()) }
+}
+
+/// Appends `src` XORed with the keystream from `iv` to `dst`, in one pass over `src`: a
+/// forwarded packet's payload goes into a subscriber's send buffer already encrypted, with no
+/// plain copy first (nor a zeroed one: the new bytes are written once).
+pub fn xor_append(keys: &RoundKeys, iv: [u8; 16], src: &[u8], dst: &mut Vec<u8>) {
+    dst.reserve(src.len());
+    let end = dst.len();
+    // SAFETY: `reserve` made room for `src.len()` bytes after `end`; `xor_raw` writes every one
+    // of them (reading only `src`, which cannot overlap `dst`'s spare capacity: `dst` is
+    // borrowed mutably), so they are initialised before `set_len` exposes them.
+    unsafe {
+        xor_raw(keys, iv, src.as_ptr(), dst.as_mut_ptr().add(end), src.len());
+        dst.set_len(end + src.len());
+    }
+}
+
+/// The keystream from `iv` XORed with `len` bytes at `src`, written to `dst`.
+///
+/// # Safety
+/// `src` valid for reads and `dst` for writes of `len` bytes; they are either the same address
+/// or do not overlap.
+unsafe fn xor_raw(keys: &RoundKeys, iv: [u8; 16], src: *const u8, dst: *mut u8, len: usize) {
     debug_assert_eq!(&iv[14..], &[0, 0], "the block counter's bytes");
-    debug_assert!(data.len() <= 16 << 16, "at most 2^16 blocks");
+    debug_assert!(len <= 16 << 16, "at most 2^16 blocks");
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a `RoundKeys` exists only where `x86::available()` said yes.
+    // SAFETY: a `RoundKeys` exists only where `x86::available()` said yes; the pointers are
+    // the caller's promise.
     unsafe {
         if keys.rounds == 10 {
-            x86::xor::<10>(&keys.keys, &iv, data);
+            x86::xor::<10>(&keys.keys, &iv, src, dst, len);
         } else {
-            x86::xor::<14>(&keys.keys, &iv, data);
+            x86::xor::<14>(&keys.keys, &iv, src, dst, len);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (keys, iv, data);
+        let _ = (keys, iv, src, dst, len);
         unreachable!("no RoundKeys are made off x86-64");
     }
 }
@@ -152,10 +180,17 @@ mod x86 {
         }
     }
 
-    /// The keystream from `iv` XORed into `data`, sixteen blocks a step (four registers of
-    /// four, so the AES units pipeline), then a register at a time, the last one masked.
+    /// The keystream from `iv` XORed with `len` bytes from `src` into `dst` (the same address,
+    /// or not overlapping), sixteen blocks a step (four registers of four, so the AES units
+    /// pipeline), then a register at a time, the last one masked.
     #[target_feature(enable = "avx512f,avx512bw,vaes,aes")]
-    pub unsafe fn xor<const ROUNDS: usize>(rk: &[[u8; 16]; 15], iv: &[u8; 16], data: &mut [u8]) {
+    pub unsafe fn xor<const ROUNDS: usize>(
+        rk: &[[u8; 16]; 15],
+        iv: &[u8; 16],
+        src: *const u8,
+        dst: *mut u8,
+        len: usize,
+    ) {
         let mut k = [_mm512_setzero_si512(); 15];
         for (k, r) in k.iter_mut().zip(rk).take(ROUNDS + 1) {
             *k = _mm512_broadcast_i32x4(_mm_loadu_si128(r.as_ptr().cast()));
@@ -181,30 +216,31 @@ mod x86 {
             count = _mm512_add_epi32(count, four);
             c
         };
-        let mut p = data.as_mut_ptr();
-        let mut left = data.len();
+        let (mut from, mut to) = (src, dst);
+        let mut left = len;
         while left >= 256 {
             let (c0, c1, c2, c3) = (next(), next(), next(), next());
             let (s0, s1, s2, s3) = (encrypt(c0), encrypt(c1), encrypt(c2), encrypt(c3));
             for (j, s) in [s0, s1, s2, s3].into_iter().enumerate() {
-                let at = p.add(64 * j);
-                let d = _mm512_loadu_si512(at.cast());
-                _mm512_storeu_si512(at.cast(), _mm512_xor_si512(d, s));
+                let d = _mm512_loadu_si512(from.add(64 * j).cast());
+                _mm512_storeu_si512(to.add(64 * j).cast(), _mm512_xor_si512(d, s));
             }
-            p = p.add(256);
+            from = from.add(256);
+            to = to.add(256);
             left -= 256;
         }
         while left > 0 {
             let s = encrypt(next());
             if left >= 64 {
-                let d = _mm512_loadu_si512(p.cast());
-                _mm512_storeu_si512(p.cast(), _mm512_xor_si512(d, s));
-                p = p.add(64);
+                let d = _mm512_loadu_si512(from.cast());
+                _mm512_storeu_si512(to.cast(), _mm512_xor_si512(d, s));
+                from = from.add(64);
+                to = to.add(64);
                 left -= 64;
             } else {
                 let mask: __mmask64 = (1u64 << left) - 1;
-                let d = _mm512_maskz_loadu_epi8(mask, p.cast());
-                _mm512_mask_storeu_epi8(p.cast(), mask, _mm512_xor_si512(d, s));
+                let d = _mm512_maskz_loadu_epi8(mask, from.cast());
+                _mm512_mask_storeu_epi8(to.cast(), mask, _mm512_xor_si512(d, s));
                 left = 0;
             }
         }
@@ -270,6 +306,40 @@ mod tests {
                 reference(&key, iv, &mut want);
                 assert_eq!(got, want, "key {key_len} bytes, {len} bytes of data");
             }
+        }
+    }
+
+    #[test]
+    fn appending_encrypts_the_source_after_what_the_buffer_holds() {
+        let key = bytes(11, 16);
+        let Some(keys) = RoundKeys::new(&key) else {
+            return;
+        };
+        let mut iv = [0x3c; 16];
+        iv[14..].fill(0);
+        for (len, room) in [0usize, 1, 63, 64, 65, 255, 256, 257, 1_200, 2_048]
+            .into_iter()
+            .flat_map(|l| [(l, true), (l, false)])
+        {
+            let src = bytes(len as u64 + 5, len);
+            // A header already in the buffer, and either spare capacity holding old bytes or
+            // none (the buffer grows).
+            let mut buf = if room {
+                let mut b = Vec::with_capacity(4_096);
+                b.extend_from_slice(&[0xee; 3_000]);
+                b.truncate(12);
+                b
+            } else {
+                let mut b = vec![0xee; 12];
+                b.shrink_to_fit();
+                b
+            };
+            xor_append(&keys, iv, &src, &mut buf);
+            let mut want = src.clone();
+            reference(&key, iv, &mut want);
+            assert_eq!(buf.len(), 12 + len);
+            assert_eq!(&buf[..12], &[0xee; 12], "the bytes before are untouched");
+            assert_eq!(&buf[12..], &want[..], "{len} bytes (room: {room})");
         }
     }
 

@@ -206,14 +206,7 @@ impl SrtpOut {
                 tag_len,
                 ..
             } => {
-                // IV = (k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16), i = 2^16 * roc + seq.
-                let mut iv = [0u8; 16];
-                iv[4..8].copy_from_slice(&ssrc.to_be_bytes());
-                iv[8..12].copy_from_slice(&roc.to_be_bytes());
-                iv[12..14].copy_from_slice(&seq.to_be_bytes());
-                for (v, s) in iv.iter_mut().zip(salt) {
-                    *v ^= s;
-                }
+                let iv = cm_iv(salt, &buf[start..], roc);
                 let payload = &mut buf[start + header_len..];
                 match vaes {
                     Some(keys) => aes_ctr::xor(keys, iv, payload),
@@ -248,6 +241,59 @@ impl SrtpOut {
                 None
             }
         }
+    }
+
+    /// [`encrypt`](Self::encrypt) for a packet whose header is the end of `buf` (from `start`)
+    /// and whose payload is `payload` changed by `edit`: the payload is appended encrypted.
+    /// With the VAES keystream it goes from `payload` into `buf` in one pass, with no plain
+    /// copy first, and `edit`'s changes are XORed into the ciphertext after (counter mode:
+    /// new ciphertext = old ciphertext ⊕ old plaintext ⊕ new plaintext). `edit` is given the
+    /// first [`EDIT_SPAN`] bytes of the payload (all of it if shorter) and may change only
+    /// those (a VP8 descriptor's picture numbers: its first six bytes at most).
+    pub fn encrypt_append(
+        &self,
+        buf: &mut Vec<u8>,
+        start: usize,
+        payload: &[u8],
+        edit: Option<Edit<'_>>,
+        roc: u32,
+    ) -> Option<PendingTag> {
+        let header_len = buf.len() - start;
+        let n = payload.len().min(EDIT_SPAN);
+        if let Protect::Cm {
+            vaes: Some(keys),
+            salt,
+            tag_len,
+            ..
+        } = &self.protect
+        {
+            let iv = cm_iv(salt, &buf[start..], roc);
+            buf.reserve(payload.len() + tag_len);
+            let at = buf.len();
+            aes_ctr::xor_append(keys, iv, payload, buf);
+            if let Some(edit) = edit {
+                let mut plain = [0u8; EDIT_SPAN];
+                plain[..n].copy_from_slice(&payload[..n]);
+                edit(&mut plain[..n]);
+                for ((c, new), old) in buf[at..at + n].iter_mut().zip(&plain).zip(payload) {
+                    *c ^= new ^ old;
+                }
+            }
+            let end = buf.len();
+            buf.resize(end + tag_len, 0);
+            return Some(PendingTag {
+                start,
+                end,
+                roc,
+                tag_len: *tag_len as u8,
+            });
+        }
+        let at = buf.len();
+        buf.extend_from_slice(payload);
+        if let Some(edit) = edit {
+            edit(&mut buf[at..at + n]);
+        }
+        self.encrypt(buf, start, header_len, roc)
     }
 
     /// Writes the tags [`encrypt`](Self::encrypt) left in `buf` (all of this session's).
@@ -359,6 +405,26 @@ pub fn fill_tags_across<'s, S: 's>(
 /// Counter blocks encrypted per call: a whole 1,500-byte packet, so the cipher's widest
 /// backend (VAES, 64 blocks in parallel) gets them in one go.
 const CTR_BLOCKS: usize = 96;
+
+/// How much of a payload [`SrtpOut::encrypt_append`]'s edit may change.
+pub const EDIT_SPAN: usize = 16;
+
+/// A change [`SrtpOut::encrypt_append`] makes to the first [`EDIT_SPAN`] bytes of a plain
+/// payload.
+pub type Edit<'a> = &'a dyn Fn(&mut [u8]);
+
+/// AES-CM's first counter block for the RTP packet starting `packet`:
+/// IV = (k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16), i = 2^16 * roc + seq (RFC 3711 4.1.1).
+fn cm_iv(salt: &[u8; 14], packet: &[u8], roc: u32) -> [u8; 16] {
+    let mut iv = [0u8; 16];
+    iv[4..8].copy_from_slice(&packet[8..12]);
+    iv[8..12].copy_from_slice(&roc.to_be_bytes());
+    iv[12..14].copy_from_slice(&packet[2..4]);
+    for (v, s) in iv.iter_mut().zip(salt) {
+        *v ^= s;
+    }
+    iv
+}
 
 /// XORs `data` with the AES-CM keystream from counter block `iv` (RFC 3711 section 4.1.1: the
 /// block number is added to the IV, whose last 16 bits are zero, so for the at most 2^16 blocks
@@ -518,6 +584,50 @@ mod tests {
                     "{profile:?} seq {seq} (VAES: {vaes})"
                 );
                 assert_eq!(buf.len() - 5 - plain.len(), out.overhead());
+            }
+        }
+    }
+
+    /// The payload appended encrypted, with an edit of its first bytes (a VP8 descriptor's
+    /// picture numbers): the same bytes as copying, editing and protecting in place, for every
+    /// profile with and without VAES and payloads shorter and longer than the edit's span.
+    #[test]
+    fn a_payload_appended_encrypted_with_an_edit_is_the_edited_packet_protected() {
+        for (profile, vaes) in PROFILES.into_iter().flat_map(|p| [(p, true), (p, false)]) {
+            let mut out = SrtpOut::new(&keys(profile)).unwrap();
+            if !vaes {
+                if let Protect::Cm { vaes, .. } = &mut out.protect {
+                    *vaes = None;
+                }
+            }
+            for (i, len) in [0usize, 1, 5, 16, 17, 100, 1_188].into_iter().enumerate() {
+                let plain = packet(700 + i as u16, 0x0bad_cafe, len);
+                let (header, payload) = plain.split_at(12);
+                let change = |d: &mut [u8]| {
+                    assert!(d.len() <= EDIT_SPAN);
+                    for (j, b) in d.iter_mut().enumerate().skip(1).step_by(2) {
+                        *b ^= 0x5a ^ j as u8;
+                    }
+                };
+                for edited in [false, true] {
+                    let mut want = vec![0xee; 3];
+                    want.extend_from_slice(&plain);
+                    if edited {
+                        let n = len.min(EDIT_SPAN);
+                        change(&mut want[3 + 12..3 + 12 + n]);
+                    }
+                    out.protect(&mut want, 3, 12, 1);
+                    let mut got = vec![0xee; 3];
+                    got.extend_from_slice(header);
+                    let edit = edited.then_some(&change as Edit<'_>);
+                    if let Some(t) = out.encrypt_append(&mut got, 3, payload, edit, 1) {
+                        out.fill_tags(&mut got, &[t]);
+                    }
+                    assert_eq!(
+                        got, want,
+                        "{profile:?} VAES {vaes}, {len} bytes, edit {edited}"
+                    );
+                }
             }
         }
     }

@@ -112,6 +112,12 @@ enum Cmd {
         /// per recorded track).
         #[arg(long)]
         record: bool,
+        /// Let the SFU's sends wake the load's subscriber thread, as before (it waits in a
+        /// blocking read): on loopback the SFU is then charged for waking a sleeping receiver,
+        /// which a network never bills the sender for. By default that thread drains its socket
+        /// and sleeps on its own 0.2 ms timer.
+        #[arg(long)]
+        wake_receivers: bool,
         /// Points: PxS (P publishers, S subscribers in one room), PxS@R (R rooms), +sim
         /// (simulcast with tile sizes). Default: 1x10 1x50 1x100 4x50 10x0@2+sim 1x300.
         points: Vec<String>,
@@ -159,6 +165,7 @@ fn main() -> ExitCode {
             rps,
             srtp,
             record,
+            wake_receivers,
             points,
         } => load(
             LoadOpts {
@@ -168,6 +175,7 @@ fn main() -> ExitCode {
                 runs,
                 rps,
                 record,
+                wake_receivers,
             },
             srtp.as_deref(),
             &points,
@@ -679,6 +687,7 @@ struct LoadOpts {
     runs: usize,
     rps: bool,
     record: bool,
+    wake_receivers: bool,
 }
 
 fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
@@ -689,6 +698,7 @@ fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
         runs,
         rps,
         record,
+        wake_receivers,
     } = o;
     let p = setup::Paths::new();
     if cmd::output(Command::new("vpxenc").arg("--help")).is_none() {
@@ -741,6 +751,9 @@ fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
     }
     if record {
         c.arg("--record");
+    }
+    if wake_receivers {
+        c.arg("--wake-receivers");
     }
     if let Some(srtp) = srtp {
         c.args(["--srtp", srtp]);
