@@ -79,6 +79,11 @@ fuzz_target!(|messages: Vec<Message>| {
         let header = appended.len();
         aes_ctr::xor_append(&round_keys, iv, data, &mut appended);
         assert_eq!(&appended[..header], &m.iv[..header]);
-        assert_eq!(&appended[header..], &want[..], "appended, {} bytes", data.len());
+        assert_eq!(
+            &appended[header..],
+            &want[..],
+            "appended, {} bytes",
+            data.len()
+        );
     }
 });

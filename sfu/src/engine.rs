@@ -1651,6 +1651,7 @@ impl Worker {
             )
         };
         let Some(codec) = codec else {
+            tracing::warn!(room = %s.room, publisher = %s.peer, ssrc = init.ssrc, "ignoring a track whose codec is not known");
             return;
         };
         let (room, publisher, session) = (s.room.clone(), s.peer.clone(), s.id);

@@ -1354,9 +1354,16 @@ impl Media {
         let audio = kind_name(track.kind().await) == "audio";
         let kind = peer.layout.kind_of(&track.track_id().await, audio);
         let Some(&media_ssrc) = track.ssrcs().await.first() else {
+            tracing::warn!(room, publisher, "ignoring a track with no SSRC");
             return;
         };
         let Some(codec) = track.codec(media_ssrc).await else {
+            tracing::warn!(
+                room,
+                publisher,
+                media_ssrc,
+                "ignoring a track whose codec is not known"
+            );
             return;
         };
         if offered_pt(&codec.mime_type).is_none() {

@@ -191,13 +191,6 @@ impl SrtpOut {
         header_len: usize,
         roc: u32,
     ) -> Option<PendingTag> {
-        let ssrc = u32::from_be_bytes([
-            buf[start + 8],
-            buf[start + 9],
-            buf[start + 10],
-            buf[start + 11],
-        ]);
-        let seq = u16::from_be_bytes([buf[start + 2], buf[start + 3]]);
         match &self.protect {
             Protect::Cm {
                 cipher,
@@ -212,16 +205,16 @@ impl SrtpOut {
                     Some(keys) => aes_ctr::xor(keys, iv, payload),
                     None => ctr_xor(cipher, iv, payload),
                 }
-                let end = buf.len();
-                buf.resize(end + tag_len, 0);
-                Some(PendingTag {
-                    start,
-                    end,
-                    roc,
-                    tag_len: *tag_len as u8,
-                })
+                Some(PendingTag::room_after(buf, start, *tag_len, roc))
             }
             Protect::Gcm { key, salt } => {
+                let ssrc = u32::from_be_bytes([
+                    buf[start + 8],
+                    buf[start + 9],
+                    buf[start + 10],
+                    buf[start + 11],
+                ]);
+                let seq = u16::from_be_bytes([buf[start + 2], buf[start + 3]]);
                 let mut iv = [0u8; 12];
                 iv[2..6].copy_from_slice(&ssrc.to_be_bytes());
                 iv[6..10].copy_from_slice(&roc.to_be_bytes());
@@ -279,14 +272,7 @@ impl SrtpOut {
                     *c ^= new ^ old;
                 }
             }
-            let end = buf.len();
-            buf.resize(end + tag_len, 0);
-            return Some(PendingTag {
-                start,
-                end,
-                roc,
-                tag_len: *tag_len as u8,
-            });
+            return Some(PendingTag::room_after(buf, start, *tag_len, roc));
         }
         let at = buf.len();
         buf.extend_from_slice(payload);
@@ -349,6 +335,19 @@ pub struct PendingTag {
 }
 
 impl PendingTag {
+    /// Leaves `tag_len` zeros at the end of `buf` for the tag of the packet from `start` to
+    /// there.
+    fn room_after(buf: &mut Vec<u8>, start: usize, tag_len: usize, roc: u32) -> Self {
+        let end = buf.len();
+        buf.resize(end + tag_len, 0);
+        PendingTag {
+            start,
+            end,
+            roc,
+            tag_len: tag_len as u8,
+        }
+    }
+
     fn write(&self, buf: &mut [u8], tag: &[u8; hmac_x16::TAG_LEN]) {
         let n = self.tag_len as usize;
         buf[self.end..self.end + n].copy_from_slice(&tag[..n]);

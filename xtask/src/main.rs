@@ -336,13 +336,26 @@ fn test() -> Result<()> {
     let cfg = StackConfig::test();
     let mut stack = start_stack(&tools, &sfu_bin, &cfg)?;
     let secrets = secrets::dev_vars(&p.root)?;
-    let node_test = |dir: &str, files: Vec<String>, extra: &[(&str, String)]| -> Result<()> {
-        node_tests(&p, &stack, &secrets, dir, files, extra, 60)
+    // Each file's budget (see `node_tests`): the edge's files take seconds, the failover file
+    // ~25 s; an end-to-end file holds up to seven browser tests of several pages each (meeting,
+    // breakouts, polls: 30–45 s on a quiet machine, and they crossed 60 s on a slower one while
+    // every test in them passed), so it gets three minutes.
+    const QUICK_FILE_SECS: u64 = 60;
+    const BROWSER_FILE_SECS: u64 = 180;
+    let node_test = |dir: &str, files: Vec<String>, extra: &[(&str, String)], secs| -> Result<()> {
+        node_tests(&p, &stack, &secrets, dir, files, extra, secs)
     };
     suite(
         &mut results,
         "edge integration tests (built worker in workerd)",
-        || node_test("edge/tests", test_files(&p.root.join("edge/tests")), &[]),
+        || {
+            node_test(
+                "edge/tests",
+                test_files(&p.root.join("edge/tests")),
+                &[],
+                QUICK_FILE_SECS,
+            )
+        },
     );
     let artifacts = [(
         "EDGEMEET_ARTIFACTS",
@@ -359,7 +372,7 @@ fn test() -> Result<()> {
     suite(
         &mut results,
         "end-to-end tests (Playwright + Chromium)",
-        || node_test("playwright", e2e, &artifacts),
+        || node_test("playwright", e2e, &artifacts, BROWSER_FILE_SECS),
     );
     suite(
         &mut results,
@@ -367,7 +380,7 @@ fn test() -> Result<()> {
         || {
             for run in 1..=3 {
                 note(format!("failover run {run} of 3"));
-                node_test("playwright", failover.clone(), &artifacts)?;
+                node_test("playwright", failover.clone(), &artifacts, QUICK_FILE_SECS)?;
             }
             Ok(())
         },
@@ -431,7 +444,13 @@ fn network_only_test() -> Result<()> {
     r
 }
 
-/// Runs Node's test runner on `files` against `stack`.
+/// Runs Node's test runner on `files` against `stack`, each file within `file_secs`.
+///
+/// Node's `--test-timeout` bounds each *file* as a whole: a file's tests run in one child
+/// process, and the runner's timeout is that child's (checked with Node 22: a file of three
+/// 1.5 s tests fails at `--test-timeout=2000`, a lone 3 s test passes it when the file's budget
+/// is larger). Every wait inside a test carries its own limit, so this is the backstop for a file
+/// that hangs, not a measure of any test: give a file of many browser tests room for all of them.
 fn node_tests(
     p: &setup::Paths,
     stack: &Stack,
@@ -439,7 +458,7 @@ fn node_tests(
     dir: &str,
     files: Vec<String>,
     extra: &[(&str, String)],
-    timeout_secs: u64,
+    file_secs: u64,
 ) -> Result<()> {
     if files.is_empty() {
         return Err(fail(dir, format!("no *.test.mjs files in {dir}"), ""));
@@ -451,7 +470,7 @@ fn node_tests(
         "--test-concurrency=1",
         "--test-force-exit",
     ])
-    .arg(format!("--test-timeout={}", timeout_secs * 1000))
+    .arg(format!("--test-timeout={}", file_secs * 1000))
     .args(&files)
     .current_dir(&p.root)
     .env("EDGEMEET_URL", &stack.url)

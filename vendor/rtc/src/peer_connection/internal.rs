@@ -923,6 +923,18 @@ impl RTCPeerConnection {
 
                     receive_codings.push(rtp_coding_parameters.clone());
 
+                    // edgemeet patch 6: a renegotiation must not forget the codec this receiver
+                    // learned from the stream's first packet, as patch 1 keeps a rid layer's.
+                    // Forgotten, it was learned again from the next packet — after a window in
+                    // which the track had no codec, and `webrtc`'s driver, which copies a new
+                    // track's codings outside the core's lock and only once, could copy none: the
+                    // application then saw a track whose codec is unknown for good.
+                    let learned_codec = receiver
+                        .track()
+                        .get_codec_by_ssrc(ssrc)
+                        .filter(|codec| !codec.mime_type.is_empty())
+                        .cloned();
+
                     receiver.set_track(MediaStreamTrack::new(
                         incoming_track.stream_id,
                         incoming_track.track_id,
@@ -930,7 +942,9 @@ impl RTCPeerConnection {
                         incoming_track.kind,
                         vec![RTCRtpEncodingParameters {
                             rtp_coding_parameters,
-                            codec: Default::default(), // Defer receiver's track's codec until received the first RTP packet with payload_type in endpoint handler
+                            // Defer receiver's track's codec until received the first RTP packet with payload_type in endpoint handler
+                            // (edgemeet patch 6: unless already learned, see above)
+                            codec: learned_codec.unwrap_or_default(),
                             ..Default::default()
                         }],
                     ));
