@@ -1,8 +1,8 @@
 // Recording through a failover, end to end, in real Chromium against the real stack: the room's
 // SFU is killed (kill -9) or drained (SIGTERM) mid-recording; the call moves, the next SFU records
 // on (a second segment), and the first SFU's part reaches the recording — recovered from its files
-// at its restart after kill -9, uploaded as the room leaves it when drained. (Its own file: each
-// file of tests must stay under the runner's 60-s limit.)
+// at its restart after kill -9, uploaded as the room leaves it when drained. (Its own file: the
+// runner's time limit is per file, see `node_tests` in xtask/src/main.rs.)
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { browserForFile, BASE } from "./browser.mjs";

@@ -448,9 +448,9 @@ fn network_only_test() -> Result<()> {
 ///
 /// Node's `--test-timeout` bounds each *file* as a whole: a file's tests run in one child
 /// process, and the runner's timeout is that child's (checked with Node 22: a file of three
-/// 1.5 s tests fails at `--test-timeout=2000`, a lone 3 s test passes it when the file's budget
-/// is larger). Every wait inside a test carries its own limit, so this is the backstop for a file
-/// that hangs, not a measure of any test: give a file of many browser tests room for all of them.
+/// 1.5 s tests fails at `--test-timeout=2000`). Every wait inside a test carries its own limit,
+/// so this is the backstop for a file that hangs, not a measure of any test: give a file of many
+/// browser tests room for all of them.
 fn node_tests(
     p: &setup::Paths,
     stack: &Stack,

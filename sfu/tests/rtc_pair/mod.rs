@@ -1,5 +1,6 @@
 //! Two webrtc-rs sans-IO PeerConnections connected in memory — real ICE, DTLS and SRTP, datagrams
-//! handed from one to the other, no sockets — for `tests/rtc_protect.rs` and `benches/rtc_path.rs`.
+//! handed from one to the other, no sockets — for `tests/rtc_protect.rs`, `tests/rtc_renegotiation.rs`
+//! and `benches/rtc_path.rs`.
 // Included by a test and a bench that each use part of it: what one leaves unused is not dead.
 #![allow(dead_code)]
 

@@ -927,12 +927,23 @@ impl RTCPeerConnection {
                     // learned from the stream's first packet, as patch 1 keeps a rid layer's.
                     // Forgotten, it was learned again from the next packet — after a window in
                     // which the track had no codec, and `webrtc`'s driver, which copies a new
-                    // track's codings outside the core's lock and only once, could copy none: the
-                    // application then saw a track whose codec is unknown for good.
+                    // track's codings once, not atomically with the event that announced it,
+                    // could copy none: the application then saw a track whose codec is unknown
+                    // for good. Kept only for the same track with the same repair streams:
+                    // anything else is bound afresh from its next packet, as before.
+                    let same_stream = receiver.track().track_id() == &incoming_track.track_id
+                        && receiver
+                            .get_coding_parameters()
+                            .iter()
+                            .find(|c| c.ssrc == Some(ssrc))
+                            .is_some_and(|c| {
+                                c.rtx.as_ref().map(|r| r.ssrc) == incoming_track.rtx_ssrc
+                                    && c.fec.as_ref().map(|f| f.ssrc) == incoming_track.fec_ssrc
+                            });
                     let learned_codec = receiver
                         .track()
                         .get_codec_by_ssrc(ssrc)
-                        .filter(|codec| !codec.mime_type.is_empty())
+                        .filter(|codec| same_stream && !codec.mime_type.is_empty())
                         .cloned();
 
                     receiver.set_track(MediaStreamTrack::new(
@@ -950,10 +961,12 @@ impl RTCPeerConnection {
                     ));
 
                     // Deliberately no `interceptor_remote_streams_op` here. It bound nothing: that
-                    // walks the track's codings and skips any whose codec does not resolve, and the
-                    // codec above is `Default::default()` — deferred until the first RTP packet
-                    // names a payload type. So the call read as "bound", always did nothing, and
-                    // the streams stayed unbound for the life of the connection.
+                    // walks the track's codings and skips any whose codec does not resolve, and on
+                    // first negotiation the codec above is `Default::default()` — deferred until
+                    // the first RTP packet names a payload type. So the call read as "bound",
+                    // always did nothing, and the streams stayed unbound for the life of the
+                    // connection. (With patch 6 a renegotiated stream keeps its codec: it was
+                    // bound on its first packet and stays bound.)
                     //
                     // The bind happens once the codec is known, in the endpoint handler's
                     // `find_track_id_by_ssrc`.

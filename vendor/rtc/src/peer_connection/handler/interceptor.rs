@@ -184,7 +184,7 @@ impl<'a> InterceptorHandler<'a> {
     // # Why this is not in the endpoint handler
     //
     // A remote stream cannot be bound to the interceptors at negotiation time: a declared-SSRC track
-    // is created with an empty codec (see `RTCPeerConnection::start_rtp`), and which codec the peer
+    // is created with an empty codec on first negotiation (see `RTCPeerConnection::start_rtp`), and which codec the peer
     // actually sends is only known from the payload type of an arriving packet.
     //
     // That resolution used to live in the endpoint handler, which sits *application-ward* of the
@@ -1201,8 +1201,8 @@ mod stream_binding_tests {
     }
 
     /// A receiver for a remote track whose SSRC was declared in the SDP but whose codec is not yet
-    /// known — the state `RTCPeerConnection::start_rtp` leaves a declared-SSRC track in, with the
-    /// codec deferred until the first RTP packet names a payload type.
+    /// known — the state `RTCPeerConnection::start_rtp` leaves a declared-SSRC track in on first
+    /// negotiation, with the codec deferred until the first RTP packet names a payload type.
     fn declared_ssrc_transceiver(
         ssrc: u32,
         payload_type: u8,
