@@ -7,9 +7,9 @@
 //! 32-bit lane of a 512-bit register — the multi-buffer technique Intel's ISA-L crypto uses —
 //! each round a handful of vector instructions for all sixteen. [`tags`] takes up to any number
 //! of (key, message, rollover counter) jobs and uses that path for them in groups of sixteen
-//! when the CPU has AVX-512 (`avx512f` + `avx512bw`, detected at run time), else two at a time
-//! with the SHA extensions ([`ni`]) where the CPU has them, else the `sha1` crate's block function
-//! one message at a time.
+//! when the CPU has AVX-512 (`avx512f` + `avx512bw`, detected at run time), else four (then two)
+//! interleaved with the SHA extensions (`mod ni`) where the CPU has them, else the `sha1` crate's
+//! block function one message at a time.
 //!
 //! Only the SHA-1 block function is written here (FIPS 180-4 section 6.1.2); HMAC (RFC 2104) is
 //! the key's inner and outer states computed once ([`HmacKey`]), as RustCrypto's `hmac` keeps
@@ -290,7 +290,10 @@ mod ni {
     /// messages before the next) over `N` runs of blocks of the same length.
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     pub(super) fn compress<const N: usize>(states: &mut [[u32; 5]; N], blocks: [&[[u8; 64]]; N]) {
-        debug_assert!(blocks.iter().all(|b| b.len() == blocks[0].len()));
+        assert!(
+            blocks.iter().all(|b| b.len() == blocks[0].len()),
+            "runs of the same length"
+        );
         let mask = _mm_set_epi64x(0x0001_0203_0405_0607, 0x0809_0A0B_0C0D_0E0F);
         let mut abcd = [_mm_setzero_si128(); N];
         let mut e = [_mm_setzero_si128(); N];
@@ -636,7 +639,37 @@ mod tests {
     #[test]
     fn pairs_with_the_sha_extensions_match_rustcrypto() {
         #[cfg(target_arch = "x86_64")]
+        if !ni::available() {
+            eprintln!("no SHA extensions on this CPU: their pairs and fours are not checked here");
+        }
+        #[cfg(target_arch = "x86_64")]
         if ni::available() {
+            // Four different keys, messages and counters in every lane, lanes in every order:
+            // all of a length class side by side, then mixed tails (two pairs), then mixed
+            // block counts.
+            let keys: Vec<Vec<u8>> = (0..4).map(|i| bytes(20, 40 + i)).collect();
+            let hk: Vec<HmacKey> = keys.iter().map(|k| HmacKey::new(k)).collect();
+            for lens in [
+                [1160, 1170, 1180, 1190],
+                [1160, 1210, 1170, 1180],
+                [1200, 64, 1200, 0],
+            ] {
+                let datas: Vec<Vec<u8>> = lens.iter().map(|&n| bytes(n, n as u32 * 3)).collect();
+                for pick in [[0, 1, 2, 3], [3, 2, 1, 0], [0, 0, 0, 1], [2, 3, 0, 1]] {
+                    let q = pick.map(|i| Job {
+                        key: &hk[i],
+                        data: &datas[i],
+                        roc: 0x1000_0001 * (i as u32 + 1),
+                    });
+                    let mut out = [[0u8; TAG_LEN]; 4];
+                    // SAFETY: checked above.
+                    unsafe { ni::tags4(&q, &mut out) };
+                    for (&i, t) in pick.iter().zip(&out) {
+                        let want = reference(&keys[i], &datas[i], 0x1000_0001 * (i as u32 + 1));
+                        assert_eq!(*t, want, "lengths {lens:?}, lanes {pick:?}");
+                    }
+                }
+            }
             let key = [bytes(20, 3), bytes(20, 4)];
             let k = [HmacKey::new(&key[0]), HmacKey::new(&key[1])];
             // Equal lengths, lengths some blocks apart, and tails of one and of two blocks.
