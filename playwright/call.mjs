@@ -175,7 +175,8 @@ export async function inbound(page) {
   });
 }
 
-/** Polls `page`'s stats until `ok(stats)` holds; fails with the last stats after `timeout` ms. */
+/** Polls `page`'s stats until `ok(stats)` holds; fails with the last stats (and the page's last
+ * console errors and warnings: a refused SFU offer or answer shows only there) after `timeout` ms. */
 export async function until(page, what, ok, timeout = 10000) {
   const start = Date.now();
   let last;
@@ -184,7 +185,8 @@ export async function until(page, what, ok, timeout = 10000) {
     if (ok(last)) return last;
     await page.waitForTimeout(100);
   }
-  assert.fail(`${what}: not reached in ${timeout} ms; stats: ${JSON.stringify(last)}`);
+  const logged = (page.__console ?? []).slice(-8).join(" | ") || "-";
+  assert.fail(`${what}: not reached in ${timeout} ms; stats: ${JSON.stringify(last)}; console: ${logged}`);
 }
 
 /** Packets per second of one inbound stream, measured over about `ms`. */
