@@ -261,10 +261,13 @@ mod ni {
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     pub(super) fn tags4(jobs: &[Job<'_>; 4], out: &mut [[u8; TAG_LEN]]) {
         let n = jobs[0].data.len() / 64;
-        let t = tail(&jobs[0]).1;
+        // Each padded tail built once: compared here, hashed below.
+        let tails = jobs.map(|j| tail(&j));
+        let t = tails[0].1;
         if !jobs
             .iter()
-            .all(|j| j.data.len() / 64 == n && tail(j).1 == t)
+            .zip(&tails)
+            .all(|(j, tl)| j.data.len() / 64 == n && tl.1 == t)
         {
             let (a, b) = jobs.split_at(2);
             tags2(a.try_into().expect("two"), &mut out[..2]);
@@ -274,8 +277,8 @@ mod ni {
         let mut s = jobs.map(|j| j.key.inner);
         let w: [&[[u8; 64]]; 4] = jobs.map(|j| j.data[..n * 64].as_chunks::<64>().0);
         compress(&mut s, w);
-        let tails = jobs.map(|j| tail(&j).0);
-        let tb: [&[[u8; 64]]; 4] = std::array::from_fn(|l| tails[l][..t * 64].as_chunks::<64>().0);
+        let tb: [&[[u8; 64]]; 4] =
+            std::array::from_fn(|l| tails[l].0[..t * 64].as_chunks::<64>().0);
         compress(&mut s, tb);
         let mut o = jobs.map(|j| j.key.outer);
         let ob = s.map(|s| outer_block(&s));
