@@ -140,7 +140,7 @@ fn main() {
 
     // The AES-CM keystream of a 1,200-byte copy under 100 subscribers' keys: RustCrypto's
     // `aes` (counter blocks written out, one call per packet, then XORed: what srtp_out.rs
-    // ran before) against `aes_ctr::xor` (VAES, one pass), when this CPU has VAES.
+    // ran before) against `aes_ctr::xor` (VAES, one pass; AVX-512 or AVX2), when this CPU has VAES.
     {
         use aes::cipher::{BlockCipherEncrypt, KeyInit};
         use edgemeet_sfu::aes_ctr::{self, RoundKeys};
@@ -206,8 +206,14 @@ fn main() {
             }
         }
         println!(
-            "AES-128-CM keystream of a 1200-byte packet: {:.0} ns with RustCrypto aes (counter blocks in memory), {:.0} ns with aes_ctr (VAES, one pass; NaN: no VAES here)",
-            figures[0], figures[1]
+            "AES-128-CM keystream of a 1200-byte packet: {:.0} ns with RustCrypto aes (counter blocks in memory), {:.0} ns with aes_ctr (VAES, one pass, {}; NaN: no VAES here)",
+            figures[0],
+            figures[1],
+            match RoundKeys::best_width() {
+                Some(aes_ctr::Width::Zmm) => "512-bit registers",
+                Some(aes_ctr::Width::Ymm) => "256-bit registers",
+                None => "none",
+            }
         );
     }
 

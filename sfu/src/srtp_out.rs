@@ -8,14 +8,15 @@
 //! protects a packet where it lies; the rollover counter lives beside each subscriber stream
 //! ([`Roc`]), which is the only place that numbers it.
 //!
-//! The ciphers are the AES-CM keystream of [`aes_ctr`] where the CPU has VAES (counters, AES
-//! and XOR in one pass, round keys expanded once) and RustCrypto's `aes` otherwise (AES-NI when
-//! the CPU has it; also the key derivation's PRF), HMAC-SHA1 by
-//! [`hmac_x16`] (sixteen tags at once with AVX-512: [`SrtpOut::encrypt`] leaves the tag to be
-//! filled in later, so the engine computes a fan-out's tags together), and `ring`'s AES-GCM;
-//! this module only lays out RFC 3711 (key derivation, AES-CM counter, HMAC tag over the packet
-//! and the rollover counter) and RFC 7714 (the GCM nonce, the header as associated data). Its
-//! tests check every profile byte for byte against rtc-srtp's own context.
+//! The ciphers are the AES-CM keystream of [`aes_ctr`] where the CPU has VAES, with AVX-512 or
+//! AVX2 (counters, AES and XOR in one pass, round keys expanded once) and RustCrypto's `aes`
+//! otherwise (AES-NI when the CPU has it; also the key derivation's PRF), HMAC-SHA1 by
+//! [`hmac_x16`] (sixteen tags at once with AVX-512, four with SHA-NI: [`SrtpOut::encrypt`]
+//! leaves the tag to be filled in later, so the engine computes a fan-out's tags together),
+//! and `ring`'s AES-GCM; this module only lays out RFC 3711 (key derivation, AES-CM counter,
+//! HMAC tag over the packet and the rollover counter) and RFC 7714 (the GCM nonce, the header
+//! as associated data). Its tests check every profile byte for byte against rtc-srtp's own
+//! context.
 
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use rtc::peer_connection::LocalSrtpKeys;
