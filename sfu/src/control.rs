@@ -205,7 +205,13 @@ pub async fn answer(
     };
     match s.media.answer(&room, &id, req.sdp).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => error(e.code(), e.to_string()),
+        Err(e) => {
+            // A refused answer leaves the participant without what that offer added (a new
+            // camera, say) until the next renegotiation: worth a line in the log, which is
+            // otherwise silent about it (the browser only sees it in its console).
+            tracing::warn!(%room, participant = %id, code = ?e.code(), error = %e, "answer refused");
+            error(e.code(), e.to_string())
+        }
     }
 }
 
