@@ -402,8 +402,8 @@ pub fn fill_tags_across<'s, S: 's>(
     }
 }
 
-/// Counter blocks encrypted per call: a whole 1,500-byte packet, so the cipher's widest
-/// backend (VAES, 64 blocks in parallel) gets them in one go.
+/// Counter blocks encrypted per call: a whole 1,500-byte packet, so the cipher's AES-NI backend
+/// pipelines across them (only CPUs without VAES come here; those with it run `aes_ctr`).
 const CTR_BLOCKS: usize = 96;
 
 /// How much of a payload [`SrtpOut::encrypt_append`]'s edit may change.
@@ -429,7 +429,7 @@ fn cm_iv(salt: &[u8; 14], packet: &[u8], roc: u32) -> [u8; 16] {
 /// XORs `data` with the AES-CM keystream from counter block `iv` (RFC 3711 section 4.1.1: the
 /// block number is added to the IV, whose last 16 bits are zero, so for the at most 2^16 blocks
 /// of a packet it is written into those two bytes): all of a packet's counter blocks encrypted
-/// in one call, so AES-NI pipelines and VAES runs four blocks an instruction.
+/// in one call, so AES-NI pipelines across the packet's blocks.
 fn ctr_xor(cipher: &Aes, iv: [u8; 16], data: &mut [u8]) {
     debug_assert_eq!(&iv[14..], &[0, 0], "the block counter's bytes");
     debug_assert!(data.len() <= 16 << 16, "at most 2^16 blocks");
