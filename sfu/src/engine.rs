@@ -2467,6 +2467,10 @@ impl Worker {
         if let Some(s) = self.session_of(room, peer, session) {
             s.offer = Some((generation, sdp.clone()));
         }
+        // One line per renegotiation (not per packet): with "answer applied" below, a
+        // participant left without a new track shows which half never came.
+        let m_lines = sdp.matches("\r\nm=").count();
+        tracing::info!(room, participant = peer, generation, m_lines, "offer sent");
         let _ = self.out.send(Outward::Offer {
             room: room.into(),
             peer: peer.into(),
@@ -2901,6 +2905,7 @@ impl Worker {
         let applied = s.pc.set_remote_description(Instant::now(), desc);
         if applied.is_ok() {
             s.capture_out = capture_out;
+            tracing::info!(room, participant = peer, "answer applied");
             self.mark_ready(slot);
         }
         let _ = self.core.handle_input(
