@@ -186,7 +186,24 @@ export async function until(page, what, ok, timeout = 10000) {
     await page.waitForTimeout(100);
   }
   const logged = (page.__console ?? []).slice(-8).join(" | ") || "-";
-  assert.fail(`${what}: not reached in ${timeout} ms; stats: ${JSON.stringify(last)}; console: ${logged}`);
+  assert.fail(`${what}: not reached in ${timeout} ms; stats: ${JSON.stringify(last)}; connection: ${await pcState(page)}; console: ${logged}`);
+}
+
+/** The page's PeerConnection in one line, for a failure message: signaling and connection
+ *  state, how many m-lines the applied descriptions hold, and each transceiver's mid, direction
+ *  and kind — whether an SFU offer that should have added a track was applied at all. */
+async function pcState(page) {
+  try {
+    return await page.evaluate(() => {
+      const pc = window.edgemeetPc;
+      if (!pc) return "no PeerConnection";
+      const mLines = (d) => (d?.sdp.match(/\r\nm=/g) ?? []).length;
+      const ts = pc.getTransceivers().map((t) => `${t.mid ?? "-"}:${t.currentDirection ?? t.direction}:${t.receiver.track?.kind ?? "?"}`);
+      return `${pc.signalingState}/${pc.connectionState}, m-lines local ${mLines(pc.currentLocalDescription)} remote ${mLines(pc.currentRemoteDescription)}, transceivers ${ts.join(" ")}`;
+    });
+  } catch (e) {
+    return `unknown (${e})`;
+  }
 }
 
 /** Packets per second of one inbound stream, measured over about `ms`. */
