@@ -1,6 +1,6 @@
 //! The AES-CM keystream of SRTP (RFC 3711 section 4.1.1) with VAES: counter blocks made in
-//! registers, four blocks an instruction (AVX-512) or two (AVX2: AMD's Zen 3 and Zen 4, which
-//! have VAES without AVX-512), and XORed into the packet in the same pass.
+//! registers, four blocks an instruction (AVX-512) or two (AVX2: AMD's Zen 3, which has VAES
+//! without AVX-512, or a VM that hides AVX-512), and XORed into the packet in the same pass.
 //!
 //! Why not RustCrypto's `aes` alone (which [`srtp_out`](crate::srtp_out) still uses for the key
 //! derivation, and for the keystream on CPUs without VAES): per call, its VAES
@@ -22,7 +22,7 @@ pub struct RoundKeys {
     keys: [[u8; 16]; 15],
     rounds: usize,
     /// Which VAES width this CPU runs: 512-bit registers (AVX-512: four blocks an
-    /// instruction) or 256-bit ones (AVX2, as AMD's Zen 3 and Zen 4 have: two).
+    /// instruction) or 256-bit ones (AVX2 with VAES, as AMD's Zen 3 has: two).
     width: Width,
 }
 

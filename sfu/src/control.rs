@@ -208,8 +208,13 @@ pub async fn answer(
         Err(e) => {
             // A refused answer leaves the participant without what that offer added (a new
             // camera, say) until the next renegotiation: worth a line in the log, which is
-            // otherwise silent about it (the browser only sees it in its console).
-            tracing::warn!(%room, participant = %id, code = ?e.code(), error = %e, "answer refused");
+            // otherwise silent about it (the browser only sees it in its console). One who
+            // left while answering is the ordinary race.
+            if matches!(e, crate::media::MediaError::UnknownParticipant(_)) {
+                tracing::info!(%room, participant = %id, error = %e, "answer from someone gone");
+            } else {
+                tracing::warn!(%room, participant = %id, code = ?e.code(), error = %e, "answer refused");
+            }
             error(e.code(), e.to_string())
         }
     }

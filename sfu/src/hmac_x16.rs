@@ -212,7 +212,7 @@ mod ni {
     //! Two or four messages at once with the SHA extensions (`sha1rnds4` and friends, one
     //! message's state in two 128-bit registers): a block's 20 round instructions depend on each
     //! other, so one message keeps the SHA unit waiting on latency; others interleaved fill those
-    //! gaps (the "x2" of ISA-L crypto's `sha1_ni`). For CPUs with SHA-NI and no AVX-512 (AMD Zen,
+    //! gaps (the "x2" of ISA-L crypto's `sha1_ni`). For CPUs with SHA-NI and no AVX-512 (AMD Zen 1–3,
     //! where `perf` put the tags at 18 % of the SFU's CPU at 1x100 one message at a time).
     //! `cargo xtask bench` on a Zen VM, a 1,200-byte tag: 835 ns one at a time, 454 ns in pairs,
     //! 365 ns in fours.

@@ -462,8 +462,10 @@ fn inbox(id: &str, inboxes: &Inboxes) -> mpsc::UnboundedReceiver<String> {
 
 /// Answers every offer the SFU sends `id`, as a browser would. Started after the peer's own offer
 /// was answered: an SFU offer may arrive before that answer, and waits (as in the browser client).
-/// A step that fails is printed (shown with the failing test's output) and the next offer is
-/// still answered: a panic here would only end this task, silently, and starve later offers.
+/// A step that fails is printed (shown with the failing test's output): a panic here would only
+/// end this task, silently. After a refused POST the SFU may offer again, and that offer is
+/// still answered; after a failure before the POST the SFU waits on this answer for good, and
+/// the printed line is the diagnosis.
 fn answer_offers(
     pc: Arc<dyn PeerConnection>,
     base: String,
