@@ -4,8 +4,9 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 
 /** A new page in `context` that joined `room` as `name`. */
-export async function joinAs(context, base, name, room) {
+export async function joinAs(context, base, name, room, { beforeJoin } = {}) {
   const page = await context.newPage();
+  if (beforeJoin) await beforeJoin(page);
   // The page's warnings and errors (signaling failures land there), for failure messages.
   page.__console = [];
   page.on("console", (m) => {
@@ -17,6 +18,18 @@ export async function joinAs(context, base, name, room) {
   await page.getByRole("button", { name: "Join" }).click();
   await page.getByRole("group", { name: `${name} (you)` }).waitFor({ timeout: 10000 });
   return page;
+}
+
+/** For `beforeJoin`: the room's messages reach this page `ms` late, in order (a slow link; what
+ *  the page sends goes at once). */
+export async function hearRoomLate(page, ms) {
+  await page.routeWebSocket(/\/api\/rooms\/[^/]+\/ws/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => server.send(m));
+    server.onMessage((m) => setTimeout(() => ws.send(m), ms));
+    ws.onClose((code, reason) => server.close({ code, reason }));
+    server.onClose((code, reason) => setTimeout(() => ws.close({ code, reason }), ms));
+  });
 }
 
 /** Joins `room` as `name` as a browser of its own: its identity cookie (set at join) is put aside
