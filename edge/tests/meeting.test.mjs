@@ -217,12 +217,27 @@ test("breakout rooms in workerd: people move, each room's chat stays in it, the 
   const dee = await member(r, "Dee");
   bob.ws.send({ type: "set_breakouts", rooms: ["Red"], assigned: {} });
   assert.equal((await bob.ws.next((f) => f.type === "error", "refusal")).code, "forbidden");
-  host.ws.send({
-    type: "set_breakouts",
-    rooms: ["Red", "Blue"],
-    assigned: { [bob.id]: 1, [cy.id]: 2, [dee.id]: 2 },
-  });
-  for (const p of [host, bob, cy, dee]) await p.ws.next((f) => f.type === "breakouts", "the plan");
+  bob.ws.send({ type: "edit_breakouts", edit: "add_room" });
+  assert.equal((await bob.ws.next((f) => f.type === "error" && f.code === "forbidden", "refusal of an edit")).message,
+    "Only hosts and co-hosts can plan breakout rooms.");
+  // The host's page sends each change as it is made, without waiting for the room's answer: every
+  // one of them counts (each is applied to the plan the room has).
+  for (const edit of [
+    "add_room",
+    "add_room",
+    { rename_room: { room: 1, name: "Red" } },
+    { rename_room: { room: 2, name: "Blue" } },
+    { assign: { participant: bob.id, room: 1 } },
+    { assign: { participant: cy.id, room: 2 } },
+    { assign: { participant: dee.id, room: 2 } },
+  ]) host.ws.send({ type: "edit_breakouts", edit });
+  for (const p of [host, bob, cy, dee]) {
+    const f = await p.ws.next((f) => f.type === "breakouts" && Object.keys(f.breakouts.assigned).length === 3, "the plan");
+    assert.deepEqual(f.breakouts.rooms, ["Red", "Blue"]);
+    assert.deepEqual(f.breakouts.assigned, { [bob.id]: 1, [cy.id]: 2, [dee.id]: 2 });
+    // The plans on the way there are not looked for again.
+    for (let i; (i = p.ws.frames.findIndex((f) => f.type === "breakouts")) >= 0;) p.ws.frames.splice(i, 1);
+  }
   host.ws.send({ type: "open_breakouts" });
   for (const [p, scope] of [[bob, 1], [cy, 2], [dee, 2]]) {
     const m = await p.ws.next((f) => f.type === "moved", "moved");

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use arbitrary::{Arbitrary, Unstructured};
 use edgemeet_shared::health::Quality;
 use edgemeet_shared::protocol::{
-    ClientMessage, MediaKind, RoomSettings, SfuEvent, Source, TileView,
+    BreakoutEdit, ClientMessage, MediaKind, RoomSettings, SfuEvent, Source, TileView,
 };
 use edgemeet_shared::region::SfuChoice;
 use edgemeet_shared::room::{
@@ -30,7 +30,7 @@ fn id(who: u8) -> String {
 fn message(u: &mut Unstructured) -> arbitrary::Result<ClientMessage> {
     let who = id(u.arbitrary()?);
     let kind = *u.choose(&[MediaKind::Audio, MediaKind::Video, MediaKind::Screen])?;
-    Ok(match u.int_in_range(0..=35u8)? {
+    Ok(match u.int_in_range(0..=36u8)? {
         0 => ClientMessage::Hello {
             version: u.int_in_range(0..=3)?,
         },
@@ -147,6 +147,28 @@ fn message(u: &mut Unstructured) -> arbitrary::Result<ClientMessage> {
                 may_chat: u.arbitrary()?,
                 may_react: u.arbitrary()?,
                 cohosts_may_record: u.arbitrary()?,
+            },
+        },
+        35 => ClientMessage::EditBreakouts {
+            edit: match u.int_in_range(0..=5u8)? {
+                0 => BreakoutEdit::AddRoom,
+                1 => BreakoutEdit::RenameRoom {
+                    room: u.int_in_range(0..=4)?,
+                    name: if u.arbitrary()? {
+                        format!("room {}", u.int_in_range(0..=3u8)?)
+                    } else {
+                        u.arbitrary()?
+                    },
+                },
+                2 => BreakoutEdit::RemoveRoom {
+                    room: u.int_in_range(0..=4)?,
+                },
+                3 => BreakoutEdit::Assign {
+                    participant: who,
+                    room: u.int_in_range(0..=4)?,
+                },
+                4 => BreakoutEdit::AssignEvenly,
+                _ => BreakoutEdit::LetChoose { on: u.arbitrary()? },
             },
         },
         33 => ClientMessage::SetRecording { on: u.arbitrary()? },

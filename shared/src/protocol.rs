@@ -143,6 +143,11 @@ pub enum ClientMessage {
         #[serde(default)]
         let_choose: bool,
     },
+    /// Host or co-host: one change to the breakout plan, applied to the plan as the room has it
+    /// (so changes made in quick succession, or by two hosts at once, all count: a whole
+    /// `SetBreakouts` built from a plan the page had not yet heard back would undo the one
+    /// before it). Checked as `SetBreakouts` is; the room sends the new plan to everyone.
+    EditBreakouts { edit: BreakoutEdit },
     /// Host or co-host: open the rooms (everyone assigned goes to theirs), for `minutes` if set;
     /// then a closing countdown starts on its own.
     OpenBreakouts {
@@ -160,6 +165,26 @@ pub enum ClientMessage {
     JoinBreakout { room: u32 },
     /// Host or co-host: a message shown as a banner to everyone, in every room.
     BreakoutMessage { text: String },
+}
+
+/// One change to the breakout plan (`ClientMessage::EditBreakouts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BreakoutEdit {
+    /// A new room at the end, named "Room N" (the first N no room has).
+    AddRoom,
+    /// Room `room` (1-based) is now called `name`.
+    RenameRoom { room: u32, name: String },
+    /// Room `room` goes (only while the rooms are closed); people given a later room keep theirs
+    /// (its number drops by one), people given this one are no longer assigned.
+    RemoveRoom { room: u32 },
+    /// `participant` goes to room `room` (0: not assigned). While the rooms are open they move.
+    Assign { participant: String, room: u32 },
+    /// Everyone but the one asking, in the order they joined, spread over the rooms as evenly as
+    /// can be (`crate::room::even_split`).
+    AssignEvenly,
+    /// Whether people may pick a room themselves.
+    LetChoose { on: bool },
 }
 
 /// Most breakout rooms a meeting has.

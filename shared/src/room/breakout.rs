@@ -21,9 +21,9 @@ use thiserror::Error;
 use super::{error_to, ConnId, Output, Room, SfuCall};
 use crate::error::ErrorCode;
 use crate::protocol::{
-    BreakoutNote, BreakoutView, ChatMessage, ClientMessage, ServerMessage, BREAKOUT_CLOSE_SECONDS,
-    MAX_BREAKOUT_CLOSE_SECONDS, MAX_BREAKOUT_MINUTES, MAX_BREAKOUT_NAME_CHARS, MAX_BREAKOUT_ROOMS,
-    MAX_CHAT_CHARS,
+    BreakoutEdit, BreakoutNote, BreakoutView, ChatMessage, ClientMessage, ServerMessage,
+    BREAKOUT_CLOSE_SECONDS, MAX_BREAKOUT_CLOSE_SECONDS, MAX_BREAKOUT_MINUTES,
+    MAX_BREAKOUT_NAME_CHARS, MAX_BREAKOUT_ROOMS, MAX_CHAT_CHARS,
 };
 use crate::Millis;
 
@@ -107,6 +107,8 @@ pub enum BreakoutError {
     NoSuchRoom,
     #[error("Too many people assigned.")]
     TooManyAssigned,
+    #[error("That person is no longer in the meeting.")]
+    NotHere,
     #[error("The breakout rooms are not open.")]
     NotOpen,
     #[error("Close the rooms before removing one.")]
@@ -127,7 +129,7 @@ impl BreakoutError {
     pub fn code(&self) -> ErrorCode {
         match self {
             BreakoutError::Forbidden(_) | BreakoutError::MayNotChoose => ErrorCode::Forbidden,
-            BreakoutError::NoSuchRoom => ErrorCode::NotFound,
+            BreakoutError::NoSuchRoom | BreakoutError::NotHere => ErrorCode::NotFound,
             _ => ErrorCode::BadRequest,
         }
     }
@@ -146,6 +148,15 @@ pub fn even_split(people: &[String], rooms: u32) -> BTreeMap<String, u32> {
         .collect()
 }
 
+/// A name for a new room that no room has yet: "Room N", the first N from the number of rooms
+/// after adding it.
+pub fn new_room_name(rooms: &[String]) -> String {
+    (rooms.len() + 1..)
+        .map(|n| format!("Room {n}"))
+        .find(|n| !rooms.iter().any(|r| r.eq_ignore_ascii_case(n)))
+        .unwrap_or_default()
+}
+
 impl Room {
     /// A breakout action from member `id` on `conn` (the frame already parsed).
     pub(super) fn breakout_action(
@@ -161,6 +172,7 @@ impl Room {
                 assigned,
                 let_choose,
             } => self.set_breakouts(id, rooms, assigned, let_choose),
+            ClientMessage::EditBreakouts { edit } => self.edit_breakouts(id, edit),
             ClientMessage::OpenBreakouts { minutes } => self.open_breakouts(now, id, minutes),
             ClientMessage::CloseBreakouts { seconds } => self.close_breakouts(now, id, seconds),
             ClientMessage::JoinBreakout { room } => self.join_breakout(id, room),
@@ -334,6 +346,76 @@ impl Room {
         let mut out = vec![self.breakouts_changed()];
         out.extend(self.move_all(moves));
         Ok(out)
+    }
+
+    /// One change applied to the plan as it is now, then checked and applied as a whole plan.
+    fn edit_breakouts(
+        &mut self,
+        id: &str,
+        edit: BreakoutEdit,
+    ) -> Result<Vec<Output>, BreakoutError> {
+        if !self.is_moderator(id) {
+            return Err(BreakoutError::Forbidden("plan breakout rooms"));
+        }
+        let b = &self.meta.breakouts;
+        let (mut rooms, mut assigned, mut let_choose) =
+            (b.rooms.clone(), b.assigned.clone(), b.let_choose);
+        // A room number of the plan (1-based), or `NoSuchRoom`.
+        let index = |room: u32, rooms: &[String]| {
+            (room as usize)
+                .checked_sub(1)
+                .filter(|i| *i < rooms.len())
+                .ok_or(BreakoutError::NoSuchRoom)
+        };
+        match edit {
+            BreakoutEdit::AddRoom => {
+                let name = new_room_name(&rooms);
+                rooms.push(name);
+            }
+            BreakoutEdit::RenameRoom { room, name } => {
+                let i = index(room, &rooms)?;
+                rooms[i] = name;
+            }
+            BreakoutEdit::RemoveRoom { room } => {
+                let i = index(room, &rooms)?;
+                if b.open {
+                    return Err(BreakoutError::RemoveWhileOpen);
+                }
+                rooms.remove(i);
+                assigned = assigned
+                    .into_iter()
+                    .filter(|(_, r)| *r != room)
+                    .map(|(p, r)| (p, if r > room { r - 1 } else { r }))
+                    .collect();
+            }
+            BreakoutEdit::Assign { participant, room } => {
+                if !self.members.contains_key(&participant) {
+                    return Err(BreakoutError::NotHere);
+                }
+                if room == 0 {
+                    assigned.remove(&participant);
+                } else {
+                    index(room, &rooms)?;
+                    assigned.insert(participant, room);
+                }
+            }
+            BreakoutEdit::AssignEvenly => {
+                if rooms.is_empty() {
+                    return Err(BreakoutError::NoRooms);
+                }
+                let mut people: Vec<(&Millis, &String)> = self
+                    .members
+                    .iter()
+                    .filter(|(m, _)| m.as_str() != id)
+                    .map(|(m, member)| (&member.joined_at, m))
+                    .collect();
+                people.sort();
+                let people: Vec<String> = people.into_iter().map(|(_, m)| m.clone()).collect();
+                assigned = even_split(&people, rooms.len() as u32);
+            }
+            BreakoutEdit::LetChoose { on } => let_choose = on,
+        }
+        self.set_breakouts(id, rooms, assigned, let_choose)
     }
 
     /// Moves these members; the SFU hears of all of them at once.

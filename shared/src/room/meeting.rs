@@ -915,6 +915,7 @@ impl Room {
             | ClientMessage::SharePollResults { .. }
             | ClientMessage::EndPoll { .. }) => self.poll_action(now, conn, &id, msg),
             msg @ (ClientMessage::SetBreakouts { .. }
+            | ClientMessage::EditBreakouts { .. }
             | ClientMessage::OpenBreakouts { .. }
             | ClientMessage::CloseBreakouts { .. }
             | ClientMessage::JoinBreakout { .. }

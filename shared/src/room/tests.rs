@@ -4772,7 +4772,7 @@ mod polls {
 mod breakouts {
     use super::meeting::send;
     use super::*;
-    use crate::protocol::{BreakoutView, REACTIONS};
+    use crate::protocol::{BreakoutEdit, BreakoutView, REACTIONS};
     use crate::room::breakout::SCOPES_RETRY_MS;
 
     /// Host a (c1), participants b (c2), c (c3), d (c4), on sfu-1.
@@ -4925,6 +4925,214 @@ mod breakouts {
         );
         assert_eq!(scope_calls(&fx), None);
         assert_eq!(r.scope_of("b"), 0);
+    }
+
+    fn edit(edit: BreakoutEdit) -> ClientMessage {
+        ClientMessage::EditBreakouts { edit }
+    }
+
+    fn assign(p: &str, room: u32) -> ClientMessage {
+        edit(BreakoutEdit::Assign {
+            participant: p.into(),
+            room,
+        })
+    }
+
+    #[test]
+    fn edits_in_a_row_all_count_each_applied_to_the_plan_the_room_has() {
+        // A page that sends changes faster than the room's answers come back (or two hosts at
+        // once): every edit lands. Before, each change was a whole plan built from the page's
+        // last answer, so a third pick sent before the second's answer dropped the second.
+        let mut r = room();
+        send(&mut r, "c1", edit(BreakoutEdit::AddRoom));
+        send(&mut r, "c1", edit(BreakoutEdit::AddRoom));
+        for (n, name) in [(1, "Red"), (2, "Blue")] {
+            let fx = send(
+                &mut r,
+                "c1",
+                edit(BreakoutEdit::RenameRoom {
+                    room: n,
+                    name: name.into(),
+                }),
+            );
+            assert_eq!(error(&fx), None);
+        }
+        for (p, n) in [("b", 1), ("c", 2), ("d", 2)] {
+            let fx = send(&mut r, "c1", assign(p, n));
+            // Everyone hears the whole new plan.
+            assert_eq!(
+                reached(&fx, |m| matches!(m, ServerMessage::Breakouts { .. })),
+                CONNS
+            );
+        }
+        // Another host's change in between counts too.
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::SetCohost {
+                id: "b".into(),
+                cohost: true,
+            },
+        );
+        send(&mut r, "c2", edit(BreakoutEdit::LetChoose { on: true }));
+        let b = r.room.meta.breakouts.clone();
+        assert_eq!(b.rooms, ["Red", "Blue"]);
+        assert_eq!(
+            b.assigned,
+            BTreeMap::from([("b".into(), 1), ("c".into(), 2), ("d".into(), 2)])
+        );
+        assert!(b.let_choose);
+        // Opening then moves all three; an assignment while open moves that person at once.
+        send(&mut r, "c1", ClientMessage::OpenBreakouts { minutes: None });
+        assert_eq!(
+            (r.scope_of("b"), r.scope_of("c"), r.scope_of("d")),
+            (1, 2, 2)
+        );
+        let fx = send(&mut r, "c1", assign("d", 1));
+        assert_eq!(scope_calls(&fx).map(|s| s.get("d").copied()), Some(Some(1)));
+        let fx = send(&mut r, "c1", assign("c", 0));
+        assert_eq!(scope_calls(&fx).map(|s| s.contains_key("c")), Some(false));
+        assert_eq!(r.scope_of("c"), 0);
+    }
+
+    #[test]
+    fn edits_are_checked_like_a_plan_and_a_refused_one_changes_nothing() {
+        let mut r = room();
+        let fx = send(&mut r, "c2", edit(BreakoutEdit::AddRoom));
+        assert_eq!(
+            error(&fx),
+            Some((
+                ErrorCode::Forbidden,
+                "Only hosts and co-hosts can plan breakout rooms.".into()
+            ))
+        );
+        let fx = send(&mut r, "c1", edit(BreakoutEdit::AssignEvenly));
+        assert_eq!(
+            error(&fx).map(|e| e.1).as_deref(),
+            Some("Add at least one breakout room first.")
+        );
+        for _ in 0..3 {
+            send(&mut r, "c1", edit(BreakoutEdit::AddRoom));
+        }
+        // Names: the first "Room N" not taken, N from the count.
+        send(
+            &mut r,
+            "c1",
+            edit(BreakoutEdit::RenameRoom {
+                room: 3,
+                name: "Room 4".into(),
+            }),
+        );
+        send(&mut r, "c1", edit(BreakoutEdit::AddRoom));
+        assert_eq!(
+            r.room.meta.breakouts.rooms,
+            ["Room 1", "Room 2", "Room 4", "Room 5"]
+        );
+        let before = r.room.meta.breakouts.clone();
+        for (bad, code, says) in [
+            (
+                edit(BreakoutEdit::RenameRoom {
+                    room: 2,
+                    name: "room 1".into(),
+                }),
+                ErrorCode::BadRequest,
+                "Two rooms are called \"room 1\".",
+            ),
+            (
+                edit(BreakoutEdit::RenameRoom {
+                    room: 2,
+                    name: "  ".into(),
+                }),
+                ErrorCode::BadRequest,
+                "Every breakout room needs a name.",
+            ),
+            (
+                edit(BreakoutEdit::RenameRoom {
+                    room: 0,
+                    name: "X".into(),
+                }),
+                ErrorCode::NotFound,
+                "There is no such breakout room.",
+            ),
+            (
+                edit(BreakoutEdit::RenameRoom {
+                    room: 5,
+                    name: "X".into(),
+                }),
+                ErrorCode::NotFound,
+                "There is no such breakout room.",
+            ),
+            (
+                edit(BreakoutEdit::RemoveRoom { room: 9 }),
+                ErrorCode::NotFound,
+                "There is no such breakout room.",
+            ),
+            (
+                assign("b", 5),
+                ErrorCode::NotFound,
+                "There is no such breakout room.",
+            ),
+            (
+                assign("b", u32::MAX),
+                ErrorCode::NotFound,
+                "There is no such breakout room.",
+            ),
+            (
+                assign("zz", 1),
+                ErrorCode::NotFound,
+                "That person is no longer in the meeting.",
+            ),
+        ] {
+            let fx = send(&mut r, "c1", bad.clone());
+            assert_eq!(error(&fx), Some((code, says.into())), "{bad:?}");
+            assert_eq!(r.room.meta.breakouts, before, "{bad:?} changed the plan");
+        }
+        // Removing a room: its people are unassigned, later rooms' people keep their room.
+        send(&mut r, "c1", assign("b", 1));
+        send(&mut r, "c1", assign("c", 2));
+        send(&mut r, "c1", assign("d", 4));
+        send(&mut r, "c1", edit(BreakoutEdit::RemoveRoom { room: 2 }));
+        let b = r.room.meta.breakouts.clone();
+        assert_eq!(b.rooms, ["Room 1", "Room 4", "Room 5"]);
+        assert_eq!(
+            b.assigned,
+            BTreeMap::from([("b".into(), 1), ("d".into(), 3)])
+        );
+        // Assign evenly: everyone but the host, in the order they joined.
+        send(&mut r, "c1", edit(BreakoutEdit::RemoveRoom { room: 3 }));
+        send(&mut r, "c1", edit(BreakoutEdit::AssignEvenly));
+        assert_eq!(
+            r.room.meta.breakouts.assigned,
+            BTreeMap::from([("b".into(), 1), ("c".into(), 2), ("d".into(), 1)])
+        );
+        // While open, no room can be removed.
+        send(&mut r, "c1", ClientMessage::OpenBreakouts { minutes: None });
+        let fx = send(&mut r, "c1", edit(BreakoutEdit::RemoveRoom { room: 1 }));
+        assert_eq!(
+            error(&fx).map(|e| e.1).as_deref(),
+            Some("Close the rooms before removing one.")
+        );
+        assert_eq!(r.room.meta.breakouts.rooms.len(), 2);
+    }
+
+    #[test]
+    fn an_edit_travels_as_json_with_the_change_named() {
+        let m = assign("b", 2);
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"edit_breakouts","edit":{"assign":{"participant":"b","room":2}}}"#
+        );
+        assert_eq!(serde_json::from_str::<ClientMessage>(&json).unwrap(), m);
+        let add = r#"{"type":"edit_breakouts","edit":"add_room"}"#;
+        assert_eq!(
+            serde_json::from_str::<ClientMessage>(add).unwrap(),
+            edit(BreakoutEdit::AddRoom)
+        );
+        assert!(serde_json::from_str::<ClientMessage>(
+            r#"{"type":"edit_breakouts","edit":{"assign":{"participant":"b","room":2,"x":1}}}"#
+        )
+        .is_err());
     }
 
     #[test]

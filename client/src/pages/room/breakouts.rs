@@ -2,13 +2,11 @@
 //! picker per person, or "Assign automatically"), let people choose, open the rooms with an
 //! optional timer, message every room, visit any room, and close them all with a countdown.
 //! Everyone else sees where they are and, when allowed, picks a room. The room core decides all of
-//! it (`shared::room::breakout`); every change here is one message, and what is shown is what the
-//! room sent back.
+//! it (`shared::room::breakout`); every change here is one message — one edit of the plan as the
+//! room has it (`BreakoutEdit`), so quick changes in a row all count — and what is shown is what
+//! the room sent back.
 
-use std::collections::BTreeMap;
-
-use edgemeet_shared::protocol::{BreakoutView, ClientMessage, MAX_BREAKOUT_NAME_CHARS};
-use edgemeet_shared::room::even_split;
+use edgemeet_shared::protocol::{BreakoutEdit, ClientMessage, MAX_BREAKOUT_NAME_CHARS};
 use edgemeet_shared::token::Role;
 use leptos::prelude::*;
 
@@ -47,24 +45,9 @@ fn mm_ss(ms: u64) -> String {
     format!("{}:{:02}", s / 60, s % 60)
 }
 
-/// The plan with one change, sent to the room.
-fn send_plan(change: impl FnOnce(&mut BreakoutView)) {
-    let m = use_meeting();
-    let mut b = m.model.with_untracked(|r| r.breakouts.clone());
-    change(&mut b);
-    m.send(&ClientMessage::SetBreakouts {
-        rooms: b.rooms,
-        assigned: b.assigned,
-        let_choose: b.let_choose,
-    });
-}
-
-/// A name for a new room that no room has yet.
-fn new_room_name(rooms: &[String]) -> String {
-    (rooms.len() + 1..)
-        .map(|n| format!("Room {n}"))
-        .find(|n| !rooms.iter().any(|r| r.eq_ignore_ascii_case(n)))
-        .unwrap_or_default()
+/// One change to the plan, sent to the room (which applies it to the plan as it has it).
+fn edit(edit: BreakoutEdit) {
+    use_meeting().send(&ClientMessage::EditBreakouts { edit });
 }
 
 #[component]
@@ -174,21 +157,8 @@ fn Planner() -> impl IntoView {
                 .collect::<Vec<_>>()
         })
     });
-    let add_room = move |_| {
-        send_plan(|b| {
-            let name = new_room_name(&b.rooms);
-            b.rooms.push(name);
-        })
-    };
-    let auto = move |_| {
-        let ids: Vec<String> = people
-            .get_untracked()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        let n = rooms.get_untracked().len() as u32;
-        send_plan(|b| b.assigned = even_split(&ids, n));
-    };
+    let add_room = move |_| edit(BreakoutEdit::AddRoom);
+    let auto = move |_| edit(BreakoutEdit::AssignEvenly);
     let open_rooms = move |_| {
         let t = timer.get_untracked();
         let minutes = match t.trim() {
@@ -244,7 +214,7 @@ fn Planner() -> impl IntoView {
                                     on:change=move |ev| {
                                         let v = event_target_value(&ev);
                                         if v.trim() != name.get_untracked() {
-                                            send_plan(|b| if let Some(r) = b.rooms.get_mut(n as usize - 1) { *r = v });
+                                            edit(BreakoutEdit::RenameRoom { room: n, name: v });
                                         }
                                         // The box shows the room's name: the new one once the room
                                         // takes it, the old one again if it refuses (and says why).
@@ -254,17 +224,7 @@ fn Planner() -> impl IntoView {
                                     } />
                                 <button type="button" hidden=move || open.get()
                                     aria-label=move || format!("Remove room {n}")
-                                    on:click=move |_| send_plan(|b| {
-                                        if (n as usize) <= b.rooms.len() {
-                                            b.rooms.remove(n as usize - 1);
-                                        }
-                                        // People in later rooms keep their room (its number drops by one).
-                                        b.assigned = std::mem::take(&mut b.assigned)
-                                            .into_iter()
-                                            .filter(|(_, r)| *r != n)
-                                            .map(|(p, r)| (p, if r > n { r - 1 } else { r }))
-                                            .collect::<BTreeMap<_, _>>();
-                                    })>"Remove"</button>
+                                    on:click=move |_| edit(BreakoutEdit::RemoveRoom { room: n })>"Remove"</button>
                             </li>
                         }
                     }
@@ -300,7 +260,7 @@ fn Planner() -> impl IntoView {
                         let apply = move |v: u32| {
                             let p = pid.get_value();
                             pending.set(None);
-                            send_plan(|b| { if v == 0 { b.assigned.remove(&p); } else { b.assigned.insert(p, v); } });
+                            edit(BreakoutEdit::Assign { participant: p, room: v });
                         };
                         let move_name = name.clone();
                         let now_in = move || pid.with_value(|p| m.model.with(|r| {
@@ -334,7 +294,7 @@ fn Planner() -> impl IntoView {
             </ul>
             <label class="check">
                 <input type="checkbox" prop:checked=move || b.get().let_choose
-                    on:change=move |ev| { let on = event_target_checked(&ev); send_plan(|b| b.let_choose = on) } />
+                    on:change=move |ev| edit(BreakoutEdit::LetChoose { on: event_target_checked(&ev) }) />
                 "Let participants choose a room"
             </label>
         </section>
