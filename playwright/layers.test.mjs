@@ -11,7 +11,12 @@ const browser = browserForFile([`--use-file-for-fake-audio-capture=${toneWav()}`
 const joinAs = (name, room) => joinAsIn(browser.context, BASE, name, room);
 const newRoom = (label) => `${label}-${Math.random().toString(36).slice(2, 8)}`;
 const tile = (page, name) => page.getByRole("group", { name, exact: true });
-const tileOf = (page, id) => page.locator(`[data-testid="tile"][data-participant="${id}"]`);
+/** Shows `id`'s tile with `css` (a style sheet rule, which the page's own layout — inline styles
+ *  it sets again whenever the stage's size changes — cannot undo); returns what takes it away. */
+async function restyleTile(page, id, css) {
+  const el = await page.addStyleTag({ content: `[data-testid="tile"][data-participant="${id}"] { ${css} }` });
+  return () => el.evaluate((e) => e.remove());
+}
 
 /** getStats() of the inbound video whose track plays in the `<video>` matching `selector`. */
 async function videoStats(page, selector) {
@@ -27,6 +32,7 @@ async function videoStats(page, selector) {
           frameWidth: s.frameWidth ?? 0,
           frameHeight: s.frameHeight ?? 0,
           framesDecoded: s.framesDecoded ?? 0,
+          keyFramesDecoded: s.keyFramesDecoded ?? 0,
           bytesReceived: s.bytesReceived ?? 0,
           timestamp: s.timestamp,
         };
@@ -34,6 +40,19 @@ async function videoStats(page, selector) {
     });
     return out;
   }, selector);
+}
+
+/** The publisher's simulcast layers as it sends them: per rid, width, frames and keyframes
+ *  encoded, and the keyframe requests (PLI) it got for that layer. */
+async function sentLayers(page) {
+  return page.evaluate(async () => {
+    const o = {};
+    (await window.edgemeetPc.getStats()).forEach((s) => {
+      if (s.type === "outbound-rtp" && s.kind === "video" && s.rid)
+        o[s.rid] = { w: s.frameWidth, frames: s.framesEncoded, keyframes: s.keyFramesEncoded, plis: s.pliCount, limit: s.qualityLimitationReason, active: s.active };
+    });
+    return o;
+  });
 }
 
 /** Polls until `ok(stats)`; fails after `timeout` ms with the last stats. Returns [stats, ms taken]. */
@@ -76,16 +95,17 @@ test("a big tile receives the full layer, a thumbnail the quarter layer without 
       throw e;
     }
     console.log(`big tile: ${big.frameWidth}×${big.frameHeight} after ${tookBig} ms`);
+    if (tookBig > 5000) console.log("publisher's layers (a slow first 720p):", JSON.stringify(await sentLayers(pub)));
     // The statistics panel says the same.
     const row = viewer.locator(`[data-testid="stats-row"][data-stream="${patId}"]`);
     await row.and(viewer.locator('[data-layer="f"]')).waitFor({ timeout: 5000 });
 
     // Thumbnail size: the received width drops to ≤ 320 within 3 s and frames keep coming.
-    await tile(viewer, "Pat").evaluate((el) => {
-      el.style.cssText = "width:160px;height:90px;aspect-ratio:auto;grid-column:auto";
-    });
+    const thumbnail = await restyleTile(viewer, patId, "width:160px !important; height:90px !important; aspect-ratio:auto !important");
+    const sentBefore = await sentLayers(pub);
     const start = Date.now();
     let last = await videoStats(viewer, sel);
+    const trace = [];
     let lastProgress = Date.now();
     let longestStall = 0;
     let small = null;
@@ -97,17 +117,26 @@ test("a big tile receives the full layer, a thumbnail the quarter layer without 
         lastProgress = Date.now();
       }
       last = s;
+      trace.push(`${Date.now() - start}:${s.frameWidth}/${s.framesDecoded}/${s.keyFramesDecoded}`);
       if (!small && s.frameWidth <= 320) small = Date.now() - start;
       if (small && Date.now() - start > small + 1000) break;
     }
     longestStall = Math.max(longestStall, Date.now() - lastProgress);
     console.log(`thumbnail: ${last.frameWidth}×${last.frameHeight} after ${small} ms; longest decode stall ${longestStall} ms`);
+    if (small === null || small > 3000) {
+      // Which step of the switch was slow: the layer's keyframe requests at the publisher (PLIs
+      // the SFU sent for it), its keyframes, and what the viewer decoded (ms:width/frames/keyframes).
+      console.log("publisher's layers before:", JSON.stringify(sentBefore));
+      console.log("publisher's layers after: ", JSON.stringify(await sentLayers(pub)));
+      console.log("viewer:", trace.join(" "));
+      console.log("tile now:", await tile(viewer, "Pat").evaluate((el) => `${el.getBoundingClientRect().width}×${el.getBoundingClientRect().height} px`));
+    }
     assert.ok(small !== null && small <= 3000, `width ${last.frameWidth} after 3 s`);
     assert.ok(longestStall < 1000, `the decoder stalled ${longestStall} ms around the switch`);
     await row.and(viewer.locator('[data-layer="q"]')).waitFor({ timeout: 5000 });
 
     // Hidden: its inbound bytes stop.
-    await tileOf(viewer, patId).evaluate((el) => (el.style.display = "none"));
+    const hidden = await restyleTile(viewer, patId, "display:none !important");
     await viewer.waitForTimeout(1500); // the report goes out within 300 ms; let the last packets land
     const a = await videoStats(viewer, sel);
     await viewer.waitForTimeout(2000);
@@ -117,7 +146,8 @@ test("a big tile receives the full layer, a thumbnail the quarter layer without 
     assert.ok(rate < 500, `a hidden tile still receives ${rate.toFixed(0)} bytes/s`);
 
     // Shown again: decoding resumes.
-    await tileOf(viewer, patId).evaluate((el) => (el.style.cssText = ""));
+    await hidden();
+    await thumbnail();
     await until(viewer, sel, "decoding after being shown again", (s) => s.framesDecoded > b.framesDecoded + 10, 8000);
   } finally {
     await viewer.close();
