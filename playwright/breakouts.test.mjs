@@ -9,8 +9,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { isDeepStrictEqual } from "node:util";
 import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
-import { joinAs as joinAsIn, idOf, tile, press, hearRoomLate } from "./call.mjs";
+import { joinAs as joinAsIn, idOf, tile, press, hearRoomLate, heardFromRoom } from "./call.mjs";
 
 const browser = browserForFile();
 const joinAs = (name, room, opts) => joinAsIn(browser.context, BASE, name, room, opts);
@@ -104,11 +105,13 @@ test("breakout rooms: two rooms of two decode only each other, a message reaches
     await panel.getByRole("combobox", { name: `Room for ${who}` }).selectOption({ label: to });
   }
   await ann.waitForFunction(() => document.querySelectorAll(".breakout-people select").length === 3);
-  // The room has all three picks: each picker shows its room once the room's plan is back.
+  // The room has all three picks: its plan says so, and each picker shows it.
+  const want = { [ids.Bob]: 1, [ids.Cy]: 2, [ids.Dee]: 2 };
+  await heardFromRoom(ann, (f) => f.type === "breakouts" && isDeepStrictEqual(f.breakouts.assigned, want),
+    () => `the room's plan with Bob in Red, Cy and Dee in Blue (plans heard: ${JSON.stringify(ann.__heard.filter((f) => f.type === "breakouts").map((f) => f.breakouts.assigned))})`);
   for (const [who, to] of [["Bob", "Red"], ["Cy", "Blue"], ["Dee", "Blue"]]) {
     const picker = panel.getByRole("combobox", { name: `Room for ${who}` });
-    await ann.waitForFunction(([el, to]) => el.selectedOptions[0]?.textContent === to, [await picker.elementHandle(), to], { timeout: 5000 })
-      .catch(() => assert.fail(`the room lost ${who}'s pick of ${to}`));
+    await ann.waitForFunction(([el, to]) => el.selectedOptions[0]?.textContent === to, [await picker.elementHandle(), to], { timeout: 5000 });
   }
   // Opening moves everyone assigned at once. Cy and Dee move together: Cy keeps decoding the
   // stream of Dee it had, without a gap (no new track, frames rising through the move).

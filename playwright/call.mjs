@@ -21,15 +21,31 @@ export async function joinAs(context, base, name, room, { beforeJoin } = {}) {
 }
 
 /** For `beforeJoin`: the room's messages reach this page `ms` late, in order (a slow link; what
- *  the page sends goes at once). */
+ *  the page sends goes at once). Each frame handed to the page is kept (parsed) for `heardFromRoom`. */
 export async function hearRoomLate(page, ms) {
+  page.__heard = [];
   await page.routeWebSocket(/\/api\/rooms\/[^/]+\/ws/, (ws) => {
     const server = ws.connectToServer();
     ws.onMessage((m) => server.send(m));
-    server.onMessage((m) => setTimeout(() => ws.send(m), ms));
+    server.onMessage((m) => setTimeout(() => {
+      ws.send(m);
+      try { page.__heard.push(JSON.parse(m)); } catch { /* not JSON: not looked for */ }
+    }, ms));
     ws.onClose((code, reason) => server.close({ code, reason }));
     server.onClose((code, reason) => setTimeout(() => ws.close({ code, reason }), ms));
   });
+}
+
+/** Waits until a page set up with `hearRoomLate` has been handed a room frame matching `pred`;
+ *  fails after `timeout` ms saying `what` (or what it returns, then). Returns the frame. */
+export async function heardFromRoom(page, pred, what, timeout = 5000) {
+  const start = Date.now();
+  while (Date.now() - start < timeout) {
+    const f = page.__heard.find(pred);
+    if (f) return f;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.fail(`${typeof what === "function" ? what() : what}: not within ${timeout} ms`);
 }
 
 /** Joins `room` as `name` as a browser of its own: its identity cookie (set at join) is put aside

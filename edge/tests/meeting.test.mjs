@@ -225,11 +225,11 @@ test("breakout rooms in workerd: people move, each room's chat stays in it, the 
   for (const edit of [
     "add_room",
     "add_room",
-    { rename_room: { room: 1, name: "Red" } },
-    { rename_room: { room: 2, name: "Blue" } },
-    { assign: { participant: bob.id, room: 1 } },
-    { assign: { participant: cy.id, room: 2 } },
-    { assign: { participant: dee.id, room: 2 } },
+    { rename_room: { room: "Room 1", name: "Red" } },
+    { rename_room: { room: "Room 2", name: "Blue" } },
+    { assign: { participant: bob.id, room: "Red" } },
+    { assign: { participant: cy.id, room: "Blue" } },
+    { assign: { participant: dee.id, room: "Blue" } },
   ]) host.ws.send({ type: "edit_breakouts", edit });
   for (const p of [host, bob, cy, dee]) {
     const f = await p.ws.next((f) => f.type === "breakouts" && Object.keys(f.breakouts.assigned).length === 3, "the plan");

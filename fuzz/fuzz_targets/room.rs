@@ -149,28 +149,32 @@ fn message(u: &mut Unstructured) -> arbitrary::Result<ClientMessage> {
                 cohosts_may_record: u.arbitrary()?,
             },
         },
-        35 => ClientMessage::EditBreakouts {
-            edit: match u.int_in_range(0..=5u8)? {
-                0 => BreakoutEdit::AddRoom,
-                1 => BreakoutEdit::RenameRoom {
-                    room: u.int_in_range(0..=4)?,
-                    name: if u.arbitrary()? {
-                        format!("room {}", u.int_in_range(0..=3u8)?)
-                    } else {
-                        u.arbitrary()?
+        35 => {
+            // Mostly names the rooms have ("Room N" from AddRoom, "room N" from SetBreakouts).
+            let room = |u: &mut Unstructured| -> arbitrary::Result<String> {
+                Ok(match u.int_in_range(0..=2u8)? {
+                    0 => format!("Room {}", u.int_in_range(1..=4u8)?),
+                    1 => format!("room {}", u.int_in_range(0..=3u8)?),
+                    _ => u.arbitrary()?,
+                })
+            };
+            ClientMessage::EditBreakouts {
+                edit: match u.int_in_range(0..=5u8)? {
+                    0 => BreakoutEdit::AddRoom,
+                    1 => BreakoutEdit::RenameRoom {
+                        room: room(u)?,
+                        name: room(u)?,
                     },
+                    2 => BreakoutEdit::RemoveRoom { room: room(u)? },
+                    3 => BreakoutEdit::Assign {
+                        participant: who,
+                        room: if u.arbitrary()? { Some(room(u)?) } else { None },
+                    },
+                    4 => BreakoutEdit::AssignEvenly,
+                    _ => BreakoutEdit::LetChoose { on: u.arbitrary()? },
                 },
-                2 => BreakoutEdit::RemoveRoom {
-                    room: u.int_in_range(0..=4)?,
-                },
-                3 => BreakoutEdit::Assign {
-                    participant: who,
-                    room: u.int_in_range(0..=4)?,
-                },
-                4 => BreakoutEdit::AssignEvenly,
-                _ => BreakoutEdit::LetChoose { on: u.arbitrary()? },
-            },
-        },
+            }
+        }
         33 => ClientMessage::SetRecording { on: u.arbitrary()? },
         34 => ClientMessage::Quality {
             quality: *u.choose(&[

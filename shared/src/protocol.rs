@@ -167,19 +167,27 @@ pub enum ClientMessage {
     BreakoutMessage { text: String },
 }
 
-/// One change to the breakout plan (`ClientMessage::EditBreakouts`).
+/// One change to the breakout plan (`ClientMessage::EditBreakouts`). Rooms are named by their
+/// name as the page saw it (names are unique), not by position: an edit made before the page heard
+/// of another (a room removed, two hosts at once) never lands on the room that moved into a slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum BreakoutEdit {
-    /// A new room at the end, named "Room N" (the first N no room has).
+    /// A new room at the end, named "Room N": the first N, counting from the number of rooms with
+    /// it, that no room has.
     AddRoom,
-    /// Room `room` (1-based) is now called `name`.
-    RenameRoom { room: u32, name: String },
-    /// Room `room` goes (only while the rooms are closed); people given a later room keep theirs
-    /// (its number drops by one), people given this one are no longer assigned.
-    RemoveRoom { room: u32 },
-    /// `participant` goes to room `room` (0: not assigned). While the rooms are open they move.
-    Assign { participant: String, room: u32 },
+    /// The room called `room` is now called `name`.
+    RenameRoom { room: String, name: String },
+    /// The room called `room` goes (only while the rooms are closed); people given a later room
+    /// keep theirs, people given this one are no longer assigned. A room already gone: nothing
+    /// to do (a second click is not an error).
+    RemoveRoom { room: String },
+    /// `participant` goes to the room called `room` (`None`: not assigned). While the rooms are
+    /// open they move at once.
+    Assign {
+        participant: String,
+        room: Option<String>,
+    },
     /// Everyone but the one asking, in the order they joined, spread over the rooms as evenly as
     /// can be (`crate::room::even_split`).
     AssignEvenly,

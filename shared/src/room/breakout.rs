@@ -360,43 +360,45 @@ impl Room {
         let b = &self.meta.breakouts;
         let (mut rooms, mut assigned, mut let_choose) =
             (b.rooms.clone(), b.assigned.clone(), b.let_choose);
-        // A room number of the plan (1-based), or `NoSuchRoom`.
-        let index = |room: u32, rooms: &[String]| {
-            (room as usize)
-                .checked_sub(1)
-                .filter(|i| *i < rooms.len())
-                .ok_or(BreakoutError::NoSuchRoom)
-        };
+        // The room called `name` now: its number (1-based).
+        fn number_of(rooms: &[String], name: &str) -> Option<u32> {
+            rooms.iter().position(|r| r == name).map(|i| i as u32 + 1)
+        }
         match edit {
             BreakoutEdit::AddRoom => {
                 let name = new_room_name(&rooms);
                 rooms.push(name);
             }
             BreakoutEdit::RenameRoom { room, name } => {
-                let i = index(room, &rooms)?;
-                rooms[i] = name;
+                let n = number_of(&rooms, &room).ok_or(BreakoutError::NoSuchRoom)?;
+                rooms[n as usize - 1] = name;
             }
             BreakoutEdit::RemoveRoom { room } => {
-                let i = index(room, &rooms)?;
+                let Some(n) = number_of(&rooms, &room) else {
+                    return Ok(Vec::new());
+                };
                 if b.open {
                     return Err(BreakoutError::RemoveWhileOpen);
                 }
-                rooms.remove(i);
+                rooms.remove(n as usize - 1);
                 assigned = assigned
                     .into_iter()
-                    .filter(|(_, r)| *r != room)
-                    .map(|(p, r)| (p, if r > room { r - 1 } else { r }))
+                    .filter(|(_, r)| *r != n)
+                    .map(|(p, r)| (p, if r > n { r - 1 } else { r }))
                     .collect();
             }
             BreakoutEdit::Assign { participant, room } => {
                 if !self.members.contains_key(&participant) {
                     return Err(BreakoutError::NotHere);
                 }
-                if room == 0 {
-                    assigned.remove(&participant);
-                } else {
-                    index(room, &rooms)?;
-                    assigned.insert(participant, room);
+                match room {
+                    None => {
+                        assigned.remove(&participant);
+                    }
+                    Some(room) => {
+                        let n = number_of(&rooms, &room).ok_or(BreakoutError::NoSuchRoom)?;
+                        assigned.insert(participant, n);
+                    }
                 }
             }
             BreakoutEdit::AssignEvenly => {

@@ -4931,11 +4931,22 @@ mod breakouts {
         ClientMessage::EditBreakouts { edit }
     }
 
-    fn assign(p: &str, room: u32) -> ClientMessage {
+    fn assign(p: &str, room: Option<&str>) -> ClientMessage {
         edit(BreakoutEdit::Assign {
             participant: p.into(),
-            room,
+            room: room.map(String::from),
         })
+    }
+
+    fn rename(room: &str, name: &str) -> ClientMessage {
+        edit(BreakoutEdit::RenameRoom {
+            room: room.into(),
+            name: name.into(),
+        })
+    }
+
+    fn remove(room: &str) -> ClientMessage {
+        edit(BreakoutEdit::RemoveRoom { room: room.into() })
     }
 
     #[test]
@@ -4946,19 +4957,12 @@ mod breakouts {
         let mut r = room();
         send(&mut r, "c1", edit(BreakoutEdit::AddRoom));
         send(&mut r, "c1", edit(BreakoutEdit::AddRoom));
-        for (n, name) in [(1, "Red"), (2, "Blue")] {
-            let fx = send(
-                &mut r,
-                "c1",
-                edit(BreakoutEdit::RenameRoom {
-                    room: n,
-                    name: name.into(),
-                }),
-            );
+        for (from, to) in [("Room 1", "Red"), ("Room 2", "Blue")] {
+            let fx = send(&mut r, "c1", rename(from, to));
             assert_eq!(error(&fx), None);
         }
-        for (p, n) in [("b", 1), ("c", 2), ("d", 2)] {
-            let fx = send(&mut r, "c1", assign(p, n));
+        for (p, n) in [("b", "Red"), ("c", "Blue"), ("d", "Blue")] {
+            let fx = send(&mut r, "c1", assign(p, Some(n)));
             // Everyone hears the whole new plan.
             assert_eq!(
                 reached(&fx, |m| matches!(m, ServerMessage::Breakouts { .. })),
@@ -4988,11 +4992,59 @@ mod breakouts {
             (r.scope_of("b"), r.scope_of("c"), r.scope_of("d")),
             (1, 2, 2)
         );
-        let fx = send(&mut r, "c1", assign("d", 1));
+        let fx = send(&mut r, "c1", assign("d", Some("Red")));
         assert_eq!(scope_calls(&fx).map(|s| s.get("d").copied()), Some(Some(1)));
-        let fx = send(&mut r, "c1", assign("c", 0));
+        let fx = send(&mut r, "c1", assign("c", None));
         assert_eq!(scope_calls(&fx).map(|s| s.contains_key("c")), Some(false));
         assert_eq!(r.scope_of("c"), 0);
+    }
+
+    #[test]
+    fn an_edit_names_the_room_it_saw_so_a_late_one_never_lands_on_the_room_that_moved_up() {
+        let mut r = room();
+        for _ in 0..4 {
+            send(&mut r, "c1", edit(BreakoutEdit::AddRoom));
+        }
+        send(&mut r, "c1", assign("b", Some("Room 3")));
+        send(&mut r, "c1", assign("c", Some("Room 4")));
+        // A double click on "Remove" of room 2: the second finds it gone and changes nothing
+        // (by number it would have removed room 3 and unassigned b).
+        send(&mut r, "c1", remove("Room 2"));
+        let fx = send(&mut r, "c1", remove("Room 2"));
+        assert_eq!(error(&fx), None);
+        assert!(fx.is_empty(), "nothing to do: {fx:?}");
+        assert_eq!(r.room.meta.breakouts.rooms, ["Room 1", "Room 3", "Room 4"]);
+        // A second host, who had not heard of the removal, renames "Room 3" and gives d "Room 4":
+        // the rooms they saw, now numbers 2 and 3.
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::SetCohost {
+                id: "b".into(),
+                cohost: true,
+            },
+        );
+        send(&mut r, "c2", rename("Room 3", "Green"));
+        send(&mut r, "c2", assign("d", Some("Room 4")));
+        let b = r.room.meta.breakouts.clone();
+        assert_eq!(b.rooms, ["Room 1", "Green", "Room 4"]);
+        assert_eq!(
+            b.assigned,
+            BTreeMap::from([("b".into(), 2), ("c".into(), 3), ("d".into(), 3)])
+        );
+        // One made for a room renamed meanwhile is refused, in words, and changes nothing.
+        let before = r.room.meta.breakouts.clone();
+        for late in [assign("d", Some("Room 3")), rename("Room 3", "Teal")] {
+            let fx = send(&mut r, "c1", late);
+            assert_eq!(
+                error(&fx),
+                Some((
+                    ErrorCode::NotFound,
+                    "There is no such breakout room.".into()
+                ))
+            );
+        }
+        assert_eq!(r.room.meta.breakouts, before);
     }
 
     #[test]
@@ -5006,6 +5058,8 @@ mod breakouts {
                 "Only hosts and co-hosts can plan breakout rooms.".into()
             ))
         );
+        let fx = send(&mut r, "c2", remove("Room 1"));
+        assert_eq!(error(&fx).map(|e| e.0), Some(ErrorCode::Forbidden));
         let fx = send(&mut r, "c1", edit(BreakoutEdit::AssignEvenly));
         assert_eq!(
             error(&fx).map(|e| e.1).as_deref(),
@@ -5014,15 +5068,8 @@ mod breakouts {
         for _ in 0..3 {
             send(&mut r, "c1", edit(BreakoutEdit::AddRoom));
         }
-        // Names: the first "Room N" not taken, N from the count.
-        send(
-            &mut r,
-            "c1",
-            edit(BreakoutEdit::RenameRoom {
-                room: 3,
-                name: "Room 4".into(),
-            }),
-        );
+        // Names: the first "Room N" not taken, N counted from the number of rooms with it.
+        send(&mut r, "c1", rename("Room 3", "Room 4"));
         send(&mut r, "c1", edit(BreakoutEdit::AddRoom));
         assert_eq!(
             r.room.meta.breakouts.rooms,
@@ -5031,54 +5078,37 @@ mod breakouts {
         let before = r.room.meta.breakouts.clone();
         for (bad, code, says) in [
             (
-                edit(BreakoutEdit::RenameRoom {
-                    room: 2,
-                    name: "room 1".into(),
-                }),
+                rename("Room 2", "room 1"),
                 ErrorCode::BadRequest,
                 "Two rooms are called \"room 1\".",
             ),
             (
-                edit(BreakoutEdit::RenameRoom {
-                    room: 2,
-                    name: "  ".into(),
-                }),
+                rename("Room 2", "  "),
                 ErrorCode::BadRequest,
                 "Every breakout room needs a name.",
             ),
             (
-                edit(BreakoutEdit::RenameRoom {
-                    room: 0,
-                    name: "X".into(),
-                }),
+                rename("Room 2", &"x".repeat(65)),
+                ErrorCode::BadRequest,
+                "A room's name is at most 64 characters.",
+            ),
+            (
+                rename("room 2", "X"),
                 ErrorCode::NotFound,
                 "There is no such breakout room.",
             ),
             (
-                edit(BreakoutEdit::RenameRoom {
-                    room: 5,
-                    name: "X".into(),
-                }),
+                rename("", "X"),
                 ErrorCode::NotFound,
                 "There is no such breakout room.",
             ),
             (
-                edit(BreakoutEdit::RemoveRoom { room: 9 }),
+                assign("b", Some("Room 3")),
                 ErrorCode::NotFound,
                 "There is no such breakout room.",
             ),
             (
-                assign("b", 5),
-                ErrorCode::NotFound,
-                "There is no such breakout room.",
-            ),
-            (
-                assign("b", u32::MAX),
-                ErrorCode::NotFound,
-                "There is no such breakout room.",
-            ),
-            (
-                assign("zz", 1),
+                assign("zz", Some("Room 1")),
                 ErrorCode::NotFound,
                 "That person is no longer in the meeting.",
             ),
@@ -5088,10 +5118,10 @@ mod breakouts {
             assert_eq!(r.room.meta.breakouts, before, "{bad:?} changed the plan");
         }
         // Removing a room: its people are unassigned, later rooms' people keep their room.
-        send(&mut r, "c1", assign("b", 1));
-        send(&mut r, "c1", assign("c", 2));
-        send(&mut r, "c1", assign("d", 4));
-        send(&mut r, "c1", edit(BreakoutEdit::RemoveRoom { room: 2 }));
+        send(&mut r, "c1", assign("b", Some("Room 1")));
+        send(&mut r, "c1", assign("c", Some("Room 2")));
+        send(&mut r, "c1", assign("d", Some("Room 5")));
+        send(&mut r, "c1", remove("Room 2"));
         let b = r.room.meta.breakouts.clone();
         assert_eq!(b.rooms, ["Room 1", "Room 4", "Room 5"]);
         assert_eq!(
@@ -5099,7 +5129,7 @@ mod breakouts {
             BTreeMap::from([("b".into(), 1), ("d".into(), 3)])
         );
         // Assign evenly: everyone but the host, in the order they joined.
-        send(&mut r, "c1", edit(BreakoutEdit::RemoveRoom { room: 3 }));
+        send(&mut r, "c1", remove("Room 5"));
         send(&mut r, "c1", edit(BreakoutEdit::AssignEvenly));
         assert_eq!(
             r.room.meta.breakouts.assigned,
@@ -5107,7 +5137,7 @@ mod breakouts {
         );
         // While open, no room can be removed.
         send(&mut r, "c1", ClientMessage::OpenBreakouts { minutes: None });
-        let fx = send(&mut r, "c1", edit(BreakoutEdit::RemoveRoom { room: 1 }));
+        let fx = send(&mut r, "c1", remove("Room 1"));
         assert_eq!(
             error(&fx).map(|e| e.1).as_deref(),
             Some("Close the rooms before removing one.")
@@ -5117,20 +5147,25 @@ mod breakouts {
 
     #[test]
     fn an_edit_travels_as_json_with_the_change_named() {
-        let m = assign("b", 2);
+        let m = assign("b", Some("Blue"));
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(
             json,
-            r#"{"type":"edit_breakouts","edit":{"assign":{"participant":"b","room":2}}}"#
+            r#"{"type":"edit_breakouts","edit":{"assign":{"participant":"b","room":"Blue"}}}"#
         );
         assert_eq!(serde_json::from_str::<ClientMessage>(&json).unwrap(), m);
+        let off = r#"{"type":"edit_breakouts","edit":{"assign":{"participant":"b","room":null}}}"#;
+        assert_eq!(
+            serde_json::from_str::<ClientMessage>(off).unwrap(),
+            assign("b", None)
+        );
         let add = r#"{"type":"edit_breakouts","edit":"add_room"}"#;
         assert_eq!(
             serde_json::from_str::<ClientMessage>(add).unwrap(),
             edit(BreakoutEdit::AddRoom)
         );
         assert!(serde_json::from_str::<ClientMessage>(
-            r#"{"type":"edit_breakouts","edit":{"assign":{"participant":"b","room":2,"x":1}}}"#
+            r#"{"type":"edit_breakouts","edit":{"remove_room":{"room":"Blue","x":1}}}"#
         )
         .is_err());
     }

@@ -214,7 +214,7 @@ fn Planner() -> impl IntoView {
                                     on:change=move |ev| {
                                         let v = event_target_value(&ev);
                                         if v.trim() != name.get_untracked() {
-                                            edit(BreakoutEdit::RenameRoom { room: n, name: v });
+                                            edit(BreakoutEdit::RenameRoom { room: name.get_untracked(), name: v });
                                         }
                                         // The box shows the room's name: the new one once the room
                                         // takes it, the old one again if it refuses (and says why).
@@ -224,7 +224,7 @@ fn Planner() -> impl IntoView {
                                     } />
                                 <button type="button" hidden=move || open.get()
                                     aria-label=move || format!("Remove room {n}")
-                                    on:click=move |_| edit(BreakoutEdit::RemoveRoom { room: n })>"Remove"</button>
+                                    on:click=move |_| edit(BreakoutEdit::RemoveRoom { room: name.get_untracked() })>"Remove"</button>
                             </li>
                         }
                     }
@@ -260,7 +260,12 @@ fn Planner() -> impl IntoView {
                         let apply = move |v: u32| {
                             let p = pid.get_value();
                             pending.set(None);
-                            edit(BreakoutEdit::Assign { participant: p, room: v });
+                            // The room by the name its option shows (a number could be another
+                            // room by the time the room reads it).
+                            let room = (v > 0).then(|| rooms.with_untracked(|r| r.get(v as usize - 1).cloned())).flatten();
+                            if v == 0 || room.is_some() {
+                                edit(BreakoutEdit::Assign { participant: p, room });
+                            }
                         };
                         let move_name = name.clone();
                         let now_in = move || pid.with_value(|p| m.model.with(|r| {
