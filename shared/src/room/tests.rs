@@ -4949,6 +4949,18 @@ mod breakouts {
         edit(BreakoutEdit::RemoveRoom { room: room.into() })
     }
 
+    /// The host (on c1) makes `id` a co-host.
+    fn make_cohost(r: &mut Sim, id: &str) {
+        send(
+            r,
+            "c1",
+            ClientMessage::SetCohost {
+                id: id.into(),
+                cohost: true,
+            },
+        );
+    }
+
     #[test]
     fn edits_in_a_row_all_count_each_applied_to_the_plan_the_room_has() {
         // A page that sends changes faster than the room's answers come back (or two hosts at
@@ -4970,14 +4982,7 @@ mod breakouts {
             );
         }
         // Another host's change in between counts too.
-        send(
-            &mut r,
-            "c1",
-            ClientMessage::SetCohost {
-                id: "b".into(),
-                cohost: true,
-            },
-        );
+        make_cohost(&mut r, "b");
         send(&mut r, "c2", edit(BreakoutEdit::LetChoose { on: true }));
         let b = r.room.meta.breakouts.clone();
         assert_eq!(b.rooms, ["Red", "Blue"]);
@@ -5016,14 +5021,7 @@ mod breakouts {
         assert_eq!(r.room.meta.breakouts.rooms, ["Room 1", "Room 3", "Room 4"]);
         // A second host, who had not heard of the removal, renames "Room 3" and gives d "Room 4":
         // the rooms they saw, now numbers 2 and 3.
-        send(
-            &mut r,
-            "c1",
-            ClientMessage::SetCohost {
-                id: "b".into(),
-                cohost: true,
-            },
-        );
+        make_cohost(&mut r, "b");
         send(&mut r, "c2", rename("Room 3", "Green"));
         send(&mut r, "c2", assign("d", Some("Room 4")));
         let b = r.room.meta.breakouts.clone();
