@@ -7,7 +7,7 @@
 
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,9 @@ fn thread_cpu() -> Duration {
 
 /// Linux's UDP generic segmentation offload (`UDP_SEGMENT`, since 4.18).
 const UDP_SEGMENT: libc::c_int = 103;
+
+/// Linux's `UDP_GRO` socket option and control message (since 5.0).
+pub const UDP_GRO: libc::c_int = 104;
 
 /// CPU µs per datagram for `count` datagrams of `size` bytes to `receivers` sockets, sent in
 /// batches of `batch` messages (1 = one syscall per message), each message carrying `gso`
@@ -210,5 +213,294 @@ pub fn set_int_opt(
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The subscribers' socket's reads over a point's window: with UDP GRO on, every read is one of
+/// the SFU's sends as the kernel carried it (one skb): a lone datagram, or a segmented send of
+/// `k` datagrams of one size (UDP GSO). [`mix_floor`] replays the same sends to price them.
+pub static READS: ReadMix = ReadMix::new();
+
+/// Longest segmented send counted by its own length (the kernel's limit is 64 segments).
+const MAX_RUN: usize = 64;
+
+pub struct ReadMix {
+    lone: AtomicU64,
+    lone_bytes: AtomicU64,
+    runs: [AtomicU64; MAX_RUN + 1],
+    run_bytes: AtomicU64,
+}
+
+impl ReadMix {
+    const fn new() -> ReadMix {
+        ReadMix {
+            lone: AtomicU64::new(0),
+            lone_bytes: AtomicU64::new(0),
+            runs: [const { AtomicU64::new(0) }; MAX_RUN + 1],
+            run_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// One read of `bytes` in datagrams of `seg` bytes (the last may be shorter).
+    pub fn count(&self, bytes: usize, seg: usize) {
+        let k = bytes.div_ceil(seg.max(1)).clamp(1, MAX_RUN);
+        if k == 1 {
+            self.lone.fetch_add(1, Ordering::Relaxed);
+            self.lone_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        } else {
+            self.runs[k].fetch_add(1, Ordering::Relaxed);
+            self.run_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> Mix {
+        let mut runs = [0u64; MAX_RUN + 1];
+        for (r, a) in runs.iter_mut().zip(&self.runs) {
+            *r = a.load(Ordering::Relaxed);
+        }
+        Mix {
+            lone: self.lone.load(Ordering::Relaxed),
+            lone_bytes: self.lone_bytes.load(Ordering::Relaxed),
+            runs,
+            run_bytes: self.run_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counts of [`ReadMix`] (a snapshot, or the difference of two).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mix {
+    pub lone: u64,
+    pub lone_bytes: u64,
+    /// Segmented sends by their number of datagrams.
+    pub runs: [u64; MAX_RUN + 1],
+    pub run_bytes: u64,
+}
+
+impl Mix {
+    /// What was counted after `earlier`.
+    pub fn since(&self, earlier: &Mix) -> Mix {
+        let mut runs = [0u64; MAX_RUN + 1];
+        for ((r, a), b) in runs.iter_mut().zip(&self.runs).zip(&earlier.runs) {
+            *r = a.saturating_sub(*b);
+        }
+        Mix {
+            lone: self.lone.saturating_sub(earlier.lone),
+            lone_bytes: self.lone_bytes.saturating_sub(earlier.lone_bytes),
+            runs,
+            run_bytes: self.run_bytes.saturating_sub(earlier.run_bytes),
+        }
+    }
+
+    /// The same mix, `f` times as many of each send.
+    pub fn scaled(&self, f: f64) -> Mix {
+        let x = |n: u64| (n as f64 * f).round() as u64;
+        let mut runs = self.runs;
+        for r in runs.iter_mut() {
+            *r = x(*r);
+        }
+        Mix {
+            lone: x(self.lone),
+            lone_bytes: x(self.lone_bytes),
+            runs,
+            run_bytes: x(self.run_bytes),
+        }
+    }
+
+    /// Sends (skbs) and datagrams.
+    pub fn sends(&self) -> u64 {
+        self.lone + self.runs.iter().sum::<u64>()
+    }
+
+    pub fn datagrams(&self) -> u64 {
+        self.lone
+            + self
+                .runs
+                .iter()
+                .enumerate()
+                .map(|(k, n)| k as u64 * n)
+                .sum::<u64>()
+    }
+
+    /// The sends of this mix, as (datagrams, datagram size) each, in an order
+    /// that spreads every kind evenly (as a fan-out interleaves audio and video).
+    fn shapes(&self) -> Vec<(usize, usize)> {
+        let run_datagrams = self.datagrams() - self.lone;
+        let lone_size = (self.lone_bytes / self.lone.max(1)).max(1) as usize;
+        let run_size = (self.run_bytes / run_datagrams.max(1)).max(1) as usize;
+        let mut all: Vec<(f64, (usize, usize))> = Vec::new();
+        let mut add = |n: u64, shape: (usize, usize)| {
+            for i in 0..n {
+                all.push(((i as f64 + 0.5) / n as f64, shape));
+            }
+        };
+        add(self.lone, (1, lone_size));
+        for (k, &n) in self.runs.iter().enumerate().skip(2) {
+            add(n, (k, run_size));
+        }
+        all.sort_by(|a, b| a.0.total_cmp(&b.0));
+        all.into_iter().map(|(_, s)| s).collect()
+    }
+}
+
+/// The kernel's CPU for exactly the sends of a point's window: `per_second` of its [`Mix`]
+/// (scaled to one second) sent from one socket on `core` to one socket on another core with
+/// UDP GRO on (as the load tool's subscribers read), segmented sends as UDP GSO, eight
+/// messages a `sendmmsg` — a floor: the SFU sends each session's queue from its own socket.
+/// Returns the sending thread's CPU in µs and the share delivered (%).
+pub fn mix_floor(per_second: &Mix, core: usize) -> std::io::Result<(f64, f64)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let other = if cores > 1 { (core + 1) % cores } else { core };
+    let shapes = per_second.shapes();
+    std::thread::spawn(move || replay(&shapes, (core, other)))
+        .join()
+        .map_err(|_| std::io::Error::other("the replaying thread panicked"))?
+}
+
+fn replay(shapes: &[(usize, usize)], cores: (usize, usize)) -> std::io::Result<(f64, f64)> {
+    const BATCH: usize = 8;
+    pin(cores.0);
+    let tx = UdpSocket::bind("127.0.0.1:0")?;
+    let rx = UdpSocket::bind("127.0.0.1:0")?;
+    rx.set_nonblocking(true)?;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        if set_int_opt(rx.as_raw_fd(), libc::SOL_SOCKET, opt, 16 << 20).is_ok() {
+            break;
+        }
+    }
+    set_int_opt(rx.as_raw_fd(), libc::SOL_UDP, UDP_GRO, 1)?;
+    let std::net::SocketAddr::V4(to) = rx.local_addr()? else {
+        unreachable!("bound to IPv4")
+    };
+    let mut dest = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: to.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*to.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let drain = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            pin(cores.1);
+            let mut buf = vec![0u8; 65_536];
+            let mut got = 0usize;
+            let mut idle_after_stop = 0;
+            loop {
+                match rx.recv(&mut buf) {
+                    Ok(_) => {
+                        got += 1;
+                        continue;
+                    }
+                    Err(_) if stop.load(Ordering::Relaxed) => {
+                        idle_after_stop += 1;
+                        if idle_after_stop > 20 {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => std::thread::yield_now(),
+                }
+            }
+            got
+        })
+    };
+    let largest = shapes.iter().map(|s| s.0 * s.1).max().unwrap_or(1);
+    let payload = vec![0xabu8; largest];
+    let mut iov = [libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: 0,
+    }; BATCH];
+    let mut cmsgs = [[0u64; 4]; BATCH];
+    // SAFETY: an all-zero mmsghdr is a valid empty header.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    let fd = tx.as_raw_fd();
+    let wall = Instant::now();
+    let start = thread_cpu();
+    let mut i = 0;
+    while i < shapes.len() && wall.elapsed() < Duration::from_secs(20) {
+        let n = BATCH.min(shapes.len() - i);
+        for j in 0..n {
+            let (k, size) = shapes[i + j];
+            iov[j].iov_len = k * size;
+            let m = &mut msgs[j].msg_hdr;
+            m.msg_name = &mut dest as *mut libc::sockaddr_in as *mut libc::c_void;
+            m.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            m.msg_iov = &mut iov[j];
+            m.msg_iovlen = 1;
+            if k > 1 {
+                let c = cmsgs[j].as_mut_ptr() as *mut u8;
+                m.msg_control = c as *mut libc::c_void;
+                // SAFETY: 32 aligned bytes hold CMSG_SPACE of a u16.
+                unsafe {
+                    m.msg_controllen = libc::CMSG_SPACE(2) as _;
+                    let h = libc::CMSG_FIRSTHDR(m);
+                    (*h).cmsg_level = libc::SOL_UDP;
+                    (*h).cmsg_type = UDP_SEGMENT;
+                    (*h).cmsg_len = libc::CMSG_LEN(2) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(h) as *mut u16, size as u16);
+                }
+            } else {
+                m.msg_control = std::ptr::null_mut();
+                m.msg_controllen = 0;
+            }
+        }
+        // SAFETY: `msgs[..n]` point at live buffers, control space and the address.
+        let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as u32, 0) };
+        if r <= 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock && e.raw_os_error() != Some(libc::ENOBUFS)
+            {
+                stop.store(true, Ordering::Relaxed);
+                let _ = drain.join();
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
+        i += r as usize;
+    }
+    let cpu = thread_cpu() - start;
+    stop.store(true, Ordering::Relaxed);
+    let got = drain.join().unwrap_or(0);
+    Ok((
+        cpu.as_secs_f64() * 1e6,
+        100.0 * got as f64 / shapes.len().max(1) as f64,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mix_counts_sends_and_replays_them_evenly_spread() {
+        let reads = ReadMix::new();
+        // Two lone audio packets, one 5-packet frame (last shorter), one 2-packet frame.
+        reads.count(120, 120);
+        reads.count(100, 100);
+        reads.count(4 * 1_200 + 700, 1_200);
+        reads.count(2 * 1_000, 1_000);
+        let start = Mix {
+            lone: 0,
+            lone_bytes: 0,
+            runs: [0; MAX_RUN + 1],
+            run_bytes: 0,
+        };
+        let mix = reads.snapshot().since(&start);
+        assert_eq!((mix.lone, mix.lone_bytes), (2, 220));
+        assert_eq!((mix.runs[5], mix.runs[2]), (1, 1));
+        assert_eq!((mix.sends(), mix.datagrams()), (4, 9));
+        let twice = mix.scaled(2.0);
+        assert_eq!((twice.sends(), twice.datagrams()), (8, 18));
+        let shapes = twice.shapes();
+        assert_eq!(shapes.len(), 8);
+        // Averages: lone 110 bytes, runs (4,800 + 700 + 2,000) / 7 datagrams.
+        assert_eq!(shapes.iter().filter(|s| **s == (1, 110)).count(), 4);
+        assert_eq!(shapes.iter().filter(|s| **s == (5, 1_071)).count(), 2);
+        // Spread, not grouped: the lone sends are not all first.
+        assert_ne!(&shapes[..4], &[(1, 110); 4]);
     }
 }

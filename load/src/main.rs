@@ -364,6 +364,13 @@ struct Figures {
     load_cpu: f64,
     first_video_ms: (f64, f64),
     missing: usize,
+    /// The SFU's sends to the subscribers in the window, as their socket read them (skbs), and
+    /// the datagrams in them.
+    sends: u64,
+    datagrams: u64,
+    /// The kernel's CPU for those same sends replayed (`floor::mix_floor`) over the forwarded
+    /// packets: what this point costs here with no SFU at all, µs per forwarded packet.
+    floor_us: Option<f64>,
 }
 
 fn percentile(sorted: &[u32], q: f64) -> f64 {
@@ -539,8 +546,10 @@ async fn run_point(
     let fwd0 = sfu_metric(&http, &sfu.base, "edgemeet_sfu_forwarded_packets_total").await;
     let delay0 = sfu_histogram(&http, &sfu.base, DELAY).await;
     let (cpu0, me0, t0) = (cpu_time(pid), cpu_time(std::process::id()), Instant::now());
+    let mix0 = floor::READS.snapshot();
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     let (cpu1, me1, t1) = (cpu_time(pid), cpu_time(std::process::id()), Instant::now());
+    let mix = floor::READS.snapshot().since(&mix0);
     let fwd1 = sfu_metric(&http, &sfu.base, "edgemeet_sfu_forwarded_packets_total").await;
     let delay1 = sfu_histogram(&http, &sfu.base, DELAY).await;
     let stats = take_all(&ctxs[0]);
@@ -569,6 +578,23 @@ async fn run_point(
         ));
     };
     let forwarded = fwd1 - fwd0;
+    // Everything is stopped now: the same sends again, with nothing but the kernel on the
+    // SFU's core, one second's worth.
+    let floor_us = {
+        match floor::mix_floor(&mix.scaled(1.0 / wall), args.sfu_cpu) {
+            Ok((cpu_us, delivered)) if delivered >= 99.0 => {
+                Some(cpu_us / (forwarded / wall).max(1.0))
+            }
+            Ok((_, delivered)) => {
+                eprintln!("  the floor's replay delivered only {delivered:.1} %: not printed");
+                None
+            }
+            Err(e) => {
+                eprintln!("  the floor's replay failed: {e}");
+                None
+            }
+        }
+    };
     let sfu_cpu = cpu1.saturating_sub(cpu0).as_secs_f64() / wall;
     let us_per_packet = cpu1.saturating_sub(cpu0).as_secs_f64() * 1e6 / forwarded.max(1.0);
     let received: u64 = stats.iter().map(|s| s.packets).sum();
@@ -611,6 +637,9 @@ async fn run_point(
             firsts.last().copied().unwrap_or(0) as f64,
         ),
         missing,
+        sends: mix.sends(),
+        datagrams: mix.datagrams(),
+        floor_us,
     })
 }
 
@@ -706,12 +735,14 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
         }
     );
     println!(
-        "{:<12} {:>5} {:>7} {:>9} {:>8} {:>7} {:>10} {:>7} {:>12} {:>13} {:>11} {:>9} {:>12}",
+        "{:<12} {:>5} {:>7} {:>9} {:>8} {:>6} {:>6} {:>7} {:>10} {:>7} {:>12} {:>13} {:>11} {:>9} {:>12}",
         "point",
         "peers",
         "streams",
         "fwd pkt/s",
         "µs/pkt",
+        "floor",
+        "d/send",
         "SFU cpu",
         "streams/cpu",
         "loss %",
@@ -727,12 +758,14 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
             let f = run_point(&args, p, clips.clone()).await?;
             per_packet.push(f.us_per_packet);
             println!(
-            "{:<12} {:>5} {:>7} {:>9.0} {:>8.2} {:>6.1}% {:>10} {:>7.3} {:>5.2}/{:<5.2}ms {:>5.0}/{:<5.0}µs {:>11.2} {:>8.1}% {:>5.0}/{:<5.0}ms{}",
+            "{:<12} {:>5} {:>7} {:>9.0} {:>8.2} {:>6} {:>6.2} {:>6.1}% {:>10} {:>7.3} {:>5.2}/{:<5.2}ms {:>5.0}/{:<5.0}µs {:>11.2} {:>8.1}% {:>5.0}/{:<5.0}ms{}",
             f.label,
             f.peers,
             f.streams,
             f.pps,
             f.us_per_packet,
+            f.floor_us.map_or("-".to_string(), |u| format!("{u:.2}")),
+            f.datagrams as f64 / f.sends.max(1) as f64,
             f.sfu_cpu * 100.0,
             // Only when every stream flowed: otherwise the figure would flatter the SFU.
             if f.missing == 0 {
@@ -771,7 +804,10 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
     println!(
         "streams: camera streams forwarded (publisher → viewer, with its microphone); µs/pkt: SFU CPU \
          time / forwarded packets (audio and video); streams/cpu: streams one fully used core would \
-         forward at this cost; lat: send → receive inside this tool (both ends' webrtc-rs included; \
+         forward at this cost; floor: the kernel's CPU for the very sends (skbs) the subscribers \
+         read in the window, replayed afterwards from one socket with nothing else on the SFU's \
+         core, per forwarded packet — what this point costs here before any SFU work; d/send: \
+         datagrams per send (UDP GSO puts a frame's packets to one subscriber in one); lat: send → receive inside this tool (both ends' webrtc-rs included; \
          the subscribers drain their socket and sleep 0.2 ms between, so the SFU's sends do not \
          wake them — adds ~0.25 ms — unless --wake-receivers); \
          SFU: the SFU's own forwarding delay as each subscriber sees it, a packet's arrival at the \

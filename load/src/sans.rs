@@ -246,9 +246,6 @@ fn grow_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
     }
 }
 
-/// Linux's `UDP_GRO` socket option and control message (since 5.0).
-const UDP_GRO: libc::c_int = 104;
-
 /// Lets the kernel hand this socket a sender's segmented datagrams (UDP GSO) whole, as one read
 /// ([`recv_gro`] says the segment size): on loopback the receiving end's kernel path runs in
 /// the *sender's* context, so without this the SFU would be charged for splitting each of its
@@ -256,7 +253,7 @@ const UDP_GRO: libc::c_int = 104;
 /// never bills the sender for.
 fn enable_gro(socket: &UdpSocket) {
     use std::os::fd::AsRawFd;
-    let _ = crate::floor::set_int_opt(socket.as_raw_fd(), libc::SOL_UDP, UDP_GRO, 1);
+    let _ = crate::floor::set_int_opt(socket.as_raw_fd(), libc::SOL_UDP, crate::floor::UDP_GRO, 1);
 }
 
 /// One read: bytes, sender and the segment size (`n` itself for a single datagram).
@@ -288,7 +285,7 @@ fn recv_gro(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Socke
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == crate::floor::UDP_GRO {
                 let s = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int).max(0)
                     as usize;
                 if s > 0 {
@@ -475,6 +472,7 @@ fn run(
             match recv_gro(&socket, &mut buf) {
                 Ok((n, from, seg)) => {
                     read += 1;
+                    crate::floor::READS.count(n, seg);
                     let Some(s) = by_addr.get(&from).and_then(|i| sessions.get_mut(*i)) else {
                         continue;
                     };
