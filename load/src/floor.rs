@@ -471,6 +471,55 @@ fn replay(shapes: &[(usize, usize)], cores: (usize, usize)) -> std::io::Result<(
     ))
 }
 
+/// A thread pinned to a core at `SCHED_IDLE` that spins until dropped: the core never halts,
+/// and any other thread woken there preempts it at once (`--busy-core`). Its CPU is its own
+/// (this tool's), not the SFU's.
+pub struct BusyCore {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BusyCore {
+    pub fn start(core: usize) -> BusyCore {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("busy-core".into())
+                .spawn(move || {
+                    pin(core);
+                    let param = libc::sched_param { sched_priority: 0 };
+                    // SAFETY: 0 = the calling thread; a valid policy and parameter.
+                    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+                        eprintln!(
+                            "  --busy-core: SCHED_IDLE refused ({}): not spinning",
+                            std::io::Error::last_os_error()
+                        );
+                        return;
+                    }
+                    // No `spin_loop` (PAUSE): a hypervisor takes a vCPU that keeps pausing as
+                    // one waiting on a lock and deschedules it (pause-loop exiting), which is
+                    // just what this is here to prevent.
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
+                })
+                .ok()
+        };
+        BusyCore { stop, thread }
+    }
+}
+
+impl Drop for BusyCore {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,6 +90,13 @@ struct Args {
     /// default the thread drains its socket and sleeps on its own timer (see `sans::Receive`).
     #[arg(long)]
     wake_receivers: bool,
+    /// Keep the SFU's core out of idle while a point is measured: a thread on that core at
+    /// `SCHED_IDLE` spins, so it only ever takes what the SFU leaves and is not the SFU's CPU.
+    /// Measured at 5–15 % of a core, an SFU on this VM is woken from a halted vCPU ~250 times a
+    /// second and starts every turn cold; a core forwarding the 3,000 streams `streams/cpu`
+    /// extrapolates to would never halt. Each point measured so is labelled `busy`.
+    #[arg(long)]
+    busy_core: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -545,11 +552,13 @@ async fn run_point(
     let _ = take_all(&ctxs[0]);
     let fwd0 = sfu_metric(&http, &sfu.base, "edgemeet_sfu_forwarded_packets_total").await;
     let delay0 = sfu_histogram(&http, &sfu.base, DELAY).await;
+    let busy = args.busy_core.then(|| floor::BusyCore::start(args.sfu_cpu));
     let (cpu0, me0, t0) = (cpu_time(pid), cpu_time(std::process::id()), Instant::now());
     let mix0 = floor::READS.snapshot();
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     let (cpu1, me1, t1) = (cpu_time(pid), cpu_time(std::process::id()), Instant::now());
     let mix = floor::READS.snapshot().since(&mix0);
+    drop(busy);
     let fwd1 = sfu_metric(&http, &sfu.base, "edgemeet_sfu_forwarded_packets_total").await;
     let delay1 = sfu_histogram(&http, &sfu.base, DELAY).await;
     let stats = take_all(&ctxs[0]);
@@ -616,7 +625,11 @@ async fn run_point(
         .collect();
     firsts.sort_unstable();
     Ok(Figures {
-        label: point.label.clone(),
+        label: if args.busy_core {
+            format!("{} busy", point.label)
+        } else {
+            point.label.clone()
+        },
         peers,
         streams: want_video,
         pps: forwarded / wall,

@@ -118,6 +118,11 @@ enum Cmd {
         /// and sleeps on its own 0.2 ms timer.
         #[arg(long)]
         wake_receivers: bool,
+        /// Keep the SFU's core out of idle while measuring (a spinning thread at SCHED_IDLE on
+        /// it, not counted as the SFU's CPU): a vCPU that halts between the SFU's turns wakes
+        /// cold; a fully used core, which streams/cpu extrapolates to, never halts.
+        #[arg(long)]
+        busy_core: bool,
         /// Points: PxS (P publishers, S subscribers in one room), PxS@R (R rooms), +sim
         /// (simulcast with tile sizes). Default: 1x10 1x50 1x100 4x50 10x0@2+sim 1x300.
         points: Vec<String>,
@@ -166,6 +171,7 @@ fn main() -> ExitCode {
             srtp,
             record,
             wake_receivers,
+            busy_core,
             points,
         } => load(
             LoadOpts {
@@ -176,6 +182,7 @@ fn main() -> ExitCode {
                 rps,
                 record,
                 wake_receivers,
+                busy_core,
             },
             srtp.as_deref(),
             &points,
@@ -707,6 +714,7 @@ struct LoadOpts {
     rps: bool,
     record: bool,
     wake_receivers: bool,
+    busy_core: bool,
 }
 
 fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
@@ -718,6 +726,7 @@ fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
         rps,
         record,
         wake_receivers,
+        busy_core,
     } = o;
     let p = setup::Paths::new();
     if cmd::output(Command::new("vpxenc").arg("--help")).is_none() {
@@ -773,6 +782,9 @@ fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
     }
     if wake_receivers {
         c.arg("--wake-receivers");
+    }
+    if busy_core {
+        c.arg("--busy-core");
     }
     if let Some(srtp) = srtp {
         c.args(["--srtp", srtp]);
