@@ -56,23 +56,8 @@ fn measure(
         s.set_nonblocking(true)?;
         rx.push(s);
     }
-    let addrs: Vec<libc::sockaddr_in> = rx
-        .iter()
-        .map(|s| {
-            let a = s.local_addr().expect("bound");
-            let std::net::SocketAddr::V4(a) = a else {
-                unreachable!("bound to IPv4")
-            };
-            libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*a.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            }
-        })
-        .collect();
+    let addrs: Vec<libc::sockaddr_in> =
+        rx.iter().map(sockaddr_v4).collect::<std::io::Result<_>>()?;
     let stop = Arc::new(AtomicBool::new(false));
     let drain = {
         let stop = stop.clone();
@@ -132,24 +117,21 @@ fn measure(
             m.msg_hdr.msg_iovlen = 1;
         }
         // SAFETY: `msgs[..n]` point at live buffers and addresses for the duration of the call.
-        let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as u32, 0) };
+        let r = unsafe { send_or_wait(fd, &mut msgs[..n]) };
         if wall.elapsed() > Duration::from_secs(20) {
             break;
         }
-        if r <= 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::WouldBlock && e.raw_os_error() != Some(libc::ENOBUFS)
-            {
+        let r = match r {
+            Ok(0) => continue,
+            Ok(r) => r,
+            Err(e) => {
                 stop.store(true, Ordering::Relaxed);
                 let _ = drain.join();
                 return Err(e);
             }
-            // A full socket buffer: let the drain catch up.
-            std::thread::sleep(Duration::from_micros(50));
-            continue;
-        }
-        sent += r as usize * gso;
-        next = (next + r as usize) % receivers;
+        };
+        sent += r * gso;
+        next = (next + r) % receivers;
     }
     let cpu = thread_cpu() - start;
     stop.store(true, Ordering::Relaxed);
@@ -158,6 +140,43 @@ fn measure(
         cpu.as_secs_f64() * 1e6 / sent.max(1) as f64,
         100.0 * got as f64 / sent.max(1) as f64,
     ))
+}
+
+/// The IPv4 address `socket` is bound to, as the kernel takes it.
+fn sockaddr_v4(socket: &UdpSocket) -> std::io::Result<libc::sockaddr_in> {
+    let std::net::SocketAddr::V4(a) = socket.local_addr()? else {
+        return Err(std::io::Error::other("bound to IPv6"));
+    };
+    Ok(libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    })
+}
+
+/// One `sendmmsg` of `msgs`: how many went; 0 after a short wait when the socket buffer was
+/// full (the drain catches up); an error for anything else.
+///
+/// # Safety
+/// Every header in `msgs` points at live buffers, addresses and control space.
+unsafe fn send_or_wait(
+    fd: std::os::fd::RawFd,
+    msgs: &mut [libc::mmsghdr],
+) -> std::io::Result<usize> {
+    // SAFETY: the caller's promise.
+    let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+    if r > 0 {
+        return Ok(r as usize);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() != std::io::ErrorKind::WouldBlock && e.raw_os_error() != Some(libc::ENOBUFS) {
+        return Err(e);
+    }
+    std::thread::sleep(Duration::from_micros(50));
+    Ok(0)
 }
 
 /// Pins the calling thread to `core` (best effort: the figures say where it ran anyway).
@@ -369,17 +388,7 @@ fn replay(shapes: &[(usize, usize)], cores: (usize, usize)) -> std::io::Result<(
         }
     }
     set_int_opt(rx.as_raw_fd(), libc::SOL_UDP, UDP_GRO, 1)?;
-    let std::net::SocketAddr::V4(to) = rx.local_addr()? else {
-        unreachable!("bound to IPv4")
-    };
-    let mut dest = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: to.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*to.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
+    let mut dest = sockaddr_v4(&rx)?;
     let stop = Arc::new(AtomicBool::new(false));
     let drain = {
         let stop = stop.clone();
@@ -448,19 +457,14 @@ fn replay(shapes: &[(usize, usize)], cores: (usize, usize)) -> std::io::Result<(
             }
         }
         // SAFETY: `msgs[..n]` point at live buffers, control space and the address.
-        let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as u32, 0) };
-        if r <= 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::WouldBlock && e.raw_os_error() != Some(libc::ENOBUFS)
-            {
+        match unsafe { send_or_wait(fd, &mut msgs[..n]) } {
+            Ok(r) => i += r,
+            Err(e) => {
                 stop.store(true, Ordering::Relaxed);
                 let _ = drain.join();
                 return Err(e);
             }
-            std::thread::sleep(Duration::from_micros(50));
-            continue;
         }
-        i += r as usize;
     }
     let cpu = thread_cpu() - start;
     stop.store(true, Ordering::Relaxed);
