@@ -247,7 +247,8 @@ pub struct ReadMix {
     lone: AtomicU64,
     lone_bytes: AtomicU64,
     runs: [AtomicU64; MAX_RUN + 1],
-    run_bytes: AtomicU64,
+    /// Bytes of the runs of each length (each replays at its own datagram size).
+    run_bytes: [AtomicU64; MAX_RUN + 1],
 }
 
 impl ReadMix {
@@ -256,7 +257,7 @@ impl ReadMix {
             lone: AtomicU64::new(0),
             lone_bytes: AtomicU64::new(0),
             runs: [const { AtomicU64::new(0) }; MAX_RUN + 1],
-            run_bytes: AtomicU64::new(0),
+            run_bytes: [const { AtomicU64::new(0) }; MAX_RUN + 1],
         }
     }
 
@@ -268,20 +269,24 @@ impl ReadMix {
             self.lone_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         } else {
             self.runs[k].fetch_add(1, Ordering::Relaxed);
-            self.run_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            self.run_bytes[k].fetch_add(bytes as u64, Ordering::Relaxed);
         }
     }
 
     pub fn snapshot(&self) -> Mix {
-        let mut runs = [0u64; MAX_RUN + 1];
-        for (r, a) in runs.iter_mut().zip(&self.runs) {
-            *r = a.load(Ordering::Relaxed);
-        }
+        let load = |a: &[AtomicU64; MAX_RUN + 1]| {
+            let mut v = [0u64; MAX_RUN + 1];
+            for (r, a) in v.iter_mut().zip(a) {
+                *r = a.load(Ordering::Relaxed);
+            }
+            v
+        };
+        let runs = load(&self.runs);
         Mix {
             lone: self.lone.load(Ordering::Relaxed),
             lone_bytes: self.lone_bytes.load(Ordering::Relaxed),
             runs,
-            run_bytes: self.run_bytes.load(Ordering::Relaxed),
+            run_bytes: load(&self.run_bytes),
         }
     }
 }
@@ -293,36 +298,25 @@ pub struct Mix {
     pub lone_bytes: u64,
     /// Segmented sends by their number of datagrams.
     pub runs: [u64; MAX_RUN + 1],
-    pub run_bytes: u64,
+    pub run_bytes: [u64; MAX_RUN + 1],
 }
 
 impl Mix {
     /// What was counted after `earlier`.
     pub fn since(&self, earlier: &Mix) -> Mix {
-        let mut runs = [0u64; MAX_RUN + 1];
-        for ((r, a), b) in runs.iter_mut().zip(&self.runs).zip(&earlier.runs) {
-            *r = a.saturating_sub(*b);
-        }
+        let minus = |a: &[u64; MAX_RUN + 1], b: &[u64; MAX_RUN + 1]| {
+            let mut v = [0u64; MAX_RUN + 1];
+            for ((r, a), b) in v.iter_mut().zip(a).zip(b) {
+                *r = a.saturating_sub(*b);
+            }
+            v
+        };
+        let runs = minus(&self.runs, &earlier.runs);
         Mix {
             lone: self.lone.saturating_sub(earlier.lone),
             lone_bytes: self.lone_bytes.saturating_sub(earlier.lone_bytes),
             runs,
-            run_bytes: self.run_bytes.saturating_sub(earlier.run_bytes),
-        }
-    }
-
-    /// The same mix, `f` times as many of each send.
-    pub fn scaled(&self, f: f64) -> Mix {
-        let x = |n: u64| (n as f64 * f).round() as u64;
-        let mut runs = self.runs;
-        for r in runs.iter_mut() {
-            *r = x(*r);
-        }
-        Mix {
-            lone: x(self.lone),
-            lone_bytes: x(self.lone_bytes),
-            runs,
-            run_bytes: x(self.run_bytes),
+            run_bytes: minus(&self.run_bytes, &earlier.run_bytes),
         }
     }
 
@@ -344,9 +338,7 @@ impl Mix {
     /// The sends of this mix, as (datagrams, datagram size) each, in an order
     /// that spreads every kind evenly (as a fan-out interleaves audio and video).
     fn shapes(&self) -> Vec<(usize, usize)> {
-        let run_datagrams = self.datagrams() - self.lone;
         let lone_size = (self.lone_bytes / self.lone.max(1)).max(1) as usize;
-        let run_size = (self.run_bytes / run_datagrams.max(1)).max(1) as usize;
         let mut all: Vec<(f64, (usize, usize))> = Vec::new();
         let mut add = |n: u64, shape: (usize, usize)| {
             for i in 0..n {
@@ -355,22 +347,23 @@ impl Mix {
         };
         add(self.lone, (1, lone_size));
         for (k, &n) in self.runs.iter().enumerate().skip(2) {
-            add(n, (k, run_size));
+            let size = (self.run_bytes[k] / (k as u64 * n).max(1)).max(1) as usize;
+            add(n, (k, size));
         }
         all.sort_by(|a, b| a.0.total_cmp(&b.0));
         all.into_iter().map(|(_, s)| s).collect()
     }
 }
 
-/// The kernel's CPU for exactly the sends of a point's window: `per_second` of its [`Mix`]
-/// (scaled to one second) sent from one socket on `core` to one socket on another core with
+/// The kernel's CPU for exactly the sends of a point's window (its [`Mix`], all of it: no
+/// rounding of rare kinds such as keyframe runs) sent from one socket on `core` to one socket on another core with
 /// UDP GRO on (as the load tool's subscribers read), segmented sends as UDP GSO, eight
 /// messages a `sendmmsg` — a floor: the SFU sends each session's queue from its own socket.
 /// Returns the sending thread's CPU in µs and the share delivered (%).
-pub fn mix_floor(per_second: &Mix, core: usize) -> std::io::Result<(f64, f64)> {
+pub fn mix_floor(mix: &Mix, core: usize) -> std::io::Result<(f64, f64)> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let other = if cores > 1 { (core + 1) % cores } else { core };
-    let shapes = per_second.shapes();
+    let shapes = mix.shapes();
     std::thread::spawn(move || replay(&shapes, (core, other)))
         .join()
         .map_err(|_| std::io::Error::other("the replaying thread panicked"))?
@@ -480,7 +473,7 @@ fn replay(shapes: &[(usize, usize)], cores: (usize, usize)) -> std::io::Result<(
 /// (this tool's), not the SFU's.
 pub struct BusyCore {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Duration>>,
 }
 
 impl BusyCore {
@@ -499,19 +492,32 @@ impl BusyCore {
                             "  --busy-core: SCHED_IDLE refused ({}): not spinning",
                             std::io::Error::last_os_error()
                         );
-                        return;
+                        return Duration::ZERO;
                     }
                     // No `spin_loop` (PAUSE): a hypervisor takes a vCPU that keeps pausing as
                     // one waiting on a lock and deschedules it (pause-loop exiting), which is
                     // just what this is here to prevent.
+                    let start = thread_cpu();
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         n = std::hint::black_box(n.wrapping_add(1));
                     }
+                    thread_cpu() - start
                 })
                 .ok()
         };
         BusyCore { stop, thread }
+    }
+}
+
+impl BusyCore {
+    /// Stops spinning; returns the CPU the spinning took (this tool's, to leave out of its own).
+    pub fn stop(mut self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
     }
 }
 
@@ -540,20 +546,19 @@ mod tests {
             lone: 0,
             lone_bytes: 0,
             runs: [0; MAX_RUN + 1],
-            run_bytes: 0,
+            run_bytes: [0; MAX_RUN + 1],
         };
         let mix = reads.snapshot().since(&start);
         assert_eq!((mix.lone, mix.lone_bytes), (2, 220));
         assert_eq!((mix.runs[5], mix.runs[2]), (1, 1));
         assert_eq!((mix.sends(), mix.datagrams()), (4, 9));
-        let twice = mix.scaled(2.0);
-        assert_eq!((twice.sends(), twice.datagrams()), (8, 18));
-        let shapes = twice.shapes();
-        assert_eq!(shapes.len(), 8);
-        // Averages: lone 110 bytes, runs (4,800 + 700 + 2,000) / 7 datagrams.
-        assert_eq!(shapes.iter().filter(|s| **s == (1, 110)).count(), 4);
-        assert_eq!(shapes.iter().filter(|s| **s == (5, 1_071)).count(), 2);
+        let shapes = mix.shapes();
+        assert_eq!(shapes.len(), 4);
+        // Averages: lone 110 bytes; each run length at its own size (5,500 / 5, 2,000 / 2).
+        assert_eq!(shapes.iter().filter(|s| **s == (1, 110)).count(), 2);
+        assert_eq!(shapes.iter().filter(|s| **s == (5, 1_100)).count(), 1);
+        assert_eq!(shapes.iter().filter(|s| **s == (2, 1_000)).count(), 1);
         // Spread, not grouped: the lone sends are not all first.
-        assert_ne!(&shapes[..4], &[(1, 110); 4]);
+        assert_ne!(&shapes[..2], &[(1, 110); 2]);
     }
 }

@@ -375,8 +375,8 @@ struct Figures {
     /// the datagrams in them.
     sends: u64,
     datagrams: u64,
-    /// The kernel's CPU for those same sends replayed (`floor::mix_floor`) over the forwarded
-    /// packets: what this point costs here with no SFU at all, µs per forwarded packet.
+    /// The kernel's CPU for those same sends replayed (`floor::mix_floor`), per datagram: what
+    /// this point costs here with no SFU at all.
     floor_us: Option<f64>,
 }
 
@@ -558,7 +558,8 @@ async fn run_point(
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     let (cpu1, me1, t1) = (cpu_time(pid), cpu_time(std::process::id()), Instant::now());
     let mix = floor::READS.snapshot().since(&mix0);
-    drop(busy);
+    // The spinner is this tool's CPU but not its work: left out of `load cpu`.
+    let spun = busy.map(floor::BusyCore::stop).unwrap_or_default();
     let fwd1 = sfu_metric(&http, &sfu.base, "edgemeet_sfu_forwarded_packets_total").await;
     let delay1 = sfu_histogram(&http, &sfu.base, DELAY).await;
     let stats = take_all(&ctxs[0]);
@@ -587,12 +588,16 @@ async fn run_point(
         ));
     };
     let forwarded = fwd1 - fwd0;
-    // Everything is stopped now: the same sends again, with nothing but the kernel on the
-    // SFU's core, one second's worth.
-    let floor_us = {
-        match floor::mix_floor(&mix.scaled(1.0 / wall), args.sfu_cpu) {
+    // Everything is stopped now: the window's sends again, with nothing but the kernel on the
+    // SFU's core. Per datagram replayed: the SFU's sends to its publishers (webrtc-rs peers,
+    // not this socket) are in `forwarded` but not in the mix. No subscriber (a 10x0 point):
+    // nothing to replay.
+    let floor_us = if mix.sends() == 0 {
+        None
+    } else {
+        match floor::mix_floor(&mix, args.sfu_cpu) {
             Ok((cpu_us, delivered)) if delivered >= 99.0 => {
-                Some(cpu_us / (forwarded / wall).max(1.0))
+                Some(cpu_us / mix.datagrams().max(1) as f64)
             }
             Ok((_, delivered)) => {
                 eprintln!("  the floor's replay delivered only {delivered:.1} %: not printed");
@@ -644,7 +649,7 @@ async fn run_point(
             histogram_quantile(&delay0, &delay1, 0.99) * 1e6,
         ),
         rss_per_peer_mb: rss.saturating_sub(rss_idle) as f64 / peers as f64 / 1_048_576.0,
-        load_cpu: me1.saturating_sub(me0).as_secs_f64() / wall,
+        load_cpu: me1.saturating_sub(me0).saturating_sub(spun).as_secs_f64() / wall,
         first_video_ms: (
             percentile(&firsts, 0.5),
             firsts.last().copied().unwrap_or(0) as f64,
@@ -819,7 +824,7 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
          time / forwarded packets (audio and video); streams/cpu: streams one fully used core would \
          forward at this cost; floor: the kernel's CPU for the very sends (skbs) the subscribers \
          read in the window, replayed afterwards from one socket with nothing else on the SFU's \
-         core, per forwarded packet — what this point costs here before any SFU work; d/send: \
+         core, per datagram — what this point costs here before any SFU work; d/send: \
          datagrams per send (UDP GSO puts a frame's packets to one subscriber in one); lat: send → receive inside this tool (both ends' webrtc-rs included; \
          the subscribers drain their socket and sleep 0.2 ms between, so the SFU's sends do not \
          wake them — adds ~0.25 ms — unless --wake-receivers); \
