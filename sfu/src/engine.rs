@@ -594,7 +594,7 @@ struct Session {
     room: String,
     peer: String,
     pc: RTCPeerConnection,
-    socket: UdpSocket,
+    socket: Sockets,
     local: SocketAddr,
     /// When its timers want to run.
     next: Option<Instant>,
@@ -629,6 +629,28 @@ struct Session {
     published: HashMap<String, TrackId>,
     /// Our local tracks on it (by track id) → the reception each carries.
     sending: HashMap<String, SubId>,
+}
+
+/// A session's port ([`udp_batch::bind_split`]): `rx`, on the worker's poller, receives; `tx`,
+/// on no poller, sends (so freeing each sent skb wakes no poller); without `tx`, `rx` sends.
+struct Sockets {
+    rx: UdpSocket,
+    tx: Option<std::net::UdpSocket>,
+}
+
+impl Sockets {
+    fn send_fd(&self) -> std::os::fd::RawFd {
+        self.tx
+            .as_ref()
+            .map_or_else(|| self.rx.as_raw_fd(), |t| t.as_raw_fd())
+    }
+
+    fn send_to(&self, data: &[u8], to: SocketAddr) {
+        let _ = match &self.tx {
+            Some(t) => t.send_to(data, to),
+            None => self.rx.send_to(data, to),
+        };
+    }
 }
 
 /// A connection check's session's limits.
@@ -973,7 +995,7 @@ fn flush_queue(dst: &mut Session, delay: &mut LocalHistogram) {
     for (r, &(a, b)) in refs.iter_mut().zip(&dst.queue.spans) {
         *r = &dst.queue.data[a..b];
     }
-    let sent = udp_batch::send_batch(dst.socket.as_raw_fd(), remote, &refs[..n]);
+    let sent = udp_batch::send_batch(dst.socket.send_fd(), remote, &refs[..n]);
     delay.observe(
         udp_batch::realtime_now()
             .saturating_sub(dst.queue.oldest)
@@ -1426,8 +1448,10 @@ impl Worker {
             let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
                 return false;
             };
-            let (n, from, rx_at) = match udp_batch::recv_timed(s.socket.as_raw_fd(), &mut self.buf)
-            {
+            let (n, from, rx_at) = match udp_batch::recv_timed(
+                s.socket.rx.as_raw_fd(),
+                &mut self.buf,
+            ) {
                 Ok(r) => r,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
@@ -1486,7 +1510,7 @@ impl Worker {
             return;
         };
         while let Some(out) = s.pc.poll_write() {
-            let _ = s.socket.send_to(&out.message, out.transport.peer_addr);
+            s.socket.send_to(&out.message, out.transport.peer_addr);
         }
     }
 
@@ -2614,17 +2638,18 @@ impl Worker {
         }
     }
 
-    fn bind(&mut self) -> Result<(UdpSocket, SocketAddr), MediaError> {
+    fn bind(&mut self) -> Result<(Sockets, SocketAddr), MediaError> {
         let (lo, hi) = self.cfg.udp_ports;
         let span = (hi - lo) as u32 + 1;
         for _ in 0..span.min(64) {
             let port = lo as u32 + (self.next_port - lo as u32) % span;
             self.next_port = self.next_port.wrapping_add(1);
             let addr = SocketAddr::new(self.cfg.media_ip, port as u16);
-            if let Ok(s) = UdpSocket::bind(addr) {
+            if let Ok((rx, tx)) = udp_batch::bind_split(addr) {
                 // For the forwarding delay metric; without it the delay starts at the read.
-                let _ = udp_batch::enable_rx_timestamps(s.as_raw_fd());
-                return Ok((s, addr));
+                let _ = udp_batch::enable_rx_timestamps(rx.as_raw_fd());
+                let rx = UdpSocket::from_std(rx);
+                return Ok((Sockets { rx, tx }, addr));
             }
         }
         Err(MediaError::NoPort(lo, hi))
@@ -2671,7 +2696,7 @@ impl Worker {
         &mut self,
         desc: RTCSessionDescription,
         now: Instant,
-    ) -> Result<(UdpSocket, SocketAddr, RTCPeerConnection, String), MediaError> {
+    ) -> Result<(Sockets, SocketAddr, RTCPeerConnection, String), MediaError> {
         let (socket, local) = self.bind()?;
         let mut pc = self.build_pc(local, now)?;
         let answer = (|| {
@@ -2729,10 +2754,10 @@ impl Worker {
             self.sessions.len() - 1
         });
         let mut socket = socket;
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut socket, Token(slot), Interest::READABLE)
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut socket.rx, Token(slot), Interest::READABLE)
         {
             // Nothing changed: a session it had goes on.
             self.free.push(slot);
@@ -2820,10 +2845,10 @@ impl Worker {
             self.sessions.push(None);
             self.sessions.len() - 1
         });
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut socket, Token(slot), Interest::READABLE)
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut socket.rx, Token(slot), Interest::READABLE)
         {
             self.free.push(slot);
             let _ = pc.close();
@@ -3030,9 +3055,9 @@ impl Worker {
         self.counts.dropped_packets += s.refused + s.queue.len() as u64;
         let _ = s.pc.close();
         while let Some(out) = s.pc.poll_write() {
-            let _ = s.socket.send_to(&out.message, out.transport.peer_addr);
+            s.socket.send_to(&out.message, out.transport.peer_addr);
         }
-        let _ = self.poll.registry().deregister(&mut s.socket);
+        let _ = self.poll.registry().deregister(&mut s.socket.rx);
         for id in s.published.values() {
             // A recorded track's file ends with it (the core's RecordTrackEnd for it comes after
             // the track is gone from here).

@@ -9,7 +9,7 @@
 
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Most datagrams in one call (and in one GSO run: the kernel's `UDP_MAX_SEGMENTS` is 64).
@@ -196,6 +196,72 @@ fn send(fd: RawFd, to: SocketAddr, packets: &[&[u8]], gso: bool) -> usize {
     delivered
 }
 
+/// A session's port as two sockets on it: `rx`, bound first and alone (a port another session
+/// holds is refused, as before), receives every datagram sent to the port; `tx`, bound to the
+/// same port after it (`SO_REUSEPORT`, with a classic BPF program on the pair that always picks
+/// the group's first socket, `rx`), sends. Only `rx` is registered with the poller: Linux wakes
+/// the waiters on a socket's wait queue every time one of its sent skbs is freed (`sock_wfree`,
+/// write space), and on a socket the poller watches that was epoll's entry for every skb sent —
+/// ~0.2 µs each on this machine's loopback, ~3 % of the SFU's CPU at 1x100 in `perf`. Both are
+/// non-blocking. `tx` is `None` where the kernel refuses the pair (then `rx` sends too).
+pub fn bind_split(
+    addr: SocketAddr,
+) -> std::io::Result<(std::net::UdpSocket, Option<std::net::UdpSocket>)> {
+    let rx = std::net::UdpSocket::bind(addr)?;
+    rx.set_nonblocking(true)?;
+    match sender_beside(&rx) {
+        Ok(tx) => Ok((rx, Some(tx))),
+        Err(e) => {
+            // Nothing may join this port later.
+            let _ = socket2::SockRef::from(&rx).set_reuse_port(false);
+            if SPLIT_OK.swap(false, Ordering::Relaxed) {
+                tracing::info!(error = %e, "no separate sending socket per session: each session sends on the socket it receives on");
+            }
+            Ok((rx, None))
+        }
+    }
+}
+
+/// Said once: the kernel refused a sending socket beside a session's receiving one.
+static SPLIT_OK: AtomicBool = AtomicBool::new(true);
+
+fn sender_beside(rx: &std::net::UdpSocket) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, SockRef, Socket, Type};
+    let local = rx.local_addr()?;
+    SockRef::from(rx).set_reuse_port(true)?;
+    let tx = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
+    tx.set_reuse_port(true)?;
+    tx.set_nonblocking(true)?;
+    tx.bind(&local.into())?;
+    // `return 0`: every datagram to the port goes to the group's socket 0, `rx`.
+    let code = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let prog = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `code`, both alive for the call; the kernel copies the program.
+    let r = unsafe {
+        libc::setsockopt(
+            rx.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            &prog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // It reads nothing: the smallest receive buffer the kernel allows.
+    let _ = tx.set_recv_buffer_size(0);
+    Ok(tx.into())
+}
+
 /// Asks the kernel to stamp each datagram the socket receives with the time it arrived
 /// (`SO_TIMESTAMPNS`, the realtime clock), read back by [`recv_timed`].
 pub fn enable_rx_timestamps(fd: RawFd) -> std::io::Result<()> {
@@ -301,7 +367,6 @@ fn socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn a_datagram_comes_with_when_the_kernel_received_it() {
@@ -374,6 +439,43 @@ mod tests {
         for p in &packets {
             let n = rx.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], p.as_slice());
+        }
+    }
+
+    #[test]
+    fn a_split_port_receives_on_one_socket_and_sends_from_the_same_port_on_the_other() {
+        let (rx, tx) = bind_split("127.0.0.1:0".parse().unwrap()).unwrap();
+        let tx = tx.expect("this kernel takes a sending socket beside the receiving one");
+        let port = rx.local_addr().unwrap();
+        assert_eq!(tx.local_addr().unwrap(), port);
+        // A port a session holds is still refused to anyone else binding it.
+        assert!(std::net::UdpSocket::bind(port).is_err());
+        // From many source ports (the reuseport group would spread them by hash): all to `rx`.
+        let peers: Vec<_> = (0..40)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for (i, p) in peers.iter().enumerate() {
+            p.send_to(&[i as u8], port).unwrap();
+        }
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        while let Ok((n, from)) = rx.recv_from(&mut buf) {
+            assert_eq!(n, 1);
+            assert_eq!(from, peers[buf[0] as usize].local_addr().unwrap());
+            got.push(buf[0]);
+        }
+        got.sort_unstable();
+        assert_eq!(got, (0..40).collect::<Vec<u8>>());
+        assert!(
+            tx.recv_from(&mut buf).is_err(),
+            "the sending socket got a datagram"
+        );
+        // What `tx` sends comes from the session's port, batched or not.
+        let to = peers[0].local_addr().unwrap();
+        assert_eq!(send_batch(tx.as_raw_fd(), to, &[b"a", b"bb"]), 2);
+        for want in [&b"a"[..], &b"bb"[..]] {
+            let (n, from) = peers[0].recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (want, port));
         }
     }
 }
