@@ -634,8 +634,9 @@ struct Session {
 /// A session's port ([`udp_batch::bind_split`]): `rx`, on the worker's poller, receives; `tx`,
 /// on no poller, sends (so freeing each sent skb wakes no poller); without `tx`, `rx` sends.
 struct Sockets {
-    rx: UdpSocket,
+    // Declared (so dropped) first: while `rx` lives, nothing reaches `tx`.
     tx: Option<std::net::UdpSocket>,
+    rx: UdpSocket,
 }
 
 impl Sockets {

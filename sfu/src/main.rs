@@ -26,6 +26,32 @@ const DRAIN_NOTICE_AGAIN: std::time::Duration = std::time::Duration::from_secs(2
 const DEFAULT_LOG: &str =
     "info,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error,rtc_sctp=error,rtc_rtp=error,rtc_rtcp=error";
 
+/// Each media session holds two sockets (`udp_batch::bind_split`): at full capacity, with
+/// connection checks, that passes the usual soft limit of 1,024 open files. Raised to the hard
+/// limit, which a supervisor sets.
+fn raise_open_files_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+                tracing::warn!(
+                    soft = l.rlim_cur,
+                    hard = l.rlim_max,
+                    "could not raise the open files limit"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let filter =
@@ -53,6 +79,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    raise_open_files_limit();
     tracing::info!(id = %config.id, region = %config.region, listen = %config.listen, public_url = %config.public_url,
         edge = config.edge_url.as_deref().unwrap_or("-"), "SFU starting");
     let state = AppState::new(config);

@@ -232,6 +232,9 @@ fn sender_beside(rx: &std::net::UdpSocket) -> std::io::Result<std::net::UdpSocke
     let tx = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
     tx.set_reuse_port(true)?;
     tx.set_nonblocking(true)?;
+    // It reads nothing (but what reaches it before the program below is attached): the smallest
+    // receive buffer the kernel allows.
+    let _ = tx.set_recv_buffer_size(0);
     tx.bind(&local.into())?;
     // `return 0`: every datagram to the port goes to the group's socket 0, `rx`.
     let code = [libc::sock_filter {
@@ -257,8 +260,6 @@ fn sender_beside(rx: &std::net::UdpSocket) -> std::io::Result<std::net::UdpSocke
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // It reads nothing: the smallest receive buffer the kernel allows.
-    let _ = tx.set_recv_buffer_size(0);
     Ok(tx.into())
 }
 
@@ -451,15 +452,25 @@ mod tests {
         // A port a session holds is still refused to anyone else binding it.
         assert!(std::net::UdpSocket::bind(port).is_err());
         // From many source ports (the reuseport group would spread them by hash): all to `rx`.
+        let wait = Some(std::time::Duration::from_secs(5));
         let peers: Vec<_> = (0..40)
-            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .map(|_| {
+                let p = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                p.set_read_timeout(wait).unwrap();
+                p
+            })
             .collect();
         for (i, p) in peers.iter().enumerate() {
             p.send_to(&[i as u8], port).unwrap();
         }
         let mut buf = [0u8; 64];
         let mut got = Vec::new();
-        while let Ok((n, from)) = rx.recv_from(&mut buf) {
+        rx.set_nonblocking(false).unwrap();
+        rx.set_read_timeout(wait).unwrap();
+        while got.len() < 40 {
+            let (n, from) = rx
+                .recv_from(&mut buf)
+                .expect("all 40 on the receiving socket");
             assert_eq!(n, 1);
             assert_eq!(from, peers[buf[0] as usize].local_addr().unwrap());
             got.push(buf[0]);
