@@ -346,7 +346,10 @@ impl Call {
                     .await
                     .map_err(err)?;
             }
-            ServerMessage::Offer { sdp: offer } => {
+            ServerMessage::Offer {
+                sdp: offer,
+                generation,
+            } => {
                 let init = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
                 init.set_sdp(&offer);
                 JsFuture::from(pc.set_remote_description(&init))
@@ -361,7 +364,7 @@ impl Call {
                 let edited = answer_with_capture_time(&offer, &sdp);
                 set_local(&pc, RtcSdpType::Answer, &edited, &sdp).await?;
                 let sdp = pc.local_description().map(|d| d.sdp()).unwrap_or(sdp);
-                (self.0.send)(ClientMessage::Answer { sdp });
+                (self.0.send)(ClientMessage::Answer { sdp, generation });
             }
             _ => {}
         }

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use edgemeet_shared::control;
 use edgemeet_shared::error::{ErrorCode, WireError};
 use edgemeet_shared::protocol::{
-    BlockBody, OfferBody, RecordBody, ScopesBody, SdpBody, ServerMessage, SfuDraining, SfuEvent,
+    AnswerBody, BlockBody, OfferBody, RecordBody, ScopesBody, ServerMessage, SfuDraining, SfuEvent,
     SfuSignal, ViewsBody, MAX_FRAME_BYTES,
 };
 use edgemeet_shared::region::SfuChoice;
@@ -601,10 +601,10 @@ impl RoomObject {
                 format!("/v1/rooms/{room}/recording"),
                 to_json(&RecordBody { version, recording }),
             ),
-            SfuCall::Answer { sdp } => (
+            SfuCall::Answer { sdp, generation } => (
                 Method::Post,
                 format!("{base}/answer"),
-                to_json(&SdpBody { sdp }),
+                to_json(&AnswerBody { sdp, generation }),
             ),
             SfuCall::Leave => (Method::Delete, base, String::new()),
             SfuCall::Views { views } => (
@@ -912,6 +912,7 @@ impl DurableObject for RoomObject {
                             participant: signal.participant,
                             sdp: signal.sdp,
                             sfu: signal.sfu,
+                            generation: signal.generation,
                         },
                     )
                     .await?;

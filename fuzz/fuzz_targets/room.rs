@@ -52,6 +52,7 @@ fn message(u: &mut Unstructured) -> arbitrary::Result<ClientMessage> {
         },
         5 => ClientMessage::Answer {
             sdp: u.arbitrary()?,
+            generation: u.arbitrary()?,
         },
         6 => ClientMessage::MediaFailed {},
         7 => ClientMessage::Views {

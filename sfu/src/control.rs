@@ -27,8 +27,8 @@ use axum::Json;
 use edgemeet_shared::control as signing;
 use edgemeet_shared::netcheck::{check_probe, ProbeAnswers, ProbeRequest};
 use edgemeet_shared::protocol::{
-    normalize_room_name, valid_recording_id, BlockBody, ErrorCode, OfferBody, RecordBody,
-    ScopesBody, SdpBody, ViewsBody, WireError, MAX_VIEWS,
+    normalize_room_name, valid_recording_id, AnswerBody, BlockBody, ErrorCode, OfferBody,
+    RecordBody, ScopesBody, SdpBody, ViewsBody, WireError, MAX_VIEWS,
 };
 
 use crate::AppState;
@@ -103,15 +103,6 @@ fn check(
         return Err(error(ErrorCode::BadRequest, "bad participant id"));
     }
     Ok(())
-}
-
-fn sdp_body(body: &[u8]) -> Result<SdpBody, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        error(
-            ErrorCode::BadRequest,
-            format!("body must be {{\"sdp\": …}}: {e}"),
-        )
-    })
 }
 
 pub async fn offer(
@@ -199,11 +190,16 @@ pub async fn answer(
     if let Err(r) = check(&s, &method, &uri, &headers, &body, &room, &id) {
         return r;
     }
-    let req = match sdp_body(&body) {
+    let req: AnswerBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => {
+            return error(
+                ErrorCode::BadRequest,
+                format!("body must be {{\"sdp\": …, \"generation\": …}}: {e}"),
+            )
+        }
     };
-    match s.media.answer(&room, &id, req.sdp).await {
+    match s.media.answer(&room, &id, req.sdp, req.generation).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
             // A refused answer leaves the participant without what that offer added (a new

@@ -141,6 +141,7 @@ impl EdgeLink {
         room: &str,
         participant: &str,
         sdp: String,
+        generation: u64,
     ) -> Result<(), EdgeCallError> {
         let edge = self
             .edge_url
@@ -151,6 +152,7 @@ impl EdgeLink {
             participant: participant.into(),
             sdp,
             sfu: Some(self.id.clone()),
+            generation,
         })
         .map_err(|e| EdgeCallError::Request(e.to_string()))?;
         crate::heartbeat::post_signed(&self.http, edge, &self.control_secret, SIGNAL_PATH, body)

@@ -92,7 +92,7 @@ use crate::record::track::{RecCodec, RecPacket};
 use crate::record::{RecMsg, RecorderHandle};
 use crate::rtcp_up::RtcpToApplication;
 use crate::rtp_out::{write_header, CaptureExt};
-use crate::sfu_core::{block_bit, Input, Output, SfuCore, SubId, TrackId};
+use crate::sfu_core::{block_bit, AnswerFit, Input, Output, SfuCore, SubId, TrackId};
 use crate::srtp_out::{fill_tags_across, Edit, PendingTag, Roc, SrtpOut};
 use crate::udp_batch;
 
@@ -130,6 +130,7 @@ enum Cmd {
         room: String,
         peer: String,
         sdp: String,
+        generation: u64,
         reply: Reply<()>,
     },
     Views {
@@ -393,11 +394,18 @@ impl Engine {
             .map_err(|_| MediaError::Webrtc("the media engine has stopped".into()))?
     }
 
-    pub async fn answer(&self, room: &str, id: &str, sdp: String) -> Result<(), MediaError> {
+    pub async fn answer(
+        &self,
+        room: &str,
+        id: &str,
+        sdp: String,
+        generation: u64,
+    ) -> Result<(), MediaError> {
         self.call(room, |reply| Cmd::Answer {
             room: room.into(),
             peer: id.into(),
             sdp,
+            generation,
             reply,
         })
         .await
@@ -559,7 +567,7 @@ async fn edge_task(
                 let (edge, engine) = (edge.clone(), engine.clone());
                 tokio::spawn(async move {
                     let target = room.clone();
-                    let input = match edge.send_offer(&room, &peer, sdp).await {
+                    let input = match edge.send_offer(&room, &peer, sdp, generation).await {
                         Ok(()) => Input::OfferDelivered {
                             room,
                             peer,
@@ -2529,9 +2537,10 @@ impl Worker {
                 room,
                 peer,
                 sdp,
+                generation,
                 reply,
             } => {
-                let r = self.answer(&room, &peer, sdp);
+                let r = self.answer(&room, &peer, sdp, generation);
                 let _ = reply.send(r);
             }
             Cmd::Views {
@@ -2912,7 +2921,13 @@ impl Worker {
         self.members.keys().any(|(r, _)| r == room)
     }
 
-    fn answer(&mut self, room: &str, peer: &str, sdp: String) -> Result<(), MediaError> {
+    fn answer(
+        &mut self,
+        room: &str,
+        peer: &str,
+        sdp: String,
+        generation: u64,
+    ) -> Result<(), MediaError> {
         let slot = self
             .members
             .get(&(room.to_string(), peer.to_string()))
@@ -2925,8 +2940,20 @@ impl Worker {
             return Err(MediaError::UnknownParticipant(peer.into()));
         };
         let session = s.id;
-        if !self.core.awaiting_answer(room, peer, session) {
-            return Err(MediaError::NoOfferPending);
+        match self.core.answer_fit(room, peer, session, generation) {
+            AnswerFit::Apply => {}
+            AnswerFit::NoneAwaited => return Err(MediaError::NoOfferPending),
+            AnswerFit::Stale => {
+                // An answer to an older offer (the page had it before the one waited on):
+                // applying it to the newer one would pair the wrong descriptions.
+                tracing::info!(
+                    room,
+                    participant = peer,
+                    generation,
+                    "answer to an older offer ignored"
+                );
+                return Ok(());
+            }
         }
         let applied = s.pc.set_remote_description(Instant::now(), desc);
         if applied.is_ok() {

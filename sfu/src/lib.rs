@@ -120,10 +120,17 @@ impl MediaHandle {
         }
     }
 
-    pub async fn answer(&self, room: &str, id: &str, sdp: String) -> Result<(), media::MediaError> {
+    /// `generation`: the number of the offer it answers (0: not numbered, the one waiting).
+    pub async fn answer(
+        &self,
+        room: &str,
+        id: &str,
+        sdp: String,
+        generation: u64,
+    ) -> Result<(), media::MediaError> {
         match self {
-            MediaHandle::Async(m) => m.answer(room, id, sdp).await,
-            MediaHandle::Sans(e) => e.answer(room, id, sdp).await,
+            MediaHandle::Async(m) => m.answer(room, id, sdp, generation).await,
+            MediaHandle::Sans(e) => e.answer(room, id, sdp, generation).await,
         }
     }
 

@@ -74,7 +74,7 @@ use crate::layers::LAYERS;
 use crate::metrics::Metrics;
 use crate::offer::{OfferLayout, TrackKind};
 use crate::rtcp_up::RtcpToApplication;
-use crate::sfu_core::{block_bit, CoreError, Input, Output, SfuCore, SubId, TrackId};
+use crate::sfu_core::{block_bit, AnswerFit, CoreError, Input, Output, SfuCore, SubId, TrackId};
 pub use crate::sfu_core::{BLOCK_AUDIO, BLOCK_SCREEN, BLOCK_VIDEO};
 
 /// Locks a mutex also after a panic poisoned it. A panic takes the SFU out of service (see
@@ -965,7 +965,13 @@ impl Media {
         }
     }
 
-    pub async fn answer(&self, room: &str, id: &str, sdp: String) -> Result<(), MediaError> {
+    pub async fn answer(
+        &self,
+        room: &str,
+        id: &str,
+        sdp: String,
+        generation: u64,
+    ) -> Result<(), MediaError> {
         let peer = self
             .peer(room, id)
             .ok_or_else(|| MediaError::UnknownParticipant(id.into()))?;
@@ -973,8 +979,24 @@ impl Media {
             RTCSessionDescription::answer(sdp).map_err(|e| MediaError::BadSdp(e.to_string()))?;
         {
             let _ops = slow("pc_ops lock (answer)", peer.pc_ops.lock()).await;
-            if !self.core.locked().awaiting_answer(room, id, peer.session) {
-                return Err(MediaError::NoOfferPending);
+            let fit = self
+                .core
+                .locked()
+                .answer_fit(room, id, peer.session, generation);
+            match fit {
+                AnswerFit::Apply => {}
+                AnswerFit::NoneAwaited => return Err(MediaError::NoOfferPending),
+                AnswerFit::Stale => {
+                    // An answer to an older offer: applying it to the newer one would pair the
+                    // wrong descriptions.
+                    tracing::info!(
+                        room,
+                        participant = id,
+                        generation,
+                        "answer to an older offer ignored"
+                    );
+                    return Ok(());
+                }
             }
             let applied = slow("set_remote(answer)", peer.pc.set_remote_description(desc)).await;
             if applied.is_ok() {
@@ -1316,7 +1338,11 @@ impl Media {
     fn spawn_send_offer(&self, peer: Arc<Peer>, generation: u64, sdp: String) {
         let Some(me) = self.me.upgrade() else { return };
         tokio::spawn(async move {
-            let input = match me.edge.send_offer(&peer.room, &peer.id, sdp).await {
+            let input = match me
+                .edge
+                .send_offer(&peer.room, &peer.id, sdp, generation)
+                .await
+            {
                 Ok(()) => Input::OfferDelivered {
                     room: peer.room.clone(),
                     peer: peer.id.clone(),

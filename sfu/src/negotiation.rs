@@ -138,6 +138,11 @@ impl Negotiation {
         self.awaiting_answer && generation == self.generation && self.delivery.is_some()
     }
 
+    /// The number of our newest offer (0: none made yet).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// An answer may be applied now (an offer of ours waits for one).
     pub fn awaiting_answer(&self) -> bool {
         self.awaiting_answer

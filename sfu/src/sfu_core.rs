@@ -210,6 +210,18 @@ pub enum Input {
     },
 }
 
+/// What to do with a participant's answer ([`SfuCore::answer_fit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerFit {
+    /// It answers the offer waited on: apply it.
+    Apply,
+    /// An offer waits, but this answers an older one (the page had it before the newer one):
+    /// not applied (it would pair the wrong descriptions); the page answers the newer one next.
+    Stale,
+    /// No offer of ours waits for an answer: refused.
+    NoneAwaited,
+}
+
 /// What the core asks the shell to do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -978,6 +990,24 @@ impl SfuCore {
         session: u64,
     ) -> Result<u64, CoreError> {
         Ok(self.current(room, peer, session)?.neg.offer_ready(now))
+    }
+
+    /// What to do with `peer`'s answer to our offer number `generation` (0: not numbered — the
+    /// answer to whichever offer waits).
+    pub fn answer_fit(&self, room: &str, peer: &str, session: u64, generation: u64) -> AnswerFit {
+        let Some(m) = self
+            .rooms
+            .get(room)
+            .and_then(|r| r.members.get(peer))
+            .filter(|m| m.session == session && m.neg.awaiting_answer())
+        else {
+            return AnswerFit::NoneAwaited;
+        };
+        if generation == 0 || generation == m.neg.generation() {
+            AnswerFit::Apply
+        } else {
+            AnswerFit::Stale
+        }
     }
 
     /// Whether an offer of ours waits for `peer`'s answer (one that does not is refused).
@@ -2700,6 +2730,46 @@ mod tests {
         assert_eq!(
             Sim::renegotiated(&s.raw_outputs()),
             vec![("bob".into(), bob)]
+        );
+    }
+
+    #[test]
+    fn an_answer_is_applied_only_to_the_offer_it_answers() {
+        let mut s = Sim::new();
+        s.join("ada");
+        let bob = s.join("bob");
+        s.outputs();
+        assert_eq!(
+            s.core.answer_fit(R, "bob", bob, 0),
+            AnswerFit::NoneAwaited,
+            "no offer out"
+        );
+        s.publish("ada", TrackKind::Camera, false);
+        s.raw_outputs();
+        let g1 = s.core.offer_made(s.now, R, "bob", bob).unwrap();
+        s.input(Input::Answered {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            ok: true,
+        });
+        s.publish("ada", TrackKind::Mic, false);
+        s.raw_outputs();
+        let g2 = s.core.offer_made(s.now, R, "bob", bob).unwrap();
+        assert!(g2 > g1);
+        // A second answer to the first offer (the page answered it twice) arrives now: it must
+        // not be taken for the answer to the second.
+        assert_eq!(s.core.answer_fit(R, "bob", bob, g1), AnswerFit::Stale);
+        assert_eq!(s.core.answer_fit(R, "bob", bob, g2), AnswerFit::Apply);
+        assert_eq!(
+            s.core.answer_fit(R, "bob", bob, 0),
+            AnswerFit::Apply,
+            "not numbered: the one waiting"
+        );
+        assert_eq!(
+            s.core.answer_fit(R, "bob", bob + 1, g2),
+            AnswerFit::NoneAwaited,
+            "another session's"
         );
     }
 

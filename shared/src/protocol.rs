@@ -42,8 +42,13 @@ pub enum ClientMessage {
         #[serde(default)]
         id: u64,
     },
-    /// The browser's answer to an `offer` the SFU made (tracks came or went).
-    Answer { sdp: String },
+    /// The browser's answer to an `offer` the SFU made (tracks came or went), echoing its
+    /// `generation` (0 from a page that does not: taken as the answer to the offer held).
+    Answer {
+        sdp: String,
+        #[serde(default)]
+        generation: u64,
+    },
     /// The browser's media connection to the SFU stopped (ICE disconnected, or nothing arriving):
     /// the room checks its SFU and moves to another if it is gone.
     MediaFailed {},
@@ -464,9 +469,13 @@ pub enum ServerMessage {
         #[serde(default)]
         id: u64,
     },
-    /// The SFU offers a new session description (tracks to receive came or went); reply `answer`.
+    /// The SFU offers a new session description (tracks to receive came or went); reply `answer`
+    /// with the same `generation` (the SFU's number for this offer of this session: an answer
+    /// to another, older offer is recognised and not applied to this one).
     Offer {
         sdp: String,
+        #[serde(default)]
+        generation: u64,
     },
     /// Which of your camera's simulcast layers anyone receives (lowest first): encode only those
     /// (dynacast). The lowest stays on so a newcomer's first frame is never waited for.
@@ -688,6 +697,16 @@ pub struct SdpBody {
     pub sdp: String,
 }
 
+/// Body of `POST {sfu}/v1/rooms/{room}/participants/{id}/answer`: the browser's answer to the
+/// SFU's offer number `generation` (0: not numbered — the answer to whatever offer waits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerBody {
+    pub sdp: String,
+    #[serde(default)]
+    pub generation: u64,
+}
+
 /// Body of `POST {sfu}/v1/rooms/{room}/participants/{id}/offer`: the browser's offer, and what of
 /// theirs a host has stopped (the new session starts with it blocked: a fresh PeerConnection is no
 /// way around a host's mute).
@@ -751,6 +770,10 @@ pub struct SfuSignal {
     /// SFU renegotiates as its sessions end).
     #[serde(default)]
     pub sfu: Option<String>,
+    /// The SFU's number for this offer of this participant's session (rising; 0: not numbered),
+    /// echoed with the answer.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// The SFU's other callbacks to the edge (`POST /api/sfu/event`), for one room.

@@ -1040,7 +1040,10 @@ mod tests {
         assert!(a
             .iter()
             .any(|a| matches!(a, Action::Toast(t) if t.contains("eu-west"))));
-        let offer = ServerMessage::Offer { sdp: "o".into() };
+        let offer = ServerMessage::Offer {
+            sdp: "o".into(),
+            generation: 1,
+        };
         assert_eq!(
             run(
                 &mut s,

@@ -107,6 +107,8 @@ pub enum Input {
         participant: String,
         sdp: String,
         sfu: Option<String>,
+        /// The SFU's number for it (`SfuSignal::generation`).
+        generation: u64,
     },
     /// The SFU reported something about the room (dynacast layers, active speaker).
     SfuEvent(SfuEvent),
@@ -137,8 +139,8 @@ pub enum SfuCall {
         /// The breakout room they are in (0: the main room).
         scope: u32,
     },
-    /// Here is the answer to the SFU's last offer.
-    Answer { sdp: String },
+    /// Here is the answer to the SFU's offer number `generation` (0: not numbered).
+    Answer { sdp: String, generation: u64 },
     /// The participant left: free their PeerConnection and tracks.
     Leave,
     /// How big the participant shows each remote video now (fire and forget).
@@ -253,6 +255,9 @@ struct Member {
     /// The SFU's latest offer not yet answered, kept to hand over again after a reconnect.
     #[serde(default)]
     pending_offer: Option<String>,
+    /// Its generation (the SFU's number for it; 0: not numbered).
+    #[serde(default)]
+    pending_generation: u64,
     /// The claims of the member's latest token (the one they connected with, or the last one the
     /// room issued them): a refresh re-issues these with a new lifetime.
     claims: Claims,
@@ -629,6 +634,7 @@ impl Room {
                 participant,
                 sdp,
                 sfu,
+                generation,
             } => {
                 if !self.is_current_sfu(sfu.as_deref()) {
                     return vec![Output::Warn(format!(
@@ -640,13 +646,14 @@ impl Room {
                     return Vec::new();
                 };
                 m.pending_offer = Some(sdp.clone());
+                m.pending_generation = generation;
                 self.dirty.members.insert(participant);
                 if m.away_since.is_some() {
                     Vec::new() // handed over when they are back
                 } else {
                     vec![Output::Send {
                         conn: m.conn.clone(),
-                        msg: ServerMessage::Offer { sdp },
+                        msg: ServerMessage::Offer { sdp, generation },
                     }]
                 }
             }
@@ -901,7 +908,10 @@ impl Room {
                 // (after the snapshot, below).
                 out.push(Output::Send {
                     conn: conn.clone(),
-                    msg: ServerMessage::Offer { sdp },
+                    msg: ServerMessage::Offer {
+                        sdp,
+                        generation: m.pending_generation,
+                    },
                 });
             }
             if m.away_since.take().is_some() {
@@ -1001,6 +1011,7 @@ impl Room {
                     away_since: None,
                     grants: claims.grants,
                     pending_offer: None,
+                    pending_generation: 0,
                     claims: claims.clone(),
                     refreshes: 0,
                     stopped,
@@ -1172,11 +1183,24 @@ impl Room {
                     },
                 )
             }
-            ClientMessage::Answer { sdp } => {
+            ClientMessage::Answer { sdp, generation } => {
                 if let Err(e) = check_sdp(&sdp) {
                     return error_to(conn, e.code, e.message);
                 }
                 let m = self.members.get_mut(&id).expect("member found above");
+                if generation != 0
+                    && m.pending_offer.is_some()
+                    && generation != m.pending_generation
+                {
+                    // The answer to an older offer of the SFU's (one the page had before the newer
+                    // one held here reached it): not the one waited for, which it answers next.
+                    return Vec::new();
+                }
+                let generation = if generation != 0 {
+                    generation
+                } else {
+                    m.pending_generation
+                };
                 if m.pending_offer.take().is_none() {
                     return error_to(
                         conn,
@@ -1185,7 +1209,7 @@ impl Room {
                     );
                 }
                 self.dirty.members.insert(id.clone());
-                self.call_sfu(id, SfuCall::Answer { sdp })
+                self.call_sfu(id, SfuCall::Answer { sdp, generation })
             }
             ClientMessage::MediaFailed {} => {
                 let occupied = !self.members.is_empty();

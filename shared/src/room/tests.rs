@@ -825,7 +825,14 @@ fn a_token_without_media_grants_cannot_offer() {
 fn sfu_offers_are_relayed_answered_once_and_replayed_after_a_reconnect() {
     let mut r = with_sfu("a");
     // An answer nobody asked for is refused.
-    let fx = frame(&mut r, "c1", &ClientMessage::Answer { sdp: SDP.into() });
+    let fx = frame(
+        &mut r,
+        "c1",
+        &ClientMessage::Answer {
+            sdp: SDP.into(),
+            generation: 0,
+        },
+    );
     assert!(is_error(&fx, ErrorCode::BadMessage), "{fx:?}");
 
     // The socket drops; the SFU's offer arrives meanwhile and is held — and stored: `Sim` checks
@@ -844,6 +851,7 @@ fn sfu_offers_are_relayed_answered_once_and_replayed_after_a_reconnect() {
                 participant: "a".into(),
                 sdp: "o1".into(),
                 sfu: None,
+                generation: 7,
             }
         ),
         vec![]
@@ -869,15 +877,41 @@ fn sfu_offers_are_relayed_answered_once_and_replayed_after_a_reconnect() {
             sends[..],
             [
                 ServerMessage::Snapshot { resumed: true, .. },
-                ServerMessage::Offer { .. }
+                ServerMessage::Offer { generation: 7, .. }
             ]
         ),
         "{sends:?}"
     );
-    let fx = frame(&mut r, "c3", &ClientMessage::Answer { sdp: SDP.into() });
+    // An answer to an older offer (the page had number 6 before): not the one held, which
+    // stays held for the page's next answer; nothing to tell anyone.
+    let fx = frame(
+        &mut r,
+        "c3",
+        &ClientMessage::Answer {
+            sdp: SDP.into(),
+            generation: 6,
+        },
+    );
+    assert_eq!(fx, vec![]);
+    assert!(r.members["a"].contains("o1"), "still held");
+    let fx = frame(
+        &mut r,
+        "c3",
+        &ClientMessage::Answer {
+            sdp: SDP.into(),
+            generation: 7,
+        },
+    );
     assert_eq!(
         fx,
-        vec![call("sfu-1", "a", SfuCall::Answer { sdp: SDP.into() })]
+        vec![call(
+            "sfu-1",
+            "a",
+            SfuCall::Answer {
+                sdp: SDP.into(),
+                generation: 7,
+            }
+        )]
     );
     // Answered: nothing is replayed on the next reconnect.
     r.run(
@@ -919,6 +953,7 @@ fn leaving_frees_the_participant_on_the_sfu_and_late_sfu_messages_go_nowhere() {
                 participant: "b".into(),
                 sdp: "o".into(),
                 sfu: None,
+                generation: 0,
             }
         ),
         vec![]
@@ -1377,6 +1412,7 @@ fn media_failures_probe_once_and_a_dead_sfu_is_replaced() {
             participant: "b".into(),
             sdp: "old".into(),
             sfu: None,
+            generation: 0,
         },
     );
     // No answer: the SFU is reported down (no new room goes there) and a replacement is sought.
@@ -1412,7 +1448,10 @@ fn media_failures_probe_once_and_a_dead_sfu_is_replaced() {
         &mut r,
         1_400,
         "c2",
-        &ClientMessage::Answer { sdp: SDP.into() },
+        &ClientMessage::Answer {
+            sdp: SDP.into(),
+            generation: 0,
+        },
     );
     assert!(is_error(&fx, ErrorCode::BadMessage), "{fx:?}");
     // Members, host and mute state are untouched.
@@ -1852,6 +1891,7 @@ fn eviction_keeps_members_host_and_held_offers_and_finds_who_is_gone() {
             participant: "c".into(),
             sdp: "held".into(),
             sfu: None,
+            generation: 0,
         },
     );
     let before = r.snapshot();
@@ -1881,7 +1921,7 @@ fn eviction_keeps_members_host_and_held_offers_and_finds_who_is_gone() {
         },
     );
     assert!(
-        fx.iter().any(|o| matches!(o, Output::Send { conn, msg: ServerMessage::Offer { sdp } } if conn == "c3b" && sdp == "held")),
+        fx.iter().any(|o| matches!(o, Output::Send { conn, msg: ServerMessage::Offer { sdp, .. } } if conn == "c3b" && sdp == "held")),
         "{fx:?}"
     );
     // a never comes back: gone after the grace period, and the host role moves on.
@@ -2164,6 +2204,7 @@ fn offers_and_events_from_an_sfu_the_room_left_are_ignored() {
             participant: "b".into(),
             sdp: "new".into(),
             sfu: Some("sfu-2".into()),
+            generation: 0,
         },
     );
     assert_eq!(fx.len(), 1);
@@ -2175,6 +2216,7 @@ fn offers_and_events_from_an_sfu_the_room_left_are_ignored() {
             participant: "b".into(),
             sdp: "old".into(),
             sfu: Some("sfu-1".into()),
+            generation: 0,
         },
     );
     assert_eq!(fx, vec![]);
