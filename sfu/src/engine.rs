@@ -2336,7 +2336,17 @@ impl Worker {
                     peer,
                     session,
                     generation,
+                    unanswered,
                 } => {
+                    if unanswered > 0 {
+                        tracing::warn!(
+                            room,
+                            participant = peer,
+                            generation,
+                            copy = unanswered,
+                            "no answer to our offer: sending it again"
+                        );
+                    }
                     let sdp = self
                         .session_of(&room, &peer, session)
                         .and_then(|s| s.offer.as_ref())

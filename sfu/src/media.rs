@@ -611,7 +611,17 @@ impl Media {
                     peer,
                     session,
                     generation,
+                    unanswered,
                 } => {
+                    if *unanswered > 0 {
+                        tracing::warn!(
+                            room,
+                            participant = peer,
+                            generation,
+                            copy = unanswered,
+                            "no answer to our offer: sending it again"
+                        );
+                    }
                     let p = self
                         .peer(room, peer)
                         .filter(|p| p.session == *session && !p.closed.load(Ordering::SeqCst));

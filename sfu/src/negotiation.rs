@@ -8,11 +8,38 @@
 //! answer), hears from the shell that the offer was made ([`Negotiation::offer_ready`]), taken by
 //! the edge ([`Negotiation::delivered`]) or not ([`Negotiation::delivery_failed`], which also sets
 //! the resend time: [`Negotiation::poll_timeout`] / [`Negotiation::handle_timeout`]), and answered.
+//!
+//! An offer the edge took but nobody answered (the page never had it, its answer was lost on the
+//! way, or applying it failed there) goes again, the same offer under the same generation, after
+//! [`ANSWER_WAIT`], then after twice as long each time up to [`ANSWER_WAIT_MAX`], at most
+//! [`ANSWER_COPIES`] times: whichever copy the page answers fits our local description (an answer
+//! names its offer's generation: a second answer to it is ignored, never applied to a later
+//! offer), and the room's Durable Object, which holds an offer for a member who is reconnecting,
+//! just holds the same one again. A copy the edge cannot take never ends the wait (the page may
+//! have the offer already): the next copy is timed as if it had been taken.
 
 use std::time::{Duration, Instant};
 
 use crate::outbox::backoff;
 pub use crate::outbox::OFFER_GIVE_UP_AFTER;
+
+/// How long an offer the edge took waits for its answer before it is sent again (an answer
+/// takes well under a second: the page sets two descriptions).
+pub const ANSWER_WAIT: Duration = Duration::from_secs(8);
+/// The longest wait between two copies of an offer nobody answers.
+pub const ANSWER_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Most copies of one offer (8 + 16 + 32 + 60 + 60 s: about three minutes); then the session
+/// waits as it did before any copy (a page that cannot apply the offer would only fail again).
+pub const ANSWER_COPIES: u32 = 5;
+
+/// Why an offer goes again ([`Negotiation::handle_timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// The edge did not take it: offer `0` again.
+    Delivery(u64),
+    /// The edge took it and no answer came: copy number `copy` of offer `generation`.
+    Unanswered { generation: u64, copy: u32 },
+}
 
 #[derive(Debug, Default)]
 pub struct Negotiation {
@@ -28,6 +55,10 @@ pub struct Negotiation {
     delivery: Option<(Instant, u32)>,
     /// When to send it again after a failed delivery.
     resend_at: Option<Instant>,
+    /// Taken by the edge, not answered: when to send it again.
+    answer_due: Option<Instant>,
+    /// How often it was sent again for want of an answer.
+    unanswered: u32,
 }
 
 /// What to do when tracks changed.
@@ -46,6 +77,9 @@ pub enum AfterFailure {
     Retry(Duration),
     /// Stop; `start_queued`: tracks changed meanwhile, make a new offer now.
     GiveUp { start_queued: bool },
+    /// A copy the edge could not take: the offer itself was taken before, so its answer is
+    /// still waited for; the next copy is timed ([`Negotiation::poll_timeout`]).
+    StillAwaited,
 }
 
 impl Negotiation {
@@ -74,29 +108,56 @@ impl Negotiation {
         self.generation += 1;
         self.delivery = Some((now, 0));
         self.resend_at = None;
+        self.answer_due = None;
+        self.unanswered = 0;
         self.generation
     }
 
-    /// The edge took offer `generation`.
-    pub fn delivered(&mut self, generation: u64) {
-        if generation == self.generation {
+    /// The edge took offer `generation`: its answer is awaited until [`Self::poll_timeout`].
+    pub fn delivered(&mut self, now: Instant, generation: u64) {
+        if generation == self.generation && self.delivery.is_some() {
             self.delivery = None;
             self.resend_at = None;
+            self.arm_answer_wait(now);
         }
     }
 
-    /// When the pending offer is due to be sent again.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.resend_at
+    /// Times the next copy of the offer waited on, unless it had all its copies.
+    fn arm_answer_wait(&mut self, now: Instant) {
+        if self.awaiting_answer && self.unanswered < ANSWER_COPIES {
+            let wait = ANSWER_WAIT
+                .saturating_mul(1u32 << self.unanswered.min(16))
+                .min(ANSWER_WAIT_MAX);
+            self.answer_due = Some(now + wait);
+        }
     }
 
-    /// The generation to send again now, if its resend is due and it is still pending.
-    pub fn handle_timeout(&mut self, now: Instant) -> Option<u64> {
+    /// When the pending offer is due to be sent again (its delivery failed, or it waits too
+    /// long for an answer).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.resend_at.into_iter().chain(self.answer_due).min()
+    }
+
+    /// The offer to send again now, if a resend is due and it is still the offer waited on:
+    /// after a failed delivery, or taken by the edge and not answered in time (then it is on
+    /// its way again: [`Self::delivered`] or [`Self::delivery_failed`] follow).
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<Resend> {
         if self.resend_at.is_some_and(|t| t <= now) {
             self.resend_at = None;
             return self
                 .still_pending(self.generation)
-                .then_some(self.generation);
+                .then_some(Resend::Delivery(self.generation));
+        }
+        if self.answer_due.is_some_and(|t| t <= now) {
+            self.answer_due = None;
+            if self.awaiting_answer && self.delivery.is_none() {
+                self.unanswered += 1;
+                self.delivery = Some((now, 0));
+                return Some(Resend::Unanswered {
+                    generation: self.generation,
+                    copy: self.unanswered,
+                });
+            }
         }
         None
     }
@@ -125,8 +186,16 @@ impl Negotiation {
             self.resend_at = Some(now + delay);
             return AfterFailure::Retry(delay);
         }
+        if self.unanswered > 0 {
+            // A copy: the edge took the offer before, the page may have it and answer yet.
+            self.delivery = None;
+            self.resend_at = None;
+            self.arm_answer_wait(now);
+            return AfterFailure::StillAwaited;
+        }
         self.delivery = None;
         self.resend_at = None;
+        self.answer_due = None;
         self.awaiting_answer = false;
         AfterFailure::GiveUp {
             start_queued: std::mem::take(&mut self.again),
@@ -159,6 +228,7 @@ impl Negotiation {
         self.awaiting_answer = false;
         self.delivery = None;
         self.resend_at = None;
+        self.answer_due = None;
         std::mem::take(&mut self.again)
     }
 }
@@ -175,7 +245,7 @@ mod tests {
         assert_eq!(n.begin(), Begin::Offer);
         assert_eq!(n.begin(), Begin::Queued, "one is being made");
         let g = n.offer_ready(t0);
-        n.delivered(g);
+        n.delivered(t0, g);
         assert_eq!(n.begin(), Begin::Queued);
         assert_eq!(n.begin(), Begin::Queued, "still one more, not two");
         assert!(n.awaiting_answer());
@@ -206,7 +276,7 @@ mod tests {
         let at = n.poll_timeout().unwrap();
         assert_eq!(at, t0 + Duration::from_millis(100));
         assert_eq!(n.handle_timeout(at - Duration::from_millis(1)), None);
-        assert_eq!(n.handle_timeout(at), Some(g));
+        assert_eq!(n.handle_timeout(at), Some(Resend::Delivery(g)));
         assert_eq!(n.handle_timeout(at), None);
         assert_eq!(
             n.delivery_failed(t0, g, true),
@@ -258,12 +328,108 @@ mod tests {
         let g2 = n.offer_ready(t0);
         assert!(!n.still_pending(g1), "a newer offer replaced it");
         assert!(n.still_pending(g2));
-        n.delivered(g1);
+        n.delivered(t0, g1);
         assert!(
             n.still_pending(g2),
             "a late outcome of the old one changes nothing"
         );
-        n.delivered(g2);
+        n.delivered(t0, g2);
         assert!(!n.still_pending(g2));
+    }
+
+    #[test]
+    fn an_offer_taken_but_not_answered_goes_again_with_growing_waits_until_answered() {
+        let t0 = Instant::now();
+        let mut n = Negotiation::default();
+        n.begin();
+        let g = n.offer_ready(t0);
+        assert_eq!(n.poll_timeout(), None, "not yet taken: nothing to time");
+        n.delivered(t0, g);
+        let mut at = t0;
+        for (k, wait) in [8u64, 16, 32, 60, 60].into_iter().enumerate() {
+            let due = at + Duration::from_secs(wait);
+            assert_eq!(n.poll_timeout(), Some(due), "copy {k}");
+            assert_eq!(n.handle_timeout(due - Duration::from_millis(1)), None);
+            assert_eq!(
+                n.handle_timeout(due),
+                Some(Resend::Unanswered {
+                    generation: g,
+                    copy: k as u32 + 1
+                }),
+                "the same offer, the same generation"
+            );
+            assert_eq!(n.handle_timeout(due), None, "once");
+            assert!(n.still_pending(g), "on its way again");
+            at = due + Duration::from_millis(50);
+            n.delivered(at, g);
+        }
+        assert_eq!(
+            n.poll_timeout(),
+            None,
+            "all its copies: it waits as before, untimed"
+        );
+        assert!(n.awaiting_answer());
+        // A change queued meanwhile is made once the answer (to any copy) comes.
+        assert_eq!(n.begin(), Begin::Queued);
+        assert!(n.answer_applied());
+        assert_eq!(n.poll_timeout(), None);
+        assert_eq!(n.handle_timeout(at + ANSWER_WAIT_MAX), None);
+        // The next offer waits the first wait again.
+        let g2 = n.offer_ready(at);
+        n.delivered(at, g2);
+        assert_eq!(n.poll_timeout(), Some(at + ANSWER_WAIT));
+    }
+
+    #[test]
+    fn a_copy_the_edge_cannot_take_is_retried_and_never_ends_the_wait() {
+        let t0 = Instant::now();
+        let mut n = Negotiation::default();
+        let g = n.offer_ready(t0);
+        n.delivered(t0, g);
+        let due = t0 + ANSWER_WAIT;
+        let copy1 = Some(Resend::Unanswered {
+            generation: g,
+            copy: 1,
+        });
+        assert_eq!(n.handle_timeout(due), copy1);
+        assert!(matches!(
+            n.delivery_failed(due, g, true),
+            AfterFailure::Retry(_)
+        ));
+        let retry = n.poll_timeout().unwrap();
+        assert_eq!(n.handle_timeout(retry), Some(Resend::Delivery(g)));
+        // The edge is down for good (or refuses): the page may still have the offer from
+        // before, so its answer is still waited for, and the next copy is timed.
+        let late = due + OFFER_GIVE_UP_AFTER;
+        assert_eq!(n.delivery_failed(late, g, true), AfterFailure::StillAwaited);
+        assert!(n.awaiting_answer());
+        assert_eq!(n.poll_timeout(), Some(late + ANSWER_WAIT * 2));
+        assert_eq!(
+            n.handle_timeout(late + ANSWER_WAIT * 2),
+            Some(Resend::Unanswered {
+                generation: g,
+                copy: 2
+            })
+        );
+        assert_eq!(
+            n.delivery_failed(late + ANSWER_WAIT * 2, g, false),
+            AfterFailure::StillAwaited,
+            "refused: the same"
+        );
+        assert!(!n.answer_applied());
+        assert!(!n.awaiting_answer());
+        assert_eq!(n.poll_timeout(), None, "answered: nothing is timed");
+    }
+
+    #[test]
+    fn a_late_delivery_report_of_an_answered_offer_starts_no_wait() {
+        let t0 = Instant::now();
+        let mut n = Negotiation::default();
+        let g = n.offer_ready(t0);
+        // The answer overtook the edge's reply to our post.
+        n.answer_applied();
+        n.delivered(t0, g);
+        assert_eq!(n.poll_timeout(), None);
+        assert_eq!(n.handle_timeout(t0 + ANSWER_WAIT_MAX), None);
     }
 }

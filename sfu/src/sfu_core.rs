@@ -20,7 +20,7 @@ use thiserror::Error;
 
 use crate::downlink::{camera_cap, DownlinkEstimator};
 use crate::layers::LAYERS;
-use crate::negotiation::{AfterFailure, Begin, Negotiation};
+use crate::negotiation::{AfterFailure, Begin, Negotiation, Resend};
 use crate::offer::TrackKind;
 use crate::quality::QualityWatch;
 use crate::speaker::SpeakerDetector;
@@ -215,8 +215,9 @@ pub enum Input {
 pub enum AnswerFit {
     /// It answers the offer waited on: apply it.
     Apply,
-    /// An offer waits, but this answers an older one (the page had it before the newer one):
-    /// not applied (it would pair the wrong descriptions); the page answers the newer one next.
+    /// It answers an offer of ours that is not the one waited on — an older one, or one answered
+    /// already (the page answered two copies of it): not applied (it would pair the wrong
+    /// descriptions), and no error (nothing went wrong for the person).
     Stale,
     /// No offer of ours waits for an answer: refused.
     NoneAwaited,
@@ -254,11 +255,14 @@ pub enum Output {
         session: u64,
     },
     /// Send (again) offer `generation` of that session to the edge, and report how it went.
+    /// `unanswered`: 0, a delivery that failed is retried; else the number of this copy of an
+    /// offer the edge took and nobody answered.
     SendOffer {
         room: String,
         peer: String,
         session: u64,
         generation: u64,
+        unanswered: u32,
     },
     /// `sub` is wanted at another layer now (`None`: hidden).
     SetWant {
@@ -633,7 +637,7 @@ impl SfuCore {
             } => {
                 self.current(&room, &peer, session)?
                     .neg
-                    .delivered(generation);
+                    .delivered(now, generation);
                 Ok(())
             }
             Input::OfferNotDelivered {
@@ -958,12 +962,17 @@ impl SfuCore {
             }
             let r = self.rooms.get_mut(&name).expect("listed");
             for (id, m) in r.members.iter_mut() {
-                if let Some(generation) = m.neg.handle_timeout(now) {
+                if let Some(resend) = m.neg.handle_timeout(now) {
+                    let (generation, unanswered) = match resend {
+                        Resend::Delivery(g) => (g, 0),
+                        Resend::Unanswered { generation, copy } => (generation, copy),
+                    };
                     self.out.push_back(Output::SendOffer {
                         room: name.clone(),
                         peer: id.clone(),
                         session: m.session,
                         generation,
+                        unanswered,
                     });
                 }
             }
@@ -999,14 +1008,16 @@ impl SfuCore {
             .rooms
             .get(room)
             .and_then(|r| r.members.get(peer))
-            .filter(|m| m.session == session && m.neg.awaiting_answer())
+            .filter(|m| m.session == session)
         else {
             return AnswerFit::NoneAwaited;
         };
-        if generation == 0 || generation == m.neg.generation() {
-            AnswerFit::Apply
-        } else {
-            AnswerFit::Stale
+        match (m.neg.awaiting_answer(), generation) {
+            (true, 0) => AnswerFit::Apply,
+            (true, g) if g == m.neg.generation() => AnswerFit::Apply,
+            // Answered already (a copy's second answer) or given up on.
+            (_, g) if g != 0 && g <= m.neg.generation() => AnswerFit::Stale,
+            _ => AnswerFit::NoneAwaited,
         }
     }
 
@@ -1498,6 +1509,7 @@ impl SfuCore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::negotiation::{ANSWER_WAIT, ANSWER_WAIT_MAX};
 
     const R: &str = "room";
 
@@ -2692,7 +2704,8 @@ mod tests {
                 room: R.into(),
                 peer: "bob".into(),
                 session: bob,
-                generation: g1
+                generation: g1,
+                unanswered: 0,
             }]
         );
         s.input(Input::OfferDelivered {
@@ -2771,6 +2784,83 @@ mod tests {
             AnswerFit::NoneAwaited,
             "another session's"
         );
+        s.input(Input::Answered {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            ok: true,
+        });
+        assert_eq!(
+            s.core.answer_fit(R, "bob", bob, g2),
+            AnswerFit::Stale,
+            "a second answer to an offer answered already"
+        );
+        assert_eq!(
+            s.core.answer_fit(R, "bob", bob, 0),
+            AnswerFit::NoneAwaited,
+            "not numbered, nothing waits: refused as before"
+        );
+    }
+
+    #[test]
+    fn an_offer_the_edge_took_but_nobody_answered_goes_again_until_answered() {
+        let mut s = Sim::new();
+        s.join("ada");
+        let bob = s.join("bob");
+        s.outputs();
+        s.publish("ada", TrackKind::Camera, false);
+        assert_eq!(
+            Sim::renegotiated(&s.raw_outputs()),
+            vec![("bob".into(), bob)]
+        );
+        let g = s.core.offer_made(s.now, R, "bob", bob).unwrap();
+        let delivered = |s: &mut Sim| {
+            s.input(Input::OfferDelivered {
+                room: R.into(),
+                peer: "bob".into(),
+                session: bob,
+                generation: g,
+            })
+        };
+        let resends = |s: &mut Sim| -> Vec<Output> {
+            s.raw_outputs()
+                .into_iter()
+                .filter(|o| matches!(o, Output::SendOffer { .. }))
+                .collect()
+        };
+        let copy = |unanswered| Output::SendOffer {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            generation: g,
+            unanswered,
+        };
+        delivered(&mut s);
+        // Bob's page never had it (or its answer was lost): nothing came after 8 s.
+        s.advance(ANSWER_WAIT - Duration::from_millis(10));
+        assert_eq!(resends(&mut s), vec![], "an answer is not late yet");
+        s.advance(Duration::from_millis(10));
+        assert_eq!(resends(&mut s), vec![copy(1)], "the same offer again");
+        delivered(&mut s);
+        s.advance(ANSWER_WAIT);
+        assert_eq!(resends(&mut s), vec![], "the next wait is longer");
+        s.advance(ANSWER_WAIT);
+        assert_eq!(resends(&mut s), vec![copy(2)]);
+        delivered(&mut s);
+        // His microphone meanwhile waits for the answer, which comes now (to either copy).
+        s.publish("ada", TrackKind::Mic, false);
+        s.input(Input::Answered {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            ok: true,
+        });
+        assert_eq!(
+            Sim::renegotiated(&s.raw_outputs()),
+            vec![("bob".into(), bob)]
+        );
+        s.advance(ANSWER_WAIT_MAX * 2);
+        assert_eq!(resends(&mut s), vec![], "answered: never sent again");
     }
 
     #[test]

@@ -1189,11 +1189,12 @@ impl Room {
                 }
                 let m = self.members.get_mut(&id).expect("member found above");
                 if generation != 0
-                    && m.pending_offer.is_some()
-                    && generation != m.pending_generation
+                    && (m.pending_offer.is_none() || generation != m.pending_generation)
                 {
-                    // The answer to an older offer of the SFU's (one the page had before the newer
-                    // one held here reached it): not the one waited for, which it answers next.
+                    // The answer to an offer answered already (the SFU sent a copy of one that
+                    // went unanswered, and both copies reached the page) or to an older one than
+                    // the offer held (which the page answers next): nothing to pass on, nothing
+                    // to tell the person.
                     return Vec::new();
                 }
                 let generation = if generation != 0 {

@@ -913,6 +913,16 @@ fn sfu_offers_are_relayed_answered_once_and_replayed_after_a_reconnect() {
             }
         )]
     );
+    // A second answer to it (the page had a copy too): passed on to nobody, no error.
+    let fx = frame(
+        &mut r,
+        "c3",
+        &ClientMessage::Answer {
+            sdp: SDP.into(),
+            generation: 7,
+        },
+    );
+    assert_eq!(fx, vec![]);
     // Answered: nothing is replayed on the next reconnect.
     r.run(
         5,
