@@ -53,9 +53,6 @@ struct Inner {
     /// Number of the last offer sent; only its answer is applied (an older one belongs to a
     /// PeerConnection since replaced, e.g. during a failover).
     offer_id: Cell<u64>,
-    /// The generation of the newest SFU offer applied on this PeerConnection (the SFU numbers
-    /// each session's offers from 1): an older one arriving late is not applied over it.
-    sfu_offer: Cell<u64>,
     /// `RTCConfiguration.iceServers` (TURN with credentials from the join, then from
     /// `/api/rooms/{room}/ice-servers` with each fresh room token).
     ice_servers: RefCell<JsValue>,
@@ -106,7 +103,6 @@ impl Call {
             generation: Cell::new(0),
             ice_epoch: Cell::new(0),
             offer_id: Cell::new(0),
-            sfu_offer: Cell::new(0),
             ice_servers: RefCell::new(Array::new().into()),
             queue: RefCell::new(VecDeque::new()),
             busy: Cell::new(false),
@@ -169,8 +165,6 @@ impl Call {
         };
         let id = self.0.offer_id.get() + 1;
         self.0.offer_id.set(id);
-        // A new PeerConnection: a new session on the SFU, whose offers are numbered afresh.
-        self.0.sfu_offer.set(0);
         (self.0.send)(ClientMessage::Offer { sdp, id });
         Ok(())
     }
@@ -352,23 +346,10 @@ impl Call {
                     .await
                     .map_err(err)?;
             }
-            ServerMessage::Offer { generation, .. }
-                if generation != 0 && generation < self.0.sfu_offer.get() =>
-            {
-                web_sys::console::info_1(
-                    &format!(
-                        "ignoring the media server's offer {generation}: a newer one is applied"
-                    )
-                    .into(),
-                );
-            }
             ServerMessage::Offer {
                 sdp: offer,
                 generation,
             } => {
-                if generation != 0 {
-                    self.0.sfu_offer.set(generation);
-                }
                 let init = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
                 init.set_sdp(&offer);
                 JsFuture::from(pc.set_remote_description(&init))

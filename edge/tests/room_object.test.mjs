@@ -27,8 +27,9 @@ test("an SFU offer held for a member who is away survives the object's eviction 
   holder.kill("SIGKILL");
   await wa.next((f) => f.type === "participant_away", "Bob away");
 
-  // The SFU offers Bob something (tracks came) while he is away: the room holds it for him.
-  const res = await signedPost("/api/sfu/signal", { room: name, participant: b.body.participant_id, sdp: SDP });
+  // The SFU offers Bob something (tracks came) while he is away: the room holds it for him,
+  // with its number (which his answer echoes).
+  const res = await signedPost("/api/sfu/signal", { room: name, participant: b.body.participant_id, sdp: SDP, generation: 3 });
   assert.equal(res.status, 204);
 
   // The object loses everything it had in memory (as when it is evicted while sockets hibernate).
@@ -41,7 +42,9 @@ test("an SFU offer held for a member who is away survives the object's eviction 
   const snap = await wb.next((f) => f.type === "snapshot", "Bob's snapshot");
   assert.equal(snap.resumed, true);
   assert.equal(snap.room.host, a.body.participant_id);
-  assert.equal((await wb.next((f) => f.type === "offer", "the held offer")).sdp, SDP);
+  const held = await wb.next((f) => f.type === "offer", "the held offer");
+  assert.equal(held.sdp, SDP);
+  assert.equal(held.generation, 3, "its number kept through the eviction");
   await wa.next((f) => f.type === "participant_back", "Bob back");
 
   // Now a full restart: every socket drops; reconnecting resumes the same sessions, host and

@@ -215,9 +215,10 @@ pub enum Input {
 pub enum AnswerFit {
     /// It answers the offer waited on: apply it.
     Apply,
-    /// It answers an offer of ours that is not the one waited on — an older one, or one answered
-    /// already (the page answered two copies of it): not applied (it would pair the wrong
-    /// descriptions), and no error (nothing went wrong for the person).
+    /// A numbered answer to an offer that is not the one waited on — an older one, one answered
+    /// already (the page answered two copies of it), or a number this session never gave: not
+    /// applied (it would pair the wrong descriptions), and no error (nothing went wrong for the
+    /// person).
     Stale,
     /// No offer of ours waits for an answer: refused.
     NoneAwaited,
@@ -1015,9 +1016,10 @@ impl SfuCore {
         match (m.neg.awaiting_answer(), generation) {
             (true, 0) => AnswerFit::Apply,
             (true, g) if g == m.neg.generation() => AnswerFit::Apply,
-            // Answered already (a copy's second answer) or given up on.
-            (_, g) if g != 0 && g <= m.neg.generation() => AnswerFit::Stale,
-            _ => AnswerFit::NoneAwaited,
+            (false, 0) => AnswerFit::NoneAwaited,
+            // Answered already (a copy's second answer), given up on, or not this session's
+            // numbering (a stray from a PeerConnection since replaced).
+            _ => AnswerFit::Stale,
         }
     }
 
@@ -2799,6 +2801,11 @@ mod tests {
             s.core.answer_fit(R, "bob", bob, 0),
             AnswerFit::NoneAwaited,
             "not numbered, nothing waits: refused as before"
+        );
+        assert_eq!(
+            s.core.answer_fit(R, "bob", bob, g2 + 5),
+            AnswerFit::Stale,
+            "a number this session never gave"
         );
     }
 

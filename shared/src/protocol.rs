@@ -703,8 +703,15 @@ pub struct SdpBody {
 #[serde(deny_unknown_fields)]
 pub struct AnswerBody {
     pub sdp: String,
-    #[serde(default)]
+    /// Left out when 0, so an edge deployed before its SFUs still talks to the ones from before
+    /// numbered offers (their `SdpBody` refuses unknown fields; they only send 0). Deploy the
+    /// edge first: an edge from before refuses a numbered `SfuSignal`.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub generation: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Body of `POST {sfu}/v1/rooms/{room}/participants/{id}/offer`: the browser's offer, and what of
@@ -771,8 +778,8 @@ pub struct SfuSignal {
     #[serde(default)]
     pub sfu: Option<String>,
     /// The SFU's number for this offer of this participant's session (rising; 0: not numbered),
-    /// echoed with the answer.
-    #[serde(default)]
+    /// echoed with the answer. Left out when 0.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub generation: u64,
 }
 
@@ -990,6 +997,39 @@ pub fn normalize_display_name(raw: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_answer_not_numbered_reads_as_before_numbered_answers_and_offers() {
+        // Not numbered: exactly the body an SFU from before numbered offers takes (`SdpBody`,
+        // which refuses unknown fields).
+        let plain = serde_json::to_string(&AnswerBody {
+            sdp: "s".into(),
+            generation: 0,
+        })
+        .unwrap();
+        assert_eq!(plain, r#"{"sdp":"s"}"#);
+        assert!(serde_json::from_str::<SdpBody>(&plain).is_ok());
+        let numbered = serde_json::to_string(&AnswerBody {
+            sdp: "s".into(),
+            generation: 4,
+        })
+        .unwrap();
+        assert_eq!(
+            serde_json::from_str::<AnswerBody>(&numbered)
+                .unwrap()
+                .generation,
+            4
+        );
+        // A page from before echoes nothing: 0.
+        let old: ClientMessage = serde_json::from_str(r#"{"type":"answer","sdp":"s"}"#).unwrap();
+        assert_eq!(
+            old,
+            ClientMessage::Answer {
+                sdp: "s".into(),
+                generation: 0
+            }
+        );
+    }
     use super::*;
 
     #[test]
