@@ -268,6 +268,13 @@ enum Step {
         version: u8,
         other_sfu: bool,
     },
+    /// An SFU offer (numbered near the SFU clock's µs, or 0), from the room's SFU or another.
+    SfuOffer {
+        who: u8,
+        generation: u8,
+        far_back: bool,
+        other_sfu: bool,
+    },
 }
 
 /// The rows the core asked to store, as the DO keeps them.
@@ -596,6 +603,26 @@ fuzz_target!(|steps: Vec<Step>| {
                     },
                 }
             }
+            Step::SfuOffer {
+                who,
+                generation,
+                far_back,
+                other_sfu,
+            } => Input::SfuOffer {
+                participant: id(who),
+                sdp: "v=0\r\n".into(),
+                sfu: Some(if other_sfu {
+                    "sfu-9".to_string()
+                } else {
+                    room.sfu()
+                        .map_or_else(|| "sfu-1".to_string(), |c| c.id.clone())
+                }),
+                generation: match (generation, far_back) {
+                    (0, _) => 0,
+                    (g, false) => 1_764_000_000_000_000 + g as u64,
+                    (g, true) => 1_000_000_000_000 + g as u64,
+                },
+            },
             Step::SfuEvent {
                 who,
                 kind,

@@ -1158,13 +1158,14 @@ impl Worker {
         draining: Arc<AtomicBool>,
     ) -> Worker {
         let epoch = Instant::now();
+        let wall_epoch_us = crate::record::wall_us();
         // Workers start at different places in the port range (a port taken is skipped anyway).
         let (lo, hi) = cfg.udp_ports;
         let span = (hi - lo) as u32 + 1;
         Worker {
             index,
             poll,
-            core: SfuCore::new(epoch, cfg.id.clone()),
+            core: SfuCore::new(epoch, wall_epoch_us, cfg.id.clone()),
             next_port: lo as u32 + span * index as u32 / of.max(1) as u32,
             cfg,
             metrics,
@@ -1190,7 +1191,7 @@ impl Worker {
             tag_refs: Vec::new(),
             tag_order: Vec::new(),
             recorder: None,
-            wall_epoch_us: crate::record::wall_us(),
+            wall_epoch_us,
             to_self: None,
             uploads: None,
             probes: 0,

@@ -465,7 +465,11 @@ impl Media {
         Arc::new_cyclic(|me| Media {
             next_port: AtomicU32::new(cfg.udp_ports.0 as u32),
             next_session: std::sync::atomic::AtomicU64::new(1),
-            core: Mutex::new(SfuCore::new(epoch, cfg.id.clone())),
+            core: Mutex::new(SfuCore::new(
+                epoch,
+                crate::record::wall_us(),
+                cfg.id.clone(),
+            )),
             core_running: AtomicBool::new(false),
             core_wake: Arc::new(tokio::sync::Notify::new()),
             cfg,

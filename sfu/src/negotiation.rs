@@ -101,16 +101,16 @@ impl Negotiation {
         std::mem::take(&mut self.again)
     }
 
-    /// Our offer is our local description and goes to the edge now; returns its generation.
-    pub fn offer_ready(&mut self, now: Instant) -> u64 {
+    /// Our offer, number `generation` (the caller's numbering: [`crate::sfu_core::SfuCore::offer_made`]),
+    /// is our local description and goes to the edge now.
+    pub fn offer_ready(&mut self, now: Instant, generation: u64) {
         self.making = false;
         self.awaiting_answer = true;
-        self.generation += 1;
+        self.generation = generation;
         self.delivery = Some((now, 0));
         self.resend_at = None;
         self.answer_due = None;
         self.unanswered = 0;
-        self.generation
     }
 
     /// The edge took offer `generation`: its answer is awaited until [`Self::poll_timeout`].
@@ -237,6 +237,13 @@ impl Negotiation {
 mod tests {
     use super::*;
 
+    /// Makes the next offer, numbered one above the last (the core numbers them by its clock).
+    fn ready(n: &mut Negotiation, now: Instant) -> u64 {
+        let g = n.generation() + 1;
+        n.offer_ready(now, g);
+        g
+    }
+
     #[test]
     fn one_offer_in_flight_and_changes_meanwhile_queue_one_more() {
         let t0 = Instant::now();
@@ -244,7 +251,7 @@ mod tests {
         assert!(!n.awaiting_answer());
         assert_eq!(n.begin(), Begin::Offer);
         assert_eq!(n.begin(), Begin::Queued, "one is being made");
-        let g = n.offer_ready(t0);
+        let g = ready(&mut n, t0);
         n.delivered(t0, g);
         assert_eq!(n.begin(), Begin::Queued);
         assert_eq!(n.begin(), Begin::Queued, "still one more, not two");
@@ -252,10 +259,10 @@ mod tests {
         assert!(n.answer_applied(), "offer again now");
         assert!(!n.awaiting_answer());
         assert_eq!(n.begin(), Begin::Offer);
-        n.offer_ready(t0);
+        ready(&mut n, t0);
         assert!(!n.answer_applied(), "nothing changed meanwhile");
         // A bad answer: stable again, and a change made meanwhile is not lost.
-        n.offer_ready(t0);
+        ready(&mut n, t0);
         n.begin();
         assert!(n.answer_failed());
         assert_eq!(n.begin(), Begin::Offer);
@@ -266,7 +273,7 @@ mod tests {
         let t0 = Instant::now();
         let mut n = Negotiation::default();
         n.begin();
-        let g = n.offer_ready(t0);
+        let g = ready(&mut n, t0);
         assert_eq!(
             n.delivery_failed(t0, g, true),
             AfterFailure::Retry(Duration::from_millis(100))
@@ -296,7 +303,7 @@ mod tests {
     fn a_refusal_or_a_gone_participant_ends_it_at_once() {
         let t0 = Instant::now();
         let mut n = Negotiation::default();
-        let g = n.offer_ready(t0);
+        let g = ready(&mut n, t0);
         assert_eq!(
             n.delivery_failed(t0, g, false),
             AfterFailure::GiveUp {
@@ -310,7 +317,7 @@ mod tests {
     fn an_answer_or_a_newer_offer_ends_the_resends_of_an_older_one() {
         let t0 = Instant::now();
         let mut n = Negotiation::default();
-        let g1 = n.offer_ready(t0);
+        let g1 = ready(&mut n, t0);
         // The edge did take it, but the post timed out; the answer comes anyway.
         assert!(matches!(
             n.delivery_failed(t0, g1, true),
@@ -325,7 +332,7 @@ mod tests {
                 start_queued: false
             }
         );
-        let g2 = n.offer_ready(t0);
+        let g2 = ready(&mut n, t0);
         assert!(!n.still_pending(g1), "a newer offer replaced it");
         assert!(n.still_pending(g2));
         n.delivered(t0, g1);
@@ -342,7 +349,7 @@ mod tests {
         let t0 = Instant::now();
         let mut n = Negotiation::default();
         n.begin();
-        let g = n.offer_ready(t0);
+        let g = ready(&mut n, t0);
         assert_eq!(n.poll_timeout(), None, "not yet taken: nothing to time");
         n.delivered(t0, g);
         let mut at = t0;
@@ -375,7 +382,7 @@ mod tests {
         assert_eq!(n.poll_timeout(), None);
         assert_eq!(n.handle_timeout(at + ANSWER_WAIT_MAX), None);
         // The next offer waits the first wait again.
-        let g2 = n.offer_ready(at);
+        let g2 = ready(&mut n, at);
         n.delivered(at, g2);
         assert_eq!(n.poll_timeout(), Some(at + ANSWER_WAIT));
     }
@@ -384,7 +391,7 @@ mod tests {
     fn a_copy_the_edge_cannot_take_is_retried_and_never_ends_the_wait() {
         let t0 = Instant::now();
         let mut n = Negotiation::default();
-        let g = n.offer_ready(t0);
+        let g = ready(&mut n, t0);
         n.delivered(t0, g);
         let due = t0 + ANSWER_WAIT;
         let copy1 = Some(Resend::Unanswered {
@@ -425,7 +432,7 @@ mod tests {
     fn a_late_delivery_report_of_an_answered_offer_starts_no_wait() {
         let t0 = Instant::now();
         let mut n = Negotiation::default();
-        let g = n.offer_ready(t0);
+        let g = ready(&mut n, t0);
         // The answer overtook the edge's reply to our post.
         n.answer_applied();
         n.delivered(t0, g);

@@ -385,6 +385,10 @@ pub struct SfuCore {
     /// left (an outage, a failover) is recorded again when someone comes back.
     gone_records: HashMap<String, (u64, Option<String>, Instant)>,
     next_id: u64,
+    /// The wall clock at `epoch`, µs since the Unix epoch: offers are numbered from it.
+    wall_epoch_us: u64,
+    /// The number of the last offer made here, to anyone ([`SfuCore::offer_made`]).
+    last_generation: u64,
     out: VecDeque<Output>,
     /// When everyone's connection is judged next ([`crate::quality::EVERY_MS`]).
     next_quality: Instant,
@@ -400,8 +404,10 @@ pub const RECORD_KEPT_FOR: Duration = Duration::from_secs(60);
 const MAX_GONE_VERSIONS: usize = 10_000;
 
 impl SfuCore {
-    /// `sfu_id` is named in the events this SFU sends.
-    pub fn new(epoch: Instant, sfu_id: impl Into<String>) -> SfuCore {
+    /// `sfu_id` is named in the events this SFU sends; `wall_epoch_us` is the wall clock (µs since
+    /// the Unix epoch) at `epoch`, read by the shell: offers are numbered by it (see
+    /// [`SfuCore::offer_made`]).
+    pub fn new(epoch: Instant, wall_epoch_us: u64, sfu_id: impl Into<String>) -> SfuCore {
         SfuCore {
             epoch,
             sfu_id: sfu_id.into(),
@@ -409,6 +415,8 @@ impl SfuCore {
             gone_versions: HashMap::new(),
             gone_records: HashMap::new(),
             next_id: 1,
+            wall_epoch_us,
+            last_generation: 0,
             out: VecDeque::new(),
             next_quality: epoch,
         }
@@ -992,6 +1000,13 @@ impl SfuCore {
 
     /// The offer asked for with [`Output::Renegotiate`] is made (our local description): returns
     /// its generation, to send now and to report on.
+    ///
+    /// Generations are this SFU's wall clock in µs when the offer was made, strictly rising over
+    /// every session of this core (a room stays on one worker's core): no two offers to a room
+    /// share a number, so an answer from a PeerConnection since replaced (the same person's
+    /// earlier session) never fits the new session's offer, and a restarted SFU goes on above
+    /// its numbers from before while its clock does not go back (the room drops a late post of
+    /// an offer older than one it holds from the same SFU, for the same PeerConnection).
     pub fn offer_made(
         &mut self,
         now: Instant,
@@ -999,7 +1014,16 @@ impl SfuCore {
         peer: &str,
         session: u64,
     ) -> Result<u64, CoreError> {
-        Ok(self.current(room, peer, session)?.neg.offer_ready(now))
+        let since = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        let generation = self
+            .wall_epoch_us
+            .saturating_add(since)
+            .max(self.last_generation + 1);
+        self.current(room, peer, session)?
+            .neg
+            .offer_ready(now, generation);
+        self.last_generation = generation;
+        Ok(generation)
     }
 
     /// What to do with `peer`'s answer to our offer number `generation` (0: not numbered — the
@@ -1526,7 +1550,7 @@ mod tests {
         fn new() -> Sim {
             let now = Instant::now();
             Sim {
-                core: SfuCore::new(now, "sfu-test"),
+                core: SfuCore::new(now, 1_764_000_000_000_000, "sfu-test"),
                 now,
                 session: 0,
                 sessions: HashMap::new(),
@@ -2746,6 +2770,50 @@ mod tests {
             Sim::renegotiated(&s.raw_outputs()),
             vec![("bob".into(), bob)]
         );
+    }
+
+    #[test]
+    fn offers_are_numbered_by_the_wall_clock_and_no_two_share_a_number() {
+        let mut s = Sim::new();
+        s.join("ada");
+        let bob = s.join("bob");
+        s.publish("ada", TrackKind::Camera, false);
+        s.raw_outputs();
+        let g1 = s.core.offer_made(s.now, R, "bob", bob).unwrap();
+        assert_eq!(
+            g1, 1_764_000_000_000_000,
+            "the wall clock at the offer, in µs"
+        );
+        // Bob's page reconnects with a new PeerConnection (a new session, at the same µs): its
+        // first offer is not numbered like the old session's, so an answer the old
+        // PeerConnection sends late never fits it.
+        let bob2 = s.join("bob");
+        s.publish("ada", TrackKind::Mic, false);
+        s.raw_outputs();
+        let g2 = s.core.offer_made(s.now, R, "bob", bob2).unwrap();
+        assert!(
+            g2 > g1,
+            "strictly rising over every session: {g2} after {g1}"
+        );
+        assert_eq!(s.core.answer_fit(R, "bob", bob2, g1), AnswerFit::Stale);
+        assert_eq!(s.core.answer_fit(R, "bob", bob2, g2), AnswerFit::Apply);
+        // A restarted SFU (a new core, a second later by the wall clock) goes on above.
+        let later = s.now + Duration::from_secs(1);
+        let mut restarted = SfuCore::new(later, 1_764_000_001_000_000, "sfu-test");
+        restarted
+            .handle_input(
+                later,
+                Input::Join {
+                    room: R.into(),
+                    peer: "bob".into(),
+                    session: 1,
+                    blocked: 0,
+                    scope: 0,
+                },
+            )
+            .unwrap();
+        let g3 = restarted.offer_made(later, R, "bob", 1).unwrap();
+        assert!(g3 > g2);
     }
 
     #[test]

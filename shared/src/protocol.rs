@@ -777,8 +777,10 @@ pub struct SfuSignal {
     /// SFU renegotiates as its sessions end).
     #[serde(default)]
     pub sfu: Option<String>,
-    /// The SFU's number for this offer of this participant's session (rising; 0: not numbered),
-    /// echoed with the answer. Left out when 0.
+    /// The SFU's number for this offer: its wall clock in µs when the offer was made, strictly
+    /// rising over all sessions in the room (no two offers to a room share a number), echoed
+    /// with the answer; 0: not numbered (an SFU from before counted each session's offers from
+    /// 1). Left out when 0.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub generation: u64,
 }

@@ -74,6 +74,18 @@ pub const WAITING_TAG: &str = "waiting";
 /// reconnect resumes the session without anyone seeing them leave and join again.
 pub const RECONNECT_GRACE_MS: Millis = 10_000;
 
+/// An SFU numbers its offers by its wall clock in µs (rising over all sessions of a room while
+/// its clock does not go back): an offer older than the member's newest by less than this is a
+/// late post and dropped; older by more, the SFU's clock was set back (a restart) and the offer
+/// is taken. A member's new PeerConnection (`ClientMessage::Offer`) forgets the numbers, so a
+/// clock set back by less stalls nobody: everyone re-offers to a restarted SFU.
+pub const LATE_OFFER_WINDOW_US: u64 = 10 * 60 * 1_000_000;
+
+/// Offer numbers from here up are an SFU's clock in µs (2001 on): an SFU from before numbered
+/// each session's offers from 1, and those are never compared across sessions (the rule above
+/// would drop a new session's 1 after an old session's 4).
+pub const CLOCK_NUMBERED_FROM: u64 = 1_000_000_000_000_000;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     /// A participant whose token verified (signature, time, room) opened connection `conn`.
@@ -255,7 +267,10 @@ struct Member {
     /// The SFU's latest offer not yet answered, kept to hand over again after a reconnect.
     #[serde(default)]
     pending_offer: Option<String>,
-    /// Its generation (the SFU's number for it; 0: not numbered).
+    /// Its generation (the SFU's number for it; 0: not numbered); once it is answered, still the
+    /// newest number this SFU gave the member: an older offer from it is a late post, dropped
+    /// (see [`LATE_OFFER_WINDOW_US`]). Back to 0 with the member's next PeerConnection
+    /// (`ClientMessage::Offer`) and when the room moves to another SFU.
     #[serde(default)]
     pending_generation: u64,
     /// The claims of the member's latest token (the one they connected with, or the last one the
@@ -645,6 +660,18 @@ impl Room {
                 let Some(m) = self.members.get_mut(&participant) else {
                     return Vec::new();
                 };
+                if generation >= CLOCK_NUMBERED_FROM
+                    && generation < m.pending_generation
+                    && m.pending_generation - generation < LATE_OFFER_WINDOW_US
+                {
+                    // A late post of an offer older than one held or answered already (the
+                    // SFU's posts crossed): handing it over would take the page back to an
+                    // older description.
+                    return vec![Output::Warn(format!(
+                        "ignored offer {generation} for {participant}: {} is newer",
+                        m.pending_generation
+                    ))];
+                }
                 m.pending_offer = Some(sdp.clone());
                 m.pending_generation = generation;
                 self.dirty.members.insert(participant);
@@ -1169,6 +1196,13 @@ impl Room {
                 if let Err(e) = check_sdp(&sdp) {
                     return error_to(conn, e.code, e.message);
                 }
+                // A new PeerConnection: an offer held for the one before means nothing to it, nor
+                // do the numbers (a restarted SFU's clock may be behind).
+                let m = self.members.get_mut(&id).expect("member found above");
+                if m.pending_offer.take().is_some() || m.pending_generation != 0 {
+                    m.pending_generation = 0;
+                    self.dirty.members.insert(id.clone());
+                }
                 // A new session starts with what a host stopped still blocked, in the member's
                 // breakout room.
                 let block = self.block_of(&id);
@@ -1503,9 +1537,11 @@ impl Room {
                 reason,
                 left,
             } => {
-                // Offers from the old SFU (or the old session) mean nothing now.
+                // Offers from the old SFU (or the old session) mean nothing now, nor do its
+                // numbers (the new SFU numbers its offers by its own clock).
                 for (id, m) in &mut self.members {
-                    if m.pending_offer.take().is_some() {
+                    if m.pending_offer.take().is_some() || m.pending_generation != 0 {
+                        m.pending_generation = 0;
                         self.dirty.members.insert(id.clone());
                     }
                 }

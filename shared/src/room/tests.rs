@@ -951,6 +951,108 @@ fn sfu_offers_are_relayed_answered_once_and_replayed_after_a_reconnect() {
 }
 
 #[test]
+fn a_late_post_of_an_older_sfu_offer_is_dropped_until_the_room_moves() {
+    // Offers are numbered by the SFU's clock in µs; the SFU's posts to the edge may cross.
+    const G: u64 = 1_764_000_000_000_000;
+    let mut r = with_sfu("a");
+    let offer = |sdp: &str, generation: u64, sfu: &str| Input::SfuOffer {
+        participant: "a".into(),
+        sdp: sdp.into(),
+        sfu: Some(sfu.into()),
+        generation,
+    };
+    let handed = |fx: &[Output]| -> Vec<u64> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Output::Send {
+                    msg: ServerMessage::Offer { generation, .. },
+                    ..
+                } => Some(*generation),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(handed(&r.run(2, offer("o2", G + 2, "sfu-1"))), vec![G + 2]);
+    // The post of the offer before it arrives late: not held, not handed to the page (it would
+    // take the page back to an older description).
+    let fx = r.run(3, offer("o1", G + 1, "sfu-1"));
+    assert_eq!(handed(&fx), Vec::<u64>::new());
+    assert_eq!(fx, vec![]);
+    assert!(
+        r.warnings.last().is_some_and(|w| w.contains("is newer")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(r.members["a"].contains("o2"), "the newer one is still held");
+    // Answered: still the newest number from this SFU, so an older post is still dropped, and a
+    // copy of the same offer (the SFU never had the answer) is handed over again.
+    let fx = frame(
+        &mut r,
+        "c1",
+        &ClientMessage::Answer {
+            sdp: SDP.into(),
+            generation: G + 2,
+        },
+    );
+    assert_eq!(fx.len(), 1, "{fx:?}");
+    assert_eq!(
+        handed(&r.run(4, offer("o1", G + 1, "sfu-1"))),
+        Vec::<u64>::new()
+    );
+    assert_eq!(handed(&r.run(5, offer("o2", G + 2, "sfu-1"))), vec![G + 2]);
+    // An offer older by more than the window: the SFU restarted with its clock set back.
+    let back = G + 2 - LATE_OFFER_WINDOW_US - 1;
+    assert_eq!(handed(&r.run(6, offer("o0", back, "sfu-1"))), vec![back]);
+    assert_eq!(handed(&r.run(7, offer("o3", G + 3, "sfu-1"))), vec![G + 3]);
+    // The room moves to another SFU: its numbers (its own clock, 5 s behind) start afresh.
+    r.run(
+        8_000,
+        Input::SfuDraining {
+            sfu: "sfu-1".into(),
+        },
+    );
+    let fx = r.run(
+        8_100,
+        Input::SfuFound {
+            result: Ok(choice("sfu-2")),
+        },
+    );
+    assert_eq!(moved_to(&fx).as_deref(), Some("sfu-2"));
+    let n1 = G - 5_000_000;
+    assert_eq!(handed(&r.run(8_200, offer("n1", n1, "sfu-2"))), vec![n1]);
+    // A new PeerConnection (the page's own offer) drops the offer held for the old one and
+    // forgets the numbers too: an SFU restarted with its clock a second behind stalls nobody.
+    let fx = frame_at(
+        &mut r,
+        8_300,
+        "c1",
+        &ClientMessage::Offer {
+            sdp: SDP.into(),
+            id: 2,
+        },
+    );
+    assert!(
+        fx.iter().any(|e| matches!(
+            e,
+            Output::Sfu {
+                call: SfuCall::Offer { .. },
+                ..
+            }
+        )),
+        "{fx:?}"
+    );
+    assert!(
+        !r.members["a"].contains("n1"),
+        "the old session's offer is not held"
+    );
+    let n2 = n1 - 1_000_000;
+    assert_eq!(handed(&r.run(8_400, offer("n2", n2, "sfu-2"))), vec![n2]);
+    // An SFU from before numbered each session's offers from 1: never compared.
+    assert_eq!(handed(&r.run(8_500, offer("s4", 4, "sfu-2"))), vec![4]);
+    assert_eq!(handed(&r.run(8_600, offer("s1", 1, "sfu-2"))), vec![1]);
+}
+
+#[test]
 fn leaving_frees_the_participant_on_the_sfu_and_late_sfu_messages_go_nowhere() {
     let mut r = with_sfu("a");
     connect(&mut r, "b", "c2");
