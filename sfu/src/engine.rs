@@ -92,7 +92,7 @@ use crate::record::track::{RecCodec, RecPacket};
 use crate::record::{RecMsg, RecorderHandle};
 use crate::rtcp_up::RtcpToApplication;
 use crate::rtp_out::{write_header, CaptureExt};
-use crate::sfu_core::{block_bit, AnswerFit, Input, Output, SfuCore, SubId, TrackId};
+use crate::sfu_core::{block_bit, Input, Output, SfuCore, SubId, TrackId};
 use crate::srtp_out::{fill_tags_across, Edit, PendingTag, Roc, SrtpOut};
 use crate::udp_batch;
 
@@ -2951,20 +2951,9 @@ impl Worker {
             return Err(MediaError::UnknownParticipant(peer.into()));
         };
         let session = s.id;
-        match self.core.answer_fit(room, peer, session, generation) {
-            AnswerFit::Apply => {}
-            AnswerFit::NoneAwaited => return Err(MediaError::NoOfferPending),
-            AnswerFit::Stale => {
-                // An answer to an older offer (the page had it before the one waited on):
-                // applying it to the newer one would pair the wrong descriptions.
-                tracing::info!(
-                    room,
-                    participant = peer,
-                    generation,
-                    "answer to an older offer ignored"
-                );
-                return Ok(());
-            }
+        let fit = self.core.answer_fit(room, peer, session, generation);
+        if !crate::media::apply_answer(fit, room, peer, generation)? {
+            return Ok(());
         }
         let applied = s.pc.set_remote_description(Instant::now(), desc);
         if applied.is_ok() {

@@ -159,6 +159,31 @@ impl MediaError {
     }
 }
 
+/// Whether a shell applies `participant`'s answer numbered `generation`, from the core's
+/// [`AnswerFit`]: `Ok(true)` apply it; `Ok(false)` leave it (logged; an answer to an older
+/// offer would pair the wrong descriptions, and nothing went wrong for the person); an error
+/// when no offer of ours waits. Both engines answer through it.
+pub(crate) fn apply_answer(
+    fit: AnswerFit,
+    room: &str,
+    participant: &str,
+    generation: u64,
+) -> Result<bool, MediaError> {
+    match fit {
+        AnswerFit::Apply => Ok(true),
+        AnswerFit::NoneAwaited => Err(MediaError::NoOfferPending),
+        AnswerFit::Stale => {
+            tracing::info!(
+                room,
+                participant,
+                generation,
+                "answer to an older offer ignored"
+            );
+            Ok(false)
+        }
+    }
+}
+
 fn webrtc_err(e: impl std::fmt::Display) -> MediaError {
     MediaError::Webrtc(e.to_string())
 }
@@ -997,20 +1022,8 @@ impl Media {
                 .core
                 .locked()
                 .answer_fit(room, id, peer.session, generation);
-            match fit {
-                AnswerFit::Apply => {}
-                AnswerFit::NoneAwaited => return Err(MediaError::NoOfferPending),
-                AnswerFit::Stale => {
-                    // An answer to an older offer: applying it to the newer one would pair the
-                    // wrong descriptions.
-                    tracing::info!(
-                        room,
-                        participant = id,
-                        generation,
-                        "answer to an older offer ignored"
-                    );
-                    return Ok(());
-                }
+            if !apply_answer(fit, room, id, generation)? {
+                return Ok(());
             }
             let applied = slow("set_remote(answer)", peer.pc.set_remote_description(desc)).await;
             if applied.is_ok() {
