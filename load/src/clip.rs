@@ -19,7 +19,8 @@ pub const FPS: u32 = 30;
 pub const FRAMES: u32 = 90;
 /// RTP payload size limit, before the 8-byte send time each packet carries at its end.
 pub const MTU: usize = 1_160;
-/// Bytes at the end of every payload: the send time (ns since the load tool's epoch).
+/// Bytes at the end of every payload: the send time (ns since the Unix epoch on the realtime
+/// clock, the clock the kernel stamps the subscribers' datagrams with: [`crate::peer::realtime`]).
 pub const STAMP: usize = 8;
 
 /// One simulcast layer's clip (`f` is the 720p one every non-simulcast publisher sends).

@@ -423,7 +423,6 @@ async fn run_point(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rss_idle = rss_bytes(pid);
-    let epoch = Instant::now();
     let tracks = peer::Tracks::default();
     let ctxs: Vec<Ctx> = (0..point.rooms)
         .map(|r| Ctx {
@@ -431,7 +430,6 @@ async fn run_point(
             room: format!("load-{r}"),
             secret: edge.secret().to_vec(),
             http: http.clone(),
-            epoch,
             tracks: tracks.clone(),
             srtp: args.srtp.profiles(),
         })
@@ -452,7 +450,6 @@ async fn run_point(
     // per packet than the SFU, so the tool is not what limits a point.
     let host = Arc::new(sans::Host::start(
         tracks.clone(),
-        epoch,
         if args.wake_receivers {
             sans::Receive::Wake
         } else {
@@ -498,9 +495,9 @@ async fn run_point(
     }
     let publishing = Instant::now();
     let mut senders = Vec::new();
-    for (r, p) in &pubs {
+    for (_, p) in &pubs {
         let layers = edge.layers(&p.id);
-        senders.extend(p.publish(clips.clone(), point.simulcast, ctxs[*r].epoch, layers));
+        senders.extend(p.publish(clips.clone(), point.simulcast, layers));
     }
     if point.simulcast {
         // Every viewer shows one camera large (720p tile) and the others small (180p tiles).
@@ -825,9 +822,10 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
          forward at this cost; floor: the kernel's CPU for the very sends (skbs) the subscribers \
          read in the window, replayed afterwards from one socket with nothing else on the SFU's \
          core, per datagram — what this point costs here before any SFU work; d/send: \
-         datagrams per send (UDP GSO puts a frame's packets to one subscriber in one); lat: send → receive inside this tool (both ends' webrtc-rs included; \
-         the subscribers drain their socket and sleep 0.2 ms between, so the SFU's sends do not \
-         wake them — adds ~0.25 ms — unless --wake-receivers); \
+         datagrams per send (UDP GSO puts a frame's packets to one subscriber in one); lat: a packet's send stamp in \
+         the publisher (before its webrtc-rs send path) → its arrival in the subscriber's socket \
+         (the kernel's receive stamp: not the tool's own wait and work on the subscriber side; \
+         the 10x0 points' publishing viewers are stamped when their track hands it over); \
          SFU: the SFU's own forwarding delay as each subscriber sees it, a packet's arrival at the \
          SFU's socket (kernel time) → its copy handed to the kernel (the oldest of each batch; sans \
          engine); 1st video: connection → first camera packet, p50/max"

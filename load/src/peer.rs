@@ -44,7 +44,8 @@ pub struct TrackStats {
     /// Sequence numbers skipped (each later arrival of one of them is counted in `late`).
     pub gaps: u64,
     pub late: u64,
-    /// Send → receive, µs (the send time travels in the payload's last 8 bytes).
+    /// Send → arrival, µs (the send time travels in the payload's last 8 bytes; the arrival is
+    /// the kernel's receive stamp where the socket has one).
     pub latency_us: Vec<u32>,
     /// When this track's first packet arrived (for video: the first keyframe), and when its peer
     /// connected.
@@ -62,7 +63,8 @@ impl TrackStats {
         }
     }
 
-    pub fn on_packet(&mut self, p: &rtp::Packet, epoch: Instant, connected_at: Instant) {
+    /// Counts `p`, which arrived at `arrived` ([`realtime`]).
+    pub fn on_packet(&mut self, p: &rtp::Packet, arrived: Duration, connected_at: Instant) {
         let now = Instant::now();
         if self.first_at.is_none() {
             self.first_at = Some(now);
@@ -87,8 +89,7 @@ impl TrackStats {
             let mut b = [0u8; STAMP];
             b.copy_from_slice(&p.payload[p.payload.len() - STAMP..]);
             let sent = Duration::from_nanos(u64::from_be_bytes(b));
-            let at = now.duration_since(epoch);
-            if let Some(d) = at.checked_sub(sent) {
+            if let Some(d) = arrived.checked_sub(sent) {
                 if d < Duration::from_secs(10) && self.latency_us.len() < 200_000 {
                     self.latency_us.push(d.as_micros() as u32);
                 }
@@ -119,12 +120,19 @@ impl TrackStats {
 
 pub type Tracks = Arc<Mutex<Vec<Arc<Mutex<TrackStats>>>>>;
 
+/// The realtime clock now, since the Unix epoch: the clock of the send stamps and of the kernel's
+/// receive stamps (`SO_TIMESTAMPNS`), so a packet's latency needs no conversion between clocks.
+pub fn realtime() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 struct Handler {
     gathered: mpsc::UnboundedSender<()>,
     connected: mpsc::UnboundedSender<()>,
     failed: Arc<AtomicBool>,
     tracks: Tracks,
-    epoch: Instant,
     connected_at: Arc<Mutex<Instant>>,
 }
 
@@ -154,12 +162,15 @@ impl PeerConnectionEventHandler for Handler {
             ..Default::default()
         }));
         self.tracks.lock().unwrap().push(stats.clone());
-        let (epoch, connected_at) = (self.epoch, *self.connected_at.lock().unwrap());
+        let connected_at = *self.connected_at.lock().unwrap();
         tokio::spawn(async move {
             while let Some(evt) = track.poll().await {
                 match evt {
                     TrackRemoteEvent::OnRtpPacket(p) => {
-                        stats.lock().unwrap().on_packet(&p, epoch, connected_at)
+                        stats
+                            .lock()
+                            .unwrap()
+                            .on_packet(&p, realtime(), connected_at)
                     }
                     TrackRemoteEvent::OnEnded => break,
                     _ => {}
@@ -241,7 +252,6 @@ pub struct Ctx {
     pub room: String,
     pub secret: Vec<u8>,
     pub http: reqwest::Client,
-    pub epoch: Instant,
     pub tracks: Tracks,
     /// SRTP profiles the peers offer (in order).
     pub srtp: Vec<rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile>,
@@ -341,7 +351,6 @@ impl Peer {
             connected: ctx_tx,
             failed: failed.clone(),
             tracks: ctx.tracks.clone(),
-            epoch: ctx.epoch,
             connected_at: Arc::new(Mutex::new(Instant::now())),
         });
         let pc = PeerConnectionBuilder::new()
@@ -443,7 +452,6 @@ impl Peer {
         &self,
         clips: Arc<Vec<Clip>>,
         simulcast: bool,
-        epoch: Instant,
         mut layers: watch::Receiver<Vec<bool>>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
@@ -458,7 +466,7 @@ impl Peer {
                     let mut b = BytesMut::with_capacity(80 + STAMP);
                     b.put_u8(0x78);
                     b.put_bytes(0x55, 79);
-                    b.put_u64(epoch.elapsed().as_nanos() as u64);
+                    b.put_u64(realtime().as_nanos() as u64);
                     let pkt = packet(111, seq, ts, ssrc, true, b.freeze());
                     if mic.write_rtp(pkt).await.is_err() {
                         return;
@@ -515,7 +523,7 @@ impl Peer {
                         for (i, p) in frame.payloads.iter().enumerate() {
                             let mut b = BytesMut::with_capacity(p.len() + STAMP);
                             b.put_slice(p);
-                            b.put_u64(epoch.elapsed().as_nanos() as u64);
+                            b.put_u64(realtime().as_nanos() as u64);
                             let mut pkt = packet(96, seq[k], ts, ssrc, i == last, b.freeze());
                             if let Some(sdes) = &sdes {
                                 let h = &mut pkt.header;
@@ -607,16 +615,17 @@ mod tests {
 
     #[test]
     fn gaps_late_packets_and_latency_are_counted() {
-        let epoch = Instant::now() - Duration::from_secs(1);
         let mut s = TrackStats::default();
         for seq in [65_534u16, 65_535, 1, 0, 2] {
-            s.on_packet(&pkt(seq, 999_000_000), epoch, epoch);
+            // Sent at 0.999 s, arrived at 1 s and at 1.5 ms past it.
+            let arrived = Duration::from_micros(1_000_000 + 1_500 * u64::from(seq % 2));
+            s.on_packet(&pkt(seq, 999_000_000), arrived, Instant::now());
         }
         let t = s.take();
         assert_eq!((t.packets, t.gaps, t.late), (5, 1, 1));
         assert_eq!(t.latency_us.len(), 5);
         assert!(
-            t.latency_us.iter().all(|&us| us >= 1_000),
+            t.latency_us.iter().all(|&us| us == 1_000 || us == 2_500),
             "{:?}",
             t.latency_us
         );

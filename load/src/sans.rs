@@ -57,9 +57,8 @@ pub enum Receive {
     /// pays for waking a sleeping receiver (taking the socket's wait-queue lock with interrupts
     /// off, the scheduler, an inter-processor interrupt — 14 % of the SFU's CPU at 1x100 in
     /// `perf`), which a network card never charges the sender for. The cost: a packet may wait
-    /// ~0.25 ms here (more when this core is busy) before it is counted, which the tool's own
-    /// latency column shows (the SFU's forwarding delay is measured inside the SFU: the
-    /// receiver's sleep does not enter it). The thread wakes ~4,000 times a second even when
+    /// ~0.25 ms here (more when this core is busy) before it is counted — not in the latency
+    /// column, which ends at the kernel's receive stamp. The thread wakes ~4,000 times a second even when
     /// idle, which the tool's own CPU column includes.
     Poll,
     /// Wait in a blocking read (up to [`TICK`]): every datagram may wake the thread, and the
@@ -122,8 +121,8 @@ struct Session {
 
 impl Host {
     /// Binds the socket on 127.0.0.1 and starts the thread. `tracks` receives one entry per track
-    /// any subscriber receives; `epoch` is the clock the send stamps are on.
-    pub fn start(tracks: Tracks, epoch: Instant, receive: Receive) -> Result<Host, LoadError> {
+    /// any subscriber receives.
+    pub fn start(tracks: Tracks, receive: Receive) -> Result<Host, LoadError> {
         let socket = UdpSocket::bind("127.0.0.1:0")
             .map_err(|e| LoadError::Io("subscriber socket".into(), e))?;
         match receive {
@@ -135,10 +134,14 @@ impl Host {
         // (~200 KB) overflows under the SFU's bursts and would count as the SFU's loss.
         grow_receive_buffer(&socket, RECEIVE_BUFFER);
         enable_gro(&socket);
+        // Each datagram's latency ends when the kernel received it, not when this thread got to
+        // it: the thread's sleep between reads and its own work on the datagrams before are the
+        // tool's, not the SFU's (they put ~5 ms into the p99 at 1x50).
+        stamp_arrivals(&socket);
         let (cmds, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sans-io-subscribers".into())
-            .spawn(move || run(socket, rx, tracks, epoch, receive))
+            .spawn(move || run(socket, rx, tracks, receive))
             .map_err(|e| LoadError::Io("subscriber thread".into(), e))?;
         Ok(Host {
             cmds,
@@ -256,8 +259,24 @@ fn enable_gro(socket: &UdpSocket) {
     let _ = crate::floor::set_int_opt(socket.as_raw_fd(), libc::SOL_UDP, crate::floor::UDP_GRO, 1);
 }
 
-/// One read: bytes, sender and the segment size (`n` itself for a single datagram).
-fn recv_gro(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr, usize)> {
+/// Asks the kernel to stamp each datagram with the time it was received (`SO_TIMESTAMPNS`, the
+/// realtime clock), which [`recv_gro`] reads back.
+fn stamp_arrivals(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let _ = crate::floor::set_int_opt(
+        socket.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPNS,
+        1,
+    );
+}
+
+/// One read: bytes, sender, the segment size (`n` itself for a single datagram) and when the
+/// kernel received it ([`stamp_arrivals`]; with GRO, the first segment).
+fn recv_gro(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, usize, Option<Duration>)> {
     use std::os::fd::AsRawFd;
     // SAFETY: all-zero sockaddr_storage, msghdr and control space are valid empty values; the
     // pointers set below point into locals and `buf`, which outlive the call.
@@ -266,7 +285,7 @@ fn recv_gro(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Socke
         iov_base: buf.as_mut_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
     };
-    let mut control = [0u64; 8];
+    let mut control = [0u64; 16];
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
     msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
@@ -281,6 +300,7 @@ fn recv_gro(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Socke
     }
     let n = n as usize;
     let mut seg = n;
+    let mut arrived = None;
     // SAFETY: walking the control messages the kernel wrote within `control`.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
@@ -291,6 +311,10 @@ fn recv_gro(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Socke
                 if s > 0 {
                     seg = s;
                 }
+            } else if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let t = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                arrived = Some(Duration::new(t.tv_sec as u64, t.tv_nsec as u32));
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
@@ -314,7 +338,7 @@ fn recv_gro(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Socke
         }
         _ => return Err(std::io::Error::other("unknown address family")),
     };
-    Ok((n, from, seg))
+    Ok((n, from, seg, arrived))
 }
 
 /// The `ip:port` of every candidate in `sdp`.
@@ -377,13 +401,7 @@ fn new_session(
 }
 
 /// The thread: commands, datagrams, timers, in turn.
-fn run(
-    socket: UdpSocket,
-    cmds: mpsc::Receiver<Cmd>,
-    tracks: Tracks,
-    epoch: Instant,
-    receive: Receive,
-) {
+fn run(socket: UdpSocket, cmds: mpsc::Receiver<Cmd>, tracks: Tracks, receive: Receive) {
     let Ok(local) = socket.local_addr() else {
         return;
     };
@@ -454,12 +472,12 @@ fn run(
                     })();
                     let _ = reply.send(answered.map_err(|e| e.to_string()));
                     s.next = Some(now);
-                    drain(s, &socket, &tracks, epoch);
+                    drain(s, &socket, &tracks, None);
                 }
                 Cmd::Stop => {
                     for s in &mut sessions {
                         let _ = s.pc.close();
-                        drain(s, &socket, &tracks, epoch);
+                        drain(s, &socket, &tracks, None);
                     }
                     return;
                 }
@@ -470,7 +488,7 @@ fn run(
         let mut read = 0;
         for _ in 0..256 {
             match recv_gro(&socket, &mut buf) {
-                Ok((n, from, seg)) => {
+                Ok((n, from, seg, arrived)) => {
                     read += 1;
                     crate::floor::READS.count(n, seg);
                     let Some(s) = by_addr.get(&from).and_then(|i| sessions.get_mut(*i)) else {
@@ -487,7 +505,7 @@ fn run(
                             },
                             message: BytesMut::from(d),
                         });
-                        drain(s, &socket, &tracks, epoch);
+                        drain(s, &socket, &tracks, arrived);
                     }
                 }
                 // Nothing (within a tick, when blocking) or an ICMP error: on to the timers.
@@ -501,7 +519,7 @@ fn run(
             for s in &mut sessions {
                 if s.next.is_some_and(|t| t <= now) {
                     let _ = s.pc.handle_timeout(now);
-                    drain(s, &socket, &tracks, epoch);
+                    drain(s, &socket, &tracks, None);
                 }
             }
         }
@@ -511,8 +529,9 @@ fn run(
     }
 }
 
-/// Everything a session has for us after an input: media (counted), events, datagrams to send.
-fn drain(s: &mut Session, socket: &UdpSocket, tracks: &Tracks, epoch: Instant) {
+/// Everything a session has for us after an input: media (counted, as arrived at `arrived` —
+/// the datagram just read — or now), events, datagrams to send.
+fn drain(s: &mut Session, socket: &UdpSocket, tracks: &Tracks, arrived: Option<Duration>) {
     while let Some(ev) = s.pc.poll_event() {
         match ev {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
@@ -544,7 +563,8 @@ fn drain(s: &mut Session, socket: &UdpSocket, tracks: &Tracks, epoch: Instant) {
                 t
             });
             let connected_at = s.connected_at.unwrap_or_else(Instant::now);
-            stats.lock().unwrap().on_packet(&p, epoch, connected_at);
+            let arrived = arrived.unwrap_or_else(crate::peer::realtime);
+            stats.lock().unwrap().on_packet(&p, arrived, connected_at);
         }
     }
     while let Some(out) = s.pc.poll_write() {
