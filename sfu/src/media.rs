@@ -1027,6 +1027,7 @@ impl Media {
             }
             let applied = slow("set_remote(answer)", peer.pc.set_remote_description(desc)).await;
             if applied.is_ok() {
+                tracing::info!(room, participant = id, "answer applied");
                 // Before the next offer may start (it waits for this lock and the core).
                 self.mark_ready(&peer).await;
             }
@@ -1357,6 +1358,10 @@ impl Media {
                 Err(_) => return, // replaced or gone meanwhile: nothing to send
             }
         };
+        // As the sans engine logs it: with "answer applied", which half of a renegotiation
+        // never came.
+        let m_lines = sdp.matches("\r\nm=").count();
+        tracing::info!(room = %peer.room, participant = %peer.id, generation, m_lines, "offer sent");
         self.spawn_send_offer(peer, generation, sdp);
     }
 
