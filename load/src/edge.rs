@@ -26,7 +26,7 @@ pub fn now_ms() -> u64 {
 #[derive(Default)]
 pub struct EdgeState {
     /// Where the SFU's offers for each participant go.
-    pub inboxes: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
+    pub inboxes: Mutex<HashMap<String, mpsc::UnboundedSender<(String, u64)>>>,
     /// Dynacast: the camera layers anyone receives, per publisher (all on until told).
     pub layers: Mutex<HashMap<String, watch::Sender<Vec<bool>>>>,
     /// Calls refused for a bad signature (should stay 0).
@@ -61,8 +61,9 @@ impl FakeEdge {
         })
     }
 
-    /// Offers the SFU sends `id` arrive on the returned channel.
-    pub fn inbox(&self, id: &str) -> mpsc::UnboundedReceiver<String> {
+    /// Offers the SFU sends `id` arrive on the returned channel, each with its number (the
+    /// answer says which offer it answers, as the edge does).
+    pub fn inbox(&self, id: &str) -> mpsc::UnboundedReceiver<(String, u64)> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.state
             .inboxes
@@ -106,7 +107,7 @@ async fn signal(State(st): State<St>, headers: HeaderMap, body: Bytes) -> Status
         return StatusCode::BAD_REQUEST;
     };
     match st.0.inboxes.lock().unwrap().get(&s.participant) {
-        Some(tx) if tx.send(s.sdp).is_ok() => StatusCode::NO_CONTENT,
+        Some(tx) if tx.send((s.sdp, s.generation)).is_ok() => StatusCode::NO_CONTENT,
         _ => StatusCode::GONE,
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use edgemeet_sfu::rtcp_up::RtcpToApplication;
 use edgemeet_shared::control;
-use edgemeet_shared::protocol::{SdpBody, TileView, ViewsBody};
+use edgemeet_shared::protocol::{AnswerBody, SdpBody, TileView, ViewsBody};
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -122,6 +122,7 @@ pub type Tracks = Arc<Mutex<Vec<Arc<Mutex<TrackStats>>>>>;
 
 /// The realtime clock now, since the Unix epoch: the clock of the send stamps and of the kernel's
 /// receive stamps (`SO_TIMESTAMPNS`), so a packet's latency needs no conversion between clocks.
+/// (A step of the clock during a run, NTP setting it, would skew or drop the latencies around it.)
 pub fn realtime() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -569,11 +570,11 @@ fn answer_offers(
     ctx: &Ctx,
     pc: Arc<dyn PeerConnection>,
     id: &str,
-    mut rx: mpsc::UnboundedReceiver<String>,
+    mut rx: mpsc::UnboundedReceiver<(String, u64)>,
 ) {
     let (id, ctx) = (id.to_string(), ctx.clone());
     tokio::spawn(async move {
-        while let Some(sdp) = rx.recv().await {
+        while let Some((sdp, generation)) = rx.recv().await {
             let Ok(offer) = RTCSessionDescription::offer(sdp) else {
                 eprintln!("{id}: the SFU's offer does not parse");
                 continue;
@@ -591,7 +592,11 @@ fn answer_offers(
             let Some(local) = pc.local_description().await else {
                 continue;
             };
-            let body = serde_json::to_string(&SdpBody { sdp: local.sdp }).unwrap_or_default();
+            let body = serde_json::to_string(&AnswerBody {
+                sdp: local.sdp,
+                generation,
+            })
+            .unwrap_or_default();
             let path = format!("/v1/rooms/{}/participants/{id}/answer", ctx.room);
             match control_call(&ctx, "POST", &path, body).await {
                 Ok((204, _)) => {}
@@ -623,12 +628,7 @@ mod tests {
         }
         let t = s.take();
         assert_eq!((t.packets, t.gaps, t.late), (5, 1, 1));
-        assert_eq!(t.latency_us.len(), 5);
-        assert!(
-            t.latency_us.iter().all(|&us| us == 1_000 || us == 2_500),
-            "{:?}",
-            t.latency_us
-        );
+        assert_eq!(t.latency_us, [1_000, 2_500, 2_500, 1_000, 1_000]);
         assert_eq!(s.take().packets, 0, "take starts the counters again");
     }
 

@@ -16,7 +16,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use edgemeet_shared::protocol::SdpBody;
+use edgemeet_shared::protocol::AnswerBody;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
@@ -58,8 +58,8 @@ pub enum Receive {
     /// off, the scheduler, an inter-processor interrupt — 14 % of the SFU's CPU at 1x100 in
     /// `perf`), which a network card never charges the sender for. The cost: a packet may wait
     /// ~0.25 ms here (more when this core is busy) before it is counted — not in the latency
-    /// column, which ends at the kernel's receive stamp. The thread wakes ~4,000 times a second even when
-    /// idle, which the tool's own CPU column includes.
+    /// column, which ends at the kernel's receive stamp. The thread wakes ~4,000 times a second
+    /// even when idle, which the tool's own CPU column includes.
     Poll,
     /// Wait in a blocking read (up to [`TICK`]): every datagram may wake the thread, and the
     /// SFU is charged for it (`--wake-receivers`, to compare).
@@ -137,7 +137,12 @@ impl Host {
         // Each datagram's latency ends when the kernel received it, not when this thread got to
         // it: the thread's sleep between reads and its own work on the datagrams before are the
         // tool's, not the SFU's (they put ~5 ms into the p99 at 1x50).
-        stamp_arrivals(&socket);
+        if let Err(e) = stamp_arrivals(&socket) {
+            eprintln!(
+                "the kernel does not stamp arrivals ({e}): the latency column includes this \
+                 tool's own wait and work"
+            );
+        }
         let (cmds, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sans-io-subscribers".into())
@@ -200,11 +205,11 @@ impl Host {
         ctx: &Ctx,
         id: &str,
         idx: usize,
-        mut inbox: tokio::sync::mpsc::UnboundedReceiver<String>,
+        mut inbox: tokio::sync::mpsc::UnboundedReceiver<(String, u64)>,
     ) {
         let (me, ctx, id) = (self.clone(), ctx.clone(), id.to_string());
         tokio::spawn(async move {
-            while let Some(sdp) = inbox.recv().await {
+            while let Some((sdp, generation)) = inbox.recv().await {
                 let answer = match me.call(|reply| Cmd::Offer { idx, sdp, reply }).await {
                     Ok(a) => a,
                     Err(e) => {
@@ -212,7 +217,11 @@ impl Host {
                         continue;
                     }
                 };
-                let body = serde_json::to_string(&SdpBody { sdp: answer }).unwrap_or_default();
+                let body = serde_json::to_string(&AnswerBody {
+                    sdp: answer,
+                    generation,
+                })
+                .unwrap_or_default();
                 let path = format!("/v1/rooms/{}/participants/{id}/answer", ctx.room);
                 match control_call(&ctx, "POST", &path, body).await {
                     Ok((204, _)) => {}
@@ -261,14 +270,14 @@ fn enable_gro(socket: &UdpSocket) {
 
 /// Asks the kernel to stamp each datagram with the time it was received (`SO_TIMESTAMPNS`, the
 /// realtime clock), which [`recv_gro`] reads back.
-fn stamp_arrivals(socket: &UdpSocket) {
+fn stamp_arrivals(socket: &UdpSocket) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let _ = crate::floor::set_int_opt(
+    crate::floor::set_int_opt(
         socket.as_raw_fd(),
         libc::SOL_SOCKET,
         libc::SO_TIMESTAMPNS,
         1,
-    );
+    )
 }
 
 /// One read: bytes, sender, the segment size (`n` itself for a single datagram) and when the
@@ -576,6 +585,29 @@ fn drain(s: &mut Session, socket: &UdpSocket, tracks: &Tracks, arrived: Option<D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_brings_the_time_the_kernel_received_the_datagram() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stamp_arrivals(&rx).unwrap();
+        enable_gro(&rx);
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = crate::peer::realtime();
+        tx.send_to(b"stamped", rx.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from, seg, arrived) = recv_gro(&rx, &mut buf).unwrap();
+        let after = crate::peer::realtime();
+        assert_eq!(
+            (&buf[..n], from, seg),
+            (&b"stamped"[..], tx.local_addr().unwrap(), 7)
+        );
+        let at = arrived.expect("the kernel stamped the datagram");
+        assert!(
+            before <= at && at <= after,
+            "{before:?} <= {at:?} <= {after:?}"
+        );
+    }
 
     #[test]
     fn candidates_are_read_from_the_answer() {

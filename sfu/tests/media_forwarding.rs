@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use edgemeet_shared::control;
-use edgemeet_shared::protocol::{SdpBody, SfuEvent, SfuSignal};
+use edgemeet_shared::protocol::{AnswerBody, SdpBody, SfuEvent, SfuSignal};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -48,7 +48,8 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-type Inboxes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<String>>>>;
+/// Each test peer's channel for the SFU's offers: (SDP, the SFU's number for it).
+type Inboxes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<(String, u64)>>>>;
 
 /// What the fake edge saw, and the failures it was told to answer with.
 #[derive(Default)]
@@ -97,7 +98,7 @@ async fn fake_edge() -> (SocketAddr, Inboxes, Arc<EdgeLog>) {
         }
         match i.lock().unwrap().get(&s.participant) {
             Some(tx) => {
-                let _ = tx.send(s.sdp);
+                let _ = tx.send((s.sdp, s.generation));
                 StatusCode::NO_CONTENT
             }
             None => StatusCode::GONE,
@@ -454,8 +455,8 @@ impl TestPeer {
 }
 
 /// Where the fake edge delivers the SFU's offers for `id` (buffered until someone answers them).
-fn inbox(id: &str, inboxes: &Inboxes) -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel::<String>();
+fn inbox(id: &str, inboxes: &Inboxes) -> mpsc::UnboundedReceiver<(String, u64)> {
+    let (tx, rx) = mpsc::unbounded_channel::<(String, u64)>();
     inboxes.lock().unwrap().insert(id.to_string(), tx);
     rx
 }
@@ -470,12 +471,12 @@ fn answer_offers(
     pc: Arc<dyn PeerConnection>,
     base: String,
     id: &str,
-    mut rx: mpsc::UnboundedReceiver<String>,
+    mut rx: mpsc::UnboundedReceiver<(String, u64)>,
 ) {
     let id = id.to_string();
     tokio::spawn(async move {
         let mut n = 0;
-        while let Some(sdp) = rx.recv().await {
+        while let Some((sdp, generation)) = rx.recv().await {
             n += 1;
             let answered = async {
                 let offer = RTCSessionDescription::offer(sdp).map_err(|e| format!("offer: {e}"))?;
@@ -494,7 +495,9 @@ fn answer_offers(
                     .await
                     .ok_or("no local description")?
                     .sdp;
-                let body = serde_json::to_string(&SdpBody { sdp }).map_err(|e| e.to_string())?;
+                // Numbered as the edge numbers it (the answer to this offer, not another).
+                let body = serde_json::to_string(&AnswerBody { sdp, generation })
+                    .map_err(|e| e.to_string())?;
                 let (status, text) = control_call(
                     &base,
                     "POST",
