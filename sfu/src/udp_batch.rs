@@ -241,14 +241,28 @@ pub fn dont_fragment(socket: &std::net::UdpSocket) -> std::io::Result<()> {
     if !socket.local_addr()?.is_ipv4() {
         return Ok(());
     }
-    let probe: libc::c_int = libc::IP_PMTUDISC_PROBE;
+    set_int_opt(
+        socket.as_raw_fd(),
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    )
+}
+
+/// Sets an int-valued socket option.
+fn set_int_opt(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
     // SAFETY: a valid socket option with an int argument of the given size.
     let r = unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            &probe as *const _ as *const libc::c_void,
+            fd,
+            level,
+            opt,
+            &value as *const _ as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -303,22 +317,7 @@ fn sender_beside(rx: &std::net::UdpSocket) -> std::io::Result<std::net::UdpSocke
 /// Asks the kernel to stamp each datagram the socket receives with the time it arrived
 /// (`SO_TIMESTAMPNS`, the realtime clock), read back by [`recv_timed`].
 pub fn enable_rx_timestamps(fd: RawFd) -> std::io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket option with an int argument of the given size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            &on as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }
 
 /// The realtime clock now, as [`recv_timed`] stamps datagrams.
