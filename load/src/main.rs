@@ -288,6 +288,7 @@ async fn sfu_metric(http: &reqwest::Client, base: &str, name: &str) -> Option<f6
 
 /// The SFU's forwarding delay histogram (sans-IO engine).
 const DELAY: &str = "edgemeet_sfu_forward_delay_seconds";
+const TURNS: &str = "edgemeet_sfu_engine_turns_total";
 
 /// A histogram's buckets from the SFU's /metrics: (upper bound, cumulative count), in order.
 async fn sfu_histogram(http: &reqwest::Client, base: &str, name: &str) -> Vec<(f64, f64)> {
@@ -359,6 +360,8 @@ struct Figures {
     peers: usize,
     streams: usize,
     pps: f64,
+    /// The SFU engine's wake-ups per second (`edgemeet_sfu_engine_turns_total`).
+    turns_per_s: Option<f64>,
     us_per_packet: f64,
     sfu_cpu: f64,
     streams_per_core: f64,
@@ -548,6 +551,7 @@ async fn run_point(
     // The window.
     let _ = take_all(&ctxs[0]);
     let fwd0 = sfu_metric(&http, &sfu.base, "edgemeet_sfu_forwarded_packets_total").await;
+    let turns0 = sfu_metric(&http, &sfu.base, TURNS).await;
     let delay0 = sfu_histogram(&http, &sfu.base, DELAY).await;
     let busy = args.busy_core.then(|| floor::BusyCore::start(args.sfu_cpu));
     let (cpu0, me0, t0) = (cpu_time(pid), cpu_time(std::process::id()), Instant::now());
@@ -558,6 +562,7 @@ async fn run_point(
     // The spinner is this tool's CPU but not its work: left out of `load cpu`.
     let spun = busy.map(floor::BusyCore::stop).unwrap_or_default();
     let fwd1 = sfu_metric(&http, &sfu.base, "edgemeet_sfu_forwarded_packets_total").await;
+    let turns1 = sfu_metric(&http, &sfu.base, TURNS).await;
     let delay1 = sfu_histogram(&http, &sfu.base, DELAY).await;
     let stats = take_all(&ctxs[0]);
     let rss = rss_bytes(pid);
@@ -635,6 +640,8 @@ async fn run_point(
         peers,
         streams: want_video,
         pps: forwarded / wall,
+        // The async engine has no turns.
+        turns_per_s: turns0.zip(turns1).map(|(a, b)| (b - a) / wall),
         us_per_packet,
         sfu_cpu,
         streams_per_core: want_video as f64 / sfu_cpu.max(1e-9),
@@ -750,7 +757,7 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
         }
     );
     println!(
-        "{:<12} {:>5} {:>7} {:>9} {:>8} {:>6} {:>6} {:>7} {:>10} {:>7} {:>12} {:>13} {:>11} {:>9} {:>12}",
+        "{:<12} {:>5} {:>7} {:>9} {:>8} {:>6} {:>6} {:>7} {:>7} {:>10} {:>7} {:>12} {:>13} {:>11} {:>9} {:>12}",
         "point",
         "peers",
         "streams",
@@ -758,6 +765,7 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
         "µs/pkt",
         "floor",
         "d/send",
+        "turns/s",
         "SFU cpu",
         "streams/cpu",
         "loss %",
@@ -773,7 +781,7 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
             let f = run_point(&args, p, clips.clone()).await?;
             per_packet.push(f.us_per_packet);
             println!(
-            "{:<12} {:>5} {:>7} {:>9.0} {:>8.2} {:>6} {:>6.2} {:>6.1}% {:>10} {:>7.3} {:>5.2}/{:<5.2}ms {:>5.0}/{:<5.0}µs {:>11.2} {:>8.1}% {:>5.0}/{:<5.0}ms{}",
+            "{:<12} {:>5} {:>7} {:>9.0} {:>8.2} {:>6} {:>6.2} {:>7} {:>6.1}% {:>10} {:>7.3} {:>5.2}/{:<5.2}ms {:>5.0}/{:<5.0}µs {:>11.2} {:>8.1}% {:>5.0}/{:<5.0}ms{}",
             f.label,
             f.peers,
             f.streams,
@@ -781,6 +789,7 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
             f.us_per_packet,
             f.floor_us.map_or("-".to_string(), |u| format!("{u:.2}")),
             f.datagrams as f64 / f.sends.max(1) as f64,
+            f.turns_per_s.map_or("-".to_string(), |t| format!("{t:.0}")),
             f.sfu_cpu * 100.0,
             // Only when every stream flowed: otherwise the figure would flatter the SFU.
             if f.missing == 0 {
@@ -822,7 +831,8 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
          forward at this cost; floor: the kernel's CPU for the very sends (skbs) the subscribers \
          read in the window, replayed afterwards from one socket with nothing else on the SFU's \
          core, per datagram — what this point costs here before any SFU work; d/send: \
-         datagrams per send (UDP GSO puts a frame's packets to one subscriber in one); lat: a packet's send stamp in \
+         datagrams per send (UDP GSO puts a frame's packets to one subscriber in one); turns/s: the \
+         SFU engine's turns a second, each a wake-up of its thread; lat: a packet's send stamp in \
          the publisher (before its webrtc-rs send path) → its arrival in the subscriber's socket \
          (the kernel's receive stamp: not the tool's own wait and work on the subscriber side; \
          the 10x0 points' publishing viewers are stamped when their track hands it over); \

@@ -97,6 +97,8 @@ use crate::srtp_out::{fill_tags_across, Edit, PendingTag, Roc, SrtpOut};
 use crate::udp_batch;
 
 const WAKER: Token = Token(usize::MAX);
+/// The worker's `waiting` poller, watched by its main one while armed ([`Worker::waiting_armed`]).
+const WAITING: Token = Token(usize::MAX - 1);
 /// The largest datagram read (longer ones would be cut and fail SRTP/DTLS).
 const MTU: usize = 2048;
 /// Datagrams read from one socket per turn of the loop: a flooded port must not keep the thread
@@ -303,12 +305,14 @@ impl Engine {
         let mut workers = Vec::with_capacity(n);
         for k in 0..n {
             let poll = Poll::new()?;
+            let waiting = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (cmds, rx) = mpsc::channel();
             let mut worker = Worker::new(
                 k,
                 n,
                 poll,
+                waiting,
                 cfg.clone(),
                 metrics.clone(),
                 out_tx.clone(),
@@ -637,6 +641,10 @@ struct Session {
     published: HashMap<String, TrackId>,
     /// Our local tracks on it (by track id) → the reception each carries.
     sending: HashMap<String, SubId>,
+    /// Its socket is on the worker's `waiting` poller ([`may_wait`]), not on `poll`.
+    waits: bool,
+    /// When it last asked for a repair (a NACK, a picture loss, a full intra request).
+    repair_asked: Option<Instant>,
 }
 
 /// A session's port ([`udp_batch::bind_split`]): `rx`, on the worker's poller, receives; `tx`,
@@ -852,6 +860,53 @@ const REPORTS_PER_PACKET: usize = 32;
 
 /// Sessions tick this often: a sender report per stream sent to it, the selected pair checked.
 const TICK: Duration = Duration::from_secs(1);
+
+/// How late a connected session's own timers may run (its ICE agent's 200 ms tick, the 1 s
+/// sender reports, the NACK generator's and TWCC feedback's 100 ms): at most this much, so that
+/// they run in a turn that happens anyway — media arrives every 20 ms while a microphone is on —
+/// instead of each waking the thread. A wake-up costs more than most of these timers' own work
+/// (on this project's test VM a thread woken from `epoll_wait` pays ~20 µs: `perf bench sched
+/// pipe`), and at 1x100 a quarter of the turns were timers alone.
+const TIMER_SLACK: Duration = Duration::from_millis(20);
+
+/// When to wake for timers due at `deadlines`, each with how late it may run: the earliest
+/// time by which one of them would be later than it may be. Timers due before then run in
+/// whatever turn comes first (every turn runs every due timer), and those whose slack has run
+/// out wake the thread together.
+fn wake_at(deadlines: impl Iterator<Item = (Instant, Duration)>) -> Option<Instant> {
+    deadlines.map(|(t, slack)| t + slack).min()
+}
+
+/// How long a waiting session's datagrams ([`may_wait`]) wait at most for a turn.
+const WAIT_AT_MOST: Duration = Duration::from_millis(20);
+
+/// Media forwarded this recently: turns come by themselves, and the waiting sockets
+/// ([`may_wait`]) are asked in them rather than each of their datagrams waking the thread.
+const MEDIA_RECENT: Duration = Duration::from_millis(100);
+
+/// How long a session that asked for a repair keeps waking the thread ([`may_wait`]).
+const REPAIR_RECENT: Duration = Duration::from_secs(2);
+
+/// Whether a session's datagrams may wait, up to [`WAIT_AT_MOST`], for a turn that happens
+/// anyway (every turn asks the waiting sockets without blocking) instead of waking the thread
+/// each: a connected viewer's receiver reports and ICE consent checks (~3 a second each; at
+/// 1x100 they were most of the turns that forwarded nothing, and a wake-up costs more than
+/// their own work). Never a session that publishes (its media is what turns are for), one
+/// still connecting (how fast a join completes), a connection check, or one that asked for a
+/// repair — a NACK, a picture loss — in the last [`REPAIR_RECENT`]: a viewer losing packets
+/// gets its retransmissions at once.
+fn may_wait(
+    connected: bool,
+    publishes: bool,
+    probe: bool,
+    repair_asked: Option<Instant>,
+    now: Instant,
+) -> bool {
+    connected
+        && !publishes
+        && !probe
+        && repair_asked.is_none_or(|t| now.saturating_duration_since(t) >= REPAIR_RECENT)
+}
 
 /// Builds the RTP header (12 bytes, no CSRC; with the absolute-capture-time extension when the
 /// packet has one for this subscriber) and payload into `buf`, protects it
@@ -1091,6 +1146,22 @@ struct Worker {
     /// Which of the engine's workers this is.
     index: usize,
     poll: Poll,
+    /// Sockets whose datagrams may wait for a turn that happens anyway ([`may_wait`]): asked
+    /// without blocking in every turn. While media flows ([`MEDIA_RECENT`]) a turn comes at
+    /// least every [`WAIT_AT_MOST`]; otherwise `poll` watches this poller (`waiting_armed`), so
+    /// that an idle worker still sleeps until a datagram comes.
+    waiting: Poll,
+    /// How many sessions' sockets are on `waiting`.
+    waiting_count: usize,
+    /// When `waiting` was last asked.
+    waiting_asked: Instant,
+    /// `poll` watches `waiting` for one event ([`udp_batch::arm_oneshot`]); `waiting_added`:
+    /// it was added to `poll` once (re-armed after).
+    waiting_armed: bool,
+    waiting_added: bool,
+    /// When a turn last forwarded media, and whether this one did.
+    media_at: Instant,
+    media_turn: bool,
     cfg: MediaConfig,
     metrics: Arc<Metrics>,
     epoch: Instant,
@@ -1151,6 +1222,7 @@ impl Worker {
         index: usize,
         of: usize,
         poll: Poll,
+        waiting: Poll,
         cfg: MediaConfig,
         metrics: Arc<Metrics>,
         out: tokio::sync::mpsc::UnboundedSender<Outward>,
@@ -1165,6 +1237,13 @@ impl Worker {
         Worker {
             index,
             poll,
+            waiting,
+            waiting_count: 0,
+            waiting_asked: epoch,
+            waiting_armed: false,
+            waiting_added: false,
+            media_at: epoch,
+            media_turn: false,
             core: SfuCore::new(epoch, wall_epoch_us, cfg.id.clone()),
             next_port: lo as u32 + span * index as u32 / of.max(1) as u32,
             cfg,
@@ -1200,9 +1279,12 @@ impl Worker {
 
     fn run(mut self, cmds: mpsc::Receiver<Cmd>) {
         let mut events = Events::with_capacity(256);
+        let mut waited = Events::with_capacity(256);
         loop {
             let timeout = if self.backlog.is_empty() {
-                self.next_deadline().map(|t| {
+                let ask_waiting = (self.waiting_count > 0 && !self.waiting_armed)
+                    .then(|| self.waiting_asked + WAIT_AT_MOST);
+                (self.next_deadline().into_iter().chain(ask_waiting).min()).map(|t| {
                     t.saturating_duration_since(Instant::now())
                         .max(Duration::from_micros(100))
                 })
@@ -1219,7 +1301,9 @@ impl Worker {
             }
             let mut ready: Vec<usize> = std::mem::take(&mut self.backlog);
             for ev in events.iter() {
-                if ev.token() != WAKER && !ready.contains(&ev.token().0) {
+                if ev.token() == WAITING {
+                    self.waiting_armed = false; // spent: asked below
+                } else if ev.token() != WAKER && !ready.contains(&ev.token().0) {
                     ready.push(ev.token().0);
                 }
             }
@@ -1228,8 +1312,24 @@ impl Worker {
                     self.backlog.push(slot);
                 }
             }
-            // What the datagrams read brought goes out now, not after the commands and timers.
+            // What the datagrams read brought goes out now, not after the waiting sockets, the
+            // commands and the timers.
             self.flush_media();
+            if self.waiting_count > 0 {
+                self.waiting_asked = Instant::now();
+                if let Err(e) = self.waiting.poll(&mut waited, Some(Duration::ZERO)) {
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        self.stop();
+                        panic!("the media engine's poll failed: {e}");
+                    }
+                }
+                for ev in waited.iter() {
+                    let slot = ev.token().0;
+                    if self.readable(slot) && !self.backlog.contains(&slot) {
+                        self.backlog.push(slot);
+                    }
+                }
+            }
             loop {
                 match cmds.try_recv() {
                     Ok(Cmd::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
@@ -1242,7 +1342,9 @@ impl Worker {
             }
             self.timers();
             self.flush_media();
+            self.counts.turns += 1;
             self.metrics.add(&mut self.counts);
+            self.watch_waiting();
         }
     }
 
@@ -1292,18 +1394,96 @@ impl Worker {
         self.dirty = dirty;
     }
 
+    /// At the end of a turn: with no media lately (no turn will come by itself), the main
+    /// poller watches the waiting one, so the first datagram there wakes the thread; while
+    /// media flows it does not, and the waiting sockets are asked in the turns media makes
+    /// (or after [`WAIT_AT_MOST`]).
+    fn watch_waiting(&mut self) {
+        if std::mem::take(&mut self.media_turn) {
+            self.media_at = Instant::now();
+            return;
+        }
+        if self.waiting_count == 0 || self.waiting_armed || self.media_at.elapsed() < MEDIA_RECENT {
+            return;
+        }
+        match udp_batch::arm_oneshot(
+            self.poll.as_raw_fd(),
+            self.waiting.as_raw_fd(),
+            WAITING.0 as u64,
+            !self.waiting_added,
+        ) {
+            Ok(()) => {
+                self.waiting_added = true;
+                self.waiting_armed = true;
+            }
+            // Not watched: asked every WAIT_AT_MOST instead.
+            Err(e) => tracing::debug!(error = %e, "waiting sockets not watched"),
+        }
+    }
+
+    /// Puts a session's socket on the poller [`may_wait`] chooses for it (a socket moved is
+    /// reported at once if it holds datagrams already: registering polls it).
+    fn place(&mut self, slot: usize, now: Instant) {
+        let Some(s) = self.sessions.get_mut(slot).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        let wait = may_wait(
+            s.connected,
+            !s.published.is_empty(),
+            s.probe.is_some(),
+            s.repair_asked,
+            now,
+        );
+        if wait == s.waits {
+            return;
+        }
+        let (from, to) = if wait {
+            (&self.poll, &self.waiting)
+        } else {
+            (&self.waiting, &self.poll)
+        };
+        let _ = from.registry().deregister(&mut s.socket.rx);
+        if let Err(e) = to
+            .registry()
+            .register(&mut s.socket.rx, Token(slot), Interest::READABLE)
+        {
+            // Where it was, then: it is read either way.
+            let _ = from
+                .registry()
+                .register(&mut s.socket.rx, Token(slot), Interest::READABLE);
+            tracing::debug!(room = %s.room, participant = %s.peer, error = %e, "socket not moved");
+            return;
+        }
+        s.waits = wait;
+        if wait {
+            self.waiting_count += 1;
+        } else {
+            self.waiting_count -= 1;
+        }
+    }
+
+    /// When the poll has to wake at the latest: the earliest timer, a connected session's own
+    /// timers given [`TIMER_SLACK`] ([`wake_at`]).
     fn next_deadline(&self) -> Option<Instant> {
-        self.sessions
-            .iter()
-            .flatten()
-            .flat_map(|s| {
-                s.next
-                    .into_iter()
-                    .chain([s.tick_at])
-                    .chain(s.probe.map(|p| p.due(s.connected)))
-            })
-            .chain(self.core_next)
-            .min()
+        wake_at(
+            self.sessions
+                .iter()
+                .flatten()
+                .flat_map(|s| {
+                    // rtc's timers (ICE keepalives and checks, DTLS retransmissions, the NACK
+                    // generator, TWCC feedback, receiver reports) and the sender-report tick.
+                    // Until connected they decide how fast a join completes: no slack.
+                    let own = s.next.into_iter().chain([s.tick_at]);
+                    let slack = if s.connected {
+                        TIMER_SLACK
+                    } else {
+                        Duration::ZERO
+                    };
+                    own.map(move |t| (t, slack))
+                        .chain(s.probe.map(|p| (p.due(s.connected), Duration::ZERO)))
+                })
+                .chain(self.core_next.map(|t| (t, Duration::ZERO))),
+        )
     }
 
     fn timers(&mut self) {
@@ -1352,6 +1532,8 @@ impl Worker {
     /// A session's tick: the selected pair looked up again (ICE may have moved), a sender
     /// report for every stream sent to it (lip sync, round-trip time).
     fn tick(&mut self, slot: usize, now: Instant) {
+        // A repair asked for long enough ago: waiting again.
+        self.place(slot, now);
         let Some(s) = self.sessions[slot].as_mut() else {
             return;
         };
@@ -1578,6 +1760,10 @@ impl Worker {
                     }
                     RTCPeerConnectionState::Connected if !s.connected => {
                         s.connected = true;
+                        self.place(slot, Instant::now());
+                        let Some(s) = self.sessions[slot].as_mut() else {
+                            return;
+                        };
                         if s.probe.is_none() {
                             // Its connection is judged from now on.
                             let _ = self.core.handle_input(
@@ -1764,12 +1950,14 @@ impl Worker {
             },
         );
         self.perform();
+        self.place(slot, Instant::now());
     }
 
     // ---- the packet path ----
 
     /// One packet of a published track, to every subscriber.
     fn forward(&mut self, slot: usize, track: &str, pkt: rtp::Packet) {
+        self.media_turn = true;
         let Some(s) = self.sessions[slot].as_ref() else {
             return;
         };
@@ -2050,6 +2238,19 @@ impl Worker {
                     session,
                 },
             );
+        }
+        let repair = packets.iter().any(|p| {
+            let any = p.as_any();
+            any.is::<PictureLossIndication>()
+                || any.is::<FullIntraRequest>()
+                || any.is::<TransportLayerNack>()
+        });
+        if repair {
+            // Its next ones are answered at once ([`may_wait`]).
+            if let Some(s) = self.sessions[slot].as_mut() {
+                s.repair_asked = Some(now);
+            }
+            self.place(slot, now);
         }
         let now_ms = now.duration_since(self.epoch).as_millis() as u64;
         let (mut lost, mut blocks) = (0u32, 0u32);
@@ -2816,6 +3017,8 @@ impl Worker {
             srtp_refused: false,
             refused: 0,
             published: HashMap::new(),
+            waits: false,
+            repair_asked: None,
             sending: HashMap::new(),
         });
         self.members.insert(key, slot);
@@ -2907,6 +3110,8 @@ impl Worker {
             srtp_refused: false,
             refused: 0,
             published: HashMap::new(),
+            waits: false,
+            repair_asked: None,
             sending: HashMap::new(),
         });
         self.probes += 1;
@@ -3085,7 +3290,12 @@ impl Worker {
         while let Some(out) = s.pc.poll_write() {
             s.socket.send_to(&out.message, out.transport.peer_addr);
         }
-        let _ = self.poll.registry().deregister(&mut s.socket.rx);
+        if s.waits {
+            self.waiting_count -= 1;
+            let _ = self.waiting.registry().deregister(&mut s.socket.rx);
+        } else {
+            let _ = self.poll.registry().deregister(&mut s.socket.rx);
+        }
         for id in s.published.values() {
             // A recorded track's file ends with it (the core's RecordTrackEnd for it comes after
             // the track is gone from here).
@@ -3118,6 +3328,72 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_connected_viewer_with_nothing_to_repair_waits_for_a_turn() {
+        let now = Instant::now() + Duration::from_secs(60);
+        // A viewer: connected, publishing nothing, no repair asked.
+        assert!(may_wait(true, false, false, None, now));
+        // Still connecting: the join goes at full speed.
+        assert!(!may_wait(false, false, false, None, now));
+        // Publishing: its media is what turns are for.
+        assert!(!may_wait(true, true, false, None, now));
+        // A connection check.
+        assert!(!may_wait(true, false, true, None, now));
+        // A NACK or picture loss a moment ago: answered at once, until REPAIR_RECENT has passed.
+        assert!(!may_wait(
+            true,
+            false,
+            false,
+            Some(now - Duration::from_millis(300)),
+            now
+        ));
+        assert!(!may_wait(
+            true,
+            false,
+            false,
+            Some(now - REPAIR_RECENT + Duration::from_millis(1)),
+            now
+        ));
+        assert!(may_wait(true, false, false, Some(now - REPAIR_RECENT), now));
+    }
+
+    #[test]
+    fn timers_with_slack_wake_the_thread_only_once_it_runs_out_and_together() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Nothing to wait for: no wake-up.
+        assert_eq!(wake_at(std::iter::empty()), None);
+        // A connected session's tick due at 5 ms waits for a turn until 25 ms.
+        assert_eq!(
+            wake_at([(t0 + ms(5), TIMER_SLACK)].into_iter()),
+            Some(t0 + ms(25))
+        );
+        // One without slack (a join's ICE check, the core's timers) due before then wakes the
+        // thread at its own time; the tick then runs in that turn.
+        assert_eq!(
+            wake_at([(t0 + ms(5), TIMER_SLACK), (t0 + ms(12), Duration::ZERO)].into_iter()),
+            Some(t0 + ms(12))
+        );
+        // Lazy timers due at 5, 9 and 24 ms: one wake-up at 25 ms runs the first two (and the
+        // third if due by then); not three.
+        assert_eq!(
+            wake_at(
+                [
+                    (t0 + ms(24), TIMER_SLACK),
+                    (t0 + ms(9), TIMER_SLACK),
+                    (t0 + ms(5), TIMER_SLACK)
+                ]
+                .into_iter()
+            ),
+            Some(t0 + ms(25))
+        );
+        // One overdue already wakes at once at most its slack late.
+        assert_eq!(
+            wake_at([(t0, TIMER_SLACK)].into_iter()),
+            Some(t0 + TIMER_SLACK)
+        );
+    }
 
     #[test]
     fn a_room_always_lives_on_the_same_worker_and_rooms_spread() {

@@ -273,6 +273,30 @@ fn set_int_opt(
     }
 }
 
+/// Watches `inner` (an epoll instance: the media worker's poller of sockets whose datagrams may
+/// wait) from `outer` for one readiness event with `token`, then no more until armed again
+/// (`EPOLLONESHOT`; `first`: added, else re-armed). mio has no one-shot interest; it keeps no
+/// state of its own per registration on Linux, so a registration made here beside its own is
+/// reported by its `poll` like any other. If `inner` is ready already, the event is there at once.
+pub fn arm_oneshot(outer: RawFd, inner: RawFd, token: u64, first: bool) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
+        u64: token,
+    };
+    let op = if first {
+        libc::EPOLL_CTL_ADD
+    } else {
+        libc::EPOLL_CTL_MOD
+    };
+    // SAFETY: two open descriptors and a valid event for the call's duration.
+    let r = unsafe { libc::epoll_ctl(outer, op, inner, &mut ev) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Said once: the kernel refused a sending socket beside a session's receiving one.
 static SPLIT_OK: AtomicBool = AtomicBool::new(true);
 
@@ -404,6 +428,50 @@ fn socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_armed_poller_wakes_its_watcher_once_until_armed_again() {
+        use mio::{Events, Interest, Poll, Token};
+        use std::os::fd::AsRawFd;
+        use std::time::Duration;
+        let outer = Poll::new().unwrap();
+        let inner = Poll::new().unwrap();
+        let mut socket = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        inner
+            .registry()
+            .register(&mut socket, Token(7), Interest::READABLE)
+            .unwrap();
+        let to = socket.local_addr().unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut events = Events::with_capacity(8);
+        let wait = Some(Duration::from_millis(200));
+        let tokens = |e: &Events| e.iter().map(|e| e.token().0).collect::<Vec<_>>();
+
+        arm_oneshot(outer.as_raw_fd(), inner.as_raw_fd(), 99, true).unwrap();
+        // Nothing there: no event.
+        let mut outer = outer;
+        outer.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.is_empty());
+        // A datagram on a watched socket: one event with the token.
+        sender.send_to(b"a", to).unwrap();
+        outer.poll(&mut events, wait).unwrap();
+        assert_eq!(tokens(&events), vec![99]);
+        // Spent: more datagrams wake nobody, though the inner poller has them.
+        sender.send_to(b"b", to).unwrap();
+        outer
+            .poll(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(events.is_empty(), "one-shot: {:?}", tokens(&events));
+        // Armed again while the inner poller is ready (nothing was read): the event is there
+        // at once, none lost in between.
+        arm_oneshot(outer.as_raw_fd(), inner.as_raw_fd(), 99, false).unwrap();
+        outer.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(tokens(&events), vec![99]);
+        // The inner poller reports the socket itself.
+        let mut inner = inner;
+        inner.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(tokens(&events), vec![7]);
+    }
 
     #[test]
     fn a_datagram_comes_with_when_the_kernel_received_it() {

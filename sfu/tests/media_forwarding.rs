@@ -1052,6 +1052,83 @@ fn send_video(track: Arc<TrackLocalStaticRTP>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// The engine wakes for media, not for each viewer's reports and each session's timers: with a
+/// microphone sending every 20 ms to six viewers, a turn of the engine's loop (a wake-up of its
+/// thread, `edgemeet_sfu_engine_turns_total`) per packet and little else — the viewers' receiver
+/// reports and consent checks and every session's timers go in the turns the media makes. With
+/// nothing flowing it sleeps between the few things that come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_wakes_for_media_and_not_for_each_report_and_timer() {
+    let (_sfu, base, inboxes, _log) = sfu_with_edge().await;
+    let mut viewers = Vec::new();
+    for i in 0..6u32 {
+        let id = format!("viewer-{i}");
+        let mut p = test_peer(RtpCodecKind::Video, 0x3000 + i).await;
+        let rx = inbox(&id, &inboxes);
+        p.join(&base, &id).await;
+        answer_offers(p.pc.clone(), base.clone(), &id, rx);
+        viewers.push(p);
+    }
+    let mut talker = test_peer(RtpCodecKind::Audio, 0x4000).await;
+    let rx = inbox("talker", &inboxes);
+    talker.join(&base, "talker").await;
+    answer_offers(talker.pc.clone(), base.clone(), "talker", rx);
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (mic, count) = (talker.track.clone(), sent.clone());
+    let sender = tokio::spawn(async move {
+        let (mut seq, mut ts) = (1u16, 0u32);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            let _ = mic.write_rtp(opus_packet(0x4000, seq, ts)).await;
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(960);
+        }
+    });
+    for (i, v) in viewers.iter().enumerate() {
+        let r = v.received.clone();
+        wait_until(
+            &format!("viewer {i} receives 100 packets"),
+            Duration::from_secs(20),
+            || r.lock().unwrap().packets.len() >= 100,
+        )
+        .await;
+    }
+    const TURNS: &str = "edgemeet_sfu_engine_turns_total";
+    let (turns0, sent0) = (
+        metric(&base, TURNS).await,
+        sent.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (turns1, sent1) = (
+        metric(&base, TURNS).await,
+        sent.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let (turns, packets) = (turns1 - turns0, (sent1 - sent0) as f64);
+    println!("# with media: {turns} turns for {packets} packets in 3 s");
+    assert!(
+        packets > 100.0,
+        "the microphone sent {packets} packets in 3 s"
+    );
+    assert!(
+        turns <= 1.6 * packets,
+        "{turns} turns of the engine for {packets} packets from the microphone in 3 s"
+    );
+    // Nothing flowing: the sessions' timers (ICE every 200 ms, reports every second, ...) and
+    // the viewers' datagrams, batched where they may wait.
+    sender.abort();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let turns0 = metric(&base, TURNS).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = (metric(&base, TURNS).await - turns0) / 3.0;
+    println!("# idle: {idle:.0} turns a second");
+    assert!(
+        idle <= 40.0,
+        "{idle:.0} turns a second with nothing flowing"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_the_edge_could_not_take_is_sent_again() {
     // The edge (the room's Durable Object) can be briefly unreachable or busy. Before, the SFU
