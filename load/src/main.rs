@@ -640,8 +640,11 @@ async fn run_point(
         peers,
         streams: want_video,
         pps: forwarded / wall,
-        // The async engine has no turns.
-        turns_per_s: turns0.zip(turns1).map(|(a, b)| (b - a) / wall),
+        // The async engine has no turns: it counts none.
+        turns_per_s: turns0
+            .zip(turns1)
+            .map(|(a, b)| (b - a) / wall)
+            .filter(|t| *t > 0.0),
         us_per_packet,
         sfu_cpu,
         streams_per_core: want_video as f64 / sfu_cpu.max(1e-9),

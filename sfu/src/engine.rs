@@ -643,8 +643,10 @@ struct Session {
     sending: HashMap<String, SubId>,
     /// Its socket is on the worker's `waiting` poller ([`may_wait`]), not on `poll`.
     waits: bool,
-    /// When it last asked for a repair (a NACK, a picture loss, a full intra request).
-    repair_asked: Option<Instant>,
+    /// Read at once (never from the `waiting` poller) until then: [`AWAKE_FOR`] after it
+    /// connected (a publisher's first packets) and after each repair it asked for (a NACK, a
+    /// picture loss, a full intra request).
+    awake_until: Option<Instant>,
 }
 
 /// A session's port ([`udp_batch::bind_split`]): `rx`, on the worker's poller, receives; `tx`,
@@ -877,35 +879,38 @@ fn wake_at(deadlines: impl Iterator<Item = (Instant, Duration)>) -> Option<Insta
     deadlines.map(|(t, slack)| t + slack).min()
 }
 
-/// How long a waiting session's datagrams ([`may_wait`]) wait at most for a turn.
+/// How long a waiting session's datagrams ([`may_wait`]) wait at most for a turn, while the
+/// waiting sockets are busy ([`waiting_is_busy`]).
 const WAIT_AT_MOST: Duration = Duration::from_millis(20);
 
-/// Media forwarded this recently: turns come by themselves, and the waiting sockets
-/// ([`may_wait`]) are asked in them rather than each of their datagrams waking the thread.
-const MEDIA_RECENT: Duration = Duration::from_millis(100);
+/// How long a session stays read at once after it connected or asked for a repair
+/// ([`Session::awake_until`]).
+const AWAKE_FOR: Duration = Duration::from_secs(2);
 
-/// How long a session that asked for a repair keeps waking the thread ([`may_wait`]).
-const REPAIR_RECENT: Duration = Duration::from_secs(2);
-
-/// Whether a session's datagrams may wait, up to [`WAIT_AT_MOST`], for a turn that happens
-/// anyway (every turn asks the waiting sockets without blocking) instead of waking the thread
-/// each: a connected viewer's receiver reports and ICE consent checks (~3 a second each; at
-/// 1x100 they were most of the turns that forwarded nothing, and a wake-up costs more than
-/// their own work). Never a session that publishes (its media is what turns are for), one
-/// still connecting (how fast a join completes), a connection check, or one that asked for a
-/// repair — a NACK, a picture loss — in the last [`REPAIR_RECENT`]: a viewer losing packets
-/// gets its retransmissions at once.
+/// Whether a session's datagrams may wait for a turn that happens anyway (every turn asks the
+/// waiting sockets without blocking) instead of waking the thread each: a connected viewer's
+/// receiver reports and ICE consent checks (~3 a second each; at 1x100 they were most of the
+/// turns that forwarded nothing, and a wake-up costs more than their own work). Never a session
+/// that publishes (its media is what turns are for), one still connecting (how fast a join
+/// completes), a connection check, or one in its [`AWAKE_FOR`] after connecting (a publisher's
+/// first packets come then) or after asking for a repair (a viewer losing packets has its
+/// retransmissions at once; only the first NACK after a quiet spell may wait).
 fn may_wait(
     connected: bool,
     publishes: bool,
     probe: bool,
-    repair_asked: Option<Instant>,
+    awake_until: Option<Instant>,
     now: Instant,
 ) -> bool {
-    connected
-        && !publishes
-        && !probe
-        && repair_asked.is_none_or(|t| now.saturating_duration_since(t) >= REPAIR_RECENT)
+    connected && !publishes && !probe && awake_until.is_none_or(|t| now >= t)
+}
+
+/// Whether the waiting sockets bring so many datagrams (`per_second`) that asking them every
+/// [`WAIT_AT_MOST`] — in the turns media makes, else in a turn of its own — wakes the thread
+/// less than each datagram would: then they are asked so. Otherwise the first datagram wakes
+/// it, as before (a few viewers' reports: a turn each, never a turn every 20 ms for nothing).
+fn waiting_is_busy(per_second: u32) -> bool {
+    Duration::from_secs(1).as_nanos() / WAIT_AT_MOST.as_nanos() < u128::from(per_second)
 }
 
 /// Builds the RTP header (12 bytes, no CSRC; with the absolute-capture-time extension when the
@@ -1147,9 +1152,9 @@ struct Worker {
     index: usize,
     poll: Poll,
     /// Sockets whose datagrams may wait for a turn that happens anyway ([`may_wait`]): asked
-    /// without blocking in every turn. While media flows ([`MEDIA_RECENT`]) a turn comes at
-    /// least every [`WAIT_AT_MOST`]; otherwise `poll` watches this poller (`waiting_armed`), so
-    /// that an idle worker still sleeps until a datagram comes.
+    /// without blocking in every turn. While they are busy ([`waiting_is_busy`]) a turn comes
+    /// at least every [`WAIT_AT_MOST`]; otherwise `poll` watches this poller (`waiting_armed`),
+    /// so that their first datagram wakes the thread and an idle worker sleeps.
     waiting: Poll,
     /// How many sessions' sockets are on `waiting`.
     waiting_count: usize,
@@ -1159,9 +1164,11 @@ struct Worker {
     /// it was added to `poll` once (re-armed after).
     waiting_armed: bool,
     waiting_added: bool,
-    /// When a turn last forwarded media, and whether this one did.
-    media_at: Instant,
-    media_turn: bool,
+    /// Datagrams read from `waiting` since `waiting_since`, and whether the last full second
+    /// of them was busy ([`waiting_is_busy`]).
+    waiting_reads: u32,
+    waiting_since: Instant,
+    waiting_busy: bool,
     cfg: MediaConfig,
     metrics: Arc<Metrics>,
     epoch: Instant,
@@ -1242,8 +1249,9 @@ impl Worker {
             waiting_asked: epoch,
             waiting_armed: false,
             waiting_added: false,
-            media_at: epoch,
-            media_turn: false,
+            waiting_reads: 0,
+            waiting_since: epoch,
+            waiting_busy: false,
             core: SfuCore::new(epoch, wall_epoch_us, cfg.id.clone()),
             next_port: lo as u32 + span * index as u32 / of.max(1) as u32,
             cfg,
@@ -1325,6 +1333,7 @@ impl Worker {
                 }
                 for ev in waited.iter() {
                     let slot = ev.token().0;
+                    self.waiting_reads += 1;
                     if self.readable(slot) && !self.backlog.contains(&slot) {
                         self.backlog.push(slot);
                     }
@@ -1394,16 +1403,17 @@ impl Worker {
         self.dirty = dirty;
     }
 
-    /// At the end of a turn: with no media lately (no turn will come by itself), the main
-    /// poller watches the waiting one, so the first datagram there wakes the thread; while
-    /// media flows it does not, and the waiting sockets are asked in the turns media makes
-    /// (or after [`WAIT_AT_MOST`]).
+    /// At the end of a turn: unless the waiting sockets are busy ([`waiting_is_busy`], judged
+    /// on each full second), the main poller watches the waiting one, so that the first
+    /// datagram there wakes the thread; while they are busy it does not, and they are asked in
+    /// the turns that come anyway, or after [`WAIT_AT_MOST`].
     fn watch_waiting(&mut self) {
-        if std::mem::take(&mut self.media_turn) {
-            self.media_at = Instant::now();
-            return;
+        let now = Instant::now();
+        if now.saturating_duration_since(self.waiting_since) >= Duration::from_secs(1) {
+            self.waiting_busy = waiting_is_busy(std::mem::take(&mut self.waiting_reads));
+            self.waiting_since = now;
         }
-        if self.waiting_count == 0 || self.waiting_armed || self.media_at.elapsed() < MEDIA_RECENT {
+        if self.waiting_count == 0 || self.waiting_armed || self.waiting_busy {
             return;
         }
         match udp_batch::arm_oneshot(
@@ -1431,7 +1441,7 @@ impl Worker {
             s.connected,
             !s.published.is_empty(),
             s.probe.is_some(),
-            s.repair_asked,
+            s.awake_until,
             now,
         );
         if wait == s.waits {
@@ -1451,7 +1461,7 @@ impl Worker {
             let _ = from
                 .registry()
                 .register(&mut s.socket.rx, Token(slot), Interest::READABLE);
-            tracing::debug!(room = %s.room, participant = %s.peer, error = %e, "socket not moved");
+            tracing::warn!(room = %s.room, participant = %s.peer, error = %e, "socket not moved to the other poller");
             return;
         }
         s.waits = wait;
@@ -1472,9 +1482,10 @@ impl Worker {
                 .flat_map(|s| {
                     // rtc's timers (ICE keepalives and checks, DTLS retransmissions, the NACK
                     // generator, TWCC feedback, receiver reports) and the sender-report tick.
-                    // Until connected they decide how fast a join completes: no slack.
+                    // Until connected they decide how fast a join completes, and a connection
+                    // check's measure its path: no slack.
                     let own = s.next.into_iter().chain([s.tick_at]);
-                    let slack = if s.connected {
+                    let slack = if s.connected && s.probe.is_none() {
                         TIMER_SLACK
                     } else {
                         Duration::ZERO
@@ -1760,10 +1771,9 @@ impl Worker {
                     }
                     RTCPeerConnectionState::Connected if !s.connected => {
                         s.connected = true;
-                        self.place(slot, Instant::now());
-                        let Some(s) = self.sessions[slot].as_mut() else {
-                            return;
-                        };
+                        // Read at once for a while: a publisher's first packets come now (the
+                        // tick puts it on the waiting poller after, if it publishes nothing).
+                        s.awake_until = Some(Instant::now() + AWAKE_FOR);
                         if s.probe.is_none() {
                             // Its connection is judged from now on.
                             let _ = self.core.handle_input(
@@ -1957,7 +1967,6 @@ impl Worker {
 
     /// One packet of a published track, to every subscriber.
     fn forward(&mut self, slot: usize, track: &str, pkt: rtp::Packet) {
-        self.media_turn = true;
         let Some(s) = self.sessions[slot].as_ref() else {
             return;
         };
@@ -2248,7 +2257,7 @@ impl Worker {
         if repair {
             // Its next ones are answered at once ([`may_wait`]).
             if let Some(s) = self.sessions[slot].as_mut() {
-                s.repair_asked = Some(now);
+                s.awake_until = Some(now + AWAKE_FOR);
             }
             self.place(slot, now);
         }
@@ -3018,7 +3027,7 @@ impl Worker {
             refused: 0,
             published: HashMap::new(),
             waits: false,
-            repair_asked: None,
+            awake_until: None,
             sending: HashMap::new(),
         });
         self.members.insert(key, slot);
@@ -3111,7 +3120,7 @@ impl Worker {
             refused: 0,
             published: HashMap::new(),
             waits: false,
-            repair_asked: None,
+            awake_until: None,
             sending: HashMap::new(),
         });
         self.probes += 1;
@@ -3340,22 +3349,24 @@ mod tests {
         assert!(!may_wait(true, true, false, None, now));
         // A connection check.
         assert!(!may_wait(true, false, true, None, now));
-        // A NACK or picture loss a moment ago: answered at once, until REPAIR_RECENT has passed.
-        assert!(!may_wait(
-            true,
-            false,
-            false,
-            Some(now - Duration::from_millis(300)),
-            now
-        ));
-        assert!(!may_wait(
-            true,
-            false,
-            false,
-            Some(now - REPAIR_RECENT + Duration::from_millis(1)),
-            now
-        ));
-        assert!(may_wait(true, false, false, Some(now - REPAIR_RECENT), now));
+        // Just connected, or a NACK or picture loss a moment ago (awake for AWAKE_FOR from
+        // then): read at once until that has passed.
+        let asked = now - Duration::from_millis(300);
+        assert!(!may_wait(true, false, false, Some(asked + AWAKE_FOR), now));
+        let asked = now - AWAKE_FOR + Duration::from_millis(1);
+        assert!(!may_wait(true, false, false, Some(asked + AWAKE_FOR), now));
+        let asked = now - AWAKE_FOR;
+        assert!(may_wait(true, false, false, Some(asked + AWAKE_FOR), now));
+    }
+
+    #[test]
+    fn waiting_sockets_are_asked_on_a_clock_only_when_that_wakes_the_thread_less() {
+        // A turn every 20 ms is 50 a second: fewer datagrams than that wake it one by one.
+        assert!(!waiting_is_busy(0));
+        assert!(!waiting_is_busy(9)); // six viewers' reports and consent checks
+        assert!(!waiting_is_busy(50));
+        assert!(waiting_is_busy(51));
+        assert!(waiting_is_busy(350)); // a hundred viewers'
     }
 
     #[test]

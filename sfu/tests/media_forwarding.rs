@@ -1052,14 +1052,50 @@ fn send_video(track: Arc<TrackLocalStaticRTP>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// ICE consent checks the SFU answered a peer, and their round-trip times summed (seconds).
+async fn consent_answers(pc: &Arc<dyn PeerConnection>) -> (u64, f64) {
+    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    report
+        .iter()
+        .filter_map(|e| match e {
+            RTCStatsReportEntry::IceCandidatePair(p) => {
+                Some((p.responses_received, p.total_round_trip_time))
+            }
+            _ => None,
+        })
+        .fold((0, 0.0), |(n, t), (a, b)| (n + a, t + b))
+}
+
+/// Every viewer had a consent check answered since `before`, in `bound` on average.
+async fn consent_answered(
+    viewers: &[TestPeer],
+    before: &[(u64, f64)],
+    bound: Duration,
+    when: &str,
+) {
+    for (i, (v, &(n0, t0))) in viewers.iter().zip(before).enumerate() {
+        let (n1, t1) = consent_answers(&v.pc).await;
+        assert!(n1 > n0, "{when}: viewer {i} had no consent check answered");
+        let rtt = (t1 - t0) / (n1 - n0) as f64;
+        assert!(
+            rtt <= bound.as_secs_f64(),
+            "{when}: viewer {i}'s consent checks took {:.1} ms to be answered",
+            rtt * 1e3
+        );
+    }
+}
+
 /// The engine wakes for media, not for each viewer's reports and each session's timers: with a
 /// microphone sending every 20 ms to six viewers, a turn of the engine's loop (a wake-up of its
 /// thread, `edgemeet_sfu_engine_turns_total`) per packet and little else — the viewers' receiver
 /// reports and consent checks and every session's timers go in the turns the media makes. With
-/// nothing flowing it sleeps between the few things that come.
+/// nothing flowing it sleeps between the few things that come; with a viewer's port flooded
+/// (200 datagrams a second of nothing) it reads the flood every 20 ms, not datagram by
+/// datagram. Throughout, every viewer's consent checks are answered within 40 ms (a datagram
+/// that waits for a turn waits at most 20 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_wakes_for_media_and_not_for_each_report_and_timer() {
-    let (_sfu, base, inboxes, _log) = sfu_with_edge().await;
+    let (_sfu, base, inboxes, _log) = sfu_with_edge_env(&[("EDGEMEET_SFU_ENGINE", "sans")]).await;
     let mut viewers = Vec::new();
     for i in 0..6u32 {
         let id = format!("viewer-{i}");
@@ -1096,15 +1132,24 @@ async fn the_engine_wakes_for_media_and_not_for_each_report_and_timer() {
         .await;
     }
     const TURNS: &str = "edgemeet_sfu_engine_turns_total";
-    let (turns0, sent0) = (
-        metric(&base, TURNS).await,
-        sent.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let answered = |vs: &[TestPeer]| {
+        let pcs: Vec<_> = vs.iter().map(|v| v.pc.clone()).collect();
+        async move {
+            let mut out = Vec::new();
+            for pc in &pcs {
+                out.push(consent_answers(pc).await);
+            }
+            out
+        }
+    };
+    let bound = Duration::from_millis(40);
+
+    // Media flowing.
+    let before = answered(&viewers).await;
+    let count = || sent.load(std::sync::atomic::Ordering::Relaxed);
+    let (turns0, sent0) = (metric(&base, TURNS).await, count());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (turns1, sent1) = (
-        metric(&base, TURNS).await,
-        sent.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let (turns1, sent1) = (metric(&base, TURNS).await, count());
     let (turns, packets) = (turns1 - turns0, (sent1 - sent0) as f64);
     println!("# with media: {turns} turns for {packets} packets in 3 s");
     assert!(
@@ -1112,13 +1157,20 @@ async fn the_engine_wakes_for_media_and_not_for_each_report_and_timer() {
         "the microphone sent {packets} packets in 3 s"
     );
     assert!(
-        turns <= 1.6 * packets,
+        turns >= 0.5 * packets,
+        "{turns} turns for {packets} packets: the engine's turns are not counted"
+    );
+    assert!(
+        turns <= 1.75 * packets,
         "{turns} turns of the engine for {packets} packets from the microphone in 3 s"
     );
+    consent_answered(&viewers, &before, bound, "with media").await;
+
     // Nothing flowing: the sessions' timers (ICE every 200 ms, reports every second, ...) and
     // the viewers' datagrams, batched where they may wait.
     sender.abort();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = answered(&viewers).await;
     let turns0 = metric(&base, TURNS).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = (metric(&base, TURNS).await - turns0) / 3.0;
@@ -1127,6 +1179,38 @@ async fn the_engine_wakes_for_media_and_not_for_each_report_and_timer() {
         idle <= 40.0,
         "{idle:.0} turns a second with nothing flowing"
     );
+    consent_answered(&viewers, &before, bound, "idle").await;
+
+    // A viewer's port flooded: 200 datagrams a second that are nothing (from an address ICE
+    // never checked). Read every 20 ms, not one turn each.
+    let sdp = viewers[0].pc.remote_description().await.unwrap().sdp;
+    let port: u16 = sdp
+        .lines()
+        .find(|l| l.starts_with("a=candidate:"))
+        .and_then(|l| l.split_whitespace().nth(5))
+        .and_then(|p| p.parse().ok())
+        .expect("the SFU's answer names its port");
+    let flood = tokio::spawn(async move {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        for _ in 0..2_000 {
+            tick.tick().await;
+            let _ = socket.send_to(&[0x42; 100], ("127.0.0.1", port)).await;
+        }
+    });
+    // The engine judges each second's datagrams: the first seconds wake it one by one.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let before = answered(&viewers).await;
+    let turns0 = metric(&base, TURNS).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let flooded = (metric(&base, TURNS).await - turns0) / 3.0;
+    flood.abort();
+    println!("# one port flooded (200 datagrams a second): {flooded:.0} turns a second");
+    assert!(
+        flooded <= 100.0,
+        "{flooded:.0} turns a second with a viewer's port getting 200 datagrams a second"
+    );
+    consent_answered(&viewers, &before, bound, "one port flooded").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
