@@ -647,6 +647,8 @@ struct Session {
     /// connected (a publisher's first packets) and after each repair it asked for (a NACK, a
     /// picture loss, a full intra request).
     awake_until: Option<Instant>,
+    /// Its socket could not be moved between the pollers once (said in the log).
+    unmoved: bool,
 }
 
 /// A session's port ([`udp_batch::bind_split`]): `rx`, on the worker's poller, receives; `tx`,
@@ -892,9 +894,12 @@ const AWAKE_FOR: Duration = Duration::from_secs(2);
 /// receiver reports and ICE consent checks (~3 a second each; at 1x100 they were most of the
 /// turns that forwarded nothing, and a wake-up costs more than their own work). Never a session
 /// that publishes (its media is what turns are for), one still connecting (how fast a join
-/// completes), a connection check, or one in its [`AWAKE_FOR`] after connecting (a publisher's
-/// first packets come then) or after asking for a repair (a viewer losing packets has its
-/// retransmissions at once; only the first NACK after a quiet spell may wait).
+/// completes), a connection check, or one in its [`AWAKE_FOR`] after connecting or answering
+/// ICE again (a publisher's first packets come then) or after asking for a repair (a viewer
+/// losing packets has its retransmissions at once). What may wait, up to [`WAIT_AT_MOST`] and
+/// only while the waiting sockets are busy ([`waiting_is_busy`]): the first NACK, picture loss
+/// or full intra request after a quiet spell, and the first packets of a viewer that starts
+/// publishing later (it moves once its track is known).
 fn may_wait(
     connected: bool,
     publishes: bool,
@@ -1164,11 +1169,13 @@ struct Worker {
     /// it was added to `poll` once (re-armed after).
     waiting_armed: bool,
     waiting_added: bool,
-    /// Datagrams read from `waiting` since `waiting_since`, and whether the last full second
-    /// of them was busy ([`waiting_is_busy`]).
-    waiting_reads: u32,
+    /// Datagrams read from `waiting`'s sockets since `waiting_since`, and whether they were
+    /// busy then ([`waiting_is_busy`], judged about once a second).
+    waiting_reads: u64,
     waiting_since: Instant,
     waiting_busy: bool,
+    /// Datagrams read from every socket (a running count).
+    datagrams_read: u64,
     cfg: MediaConfig,
     metrics: Arc<Metrics>,
     epoch: Instant,
@@ -1250,6 +1257,7 @@ impl Worker {
             waiting_armed: false,
             waiting_added: false,
             waiting_reads: 0,
+            datagrams_read: 0,
             waiting_since: epoch,
             waiting_busy: false,
             core: SfuCore::new(epoch, wall_epoch_us, cfg.id.clone()),
@@ -1333,8 +1341,10 @@ impl Worker {
                 }
                 for ev in waited.iter() {
                     let slot = ev.token().0;
-                    self.waiting_reads += 1;
-                    if self.readable(slot) && !self.backlog.contains(&slot) {
+                    let before = self.datagrams_read;
+                    let more = self.readable(slot);
+                    self.waiting_reads += self.datagrams_read - before;
+                    if more && !self.backlog.contains(&slot) {
                         self.backlog.push(slot);
                     }
                 }
@@ -1409,8 +1419,13 @@ impl Worker {
     /// the turns that come anyway, or after [`WAIT_AT_MOST`].
     fn watch_waiting(&mut self) {
         let now = Instant::now();
-        if now.saturating_duration_since(self.waiting_since) >= Duration::from_secs(1) {
-            self.waiting_busy = waiting_is_busy(std::mem::take(&mut self.waiting_reads));
+        let judged = now.saturating_duration_since(self.waiting_since);
+        if self.waiting_count == 0 {
+            // Nobody waits: the next ones start as not busy.
+            (self.waiting_busy, self.waiting_reads, self.waiting_since) = (false, 0, now);
+        } else if judged >= Duration::from_secs(1) {
+            let per_second = std::mem::take(&mut self.waiting_reads) as f64 / judged.as_secs_f64();
+            self.waiting_busy = waiting_is_busy(per_second as u32);
             self.waiting_since = now;
         }
         if self.waiting_count == 0 || self.waiting_armed || self.waiting_busy {
@@ -1461,7 +1476,9 @@ impl Worker {
             let _ = from
                 .registry()
                 .register(&mut s.socket.rx, Token(slot), Interest::READABLE);
-            tracing::warn!(room = %s.room, participant = %s.peer, error = %e, "socket not moved to the other poller");
+            if !std::mem::replace(&mut s.unmoved, true) {
+                tracing::warn!(room = %s.room, participant = %s.peer, error = %e, "socket not moved to the other poller (said once)");
+            }
             return;
         }
         s.waits = wait;
@@ -1676,6 +1693,7 @@ impl Worker {
                     return false;
                 }
             }
+            self.datagrams_read += 1;
             let moved = s.connected && s.remote != Some(from);
             let msg = TaggedBytesMut {
                 now: Instant::now(),
@@ -1757,7 +1775,9 @@ impl Worker {
                 tracing::debug!(room = %s.room, participant = %s.peer, %state, "connection state");
                 match state {
                     RTCPeerConnectionState::Connected if s.connected && s.probe.is_none() => {
-                        // Answering ICE again after a silence.
+                        // Answering ICE again after a silence: read at once for a while (its
+                        // next tick may put it back on the waiting poller).
+                        s.awake_until = Some(Instant::now() + AWAKE_FOR);
                         let (room, peer, session) = (s.room.clone(), s.peer.clone(), s.id);
                         let _ = self.core.handle_input(
                             Instant::now(),
@@ -3028,6 +3048,7 @@ impl Worker {
             published: HashMap::new(),
             waits: false,
             awake_until: None,
+            unmoved: false,
             sending: HashMap::new(),
         });
         self.members.insert(key, slot);
@@ -3121,6 +3142,7 @@ impl Worker {
             published: HashMap::new(),
             waits: false,
             awake_until: None,
+            unmoved: false,
             sending: HashMap::new(),
         });
         self.probes += 1;

@@ -1066,23 +1066,29 @@ async fn consent_answers(pc: &Arc<dyn PeerConnection>) -> (u64, f64) {
         .fold((0, 0.0), |(n, t), (a, b)| (n + a, t + b))
 }
 
-/// Every viewer had a consent check answered since `before`, in `bound` on average.
+/// Every viewer had a consent check answered since `before`, within `bound` on average.
 async fn consent_answered(
     viewers: &[TestPeer],
     before: &[(u64, f64)],
     bound: Duration,
     when: &str,
 ) {
+    let mut slowest = 0.0f64;
     for (i, (v, &(n0, t0))) in viewers.iter().zip(before).enumerate() {
         let (n1, t1) = consent_answers(&v.pc).await;
         assert!(n1 > n0, "{when}: viewer {i} had no consent check answered");
         let rtt = (t1 - t0) / (n1 - n0) as f64;
+        slowest = slowest.max(rtt);
         assert!(
             rtt <= bound.as_secs_f64(),
             "{when}: viewer {i}'s consent checks took {:.1} ms to be answered",
             rtt * 1e3
         );
     }
+    println!(
+        "# {when}: consent checks answered within {:.1} ms on average (the slowest viewer)",
+        slowest * 1e3
+    );
 }
 
 /// The engine wakes for media, not for each viewer's reports and each session's timers: with a
@@ -1091,8 +1097,9 @@ async fn consent_answered(
 /// reports and consent checks and every session's timers go in the turns the media makes. With
 /// nothing flowing it sleeps between the few things that come; with a viewer's port flooded
 /// (200 datagrams a second of nothing) it reads the flood every 20 ms, not datagram by
-/// datagram. Throughout, every viewer's consent checks are answered within 40 ms (a datagram
-/// that waits for a turn waits at most 20 ms).
+/// datagram. Throughout, every viewer has its consent checks answered, on average within 20 ms
+/// (at once in practice: none of them waits), and within 40 ms with the port flooded (a
+/// datagram that waits for a turn waits at most 20 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_wakes_for_media_and_not_for_each_report_and_timer() {
     let (_sfu, base, inboxes, _log) = sfu_with_edge_env(&[("EDGEMEET_SFU_ENGINE", "sans")]).await;
@@ -1142,7 +1149,7 @@ async fn the_engine_wakes_for_media_and_not_for_each_report_and_timer() {
             out
         }
     };
-    let bound = Duration::from_millis(40);
+    let (bound, flooded_bound) = (Duration::from_millis(20), Duration::from_millis(40));
 
     // Media flowing.
     let before = answered(&viewers).await;
@@ -1210,7 +1217,7 @@ async fn the_engine_wakes_for_media_and_not_for_each_report_and_timer() {
         flooded <= 100.0,
         "{flooded:.0} turns a second with a viewer's port getting 200 datagrams a second"
     );
-    consent_answered(&viewers, &before, bound, "one port flooded").await;
+    consent_answered(&viewers, &before, flooded_bound, "one port flooded").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
