@@ -261,7 +261,11 @@ fn start_sfu_env(port: u16, edge: SocketAddr, env: &[(&str, &str)]) -> Sfu {
             &(udp + 50).to_string(),
         ])
         .env("EDGEMEET_SFU_CONTROL_SECRET", SECRET)
-        .env("EDGEMEET_LOG", "warn")
+        // The SFU's log level: warn, or EDGEMEET_TEST_SFU_LOG (info, debug) to look into a failure.
+        .env(
+            "EDGEMEET_LOG",
+            std::env::var("EDGEMEET_TEST_SFU_LOG").unwrap_or("warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -551,6 +555,18 @@ fn opus_packet(ssrc: u32, seq: u16, ts: u32) -> rtp::Packet {
     }
 }
 
+/// (ssrc, packets) of what a peer received, in the order the streams first came.
+fn received_by_ssrc(packets: &[(u32, u16)]) -> Vec<(u32, usize)> {
+    let mut got: Vec<(u32, usize)> = Vec::new();
+    for &(ssrc, _) in packets {
+        match got.iter_mut().find(|(s, _)| *s == ssrc) {
+            Some((_, n)) => *n += 1,
+            None => got.push((ssrc, 1)),
+        }
+    }
+    got
+}
+
 async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -623,13 +639,37 @@ async fn forwarding_case(env: &[(&str, &str)]) {
     });
 
     for (i, s) in subs.iter().enumerate() {
-        let r = s.received.clone();
-        wait_until(
-            &format!("subscriber {i} receives 60 video packets"),
-            Duration::from_secs(20),
-            || r.lock().unwrap().video.len() >= 60,
-        )
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while s.received.lock().unwrap().video.len() < 60 {
+            if Instant::now() >= deadline {
+                // What the SFU has and forwards and what this subscriber negotiated and got, so
+                // that a failure says where the video stopped (this case has failed now and then
+                // on the async engine, with nothing in the SFU's log).
+                let (_, rooms) = control_call(&base, "GET", "/v1/rooms", String::new()).await;
+                let forwarded = metric(&base, "edgemeet_sfu_forwarded_packets_total").await;
+                let got = received_by_ssrc(&s.received.lock().unwrap().packets);
+                let remote = s.pc.remote_description().await.map(|d| d.sdp);
+                let m_lines: Vec<String> = remote
+                    .iter()
+                    .flat_map(|sdp| sdp.lines())
+                    .filter(|l| {
+                        l.starts_with("m=")
+                            || l.starts_with("a=sendonly")
+                            || l.starts_with("a=recvonly")
+                            || l.starts_with("a=sendrecv")
+                            || l.starts_with("a=inactive")
+                            || l.starts_with("a=ssrc:") && l.contains("cname")
+                    })
+                    .map(str::to_owned)
+                    .collect();
+                panic!(
+                    "timed out waiting for subscriber {i} to receive 60 video packets; it got \
+                     (ssrc, packets) {got:?}; the SFU forwarded {forwarded} packets in all; its \
+                     remote description's m-lines: {m_lines:?}; the SFU's rooms: {rooms}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     // Sender reports (one a second per stream): the second subscriber has had at least two
@@ -657,13 +697,7 @@ async fn forwarding_case(env: &[(&str, &str)]) {
             // What the SFU publishes and forwards, and what the second subscriber got, to tell
             // a stream never forwarded from one whose reports went missing.
             let (_, rooms) = control_call(&base, "GET", "/v1/rooms", String::new()).await;
-            let mut got: Vec<(u32, usize)> = Vec::new();
-            for &(ssrc, _) in &subs[1].received.lock().unwrap().packets {
-                match got.iter_mut().find(|(s, _)| *s == ssrc) {
-                    Some((_, n)) => *n += 1,
-                    None => got.push((ssrc, 1)),
-                }
-            }
+            let got = received_by_ssrc(&subs[1].received.lock().unwrap().packets);
             panic!(
                 "sender reports (ssrc, count) the second subscriber has had: {reported:?}; \
                  RTP packets (ssrc, count) it has had: {got:?}; the SFU's rooms: {rooms}"
