@@ -332,8 +332,44 @@ pub(crate) fn offered_pt(mime: &str) -> Option<u8> {
     }
 }
 
-pub(crate) fn media_engine() -> Result<MediaEngine, MediaError> {
-    let mut me = MediaEngine::default();
+/// The codec of `track`'s first RTP packet (within 5 s): its payload type as `pc`'s local
+/// description (our answer) maps it, as this SFU registered that codec (`media_engine`).
+async fn codec_of_first_packet(
+    pc: &Arc<dyn PeerConnection>,
+    track: &Arc<dyn TrackRemote>,
+) -> Option<RTCRtpCodec> {
+    let first = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(evt) = track.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(p) = evt {
+                return Some(p.header.payload_type);
+            }
+        }
+        None
+    });
+    let pt = first.await.ok().flatten()?;
+    let sdp = pc.local_description().await?.sdp;
+    let name = sdp.lines().find_map(|l| {
+        let rest = l.strip_prefix(&format!("a=rtpmap:{pt} "))?;
+        rest.split('/').next().map(str::to_owned)
+    })?;
+    registered_codec(&name)
+}
+
+/// The codec this SFU registered (`media_engine`) by its name in an SDP (`VP8`, `opus`).
+fn registered_codec(name: &str) -> Option<RTCRtpCodec> {
+    codec_table()
+        .into_iter()
+        .map(|(c, _)| c.rtp_codec)
+        .find(|c| {
+            c.mime_type
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+}
+
+/// The codecs this SFU registers (`media_engine`), with their kinds.
+fn codec_table() -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
     let video_fb = || {
         vec![
             RTCPFeedback {
@@ -383,21 +419,30 @@ pub(crate) fn media_engine() -> Result<MediaEngine, MediaError> {
             video_fb(),
         ),
     ];
-    for (mime, clock_rate, channels, fmtp, pt, kind, fb) in codecs {
-        me.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: mime.to_string(),
-                    clock_rate,
-                    channels,
-                    sdp_fmtp_line: fmtp.to_string(),
-                    rtcp_feedback: fb,
+    codecs
+        .into_iter()
+        .map(|(mime, clock_rate, channels, fmtp, pt, kind, fb)| {
+            (
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: mime.to_string(),
+                        clock_rate,
+                        channels,
+                        sdp_fmtp_line: fmtp.to_string(),
+                        rtcp_feedback: fb,
+                    },
+                    payload_type: pt,
                 },
-                payload_type: pt,
-            },
-            kind,
-        )
-        .map_err(webrtc_err)?;
+                kind,
+            )
+        })
+        .collect()
+}
+
+pub(crate) fn media_engine() -> Result<MediaEngine, MediaError> {
+    let mut me = MediaEngine::default();
+    for (codec, kind) in codec_table() {
+        me.register_codec(codec, kind).map_err(webrtc_err)?;
     }
     // Audio levels (RFC 6464) for the active speaker: webrtc-rs does not negotiate it by default.
     me.register_header_extension(
@@ -1415,14 +1460,27 @@ impl Media {
             tracing::warn!(room, publisher, "ignoring a track with no SSRC");
             return;
         };
-        let Some(codec) = track.codec(media_ssrc).await else {
-            tracing::warn!(
-                room,
-                publisher,
-                media_ssrc,
-                "ignoring a track whose codec is not known"
-            );
-            return;
+        let codec = match track.codec(media_ssrc).await {
+            Some(codec) => codec,
+            // webrtc-rs's driver copies a new track's codings once, when it handles the track's
+            // opening; a renegotiation applied in between (someone else's track offered to this
+            // publisher as its first packets came) can leave that copy without a codec. The
+            // packets still come: the first one's payload type, in our answer to it, says.
+            None => match codec_of_first_packet(&peer.pc, &track).await {
+                Some(codec) => {
+                    tracing::info!(room, publisher, media_ssrc, mime = %codec.mime_type, "codec taken from the track's first packet");
+                    codec
+                }
+                None => {
+                    tracing::warn!(
+                        room,
+                        publisher,
+                        media_ssrc,
+                        "ignoring a track whose codec is not known"
+                    );
+                    return;
+                }
+            },
         };
         if offered_pt(&codec.mime_type).is_none() {
             tracing::warn!(room, publisher, mime = %codec.mime_type, "ignoring a track in a codec this SFU does not forward");
@@ -1885,4 +1943,26 @@ async fn forward_loop(
         }
     }
     tracing::debug!(publisher = %published.publisher, kind = published.kind, "forwarding loop ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_codec_named_in_our_answer_is_the_one_this_sfu_registered() {
+        let vp8 = registered_codec("VP8").unwrap();
+        assert_eq!(
+            (vp8.mime_type.as_str(), vp8.clock_rate),
+            (MIME_TYPE_VP8, 90_000)
+        );
+        let opus = registered_codec("opus").unwrap();
+        assert_eq!(
+            (opus.mime_type.as_str(), opus.channels),
+            (MIME_TYPE_OPUS, 2)
+        );
+        let h264 = registered_codec("H264").unwrap();
+        assert!(h264.sdp_fmtp_line.contains("packetization-mode=1"));
+        assert!(registered_codec("AV1").is_none());
+    }
 }

@@ -261,12 +261,19 @@ fn start_sfu_env(port: u16, edge: SocketAddr, env: &[(&str, &str)]) -> Sfu {
             &(udp + 50).to_string(),
         ])
         .env("EDGEMEET_SFU_CONTROL_SECRET", SECRET)
-        // The SFU's log level: warn, or EDGEMEET_TEST_SFU_LOG (info, debug) to look into a failure.
+        // The SFU's log level: warnings, webrtc-rs's crates' errors only (as the SFU's default:
+        // they warn once per datagram they cannot read, and a test floods a port), or
+        // EDGEMEET_TEST_SFU_LOG (info, debug) to look into a failure.
         .env(
             "EDGEMEET_LOG",
-            std::env::var("EDGEMEET_TEST_SFU_LOG").unwrap_or("warn".into()),
+            std::env::var("EDGEMEET_TEST_SFU_LOG").unwrap_or(
+                "warn,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error,rtc_sctp=error,\
+                 rtc_rtp=error,rtc_rtcp=error"
+                    .into(),
+            ),
         )
-        .stdout(Stdio::null())
+        // Its log (warnings unless EDGEMEET_TEST_SFU_LOG says otherwise) with the test output.
+        .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start SFU binary");
