@@ -915,7 +915,46 @@ fn may_wait(
 /// less than each datagram would: then they are asked so. Otherwise the first datagram wakes
 /// it, as before (a few viewers' reports: a turn each, never a turn every 20 ms for nothing).
 fn waiting_is_busy(per_second: u32) -> bool {
-    Duration::from_secs(1).as_nanos() / WAIT_AT_MOST.as_nanos() < u128::from(per_second)
+    per_second > WAITS_PER_SECOND
+}
+
+/// Turns a second that asking the waiting sockets every [`WAIT_AT_MOST`] takes at most.
+const WAITS_PER_SECOND: u32 = 50;
+
+/// The datagrams a worker's waiting sockets bring, judged busy or not ([`waiting_is_busy`])
+/// about once a second, over the time since the last judgement.
+struct WaitLoad {
+    reads: u64,
+    since: Instant,
+    busy: bool,
+}
+
+impl WaitLoad {
+    fn new(now: Instant) -> WaitLoad {
+        WaitLoad {
+            reads: 0,
+            since: now,
+            busy: false,
+        }
+    }
+
+    /// `n` datagrams read from waiting sockets.
+    fn read(&mut self, n: u64) {
+        self.reads += n;
+    }
+
+    /// Whether they are busy as of `now`; with nobody `waiting`, not (and counted afresh).
+    fn judge(&mut self, now: Instant, waiting: bool) -> bool {
+        let judged = now.saturating_duration_since(self.since);
+        if !waiting {
+            *self = WaitLoad::new(now);
+        } else if judged >= Duration::from_secs(1) {
+            let per_second = std::mem::take(&mut self.reads) as f64 / judged.as_secs_f64();
+            self.busy = waiting_is_busy(per_second as u32);
+            self.since = now;
+        }
+        self.busy
+    }
 }
 
 /// Builds the RTP header (12 bytes, no CSRC; with the absolute-capture-time extension when the
@@ -1169,11 +1208,8 @@ struct Worker {
     /// it was added to `poll` once (re-armed after).
     waiting_armed: bool,
     waiting_added: bool,
-    /// Datagrams read from `waiting`'s sockets since `waiting_since`, and whether they were
-    /// busy then ([`waiting_is_busy`], judged about once a second).
-    waiting_reads: u64,
-    waiting_since: Instant,
-    waiting_busy: bool,
+    /// How many datagrams `waiting`'s sockets bring ([`WaitLoad`]).
+    waiting_load: WaitLoad,
     /// Datagrams read from every socket (a running count).
     datagrams_read: u64,
     cfg: MediaConfig,
@@ -1256,10 +1292,8 @@ impl Worker {
             waiting_asked: epoch,
             waiting_armed: false,
             waiting_added: false,
-            waiting_reads: 0,
+            waiting_load: WaitLoad::new(epoch),
             datagrams_read: 0,
-            waiting_since: epoch,
-            waiting_busy: false,
             core: SfuCore::new(epoch, wall_epoch_us, cfg.id.clone()),
             next_port: lo as u32 + span * index as u32 / of.max(1) as u32,
             cfg,
@@ -1343,7 +1377,7 @@ impl Worker {
                     let slot = ev.token().0;
                     let before = self.datagrams_read;
                     let more = self.readable(slot);
-                    self.waiting_reads += self.datagrams_read - before;
+                    self.waiting_load.read(self.datagrams_read - before);
                     if more && !self.backlog.contains(&slot) {
                         self.backlog.push(slot);
                     }
@@ -1418,17 +1452,10 @@ impl Worker {
     /// datagram there wakes the thread; while they are busy it does not, and they are asked in
     /// the turns that come anyway, or after [`WAIT_AT_MOST`].
     fn watch_waiting(&mut self) {
-        let now = Instant::now();
-        let judged = now.saturating_duration_since(self.waiting_since);
-        if self.waiting_count == 0 {
-            // Nobody waits: the next ones start as not busy.
-            (self.waiting_busy, self.waiting_reads, self.waiting_since) = (false, 0, now);
-        } else if judged >= Duration::from_secs(1) {
-            let per_second = std::mem::take(&mut self.waiting_reads) as f64 / judged.as_secs_f64();
-            self.waiting_busy = waiting_is_busy(per_second as u32);
-            self.waiting_since = now;
-        }
-        if self.waiting_count == 0 || self.waiting_armed || self.waiting_busy {
+        let busy = self
+            .waiting_load
+            .judge(Instant::now(), self.waiting_count > 0);
+        if self.waiting_count == 0 || self.waiting_armed || busy {
             return;
         }
         match udp_batch::arm_oneshot(
@@ -1775,8 +1802,8 @@ impl Worker {
                 tracing::debug!(room = %s.room, participant = %s.peer, %state, "connection state");
                 match state {
                     RTCPeerConnectionState::Connected if s.connected && s.probe.is_none() => {
-                        // Answering ICE again after a silence: read at once for a while (its
-                        // next tick may put it back on the waiting poller).
+                        // Answering ICE again after a silence: read at once for a while (a
+                        // tick after that may put it back on the waiting poller).
                         s.awake_until = Some(Instant::now() + AWAKE_FOR);
                         let (room, peer, session) = (s.room.clone(), s.peer.clone(), s.id);
                         let _ = self.core.handle_input(
@@ -1788,6 +1815,8 @@ impl Worker {
                                 up: true,
                             },
                         );
+                        // Off the waiting poller now, not at its next tick.
+                        self.place(slot, Instant::now());
                     }
                     RTCPeerConnectionState::Connected if !s.connected => {
                         s.connected = true;
@@ -2268,24 +2297,13 @@ impl Worker {
                 },
             );
         }
-        let repair = packets.iter().any(|p| {
-            let any = p.as_any();
-            any.is::<PictureLossIndication>()
-                || any.is::<FullIntraRequest>()
-                || any.is::<TransportLayerNack>()
-        });
-        if repair {
-            // Its next ones are answered at once ([`may_wait`]).
-            if let Some(s) = self.sessions[slot].as_mut() {
-                s.awake_until = Some(now + AWAKE_FOR);
-            }
-            self.place(slot, now);
-        }
+        let mut repair = false;
         let now_ms = now.duration_since(self.epoch).as_millis() as u64;
         let (mut lost, mut blocks) = (0u32, 0u32);
         for pkt in &packets {
             let any = pkt.as_any();
             if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                repair = true;
                 let track = self.subs.get(&sub_id).map(|s| s.track);
                 if let Some(p) = track.and_then(|t| self.tracks.get_mut(&t)) {
                     p.keyframe_wanted = true;
@@ -2296,6 +2314,7 @@ impl Worker {
                     blocks += 1;
                 }
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                repair = true;
                 let Some(sub) = self.subs.get_mut(&sub_id) else {
                     continue;
                 };
@@ -2358,6 +2377,13 @@ impl Worker {
                     },
                 );
             }
+        }
+        if repair {
+            // Its next ones are answered at once ([`may_wait`]).
+            if let Some(s) = self.sessions[slot].as_mut() {
+                s.awake_until = Some(now + AWAKE_FOR);
+            }
+            self.place(slot, now);
         }
         if let Some(mean) = lost.checked_div(blocks) {
             let before = self.core.downlink(&room, &peer);
@@ -3379,6 +3405,31 @@ mod tests {
         assert!(!may_wait(true, false, false, Some(asked + AWAKE_FOR), now));
         let asked = now - AWAKE_FOR;
         assert!(may_wait(true, false, false, Some(asked + AWAKE_FOR), now));
+    }
+
+    #[test]
+    fn waiting_sockets_are_judged_busy_by_their_datagrams_a_second() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut load = WaitLoad::new(t0);
+        // 30 in the first second: not busy (and not judged before a second has passed).
+        load.read(30);
+        assert!(!load.judge(t0 + ms(500), true));
+        assert!(!load.judge(t0 + ms(1_000), true));
+        // 80 in the next 1.5 s: 53 a second, busy.
+        load.read(80);
+        assert!(!load.judge(t0 + ms(1_500), true), "judged once a second");
+        assert!(load.judge(t0 + ms(2_500), true));
+        // Stays busy until judged again; then 40 in 2 s (20 a second): not.
+        load.read(40);
+        assert!(load.judge(t0 + ms(3_000), true));
+        assert!(!load.judge(t0 + ms(4_500), true));
+        // Busy again, then nobody waits: not busy, and what was counted is forgotten.
+        load.read(200);
+        assert!(load.judge(t0 + ms(5_500), true));
+        load.read(500);
+        assert!(!load.judge(t0 + ms(5_600), false));
+        assert!(!load.judge(t0 + ms(6_600), true));
     }
 
     #[test]

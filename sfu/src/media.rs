@@ -332,27 +332,26 @@ pub(crate) fn offered_pt(mime: &str) -> Option<u8> {
     }
 }
 
-/// The codec of `track`'s first RTP packet (within 5 s): its payload type as `pc`'s local
-/// description (our answer) maps it, as this SFU registered that codec (`media_engine`).
+/// `track`'s first RTP packet (waited for until the track ends) and its codec: the packet's
+/// payload type as our current answer to `pc` names it (parsed by rtc's SDP crate), as this SFU
+/// registered that codec (`media_engine`). The packet is handed back to be forwarded: for video
+/// it starts a keyframe.
 async fn codec_of_first_packet(
     pc: &Arc<dyn PeerConnection>,
     track: &Arc<dyn TrackRemote>,
-) -> Option<RTCRtpCodec> {
-    let first = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(evt) = track.poll().await {
-            if let TrackRemoteEvent::OnRtpPacket(p) = evt {
-                return Some(p.header.payload_type);
-            }
+) -> Option<(RTCRtpCodec, rtp::Packet)> {
+    let first = loop {
+        match track.poll().await? {
+            TrackRemoteEvent::OnRtpPacket(p) => break p,
+            TrackRemoteEvent::OnEnded => return None,
+            _ => continue,
         }
-        None
-    });
-    let pt = first.await.ok().flatten()?;
-    let sdp = pc.local_description().await?.sdp;
-    let name = sdp.lines().find_map(|l| {
-        let rest = l.strip_prefix(&format!("a=rtpmap:{pt} "))?;
-        rest.split('/').next().map(str::to_owned)
-    })?;
-    registered_codec(&name)
+    };
+    let answer = pc.current_local_description().await?.unmarshal().ok()?;
+    let named = answer
+        .get_codec_for_payload_type(first.header.payload_type)
+        .ok()?;
+    Some((registered_codec(&named.name)?, first))
 }
 
 /// The codec this SFU registered (`media_engine`) by its name in an SDP (`VP8`, `opus`).
@@ -1460,16 +1459,16 @@ impl Media {
             tracing::warn!(room, publisher, "ignoring a track with no SSRC");
             return;
         };
-        let codec = match track.codec(media_ssrc).await {
-            Some(codec) => codec,
+        let (codec, first) = match track.codec(media_ssrc).await {
+            Some(codec) => (codec, None),
             // webrtc-rs's driver copies a new track's codings once, when it handles the track's
             // opening; a renegotiation applied in between (someone else's track offered to this
             // publisher as its first packets came) can leave that copy without a codec. The
             // packets still come: the first one's payload type, in our answer to it, says.
             None => match codec_of_first_packet(&peer.pc, &track).await {
-                Some(codec) => {
+                Some((codec, first)) => {
                     tracing::info!(room, publisher, media_ssrc, mime = %codec.mime_type, "codec taken from the track's first packet");
-                    codec
+                    (codec, Some(first))
                 }
                 None => {
                     tracing::warn!(
@@ -1482,6 +1481,13 @@ impl Media {
                 }
             },
         };
+        if first.is_some()
+            && self
+                .peer(room, publisher)
+                .is_none_or(|p| p.session != session)
+        {
+            return; // replaced while its first packet was awaited
+        }
         if offered_pt(&codec.mime_type).is_none() {
             tracing::warn!(room, publisher, mime = %codec.mime_type, "ignoring a track in a codec this SFU does not forward");
             return;
@@ -1547,6 +1553,7 @@ impl Media {
         let epoch = self.epoch;
         tokio::spawn(forward_loop(
             track,
+            first,
             published,
             metrics,
             epoch,
@@ -1744,6 +1751,8 @@ pub(crate) fn rand_ssrc() -> u32 {
 /// simulcast layer each one's selector picks.
 async fn forward_loop(
     track: Arc<dyn TrackRemote>,
+    // A packet read already (`codec_of_first_packet`), forwarded first.
+    mut first: Option<rtp::Packet>,
     published: Arc<Published>,
     metrics: Arc<Metrics>,
     epoch: Instant,
@@ -1755,7 +1764,14 @@ async fn forward_loop(
     let mut layer_of: HashMap<u32, Option<usize>> = HashMap::new();
     let mut unknown = 0u32;
     let rids = edgemeet_shared::media::CAMERA_SIMULCAST.map(|l| l.rid);
-    while let Some(evt) = track.poll().await {
+    loop {
+        let evt = match first.take() {
+            Some(p) => TrackRemoteEvent::OnRtpPacket(p),
+            None => match track.poll().await {
+                Some(evt) => evt,
+                None => break,
+            },
+        };
         let pkt = match evt {
             TrackRemoteEvent::OnRtpPacket(p) => p,
             TrackRemoteEvent::OnEnded => break,

@@ -198,7 +198,7 @@ impl Metrics {
         );
         registry.register(
             "engine_turns",
-            "Turns of the media engine's worker loops, each a wake-up of its thread (sans-IO engine): what a packet's share of wake-ups costs is this over forwarded packets",
+            "Turns of the media engine's worker loops (sans-IO engine): each a wake-up of its thread, or a poll without waiting when a socket's turn left datagrams; a packet's share of them is this over forwarded packets",
             m.engine_turns.clone(),
         );
         registry.register(

@@ -266,6 +266,11 @@ fn set_int_opt(
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
+    zero_or_os_error(r)
+}
+
+/// A libc call's result: 0 is success, anything else the OS error it left.
+fn zero_or_os_error(r: libc::c_int) -> std::io::Result<()> {
     if r == 0 {
         Ok(())
     } else {
@@ -290,11 +295,7 @@ pub fn arm_oneshot(outer: RawFd, inner: RawFd, token: u64, first: bool) -> std::
     };
     // SAFETY: two open descriptors and a valid event for the call's duration.
     let r = unsafe { libc::epoll_ctl(outer, op, inner, &mut ev) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    zero_or_os_error(r)
 }
 
 /// Said once: the kernel refused a sending socket beside a session's receiving one.

@@ -261,9 +261,9 @@ fn start_sfu_env(port: u16, edge: SocketAddr, env: &[(&str, &str)]) -> Sfu {
             &(udp + 50).to_string(),
         ])
         .env("EDGEMEET_SFU_CONTROL_SECRET", SECRET)
-        // The SFU's log level: warnings, webrtc-rs's crates' errors only (as the SFU's default:
-        // they warn once per datagram they cannot read, and a test floods a port), or
-        // EDGEMEET_TEST_SFU_LOG (info, debug) to look into a failure.
+        // The SFU's log level: warnings, webrtc-rs's crates' errors only (as `DEFAULT_LOG` in
+        // sfu/src/main.rs: they warn once per datagram they cannot read, and a test floods a
+        // port), or EDGEMEET_TEST_SFU_LOG (info, debug) to look into a failure.
         .env(
             "EDGEMEET_LOG",
             std::env::var("EDGEMEET_TEST_SFU_LOG").unwrap_or(
