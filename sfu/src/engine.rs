@@ -93,7 +93,9 @@ use crate::record::{RecMsg, RecorderHandle};
 use crate::rtcp_up::RtcpToApplication;
 use crate::rtp_out::{write_header, write_sender_report, CaptureExt, SenderInfo};
 use crate::sfu_core::{block_bit, Input, Output, SfuCore, SubId, TrackId};
-use crate::srtp_out::{fill_tags_across, next_srtcp_index, Edit, PendingTag, Roc, SrtpOut};
+use crate::srtp_out::{
+    fill_tags_across, next_srtcp_index, Edit, PendingTag, Roc, SrtpOut, FIRST_SRTCP_INDEX,
+};
 use crate::udp_batch;
 
 const WAKER: Token = Token(usize::MAX);
@@ -649,11 +651,9 @@ struct Session {
     awake_until: Option<Instant>,
     /// Its socket could not be moved between the pollers once (said in the log).
     unmoved: bool,
-    /// The SRTCP index of its last sender reports ([`next_srtcp_index`]). They lead with the
-    /// SSRCs this SFU chose for its streams to it; rtc's own RTCP to it (receiver reports,
-    /// NACKs, feedback) with SSRCs rtc draws at random or 0, whose index sequences rtc keeps:
-    /// only an equal SSRC (odds ~2^-32) would share a sequence.
-    srtcp_index: u32,
+    /// The SRTCP index its next sender report takes (from [`FIRST_SRTCP_INDEX`], clear of
+    /// the indices rtc's own RTCP to it takes); none once they ran out.
+    srtcp_index: Option<u32>,
 }
 
 /// A session's port ([`udp_batch::bind_split`]): `rx`, on the worker's poller, receives; `tx`,
@@ -1030,24 +1030,31 @@ fn send_rtp(
     true
 }
 
-/// Protects the RTCP packet written at `q.data[start..]` as SRTCP under `index` and queues it
-/// (`dirty` gets `slot` when the queue starts). Its tag is written here, not with the turn's
-/// media tags (a report a second: not worth a lane).
+/// Protects the RTCP packet written at `q.data[start..]` as SRTCP under `index` (which moves
+/// on) and queues it (`dirty` gets `slot` when the queue starts); with no index left it is
+/// dropped. Its tag is written here, not with the turn's media tags (a report a second: not
+/// worth a lane).
 fn queue_rtcp(
     q: &mut OutQueue,
     srtp: &SrtpOut,
     start: usize,
-    index: u32,
+    index: &mut Option<u32>,
     slot: usize,
     dirty: &mut Vec<usize>,
 ) {
-    if !srtp.protect_rtcp(&mut q.data, start, index) {
+    let Some(i) = *index else {
+        q.data.truncate(start);
+        return;
+    };
+    if !srtp.protect_rtcp(&mut q.data, start, i) {
         q.data.truncate(start);
         return;
     }
+    *index = next_srtcp_index(i);
     if q.spans.is_empty() {
         dirty.push(slot);
     }
+    q.reports.push(q.spans.len());
     q.spans.push((start, q.data.len()));
 }
 
@@ -1091,13 +1098,11 @@ struct OutQueue {
     /// When the first media among them reached the SFU (realtime clock); none when only
     /// reports wait.
     oldest: Option<Duration>,
+    /// Which of `spans` are sender reports (not media: a refused one is not a dropped packet).
+    reports: Vec<usize>,
 }
 
 impl OutQueue {
-    fn len(&self) -> usize {
-        self.spans.len()
-    }
-
     fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
@@ -1107,12 +1112,18 @@ impl OutQueue {
         self.spans.clear();
         self.tags.clear();
         self.oldest = None;
+        self.reports.clear();
+    }
+
+    /// How many of its datagrams are media.
+    fn media(&self) -> usize {
+        self.spans.len() - self.reports.len()
     }
 }
 
 /// Sends a session's queued media in one `sendmmsg` (equal-sized runs segmented by the kernel;
-/// [`udp_batch::MAX_BATCH`] datagrams a call: media never queues more, its sender reports may
-/// add one or two). What the socket refused (a full buffer: NACKs bring it back from the ring) is counted in
+/// [`udp_batch::MAX_BATCH`] datagrams a call: media never queues more, though its sender
+/// reports may take it past that, and then it takes two). What the socket refused of its media (a full buffer: NACKs bring it back from the ring) is counted in
 /// `dst.refused`.
 ///
 /// Observes in `delay` how long the oldest of them took from the SFU's socket to here: the
@@ -1122,7 +1133,7 @@ fn flush_queue(dst: &mut Session, delay: &mut LocalHistogram) {
         return;
     }
     let Some(remote) = dst.remote else {
-        dst.refused += dst.queue.len() as u64;
+        dst.refused += dst.queue.media() as u64;
         dst.queue.clear();
         return;
     };
@@ -1132,14 +1143,17 @@ fn flush_queue(dst: &mut Session, delay: &mut LocalHistogram) {
         }
         dst.queue.tags.clear();
     }
-    for spans in dst.queue.spans.chunks(udp_batch::MAX_BATCH) {
+    let q = &dst.queue;
+    for (c, spans) in q.spans.chunks(udp_batch::MAX_BATCH).enumerate() {
         let mut refs: [&[u8]; udp_batch::MAX_BATCH] = [&[]; udp_batch::MAX_BATCH];
         for (r, &(a, b)) in refs.iter_mut().zip(spans) {
-            *r = &dst.queue.data[a..b];
+            *r = &q.data[a..b];
         }
         let n = spans.len();
         let sent = udp_batch::send_batch(dst.socket.send_fd(), remote, &refs[..n]);
-        dst.refused += (n - sent) as u64;
+        let first = c * udp_batch::MAX_BATCH;
+        let refused = first + sent..first + n;
+        dst.refused += refused.filter(|i| !q.reports.contains(i)).count() as u64;
     }
     if let Some(oldest) = dst.queue.oldest {
         delay.observe(
@@ -1694,14 +1708,12 @@ impl Worker {
             write_sender_report(&mut q.data, &sr);
             reports += 1;
             if reports == REPORTS_PER_PACKET {
-                s.srtcp_index = next_srtcp_index(s.srtcp_index);
-                queue_rtcp(q, srtp, start, s.srtcp_index, slot, &mut self.dirty);
+                queue_rtcp(q, srtp, start, &mut s.srtcp_index, slot, &mut self.dirty);
                 reports = 0;
             }
         }
         if reports > 0 {
-            s.srtcp_index = next_srtcp_index(s.srtcp_index);
-            queue_rtcp(q, srtp, start, s.srtcp_index, slot, &mut self.dirty);
+            queue_rtcp(q, srtp, start, &mut s.srtcp_index, slot, &mut self.dirty);
         }
     }
 
@@ -3111,7 +3123,7 @@ impl Worker {
             waits: false,
             awake_until: None,
             unmoved: false,
-            srtcp_index: 0,
+            srtcp_index: Some(FIRST_SRTCP_INDEX),
             sending: HashMap::new(),
         });
         self.members.insert(key, slot);
@@ -3206,7 +3218,7 @@ impl Worker {
             waits: false,
             awake_until: None,
             unmoved: false,
-            srtcp_index: 0,
+            srtcp_index: Some(FIRST_SRTCP_INDEX),
             sending: HashMap::new(),
         });
         self.probes += 1;
@@ -3380,7 +3392,7 @@ impl Worker {
             return;
         };
         // Counted as forwarded when queued, never sent: dropped.
-        self.counts.dropped_packets += s.refused + s.queue.len() as u64;
+        self.counts.dropped_packets += s.refused + s.queue.media() as u64;
         let _ = s.pc.close();
         while let Some(out) = s.pc.poll_write() {
             s.socket.send_to(&out.message, out.transport.peer_addr);

@@ -48,8 +48,15 @@ const LABEL_SRTCP_ENCRYPTION: u8 = 0x03;
 const LABEL_SRTCP_AUTHENTICATION: u8 = 0x04;
 const LABEL_SRTCP_SALT: u8 = 0x05;
 
-/// The highest SRTCP index (31 bits); the next one after it is 0, as in rtc-srtp.
+/// The highest SRTCP index (31 bits).
 const MAX_SRTCP_INDEX: u32 = 0x7fff_ffff;
+
+/// The SRTCP index of a session's first sender report from the engine: half way up the 31
+/// bits. rtc's own RTCP on the session (receiver reports, NACKs, feedback) numbers each of its
+/// SSRCs from 1 under the same keys, so even an SSRC of ours equal to one of rtc's (odds
+/// ~2^-32) never takes an index rtc takes: rtc would need 2^30 reports of one SSRC (decades)
+/// to get here. A receiver takes any first index (its replay window starts there).
+pub const FIRST_SRTCP_INDEX: u32 = 1 << 30;
 
 enum Aes {
     A128(Box<aes::Aes128>),
@@ -219,7 +226,7 @@ impl SrtpOut {
     }
 
     /// Protects the plain (compound) RTCP packet in `buf[start..]` as SRTCP under `index`
-    /// (31 bits; [`next_srtcp_index`]), in place: everything after its first 8 bytes encrypted,
+    /// (31 bits; from [`FIRST_SRTCP_INDEX`] up), in place: everything after its first 8 bytes encrypted,
     /// the E flag and index, and the tag (AES-CM: HMAC-SHA1 over all of it, 80 bits; AES-GCM:
     /// the header and E flag with index as associated data, the tag before them). The
     /// keystream's SSRC is the first packet's (bytes 4..8), as rtc-srtp reads it. A packet
@@ -539,14 +546,11 @@ fn cm_counter(salt: &[u8; 14], ssrc: [u8; 4], high: u32, low: u16) -> [u8; 16] {
 /// The SRTCP tag of the AES-CM profiles: 80 bits for all of them (RFC 5764 4.1.2).
 const SRTCP_TAG_LEN: usize = 10;
 
-/// The SRTCP index after `index`: 1 first (after 0), as rtc-srtp numbers, back to 0 after
-/// 2^31 - 1.
-pub fn next_srtcp_index(index: u32) -> u32 {
-    if index >= MAX_SRTCP_INDEX {
-        0
-    } else {
-        index + 1
-    }
+/// The SRTCP index after `index`; none after 2^31 - 1: wrapping would repeat a keystream
+/// under the same keys (RFC 3711 3.3.1), so a session that got there (2^30 reports, 34 years
+/// at one a second) sends no more.
+pub fn next_srtcp_index(index: u32) -> Option<u32> {
+    (index < MAX_SRTCP_INDEX).then(|| index + 1)
 }
 
 /// XORs `data` with the AES-CM keystream from counter block `iv` (RFC 3711 section 4.1.1: the
@@ -680,8 +684,10 @@ mod tests {
     }
 
     /// Sender reports as SRTCP, in every profile, one to 32 of them in a compound, at
-    /// successive indices: the same bytes as rtc-srtp's context (which numbers from 1), and
-    /// what it decrypts back; the bytes before the packet are left alone.
+    /// successive indices from 1 (where rtc-srtp's context numbers from): the same bytes as it
+    /// writes, and what it decrypts back; the bytes before the packet are left alone. Then at
+    /// indices across 16-bit boundaries up to the last (the counter's and nonce's upper bits),
+    /// decrypted back by a fresh context.
     #[test]
     fn every_profile_protects_sender_reports_as_rtc_srtp_does() {
         for profile in PROFILES {
@@ -699,32 +705,49 @@ mod tests {
             };
             let (mut reference, mut receiver) = (context(), context());
             let out = SrtpOut::new(&k).unwrap();
-            let mut index = 0;
+            let mut index = Some(1);
             for n in [1, 2, 3, 32, 1, 5] {
                 let plain = reports(n, 0x5eed_0001);
                 let expected = reference.encrypt_rtcp(&plain).unwrap();
-                index = next_srtcp_index(index);
+                let i = index.unwrap();
+                index = next_srtcp_index(i);
                 let mut buf = vec![0xee; 3];
                 buf.extend_from_slice(&plain);
-                assert!(out.protect_rtcp(&mut buf, 3, index));
+                assert!(out.protect_rtcp(&mut buf, 3, i));
                 assert_eq!(&buf[..3], &[0xee; 3], "{profile:?}");
                 assert_eq!(
                     &buf[3..],
                     &expected[..],
-                    "{profile:?}, {n} reports, index {index}"
+                    "{profile:?}, {n} reports, index {i}"
                 );
                 let back = receiver.decrypt_rtcp(&buf[3..]).unwrap();
                 assert_eq!(&back[..], &plain[..], "{profile:?}");
+            }
+            let mut receiver = context();
+            for i in [
+                FIRST_SRTCP_INDEX,
+                FIRST_SRTCP_INDEX + 0xffff,
+                FIRST_SRTCP_INDEX + 0x1_0000,
+                FIRST_SRTCP_INDEX + 0x12_3456,
+                MAX_SRTCP_INDEX,
+            ] {
+                let plain = reports(2, 0x0bad_cafe);
+                let mut buf = plain.clone();
+                assert!(out.protect_rtcp(&mut buf, 0, i));
+                let back = receiver.decrypt_rtcp(&buf).unwrap();
+                assert_eq!(&back[..], &plain[..], "{profile:?}, index {i:#x}");
             }
         }
     }
 
     #[test]
-    fn srtcp_indices_start_at_one_and_wrap_after_31_bits() {
-        assert_eq!(next_srtcp_index(0), 1);
-        assert_eq!(next_srtcp_index(41), 42);
-        assert_eq!(next_srtcp_index(MAX_SRTCP_INDEX - 1), MAX_SRTCP_INDEX);
-        assert_eq!(next_srtcp_index(MAX_SRTCP_INDEX), 0);
+    fn srtcp_indices_stop_after_31_bits_rather_than_wrap() {
+        assert_eq!(
+            next_srtcp_index(FIRST_SRTCP_INDEX),
+            Some(FIRST_SRTCP_INDEX + 1)
+        );
+        assert_eq!(next_srtcp_index(MAX_SRTCP_INDEX - 1), Some(MAX_SRTCP_INDEX));
+        assert_eq!(next_srtcp_index(MAX_SRTCP_INDEX), None);
         // Too short to be RTCP: left alone.
         let out = SrtpOut::new(&keys(ProtectionProfile::Aes128CmHmacSha1_80)).unwrap();
         let mut buf = vec![0x80, 200, 0, 1];
