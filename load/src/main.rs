@@ -97,6 +97,11 @@ struct Args {
     /// extrapolates to would never halt. Each point measured so is labelled `busy`.
     #[arg(long)]
     busy_core: bool,
+    /// Also print a tab-separated line per run: `result`, the point as given, µs/pkt, this
+    /// tool's CPU (share of a core), the SFU's forwarding delay p50 and p99 (µs) and the loss
+    /// (%): what `cargo xtask load --against` reads.
+    #[arg(long)]
+    results: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -778,11 +783,17 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
         "load cpu",
         "1st video"
     );
-    for p in &points {
+    for (p, name) in points.iter().zip(&names) {
         let mut per_packet = Vec::new();
         for _ in 0..args.runs.max(1) {
             let f = run_point(&args, p, clips.clone()).await?;
             per_packet.push(f.us_per_packet);
+            if args.results {
+                println!(
+                    "result\t{name}\t{:.4}\t{:.4}\t{:.0}\t{:.0}\t{:.3}",
+                    f.us_per_packet, f.load_cpu, f.sfu_delay_us.0, f.sfu_delay_us.1, f.loss_pct
+                );
+            }
             println!(
             "{:<12} {:>5} {:>7} {:>9.0} {:>8.2} {:>6} {:>6.2} {:>7} {:>6.1}% {:>10} {:>7.3} {:>5.2}/{:<5.2}ms {:>5.0}/{:<5.0}µs {:>11.2} {:>8.1}% {:>5.0}/{:<5.0}ms{}",
             f.label,

@@ -123,6 +123,14 @@ enum Cmd {
         /// cold; a fully used core, which streams/cpu extrapolates to, never halts.
         #[arg(long)]
         busy_core: bool,
+        /// Measure this tree's SFU side by side with another SFU binary (say a build of the
+        /// commit before): each run starts two load tools at once, both SFUs on core 0 and both
+        /// tools on core 1, so the machine's speed of the moment (a shared VM's runs differ by
+        /// ±15 %) is the same for both and cancels out of their ratio. Prints each run's µs per
+        /// packet for both and their ratio, then each point's median ratio. Only for points whose
+        /// two load tools fit core 1 together (about 1x100 and smaller).
+        #[arg(long, value_name = "SFU_BINARY")]
+        against: Option<std::path::PathBuf>,
         /// Points: PxS (P publishers, S subscribers in one room), PxS@R (R rooms), +sim
         /// (simulcast with tile sizes). Default: 1x10 1x50 1x100 4x50 10x0@2+sim 1x300.
         points: Vec<String>,
@@ -172,6 +180,7 @@ fn main() -> ExitCode {
             record,
             wake_receivers,
             busy_core,
+            against,
             points,
         } => load(
             LoadOpts {
@@ -183,6 +192,7 @@ fn main() -> ExitCode {
                 record,
                 wake_receivers,
                 busy_core,
+                against,
             },
             srtp.as_deref(),
             &points,
@@ -715,6 +725,7 @@ struct LoadOpts {
     record: bool,
     wake_receivers: bool,
     busy_core: bool,
+    against: Option<std::path::PathBuf>,
 }
 
 fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
@@ -727,7 +738,15 @@ fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
         record,
         wake_receivers,
         busy_core,
+        against,
     } = o;
+    if against.is_some() && (rps || floor || quick) {
+        return Err(fail(
+            "load",
+            "--against runs two load tools side by side; not with --rps, --floor or --quick",
+            "name the points (e.g. 1x100 1x50) and --runs",
+        ));
+    }
     let p = setup::Paths::new();
     if cmd::output(Command::new("vpxenc").arg("--help")).is_none() {
         // libvpx's own encoder makes the clips the publishers loop (once, kept in target/).
@@ -752,43 +771,71 @@ fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
     })?;
     let bin = p.target().join("sfu");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut c = if cores >= 2 {
-        // The SFU on core 0, the load on core 1: each measured alone.
-        let mut c = Command::new("taskset");
-        c.args(["-c", "1"]).arg(bin.join("edgemeet-load"));
+    let command = |sfu: &std::path::Path, logs: &str, runs: usize| {
+        let mut c = if cores >= 2 {
+            // The SFU on core 0, the load on core 1: each measured alone.
+            let mut c = Command::new("taskset");
+            c.args(["-c", "1"]).arg(bin.join("edgemeet-load"));
+            c
+        } else {
+            Command::new(bin.join("edgemeet-load"))
+        };
+        c.arg("--sfu")
+            .arg(sfu)
+            .arg("--clips")
+            .arg(p.target().join("edgemeet-load"))
+            .arg("--logs")
+            .arg(p.target().join("edgemeet-logs").join(logs))
+            .args(["--secs", &secs.to_string()])
+            .args(["--runs", &runs.to_string()])
+            .args(points)
+            .current_dir(&p.root);
+        for (on, flag) in [
+            (quick, "--quick"),
+            (floor, "--floor"),
+            (record, "--record"),
+            (wake_receivers, "--wake-receivers"),
+            (busy_core, "--busy-core"),
+        ] {
+            if on {
+                c.arg(flag);
+            }
+        }
+        if let Some(srtp) = srtp {
+            c.args(["--srtp", srtp]);
+        }
         c
-    } else {
-        note("one core only: the SFU and the load share it (figures are pessimistic)");
-        Command::new(bin.join("edgemeet-load"))
     };
-    c.arg("--sfu")
-        .arg(bin.join("edgemeet-sfu"))
-        .arg("--clips")
-        .arg(p.target().join("edgemeet-load"))
-        .arg("--logs")
-        .arg(p.target().join("edgemeet-logs/load"))
-        .args(["--secs", &secs.to_string()])
-        .args(["--runs", &runs.to_string()])
-        .args(points)
-        .current_dir(&p.root);
-    if quick {
-        c.arg("--quick");
+    if cores < 2 {
+        note("one core only: the SFU and the load share it (figures are pessimistic)");
     }
-    if floor {
-        c.arg("--floor");
+    if let Some(other) = against {
+        if cores < 2 {
+            return Err(fail(
+                "load",
+                "--against needs two cores (the SFUs' and the load tools')",
+                "run it on a machine with two cores or more",
+            ));
+        }
+        let theirs = std::fs::canonicalize(&other).map_err(|e| {
+            fail(
+                "load",
+                format!("{}: {e}", other.display()),
+                "give the path of an edgemeet-sfu binary (e.g. one built at another commit)",
+            )
+        })?;
+        let ours = bin.join("edgemeet-sfu");
+        return step("load side by side (both SFUs on core 0)", || {
+            side_by_side(runs, || {
+                let mut a = command(&ours, "load", 1);
+                let mut b = command(&theirs, "load-against", 1);
+                a.arg("--results");
+                b.arg("--results");
+                (a, b)
+            })
+        });
     }
-    if record {
-        c.arg("--record");
-    }
-    if wake_receivers {
-        c.arg("--wake-receivers");
-    }
-    if busy_core {
-        c.arg("--busy-core");
-    }
-    if let Some(srtp) = srtp {
-        c.args(["--srtp", srtp]);
-    }
+    let mut c = command(&bin.join("edgemeet-sfu"), "load", runs);
     // Left (and deleted) when this returns.
     if rps && cores < 2 {
         note("--rps needs two cores (the load tool's to steer to): measuring without it");
@@ -826,6 +873,104 @@ fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
     })
 }
 
+/// `runs` runs of two load tools at once (`pair` makes this tree's and the other's command),
+/// the one started first alternating; prints each run's µs per packet for both and the ratio,
+/// then each point's median ratio.
+fn side_by_side(runs: usize, pair: impl Fn() -> (Command, Command)) -> Result<()> {
+    use std::collections::BTreeMap;
+    use std::process::Stdio;
+    // Per point: (ours, theirs) µs per packet of each run.
+    let mut pairs: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for run in 0..runs.max(1) {
+        let (mut a, mut b) = pair();
+        let spawn = |c: &mut Command| {
+            c.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| fail("load", format!("starting the load tool: {e}"), ""))
+        };
+        // Alternate which starts first: the first one's SFU comes up a little sooner.
+        let (ours, theirs) = if run % 2 == 0 {
+            let x = spawn(&mut a)?;
+            (x, spawn(&mut b)?)
+        } else {
+            let y = spawn(&mut b)?;
+            (spawn(&mut a)?, y)
+        };
+        let ours = ours
+            .wait_with_output()
+            .map_err(|e| fail("load", e.to_string(), ""))?;
+        let theirs = theirs
+            .wait_with_output()
+            .map_err(|e| fail("load", e.to_string(), ""))?;
+        for (out, who) in [(&ours, "this tree's"), (&theirs, "the other")] {
+            if !out.status.success() {
+                return Err(fail(
+                    "load",
+                    format!(
+                        "{who} load tool failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                    "see its SFU's log under target/edgemeet-logs/",
+                ));
+            }
+        }
+        let (ours, theirs) = (load_results(&ours.stdout), load_results(&theirs.stdout));
+        for (point, o) in &ours {
+            let Some(t) = theirs.iter().find(|(p, _)| p == point).map(|(_, t)| t) else {
+                continue;
+            };
+            println!(
+                "run {} {point:<10} this tree {:.2} µs/pkt, the other {:.2}: ratio {:.3}   (SFU delay p50 {:.0} / {:.0} µs; load tools' CPU {:.0} % + {:.0} %)",
+                run + 1,
+                o.0,
+                t.0,
+                o.0 / t.0,
+                o.2,
+                t.2,
+                o.1 * 100.0,
+                t.1 * 100.0
+            );
+            if o.1 + t.1 > 0.9 {
+                note(format!(
+                    "{point}: the two load tools took {:.0} % of core 1 together: it is the limit, not the SFUs; compare smaller points",
+                    (o.1 + t.1) * 100.0
+                ));
+            }
+            pairs.entry(point.clone()).or_default().push((o.0, t.0));
+        }
+    }
+    for (point, runs) in &pairs {
+        let mut ratios: Vec<f64> = runs.iter().map(|(o, t)| o / t).collect();
+        ratios.sort_by(f64::total_cmp);
+        let lower = runs.iter().filter(|(o, t)| o < t).count();
+        println!(
+            "{point:<10} this tree / the other, µs per packet: median {:.3} (min {:.3}, max {:.3}); this tree lower in {lower} of {} runs",
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1],
+            runs.len()
+        );
+    }
+    Ok(())
+}
+
+/// The `result` lines `edgemeet-load --results` prints: per point, (µs/pkt, load tool's CPU,
+/// SFU delay p50 µs).
+fn load_results(stdout: &[u8]) -> Vec<(String, (f64, f64, f64))> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            if f.len() < 5 || f[0] != "result" {
+                return None;
+            }
+            let num = |i: usize| f[i].parse::<f64>().ok();
+            Some((f[1].to_string(), (num(2)?, num(3)?, num(4)?)))
+        })
+        .collect()
+}
+
 fn deploy() -> Result<()> {
     let tools = setup(Needs { browser: false })?;
     step("build client", || build::build_client(&tools))?;
@@ -854,4 +999,25 @@ fn deploy() -> Result<()> {
             "log in with `node node_modules/wrangler/bin/wrangler.js login`, set ROOM_TOKEN_SECRET and CONTROL_SECRET with `wrangler secret put`",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn side_by_side_reads_the_load_tools_result_lines_and_nothing_else() {
+        let out = "SRTP: AES-CM\n\
+                   point peers ...\n\
+                   1x100 busy 101 100 23073 2.60 ...\n\
+                   result\t1x100\t2.6012\t0.3000\t459\t1497\t0.000\n\
+                   result\t4x50\t2.2700\t0.4990\t516\t2955\t0.000\n\
+                   result\tbroken\tx\t0.3\t1\t2\t0\n\
+                   streams: camera streams forwarded\n";
+        let r = load_results(out.as_bytes());
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r[0].0, "1x100");
+        assert_eq!(r[0].1, (2.6012, 0.3, 459.0));
+        assert_eq!(r[1].0, "4x50");
+    }
 }
