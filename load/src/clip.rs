@@ -121,7 +121,9 @@ fn frame_yuv(l: &Layer, n: u32, out: &mut Vec<u8>) {
 }
 
 fn encode(l: &Layer, path: &Path) -> Result<(), LoadError> {
-    let tmp = PathBuf::from(format!("{}.part", path.display()));
+    // This process's own part file: two load tools started together (`cargo xtask load
+    // --against`) both make a missing clip; each renames its own whole file into place.
+    let tmp = PathBuf::from(format!("{}.{}.part", path.display(), std::process::id()));
     let mut child = Command::new("vpxenc")
         .args([
             "--codec=vp8",

@@ -98,8 +98,10 @@ struct Args {
     #[arg(long)]
     busy_core: bool,
     /// Also print a tab-separated line per run: `result`, the point as given, µs/pkt, this
-    /// tool's CPU (share of a core), the SFU's forwarding delay p50 and p99 (µs) and the loss
-    /// (%): what `cargo xtask load --against` reads.
+    /// tool's CPU and the SFU's (shares of a core), the SFU's forwarding delay p50 and p99 (µs),
+    /// the loss (%) and the video streams that never arrived: what `cargo xtask load --against`
+    /// reads. The floors (the machine's first, each point's replay after its window) are left
+    /// out: a replay on the SFUs' core would fall into the other tool's window.
     #[arg(long)]
     results: bool,
 }
@@ -599,7 +601,7 @@ async fn run_point(
     // SFU's core. Per datagram replayed: the SFU's sends to its publishers (webrtc-rs peers,
     // not this socket) are in `forwarded` but not in the mix. No subscriber (a 10x0 point):
     // nothing to replay.
-    let floor_us = if mix.sends() == 0 {
+    let floor_us = if mix.sends() == 0 || args.results {
         None
     } else {
         match floor::mix_floor(&mix, args.sfu_cpu) {
@@ -728,7 +730,9 @@ fn main() -> std::process::ExitCode {
 
 async fn run(mut args: Args) -> Result<(), LoadError> {
     // The machine's floor first: what the kernel alone charges for one forwarded packet here.
-    if let Err(e) = floor::run(args.sfu_cpu) {
+    if args.results && !args.floor {
+        // Side by side with another tool (`--against`): no replay in its window.
+    } else if let Err(e) = floor::run(args.sfu_cpu) {
         eprintln!("the UDP floor could not be measured: {e}");
     }
     if args.floor {
@@ -790,8 +794,14 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
             per_packet.push(f.us_per_packet);
             if args.results {
                 println!(
-                    "result\t{name}\t{:.4}\t{:.4}\t{:.0}\t{:.0}\t{:.3}",
-                    f.us_per_packet, f.load_cpu, f.sfu_delay_us.0, f.sfu_delay_us.1, f.loss_pct
+                    "result\t{name}\t{:.4}\t{:.4}\t{:.4}\t{:.0}\t{:.0}\t{:.3}\t{}",
+                    f.us_per_packet,
+                    f.load_cpu,
+                    f.sfu_cpu,
+                    f.sfu_delay_us.0,
+                    f.sfu_delay_us.1,
+                    f.loss_pct,
+                    f.missing
                 );
             }
             println!(

@@ -54,8 +54,8 @@ const MAX_SRTCP_INDEX: u32 = 0x7fff_ffff;
 /// The SRTCP index of a session's first sender report from the engine: half way up the 31
 /// bits. rtc's own RTCP on the session (receiver reports, NACKs, feedback) numbers each of its
 /// SSRCs from 1 under the same keys, so even an SSRC of ours equal to one of rtc's (odds
-/// ~2^-32) never takes an index rtc takes: rtc would need 2^30 reports of one SSRC (decades)
-/// to get here. A receiver takes any first index (its replay window starts there).
+/// ~2^-32) never takes an index rtc takes: rtc would need 2^30 packets under one SSRC to get
+/// here (its busiest, congestion feedback every 100 ms, takes 3.4 years of one session). A receiver takes any first index (its replay window starts there).
 pub const FIRST_SRTCP_INDEX: u32 = 1 << 30;
 
 enum Aes {

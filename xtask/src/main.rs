@@ -771,7 +771,7 @@ fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
     })?;
     let bin = p.target().join("sfu");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let command = |sfu: &std::path::Path, logs: &str, runs: usize| {
+    let command = |sfu: &std::path::Path, logs: &str, runs: usize, points: &[String]| {
         let mut c = if cores >= 2 {
             // The SFU on core 0, the load on core 1: each measured alone.
             let mut c = Command::new("taskset");
@@ -824,18 +824,28 @@ fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
                 "give the path of an edgemeet-sfu binary (e.g. one built at another commit)",
             )
         })?;
+        if points.is_empty() {
+            return Err(fail(
+                "load",
+                "--against needs the points to compare",
+                "name them, e.g. `cargo xtask load --busy-core --against OTHER --runs 6 1x100 1x50` (points up to ~1x100: both load tools share core 1)",
+            ));
+        }
         let ours = bin.join("edgemeet-sfu");
+        // Each binary starts first equally often.
+        let runs = runs.max(2).next_multiple_of(2);
         return step("load side by side (both SFUs on core 0)", || {
-            side_by_side(runs, || {
-                let mut a = command(&ours, "load", 1);
-                let mut b = command(&theirs, "load-against", 1);
+            side_by_side(points, runs, |point| {
+                let one = [point.to_string()];
+                let mut a = command(&ours, "load", 1, &one);
+                let mut b = command(&theirs, "load-against", 1, &one);
                 a.arg("--results");
                 b.arg("--results");
                 (a, b)
             })
         });
     }
-    let mut c = command(&bin.join("edgemeet-sfu"), "load", runs);
+    let mut c = command(&bin.join("edgemeet-sfu"), "load", runs, points);
     // Left (and deleted) when this returns.
     if rps && cores < 2 {
         note("--rps needs two cores (the load tool's to steer to): measuring without it");
@@ -873,100 +883,185 @@ fn load(o: LoadOpts, srtp: Option<&str>, points: &[String]) -> Result<()> {
     })
 }
 
-/// `runs` runs of two load tools at once (`pair` makes this tree's and the other's command),
-/// the one started first alternating; prints each run's µs per packet for both and the ratio,
-/// then each point's median ratio.
-fn side_by_side(runs: usize, pair: impl Fn() -> (Command, Command)) -> Result<()> {
-    use std::collections::BTreeMap;
-    use std::process::Stdio;
-    // Per point: (ours, theirs) µs per packet of each run.
-    let mut pairs: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for run in 0..runs.max(1) {
-        let (mut a, mut b) = pair();
-        let spawn = |c: &mut Command| {
-            c.stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| fail("load", format!("starting the load tool: {e}"), ""))
-        };
-        // Alternate which starts first: the first one's SFU comes up a little sooner.
-        let (ours, theirs) = if run % 2 == 0 {
-            let x = spawn(&mut a)?;
-            (x, spawn(&mut b)?)
-        } else {
-            let y = spawn(&mut b)?;
-            (spawn(&mut a)?, y)
-        };
-        let ours = ours
-            .wait_with_output()
-            .map_err(|e| fail("load", e.to_string(), ""))?;
-        let theirs = theirs
-            .wait_with_output()
-            .map_err(|e| fail("load", e.to_string(), ""))?;
-        for (out, who) in [(&ours, "this tree's"), (&theirs, "the other")] {
-            if !out.status.success() {
+/// For each point, `runs` runs of two load tools at once (`pair` makes this tree's and the
+/// other's command for one point), the one started first alternating; prints each run's µs per
+/// packet for both and the ratio, then each point's median ratio. A run where either side lost
+/// packets or video, or where either core was nearly full, is shown but not counted.
+fn side_by_side(
+    points: &[String],
+    runs: usize,
+    pair: impl Fn(&str) -> (Command, Command),
+) -> Result<()> {
+    use std::process::{Child, Stdio};
+    let spawn = |c: &mut Command| {
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail("load", format!("starting the load tool: {e}"), ""))
+    };
+    let mut counted_any = false;
+    for point in points {
+        // (ours, theirs) µs per packet of each counted run.
+        let mut counted: Vec<(f64, f64)> = Vec::new();
+        for run in 0..runs {
+            let (mut a, mut b) = pair(point);
+            // Alternate which starts first: the first one's SFU comes up a little sooner.
+            let (first, second) = if run % 2 == 0 {
+                (&mut a, &mut b)
+            } else {
+                (&mut b, &mut a)
+            };
+            let mut x = spawn(first)?;
+            let y = match spawn(second) {
+                Ok(y) => y,
+                Err(e) => {
+                    let _ = x.kill();
+                    let _ = x.wait();
+                    return Err(e);
+                }
+            };
+            let (ours, theirs): (Child, Child) = if run % 2 == 0 { (x, y) } else { (y, x) };
+            // Both read at once: neither tool ever waits on a full pipe.
+            let theirs = std::thread::spawn(move || theirs.wait_with_output());
+            let ours = ours.wait_with_output();
+            let theirs = theirs.join().expect("the waiting thread does not panic");
+            let mut outs = Vec::new();
+            for (out, who, logs) in [
+                (ours, "this tree's", "load"),
+                (theirs, "the other", "load-against"),
+            ] {
+                let out = out.map_err(|e| fail("load", e.to_string(), ""))?;
+                if !out.status.success() {
+                    return Err(fail(
+                        "load",
+                        format!(
+                            "{who} load tool failed at {point}: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        ),
+                        format!("see its SFU's log under target/edgemeet-logs/{logs}/"),
+                    ));
+                }
+                outs.push(load_results(&out.stdout));
+            }
+            let find =
+                |rs: &[(String, LoadResult)]| rs.iter().find(|(p, _)| p == point).map(|(_, r)| *r);
+            let (Some(o), Some(t)) = (find(&outs[0]), find(&outs[1])) else {
                 return Err(fail(
                     "load",
-                    format!(
-                        "{who} load tool failed: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    ),
-                    "see its SFU's log under target/edgemeet-logs/",
+                    format!("a load tool printed no result for {point}"),
+                    "run `cargo xtask load` on that point alone to see why",
                 ));
-            }
-        }
-        let (ours, theirs) = (load_results(&ours.stdout), load_results(&theirs.stdout));
-        for (point, o) in &ours {
-            let Some(t) = theirs.iter().find(|(p, _)| p == point).map(|(_, t)| t) else {
-                continue;
             };
-            println!(
-                "run {} {point:<10} this tree {:.2} µs/pkt, the other {:.2}: ratio {:.3}   (SFU delay p50 {:.0} / {:.0} µs; load tools' CPU {:.0} % + {:.0} %)",
-                run + 1,
-                o.0,
-                t.0,
-                o.0 / t.0,
-                o.2,
-                t.2,
-                o.1 * 100.0,
-                t.1 * 100.0
-            );
-            if o.1 + t.1 > 0.9 {
-                note(format!(
-                    "{point}: the two load tools took {:.0} % of core 1 together: it is the limit, not the SFUs; compare smaller points",
-                    (o.1 + t.1) * 100.0
+            let mut why_not = Vec::new();
+            if o.load_cpu + t.load_cpu > 0.9 {
+                why_not.push(format!(
+                    "the load tools took {:.0} % of core 1",
+                    (o.load_cpu + t.load_cpu) * 100.0
                 ));
             }
-            pairs.entry(point.clone()).or_default().push((o.0, t.0));
+            if o.sfu_cpu + t.sfu_cpu > 0.9 {
+                why_not.push(format!(
+                    "the SFUs took {:.0} % of core 0",
+                    (o.sfu_cpu + t.sfu_cpu) * 100.0
+                ));
+            }
+            if o.loss > 0.0 || t.loss > 0.0 || o.missing + t.missing > 0 {
+                why_not.push(format!(
+                    "loss {:.3} / {:.3} %, video never arrived {} / {}",
+                    o.loss, t.loss, o.missing, t.missing
+                ));
+            }
+            println!(
+                "run {} {point:<10} this tree {:.2} µs/pkt, the other {:.2}: ratio {:.3}   (SFU delay p50 {:.0} / {:.0} µs, p99 {:.0} / {:.0}){}",
+                run + 1,
+                o.us,
+                t.us,
+                o.us / t.us,
+                o.p50,
+                t.p50,
+                o.p99,
+                t.p99,
+                if why_not.is_empty() {
+                    String::new()
+                } else {
+                    format!("   not counted: {}", why_not.join("; "))
+                }
+            );
+            if why_not.is_empty() {
+                counted.push((o.us, t.us));
+            }
         }
-    }
-    for (point, runs) in &pairs {
-        let mut ratios: Vec<f64> = runs.iter().map(|(o, t)| o / t).collect();
+        if counted.is_empty() {
+            note(format!("{point}: no run counted"));
+            continue;
+        }
+        counted_any = true;
+        let mut ratios: Vec<f64> = counted.iter().map(|(o, t)| o / t).collect();
         ratios.sort_by(f64::total_cmp);
-        let lower = runs.iter().filter(|(o, t)| o < t).count();
+        let lower = counted.iter().filter(|(o, t)| o < t).count();
         println!(
             "{point:<10} this tree / the other, µs per packet: median {:.3} (min {:.3}, max {:.3}); this tree lower in {lower} of {} runs",
-            ratios[ratios.len() / 2],
+            median(&ratios),
             ratios[0],
             ratios[ratios.len() - 1],
-            runs.len()
+            counted.len()
         );
     }
-    Ok(())
+    if counted_any {
+        Ok(())
+    } else {
+        Err(fail(
+            "load",
+            "no run could be counted",
+            "compare smaller points (both load tools share core 1, both SFUs core 0)",
+        ))
+    }
 }
 
-/// The `result` lines `edgemeet-load --results` prints: per point, (µs/pkt, load tool's CPU,
-/// SFU delay p50 µs).
-fn load_results(stdout: &[u8]) -> Vec<(String, (f64, f64, f64))> {
+/// The median of sorted `v` (the mean of the middle two for an even count); `v` not empty.
+fn median(v: &[f64]) -> f64 {
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One run's figures, as `edgemeet-load --results` prints them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LoadResult {
+    us: f64,
+    load_cpu: f64,
+    sfu_cpu: f64,
+    p50: f64,
+    p99: f64,
+    loss: f64,
+    missing: u64,
+}
+
+/// The `result` lines `edgemeet-load --results` prints, by point.
+fn load_results(stdout: &[u8]) -> Vec<(String, LoadResult)> {
     String::from_utf8_lossy(stdout)
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
-            if f.len() < 5 || f[0] != "result" {
+            if f.len() != 9 || f[0] != "result" {
                 return None;
             }
             let num = |i: usize| f[i].parse::<f64>().ok();
-            Some((f[1].to_string(), (num(2)?, num(3)?, num(4)?)))
+            Some((
+                f[1].to_string(),
+                LoadResult {
+                    us: num(2)?,
+                    load_cpu: num(3)?,
+                    sfu_cpu: num(4)?,
+                    p50: num(5)?,
+                    p99: num(6)?,
+                    loss: num(7)?,
+                    missing: f[8].parse().ok()?,
+                },
+            ))
         })
         .collect()
 }
@@ -1010,14 +1105,33 @@ mod tests {
         let out = "SRTP: AES-CM\n\
                    point peers ...\n\
                    1x100 busy 101 100 23073 2.60 ...\n\
-                   result\t1x100\t2.6012\t0.3000\t459\t1497\t0.000\n\
-                   result\t4x50\t2.2700\t0.4990\t516\t2955\t0.000\n\
-                   result\tbroken\tx\t0.3\t1\t2\t0\n\
+                   result\t1x100\t2.6012\t0.3000\t0.0600\t459\t1497\t0.000\t0\n\
+                   result\t4x50\t2.2700\t0.4990\t0.1100\t516\t2955\t0.010\t2\n\
+                   result\tbroken\tx\t0.3\t0.1\t1\t2\t0\t0\n\
+                   result\tshort\t2.0\t0.3\n\
                    streams: camera streams forwarded\n";
         let r = load_results(out.as_bytes());
         assert_eq!(r.len(), 2, "{r:?}");
         assert_eq!(r[0].0, "1x100");
-        assert_eq!(r[0].1, (2.6012, 0.3, 459.0));
-        assert_eq!(r[1].0, "4x50");
+        assert_eq!(
+            r[0].1,
+            LoadResult {
+                us: 2.6012,
+                load_cpu: 0.3,
+                sfu_cpu: 0.06,
+                p50: 459.0,
+                p99: 1497.0,
+                loss: 0.0,
+                missing: 0
+            }
+        );
+        assert_eq!((r[1].0.as_str(), r[1].1.missing), ("4x50", 2));
+    }
+
+    #[test]
+    fn a_median_of_an_even_count_is_the_middle_twos_mean() {
+        assert_eq!(median(&[1.0, 2.0, 4.0]), 2.0);
+        assert_eq!(median(&[1.0, 2.0, 4.0, 10.0]), 3.0);
+        assert_eq!(median(&[0.9, 1.1]), 1.0);
     }
 }
