@@ -71,7 +71,8 @@ async function recordAcrossAMove(prefix, signal, during = async () => {}) {
   assert.notEqual(sfus[1], from);
   for (const s of man.segments) {
     assert.equal(s.tracks.filter((t) => t.kind === "video").length, 2, `both cameras in ${s.sfu}'s part`);
-    for (const t of s.tracks) assert.ok(t.duration_ms >= 1500, `${s.sfu} ${t.file}: ${t.duration_ms} ms`);
+    // Every track of each part, in a failure: which camera started late, and by how much.
+    for (const t of s.tracks) assert.ok(t.duration_ms >= 1500, `${s.sfu} ${t.file}: ${t.duration_ms} ms; the parts' tracks: ${JSON.stringify(man.segments.map((g) => [g.sfu, g.tracks.map((x) => [x.file, x.duration_ms])]))}`);
   }
   return { ada, ben, room, man, from };
 }
