@@ -37,27 +37,6 @@ test("three pages decode each other's video and audio through the SFU; mute stop
   const rate = await packetRate(pages.Ada, `${ids.Bob}-audio`);
   assert.ok(rate > 35 && rate < 65, `Ada receives Bob's audio at ${rate.toFixed(1)} packets/s`);
 
-  // The SFU's sender reports reach the browser, which decrypts them (SRTCP): every stream Ada
-  // receives has a remote-outbound-rtp entry whose reports keep coming, one a second (lip sync
-  // and the round-trip time come from them).
-  const reported = () =>
-    pages.Ada.evaluate(async () => {
-      const inbound = [];
-      const reports = {};
-      (await window.edgemeetPc.getStats()).forEach((s) => {
-        if (s.type === "inbound-rtp" && s.packetsReceived > 0) inbound.push(s.ssrc);
-        if (s.type === "remote-outbound-rtp") reports[s.ssrc] = s.reportsSent;
-      });
-      return inbound.map((ssrc) => [ssrc, reports[ssrc] ?? 0]);
-    });
-  let streams = await reported();
-  const until3 = Date.now() + 6000;
-  while (!(streams.length >= 4 && streams.every(([, n]) => n >= 3)) && Date.now() < until3) {
-    await new Promise((r) => setTimeout(r, 250));
-    streams = await reported();
-  }
-  assert.ok(streams.length >= 4 && streams.every(([, n]) => n >= 3), `sender reports per received stream (ssrc, reports): ${JSON.stringify(streams)}`);
-
   // Bob mutes: the others see the indicator within 1 s and his audio packets stop.
   await pages.Bob.getByRole("button", { name: "Mute microphone" }).first().click();
   await tile(pages.Ada, "Bob").getByTestId("muted").waitFor({ state: "visible", timeout: 1000 });

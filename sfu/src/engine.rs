@@ -91,11 +91,9 @@ use crate::quality::SeqCount;
 use crate::record::track::{RecCodec, RecPacket};
 use crate::record::{RecMsg, RecorderHandle};
 use crate::rtcp_up::RtcpToApplication;
-use crate::rtp_out::{write_header, write_sender_report, CaptureExt, SenderInfo};
+use crate::rtp_out::{write_header, CaptureExt};
 use crate::sfu_core::{block_bit, Input, Output, SfuCore, SubId, TrackId};
-use crate::srtp_out::{
-    fill_tags_across, next_srtcp_index, Edit, PendingTag, Roc, SrtpOut, FIRST_SRTCP_INDEX,
-};
+use crate::srtp_out::{fill_tags_across, Edit, PendingTag, Roc, SrtpOut};
 use crate::udp_batch;
 
 const WAKER: Token = Token(usize::MAX);
@@ -651,9 +649,6 @@ struct Session {
     awake_until: Option<Instant>,
     /// Its socket could not be moved between the pollers once (said in the log).
     unmoved: bool,
-    /// The SRTCP index its next sender report takes (from [`FIRST_SRTCP_INDEX`], clear of
-    /// the indices rtc's own RTCP to it takes); none once they ran out.
-    srtcp_index: Option<u32>,
 }
 
 /// A session's port ([`udp_batch::bind_split`]): `rx`, on the worker's poller, receives; `tx`,
@@ -1021,41 +1016,13 @@ fn send_rtp(
     }
     if q.spans.is_empty() {
         dirty.push(slot);
+        q.oldest = rx;
     }
-    q.oldest.get_or_insert(rx);
     q.spans.push((start, q.data.len()));
     if q.spans.len() >= udp_batch::MAX_BATCH {
         flush_queue(dst, delay);
     }
     true
-}
-
-/// Protects the RTCP packet written at `q.data[start..]` as SRTCP under `index` (which moves
-/// on) and queues it (`dirty` gets `slot` when the queue starts); with no index left it is
-/// dropped. Its tag is written here, not with the turn's media tags (a report a second: not
-/// worth a lane).
-fn queue_rtcp(
-    q: &mut OutQueue,
-    srtp: &SrtpOut,
-    start: usize,
-    index: &mut Option<u32>,
-    slot: usize,
-    dirty: &mut Vec<usize>,
-) {
-    let Some(i) = *index else {
-        q.data.truncate(start);
-        return;
-    };
-    if !srtp.protect_rtcp(&mut q.data, start, i) {
-        q.data.truncate(start);
-        return;
-    }
-    *index = next_srtcp_index(i);
-    if q.spans.is_empty() {
-        dirty.push(slot);
-    }
-    q.reports.push(q.spans.len());
-    q.spans.push((start, q.data.len()));
 }
 
 /// `refs` — (authenticated length, session slot, tag index) — into `out` ordered by the number
@@ -1095,14 +1062,15 @@ struct OutQueue {
     /// across sessions at the end of the turn (`Engine::flush_media`), or for this session
     /// alone when it is sent before then (`flush_queue`).
     tags: Vec<PendingTag>,
-    /// When the first media among them reached the SFU (realtime clock); none when only
-    /// reports wait.
-    oldest: Option<Duration>,
-    /// Which of `spans` are sender reports (not media: a refused one is not a dropped packet).
-    reports: Vec<usize>,
+    /// When the first of them reached the SFU (realtime clock).
+    oldest: Duration,
 }
 
 impl OutQueue {
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
     fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
@@ -1111,19 +1079,11 @@ impl OutQueue {
         self.data.clear();
         self.spans.clear();
         self.tags.clear();
-        self.oldest = None;
-        self.reports.clear();
-    }
-
-    /// How many of its datagrams are media.
-    fn media(&self) -> usize {
-        self.spans.len() - self.reports.len()
     }
 }
 
-/// Sends a session's queued media in one `sendmmsg` (equal-sized runs segmented by the kernel;
-/// [`udp_batch::MAX_BATCH`] datagrams a call: media never queues more, though its sender
-/// reports may take it past that, and then it takes two). What the socket refused of its media (a full buffer: NACKs bring it back from the ring) is counted in
+/// Sends a session's queued media in one `sendmmsg` (equal-sized runs segmented by the kernel).
+/// What the socket refused (a full buffer: NACKs bring it back from the ring) is counted in
 /// `dst.refused`.
 ///
 /// Observes in `delay` how long the oldest of them took from the SFU's socket to here: the
@@ -1133,7 +1093,7 @@ fn flush_queue(dst: &mut Session, delay: &mut LocalHistogram) {
         return;
     }
     let Some(remote) = dst.remote else {
-        dst.refused += dst.queue.media() as u64;
+        dst.refused += dst.queue.len() as u64;
         dst.queue.clear();
         return;
     };
@@ -1143,26 +1103,19 @@ fn flush_queue(dst: &mut Session, delay: &mut LocalHistogram) {
         }
         dst.queue.tags.clear();
     }
-    let q = &dst.queue;
-    for (c, spans) in q.spans.chunks(udp_batch::MAX_BATCH).enumerate() {
-        let mut refs: [&[u8]; udp_batch::MAX_BATCH] = [&[]; udp_batch::MAX_BATCH];
-        for (r, &(a, b)) in refs.iter_mut().zip(spans) {
-            *r = &q.data[a..b];
-        }
-        let n = spans.len();
-        let sent = udp_batch::send_batch(dst.socket.send_fd(), remote, &refs[..n]);
-        let first = c * udp_batch::MAX_BATCH;
-        let refused = first + sent..first + n;
-        dst.refused += refused.filter(|i| !q.reports.contains(i)).count() as u64;
+    let mut refs: [&[u8]; udp_batch::MAX_BATCH] = [&[]; udp_batch::MAX_BATCH];
+    let n = dst.queue.len().min(udp_batch::MAX_BATCH);
+    for (r, &(a, b)) in refs.iter_mut().zip(&dst.queue.spans) {
+        *r = &dst.queue.data[a..b];
     }
-    if let Some(oldest) = dst.queue.oldest {
-        delay.observe(
-            udp_batch::realtime_now()
-                .saturating_sub(oldest)
-                .as_secs_f64(),
-        );
-    }
+    let sent = udp_batch::send_batch(dst.socket.send_fd(), remote, &refs[..n]);
+    delay.observe(
+        udp_batch::realtime_now()
+            .saturating_sub(dst.queue.oldest)
+            .as_secs_f64(),
+    );
     dst.queue.clear();
+    dst.refused += (n - sent) as u64;
 }
 
 /// The remote address of the session's selected ICE pair. Under BUNDLE every sender and
@@ -1673,19 +1626,15 @@ impl Worker {
             return;
         };
         s.remote = selected_remote(&mut s.pc).or(s.remote);
-        let Some(srtp) = s.srtp.as_ref() else {
-            return; // nothing sent to it yet, nothing to report
-        };
-        let wall = ntp(std::time::SystemTime::now());
+        // The report counts what is queued: that goes first.
+        flush_queue(s, &mut self.counts.forward_delay);
+        let wall = std::time::SystemTime::now();
         // Every stream's report in one compound RTCP packet (one datagram; at most
-        // [`REPORTS_PER_PACKET`] each, well under the MTU), protected here and queued behind
-        // the media it counts (sent with the turn's: `flush_media`). Through rtc
-        // (`write_rtcp`: its interceptors, its SRTCP, a datagram and a syscall of its own) a
-        // session's tick cost ~27 µs, ~4 % of the SFU's CPU at 1x100.
-        let q = &mut s.queue;
-        let (mut start, mut reports) = (q.data.len(), 0);
-        let sending = s.sending.values().filter_map(|id| self.subs.get(id));
-        for sub in sending {
+        // [`REPORTS_PER_PACKET`] each, well under the MTU), sent through the first sender's
+        // track: one per stream was a datagram, a syscall and an skb each.
+        let mut reports: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+        let mut via = None;
+        for sub in s.sending.values().filter_map(|id| self.subs.get(id)) {
             let Some((ts, at)) = sub.report.last else {
                 continue;
             };
@@ -1695,26 +1644,29 @@ impl Worker {
                 .map_or(90_000, |p| p.codec.clock_rate) as u64;
             let elapsed = now.saturating_duration_since(at);
             let rtp_time = ts.wrapping_add((elapsed.as_micros() as u64 * clock / 1_000_000) as u32);
-            let sr = SenderInfo {
+            let sr = SenderReport {
                 ssrc: sub.fwd.rewriter.out_ssrc(),
-                ntp: wall,
+                ntp_time: ntp(wall),
                 rtp_time,
-                packets: sub.report.packets,
-                octets: sub.report.octets,
+                packet_count: sub.report.packets,
+                octet_count: sub.report.octets,
+                reports: vec![],
+                profile_extensions: bytes::Bytes::new(),
             };
-            if reports == 0 {
-                start = q.data.len();
-            }
-            write_sender_report(&mut q.data, &sr);
-            reports += 1;
-            if reports == REPORTS_PER_PACKET {
-                queue_rtcp(q, srtp, start, &mut s.srtcp_index, slot, &mut self.dirty);
-                reports = 0;
+            let via = *via.get_or_insert(sub.sender);
+            reports.push(Box::new(sr));
+            if reports.len() == REPORTS_PER_PACKET {
+                if let Some(mut sender) = s.pc.rtp_sender(via) {
+                    let _ = sender.write_rtcp(now, std::mem::take(&mut reports));
+                }
             }
         }
-        if reports > 0 {
-            queue_rtcp(q, srtp, start, &mut s.srtcp_index, slot, &mut self.dirty);
+        if let (Some(via), false) = (via, reports.is_empty()) {
+            if let Some(mut sender) = s.pc.rtp_sender(via) {
+                let _ = sender.write_rtcp(now, reports);
+            }
         }
+        self.flush(slot);
     }
 
     fn stop(&mut self) {
@@ -3123,7 +3075,6 @@ impl Worker {
             waits: false,
             awake_until: None,
             unmoved: false,
-            srtcp_index: Some(FIRST_SRTCP_INDEX),
             sending: HashMap::new(),
         });
         self.members.insert(key, slot);
@@ -3218,7 +3169,6 @@ impl Worker {
             waits: false,
             awake_until: None,
             unmoved: false,
-            srtcp_index: Some(FIRST_SRTCP_INDEX),
             sending: HashMap::new(),
         });
         self.probes += 1;
@@ -3392,7 +3342,7 @@ impl Worker {
             return;
         };
         // Counted as forwarded when queued, never sent: dropped.
-        self.counts.dropped_packets += s.refused + s.queue.media() as u64;
+        self.counts.dropped_packets += s.refused + s.queue.len() as u64;
         let _ = s.pc.close();
         while let Some(out) = s.pc.poll_write() {
             s.socket.send_to(&out.message, out.transport.peer_addr);

@@ -1,8 +1,7 @@
 //! The engine's outgoing RTP header as bytes (pure, no allocation once the buffer is warm): the
 //! fixed 12 bytes, and the one header extension the SFU forwards — the publisher's absolute
 //! capture time (`abs-capture-time`), under the subscriber's id, in RFC 8285's one-byte form (ids
-//! 1–14) or two-byte form (15–255; Chromium's offers use all fourteen one-byte ids) —, and the
-//! sender reports of its ticks (RFC 3550 6.4.1, no report blocks).
+//! 1–14) or two-byte form (15–255; Chromium's offers use all fourteen one-byte ids).
 
 /// An absolute-capture-time extension's element data (8 bytes, or 16 with the clock offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,31 +65,6 @@ pub fn write_header(
     16 + words * 4
 }
 
-/// What a sender report says of one stream the SFU sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SenderInfo {
-    pub ssrc: u32,
-    /// The wall clock, NTP format.
-    pub ntp: u64,
-    pub rtp_time: u32,
-    pub packets: u32,
-    pub octets: u32,
-}
-
-/// The length of a sender report with no report blocks.
-pub const SENDER_REPORT_LEN: usize = 28;
-
-/// Appends a sender report with no report blocks (28 bytes) to `buf`.
-pub fn write_sender_report(buf: &mut Vec<u8>, sr: &SenderInfo) {
-    // V=2, no padding, no report blocks; PT 200; the length in 32-bit words minus one.
-    buf.extend_from_slice(&[0x80, 200, 0, (SENDER_REPORT_LEN / 4 - 1) as u8]);
-    buf.extend_from_slice(&sr.ssrc.to_be_bytes());
-    buf.extend_from_slice(&sr.ntp.to_be_bytes());
-    buf.extend_from_slice(&sr.rtp_time.to_be_bytes());
-    buf.extend_from_slice(&sr.packets.to_be_bytes());
-    buf.extend_from_slice(&sr.octets.to_be_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,36 +104,5 @@ mod tests {
         assert_eq!(write_header(&mut buf, 1, 0, false, 111, 1, None), 12);
         assert_eq!(buf[0], 0x80);
         assert!(CaptureExt::new(&[0; 5]).is_none());
-    }
-
-    #[test]
-    fn sender_reports_are_what_rtc_marshals_and_reads_back() {
-        use rtc::rtcp::sender_report::SenderReport;
-        use rtc::shared::marshal::Marshal;
-        let sr = SenderInfo {
-            ssrc: 0xdead_beef,
-            ntp: 0xe9a1_b2c3_1234_5678,
-            rtp_time: 0xffff_fff0,
-            packets: 123_456,
-            octets: 98_765_432,
-        };
-        let reference = SenderReport {
-            ssrc: sr.ssrc,
-            ntp_time: sr.ntp,
-            rtp_time: sr.rtp_time,
-            packet_count: sr.packets,
-            octet_count: sr.octets,
-            reports: vec![],
-            profile_extensions: bytes::Bytes::new(),
-        };
-        let mut buf = vec![0x11; 2];
-        write_sender_report(&mut buf, &sr);
-        write_sender_report(&mut buf, &SenderInfo { ssrc: 7, ..sr });
-        assert_eq!(buf.len(), 2 + 2 * SENDER_REPORT_LEN);
-        assert_eq!(&buf[2..30], &reference.marshal().unwrap()[..]);
-        let back = rtc::rtcp::packet::unmarshal(&mut &buf[2..]).unwrap();
-        assert_eq!(back.len(), 2, "a compound of two");
-        let second = back[1].as_any().downcast_ref::<SenderReport>().unwrap();
-        assert_eq!((second.ssrc, second.octet_count), (7, sr.octets));
     }
 }

@@ -44,19 +44,6 @@ pub enum SrtpError {
 const LABEL_SRTP_ENCRYPTION: u8 = 0x00;
 const LABEL_SRTP_AUTHENTICATION: u8 = 0x01;
 const LABEL_SRTP_SALT: u8 = 0x02;
-const LABEL_SRTCP_ENCRYPTION: u8 = 0x03;
-const LABEL_SRTCP_AUTHENTICATION: u8 = 0x04;
-const LABEL_SRTCP_SALT: u8 = 0x05;
-
-/// The highest SRTCP index (31 bits).
-const MAX_SRTCP_INDEX: u32 = 0x7fff_ffff;
-
-/// The SRTCP index of a session's first sender report from the engine: half way up the 31
-/// bits. rtc's own RTCP on the session (receiver reports, NACKs, feedback) numbers each of its
-/// SSRCs from 1 under the same keys, so even an SSRC of ours equal to one of rtc's (odds
-/// ~2^-32) never takes an index rtc takes: rtc would need 2^30 packets under one SSRC to get
-/// here (its busiest, congestion feedback every 100 ms, takes 3.4 years of one session). A receiver takes any first index (its replay window starts there).
-pub const FIRST_SRTCP_INDEX: u32 = 1 << 30;
 
 enum Aes {
     A128(Box<aes::Aes128>),
@@ -116,24 +103,9 @@ enum Protect {
     },
 }
 
-/// The SRTCP keys of a session's outbound RTCP (RFC 3711 3.4; RFC 7714 9.2 for AES-GCM).
-enum ProtectRtcp {
-    Cm {
-        cipher: Aes,
-        salt: [u8; 14],
-        auth: Box<HmacKey>,
-    },
-    Gcm {
-        key: Box<ring::aead::LessSafeKey>,
-        salt: [u8; 12],
-    },
-}
-
-/// One session's outbound SRTP, for the RTP the engine builds itself, and SRTCP for its
-/// sender reports.
+/// One session's outbound SRTP, for the RTP the engine builds itself.
 pub struct SrtpOut {
     protect: Protect,
-    rtcp: ProtectRtcp,
 }
 
 impl SrtpOut {
@@ -153,134 +125,52 @@ impl SrtpOut {
         let prf = Aes::new(&keys.master_key).ok_or_else(bad)?;
         let mut session_key = [0u8; 32];
         let session_key = &mut session_key[..keys.master_key.len()];
-        let gcm = |label: u8, salt_label: u8, session_key: &mut [u8]| {
-            derive(&prf, &keys.master_salt, label, session_key);
-            let alg = if session_key.len() == 16 {
-                &ring::aead::AES_128_GCM
-            } else {
-                &ring::aead::AES_256_GCM
-            };
-            let key =
-                ring::aead::UnboundKey::new(alg, session_key).map_err(|_| SrtpError::GcmKey)?;
-            session_key.fill(0);
-            let mut salt = [0u8; 12];
-            derive(&prf, &keys.master_salt, salt_label, &mut salt);
-            Ok::<_, SrtpError>((Box::new(ring::aead::LessSafeKey::new(key)), salt))
-        };
-        let cm = |labels: [u8; 3], session_key: &mut [u8]| {
-            derive(&prf, &keys.master_salt, labels[0], session_key);
-            let cipher = Aes::new(session_key).ok_or_else(bad)?;
-            let mut salt = [0u8; 14];
-            derive(&prf, &keys.master_salt, labels[2], &mut salt);
-            let mut auth_key = [0u8; 20];
-            derive(&prf, &keys.master_salt, labels[1], &mut auth_key);
-            let auth = HmacKey::new(&auth_key);
-            auth_key.fill(0);
-            Ok::<_, SrtpError>((cipher, salt, Box::new(auth)))
-        };
+        derive(&prf, &keys.master_salt, LABEL_SRTP_ENCRYPTION, session_key);
         let protect = match profile {
             ProtectionProfile::AeadAes128Gcm | ProtectionProfile::AeadAes256Gcm => {
-                let (key, salt) = gcm(LABEL_SRTP_ENCRYPTION, LABEL_SRTP_SALT, session_key)?;
-                Protect::Gcm { key, salt }
+                let alg = if session_key.len() == 16 {
+                    &ring::aead::AES_128_GCM
+                } else {
+                    &ring::aead::AES_256_GCM
+                };
+                let key =
+                    ring::aead::UnboundKey::new(alg, session_key).map_err(|_| SrtpError::GcmKey)?;
+                let mut salt = [0u8; 12];
+                derive(&prf, &keys.master_salt, LABEL_SRTP_SALT, &mut salt);
+                Protect::Gcm {
+                    key: Box::new(ring::aead::LessSafeKey::new(key)),
+                    salt,
+                }
             }
             ProtectionProfile::Aes128CmHmacSha1_80
             | ProtectionProfile::Aes128CmHmacSha1_32
             | ProtectionProfile::Aes256CmHmacSha1_80
             | ProtectionProfile::Aes256CmHmacSha1_32 => {
-                let labels = [
-                    LABEL_SRTP_ENCRYPTION,
-                    LABEL_SRTP_AUTHENTICATION,
-                    LABEL_SRTP_SALT,
-                ];
-                let (cipher, salt, auth) = cm(labels, session_key)?;
+                let cipher = Aes::new(session_key).ok_or_else(bad)?;
                 let vaes = RoundKeys::new(session_key);
+                let mut salt = [0u8; 14];
+                derive(&prf, &keys.master_salt, LABEL_SRTP_SALT, &mut salt);
+                let mut auth_key = [0u8; 20];
+                derive(
+                    &prf,
+                    &keys.master_salt,
+                    LABEL_SRTP_AUTHENTICATION,
+                    &mut auth_key,
+                );
+                let auth = HmacKey::new(&auth_key);
+                auth_key.fill(0);
                 Protect::Cm {
                     cipher,
                     vaes,
                     salt,
-                    auth,
+                    auth: Box::new(auth),
                     tag_len: profile.rtp_auth_tag_len(),
                 }
             }
             other => return Err(SrtpError::Profile(profile_name(other))),
         };
-        let rtcp = match profile {
-            ProtectionProfile::AeadAes128Gcm | ProtectionProfile::AeadAes256Gcm => {
-                let (key, salt) = gcm(LABEL_SRTCP_ENCRYPTION, LABEL_SRTCP_SALT, session_key)?;
-                ProtectRtcp::Gcm { key, salt }
-            }
-            // Every other profile was refused above.
-            _ => {
-                let labels = [
-                    LABEL_SRTCP_ENCRYPTION,
-                    LABEL_SRTCP_AUTHENTICATION,
-                    LABEL_SRTCP_SALT,
-                ];
-                let (cipher, salt, auth) = cm(labels, session_key)?;
-                session_key.fill(0);
-                ProtectRtcp::Cm { cipher, salt, auth }
-            }
-        };
         session_key.fill(0);
-        Ok(SrtpOut { protect, rtcp })
-    }
-
-    /// Protects the plain (compound) RTCP packet in `buf[start..]` as SRTCP under `index`
-    /// (31 bits; from [`FIRST_SRTCP_INDEX`] up), in place: everything after its first 8 bytes encrypted,
-    /// the E flag and index, and the tag (AES-CM: HMAC-SHA1 over all of it, 80 bits; AES-GCM:
-    /// the header and E flag with index as associated data, the tag before them). The
-    /// keystream's SSRC is the first packet's (bytes 4..8), as rtc-srtp reads it. A packet
-    /// shorter than 8 bytes is left as it is (`false`).
-    pub fn protect_rtcp(&self, buf: &mut Vec<u8>, start: usize, index: u32) -> bool {
-        if buf.len() < start + 8 {
-            return false;
-        }
-        let index = index & MAX_SRTCP_INDEX;
-        let e_index = index | 1 << 31;
-        let ssrc = [
-            buf[start + 4],
-            buf[start + 5],
-            buf[start + 6],
-            buf[start + 7],
-        ];
-        match &self.rtcp {
-            ProtectRtcp::Cm { cipher, salt, auth } => {
-                let iv = cm_counter(salt, ssrc, index >> 16, (index & 0xffff) as u16);
-                ctr_xor(cipher, iv, &mut buf[start + 8..]);
-                let end = buf.len();
-                buf.extend_from_slice(&e_index.to_be_bytes());
-                let mut out = [[0u8; hmac_x16::TAG_LEN]; 1];
-                // The E flag and index are what the tag covers last: HMAC's `roc` slot.
-                let job = Job {
-                    key: auth,
-                    data: &buf[start..end],
-                    roc: e_index,
-                };
-                hmac_x16::tags(&[job], &mut out);
-                buf.extend_from_slice(&out[0][..SRTCP_TAG_LEN]);
-            }
-            ProtectRtcp::Gcm { key, salt } => {
-                let mut iv = [0u8; 12];
-                iv[2..6].copy_from_slice(&ssrc);
-                iv[8..12].copy_from_slice(&index.to_be_bytes());
-                for (v, s) in iv.iter_mut().zip(salt) {
-                    *v ^= s;
-                }
-                let mut aad = [0u8; 12];
-                aad[..8].copy_from_slice(&buf[start..start + 8]);
-                aad[8..].copy_from_slice(&e_index.to_be_bytes());
-                let tag = key
-                    .seal_in_place_separate_tag(
-                        ring::aead::Nonce::assume_unique_for_key(iv),
-                        ring::aead::Aad::from(aad),
-                        &mut buf[start + 8..],
-                    )
-                    .expect("a report is far below GCM's length limit");
-                buf.extend_from_slice(tag.as_ref());
-                buf.extend_from_slice(&e_index.to_be_bytes());
-            }
-        }
-        true
+        Ok(SrtpOut { protect })
     }
 
     /// Protects the RTP packet in `buf[start..]` (a `header_len`-byte header, then the payload)
@@ -526,31 +416,14 @@ pub type Edit<'a> = &'a dyn Fn(&mut [u8]);
 /// AES-CM's first counter block for the RTP packet starting `packet`:
 /// IV = (k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16), i = 2^16 * roc + seq (RFC 3711 4.1.1).
 fn cm_iv(salt: &[u8; 14], packet: &[u8], roc: u32) -> [u8; 16] {
-    let ssrc = [packet[8], packet[9], packet[10], packet[11]];
-    cm_counter(salt, ssrc, roc, u16::from_be_bytes([packet[2], packet[3]]))
-}
-
-/// The AES-CM counter block for `ssrc` at index `high` * 2^16 + `low` (SRTP: the rollover
-/// counter and sequence number; SRTCP: the index's upper and lower bits).
-fn cm_counter(salt: &[u8; 14], ssrc: [u8; 4], high: u32, low: u16) -> [u8; 16] {
     let mut iv = [0u8; 16];
-    iv[4..8].copy_from_slice(&ssrc);
-    iv[8..12].copy_from_slice(&high.to_be_bytes());
-    iv[12..14].copy_from_slice(&low.to_be_bytes());
+    iv[4..8].copy_from_slice(&packet[8..12]);
+    iv[8..12].copy_from_slice(&roc.to_be_bytes());
+    iv[12..14].copy_from_slice(&packet[2..4]);
     for (v, s) in iv.iter_mut().zip(salt) {
         *v ^= s;
     }
     iv
-}
-
-/// The SRTCP tag of the AES-CM profiles: 80 bits for all of them (RFC 5764 4.1.2).
-const SRTCP_TAG_LEN: usize = 10;
-
-/// The SRTCP index after `index`; none after 2^31 - 1: wrapping would repeat a keystream
-/// under the same keys (RFC 3711 3.3.1), so a session that got there (2^30 reports, 34 years
-/// at one a second) sends no more.
-pub fn next_srtcp_index(index: u32) -> Option<u32> {
-    (index < MAX_SRTCP_INDEX).then(|| index + 1)
 }
 
 /// XORs `data` with the AES-CM keystream from counter block `iv` (RFC 3711 section 4.1.1: the
@@ -662,97 +535,6 @@ mod tests {
         p.extend_from_slice(&ssrc.to_be_bytes());
         p.extend((0..len).map(|i| (i * 31 + seq as usize) as u8));
         p
-    }
-
-    /// A compound of `n` sender reports, the first from `ssrc`, as rtc marshals them.
-    fn reports(n: usize, ssrc: u32) -> Vec<u8> {
-        use rtc::shared::marshal::Marshal;
-        let mut out = Vec::new();
-        for i in 0..n as u32 {
-            let sr = rtc::rtcp::sender_report::SenderReport {
-                ssrc: ssrc.wrapping_add(i * 7),
-                ntp_time: 0x0123_4567_89ab_cdef + u64::from(i),
-                rtp_time: 90_000 * i,
-                packet_count: 100 + i,
-                octet_count: 100_000 + i,
-                reports: vec![],
-                profile_extensions: bytes::Bytes::new(),
-            };
-            out.extend_from_slice(&sr.marshal().unwrap());
-        }
-        out
-    }
-
-    /// Sender reports as SRTCP, in every profile, one to 32 of them in a compound, at
-    /// successive indices from 1 (where rtc-srtp's context numbers from): the same bytes as it
-    /// writes, and what it decrypts back; the bytes before the packet are left alone. Then at
-    /// indices across 16-bit boundaries up to the last (the counter's and nonce's upper bits),
-    /// decrypted back by a fresh context.
-    #[test]
-    fn every_profile_protects_sender_reports_as_rtc_srtp_does() {
-        for profile in PROFILES {
-            let k = keys(profile);
-            let context = || {
-                Context::new(
-                    &k.master_key,
-                    &k.master_salt,
-                    profile,
-                    None,
-                    None,
-                    rtc::crypto::default_provider().unwrap().crypto(),
-                )
-                .unwrap()
-            };
-            let (mut reference, mut receiver) = (context(), context());
-            let out = SrtpOut::new(&k).unwrap();
-            let mut index = Some(1);
-            for n in [1, 2, 3, 32, 1, 5] {
-                let plain = reports(n, 0x5eed_0001);
-                let expected = reference.encrypt_rtcp(&plain).unwrap();
-                let i = index.unwrap();
-                index = next_srtcp_index(i);
-                let mut buf = vec![0xee; 3];
-                buf.extend_from_slice(&plain);
-                assert!(out.protect_rtcp(&mut buf, 3, i));
-                assert_eq!(&buf[..3], &[0xee; 3], "{profile:?}");
-                assert_eq!(
-                    &buf[3..],
-                    &expected[..],
-                    "{profile:?}, {n} reports, index {i}"
-                );
-                let back = receiver.decrypt_rtcp(&buf[3..]).unwrap();
-                assert_eq!(&back[..], &plain[..], "{profile:?}");
-            }
-            let mut receiver = context();
-            for i in [
-                FIRST_SRTCP_INDEX,
-                FIRST_SRTCP_INDEX + 0xffff,
-                FIRST_SRTCP_INDEX + 0x1_0000,
-                FIRST_SRTCP_INDEX + 0x12_3456,
-                MAX_SRTCP_INDEX,
-            ] {
-                let plain = reports(2, 0x0bad_cafe);
-                let mut buf = plain.clone();
-                assert!(out.protect_rtcp(&mut buf, 0, i));
-                let back = receiver.decrypt_rtcp(&buf).unwrap();
-                assert_eq!(&back[..], &plain[..], "{profile:?}, index {i:#x}");
-            }
-        }
-    }
-
-    #[test]
-    fn srtcp_indices_stop_after_31_bits_rather_than_wrap() {
-        assert_eq!(
-            next_srtcp_index(FIRST_SRTCP_INDEX),
-            Some(FIRST_SRTCP_INDEX + 1)
-        );
-        assert_eq!(next_srtcp_index(MAX_SRTCP_INDEX - 1), Some(MAX_SRTCP_INDEX));
-        assert_eq!(next_srtcp_index(MAX_SRTCP_INDEX), None);
-        // Too short to be RTCP: left alone.
-        let out = SrtpOut::new(&keys(ProtectionProfile::Aes128CmHmacSha1_80)).unwrap();
-        let mut buf = vec![0x80, 200, 0, 1];
-        assert!(!out.protect_rtcp(&mut buf, 0, 1));
-        assert_eq!(buf, [0x80, 200, 0, 1]);
     }
 
     /// Every profile, packets of several sizes (partial last blocks included) and sequence
