@@ -27,6 +27,11 @@ pub struct TrackSummary {
     /// When its first frame reached the SFU (µs), whichever clock `start_us` is on.
     #[serde(default)]
     pub arrived_us: u64,
+    /// Where its publisher's sender reports put its first frame (µs, the SFU's clock), when it
+    /// had reports: set with either `clock`, so a track placed by its arrival shows why (this
+    /// too far from `arrived_us`, or another of the publisher's tracks without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_start_us: Option<i64>,
     pub duration_ms: u64,
     pub frames: u64,
     pub bytes: u64,

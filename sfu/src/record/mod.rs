@@ -426,6 +426,7 @@ impl Recorder {
             start_us: arrived_us,
             clock: track::StartClock::Arrival.name().into(),
             arrived_us,
+            sender_start_us: None, // set with the segment's other tracks (`set_starts`)
             duration_ms: t.rec.duration_ns() / 1_000_000,
             frames: stats.frames,
             bytes: stats.bytes,
@@ -457,6 +458,18 @@ impl Recorder {
             return;
         };
         track::set_starts(&mut seg.tracks, &seg.clocks);
+        for (t, c) in seg.tracks.iter().zip(&seg.clocks) {
+            // Why a track was placed by its arrival, not its sender's clock: no report of its
+            // first frame's source, or a start too far from the arrival (`track::align`).
+            if t.clock != track::StartClock::SenderReports.name() {
+                tracing::info!(
+                    recording, room, file = %t.file, participant = %t.participant,
+                    arrived_us = ?c.arrived_us, capture_us = ?c.capture_us,
+                    min_offset_us = ?c.min_offset_us,
+                    "recorded track placed by its arrival"
+                );
+            }
+        }
         let summary = SegmentSummary {
             recording: recording.into(),
             room: room.into(),

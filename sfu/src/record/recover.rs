@@ -288,6 +288,7 @@ pub fn recover_segment(dir: &Path) -> Recovered {
             start_us: t.start_us,
             clock: StartClock::Arrival.name().into(),
             arrived_us: t.start_us,
+            sender_start_us: None, // set below with the others (`set_starts`)
             duration_ms: last / 1_000_000,
             frames: frames.len() as u64,
             bytes: frames.iter().map(|f| f.data.len() as u64).sum(),

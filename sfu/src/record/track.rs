@@ -564,6 +564,7 @@ pub fn align<P: PartialEq>(publisher: &[P], clocks: &[TrackClock]) -> Vec<(u64, 
         .iter()
         .map(|c| (c.arrived_us.unwrap_or(0), StartClock::Arrival))
         .collect();
+    let by_reports = sender_starts(publisher, clocks);
     for i in 0..clocks.len() {
         if (0..i).any(|j| publisher[j] == publisher[i]) {
             continue; // its publisher was done
@@ -571,15 +572,11 @@ pub fn align<P: PartialEq>(publisher: &[P], clocks: &[TrackClock]) -> Vec<(u64, 
         let mine: Vec<usize> = (i..clocks.len())
             .filter(|&j| publisher[j] == publisher[i])
             .collect();
-        let Some(offset) = mine.iter().filter_map(|&j| clocks[j].min_offset_us).min() else {
-            continue;
-        };
         let starts: Option<Vec<u64>> = mine
             .iter()
             .map(|&j| {
-                let c = clocks[j];
-                let start = c.capture_us?.checked_add(offset)?;
-                let arrived = c.arrived_us? as i64;
+                let start = by_reports[j]?;
+                let arrived = clocks[j].arrived_us? as i64;
                 let early = arrived.checked_sub(start)?;
                 (-MAX_CAPTURE_AFTER_ARRIVAL_US..=MAX_CAPTURE_BEFORE_ARRIVAL_US)
                     .contains(&early)
@@ -595,15 +592,32 @@ pub fn align<P: PartialEq>(publisher: &[P], clocks: &[TrackClock]) -> Vec<(u64, 
     out
 }
 
+/// Each track's start as its publisher's sender reports put it, on the SFU's clock (µs): its
+/// first frame's capture plus the least offset seen on any of the publisher's tracks (`None`
+/// without a report of its own, or with no offset on any). [`align`] uses these when all of a
+/// publisher's tracks have one close enough to their arrivals.
+pub fn sender_starts<P: PartialEq>(publisher: &[P], clocks: &[TrackClock]) -> Vec<Option<i64>> {
+    (0..clocks.len())
+        .map(|i| {
+            let offset = (0..clocks.len())
+                .filter(|&j| publisher[j] == publisher[i])
+                .filter_map(|j| clocks[j].min_offset_us)
+                .min()?;
+            clocks[i].capture_us?.checked_add(offset)
+        })
+        .collect()
+}
+
 /// Sets each track's `start_us` and `clock` by [`align`] (publishers named by `participant`).
 pub fn set_starts(tracks: &mut [TrackSummary], clocks: &[TrackClock]) {
-    let starts = {
+    let (starts, by_reports) = {
         let who: Vec<&str> = tracks.iter().map(|t| t.participant.as_str()).collect();
-        align(&who, clocks)
+        (align(&who, clocks), sender_starts(&who, clocks))
     };
-    for (t, (start, how)) in tracks.iter_mut().zip(starts) {
+    for ((t, (start, how)), by_reports) in tracks.iter_mut().zip(starts).zip(by_reports) {
         t.start_us = start;
         t.clock = how.name().into();
+        t.sender_start_us = by_reports;
     }
 }
 
@@ -972,6 +986,18 @@ mod tests {
         assert_eq!(starts[3], (20_050_000, StartClock::Arrival));
         assert_eq!(starts[4], (30_000_000, StartClock::Arrival));
         assert_eq!(starts[5], (40_000_000, StartClock::Arrival));
+        // What the reports said, shown beside the arrival whichever was used.
+        assert_eq!(
+            sender_starts(&["p1", "p1", "p2", "p2", "p3", "p4"], &clocks),
+            [
+                Some(10_005_000),
+                Some(10_005_000),
+                Some(20_001_000),
+                None,
+                Some(25_000_000),
+                Some(41_000_000)
+            ]
+        );
         // A track with no frame at all, garbage offsets: no panic.
         let odd = [
             TrackClock::default(),
@@ -980,6 +1006,7 @@ mod tests {
         ];
         let starts = align(&["a", "b", "c"], &odd);
         assert!(starts.iter().all(|s| s.1 == StartClock::Arrival));
+        assert_eq!(sender_starts(&["a", "b", "c"], &odd), [None, None, None]);
     }
 
     #[test]
