@@ -198,7 +198,7 @@ test("a host records two people for 10 s; the player plays it back in sync and s
   // each was captured: lip sync), not by when its first frame reached the SFU (a camera's comes
   // later: it is encoded first).
   const clocks = await list.evaluate(async (id) => (await (await fetch(`/api/recordings/${id}`)).json()).segments
-    .flatMap((s) => s.tracks).map((t) => ({ who: t.participant, kind: t.kind, clock: t.clock, start: t.start_us, arrived: t.arrived_us, bySenderReports: t.sender_start_us })), id);
+    .flatMap((s) => s.tracks).map((t) => ({ who: t.participant, kind: t.kind, clock: t.clock, start: t.start_us, arrived: t.arrived_us, bySenderReports: t.sender_start_us ?? null })), id);
   assert.deepEqual(clocks.map((t) => t.clock), ["sender-reports", "sender-reports", "sender-reports", "sender-reports"], JSON.stringify(clocks));
   for (const who of new Set(clocks.map((t) => t.who))) {
     const [a, v] = ["audio", "video"].map((k) => clocks.find((t) => t.who === who && t.kind === k));
