@@ -458,14 +458,14 @@ impl Recorder {
             return;
         };
         track::set_starts(&mut seg.tracks, &seg.clocks);
-        for (t, c) in seg.tracks.iter().zip(&seg.clocks) {
+        for t in &seg.tracks {
             // Why a track was placed by its arrival, not its sender's clock: no report of its
-            // first frame's source, or a start too far from the arrival (`track::align`).
+            // first frame's source, or a start too far from the arrival (`track::align`) — the
+            // two starts `align` judged, side by side.
             if t.clock != track::StartClock::SenderReports.name() {
                 tracing::info!(
                     recording, room, file = %t.file, participant = %t.participant,
-                    arrived_us = ?c.arrived_us, capture_us = ?c.capture_us,
-                    min_offset_us = ?c.min_offset_us,
+                    arrived_us = t.arrived_us, sender_start_us = ?t.sender_start_us,
                     "recorded track placed by its arrival"
                 );
             }
