@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import { browserForFile, BASE, ARTIFACTS } from "./browser.mjs";
-import { joinAs as joinAsIn, idOf, tile, press, hearRoomLate, heardFromRoom } from "./call.mjs";
+import { joinAs as joinAsIn, idOf, tile, press, hearRoomLate, heardFromRoom, mediaReport } from "./call.mjs";
 
 const browser = browserForFile();
 const joinAs = (name, room, opts) => joinAsIn(browser.context, BASE, name, room, opts);
@@ -58,7 +58,7 @@ async function decodesOnly(page, what, ids, timeout = 15000) {
       .map(([, s]) => s.track.replace(/-video$/, "")))].sort().join(",");
     if (got === want) return Date.now() - start;
   }
-  assert.fail(`${what}: decoding [${got}], wanted [${want}] within ${timeout} ms`);
+  assert.fail(`${what}: decoding [${got}], wanted [${want}] within ${timeout} ms; ${await mediaReport(page)}`);
 }
 
 /** Milliseconds from now until `page` decodes a frame of a video stream of `id` it did not have

@@ -1,6 +1,7 @@
 // Helpers shared by the failover tests and the failover bench: joining a room, counting decoding
 // remote videos, finding an SFU's process.
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 
 /** A new page in `context` that joined `room` as `name`. */
@@ -9,6 +10,7 @@ export async function joinAs(context, base, name, room, { beforeJoin } = {}) {
   if (beforeJoin) await beforeJoin(page);
   // The page's warnings and errors (signaling failures land there), for failure messages.
   page.__console = [];
+  page.__room = room; // for failure messages (`sfuReport`)
   page.on("console", (m) => {
     if (m.type() === "error" || m.type() === "warning") page.__console.push(`${m.type()}: ${m.text()}`.slice(0, 300));
   });
@@ -117,7 +119,41 @@ export async function mediaReport(page) {
         tracks.push(`${s.kind} ${s.trackIdentifier?.slice(0, 8)}: ${s.packetsReceived} pkts, ${s.framesDecoded ?? "-"} frames, ${s.keyFramesDecoded ?? "-"} key, ${s.frameWidth ?? "-"}w, ${s.pliCount ?? "-"} PLI`);
     });
     return `${window.edgemeetPc.__old ? "old" : "new"} PC ${pc.connectionState}/${pc.signalingState}, ${pc.getTransceivers().length} transceivers; ${tracks.join("; ") || "no inbound RTP"}`;
-  }).then((r) => `${r}; console: ${(page.__console ?? []).slice(-6).join(" | ") || "-"}`);
+  }).then(async (r) => {
+    const sfu = page.__room ? `; ${await sfuReport(new URL(page.url()).origin, page.__room)}` : "";
+    return `${r}; console: ${(page.__console ?? []).slice(-6).join(" | ") || "-"}${sfu}`;
+  });
+}
+
+/** What each SFU holds of `room` (its signed `GET /v1/rooms`): per member its session, the tiles
+ *  its page said it shows, and per reception the layer wanted, forwarded and flowing, keyframes
+ *  asked and packets sent; per published video the keyframes received and asked for. For failure
+ *  messages: it says on which side a missing video stopped. */
+export async function sfuReport(base, room) {
+  const secret = process.env.EDGEMEET_CONTROL_SECRET;
+  if (!secret) return "SFU state: EDGEMEET_CONTROL_SECRET not set";
+  try {
+    const health = await (await fetch(`${base}/api/health`, { signal: AbortSignal.timeout(3000) })).json();
+    const out = [];
+    for (const sfu of health.sfus ?? []) {
+      const path = "/v1/rooms";
+      const t = Date.now();
+      const sig = createHmac("sha256", secret).update(`${t}\nGET\n${path}\n`).digest("hex");
+      try {
+        const r = await fetch(new URL(path, sfu.url), {
+          headers: { "x-edgemeet-signature": `t=${t},v1=${sig}` },
+          signal: AbortSignal.timeout(3000),
+        });
+        const rooms = await r.json();
+        if (rooms[room]) out.push(`${sfu.id}: ${JSON.stringify(rooms[room])}`);
+      } catch (e) {
+        out.push(`${sfu.id}: ${e.message}`);
+      }
+    }
+    return `SFU state of ${room}: ${out.join("; ") || "on no SFU"}`;
+  } catch (e) {
+    return `SFU state: ${e.message}`;
+  }
 }
 
 /** Waits until every page decodes all `n - 1` remote videos on a PeerConnection made after the
@@ -156,7 +192,7 @@ export async function moveAfter({ context, base, signal, signals, label, n = 3, 
     for (const p of pages) {
       const deadline = Date.now() + 15000;
       while ((await decoding(p)) < n - 1) {
-        if (Date.now() > deadline) throw new Error("the pages did not all decode each other before the signal");
+        if (Date.now() > deadline) throw new Error(`the pages did not all decode each other before the signal: ${await mediaReport(p)}`);
         await p.waitForTimeout(100);
       }
     }

@@ -723,6 +723,11 @@ struct Published {
     /// Packets expected and received per layer (the publisher's uplink loss, for the SFU's
     /// judgement of its connection: [`crate::quality`]).
     rx: [SeqCount; LAYERS],
+    /// Per layer: keyframes received (their first packets) and the last one's time (µs of the
+    /// worker's clock), keyframe requests sent to the publisher (for the room description).
+    keyframes_in: [u32; LAYERS],
+    last_keyframe_us: [Option<u64>; LAYERS],
+    keyframes_asked: [u32; LAYERS],
 }
 
 /// A recorded track's own reception, as a subscriber's: the top layer it gets (switching down
@@ -763,6 +768,25 @@ struct Sub {
     report: SendReport,
     /// Its SRTP rollover counter.
     roc: Roc,
+    /// What happened to it, for the control API's room description.
+    stats: SubStats,
+}
+
+/// One reception's running counts (read only by [`Worker::describe`]): what a failing
+/// end-to-end test prints when a page gets no video.
+#[derive(Debug, Default)]
+struct SubStats {
+    /// Packets sent to the subscriber, and when the last one went (µs of the worker's clock).
+    forwarded: u64,
+    last_forwarded_us: Option<u64>,
+    /// New starts: a layer switch, or the first keyframe after the tile was shown.
+    switches: u32,
+    /// Picture loss indications and full intra requests from the subscriber.
+    plis: u32,
+    /// Packets after which its forwarding wished a keyframe of the publisher.
+    keyframe_wishes: u32,
+    /// Packets it could not place (stale, unnegotiated payload type) or the socket refused.
+    dropped: u32,
 }
 
 /// How many packets a video reception keeps for retransmission (~3.2 s of a 720p layer; the
@@ -1987,6 +2011,9 @@ impl Worker {
                     PayloadRing::new(if simulcast { 2 * SENT_RING } else { SENT_RING })
                 }),
                 rx: [SeqCount::default(); LAYERS],
+                keyframes_in: [0; LAYERS],
+                last_keyframe_us: [None; LAYERS],
+                keyframes_asked: [0; LAYERS],
             },
         );
         tracing::info!(
@@ -2064,6 +2091,10 @@ impl Worker {
                 .map(|c| starts_keyframe(c, &pkt.payload))
                 .unwrap_or(true);
         let vp8 = (!padding && p.video == Some(VideoCodec::Vp8)).then(|| vp8_ids(&pkt.payload));
+        if keyframe && p.video.is_some() {
+            p.keyframes_in[layer] = p.keyframes_in[layer].wrapping_add(1);
+            p.last_keyframe_us[layer] = Some(now_us);
+        }
         let asked = std::mem::take(&mut p.keyframe_wanted);
         let pin = PacketIn {
             layer,
@@ -2134,10 +2165,17 @@ impl Worker {
             let mine = connected && sub.fwd.ready && std::mem::take(&mut sub.keyframe_wanted);
             let step = sub.fwd.on_packet(&pin, connected, asked || mine, now_us);
             want_keyframe |= step.keyframe_layers;
-            if step.switched && p.simulcast {
-                self.counts.layer_switches += 1;
+            if step.keyframe_layers != 0 {
+                sub.stats.keyframe_wishes = sub.stats.keyframe_wishes.wrapping_add(1);
+            }
+            if step.switched {
+                sub.stats.switches = sub.stats.switches.wrapping_add(1);
+                if p.simulcast {
+                    self.counts.layer_switches += 1;
+                }
             }
             if step.dropped {
+                sub.stats.dropped = sub.stats.dropped.wrapping_add(1);
                 self.counts.dropped_packets += 1;
             }
             let Some((m, renumbered)) = step.send else {
@@ -2180,9 +2218,12 @@ impl Worker {
                 sub.report.packets = sub.report.packets.wrapping_add(1);
                 sub.report.octets = sub.report.octets.wrapping_add(pkt.payload.len() as u32);
                 sub.report.last = Some((m.timestamp, now));
+                sub.stats.forwarded += 1;
+                sub.stats.last_forwarded_us = Some(now_us);
                 self.counts.forwarded_packets += 1;
                 self.counts.forwarded_bytes += len;
             } else {
+                sub.stats.dropped = sub.stats.dropped.wrapping_add(1);
                 self.counts.dropped_packets += 1;
             }
         }
@@ -2202,6 +2243,9 @@ impl Worker {
             .on_packet(want_keyframe, |l| ssrc_of(l).is_some(), now_us / 1000);
         if ask == 0 {
             return;
+        }
+        for l in (0..LAYERS).filter(|l| ask & (1 << l) != 0) {
+            p.keyframes_asked[l] = p.keyframes_asked[l].wrapping_add(1);
         }
         let (receiver, pub_slot) = (p.receiver, p.slot);
         let plis: Vec<Box<dyn rtc::rtcp::Packet>> = (0..LAYERS)
@@ -2304,6 +2348,9 @@ impl Worker {
             let any = pkt.as_any();
             if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
                 repair = true;
+                if let Some(s) = self.subs.get_mut(&sub_id) {
+                    s.stats.plis = s.stats.plis.wrapping_add(1);
+                }
                 let track = self.subs.get(&sub_id).map(|s| s.track);
                 if let Some(p) = track.and_then(|t| self.tracks.get_mut(&t)) {
                     p.keyframe_wanted = true;
@@ -2494,6 +2541,62 @@ impl Worker {
         if let Some(r) = &self.recorder {
             r.send(msg);
         }
+    }
+
+    /// The core's rooms ([`SfuCore::describe`]) with this worker's forwarding state added: per
+    /// member its session (connected, sent), per reception its [`SubForward`] and counts, per
+    /// published video its keyframes in and asked for, per layer. For the control API
+    /// (`GET /v1/rooms`), which failing end-to-end tests print.
+    fn describe(&self) -> serde_json::Value {
+        let now_us = self.epoch.elapsed().as_micros() as u64;
+        let ago = |t: Option<u64>| t.map(|t| now_us.saturating_sub(t) / 1000);
+        let mut rooms = self.core.describe();
+        let Some(rooms_map) = rooms.as_object_mut() else {
+            return rooms;
+        };
+        for (room, members) in rooms_map.iter_mut() {
+            for m in members.as_array_mut().into_iter().flatten() {
+                let peer = m["id"].as_str().unwrap_or_default().to_string();
+                let session = self
+                    .members
+                    .get(&(room.clone(), peer))
+                    .and_then(|&slot| self.sessions[slot].as_ref());
+                if let Some(d) = session {
+                    m["session"] = serde_json::json!({
+                        "connected": d.connected,
+                        "remote": d.remote.map(|a| a.to_string()),
+                        "srtp": d.srtp.is_some(),
+                        "sent_packets": d.sent_packets,
+                        "sent_bytes": d.sent_bytes,
+                    });
+                }
+                for sub in m["subs"].as_array_mut().into_iter().flatten() {
+                    let Some(x) = sub["id"].as_u64().and_then(|id| self.subs.get(&id)) else {
+                        continue;
+                    };
+                    sub["forward"] = x.fwd.describe(now_us);
+                    sub["stats"] = serde_json::json!({
+                        "forwarded": x.stats.forwarded,
+                        "last_forwarded_ms_ago": ago(x.stats.last_forwarded_us),
+                        "switches": x.stats.switches,
+                        "plis": x.stats.plis,
+                        "keyframe_wishes": x.stats.keyframe_wishes,
+                        "dropped": x.stats.dropped,
+                    });
+                }
+                for t in m["tracks"].as_array_mut().into_iter().flatten() {
+                    let Some(p) = t["id"].as_u64().and_then(|id| self.tracks.get(&id)) else {
+                        continue;
+                    };
+                    t["simulcast"] = p.simulcast.into();
+                    t["layer_ssrcs"] = serde_json::json!(p.layer_ssrcs);
+                    t["keyframes_in"] = serde_json::json!(p.keyframes_in);
+                    t["last_keyframe_ms_ago"] = serde_json::json!(p.last_keyframe_us.map(ago));
+                    t["keyframes_asked"] = serde_json::json!(p.keyframes_asked);
+                }
+            }
+        }
+        rooms
     }
 
     fn perform(&mut self) {
@@ -2726,6 +2829,7 @@ impl Worker {
                 report: SendReport::default(),
                 roc: Roc::default(),
                 fwd,
+                stats: SubStats::default(),
             },
         );
         if let Some(p) = self.tracks.get_mut(&track) {
@@ -2905,7 +3009,7 @@ impl Worker {
                 let _ = reply.send(());
             }
             Cmd::Describe { reply } => {
-                let _ = reply.send(self.core.describe());
+                let _ = reply.send(self.describe());
             }
             Cmd::Core(input) => {
                 let _ = self.core.handle_input(Instant::now(), input);

@@ -95,6 +95,16 @@ impl SubForward {
         self.selector.as_ref().and_then(|s| s.current())
     }
 
+    /// Its state at `now_us`, for the control API's room description.
+    pub fn describe(&self, now_us: u64) -> serde_json::Value {
+        serde_json::json!({
+            "ready": self.ready,
+            "want": self.want,
+            "need_keyframe": self.selector.is_none() && self.need_keyframe,
+            "layers": self.selector.as_ref().map(|s| s.describe(now_us / 1000)),
+        })
+    }
+
     /// The subscriber's tile for this track changed: `want` is the layer it calls for now (`None`:
     /// hidden). Returns whether anything changed.
     pub fn set_want(&mut self, want: Option<usize>) -> bool {

@@ -103,6 +103,31 @@ impl LayerSelector {
         self.want
     }
 
+    /// Its state at `now`, for the control API's room description: the layer forwarded, the
+    /// one it moves to, each layer's last packet and flowing time (ms ago), the last keyframe
+    /// asked for.
+    pub fn describe(&self, now: Millis) -> serde_json::Value {
+        let flows: Vec<serde_json::Value> = self
+            .flows
+            .iter()
+            .map(|f| match f {
+                Some(f) => serde_json::json!({
+                    "last_ms_ago": now.saturating_sub(f.last),
+                    "since_ms_ago": now.saturating_sub(f.since),
+                }),
+                None => serde_json::Value::Null,
+            })
+            .collect();
+        serde_json::json!({
+            "current": self.current,
+            "target": self.target(now),
+            "flows": flows,
+            "keyframe_asked": self
+                .last_keyframe_request
+                .map(|(l, t)| serde_json::json!({"layer": l, "ms_ago": now.saturating_sub(t)})),
+        })
+    }
+
     /// A packet of `layer` arrived; `keyframe` if it starts a keyframe.
     pub fn on_packet(&mut self, layer: usize, keyframe: bool, now: Millis) -> Verdict {
         if layer >= LAYERS {
@@ -267,6 +292,27 @@ mod tests {
         assert_eq!(s.tick(2_000), Some(1));
         let v = stream(&mut s, 2_000, 2_100, &[0, 1], |l, _| l == 1);
         assert_eq!(forwarded_layers(&v), [1]);
+    }
+
+    #[test]
+    fn the_description_names_the_layer_forwarded_the_target_and_each_flow() {
+        let mut s = LayerSelector::new(Some(2));
+        stream(&mut s, 0, 1_000, &[0, 1], |l, t| l == 1 && t == 99);
+        assert_eq!(s.tick(1_000), None);
+        let d = s.describe(1_500);
+        assert_eq!(d["current"], 1, "{d}");
+        assert_eq!(d["target"], 1, "{d}");
+        assert_eq!(d["flows"][0]["since_ms_ago"], 1_500, "{d}");
+        assert_eq!(d["flows"][1]["last_ms_ago"], 510, "{d}"); // its last packet at 990
+        assert!(d["flows"][2].is_null(), "{d}");
+        // Layer 1 stops: after the flow timeout the target is q, asked for at once.
+        stream(&mut s, 1_000, 2_100, &[0], |_, _| false);
+        assert_eq!(s.tick(2_100), Some(0));
+        let d = s.describe(2_200);
+        assert_eq!(d["current"], 1, "{d}");
+        assert_eq!(d["target"], 0, "{d}");
+        assert_eq!(d["keyframe_asked"]["layer"], 0, "{d}");
+        assert_eq!(d["keyframe_asked"]["ms_ago"], 100, "{d}");
     }
 
     #[test]

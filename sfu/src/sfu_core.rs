@@ -1518,11 +1518,53 @@ impl SfuCore {
                             Some(format!("{}/{}", t.publisher, t.kind.name()))
                         })
                         .collect();
+                    // What a failing end-to-end test prints (why a page gets no video): each
+                    // reception's wish, the tiles the page said it shows, the layers dynacast
+                    // asked of each published video. The engine adds its forwarding state
+                    // under each reception's and track's `id`.
+                    let subs: Vec<serde_json::Value> = m
+                        .receiving
+                        .iter()
+                        .filter_map(|(t, sub)| {
+                            let t = r.tracks.get(t)?;
+                            Some(serde_json::json!({
+                                "id": sub,
+                                "track": format!("{}/{}", t.publisher, t.kind.name()),
+                                "want": r.subs.get(sub).and_then(|s| s.want),
+                            }))
+                        })
+                        .collect();
+                    let tracks: Vec<serde_json::Value> = m
+                        .published
+                        .iter()
+                        .filter_map(|id| {
+                            let t = r.tracks.get(id)?;
+                            Some(serde_json::json!({
+                                "id": id,
+                                "kind": t.kind.name(),
+                                "active_layers": t.active_layers,
+                                "subscribers": t.subs.len(),
+                            }))
+                        })
+                        .collect();
+                    let views: serde_json::Map<String, serde_json::Value> = m
+                        .views
+                        .iter()
+                        .map(|((publisher, source), h)| {
+                            (format!("{publisher}/{source:?}"), (*h).into())
+                        })
+                        .collect();
                     serde_json::json!({
                         "id": id,
+                        "scope": m.scope,
+                        "answered": m.answered,
+                        "awaiting_answer": m.neg.awaiting_answer(),
                         "published": published,
                         "receiving": receiving,
                         "downlink_bps": m.downlink.estimate_bps() as u64,
+                        "views": views,
+                        "subs": subs,
+                        "tracks": tracks,
                     })
                 })
                 .collect();
@@ -2033,6 +2075,40 @@ mod tests {
             vec![("ada".into(), vec![true, false, false])]
         );
         assert!(records(&out).is_empty());
+        // The room description says why Bob gets what he gets: his tile, his reception's wish,
+        // the layers Ada was asked for.
+        let d = s.core.describe();
+        let member = |id: &str| {
+            d[R].as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["id"] == id)
+                .unwrap()
+                .clone()
+        };
+        let bob = member("bob");
+        assert_eq!(bob["views"]["ada/Camera"], 180, "{bob}");
+        let cam_sub = bob["subs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == bob_sub)
+            .unwrap();
+        assert_eq!(cam_sub["track"], "ada/video", "{bob}");
+        assert_eq!(cam_sub["want"], 0, "{bob}");
+        let ada = member("ada");
+        let cam_json = ada["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == cam)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            cam_json["active_layers"],
+            serde_json::json!([true, false, false]),
+            "{ada}"
+        );
 
         // Recording starts: both tracks, and the camera's top layer back on although Bob's tile
         // is small.
