@@ -728,6 +728,8 @@ struct Published {
     keyframes_in: [u32; LAYERS],
     last_keyframe_us: [Option<u64>; LAYERS],
     keyframes_asked: [u32; LAYERS],
+    /// When its last packet arrived (µs of the worker's clock).
+    last_in_us: Option<u64>,
 }
 
 /// A recorded track's own reception, as a subscriber's: the top layer it gets (switching down
@@ -787,6 +789,10 @@ struct SubStats {
     keyframe_wishes: u32,
     /// Packets it could not place (stale, unnegotiated payload type) or the socket refused.
     dropped: u32,
+    /// When it was negotiated (µs of the worker's clock).
+    ready_us: Option<u64>,
+    /// A stall ([`crate::fanout::stalled`]) was said in the log (once, until it flows again).
+    stall_logged: bool,
 }
 
 /// How many packets a video reception keeps for retransmission (~3.2 s of a 720p layer; the
@@ -1646,6 +1652,7 @@ impl Worker {
                 );
             }
         }
+        self.watch_stalls(slot, now);
         let Some(s) = self.sessions[slot].as_mut() else {
             return;
         };
@@ -1691,6 +1698,59 @@ impl Worker {
             }
         }
         self.flush(slot);
+    }
+
+    /// Says in the log when one of the session's video receptions stalls
+    /// ([`crate::fanout::stalled`]: nothing sent to it for 4 s while it should get video), with
+    /// what its forwarding holds, and when it flows again: what a failing end-to-end test's
+    /// missing video looked like from the SFU, also when the test could not ask.
+    fn watch_stalls(&mut self, slot: usize, now: Instant) {
+        let Some(s) = self.sessions[slot].as_ref() else {
+            return;
+        };
+        let now_us = now.duration_since(self.epoch).as_micros() as u64;
+        for id in s.sending.values() {
+            let Some(sub) = self.subs.get_mut(id) else {
+                continue;
+            };
+            let Some(p) = self.tracks.get(&sub.track).filter(|p| p.video.is_some()) else {
+                continue;
+            };
+            let Some(ready) = sub.stats.ready_us else {
+                continue;
+            };
+            let stalled = crate::fanout::stalled(
+                &sub.fwd,
+                s.connected,
+                ready,
+                sub.stats.last_forwarded_us,
+                p.last_in_us,
+                now_us,
+            );
+            if stalled && !sub.stats.stall_logged {
+                sub.stats.stall_logged = true;
+                tracing::warn!(
+                    room = %s.room,
+                    subscriber = %s.peer,
+                    publisher = %p.publisher,
+                    forward = %sub.fwd.describe(now_us),
+                    forwarded = sub.stats.forwarded,
+                    plis = sub.stats.plis,
+                    keyframe_wishes = sub.stats.keyframe_wishes,
+                    keyframes_in = ?p.keyframes_in,
+                    keyframes_asked = ?p.keyframes_asked,
+                    "a video reception gets nothing while its track flows"
+                );
+            } else if sub.stats.stall_logged
+                && sub
+                    .stats
+                    .last_forwarded_us
+                    .is_some_and(|t| now_us.saturating_sub(t) < 1_000_000)
+            {
+                sub.stats.stall_logged = false;
+                tracing::info!(room = %s.room, subscriber = %s.peer, publisher = %p.publisher, "the stalled video reception flows again");
+            }
+        }
     }
 
     fn stop(&mut self) {
@@ -2014,6 +2074,7 @@ impl Worker {
                 keyframes_in: [0; LAYERS],
                 last_keyframe_us: [None; LAYERS],
                 keyframes_asked: [0; LAYERS],
+                last_in_us: None,
             },
         );
         tracing::info!(
@@ -2091,6 +2152,7 @@ impl Worker {
                 .map(|c| starts_keyframe(c, &pkt.payload))
                 .unwrap_or(true);
         let vp8 = (!padding && p.video == Some(VideoCodec::Vp8)).then(|| vp8_ids(&pkt.payload));
+        p.last_in_us = Some(now_us);
         if keyframe && p.video.is_some() {
             p.keyframes_in[layer] = p.keyframes_in[layer].wrapping_add(1);
             p.last_keyframe_us[layer] = Some(now_us);
@@ -3388,6 +3450,7 @@ impl Worker {
                 .rewriter
                 .set_negotiated(Negotiated::new().map_all_payload_types_to(pt));
             sub.fwd.ready = true;
+            sub.stats.ready_us = Some(self.epoch.elapsed().as_micros() as u64);
         }
         if connected {
             self.keyframes_for(slot);

@@ -192,6 +192,30 @@ impl SubForward {
     }
 }
 
+/// A video reception gets nothing for this long while it should: said once in the SFU's log.
+pub const STALL_AFTER_US: u64 = 4_000_000;
+
+/// Whether a video reception is stalled at `now_us`: negotiated, its tile shown, its subscriber
+/// connected, its track's packets still arriving (`track_last_us`: the last one's time), and
+/// nothing sent to it for [`STALL_AFTER_US`] since the later of its last packet sent
+/// (`last_sent_us`) and `since_us` (when it became possible: its start). Only for the log: a
+/// hidden tile or a paused camera is not a stall.
+pub fn stalled(
+    fwd: &SubForward,
+    connected: bool,
+    since_us: u64,
+    last_sent_us: Option<u64>,
+    track_last_us: Option<u64>,
+    now_us: u64,
+) -> bool {
+    let from = last_sent_us.map_or(since_us, |t| t.max(since_us));
+    fwd.ready
+        && connected
+        && fwd.want.is_some()
+        && track_last_us.is_some_and(|t| now_us.saturating_sub(t) < 1_000_000)
+        && now_us.saturating_sub(from) >= STALL_AFTER_US
+}
+
 /// Keyframe requests to a publisher's track, paced: at most one per layer every
 /// [`KEYFRAME_REQUEST_INTERVAL_MS`]; a wish that comes sooner is kept and asked on a later packet.
 #[derive(Debug, Clone, Default)]
@@ -324,6 +348,28 @@ mod tests {
             Some(a.wrapping_add(1)),
             "numbers follow on from the last packet sent, not jump by 50"
         );
+    }
+
+    #[test]
+    fn a_stall_is_a_shown_connected_reception_of_a_live_track_with_nothing_sent_for_4_s() {
+        let s = ready(SubForward::new(Some(2), true, true, 9, 90_000));
+        let sec = 1_000_000;
+        // Nothing sent since it started 5 s ago, the track live: stalled.
+        assert!(stalled(&s, true, 0, None, Some(5 * sec - 10), 5 * sec));
+        // Its last packet 3 s ago: not yet.
+        assert!(!stalled(&s, true, 0, Some(2 * sec), Some(5 * sec), 5 * sec));
+        // Started 3 s ago: not yet.
+        assert!(!stalled(&s, true, 2 * sec, None, Some(5 * sec), 5 * sec));
+        // The track itself quiet (a paused camera), the subscriber away, the tile hidden, or
+        // not negotiated: not a stall.
+        assert!(!stalled(&s, true, 0, None, Some(3 * sec), 5 * sec));
+        assert!(!stalled(&s, true, 0, None, None, 5 * sec));
+        assert!(!stalled(&s, false, 0, None, Some(5 * sec), 5 * sec));
+        let mut hidden = s.clone();
+        hidden.set_want(None);
+        assert!(!stalled(&hidden, true, 0, None, Some(5 * sec), 5 * sec));
+        let fresh = SubForward::new(Some(2), true, true, 9, 90_000);
+        assert!(!stalled(&fresh, true, 0, None, Some(5 * sec), 5 * sec));
     }
 
     #[test]
