@@ -11,6 +11,7 @@ export async function joinAs(context, base, name, room, { beforeJoin } = {}) {
   // The page's warnings and errors (signaling failures land there), for failure messages.
   page.__console = [];
   page.__room = room; // for failure messages (`sfuReport`)
+  page.__base = base;
   page.on("console", (m) => {
     if (m.type() === "error" || m.type() === "warning") page.__console.push(`${m.type()}: ${m.text()}`.slice(0, 300));
   });
@@ -110,19 +111,23 @@ export async function sfuPidOf(base, id) {
 /** What a page's media connection looks like, for a failure message: its state and, per inbound
  *  track, packets, frames decoded, keyframes and size. */
 export async function mediaReport(page) {
-  return page.evaluate(async () => {
-    const pc = window.edgemeetPc;
-    if (!pc) return "no PeerConnection";
-    const tracks = [];
-    (await pc.getStats()).forEach((s) => {
-      if (s.type === "inbound-rtp")
-        tracks.push(`${s.kind} ${s.trackIdentifier?.slice(0, 8)}: ${s.packetsReceived} pkts, ${s.framesDecoded ?? "-"} frames, ${s.keyFramesDecoded ?? "-"} key, ${s.frameWidth ?? "-"}w, ${s.pliCount ?? "-"} PLI`);
-    });
-    return `${window.edgemeetPc.__old ? "old" : "new"} PC ${pc.connectionState}/${pc.signalingState}, ${pc.getTransceivers().length} transceivers; ${tracks.join("; ") || "no inbound RTP"}`;
-  }).then(async (r) => {
-    const sfu = page.__room ? `; ${await sfuReport(new URL(page.url()).origin, page.__room)}` : "";
-    return `${r}; console: ${(page.__console ?? []).slice(-6).join(" | ") || "-"}${sfu}`;
-  });
+  // The page's side, bounded (a crashed or navigating page must not make the message fail or
+  // hang); the SFU's side whatever happened to the page.
+  const local = await Promise.race([
+    page.evaluate(async () => {
+      const pc = window.edgemeetPc;
+      if (!pc) return "no PeerConnection";
+      const tracks = [];
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp")
+          tracks.push(`${s.kind} ${s.trackIdentifier?.slice(0, 8)}: ${s.packetsReceived} pkts, ${s.framesDecoded ?? "-"} frames, ${s.keyFramesDecoded ?? "-"} key, ${s.frameWidth ?? "-"}w, ${s.pliCount ?? "-"} PLI`);
+      });
+      return `${window.edgemeetPc.__old ? "old" : "new"} PC ${pc.connectionState}/${pc.signalingState}, ${pc.getTransceivers().length} transceivers; ${tracks.join("; ") || "no inbound RTP"}`;
+    }),
+    new Promise((resolve) => setTimeout(() => resolve("page: no stats within 5 s"), 5000).unref()),
+  ]).catch((e) => `page: ${e.message}`);
+  const sfu = page.__room && page.__base ? `; ${await sfuReport(page.__base, page.__room)}` : "";
+  return `${local}; console: ${(page.__console ?? []).slice(-6).join(" | ") || "-"}${sfu}`;
 }
 
 /** What each SFU holds of `room` (its signed `GET /v1/rooms`): per member its session, the tiles
@@ -144,8 +149,12 @@ export async function sfuReport(base, room) {
           headers: { "x-edgemeet-signature": `t=${t},v1=${sig}` },
           signal: AbortSignal.timeout(3000),
         });
+        if (!r.ok) {
+          out.push(`${sfu.id}: HTTP ${r.status} ${(await r.text()).slice(0, 200)}`);
+          continue;
+        }
         const rooms = await r.json();
-        if (rooms[room]) out.push(`${sfu.id}: ${JSON.stringify(rooms[room])}`);
+        if (rooms[room]) out.push(`${sfu.id}: ${JSON.stringify(rooms[room]).slice(0, 20000)}`);
       } catch (e) {
         out.push(`${sfu.id}: ${e.message}`);
       }

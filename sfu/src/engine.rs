@@ -728,8 +728,9 @@ struct Published {
     keyframes_in: [u32; LAYERS],
     last_keyframe_us: [Option<u64>; LAYERS],
     keyframes_asked: [u32; LAYERS],
-    /// When its last packet arrived (µs of the worker's clock).
-    last_in_us: Option<u64>,
+    /// Per layer, when its last packet with media arrived (µs of the worker's clock; padding
+    /// and packets a host holds back do not count).
+    last_in_us: [Option<u64>; LAYERS],
 }
 
 /// A recorded track's own reception, as a subscriber's: the top layer it gets (switching down
@@ -785,12 +786,14 @@ struct SubStats {
     switches: u32,
     /// Picture loss indications and full intra requests from the subscriber.
     plis: u32,
-    /// Packets after which its forwarding wished a keyframe of the publisher.
+    /// Packets after which a keyframe of the publisher was wished on its behalf (its own
+    /// forwarding's, or a request for the whole track merged in: another subscriber's PLI).
     keyframe_wishes: u32,
     /// Packets it could not place (stale, unnegotiated payload type) or the socket refused.
     dropped: u32,
-    /// When it was negotiated (µs of the worker's clock).
-    ready_us: Option<u64>,
+    /// When it last (re)started (µs of the worker's clock): negotiated, its subscriber
+    /// (re)connected, or its tile shown again — each a wait for a keyframe just asked for.
+    since_us: Option<u64>,
     /// A stall ([`crate::fanout::stalled`]) was said in the log (once, until it flows again).
     stall_logged: bool,
 }
@@ -1716,15 +1719,18 @@ impl Worker {
             let Some(p) = self.tracks.get(&sub.track).filter(|p| p.video.is_some()) else {
                 continue;
             };
-            let Some(ready) = sub.stats.ready_us else {
+            let Some(since) = sub.stats.since_us else {
                 continue;
             };
+            // The layers it may get (at most the one it wants) are what must flow.
+            let top = sub.fwd.want().unwrap_or(0).min(LAYERS - 1);
+            let track_last = p.last_in_us[..=top].iter().flatten().copied().max();
             let stalled = crate::fanout::stalled(
                 &sub.fwd,
                 s.connected,
-                ready,
+                since,
                 sub.stats.last_forwarded_us,
-                p.last_in_us,
+                track_last,
                 now_us,
             );
             if stalled && !sub.stats.stall_logged {
@@ -1741,14 +1747,19 @@ impl Worker {
                     keyframes_asked = ?p.keyframes_asked,
                     "a video reception gets nothing while its track flows"
                 );
-            } else if sub.stats.stall_logged
-                && sub
+            } else if sub.stats.stall_logged && !stalled {
+                sub.stats.stall_logged = false;
+                let flows = sub
                     .stats
                     .last_forwarded_us
-                    .is_some_and(|t| now_us.saturating_sub(t) < 1_000_000)
-            {
-                sub.stats.stall_logged = false;
-                tracing::info!(room = %s.room, subscriber = %s.peer, publisher = %p.publisher, "the stalled video reception flows again");
+                    .is_some_and(|t| now_us.saturating_sub(t) < 1_000_000);
+                tracing::info!(
+                    room = %s.room,
+                    subscriber = %s.peer,
+                    publisher = %p.publisher,
+                    flows,
+                    "the stalled video reception is no longer stalled (flows: it gets video again; else its tile was hidden, its track went quiet or its subscriber away)"
+                );
             }
         }
     }
@@ -1972,10 +1983,16 @@ impl Worker {
         let Some(s) = self.sessions[slot].as_ref() else {
             return;
         };
-        for sub in s.sending.values().filter_map(|id| self.subs.get(id)) {
+        let now_us = self.epoch.elapsed().as_micros() as u64;
+        for id in s.sending.values() {
+            let Some(sub) = self.subs.get_mut(id) else {
+                continue;
+            };
             if !sub.fwd.ready {
                 continue;
             }
+            // A restart (negotiated, or its subscriber back): its wait starts now.
+            sub.stats.since_us = Some(now_us);
             if let Some(p) = self.tracks.get_mut(&sub.track) {
                 if p.video.is_some() {
                     p.keyframe_wanted = true;
@@ -2074,7 +2091,7 @@ impl Worker {
                 keyframes_in: [0; LAYERS],
                 last_keyframe_us: [None; LAYERS],
                 keyframes_asked: [0; LAYERS],
-                last_in_us: None,
+                last_in_us: [None; LAYERS],
             },
         );
         tracing::info!(
@@ -2152,7 +2169,9 @@ impl Worker {
                 .map(|c| starts_keyframe(c, &pkt.payload))
                 .unwrap_or(true);
         let vp8 = (!padding && p.video == Some(VideoCodec::Vp8)).then(|| vp8_ids(&pkt.payload));
-        p.last_in_us = Some(now_us);
+        if !padding {
+            p.last_in_us[layer] = Some(now_us);
+        }
         if keyframe && p.video.is_some() {
             p.keyframes_in[layer] = p.keyframes_in[layer].wrapping_add(1);
             p.last_keyframe_us[layer] = Some(now_us);
@@ -2628,7 +2647,7 @@ impl Worker {
                         "connected": d.connected,
                         "remote": d.remote.map(|a| a.to_string()),
                         "srtp": d.srtp.is_some(),
-                        "sent_packets": d.sent_packets,
+                        "sent_video_packets": d.sent_packets,
                         "sent_bytes": d.sent_bytes,
                     });
                 }
@@ -2638,6 +2657,7 @@ impl Worker {
                     };
                     sub["forward"] = x.fwd.describe(now_us);
                     sub["stats"] = serde_json::json!({
+                        "since_ms_ago": ago(x.stats.since_us),
                         "forwarded": x.stats.forwarded,
                         "last_forwarded_ms_ago": ago(x.stats.last_forwarded_us),
                         "switches": x.stats.switches,
@@ -2707,6 +2727,10 @@ impl Worker {
                 }
                 Output::SetWant { sub, want, .. } => {
                     if let Some(s) = self.subs.get_mut(&sub) {
+                        if s.fwd.want().is_none() && want.is_some() {
+                            // Shown again: it waits for a keyframe from now.
+                            s.stats.since_us = Some(self.epoch.elapsed().as_micros() as u64);
+                        }
                         s.fwd.set_want(want);
                     }
                 }
@@ -3450,7 +3474,6 @@ impl Worker {
                 .rewriter
                 .set_negotiated(Negotiated::new().map_all_payload_types_to(pt));
             sub.fwd.ready = true;
-            sub.stats.ready_us = Some(self.epoch.elapsed().as_micros() as u64);
         }
         if connected {
             self.keyframes_for(slot);

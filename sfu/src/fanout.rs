@@ -196,10 +196,11 @@ impl SubForward {
 pub const STALL_AFTER_US: u64 = 4_000_000;
 
 /// Whether a video reception is stalled at `now_us`: negotiated, its tile shown, its subscriber
-/// connected, its track's packets still arriving (`track_last_us`: the last one's time), and
-/// nothing sent to it for [`STALL_AFTER_US`] since the later of its last packet sent
-/// (`last_sent_us`) and `since_us` (when it became possible: its start). Only for the log: a
-/// hidden tile or a paused camera is not a stall.
+/// connected, its track's media still arriving in a layer it may get (`track_last_us`: the last
+/// such packet's time; padding and held-back packets do not count), and nothing sent to it for
+/// [`STALL_AFTER_US`] since the later of its last packet sent (`last_sent_us`) and `since_us`
+/// (its last restart: negotiated, reconnected, shown again). Only for the log: a hidden tile,
+/// a paused camera or a host's block is not a stall.
 pub fn stalled(
     fwd: &SubForward,
     connected: bool,
