@@ -728,7 +728,44 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The machine the figures are from, in one line: the CPU's model, its cores, and the features
+/// the SFU's crypto picks its path by (`hmac_x16`: AVX-512 + BW, else SHA-NI; `aes_ctr`: VAES).
+/// This VM has been an Intel Xeon on some days and an AMD EPYC on others, and runs of one binary
+/// are only comparable on the same CPU.
+fn machine(cpuinfo: &str, cores: usize) -> String {
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let model = field("model name").unwrap_or_else(|| "unknown CPU".into());
+    let flags = field("flags").unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let features: Vec<&str> = ["avx512f", "avx512bw", "sha_ni", "vaes"]
+        .into_iter()
+        .filter(|f| has(f))
+        .collect();
+    format!(
+        "machine: {model}, {cores} cores, {}",
+        if features.is_empty() {
+            "none of avx512f/avx512bw/sha_ni/vaes".to_string()
+        } else {
+            features.join(" ")
+        }
+    )
+}
+
 async fn run(mut args: Args) -> Result<(), LoadError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "{}",
+        machine(
+            &std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
+            cores
+        )
+    );
     // The machine's floor first: what the kernel alone charges for one forwarded packet here.
     if args.results && !args.floor {
         // Side by side with another tool (`--against`): no replay in its window.
@@ -870,6 +907,24 @@ async fn run(mut args: Args) -> Result<(), LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_line_names_the_cpu_and_the_crypto_features() {
+        let info = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu aes avx2 avx512f avx512bw sha_ni vaes\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n";
+        assert_eq!(
+            machine(info, 2),
+            "machine: AMD EPYC, 2 cores, avx512f avx512bw sha_ni vaes"
+        );
+        let old = "model name : Intel(R) Xeon(R) CPU\nflags : fpu aes avx2 sha_ni\n";
+        assert_eq!(
+            machine(old, 4),
+            "machine: Intel(R) Xeon(R) CPU, 4 cores, sha_ni"
+        );
+        assert_eq!(
+            machine("", 1),
+            "machine: unknown CPU, 1 cores, none of avx512f/avx512bw/sha_ni/vaes"
+        );
+    }
 
     #[test]
     fn a_histogram_quantile_counts_only_the_window() {
