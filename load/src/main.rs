@@ -732,7 +732,12 @@ fn main() -> std::process::ExitCode {
 /// the SFU's crypto picks its path by (`hmac_x16`: AVX-512 + BW, else SHA-NI; `aes_ctr`: VAES).
 /// This VM has been an Intel Xeon on some days and an AMD EPYC on others, and runs of one binary
 /// are only comparable on the same CPU.
-fn machine(cpuinfo: &str, cores: usize) -> String {
+fn machine(cpuinfo: &str) -> String {
+    // Counted here, not from the affinity mask: the tool runs under `taskset -c 1`.
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.split(':').next().is_some_and(|k| k.trim() == "processor"))
+        .count();
     let field = |name: &str| {
         cpuinfo
             .lines()
@@ -758,13 +763,20 @@ fn machine(cpuinfo: &str, cores: usize) -> String {
 }
 
 async fn run(mut args: Args) -> Result<(), LoadError> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The kernel's mitigation on AMD Zen ("Safe RET" puts every return in the kernel through a
+    // thunk) weighs on each syscall, so on the per-datagram send cost the floor shows.
+    let srso =
+        std::fs::read_to_string("/sys/devices/system/cpu/vulnerabilities/spec_rstack_overflow")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+    let srso = if srso.is_empty() || srso == "Not affected" {
+        String::new()
+    } else {
+        format!("; kernel SRSO mitigation: {srso}")
+    };
     println!(
-        "{}",
-        machine(
-            &std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
-            cores
-        )
+        "{}{srso}",
+        machine(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
     );
     // The machine's floor first: what the kernel alone charges for one forwarded packet here.
     if args.results && !args.floor {
@@ -912,17 +924,17 @@ mod tests {
     fn the_machine_line_names_the_cpu_and_the_crypto_features() {
         let info = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu aes avx2 avx512f avx512bw sha_ni vaes\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n";
         assert_eq!(
-            machine(info, 2),
+            machine(info),
             "machine: AMD EPYC, 2 cores, avx512f avx512bw sha_ni vaes"
         );
-        let old = "model name : Intel(R) Xeon(R) CPU\nflags : fpu aes avx2 sha_ni\n";
+        let old = "processor : 0\nmodel name : Intel(R) Xeon(R) CPU\nflags : fpu aes avx2 sha_ni\nprocessor : 1\nprocessor : 2\nprocessor : 3\n";
         assert_eq!(
-            machine(old, 4),
+            machine(old),
             "machine: Intel(R) Xeon(R) CPU, 4 cores, sha_ni"
         );
         assert_eq!(
-            machine("", 1),
-            "machine: unknown CPU, 1 cores, none of avx512f/avx512bw/sha_ni/vaes"
+            machine(""),
+            "machine: unknown CPU, 0 cores, none of avx512f/avx512bw/sha_ni/vaes"
         );
     }
 
