@@ -2,6 +2,10 @@
 //! that change meanwhile queue exactly one more (made when the answer comes). An offer the edge
 //! could not take goes again with backoff ([`crate::outbox::backoff`]) while it is still the
 //! offer this session waits on, up to [`OFFER_GIVE_UP_AFTER`]; giving up starts the queued one.
+//! The edge may have taken it after all (its reply was what got lost): while that offer is still
+//! our local description (no newer one made, no answer applied), the page's answer to it is
+//! applied ([`Negotiation::answers_given_up`]) rather than ignored, which would leave the session
+//! in have-local-offer and the tracks it added unforwarded until some other change.
 //!
 //! Held per session by the [`crate::sfu_core::SfuCore`], which calls [`Negotiation::begin`] when
 //! a session's tracks change (an offer is made only while none is being made or awaits its
@@ -59,6 +63,8 @@ pub struct Negotiation {
     answer_due: Option<Instant>,
     /// How often it was sent again for want of an answer.
     unanswered: u32,
+    /// The offer whose delivery was given up, while it is still our local description.
+    given_up: Option<u64>,
 }
 
 /// What to do when tracks changed.
@@ -111,6 +117,7 @@ impl Negotiation {
         self.resend_at = None;
         self.answer_due = None;
         self.unanswered = 0;
+        self.given_up = None;
     }
 
     /// The edge took offer `generation`: its answer is awaited until [`Self::poll_timeout`].
@@ -197,6 +204,7 @@ impl Negotiation {
         self.resend_at = None;
         self.answer_due = None;
         self.awaiting_answer = false;
+        self.given_up = Some(self.generation);
         AfterFailure::GiveUp {
             start_queued: std::mem::take(&mut self.again),
         }
@@ -217,6 +225,16 @@ impl Negotiation {
         self.awaiting_answer
     }
 
+    /// Whether an answer numbered `generation` (0: not numbered) answers the offer whose
+    /// delivery was given up, which is still our local description: the edge took it after all
+    /// and the page answered, so it is applied. No offer is awaited then.
+    pub fn answers_given_up(&self, generation: u64) -> bool {
+        !self.awaiting_answer
+            && self
+                .given_up
+                .is_some_and(|g| generation == 0 || generation == g)
+    }
+
     /// The answer could not be applied: no offer waits any more; returns whether tracks changed
     /// meanwhile (offer again now).
     pub fn answer_failed(&mut self) -> bool {
@@ -226,6 +244,7 @@ impl Negotiation {
     /// The answer was applied; returns whether tracks changed meanwhile (offer again now).
     pub fn answer_applied(&mut self) -> bool {
         self.awaiting_answer = false;
+        self.given_up = None;
         self.delivery = None;
         self.resend_at = None;
         self.answer_due = None;
@@ -297,6 +316,43 @@ mod tests {
         );
         assert!(!n.still_pending(g));
         assert_eq!(n.begin(), Begin::Offer, "stable again");
+    }
+
+    #[test]
+    fn the_answer_to_an_offer_given_up_is_applied_while_it_is_still_the_local_description() {
+        let t0 = Instant::now();
+        let mut n = Negotiation::default();
+        let g = ready(&mut n, t0);
+        assert!(!n.answers_given_up(g), "awaited: an ordinary answer");
+        assert!(matches!(
+            n.delivery_failed(t0, g, true),
+            AfterFailure::Retry(_)
+        ));
+        assert_eq!(
+            n.delivery_failed(t0 + OFFER_GIVE_UP_AFTER, g, true),
+            AfterFailure::GiveUp {
+                start_queued: false
+            }
+        );
+        assert!(!n.awaiting_answer());
+        // The edge had taken it (its reply was lost): the page's answer comes.
+        assert!(n.answers_given_up(g));
+        assert!(n.answers_given_up(0), "not numbered: the only one out");
+        assert!(!n.answers_given_up(g + 7), "a number never given");
+        assert!(!n.answer_applied(), "nothing queued");
+        assert!(!n.answers_given_up(g), "applied: a second answer is stale");
+        // A newer offer replaces the given-up one as our local description.
+        let g2 = ready(&mut n, t0);
+        assert_eq!(
+            n.delivery_failed(t0, g2, false),
+            AfterFailure::GiveUp {
+                start_queued: false
+            }
+        );
+        assert!(n.answers_given_up(g2));
+        let g3 = ready(&mut n, t0);
+        assert!(!n.answers_given_up(g2), "a newer offer is out");
+        assert!(!n.answers_given_up(g3), "awaited: an ordinary answer");
     }
 
     #[test]

@@ -1037,12 +1037,16 @@ impl SfuCore {
         else {
             return AnswerFit::NoneAwaited;
         };
+        if m.neg.answers_given_up(generation) {
+            // The offer whose delivery we gave up reached the page after all.
+            return AnswerFit::Apply;
+        }
         match (m.neg.awaiting_answer(), generation) {
             (true, 0) => AnswerFit::Apply,
             (true, g) if g == m.neg.generation() => AnswerFit::Apply,
             (false, 0) => AnswerFit::NoneAwaited,
-            // Answered already (a copy's second answer), given up on, or not this session's
-            // numbering (a stray from a PeerConnection since replaced).
+            // Answered already (a copy's second answer), an older offer's, or not this
+            // session's numbering (a stray from a PeerConnection since replaced).
             _ => AnswerFit::Stale,
         }
     }
@@ -1577,7 +1581,7 @@ impl SfuCore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::negotiation::{ANSWER_WAIT, ANSWER_WAIT_MAX};
+    use crate::negotiation::{ANSWER_WAIT, ANSWER_WAIT_MAX, OFFER_GIVE_UP_AFTER};
 
     const R: &str = "room";
 
@@ -2951,6 +2955,68 @@ mod tests {
             AnswerFit::Stale,
             "a number this session never gave"
         );
+    }
+
+    #[test]
+    fn an_answer_to_an_offer_given_up_on_is_applied_if_no_newer_offer_was_made() {
+        let mut s = Sim::new();
+        s.join("ada");
+        let bob = s.join("bob");
+        s.outputs();
+        s.publish("ada", TrackKind::Camera, false);
+        s.raw_outputs();
+        let g1 = s.core.offer_made(s.now, R, "bob", bob).unwrap();
+        let failed = |s: &mut Sim| {
+            s.input(Input::OfferNotDelivered {
+                room: R.into(),
+                peer: "bob".into(),
+                session: bob,
+                generation: g1,
+                worth_retrying: true,
+            })
+        };
+        // The edge's replies time out for longer than the SFU retries: it gives up.
+        failed(&mut s);
+        s.advance(OFFER_GIVE_UP_AFTER);
+        s.raw_outputs();
+        failed(&mut s);
+        assert!(!s.core.awaiting_answer(R, "bob", bob));
+        // But the edge had taken it, and Bob's page answers: applied, not left as stale (the
+        // session would stay in have-local-offer, Ada's camera never forwarded to Bob).
+        assert_eq!(s.core.answer_fit(R, "bob", bob, g1), AnswerFit::Apply);
+        assert_eq!(s.core.answer_fit(R, "bob", bob, 0), AnswerFit::Apply);
+        assert_eq!(s.core.answer_fit(R, "bob", bob, g1 - 1), AnswerFit::Stale);
+        s.input(Input::Answered {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            ok: true,
+        });
+        assert_eq!(
+            s.core.answer_fit(R, "bob", bob, g1),
+            AnswerFit::Stale,
+            "applied: a second answer to it is not"
+        );
+        // A newer offer replaces a given-up one: its answer no longer fits.
+        s.publish("ada", TrackKind::Mic, false);
+        assert_eq!(
+            Sim::renegotiated(&s.raw_outputs()),
+            vec![("bob".into(), bob)]
+        );
+        let g2 = s.core.offer_made(s.now, R, "bob", bob).unwrap();
+        s.input(Input::OfferNotDelivered {
+            room: R.into(),
+            peer: "bob".into(),
+            session: bob,
+            generation: g2,
+            worth_retrying: false,
+        });
+        assert_eq!(s.core.answer_fit(R, "bob", bob, g2), AnswerFit::Apply);
+        s.publish("ada", TrackKind::Screen, false);
+        s.raw_outputs();
+        let g3 = s.core.offer_made(s.now, R, "bob", bob).unwrap();
+        assert_eq!(s.core.answer_fit(R, "bob", bob, g2), AnswerFit::Stale);
+        assert_eq!(s.core.answer_fit(R, "bob", bob, g3), AnswerFit::Apply);
     }
 
     #[test]
