@@ -42,6 +42,9 @@ pub(super) struct ScopeSync {
     acked: u64,
     /// A call failed: send the latest state again then.
     retry_at: Option<Millis>,
+    /// Since when the calls for the latest state fail (none taken since).
+    #[serde(default)]
+    failing_since: Option<Millis>,
 }
 
 impl ScopeSync {
@@ -49,19 +52,27 @@ impl ScopeSync {
         self.acked = self.acked.max(version);
         if self.acked >= self.version {
             self.retry_at = None;
+            self.failing_since = None;
         }
     }
 
     pub(super) fn failed(&mut self, now: Millis, version: u64) {
         if version >= self.version && self.acked < self.version {
             self.retry_at = Some(now + SCOPES_RETRY_MS);
+            self.failing_since.get_or_insert(now);
         }
+    }
+
+    /// Since when the calls for the latest state fail.
+    pub(super) fn failing_since(&self) -> Option<Millis> {
+        self.failing_since
     }
 
     /// Nothing more to send (nobody is left, or the SFU refused it for good).
     pub(super) fn settle(&mut self) {
         self.acked = self.version;
         self.retry_at = None;
+        self.failing_since = None;
     }
 
     pub(super) fn retry_at(&self) -> Option<Millis> {
@@ -72,6 +83,7 @@ impl ScopeSync {
     pub(super) fn bump(&mut self) {
         self.version += 1;
         self.retry_at = None;
+        self.failing_since = None;
     }
 
     pub(super) fn version(&self) -> u64 {
@@ -252,7 +264,9 @@ impl Room {
         if !b.open {
             return None;
         }
-        b.closing_at.or(b.ends_at)
+        // Whichever comes first: the timer's end starts a countdown even while a host's later
+        // one runs (it may be sooner).
+        b.closing_at.into_iter().chain(b.ends_at).min()
     }
 
     /// The timer ran out (the countdown starts) or the countdown did (everyone comes back).
@@ -261,16 +275,20 @@ impl Room {
         if !b.open {
             return Vec::new();
         }
-        match (b.closing_at, b.ends_at) {
-            (Some(at), _) if now >= at => self.close_now(),
-            (None, Some(at)) if now >= at => {
-                b.ends_at = None;
-                b.closing_at = Some(now + BREAKOUT_CLOSE_SECONDS as Millis * 1000);
-                self.dirty.meta = true;
-                vec![self.breakouts_changed()]
-            }
-            _ => Vec::new(),
+        if b.closing_at.is_some_and(|at| now >= at) {
+            return self.close_now();
         }
+        if b.ends_at.is_some_and(|at| now >= at) {
+            b.ends_at = None;
+            // The timer's countdown, unless a host's sooner one runs already.
+            let at = now + BREAKOUT_CLOSE_SECONDS as Millis * 1000;
+            if b.closing_at.is_none_or(|c| c > at) {
+                b.closing_at = Some(at);
+            }
+            self.dirty.meta = true;
+            return vec![self.breakouts_changed()];
+        }
+        Vec::new()
     }
 
     fn breakouts_changed(&self) -> Output {

@@ -1076,7 +1076,17 @@ impl Room {
                 if of_host {
                     return forbidden("nobody can remove the host");
                 }
-                if t.info.role == Role::Cohost && !host {
+                // The ban takes every tab of the browser: a co-host's other tab (which joined
+                // as a participant) is the co-host's.
+                let of_cohost = t.info.role == Role::Cohost
+                    || bid.is_some()
+                        && (self
+                            .members
+                            .values()
+                            .any(|m| m.claims.bid == bid && m.info.role == Role::Cohost)
+                            || self.scheduled_role(bid.as_deref())
+                                == Some(crate::schedule::MeetingRole::Cohost));
+                if of_cohost && !host {
                     return forbidden("only the host can remove a co-host");
                 }
                 self.remove_for_good(now, &target)
@@ -1196,6 +1206,11 @@ impl Room {
                         m.stopped.locked = false;
                     }
                     self.dirty.members.extend(self.members.keys().cloned());
+                    // Also those kept for people away, who come back with their browser.
+                    self.meta.held.retain(|_, h| {
+                        h.locked = false;
+                        h.any()
+                    });
                 }
                 let opened = !settings.waiting_room && self.meta.settings.waiting_room;
                 // Tightening the door: tokens handed out before bring nobody new in.

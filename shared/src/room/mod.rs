@@ -1604,7 +1604,9 @@ impl Room {
             except: None,
             msg: ServerMessage::ParticipantLeft { id: id.to_string() },
         }];
-        if self.meta.media.steady() {
+        // While the room checks its SFU too: a check that finds it well moves nobody, so a
+        // session left there (someone removed, whose page keeps its connection) would go on.
+        if !self.meta.media.replacing() {
             out.extend(self.call_sfu(id.to_string(), SfuCall::Leave));
         }
         if self.meta.host.as_deref() == Some(id) {

@@ -53,6 +53,10 @@ struct Current {
 
 /// How long a start waits for its id.
 pub const MINT_WAIT_MS: Millis = 10_000;
+/// How long a room everyone left goes on telling an unreachable SFU that its recording stopped:
+/// the SFU keeps a gone room's recording for its next arrival only this long (its
+/// `RECORD_KEPT_FOR`), so later calls would change nothing there.
+pub const EMPTY_RECORD_RETRY_MS: Millis = 60_000;
 
 /// The most names a recording keeps.
 pub const MAX_NAMES: usize = 2_000;
@@ -280,9 +284,26 @@ impl Room {
         )
     }
 
-    /// A failed recording call's retry is due.
+    /// A failed recording call's retry is due. In a room nobody is in (everyone left, or the
+    /// meeting ended), only for [`EMPTY_RECORD_RETRY_MS`] after the first failure: the SFU
+    /// forgets a gone room's recording by then, and an SFU that stays unreachable would
+    /// otherwise be called every second for as long as the room stays empty.
     pub(super) fn record_retry(&mut self, now: Millis) -> Vec<Output> {
         match self.meta.recording.sync.retry_at() {
+            Some(at)
+                if now >= at
+                    && self.members.is_empty()
+                    && self
+                        .meta
+                        .recording
+                        .sync
+                        .failing_since()
+                        .is_some_and(|f| now >= f + EMPTY_RECORD_RETRY_MS) =>
+            {
+                self.meta.recording.sync.settle();
+                self.dirty.meta = true;
+                Vec::new()
+            }
             Some(at) if now >= at => {
                 self.meta.recording.sync.clear_retry();
                 self.dirty.meta = true;

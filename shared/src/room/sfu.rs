@@ -149,6 +149,11 @@ impl Media {
         self.phase == Phase::Steady
     }
 
+    /// Looking for another SFU (the current one is gone or draining).
+    pub fn replacing(&self) -> bool {
+        matches!(self.phase, Phase::Replacing { .. })
+    }
+
     /// When a probe or a search is overdue.
     pub fn deadline(&self, occupied: bool) -> Option<Millis> {
         if !occupied {

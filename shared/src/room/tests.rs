@@ -1099,6 +1099,44 @@ fn leaving_frees_the_participant_on_the_sfu_and_late_sfu_messages_go_nowhere() {
 }
 
 #[test]
+fn someone_who_leaves_while_the_room_checks_its_sfu_is_freed_there_too() {
+    let mut r = with_sfu("a");
+    connect(&mut r, "b", "c2");
+    connect(&mut r, "c", "c3");
+    // b says media stopped: the room checks its SFU.
+    let fx = frame_at(&mut r, 1_000, "c2", &ClientMessage::MediaFailed {});
+    assert_eq!(probes(&fx).as_deref(), Some("sfu-1"));
+    // c leaves meanwhile. A check that finds the SFU well moves nobody, so this is the only
+    // time the SFU hears of it (a page that keeps its connection would go on receiving).
+    let fx = frame_at(&mut r, 1_100, "c3", &ClientMessage::Leave {});
+    assert!(fx.contains(&call("sfu-1", "c", SfuCall::Leave)), "{fx:?}");
+    let ok = r#"{"known":true,"participants":3,"draining":false}"#;
+    r.run(
+        1_200,
+        Input::Probed {
+            sfu: "sfu-1".into(),
+            reply: answered(200, ok),
+        },
+    );
+    // While it looks for another SFU, the gone one is not called.
+    let fx = frame_at(&mut r, 1_300, "c2", &ClientMessage::MediaFailed {});
+    assert_eq!(probes(&fx).as_deref(), Some("sfu-1"));
+    let fx = r.run(
+        1_400,
+        Input::Probed {
+            sfu: "sfu-1".into(),
+            reply: gone(),
+        },
+    );
+    assert!(finds(&fx).is_some(), "{fx:?}");
+    let fx = frame_at(&mut r, 1_500, "c2", &ClientMessage::Leave {});
+    assert!(
+        !fx.iter().any(|o| matches!(o, Output::Sfu { .. })),
+        "{fx:?}"
+    );
+}
+
+#[test]
 fn sfu_refusals_reach_only_the_participant_concerned() {
     let mut r = with_sfu("a");
     connect(&mut r, "b", "c2");
@@ -3597,6 +3635,43 @@ mod meeting {
     }
 
     #[test]
+    fn letting_people_unmute_again_lifts_the_lock_of_someone_away_too() {
+        let mut r = room();
+        join_as(&mut r, 100, "n", "bn", "c5");
+        send(&mut r, "c1", ClientMessage::MuteAll { lock: true });
+        // n leaves while locked: the stop is kept for their browser's return.
+        send(&mut r, "c5", ClientMessage::Leave {});
+        // The host lets everyone unmute again; then n comes back.
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::UpdateSettings {
+                settings: RoomSettings::default(),
+            },
+        );
+        join_as(&mut r, 100, "n2", "bn", "c6");
+        let fx = send(
+            &mut r,
+            "c6",
+            ClientMessage::SetMedia {
+                audio_muted: false,
+                video_muted: false,
+            },
+        );
+        assert!(
+            !sent_to(&fx, "c6")
+                .iter()
+                .any(|m| matches!(m, ServerMessage::Error { .. })),
+            "{fx:?}"
+        );
+        assert!(r
+            .snapshot()
+            .participants
+            .iter()
+            .any(|p| p.id == "n2" && !p.audio_muted));
+    }
+
+    #[test]
     fn tokens_from_before_the_door_was_shut_bring_nobody_in_but_members_resume() {
         let mut r = Sim::new("r");
         r.run(
@@ -4088,6 +4163,7 @@ mod meeting {
         join_as(&mut r, 30, "h2", "bh", "c3"); // the host's second tab
         join_as(&mut r, 40, "k2", "bk", "c4"); // the co-host's second tab
         join_as(&mut r, 50, "p", "bp", "c5");
+        join_as(&mut r, 60, "p2", "bp", "c6"); // the other co-host's second tab
         for id in ["k", "p"] {
             send(
                 &mut r,
@@ -4104,6 +4180,9 @@ mod meeting {
             ("c1", "h2", ErrorCode::BadRequest), // the host, their own other tab
             ("c2", "k2", ErrorCode::BadRequest), // a co-host, their own other tab
             ("c2", "p", ErrorCode::Forbidden),  // a co-host, another co-host
+            // ...nor through that co-host's other tab (a participant there): the ban would take
+            // the co-host too.
+            ("c2", "p2", ErrorCode::Forbidden),
         ];
         for (conn, target, code) in tries {
             let fx = send(&mut r, conn, ClientMessage::Remove { id: target.into() });
@@ -5510,6 +5589,64 @@ mod breakouts {
     }
 
     #[test]
+    fn the_timer_ends_the_rooms_sooner_than_a_longer_countdown_a_host_started() {
+        let mut r = room();
+        send(&mut r, "c1", plan(&["Red"], &[("b", 1)], false));
+        send(
+            &mut r,
+            "c1",
+            ClientMessage::OpenBreakouts { minutes: Some(1) },
+        );
+        let ends = 100 + 60_000;
+        // A host asks for a 10-minute countdown: the 1-minute timer still ends the rooms first.
+        frame_at(
+            &mut r,
+            1_000,
+            "c1",
+            &ClientMessage::CloseBreakouts { seconds: 600 },
+        );
+        assert_eq!(r.room.meta.breakouts.closing_at, Some(601_000));
+        assert_eq!(
+            r.poll_timeout(),
+            Some(ends),
+            "the timer's end is waited for"
+        );
+        r.run(ends, Input::Timeout);
+        let closing = ends + 30_000;
+        assert_eq!(
+            r.room.meta.breakouts.closing_at,
+            Some(closing),
+            "the timer's countdown is sooner"
+        );
+        assert_eq!(r.room.meta.breakouts.ends_at, None);
+        assert_eq!(r.poll_timeout(), Some(closing));
+        r.run(closing, Input::Timeout);
+        assert!(!r.room.meta.breakouts.open);
+        assert_eq!(r.scope_of("b"), 0);
+        // A host's countdown that ends sooner than the timer's would is kept when the timer ends.
+        let t = closing + 1;
+        frame_at(
+            &mut r,
+            t,
+            "c1",
+            &ClientMessage::OpenBreakouts { minutes: Some(1) },
+        );
+        frame_at(
+            &mut r,
+            t + 50_000,
+            "c1",
+            &ClientMessage::CloseBreakouts { seconds: 20 },
+        );
+        let host_closing = t + 70_000;
+        assert_eq!(r.poll_timeout(), Some(t + 60_000));
+        r.run(t + 60_000, Input::Timeout);
+        assert_eq!(r.room.meta.breakouts.closing_at, Some(host_closing));
+        assert!(r.room.meta.breakouts.open);
+        r.run(host_closing, Input::Timeout);
+        assert!(!r.room.meta.breakouts.open);
+    }
+
+    #[test]
     fn the_timer_starts_a_countdown_that_brings_everyone_back() {
         let mut r = room();
         send(
@@ -6603,6 +6740,58 @@ mod recording {
         let fx = send(r, "c1", ClientMessage::SetRecording { on: true });
         assert_eq!(fx, vec![Output::MintRecordingId]);
         r.run(200, Input::RecordingMinted { id: ID.into() })
+    }
+
+    #[test]
+    fn an_empty_room_stops_telling_an_unreachable_sfu_after_a_minute() {
+        use crate::room::recording::EMPTY_RECORD_RETRY_MS;
+        let mut r = room();
+        start(&mut r);
+        // Everyone leaves: the stop goes to the SFU, which cannot be reached any more.
+        frame_at(&mut r, 1_000, "c2", &ClientMessage::Leave {});
+        let fx = frame_at(&mut r, 1_000, "c1", &ClientMessage::Leave {});
+        let (_, version, recording) = record_calls(&fx).pop().expect("a stop call");
+        assert_eq!(recording, None);
+        let fail = |r: &mut Sim, now: Millis| {
+            r.run(
+                now,
+                Input::SfuReply {
+                    sfu: "sfu-1".into(),
+                    participant: String::new(),
+                    call: SfuCallKind::Record { version },
+                    reply: gone(),
+                },
+            );
+        };
+        fail(&mut r, 1_000);
+        // Sent again every second while the SFU may still hold the room's recording...
+        let mut now = 1_000;
+        let mut calls = 0;
+        while let Some(at) = r.poll_timeout() {
+            assert!(at <= 1_000 + EMPTY_RECORD_RETRY_MS + 1_000, "still at {at}");
+            now = at;
+            let fx = r.run(now, Input::Timeout);
+            if !record_calls(&fx).is_empty() {
+                calls += 1;
+                fail(&mut r, now);
+            }
+        }
+        // ...then no more: the alarm is free (before, every second for as long as it was empty).
+        assert!((50..=61).contains(&calls), "{calls} calls");
+        assert!(now >= 1_000 + EMPTY_RECORD_RETRY_MS);
+        // The next recording is unaffected: it goes to the SFU again.
+        let t = now + 1_000;
+        r.run(
+            t,
+            Input::Connect {
+                conn: "c3".into(),
+                claims: claims("a"),
+            },
+        );
+        let fx = frame_at(&mut r, t, "c3", &ClientMessage::SetRecording { on: true });
+        assert_eq!(fx, vec![Output::MintRecordingId]);
+        let fx = r.run(t, Input::RecordingMinted { id: ID.into() });
+        assert_eq!(record_calls(&fx).len(), 1, "{fx:?}");
     }
 
     #[test]
